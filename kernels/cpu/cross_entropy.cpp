@@ -1,0 +1,70 @@
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/cpu/common.h"
+#include "kernels/ops.h"
+
+namespace moe::ops {
+namespace {
+void check(const char* op, const Tensor& logits, const Tensor& targets) {
+  MOE_CHECK(logits.ndim() == 2, ShapeError, "{}: logits {} must be (N,V)", op, logits.describe());
+  expect_tensor(op, "targets", targets, DType::i32, {logits.size(0)});
+  const std::int32_t* tg = targets.data<std::int32_t>();
+  for (std::int64_t n = 0; n < logits.size(0); ++n)
+    MOE_CHECK(tg[n] >= -1 && tg[n] < logits.size(1), ShapeError, "{}: target {} at row {} outside [-1, {})", op,
+              tg[n], n, logits.size(1));
+}
+// Row softmax statistics: max and log-sum-exp, so that p_v = exp(l_v - lse).
+template <class T> T log_sum_exp(const T* l, std::int64_t V) {
+  const T mx = *std::max_element(l, l + V);
+  T sum = 0;
+  for (std::int64_t v = 0; v < V; ++v) sum += std::exp(l[v] - mx);
+  return mx + std::log(sum);
+}
+}  // namespace
+
+void cross_entropy_forward(Tensor& losses, const Tensor& logits, const Tensor& targets) {
+  const char* op = "cross_entropy_forward";
+  DType t = detail::real_dtype(op, logits);
+  check(op, logits, targets);
+  const std::int64_t N = logits.size(0), V = logits.size(1);
+  expect_tensor(op, "losses", losses, t, {N});
+  detail::expect_cpu(op, {&losses, &logits, &targets});
+  detail::dispatch_real(t, [&]<class T>() {
+    const T* lp = logits.data<T>();
+    const std::int32_t* tg = targets.data<std::int32_t>();
+    T* out = losses.data<T>();
+#pragma omp parallel for
+    for (std::int64_t n = 0; n < N; ++n)
+      out[n] = tg[n] < 0 ? T(0) : log_sum_exp(lp + n * V, V) - lp[n * V + tg[n]];
+  });
+}
+
+void cross_entropy_backward(Tensor& dlogits, const Tensor& dlosses, const Tensor& logits, const Tensor& targets) {
+  const char* op = "cross_entropy_backward";
+  DType t = detail::real_dtype(op, logits);
+  check(op, logits, targets);
+  const std::int64_t N = logits.size(0), V = logits.size(1);
+  expect_tensor(op, "dlosses", dlosses, t, {N});
+  expect_tensor(op, "dlogits", dlogits, t, {N, V});
+  detail::expect_cpu(op, {&dlogits, &dlosses, &logits, &targets});
+  detail::dispatch_real(t, [&]<class T>() {
+    const T *lp = logits.data<T>(), *dl = dlosses.data<T>();
+    const std::int32_t* tg = targets.data<std::int32_t>();
+    T* d = dlogits.data<T>();
+#pragma omp parallel for
+    for (std::int64_t n = 0; n < N; ++n) {
+      T* dr = d + n * V;
+      if (tg[n] < 0) {
+        std::fill(dr, dr + V, T(0));
+        continue;
+      }
+      const T* l = lp + n * V;
+      const T lse = log_sum_exp(l, V);
+      for (std::int64_t v = 0; v < V; ++v) dr[v] = std::exp(l[v] - lse) * dl[n];
+      dr[tg[n]] -= dl[n];
+    }
+  });
+}
+
+}  // namespace moe::ops

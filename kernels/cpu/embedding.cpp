@@ -1,0 +1,54 @@
+#include "kernels/cpu/common.h"
+#include "kernels/ops.h"
+
+namespace moe::ops {
+namespace {
+void check_tokens(const char* op, const Tensor& tokens, std::int64_t V) {
+  const std::int32_t* tok = tokens.data<std::int32_t>();
+  for (std::int64_t n = 0; n < tokens.numel(); ++n)
+    MOE_CHECK(tok[n] >= 0 && tok[n] < V, ShapeError, "{}: token {} at row {} outside vocab [0, {})", op,
+              tok[n], n, V);
+}
+}  // namespace
+
+void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table) {
+  const char* op = "embedding_forward";
+  DType t = detail::real_dtype(op, table);
+  MOE_CHECK(table.ndim() == 2 && tokens.ndim() == 1, ShapeError, "{}: table {} must be 2-D, tokens {} 1-D", op,
+            table.describe(), tokens.describe());
+  const std::int64_t N = tokens.size(0), V = table.size(0), C = table.size(1);
+  expect_tensor(op, "tokens", tokens, DType::i32, {N});
+  expect_tensor(op, "out", out, t, {N, C});
+  detail::expect_cpu(op, {&out, &tokens, &table});
+  check_tokens(op, tokens, V);
+  detail::dispatch_real(t, [&]<class T>() {
+    const std::int32_t* tok = tokens.data<std::int32_t>();
+    const T* w = table.data<T>();
+    T* o = out.data<T>();
+#pragma omp parallel for
+    for (std::int64_t n = 0; n < N; ++n)
+      for (std::int64_t c = 0; c < C; ++c) o[n * C + c] = w[tok[n] * C + c];
+  });
+}
+
+void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens) {
+  const char* op = "embedding_backward";
+  DType t = detail::real_dtype(op, dtable);
+  MOE_CHECK(dtable.ndim() == 2 && tokens.ndim() == 1, ShapeError, "{}: dtable {} must be 2-D, tokens {} 1-D", op,
+            dtable.describe(), tokens.describe());
+  const std::int64_t N = tokens.size(0), V = dtable.size(0), C = dtable.size(1);
+  expect_tensor(op, "tokens", tokens, DType::i32, {N});
+  expect_tensor(op, "dout", dout, t, {N, C});
+  detail::expect_cpu(op, {&dtable, &dout, &tokens});
+  check_tokens(op, tokens, V);
+  detail::dispatch_real(t, [&]<class T>() {
+    const std::int32_t* tok = tokens.data<std::int32_t>();
+    const T* d = dout.data<T>();
+    T* dw = dtable.data<T>();
+    // Serial over rows: two rows with the same token add into the same table row.
+    for (std::int64_t n = 0; n < N; ++n)
+      for (std::int64_t c = 0; c < C; ++c) dw[tok[n] * C + c] += d[n * C + c];
+  });
+}
+
+}  // namespace moe::ops

@@ -1,0 +1,119 @@
+// GEMM and grouped GEMM through OpenBLAS (cblas, row-major).
+#include <cblas.h>
+
+#include "kernels/cpu/common.h"
+#include "kernels/ops.h"
+
+namespace moe::ops {
+namespace {
+
+// C (M,N) = alpha * op(A) op(B) + beta * C, row-major, leading dims = row lengths.
+template <class T>
+void gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const T* A,
+          const T* B, T beta, T* C) {
+  if (M == 0 || N == 0) return;
+  const auto lda = static_cast<blasint>(ta ? M : K), ldb = static_cast<blasint>(tb ? K : N);
+  const auto opa = ta ? CblasTrans : CblasNoTrans, opb = tb ? CblasTrans : CblasNoTrans;
+  const auto m = static_cast<blasint>(M), n = static_cast<blasint>(N), k = static_cast<blasint>(K);
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemm(CblasRowMajor, opa, opb, m, n, k, 1.0f, A, lda, B, ldb, beta, C, n);
+  else
+    cblas_dgemm(CblasRowMajor, opa, opb, m, n, k, 1.0, A, lda, B, ldb, beta, C, n);
+}
+
+// One group's forward/backward, shared by the plain and grouped entry points.
+template <class T>
+void gemm_fwd(T* y, const T* x, const T* w, std::int64_t M, std::int64_t N, std::int64_t K) {
+  gemm<T>(false, true, M, N, K, x, w, T(0), y);  // y = x w^T
+}
+template <class T>
+void gemm_bwd(T* dx, T* dw, const T* dy, const T* x, const T* w, std::int64_t M, std::int64_t N,
+              std::int64_t K) {
+  if (dx) gemm<T>(false, false, M, K, N, dy, w, T(0), dx);  // dx = dy w
+  if (M > 0) gemm<T>(true, false, N, K, M, dy, x, T(1), dw);  // dw += dy^T x
+}
+
+void check_offsets(const char* op, std::span<const std::int64_t> off, std::int64_t groups, std::int64_t M) {
+  MOE_CHECK(static_cast<std::int64_t>(off.size()) == groups + 1 && off.front() == 0 && off.back() == M,
+            ShapeError, "{}: offsets must have {} entries from 0 to {}", op, groups + 1, M);
+  for (std::size_t g = 0; g + 1 < off.size(); ++g)
+    MOE_CHECK(off[g] <= off[g + 1], ShapeError, "{}: offsets decrease at group {}", op, g);
+}
+
+// Validation + loop over groups; the plain matmul is the one-group case.
+void grouped_fwd(const char* op, Tensor& y, const Tensor& x, const Tensor& w,
+                 std::span<const std::int64_t> offsets) {
+  DType t = detail::real_dtype(op, x);
+  MOE_CHECK(x.ndim() == 2 && w.ndim() == 3, ShapeError, "{}: x {} must be 2-D and w {} 3-D", op,
+            x.describe(), w.describe());
+  const std::int64_t M = x.size(0), K = x.size(1), G = w.size(0), N = w.size(1);
+  expect_tensor(op, "w", w, t, {G, N, K});
+  expect_tensor(op, "y", y, t, {M, N});
+  detail::expect_cpu(op, {&y, &x, &w});
+  check_offsets(op, offsets, G, M);
+  detail::dispatch_real(t, [&]<class T>() {
+    for (std::int64_t g = 0; g < G; ++g) {
+      const std::int64_t r = offsets[g], m = offsets[g + 1] - r;
+      gemm_fwd<T>(y.data<T>() + r * N, x.data<T>() + r * K, w.data<T>() + g * N * K, m, N, K);
+    }
+  });
+}
+
+void grouped_bwd(const char* op, Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x,
+                 const Tensor& w, std::span<const std::int64_t> offsets) {
+  DType t = detail::real_dtype(op, x);
+  MOE_CHECK(x.ndim() == 2 && w.ndim() == 3, ShapeError, "{}: x {} must be 2-D and w {} 3-D", op,
+            x.describe(), w.describe());
+  const std::int64_t M = x.size(0), K = x.size(1), G = w.size(0), N = w.size(1);
+  expect_tensor(op, "w", w, t, {G, N, K});
+  expect_tensor(op, "dw", dw, t, {G, N, K});
+  expect_tensor(op, "dy", dy, t, {M, N});
+  if (dx.defined()) expect_tensor(op, "dx", dx, t, {M, K});
+  detail::expect_cpu(op, {&dx, &dw, &dy, &x, &w});
+  check_offsets(op, offsets, G, M);
+  detail::dispatch_real(t, [&]<class T>() {
+    for (std::int64_t g = 0; g < G; ++g) {
+      const std::int64_t r = offsets[g], m = offsets[g + 1] - r;
+      gemm_bwd<T>(dx.defined() ? dx.data<T>() + r * K : nullptr, dw.data<T>() + g * N * K,
+                  dy.data<T>() + r * N, x.data<T>() + r * K, w.data<T>() + g * N * K, m, N, K);
+    }
+  });
+}
+
+// The plain matmul checks its 2-D operands itself, so errors show the caller's shapes,
+// then runs as one group: w (N,K) -> (1,N,K).
+void check_2d(const char* op, const Tensor& x, const Tensor& w) {
+  MOE_CHECK(x.ndim() == 2 && w.ndim() == 2 && w.size(1) == x.size(1) && w.dtype() == x.dtype(), ShapeError,
+            "{}: x {} and w {} must be (M,K) and (N,K) of one dtype", op, x.describe(), w.describe());
+}
+Tensor one_group(const Tensor& w) { return w.view({1, w.size(0), w.size(1)}); }
+
+}  // namespace
+
+void matmul_forward(Tensor& y, const Tensor& x, const Tensor& w) {
+  const char* op = "matmul_forward";
+  check_2d(op, x, w);
+  const std::int64_t offsets[] = {0, x.size(0)};
+  grouped_fwd(op, y, x, one_group(w), offsets);
+}
+
+void matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w) {
+  const char* op = "matmul_backward";
+  check_2d(op, x, w);
+  expect_tensor(op, "dw", dw, w.dtype(), w.shape());
+  const std::int64_t offsets[] = {0, x.size(0)};
+  Tensor dw3 = one_group(dw);
+  grouped_bwd(op, dx, dw3, dy, x, one_group(w), offsets);
+}
+
+void grouped_matmul_forward(Tensor& y, const Tensor& x, const Tensor& w,
+                            std::span<const std::int64_t> offsets) {
+  grouped_fwd("grouped_matmul_forward", y, x, w, offsets);
+}
+
+void grouped_matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x,
+                             const Tensor& w, std::span<const std::int64_t> offsets) {
+  grouped_bwd("grouped_matmul_backward", dx, dw, dy, x, w, offsets);
+}
+
+}  // namespace moe::ops

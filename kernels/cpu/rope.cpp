@@ -1,0 +1,42 @@
+#include <cmath>
+
+#include "kernels/cpu/common.h"
+#include "kernels/ops.h"
+
+namespace moe::ops {
+namespace {
+
+// Rotates each (i, i+D/2) pair of every head by sign * pos * theta^(-2i/D).
+void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, double sign) {
+  DType t = detail::real_dtype(op, x);
+  MOE_CHECK(x.ndim() == 4 && x.size(3) % 2 == 0, ShapeError, "{}: x {} must be (B,T,H,D) with D even", op,
+            x.describe());
+  const std::int64_t B = x.size(0), T_ = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
+  expect_tensor(op, "y", y, t, x.shape());
+  detail::expect_cpu(op, {&y, &x});
+  detail::dispatch_real(t, [&]<class T>() {
+    const T* xp = x.data<T>();
+    T* yp = y.data<T>();
+#pragma omp parallel for collapse(2)
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t p = 0; p < T_; ++p)
+        for (std::int64_t i = 0; i < half; ++i) {
+          // Angle in double whatever T is, so f32 and f64 rotate by the same angle.
+          const double ang = sign * static_cast<double>(p) * std::pow(theta, -2.0 * i / static_cast<double>(D));
+          const T c = static_cast<T>(std::cos(ang)), s = static_cast<T>(std::sin(ang));
+          for (std::int64_t h = 0; h < H; ++h) {
+            const std::int64_t base = ((b * T_ + p) * H + h) * D;
+            const T x1 = xp[base + i], x2 = xp[base + i + half];  // read both before writing (y may alias x)
+            yp[base + i] = x1 * c - x2 * s;
+            yp[base + i + half] = x2 * c + x1 * s;
+          }
+        }
+  });
+}
+
+}  // namespace
+
+void rope_forward(Tensor& y, const Tensor& x, double theta) { rope_apply("rope_forward", y, x, theta, +1.0); }
+void rope_backward(Tensor& dx, const Tensor& dy, double theta) { rope_apply("rope_backward", dx, dy, theta, -1.0); }
+
+}  // namespace moe::ops

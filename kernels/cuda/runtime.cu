@@ -1,0 +1,32 @@
+#include "kernels/cuda/check.cuh"
+#include "kernels/cuda/runtime.h"
+
+namespace moe::cuda {
+
+int device_count() {
+  int n = 0;
+  // No driver or no GPU is not an error here: the caller decides (tests skip, train refuses).
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+void* malloc_device(std::size_t bytes) {
+  void* p = nullptr;
+  MOE_CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
+  return p;
+}
+
+void free_device(void* p) { (void)cudaFree(p); }  // never throws: called from deleters
+
+void memset0(void* p, std::size_t bytes) { MOE_CUDA_CHECK(cudaMemset(p, 0, bytes)); }
+
+void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, std::size_t bytes) {
+  cudaMemcpyKind kind = dst_on_device ? (src_on_device ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                                      : (src_on_device ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+  MOE_CUDA_CHECK(cudaMemcpy(dst, src, bytes, kind));
+}
+
+}  // namespace moe::cuda

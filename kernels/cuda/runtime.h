@@ -1,0 +1,13 @@
+// Host-callable wrappers over the CUDA runtime, so that only .cu files include cuda_runtime.h.
+#pragma once
+#include <cstddef>
+
+namespace moe::cuda {
+
+int device_count();
+void* malloc_device(std::size_t bytes);
+void free_device(void* p);
+void memset0(void* p, std::size_t bytes);
+void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, std::size_t bytes);
+
+}  // namespace moe::cuda

@@ -1,0 +1,83 @@
+#include "kernels/device.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "kernels/error.h"
+#ifdef MOE_WITH_CUDA
+#include "kernels/cuda/runtime.h"
+#endif
+
+namespace moe {
+namespace {
+constexpr std::size_t kHostAlign = 64;  // one cache line / one AVX-512 register
+#ifndef MOE_WITH_CUDA
+[[noreturn]] void no_cuda() {
+  throw DeviceError("this moe was built without CUDA (configure with -DMOE_CUDA=ON on a machine with nvcc)");
+}
+#endif
+}  // namespace
+
+bool built_with_cuda() {
+#ifdef MOE_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+int cuda_device_count() {
+#ifdef MOE_WITH_CUDA
+  return cuda::device_count();
+#else
+  return 0;
+#endif
+}
+
+void* device_alloc(Device d, std::size_t bytes) {
+  if (d == Device::cpu) {
+    std::size_t rounded = (bytes + kHostAlign - 1) / kHostAlign * kHostAlign;
+    void* p = std::aligned_alloc(kHostAlign, rounded ? rounded : kHostAlign);
+    if (!p) throw std::bad_alloc();
+    return p;
+  }
+#ifdef MOE_WITH_CUDA
+  return cuda::malloc_device(bytes);
+#else
+  no_cuda();
+#endif
+}
+
+void device_free(Device d, void* p) {
+  if (d == Device::cpu) return std::free(p);
+#ifdef MOE_WITH_CUDA
+  cuda::free_device(p);
+#endif
+}
+
+void device_memset0(Device d, void* p, std::size_t bytes) {
+  if (d == Device::cpu) {
+    std::memset(p, 0, bytes);
+    return;
+  }
+#ifdef MOE_WITH_CUDA
+  cuda::memset0(p, bytes);
+#else
+  no_cuda();
+#endif
+}
+
+void device_copy(void* dst, Device dst_dev, const void* src, Device src_dev, std::size_t bytes) {
+  if (dst_dev == Device::cpu && src_dev == Device::cpu) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+#ifdef MOE_WITH_CUDA
+  cuda::copy(dst, dst_dev == Device::cuda, src, src_dev == Device::cuda, bytes);
+#else
+  no_cuda();
+#endif
+}
+
+}  // namespace moe

@@ -1,0 +1,104 @@
+// The op API: every model computation is a forward/backward pair over Tensors.
+//
+// Contract (as in llm.c): backward ASSIGNS (=) activation gradients and ACCUMULATES (+=)
+// parameter gradients, so several micro-batches can add into one parameter gradient.
+// An activation-gradient output that is not defined() is skipped (e.g. dx of the first layer).
+//
+// Each function validates shapes, dtypes and device at the boundary (ShapeError naming the op
+// and argument), then runs a check-free kernel. Real tensors are f32, or f64 for the test
+// oracle; all real arguments of one call share a dtype. Index tensors are i32. Shapes are in
+// comments: N = rows (tokens), C = model width, V = vocab, E = experts, D = head dim.
+#pragma once
+#include <cstdint>
+#include <span>
+
+#include "kernels/tensor.h"
+
+namespace moe::ops {
+
+// ---- GEMM (OpenBLAS) ------------------------------------------------------------------
+// y (M,N) = x (M,K) @ w^T, w (N,K) in [out_features, in_features] order as stored on disk.
+void matmul_forward(Tensor& y, const Tensor& x, const Tensor& w);
+// dx (M,K) = dy @ w  (assign);  dw (N,K) += dy^T @ x  (accumulate).
+void matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w);
+
+// ---- Grouped GEMM (routed experts) -----------------------------------------------------
+// Rows of x are grouped by expert: group g owns rows [offsets[g], offsets[g+1]), offsets has
+// G+1 non-decreasing entries from 0 to M. y_g (M_g,N) = x_g (M_g,K) @ w[g]^T, w (G,N,K).
+void grouped_matmul_forward(Tensor& y, const Tensor& x, const Tensor& w,
+                            std::span<const std::int64_t> offsets);
+// dx_g = dy_g @ w[g] (assign); dw[g] += dy_g^T @ x_g (accumulate).
+void grouped_matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x,
+                             const Tensor& w, std::span<const std::int64_t> offsets);
+
+// ---- Embedding --------------------------------------------------------------------------
+// out (N,C) = table (V,C)[tokens (N)].
+void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table);
+// dtable (V,C) += scatter of dout (N,C) by tokens.
+void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens);
+
+// ---- RMSNorm ----------------------------------------------------------------------------
+// y (N,C) = x / sqrt(mean(x^2) + eps) * w (C); rstd (N) saved for backward.
+void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, double eps);
+// dx (assign), dw += (accumulate).
+void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                      const Tensor& rstd);
+
+// ---- RoPE ("rotate half": dim i pairs with i + D/2; positions 0..T-1 per sequence) -------
+// y (B,T,H,D) = rotate(x); y may alias x.
+void rope_forward(Tensor& y, const Tensor& x, double theta);
+// dx = rotate(dy) by the negative angle (the rotation is orthogonal); dx may alias dy.
+void rope_backward(Tensor& dx, const Tensor& dy, double theta);
+
+// ---- Causal attention with GQA ----------------------------------------------------------
+// out (B,T,H,D) = softmax(q k^T / sqrt(D) + causal mask) v, with q (B,T,H,D), k and v
+// (B,T,Hkv,D), H a multiple of Hkv (query head h reads kv head h / (H/Hkv)).
+// probs (B,H,T,T) saves the softmax for backward (zero above the diagonal).
+void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor& k, const Tensor& v);
+// dq, dk, dv (assign).
+void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
+                        const Tensor& k, const Tensor& v, const Tensor& probs);
+
+// ---- SwiGLU core (the projections around it are matmuls) --------------------------------
+// h (N,F) = silu(gate) * up.
+void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up);
+// dgate, dup (assign).
+void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate, const Tensor& up);
+
+// ---- Router: scores, biased top-k with group limits, gate weights -----------------------
+enum class RouterKind { sigmoid, softmax };
+struct RouterSpec {
+  RouterKind kind = RouterKind::sigmoid;
+  int top_k = 1;
+  int n_groups = 1;        // experts split into n_groups equal groups...
+  int topk_groups = 1;     // ...of which a token may use at most topk_groups
+  bool normalize = true;   // gates divided by the sum of the chosen scores
+  double scaling = 1.0;    // routed_scaling_factor, applied to the gates
+};
+// scores (N,E) = sigmoid(logits) or softmax(logits); index (N,k) i32 = top-k of scores + bias
+// (E) inside the best groups (group score = sum of its top-2 biased scores; ties -> lower
+// index); gate (N,k) from the unbiased scores. The bias only steers selection.
+void router_forward(Tensor& scores, Tensor& index, Tensor& gate, const Tensor& logits,
+                    const Tensor& bias, const RouterSpec& spec);
+// dlogits (N,E) (assign) from dgate (N,k); selection is piecewise constant, so no gradient
+// flows through the choice itself.
+void router_backward(Tensor& dlogits, const Tensor& dgate, const Tensor& scores, const Tensor& index,
+                     const RouterSpec& spec);
+
+// ---- Cross-entropy ----------------------------------------------------------------------
+// losses (N) = -log softmax(logits (N,V))[target]; targets (N) i32, -1 = ignored (loss 0).
+void cross_entropy_forward(Tensor& losses, const Tensor& logits, const Tensor& targets);
+// dlogits (N,V) = (softmax - onehot) * dlosses[n] (assign); ignored rows get 0.
+void cross_entropy_backward(Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
+                            const Tensor& targets);
+
+// ---- AdamW (decoupled weight decay, as torch.optim.AdamW) --------------------------------
+struct AdamWSpec {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.0;
+  std::int64_t step = 1;  // 1-based count of updates including this one (bias correction)
+};
+// param *= 1 - lr*wd; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+// param -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps). All f32, same shape.
+void adamw_step(Tensor& param, Tensor& m, Tensor& v, const Tensor& grad, const AdamWSpec& spec);
+
+}  // namespace moe::ops

@@ -1,0 +1,92 @@
+#include "kernels/tensor.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+namespace moe {
+namespace {
+std::int64_t count(const Shape& s, const char* what) {
+  std::int64_t n = 1;
+  for (auto d : s) {
+    MOE_CHECK(d >= 0, ShapeError, "{}: negative dimension in shape {}", what, shape_str(s));
+    n *= d;
+  }
+  return n;
+}
+}  // namespace
+
+std::string shape_str(const Shape& s) { return fmt::format("[{}]", fmt::join(s, ",")); }
+
+Tensor Tensor::empty(Shape shape, DType dtype, Device device) {
+  Tensor t;
+  t.numel_ = count(shape, "Tensor::empty");
+  t.shape_ = std::move(shape);
+  t.dtype_ = dtype;
+  t.device_ = device;
+  void* p = device_alloc(device, t.nbytes());
+  t.storage_ = std::shared_ptr<std::byte>(static_cast<std::byte*>(p),
+                                          [device](std::byte* q) { device_free(device, q); });
+  return t;
+}
+
+Tensor Tensor::zeros(Shape shape, DType dtype, Device device) {
+  Tensor t = empty(std::move(shape), dtype, device);
+  t.zero();
+  return t;
+}
+
+std::int64_t Tensor::size(int dim) const {
+  int d = dim < 0 ? dim + ndim() : dim;
+  MOE_CHECK(d >= 0 && d < ndim(), ShapeError, "dimension {} out of range for {}", dim, describe());
+  return shape_[static_cast<std::size_t>(d)];
+}
+
+std::string Tensor::describe() const {
+  if (!defined()) return "undefined tensor";
+  return fmt::format("{}{}@{}", dtype_name(dtype_), shape_str(shape_), device_name(device_));
+}
+
+void Tensor::check_dtype(DType want) const {
+  MOE_CHECK(defined(), ShapeError, "access to an undefined tensor");
+  MOE_CHECK(want == dtype_, ShapeError, "tensor {} accessed as {}", describe(), dtype_name(want));
+}
+
+Tensor Tensor::view(Shape shape) const {
+  std::int64_t n = count(shape, "Tensor::view");
+  MOE_CHECK(n == numel_, ShapeError, "cannot view {} as {}: {} vs {} elements", describe(),
+            shape_str(shape), numel_, n);
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  return t;
+}
+
+Tensor Tensor::rows(std::int64_t begin, std::int64_t count_) const {
+  MOE_CHECK(ndim() >= 1 && begin >= 0 && count_ >= 0 && begin + count_ <= shape_[0], ShapeError,
+            "rows [{}, {}) out of range for {}", begin, begin + count_, describe());
+  Tensor t = *this;
+  t.shape_[0] = count_;
+  t.numel_ = count_ == 0 ? 0 : numel_ / shape_[0] * count_;
+  t.offset_ += static_cast<std::size_t>(begin) * (shape_[0] ? nbytes() / shape_[0] : 0);
+  return t;
+}
+
+void Tensor::copy_from(const Tensor& src) {
+  MOE_CHECK(src.shape_ == shape_ && src.dtype_ == dtype_, ShapeError, "copy_from: {} into {}",
+            src.describe(), describe());
+  device_copy(raw(), device_, src.raw(), src.device_, nbytes());
+}
+
+Tensor Tensor::to(Device device) const {
+  Tensor t = empty(shape_, dtype_, device);
+  t.copy_from(*this);
+  return t;
+}
+
+void Tensor::zero() { device_memset0(device_, raw(), nbytes()); }
+
+void expect_tensor(const char* op, const char* name, const Tensor& t, DType dtype, const Shape& shape) {
+  MOE_CHECK(t.defined() && t.dtype() == dtype && t.shape() == shape, ShapeError,
+            "{}: {} is {}, expected {}{}", op, name, t.describe(), dtype_name(dtype), shape_str(shape));
+}
+
+}  // namespace moe

@@ -1,0 +1,69 @@
+// Tensor: a shape, a dtype and a reference to storage on one device. Always contiguous
+// (row-major). Copies are explicit (copy_from, to); views (view, rows) share storage.
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/device.h"
+#include "kernels/dtype.h"
+#include "kernels/error.h"
+
+namespace moe {
+
+using Shape = std::vector<std::int64_t>;
+
+std::string shape_str(const Shape& s);  // "[2,3,4]"
+
+class Tensor {
+ public:
+  Tensor() = default;
+  static Tensor empty(Shape shape, DType dtype, Device device = Device::cpu);
+  static Tensor zeros(Shape shape, DType dtype, Device device = Device::cpu);
+
+  bool defined() const { return storage_ != nullptr; }
+  const Shape& shape() const { return shape_; }
+  int ndim() const { return static_cast<int>(shape_.size()); }
+  std::int64_t size(int dim) const;  // negative dims count from the end
+  std::int64_t numel() const { return numel_; }
+  std::size_t nbytes() const { return static_cast<std::size_t>(numel_) * dtype_size(dtype_); }
+  DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
+  std::string describe() const;  // e.g. "f32[4,7]@cpu", for error messages
+
+  // Typed pointer to the first element. Checks the dtype, never the device: a CUDA kernel
+  // launcher takes data<float>() of a device tensor too.
+  template <class T> T* data() {
+    check_dtype(dtype_of<T>::value);
+    return reinterpret_cast<T*>(raw());
+  }
+  template <class T> const T* data() const {
+    check_dtype(dtype_of<T>::value);
+    return reinterpret_cast<const T*>(raw());
+  }
+  void* raw() { return storage_.get() + offset_; }
+  const void* raw() const { return storage_.get() + offset_; }
+
+  Tensor view(Shape shape) const;                          // same elements, new shape
+  Tensor rows(std::int64_t begin, std::int64_t count) const;  // a slice of dim 0, no copy
+
+  void copy_from(const Tensor& src);  // same shape and dtype; any pair of devices
+  Tensor to(Device device) const;     // a new tensor on `device` holding a copy
+  void zero();
+
+ private:
+  void check_dtype(DType want) const;
+  std::shared_ptr<std::byte> storage_;
+  std::size_t offset_ = 0;  // bytes
+  Shape shape_;
+  std::int64_t numel_ = 0;
+  DType dtype_ = DType::f32;
+  Device device_ = Device::cpu;
+};
+
+// Boundary validation helper for ops: throws ShapeError "op: name is f32[2,3]@cpu, expected ...".
+void expect_tensor(const char* op, const char* name, const Tensor& t, DType dtype, const Shape& shape);
+
+}  // namespace moe
