@@ -1,0 +1,377 @@
+#include "trainer/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "kernels/error.h"
+
+namespace moe {
+namespace {
+
+// ---- The key registry ------------------------------------------------------------------
+
+struct Field {
+  std::string key;   // dotted path, e.g. "model.d_model"
+  std::string type;  // human-readable type and range, e.g. "int >= 1"
+  std::string doc;
+  std::function<void(Config&, const YAML::Node&, const std::string& where)> parse;
+  std::function<std::string(const Config&)> show;  // the value as YAML text
+};
+
+// Numeric range: each end inclusive or open. Shown in the reference and in errors.
+struct Range {
+  double lo = -std::numeric_limits<double>::infinity(), hi = std::numeric_limits<double>::infinity();
+  bool lo_open = false, hi_open = false;
+  bool contains(double v) const {
+    return (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
+  }
+  std::string str() const {
+    const bool has_lo = lo > -std::numeric_limits<double>::infinity();
+    const bool has_hi = hi < std::numeric_limits<double>::infinity();
+    if (has_lo && has_hi) return fmt::format("in {}{}, {}{}", lo_open ? "(" : "[", lo, hi, hi_open ? ")" : "]");
+    if (has_lo) return fmt::format("{} {}", lo_open ? ">" : ">=", lo);
+    if (has_hi) return fmt::format("{} {}", hi_open ? "<" : "<=", hi);
+    return "";
+  }
+};
+Range at_least(double lo) { return {lo, std::numeric_limits<double>::infinity(), false, false}; }
+Range above(double lo) { return {lo, std::numeric_limits<double>::infinity(), true, false}; }
+Range closed(double lo, double hi) { return {lo, hi, false, false}; }
+Range half_open(double lo, double hi) { return {lo, hi, false, true}; }
+Range open(double lo, double hi) { return {lo, hi, true, true}; }
+
+std::string scalar_text(const YAML::Node& n) { return n.IsScalar() ? n.Scalar() : "a non-scalar value"; }
+
+[[noreturn]] void bad(const std::string& where, const std::string& key, const std::string& what) {
+  throw ConfigError(fmt::format("{}: {}: {}", where, key, what));
+}
+
+template <class T> T as(const YAML::Node& n, const std::string& where, const std::string& key, const char* kind) {
+  if (!n.IsScalar()) bad(where, key, fmt::format("expected {}, got a {}", kind, n.IsMap() ? "mapping" : n.IsSequence() ? "list" : "null"));
+  try {
+    return n.as<T>();
+  } catch (const YAML::Exception&) {
+    bad(where, key, fmt::format("expected {}, got '{}'", kind, scalar_text(n)));
+  }
+}
+
+template <class Get> Field integer(const char* key, Get get, Range r, std::string doc) {
+  std::string k = key;
+  return {k, "int " + r.str(), std::move(doc),
+          [k, get, r](Config& c, const YAML::Node& n, const std::string& where) {
+            const auto v = as<std::int64_t>(n, where, k, "an integer");
+            if (!r.contains(static_cast<double>(v))) bad(where, k, fmt::format("{} is out of range: must be {}", v, r.str()));
+            get(c) = v;
+          },
+          [get](const Config& c) { return fmt::format("{}", get(c)); }};
+}
+
+template <class Get> Field real(const char* key, Get get, Range r, std::string doc) {
+  std::string k = key;
+  return {k, "real " + r.str(), std::move(doc),
+          [k, get, r](Config& c, const YAML::Node& n, const std::string& where) {
+            const auto v = as<double>(n, where, k, "a number");
+            if (!r.contains(v)) bad(where, k, fmt::format("{} is out of range: must be {}", v, r.str()));
+            get(c) = v;
+          },
+          [get](const Config& c) { return fmt::format("{}", get(c)); }};
+}
+
+template <class Get> Field boolean(const char* key, Get get, std::string doc) {
+  std::string k = key;
+  return {k, "bool", std::move(doc),
+          [k, get](Config& c, const YAML::Node& n, const std::string& where) { get(c) = as<bool>(n, where, k, "true or false"); },
+          [get](const Config& c) { return std::string(get(c) ? "true" : "false"); }};
+}
+
+template <class Get> Field text(const char* key, Get get, std::string doc) {
+  std::string k = key;
+  return {k, "string", std::move(doc),
+          [k, get](Config& c, const YAML::Node& n, const std::string& where) {
+            auto v = as<std::string>(n, where, k, "a string");
+            if (v.empty()) bad(where, k, "must not be empty");
+            get(c) = std::move(v);
+          },
+          [get](const Config& c) {
+            YAML::Emitter e;  // quotes and escapes only when YAML needs it
+            e << get(c);
+            return std::string(e.c_str());
+          }};
+}
+
+template <class E, class Get>
+Field choice(const char* key, Get get, std::vector<std::pair<std::string, E>> names, std::string doc) {
+  std::string k = key, list;
+  for (const auto& [name, _] : names) list += (list.empty() ? "" : ", ") + name;
+  return {k, "one of " + list, std::move(doc),
+          [k, get, names, list](Config& c, const YAML::Node& n, const std::string& where) {
+            const auto v = as<std::string>(n, where, k, "a name");
+            for (const auto& [name, value] : names)
+              if (name == v) return void(get(c) = value);
+            bad(where, k, fmt::format("'{}' is not one of {}", v, list));
+          },
+          [get, names](const Config& c) {
+            for (const auto& [name, value] : names)
+              if (value == get(c)) return name;
+            return std::string("?");
+          }};
+}
+
+// AT(model.d_model) -> the key "model.d_model" and an accessor for that member.
+#define AT(path) #path, [](auto& c) -> auto& { return c.path; }
+
+const std::vector<Field>& fields() {
+  static const std::vector<Field> f = {
+      choice<Precision>(AT(precision), {{"fp32", Precision::fp32}, {"bf16", Precision::bf16}, {"fp8", Precision::fp8}},
+                        "GEMM precision; master weights and optimizer state stay FP32"),
+      choice<DeviceKind>(AT(device), {{"cpu", DeviceKind::cpu}, {"cuda", DeviceKind::cuda}}, "where the ops run"),
+
+      integer(AT(model.vocab_size), at_least(2), "vocabulary size (tokenizer pieces)"),
+      integer(AT(model.seq_len), at_least(1), "tokens per training sequence"),
+      integer(AT(model.d_model), at_least(1), "residual stream width"),
+      integer(AT(model.n_layers), at_least(1), "transformer blocks"),
+      integer(AT(model.n_heads), at_least(1), "attention query heads"),
+      integer(AT(model.n_kv_heads), at_least(1), "key/value heads (GQA); divides n_heads"),
+      integer(AT(model.ffn_hidden), at_least(1), "hidden width of the dense SwiGLU FFN"),
+      integer(AT(model.dense_layers), at_least(0), "leading blocks with a dense FFN; the rest are MoE"),
+      integer(AT(model.routed_experts), at_least(0), "routed experts per MoE block (0: every block dense)"),
+      integer(AT(model.shared_experts), at_least(0), "always-on experts per MoE block"),
+      integer(AT(model.top_k), at_least(1), "routed experts chosen per token"),
+      integer(AT(model.expert_hidden), at_least(1), "hidden width of one expert's SwiGLU"),
+      choice<RouterType>(AT(model.router), {{"sigmoid", RouterType::sigmoid}, {"softmax", RouterType::softmax}},
+                         "router scores: sigmoid (DeepSeek-V3) or softmax (Mixtral)"),
+      boolean(AT(model.router_normalize), "divide the chosen gates by their sum"),
+      integer(AT(model.n_groups), at_least(1), "expert groups for group-limited routing; divides routed_experts"),
+      integer(AT(model.topk_groups), at_least(1), "groups a token may reach; <= n_groups"),
+      real(AT(model.routed_scaling_factor), above(0), "multiplies the routed gates"),
+      real(AT(model.bias_update_rate), at_least(0), "step of the auxiliary-loss-free balancing bias"),
+      real(AT(model.aux_loss_coef), at_least(0), "weight of the sequence-wise balance loss"),
+      real(AT(model.capacity_factor), at_least(0), "expert capacity as a multiple of the mean load (0: dropless)"),
+      real(AT(model.norm_eps), open(0, 1), "RMSNorm epsilon"),
+      real(AT(model.rope_theta), above(1), "RoPE base"),
+      real(AT(model.init_std), above(0), "standard deviation of the initial weights"),
+
+      integer(AT(train.steps), at_least(1), "optimizer steps"),
+      integer(AT(train.micro_batch), at_least(1), "sequences per micro-batch per data-parallel rank"),
+      integer(AT(train.grad_accum), at_least(1), "micro-batches per optimizer step"),
+      real(AT(train.lr), open(0, 1), "peak learning rate"),
+      real(AT(train.min_lr), at_least(0), "learning rate at the end of the decay; <= lr"),
+      integer(AT(train.warmup_steps), at_least(0), "linear warm-up steps"),
+      choice<LrSchedule>(AT(train.lr_schedule),
+                         {{"cosine", LrSchedule::cosine}, {"linear", LrSchedule::linear}, {"constant", LrSchedule::constant}},
+                         "decay after warm-up"),
+      real(AT(train.weight_decay), closed(0, 1), "AdamW decoupled weight decay"),
+      real(AT(train.beta1), half_open(0, 1), "AdamW beta1"),
+      real(AT(train.beta2), half_open(0, 1), "AdamW beta2"),
+      real(AT(train.adam_eps), open(0, 1), "AdamW epsilon"),
+      real(AT(train.grad_clip), at_least(0), "global gradient-norm clip (0: off)"),
+      integer(AT(train.seed), at_least(0), "seed of initialisation and data order"),
+      integer(AT(train.log_every), at_least(1), "steps between log lines"),
+      real(AT(train.target_tokens), at_least(0), "token budget the cost report projects to (0: none)"),
+
+      text(AT(data.corpus), "text corpus: a directory of text files or one file"),
+      real(AT(data.val_fraction), half_open(0, 0.5), "share of documents held out for evaluation"),
+
+      integer(AT(parallel.dp), at_least(0), "data-parallel ranks (0: world / (tp * pp))"),
+      integer(AT(parallel.tp), at_least(1), "tensor-parallel ranks"),
+      integer(AT(parallel.pp), at_least(1), "pipeline stages"),
+      integer(AT(parallel.ep), at_least(1), "expert-parallel ranks, folded inside dp x tp"),
+      integer(AT(parallel.zero), closed(0, 1), "ZeRO stage (0: replicated optimizer, 1: sharded)"),
+
+      text(AT(checkpoint.dir), "run directory: checkpoints, metrics, cost report"),
+      integer(AT(checkpoint.every), at_least(0), "steps between checkpoints (0: at the end only)"),
+      integer(AT(checkpoint.keep), at_least(1), "checkpoints kept"),
+
+      text(AT(cost.cluster), "cluster description priced in the cost report (configs/clusters/NAME.yaml)"),
+  };
+  return f;
+}
+#undef AT
+
+const Field* find_field(const std::string& key) {
+  for (const auto& f : fields())
+    if (f.key == key) return &f;
+  return nullptr;
+}
+
+bool is_section(const std::string& prefix) {
+  for (const auto& f : fields())
+    if (f.key.rfind(prefix + ".", 0) == 0) return true;
+  return false;
+}
+
+// ---- Nearest valid key, for "did you mean" ---------------------------------------------
+
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> row(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    std::size_t diag = row[0];
+    row[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j) {
+      const std::size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+std::string leaf(const std::string& key) { return key.substr(key.rfind('.') + 1); }
+
+// Compares whole keys and last components, so "d_model" at the top suggests "model.d_model".
+std::string nearest_key(const std::string& key) {
+  std::string best;
+  std::size_t best_d = std::numeric_limits<std::size_t>::max();
+  for (const auto& f : fields()) {
+    const std::size_t d = std::min(edit_distance(key, f.key), edit_distance(leaf(key), leaf(f.key)) + 1);
+    if (d < best_d) best_d = d, best = f.key;
+  }
+  return best;
+}
+
+[[noreturn]] void unknown_key(const std::string& where, const std::string& key) {
+  throw ConfigError(fmt::format("{}: unknown key '{}'; did you mean '{}'? (moe config reference lists every key)",
+                                where, key, nearest_key(key)));
+}
+
+// ---- Reading ---------------------------------------------------------------------------
+
+std::string where(const std::string& source, const YAML::Mark& m) {
+  return m.is_null() ? source : fmt::format("{}:{}", source, m.line + 1);
+}
+
+void apply(Config& c, const std::string& key, const YAML::Node& value, const std::string& at) {
+  const Field* f = find_field(key);
+  if (!f) unknown_key(at, key);
+  f->parse(c, value, at);
+  c.origin[key] = at;
+}
+
+void walk(Config& c, const YAML::Node& map, const std::string& prefix) {
+  for (const auto& kv : map) {
+    const std::string key = prefix.empty() ? kv.first.as<std::string>() : prefix + "." + kv.first.as<std::string>();
+    const std::string at = where(c.source, kv.first.Mark());
+    if (is_section(key)) {
+      if (!kv.second.IsMap()) bad(at, key, "expected a mapping of keys (a section), got a value");
+      walk(c, kv.second, key);
+    } else {
+      apply(c, key, kv.second, at);
+    }
+  }
+}
+
+void apply_override(Config& c, const std::string& kv) {
+  const auto eq = kv.find('=');
+  if (eq == std::string::npos || eq == 0)
+    throw ConfigError(fmt::format("--set {}: expected key=value, e.g. --set train.lr=1e-3", kv));
+  const std::string key = kv.substr(0, eq), at = fmt::format("--set {}", kv);
+  YAML::Node value;
+  try {
+    value = YAML::Load(kv.substr(eq + 1));
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(fmt::format("{}: cannot parse the value: {}", at, e.msg));
+  }
+  apply(c, key, value, at);
+}
+
+// ---- Cross-key rules -------------------------------------------------------------------
+
+void validate(const Config& c) {
+  // The message names the first key's origin (file:line, --set, or the file for a default).
+  auto require = [&c](bool ok, const std::string& key, const std::string& what) {
+    if (ok) return;
+    auto it = c.origin.find(key);
+    throw ConfigError(fmt::format("{}: {}: {}", it != c.origin.end() ? it->second : c.source + " (default)", key, what));
+  };
+  const auto& m = c.model;
+  require(m.n_heads % m.n_kv_heads == 0, "model.n_kv_heads",
+          fmt::format("{} does not divide model.n_heads = {}", m.n_kv_heads, m.n_heads));
+  require(m.d_model % m.n_heads == 0, "model.n_heads",
+          fmt::format("{} does not divide model.d_model = {}", m.n_heads, m.d_model));
+  require((m.d_model / m.n_heads) % 2 == 0, "model.n_heads",
+          fmt::format("head_dim = d_model / n_heads = {} must be even for RoPE", m.d_model / m.n_heads));
+  require(m.dense_layers <= m.n_layers, "model.dense_layers",
+          fmt::format("{} exceeds model.n_layers = {}", m.dense_layers, m.n_layers));
+  if (m.routed_experts > 0 && m.dense_layers < m.n_layers) {
+    require(m.top_k <= m.routed_experts, "model.top_k",
+            fmt::format("{} exceeds model.routed_experts = {}", m.top_k, m.routed_experts));
+    require(m.routed_experts % m.n_groups == 0, "model.n_groups",
+            fmt::format("{} does not divide model.routed_experts = {}", m.n_groups, m.routed_experts));
+    require(m.topk_groups <= m.n_groups, "model.topk_groups",
+            fmt::format("{} exceeds model.n_groups = {}", m.topk_groups, m.n_groups));
+    const auto reachable = m.topk_groups * (m.routed_experts / m.n_groups);
+    require(m.top_k <= reachable, "model.top_k",
+            fmt::format("{} exceeds the {} experts in model.topk_groups = {} groups", m.top_k, reachable, m.topk_groups));
+    require(m.routed_experts % c.parallel.ep == 0, "parallel.ep",
+            fmt::format("{} does not divide model.routed_experts = {}", c.parallel.ep, m.routed_experts));
+  }
+  require(c.train.min_lr <= c.train.lr, "train.min_lr",
+          fmt::format("{} exceeds train.lr = {}", c.train.min_lr, c.train.lr));
+  require(m.n_heads % c.parallel.tp == 0 && m.n_kv_heads % c.parallel.tp == 0, "parallel.tp",
+          fmt::format("{} must divide model.n_heads = {} and model.n_kv_heads = {}", c.parallel.tp, m.n_heads,
+                      m.n_kv_heads));
+  require(c.parallel.pp <= m.n_layers, "parallel.pp",
+          fmt::format("{} stages exceed model.n_layers = {}", c.parallel.pp, m.n_layers));
+}
+
+}  // namespace
+
+Config parse_config(const std::string& yaml_text, const std::string& source, const std::vector<std::string>& overrides) {
+  Config c;
+  c.source = source;
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml_text);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(fmt::format("{}: invalid YAML: {}", where(source, e.mark), e.msg));
+  }
+  if (root.IsMap()) walk(c, root, "");
+  else if (!root.IsNull()) throw ConfigError(fmt::format("{}: expected a mapping of keys at the top level", source));
+  for (const auto& kv : overrides) apply_override(c, kv);
+  validate(c);
+  return c;
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  std::ifstream in(path);
+  if (!in) throw ConfigError(fmt::format("{}: cannot open the config file", path));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path, overrides);
+}
+
+std::string config_to_yaml(const Config& c) {
+  std::string out, section;
+  for (const auto& f : fields()) {
+    const auto dot = f.key.find('.');
+    const std::string sec = dot == std::string::npos ? "" : f.key.substr(0, dot);
+    if (sec != section && !sec.empty()) out += sec + ":\n";
+    section = sec;
+    out += fmt::format("{}{}: {}\n", sec.empty() ? "" : "  ", leaf(f.key), f.show(c));
+  }
+  return out;
+}
+
+std::string config_reference_markdown() {
+  const Config defaults;
+  std::string out = "| key | type | default | meaning |\n| --- | --- | --- | --- |\n";
+  for (const auto& f : fields())
+    out += fmt::format("| `{}` | {} | `{}` | {} |\n", f.key, f.type, f.show(defaults), f.doc);
+  return out;
+}
+
+std::vector<std::string> config_keys() {
+  std::vector<std::string> keys;
+  for (const auto& f : fields()) keys.push_back(f.key);
+  return keys;
+}
+
+}  // namespace moe
