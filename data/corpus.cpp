@@ -1,0 +1,56 @@
+#include "data/corpus.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "kernels/error.h"
+
+namespace moe::data {
+namespace fs = std::filesystem;
+namespace {
+
+void split_file(const fs::path& file, std::vector<std::string>& docs) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw DataError(fmt::format("{}: cannot read", file.string()));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string text = ss.str();
+  if (text.find('\0') != std::string::npos) return;  // binary
+  std::string doc, line;
+  std::istringstream lines(text);
+  auto flush = [&] {
+    if (doc.find_first_not_of(" \t\r\n") != std::string::npos) docs.push_back(doc);
+    doc.clear();
+  };
+  while (std::getline(lines, line)) {
+    if (line == "%") flush();
+    else doc += line + "\n";
+  }
+  flush();
+}
+
+}  // namespace
+
+std::vector<std::string> read_documents(const std::string& path) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(path, ec);
+  if (ec || !fs::exists(st))
+    throw DataError(fmt::format("{}: corpus not found (set data.corpus to a text file or directory)", path));
+  std::vector<fs::path> files;
+  if (fs::is_directory(st)) {
+    // Regular files only; links are skipped since fortune's .u8 names point at files already listed.
+    for (const auto& e : fs::directory_iterator(path))
+      if (e.is_regular_file() && !e.is_symlink()) files.push_back(e.path());
+    std::sort(files.begin(), files.end());
+  } else {
+    files.push_back(path);
+  }
+  std::vector<std::string> docs;
+  for (const auto& f : files) split_file(f, docs);
+  if (docs.empty()) throw DataError(fmt::format("{}: no text documents found", path));
+  return docs;
+}
+
+}  // namespace moe::data
