@@ -7,6 +7,7 @@
 #include <functional>
 #include <limits>
 #include <sstream>
+#include <type_traits>
 
 #include <fmt/format.h>
 
@@ -62,26 +63,23 @@ template <class T> T as(const YAML::Node& n, const std::string& where, const std
   }
 }
 
-template <class Get> Field integer(const char* key, Get get, Range r, std::string doc) {
+// An integer or real key with a range; V is std::int64_t or double.
+template <class V, class Get> Field number(const char* key, Get get, Range r, std::string doc) {
+  constexpr bool is_int = std::is_integral_v<V>;
   std::string k = key;
-  return {k, "int " + r.str(), std::move(doc),
+  return {k, std::string(is_int ? "int " : "real ") + r.str(), std::move(doc),
           [k, get, r](Config& c, const YAML::Node& n, const std::string& where) {
-            const auto v = as<std::int64_t>(n, where, k, "an integer");
+            const V v = as<V>(n, where, k, is_int ? "an integer" : "a number");
             if (!r.contains(static_cast<double>(v))) bad(where, k, fmt::format("{} is out of range: must be {}", v, r.str()));
             get(c) = v;
           },
           [get](const Config& c) { return fmt::format("{}", get(c)); }};
 }
-
+template <class Get> Field integer(const char* key, Get get, Range r, std::string doc) {
+  return number<std::int64_t>(key, get, r, std::move(doc));
+}
 template <class Get> Field real(const char* key, Get get, Range r, std::string doc) {
-  std::string k = key;
-  return {k, "real " + r.str(), std::move(doc),
-          [k, get, r](Config& c, const YAML::Node& n, const std::string& where) {
-            const auto v = as<double>(n, where, k, "a number");
-            if (!r.contains(v)) bad(where, k, fmt::format("{} is out of range: must be {}", v, r.str()));
-            get(c) = v;
-          },
-          [get](const Config& c) { return fmt::format("{}", get(c)); }};
+  return number<double>(key, get, r, std::move(doc));
 }
 
 template <class Get> Field boolean(const char* key, Get get, std::string doc) {
