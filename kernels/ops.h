@@ -80,10 +80,11 @@ struct RouterSpec {
 // index); gate (N,k) from the unbiased scores. The bias only steers selection.
 void router_forward(Tensor& scores, Tensor& index, Tensor& gate, const Tensor& logits,
                     const Tensor& bias, const RouterSpec& spec);
-// dlogits (N,E) (assign) from dgate (N,k); selection is piecewise constant, so no gradient
+// dlogits (N,E) (assign) from dgate (N,k), plus dscores (N,E) when defined (a loss on the
+// scores themselves, e.g. the balance loss); selection is piecewise constant, so no gradient
 // flows through the choice itself.
 void router_backward(Tensor& dlogits, const Tensor& dgate, const Tensor& scores, const Tensor& index,
-                     const RouterSpec& spec);
+                     const RouterSpec& spec, const Tensor& dscores = Tensor());
 
 // ---- Cross-entropy ----------------------------------------------------------------------
 // losses (N) = -log softmax(logits (N,V))[target]; targets (N) i32, -1 = ignored (loss 0).
@@ -91,6 +92,14 @@ void cross_entropy_forward(Tensor& losses, const Tensor& logits, const Tensor& t
 // dlogits (N,V) = (softmax - onehot) * dlosses[n] (assign); ignored rows get 0.
 void cross_entropy_backward(Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
                             const Tensor& targets);
+
+// ---- Elementwise helpers (residual adds, gradient sums, scaling) --------------------------
+// y += alpha * x, same shape and dtype.
+void accumulate(Tensor& y, const Tensor& x, double alpha = 1.0);
+// y *= alpha.
+void scale(Tensor& y, double alpha);
+// sum(x * x) in double (gradient norms).
+double sum_squares(const Tensor& x);
 
 // ---- AdamW (decoupled weight decay, as torch.optim.AdamW) --------------------------------
 struct AdamWSpec {

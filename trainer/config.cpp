@@ -131,7 +131,7 @@ const std::vector<Field>& fields() {
                         "GEMM precision; master weights and optimizer state stay FP32"),
       choice<DeviceKind>(AT(device), {{"cpu", DeviceKind::cpu}, {"cuda", DeviceKind::cuda}}, "where the ops run"),
 
-      integer(AT(model.vocab_size), at_least(2), "vocabulary size (tokenizer pieces)"),
+      integer(AT(model.vocab_size), at_least(2), "vocabulary size (moe data prepare trains a tokenizer of this size)"),
       integer(AT(model.seq_len), at_least(1), "tokens per training sequence"),
       integer(AT(model.d_model), at_least(1), "residual stream width"),
       integer(AT(model.n_layers), at_least(1), "transformer blocks"),
@@ -163,8 +163,10 @@ const std::vector<Field>& fields() {
       real(AT(train.min_lr), at_least(0), "learning rate at the end of the decay; <= lr"),
       integer(AT(train.warmup_steps), at_least(0), "linear warm-up steps"),
       choice<LrSchedule>(AT(train.lr_schedule),
-                         {{"cosine", LrSchedule::cosine}, {"linear", LrSchedule::linear}, {"constant", LrSchedule::constant}},
-                         "decay after warm-up"),
+                         {{"cosine", LrSchedule::cosine}, {"linear", LrSchedule::linear}, {"constant", LrSchedule::constant},
+                          {"wsd", LrSchedule::wsd}},
+                         "after warm-up: cosine or linear decay to min_lr, constant, or warmup-stable-decay"),
+      real(AT(train.decay_fraction), closed(0, 1), "wsd: share of the steps spent decaying (linearly) to min_lr"),
       real(AT(train.weight_decay), closed(0, 1), "AdamW decoupled weight decay"),
       real(AT(train.beta1), half_open(0, 1), "AdamW beta1"),
       real(AT(train.beta2), half_open(0, 1), "AdamW beta2"),
@@ -172,9 +174,12 @@ const std::vector<Field>& fields() {
       real(AT(train.grad_clip), at_least(0), "global gradient-norm clip (0: off)"),
       integer(AT(train.seed), at_least(0), "seed of initialisation and data order"),
       integer(AT(train.log_every), at_least(1), "steps between log lines"),
+      integer(AT(train.eval_every), at_least(0), "steps between validation passes (0: at the end only)"),
+      integer(AT(train.eval_batches), at_least(1), "global batches per validation pass"),
       real(AT(train.target_tokens), at_least(0), "token budget the cost report projects to (0: none)"),
 
-      text(AT(data.corpus), "text corpus: a directory of text files or one file"),
+      text(AT(data.corpus), "text corpus for moe data prepare: a directory of text files or one file"),
+      text(AT(data.dir), "prepared data: tokenizer and token shards (written by moe data prepare)"),
       real(AT(data.val_fraction), half_open(0, 0.5), "share of documents held out for evaluation"),
 
       integer(AT(parallel.dp), at_least(0), "data-parallel ranks (0: world / (tp * pp))"),
@@ -346,14 +351,20 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   return parse_config(ss.str(), path, overrides);
 }
 
+std::vector<std::pair<std::string, std::string>> config_values(const Config& c) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& f : fields()) out.emplace_back(f.key, f.show(c));
+  return out;
+}
+
 std::string config_to_yaml(const Config& c) {
   std::string out, section;
-  for (const auto& f : fields()) {
-    const auto dot = f.key.find('.');
-    const std::string sec = dot == std::string::npos ? "" : f.key.substr(0, dot);
+  for (const auto& [key, value] : config_values(c)) {
+    const auto dot = key.find('.');
+    const std::string sec = dot == std::string::npos ? "" : key.substr(0, dot);
     if (sec != section && !sec.empty()) out += sec + ":\n";
     section = sec;
-    out += fmt::format("{}{}: {}\n", sec.empty() ? "" : "  ", leaf(f.key), f.show(c));
+    out += fmt::format("{}{}: {}\n", sec.empty() ? "" : "  ", leaf(key), value);
   }
   return out;
 }

@@ -7,38 +7,13 @@
 #include <string>
 #include <vector>
 
+#include "model/config.h"
+
 namespace moe {
 
 enum class Precision { fp32, bf16, fp8 };
 enum class DeviceKind { cpu, cuda };
-enum class RouterType { sigmoid, softmax };
-enum class LrSchedule { cosine, linear, constant };
-
-struct ModelConfig {
-  std::int64_t vocab_size = 257;     // bytes + end-of-document: the skeleton's byte-level vocabulary
-  std::int64_t seq_len = 64;
-  std::int64_t d_model = 64;
-  std::int64_t n_layers = 2;
-  std::int64_t n_heads = 4;
-  std::int64_t n_kv_heads = 2;
-  std::int64_t ffn_hidden = 128;     // dense FFN width
-  std::int64_t dense_layers = 1;     // the first blocks use a dense FFN, the rest MoE
-  std::int64_t routed_experts = 8;
-  std::int64_t shared_experts = 1;
-  std::int64_t top_k = 2;
-  std::int64_t expert_hidden = 32;
-  RouterType router = RouterType::sigmoid;
-  bool router_normalize = true;
-  std::int64_t n_groups = 1;
-  std::int64_t topk_groups = 1;
-  double routed_scaling_factor = 1.0;
-  double bias_update_rate = 1e-3;
-  double aux_loss_coef = 0.0;
-  double capacity_factor = 0.0;      // 0 = dropless
-  double norm_eps = 1e-6;
-  double rope_theta = 10000.0;
-  double init_std = 0.02;
-};
+enum class LrSchedule { cosine, linear, constant, wsd };
 
 struct TrainConfig {
   std::int64_t steps = 100;
@@ -55,11 +30,15 @@ struct TrainConfig {
   double grad_clip = 1.0;            // 0 = off
   std::int64_t seed = 1234;
   std::int64_t log_every = 10;
+  std::int64_t eval_every = 0;       // 0 = at the end only
+  std::int64_t eval_batches = 4;
+  double decay_fraction = 0.2;       // wsd: share of the steps spent decaying
   double target_tokens = 0.0;        // for the cost projection; 0 = none
 };
 
 struct DataConfig {
   std::string corpus = "/usr/share/games/fortunes";
+  std::string dir = "runs/data/fortunes";
   double val_fraction = 0.05;
 };
 
@@ -104,6 +83,8 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
 std::string config_to_yaml(const Config& c);      // the resolved config, every key
+// Every key with its value as YAML scalar text, in registry order.
+std::vector<std::pair<std::string, std::string>> config_values(const Config& c);
 std::string config_reference_markdown();          // the README's table of keys
 std::vector<std::string> config_keys();           // all dotted keys, in order
 

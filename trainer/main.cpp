@@ -1,4 +1,5 @@
 // The moe executable: one binary, one subcommand per job.
+//   moe data prepare CONFIG [--set ...] [--force]
 //   mpirun -np N moe train CONFIG [--set key=value ...]
 //   moe config show CONFIG [--set ...] | moe config reference | moe info
 #include <CLI/CLI.hpp>
@@ -10,23 +11,45 @@
 #include "kernels/device.h"
 #include "parallel/communicator.h"
 #include "trainer/config.h"
-#include "trainer/skeleton.h"
+#include <filesystem>
+
+#include "data/prepare.h"
+#include "trainer/train.h"
 
 namespace {
 
 using moe::Config;
 
-void print_summary(const Config& cfg, const moe::RunSummary& s, int world) {
-  const double device_hours = world * s.wall_seconds / 3600.0;
+void print_summary(const Config& cfg, const moe::TrainResult& r, int world) {
+  const double device_hours = world * r.wall_seconds / 3600.0;
   std::printf(
       "\n== run summary ==\n"
-      "steps            %lld of %lld\n"
-      "tokens           %.0f (%d ranks, %.0f tokens/s)\n"
-      "loss             %.4f -> %.4f (validation %.4f)\n"
-      "wall time        %.2f s\n"
-      "device-hours     %.6f (%d ranks x wall time; priced per cluster by the cost report)\n",
-      static_cast<long long>(s.steps), static_cast<long long>(cfg.train.steps), s.tokens, world, s.tokens / s.wall_seconds,
-      s.first_loss, s.last_loss, s.val_loss, s.wall_seconds, device_hours, world);
+      "steps             %lld of %lld\n"
+      "tokens            %.0f (%d ranks, %.0f tokens/s)\n"
+      "training loss     %.4f -> %.4f\n"
+      "validation loss   %.4f (unigram entropy of the corpus: %.4f nats/token)\n"
+      "wall time         %.2f s\n"
+      "device-hours      %.6f (%d ranks x wall time; priced per cluster by the cost report)\n",
+      static_cast<long long>(r.steps), static_cast<long long>(cfg.train.steps), r.tokens, world, r.tokens / r.wall_seconds,
+      r.losses.empty() ? 0.0 : r.losses.front(), r.losses.empty() ? 0.0 : r.losses.back(), r.val_loss, r.unigram_entropy,
+      r.wall_seconds, device_hours, world);
+}
+
+int run_prepare(const Config& cfg, bool force) {
+  const auto meta = std::filesystem::path(cfg.data.dir) / "meta.json";
+  if (!force && std::filesystem::exists(meta)) {
+    std::cout << "moe data prepare: " << cfg.data.dir << " is prepared already (--force to redo)\n";
+    return 0;
+  }
+  const auto r = moe::data::prepare({.corpus = cfg.data.corpus, .out_dir = cfg.data.dir, .vocab_size = cfg.model.vocab_size,
+                                     .val_fraction = cfg.data.val_fraction,
+                                     .seed = static_cast<std::uint64_t>(cfg.train.seed)});
+  std::printf("moe data prepare: %lld documents (%lld held out) -> %s: %llu train / %llu validation tokens, vocabulary "
+              "%lld, unigram entropy %.4f nats/token\n",
+              static_cast<long long>(r.documents), static_cast<long long>(r.val_documents), cfg.data.dir.c_str(),
+              static_cast<unsigned long long>(r.train_tokens), static_cast<unsigned long long>(r.val_tokens),
+              static_cast<long long>(cfg.model.vocab_size), r.unigram_entropy);
+  return 0;
 }
 
 int run_train(int argc, char** argv, const std::string& path, const std::vector<std::string>& sets, bool print_config) {
@@ -41,8 +64,8 @@ int run_train(int argc, char** argv, const std::string& path, const std::vector<
   }
   try {
     if (world.rank() == 0 && print_config) std::cout << moe::config_to_yaml(cfg) << std::flush;
-    const auto summary = moe::train_skeleton(cfg, world);
-    if (world.rank() == 0) print_summary(cfg, summary, world.size());
+    const auto result = moe::train(cfg, world);
+    if (world.rank() == 0) print_summary(cfg, result, world.size());
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "moe: error on rank " << world.rank() << ": " << e.what() << "\n";
@@ -70,6 +93,14 @@ int main(int argc, char** argv) {
   bool print_config = false;
   train->add_flag("--print-config", print_config, "print the resolved config before training");
 
+  auto* data = app.add_subcommand("data", "prepare training data");
+  data->require_subcommand(1);
+  auto* prepare = data->add_subcommand("prepare", "train the tokenizer on data.corpus and write token shards to data.dir");
+  prepare->add_option("config", config_path, "YAML config")->required()->check(CLI::ExistingFile);
+  add_overrides(prepare);
+  bool force = false;
+  prepare->add_flag("--force", force, "prepare again even when data.dir has meta.json");
+
   auto* config = app.add_subcommand("config", "inspect configs");
   config->require_subcommand(1);
   auto* show = config->add_subcommand("show", "validate a config and print it resolved (every key)");
@@ -84,6 +115,7 @@ int main(int argc, char** argv) {
 
   try {
     if (*train) return run_train(argc, argv, config_path, sets, print_config);
+    if (*prepare) return run_prepare(moe::load_config(config_path, sets), force);
     if (*show) std::cout << moe::config_to_yaml(moe::load_config(config_path, sets));
     if (*reference) std::cout << moe::config_reference_markdown();
     if (*info)

@@ -100,7 +100,7 @@ void router_forward(Tensor& scores, Tensor& index, Tensor& gate, const Tensor& l
 }
 
 void router_backward(Tensor& dlogits, const Tensor& dgate, const Tensor& scores, const Tensor& index,
-                     const RouterSpec& spec) {
+                     const RouterSpec& spec, const Tensor& dscores) {
   const char* op = "router_backward";
   DType t = detail::real_dtype(op, scores);
   MOE_CHECK(scores.ndim() == 2, ShapeError, "{}: scores {} must be (N,E)", op, scores.describe());
@@ -109,10 +109,12 @@ void router_backward(Tensor& dlogits, const Tensor& dgate, const Tensor& scores,
   expect_tensor(op, "dlogits", dlogits, t, {N, E});
   expect_tensor(op, "dgate", dgate, t, {N, K});
   expect_tensor(op, "index", index, DType::i32, {N, K});
-  detail::expect_cpu(op, {&dlogits, &dgate, &scores, &index});
+  if (dscores.defined()) expect_tensor(op, "dscores", dscores, t, {N, E});
+  detail::expect_cpu(op, {&dlogits, &dgate, &scores, &index, &dscores});
   detail::dispatch_real(t, [&]<class T>() {
     const T *sp = scores.data<T>(), *dgp = dgate.data<T>();
     const std::int32_t* ip = index.data<std::int32_t>();
+    const T* dsp = dscores.defined() ? dscores.data<T>() : nullptr;
     T* dlp = dlogits.data<T>();
 #pragma omp parallel
     {
@@ -130,6 +132,8 @@ void router_backward(Tensor& dlogits, const Tensor& dgate, const Tensor& scores,
         } else {
           for (std::int64_t i = 0; i < K; ++i) ds[idx[i]] = T(spec.scaling) * dg[i];
         }
+        if (dsp)
+          for (std::int64_t e = 0; e < E; ++e) ds[e] += dsp[n * E + e];
         T* dl = dlp + n * E;
         if (spec.kind == RouterKind::sigmoid) {
           for (std::int64_t e = 0; e < E; ++e) dl[e] = ds[e] * s[e] * (T(1) - s[e]);

@@ -1,0 +1,29 @@
+// `moe data prepare`: text corpus -> SentencePiece tokenizer + token shards (docs/DATA.md).
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace moe::data {
+
+struct PrepareOptions {
+  std::string corpus;       // text file or directory (data/corpus.h)
+  std::string out_dir;      // receives tokenizer.model, train_*.bin, val_*.bin, meta.json
+  std::int64_t vocab_size;  // SentencePiece vocabulary, = model.vocab_size
+  double val_fraction;      // documents held out
+  std::uint64_t seed;
+  std::uint64_t shard_tokens = 1u << 22;
+};
+
+struct PrepareReport {
+  std::int64_t documents = 0, val_documents = 0;
+  std::uint64_t train_tokens = 0, val_tokens = 0;
+  double unigram_entropy = 0;  // nats per token over the training split
+};
+
+// Ids: 0 = <unk>, 1 = end-of-document (SentencePiece's eos); no bos/pad. meta.json is
+// written last, so a directory with it is complete.
+PrepareReport prepare(const PrepareOptions& opt);
+
+constexpr std::int32_t kEndOfDocument = 1;
+
+}  // namespace moe::data

@@ -1,0 +1,24 @@
+// Causal self-attention with RoPE and grouped KV heads (HF: self_attn.{q,k,v,o}_proj).
+#pragma once
+#include "model/config.h"
+#include "model/param.h"
+
+namespace moe {
+
+class Attention {
+ public:
+  Attention(const ModelConfig& c, const std::string& prefix);  // prefix "model.layers.{i}.self_attn."
+  // out (B*T,C) from x (B*T,C); saves what backward needs.
+  void forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);
+  // dx (B*T,C) (assign); parameter gradients accumulate.
+  void backward(Tensor& dx, const Tensor& dout, const Tensor& x);
+  ParamList params() { return {&q_, &k_, &v_, &o_}; }
+
+ private:
+  std::int64_t C_, H_, Hkv_, D_;
+  double theta_;
+  Param q_, k_, v_, o_;
+  Tensor q, k, v, probs, att;  // saved activations: q, k after RoPE (B,T,H|Hkv,D)
+};
+
+}  // namespace moe

@@ -1,0 +1,36 @@
+// The model's shape and options: everything an independent implementation needs to build
+// the same network (the math is in ../shared/DESIGN.md). Filled from YAML by trainer/config.
+#pragma once
+#include <cstdint>
+
+namespace moe {
+
+enum class RouterType { sigmoid, softmax };
+
+struct ModelConfig {
+  std::int64_t vocab_size = 1024;
+  std::int64_t seq_len = 64;
+  std::int64_t d_model = 64;
+  std::int64_t n_layers = 2;
+  std::int64_t n_heads = 4;
+  std::int64_t n_kv_heads = 2;
+  std::int64_t ffn_hidden = 128;     // dense FFN width
+  std::int64_t dense_layers = 1;     // the first blocks use a dense FFN, the rest MoE
+  std::int64_t routed_experts = 8;
+  std::int64_t shared_experts = 1;
+  std::int64_t top_k = 2;
+  std::int64_t expert_hidden = 32;
+  RouterType router = RouterType::sigmoid;
+  bool router_normalize = true;
+  std::int64_t n_groups = 1;
+  std::int64_t topk_groups = 1;
+  double routed_scaling_factor = 1.0;
+  double bias_update_rate = 1e-3;
+  double aux_loss_coef = 0.0;
+  double capacity_factor = 0.0;      // 0 = dropless
+  double norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  double init_std = 0.02;
+};
+
+}  // namespace moe

@@ -1,0 +1,33 @@
+#include "model/ffn.h"
+
+#include "kernels/ops.h"
+
+namespace moe {
+
+SwiGLU::SwiGLU(std::int64_t d_model, std::int64_t hidden, const std::string& p)
+    : C_(d_model), F_(hidden), gate_(p + "gate_proj.weight", {hidden, d_model}),
+      up_(p + "up_proj.weight", {hidden, d_model}), down_(p + "down_proj.weight", {d_model, hidden}) {}
+
+void SwiGLU::forward(Tensor& out, const Tensor& x) {
+  const std::int64_t N = x.size(0);
+  g = Tensor::empty({N, F_}, DType::f32);
+  u = Tensor::empty({N, F_}, DType::f32);
+  h = Tensor::empty({N, F_}, DType::f32);
+  ops::matmul_forward(g, x, gate_.w);
+  ops::matmul_forward(u, x, up_.w);
+  ops::swiglu_forward(h, g, u);
+  ops::matmul_forward(out, h, down_.w);
+}
+
+void SwiGLU::backward(Tensor& dx, const Tensor& dout, const Tensor& x) {
+  const std::int64_t N = x.size(0);
+  Tensor dh = Tensor::empty({N, F_}, DType::f32), dg = Tensor::empty({N, F_}, DType::f32),
+         du = Tensor::empty({N, F_}, DType::f32), tmp = Tensor::empty({N, C_}, DType::f32);
+  ops::matmul_backward(dh, down_.g, dout, h, down_.w);
+  ops::swiglu_backward(dg, du, dh, g, u);
+  ops::matmul_backward(dx, gate_.g, dg, x, gate_.w);
+  ops::matmul_backward(tmp, up_.g, du, x, up_.w);
+  ops::accumulate(dx, tmp);
+}
+
+}  // namespace moe

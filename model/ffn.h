@@ -1,0 +1,22 @@
+// SwiGLU feed-forward: down(silu(gate(x)) * up(x)) (HF: mlp.{gate,up,down}_proj). Used for
+// the dense FFN and for the shared experts (one SwiGLU of width shared * expert_hidden).
+#pragma once
+#include "model/config.h"
+#include "model/param.h"
+
+namespace moe {
+
+class SwiGLU {
+ public:
+  SwiGLU(std::int64_t d_model, std::int64_t hidden, const std::string& prefix);  // prefix "...mlp."
+  void forward(Tensor& out, const Tensor& x);                    // (N,C) -> (N,C)
+  void backward(Tensor& dx, const Tensor& dout, const Tensor& x);  // dx assign, params +=
+  ParamList params() { return {&gate_, &up_, &down_}; }
+
+ private:
+  std::int64_t C_, F_;
+  Param gate_, up_, down_;
+  Tensor g, u, h;  // saved (N,F)
+};
+
+}  // namespace moe

@@ -1,0 +1,20 @@
+// The model's tensors under their Hugging Face names at full logical shape (DESIGN.md's
+// checkpoint names): routed experts, held as one (E,...) tensor per projection, are listed
+// per expert as mlp.experts.{j}.*_proj.weight views. Used by checkpoints and test oracles.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "model/transformer.h"
+
+namespace moe {
+
+struct NamedTensor {
+  std::string name;
+  Tensor value;
+  Tensor grad;  // undefined for buffers (router biases)
+};
+
+std::vector<NamedTensor> hf_tensors(Transformer& model);
+
+}  // namespace moe

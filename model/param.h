@@ -1,0 +1,21 @@
+// A trainable parameter: its value, its gradient and its checkpoint name.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "kernels/tensor.h"
+
+namespace moe {
+
+struct Param {
+  std::string name;  // Hugging Face name, e.g. "model.layers.0.self_attn.q_proj.weight"
+  Tensor w, g;       // value and gradient (backward accumulates into g), FP32
+  bool decay;        // AdamW weight decay applies (not to norms and biases)
+  Param(std::string n, Shape shape, bool weight_decay = true)
+      : name(std::move(n)), w(Tensor::zeros(shape, DType::f32)), g(Tensor::zeros(shape, DType::f32)),
+        decay(weight_decay) {}
+};
+
+using ParamList = std::vector<Param*>;
+
+}  // namespace moe

@@ -1,0 +1,127 @@
+#include "model/transformer.h"
+
+#include <fmt/format.h>
+
+#include <random>
+
+#include "kernels/ops.h"
+
+namespace moe {
+
+Block::Block(const ModelConfig& c, std::int64_t i)
+    : eps_(c.norm_eps),
+      norm1_(fmt::format("model.layers.{}.input_layernorm.weight", i), {c.d_model}, false),
+      norm2_(fmt::format("model.layers.{}.post_attention_layernorm.weight", i), {c.d_model}, false),
+      attn_(c, fmt::format("model.layers.{}.self_attn.", i)) {
+  const std::string mlp = fmt::format("model.layers.{}.mlp.", i);
+  if (i < c.dense_layers || c.routed_experts == 0) dense_ = std::make_unique<SwiGLU>(c.d_model, c.ffn_hidden, mlp);
+  else moe_ = std::make_unique<MoE>(c, mlp);
+}
+
+ParamList Block::params() {
+  ParamList ps = {&norm1_};
+  for (Param* p : attn_.params()) ps.push_back(p);
+  ps.push_back(&norm2_);
+  for (Param* p : dense_ ? dense_->params() : moe_->params()) ps.push_back(p);
+  return ps;
+}
+
+double Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T) {
+  const std::int64_t N = x.size(0), C = x.size(1);
+  auto t = [&](Shape s) { return Tensor::empty(std::move(s), DType::f32); };
+  x_ = x, h1_ = t({N, C}), r1_ = t({N}), xm_ = t({N, C}), h2_ = t({N, C}), r2_ = t({N});
+  ops::rmsnorm_forward(h1_, r1_, x, norm1_.w, eps_);
+  attn_.forward(xm_, h1_, B, T);
+  ops::accumulate(xm_, x);                         // xm = x + attn(norm(x))
+  ops::rmsnorm_forward(h2_, r2_, xm_, norm2_.w, eps_);
+  double aux = 0;
+  if (dense_) dense_->forward(out, h2_);
+  else aux = moe_->forward(out, h2_, B, T);
+  ops::accumulate(out, xm_);                       // out = xm + ffn(norm(xm))
+  return aux;
+}
+
+void Block::backward(Tensor& dx, const Tensor& dout, double aux_scale) {
+  const std::int64_t N = x_.size(0), C = x_.size(1);
+  Tensor dh = Tensor::empty({N, C}, DType::f32), dxm = Tensor::empty({N, C}, DType::f32);
+  if (dense_) dense_->backward(dh, dout, h2_);
+  else moe_->backward(dh, dout, h2_, aux_scale);
+  ops::rmsnorm_backward(dxm, norm2_.g, dh, xm_, norm2_.w, r2_);
+  ops::accumulate(dxm, dout);                      // residual
+  attn_.backward(dh, dxm, h1_);
+  ops::rmsnorm_backward(dx, norm1_.g, dh, x_, norm1_.w, r1_);
+  ops::accumulate(dx, dxm);                        // residual
+}
+
+Transformer::Transformer(const ModelConfig& c)
+    : cfg_(c), embed_("model.embed_tokens.weight", {c.vocab_size, c.d_model}),
+      norm_("model.norm.weight", {c.d_model}, false), head_("lm_head.weight", {c.vocab_size, c.d_model}) {
+  for (std::int64_t i = 0; i < c.n_layers; ++i) blocks_.push_back(std::make_unique<Block>(c, i));
+}
+
+ParamList Transformer::params() {
+  ParamList ps = {&embed_};
+  for (auto& b : blocks_)
+    for (Param* p : b->params()) ps.push_back(p);
+  ps.push_back(&norm_);
+  ps.push_back(&head_);
+  return ps;
+}
+
+std::vector<MoE*> Transformer::moe_layers() {
+  std::vector<MoE*> out;
+  for (auto& b : blocks_)
+    if (b->moe()) out.push_back(b->moe());
+  return out;
+}
+
+void Transformer::init(std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> normal(0.f, static_cast<float>(cfg_.init_std));
+  for (Param* p : params()) {
+    float* w = p->w.data<float>();
+    for (std::int64_t i = 0; i < p->w.numel(); ++i) w[i] = p->decay ? normal(rng) : 1.f;  // no decay = norm weights
+  }
+  for (MoE* m : moe_layers()) m->bias().zero();
+}
+
+Transformer::Loss Transformer::forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T) {
+  const std::int64_t N = B * T, C = cfg_.d_model, V = cfg_.vocab_size;
+  tokens_ = tokens, targets_ = targets;
+  Loss loss;
+  xs_.assign(1, Tensor::empty({N, C}, DType::f32));
+  ops::embedding_forward(xs_[0], tokens, embed_.w);
+  for (auto& b : blocks_) {
+    xs_.push_back(Tensor::empty({N, C}, DType::f32));
+    loss.aux_sum += b->forward(xs_.back(), xs_[xs_.size() - 2], B, T);
+  }
+  xf_ = Tensor::empty({N, C}, DType::f32), rf_ = Tensor::empty({N}, DType::f32);
+  ops::rmsnorm_forward(xf_, rf_, xs_.back(), norm_.w, cfg_.norm_eps);
+  logits_ = Tensor::empty({N, V}, DType::f32);
+  ops::matmul_forward(logits_, xf_, head_.w);
+  Tensor losses = Tensor::empty({N}, DType::f32);
+  ops::cross_entropy_forward(losses, logits_, targets);
+  for (std::int64_t n = 0; n < N; ++n) {
+    loss.ce_sum += losses.data<float>()[n];
+    loss.tokens += targets.data<std::int32_t>()[n] >= 0;
+  }
+  return loss;
+}
+
+void Transformer::backward(double ce_scale, double aux_scale) {
+  const std::int64_t N = logits_.size(0), C = cfg_.d_model, V = cfg_.vocab_size;
+  Tensor dl = Tensor::empty({N}, DType::f32), dlogits = Tensor::empty({N, V}, DType::f32);
+  std::fill_n(dl.data<float>(), N, static_cast<float>(ce_scale));
+  ops::cross_entropy_backward(dlogits, dl, logits_, targets_);
+  Tensor dxf = Tensor::empty({N, C}, DType::f32), dx = Tensor::empty({N, C}, DType::f32);
+  ops::matmul_backward(dxf, head_.g, dlogits, xf_, head_.w);
+  ops::rmsnorm_backward(dx, norm_.g, dxf, xs_.back(), norm_.w, rf_);
+  Tensor dprev = Tensor::empty({N, C}, DType::f32);
+  for (auto b = blocks_.rbegin(); b != blocks_.rend(); ++b) {
+    (*b)->backward(dprev, dx, aux_scale);
+    std::swap(dx, dprev);
+  }
+  ops::embedding_backward(embed_.g, dx, tokens_);
+}
+
+}  // namespace moe

@@ -1,0 +1,75 @@
+// dump_reference OUTDIR [key=value ...]: builds the model from config overrides with random
+// weights, router biases and tokens, runs one forward/backward, and writes weights, tokens,
+// loss and every gradient (manifest.json + tensors.bin) for tests/model/reference.py, the
+// independent PyTorch implementation, to recompute and compare.
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <random>
+
+#include "model/hf_names.h"
+#include "trainer/config.h"
+
+using namespace moe;
+
+namespace {
+class Writer {
+ public:
+  void add(const std::string& name, const Tensor& t) {
+    tensors_[name] = {{"dtype", t.dtype() == DType::i32 ? "i32" : "f32"}, {"shape", t.shape()}, {"offset", bin_.size()}};
+    bin_.append(static_cast<const char*>(t.raw()), t.nbytes());
+  }
+  void save(const std::filesystem::path& dir, nlohmann::json manifest) {
+    std::filesystem::create_directories(dir);
+    manifest["tensors"] = tensors_;
+    std::ofstream(dir / "manifest.json") << manifest.dump(1);
+    std::ofstream(dir / "tensors.bin", std::ios::binary).write(bin_.data(), static_cast<std::streamsize>(bin_.size()));
+  }
+
+ private:
+  nlohmann::json tensors_ = nlohmann::json::object();
+  std::string bin_;
+};
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << "usage: dump_reference OUTDIR [key=value ...]\n";
+    return 2;
+  }
+  const Config cfg = parse_config("", "dump_reference", std::vector<std::string>(argv + 2, argv + argc));
+  const ModelConfig& m = cfg.model;
+  const std::int64_t B = 2, T = m.seq_len;
+  Transformer model(m);
+  model.init(7);
+  std::mt19937_64 rng(11);
+  std::uniform_real_distribution<float> u(-0.05f, 0.05f);
+  for (MoE* layer : model.moe_layers())
+    for (std::int64_t e = 0; e < layer->experts(); ++e) layer->bias().data<float>()[e] = u(rng);
+  Tensor tokens = Tensor::empty({B * T}, DType::i32), targets = Tensor::empty({B * T}, DType::i32);
+  std::uniform_int_distribution<std::int32_t> tok(0, static_cast<std::int32_t>(m.vocab_size - 1));
+  for (std::int64_t n = 0; n < B * T; ++n) {
+    tokens.data<std::int32_t>()[n] = tok(rng);
+    targets.data<std::int32_t>()[n] = n % 7 == 3 ? -1 : tok(rng);  // a few ignored targets
+  }
+  const auto loss = model.forward(tokens, targets, B, T);
+  model.backward(1.0 / double(loss.tokens), 1.0 / double(B));
+
+  Writer w;
+  w.add("tokens", tokens.view({B, T}));
+  w.add("targets", targets.view({B, T}));
+  for (const auto& t : hf_tensors(model)) {
+    w.add(t.name, t.value);
+    if (t.grad.defined()) w.add("grad/" + t.name, t.grad);
+  }
+  nlohmann::json model_json;  // the model section; YAML scalars that are not JSON stay strings
+  for (const auto& [key, value] : config_values(cfg))
+    if (key.rfind("model.", 0) == 0)
+      model_json[key.substr(6)] = nlohmann::json::accept(value) ? nlohmann::json::parse(value) : nlohmann::json(value);
+  w.save(argv[1], {{"model", model_json}, {"batch", B}, {"seq", T},
+                   {"loss", loss.ce_sum / double(loss.tokens) + loss.aux_sum / double(B)}});
+  std::cout << "dump_reference: loss " << loss.ce_sum / double(loss.tokens) + loss.aux_sum / double(B) << " -> " << argv[1] << "\n";
+  return 0;
+}
