@@ -74,7 +74,7 @@ PrepareReport prepare(const PrepareOptions& opt) {
   sentencepiece::SetRandomGeneratorSeed(static_cast<unsigned>(opt.seed));
   check(sentencepiece::SentencePieceTrainer::Train(
             {{"vocab_size", std::to_string(opt.vocab_size)}, {"model_type", "unigram"},
-             {"character_coverage", "1.0"}, {"byte_fallback", "true"}, {"unk_id", "0"}, {"eos_id", "1"},
+             {"character_coverage", "0.9995"}, {"byte_fallback", "true"}, {"unk_id", "0"}, {"eos_id", "1"},
              {"bos_id", "-1"}, {"pad_id", "-1"}, {"num_threads", "1"}, {"minloglevel", "2"},
              {"input_sentence_size", "2000000"}, {"shuffle_input_sentence", "false"}},
             &lines, &model),

@@ -18,7 +18,7 @@ PKGS=(
   nlohmann-json3-dev                   # JSON metrics and reports
   libxxhash-dev                        # content hashes (data dedup, checksums)
   fortunes fortunes-min                # the embedded default corpus (fortune databases)
-  python3 python3-numpy                # /usr/bin/python3 for test oracles
+  python3 python3-numpy python3-torch  # /usr/bin/python3: the PyTorch oracle and benchmark peer
 )
 
 missing=()

@@ -1,0 +1,78 @@
+// MoE layer on hand-built routing cases: capacity drops, and auxiliary-loss-free balancing.
+#include <catch2/catch.hpp>
+#include <algorithm>
+
+#include "model/moe.h"
+#include "tests/support/testing.h"
+
+using namespace moe;
+using namespace moe::testing;
+
+namespace {
+ModelConfig micro(std::int64_t E, std::int64_t K) {
+  ModelConfig c;
+  c.d_model = 4, c.routed_experts = E, c.top_k = K, c.expert_hidden = 3, c.shared_experts = 0;
+  return c;
+}
+void set_all(MoE& m, float router_value) {
+  for (Param* p : m.params()) {
+    if (p->name.find("gate.weight") != std::string::npos && p->w.ndim() == 2) std::fill_n(p->w.data<float>(), p->w.numel(), router_value);
+    else p->w.copy_from(random(p->w.shape(), 5, 0.5, DType::f32));
+  }
+}
+}  // namespace
+
+TEST_CASE("moe: capacity factor drops assignments past an expert's capacity, in token order", "[model][moe]") {
+  ModelConfig c = micro(2, 1);
+  c.capacity_factor = 0.5;  // cap = ceil(0.5 * 4 tokens * 1 / 2 experts) = 1
+  MoE m(c, "mlp.");
+  set_all(m, 0.f);                     // equal scores for every expert...
+  m.bias().data<float>()[0] = 0.1f;    // ...the bias sends every token to expert 0
+  Tensor x = random({4, 4}, 1, 1, DType::f32), out = Tensor::empty({4, 4}, DType::f32);
+  m.forward(out, x, 1, 4);
+  CHECK(m.load() == std::vector<std::int64_t>{4, 0});
+  CHECK(m.dropped() == 3);
+  // Token 0 keeps its expert; tokens 1..3 are dropped and (no shared expert) get zero.
+  double row0 = 0, rest = 0;
+  for (int c_ = 0; c_ < 4; ++c_) row0 += std::abs(out.data<float>()[c_]);
+  for (int i = 4; i < 16; ++i) rest += std::abs(out.data<float>()[i]);
+  CHECK(row0 > 0);
+  CHECK(rest == 0);
+}
+
+TEST_CASE("moe: dropless by default", "[model][moe]") {
+  MoE m(micro(2, 1), "mlp.");
+  set_all(m, 0.f);
+  m.bias().data<float>()[0] = 0.1f;
+  Tensor x = random({4, 4}, 1, 1, DType::f32), out = Tensor::empty({4, 4}, DType::f32);
+  m.forward(out, x, 1, 4);
+  CHECK(m.dropped() == 0);
+}
+
+TEST_CASE("moe: the balancing bias moves a skewed load toward balance", "[model][moe]") {
+  ModelConfig c = micro(4, 1);
+  MoE m(c, "mlp.");
+  set_all(m, 0.f);
+  // Router skewed toward expert 0 (its logit is larger for every token of a positive input);
+  // the other experts' logits vary from token to token, so a balance exists.
+  for (Param* p : m.params())
+    if (p->name == "mlp.gate.weight") {
+      p->w.copy_from(random({4, 4}, 3, 0.3, DType::f32));
+      std::fill_n(p->w.data<float>(), 4, 0.5f);
+    }
+  Tensor x = Tensor::empty({64, 4}, DType::f32), out = Tensor::empty({64, 4}, DType::f32);
+  Tensor r = random({64, 4}, 2, 1, DType::f32);
+  for (std::int64_t i = 0; i < 64 * 4; ++i) x.data<float>()[i] = 1.0f + 0.5f * r.data<float>()[i];
+  auto imbalance = [&] {
+    m.forward(out, x, 1, 64);
+    const auto& l = m.load();
+    return double(*std::max_element(l.begin(), l.end())) / (64.0 / 4);
+  };
+  const double before = imbalance();
+  CHECK(before == 4.0);  // every token on expert 0
+  for (int step = 0; step < 200; ++step) {
+    imbalance();
+    m.update_bias(std::vector<double>(m.load().begin(), m.load().end()), 0.01);
+  }
+  CHECK(imbalance() < 1.5);
+}
