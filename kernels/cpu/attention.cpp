@@ -1,8 +1,13 @@
-// Causal multi-head attention with grouped KV heads; the plain O(T^2) reference.
+// Causal multi-head attention with grouped KV heads: O(T^2) per head, materialising the
+// probabilities (the reference; a fused, tiled kernel is the GPU's job).
 #include <algorithm>
 #include <cmath>
 
+#include <vector>
+
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/common.h"
+#include "kernels/cpu/exp.h"
 #include "kernels/ops.h"
 
 namespace moe::ops {
@@ -30,35 +35,34 @@ void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor
   detail::expect_cpu(op, {&out, &probs, &q, &k, &v});
   detail::dispatch_real(t, [&]<class T>() {
     const auto [B, T_, H, Hkv, D] = d;
-    const std::int64_t rep = H / Hkv;
+    const std::int64_t rep = H / Hkv, ldq = H * D, ldk = Hkv * D;
     const T scale = T(1) / std::sqrt(T(D));
     const T *qp = q.data<T>(), *kp = k.data<T>(), *vp = v.data<T>();
     T *op_ = out.data<T>(), *pp = probs.data<T>();
-#pragma omp parallel for collapse(3)
+    // Per (sequence, head): S = Q K^T (GEMM on the strided head slices), masked row softmax
+    // in place, O = P V. The masked upper triangle is computed and then zeroed.
+#pragma omp parallel for collapse(2)
     for (std::int64_t b = 0; b < B; ++b)
-      for (std::int64_t h = 0; h < H; ++h)
+      for (std::int64_t h = 0; h < H; ++h) {
+        const T* Q = qp + b * T_ * ldq + h * D;
+        const T* K = kp + b * T_ * ldk + (h / rep) * D;
+        const T* V = vp + b * T_ * ldk + (h / rep) * D;
+        T* P = pp + (b * H + h) * T_ * T_;
+        detail::gemm<T>(false, true, T_, T_, D, Q, ldq, K, ldk, T(0), P, T_);
         for (std::int64_t i = 0; i < T_; ++i) {
-          const T* qi = qp + ((b * T_ + i) * H + h) * D;
-          T* p = pp + ((b * H + h) * T_ + i) * T_;
+          T* p = P + i * T_;
           T mx = -INFINITY;
-          for (std::int64_t j = 0; j <= i; ++j) {
-            const T* kj = kp + ((b * T_ + j) * Hkv + h / rep) * D;
-            T s = 0;
-            for (std::int64_t c = 0; c < D; ++c) s += qi[c] * kj[c];
-            p[j] = s * scale;
-            mx = std::max(mx, p[j]);
-          }
+#pragma omp simd reduction(max : mx)
+          for (std::int64_t j = 0; j <= i; ++j) mx = std::max(mx, p[j] *= scale);
           T sum = 0;
-          for (std::int64_t j = 0; j <= i; ++j) sum += (p[j] = std::exp(p[j] - mx));
-          for (std::int64_t j = 0; j <= i; ++j) p[j] /= sum;
+#pragma omp simd reduction(+ : sum)
+          for (std::int64_t j = 0; j <= i; ++j) sum += (p[j] = detail::exp(p[j] - mx));
+          const T inv = T(1) / sum;
+          for (std::int64_t j = 0; j <= i; ++j) p[j] *= inv;
           std::fill(p + i + 1, p + T_, T(0));
-          T* oi = op_ + ((b * T_ + i) * H + h) * D;
-          std::fill(oi, oi + D, T(0));
-          for (std::int64_t j = 0; j <= i; ++j) {
-            const T* vj = vp + ((b * T_ + j) * Hkv + h / rep) * D;
-            for (std::int64_t c = 0; c < D; ++c) oi[c] += p[j] * vj[c];
-          }
         }
+        detail::gemm<T>(false, false, T_, D, T_, P, T_, V, ldk, T(0), op_ + b * T_ * ldq + h * D, ldq);
+      }
   });
 }
 
@@ -76,44 +80,34 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
   dv.zero();
   detail::dispatch_real(t, [&]<class T>() {
     const auto [B, T_, H, Hkv, D] = d;
-    const std::int64_t rep = H / Hkv;
+    const std::int64_t rep = H / Hkv, ldq = H * D, ldk = Hkv * D;
     const T scale = T(1) / std::sqrt(T(D));
-    const T *qp = q.data<T>(), *kp = k.data<T>(), *vp = v.data<T>(), *pp = probs.data<T>(),
-            *dop = dout.data<T>();
+    const T *qp = q.data<T>(), *kp = k.data<T>(), *vp = v.data<T>(), *pp = probs.data<T>(), *dop = dout.data<T>();
     T *dqp = dq.data<T>(), *dkp = dk.data<T>(), *dvp = dv.data<T>();
-    // Parallel over sequences only: heads of one sequence add into shared dk/dv rows.
+    // Parallel over sequences only: the heads of one sequence add into shared dk/dv rows.
 #pragma omp parallel
     {
-      std::vector<T> dp(static_cast<std::size_t>(T_));
+      std::vector<T> dS(static_cast<std::size_t>(T_ * T_));
 #pragma omp for
       for (std::int64_t b = 0; b < B; ++b)
-        for (std::int64_t h = 0; h < H; ++h)
-          for (std::int64_t i = 0; i < T_; ++i) {
-            const T* p = pp + ((b * H + h) * T_ + i) * T_;
-            const T* doi = dop + ((b * T_ + i) * H + h) * D;
-            const T* qi = qp + ((b * T_ + i) * H + h) * D;
-            T* dqi = dqp + ((b * T_ + i) * H + h) * D;
-            T dot = 0;  // sum_j p_j dp_j
-            for (std::int64_t j = 0; j <= i; ++j) {
-              const std::int64_t kv = ((b * T_ + j) * Hkv + h / rep) * D;
-              T s = 0;
-              for (std::int64_t c = 0; c < D; ++c) {
-                s += doi[c] * vp[kv + c];
-                dvp[kv + c] += p[j] * doi[c];
-              }
-              dp[static_cast<std::size_t>(j)] = s;
-              dot += p[j] * s;
-            }
-            std::fill(dqi, dqi + D, T(0));
-            for (std::int64_t j = 0; j <= i; ++j) {
-              const std::int64_t kv = ((b * T_ + j) * Hkv + h / rep) * D;
-              const T ds = p[j] * (dp[static_cast<std::size_t>(j)] - dot) * scale;  // softmax backward
-              for (std::int64_t c = 0; c < D; ++c) {
-                dqi[c] += ds * kp[kv + c];
-                dkp[kv + c] += ds * qi[c];
-              }
-            }
+        for (std::int64_t h = 0; h < H; ++h) {
+          const std::int64_t qo = b * T_ * ldq + h * D, ko = b * T_ * ldk + (h / rep) * D;
+          const T* P = pp + (b * H + h) * T_ * T_;
+          T* ds = dS.data();
+          detail::gemm<T>(false, true, T_, T_, D, dop + qo, ldq, vp + ko, ldk, T(0), ds, T_);      // dP = dO V^T
+          detail::gemm<T>(true, false, T_, D, T_, P, T_, dop + qo, ldq, T(1), dvp + ko, ldk);      // dV += P^T dO
+          for (std::int64_t i = 0; i < T_; ++i) {  // softmax backward: dS = P (dP - sum_j P dP) * scale
+            const T* p = P + i * T_;
+            T* r = ds + i * T_;
+            T dot = 0;
+#pragma omp simd reduction(+ : dot)
+            for (std::int64_t j = 0; j <= i; ++j) dot += p[j] * r[j];
+            for (std::int64_t j = 0; j <= i; ++j) r[j] = p[j] * (r[j] - dot) * scale;
+            std::fill(r + i + 1, r + T_, T(0));
           }
+          detail::gemm<T>(false, false, T_, D, T_, ds, T_, kp + ko, ldk, T(0), dqp + qo, ldq);     // dQ = dS K
+          detail::gemm<T>(true, false, T_, D, T_, ds, T_, qp + qo, ldq, T(1), dkp + ko, ldk);      // dK += dS^T Q
+        }
     }
   });
 }

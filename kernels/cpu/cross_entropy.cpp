@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "kernels/cpu/common.h"
+#include "kernels/cpu/exp.h"
 #include "kernels/ops.h"
 
 namespace moe::ops {
@@ -15,10 +16,14 @@ void check(const char* op, const Tensor& logits, const Tensor& targets) {
               tg[n], n, logits.size(1));
 }
 // Row softmax statistics: max and log-sum-exp, so that p_v = exp(l_v - lse).
+// (omp simd: the row sums may be reassociated, so they vectorise.)
 template <class T> T log_sum_exp(const T* l, std::int64_t V) {
-  const T mx = *std::max_element(l, l + V);
+  T mx = l[0];
+#pragma omp simd reduction(max : mx)
+  for (std::int64_t v = 0; v < V; ++v) mx = std::max(mx, l[v]);
   T sum = 0;
-  for (std::int64_t v = 0; v < V; ++v) sum += std::exp(l[v] - mx);
+#pragma omp simd reduction(+ : sum)
+  for (std::int64_t v = 0; v < V; ++v) sum += detail::exp(l[v] - mx);
   return mx + std::log(sum);
 }
 }  // namespace
@@ -61,7 +66,9 @@ void cross_entropy_backward(Tensor& dlogits, const Tensor& dlosses, const Tensor
       }
       const T* l = lp + n * V;
       const T lse = log_sum_exp(l, V);
-      for (std::int64_t v = 0; v < V; ++v) dr[v] = std::exp(l[v] - lse) * dl[n];
+      const T scale = dl[n];
+#pragma omp simd
+      for (std::int64_t v = 0; v < V; ++v) dr[v] = detail::exp(l[v] - lse) * scale;
       dr[tg[n]] -= dl[n];
     }
   });

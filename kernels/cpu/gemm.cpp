@@ -1,25 +1,11 @@
-// GEMM and grouped GEMM through OpenBLAS (cblas, row-major).
-#include <cblas.h>
-
+// GEMM and grouped GEMM through OpenBLAS (kernels/cpu/blas.h).
+#include "kernels/cpu/blas.h"
 #include "kernels/cpu/common.h"
 #include "kernels/ops.h"
 
 namespace moe::ops {
 namespace {
-
-// C (M,N) = alpha * op(A) op(B) + beta * C, row-major, leading dims = row lengths.
-template <class T>
-void gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const T* A,
-          const T* B, T beta, T* C) {
-  if (M == 0 || N == 0) return;
-  const auto lda = static_cast<blasint>(ta ? M : K), ldb = static_cast<blasint>(tb ? K : N);
-  const auto opa = ta ? CblasTrans : CblasNoTrans, opb = tb ? CblasTrans : CblasNoTrans;
-  const auto m = static_cast<blasint>(M), n = static_cast<blasint>(N), k = static_cast<blasint>(K);
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, opa, opb, m, n, k, 1.0f, A, lda, B, ldb, beta, C, n);
-  else
-    cblas_dgemm(CblasRowMajor, opa, opb, m, n, k, 1.0, A, lda, B, ldb, beta, C, n);
-}
+using detail::gemm;
 
 // One group's forward/backward, shared by the plain and grouped entry points.
 template <class T>

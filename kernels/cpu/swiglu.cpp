@@ -1,6 +1,7 @@
 #include <cmath>
 
 #include "kernels/cpu/common.h"
+#include "kernels/cpu/exp.h"
 #include "kernels/ops.h"
 #ifdef MOE_WITH_CUDA
 #include "kernels/cuda/ops.h"
@@ -37,7 +38,7 @@ void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) {
     T* o = h.data<T>();
     const std::int64_t n = gate.numel();
 #pragma omp parallel for
-    for (std::int64_t i = 0; i < n; ++i) o[i] = g[i] / (T(1) + std::exp(-g[i])) * u[i];
+    for (std::int64_t i = 0; i < n; ++i) o[i] = g[i] / (T(1) + detail::exp(-g[i])) * u[i];
   });
 }
 
@@ -53,7 +54,7 @@ void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor&
     const std::int64_t n = gate.numel();
 #pragma omp parallel for
     for (std::int64_t i = 0; i < n; ++i) {
-      const T sig = T(1) / (T(1) + std::exp(-g[i]));
+      const T sig = T(1) / (T(1) + detail::exp(-g[i]));
       const T silu = g[i] * sig;
       du[i] = d[i] * silu;
       dg[i] = d[i] * u[i] * sig * (T(1) + g[i] * (T(1) - sig));  // silu' = sig (1 + g (1 - sig))
