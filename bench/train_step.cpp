@@ -10,7 +10,7 @@
 
 #include "kernels/ops.h"
 #include "model/transformer.h"
-#include "trainer/config.h"
+#include "trainer/config_json.h"
 
 using namespace moe;
 
@@ -49,10 +49,7 @@ int main(int argc, char** argv) {
       ops::adamw_step(params[i]->w, ms[i], vs[i], params[i]->g, {.lr = 1e-3, .weight_decay = 0.1, .step = s + 1});
   }
   const double secs = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  nlohmann::json model_json;
-  for (const auto& [key, value] : config_values(cfg))
-    if (key.rfind("model.", 0) == 0)
-      model_json[key.substr(6)] = nlohmann::json::accept(value) ? nlohmann::json::parse(value) : nlohmann::json(value);
+  const nlohmann::json model_json = config_section_json(cfg, "model");
   const double tps = double(steps * B * T) / secs;
   std::ofstream(argv[2]) << nlohmann::json{{"model", model_json}, {"batch", B}, {"steps", steps}, {"rounds", rounds}, {"moe_tokens_per_s", tps}}.dump(1);
   std::cout << "moe:     " << static_cast<long>(tps) << " tokens/s (best of " << rounds << " rounds of " << steps << " steps of " << B << " x " << T << " tokens)\n";

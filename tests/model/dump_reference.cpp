@@ -10,7 +10,7 @@
 #include <random>
 
 #include "model/hf_names.h"
-#include "trainer/config.h"
+#include "trainer/config_json.h"
 
 using namespace moe;
 
@@ -64,10 +64,7 @@ int main(int argc, char** argv) {
     w.add(t.name, t.value);
     if (t.grad.defined()) w.add("grad/" + t.name, t.grad);
   }
-  nlohmann::json model_json;  // the model section; YAML scalars that are not JSON stay strings
-  for (const auto& [key, value] : config_values(cfg))
-    if (key.rfind("model.", 0) == 0)
-      model_json[key.substr(6)] = nlohmann::json::accept(value) ? nlohmann::json::parse(value) : nlohmann::json(value);
+  const nlohmann::json model_json = config_section_json(cfg, "model");
   w.save(argv[1], {{"model", model_json}, {"batch", B}, {"seq", T},
                    {"loss", loss.ce_sum / double(loss.tokens) + loss.aux_sum / double(B)}});
   std::cout << "dump_reference: loss " << loss.ce_sum / double(loss.tokens) + loss.aux_sum / double(B) << " -> " << argv[1] << "\n";
