@@ -128,8 +128,8 @@ Field choice(const char* key, Get get, std::vector<std::pair<std::string, E>> na
 const std::vector<Field>& fields() {
   static const std::vector<Field> f = {
       choice<Precision>(AT(precision), {{"fp32", Precision::fp32}, {"bf16", Precision::bf16}, {"fp8", Precision::fp8}},
-                        "GEMM precision; master weights and optimizer state stay FP32"),
-      choice<DeviceKind>(AT(device), {{"cpu", DeviceKind::cpu}, {"cuda", DeviceKind::cuda}}, "where the ops run"),
+                        "GEMM precision; master weights and optimizer state stay FP32 (moe train runs fp32 only so far)"),
+      choice<DeviceKind>(AT(device), {{"cpu", DeviceKind::cpu}, {"cuda", DeviceKind::cuda}}, "where the ops run (moe train runs on cpu only so far)"),
 
       integer(AT(model.vocab_size), at_least(2), "vocabulary size (moe data prepare trains a tokenizer of this size)"),
       integer(AT(model.seq_len), at_least(1), "tokens per training sequence"),
@@ -188,11 +188,11 @@ const std::vector<Field>& fields() {
       integer(AT(parallel.ep), at_least(1), "expert-parallel ranks, folded inside dp x tp"),
       integer(AT(parallel.zero), closed(0, 1), "ZeRO stage (0: replicated optimizer, 1: sharded)"),
 
-      text(AT(checkpoint.dir), "run directory: checkpoints, metrics, cost report"),
-      integer(AT(checkpoint.every), at_least(0), "steps between checkpoints (0: at the end only)"),
+      text(AT(checkpoint.dir), "run directory for checkpoints and reports (nothing is written there yet)"),
+      integer(AT(checkpoint.every), at_least(0), "steps between checkpoints (0: at the end only; checkpoints are not implemented yet)"),
       integer(AT(checkpoint.keep), at_least(1), "checkpoints kept"),
 
-      text(AT(cost.cluster), "cluster description priced in the cost report (configs/clusters/NAME.yaml)"),
+      text(AT(cost.cluster), "cluster description priced in the cost report (configs/clusters/NAME.yaml; not read yet)"),
   };
   return f;
 }

@@ -20,8 +20,12 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// Rejects a layout this build cannot run, before any compute.
+// Rejects what this build cannot run yet (a layout, a precision, a device) before any
+// compute, rather than silently training something else.
 std::int64_t data_parallel_size(const Config& cfg, const Communicator& world) {
+  MOE_CHECK(cfg.precision == Precision::fp32 && cfg.device == DeviceKind::cpu, ConfigError,
+            "{}: precision and device: only fp32 on cpu is implemented so far; set precision: fp32 and device: cpu",
+            cfg.source);
   const auto& p = cfg.parallel;
   MOE_CHECK(p.tp == 1 && p.pp == 1 && p.ep == 1 && p.zero == 0, ConfigError,
             "{}: parallel: tp = {}, pp = {}, ep = {}, zero = {}: only data parallelism is implemented so far; "
