@@ -6,6 +6,7 @@
 // ~1e-38 instead of a denormal or 0; callers use it on x - max(x) of softmax rows, where
 // such terms vanish in the sum anyway.
 #pragma once
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
@@ -13,7 +14,7 @@
 namespace moe::ops::detail {
 
 inline float fast_exp(float x) {
-  x = x < -87.3f ? -87.3f : (x > 88.0f ? 88.0f : x);  // 2^n stays a normal float
+  x = std::min(std::max(x, -87.3f), 88.0f);  // 2^n stays a normal float (min/max, not ?:, so it vectorises)
   // Round x / ln2 to the nearest integer with the 1.5 * 2^23 trick (exact for |t| < 2^22).
   const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
   const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;  // ln2 split hi + lo
