@@ -22,7 +22,7 @@ std::vector<std::int32_t> batch(Loader& l, std::int64_t step, std::int64_t first
 }
 }  // namespace
 
-TEST_CASE("shards: written tokens read back; header errors name the file", "[data]") {
+TEST_CASE("shards: written tokens read back, header errors name the file", "[data]") {
   const std::vector<std::uint32_t> toks = {5, 0, 70000 % 65536, 12, 1};
   write_shard("t_00000.bin", toks, 65536);
   Shard s("t_00000.bin", 65536);
@@ -35,22 +35,22 @@ TEST_CASE("shards: written tokens read back; header errors name the file", "[dat
   CHECK_THROWS_WITH(Shard("t_00000.bin", 65536), Catch::Contains("bad magic"));
 }
 
-TEST_CASE("loader: a restart at step k gives the batches of an uninterrupted run; ranks split the batch", "[data]") {
+TEST_CASE("loader: a restart at step k gives the batches of an uninterrupted run, ranks split the batch", "[data]") {
   testing::write_corpus("loader_corpus.txt", 120);
   prepare({.corpus = "loader_corpus.txt", .out_dir = "loader_data", .vocab_size = 300, .val_fraction = 0.1, .seed = 1});
   TokenStream stream("loader_data", "train", 300);
-  const std::int64_t T = 16, G = 6;  // few windows: the run below crosses epochs
+  const std::int64_t T = 64, G = 8, S = 40;  // few windows: the run below crosses epochs
   Loader a(stream, T, 42, G);
-  REQUIRE(a.windows() * 2 < 30 * G);
+  REQUIRE(a.windows() * 2 < S * G);
   std::vector<std::vector<std::int32_t>> run;
-  for (std::int64_t s = 0; s < 30; ++s) run.push_back(batch(a, s, 0, G, T));
-  Loader b(stream, T, 42, G);  // "resumed" at step 17
-  for (std::int64_t s = 17; s < 30; ++s) CHECK(batch(b, s, 0, G, T) == run[static_cast<std::size_t>(s)]);
-  // Two ranks with 3 rows each hold the same sequences as one with 6.
+  for (std::int64_t s = 0; s < S; ++s) run.push_back(batch(a, s, 0, G, T));
+  Loader b(stream, T, 42, G);  // "resumed" at step 23
+  for (std::int64_t s = 23; s < S; ++s) CHECK(batch(b, s, 0, G, T) == run[static_cast<std::size_t>(s)]);
+  // Two ranks with 4 rows each hold the same sequences as one with 8.
   Loader r0(stream, T, 42, G), r1(stream, T, 42, G);
-  auto x0 = batch(r0, 5, 0, 3, T), x1 = batch(r1, 5, 3, 3, T), full = run[5];
-  CHECK(std::equal(x0.begin(), x0.begin() + 3 * T, full.begin()));
-  CHECK(std::equal(x1.begin(), x1.begin() + 3 * T, full.begin() + 3 * T));
+  auto x0 = batch(r0, 5, 0, 4, T), x1 = batch(r1, 5, 4, 4, T), full = run[5];
+  CHECK(std::equal(x0.begin(), x0.begin() + 4 * T, full.begin()));
+  CHECK(std::equal(x1.begin(), x1.begin() + 4 * T, full.begin() + 4 * T));
   // Targets are the inputs shifted by one; another seed gives another order.
   CHECK(std::equal(full.begin() + 1, full.begin() + T, full.begin() + G * T));
   Loader c(stream, T, 43, G);

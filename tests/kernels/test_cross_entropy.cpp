@@ -7,7 +7,7 @@
 using namespace moe;
 using namespace moe::testing;
 
-TEST_CASE("cross-entropy forward: uniform logits give log V; ignored rows give 0", "[ops][cross_entropy]") {
+TEST_CASE("cross-entropy forward: uniform logits give log V, ignored rows give 0", "[ops][cross_entropy]") {
   const std::int64_t N = 4, V = 10;
   Tensor logits = Tensor::zeros({N, V}, DType::f64), targets = random_ints({N}, 1, 0, V - 1), losses = Tensor::empty({N}, DType::f64);
   for (std::int64_t i = 0; i < N * V; ++i) logits.data<double>()[i] = 2.5;  // any constant

@@ -28,7 +28,7 @@ TEST_CASE("matmul forward equals the definition", "[ops][gemm]") {
   }
 }
 
-TEST_CASE("matmul backward matches finite differences; dw accumulates", "[ops][gemm]") {
+TEST_CASE("matmul backward matches finite differences, dw accumulates", "[ops][gemm]") {
   for (auto [M, N, K] : {std::tuple{1, 1, 1}, {3, 5, 7}, {6, 2, 11}}) {
     Tensor x = random({M, K}, 3), w = random({N, K}, 4), R = random({M, N}, 5);
     Tensor y = Tensor::empty({M, N}, DType::f64);

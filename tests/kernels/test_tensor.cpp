@@ -6,7 +6,7 @@
 
 using namespace moe;
 
-TEST_CASE("tensor: views and row slices share storage; copies are explicit", "[tensor]") {
+TEST_CASE("tensor: views and row slices share storage, copies are explicit", "[tensor]") {
   Tensor t = Tensor::zeros({4, 3}, DType::f32);
   CHECK(t.describe() == "f32[4,3]@cpu");
   CHECK(t.nbytes() == 48);
