@@ -54,7 +54,7 @@ int run_prepare(const Config& cfg, bool force) {
 
 int run_train(int argc, char** argv, const std::string& path, const std::vector<std::string>& sets, bool print_config) {
   moe::MpiSession mpi(&argc, &argv);
-  moe::Communicator world;
+  moe::MpiCommunicator world;
   Config cfg;
   try {
     cfg = moe::load_config(path, sets);  // every rank validates; all fail alike, before any collective

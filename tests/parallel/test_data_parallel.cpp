@@ -26,7 +26,7 @@ Tensor grad_of_rows(const Tensor& x, const Tensor& w, const Tensor& targets, std
 }  // namespace
 
 TEST_CASE("data parallel: all-reduced slice gradients equal the full-batch gradient", "[mpi]") {
-  Communicator world;
+  MpiCommunicator world;
   REQUIRE(world.size() >= 2);  // a single process would not test anything
   const std::int64_t per_rank = 3, N = per_rank * world.size(), C = 5, V = 7;
   // Same seeds on every rank: every rank holds the same full batch and weights.

@@ -12,7 +12,7 @@
 using namespace moe;
 
 TEST_CASE("train: data parallel equals world size 1 at every step", "[mpi][trainer]") {
-  Communicator world, self(MPI_COMM_SELF);
+  MpiCommunicator world, self(MPI_COMM_SELF);
   REQUIRE(world.size() >= 2);
   const std::string corpus = "train_dp_corpus.txt", dir = "train_dp_data";
   if (world.rank() == 0) {

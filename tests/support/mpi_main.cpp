@@ -8,6 +8,6 @@
 int main(int argc, char** argv) {
   moe::MpiSession mpi(&argc, &argv);
   const int failed = Catch::Session().run(argc, argv);
-  moe::Communicator world;
+  moe::MpiCommunicator world;
   return world.all_reduce_sum(static_cast<double>(failed)) > 0 ? 1 : 0;
 }

@@ -1,0 +1,95 @@
+// Run under mpirun: every Communicator operation against the result computed locally from
+// what each rank is known to hold, and its byte counter against the algorithm's formula.
+#include <catch2/catch.hpp>
+
+#include "parallel/communicator.h"
+
+using namespace moe;
+
+namespace {
+// A value that names its origin: rank r, element i.
+float f(int r, std::int64_t i) { return static_cast<float>(1000 * r + i); }
+Tensor filled(Shape s, int r) {
+  Tensor t = Tensor::empty(std::move(s), DType::f32);
+  for (std::int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = f(r, i);
+  return t;
+}
+}  // namespace
+
+TEST_CASE("collectives: all-reduce, reduce-scatter, all-gather, broadcast, send/recv", "[mpi][comm]") {
+  MpiCommunicator c;
+  const int p = c.size(), r = c.rank();
+  const std::int64_t n = 5;
+
+  Tensor a = filled({p * n}, r);
+  c.all_reduce_sum(a);
+  for (std::int64_t i = 0; i < p * n; ++i) {
+    float want = 0;
+    for (int q = 0; q < p; ++q) want += f(q, i);
+    CHECK(a.data<float>()[i] == want);
+  }
+
+  Tensor rs = Tensor::empty({n}, DType::f32);
+  c.reduce_scatter_sum(rs, filled({p * n}, r));
+  for (std::int64_t i = 0; i < n; ++i) {
+    float want = 0;
+    for (int q = 0; q < p; ++q) want += f(q, r * n + i);
+    CHECK(rs.data<float>()[i] == want);
+  }
+
+  Tensor ag = Tensor::empty({p, n}, DType::f32);
+  c.all_gather(ag, filled({n}, r));
+  for (int q = 0; q < p; ++q)
+    for (std::int64_t i = 0; i < n; ++i) CHECK(ag.data<float>()[q * n + i] == f(q, i));
+
+  const int root = p - 1;
+  Tensor b = filled({n}, r);
+  c.broadcast(b, root);
+  for (std::int64_t i = 0; i < n; ++i) CHECK(b.data<float>()[i] == f(root, i));
+
+  // Ring: even ranks send first, so blocking send/recv cannot deadlock.
+  Tensor mine = filled({n}, r), got = Tensor::empty({n}, DType::f32);
+  const int next = (r + 1) % p, prev = (r + p - 1) % p;
+  if (r % 2 == 0) c.send(mine, next, 7), c.recv(got, prev, 7);
+  else c.recv(got, prev, 7), c.send(mine, next, 7);
+  for (std::int64_t i = 0; i < n; ++i) CHECK(got.data<float>()[i] == f(prev, i));
+
+  const auto& bytes = c.bytes_sent();
+  const std::uint64_t B = 4 * n;  // bytes of n floats
+  CHECK(bytes.at("all_reduce") == 2 * (p - 1) * (p * B) / p);
+  CHECK(bytes.at("reduce_scatter") == static_cast<std::uint64_t>(p - 1) * B);
+  CHECK(bytes.at("all_gather") == static_cast<std::uint64_t>(p - 1) * B);
+  CHECK(bytes.at("send") == B);
+  CHECK(bytes.count("broadcast") == (r == root ? 1u : 0u));
+}
+
+TEST_CASE("collectives: all-to-all-v moves each row to its rank and counts exact bytes", "[mpi][comm]") {
+  MpiCommunicator c;
+  const int p = c.size(), r = c.rank();
+  const std::int64_t C = 3;  // row width
+  auto rows = [](int from, int to) { return std::int64_t((from + 2 * to) % 3 + (from == to)); };  // some zero
+  std::vector<std::int64_t> send(static_cast<std::size_t>(p)), recv(static_cast<std::size_t>(p));
+  std::int64_t ns = 0, nr = 0;
+  for (int j = 0; j < p; ++j) ns += send[std::size_t(j)] = rows(r, j), nr += recv[std::size_t(j)] = rows(j, r);
+  // Row k to rank j holds (r, j, k) so the receiver can check where it came from.
+  Tensor in = Tensor::empty({ns, C}, DType::f32), out = Tensor::empty({nr, C}, DType::f32);
+  std::int64_t at = 0;
+  for (int j = 0; j < p; ++j)
+    for (std::int64_t k = 0; k < rows(r, j); ++k, ++at)
+      in.data<float>()[at * C] = float(r), in.data<float>()[at * C + 1] = float(j), in.data<float>()[at * C + 2] = float(k);
+  c.all_to_all_v(out, recv, in, send);
+  at = 0;
+  for (int j = 0; j < p; ++j)
+    for (std::int64_t k = 0; k < rows(j, r); ++k, ++at) {
+      CHECK(out.data<float>()[at * C] == float(j));
+      CHECK(out.data<float>()[at * C + 1] == float(r));
+      CHECK(out.data<float>()[at * C + 2] == float(k));
+    }
+  std::uint64_t want = 0;
+  for (int j = 0; j < p; ++j)
+    if (j != r) want += static_cast<std::uint64_t>(rows(r, j) * C) * 4;
+  CHECK(c.bytes_sent().at("all_to_all") == want);
+  // Mismatched counts are refused before any traffic.
+  send[0] += 1;
+  CHECK_THROWS_AS(c.all_to_all_v(out, recv, in, send), CommError);
+}
