@@ -13,6 +13,7 @@
 #include "data/loader.h"
 #include "kernels/ops.h"
 #include "model/transformer.h"
+#include "parallel/mesh.h"
 
 namespace moe {
 namespace {
@@ -20,22 +21,18 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// Rejects what this build cannot run yet (a layout, a precision, a device) before any
-// compute, rather than silently training something else.
+// The layout (parallel/mesh), then what this build cannot run yet (a layout, a precision, a
+// device), rejected before any compute rather than silently training something else.
 std::int64_t data_parallel_size(const Config& cfg, const Communicator& world) {
   MOE_CHECK(cfg.precision == Precision::fp32 && cfg.device == DeviceKind::cpu, ConfigError,
             "{}: precision and device: only fp32 on cpu is implemented so far; set precision: fp32 and device: cpu",
             cfg.source);
-  const auto& p = cfg.parallel;
-  MOE_CHECK(p.tp == 1 && p.pp == 1 && p.ep == 1 && p.zero == 0, ConfigError,
+  const Layout l = resolve_layout(cfg, world.size());
+  MOE_CHECK(l.tp == 1 && l.pp == 1 && l.ep == 1 && cfg.parallel.zero == 0, ConfigError,
             "{}: parallel: tp = {}, pp = {}, ep = {}, zero = {}: only data parallelism is implemented so far; "
             "set them to 1, 1, 1, 0",
-            cfg.source, p.tp, p.pp, p.ep, p.zero);
-  const std::int64_t dp = p.dp == 0 ? world.size() : p.dp;
-  MOE_CHECK(dp == world.size(), ConfigError,
-            "{}: parallel.dp = {} but mpirun started {} ranks; launch with mpirun -np {} or set parallel.dp = {}",
-            cfg.source, dp, world.size(), dp, world.size());
-  return dp;
+            cfg.source, l.tp, l.pp, l.ep, cfg.parallel.zero);
+  return l.dp;
 }
 
 double unigram_entropy(const std::string& dir) {
