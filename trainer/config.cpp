@@ -187,6 +187,7 @@ const std::vector<Field>& fields() {
       integer(AT(parallel.pp), at_least(1), "pipeline stages"),
       integer(AT(parallel.ep), at_least(1), "expert-parallel ranks, folded inside dp x tp"),
       integer(AT(parallel.zero), closed(0, 1), "ZeRO stage (0: replicated optimizer, 1: sharded)"),
+      real(AT(parallel.bucket_mb), above(0), "size of a gradient all-reduce bucket, MiB"),
 
       text(AT(checkpoint.dir), "run directory for checkpoints and reports (nothing is written there yet)"),
       integer(AT(checkpoint.every), at_least(0), "steps between checkpoints (0: at the end only; checkpoints are not implemented yet)"),

@@ -48,6 +48,7 @@ struct ParallelConfig {
   std::int64_t pp = 1;
   std::int64_t ep = 1;
   std::int64_t zero = 0;
+  double bucket_mb = 25.0;  // gradient all-reduce bucket
 };
 
 struct CheckpointConfig {

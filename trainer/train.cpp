@@ -13,6 +13,7 @@
 #include "data/loader.h"
 #include "kernels/ops.h"
 #include "model/transformer.h"
+#include "parallel/grad_buffer.h"
 #include "parallel/mesh.h"
 
 namespace moe {
@@ -79,6 +80,7 @@ TrainResult train(const Config& cfg, Communicator& world) {
   Transformer model(mc);
   model.init(static_cast<std::uint64_t>(t.seed));  // same seed everywhere: identical replicas
   const ParamList params = model.params();
+  GradBuffer grads(params, static_cast<std::size_t>(cfg.parallel.bucket_mb * (1 << 20)));
   std::vector<Moments> moments;
   std::int64_t n_params = 0;
   for (Param* p : params) {
@@ -109,7 +111,7 @@ TrainResult train(const Config& cfg, Communicator& world) {
   Tensor loads = Tensor::zeros({static_cast<std::int64_t>(moe_layers.size()) * std::max<std::int64_t>(E, 1) + 1}, DType::f64);
   const auto t0 = Clock::now();
   for (std::int64_t step = 0; step < t.steps; ++step) {
-    for (Param* p : params) p->g.zero();
+    grads.zero();
     loads.zero();
     double loss = 0;
     double* ld = loads.data<double>();
@@ -124,7 +126,7 @@ TrainResult train(const Config& cfg, Communicator& world) {
       }
     }
     // Data parallel: sum gradients, loss and expert loads over ranks.
-    for (Param* p : params) world.all_reduce_sum(p->g);
+    grads.all_reduce(world);
     loss = world.all_reduce_sum(loss);
     world.all_reduce_sum(loads);
 

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "parallel/communicator.h"
+#include "parallel/grad_buffer.h"
 
 using namespace moe;
 
@@ -92,4 +93,22 @@ TEST_CASE("collectives: all-to-all-v moves each row to its rank and counts exact
   // Mismatched counts are refused before any traffic.
   send[0] += 1;
   CHECK_THROWS_AS(c.all_to_all_v(out, recv, in, send), CommError);
+}
+
+TEST_CASE("grad buffer: gradients become views of one buffer, summed bucket by bucket", "[mpi][comm]") {
+  MpiCommunicator c;
+  const int p = c.size(), r = c.rank();
+  Param a("a", {5}), b("b", {2, 2});
+  a.g.data<float>()[1] = 3.f;  // accumulated before binding: kept
+  GradBuffer buf({&a, &b}, 3 * sizeof(float));  // 9 floats in buckets of 3, 3, 3
+  CHECK(buf.buckets() == 3);
+  CHECK(a.g.data<float>()[1] == 3.f);
+  b.g.data<float>()[3] = float(r);  // written through the view
+  CHECK(buf.flat().data<float>()[5 + 3] == float(r));
+  buf.all_reduce(c);
+  CHECK(a.g.data<float>()[1] == 3.f * float(p));
+  CHECK(b.g.data<float>()[3] == float(p * (p - 1) / 2));
+  CHECK(c.bytes_sent().at("all_reduce") == 3u * (2u * unsigned(p - 1) * 12u / unsigned(p)));  // three 12-byte buckets
+  buf.zero();
+  CHECK(a.g.data<float>()[1] == 0.f);
 }
