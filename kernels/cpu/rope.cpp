@@ -1,4 +1,5 @@
 #include <cmath>
+#include <vector>
 
 #include "kernels/cpu/common.h"
 #include "kernels/ops.h"
@@ -15,20 +16,27 @@ void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, double
   expect_tensor(op, "y", y, t, x.shape());
   detail::expect_cpu(op, {&y, &x});
   detail::dispatch_real(t, [&]<class T>() {
+    // cos/sin of every (position, pair) once, in double whatever T is, so f32 and f64 rotate
+    // by the same angle; the same table serves every sequence and head.
+    std::vector<T> cs(static_cast<std::size_t>(T_ * half)), sn(cs.size());
+    for (std::int64_t p = 0; p < T_; ++p)
+      for (std::int64_t i = 0; i < half; ++i) {
+        const double ang = sign * static_cast<double>(p) * std::pow(theta, -2.0 * double(i) / static_cast<double>(D));
+        cs[std::size_t(p * half + i)] = static_cast<T>(std::cos(ang));
+        sn[std::size_t(p * half + i)] = static_cast<T>(std::sin(ang));
+      }
     const T* xp = x.data<T>();
     T* yp = y.data<T>();
 #pragma omp parallel for collapse(2)
     for (std::int64_t b = 0; b < B; ++b)
       for (std::int64_t p = 0; p < T_; ++p)
-        for (std::int64_t i = 0; i < half; ++i) {
-          // Angle in double whatever T is, so f32 and f64 rotate by the same angle.
-          const double ang = sign * static_cast<double>(p) * std::pow(theta, -2.0 * i / static_cast<double>(D));
-          const T c = static_cast<T>(std::cos(ang)), s = static_cast<T>(std::sin(ang));
-          for (std::int64_t h = 0; h < H; ++h) {
-            const std::int64_t base = ((b * T_ + p) * H + h) * D;
+        for (std::int64_t h = 0; h < H; ++h) {
+          const std::int64_t base = ((b * T_ + p) * H + h) * D;
+          const T *c = cs.data() + p * half, *s = sn.data() + p * half;
+          for (std::int64_t i = 0; i < half; ++i) {
             const T x1 = xp[base + i], x2 = xp[base + i + half];  // read both before writing (y may alias x)
-            yp[base + i] = x1 * c - x2 * s;
-            yp[base + i + half] = x2 * c + x1 * s;
+            yp[base + i] = x1 * c[i] - x2 * s[i];
+            yp[base + i + half] = x2 * c[i] + x1 * s[i];
           }
         }
   });
