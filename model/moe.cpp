@@ -61,8 +61,10 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   // Experts on their tokens: xp (M,C) -> SwiGLU per expert -> yp (M,C).
   const std::int64_t M = offsets_[E_];
   xp = Tensor::empty({M, C_}, DType::f32);
+  const float* xd = x.data<float>();
+  float* xpd = xp.data<float>();
   for (std::int64_t a = 0; a < N * K_; ++a)
-    if (pos_[a] >= 0) std::copy_n(x.data<float>() + (a / K_) * C_, C_, xp.data<float>() + pos_[a] * C_);
+    if (pos_[a] >= 0) std::copy_n(xd + (a / K_) * C_, C_, xpd + pos_[a] * C_);
   gp = Tensor::empty({M, H_}, DType::f32);
   upp = Tensor::empty({M, H_}, DType::f32);
   hp = Tensor::empty({M, H_}, DType::f32);
@@ -76,10 +78,10 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   if (shared_) shared_->forward(out, x);
   else out.zero();
   float* o = out.data<float>();
-  const float* g = gates.data<float>();
+  const float *g = gates.data<float>(), *y = yp.data<float>();
   for (std::int64_t a = 0; a < N * K_; ++a)
     if (pos_[a] >= 0)
-      for (std::int64_t c = 0; c < C_; ++c) o[(a / K_) * C_ + c] += g[a] * yp.data<float>()[pos_[a] * C_ + c];
+      for (std::int64_t c = 0; c < C_; ++c) o[(a / K_) * C_ + c] += g[a] * y[pos_[a] * C_ + c];
 
   // Sequence-wise balance loss: per sequence, f_e = E/(K T) * #tokens choosing e,
   // P_e = mean_t of the scores normalised over all experts; loss = coef * sum_e f_e P_e.
@@ -110,16 +112,17 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   // Combine backward: dy_i = gate_i * dout; dgate_i = <dout, y_i>.
   Tensor dyp = Tensor::empty({M, C_}, DType::f32), dgates = Tensor::zeros({N, K_}, DType::f32);
   const float *d = dout.data<float>(), *g = gates.data<float>(), *y = yp.data<float>();
+  float *dyd = dyp.data<float>(), *dgd = dgates.data<float>();
   for (std::int64_t a = 0; a < N * K_; ++a) {
     if (pos_[a] < 0) continue;
     const float* dn = d + (a / K_) * C_;
-    float* dy = dyp.data<float>() + pos_[a] * C_;
+    float* dy = dyd + pos_[a] * C_;
     double dot = 0;
     for (std::int64_t c = 0; c < C_; ++c) {
       dy[c] = g[a] * dn[c];
       dot += double(dn[c]) * y[pos_[a] * C_ + c];
     }
-    dgates.data<float>()[a] = static_cast<float>(dot);
+    dgd[a] = static_cast<float>(dot);
   }
 
   // Experts backward on their tokens, then scatter dx back to the tokens.
@@ -132,14 +135,16 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   ops::grouped_matmul_backward(tmp, up_.g, dup, xp, up_.w, offsets_);
   ops::accumulate(dxp, tmp);
   float* dxd = dx.data<float>();
+  const float* dxpd = dxp.data<float>();
   for (std::int64_t a = 0; a < N * K_; ++a)
     if (pos_[a] >= 0)
-      for (std::int64_t c = 0; c < C_; ++c) dxd[(a / K_) * C_ + c] += dxp.data<float>()[pos_[a] * C_ + c];
+      for (std::int64_t c = 0; c < C_; ++c) dxd[(a / K_) * C_ + c] += dxpd[pos_[a] * C_ + c];
 
   // Balance loss backward: dL/ds'_e = coef * f_e / T per token; s' = s / sum(s).
   Tensor dscores;
   if (aux_coef_ != 0 && aux_scale != 0) {
     dscores = Tensor::empty({N, E_}, DType::f32);
+    float* ds = dscores.data<float>();
     for (std::int64_t n = 0; n < N; ++n) {
       const double* f = f_.data() + (n / T_) * E_;
       const float* s = scores.data<float>() + n * E_;
@@ -147,7 +152,7 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
       for (std::int64_t e = 0; e < E_; ++e) S += s[e];
       for (std::int64_t e = 0; e < E_; ++e) dot += aux_coef_ * f[e] / double(T_) * s[e] / S;
       for (std::int64_t e = 0; e < E_; ++e)
-        dscores.data<float>()[n * E_ + e] = static_cast<float>(aux_scale * (aux_coef_ * f[e] / double(T_) - dot) / S);
+        ds[n * E_ + e] = static_cast<float>(aux_scale * (aux_coef_ * f[e] / double(T_) - dot) / S);
     }
   }
 

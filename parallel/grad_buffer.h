@@ -17,6 +17,8 @@ class GradBuffer {
   // Sum over the ranks of `comm`, one all-reduce per bucket of about bucket_bytes.
   void all_reduce(Communicator& comm);
   std::int64_t buckets() const { return (flat_.numel() + bucket_ - 1) / bucket_; }
+  // Every gradient, contiguous: norms and clipping act on it in one pass.
+  Tensor& flat() { return flat_; }
   const Tensor& flat() const { return flat_; }
 
  private:

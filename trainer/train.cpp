@@ -130,13 +130,11 @@ TrainResult train(const Config& cfg, Communicator& world) {
     loss = world.all_reduce_sum(loss);
     world.all_reduce_sum(loads);
 
-    double norm2 = 0;
-    for (Param* p : params) norm2 += ops::sum_squares(p->g);
-    const double norm = std::sqrt(norm2);
+    const double norm = std::sqrt(ops::sum_squares(grads.flat()));
+    if (t.grad_clip > 0 && norm > t.grad_clip) ops::scale(grads.flat(), t.grad_clip / norm);
     const double lr = learning_rate(t, step);
     for (std::size_t i = 0; i < params.size(); ++i) {
       Param* p = params[i];
-      if (t.grad_clip > 0 && norm > t.grad_clip) ops::scale(p->g, t.grad_clip / norm);
       ops::adamw_step(p->w, moments[i].m, moments[i].v, p->g,
                       {.lr = lr, .beta1 = t.beta1, .beta2 = t.beta2, .eps = t.adam_eps,
                        .weight_decay = p->decay ? t.weight_decay : 0.0, .step = step + 1});
