@@ -37,13 +37,11 @@ void write_shard(const std::string& path, const std::vector<std::uint32_t>& toke
   {
     std::ofstream out(tmp, std::ios::binary);
     out.write(reinterpret_cast<const char*>(header), kShardHeader);
-    for (std::uint32_t t : tokens) {
-      if (width == 2) {
-        const auto v = static_cast<std::uint16_t>(t);
-        out.write(reinterpret_cast<const char*>(&v), 2);
-      } else {
-        out.write(reinterpret_cast<const char*>(&t), 4);
-      }
+    if (width == 2) {  // narrow once, then one write
+      const std::vector<std::uint16_t> narrow(tokens.begin(), tokens.end());
+      out.write(reinterpret_cast<const char*>(narrow.data()), static_cast<std::streamsize>(narrow.size() * 2));
+    } else {
+      out.write(reinterpret_cast<const char*>(tokens.data()), static_cast<std::streamsize>(tokens.size() * 4));
     }
     if (!out.flush()) throw DataError(fmt::format("{}: write failed (disk full?)", tmp));
   }
