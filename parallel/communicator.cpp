@@ -1,143 +1,130 @@
 #include "parallel/communicator.h"
 
-#include <exception>
 #include <numeric>
-#include <vector>
 
 namespace moe {
 namespace {
 
-void check(int rc, const char* what) {
-  if (rc == MPI_SUCCESS) return;
-  char msg[MPI_MAX_ERROR_STRING];
-  int len = 0;
-  MPI_Error_string(rc, msg, &len);
-  throw CommError(fmt::format("{} failed: {}", what, std::string(msg, static_cast<std::size_t>(len))));
-}
-
-MPI_Datatype mpi_type(const char* op, const Tensor& t) {
-  MOE_CHECK(t.device() == Device::cpu, CommError, "{}: the MPI backend takes host tensors, got {}", op, t.describe());
-  switch (t.dtype()) {
-    case DType::f32: return MPI_FLOAT;
-    case DType::f64: return MPI_DOUBLE;
-    case DType::i32: return MPI_INT32_T;
-    case DType::bf16: return MPI_UINT16_T;  // moved, never reduced
-    case DType::e4m3: case DType::e5m2: return MPI_UINT8_T;
-  }
-  throw CommError(fmt::format("{}: unsupported dtype", op));
-}
-
-// Counts fit MPI's int arguments; larger buffers must be split by the caller.
-int as_int(std::int64_t n, const char* op) {
-  MOE_CHECK(n >= 0 && n <= INT32_MAX, CommError, "{}: {} elements exceed one MPI call", op, n);
-  return static_cast<int>(n);
-}
-
 // Elements per row of dim 0 (1 for a 1-D tensor).
 std::int64_t row_elems(const Tensor& t) { return t.ndim() == 0 || t.size(0) == 0 ? 0 : t.numel() / t.size(0); }
+std::int64_t rows_of(const Tensor& t) { return t.ndim() ? t.size(0) : 0; }
 
 // The reduced dtypes: moving bf16/fp8 bits is fine, summing them is not.
-void check_reducible(const char* op, const Tensor& t) {
+void expect_reducible(const char* op, const Tensor& t) {
   MOE_CHECK(t.dtype() == DType::f32 || t.dtype() == DType::f64 || t.dtype() == DType::i32, CommError,
             "{}: cannot sum {} tensors", op, dtype_name(t.dtype()));
 }
 
+std::uint64_t u64(std::int64_t n) { return static_cast<std::uint64_t>(n); }
+
 }  // namespace
 
-MpiSession::MpiSession(int* argc, char*** argv) {
-  int provided = 0;
-  check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
-  // Errors come back as return codes (turned into CommError) instead of aborting inside MPI.
-  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+std::int64_t total_rows(std::span<const std::int64_t> rows) {
+  return std::accumulate(rows.begin(), rows.end(), std::int64_t{0});
 }
 
-MpiSession::~MpiSession() {
-  if (std::uncaught_exceptions() == 0) MPI_Finalize();
+void Communicator::expect_here(const char* op, const Tensor& t) const {
+  MOE_CHECK(t.device() == device(), CommError, "{}: this backend takes {} tensors, got {}", op, device_name(device()),
+            t.describe());
 }
 
-double Communicator::all_reduce_sum(double x) {
-  Tensor t = Tensor::empty({1}, DType::f64);
-  t.data<double>()[0] = x;
-  all_reduce_sum(t);
-  return t.data<double>()[0];
+void Communicator::expect_peer(const char* op, int peer) const {
+  MOE_CHECK(peer >= 0 && peer < size_, CommError, "{}: peer {} outside a group of {} ranks", op, peer, size_);
 }
 
-MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm) {
-  check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
-  check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
-}
-
-void MpiCommunicator::all_reduce_sum(Tensor& t) {
+void Communicator::all_reduce_sum(Tensor& t) {
   const char* op = "all_reduce_sum";
-  check_reducible(op, t);
-  check(MPI_Allreduce(MPI_IN_PLACE, t.raw(), as_int(t.numel(), op), mpi_type(op, t), MPI_SUM, comm_), "MPI_Allreduce");
-  count("all_reduce", 2 * static_cast<std::uint64_t>(size_ - 1) * t.nbytes() / static_cast<std::uint64_t>(size_));
+  expect_here(op, t);
+  expect_reducible(op, t);
+  do_all_reduce_sum(t);
+  count("all_reduce", 2 * u64(size_ - 1) * t.nbytes() / u64(size_));  // ring: reduce-scatter + all-gather
 }
 
-void MpiCommunicator::reduce_scatter_sum(Tensor& out, const Tensor& in) {
+void Communicator::reduce_scatter_sum(Tensor& out, const Tensor& in) {
   const char* op = "reduce_scatter_sum";
-  check_reducible(op, in);
+  expect_here(op, in), expect_here(op, out);
+  expect_reducible(op, in);
   MOE_CHECK(in.numel() == out.numel() * size_ && in.dtype() == out.dtype(), CommError,
             "{}: in {} must hold {} x out {}", op, in.describe(), size_, out.describe());
-  check(MPI_Reduce_scatter_block(in.raw(), out.raw(), as_int(out.numel(), op), mpi_type(op, in), MPI_SUM, comm_),
-        "MPI_Reduce_scatter_block");
-  count("reduce_scatter", static_cast<std::uint64_t>(size_ - 1) * out.nbytes());
+  do_reduce_scatter_sum(out, in);
+  count("reduce_scatter", u64(size_ - 1) * out.nbytes());
 }
 
-void MpiCommunicator::all_gather(Tensor& out, const Tensor& in) {
+void Communicator::all_gather(Tensor& out, const Tensor& in) {
   const char* op = "all_gather";
+  expect_here(op, in), expect_here(op, out);
   MOE_CHECK(out.numel() == in.numel() * size_ && in.dtype() == out.dtype(), CommError,
             "{}: out {} must hold {} x in {}", op, out.describe(), size_, in.describe());
-  const int n = as_int(in.numel(), op);
-  check(MPI_Allgather(in.raw(), n, mpi_type(op, in), out.raw(), n, mpi_type(op, out), comm_), "MPI_Allgather");
-  count("all_gather", static_cast<std::uint64_t>(size_ - 1) * in.nbytes());
+  do_all_gather(out, in);
+  count("all_gather", u64(size_ - 1) * in.nbytes());
 }
 
-void MpiCommunicator::all_to_all_v(Tensor& out, std::span<const std::int64_t> recv_rows, const Tensor& in,
-                                   std::span<const std::int64_t> send_rows) {
+void Communicator::all_to_all_v(Tensor& out, std::span<const std::int64_t> recv_rows, const Tensor& in,
+                                std::span<const std::int64_t> send_rows) {
   const char* op = "all_to_all_v";
+  expect_here(op, in), expect_here(op, out);
   const auto p = static_cast<std::size_t>(size_);
   MOE_CHECK(send_rows.size() == p && recv_rows.size() == p, CommError, "{}: {} send and {} receive counts for {} ranks",
             op, send_rows.size(), recv_rows.size(), p);
   MOE_CHECK(in.dtype() == out.dtype() && (in.numel() == 0 || out.numel() == 0 || row_elems(in) == row_elems(out)),
             CommError, "{}: in {} and out {} differ in dtype or row size", op, in.describe(), out.describe());
+  MOE_CHECK(total_rows(send_rows) == rows_of(in) && total_rows(recv_rows) == rows_of(out), CommError,
+            "{}: counts send {} / receive {} rows, tensors hold {} / {}", op, total_rows(send_rows),
+            total_rows(recv_rows), rows_of(in), rows_of(out));
   const std::int64_t row = in.numel() > 0 ? row_elems(in) : row_elems(out);
-  const auto sent = std::accumulate(send_rows.begin(), send_rows.end(), std::int64_t{0});
-  const auto got = std::accumulate(recv_rows.begin(), recv_rows.end(), std::int64_t{0});
-  MOE_CHECK(sent == (in.ndim() ? in.size(0) : 0) && got == (out.ndim() ? out.size(0) : 0), CommError,
-            "{}: counts send {} / receive {} rows, tensors hold {} / {}", op, sent, got, in.ndim() ? in.size(0) : 0,
-            out.ndim() ? out.size(0) : 0);
-  std::vector<int> sc(p), sd(p), rc(p), rd(p);
+  Split s{std::vector<std::int64_t>(p), std::vector<std::int64_t>(p), std::vector<std::int64_t>(p),
+          std::vector<std::int64_t>(p)};
   std::int64_t so = 0, ro = 0;
   std::uint64_t bytes = 0;
   for (std::size_t j = 0; j < p; ++j) {
-    sc[j] = as_int(send_rows[j] * row, op), sd[j] = as_int(so, op), so += send_rows[j] * row;
-    rc[j] = as_int(recv_rows[j] * row, op), rd[j] = as_int(ro, op), ro += recv_rows[j] * row;
-    if (static_cast<int>(j) != rank_) bytes += static_cast<std::uint64_t>(sc[j]) * dtype_size(in.dtype());
+    MOE_CHECK(send_rows[j] >= 0 && recv_rows[j] >= 0, CommError, "{}: negative row count for rank {}", op, j);
+    s.send_count[j] = send_rows[j] * row, s.send_offset[j] = so, so += s.send_count[j];
+    s.recv_count[j] = recv_rows[j] * row, s.recv_offset[j] = ro, ro += s.recv_count[j];
+    if (static_cast<int>(j) != rank_) bytes += u64(s.send_count[j]) * dtype_size(in.dtype());
   }
-  const MPI_Datatype type = mpi_type(op, in);
-  check(MPI_Alltoallv(in.raw(), sc.data(), sd.data(), type, out.raw(), rc.data(), rd.data(), type, comm_),
-        "MPI_Alltoallv");
+  do_all_to_all_v(out, in, s);
   count("all_to_all", bytes);  // exact: rows handed to other ranks
 }
 
-void MpiCommunicator::send(const Tensor& t, int peer, int tag) {
-  const char* op = "send";
-  check(MPI_Send(t.raw(), as_int(t.numel(), op), mpi_type(op, t), peer, tag, comm_), "MPI_Send");
+void Communicator::send(const Tensor& t, int peer, int tag) {
+  expect_here("send", t);
+  expect_peer("send", peer);
+  do_send(t, peer, tag);
   count("send", t.nbytes());
 }
 
-void MpiCommunicator::recv(Tensor& t, int peer, int tag) {
-  const char* op = "recv";
-  check(MPI_Recv(t.raw(), as_int(t.numel(), op), mpi_type(op, t), peer, tag, comm_, MPI_STATUS_IGNORE), "MPI_Recv");
+void Communicator::recv(Tensor& t, int peer, int tag) {
+  expect_here("recv", t);
+  expect_peer("recv", peer);
+  do_recv(t, peer, tag);
 }
 
-void MpiCommunicator::broadcast(Tensor& t, int root) {
-  const char* op = "broadcast";
-  check(MPI_Bcast(t.raw(), as_int(t.numel(), op), mpi_type(op, t), root, comm_), "MPI_Bcast");
-  if (rank_ == root) count("broadcast", static_cast<std::uint64_t>(size_ - 1) * t.nbytes());
+void Communicator::broadcast(Tensor& t, int root) {
+  expect_here("broadcast", t);
+  expect_peer("broadcast", root);
+  do_broadcast(t, root);
+  if (rank_ == root) count("broadcast", u64(size_ - 1) * t.nbytes());
 }
 
-void MpiCommunicator::barrier() { check(MPI_Barrier(comm_), "MPI_Barrier"); }
+double Communicator::all_reduce_sum(double x) {
+  Tensor t = Tensor::empty({1}, DType::f64);
+  t.data<double>()[0] = x;
+  if (device() == Device::cpu) {
+    all_reduce_sum(t);
+    return t.data<double>()[0];
+  }
+  Tensor d = t.to(device());
+  all_reduce_sum(d);
+  return d.to(Device::cpu).data<double>()[0];
+}
+
+// A group of one has no peer to talk to (expect_peer lets only rank 0 through): sending to
+// oneself would block forever with a real backend, so it is refused here too.
+void SelfCommunicator::do_send(const Tensor&, int, int) {
+  throw CommError("send: a group of one process has no peer to send to");
+}
+void SelfCommunicator::do_recv(Tensor&, int, int) {
+  throw CommError("recv: a group of one process has no peer to receive from");
+}
 
 }  // namespace moe

@@ -9,7 +9,7 @@
 
 #include <memory>
 
-#include "parallel/communicator.h"
+#include "parallel/mpi_communicator.h"
 #include "trainer/config.h"
 
 namespace moe {

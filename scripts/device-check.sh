@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
-# On the lent GPU machine: run the gpu-labelled tests from a build made on the dev machine
-# and write the results under $OUT (default: ./device-results). The GPU machine lacks this
-# project's Debian libraries: carry build/ and the shared libraries listed by `ldd` (see
-# docs/BENCHMARKS.md, "Running on a lent GPU").
+# On the lent GPU machine: run the gpu-labelled test programs staged by
+# scripts/device-stage.sh (ctest's files name this machine's paths, so the programs run
+# directly) and write the results under $OUT (default: ./device-results).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-device-results}
 mkdir -p "$out"
-[ -d build/libs ] && export LD_LIBRARY_PATH="$PWD/build/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# NCCL and the CUDA runtime come from the image's Python packages (nvidia-nccl-cu13, ...).
+py_libs=$(python3 -c 'import glob, site; print(":".join(sorted(glob.glob(site.getsitepackages()[0] + "/nvidia/*/lib"))))' 2>/dev/null || true)
+export LD_LIBRARY_PATH="$PWD/device-stage/lib:${py_libs}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 {
   date -u +"date %Y-%m-%dT%H:%M:%SZ"
   echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "no nvidia-smi"
 } > "$out/device.txt" 2>&1
-(cd build && ctest -L gpu --output-on-failure) > "$out/gpu-tests.txt" 2>&1
-rc=$?
-tail -n 5 "$out/gpu-tests.txt"
+cat "$out/device.txt"
+rc=0
+for prog in device-stage/bin/*; do
+  name=$(basename "$prog")
+  timeout 240 "$prog" > "$out/$name.txt" 2>&1
+  r=$?
+  echo "$name: exit $r"; tail -n 3 "$out/$name.txt"
+  [ $r -eq 0 ] || rc=1
+done
 exit $rc

@@ -9,7 +9,7 @@
 #include <iostream>
 
 #include "kernels/device.h"
-#include "parallel/communicator.h"
+#include "parallel/mpi_communicator.h"
 #include "trainer/config.h"
 #include <filesystem>
 

@@ -2,7 +2,7 @@
 // what each rank is known to hold, and its byte counter against the algorithm's formula.
 #include <catch2/catch.hpp>
 
-#include "parallel/communicator.h"
+#include "parallel/mpi_communicator.h"
 #include "parallel/grad_buffer.h"
 
 using namespace moe;

@@ -3,7 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "kernels/ops.h"
-#include "parallel/communicator.h"
+#include "parallel/mpi_communicator.h"
 #include "tests/support/testing.h"
 
 using namespace moe;

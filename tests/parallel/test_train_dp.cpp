@@ -4,7 +4,7 @@
 #include <cmath>
 
 #include "data/prepare.h"
-#include "parallel/communicator.h"
+#include "parallel/mpi_communicator.h"
 #include "tests/support/corpus.h"
 #include "trainer/config.h"
 #include "trainer/train.h"

@@ -3,7 +3,7 @@
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
 
-#include "parallel/communicator.h"
+#include "parallel/mpi_communicator.h"
 
 int main(int argc, char** argv) {
   moe::MpiSession mpi(&argc, &argv);

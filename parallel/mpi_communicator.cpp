@@ -1,0 +1,95 @@
+#include "parallel/mpi_communicator.h"
+
+#include <exception>
+
+namespace moe {
+namespace {
+
+void check(int rc, const char* what) {
+  if (rc == MPI_SUCCESS) return;
+  char msg[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, msg, &len);
+  throw CommError(fmt::format("{} failed: {}", what, std::string(msg, static_cast<std::size_t>(len))));
+}
+
+MPI_Datatype mpi_type(const Tensor& t) {
+  switch (t.dtype()) {
+    case DType::f32: return MPI_FLOAT;
+    case DType::f64: return MPI_DOUBLE;
+    case DType::i32: return MPI_INT32_T;
+    case DType::bf16: return MPI_UINT16_T;  // moved, never reduced
+    case DType::e4m3: case DType::e5m2: return MPI_UINT8_T;
+  }
+  throw CommError("MPI: unsupported dtype");
+}
+
+// Counts fit MPI's int arguments; larger buffers must be split by the caller.
+int as_int(std::int64_t n, const char* op) {
+  MOE_CHECK(n >= 0 && n <= INT32_MAX, CommError, "{}: {} elements exceed one MPI call", op, n);
+  return static_cast<int>(n);
+}
+std::vector<int> as_ints(const std::vector<std::int64_t>& v, const char* op) {
+  std::vector<int> r;
+  for (std::int64_t x : v) r.push_back(as_int(x, op));
+  return r;
+}
+
+}  // namespace
+
+MpiSession::MpiSession(int* argc, char*** argv) {
+  int provided = 0;
+  check(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread");
+  // Errors come back as return codes (turned into CommError) instead of aborting inside MPI.
+  MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+}
+
+MpiSession::~MpiSession() {
+  if (std::uncaught_exceptions() == 0) MPI_Finalize();
+}
+
+MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm) {
+  check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
+  check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
+}
+
+void MpiCommunicator::do_all_reduce_sum(Tensor& t) {
+  check(MPI_Allreduce(MPI_IN_PLACE, t.raw(), as_int(t.numel(), "all_reduce_sum"), mpi_type(t), MPI_SUM, comm_),
+        "MPI_Allreduce");
+}
+
+void MpiCommunicator::do_reduce_scatter_sum(Tensor& out, const Tensor& in) {
+  check(MPI_Reduce_scatter_block(in.raw(), out.raw(), as_int(out.numel(), "reduce_scatter_sum"), mpi_type(in), MPI_SUM,
+                                 comm_),
+        "MPI_Reduce_scatter_block");
+}
+
+void MpiCommunicator::do_all_gather(Tensor& out, const Tensor& in) {
+  const int n = as_int(in.numel(), "all_gather");
+  check(MPI_Allgather(in.raw(), n, mpi_type(in), out.raw(), n, mpi_type(out), comm_), "MPI_Allgather");
+}
+
+void MpiCommunicator::do_all_to_all_v(Tensor& out, const Tensor& in, const Split& s) {
+  const char* op = "all_to_all_v";
+  const auto sc = as_ints(s.send_count, op), sd = as_ints(s.send_offset, op), rc = as_ints(s.recv_count, op),
+             rd = as_ints(s.recv_offset, op);
+  const MPI_Datatype type = mpi_type(in);
+  check(MPI_Alltoallv(in.raw(), sc.data(), sd.data(), type, out.raw(), rc.data(), rd.data(), type, comm_),
+        "MPI_Alltoallv");
+}
+
+void MpiCommunicator::do_send(const Tensor& t, int peer, int tag) {
+  check(MPI_Send(t.raw(), as_int(t.numel(), "send"), mpi_type(t), peer, tag, comm_), "MPI_Send");
+}
+
+void MpiCommunicator::do_recv(Tensor& t, int peer, int tag) {
+  check(MPI_Recv(t.raw(), as_int(t.numel(), "recv"), mpi_type(t), peer, tag, comm_, MPI_STATUS_IGNORE), "MPI_Recv");
+}
+
+void MpiCommunicator::do_broadcast(Tensor& t, int root) {
+  check(MPI_Bcast(t.raw(), as_int(t.numel(), "broadcast"), mpi_type(t), root, comm_), "MPI_Bcast");
+}
+
+void MpiCommunicator::barrier() { check(MPI_Barrier(comm_), "MPI_Barrier"); }
+
+}  // namespace moe

@@ -1,0 +1,40 @@
+// The MPI backend of Communicator (host tensors) and the process-wide MPI lifetime.
+#pragma once
+#include <mpi.h>
+
+#include "parallel/communicator.h"
+
+namespace moe {
+
+// Owns MPI's lifetime for a process: MPI_Init_thread on construction, MPI_Finalize on
+// destruction (skipped when the process is unwinding from an error: mpirun then sees the
+// non-zero exit of main and stops the job).
+class MpiSession {
+ public:
+  MpiSession(int* argc, char*** argv);
+  ~MpiSession();
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+};
+
+class MpiCommunicator final : public Communicator {
+ public:
+  explicit MpiCommunicator(MPI_Comm comm = MPI_COMM_WORLD);
+  Device device() const override { return Device::cpu; }
+  void barrier() override;
+  MPI_Comm comm() const { return comm_; }
+
+ protected:
+  void do_all_reduce_sum(Tensor& t) override;
+  void do_reduce_scatter_sum(Tensor& out, const Tensor& in) override;
+  void do_all_gather(Tensor& out, const Tensor& in) override;
+  void do_all_to_all_v(Tensor& out, const Tensor& in, const Split& split) override;
+  void do_send(const Tensor& t, int peer, int tag) override;
+  void do_recv(Tensor& t, int peer, int tag) override;
+  void do_broadcast(Tensor& t, int root) override;
+
+ private:
+  MPI_Comm comm_;
+};
+
+}  // namespace moe

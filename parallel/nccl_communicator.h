@@ -1,0 +1,37 @@
+// The NCCL backend of Communicator: device tensors, one CUDA stream per communicator.
+// Built only with CUDA (MOE_WITH_NCCL). Each operation is enqueued on the communicator's
+// stream and waited for before it returns, so callers see the same completion semantics as
+// the MPI backend; overlapping communication with compute is a later step.
+#pragma once
+#include <memory>
+
+#include "parallel/communicator.h"
+
+namespace moe {
+
+class NcclCommunicator final : public Communicator {
+ public:
+  // Collective over the ranks of `bootstrap` (any host backend): rank 0 creates NCCL's unique
+  // id and broadcasts it; every rank uses the current CUDA device.
+  explicit NcclCommunicator(Communicator& bootstrap);
+  ~NcclCommunicator() override;
+  NcclCommunicator(const NcclCommunicator&) = delete;
+  NcclCommunicator& operator=(const NcclCommunicator&) = delete;
+  Device device() const override { return Device::cuda; }
+  void barrier() override;
+
+ protected:
+  void do_all_reduce_sum(Tensor& t) override;
+  void do_reduce_scatter_sum(Tensor& out, const Tensor& in) override;
+  void do_all_gather(Tensor& out, const Tensor& in) override;
+  void do_all_to_all_v(Tensor& out, const Tensor& in, const Split& split) override;
+  void do_send(const Tensor& t, int peer, int tag) override;
+  void do_recv(Tensor& t, int peer, int tag) override;
+  void do_broadcast(Tensor& t, int root) override;
+
+ private:
+  struct State;  // ncclComm_t, cudaStream_t: kept out of this header
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace moe
