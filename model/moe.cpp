@@ -1,12 +1,14 @@
 #include "model/moe.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 
 namespace moe {
 
-MoE::MoE(const ModelConfig& c, const std::string& p)
-    : C_(c.d_model), E_(c.routed_experts), K_(c.top_k), H_(c.expert_hidden),
+MoE::MoE(const ModelConfig& c, const std::string& p, Communicator* ep)
+    : C_(c.d_model), E_(c.routed_experts), K_(c.top_k), H_(c.expert_hidden), ep_(ep),
+      ep_rank_(ep ? ep->rank() : 0), ep_size_(ep ? ep->size() : 1), El_(E_ / ep_size_),
       spec_{.kind = c.router == RouterType::sigmoid ? ops::RouterKind::sigmoid : ops::RouterKind::softmax,
             .top_k = static_cast<int>(c.top_k), .n_groups = static_cast<int>(c.n_groups),
             .topk_groups = static_cast<int>(c.topk_groups), .normalize = c.router_normalize,
@@ -15,8 +17,11 @@ MoE::MoE(const ModelConfig& c, const std::string& p)
       router_(p + "gate.weight", {E_, C_}), bias_name_(p + "gate.e_score_correction_bias"),
       bias_(Tensor::zeros({E_}, DType::f32)),
       // One 3-D tensor per projection; expert j's slice is HF's mlp.experts.{j}.*_proj.weight.
-      gate_(p + "experts.gate_proj.weight", {E_, H_, C_}), up_(p + "experts.up_proj.weight", {E_, H_, C_}),
-      down_(p + "experts.down_proj.weight", {E_, C_, H_}), load_(static_cast<std::size_t>(E_)) {
+      gate_(p + "experts.gate_proj.weight", {El_, H_, C_}), up_(p + "experts.up_proj.weight", {El_, H_, C_}),
+      down_(p + "experts.down_proj.weight", {El_, C_, H_}), load_(static_cast<std::size_t>(E_)) {
+  MOE_CHECK(E_ % ep_size_ == 0, ConfigError, "{}: {} routed experts cannot be split over {} expert-parallel ranks", p,
+            E_, ep_size_);
+  for (Param* q : {&gate_, &up_, &down_}) q->expert_begin = ep_rank_ * El_, q->experts_total = E_;
   if (c.shared_experts > 0) shared_ = std::make_unique<SwiGLU>(C_, c.shared_experts * H_, p + "shared_experts.");
 }
 
@@ -58,21 +63,38 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   for (std::int64_t a = 0; a < N * K_; ++a)
     if (pos_[a] >= 0) pos_[a] += offsets_[idx[a]];
 
-  // Experts on their tokens: xp (M,C) -> SwiGLU per expert -> yp (M,C).
+  // Fan-out: the most expert-parallel ranks one token's kept assignments reach (group-limited
+  // routing bounds it by topk_groups when the groups map onto ranks).
+  max_ranks_ = 1;
+  if (ep_size_ > 1)
+    for (std::int64_t n = 0; n < N; ++n) {
+      std::uint64_t ranks = 0;  // bit j: rank j reached (ep <= 64 for this statistic)
+      for (std::int64_t i = 0; i < K_; ++i)
+        if (pos_[n * K_ + i] >= 0) ranks |= std::uint64_t{1} << ((idx[n * K_ + i] / El_) % 64);
+      max_ranks_ = std::max(max_ranks_, std::popcount(ranks));
+    }
+
+  // Permute: xp (M,C) holds the kept assignments' rows grouped by expert.
   const std::int64_t M = offsets_[E_];
   xp = Tensor::empty({M, C_}, DType::f32);
   const float* xd = x.data<float>();
   float* xpd = xp.data<float>();
   for (std::int64_t a = 0; a < N * K_; ++a)
     if (pos_[a] >= 0) std::copy_n(xd + (a / K_) * C_, C_, xpd + pos_[a] * C_);
-  gp = Tensor::empty({M, H_}, DType::f32);
-  upp = Tensor::empty({M, H_}, DType::f32);
-  hp = Tensor::empty({M, H_}, DType::f32);
-  yp = Tensor::empty({M, C_}, DType::f32);
-  ops::grouped_matmul_forward(gp, xp, gate_.w, offsets_);
-  ops::grouped_matmul_forward(upp, xp, up_.w, offsets_);
-  ops::swiglu_forward(hp, gp, upp);
-  ops::grouped_matmul_forward(yp, hp, down_.w, offsets_);
+
+  // Dispatch to the experts' ranks, run the local experts as grouped GEMMs, bring the rows back.
+  plan_dispatch(kept);
+  xe = dispatch(xp);
+  const std::int64_t Ml = xe.size(0);
+  ge = Tensor::empty({Ml, H_}, DType::f32);
+  ue = Tensor::empty({Ml, H_}, DType::f32);
+  he = Tensor::empty({Ml, H_}, DType::f32);
+  Tensor ye = Tensor::empty({Ml, C_}, DType::f32);
+  ops::grouped_matmul_forward(ge, xe, gate_.w, local_offsets_);
+  ops::grouped_matmul_forward(ue, xe, up_.w, local_offsets_);
+  ops::swiglu_forward(he, ge, ue);
+  ops::grouped_matmul_forward(ye, he, down_.w, local_offsets_);
+  yp = combine(ye);
 
   // Combine: out = shared(x) + sum_i gate_i * y_i.
   if (shared_) shared_->forward(out, x);
@@ -125,15 +147,18 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
     dgd[a] = static_cast<float>(dot);
   }
 
-  // Experts backward on their tokens, then scatter dx back to the tokens.
-  Tensor dhp = Tensor::empty({M, H_}, DType::f32), dgp = Tensor::empty({M, H_}, DType::f32),
-         dup = Tensor::empty({M, H_}, DType::f32), dxp = Tensor::empty({M, C_}, DType::f32),
-         tmp = Tensor::empty({M, C_}, DType::f32);
-  ops::grouped_matmul_backward(dhp, down_.g, dyp, hp, down_.w, offsets_);
-  ops::swiglu_backward(dgp, dup, dhp, gp, upp);
-  ops::grouped_matmul_backward(dxp, gate_.g, dgp, xp, gate_.w, offsets_);
-  ops::grouped_matmul_backward(tmp, up_.g, dup, xp, up_.w, offsets_);
-  ops::accumulate(dxp, tmp);
+  // Output gradients travel like the dispatch; the experts' input gradients come back.
+  const Tensor dye = dispatch(dyp);
+  const std::int64_t Ml = xe.size(0);
+  Tensor dhe = Tensor::empty({Ml, H_}, DType::f32), dge = Tensor::empty({Ml, H_}, DType::f32),
+         due = Tensor::empty({Ml, H_}, DType::f32), dxe = Tensor::empty({Ml, C_}, DType::f32),
+         tmp = Tensor::empty({Ml, C_}, DType::f32);
+  ops::grouped_matmul_backward(dhe, down_.g, dye, he, down_.w, local_offsets_);
+  ops::swiglu_backward(dge, due, dhe, ge, ue);
+  ops::grouped_matmul_backward(dxe, gate_.g, dge, xe, gate_.w, local_offsets_);
+  ops::grouped_matmul_backward(tmp, up_.g, due, xe, up_.w, local_offsets_);
+  ops::accumulate(dxe, tmp);
+  const Tensor dxp = combine(dxe);
   float* dxd = dx.data<float>();
   const float* dxpd = dxp.data<float>();
   for (std::int64_t a = 0; a < N * K_; ++a)
@@ -161,6 +186,63 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   ops::router_backward(dlogits, dgates, scores, index, spec_, dscores);
   ops::matmul_backward(dxr, router_.g, dlogits, x, router_.w);
   ops::accumulate(dx, dxr);
+}
+
+// Counts first: every rank learns how many rows each source sends to each of its experts,
+// which sizes the payload exchange and orders the received rows by local expert.
+void MoE::plan_dispatch(const std::vector<std::int64_t>& kept) {
+  const auto p = static_cast<std::size_t>(ep_size_);
+  send_rows_.assign(p, 0);
+  recv_rows_.assign(p, 0);
+  local_offsets_.assign(static_cast<std::size_t>(El_ + 1), 0);
+  if (ep_size_ == 1) {
+    send_rows_[0] = recv_rows_[0] = offsets_[E_];
+    local_offsets_ = offsets_;
+    return;
+  }
+  Tensor mine = Tensor::empty({E_}, DType::i32), got = Tensor::empty({E_}, DType::i32);  // (p,El)
+  for (std::int64_t e = 0; e < E_; ++e) mine.data<std::int32_t>()[e] = static_cast<std::int32_t>(kept[std::size_t(e)]);
+  const std::vector<std::int64_t> per_rank(p, El_);
+  ep_->all_to_all_v(got, per_rank, mine, per_rank);
+  const std::int32_t* g = got.data<std::int32_t>();  // g[s*El + l]: rows from source s for local expert l
+  for (std::size_t j = 0; j < p; ++j) {
+    send_rows_[j] = offsets_[std::int64_t(j + 1) * El_] - offsets_[std::int64_t(j) * El_];
+    for (std::int64_t l = 0; l < El_; ++l) recv_rows_[j] += g[std::int64_t(j) * El_ + l];
+  }
+  for (std::int64_t l = 0; l < El_; ++l) {
+    local_offsets_[l + 1] = local_offsets_[l];
+    for (std::size_t s = 0; s < p; ++s) local_offsets_[l + 1] += g[std::int64_t(s) * El_ + l];
+  }
+  // Received rows arrive source-major, each source's rows expert-major; xe is expert-major,
+  // each expert's rows source-major.
+  perm_.resize(static_cast<std::size_t>(local_offsets_[El_]));
+  std::vector<std::int64_t> next(local_offsets_.begin(), local_offsets_.end() - 1);
+  std::size_t r = 0;
+  for (std::size_t s = 0; s < p; ++s)
+    for (std::int64_t l = 0; l < El_; ++l)
+      for (std::int32_t k = 0; k < g[std::int64_t(s) * El_ + l]; ++k) perm_[r++] = next[std::size_t(l)]++;
+}
+
+Tensor MoE::dispatch(const Tensor& rows) {
+  if (ep_size_ == 1) return rows;
+  const std::int64_t W = rows.size(1);
+  Tensor got = Tensor::empty({local_offsets_[El_], W}, DType::f32), out = Tensor::empty({local_offsets_[El_], W}, DType::f32);
+  ep_->all_to_all_v(got, recv_rows_, rows, send_rows_);
+  const float* g = got.data<float>();
+  float* o = out.data<float>();
+  for (std::size_t r = 0; r < perm_.size(); ++r) std::copy_n(g + std::int64_t(r) * W, W, o + perm_[r] * W);
+  return out;
+}
+
+Tensor MoE::combine(const Tensor& rows) {
+  if (ep_size_ == 1) return rows;
+  const std::int64_t W = rows.size(1);
+  Tensor back = Tensor::empty({local_offsets_[El_], W}, DType::f32), out = Tensor::empty({offsets_[E_], W}, DType::f32);
+  const float* in = rows.data<float>();
+  float* b = back.data<float>();
+  for (std::size_t r = 0; r < perm_.size(); ++r) std::copy_n(in + perm_[r] * W, W, b + std::int64_t(r) * W);
+  ep_->all_to_all_v(out, send_rows_, back, recv_rows_);
+  return out;
 }
 
 void MoE::update_bias(const std::vector<double>& global_load, double rate) {

@@ -2,7 +2,15 @@
 //   out = shared(x) + sum_i gate_i * expert_{idx_i}(x)
 // Router and balancing follow ../shared/DESIGN.md: selection by score + bias, gates from the
 // scores, bias nudged toward balance after each step; optional sequence-wise balance loss
-// and capacity factor (assignments past an expert's capacity are dropped, in token order).
+// and capacity factor (assignments past an expert's capacity are dropped, in token order;
+// capacity counts this rank's micro-batch, before any dispatch).
+//
+// Expert parallelism: with an ep communicator of p ranks, rank r holds experts
+// [r*E/p, (r+1)*E/p) (contiguous, so expert groups of group-limited routing map onto ranks).
+// Routing is local; dispatch exchanges per-expert counts, then sends each kept assignment's
+// row to its expert's rank (all-to-all-v); the experts run as one grouped GEMM over the rows
+// they received; combine returns the outputs and applies the gates where the token lives.
+// Backward mirrors it: output gradients go out like the dispatch, input gradients come back.
 #pragma once
 #include <memory>
 #include <vector>
@@ -11,12 +19,14 @@
 #include "model/config.h"
 #include "model/ffn.h"
 #include "model/param.h"
+#include "parallel/communicator.h"
 
 namespace moe {
 
 class MoE {
  public:
-  MoE(const ModelConfig& c, const std::string& prefix);  // prefix "model.layers.{i}.mlp."
+  // prefix "model.layers.{i}.mlp."; ep: the expert-parallel group (null: all experts here).
+  MoE(const ModelConfig& c, const std::string& prefix, Communicator* ep = nullptr);
   // out (B*T,C) from x (B*T,C). Returns the balance loss of this micro-batch summed over its
   // sequences (aux_loss_coef * sum_i f_i P_i per sequence; 0 when the coefficient is 0).
   double forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);
@@ -24,33 +34,51 @@ class MoE {
   void backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_scale);
   ParamList params();
 
-  // e_score_correction_bias (E): steers selection, not trained by gradients.
+  // e_score_correction_bias (E, all experts): steers selection, not trained by gradients.
   Tensor& bias() { return bias_; }
   const std::string& bias_name() const { return bias_name_; }
-  // Tokens routed to each expert by the last forward (before capacity drops), and drops.
+  // Tokens of this rank routed to each expert by the last forward (before capacity drops), and drops.
   const std::vector<std::int64_t>& load() const { return load_; }
   std::int64_t dropped() const { return dropped_; }
+  // The last forward's choices: expert index (N,K) i32, and whether each assignment was kept.
+  const Tensor& routing() const { return index; }
+  bool kept(std::int64_t assignment) const { return pos_[static_cast<std::size_t>(assignment)] >= 0; }
+  // Most expert-parallel ranks any one token of the last forward was sent to (1 without ep).
+  int max_ranks_per_token() const { return max_ranks_; }
   // b_e += rate * sign(mean(load) - load_e), with the load summed over the global batch.
   void update_bias(const std::vector<double>& global_load, double rate);
 
   std::int64_t experts() const { return E_; }
+  std::int64_t local_experts() const { return El_; }
 
  private:
+  void plan_dispatch(const std::vector<std::int64_t>& kept);
+  Tensor dispatch(const Tensor& rows);  // (M,C) in this rank's expert order -> (Ml,C) local experts
+  Tensor combine(const Tensor& rows);   // the inverse: (Ml,C) -> (M,C)
+
   std::int64_t C_, E_, K_, H_, T_ = 0;
+  Communicator* ep_;
+  int ep_rank_ = 0, ep_size_ = 1;
+  std::int64_t El_;  // experts held here
   ops::RouterSpec spec_;
   double capacity_factor_, aux_coef_;
   Param router_;
   std::string bias_name_;
   Tensor bias_;
-  Param gate_, up_, down_;         // routed experts: (E,H,C), (E,H,C), (E,C,H)
+  Param gate_, up_, down_;         // routed experts held here: (El,H,C), (El,H,C), (El,C,H)
   std::unique_ptr<SwiGLU> shared_;  // null without shared experts
-  // Saved by forward.
-  Tensor scores, index, gates, xp, gp, upp, hp, yp;
-  std::vector<std::int64_t> pos_;      // (N*K) row of assignment (n,i) in the permuted buffers, -1 if dropped
-  std::vector<std::int64_t> offsets_;  // (E+1) rows of each expert in the permuted buffers
+  // Saved by forward. Token side: the permuted rows xp/yp (M,C) ordered by expert.
+  // Expert side: xe (Ml,C) the rows the local experts received, grouped by local expert.
+  Tensor scores, index, gates, xp, yp, xe, ge, ue, he;
+  std::vector<std::int64_t> pos_;      // (N*K) row of assignment (n,i) in xp, -1 if dropped
+  std::vector<std::int64_t> offsets_;  // (E+1) rows of each expert in xp
+  std::vector<std::int64_t> send_rows_, recv_rows_;  // (ep) rows sent to / received from each ep rank
+  std::vector<std::int64_t> local_offsets_;          // (El+1) rows of each local expert in xe
+  std::vector<std::int64_t> perm_;  // received row (source-rank major) -> row of xe (expert major)
   std::vector<std::int64_t> load_;
   std::vector<double> f_;              // (B,E) selection fractions for the balance loss
   std::int64_t dropped_ = 0;
+  int max_ranks_ = 1;
 };
 
 }  // namespace moe

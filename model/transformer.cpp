@@ -8,14 +8,14 @@
 
 namespace moe {
 
-Block::Block(const ModelConfig& c, std::int64_t i)
+Block::Block(const ModelConfig& c, std::int64_t i, Communicator* ep)
     : eps_(c.norm_eps),
       norm1_(fmt::format("model.layers.{}.input_layernorm.weight", i), {c.d_model}, false),
       norm2_(fmt::format("model.layers.{}.post_attention_layernorm.weight", i), {c.d_model}, false),
       attn_(c, fmt::format("model.layers.{}.self_attn.", i)) {
   const std::string mlp = fmt::format("model.layers.{}.mlp.", i);
   if (i < c.dense_layers || c.routed_experts == 0) dense_ = std::make_unique<SwiGLU>(c.d_model, c.ffn_hidden, mlp);
-  else moe_ = std::make_unique<MoE>(c, mlp);
+  else moe_ = std::make_unique<MoE>(c, mlp, ep);
 }
 
 ParamList Block::params() {
@@ -53,10 +53,10 @@ void Block::backward(Tensor& dx, const Tensor& dout, double aux_scale) {
   ops::accumulate(dx, dxm);                        // residual
 }
 
-Transformer::Transformer(const ModelConfig& c)
+Transformer::Transformer(const ModelConfig& c, Communicator* ep)
     : cfg_(c), embed_("model.embed_tokens.weight", {c.vocab_size, c.d_model}),
       norm_("model.norm.weight", {c.d_model}, false), head_("lm_head.weight", {c.vocab_size, c.d_model}) {
-  for (std::int64_t i = 0; i < c.n_layers; ++i) blocks_.push_back(std::make_unique<Block>(c, i));
+  for (std::int64_t i = 0; i < c.n_layers; ++i) blocks_.push_back(std::make_unique<Block>(c, i, ep));
 }
 
 ParamList Transformer::params() {
@@ -75,12 +75,28 @@ std::vector<MoE*> Transformer::moe_layers() {
   return out;
 }
 
+namespace {
+// FNV-1a: a stable hash of a parameter's name (std::hash may differ between libraries).
+std::uint64_t fnv1a(const std::string& s) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
+  return h;
+}
+}  // namespace
+
 void Transformer::init(std::uint64_t seed) {
-  std::mt19937_64 rng(seed);
   std::normal_distribution<float> normal(0.f, static_cast<float>(cfg_.init_std));
   for (Param* p : params()) {
-    float* w = p->w.data<float>();
-    for (std::int64_t i = 0; i < p->w.numel(); ++i) w[i] = p->decay ? normal(rng) : 1.f;  // no decay = norm weights
+    // Non-expert tensors are one slice; an expert tensor has one slice per expert held here.
+    const std::int64_t slices = p->is_expert() ? p->w.size(0) : 1, per = p->w.numel() / slices;
+    for (std::int64_t j = 0; j < slices; ++j) {
+      const std::uint64_t h = fnv1a(p->name), e = static_cast<std::uint64_t>(p->expert_begin + j);
+      std::seed_seq seq{static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32),
+                        static_cast<std::uint32_t>(h), static_cast<std::uint32_t>(h >> 32), static_cast<std::uint32_t>(e)};
+      std::mt19937_64 rng(seq);
+      float* w = p->w.data<float>() + j * per;
+      for (std::int64_t i = 0; i < per; ++i) w[i] = p->decay ? normal(rng) : 1.f;  // no decay = norm weights
+    }
   }
   for (MoE* m : moe_layers()) m->bias().zero();
 }

@@ -15,7 +15,7 @@ namespace moe {
 
 class Block {
  public:
-  Block(const ModelConfig& c, std::int64_t layer);
+  Block(const ModelConfig& c, std::int64_t layer, Communicator* ep);
   double forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);  // returns balance loss
   void backward(Tensor& dx, const Tensor& dout, double aux_scale);
   ParamList params();
@@ -32,8 +32,11 @@ class Block {
 
 class Transformer {
  public:
-  explicit Transformer(const ModelConfig& c);
-  // Matrices ~ N(0, init_std), norm weights 1, router biases 0; deterministic in the seed.
+  // ep: the expert-parallel group routed experts are sharded over (null: all experts here).
+  explicit Transformer(const ModelConfig& c, Communicator* ep = nullptr);
+  // Matrices ~ N(0, init_std), norm weights 1, router biases 0. Every tensor (every expert of
+  // a routed-expert tensor) draws from its own stream seeded by (seed, name, expert), so the
+  // values do not depend on how experts are spread over ranks.
   void init(std::uint64_t seed);
 
   struct Loss {

@@ -61,6 +61,17 @@ Mesh::Mesh(const Layout& layout, MPI_Comm world) : layout_(layout) {
   edp_ = split(c.pp * layout_.ep + c.ep, c.edp);
 }
 
+std::map<std::string, std::uint64_t> Mesh::bytes_sent() const {
+  std::map<std::string, std::uint64_t> sum;
+  for (const auto* c : {pp_.get(), dp_.get(), tp_.get(), ep_.get(), edp_.get()})
+    for (const auto& [kind, bytes] : c->bytes_sent()) sum[kind] += bytes;
+  return sum;
+}
+
+void Mesh::reset_bytes() {
+  for (auto* c : {pp_.get(), dp_.get(), tp_.get(), ep_.get(), edp_.get()}) c->reset_bytes();
+}
+
 Mesh::~Mesh() {
   for (MPI_Comm& c : owned_) MPI_Comm_free(&c);
 }

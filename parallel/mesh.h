@@ -7,7 +7,9 @@
 #pragma once
 #include <mpi.h>
 
+#include <map>
 #include <memory>
+#include <string>
 
 #include "parallel/mpi_communicator.h"
 #include "trainer/config.h"
@@ -43,6 +45,9 @@ class Mesh {
   MpiCommunicator& tp() { return *tp_; }
   MpiCommunicator& ep() { return *ep_; }
   MpiCommunicator& edp() { return *edp_; }
+  // Bytes this rank sent over all axes, per kind; and a fresh count.
+  std::map<std::string, std::uint64_t> bytes_sent() const;
+  void reset_bytes();
 
  private:
   Layout layout_;

@@ -13,8 +13,8 @@
 #include "data/loader.h"
 #include "kernels/ops.h"
 #include "model/transformer.h"
-#include "parallel/grad_buffer.h"
 #include "parallel/mesh.h"
+#include "parallel/param_group.h"
 
 namespace moe {
 namespace {
@@ -24,16 +24,15 @@ double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock:
 
 // The layout (parallel/mesh), then what this build cannot run yet (a layout, a precision, a
 // device), rejected before any compute rather than silently training something else.
-std::int64_t data_parallel_size(const Config& cfg, const Communicator& world) {
+Layout checked_layout(const Config& cfg, int world_size) {
   MOE_CHECK(cfg.precision == Precision::fp32 && cfg.device == DeviceKind::cpu, ConfigError,
             "{}: precision and device: only fp32 on cpu is implemented so far; set precision: fp32 and device: cpu",
             cfg.source);
-  const Layout l = resolve_layout(cfg, world.size());
-  MOE_CHECK(l.tp == 1 && l.pp == 1 && l.ep == 1 && cfg.parallel.zero == 0, ConfigError,
-            "{}: parallel: tp = {}, pp = {}, ep = {}, zero = {}: only data parallelism is implemented so far; "
-            "set them to 1, 1, 1, 0",
-            cfg.source, l.tp, l.pp, l.ep, cfg.parallel.zero);
-  return l.dp;
+  const Layout l = resolve_layout(cfg, world_size);
+  MOE_CHECK(l.tp == 1 && l.pp == 1, ConfigError,
+            "{}: parallel: tp = {}, pp = {}: tensor and pipeline parallelism are not implemented yet; set them to 1",
+            cfg.source, l.tp, l.pp);
+  return l;
 }
 
 double unigram_entropy(const std::string& dir) {
@@ -42,10 +41,12 @@ double unigram_entropy(const std::string& dir) {
   return nlohmann::json::parse(in, nullptr, false).value("unigram_entropy_nats", 0.0);
 }
 
-// AdamW moments of one parameter.
-struct Moments {
-  Tensor m, v;
-};
+std::string human_bytes(double b) {
+  const char* unit[] = {"B", "KB", "MB", "GB"};
+  int u = 0;
+  while (b >= 1000 && u < 3) b /= 1000, ++u;
+  return fmt::format("{:.1f} {}", b, unit[u]);
+}
 
 }  // namespace
 
@@ -65,10 +66,56 @@ double learning_rate(const TrainConfig& t, std::int64_t step) {
   return t.lr;
 }
 
-TrainResult train(const Config& cfg, Communicator& world) {
+struct Trainer::State {
+  State(const Config& c, MpiCommunicator& world)
+      : cfg(c), layout(checked_layout(c, world.size())), mesh(layout, world.comm()),
+        model(c.model, layout.ep > 1 ? &mesh.ep() : nullptr) {}
+  const Config cfg;
+  const Layout layout;
+  Mesh mesh;
+  Transformer model;
+  std::unique_ptr<ParamGroup> dense, experts;  // reduced over dp / over edp
+  ParamList params;
+};
+
+Trainer::Trainer(const Config& cfg, MpiCommunicator& world) : s_(std::make_unique<State>(cfg, world)) {
+  auto& s = *s_;
+  s.model.init(static_cast<std::uint64_t>(cfg.train.seed));  // same values whatever the layout
+  s.params = s.model.params();
+  ParamList dense, experts;
+  for (Param* p : s.params) (p->is_expert() ? experts : dense).push_back(p);
+  const auto bucket = static_cast<std::size_t>(cfg.parallel.bucket_mb * (1 << 20));
+  const int zero = static_cast<int>(cfg.parallel.zero);
+  s.dense = std::make_unique<ParamGroup>(dense, s.mesh.dp(), zero, bucket);
+  s.experts = std::make_unique<ParamGroup>(experts, s.mesh.edp(), zero, bucket);
+}
+
+Trainer::~Trainer() = default;
+
+std::map<std::string, Tensor> Trainer::gather_weights() {
+  auto& s = *s_;
+  std::map<std::string, Tensor> out;
+  for (Param* p : s.params) {
+    Shape full = p->w.shape();
+    if (p->is_expert()) full[0] = p->experts_total;
+    Tensor t = Tensor::empty(full, DType::f32);
+    if (p->is_expert() && s.layout.ep > 1) s.mesh.ep().all_gather(t, p->w);
+    else t.copy_from(p->w);
+    out.emplace(p->name, std::move(t));
+  }
+  for (MoE* m : s.model.moe_layers()) out.emplace(m->bias_name(), m->bias().to(Device::cpu));
+  return out;
+}
+
+TrainResult Trainer::run() {
+  auto& s = *s_;
+  const Config& cfg = s.cfg;
   const auto& t = cfg.train;
   const auto& mc = cfg.model;
-  const std::int64_t dp = data_parallel_size(cfg, world), rank = world.rank(), T = mc.seq_len, mb = t.micro_batch;
+  Transformer& model = s.model;
+  Communicator& dpc = s.mesh.dp();
+  const std::int64_t dp = s.layout.dp, rank = s.mesh.coords().dp, T = mc.seq_len, mb = t.micro_batch;
+  const bool log_rank = dpc.rank() == 0 && s.mesh.coords().pp == 0 && s.mesh.coords().tp == 0;
   const std::int64_t global_seqs = dp * t.grad_accum * mb;
   const double global_tokens = double(global_seqs * T);
 
@@ -77,22 +124,21 @@ TrainResult train(const Config& cfg, Communicator& world) {
   data::Loader loader(train_stream, T, static_cast<std::uint64_t>(t.seed), global_seqs);
   const data::Loader val_loader(val_stream, T, static_cast<std::uint64_t>(t.seed), global_seqs);
 
-  Transformer model(mc);
-  model.init(static_cast<std::uint64_t>(t.seed));  // same seed everywhere: identical replicas
-  const ParamList params = model.params();
-  GradBuffer grads(params, static_cast<std::size_t>(cfg.parallel.bucket_mb * (1 << 20)));
-  std::vector<Moments> moments;
-  std::int64_t n_params = 0;
-  for (Param* p : params) {
-    moments.push_back({Tensor::zeros(p->w.shape(), DType::f32), Tensor::zeros(p->w.shape(), DType::f32)});
-    n_params += p->w.numel();
-  }
   const auto moe_layers = model.moe_layers();
   const std::int64_t E = mc.routed_experts;
-  if (rank == 0)
+  TrainResult res;
+  res.optimizer_bytes = s.dense->optimizer_bytes() + s.experts->optimizer_bytes();
+  res.optimizer_bytes_total = 2 * sizeof(float) * static_cast<std::size_t>(s.dense->numel() + s.experts->numel() * s.layout.ep);
+  if (log_rank) {
     spdlog::info("model: {} parameters, {} MoE layers x {} experts (top-{}); data: {}; {} ranks x {} micro-batches x {} "
                  "sequences x {} tokens = {:.0f} tokens per step",
-                 n_params, moe_layers.size(), E, mc.top_k, train_stream.describe(), dp, t.grad_accum, mb, T, global_tokens);
+                 s.dense->numel() + s.experts->numel() * s.layout.ep, moe_layers.size(), E, mc.top_k,
+                 train_stream.describe(), dp, t.grad_accum, mb, T, global_tokens);
+    spdlog::info("layout: dp {} x ep {} (experts {} per rank, {} replicas), zero {}: optimizer state {} on this rank of "
+                 "{} in all ({:.3f} of it)",
+                 dp, s.layout.ep, E / s.layout.ep, s.layout.edp(), cfg.parallel.zero, human_bytes(double(res.optimizer_bytes)),
+                 human_bytes(double(res.optimizer_bytes_total)), double(res.optimizer_bytes) / double(res.optimizer_bytes_total));
+  }
 
   Tensor tok = Tensor::empty({mb * T}, DType::i32), tgt = Tensor::empty({mb * T}, DType::i32);
   // Validation: the first eval_batches global batches of the held-out split, in order.
@@ -103,15 +149,17 @@ TrainResult train(const Config& cfg, Communicator& world) {
         val_loader.fill_in_order(b * global_seqs + (k * dp + rank) * mb, mb, tok, tgt);
         ce += model.forward(tok, tgt, mb, T).ce_sum;
       }
-    return world.all_reduce_sum(ce) / (global_tokens * double(t.eval_batches));
+    return dpc.all_reduce_sum(ce) / (global_tokens * double(t.eval_batches));
   };
 
-  TrainResult res;
   res.unigram_entropy = unigram_entropy(cfg.data.dir);
+  // Global expert loads per MoE layer, then dropped assignments (summed over dp).
   Tensor loads = Tensor::zeros({static_cast<std::int64_t>(moe_layers.size()) * std::max<std::int64_t>(E, 1) + 1}, DType::f64);
+  s.mesh.reset_bytes();
   const auto t0 = Clock::now();
   for (std::int64_t step = 0; step < t.steps; ++step) {
-    grads.zero();
+    s.dense->zero_grad();
+    s.experts->zero_grad();
     loads.zero();
     double loss = 0;
     double* ld = loads.data<double>();
@@ -123,29 +171,37 @@ TrainResult train(const Config& cfg, Communicator& world) {
       for (std::size_t i = 0; i < moe_layers.size(); ++i) {
         for (std::int64_t e = 0; e < E; ++e) ld[std::int64_t(i) * E + e] += double(moe_layers[i]->load()[std::size_t(e)]);
         ld[loads.numel() - 1] += double(moe_layers[i]->dropped());
+        res.max_ranks_per_token = std::max(res.max_ranks_per_token, moe_layers[i]->max_ranks_per_token());
       }
     }
-    // Data parallel: sum gradients, loss and expert loads over ranks.
-    grads.all_reduce(world);
-    loss = world.all_reduce_sum(loss);
-    world.all_reduce_sum(loads);
+    // Sum gradients (dense over dp, experts over their replicas), loss and expert loads.
+    s.dense->reduce_grads();
+    s.experts->reduce_grads();
+    loss = dpc.all_reduce_sum(loss);
+    dpc.all_reduce_sum(loads);
 
-    const double norm = std::sqrt(ops::sum_squares(grads.flat()));
-    if (t.grad_clip > 0 && norm > t.grad_clip) ops::scale(grads.flat(), t.grad_clip / norm);
-    const double lr = learning_rate(t, step);
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      Param* p = params[i];
-      ops::adamw_step(p->w, moments[i].m, moments[i].v, p->g,
-                      {.lr = lr, .beta1 = t.beta1, .beta2 = t.beta2, .eps = t.adam_eps,
-                       .weight_decay = p->decay ? t.weight_decay : 0.0, .step = step + 1});
+    // Global norm: dense gradients are replicated over dp; expert gradients differ between
+    // ep ranks and are replicated over edp.
+    double sq = s.dense->grad_sq_norm(), sq_experts = s.experts->grad_sq_norm();
+    if (s.layout.ep > 1) sq_experts = s.mesh.ep().all_reduce_sum(sq_experts);
+    const double norm = std::sqrt(sq + sq_experts);
+    if (t.grad_clip > 0 && norm > t.grad_clip) {
+      s.dense->scale_grads(t.grad_clip / norm);
+      s.experts->scale_grads(t.grad_clip / norm);
     }
+    const double lr = learning_rate(t, step);
+    const ops::AdamWSpec spec{.lr = lr, .beta1 = t.beta1, .beta2 = t.beta2, .eps = t.adam_eps, .step = step + 1};
+    s.dense->step(spec, t.weight_decay);
+    s.experts->step(spec, t.weight_decay);
+
     // Auxiliary-loss-free balancing: every rank applies the same global loads.
-    double imbalance = 0;
+    double lmin = 0, lmax = 0;
     for (std::size_t i = 0; i < moe_layers.size(); ++i) {
       std::vector<double> global(ld + std::int64_t(i) * E, ld + std::int64_t(i + 1) * E);
       moe_layers[i]->update_bias(global, mc.bias_update_rate);
-      const double mean = global_tokens * double(mc.top_k) / double(E);
-      imbalance = std::max(imbalance, *std::max_element(global.begin(), global.end()) / mean);
+      const auto [lo, hi] = std::minmax_element(global.begin(), global.end());
+      lmin = i == 0 ? *lo : std::min(lmin, *lo);
+      lmax = std::max(lmax, *hi);
     }
 
     res.losses.push_back(loss);
@@ -154,15 +210,21 @@ TrainResult train(const Config& cfg, Communicator& world) {
     const bool last = step + 1 == t.steps;
     if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && !last) {
       res.val_loss = evaluate();
-      if (rank == 0) spdlog::info("step {:>5} | validation loss {:.4f}", step + 1, res.val_loss);
+      if (log_rank) spdlog::info("step {:>5} | validation loss {:.4f}", step + 1, res.val_loss);
     }
-    if (rank == 0 && ((step + 1) % t.log_every == 0 || step == 0 || last)) {
-      const double secs = since(t0);
-      spdlog::info("step {:>5}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tokens/s | expert load max/mean "
-                   "{:.2f} | dropped {:.0f} | {:.1f} s",
-                   step + 1, t.steps, loss, lr, norm, res.tokens / secs, imbalance, ld[loads.numel() - 1], secs);
+    if (log_rank && ((step + 1) % t.log_every == 0 || step == 0 || last)) {
+      const double secs = since(t0), mean = global_tokens * double(mc.top_k) / double(std::max<std::int64_t>(E, 1));
+      std::string comm;
+      for (const auto& [kind, bytes] : s.mesh.bytes_sent())
+        comm += fmt::format("{}{} {}", comm.empty() ? "" : ", ", kind, human_bytes(double(bytes) / double(step + 1)));
+      spdlog::info("step {:>5}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tokens/s | tokens per expert "
+                   "min/mean/max {:.0f}/{:.0f}/{:.0f} | dropped {:.0f} | sent per step: {} | {:.1f} s",
+                   step + 1, t.steps, loss, lr, norm, res.tokens / secs, lmin, mean, lmax, ld[loads.numel() - 1],
+                   comm.empty() ? "none" : comm, secs);
     }
   }
+  for (const auto& [kind, bytes] : s.mesh.bytes_sent())
+    res.bytes_per_step[kind] = bytes / static_cast<std::uint64_t>(std::max<std::int64_t>(1, res.steps));
   res.val_loss = evaluate();
   res.wall_seconds = since(t0);
   return res;

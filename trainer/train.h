@@ -1,8 +1,12 @@
-// `moe train`: the training loop over the MoE transformer, data parallel over MPI.
+// `moe train`: the training loop over the MoE transformer on a process mesh: data parallel
+// (optionally ZeRO-1) with expert parallelism folded in, over MPI.
 #pragma once
+#include <map>
+#include <memory>
+#include <string>
 #include <vector>
 
-#include "parallel/communicator.h"
+#include "parallel/mpi_communicator.h"
 #include "trainer/config.h"
 
 namespace moe {
@@ -14,11 +18,31 @@ struct TrainResult {
   double val_loss = 0;              // last validation pass, mean token cross-entropy
   double unigram_entropy = 0;       // of the training split, from the prepared data (0 if unknown)
   double wall_seconds = 0;
+  std::map<std::string, std::uint64_t> bytes_per_step;  // this rank's traffic per kind, mean over steps
+  std::size_t optimizer_bytes = 0;  // AdamW moments held by this rank
+  std::size_t optimizer_bytes_total = 0;  // AdamW moments of the whole model
+  int max_ranks_per_token = 1;      // expert-parallel fan-out of the most spread token
 };
 
 // Learning rate at 0-based `step`: linear warm-up, then the configured schedule.
 double learning_rate(const TrainConfig& t, std::int64_t step);
 
-TrainResult train(const Config& cfg, Communicator& world);
+class Trainer {
+ public:
+  // Resolves the layout against world's size (ConfigError before any compute), builds the
+  // mesh, the model (experts sharded over ep) and the optimizer groups.
+  Trainer(const Config& cfg, MpiCommunicator& world);
+  ~Trainer();
+  TrainResult run();
+  // Every parameter and router bias at its full logical shape (experts gathered over ep),
+  // on every rank: the layout-free view tests and checkpoints compare.
+  std::map<std::string, Tensor> gather_weights();
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+inline TrainResult train(const Config& cfg, MpiCommunicator& world) { return Trainer(cfg, world).run(); }
 
 }  // namespace moe

@@ -3,7 +3,9 @@
 #include <catch2/catch.hpp>
 
 #include "parallel/mpi_communicator.h"
-#include "parallel/grad_buffer.h"
+#include "parallel/param_group.h"
+
+#include <cmath>
 
 using namespace moe;
 
@@ -95,20 +97,58 @@ TEST_CASE("collectives: all-to-all-v moves each row to its rank and counts exact
   CHECK_THROWS_AS(c.all_to_all_v(out, recv, in, send), CommError);
 }
 
-TEST_CASE("grad buffer: gradients become views of one buffer, summed bucket by bucket", "[mpi][comm]") {
+TEST_CASE("param group: weights and gradients become views of one buffer, summed bucket by bucket", "[mpi][comm]") {
   MpiCommunicator c;
   const int p = c.size(), r = c.rank();
   Param a("a", {5}), b("b", {2, 2});
   a.g.data<float>()[1] = 3.f;  // accumulated before binding: kept
-  GradBuffer buf({&a, &b}, 3 * sizeof(float));  // 9 floats in buckets of 3, 3, 3
-  CHECK(buf.buckets() == 3);
+  a.w.data<float>()[4] = 7.f;
+  ParamGroup group({&a, &b}, c, 0, 3 * sizeof(float));  // 9 floats (padded to a multiple of p) in buckets of 3
+  const std::int64_t padded = (9 + p - 1) / p * p;
+  CHECK(group.buckets() == (padded + 2) / 3);
+  CHECK(group.numel() == 9);
   CHECK(a.g.data<float>()[1] == 3.f);
+  CHECK(a.w.data<float>()[4] == 7.f);
   b.g.data<float>()[3] = float(r);  // written through the view
-  CHECK(buf.flat().data<float>()[5 + 3] == float(r));
-  buf.all_reduce(c);
+  CHECK(group.flat_grads().data<float>()[5 + 3] == float(r));
+  group.reduce_grads();
   CHECK(a.g.data<float>()[1] == 3.f * float(p));
   CHECK(b.g.data<float>()[3] == float(p * (p - 1) / 2));
-  CHECK(c.bytes_sent().at("all_reduce") == 3u * (2u * unsigned(p - 1) * 12u / unsigned(p)));  // three 12-byte buckets
-  buf.zero();
+  std::uint64_t want = 0;  // ring all-reduce per bucket
+  for (std::int64_t at = 0; at < padded; at += 3) want += 2u * unsigned(p - 1) * 4u * unsigned(std::min<std::int64_t>(3, padded - at)) / unsigned(p);
+  CHECK(c.bytes_sent().at("all_reduce") == want);
+  CHECK(group.optimizer_bytes() == 2u * 4u * std::size_t(padded));
+  group.zero_grad();
   CHECK(a.g.data<float>()[1] == 0.f);
+}
+
+TEST_CASE("param group: ZeRO-1 steps equal the replicated optimizer, with 1/p of its moments", "[mpi][comm]") {
+  MpiCommunicator c;
+  const int p = c.size(), r = c.rank();
+  // Two copies of the same parameters: one optimised replicated, one with ZeRO-1.
+  auto make = [](Param& w, Param& n) {
+    for (std::int64_t i = 0; i < w.w.numel(); ++i) w.w.data<float>()[i] = 0.01f * float(i % 13) - 0.05f;
+    for (std::int64_t i = 0; i < n.w.numel(); ++i) n.w.data<float>()[i] = 1.f;
+  };
+  Param w0("w", {7, 5}), n0("norm", {5}, false), w1("w", {7, 5}), n1("norm", {5}, false);
+  make(w0, n0), make(w1, n1);
+  ParamGroup rep({&w0, &n0}, c, 0, 1 << 20), z1({&w1, &n1}, c, 1, 1 << 20);
+  for (int step = 1; step <= 3; ++step) {
+    for (ParamGroup* g : {&rep, &z1}) {
+      g->zero_grad();
+      float* d = g->flat_grads().data<float>();
+      for (std::int64_t i = 0; i < 40; ++i) d[i] = 0.1f * float((i * 7 + r * 3 + step) % 11) - 0.5f;  // differs per rank
+      g->reduce_grads();
+    }
+    CHECK(std::abs(rep.grad_sq_norm() - z1.grad_sq_norm()) <= 1e-5 * rep.grad_sq_norm());
+    const ops::AdamWSpec spec{.lr = 1e-2, .step = step};
+    rep.step(spec, 0.1), z1.step(spec, 0.1);
+  }
+  // Equal up to the summation order of the two reductions.
+  for (std::int64_t i = 0; i < w0.w.numel(); ++i) CHECK(w1.w.data<float>()[i] == Approx(w0.w.data<float>()[i]).epsilon(1e-5));
+  for (std::int64_t i = 0; i < n0.w.numel(); ++i) CHECK(n1.w.data<float>()[i] == Approx(n0.w.data<float>()[i]).epsilon(1e-5));
+  CHECK(n1.w.data<float>()[0] != 1.f);  // the norm weights moved (no decay on them)
+  const std::int64_t shard = (40 + p - 1) / p;
+  CHECK(z1.optimizer_bytes() == 2u * 4u * std::size_t(shard));
+  CHECK(c.bytes_sent().at("reduce_scatter") == 3u * unsigned(p - 1) * 4u * unsigned(shard));
 }

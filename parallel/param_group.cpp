@@ -1,0 +1,75 @@
+#include "parallel/param_group.h"
+
+#include <algorithm>
+
+namespace moe {
+
+ParamGroup::ParamGroup(const ParamList& params, Communicator& comm, int zero, std::size_t bucket_bytes)
+    : comm_(comm), zero_(zero),
+      bucket_(std::max<std::int64_t>(1, static_cast<std::int64_t>(bucket_bytes / sizeof(float)))) {
+  MOE_CHECK(zero == 0 || zero == 1, ConfigError, "parallel.zero = {}: only stages 0 and 1 exist", zero);
+  for (const Param* p : params) {
+    segments_.push_back({numel_, p->w.numel(), p->decay});
+    numel_ += p->w.numel();
+  }
+  const std::int64_t ranks = comm.size();
+  shard_ = (numel_ + ranks - 1) / ranks;
+  weights_ = Tensor::zeros({shard_ * ranks}, DType::f32);
+  grads_ = Tensor::zeros({shard_ * ranks}, DType::f32);
+  for (std::size_t i = 0; i < params.size(); ++i) {
+    Param* p = params[i];
+    const auto& s = segments_[i];
+    Tensor w = weights_.rows(s.begin, s.size).view(p->w.shape()), g = grads_.rows(s.begin, s.size).view(p->w.shape());
+    w.copy_from(p->w);  // keep the initial values and whatever was accumulated so far
+    g.copy_from(p->g);
+    p->w = w, p->g = g;
+  }
+  const std::int64_t held = zero_ == 1 ? shard_ : weights_.numel();
+  m_ = Tensor::zeros({held}, DType::f32);
+  v_ = Tensor::zeros({held}, DType::f32);
+  if (zero_ == 1) shard_grads_ = Tensor::zeros({shard_}, DType::f32);
+}
+
+std::int64_t ParamGroup::buckets() const {
+  return zero_ == 1 ? 1 : (grads_.numel() + bucket_ - 1) / bucket_;
+}
+
+void ParamGroup::reduce_grads() {
+  if (zero_ == 1) {
+    comm_.reduce_scatter_sum(shard_grads_, grads_);
+    return;
+  }
+  for (std::int64_t at = 0; at < grads_.numel(); at += bucket_) {
+    Tensor bucket = grads_.rows(at, std::min(bucket_, grads_.numel() - at));
+    comm_.all_reduce_sum(bucket);
+  }
+}
+
+double ParamGroup::grad_sq_norm() {
+  if (zero_ == 1) return comm_.all_reduce_sum(ops::sum_squares(shard_grads_));
+  return ops::sum_squares(grads_);
+}
+
+void ParamGroup::scale_grads(double s) { ops::scale(zero_ == 1 ? shard_grads_ : grads_, s); }
+
+void ParamGroup::step(const ops::AdamWSpec& spec, double weight_decay) {
+  // This rank updates flat elements [lo, hi): everything (zero 0) or its shard (zero 1);
+  // each parameter's part of that range gets its own decay.
+  const std::int64_t lo = zero_ == 1 ? comm_.rank() * shard_ : 0, hi = lo + m_.numel();
+  Tensor& g = zero_ == 1 ? shard_grads_ : grads_;
+  for (const Segment& s : segments_) {
+    const std::int64_t a = std::max(lo, s.begin), b = std::min(hi, s.begin + s.size);
+    if (a >= b) continue;
+    Tensor w = weights_.rows(a, b - a), m = m_.rows(a - lo, b - a), v = v_.rows(a - lo, b - a),
+           gs = g.rows(a - lo, b - a);
+    ops::AdamWSpec sp = spec;
+    sp.weight_decay = s.decay ? weight_decay : 0.0;
+    ops::adamw_step(w, m, v, gs, sp);
+  }
+  if (zero_ == 1) {
+    const Tensor mine = weights_.rows(lo, shard_).to(Device::cpu);  // a copy: all-gather's input may not alias its output
+    comm_.all_gather(weights_, mine);
+  }
+}
+
+}  // namespace moe

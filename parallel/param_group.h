@@ -1,0 +1,51 @@
+// The parameters whose gradients are summed over one group of ranks, and their optimizer
+// (data parallelism and ZeRO-1). Weights and gradients each live in one flat buffer (every
+// Param::w and Param::g becomes a view into it), padded to a multiple of the group size so
+// that each rank can own an equal shard.
+//   zero 0: gradients all-reduced in buckets of about bucket_bytes; every rank keeps all the
+//           AdamW moments and updates every weight.
+//   zero 1: gradients reduce-scattered (rank r receives the sum of shard r); AdamW runs on
+//           the shard with moments for the shard alone (optimizer memory 1/p); the updated
+//           shards are all-gathered so every rank holds every weight again.
+// The trainer keeps two groups: non-expert parameters over dp, routed experts over edp.
+#pragma once
+#include <cstddef>
+#include <vector>
+
+#include "kernels/ops.h"
+#include "model/param.h"
+#include "parallel/communicator.h"
+
+namespace moe {
+
+class ParamGroup {
+ public:
+  ParamGroup(const ParamList& params, Communicator& comm, int zero, std::size_t bucket_bytes);
+  void zero_grad() { grads_.zero(); }
+  // Sum the gradients over the group (zero 0: all of them; zero 1: this rank's shard).
+  void reduce_grads();
+  // Squared norm of the summed gradient of the whole group, the same on every rank of it
+  // (zero 1 adds the shards' norms with one scalar all-reduce). Call after reduce_grads.
+  double grad_sq_norm();
+  void scale_grads(double s);
+  // One AdamW step with spec's lr/betas/eps/step; weight_decay applies where Param::decay.
+  void step(const ops::AdamWSpec& spec, double weight_decay);
+
+  std::int64_t numel() const { return numel_; }             // parameters, without padding
+  std::size_t optimizer_bytes() const { return m_.nbytes() + v_.nbytes(); }  // moments held here
+  std::int64_t buckets() const;
+  Tensor& flat_grads() { return grads_; }  // every gradient, contiguous (padding zero)
+
+ private:
+  struct Segment {
+    std::int64_t begin, size;
+    bool decay;
+  };
+  Communicator& comm_;
+  int zero_;
+  std::int64_t numel_ = 0, shard_ = 0, bucket_;  // shard_: elements per rank (zero 1)
+  std::vector<Segment> segments_;
+  Tensor weights_, grads_, shard_grads_, m_, v_;
+};
+
+}  // namespace moe
