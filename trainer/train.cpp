@@ -205,6 +205,7 @@ TrainResult Trainer::run() {
     }
 
     res.losses.push_back(loss);
+    res.grad_norms.push_back(norm);
     res.tokens += global_tokens;
     res.steps = step + 1;
     const bool last = step + 1 == t.steps;

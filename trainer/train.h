@@ -15,6 +15,7 @@ struct TrainResult {
   std::int64_t steps = 0;
   double tokens = 0;                // training tokens over all ranks
   std::vector<double> losses;       // training loss (CE + balance loss) per step
+  std::vector<double> grad_norms;   // global gradient norm per step, before clipping
   double val_loss = 0;              // last validation pass, mean token cross-entropy
   double unigram_entropy = 0;       // of the training split, from the prepared data (0 if unknown)
   double wall_seconds = 0;

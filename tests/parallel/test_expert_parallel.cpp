@@ -1,0 +1,123 @@
+// Run under mpirun: one MoE layer with its experts sharded over every rank (expert
+// parallelism) against the same layer unsharded on each rank (world size 1): outputs, input
+// gradients, router and expert gradients; and the all-to-all byte counter against the bytes
+// the routing decisions imply (counts + four payload passes), computed from the unsharded
+// layer's choices gathered from every rank.
+#include <catch2/catch.hpp>
+
+#include <bit>
+
+#include "model/moe.h"
+#include "parallel/mpi_communicator.h"
+#include "tests/support/testing.h"
+
+using namespace moe;
+using namespace moe::testing;
+
+namespace {
+
+ModelConfig micro() {
+  ModelConfig c;
+  c.d_model = 16, c.routed_experts = 8, c.top_k = 3, c.expert_hidden = 8, c.shared_experts = 1;
+  c.n_groups = 4, c.topk_groups = 2;  // 2 experts per group: at 4 ranks, one group per rank
+  c.aux_loss_coef = 0.01;
+  return c;
+}
+
+// Same weights in both layers: ref's random values, the expert tensors sliced to ep's experts.
+void copy_weights(MoE& ep, MoE& ref) {
+  auto rp = ref.params(), ept = ep.params();
+  for (std::size_t i = 0; i < rp.size(); ++i) {
+    rp[i]->w.copy_from(random(rp[i]->w.shape(), 10 + i, 0.5, DType::f32));
+    ept[i]->w.copy_from(ept[i]->is_expert() ? rp[i]->w.rows(ept[i]->expert_begin, ept[i]->w.size(0)) : rp[i]->w);
+  }
+  ref.bias().copy_from(random({ref.experts()}, 99, 0.05, DType::f32));
+  ep.bias().copy_from(ref.bias());
+}
+
+void check_layer(const ModelConfig& c, std::int64_t B, std::int64_t T) {
+  MpiCommunicator world;
+  const int p = world.size(), r = world.rank();
+  MoE ref(c, "mlp."), ep(c, "mlp.", &world);
+  REQUIRE(ep.local_experts() * p == ref.experts());
+  copy_weights(ep, ref);
+  const std::int64_t N = B * T, C = c.d_model, K = c.top_k, E = c.routed_experts, El = E / p;
+  const Tensor x = random({N, C}, 1000 + r, 1, DType::f32), dout = random({N, C}, 2000 + r, 1, DType::f32);
+  Tensor out_ref = Tensor::empty({N, C}, DType::f32), out_ep = Tensor::empty({N, C}, DType::f32);
+  Tensor dx_ref = Tensor::empty({N, C}, DType::f32), dx_ep = Tensor::empty({N, C}, DType::f32);
+  const double aux_ref = ref.forward(out_ref, x, B, T), aux_ep = ep.forward(out_ep, x, B, T);
+  ref.backward(dx_ref, dout, x, 0.5);
+  ep.backward(dx_ep, dout, x, 0.5);
+
+  CHECK(aux_ep == Approx(aux_ref).epsilon(1e-12));
+  CHECK(max_rel_err(out_ep, out_ref) < 1e-5);
+  CHECK(max_rel_err(dx_ep, dx_ref) < 1e-5);
+  CHECK(ep.load() == ref.load());
+  CHECK(ep.dropped() == ref.dropped());
+  // Gradients: router and shared experts are local to each rank's tokens; an expert's
+  // gradient collects every rank's tokens, so the unsharded one is summed over ranks first.
+  auto rp = ref.params(), ept = ep.params();
+  for (std::size_t i = 0; i < rp.size(); ++i) {
+    INFO(rp[i]->name);
+    if (!ept[i]->is_expert()) {
+      CHECK(max_rel_err(ept[i]->g, rp[i]->g) < 1e-5);
+      continue;
+    }
+    Tensor sum = Tensor::empty(rp[i]->g.shape(), DType::f32);
+    sum.copy_from(rp[i]->g);
+    world.all_reduce_sum(sum);
+    CHECK(max_rel_err(ept[i]->g, sum.rows(ept[i]->expert_begin, El)) < 1e-5);
+  }
+
+  // Bytes implied by the routing: every rank's choices (from the unsharded layer).
+  Tensor all_idx = Tensor::empty({p, N * K}, DType::i32), kept = Tensor::empty({N * K}, DType::i32),
+         all_kept = Tensor::empty({p, N * K}, DType::i32);
+  for (std::int64_t a = 0; a < N * K; ++a) kept.data<std::int32_t>()[a] = ref.kept(a) ? 1 : 0;
+  world.all_gather(all_idx, ref.routing().view({N * K}));
+  world.all_gather(all_kept, kept);
+  world.reset_bytes();
+  // Re-run the sharded layer alone so the counter holds exactly one forward and backward.
+  ep.forward(out_ep, x, B, T);
+  ep.backward(dx_ep, dout, x, 0.5);
+  std::uint64_t mine_out = 0, theirs_in = 0;  // rows I send to other ranks' experts / others send to mine
+  int fan_out = 1;
+  for (int s = 0; s < p; ++s)
+    for (std::int64_t n = 0; n < N; ++n) {
+      std::uint64_t ranks = 0;
+      for (std::int64_t i = 0; i < K; ++i) {
+        const std::int64_t a = n * K + i;
+        if (!all_kept.data<std::int32_t>()[s * N * K + a]) continue;
+        const int owner = all_idx.data<std::int32_t>()[s * N * K + a] / static_cast<int>(El);
+        ranks |= 1ull << owner;
+        if (s == r && owner != r) ++mine_out;
+        if (s != r && owner == r) ++theirs_in;
+      }
+      if (s == r) fan_out = std::max(fan_out, std::popcount(ranks));
+    }
+  const std::uint64_t row = static_cast<std::uint64_t>(C) * 4, counts = static_cast<std::uint64_t>(El * (p - 1)) * 4;
+  // forward: counts, dispatch (mine out), combine (theirs back); backward: dispatch, combine.
+  CHECK(world.bytes_sent().at("all_to_all") == counts + 2 * (mine_out + theirs_in) * row);
+  CHECK(ep.max_ranks_per_token() == fan_out);
+  if (p == c.n_groups)  // one group per rank: group-limited routing bounds the fan-out
+    CHECK(fan_out <= c.topk_groups);
+}
+
+}  // namespace
+
+TEST_CASE("expert parallel: a sharded MoE layer equals the unsharded one, bytes as routed", "[mpi][moe]") {
+  check_layer(micro(), 2, 12);
+}
+
+TEST_CASE("expert parallel: capacity drops are decided where the token lives", "[mpi][moe]") {
+  ModelConfig c = micro();
+  c.capacity_factor = 0.6;
+  c.n_groups = 1, c.topk_groups = 1;
+  check_layer(c, 3, 8);
+}
+
+TEST_CASE("expert parallel: a rank whose experts receive nothing", "[mpi][moe]") {
+  ModelConfig c = micro();
+  c.n_groups = 1, c.topk_groups = 1, c.top_k = 1;
+  // One token per rank, top-1: most ranks' experts get no rows at all.
+  check_layer(c, 1, 1);
+}
