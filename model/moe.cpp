@@ -64,14 +64,22 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
     if (pos_[a] >= 0) pos_[a] += offsets_[idx[a]];
 
   // Fan-out: the most expert-parallel ranks one token's kept assignments reach (group-limited
-  // routing bounds it by topk_groups when the groups map onto ranks).
+  // routing bounds it by topk_groups when the groups map onto ranks), and the traffic the
+  // routing implies: rows sent to other ranks, and distinct (token, other rank) pairs (what
+  // a dispatch that sends a token once per rank would move).
   max_ranks_ = 1;
+  remote_rows_ = remote_token_ranks_ = 0;
   if (ep_size_ > 1)
     for (std::int64_t n = 0; n < N; ++n) {
-      std::uint64_t ranks = 0;  // bit j: rank j reached (ep <= 64 for this statistic)
+      std::uint64_t ranks = 0;  // bit j: rank j reached (ep <= 64 for these statistics)
       for (std::int64_t i = 0; i < K_; ++i)
-        if (pos_[n * K_ + i] >= 0) ranks |= std::uint64_t{1} << ((idx[n * K_ + i] / El_) % 64);
+        if (pos_[n * K_ + i] >= 0) {
+          const auto owner = idx[n * K_ + i] / El_;
+          ranks |= std::uint64_t{1} << (owner % 64);
+          remote_rows_ += owner != ep_rank_;
+        }
       max_ranks_ = std::max(max_ranks_, std::popcount(ranks));
+      remote_token_ranks_ += std::popcount(ranks & ~(std::uint64_t{1} << (ep_rank_ % 64)));
     }
 
   // Permute: xp (M,C) holds the kept assignments' rows grouped by expert.

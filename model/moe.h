@@ -45,6 +45,10 @@ class MoE {
   bool kept(std::int64_t assignment) const { return pos_[static_cast<std::size_t>(assignment)] >= 0; }
   // Most expert-parallel ranks any one token of the last forward was sent to (1 without ep).
   int max_ranks_per_token() const { return max_ranks_; }
+  // Kept assignments of the last forward whose expert lives on another ep rank, and distinct
+  // (token, other rank) pairs among them.
+  std::int64_t remote_rows() const { return remote_rows_; }
+  std::int64_t remote_token_ranks() const { return remote_token_ranks_; }
   // b_e += rate * sign(mean(load) - load_e), with the load summed over the global batch.
   void update_bias(const std::vector<double>& global_load, double rate);
 
@@ -79,6 +83,7 @@ class MoE {
   std::vector<double> f_;              // (B,E) selection fractions for the balance loss
   std::int64_t dropped_ = 0;
   int max_ranks_ = 1;
+  std::int64_t remote_rows_ = 0, remote_token_ranks_ = 0;
 };
 
 }  // namespace moe

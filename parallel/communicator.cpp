@@ -1,12 +1,17 @@
 #include "parallel/communicator.h"
 
-#include <numeric>
+#include <algorithm>
+#include <iterator>
 
 namespace moe {
 namespace {
 
-// Elements per row of dim 0 (1 for a 1-D tensor).
-std::int64_t row_elems(const Tensor& t) { return t.ndim() == 0 || t.size(0) == 0 ? 0 : t.numel() / t.size(0); }
+// Elements per row of dim 0, from the shape (1 for a 1-D tensor, also when it has no rows).
+std::int64_t row_elems(const Tensor& t) {
+  std::int64_t n = 1;
+  for (int d = 1; d < t.ndim(); ++d) n *= t.size(d);
+  return n;
+}
 std::int64_t rows_of(const Tensor& t) { return t.ndim() ? t.size(0) : 0; }
 
 // The reduced dtypes: moving bf16/fp8 bits is fine, summing them is not.
@@ -19,8 +24,17 @@ std::uint64_t u64(std::int64_t n) { return static_cast<std::uint64_t>(n); }
 
 }  // namespace
 
-std::int64_t total_rows(std::span<const std::int64_t> rows) {
-  return std::accumulate(rows.begin(), rows.end(), std::int64_t{0});
+std::map<std::string, std::uint64_t> Communicator::bytes_sent() const {
+  static const char* const names[kKinds] = {"all_reduce", "reduce_scatter", "all_gather", "all_to_all", "send", "broadcast"};
+  std::map<std::string, std::uint64_t> out;
+  for (int k = 0; k < kKinds; ++k)
+    if (used_[k]) out[names[k]] = bytes_[k];
+  return out;
+}
+
+void Communicator::reset_bytes() {
+  std::fill(std::begin(bytes_), std::end(bytes_), 0);
+  std::fill(std::begin(used_), std::end(used_), false);
 }
 
 void Communicator::expect_here(const char* op, const Tensor& t) const {
@@ -37,7 +51,7 @@ void Communicator::all_reduce_sum(Tensor& t) {
   expect_here(op, t);
   expect_reducible(op, t);
   do_all_reduce_sum(t);
-  count("all_reduce", 2 * u64(size_ - 1) * t.nbytes() / u64(size_));  // ring: reduce-scatter + all-gather
+  count(kAllReduce, 2 * u64(size_ - 1) * t.nbytes() / u64(size_));  // ring: reduce-scatter + all-gather
 }
 
 void Communicator::reduce_scatter_sum(Tensor& out, const Tensor& in) {
@@ -47,7 +61,7 @@ void Communicator::reduce_scatter_sum(Tensor& out, const Tensor& in) {
   MOE_CHECK(in.numel() == out.numel() * size_ && in.dtype() == out.dtype(), CommError,
             "{}: in {} must hold {} x out {}", op, in.describe(), size_, out.describe());
   do_reduce_scatter_sum(out, in);
-  count("reduce_scatter", u64(size_ - 1) * out.nbytes());
+  count(kReduceScatter, u64(size_ - 1) * out.nbytes());
 }
 
 void Communicator::all_gather(Tensor& out, const Tensor& in) {
@@ -56,7 +70,7 @@ void Communicator::all_gather(Tensor& out, const Tensor& in) {
   MOE_CHECK(out.numel() == in.numel() * size_ && in.dtype() == out.dtype(), CommError,
             "{}: out {} must hold {} x in {}", op, out.describe(), size_, in.describe());
   do_all_gather(out, in);
-  count("all_gather", u64(size_ - 1) * in.nbytes());
+  count(kAllGather, u64(size_ - 1) * in.nbytes());
 }
 
 void Communicator::all_to_all_v(Tensor& out, std::span<const std::int64_t> recv_rows, const Tensor& in,
@@ -66,31 +80,32 @@ void Communicator::all_to_all_v(Tensor& out, std::span<const std::int64_t> recv_
   const auto p = static_cast<std::size_t>(size_);
   MOE_CHECK(send_rows.size() == p && recv_rows.size() == p, CommError, "{}: {} send and {} receive counts for {} ranks",
             op, send_rows.size(), recv_rows.size(), p);
-  MOE_CHECK(in.dtype() == out.dtype() && (in.numel() == 0 || out.numel() == 0 || row_elems(in) == row_elems(out)),
+  MOE_CHECK(in.dtype() == out.dtype() && in.ndim() >= 1 && out.ndim() >= 1 && row_elems(in) == row_elems(out),
             CommError, "{}: in {} and out {} differ in dtype or row size", op, in.describe(), out.describe());
-  MOE_CHECK(total_rows(send_rows) == rows_of(in) && total_rows(recv_rows) == rows_of(out), CommError,
-            "{}: counts send {} / receive {} rows, tensors hold {} / {}", op, total_rows(send_rows),
-            total_rows(recv_rows), rows_of(in), rows_of(out));
-  const std::int64_t row = in.numel() > 0 ? row_elems(in) : row_elems(out);
-  Split s{std::vector<std::int64_t>(p), std::vector<std::int64_t>(p), std::vector<std::int64_t>(p),
-          std::vector<std::int64_t>(p)};
-  std::int64_t so = 0, ro = 0;
+  const std::int64_t row = row_elems(in);
+  Split& s = split_;
+  for (auto* v : {&s.send_count, &s.send_offset, &s.recv_count, &s.recv_offset}) v->resize(p);
+  std::int64_t so = 0, ro = 0, sent = 0, got = 0;  // elements, rows
   std::uint64_t bytes = 0;
+  bool negative = false;
   for (std::size_t j = 0; j < p; ++j) {
-    MOE_CHECK(send_rows[j] >= 0 && recv_rows[j] >= 0, CommError, "{}: negative row count for rank {}", op, j);
+    negative |= send_rows[j] < 0 || recv_rows[j] < 0;
+    sent += send_rows[j], got += recv_rows[j];
     s.send_count[j] = send_rows[j] * row, s.send_offset[j] = so, so += s.send_count[j];
     s.recv_count[j] = recv_rows[j] * row, s.recv_offset[j] = ro, ro += s.recv_count[j];
     if (static_cast<int>(j) != rank_) bytes += u64(s.send_count[j]) * dtype_size(in.dtype());
   }
+  MOE_CHECK(!negative && sent == rows_of(in) && got == rows_of(out), CommError,
+            "{}: counts send {} / receive {} rows, tensors hold {} / {}", op, sent, got, rows_of(in), rows_of(out));
   do_all_to_all_v(out, in, s);
-  count("all_to_all", bytes);  // exact: rows handed to other ranks
+  count(kAllToAll, bytes);  // exact: rows handed to other ranks
 }
 
 void Communicator::send(const Tensor& t, int peer, int tag) {
   expect_here("send", t);
   expect_peer("send", peer);
   do_send(t, peer, tag);
-  count("send", t.nbytes());
+  count(kSend, t.nbytes());
 }
 
 void Communicator::recv(Tensor& t, int peer, int tag) {
@@ -103,7 +118,7 @@ void Communicator::broadcast(Tensor& t, int root) {
   expect_here("broadcast", t);
   expect_peer("broadcast", root);
   do_broadcast(t, root);
-  if (rank_ == root) count("broadcast", u64(size_ - 1) * t.nbytes());
+  if (rank_ == root) count(kBroadcast, u64(size_ - 1) * t.nbytes());
 }
 
 double Communicator::all_reduce_sum(double x) {

@@ -46,9 +46,9 @@ class Communicator {
   // stage it).
   double all_reduce_sum(double x);
 
-  // Bytes this rank sent, per operation kind, e.g. {"all_reduce": 4096}.
-  const std::map<std::string, std::uint64_t>& bytes_sent() const { return bytes_; }
-  void reset_bytes() { bytes_.clear(); }
+  // Bytes this rank sent, per operation kind used so far, e.g. {"all_reduce": 4096}.
+  std::map<std::string, std::uint64_t> bytes_sent() const;
+  void reset_bytes();
 
  protected:
   // Element offsets and counts per peer for all_to_all_v, validated by the caller.
@@ -67,8 +67,12 @@ class Communicator {
  private:
   void expect_here(const char* op, const Tensor& t) const;
   void expect_peer(const char* op, int peer) const;
-  void count(const char* kind, std::uint64_t bytes) { bytes_[kind] += bytes; }
-  std::map<std::string, std::uint64_t> bytes_;
+  // Counters by kind in a fixed array: counting must cost nothing next to a small message.
+  enum Kind { kAllReduce, kReduceScatter, kAllGather, kAllToAll, kSend, kBroadcast, kKinds };
+  void count(Kind kind, std::uint64_t bytes) { bytes_[kind] += bytes, used_[kind] = true; }
+  std::uint64_t bytes_[kKinds] = {};
+  bool used_[kKinds] = {};
+  Split split_;  // reused by all_to_all_v: no allocation per call
 };
 
 // A group of one: every collective is the identity (or a copy); bytes sent are zero.
@@ -89,7 +93,5 @@ class SelfCommunicator final : public Communicator {
   void do_broadcast(Tensor&, int) override {}
 };
 
-// Sum over dim-0 rows of a per-peer row count list.
-std::int64_t total_rows(std::span<const std::int64_t> rows);
 
 }  // namespace moe

@@ -29,10 +29,9 @@ int as_int(std::int64_t n, const char* op) {
   MOE_CHECK(n >= 0 && n <= INT32_MAX, CommError, "{}: {} elements exceed one MPI call", op, n);
   return static_cast<int>(n);
 }
-std::vector<int> as_ints(const std::vector<std::int64_t>& v, const char* op) {
-  std::vector<int> r;
-  for (std::int64_t x : v) r.push_back(as_int(x, op));
-  return r;
+void to_ints(std::vector<int>& out, const std::vector<std::int64_t>& v, const char* op) {
+  out.resize(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) out[i] = as_int(v[i], op);
 }
 
 }  // namespace
@@ -71,8 +70,9 @@ void MpiCommunicator::do_all_gather(Tensor& out, const Tensor& in) {
 
 void MpiCommunicator::do_all_to_all_v(Tensor& out, const Tensor& in, const Split& s) {
   const char* op = "all_to_all_v";
-  const auto sc = as_ints(s.send_count, op), sd = as_ints(s.send_offset, op), rc = as_ints(s.recv_count, op),
-             rd = as_ints(s.recv_offset, op);
+  auto& [sc, sd, rc, rd] = ints_;
+  to_ints(sc, s.send_count, op), to_ints(sd, s.send_offset, op), to_ints(rc, s.recv_count, op),
+      to_ints(rd, s.recv_offset, op);
   const MPI_Datatype type = mpi_type(in);
   check(MPI_Alltoallv(in.raw(), sc.data(), sd.data(), type, out.raw(), rc.data(), rd.data(), type, comm_),
         "MPI_Alltoallv");

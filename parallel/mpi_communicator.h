@@ -2,6 +2,8 @@
 #pragma once
 #include <mpi.h>
 
+#include <vector>
+
 #include "parallel/communicator.h"
 
 namespace moe {
@@ -35,6 +37,7 @@ class MpiCommunicator final : public Communicator {
 
  private:
   MPI_Comm comm_;
+  std::vector<int> ints_[4];  // all_to_all_v's counts and displacements as MPI ints, reused
 };
 
 }  // namespace moe

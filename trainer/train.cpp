@@ -127,12 +127,14 @@ TrainResult Trainer::run() {
   const auto moe_layers = model.moe_layers();
   const std::int64_t E = mc.routed_experts;
   TrainResult res;
+  res.expert_parameters = s.experts->numel() * s.layout.ep;
+  res.parameters = s.dense->numel() + res.expert_parameters;
   res.optimizer_bytes = s.dense->optimizer_bytes() + s.experts->optimizer_bytes();
-  res.optimizer_bytes_total = 2 * sizeof(float) * static_cast<std::size_t>(s.dense->numel() + s.experts->numel() * s.layout.ep);
+  res.optimizer_bytes_total = 2 * sizeof(float) * static_cast<std::size_t>(res.parameters);
   if (log_rank) {
     spdlog::info("model: {} parameters, {} MoE layers x {} experts (top-{}); data: {}; {} ranks x {} micro-batches x {} "
                  "sequences x {} tokens = {:.0f} tokens per step",
-                 s.dense->numel() + s.experts->numel() * s.layout.ep, moe_layers.size(), E, mc.top_k,
+                 res.parameters, moe_layers.size(), E, mc.top_k,
                  train_stream.describe(), dp, t.grad_accum, mb, T, global_tokens);
     spdlog::info("layout: dp {} x ep {} (experts {} per rank, {} replicas), zero {}: optimizer state {} on this rank of "
                  "{} in all ({:.3f} of it)",
@@ -172,6 +174,8 @@ TrainResult Trainer::run() {
         for (std::int64_t e = 0; e < E; ++e) ld[std::int64_t(i) * E + e] += double(moe_layers[i]->load()[std::size_t(e)]);
         ld[loads.numel() - 1] += double(moe_layers[i]->dropped());
         res.max_ranks_per_token = std::max(res.max_ranks_per_token, moe_layers[i]->max_ranks_per_token());
+        res.remote_rows += double(moe_layers[i]->remote_rows()) / double(t.steps);
+        res.remote_token_ranks += double(moe_layers[i]->remote_token_ranks()) / double(t.steps);
       }
     }
     // Sum gradients (dense over dp, experts over their replicas), loss and expert loads.

@@ -23,6 +23,10 @@ struct TrainResult {
   std::size_t optimizer_bytes = 0;  // AdamW moments held by this rank
   std::size_t optimizer_bytes_total = 0;  // AdamW moments of the whole model
   int max_ranks_per_token = 1;      // expert-parallel fan-out of the most spread token
+  // Expert dispatch of this rank per step (mean): kept assignments sent to other ep ranks,
+  // and distinct (token, other rank) pairs among them.
+  double remote_rows = 0, remote_token_ranks = 0;
+  std::int64_t parameters = 0, expert_parameters = 0;  // whole model; routed experts alone
 };
 
 // Learning rate at 0-based `step`: linear warm-up, then the configured schedule.

@@ -98,6 +98,7 @@ void check_layer(const ModelConfig& c, std::int64_t B, std::int64_t T) {
   // forward: counts, dispatch (mine out), combine (theirs back); backward: dispatch, combine.
   CHECK(world.bytes_sent().at("all_to_all") == counts + 2 * (mine_out + theirs_in) * row);
   CHECK(ep.max_ranks_per_token() == fan_out);
+  CHECK(ep.remote_rows() == static_cast<std::int64_t>(mine_out));
   if (p == c.n_groups)  // one group per rank: group-limited routing bounds the fan-out
     CHECK(fan_out <= c.topk_groups);
 }
