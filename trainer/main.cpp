@@ -58,6 +58,7 @@ int run_train(int argc, char** argv, const std::string& path, const std::vector<
   Config cfg;
   try {
     cfg = moe::load_config(path, sets);  // every rank validates; all fail alike, before any collective
+    moe::trainable_layout(cfg, world.size());
   } catch (const moe::Error& e) {
     if (world.rank() == 0) std::cerr << "moe: error: " << e.what() << "\n";
     return 2;

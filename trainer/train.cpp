@@ -22,9 +22,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// The layout (parallel/mesh), then what this build cannot run yet (a layout, a precision, a
-// device), rejected before any compute rather than silently training something else.
-Layout checked_layout(const Config& cfg, int world_size) {
+}  // namespace
+
+Layout trainable_layout(const Config& cfg, int world_size) {
   MOE_CHECK(cfg.precision == Precision::fp32 && cfg.device == DeviceKind::cpu, ConfigError,
             "{}: precision and device: only fp32 on cpu is implemented so far; set precision: fp32 and device: cpu",
             cfg.source);
@@ -34,6 +34,8 @@ Layout checked_layout(const Config& cfg, int world_size) {
             cfg.source, l.tp, l.pp);
   return l;
 }
+
+namespace {
 
 double unigram_entropy(const std::string& dir) {
   std::ifstream in(std::filesystem::path(dir) / "meta.json");
@@ -68,7 +70,7 @@ double learning_rate(const TrainConfig& t, std::int64_t step) {
 
 struct Trainer::State {
   State(const Config& c, MpiCommunicator& world)
-      : cfg(c), layout(checked_layout(c, world.size())), mesh(layout, world.comm()),
+      : cfg(c), layout(trainable_layout(c, world.size())), mesh(layout, world.comm()),
         model(c.model, layout.ep > 1 ? &mesh.ep() : nullptr) {}
   const Config cfg;
   const Layout layout;

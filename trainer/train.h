@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "parallel/mpi_communicator.h"
+#include "parallel/mesh.h"
 #include "trainer/config.h"
 
 namespace moe {
@@ -28,6 +28,10 @@ struct TrainResult {
   double remote_rows = 0, remote_token_ranks = 0;
   std::int64_t parameters = 0, expert_parameters = 0;  // whole model; routed experts alone
 };
+
+// The layout resolved against the world size (parallel/mesh), then refused when this build
+// cannot train it yet (tp, pp, a precision, a device): ConfigError before any compute.
+Layout trainable_layout(const Config& cfg, int world_size);
 
 // Learning rate at 0-based `step`: linear warm-up, then the configured schedule.
 double learning_rate(const TrainConfig& t, std::int64_t step);
