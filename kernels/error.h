@@ -17,6 +17,7 @@ class DeviceError : public Error { using Error::Error; };      // CUDA missing, 
 class ConfigError : public Error { using Error::Error; };      // bad YAML, key, type or value
 class DataError : public Error { using Error::Error; };        // bad or missing corpus/shards
 class CommError : public Error { using Error::Error; };        // MPI/NCCL failure or bad layout
+class CheckpointError : public Error { using Error::Error; };  // unreadable, damaged or mismatched checkpoint
 
 }  // namespace moe
 

@@ -17,4 +17,8 @@ struct NamedTensor {
 
 std::vector<NamedTensor> hf_tensors(Transformer& model);
 
+// "…mlp.experts.gate_proj.weight", 5 -> "…mlp.experts.5.gate_proj.weight": the HF name of one
+// expert's slice of a routed-expert tensor.
+std::string hf_expert_name(const std::string& name, std::int64_t expert);
+
 }  // namespace moe

@@ -8,8 +8,8 @@ ParamGroup::ParamGroup(const ParamList& params, Communicator& comm, int zero, st
     : comm_(comm), zero_(zero),
       bucket_(std::max<std::int64_t>(1, static_cast<std::int64_t>(bucket_bytes / sizeof(float)))) {
   MOE_CHECK(zero == 0 || zero == 1, ConfigError, "parallel.zero = {}: only stages 0 and 1 exist", zero);
-  for (const Param* p : params) {
-    segments_.push_back({numel_, p->w.numel(), p->decay});
+  for (Param* p : params) {
+    spans_.push_back({p, numel_, p->w.numel()});
     numel_ += p->w.numel();
   }
   const std::int64_t ranks = comm.size();
@@ -18,7 +18,7 @@ ParamGroup::ParamGroup(const ParamList& params, Communicator& comm, int zero, st
   grads_ = Tensor::zeros({shard_ * ranks}, DType::f32);
   for (std::size_t i = 0; i < params.size(); ++i) {
     Param* p = params[i];
-    const auto& s = segments_[i];
+    const auto& s = spans_[i];
     Tensor w = weights_.rows(s.begin, s.size).view(p->w.shape()), g = grads_.rows(s.begin, s.size).view(p->w.shape());
     w.copy_from(p->w);  // keep the initial values and whatever was accumulated so far
     g.copy_from(p->g);
@@ -34,15 +34,36 @@ std::int64_t ParamGroup::buckets() const {
   return zero_ == 1 ? 1 : (grads_.numel() + bucket_ - 1) / bucket_;
 }
 
+Tensor ParamGroup::gather_moment(const Tensor& moment) {
+  Tensor full = Tensor::empty({weights_.numel()}, DType::f32);
+  if (zero_ == 1) comm_.all_gather(full, moment);
+  else full.copy_from(moment);
+  return full;
+}
+
+void ParamGroup::freeze(const std::function<bool(const std::string& name)>& frozen) {
+  for (Span& s : spans_) s.frozen = frozen(s.param->name);
+}
+
+void ParamGroup::zero_frozen(Tensor& g, std::int64_t g_begin) {
+  float* d = g.data<float>();
+  for (const Span& s : spans_) {
+    const std::int64_t a = std::max(g_begin, s.begin), b = std::min(g_begin + g.numel(), s.begin + s.size);
+    if (s.frozen && a < b) std::fill(d + (a - g_begin), d + (b - g_begin), 0.f);
+  }
+}
+
 void ParamGroup::reduce_grads() {
   if (zero_ == 1) {
     comm_.reduce_scatter_sum(shard_grads_, grads_);
+    zero_frozen(shard_grads_, moments_begin());
     return;
   }
   for (std::int64_t at = 0; at < grads_.numel(); at += bucket_) {
     Tensor bucket = grads_.rows(at, std::min(bucket_, grads_.numel() - at));
     comm_.all_reduce_sum(bucket);
   }
+  zero_frozen(grads_, 0);
 }
 
 double ParamGroup::grad_sq_norm() {
@@ -55,15 +76,15 @@ void ParamGroup::scale_grads(double s) { ops::scale(zero_ == 1 ? shard_grads_ : 
 void ParamGroup::step(const ops::AdamWSpec& spec, double weight_decay) {
   // This rank updates flat elements [lo, hi): everything (zero 0) or its shard (zero 1);
   // each parameter's part of that range gets its own decay.
-  const std::int64_t lo = zero_ == 1 ? comm_.rank() * shard_ : 0, hi = lo + m_.numel();
+  const std::int64_t lo = moments_begin(), hi = lo + m_.numel();
   Tensor& g = zero_ == 1 ? shard_grads_ : grads_;
-  for (const Segment& s : segments_) {
+  for (const Span& s : spans_) {
     const std::int64_t a = std::max(lo, s.begin), b = std::min(hi, s.begin + s.size);
-    if (a >= b) continue;
+    if (a >= b || s.frozen) continue;
     Tensor w = weights_.rows(a, b - a), m = m_.rows(a - lo, b - a), v = v_.rows(a - lo, b - a),
            gs = g.rows(a - lo, b - a);
     ops::AdamWSpec sp = spec;
-    sp.weight_decay = s.decay ? weight_decay : 0.0;
+    sp.weight_decay = s.param->decay ? weight_decay : 0.0;
     ops::adamw_step(w, m, v, gs, sp);
   }
   if (zero_ == 1) {

@@ -9,7 +9,10 @@
 //           shards are all-gathered so every rank holds every weight again.
 // The trainer keeps two groups: non-expert parameters over dp, routed experts over edp.
 #pragma once
+#include <algorithm>
 #include <cstddef>
+#include <functional>
+#include <string>
 #include <vector>
 
 #include "kernels/ops.h"
@@ -31,20 +34,39 @@ class ParamGroup {
   // One AdamW step with spec's lr/betas/eps/step; weight_decay applies where Param::decay.
   void step(const ops::AdamWSpec& spec, double weight_decay);
 
+  // Parameters whose names match `frozen` keep their values: their gradients are zeroed after
+  // the reduction (so they leave the norm) and AdamW skips them (no decay, no momentum).
+  void freeze(const std::function<bool(const std::string& name)>& frozen);
+
   std::int64_t numel() const { return numel_; }             // parameters, without padding
   std::size_t optimizer_bytes() const { return m_.nbytes() + v_.nbytes(); }  // moments held here
   std::int64_t buckets() const;
   Tensor& flat_grads() { return grads_; }  // every gradient, contiguous (padding zero)
 
- private:
-  struct Segment {
+  // Where each parameter lives in the flat buffers (checkpoints describe their slices by it).
+  struct Span {
+    Param* param;
     std::int64_t begin, size;
-    bool decay;
+    bool frozen = false;
   };
+  const std::vector<Span>& spans() const { return spans_; }
+  Tensor& weights() { return weights_; }
+  Tensor& exp_avg() { return m_; }
+  Tensor& exp_avg_sq() { return v_; }
+  // A moment over the whole group, flat (collective at zero 1: the shards all-gathered).
+  Tensor gather_moment(const Tensor& moment);
+  std::int64_t moments_begin() const { return zero_ == 1 ? comm_.rank() * shard_ : 0; }  // flat index of exp_avg()[0]
+  // The flat range this rank writes to a checkpoint: its 1/p of the group (also at zero 0,
+  // so the writing is spread over the ranks).
+  std::int64_t write_begin() const { return std::min(numel_, comm_.rank() * shard_); }
+  std::int64_t write_end() const { return std::min(numel_, (comm_.rank() + 1) * shard_); }
+
+ private:
+  void zero_frozen(Tensor& g, std::int64_t g_begin);
   Communicator& comm_;
   int zero_;
   std::int64_t numel_ = 0, shard_ = 0, bucket_;  // shard_: elements per rank (zero 1)
-  std::vector<Segment> segments_;
+  std::vector<Span> spans_;
   Tensor weights_, grads_, shard_grads_, m_, v_;
 };
 

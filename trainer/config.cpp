@@ -89,17 +89,39 @@ template <class Get> Field boolean(const char* key, Get get, std::string doc) {
           [get](const Config& c) { return std::string(get(c) ? "true" : "false"); }};
 }
 
-template <class Get> Field text(const char* key, Get get, std::string doc) {
+// A string; `optional` lets it be empty (meaning none).
+template <class Get> Field text(const char* key, Get get, std::string doc, bool optional = false) {
   std::string k = key;
-  return {k, "string", std::move(doc),
-          [k, get](Config& c, const YAML::Node& n, const std::string& where) {
-            auto v = as<std::string>(n, where, k, "a string");
-            if (v.empty()) bad(where, k, "must not be empty");
+  return {k, optional ? "string (may be empty)" : "string", std::move(doc),
+          [k, get, optional](Config& c, const YAML::Node& n, const std::string& where) {
+            auto v = n.IsNull() && optional ? std::string() : as<std::string>(n, where, k, "a string");
+            if (v.empty() && !optional) bad(where, k, "must not be empty");
             get(c) = std::move(v);
           },
           [get](const Config& c) {
             YAML::Emitter e;  // quotes and escapes only when YAML needs it
             e << get(c);
+            return std::string(e.c_str());
+          }};
+}
+
+// A list of strings: a YAML sequence, or one string for a list of one.
+template <class Get> Field text_list(const char* key, Get get, std::string doc) {
+  std::string k = key;
+  return {k, "list of strings", std::move(doc),
+          [k, get](Config& c, const YAML::Node& n, const std::string& where) {
+            std::vector<std::string> v;
+            if (n.IsSequence())
+              for (const auto& item : n) v.push_back(as<std::string>(item, where, k, "a list of strings"));
+            else if (!n.IsNull())
+              v.push_back(as<std::string>(n, where, k, "a list of strings"));
+            for (const auto& s : v)
+              if (s.empty()) bad(where, k, "an empty pattern");
+            get(c) = std::move(v);
+          },
+          [get](const Config& c) {
+            YAML::Emitter e;
+            e << YAML::Flow << get(c);
             return std::string(e.c_str());
           }};
 }
@@ -157,6 +179,7 @@ const std::vector<Field>& fields() {
       real(AT(model.init_std), above(0), "standard deviation of the initial weights"),
 
       integer(AT(train.steps), at_least(1), "optimizer steps"),
+      integer(AT(train.stop_at), at_least(0), "end this launch after this step, checkpointed, as a time-limited job would (0: run to train.steps)"),
       integer(AT(train.micro_batch), at_least(1), "sequences per micro-batch per data-parallel rank"),
       integer(AT(train.grad_accum), at_least(1), "micro-batches per optimizer step"),
       real(AT(train.lr), open(0, 1), "peak learning rate"),
@@ -177,6 +200,7 @@ const std::vector<Field>& fields() {
       integer(AT(train.eval_every), at_least(0), "steps between validation passes (0: at the end only)"),
       integer(AT(train.eval_batches), at_least(1), "global batches per validation pass"),
       real(AT(train.target_tokens), at_least(0), "token budget the cost report projects to (0: none)"),
+      text_list(AT(train.freeze), "parameter name patterns kept fixed (fnmatch, e.g. '*embed_tokens*', '*.mlp.gate.weight')"),
 
       text(AT(data.corpus), "text corpus for moe data prepare: a directory of text files or one file"),
       text(AT(data.dir), "prepared data: tokenizer and token shards (written by moe data prepare)"),
@@ -189,9 +213,11 @@ const std::vector<Field>& fields() {
       integer(AT(parallel.zero), closed(0, 1), "ZeRO stage (0: replicated optimizer, 1: sharded)"),
       real(AT(parallel.bucket_mb), above(0), "size of a gradient all-reduce bucket, MiB"),
 
-      text(AT(checkpoint.dir), "run directory for checkpoints and reports (nothing is written there yet)"),
-      integer(AT(checkpoint.every), at_least(0), "steps between checkpoints (0: at the end only; checkpoints are not implemented yet)"),
-      integer(AT(checkpoint.keep), at_least(1), "checkpoints kept"),
+      text(AT(checkpoint.dir), "run directory: step_N.h5 checkpoints and the latest pointer (docs/CHECKPOINT.md); empty: none", true),
+      integer(AT(checkpoint.every), at_least(0), "steps between checkpoints (0: at the end only)"),
+      integer(AT(checkpoint.keep), at_least(1), "newest checkpoints kept"),
+      boolean(AT(checkpoint.resume), "continue from checkpoint.dir/latest when it exists (moe train --fresh: false)"),
+      text(AT(checkpoint.init_from), "fine-tune: load weights from this checkpoint file, fresh optimizer and schedule", true),
 
       text(AT(cost.cluster), "cluster description priced in the cost report (configs/clusters/NAME.yaml; not read yet)"),
   };

@@ -17,6 +17,7 @@ enum class LrSchedule { cosine, linear, constant, wsd };
 
 struct TrainConfig {
   std::int64_t steps = 100;
+  std::int64_t stop_at = 0;          // end this launch after this step (checkpointed; 0 = run to steps)
   std::int64_t micro_batch = 4;
   std::int64_t grad_accum = 1;
   double lr = 3e-3;
@@ -34,6 +35,7 @@ struct TrainConfig {
   std::int64_t eval_batches = 4;
   double decay_fraction = 0.2;       // wsd: share of the steps spent decaying
   double target_tokens = 0.0;        // for the cost projection; 0 = none
+  std::vector<std::string> freeze;   // parameter name patterns (fnmatch) kept fixed
 };
 
 struct DataConfig {
@@ -52,9 +54,11 @@ struct ParallelConfig {
 };
 
 struct CheckpointConfig {
-  std::string dir = "runs/tiny";
+  std::string dir;         // "" = no checkpoints
   std::int64_t every = 0;  // 0 = only at the end
   std::int64_t keep = 3;
+  bool resume = true;      // continue from dir/latest when there is one
+  std::string init_from;   // fine-tuning: weights from this checkpoint, fresh optimizer ("" = none)
 };
 
 struct CostConfig {

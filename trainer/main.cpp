@@ -14,6 +14,8 @@
 #include <filesystem>
 
 #include "data/prepare.h"
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/store.h"
 #include "trainer/train.h"
 
 namespace {
@@ -21,18 +23,43 @@ namespace {
 using moe::Config;
 
 void print_summary(const Config& cfg, const moe::TrainResult& r, int world) {
-  const double device_hours = world * r.wall_seconds / 3600.0;
   std::printf(
       "\n== run summary ==\n"
       "steps             %lld of %lld\n"
       "tokens            %.0f (%d ranks, %.0f tokens/s)\n"
       "training loss     %.4f -> %.4f\n"
       "validation loss   %.4f (unigram entropy of the corpus: %.4f nats/token)\n"
-      "wall time         %.2f s\n"
-      "device-hours      %.6f (%d ranks x wall time; priced per cluster by the cost report)\n",
+      "wall time         %.2f s (this segment)\n"
+      "device-hours      %.6f (%d ranks x wall time, all segments of the run; priced per cluster by the cost report)\n",
       static_cast<long long>(r.steps), static_cast<long long>(cfg.train.steps), r.tokens, world, r.tokens / r.wall_seconds,
       r.losses.empty() ? 0.0 : r.losses.front(), r.losses.empty() ? 0.0 : r.losses.back(), r.val_loss, r.unigram_entropy,
-      r.wall_seconds, device_hours, world);
+      r.wall_seconds - r.prior_wall_seconds, r.device_hours, world);
+  if (!r.resumed_from.empty()) std::printf("resumed from      %s (step %lld)\n", r.resumed_from.c_str(), static_cast<long long>(r.start_step));
+  if (!r.init_from.empty()) std::printf("fine-tuned from   %s (validation loss %.4f before training)\n", r.init_from.c_str(), r.init_val_loss);
+  if (!r.last_checkpoint.empty()) std::printf("checkpoint        %s\n", r.last_checkpoint.c_str());
+}
+
+int run_inspect(std::string path) {
+  if (std::filesystem::is_directory(path)) {  // a run directory: its latest checkpoint
+    const auto latest = moe::ckpt::latest(path);
+    if (!latest) throw moe::CheckpointError(fmt::format("{}: no latest checkpoint in this directory", path));
+    path = *latest;
+  }
+  const auto meta = moe::ckpt::read_meta(path);
+  std::printf("%s\nformat version %lld, step %lld, seed %llu, written by %s\ntokens %.0f, wall %.2f s, device-hours %.6f, "
+              "last loss %.4f, validation loss %.4f\n",
+              path.c_str(), static_cast<long long>(meta.format_version), static_cast<long long>(meta.step),
+              static_cast<unsigned long long>(meta.seed), meta.layout.c_str(), meta.tokens, meta.wall_seconds,
+              meta.device_hours, meta.last_loss, meta.val_loss);
+  int bad = 0;
+  for (const auto& d : moe::ckpt::inspect(path)) {
+    std::printf("  %-64s %-14s %s %s\n", d.name.c_str(), moe::shape_str(d.shape).c_str(), d.dtype.c_str(),
+                d.checksum_ok ? "checksum ok" : ("CHECKSUM FAILED: " + d.error).c_str());
+    bad += !d.checksum_ok;
+  }
+  std::printf("config:\n%s\n", meta.config_yaml.c_str());
+  if (bad) throw moe::CheckpointError(fmt::format("{}: {} datasets fail their checksum", path, bad));
+  return 0;
 }
 
 int run_prepare(const Config& cfg, bool force) {
@@ -91,8 +118,9 @@ int main(int argc, char** argv) {
   auto* train = app.add_subcommand("train", "train a model from a YAML config (launch with mpirun -np N)");
   train->add_option("config", config_path, "YAML config, e.g. configs/tiny.yaml")->required()->check(CLI::ExistingFile);
   add_overrides(train);
-  bool print_config = false;
+  bool print_config = false, fresh = false;
   train->add_flag("--print-config", print_config, "print the resolved config before training");
+  train->add_flag("--fresh", fresh, "start from scratch even when checkpoint.dir has a latest checkpoint");
 
   auto* data = app.add_subcommand("data", "prepare training data");
   data->require_subcommand(1);
@@ -111,11 +139,21 @@ int main(int argc, char** argv) {
 
   auto* info = app.add_subcommand("info", "print how this moe was built and what it can see");
 
+  auto* ckpt = app.add_subcommand("ckpt", "checkpoints");
+  ckpt->require_subcommand(1);
+  auto* inspect = ckpt->add_subcommand("inspect", "names, shapes, dtypes, step, config and checksum status of a checkpoint");
+  std::string ckpt_path;
+  inspect->add_option("path", ckpt_path, "a step_N.h5 file, or a run directory (its latest)")->required()->check(CLI::ExistingPath);
+
   CLI11_PARSE(app, argc, argv);
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S] %v");  // plain: logs go to files under mpirun
 
   try {
-    if (*train) return run_train(argc, argv, config_path, sets, print_config);
+    if (*train) {
+      if (fresh) sets.push_back("checkpoint.resume=false");
+      return run_train(argc, argv, config_path, sets, print_config);
+    }
+    if (*inspect) return run_inspect(ckpt_path);
     if (*prepare) return run_prepare(moe::load_config(config_path, sets), force);
     if (*show) std::cout << moe::config_to_yaml(moe::load_config(config_path, sets));
     if (*reference) std::cout << moe::config_reference_markdown();

@@ -10,11 +10,16 @@
 #include <filesystem>
 #include <fstream>
 
+#include <fnmatch.h>
+
+#include "checkpoint/checkpoint.h"
+#include "checkpoint/store.h"
 #include "data/loader.h"
 #include "kernels/ops.h"
 #include "model/transformer.h"
 #include "parallel/mesh.h"
 #include "parallel/param_group.h"
+#include "trainer/checkpoint_plan.h"
 
 namespace moe {
 namespace {
@@ -69,16 +74,58 @@ double learning_rate(const TrainConfig& t, std::int64_t step) {
 }
 
 struct Trainer::State {
-  State(const Config& c, MpiCommunicator& world)
-      : cfg(c), layout(trainable_layout(c, world.size())), mesh(layout, world.comm()),
+  State(const Config& c, MpiCommunicator& w)
+      : cfg(c), world(w), layout(trainable_layout(c, w.size())), mesh(layout, w.comm()),
         model(c.model, layout.ep > 1 ? &mesh.ep() : nullptr) {}
   const Config cfg;
+  MpiCommunicator& world;
   const Layout layout;
   Mesh mesh;
   Transformer model;
   std::unique_ptr<ParamGroup> dense, experts;  // reduced over dp / over edp
   ParamList params;
+  std::vector<ParamGroup*> groups() { return {dense.get(), experts.get()}; }
+
+  ckpt::Meta load(const std::string& path, CheckpointPart part);
+  void save(std::int64_t step, const TrainResult& res, double last_loss, double val_loss);
 };
+
+ckpt::Meta Trainer::State::load(const std::string& path, CheckpointPart part) {
+  ckpt::Meta meta = ckpt::read_meta(path);
+  const CheckpointPlan plan = plan_read(groups(), model, part);
+  ckpt::read(path, world.comm(), plan.datasets, plan.slices);
+  return meta;
+}
+
+void Trainer::State::save(std::int64_t step, const TrainResult& res, double last_loss, double val_loss) {
+  const std::string& dir = cfg.checkpoint.dir;
+  const auto t0 = Clock::now();
+  if (world.rank() == 0) {
+    std::filesystem::create_directories(dir);
+    ckpt::remove_stale_temps(dir);
+  }
+  world.barrier();
+  ckpt::Meta meta{.step = step, .seed = static_cast<std::uint64_t>(cfg.train.seed), .config_yaml = config_to_yaml(cfg),
+                  .layout = fmt::format("world {}: pp {} x dp {} x tp {}, ep {}, zero {}", layout.world(), layout.pp,
+                                        layout.dp, layout.tp, layout.ep, cfg.parallel.zero),
+                  .tokens = res.tokens, .wall_seconds = res.wall_seconds, .device_hours = res.device_hours,
+                  .last_loss = last_loss, .val_loss = val_loss};
+  // Attributes must be the same on every rank: rank 0's clock decides.
+  Tensor clock = Tensor::empty({2}, DType::f64);
+  clock.data<double>()[0] = meta.wall_seconds, clock.data<double>()[1] = meta.device_hours;
+  world.broadcast(clock, 0);
+  meta.wall_seconds = clock.data<double>()[0], meta.device_hours = clock.data<double>()[1];
+  const std::string path = ckpt::step_file(dir, step);
+  const CheckpointPlan plan = plan_write(groups(), model, world.rank() == 0);
+  ckpt::write(ckpt::temp_file(path), world.comm(), meta, plan.datasets, plan.slices);
+  world.barrier();  // every rank closed the file
+  if (world.rank() == 0) {
+    ckpt::commit(dir, path, cfg.checkpoint.keep);
+    spdlog::info("checkpoint {} ({} MB, {:.2f} s)", path,
+                 fmt::format("{:.1f}", double(std::filesystem::file_size(path)) / 1e6), since(t0));
+  }
+  world.barrier();
+}
 
 Trainer::Trainer(const Config& cfg, MpiCommunicator& world) : s_(std::make_unique<State>(cfg, world)) {
   auto& s = *s_;
@@ -90,20 +137,44 @@ Trainer::Trainer(const Config& cfg, MpiCommunicator& world) : s_(std::make_uniqu
   const int zero = static_cast<int>(cfg.parallel.zero);
   s.dense = std::make_unique<ParamGroup>(dense, s.mesh.dp(), zero, bucket);
   s.experts = std::make_unique<ParamGroup>(experts, s.mesh.edp(), zero, bucket);
+  // train.freeze: every pattern must name something, or a typo would train what it meant to keep.
+  const auto& patterns = cfg.train.freeze;
+  for (const std::string& pat : patterns) {
+    const bool any = std::any_of(s.params.begin(), s.params.end(),
+                                 [&](const Param* p) { return fnmatch(pat.c_str(), p->name.c_str(), 0) == 0; });
+    MOE_CHECK(any, ConfigError, "{}: train.freeze: pattern '{}' matches no parameter (names as in `moe ckpt inspect`)",
+              cfg.source, pat);
+  }
+  const auto frozen = [&](const std::string& name) {
+    return std::any_of(patterns.begin(), patterns.end(),
+                       [&](const std::string& pat) { return fnmatch(pat.c_str(), name.c_str(), 0) == 0; });
+  };
+  for (ParamGroup* g : s.groups()) g->freeze(frozen);
 }
 
 Trainer::~Trainer() = default;
 
-std::map<std::string, Tensor> Trainer::gather_weights() {
+std::map<std::string, Tensor> Trainer::gather_weights(bool optimizer) {
   auto& s = *s_;
   std::map<std::string, Tensor> out;
-  for (Param* p : s.params) {
-    Shape full = p->w.shape();
-    if (p->is_expert()) full[0] = p->experts_total;
-    Tensor t = Tensor::empty(full, DType::f32);
-    if (p->is_expert() && s.layout.ep > 1) s.mesh.ep().all_gather(t, p->w);
-    else t.copy_from(p->w);
-    out.emplace(p->name, std::move(t));
+  // One tensor at full shape from this rank's part (experts gathered over ep).
+  auto full = [&](const Param& p, const Tensor& mine) {
+    Shape shape = p.w.shape();
+    if (p.is_expert()) shape[0] = p.experts_total;
+    Tensor t = Tensor::empty(shape, DType::f32);
+    if (p.is_expert() && s.layout.ep > 1) s.mesh.ep().all_gather(t, mine);
+    else t.copy_from(mine);
+    return t;
+  };
+  for (ParamGroup* g : s.groups()) {
+    for (const auto& span : g->spans()) out.emplace(span.param->name, full(*span.param, span.param->w));
+    if (!optimizer) continue;
+    const Tensor m = g->gather_moment(g->exp_avg()), v = g->gather_moment(g->exp_avg_sq());
+    for (const auto& span : g->spans()) {
+      const Shape& shape = span.param->w.shape();
+      out.emplace("exp_avg/" + span.param->name, full(*span.param, m.rows(span.begin, span.size).view(shape)));
+      out.emplace("exp_avg_sq/" + span.param->name, full(*span.param, v.rows(span.begin, span.size).view(shape)));
+    }
   }
   for (MoE* m : s.model.moe_layers()) out.emplace(m->bias_name(), m->bias().to(Device::cpu));
   return out;
@@ -157,11 +228,38 @@ TrainResult Trainer::run() {
   };
 
   res.unigram_entropy = unigram_entropy(cfg.data.dir);
+  // Where to start: the run's own latest checkpoint (resume: everything), else fine-tuning's
+  // init_from (weights only: fresh optimizer, schedule from step 0), else the init.
+  std::int64_t start = 0;
+  double prior_wall = 0, prior_device_hours = 0;
+  const auto& ck = cfg.checkpoint;
+  if (auto latest = !ck.dir.empty() && ck.resume ? ckpt::latest(ck.dir) : std::nullopt) {
+    const ckpt::Meta meta = s.load(*latest, CheckpointPart::all);
+    start = meta.step, prior_wall = meta.wall_seconds, prior_device_hours = meta.device_hours;
+    res.tokens = meta.tokens, res.resumed_from = *latest, res.start_step = start, res.prior_wall_seconds = prior_wall;
+    if (log_rank)
+      spdlog::info("resumed from {} (step {}, written by {}){}", *latest, start, meta.layout,
+                   start >= t.steps ? fmt::format(": train.steps = {} are done; raise it to train on, or --fresh", t.steps)
+                                    : "");
+  } else if (!ck.init_from.empty()) {
+    const ckpt::Meta meta = s.load(ck.init_from, CheckpointPart::weights);
+    res.init_from = ck.init_from;
+    res.init_val_loss = evaluate();
+    if (log_rank)
+      spdlog::info("fine-tuning from {} (step {} of its run): validation loss {:.4f} with its weights{}", ck.init_from,
+                   meta.step, res.init_val_loss,
+                   meta.val_loss > 0 ? fmt::format(" (it recorded {:.4f} on its own data)", meta.val_loss) : "");
+  }
+  res.steps = start;
+  double last_loss = 0;
   // Global expert loads per MoE layer, then dropped assignments (summed over dp).
   Tensor loads = Tensor::zeros({static_cast<std::int64_t>(moe_layers.size()) * std::max<std::int64_t>(E, 1) + 1}, DType::f64);
   s.mesh.reset_bytes();
   const auto t0 = Clock::now();
-  for (std::int64_t step = 0; step < t.steps; ++step) {
+  // This launch ends at train.stop_at (an interruption, as a time-limited job would have),
+  // else at train.steps; the schedule always spans train.steps.
+  const std::int64_t end = t.stop_at > 0 ? std::min(t.stop_at, t.steps) : t.steps;
+  for (std::int64_t step = start; step < end; ++step) {
     s.dense->zero_grad();
     s.experts->zero_grad();
     loads.zero();
@@ -214,26 +312,39 @@ TrainResult Trainer::run() {
     res.grad_norms.push_back(norm);
     res.tokens += global_tokens;
     res.steps = step + 1;
-    const bool last = step + 1 == t.steps;
+    last_loss = loss;
+    const std::int64_t done = step + 1 - start;  // steps of this segment of the run
+    const bool last = step + 1 == end;
+    double val = 0;
     if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && !last) {
-      res.val_loss = evaluate();
+      val = res.val_loss = evaluate();
       if (log_rank) spdlog::info("step {:>5} | validation loss {:.4f}", step + 1, res.val_loss);
     }
-    if (log_rank && ((step + 1) % t.log_every == 0 || step == 0 || last)) {
+    if (log_rank && ((step + 1) % t.log_every == 0 || step == start || last)) {
       const double secs = since(t0), mean = global_tokens * double(mc.top_k) / double(std::max<std::int64_t>(E, 1));
       std::string comm;
       for (const auto& [kind, bytes] : s.mesh.bytes_sent())
-        comm += fmt::format("{}{} {}", comm.empty() ? "" : ", ", kind, human_bytes(double(bytes) / double(step + 1)));
+        comm += fmt::format("{}{} {}", comm.empty() ? "" : ", ", kind, human_bytes(double(bytes) / double(done)));
       spdlog::info("step {:>5}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tokens/s | tokens per expert "
                    "min/mean/max {:.0f}/{:.0f}/{:.0f} | dropped {:.0f} | sent per step: {} | {:.1f} s",
-                   step + 1, t.steps, loss, lr, norm, res.tokens / secs, lmin, mean, lmax, ld[loads.numel() - 1],
-                   comm.empty() ? "none" : comm, secs);
+                   step + 1, t.steps, loss, lr, norm, double(done) * global_tokens / secs, lmin, mean, lmax,
+                   ld[loads.numel() - 1], comm.empty() ? "none" : comm, secs);
+    }
+    if (!ck.dir.empty() && ck.every > 0 && (step + 1) % ck.every == 0 && !last) {
+      res.wall_seconds = prior_wall + since(t0);
+      res.device_hours = prior_device_hours + double(s.layout.world()) * since(t0) / 3600.0;
+      s.save(step + 1, res, loss, val);
     }
   }
   for (const auto& [kind, bytes] : s.mesh.bytes_sent())
-    res.bytes_per_step[kind] = bytes / static_cast<std::uint64_t>(std::max<std::int64_t>(1, res.steps));
+    res.bytes_per_step[kind] = bytes / static_cast<std::uint64_t>(std::max<std::int64_t>(1, res.steps - start));
   res.val_loss = evaluate();
-  res.wall_seconds = since(t0);
+  res.wall_seconds = prior_wall + since(t0);
+  res.device_hours = prior_device_hours + double(s.layout.world()) * since(t0) / 3600.0;
+  if (!ck.dir.empty() && res.steps > start) {
+    s.save(res.steps, res, last_loss, res.val_loss);
+    res.last_checkpoint = ckpt::step_file(ck.dir, res.steps);
+  }
   return res;
 }
 

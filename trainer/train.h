@@ -27,6 +27,13 @@ struct TrainResult {
   // and distinct (token, other rank) pairs among them.
   double remote_rows = 0, remote_token_ranks = 0;
   std::int64_t parameters = 0, expert_parameters = 0;  // whole model; routed experts alone
+  // Checkpoints: where the run continued from (empty: a fresh start) and at which step, the
+  // validation loss of fine-tuning's initial weights, the last checkpoint written.
+  std::string resumed_from, init_from, last_checkpoint;
+  std::int64_t start_step = 0;
+  double init_val_loss = 0;
+  double device_hours = 0;          // ranks x wall time, over all segments of the run
+  double prior_wall_seconds = 0;    // wall time of the segments before this one (wall_seconds includes it)
 };
 
 // The layout resolved against the world size (parallel/mesh), then refused when this build
@@ -44,8 +51,9 @@ class Trainer {
   ~Trainer();
   TrainResult run();
   // Every parameter and router bias at its full logical shape (experts gathered over ep),
-  // on every rank: the layout-free view tests and checkpoints compare.
-  std::map<std::string, Tensor> gather_weights();
+  // on every rank: the layout-free view tests and checkpoints compare. With optimizer=true,
+  // the AdamW moments too, as "exp_avg/<name>" and "exp_avg_sq/<name>" (ZeRO shards gathered).
+  std::map<std::string, Tensor> gather_weights(bool optimizer = false);
 
  private:
   struct State;

@@ -1,0 +1,275 @@
+#include "checkpoint/checkpoint.h"
+
+#include <hdf5.h>
+
+#include <algorithm>
+#include <map>
+
+namespace moe::ckpt {
+namespace {
+
+// RAII for an HDF5 identifier and the function that closes it.
+class Id {
+ public:
+  Id(hid_t id, herr_t (*close)(hid_t)) : id_(id), close_(close) {}
+  ~Id() {
+    if (id_ >= 0) close_(id_);
+  }
+  Id(const Id&) = delete;
+  Id& operator=(const Id&) = delete;
+  hid_t get() const { return id_; }
+  bool ok() const { return id_ >= 0; }
+
+ private:
+  hid_t id_;
+  herr_t (*close_)(hid_t);
+};
+
+// The innermost message of HDF5's error stack: the most specific reason.
+std::string hdf5_reason() {
+  std::string reason;
+  H5Ewalk2(
+      H5E_DEFAULT, H5E_WALK_UPWARD,
+      [](unsigned, const H5E_error2_t* e, void* out) -> herr_t {
+        auto& r = *static_cast<std::string*>(out);
+        if (r.empty() && e->desc && *e->desc) r = e->desc;
+        return 0;
+      },
+      &reason);
+  H5Eclear2(H5E_DEFAULT);
+  return reason.empty() ? "unknown HDF5 error" : reason;
+}
+
+// Errors come back as return codes; HDF5 prints nothing itself.
+void quiet() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+
+void check(herr_t rc, const std::string& path, const std::string& what) {
+  if (rc < 0) throw CheckpointError(fmt::format("{}: {}: {}", path, what, hdf5_reason()));
+}
+hid_t check_id(hid_t id, const std::string& path, const std::string& what) {
+  if (id < 0) throw CheckpointError(fmt::format("{}: {}: {}", path, what, hdf5_reason()));
+  return id;
+}
+
+std::vector<hsize_t> dims_of(const Shape& s) { return {s.begin(), s.end()}; }
+
+// Chunks of about 1 MiB: whole trailing dimensions, as many leading rows as fit.
+std::vector<hsize_t> chunk_of(const Shape& s) {
+  std::vector<hsize_t> c = dims_of(s);
+  if (c.empty()) return c;
+  hsize_t inner = 1;
+  for (std::size_t d = 1; d < c.size(); ++d) inner *= c[d];
+  c[0] = std::clamp<hsize_t>((1u << 18) / std::max<hsize_t>(inner, 1), 1, c[0]);
+  return c;
+}
+
+Id open_file(const std::string& path, MPI_Comm comm, bool create) {
+  Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
+  if (comm != MPI_COMM_NULL) check(H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL), path, "MPI-IO access");
+  const hid_t f = create ? H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get())
+                         : H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
+  if (f < 0)
+    throw CheckpointError(fmt::format("{}: cannot {} ({}){}", path, create ? "create" : "open", hdf5_reason(),
+                                      create ? "" : ": not a checkpoint, truncated, or damaged"));
+  return Id(f, H5Fclose);
+}
+
+// This rank's selection of a dataset: the union of its slice's blocks, or nothing.
+void select(hid_t space, const Shape& shape, const Slice* s, const std::string& path) {
+  if (!s || s->begin >= s->end) {
+    check(H5Sselect_none(space), path, "select");
+    return;
+  }
+  bool first = true;
+  for (const Block& b : range_blocks(shape, s->begin, s->end)) {
+    const auto off = dims_of(b.offset), cnt = dims_of(b.count);
+    check(H5Sselect_hyperslab(space, first ? H5S_SELECT_SET : H5S_SELECT_OR, off.data(), nullptr, cnt.data(), nullptr),
+          path, "select " + s->dataset);
+    first = false;
+  }
+}
+
+// One slice per dataset per rank (a flat range is contiguous in memory).
+std::map<std::string, const Slice*> by_dataset(const std::vector<Slice>& mine) {
+  std::map<std::string, const Slice*> m;
+  for (const Slice& s : mine)
+    MOE_CHECK(m.emplace(s.dataset, &s).second, CheckpointError, "checkpoint: two slices of {} on one rank", s.dataset);
+  return m;
+}
+
+// Collective transfer of every dataset in `list`: each rank moves its slice or nothing.
+template <class Transfer>
+void for_each_selection(const std::string& path, const std::vector<Dataset>& list, const std::vector<Slice>& mine,
+                        Transfer transfer) {
+  const auto slices = by_dataset(mine);
+  Id xfer(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
+  check(H5Pset_dxpl_mpio(xfer.get(), H5FD_MPIO_COLLECTIVE), path, "collective transfer");
+  for (const Dataset& d : list) {
+    const auto it = slices.find(d.name);
+    const Slice* s = it == slices.end() ? nullptr : it->second;
+    const auto dims = dims_of(d.shape);
+    Id file_space(check_id(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), path, d.name),
+                  H5Sclose);
+    select(file_space.get(), d.shape, s, path);
+    const hsize_t n = s ? static_cast<hsize_t>(std::max<std::int64_t>(0, s->end - s->begin)) : 0;
+    const hsize_t one = std::max<hsize_t>(n, 1);
+    Id mem_space(H5Screate_simple(1, &one, nullptr), H5Sclose);
+    if (n == 0) H5Sselect_none(mem_space.get());
+    transfer(d, mem_space.get(), file_space.get(), xfer.get(), n ? s->data : nullptr);
+  }
+}
+
+template <class T> void write_attr(hid_t file, const char* name, hid_t type, const T& v, const std::string& path) {
+  Id space(H5Screate(H5S_SCALAR), H5Sclose);
+  Id a(check_id(H5Acreate2(file, name, type, space.get(), H5P_DEFAULT, H5P_DEFAULT), path, name), H5Aclose);
+  check(H5Awrite(a.get(), type, &v), path, name);
+}
+void write_text(hid_t file, const char* name, const std::string& v, const std::string& path) {
+  Id type(H5Tcopy(H5T_C_S1), H5Tclose);
+  H5Tset_size(type.get(), std::max<std::size_t>(v.size(), 1));
+  Id space(H5Screate(H5S_SCALAR), H5Sclose);
+  Id a(check_id(H5Acreate2(file, name, type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT), path, name), H5Aclose);
+  std::string padded = v.empty() ? std::string(1, '\0') : v;
+  check(H5Awrite(a.get(), type.get(), padded.data()), path, name);
+}
+template <class T> T read_attr(hid_t file, const char* name, hid_t type, const std::string& path) {
+  Id a(check_id(H5Aopen(file, name, H5P_DEFAULT), path, std::string("attribute ") + name), H5Aclose);
+  T v{};
+  check(H5Aread(a.get(), type, &v), path, name);
+  return v;
+}
+std::string read_text(hid_t file, const char* name, const std::string& path) {
+  Id a(check_id(H5Aopen(file, name, H5P_DEFAULT), path, std::string("attribute ") + name), H5Aclose);
+  Id type(H5Aget_type(a.get()), H5Tclose);
+  std::string v(H5Tget_size(type.get()), '\0');
+  check(H5Aread(a.get(), type.get(), v.data()), path, name);
+  v.erase(std::find(v.begin(), v.end(), '\0'), v.end());
+  return v;
+}
+
+}  // namespace
+
+void write(const std::string& path, MPI_Comm comm, const Meta& meta, const std::vector<Dataset>& datasets,
+           const std::vector<Slice>& mine) {
+  quiet();
+  Id file = open_file(path, comm, true);
+  Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+  H5Pset_create_intermediate_group(lcpl.get(), 1);
+  // Every rank creates every dataset (metadata is collective), then the collective writes.
+  for (const Dataset& d : datasets) {
+    const auto dims = dims_of(d.shape), chunk = chunk_of(d.shape);
+    Id space(check_id(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), path, d.name), H5Sclose);
+    Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+    check(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), path, d.name);
+    check(H5Pset_fletcher32(dcpl.get()), path, d.name);
+    Id ds(check_id(H5Dcreate2(file.get(), d.name.c_str(), H5T_IEEE_F32LE, space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT),
+                   path, "create " + d.name),
+          H5Dclose);
+  }
+  for_each_selection(path, datasets, mine, [&](const Dataset& d, hid_t mem, hid_t fs, hid_t xfer, const float* data) {
+    Id ds(check_id(H5Dopen2(file.get(), d.name.c_str(), H5P_DEFAULT), path, d.name), H5Dclose);
+    check(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, mem, fs, xfer, data), path, "write " + d.name);
+  });
+  const hid_t f = file.get();
+  write_attr(f, "format_version", H5T_NATIVE_INT64, meta.format_version, path);
+  write_attr(f, "step", H5T_NATIVE_INT64, meta.step, path);
+  write_attr(f, "seed", H5T_NATIVE_UINT64, meta.seed, path);
+  write_attr(f, "tokens", H5T_NATIVE_DOUBLE, meta.tokens, path);
+  write_attr(f, "wall_seconds", H5T_NATIVE_DOUBLE, meta.wall_seconds, path);
+  write_attr(f, "device_hours", H5T_NATIVE_DOUBLE, meta.device_hours, path);
+  write_attr(f, "last_loss", H5T_NATIVE_DOUBLE, meta.last_loss, path);
+  write_attr(f, "val_loss", H5T_NATIVE_DOUBLE, meta.val_loss, path);
+  write_text(f, "config", meta.config_yaml, path);
+  write_text(f, "layout", meta.layout, path);
+  check(H5Fflush(f, H5F_SCOPE_GLOBAL), path, "flush");
+}
+
+void read(const std::string& path, MPI_Comm comm, const std::vector<Dataset>& expected, const std::vector<Slice>& mine) {
+  quiet();
+  Id file = open_file(path, comm, false);
+  std::vector<std::string> bad;
+  for (const Dataset& d : expected) {
+    const htri_t exists = H5Lexists(file.get(), d.name.c_str(), H5P_DEFAULT);
+    if (exists <= 0) {
+      H5Eclear2(H5E_DEFAULT);
+      bad.push_back(fmt::format("{} missing", d.name));
+      continue;
+    }
+    Id ds(check_id(H5Dopen2(file.get(), d.name.c_str(), H5P_DEFAULT), path, d.name), H5Dclose);
+    Id space(H5Dget_space(ds.get()), H5Sclose);
+    std::vector<hsize_t> dims(static_cast<std::size_t>(std::max(0, H5Sget_simple_extent_ndims(space.get()))));
+    H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+    if (dims != dims_of(d.shape))
+      bad.push_back(fmt::format("{} is {} in the file, {} in the model", d.name,
+                                shape_str(Shape(dims.begin(), dims.end())), shape_str(d.shape)));
+  }
+  if (!bad.empty()) {
+    std::string list;
+    for (std::size_t i = 0; i < std::min<std::size_t>(bad.size(), 4); ++i) list += (i ? "; " : "") + bad[i];
+    if (bad.size() > 4) list += fmt::format("; and {} more", bad.size() - 4);
+    throw CheckpointError(fmt::format("{}: does not match the model ({} tensors differ): {}", path, bad.size(), list));
+  }
+  for_each_selection(path, expected, mine, [&](const Dataset& d, hid_t mem, hid_t fs, hid_t xfer, const float* data) {
+    Id ds(check_id(H5Dopen2(file.get(), d.name.c_str(), H5P_DEFAULT), path, d.name), H5Dclose);
+    if (H5Dread(ds.get(), H5T_NATIVE_FLOAT, mem, fs, xfer, const_cast<float*>(data)) < 0)
+      throw CheckpointError(fmt::format("{}: dataset {}: cannot read ({}): the file is damaged; use an earlier checkpoint",
+                                        path, d.name, hdf5_reason()));
+  });
+}
+
+Meta read_meta(const std::string& path) {
+  quiet();
+  Id file = open_file(path, MPI_COMM_NULL, false);
+  const hid_t f = file.get();
+  Meta m;
+  m.format_version = read_attr<std::int64_t>(f, "format_version", H5T_NATIVE_INT64, path);
+  MOE_CHECK(m.format_version == kFormatVersion, CheckpointError, "{}: format version {}, this build reads version {}",
+            path, m.format_version, kFormatVersion);
+  m.step = read_attr<std::int64_t>(f, "step", H5T_NATIVE_INT64, path);
+  m.seed = read_attr<std::uint64_t>(f, "seed", H5T_NATIVE_UINT64, path);
+  m.tokens = read_attr<double>(f, "tokens", H5T_NATIVE_DOUBLE, path);
+  m.wall_seconds = read_attr<double>(f, "wall_seconds", H5T_NATIVE_DOUBLE, path);
+  m.device_hours = read_attr<double>(f, "device_hours", H5T_NATIVE_DOUBLE, path);
+  m.last_loss = read_attr<double>(f, "last_loss", H5T_NATIVE_DOUBLE, path);
+  m.val_loss = read_attr<double>(f, "val_loss", H5T_NATIVE_DOUBLE, path);
+  m.config_yaml = read_text(f, "config", path);
+  m.layout = read_text(f, "layout", path);
+  return m;
+}
+
+std::vector<DatasetInfo> inspect(const std::string& path) {
+  quiet();
+  Id file = open_file(path, MPI_COMM_NULL, false);
+  std::vector<std::string> names;
+  H5Lvisit(
+      file.get(), H5_INDEX_NAME, H5_ITER_INC,
+      [](hid_t, const char* name, const H5L_info_t*, void* out) -> herr_t {
+        static_cast<std::vector<std::string>*>(out)->push_back(name);
+        return 0;
+      },
+      &names);
+  std::vector<DatasetInfo> out;
+  for (const std::string& n : names) {
+    const hid_t id = H5Dopen2(file.get(), n.c_str(), H5P_DEFAULT);
+    if (id < 0) {  // a group
+      H5Eclear2(H5E_DEFAULT);
+      continue;
+    }
+    Id ds(id, H5Dclose);
+    DatasetInfo info{n, {}, "", false, ""};
+    Id space(H5Dget_space(ds.get()), H5Sclose);
+    std::vector<hsize_t> dims(static_cast<std::size_t>(std::max(0, H5Sget_simple_extent_ndims(space.get()))));
+    H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+    info.shape.assign(dims.begin(), dims.end());
+    Id type(H5Dget_type(ds.get()), H5Tclose);
+    info.dtype = H5Tequal(type.get(), H5T_IEEE_F32LE) > 0 ? "f32" : "other";
+    hssize_t n_el = H5Sget_simple_extent_npoints(space.get());
+    std::vector<float> buf(static_cast<std::size_t>(std::max<hssize_t>(n_el, 1)));
+    if (H5Dread(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf.data()) >= 0) info.checksum_ok = true;
+    else info.error = hdf5_reason();
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+}  // namespace moe::ckpt

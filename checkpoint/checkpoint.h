@@ -1,0 +1,59 @@
+// HDF5 checkpoints (docs/CHECKPOINT.md): one file per saved step. Every tensor is one f32
+// dataset at its full logical shape under its Hugging Face name ("weights/<name>",
+// "optimizer/exp_avg/<name>", "optimizer/exp_avg_sq/<name>", "buffers/<name>"), chunked with
+// the Fletcher32 checksum filter; the run's state is attributes of the root group.
+// Writing and reading are collective over a communicator through parallel HDF5 (MPI-IO):
+// each rank moves only its slices (checkpoint/slices.h), nobody gathers the model.
+#pragma once
+#include <mpi.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "checkpoint/slices.h"
+
+namespace moe::ckpt {
+
+inline constexpr std::int64_t kFormatVersion = 1;
+
+// The run's state besides the tensors.
+struct Meta {
+  std::int64_t format_version = kFormatVersion;
+  std::int64_t step = 0;          // optimizer steps done; the data position and schedule follow from it
+  std::uint64_t seed = 0;         // batches are a function of (seed, step); init draws from it too
+  std::string config_yaml;        // the resolved config that wrote it
+  std::string layout;             // e.g. "world 4: pp 1 x dp 4 x tp 1, ep 2, zero 1"
+  double tokens = 0;              // training tokens so far
+  double wall_seconds = 0;        // training wall time so far
+  double device_hours = 0;        // ranks x wall time so far
+  double last_loss = 0;           // training loss of the last step
+  double val_loss = 0;            // validation loss with the saved weights (0: not evaluated)
+};
+
+// Collective over comm: creates `path` (truncating), every dataset in `datasets` (same list
+// in the same order on every rank), writes this rank's slices and the attributes of `meta`
+// (identical on every rank). Throws CheckpointError naming the file and dataset.
+void write(const std::string& path, MPI_Comm comm, const Meta& meta, const std::vector<Dataset>& datasets,
+           const std::vector<Slice>& mine);
+
+// Collective over comm: checks that the file has every dataset of `expected` at its shape
+// (CheckpointError listing the mismatches), then reads this rank's slices. Checksums are
+// verified by HDF5 on every chunk read.
+void read(const std::string& path, MPI_Comm comm, const std::vector<Dataset>& expected, const std::vector<Slice>& mine);
+
+// One process, no MPI-IO: the attributes.
+Meta read_meta(const std::string& path);
+
+// One process: every dataset's name, shape, dtype and whether all its chunks pass their
+// checksum (each dataset is read in full).
+struct DatasetInfo {
+  std::string name;
+  Shape shape;
+  std::string dtype;
+  bool checksum_ok = false;
+  std::string error;  // why not, when not
+};
+std::vector<DatasetInfo> inspect(const std::string& path);
+
+}  // namespace moe::ckpt

@@ -1,0 +1,50 @@
+#include "checkpoint/slices.h"
+
+namespace moe::ckpt {
+namespace {
+
+std::int64_t inner_size(const Shape& s) {
+  std::int64_t n = 1;
+  for (std::size_t d = 1; d < s.size(); ++d) n *= s[d];
+  return n;
+}
+
+// Blocks of [begin, end) inside the sub-array at `prefix` (fixed leading indices).
+void blocks_of(const Shape& shape, std::size_t dim, Shape& prefix, std::int64_t begin, std::int64_t end,
+               std::vector<Block>& out) {
+  if (begin >= end) return;
+  const Shape rest(shape.begin() + static_cast<std::ptrdiff_t>(dim), shape.end());
+  const std::int64_t S = inner_size(rest);  // elements per index of this dimension
+  auto emit = [&](std::int64_t first, std::int64_t rows) {  // whole rows [first, first+rows)
+    Block b{prefix, Shape(prefix.size(), 1)};
+    b.offset.push_back(first), b.count.push_back(rows);
+    for (std::size_t d = dim + 1; d < shape.size(); ++d) b.offset.push_back(0), b.count.push_back(shape[d]);
+    out.push_back(std::move(b));
+  };
+  auto partial = [&](std::int64_t row, std::int64_t a, std::int64_t b) {  // inside one row
+    prefix.push_back(row);
+    blocks_of(shape, dim + 1, prefix, a, b, out);
+    prefix.pop_back();
+  };
+  const std::int64_t r0 = begin / S, r1 = end / S, a = begin % S, b = end % S;
+  if (r0 == r1) return partial(r0, a, b);
+  std::int64_t first = r0;
+  if (a != 0) partial(r0, a, S), ++first;
+  if (r1 > first) emit(first, r1 - first);
+  if (b != 0) partial(r1, 0, b);
+}
+
+}  // namespace
+
+std::vector<Block> range_blocks(const Shape& shape, std::int64_t begin, std::int64_t end) {
+  std::vector<Block> out;
+  Shape prefix;
+  if (shape.empty()) {
+    if (begin < end) out.push_back({{}, {}});  // a scalar
+    return out;
+  }
+  blocks_of(shape, 0, prefix, begin, end, out);
+  return out;
+}
+
+}  // namespace moe::ckpt

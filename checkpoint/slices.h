@@ -1,0 +1,38 @@
+// What one rank reads or writes of a checkpoint: slices of full logical tensors.
+// A parallel axis only has to describe its slices: expert parallelism names the experts a
+// rank holds, ZeRO-1 the flat element range of its optimizer shard; the file never knows
+// the layout, so any layout loads any checkpoint.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/tensor.h"
+
+namespace moe::ckpt {
+
+// One dataset of the file: its name and full shape (f32).
+struct Dataset {
+  std::string name;  // e.g. "weights/model.layers.1.mlp.experts.3.up_proj.weight"
+  Shape shape;
+};
+
+// Elements [begin, end) of a dataset in row-major order, held contiguously at `data` (host
+// memory owned by the caller: read into or written from).
+struct Slice {
+  std::string dataset;
+  std::int64_t begin = 0, end = 0;
+  float* data = nullptr;
+};
+
+// A rectangular block of an N-D array: offset and count per dimension.
+struct Block {
+  Shape offset, count;
+};
+
+// The blocks whose union, in row-major order, is the flat range [begin, end) of an array of
+// `shape`: at most 2 per dimension plus one (a partial leading row, whole rows, a partial
+// trailing row, recursively).
+std::vector<Block> range_blocks(const Shape& shape, std::int64_t begin, std::int64_t end);
+
+}  // namespace moe::ckpt

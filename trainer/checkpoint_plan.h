@@ -1,0 +1,30 @@
+// What this rank writes to and reads from a checkpoint (checkpoint/checkpoint.h), described
+// from the optimizer groups: the datasets of the whole model (same list on every rank) and
+// this rank's slices of them.
+//   write: each rank of a group writes its 1/p of the group's flat weights and moments
+//          (its ZeRO-1 shard; at zero 0 the same split spreads the I/O); world rank 0 the
+//          router biases.
+//   read:  every rank reads all the weights it holds (its experts under ep) and the router
+//          biases, and the moments it keeps (all at zero 0, its shard at zero 1).
+// Routed experts map to one dataset per expert under its global index, so the file never
+// depends on ep.
+#pragma once
+#include <vector>
+
+#include "checkpoint/slices.h"
+#include "model/transformer.h"
+#include "parallel/param_group.h"
+
+namespace moe {
+
+struct CheckpointPlan {
+  std::vector<ckpt::Dataset> datasets;
+  std::vector<ckpt::Slice> slices;
+};
+
+enum class CheckpointPart { all, weights };  // weights: weights and router biases (fine-tuning)
+
+CheckpointPlan plan_write(const std::vector<ParamGroup*>& groups, Transformer& model, bool write_buffers);
+CheckpointPlan plan_read(const std::vector<ParamGroup*>& groups, Transformer& model, CheckpointPart part);
+
+}  // namespace moe
