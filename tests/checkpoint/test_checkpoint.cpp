@@ -25,6 +25,7 @@ struct Fixture {
   MpiCommunicator world;
   std::string dir;
   Fixture() : dir("ckpt_np" + std::to_string(world.size())) {
+    world.barrier();  // every rank is done with the previous case's files
     if (world.rank() == 0) {
       fs::remove_all(dir);
       fs::create_directories(dir);
