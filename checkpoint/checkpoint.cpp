@@ -19,6 +19,7 @@ class Id {
   Id& operator=(const Id&) = delete;
   hid_t get() const { return id_; }
   bool ok() const { return id_ >= 0; }
+  void release() { id_ = -1; }
 
  private:
   hid_t id_;
@@ -149,10 +150,31 @@ std::string read_text(hid_t file, const char* name, const std::string& path) {
 
 }  // namespace
 
+namespace {
+void write_all(Id& file, const std::string& path, const Meta& meta, const std::vector<Dataset>& datasets,
+               const std::vector<Slice>& mine);
+}
+
 void write(const std::string& path, MPI_Comm comm, const Meta& meta, const std::vector<Dataset>& datasets,
            const std::vector<Slice>& mine) {
   quiet();
   Id file = open_file(path, comm, true);
+  try {
+    write_all(file, path, meta, datasets, mine);
+  } catch (const CheckpointError& e) {
+    // A failed write (a full disk) leaves HDF5 unable to flush the file: closing it would
+    // fail again and leave the library's state torn (HDF5 1.10 then crashes at exit). The
+    // handle is let go; the temporary file is never renamed into place.
+    file.release();
+    throw CheckpointError(fmt::format("{} (is the disk full? the previous checkpoint stays the latest)", e.what()));
+  }
+  check(H5Fclose(file.get()), path, "close");
+  file.release();
+}
+
+namespace {
+void write_all(Id& file, const std::string& path, const Meta& meta, const std::vector<Dataset>& datasets,
+               const std::vector<Slice>& mine) {
   Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
   H5Pset_create_intermediate_group(lcpl.get(), 1);
   // Every rank creates every dataset (metadata is collective), then the collective writes.
@@ -183,6 +205,7 @@ void write(const std::string& path, MPI_Comm comm, const Meta& meta, const std::
   write_text(f, "layout", meta.layout, path);
   check(H5Fflush(f, H5F_SCOPE_GLOBAL), path, "flush");
 }
+}  // namespace
 
 void read(const std::string& path, MPI_Comm comm, const std::vector<Dataset>& expected, const std::vector<Slice>& mine) {
   quiet();

@@ -19,6 +19,7 @@ PKGS=(
   libxxhash-dev                        # content hashes (data dedup, checksums)
   fortunes fortunes-min                # the embedded default corpus (fortune databases)
   python3 python3-numpy python3-torch  # /usr/bin/python3: the PyTorch oracle and benchmark peer
+  python3-h5py                         # checkpoints read by h5py alone (a test)
 )
 
 missing=()

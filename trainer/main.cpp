@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 
@@ -80,6 +81,9 @@ int run_prepare(const Config& cfg, bool force) {
 }
 
 int run_train(int argc, char** argv, const std::string& path, const std::vector<std::string>& sets, bool print_config) {
+  // A full disk or a file-size limit must fail the write (and the save) with an error, not
+  // kill the process mid-file: the previous checkpoint stays the latest either way.
+  std::signal(SIGXFSZ, SIG_IGN);
   moe::MpiSession mpi(&argc, &argv);
   moe::MpiCommunicator world;
   Config cfg;

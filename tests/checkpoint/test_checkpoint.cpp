@@ -5,12 +5,18 @@
 //     the uninterrupted run within 1e-5.
 //   - fine-tuning: init_from's weights evaluate to the loss the checkpoint recorded, and
 //     frozen tensors stay bitwise unchanged.
+//   - a save that hits a full disk (a file-size limit) fails with one line and leaves the
+//     previous checkpoint the latest, loadable.
 #include <catch2/catch.hpp>
 
+#include <sys/resource.h>
+
+#include <csignal>
 #include <filesystem>
 #include <functional>
 
 #include "checkpoint/checkpoint.h"
+#include "checkpoint/store.h"
 #include "data/prepare.h"
 #include "tests/support/corpus.h"
 #include "tests/support/testing.h"
@@ -157,4 +163,37 @@ TEST_CASE("checkpoint: fine-tuning starts from the checkpoint's weights and keep
     }
   }
   CHECK(frozen == 3);  // the embedding and two routers
+}
+
+TEST_CASE("checkpoint: a save that runs out of space leaves the previous checkpoint the latest", "[mpi][checkpoint]") {
+  Fixture f;
+  if (f.world.size() != 1) return;  // one process: the file-size limit is this process's
+  const std::string dir = f.dir + "/full";
+  run(f.config(1, {"train.steps=8", "train.stop_at=4", "checkpoint.dir=" + dir}), f.world);
+  const auto size = fs::file_size(dir + "/step_00000004.h5");
+  // The "disk" fills half-way through the next file: writes past the limit fail with EFBIG.
+  std::signal(SIGXFSZ, SIG_IGN);
+  rlimit old{};
+  getrlimit(RLIMIT_FSIZE, &old);
+  rlimit small = old;
+  small.rlim_cur = size / 2;
+  setrlimit(RLIMIT_FSIZE, &small);
+  std::string error;
+  try {
+    run(f.config(1, {"train.steps=8", "checkpoint.dir=" + dir}), f.world);
+  } catch (const CheckpointError& e) {
+    error = e.what();
+  }
+  setrlimit(RLIMIT_FSIZE, &old);
+  INFO(error);
+  CHECK(error.find("step_00000008.h5.tmp") != std::string::npos);
+  CHECK(error.find('\n') == std::string::npos);  // one line
+  CHECK(!fs::exists(dir + "/step_00000008.h5"));
+  REQUIRE(ckpt::latest(dir) == dir + "/step_00000004.h5");
+  // Still loadable: the next launch resumes from it and finishes.
+  TrainResult r;
+  run(f.config(1, {"train.steps=8", "checkpoint.dir=" + dir}), f.world, &r);
+  CHECK(r.start_step == 4);
+  CHECK(r.steps == 8);
+  CHECK(!fs::exists(dir + "/step_00000008.h5.tmp"));  // the stale temporary was cleared
 }
