@@ -68,20 +68,30 @@ PrepareReport prepare(const PrepareOptions& opt) {
   for (const auto& e : fs::directory_iterator(opt.out_dir))
     if (e.path().extension() == ".bin") fs::remove(e.path());
 
-  // Tokenizer: trained on the training split only.
-  Lines lines(train_docs);
+  // Tokenizer: trained on the training split only, or reused (fine-tuning data must keep
+  // the base model's vocabulary).
   std::string model;
-  sentencepiece::SetRandomGeneratorSeed(static_cast<unsigned>(opt.seed));
-  check(sentencepiece::SentencePieceTrainer::Train(
-            {{"vocab_size", std::to_string(opt.vocab_size)}, {"model_type", "unigram"},
-             {"character_coverage", "0.9995"}, {"byte_fallback", "true"}, {"unk_id", "0"}, {"eos_id", "1"},
-             {"bos_id", "-1"}, {"pad_id", "-1"}, {"num_threads", "1"}, {"minloglevel", "2"},
-             {"input_sentence_size", "2000000"}, {"shuffle_input_sentence", "false"}},
-            &lines, &model),
-        fmt::format("{}: SentencePiece training (model.vocab_size = {})", opt.corpus, opt.vocab_size));
-  std::ofstream(fs::path(opt.out_dir) / "tokenizer.model", std::ios::binary) << model;
+  if (opt.tokenizer.empty()) {
+    Lines lines(train_docs);
+    sentencepiece::SetRandomGeneratorSeed(static_cast<unsigned>(opt.seed));
+    check(sentencepiece::SentencePieceTrainer::Train(
+              {{"vocab_size", std::to_string(opt.vocab_size)}, {"model_type", "unigram"},
+               {"character_coverage", "0.9995"}, {"byte_fallback", "true"}, {"unk_id", "0"}, {"eos_id", "1"},
+               {"bos_id", "-1"}, {"pad_id", "-1"}, {"num_threads", "1"}, {"minloglevel", "2"},
+               {"input_sentence_size", "2000000"}, {"shuffle_input_sentence", "false"}},
+              &lines, &model),
+          fmt::format("{}: SentencePiece training (model.vocab_size = {})", opt.corpus, opt.vocab_size));
+  } else {
+    std::ifstream in(opt.tokenizer, std::ios::binary);
+    MOE_CHECK(in, DataError, "{}: data.tokenizer not found; point it at a prepared directory's tokenizer.model",
+              opt.tokenizer);
+    model.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
   sentencepiece::SentencePieceProcessor sp;
-  check(sp.LoadFromSerializedProto(model), "loading the trained tokenizer");
+  check(sp.LoadFromSerializedProto(model), fmt::format("{}: loading the tokenizer", opt.tokenizer.empty() ? opt.out_dir : opt.tokenizer));
+  MOE_CHECK(sp.GetPieceSize() == opt.vocab_size, DataError, "{}: the tokenizer has {} pieces, model.vocab_size = {}",
+            opt.tokenizer, sp.GetPieceSize(), opt.vocab_size);
+  std::ofstream(fs::path(opt.out_dir) / "tokenizer.model", std::ios::binary) << model;
 
   // Shards: documents in corpus order, each followed by end-of-document.
   std::vector<double> counts(static_cast<std::size_t>(opt.vocab_size), 0.0);

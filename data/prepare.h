@@ -12,6 +12,7 @@ struct PrepareOptions {
   double val_fraction;      // documents held out
   std::uint64_t seed;
   std::uint64_t shard_tokens = 1u << 22;
+  std::string tokenizer = {};  // an existing tokenizer.model to reuse ("" = train one on the corpus)
 };
 
 struct PrepareReport {

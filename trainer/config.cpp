@@ -205,6 +205,7 @@ const std::vector<Field>& fields() {
       text(AT(data.corpus), "text corpus for moe data prepare: a directory of text files or one file"),
       text(AT(data.dir), "prepared data: tokenizer and token shards (written by moe data prepare)"),
       real(AT(data.val_fraction), half_open(0, 0.5), "share of documents held out for evaluation"),
+      text(AT(data.tokenizer), "moe data prepare reuses this tokenizer.model instead of training one (fine-tuning keeps the base vocabulary)", true),
 
       integer(AT(parallel.dp), at_least(0), "data-parallel ranks (0: world / (tp * pp))"),
       integer(AT(parallel.tp), at_least(1), "tensor-parallel ranks"),

@@ -42,6 +42,7 @@ struct DataConfig {
   std::string corpus = "/usr/share/games/fortunes";
   std::string dir = "runs/data/fortunes";
   double val_fraction = 0.05;
+  std::string tokenizer;  // reuse this tokenizer.model in moe data prepare ("" = train one)
 };
 
 struct ParallelConfig {

@@ -71,7 +71,8 @@ int run_prepare(const Config& cfg, bool force) {
   }
   const auto r = moe::data::prepare({.corpus = cfg.data.corpus, .out_dir = cfg.data.dir, .vocab_size = cfg.model.vocab_size,
                                      .val_fraction = cfg.data.val_fraction,
-                                     .seed = static_cast<std::uint64_t>(cfg.train.seed)});
+                                     .seed = static_cast<std::uint64_t>(cfg.train.seed),
+                                     .tokenizer = cfg.data.tokenizer});
   std::printf("moe data prepare: %lld documents (%lld held out) -> %s: %llu train / %llu validation tokens, vocabulary "
               "%lld, unigram entropy %.4f nats/token\n",
               static_cast<long long>(r.documents), static_cast<long long>(r.val_documents), cfg.data.dir.c_str(),
