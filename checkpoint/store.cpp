@@ -8,6 +8,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <vector>
 
 #include "kernels/error.h"
@@ -52,14 +53,17 @@ void commit(const std::string& dir, const std::string& final_path, std::int64_t 
     if (!out) throw CheckpointError(fmt::format("{}: cannot write the latest pointer", temp_file(pointer)));
   }
   rename_synced(temp_file(pointer), pointer, dir);
-  // Prune: the newest `keep` step files stay (names sort by step).
-  std::vector<fs::path> steps;
+  // Prune to the `keep` most recently written step files; the one just committed always
+  // stays (a fresh run in an old directory must not lose its checkpoint to older, higher steps).
+  std::vector<std::pair<fs::file_time_type, fs::path>> steps;
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string n = e.path().filename().string();
-    if (n.starts_with("step_") && n.ends_with(".h5")) steps.push_back(e.path());
+    if (n.starts_with("step_") && n.ends_with(".h5") && !fs::equivalent(e.path(), final_path))
+      steps.emplace_back(fs::last_write_time(e.path()), e.path());
   }
-  std::sort(steps.begin(), steps.end());
-  for (std::size_t i = 0; i + static_cast<std::size_t>(keep) < steps.size(); ++i) fs::remove(steps[i]);
+  std::sort(steps.begin(), steps.end(), std::greater<>());  // newest first
+  for (std::size_t i = static_cast<std::size_t>(std::max<std::int64_t>(keep - 1, 0)); i < steps.size(); ++i)
+    fs::remove(steps[i].second);
 }
 
 std::optional<std::string> latest(const std::string& dir) {

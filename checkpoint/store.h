@@ -1,7 +1,8 @@
 // The run's checkpoint directory: step_<N>.h5 files, a `latest` pointer, and the rule that a
 // checkpoint becomes visible only once complete. A save writes step_<N>.h5.tmp; commit()
 // fsyncs it, renames it into place, fsyncs the directory, then replaces `latest` the same way
-// (write, fsync, rename), and finally prunes to the newest `keep`. A crash at any point
+// (write, fsync, rename), and finally prunes to the `keep` most recently written (the new one
+// always among them). A crash at any point
 // leaves the previous checkpoint and pointer intact.
 #pragma once
 #include <cstdint>

@@ -180,6 +180,20 @@ std::map<std::string, Tensor> Trainer::gather_weights(bool optimizer) {
   return out;
 }
 
+std::string Trainer::save_checkpoint(std::int64_t step) {
+  s_->save(step, TrainResult{}, 0, 0);
+  return ckpt::step_file(s_->cfg.checkpoint.dir, step);
+}
+
+void Trainer::load_checkpoint(const std::string& path) { s_->load(path, CheckpointPart::all); }
+
+std::size_t Trainer::checkpoint_bytes_written() {
+  std::size_t n = 0;
+  for (const auto& sl : plan_write(s_->groups(), s_->model, s_->world.rank() == 0).slices)
+    n += static_cast<std::size_t>(sl.end - sl.begin) * sizeof(float);
+  return n;
+}
+
 TrainResult Trainer::run() {
   auto& s = *s_;
   const Config& cfg = s.cfg;

@@ -54,6 +54,12 @@ class Trainer {
   // on every rank: the layout-free view tests and checkpoints compare. With optimizer=true,
   // the AdamW moments too, as "exp_avg/<name>" and "exp_avg_sq/<name>" (ZeRO shards gathered).
   std::map<std::string, Tensor> gather_weights(bool optimizer = false);
+  // A checkpoint of the current state as step `step` in checkpoint.dir (collective), and
+  // loading one (weights, moments and router biases); run() calls these itself.
+  std::string save_checkpoint(std::int64_t step);
+  void load_checkpoint(const std::string& path);
+  // Bytes of tensor data this rank writes to a checkpoint.
+  std::size_t checkpoint_bytes_written();
 
  private:
   struct State;

@@ -1,0 +1,91 @@
+// Checkpoint save and load throughput against plain POSIX I/O of the same bytes on the same
+// disk, in one run under mpirun. moe: the collective parallel-HDF5 write of every rank's
+// slices (chunked, Fletcher32), fsync, rename and the latest pointer; then the collective
+// read. POSIX: each rank pwrite()s the same number of bytes to its own file in 8 MiB blocks,
+// fsyncs it, then reads it back. Both read from a warm page cache. Best of 3 rounds each.
+// Usage: mpirun -np P build/bench/bench_checkpoint_io [dir] [key=value ...]
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "trainer/train.h"
+
+using namespace moe;
+
+namespace {
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+// Seconds for this rank to write `bytes` to path (pwrite, 8 MiB blocks, fsync) or read them.
+double posix(const std::string& path, std::size_t bytes, bool write) {
+  std::vector<char> block(8u << 20, 'x');
+  const double t0 = now();
+  const int fd = write ? ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0644) : ::open(path.c_str(), O_RDONLY);
+  for (std::size_t at = 0; at < bytes;) {
+    const std::size_t n = std::min(block.size(), bytes - at);
+    const ssize_t r = write ? ::pwrite(fd, block.data(), n, static_cast<off_t>(at)) : ::pread(fd, block.data(), n, static_cast<off_t>(at));
+    if (r <= 0) break;
+    at += static_cast<std::size_t>(r);
+  }
+  if (write) ::fsync(fd);
+  ::close(fd);
+  return now() - t0;
+}
+}  // namespace
+
+int main(int argc, char** argv) try {
+  MpiSession mpi(&argc, &argv);
+  MpiCommunicator world;
+  spdlog::set_level(spdlog::level::warn);
+  const std::string dir = argc > 1 ? argv[1] : "bench_ckpt";
+  // About 20M parameters: 240 MB of weights and moments.
+  std::vector<std::string> kv = {"model.d_model=512", "model.n_heads=8", "model.n_kv_heads=4", "model.ffn_hidden=1536",
+                                 "model.n_layers=4", "model.expert_hidden=384", "checkpoint.dir=" + dir + "/moe",
+                                 "checkpoint.keep=1"};
+  for (int i = 2; i < argc; ++i) kv.emplace_back(argv[i]);
+  const Config cfg = load_config("configs/tiny.yaml", kv);
+  Trainer trainer(cfg, world);
+  const std::size_t mine = trainer.checkpoint_bytes_written();
+  const double total = world.all_reduce_sum(double(mine));
+  std::filesystem::create_directories(dir);
+  const std::string raw = dir + "/posix_rank" + std::to_string(world.rank()) + ".bin";
+
+  double save = 1e30, load = 1e30, pw = 1e30, pr = 1e30;
+  for (int round = 0; round < 3; ++round) {
+    world.barrier();
+    double t0 = now();
+    const std::string path = trainer.save_checkpoint(round + 1);
+    save = std::min(save, now() - t0);  // save ends with barriers: every rank is done
+    world.barrier();
+    t0 = now();
+    trainer.load_checkpoint(path);
+    world.barrier();
+    load = std::min(load, now() - t0);
+    world.barrier();
+    t0 = now();
+    posix(raw, mine, true);
+    world.barrier();
+    pw = std::min(pw, now() - t0);
+    t0 = now();
+    posix(raw, mine, false);
+    world.barrier();
+    pr = std::min(pr, now() - t0);
+  }
+  if (world.rank() == 0)
+    std::printf("bench checkpoint_io: %d ranks, %.1f MB of tensors, best of 3\n"
+                "          moe GB/s   POSIX GB/s   ratio (target >= 0.7)\n"
+                "save     %9.2f   %10.2f   %6.2f\nload     %9.2f   %10.2f   %6.2f\n",
+                world.size(), total / 1e6, total / save / 1e9, total / pw / 1e9, pw / save, total / load / 1e9,
+                total / pr / 1e9, pr / load);
+  std::filesystem::remove(raw);
+  return 0;
+} catch (const std::exception& e) {
+  std::fprintf(stderr, "bench_checkpoint_io: %s\n", e.what());
+  return 1;
+}
