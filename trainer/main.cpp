@@ -86,6 +86,9 @@ int run_train(int argc, char** argv, const std::string& path, const std::vector<
   // kill the process mid-file: the previous checkpoint stays the latest either way.
   std::signal(SIGXFSZ, SIG_IGN);
   moe::MpiSession mpi(&argc, &argv);
+  // SIGTERM (mpirun forwards it; schedulers send it before preempting): finish the step,
+  // checkpoint, exit 143 so scripts see the run did not complete.
+  std::signal(SIGTERM, [](int) { moe::request_stop(); });
   moe::MpiCommunicator world;
   Config cfg;
   try {
@@ -99,6 +102,10 @@ int run_train(int argc, char** argv, const std::string& path, const std::vector<
     if (world.rank() == 0 && print_config) std::cout << moe::config_to_yaml(cfg) << std::flush;
     const auto result = moe::train(cfg, world);
     if (world.rank() == 0) print_summary(cfg, result, world.size());
+    if (result.stopped) {
+      if (world.rank() == 0) std::cerr << "moe: stopped by SIGTERM at step " << result.steps << "; the same command resumes\n";
+      return 128 + SIGTERM;
+    }
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "moe: error on rank " << world.rank() << ": " << e.what() << "\n";

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -25,9 +26,13 @@ namespace moe {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+volatile std::sig_atomic_t g_stop = 0;
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
 }  // namespace
+
+void request_stop() { g_stop = 1; }
 
 Layout trainable_layout(const Config& cfg, int world_size) {
   MOE_CHECK(cfg.precision == Precision::fp32 && cfg.device == DeviceKind::cpu, ConfigError,
@@ -344,6 +349,13 @@ TrainResult Trainer::run() {
                    step + 1, t.steps, loss, lr, norm, double(done) * global_tokens / secs, lmin, mean, lmax,
                    ld[loads.numel() - 1], comm.empty() ? "none" : comm, secs);
     }
+    // A stop request on any rank stops every rank after this step (one scalar all-reduce).
+    if (s.world.all_reduce_sum(double(g_stop)) > 0) {
+      res.stopped = true;
+      if (log_rank) spdlog::info("stop requested (SIGTERM): ending after step {}{}", step + 1,
+                                 ck.dir.empty() ? " without a checkpoint (checkpoint.dir is empty)" : ", checkpointed");
+      break;
+    }
     if (!ck.dir.empty() && ck.every > 0 && (step + 1) % ck.every == 0 && !last) {
       res.wall_seconds = prior_wall + since(t0);
       res.device_hours = prior_device_hours + double(s.layout.world()) * since(t0) / 3600.0;
@@ -352,7 +364,7 @@ TrainResult Trainer::run() {
   }
   for (const auto& [kind, bytes] : s.mesh.bytes_sent())
     res.bytes_per_step[kind] = bytes / static_cast<std::uint64_t>(std::max<std::int64_t>(1, res.steps - start));
-  res.val_loss = evaluate();
+  if (!res.stopped) res.val_loss = evaluate();  // a stopped job is short of time: save first
   res.wall_seconds = prior_wall + since(t0);
   res.device_hours = prior_device_hours + double(s.layout.world()) * since(t0) / 3600.0;
   if (!ck.dir.empty() && res.steps > start) {

@@ -34,11 +34,16 @@ struct TrainResult {
   double init_val_loss = 0;
   double device_hours = 0;          // ranks x wall time, over all segments of the run
   double prior_wall_seconds = 0;    // wall time of the segments before this one (wall_seconds includes it)
+  bool stopped = false;             // ended early by request_stop()
 };
 
 // The layout resolved against the world size (parallel/mesh), then refused when this build
 // cannot train it yet (tp, pp, a precision, a device): ConfigError before any compute.
 Layout trainable_layout(const Config& cfg, int world_size);
+
+// Set from a signal handler (SIGTERM: a scheduler preempting the job): the run stops after
+// the step in flight, all ranks at the same step, with a checkpoint. Async-signal-safe.
+void request_stop();
 
 // Learning rate at 0-based `step`: linear warm-up, then the configured schedule.
 double learning_rate(const TrainConfig& t, std::int64_t step);
