@@ -38,6 +38,8 @@ void print_summary(const Config& cfg, const moe::TrainResult& r, int world) {
   if (!r.resumed_from.empty()) std::printf("resumed from      %s (step %lld)\n", r.resumed_from.c_str(), static_cast<long long>(r.start_step));
   if (!r.init_from.empty()) std::printf("fine-tuned from   %s (validation loss %.4f before training)\n", r.init_from.c_str(), r.init_val_loss);
   if (!r.last_checkpoint.empty()) std::printf("checkpoint        %s\n", r.last_checkpoint.c_str());
+  if (r.stopped)
+    std::printf("stopped           by SIGTERM after step %lld; the same command resumes\n", static_cast<long long>(r.steps));
 }
 
 int run_inspect(std::string path) {
@@ -87,7 +89,7 @@ int run_train(int argc, char** argv, const std::string& path, const std::vector<
   std::signal(SIGXFSZ, SIG_IGN);
   moe::MpiSession mpi(&argc, &argv);
   // SIGTERM (mpirun forwards it; schedulers send it before preempting): finish the step,
-  // checkpoint, exit 143 so scripts see the run did not complete.
+  // checkpoint, exit 0.
   std::signal(SIGTERM, [](int) { moe::request_stop(); });
   moe::MpiCommunicator world;
   Config cfg;
@@ -102,11 +104,7 @@ int run_train(int argc, char** argv, const std::string& path, const std::vector<
     if (world.rank() == 0 && print_config) std::cout << moe::config_to_yaml(cfg) << std::flush;
     const auto result = moe::train(cfg, world);
     if (world.rank() == 0) print_summary(cfg, result, world.size());
-    if (result.stopped) {
-      if (world.rank() == 0) std::cerr << "moe: stopped by SIGTERM at step " << result.steps << "; the same command resumes\n";
-      return 128 + SIGTERM;
-    }
-    return 0;
+    return 0;  // also when stopped by SIGTERM: checkpointed, what a preempting scheduler expects
   } catch (const std::exception& e) {
     std::cerr << "moe: error on rank " << world.rank() << ": " << e.what() << "\n";
     // Other ranks may be waiting in a collective: take the whole job down, non-zero.
