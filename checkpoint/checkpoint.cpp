@@ -142,12 +142,24 @@ void write_text(hid_t file, const char* name, const std::string& v, const std::s
   std::string padded = v.empty() ? std::string(1, '\0') : v;
   check(H5Awrite(a.get(), type.get(), padded.data()), path, name);
 }
+// An attribute added after format version 1 was first written: 0 when absent.
+double read_optional(hid_t file, const char* name, const std::string& path);
+
 template <class T> T read_attr(hid_t file, const char* name, hid_t type, const std::string& path) {
   Id a(check_id(H5Aopen(file, name, H5P_DEFAULT), path, std::string("attribute ") + name), H5Aclose);
   T v{};
   check(H5Aread(a.get(), type, &v), path, name);
   return v;
 }
+double read_optional(hid_t file, const char* name, const std::string& path) {
+  const htri_t exists = H5Aexists(file, name);
+  if (exists <= 0) {
+    H5Eclear2(H5E_DEFAULT);
+    return 0;
+  }
+  return read_attr<double>(file, name, H5T_NATIVE_DOUBLE, path);
+}
+
 std::string read_text(hid_t file, const char* name, const std::string& path) {
   Id a(check_id(H5Aopen(file, name, H5P_DEFAULT), path, std::string("attribute ") + name), H5Aclose);
   Id type(H5Aget_type(a.get()), H5Tclose);
@@ -199,11 +211,15 @@ void read_slice(hid_t ds, const std::string& path, const Dataset& d, const Slice
     if (H5Dread_chunk(ds, H5P_DEFAULT, offset.data(), &mask, raw.data()) < 0)
       throw CheckpointError(fmt::format("{}: dataset {}: cannot read the chunk at row {} ({}): the file is damaged; use an earlier checkpoint",
                                         path, d.name, offset[0], hdf5_reason()));
-    // A set mask bit means HDF5 skipped the filter for this chunk: no checksum to check.
-    const std::size_t payload = mask == 0 ? stored - 4 : stored;
+    // A set mask bit would mean the chunk was stored without its checksum: our writer never
+    // does that, so such a chunk cannot be trusted.
+    if (mask != 0)
+      throw CheckpointError(fmt::format("{}: dataset {}: the chunk at row {} was stored without its checksum: the file is damaged; use an earlier checkpoint",
+                                        path, d.name, offset[0]));
+    const std::size_t payload = stored - 4;
     const unsigned char* t = raw.data() + payload;
-    const std::uint32_t want = mask ? 0 : std::uint32_t(t[0]) | std::uint32_t(t[1]) << 8 | std::uint32_t(t[2]) << 16 | std::uint32_t(t[3]) << 24;
-    if (mask == 0 && fletcher32(raw.data(), payload) != want)
+    const std::uint32_t want = std::uint32_t(t[0]) | std::uint32_t(t[1]) << 8 | std::uint32_t(t[2]) << 16 | std::uint32_t(t[3]) << 24;
+    if (fletcher32(raw.data(), payload) != want)
       throw CheckpointError(fmt::format("{}: dataset {}: the chunk at row {} fails its Fletcher32 checksum: the file is damaged; use an earlier checkpoint",
                                         path, d.name, offset[0]));
     const std::int64_t a = std::max(s.begin, c * per_chunk), b = std::min({s.end, (c + 1) * per_chunk});
@@ -267,6 +283,12 @@ void write_all(Id& file, const std::string& path, const Meta& meta, const std::v
   write_attr(f, "device_hours", H5T_NATIVE_DOUBLE, meta.device_hours, path);
   write_attr(f, "last_loss", H5T_NATIVE_DOUBLE, meta.last_loss, path);
   write_attr(f, "val_loss", H5T_NATIVE_DOUBLE, meta.val_loss, path);
+  write_attr(f, "cost_compute_device_hours", H5T_NATIVE_DOUBLE, meta.dh_compute, path);
+  write_attr(f, "cost_communication_device_hours", H5T_NATIVE_DOUBLE, meta.dh_communication, path);
+  write_attr(f, "cost_evaluation_device_hours", H5T_NATIVE_DOUBLE, meta.dh_evaluation, path);
+  write_attr(f, "cost_checkpoint_device_hours", H5T_NATIVE_DOUBLE, meta.dh_checkpoint, path);
+  write_attr(f, "cost_flops", H5T_NATIVE_DOUBLE, meta.flops, path);
+  write_attr(f, "cost_train_seconds", H5T_NATIVE_DOUBLE, meta.train_seconds, path);
   write_text(f, "config", meta.config_yaml, path);
   write_text(f, "layout", meta.layout, path);
   check(H5Fflush(f, H5F_SCOPE_GLOBAL), path, "flush");
@@ -288,9 +310,12 @@ void read(const std::string& path, MPI_Comm comm, const std::vector<Dataset>& ex
     Id space(H5Dget_space(ds.get()), H5Sclose);
     std::vector<hsize_t> dims(static_cast<std::size_t>(std::max(0, H5Sget_simple_extent_ndims(space.get()))));
     H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+    Id type(H5Dget_type(ds.get()), H5Tclose);
     if (dims != dims_of(d.shape))
       bad.push_back(fmt::format("{} is {} in the file, {} in the model", d.name,
                                 shape_str(Shape(dims.begin(), dims.end())), shape_str(d.shape)));
+    else if (H5Tequal(type.get(), H5T_IEEE_F32LE) <= 0)  // the raw-chunk reader copies bytes as f32
+      bad.push_back(fmt::format("{} is not little-endian float32 in the file", d.name));
   }
   if (!bad.empty()) {
     std::string list;
@@ -300,13 +325,14 @@ void read(const std::string& path, MPI_Comm comm, const std::vector<Dataset>& ex
   }
   // Every rank fetches the raw chunks its slices touch and verifies them itself (see
   // read_slice); no collective transfer is needed to read.
+  // Every rank opens and closes every dataset in the same order (HDF5 may treat the last
+  // close of an object as collective); only the ones it has slices of are read.
   const auto slices = by_dataset(mine);
   std::vector<unsigned char> raw;
   for (const Dataset& d : expected) {
-    const auto it = slices.find(d.name);
-    if (it == slices.end() || it->second->begin >= it->second->end) continue;
     Id ds(check_id(H5Dopen2(file.get(), d.name.c_str(), H5P_DEFAULT), path, d.name), H5Dclose);
-    read_slice(ds.get(), path, d, *it->second, raw);
+    const auto it = slices.find(d.name);
+    if (it != slices.end() && it->second->begin < it->second->end) read_slice(ds.get(), path, d, *it->second, raw);
   }
 }
 
@@ -325,6 +351,12 @@ Meta read_meta(const std::string& path) {
   m.device_hours = read_attr<double>(f, "device_hours", H5T_NATIVE_DOUBLE, path);
   m.last_loss = read_attr<double>(f, "last_loss", H5T_NATIVE_DOUBLE, path);
   m.val_loss = read_attr<double>(f, "val_loss", H5T_NATIVE_DOUBLE, path);
+  m.dh_compute = read_optional(f, "cost_compute_device_hours", path);
+  m.dh_communication = read_optional(f, "cost_communication_device_hours", path);
+  m.dh_evaluation = read_optional(f, "cost_evaluation_device_hours", path);
+  m.dh_checkpoint = read_optional(f, "cost_checkpoint_device_hours", path);
+  m.flops = read_optional(f, "cost_flops", path);
+  m.train_seconds = read_optional(f, "cost_train_seconds", path);
   m.config_yaml = read_text(f, "config", path);
   m.layout = read_text(f, "layout", path);
   return m;

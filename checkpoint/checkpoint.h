@@ -29,6 +29,9 @@ struct Meta {
   double device_hours = 0;        // ranks x wall time so far
   double last_loss = 0;           // training loss of the last step
   double val_loss = 0;            // validation loss with the saved weights (0: not evaluated)
+  // The cost counters (trainer/cost.h), summed over launches: device-hours by category,
+  // model FLOPs done, training wall seconds.
+  double dh_compute = 0, dh_communication = 0, dh_evaluation = 0, dh_checkpoint = 0, flops = 0, train_seconds = 0;
 };
 
 // Collective over comm: creates `path` (truncating), every dataset in `datasets` (same list
@@ -38,8 +41,8 @@ void write(const std::string& path, MPI_Comm comm, const Meta& meta, const std::
            const std::vector<Slice>& mine);
 
 // Collective over comm: checks that the file has every dataset of `expected` at its shape
-// (CheckpointError listing the mismatches), then reads this rank's slices. Checksums are
-// verified by HDF5 on every chunk read.
+// and dtype (CheckpointError listing the mismatches), then reads this rank's slices: the raw
+// chunks they touch, each verified against its Fletcher32 checksum (checkpoint/fletcher32.h).
 void read(const std::string& path, MPI_Comm comm, const std::vector<Dataset>& expected, const std::vector<Slice>& mine);
 
 // One process, no MPI-IO: the attributes.

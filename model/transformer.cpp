@@ -85,7 +85,6 @@ std::uint64_t fnv1a(const std::string& s) {
 }  // namespace
 
 void Transformer::init(std::uint64_t seed) {
-  std::normal_distribution<float> normal(0.f, static_cast<float>(cfg_.init_std));
   for (Param* p : params()) {
     // Non-expert tensors are one slice; an expert tensor has one slice per expert held here.
     const std::int64_t slices = p->is_expert() ? p->w.size(0) : 1, per = p->w.numel() / slices;
@@ -94,6 +93,9 @@ void Transformer::init(std::uint64_t seed) {
       std::seed_seq seq{static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32),
                         static_cast<std::uint32_t>(h), static_cast<std::uint32_t>(h >> 32), static_cast<std::uint32_t>(e)};
       std::mt19937_64 rng(seq);
+      // A fresh distribution per slice: libstdc++'s caches the second value of each pair,
+      // which would carry one slice's draw into the next and tie values to the layout.
+      std::normal_distribution<float> normal(0.f, static_cast<float>(cfg_.init_std));
       float* w = p->w.data<float>() + j * per;
       for (std::int64_t i = 0; i < per; ++i) w[i] = p->decay ? normal(rng) : 1.f;  // no decay = norm weights
     }

@@ -1,6 +1,7 @@
 #include "parallel/communicator.h"
 
 #include <algorithm>
+#include <chrono>
 #include <iterator>
 
 namespace moe {
@@ -23,6 +24,13 @@ void expect_reducible(const char* op, const Tensor& t) {
 std::uint64_t u64(std::int64_t n) { return static_cast<std::uint64_t>(n); }
 
 }  // namespace
+
+struct Communicator::Timer {
+  explicit Timer(double& total) : total_(total), t0_(std::chrono::steady_clock::now()) {}
+  ~Timer() { total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }
+  double& total_;
+  std::chrono::steady_clock::time_point t0_;
+};
 
 std::map<std::string, std::uint64_t> Communicator::bytes_sent() const {
   static const char* const names[kKinds] = {"all_reduce", "reduce_scatter", "all_gather", "all_to_all", "send", "broadcast"};
@@ -50,7 +58,10 @@ void Communicator::all_reduce_sum(Tensor& t) {
   const char* op = "all_reduce_sum";
   expect_here(op, t);
   expect_reducible(op, t);
-  do_all_reduce_sum(t);
+  {
+    Timer timer(seconds_);
+    do_all_reduce_sum(t);
+  }
   count(kAllReduce, 2 * u64(size_ - 1) * t.nbytes() / u64(size_));  // ring: reduce-scatter + all-gather
 }
 
@@ -60,7 +71,10 @@ void Communicator::reduce_scatter_sum(Tensor& out, const Tensor& in) {
   expect_reducible(op, in);
   MOE_CHECK(in.numel() == out.numel() * size_ && in.dtype() == out.dtype(), CommError,
             "{}: in {} must hold {} x out {}", op, in.describe(), size_, out.describe());
-  do_reduce_scatter_sum(out, in);
+  {
+    Timer timer(seconds_);
+    do_reduce_scatter_sum(out, in);
+  }
   count(kReduceScatter, u64(size_ - 1) * out.nbytes());
 }
 
@@ -69,7 +83,10 @@ void Communicator::all_gather(Tensor& out, const Tensor& in) {
   expect_here(op, in), expect_here(op, out);
   MOE_CHECK(out.numel() == in.numel() * size_ && in.dtype() == out.dtype(), CommError,
             "{}: out {} must hold {} x in {}", op, out.describe(), size_, in.describe());
-  do_all_gather(out, in);
+  {
+    Timer timer(seconds_);
+    do_all_gather(out, in);
+  }
   count(kAllGather, u64(size_ - 1) * in.nbytes());
 }
 
@@ -97,27 +114,39 @@ void Communicator::all_to_all_v(Tensor& out, std::span<const std::int64_t> recv_
   }
   MOE_CHECK(!negative && sent == rows_of(in) && got == rows_of(out), CommError,
             "{}: counts send {} / receive {} rows, tensors hold {} / {}", op, sent, got, rows_of(in), rows_of(out));
-  do_all_to_all_v(out, in, s);
+  {
+    Timer timer(seconds_);
+    do_all_to_all_v(out, in, s);
+  }
   count(kAllToAll, bytes);  // exact: rows handed to other ranks
 }
 
 void Communicator::send(const Tensor& t, int peer, int tag) {
   expect_here("send", t);
   expect_peer("send", peer);
-  do_send(t, peer, tag);
+  {
+    Timer timer(seconds_);
+    do_send(t, peer, tag);
+  }
   count(kSend, t.nbytes());
 }
 
 void Communicator::recv(Tensor& t, int peer, int tag) {
   expect_here("recv", t);
   expect_peer("recv", peer);
-  do_recv(t, peer, tag);
+  {
+    Timer timer(seconds_);
+    do_recv(t, peer, tag);
+  }
 }
 
 void Communicator::broadcast(Tensor& t, int root) {
   expect_here("broadcast", t);
   expect_peer("broadcast", root);
-  do_broadcast(t, root);
+  {
+    Timer timer(seconds_);
+    do_broadcast(t, root);
+  }
   if (rank_ == root) count(kBroadcast, u64(size_ - 1) * t.nbytes());
 }
 

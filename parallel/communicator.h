@@ -49,6 +49,9 @@ class Communicator {
   // Bytes this rank sent, per operation kind used so far, e.g. {"all_reduce": 4096}.
   std::map<std::string, std::uint64_t> bytes_sent() const;
   void reset_bytes();
+  // Wall seconds this rank spent inside operations (transfer and waiting for peers): the
+  // cost report's communication time.
+  double seconds() const { return seconds_; }
 
  protected:
   // Element offsets and counts per peer for all_to_all_v, validated by the caller.
@@ -70,6 +73,8 @@ class Communicator {
   // Counters by kind in a fixed array: counting must cost nothing next to a small message.
   enum Kind { kAllReduce, kReduceScatter, kAllGather, kAllToAll, kSend, kBroadcast, kKinds };
   void count(Kind kind, std::uint64_t bytes) { bytes_[kind] += bytes, used_[kind] = true; }
+  struct Timer;  // adds the lifetime of one operation to seconds_
+  double seconds_ = 0;
   std::uint64_t bytes_[kKinds] = {};
   bool used_[kKinds] = {};
   Split split_;  // reused by all_to_all_v: no allocation per call

@@ -68,6 +68,12 @@ std::map<std::string, std::uint64_t> Mesh::bytes_sent() const {
   return sum;
 }
 
+double Mesh::comm_seconds() const {
+  double t = 0;
+  for (const auto* c : {pp_.get(), dp_.get(), tp_.get(), ep_.get(), edp_.get()}) t += c->seconds();
+  return t;
+}
+
 void Mesh::reset_bytes() {
   for (auto* c : {pp_.get(), dp_.get(), tp_.get(), ep_.get(), edp_.get()}) c->reset_bytes();
 }

@@ -48,6 +48,7 @@ class Mesh {
   // Bytes this rank sent over all axes, per kind; and a fresh count.
   std::map<std::string, std::uint64_t> bytes_sent() const;
   void reset_bytes();
+  double comm_seconds() const;  // inside operations on any axis
 
  private:
   Layout layout_;

@@ -50,7 +50,12 @@ NcclCommunicator::NcclCommunicator(Communicator& bootstrap) : s_(std::make_uniqu
   bootstrap.broadcast(buf, 0);
   std::memcpy(&id, buf.raw(), sizeof(id));
   check(cudaStreamCreateWithFlags(&s_->stream, cudaStreamNonBlocking), "cudaStreamCreate");
-  check(ncclCommInitRank(&s_->comm, size_, id, rank_), "ncclCommInitRank");
+  try {
+    check(ncclCommInitRank(&s_->comm, size_, id, rank_), "ncclCommInitRank");
+  } catch (...) {  // the destructor does not run for a throwing constructor
+    cudaStreamDestroy(s_->stream);
+    throw;
+  }
 }
 
 NcclCommunicator::~NcclCommunicator() {

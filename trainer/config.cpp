@@ -220,7 +220,7 @@ const std::vector<Field>& fields() {
       boolean(AT(checkpoint.resume), "continue from checkpoint.dir/latest when it exists (moe train --fresh: false)"),
       text(AT(checkpoint.init_from), "fine-tune: load weights from this checkpoint file, fresh optimizer and schedule", true),
 
-      text(AT(cost.cluster), "cluster description priced in the cost report (configs/clusters/NAME.yaml; not read yet)"),
+      text(AT(cost.cluster), "cluster the cost report prices the run on: NAME (clusters/NAME.yaml beside the config, e.g. h800, h100, a100, local-cpu) or a .yaml path"),
   };
   return f;
 }

@@ -31,7 +31,7 @@ void print_summary(const Config& cfg, const moe::TrainResult& r, int world) {
       "training loss     %.4f -> %.4f\n"
       "validation loss   %.4f (unigram entropy of the corpus: %.4f nats/token)\n"
       "wall time         %.2f s (this segment)\n"
-      "device-hours      %.6f (%d ranks x wall time, all segments of the run; priced per cluster by the cost report)\n",
+      "device-hours      %.6f (%d ranks x wall time, all launches of the run; the cost report below splits them)\n",
       static_cast<long long>(r.steps), static_cast<long long>(cfg.train.steps), r.tokens, world, r.tokens / r.wall_seconds,
       r.losses.empty() ? 0.0 : r.losses.front(), r.losses.empty() ? 0.0 : r.losses.back(), r.val_loss, r.unigram_entropy,
       r.wall_seconds - r.prior_wall_seconds, r.device_hours, world);
@@ -39,7 +39,10 @@ void print_summary(const Config& cfg, const moe::TrainResult& r, int world) {
   if (!r.init_from.empty()) std::printf("fine-tuned from   %s (validation loss %.4f before training)\n", r.init_from.c_str(), r.init_val_loss);
   if (!r.last_checkpoint.empty()) std::printf("checkpoint        %s\n", r.last_checkpoint.c_str());
   if (r.stopped)
-    std::printf("stopped           by SIGTERM after step %lld; the same command resumes\n", static_cast<long long>(r.steps));
+    std::printf("stopped           by SIGTERM after step %lld; %s\n", static_cast<long long>(r.steps),
+                r.last_checkpoint.empty() ? "nothing saved (checkpoint.dir is empty)"
+                                          : "the same command resumes (validation skipped)");
+  std::printf("%s", r.cost_report.c_str());
 }
 
 int run_inspect(std::string path) {
@@ -96,6 +99,7 @@ int run_train(int argc, char** argv, const std::string& path, const std::vector<
   try {
     cfg = moe::load_config(path, sets);  // every rank validates; all fail alike, before any collective
     moe::trainable_layout(cfg, world.size());
+    moe::load_cluster(cfg);  // an unknown cluster fails here, before any compute
   } catch (const moe::Error& e) {
     if (world.rank() == 0) std::cerr << "moe: error: " << e.what() << "\n";
     return 2;

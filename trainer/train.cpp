@@ -10,6 +10,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <fnmatch.h>
 
@@ -21,6 +22,7 @@
 #include "parallel/mesh.h"
 #include "parallel/param_group.h"
 #include "trainer/checkpoint_plan.h"
+#include "trainer/cost.h"
 
 namespace moe {
 namespace {
@@ -91,6 +93,26 @@ struct Trainer::State {
   ParamList params;
   std::vector<ParamGroup*> groups() { return {dense.get(), experts.get()}; }
 
+  // Cost accounting (trainer/cost.h): this launch's time by category, on this rank.
+  Cluster cluster;
+  CostCounters prior;  // earlier launches, from the checkpoint resumed
+  Clock::time_point launch_t0 = Clock::now();
+  double comm0 = 0, eval_s = 0, ckpt_s = 0, side_comm = 0;  // side_comm: communication inside eval/checkpoints
+  double comm_now() { return mesh.comm_seconds() + world.seconds(); }
+  template <class F> void timed(double& bucket, F&& f) {
+    const double c0 = comm_now();
+    const auto t = Clock::now();
+    f();
+    bucket += since(t);
+    side_comm += comm_now() - c0;
+  }
+  // Collective: every launch so far, this one's categories averaged over ranks.
+  CostCounters cost_so_far(double tokens_total);
+  // Collective: rank 0 reads checkpoint.dir/latest and every rank gets its answer (a
+  // directory that looks different from another node, or a stale NFS lookup, must not
+  // split the ranks between resuming and starting fresh). Its error is everyone's.
+  std::optional<std::string> agreed_latest();
+
   ckpt::Meta load(const std::string& path, CheckpointPart part);
   void save(std::int64_t step, const TrainResult& res, double last_loss, double val_loss);
 };
@@ -110,16 +132,20 @@ void Trainer::State::save(std::int64_t step, const TrainResult& res, double last
     ckpt::remove_stale_temps(dir);
   }
   world.barrier();
+  const CostCounters k = cost_so_far(res.tokens);
   ckpt::Meta meta{.step = step, .seed = static_cast<std::uint64_t>(cfg.train.seed), .config_yaml = config_to_yaml(cfg),
                   .layout = fmt::format("world {}: pp {} x dp {} x tp {}, ep {}, zero {}", layout.world(), layout.pp,
                                         layout.dp, layout.tp, layout.ep, cfg.parallel.zero),
-                  .tokens = res.tokens, .wall_seconds = res.wall_seconds, .device_hours = res.device_hours,
-                  .last_loss = last_loss, .val_loss = val_loss};
-  // Attributes must be the same on every rank: rank 0's clock decides.
-  Tensor clock = Tensor::empty({2}, DType::f64);
-  clock.data<double>()[0] = meta.wall_seconds, clock.data<double>()[1] = meta.device_hours;
+                  .tokens = res.tokens, .wall_seconds = res.wall_seconds, .device_hours = k.device_hours(),
+                  .last_loss = last_loss, .val_loss = val_loss, .dh_compute = k.compute,
+                  .dh_communication = k.communication, .dh_evaluation = k.evaluation, .dh_checkpoint = k.checkpoint,
+                  .flops = k.flops, .train_seconds = k.train_seconds};
+  // Attributes must be the same on every rank: rank 0's clock decides (the cost counters
+  // are already means over ranks).
+  Tensor clock = Tensor::empty({1}, DType::f64);
+  clock.data<double>()[0] = meta.wall_seconds;
   world.broadcast(clock, 0);
-  meta.wall_seconds = clock.data<double>()[0], meta.device_hours = clock.data<double>()[1];
+  meta.wall_seconds = clock.data<double>()[0];
   const std::string path = ckpt::step_file(dir, step);
   const CheckpointPlan plan = plan_write(groups(), model, world.rank() == 0);
   ckpt::write(ckpt::temp_file(path), world.comm(), meta, plan.datasets, plan.slices);
@@ -132,8 +158,46 @@ void Trainer::State::save(std::int64_t step, const TrainResult& res, double last
   world.barrier();
 }
 
+std::optional<std::string> Trainer::State::agreed_latest() {
+  std::string answer;  // "" none, "+path" found, "!message" error
+  if (world.rank() == 0) {
+    try {
+      const auto l = ckpt::latest(cfg.checkpoint.dir);
+      answer = l ? "+" + *l : "";
+    } catch (const CheckpointError& e) {
+      answer = std::string("!") + e.what();
+    }
+  }
+  Tensor n = Tensor::empty({1}, DType::i32);
+  n.data<std::int32_t>()[0] = static_cast<std::int32_t>(answer.size());
+  world.broadcast(n, 0);
+  Tensor bytes = Tensor::zeros({std::max(1, n.data<std::int32_t>()[0])}, DType::e4m3);  // raw bytes
+  std::copy(answer.begin(), answer.end(), static_cast<char*>(bytes.raw()));
+  world.broadcast(bytes, 0);
+  answer.assign(static_cast<const char*>(bytes.raw()), static_cast<std::size_t>(n.data<std::int32_t>()[0]));
+  if (answer.empty()) return std::nullopt;
+  if (answer[0] == '!') throw CheckpointError(answer.substr(1));
+  return answer.substr(1);
+}
+
+CostCounters Trainer::State::cost_so_far(double tokens_total) {
+  const double wall = since(launch_t0), comm = comm_now() - comm0 - side_comm;
+  Tensor t = Tensor::empty({5}, DType::f64);  // seconds on this rank, summed over ranks below
+  double* v = t.data<double>();
+  v[0] = wall - eval_s - ckpt_s - comm, v[1] = comm, v[2] = eval_s, v[3] = ckpt_s, v[4] = wall - eval_s - ckpt_s;
+  world.all_reduce_sum(t);
+  CostCounters k = prior, now;
+  now.compute = v[0] / 3600, now.communication = v[1] / 3600, now.evaluation = v[2] / 3600, now.checkpoint = v[3] / 3600;
+  now.train_seconds = v[4] / world.size();
+  now.tokens = tokens_total - prior.tokens;
+  now.flops = now.tokens * training_flops_per_token(cfg.model);
+  k += now;
+  return k;
+}
+
 Trainer::Trainer(const Config& cfg, MpiCommunicator& world) : s_(std::make_unique<State>(cfg, world)) {
   auto& s = *s_;
+  s.cluster = load_cluster(cfg);
   s.model.init(static_cast<std::uint64_t>(cfg.train.seed));  // same values whatever the layout
   s.params = s.model.params();
   ParamList dense, experts;
@@ -247,23 +311,30 @@ TrainResult Trainer::run() {
   };
 
   res.unigram_entropy = unigram_entropy(cfg.data.dir);
+  if (s.cluster.calibrate) calibrate(s.cluster, s.world);  // local-cpu: measure the peak the report prices against
+  s.launch_t0 = Clock::now(), s.comm0 = s.comm_now();
   // Where to start: the run's own latest checkpoint (resume: everything), else fine-tuning's
   // init_from (weights only: fresh optimizer, schedule from step 0), else the init.
   std::int64_t start = 0;
-  double prior_wall = 0, prior_device_hours = 0;
+  double prior_wall = 0;
   const auto& ck = cfg.checkpoint;
-  if (auto latest = !ck.dir.empty() && ck.resume ? ckpt::latest(ck.dir) : std::nullopt) {
-    const ckpt::Meta meta = s.load(*latest, CheckpointPart::all);
-    start = meta.step, prior_wall = meta.wall_seconds, prior_device_hours = meta.device_hours;
+  if (auto latest = !ck.dir.empty() && ck.resume ? s.agreed_latest() : std::nullopt) {
+    ckpt::Meta meta;
+    s.timed(s.ckpt_s, [&] { meta = s.load(*latest, CheckpointPart::all); });
+    start = meta.step, prior_wall = meta.wall_seconds;
+    s.prior = {.compute = meta.dh_compute, .communication = meta.dh_communication, .evaluation = meta.dh_evaluation,
+               .checkpoint = meta.dh_checkpoint, .tokens = meta.tokens, .flops = meta.flops,
+               .train_seconds = meta.train_seconds};
     res.tokens = meta.tokens, res.resumed_from = *latest, res.start_step = start, res.prior_wall_seconds = prior_wall;
     if (log_rank)
       spdlog::info("resumed from {} (step {}, written by {}){}", *latest, start, meta.layout,
                    start >= t.steps ? fmt::format(": train.steps = {} are done; raise it to train on, or --fresh", t.steps)
                                     : "");
   } else if (!ck.init_from.empty()) {
-    const ckpt::Meta meta = s.load(ck.init_from, CheckpointPart::weights);
+    ckpt::Meta meta;
+    s.timed(s.ckpt_s, [&] { meta = s.load(ck.init_from, CheckpointPart::weights); });
     res.init_from = ck.init_from;
-    res.init_val_loss = evaluate();
+    s.timed(s.eval_s, [&] { res.init_val_loss = evaluate(); });
     if (log_rank)
       spdlog::info("fine-tuning from {} (step {} of its run): validation loss {:.4f} with its weights{}", ck.init_from,
                    meta.step, res.init_val_loss,
@@ -293,8 +364,8 @@ TrainResult Trainer::run() {
         for (std::int64_t e = 0; e < E; ++e) ld[std::int64_t(i) * E + e] += double(moe_layers[i]->load()[std::size_t(e)]);
         ld[loads.numel() - 1] += double(moe_layers[i]->dropped());
         res.max_ranks_per_token = std::max(res.max_ranks_per_token, moe_layers[i]->max_ranks_per_token());
-        res.remote_rows += double(moe_layers[i]->remote_rows()) / double(t.steps);
-        res.remote_token_ranks += double(moe_layers[i]->remote_token_ranks()) / double(t.steps);
+        res.remote_rows += double(moe_layers[i]->remote_rows());  // summed here, per step at the end
+        res.remote_token_ranks += double(moe_layers[i]->remote_token_ranks());
       }
     }
     // Sum gradients (dense over dp, experts over their replicas), loss and expert loads.
@@ -336,7 +407,7 @@ TrainResult Trainer::run() {
     const bool last = step + 1 == end;
     double val = 0;
     if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && !last) {
-      val = res.val_loss = evaluate();
+      s.timed(s.eval_s, [&] { val = res.val_loss = evaluate(); });
       if (log_rank) spdlog::info("step {:>5} | validation loss {:.4f}", step + 1, res.val_loss);
     }
     if (log_rank && ((step + 1) % t.log_every == 0 || step == start || last)) {
@@ -358,18 +429,30 @@ TrainResult Trainer::run() {
     }
     if (!ck.dir.empty() && ck.every > 0 && (step + 1) % ck.every == 0 && !last) {
       res.wall_seconds = prior_wall + since(t0);
-      res.device_hours = prior_device_hours + double(s.layout.world()) * since(t0) / 3600.0;
-      s.save(step + 1, res, loss, val);
+      s.timed(s.ckpt_s, [&] { s.save(step + 1, res, loss, val); });
     }
   }
-  for (const auto& [kind, bytes] : s.mesh.bytes_sent())
-    res.bytes_per_step[kind] = bytes / static_cast<std::uint64_t>(std::max<std::int64_t>(1, res.steps - start));
-  if (!res.stopped) res.val_loss = evaluate();  // a stopped job is short of time: save first
+  // Per step of this launch (the traffic includes any periodic validation passes).
+  const std::int64_t ran = std::max<std::int64_t>(1, res.steps - start);
+  for (const auto& [kind, bytes] : s.mesh.bytes_sent()) res.bytes_per_step[kind] = bytes / static_cast<std::uint64_t>(ran);
+  res.remote_rows /= double(ran), res.remote_token_ranks /= double(ran);
+  if (!res.stopped) s.timed(s.eval_s, [&] { res.val_loss = evaluate(); });  // a stopped job is short of time: save first
   res.wall_seconds = prior_wall + since(t0);
-  res.device_hours = prior_device_hours + double(s.layout.world()) * since(t0) / 3600.0;
   if (!ck.dir.empty() && res.steps > start) {
-    s.save(res.steps, res, last_loss, res.val_loss);
+    s.timed(s.ckpt_s, [&] { s.save(res.steps, res, last_loss, res.val_loss); });
     res.last_checkpoint = ckpt::step_file(ck.dir, res.steps);
+  }
+  // The cost report: every launch so far (this one's last save included; the checkpoint
+  // holds the counters as they were when it was written).
+  res.cost = s.cost_so_far(res.tokens);
+  res.device_hours = res.cost.device_hours();
+  const nlohmann::json report = cost_json(s.cluster, res.cost, cfg, s.world.size());
+  res.cost_report = cost_text(report);
+  if (!ck.dir.empty() && s.world.rank() == 0) {
+    std::filesystem::create_directories(ck.dir);
+    const auto path = std::filesystem::path(ck.dir) / "cost.json";
+    std::ofstream(path.string() + ".tmp") << report.dump(2) << "\n";
+    std::filesystem::rename(path.string() + ".tmp", path);
   }
   return res;
 }

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "parallel/mesh.h"
+#include "trainer/cost.h"
 #include "trainer/config.h"
 
 namespace moe {
@@ -23,8 +24,9 @@ struct TrainResult {
   std::size_t optimizer_bytes = 0;  // AdamW moments held by this rank
   std::size_t optimizer_bytes_total = 0;  // AdamW moments of the whole model
   int max_ranks_per_token = 1;      // expert-parallel fan-out of the most spread token
-  // Expert dispatch of this rank per step (mean): kept assignments sent to other ep ranks,
-  // and distinct (token, other rank) pairs among them.
+  // Expert dispatch of this rank per step of this launch (mean; summed over MoE layers and
+  // micro-batches): kept assignments sent to other ep ranks, and distinct (token, other
+  // rank) pairs among them.
   double remote_rows = 0, remote_token_ranks = 0;
   std::int64_t parameters = 0, expert_parameters = 0;  // whole model; routed experts alone
   // Checkpoints: where the run continued from (empty: a fresh start) and at which step, the
@@ -35,6 +37,8 @@ struct TrainResult {
   double device_hours = 0;          // ranks x wall time, over all segments of the run
   double prior_wall_seconds = 0;    // wall time of the segments before this one (wall_seconds includes it)
   bool stopped = false;             // ended early by request_stop()
+  CostCounters cost;                // every launch of the run so far
+  std::string cost_report;          // the printed report (cost.json beside the checkpoints holds it as JSON)
 };
 
 // The layout resolved against the world size (parallel/mesh), then refused when this build

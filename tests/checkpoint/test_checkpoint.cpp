@@ -89,7 +89,8 @@ TEST_CASE("checkpoint: 10 steps, save, resume, 10 more is bitwise the 20-step ru
   const std::string dir = f.dir + "/bitwise";
   TrainResult straight, resumed;
   const Weights a = run(f.config(P, with({"train.steps=20"})), f.world, &straight);
-  run(f.config(P, with({"train.steps=20", "train.stop_at=10", "checkpoint.dir=" + dir})), f.world);
+  TrainResult first;
+  run(f.config(P, with({"train.steps=20", "train.stop_at=10", "checkpoint.dir=" + dir})), f.world, &first);
   const Weights b = run(f.config(P, with({"train.steps=20", "checkpoint.dir=" + dir})), f.world, &resumed);
   CHECK(resumed.start_step == 10);
   CHECK(resumed.resumed_from == dir + "/step_00000010.h5");
@@ -101,6 +102,15 @@ TEST_CASE("checkpoint: 10 steps, save, resume, 10 more is bitwise the 20-step ru
     CHECK(testing::max_rel_err(b.at(name), w, 1e-30) == 0.0);
   }
   CHECK(resumed.tokens == straight.tokens);
+  // The cost counters carry over: tokens and FLOPs of both launches, device-hours on top of
+  // what the checkpoint recorded (as of the start of its own save).
+  CHECK(resumed.cost.tokens == straight.cost.tokens);
+  CHECK(resumed.cost.flops == straight.cost.flops);
+  CHECK(first.cost.tokens == straight.cost.tokens / 2);
+  const ckpt::Meta saved = ckpt::read_meta(dir + "/step_00000010.h5");
+  CHECK(saved.device_hours > 0);
+  CHECK(saved.device_hours <= first.cost.device_hours());
+  CHECK(resumed.cost.device_hours() > saved.device_hours);
   CHECK(ckpt::read_meta(dir + "/step_00000020.h5").step == 20);
 }
 

@@ -1,0 +1,47 @@
+// Initialisation does not depend on the layout: the experts a rank holds under expert
+// parallelism get the values the same experts get with every expert in one process, also
+// when a slice has an odd number of elements (a shared Gaussian would carry a cached draw
+// from one slice into the next).
+#include <catch2/catch.hpp>
+
+#include "model/transformer.h"
+#include "tests/support/testing.h"
+
+using namespace moe;
+
+namespace {
+// Rank `r` of a group of `p` for construction only: the model asks for rank and size.
+class FakeGroup final : public Communicator {
+ public:
+  FakeGroup(int r, int p) { rank_ = r, size_ = p; }
+  Device device() const override { return Device::cpu; }
+  void barrier() override {}
+
+ protected:
+  void do_all_reduce_sum(Tensor&) override {}
+  void do_reduce_scatter_sum(Tensor&, const Tensor&) override {}
+  void do_all_gather(Tensor&, const Tensor&) override {}
+  void do_all_to_all_v(Tensor&, const Tensor&, const Split&) override {}
+  void do_send(const Tensor&, int, int) override {}
+  void do_recv(Tensor&, int, int) override {}
+  void do_broadcast(Tensor&, int) override {}
+};
+}  // namespace
+
+TEST_CASE("init: a rank's experts get the values they get unsharded, odd sizes included", "[model]") {
+  ModelConfig c;
+  c.d_model = 9, c.n_heads = 3, c.n_kv_heads = 1, c.expert_hidden = 5, c.ffn_hidden = 7, c.routed_experts = 4,
+  c.top_k = 2, c.n_layers = 2, c.dense_layers = 1, c.vocab_size = 11;
+  Transformer whole(c);
+  whole.init(42);
+  FakeGroup second(1, 2);
+  Transformer half(c, &second);  // experts 2 and 3
+  half.init(42);
+  const auto a = whole.params(), b = half.params();
+  REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    INFO(a[i]->name);
+    const Tensor want = a[i]->is_expert() ? a[i]->w.rows(2, 2) : a[i]->w;
+    CHECK(testing::max_rel_err(b[i]->w, want, 1e-30) == 0.0);
+  }
+}
