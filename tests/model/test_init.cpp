@@ -34,14 +34,17 @@ TEST_CASE("init: a rank's experts get the values they get unsharded, odd sizes i
   c.top_k = 2, c.n_layers = 2, c.dense_layers = 1, c.vocab_size = 11;
   Transformer whole(c);
   whole.init(42);
-  FakeGroup second(1, 2);
-  Transformer half(c, &second);  // experts 2 and 3
-  half.init(42);
-  const auto a = whole.params(), b = half.params();
-  REQUIRE(a.size() == b.size());
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    INFO(a[i]->name);
-    const Tensor want = a[i]->is_expert() ? a[i]->w.rows(2, 2) : a[i]->w;
-    CHECK(testing::max_rel_err(b[i]->w, want, 1e-30) == 0.0);
+  for (const auto& [r, p] : {std::pair{1, 2}, std::pair{1, 4}, std::pair{3, 4}}) {
+    FakeGroup group(r, p);
+    Transformer part(c, &group);  // experts [r*4/p, (r+1)*4/p)
+    part.init(42);
+    const auto a = whole.params(), b = part.params();
+    REQUIRE(a.size() == b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      INFO(a[i]->name << " on rank " << r << " of " << p);
+      const std::int64_t El = 4 / p;
+      const Tensor want = a[i]->is_expert() ? a[i]->w.rows(r * El, El) : a[i]->w;
+      CHECK(testing::max_rel_err(b[i]->w, want, 1e-30) == 0.0);
+    }
   }
 }
