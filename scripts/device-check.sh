@@ -11,12 +11,12 @@ py_libs=$(python3 -c 'import glob, site; print(":".join(sorted(glob.glob(site.ge
 export LD_LIBRARY_PATH="$PWD/device-stage/lib:${py_libs}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 {
   date -u +"date %Y-%m-%dT%H:%M:%SZ"
-  echo "commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+  echo "commit $(cat device-stage/commit 2>/dev/null || echo unknown) (built and staged by scripts/device-stage.sh)"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || echo "no nvidia-smi"
 } > "$out/device.txt" 2>&1
 cat "$out/device.txt"
 rc=0
-for prog in device-stage/bin/*; do
+for prog in device-stage/bin/test_*; do
   name=$(basename "$prog")
   timeout 240 "$prog" > "$out/$name.txt" 2>&1
   r=$?

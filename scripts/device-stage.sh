@@ -16,4 +16,6 @@ for p in $progs; do cp "$p" "$stage/bin/"; done
 skip='/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+|ld-linux[^/]*|libnccl|libcudart|libcuda)\.so'
 ldd "$stage"/bin/* | awk '/=>/ && $3 ~ /^\// {print $3}' | sort -u | grep -Ev "$skip" |
   while read -r lib; do cp -L "$lib" "$stage/lib/"; done
+# The commit the programs were built from (the GPU machine's copy of .git may be older).
+echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!device-stage' || echo -dirty)" > "$stage/commit"
 du -sh "$stage"; ls "$stage/bin"
