@@ -1,37 +1,24 @@
 #include "trainer/train.h"
 
+#include <fnmatch.h>
 #include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <chrono>
-#include <csignal>
 #include <cmath>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
-#include <optional>
 
-#include <fnmatch.h>
-
-#include "checkpoint/checkpoint.h"
 #include "checkpoint/store.h"
 #include "data/loader.h"
 #include "kernels/ops.h"
-#include "model/transformer.h"
-#include "parallel/mesh.h"
-#include "parallel/param_group.h"
-#include "trainer/checkpoint_plan.h"
-#include "trainer/cost.h"
+#include "trainer/trainer_state.h"
 
 namespace moe {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
 volatile std::sig_atomic_t g_stop = 0;
-double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
-
 }  // namespace
 
 void request_stop() { g_stop = 1; }
@@ -78,121 +65,6 @@ double learning_rate(const TrainConfig& t, std::int64_t step) {
     }
   }
   return t.lr;
-}
-
-struct Trainer::State {
-  State(const Config& c, MpiCommunicator& w)
-      : cfg(c), world(w), layout(trainable_layout(c, w.size())), mesh(layout, w.comm()),
-        model(c.model, layout.ep > 1 ? &mesh.ep() : nullptr) {}
-  const Config cfg;
-  MpiCommunicator& world;
-  const Layout layout;
-  Mesh mesh;
-  Transformer model;
-  std::unique_ptr<ParamGroup> dense, experts;  // reduced over dp / over edp
-  ParamList params;
-  std::vector<ParamGroup*> groups() { return {dense.get(), experts.get()}; }
-
-  // Cost accounting (trainer/cost.h): this launch's time by category, on this rank.
-  Cluster cluster;
-  CostCounters prior;  // earlier launches, from the checkpoint resumed
-  Clock::time_point launch_t0 = Clock::now();
-  double comm0 = 0, eval_s = 0, ckpt_s = 0, side_comm = 0;  // side_comm: communication inside eval/checkpoints
-  double comm_now() { return mesh.comm_seconds() + world.seconds(); }
-  template <class F> void timed(double& bucket, F&& f) {
-    const double c0 = comm_now();
-    const auto t = Clock::now();
-    f();
-    bucket += since(t);
-    side_comm += comm_now() - c0;
-  }
-  // Collective: every launch so far, this one's categories averaged over ranks.
-  CostCounters cost_so_far(double tokens_total);
-  // Collective: rank 0 reads checkpoint.dir/latest and every rank gets its answer (a
-  // directory that looks different from another node, or a stale NFS lookup, must not
-  // split the ranks between resuming and starting fresh). Its error is everyone's.
-  std::optional<std::string> agreed_latest();
-
-  ckpt::Meta load(const std::string& path, CheckpointPart part);
-  void save(std::int64_t step, const TrainResult& res, double last_loss, double val_loss);
-};
-
-ckpt::Meta Trainer::State::load(const std::string& path, CheckpointPart part) {
-  ckpt::Meta meta = ckpt::read_meta(path);
-  const CheckpointPlan plan = plan_read(groups(), model, part);
-  ckpt::read(path, world.comm(), plan.datasets, plan.slices);
-  return meta;
-}
-
-void Trainer::State::save(std::int64_t step, const TrainResult& res, double last_loss, double val_loss) {
-  const std::string& dir = cfg.checkpoint.dir;
-  const auto t0 = Clock::now();
-  if (world.rank() == 0) {
-    std::filesystem::create_directories(dir);
-    ckpt::remove_stale_temps(dir);
-  }
-  world.barrier();
-  const CostCounters k = cost_so_far(res.tokens);
-  ckpt::Meta meta{.step = step, .seed = static_cast<std::uint64_t>(cfg.train.seed), .config_yaml = config_to_yaml(cfg),
-                  .layout = fmt::format("world {}: pp {} x dp {} x tp {}, ep {}, zero {}", layout.world(), layout.pp,
-                                        layout.dp, layout.tp, layout.ep, cfg.parallel.zero),
-                  .tokens = res.tokens, .wall_seconds = res.wall_seconds, .device_hours = k.device_hours(),
-                  .last_loss = last_loss, .val_loss = val_loss, .dh_compute = k.compute,
-                  .dh_communication = k.communication, .dh_evaluation = k.evaluation, .dh_checkpoint = k.checkpoint,
-                  .flops = k.flops, .train_seconds = k.train_seconds};
-  // Attributes must be the same on every rank: rank 0's clock decides (the cost counters
-  // are already means over ranks).
-  Tensor clock = Tensor::empty({1}, DType::f64);
-  clock.data<double>()[0] = meta.wall_seconds;
-  world.broadcast(clock, 0);
-  meta.wall_seconds = clock.data<double>()[0];
-  const std::string path = ckpt::step_file(dir, step);
-  const CheckpointPlan plan = plan_write(groups(), model, world.rank() == 0);
-  ckpt::write(ckpt::temp_file(path), world.comm(), meta, plan.datasets, plan.slices);
-  world.barrier();  // every rank closed the file
-  if (world.rank() == 0) {
-    ckpt::commit(dir, path, cfg.checkpoint.keep);
-    spdlog::info("checkpoint {} ({} MB, {:.2f} s)", path,
-                 fmt::format("{:.1f}", double(std::filesystem::file_size(path)) / 1e6), since(t0));
-  }
-  world.barrier();
-}
-
-std::optional<std::string> Trainer::State::agreed_latest() {
-  std::string answer;  // "" none, "+path" found, "!message" error
-  if (world.rank() == 0) {
-    try {
-      const auto l = ckpt::latest(cfg.checkpoint.dir);
-      answer = l ? "+" + *l : "";
-    } catch (const CheckpointError& e) {
-      answer = std::string("!") + e.what();
-    }
-  }
-  Tensor n = Tensor::empty({1}, DType::i32);
-  n.data<std::int32_t>()[0] = static_cast<std::int32_t>(answer.size());
-  world.broadcast(n, 0);
-  Tensor bytes = Tensor::zeros({std::max(1, n.data<std::int32_t>()[0])}, DType::e4m3);  // raw bytes
-  std::copy(answer.begin(), answer.end(), static_cast<char*>(bytes.raw()));
-  world.broadcast(bytes, 0);
-  answer.assign(static_cast<const char*>(bytes.raw()), static_cast<std::size_t>(n.data<std::int32_t>()[0]));
-  if (answer.empty()) return std::nullopt;
-  if (answer[0] == '!') throw CheckpointError(answer.substr(1));
-  return answer.substr(1);
-}
-
-CostCounters Trainer::State::cost_so_far(double tokens_total) {
-  const double wall = since(launch_t0), comm = comm_now() - comm0 - side_comm;
-  Tensor t = Tensor::empty({5}, DType::f64);  // seconds on this rank, summed over ranks below
-  double* v = t.data<double>();
-  v[0] = wall - eval_s - ckpt_s - comm, v[1] = comm, v[2] = eval_s, v[3] = ckpt_s, v[4] = wall - eval_s - ckpt_s;
-  world.all_reduce_sum(t);
-  CostCounters k = prior, now;
-  now.compute = v[0] / 3600, now.communication = v[1] / 3600, now.evaluation = v[2] / 3600, now.checkpoint = v[3] / 3600;
-  now.train_seconds = v[4] / world.size();
-  now.tokens = tokens_total - prior.tokens;
-  now.flops = now.tokens * training_flops_per_token(cfg.model);
-  k += now;
-  return k;
 }
 
 Trainer::Trainer(const Config& cfg, MpiCommunicator& world) : s_(std::make_unique<State>(cfg, world)) {
@@ -313,33 +185,9 @@ TrainResult Trainer::run() {
   res.unigram_entropy = unigram_entropy(cfg.data.dir);
   if (s.cluster.calibrate) calibrate(s.cluster, s.world);  // local-cpu: measure the peak the report prices against
   s.launch_t0 = Clock::now(), s.comm0 = s.comm_now();
-  // Where to start: the run's own latest checkpoint (resume: everything), else fine-tuning's
-  // init_from (weights only: fresh optimizer, schedule from step 0), else the init.
-  std::int64_t start = 0;
-  double prior_wall = 0;
+  const std::int64_t start = s.begin(res, evaluate, log_rank);
+  const double prior_wall = res.prior_wall_seconds;
   const auto& ck = cfg.checkpoint;
-  if (auto latest = !ck.dir.empty() && ck.resume ? s.agreed_latest() : std::nullopt) {
-    ckpt::Meta meta;
-    s.timed(s.ckpt_s, [&] { meta = s.load(*latest, CheckpointPart::all); });
-    start = meta.step, prior_wall = meta.wall_seconds;
-    s.prior = {.compute = meta.dh_compute, .communication = meta.dh_communication, .evaluation = meta.dh_evaluation,
-               .checkpoint = meta.dh_checkpoint, .tokens = meta.tokens, .flops = meta.flops,
-               .train_seconds = meta.train_seconds};
-    res.tokens = meta.tokens, res.resumed_from = *latest, res.start_step = start, res.prior_wall_seconds = prior_wall;
-    if (log_rank)
-      spdlog::info("resumed from {} (step {}, written by {}){}", *latest, start, meta.layout,
-                   start >= t.steps ? fmt::format(": train.steps = {} are done; raise it to train on, or --fresh", t.steps)
-                                    : "");
-  } else if (!ck.init_from.empty()) {
-    ckpt::Meta meta;
-    s.timed(s.ckpt_s, [&] { meta = s.load(ck.init_from, CheckpointPart::weights); });
-    res.init_from = ck.init_from;
-    s.timed(s.eval_s, [&] { res.init_val_loss = evaluate(); });
-    if (log_rank)
-      spdlog::info("fine-tuning from {} (step {} of its run): validation loss {:.4f} with its weights{}", ck.init_from,
-                   meta.step, res.init_val_loss,
-                   meta.val_loss > 0 ? fmt::format(" (it recorded {:.4f} on its own data)", meta.val_loss) : "");
-  }
   res.steps = start;
   double last_loss = 0;
   // Global expert loads per MoE layer, then dropped assignments (summed over dp).
@@ -442,18 +290,7 @@ TrainResult Trainer::run() {
     s.timed(s.ckpt_s, [&] { s.save(res.steps, res, last_loss, res.val_loss); });
     res.last_checkpoint = ckpt::step_file(ck.dir, res.steps);
   }
-  // The cost report: every launch so far (this one's last save included; the checkpoint
-  // holds the counters as they were when it was written).
-  res.cost = s.cost_so_far(res.tokens);
-  res.device_hours = res.cost.device_hours();
-  const nlohmann::json report = cost_json(s.cluster, res.cost, cfg, s.world.size());
-  res.cost_report = cost_text(report);
-  if (!ck.dir.empty() && s.world.rank() == 0) {
-    std::filesystem::create_directories(ck.dir);
-    const auto path = std::filesystem::path(ck.dir) / "cost.json";
-    std::ofstream(path.string() + ".tmp") << report.dump(2) << "\n";
-    std::filesystem::rename(path.string() + ".tmp", path);
-  }
+  s.finish(res);
   return res;
 }
 

@@ -1,0 +1,138 @@
+#include "trainer/trainer_state.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+
+#include "checkpoint/store.h"
+
+namespace moe {
+
+ckpt::Meta Trainer::State::load(const std::string& path, CheckpointPart part) {
+  ckpt::Meta meta = ckpt::read_meta(path);
+  const CheckpointPlan plan = plan_read(groups(), model, part);
+  ckpt::read(path, world.comm(), plan.datasets, plan.slices);
+  return meta;
+}
+
+void Trainer::State::save(std::int64_t step, const TrainResult& res, double last_loss, double val_loss) {
+  const std::string& dir = cfg.checkpoint.dir;
+  const auto t0 = Clock::now();
+  if (world.rank() == 0) {
+    std::filesystem::create_directories(dir);
+    ckpt::remove_stale_temps(dir);
+  }
+  world.barrier();
+  const CostCounters k = cost_so_far(res.tokens);
+  ckpt::Meta meta{.step = step, .seed = static_cast<std::uint64_t>(cfg.train.seed), .config_yaml = config_to_yaml(cfg),
+                  .layout = fmt::format("world {}: pp {} x dp {} x tp {}, ep {}, zero {}", layout.world(), layout.pp,
+                                        layout.dp, layout.tp, layout.ep, cfg.parallel.zero),
+                  .tokens = res.tokens, .wall_seconds = res.wall_seconds, .device_hours = k.device_hours(),
+                  .last_loss = last_loss, .val_loss = val_loss, .dh_compute = k.compute,
+                  .dh_communication = k.communication, .dh_evaluation = k.evaluation, .dh_checkpoint = k.checkpoint,
+                  .flops = k.flops, .train_seconds = k.train_seconds};
+  // Attributes must be the same on every rank: rank 0's clock decides (the cost counters
+  // are already means over ranks).
+  Tensor clock = Tensor::empty({1}, DType::f64);
+  clock.data<double>()[0] = meta.wall_seconds;
+  world.broadcast(clock, 0);
+  meta.wall_seconds = clock.data<double>()[0];
+  const std::string path = ckpt::step_file(dir, step);
+  const CheckpointPlan plan = plan_write(groups(), model, world.rank() == 0);
+  ckpt::write(ckpt::temp_file(path), world.comm(), meta, plan.datasets, plan.slices);
+  world.barrier();  // every rank closed the file
+  if (world.rank() == 0) {
+    ckpt::commit(dir, path, cfg.checkpoint.keep);
+    spdlog::info("checkpoint {} ({} MB, {:.2f} s)", path,
+                 fmt::format("{:.1f}", double(std::filesystem::file_size(path)) / 1e6), since(t0));
+  }
+  world.barrier();
+}
+
+std::optional<std::string> Trainer::State::agreed_latest() {
+  std::string answer;  // "" none, "+path" found, "!message" error
+  if (world.rank() == 0) {
+    try {
+      const auto l = ckpt::latest(cfg.checkpoint.dir);
+      answer = l ? "+" + *l : "";
+    } catch (const CheckpointError& e) {
+      answer = std::string("!") + e.what();
+    }
+  }
+  Tensor n = Tensor::empty({1}, DType::i32);
+  n.data<std::int32_t>()[0] = static_cast<std::int32_t>(answer.size());
+  world.broadcast(n, 0);
+  Tensor bytes = Tensor::zeros({std::max(1, n.data<std::int32_t>()[0])}, DType::e4m3);  // raw bytes
+  std::copy(answer.begin(), answer.end(), static_cast<char*>(bytes.raw()));
+  world.broadcast(bytes, 0);
+  answer.assign(static_cast<const char*>(bytes.raw()), static_cast<std::size_t>(n.data<std::int32_t>()[0]));
+  if (answer.empty()) return std::nullopt;
+  if (answer[0] == '!') throw CheckpointError(answer.substr(1));
+  return answer.substr(1);
+}
+
+CostCounters Trainer::State::cost_so_far(double tokens_total) {
+  const double wall = since(launch_t0), comm = comm_now() - comm0 - side_comm;
+  Tensor t = Tensor::empty({5}, DType::f64);  // seconds on this rank, summed over ranks below
+  double* v = t.data<double>();
+  v[0] = wall - eval_s - ckpt_s - comm, v[1] = comm, v[2] = eval_s, v[3] = ckpt_s, v[4] = wall - eval_s - ckpt_s;
+  world.all_reduce_sum(t);
+  CostCounters k = prior, now;
+  now.compute = v[0] / 3600, now.communication = v[1] / 3600, now.evaluation = v[2] / 3600, now.checkpoint = v[3] / 3600;
+  now.train_seconds = v[4] / world.size();
+  now.tokens = tokens_total - prior.tokens;
+  now.flops = now.tokens * training_flops_per_token(cfg.model);
+  k += now;
+  return k;
+}
+
+std::int64_t Trainer::State::begin(TrainResult& res, const std::function<double()>& evaluate, bool log_rank) {
+  // Where to start: the run's own latest checkpoint (resume: everything), else fine-tuning's
+  // init_from (weights only: fresh optimizer, schedule from step 0), else the init.
+  const auto& ck = cfg.checkpoint;
+  const auto& t = cfg.train;
+  std::int64_t start = 0;
+  if (auto latest = !ck.dir.empty() && ck.resume ? agreed_latest() : std::nullopt) {
+    ckpt::Meta meta;
+    timed(ckpt_s, [&] { meta = load(*latest, CheckpointPart::all); });
+    start = meta.step;
+    prior = {.compute = meta.dh_compute, .communication = meta.dh_communication, .evaluation = meta.dh_evaluation,
+             .checkpoint = meta.dh_checkpoint, .tokens = meta.tokens, .flops = meta.flops,
+             .train_seconds = meta.train_seconds};
+    res.tokens = meta.tokens, res.resumed_from = *latest, res.start_step = start, res.prior_wall_seconds = meta.wall_seconds;
+    if (log_rank)
+      spdlog::info("resumed from {} (step {}, written by {}){}", *latest, start, meta.layout,
+                   start >= t.steps ? fmt::format(": train.steps = {} are done; raise it to train on, or --fresh", t.steps)
+                                    : "");
+  } else if (!ck.init_from.empty()) {
+    ckpt::Meta meta;
+    timed(ckpt_s, [&] { meta = load(ck.init_from, CheckpointPart::weights); });
+    res.init_from = ck.init_from;
+    timed(eval_s, [&] { res.init_val_loss = evaluate(); });
+    if (log_rank)
+      spdlog::info("fine-tuning from {} (step {} of its run): validation loss {:.4f} with its weights{}", ck.init_from,
+                   meta.step, res.init_val_loss,
+                   meta.val_loss > 0 ? fmt::format(" (it recorded {:.4f} on its own data)", meta.val_loss) : "");
+  }
+  return start;
+}
+
+void Trainer::State::finish(TrainResult& res) {
+  const auto& ck = cfg.checkpoint;
+  // The cost report: every launch so far (this one's last save included; the checkpoint
+  // holds the counters as they were when it was written).
+  res.cost = cost_so_far(res.tokens);
+  res.device_hours = res.cost.device_hours();
+  const nlohmann::json report = cost_json(cluster, res.cost, cfg, world.size());
+  res.cost_report = cost_text(report);
+  if (!ck.dir.empty() && world.rank() == 0) {
+    std::filesystem::create_directories(ck.dir);
+    const auto path = std::filesystem::path(ck.dir) / "cost.json";
+    std::ofstream(path.string() + ".tmp") << report.dump(2) << "\n";
+    std::filesystem::rename(path.string() + ".tmp", path);
+  }
+}
+
+}  // namespace moe

@@ -1,0 +1,69 @@
+// The state of a Trainer (trainer/train.h), shared by the training loop (train.cpp) and the
+// run's bookkeeping (trainer_state.cpp: checkpoints, resume, the cost counters). Internal.
+#pragma once
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "checkpoint/checkpoint.h"
+#include "model/transformer.h"
+#include "parallel/mesh.h"
+#include "parallel/param_group.h"
+#include "trainer/checkpoint_plan.h"
+#include "trainer/cost.h"
+#include "trainer/train.h"
+
+namespace moe {
+
+using Clock = std::chrono::steady_clock;
+inline double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+struct Trainer::State {
+  State(const Config& c, MpiCommunicator& w)
+      : cfg(c), world(w), layout(trainable_layout(c, w.size())), mesh(layout, w.comm()),
+        model(c.model, layout.ep > 1 ? &mesh.ep() : nullptr) {}
+  const Config cfg;
+  MpiCommunicator& world;
+  const Layout layout;
+  Mesh mesh;
+  Transformer model;
+  std::unique_ptr<ParamGroup> dense, experts;  // reduced over dp / over edp
+  ParamList params;
+  std::vector<ParamGroup*> groups() { return {dense.get(), experts.get()}; }
+
+  // Cost accounting (trainer/cost.h): this launch's time by category, on this rank.
+  Cluster cluster;
+  CostCounters prior;  // earlier launches, from the checkpoint resumed
+  Clock::time_point launch_t0 = Clock::now();
+  double comm0 = 0, eval_s = 0, ckpt_s = 0, side_comm = 0;  // side_comm: communication inside eval/checkpoints
+  double comm_now() { return mesh.comm_seconds() + world.seconds(); }
+  template <class F> void timed(double& bucket, F&& f) {
+    const double c0 = comm_now();
+    const auto t = Clock::now();
+    f();
+    bucket += since(t);
+    side_comm += comm_now() - c0;
+  }
+  // Collective: every launch so far, this one's categories averaged over ranks.
+  CostCounters cost_so_far(double tokens_total);
+  // Collective: rank 0 reads checkpoint.dir/latest and every rank gets its answer (a
+  // directory that looks different from another node, or a stale NFS lookup, must not
+  // split the ranks between resuming and starting fresh). Its error is everyone's.
+  std::optional<std::string> agreed_latest();
+
+  ckpt::Meta load(const std::string& path, CheckpointPart part);
+  void save(std::int64_t step, const TrainResult& res, double last_loss, double val_loss);
+
+  // Where this launch starts: the run's own latest checkpoint (everything), else
+  // checkpoint.init_from (weights only, then evaluated), else step 0. Fills res's resume
+  // fields; returns the step.
+  std::int64_t begin(TrainResult& res, const std::function<double()>& evaluate, bool log_rank);
+  // The cost report of every launch so far into res, and cost.json beside the checkpoints.
+  void finish(TrainResult& res);
+};
+
+
+}  // namespace moe
