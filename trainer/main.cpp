@@ -109,6 +109,12 @@ int run_train(int argc, char** argv, const std::string& path, const std::vector<
     const auto result = moe::train(cfg, world);
     if (world.rank() == 0) print_summary(cfg, result, world.size());
     return 0;  // also when stopped by SIGTERM: checkpointed, what a preempting scheduler expects
+  } catch (const moe::ConfigError& e) {
+    // Config errors found while building the trainer (e.g. a train.freeze pattern that names
+    // nothing) depend only on the config, so every rank throws the same one at the same
+    // point, outside any collective: report once, like the ones above.
+    if (world.rank() == 0) std::cerr << "moe: error: " << e.what() << "\n";
+    return 2;
   } catch (const std::exception& e) {
     std::cerr << "moe: error on rank " << world.rank() << ": " << e.what() << "\n";
     // Other ranks may be waiting in a collective: take the whole job down, non-zero.
