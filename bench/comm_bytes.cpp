@@ -3,9 +3,10 @@
 // a few steps of a config (default configs/tiny.yaml, data prepared), then the table.
 //   gradients: ring all-reduce 2(p-1)/p x bytes over dp for the dense parameters and over
 //              edp for each rank's experts (ZeRO-1's reduce-scatter + all-gather: the same)
-//   experts:   the all-to-all bytes the routing implies (4 passes of every kept assignment
-//              routed to another rank: dispatch, combine, and both again in backward), and
-//              the lower bound of a dispatch that sends a token once per rank it reaches
+//   experts:   the all-to-all bytes the routing implies: a token goes once to each other
+//              rank holding one of its kept experts, 4 passes (dispatch, combine, and both
+//              again in backward) plus per-slot metadata (expert, gate, gate gradient);
+//              beside it the payload alone, and what one row per (token, expert) would move
 // Everything is summed over ranks. Scalars (loss, expert loads, norms) count as overhead.
 // Usage: mpirun -np P build/bench/bench_comm_bytes [config] [key=value ...]
 #include <spdlog/spdlog.h>
@@ -24,7 +25,9 @@ int main(int argc, char** argv) try {
   MpiCommunicator world;
   const int P = world.size();
   const std::string path = argc > 1 ? argv[1] : "configs/tiny.yaml";
-  std::vector<std::string> sets = {"train.steps=10", "train.eval_every=0", "train.eval_batches=1", "train.log_every=1000"};
+  // No checkpoints: a run directory from an earlier run would be resumed, not measured.
+  std::vector<std::string> sets = {"train.steps=10", "train.eval_every=0", "train.eval_batches=1", "train.log_every=1000",
+                                   "checkpoint.dir="};
   for (int i = 2; i < argc; ++i) sets.emplace_back(argv[i]);
   spdlog::set_level(spdlog::level::warn);
 
@@ -41,8 +44,8 @@ int main(int argc, char** argv) try {
   if (P >= 4) cases.push_back({"ep4 no groups", {"parallel.ep=4", "model.n_groups=1", "model.topk_groups=1"}});
 
   if (world.rank() == 0)
-    std::printf("bench comm_bytes: %s, %d ranks; bytes per step summed over ranks (KB)\n%-16s %10s %10s %7s | %9s %9s %9s\n",
-                path.c_str(), P, "layout", "measured", "minimum", "ratio", "a2a", "implied", "once/rank");
+    std::printf("bench comm_bytes: %s, %d ranks; bytes per step summed over ranks (KB)\n%-16s %10s %10s %7s | %9s %9s %9s %9s\n",
+                path.c_str(), P, "layout", "measured", "minimum", "ratio", "a2a", "implied", "payload", "per-expert");
   for (const Case& c : cases) {
     auto kv = sets;
     kv.insert(kv.end(), c.keys.begin(), c.keys.end());
@@ -54,16 +57,22 @@ int main(int argc, char** argv) try {
     const double grads = 2.0 * (l.dp - 1) / l.dp * dense + 2.0 * (l.edp() - 1) / l.edp() * experts;
     std::uint64_t mine = 0, a2a = 0;
     for (const auto& [kind, bytes] : r.bytes_per_step) mine += bytes, a2a += kind == "all_to_all" ? bytes : 0;
-    const double counts = l.ep > 1 ? double(cfg.model.routed_experts / l.ep) * (l.ep - 1) * 4 * double(cfg.train.grad_accum) *
-                                         double(cfg.model.n_layers - cfg.model.dense_layers)
-                                   : 0;
-    const double implied = 4 * r.remote_rows * row + counts, once = 4 * r.remote_token_ranks * row + counts;
+    // Per MoE layer and micro-batch: one row count to each other rank; per (token, other
+    // rank) row: x with 2K floats of metadata out, the combined row back, dout out, dx and
+    // K gate gradients back.
+    const double K = double(cfg.model.top_k), passes = double(cfg.train.grad_accum) *
+                                                       double(cfg.model.n_layers - cfg.model.dense_layers);
+    const double counts = l.ep > 1 ? double(l.ep - 1) * 4 * passes : 0;
+    const double implied = r.remote_token_ranks * (4 * row + 3 * K * 4) + counts;
+    const double once = 4 * r.remote_token_ranks * row + counts;  // payload alone, once per (token, rank)
+    const double per_assignment = 4 * r.remote_rows * row + counts;  // one row per (token, expert)
     const double sum_mine = world.all_reduce_sum(double(mine)), sum_a2a = world.all_reduce_sum(double(a2a));
-    const double sum_implied = world.all_reduce_sum(implied), sum_once = world.all_reduce_sum(once);
+    const double sum_implied = world.all_reduce_sum(implied), sum_once = world.all_reduce_sum(once),
+                 sum_assign = world.all_reduce_sum(per_assignment);
     const double minimum = P * grads + sum_implied;
     if (world.rank() == 0)
-      std::printf("%-16s %10.1f %10.1f %7.3f | %9.1f %9.1f %9.1f\n", c.name.c_str(), sum_mine / 1e3, minimum / 1e3,
-                  sum_mine / minimum, sum_a2a / 1e3, sum_implied / 1e3, sum_once / 1e3);
+      std::printf("%-16s %10.1f %10.1f %7.3f | %9.1f %9.1f %9.1f %9.1f\n", c.name.c_str(), sum_mine / 1e3, minimum / 1e3,
+                  sum_mine / minimum, sum_a2a / 1e3, sum_implied / 1e3, sum_once / 1e3, sum_assign / 1e3);
   }
   return 0;
 } catch (const std::exception& e) {

@@ -63,55 +63,74 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   for (std::int64_t a = 0; a < N * K_; ++a)
     if (pos_[a] >= 0) pos_[a] += offsets_[idx[a]];
 
-  // Fan-out: the most expert-parallel ranks one token's kept assignments reach (group-limited
-  // routing bounds it by topk_groups when the groups map onto ranks), and the traffic the
-  // routing implies: rows sent to other ranks, and distinct (token, other rank) pairs (what
-  // a dispatch that sends a token once per rank would move).
-  max_ranks_ = 1;
-  remote_rows_ = remote_token_ranks_ = 0;
-  if (ep_size_ > 1)
-    for (std::int64_t n = 0; n < N; ++n) {
-      std::uint64_t ranks = 0;  // bit j: rank j reached (ep <= 64 for these statistics)
-      for (std::int64_t i = 0; i < K_; ++i)
-        if (pos_[n * K_ + i] >= 0) {
-          const auto owner = idx[n * K_ + i] / El_;
-          ranks |= std::uint64_t{1} << (owner % 64);
-          remote_rows_ += owner != ep_rank_;
-        }
-      max_ranks_ = std::max(max_ranks_, std::popcount(ranks));
-      remote_token_ranks_ += std::popcount(ranks & ~(std::uint64_t{1} << (ep_rank_ % 64)));
+  // Dispatch: one row per (token, rank holding at least one of its kept experts), sent
+  // with, per top-k slot, the local expert it feeds there and its gate. The experts run on
+  // the rows they received as one grouped GEMM; each rank sums the gated outputs of a row's
+  // experts and sends one row back; the token adds the rows of its ranks.
+  plan_rows(N);
+  const auto p = static_cast<std::size_t>(ep_size_);
+  const std::int64_t sent = send_rows_total_;
+  Tensor xs = Tensor::empty({sent, C_}, DType::f32), ms = Tensor::empty({sent, 2 * K_}, DType::f32);
+  {
+    const float *xd = x.data<float>(), *g = gates.data<float>();
+    float *xsd = xs.data<float>(), *m = ms.data<float>();
+    std::fill_n(m, sent * 2 * K_, 0.f);
+    for (std::int64_t r = 0; r < sent; ++r) std::fill_n(m + r * 2 * K_, K_, -1.f);
+    for (std::int64_t n = 0; n < N; ++n)
+      for (std::size_t j = 0; j < p; ++j)
+        if (const auto r = row_of_[std::size_t(n) * p + j]; r >= 0) std::copy_n(xd + n * C_, C_, xsd + r * C_);
+    for (std::int64_t a = 0; a < N * K_; ++a) {
+      if (pos_[a] < 0) continue;
+      const std::int64_t j = idx[a] / El_, r = row_of_[std::size_t(a / K_) * p + std::size_t(j)];
+      m[r * 2 * K_ + a % K_] = static_cast<float>(idx[a] - j * El_);  // local expert (exact in f32)
+      m[r * 2 * K_ + K_ + a % K_] = g[a];
     }
-
-  // Permute: xp (M,C) holds the kept assignments' rows grouped by expert.
-  const std::int64_t M = offsets_[E_];
-  xp = Tensor::empty({M, C_}, DType::f32);
-  const float* xd = x.data<float>();
-  float* xpd = xp.data<float>();
-  for (std::int64_t a = 0; a < N * K_; ++a)
-    if (pos_[a] >= 0) std::copy_n(xd + (a / K_) * C_, C_, xpd + pos_[a] * C_);
-
-  // Dispatch to the experts' ranks, run the local experts as grouped GEMMs, bring the rows back.
-  plan_dispatch(kept);
-  xe = dispatch(xp);
-  const std::int64_t Ml = xe.size(0);
-  ge = Tensor::empty({Ml, H_}, DType::f32);
-  ue = Tensor::empty({Ml, H_}, DType::f32);
-  he = Tensor::empty({Ml, H_}, DType::f32);
-  Tensor ye = Tensor::empty({Ml, C_}, DType::f32);
+  }
+  exchange_counts();
+  const Tensor xr = exchange(xs, false), mr = exchange(ms, false);
+  plan_experts(mr);
+  const std::int64_t R = recv_rows_total_, Me = local_offsets_[El_];
+  xe = Tensor::empty({Me, C_}, DType::f32);
+  gr_ = Tensor::empty({R, K_}, DType::f32);
+  {
+    const float *xrd = xr.data<float>(), *m = mr.data<float>();
+    float *xed = xe.data<float>(), *g = gr_.data<float>();
+    for (std::int64_t r = 0; r < R; ++r)
+      for (std::int64_t k = 0; k < K_; ++k) {
+        g[r * K_ + k] = m[r * 2 * K_ + K_ + k];
+        if (const auto sl = slot_[std::size_t(r * K_ + k)]; sl >= 0) std::copy_n(xrd + r * C_, C_, xed + sl * C_);
+      }
+  }
+  ge = Tensor::empty({Me, H_}, DType::f32);
+  ue = Tensor::empty({Me, H_}, DType::f32);
+  he = Tensor::empty({Me, H_}, DType::f32);
+  ye = Tensor::empty({Me, C_}, DType::f32);
   ops::grouped_matmul_forward(ge, xe, gate_.w, local_offsets_);
   ops::grouped_matmul_forward(ue, xe, up_.w, local_offsets_);
   ops::swiglu_forward(he, ge, ue);
   ops::grouped_matmul_forward(ye, he, down_.w, local_offsets_);
-  yp = combine(ye);
 
-  // Combine: out = shared(x) + sum_i gate_i * y_i.
+  // Combine: yr = sum over the row's experts of gate * y, back to the token's rank.
+  Tensor yr = Tensor::zeros({R, C_}, DType::f32);
+  {
+    const float *y = ye.data<float>(), *g = gr_.data<float>();
+    float* o = yr.data<float>();
+    for (std::int64_t r = 0; r < R; ++r)
+      for (std::int64_t k = 0; k < K_; ++k)
+        if (const auto sl = slot_[std::size_t(r * K_ + k)]; sl >= 0)
+          for (std::int64_t c = 0; c < C_; ++c) o[r * C_ + c] += g[r * K_ + k] * y[sl * C_ + c];
+  }
+  const Tensor ys = exchange(yr, true);
   if (shared_) shared_->forward(out, x);
   else out.zero();
-  float* o = out.data<float>();
-  const float *g = gates.data<float>(), *y = yp.data<float>();
-  for (std::int64_t a = 0; a < N * K_; ++a)
-    if (pos_[a] >= 0)
-      for (std::int64_t c = 0; c < C_; ++c) o[(a / K_) * C_ + c] += g[a] * y[pos_[a] * C_ + c];
+  {
+    float* o = out.data<float>();
+    const float* y = ys.data<float>();
+    for (std::int64_t n = 0; n < N; ++n)
+      for (std::size_t j = 0; j < p; ++j)
+        if (const auto r = row_of_[std::size_t(n) * p + j]; r >= 0)
+          for (std::int64_t c = 0; c < C_; ++c) o[n * C_ + c] += y[r * C_ + c];
+  }
 
   // Sequence-wise balance loss: per sequence, f_e = E/(K T) * #tokens choosing e,
   // P_e = mean_t of the scores normalised over all experts; loss = coef * sum_e f_e P_e.
@@ -135,43 +154,69 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
 }
 
 void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_scale) {
-  const std::int64_t N = x.size(0), M = offsets_[E_];
+  const std::int64_t N = x.size(0), sent = send_rows_total_, R = recv_rows_total_, Me = local_offsets_[El_];
+  const auto p = static_cast<std::size_t>(ep_size_);
   if (shared_) shared_->backward(dx, dout, x);
   else dx.zero();
 
-  // Combine backward: dy_i = gate_i * dout; dgate_i = <dout, y_i>.
-  Tensor dyp = Tensor::empty({M, C_}, DType::f32), dgates = Tensor::zeros({N, K_}, DType::f32);
-  const float *d = dout.data<float>(), *g = gates.data<float>(), *y = yp.data<float>();
-  float *dyd = dyp.data<float>(), *dgd = dgates.data<float>();
-  for (std::int64_t a = 0; a < N * K_; ++a) {
-    if (pos_[a] < 0) continue;
-    const float* dn = d + (a / K_) * C_;
-    float* dy = dyd + pos_[a] * C_;
-    double dot = 0;
-    for (std::int64_t c = 0; c < C_; ++c) {
-      dy[c] = g[a] * dn[c];
-      dot += double(dn[c]) * y[pos_[a] * C_ + c];
-    }
-    dgd[a] = static_cast<float>(dot);
+  // The output gradient of each row travels like the dispatch: dout of its token.
+  Tensor ds = Tensor::empty({sent, C_}, DType::f32);
+  {
+    const float* d = dout.data<float>();
+    float* o = ds.data<float>();
+    for (std::int64_t n = 0; n < N; ++n)
+      for (std::size_t j = 0; j < p; ++j)
+        if (const auto r = row_of_[std::size_t(n) * p + j]; r >= 0) std::copy_n(d + n * C_, C_, o + r * C_);
   }
-
-  // Output gradients travel like the dispatch; the experts' input gradients come back.
-  const Tensor dye = dispatch(dyp);
-  const std::int64_t Ml = xe.size(0);
-  Tensor dhe = Tensor::empty({Ml, H_}, DType::f32), dge = Tensor::empty({Ml, H_}, DType::f32),
-         due = Tensor::empty({Ml, H_}, DType::f32), dxe = Tensor::empty({Ml, C_}, DType::f32),
-         tmp = Tensor::empty({Ml, C_}, DType::f32);
+  const Tensor dr = exchange(ds, false);
+  // Where the experts live: dy = gate * dout per expert row; dgate = <dout, y>.
+  Tensor dye = Tensor::empty({Me, C_}, DType::f32), dgr = Tensor::zeros({R, K_}, DType::f32);
+  {
+    const float *d = dr.data<float>(), *g = gr_.data<float>(), *y = ye.data<float>();
+    float *dy = dye.data<float>(), *dg = dgr.data<float>();
+    for (std::int64_t r = 0; r < R; ++r)
+      for (std::int64_t k = 0; k < K_; ++k) {
+        const auto sl = slot_[std::size_t(r * K_ + k)];
+        if (sl < 0) continue;
+        double dot = 0;
+        for (std::int64_t c = 0; c < C_; ++c) {
+          dy[sl * C_ + c] = g[r * K_ + k] * d[r * C_ + c];
+          dot += double(d[r * C_ + c]) * y[sl * C_ + c];
+        }
+        dg[r * K_ + k] = static_cast<float>(dot);
+      }
+  }
+  Tensor dhe = Tensor::empty({Me, H_}, DType::f32), dge = Tensor::empty({Me, H_}, DType::f32),
+         due = Tensor::empty({Me, H_}, DType::f32), dxe = Tensor::empty({Me, C_}, DType::f32),
+         tmp = Tensor::empty({Me, C_}, DType::f32);
   ops::grouped_matmul_backward(dhe, down_.g, dye, he, down_.w, local_offsets_);
   ops::swiglu_backward(dge, due, dhe, ge, ue);
   ops::grouped_matmul_backward(dxe, gate_.g, dge, xe, gate_.w, local_offsets_);
   ops::grouped_matmul_backward(tmp, up_.g, due, xe, up_.w, local_offsets_);
   ops::accumulate(dxe, tmp);
-  const Tensor dxp = combine(dxe);
-  float* dxd = dx.data<float>();
-  const float* dxpd = dxp.data<float>();
-  for (std::int64_t a = 0; a < N * K_; ++a)
-    if (pos_[a] >= 0)
-      for (std::int64_t c = 0; c < C_; ++c) dxd[(a / K_) * C_ + c] += dxpd[pos_[a] * C_ + c];
+  // Input gradients summed per row go back with the gate gradients; tokens add their rows.
+  Tensor dx_rows = Tensor::zeros({R, C_}, DType::f32);
+  {
+    const float* d = dxe.data<float>();
+    float* o = dx_rows.data<float>();
+    for (std::int64_t r = 0; r < R; ++r)
+      for (std::int64_t k = 0; k < K_; ++k)
+        if (const auto sl = slot_[std::size_t(r * K_ + k)]; sl >= 0)
+          for (std::int64_t c = 0; c < C_; ++c) o[r * C_ + c] += d[sl * C_ + c];
+  }
+  const Tensor dxs = exchange(dx_rows, true), dgs = exchange(dgr, true);
+  Tensor dgates = Tensor::zeros({N, K_}, DType::f32);
+  {
+    const float *d = dxs.data<float>(), *dg = dgs.data<float>();
+    float *o = dx.data<float>(), *dgo = dgates.data<float>();
+    const std::int32_t* idx = index.data<std::int32_t>();
+    for (std::int64_t n = 0; n < N; ++n)
+      for (std::size_t j = 0; j < p; ++j)
+        if (const auto r = row_of_[std::size_t(n) * p + j]; r >= 0)
+          for (std::int64_t c = 0; c < C_; ++c) o[n * C_ + c] += d[r * C_ + c];
+    for (std::int64_t a = 0; a < N * K_; ++a)
+      if (pos_[a] >= 0) dgo[a] = dg[row_of_[std::size_t(a / K_) * p + std::size_t(idx[a] / El_)] * K_ + a % K_];
+  }
 
   // Balance loss backward: dL/ds'_e = coef * f_e / T per token; s' = s / sum(s).
   Tensor dscores;
@@ -196,61 +241,78 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   ops::accumulate(dx, dxr);
 }
 
-// Counts first: every rank learns how many rows each source sends to each of its experts,
-// which sizes the payload exchange and orders the received rows by local expert.
-void MoE::plan_dispatch(const std::vector<std::int64_t>& kept) {
+// Which rows this rank sends: one per (token, rank) pair with a kept assignment, grouped by
+// destination rank, tokens in order within each. Also the routing statistics.
+void MoE::plan_rows(std::int64_t N) {
   const auto p = static_cast<std::size_t>(ep_size_);
+  const std::int32_t* idx = index.data<std::int32_t>();
+  row_of_.assign(std::size_t(N) * p, 0);
+  for (std::int64_t a = 0; a < N * K_; ++a)
+    if (pos_[a] >= 0) row_of_[std::size_t(a / K_) * p + std::size_t(idx[a] / El_)] = 1;  // reached
   send_rows_.assign(p, 0);
-  recv_rows_.assign(p, 0);
+  max_ranks_ = 1;
+  remote_rows_ = remote_token_ranks_ = 0;
+  for (std::int64_t n = 0; n < N; ++n) {
+    int reached = 0;
+    for (std::size_t j = 0; j < p; ++j) {
+      reached += static_cast<int>(row_of_[std::size_t(n) * p + j]);
+      send_rows_[j] += row_of_[std::size_t(n) * p + j];
+      if (static_cast<int>(j) != ep_rank_) remote_token_ranks_ += row_of_[std::size_t(n) * p + j];
+    }
+    max_ranks_ = std::max(max_ranks_, std::max(reached, 1));
+  }
+  for (std::int64_t a = 0; a < N * K_; ++a) remote_rows_ += pos_[a] >= 0 && idx[a] / El_ != ep_rank_;
+  // Row numbers: rank-major, then token order.
+  std::vector<std::int64_t> next(p, 0);
+  for (std::size_t j = 1; j < p; ++j) next[j] = next[j - 1] + send_rows_[j - 1];
+  send_rows_total_ = p ? next[p - 1] + send_rows_[p - 1] : 0;
+  for (std::int64_t n = 0; n < N; ++n)
+    for (std::size_t j = 0; j < p; ++j) {
+      auto& r = row_of_[std::size_t(n) * p + j];
+      r = r ? next[j]++ : -1;
+    }
+}
+
+// Counts first: how many rows each rank receives from each other rank.
+void MoE::exchange_counts() {
+  const auto p = static_cast<std::size_t>(ep_size_);
+  recv_rows_ = send_rows_;
+  if (ep_size_ > 1) {
+    Tensor mine = Tensor::empty({ep_size_}, DType::i32), got = Tensor::empty({ep_size_}, DType::i32);
+    for (std::size_t j = 0; j < p; ++j) mine.data<std::int32_t>()[j] = static_cast<std::int32_t>(send_rows_[j]);
+    const std::vector<std::int64_t> one(p, 1);
+    ep_->all_to_all_v(got, one, mine, one);
+    for (std::size_t j = 0; j < p; ++j) recv_rows_[j] = got.data<std::int32_t>()[j];
+  }
+  recv_rows_total_ = 0;
+  for (auto r : recv_rows_) recv_rows_total_ += r;
+}
+
+// Rows out to the ranks that hold the experts (back = false) or back to the tokens' ranks.
+Tensor MoE::exchange(const Tensor& rows, bool back) {
+  if (ep_size_ == 1) return rows;
+  const auto& send = back ? recv_rows_ : send_rows_;
+  const auto& recv = back ? send_rows_ : recv_rows_;
+  Tensor out = Tensor::empty({back ? send_rows_total_ : recv_rows_total_, rows.size(1)}, DType::f32);
+  ep_->all_to_all_v(out, recv, rows, send);
+  return out;
+}
+
+// Where each received (row, slot) goes among the local experts' rows: expert-major, then in
+// arrival order (source rank, then token).
+void MoE::plan_experts(const Tensor& meta) {
+  const std::int64_t R = recv_rows_total_;
+  const float* m = meta.data<float>();
   local_offsets_.assign(static_cast<std::size_t>(El_ + 1), 0);
-  if (ep_size_ == 1) {
-    send_rows_[0] = recv_rows_[0] = offsets_[E_];
-    local_offsets_ = offsets_;
-    return;
-  }
-  Tensor mine = Tensor::empty({E_}, DType::i32), got = Tensor::empty({E_}, DType::i32);  // (p,El)
-  for (std::int64_t e = 0; e < E_; ++e) mine.data<std::int32_t>()[e] = static_cast<std::int32_t>(kept[std::size_t(e)]);
-  const std::vector<std::int64_t> per_rank(p, El_);
-  ep_->all_to_all_v(got, per_rank, mine, per_rank);
-  const std::int32_t* g = got.data<std::int32_t>();  // g[s*El + l]: rows from source s for local expert l
-  for (std::size_t j = 0; j < p; ++j) {
-    send_rows_[j] = offsets_[std::int64_t(j + 1) * El_] - offsets_[std::int64_t(j) * El_];
-    for (std::int64_t l = 0; l < El_; ++l) recv_rows_[j] += g[std::int64_t(j) * El_ + l];
-  }
-  for (std::int64_t l = 0; l < El_; ++l) {
-    local_offsets_[l + 1] = local_offsets_[l];
-    for (std::size_t s = 0; s < p; ++s) local_offsets_[l + 1] += g[std::int64_t(s) * El_ + l];
-  }
-  // Received rows arrive source-major, each source's rows expert-major; xe is expert-major,
-  // each expert's rows source-major.
-  perm_.resize(static_cast<std::size_t>(local_offsets_[El_]));
+  for (std::int64_t r = 0; r < R; ++r)
+    for (std::int64_t k = 0; k < K_; ++k)
+      if (const float l = m[r * 2 * K_ + k]; l >= 0) ++local_offsets_[static_cast<std::size_t>(l) + 1];
+  for (std::int64_t l = 0; l < El_; ++l) local_offsets_[l + 1] += local_offsets_[l];
   std::vector<std::int64_t> next(local_offsets_.begin(), local_offsets_.end() - 1);
-  std::size_t r = 0;
-  for (std::size_t s = 0; s < p; ++s)
-    for (std::int64_t l = 0; l < El_; ++l)
-      for (std::int32_t k = 0; k < g[std::int64_t(s) * El_ + l]; ++k) perm_[r++] = next[std::size_t(l)]++;
-}
-
-Tensor MoE::dispatch(const Tensor& rows) {
-  if (ep_size_ == 1) return rows;
-  const std::int64_t W = rows.size(1);
-  Tensor got = Tensor::empty({local_offsets_[El_], W}, DType::f32), out = Tensor::empty({local_offsets_[El_], W}, DType::f32);
-  ep_->all_to_all_v(got, recv_rows_, rows, send_rows_);
-  const float* g = got.data<float>();
-  float* o = out.data<float>();
-  for (std::size_t r = 0; r < perm_.size(); ++r) std::copy_n(g + std::int64_t(r) * W, W, o + perm_[r] * W);
-  return out;
-}
-
-Tensor MoE::combine(const Tensor& rows) {
-  if (ep_size_ == 1) return rows;
-  const std::int64_t W = rows.size(1);
-  Tensor back = Tensor::empty({local_offsets_[El_], W}, DType::f32), out = Tensor::empty({offsets_[E_], W}, DType::f32);
-  const float* in = rows.data<float>();
-  float* b = back.data<float>();
-  for (std::size_t r = 0; r < perm_.size(); ++r) std::copy_n(in + perm_[r] * W, W, b + std::int64_t(r) * W);
-  ep_->all_to_all_v(out, send_rows_, back, recv_rows_);
-  return out;
+  slot_.assign(static_cast<std::size_t>(R * K_), -1);
+  for (std::int64_t r = 0; r < R; ++r)
+    for (std::int64_t k = 0; k < K_; ++k)
+      if (const float l = m[r * 2 * K_ + k]; l >= 0) slot_[std::size_t(r * K_ + k)] = next[static_cast<std::size_t>(l)]++;
 }
 
 void MoE::update_bias(const std::vector<double>& global_load, double rate) {

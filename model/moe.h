@@ -7,10 +7,12 @@
 //
 // Expert parallelism: with an ep communicator of p ranks, rank r holds experts
 // [r*E/p, (r+1)*E/p) (contiguous, so expert groups of group-limited routing map onto ranks).
-// Routing is local; dispatch exchanges per-expert counts, then sends each kept assignment's
-// row to its expert's rank (all-to-all-v); the experts run as one grouped GEMM over the rows
-// they received; combine returns the outputs and applies the gates where the token lives.
-// Backward mirrors it: output gradients go out like the dispatch, input gradients come back.
+// Routing is local. Dispatch sends a token once to each rank holding any of its kept experts
+// (row counts first, then the rows and, per top-k slot, the local expert and gate, by
+// all-to-all-v); the experts run as one grouped GEMM over the rows they received; combine
+// sums each row's gated expert outputs where the experts live and sends one row back.
+// Backward mirrors it: output gradients go out like the dispatch; input gradients (summed
+// per row) and gate gradients come back. Without ep the same path runs with no exchange.
 #pragma once
 #include <memory>
 #include <vector>
@@ -46,7 +48,7 @@ class MoE {
   // Most expert-parallel ranks any one token of the last forward was sent to (1 without ep).
   int max_ranks_per_token() const { return max_ranks_; }
   // Kept assignments of the last forward whose expert lives on another ep rank, and distinct
-  // (token, other rank) pairs among them.
+  // (token, other rank) pairs among them (the rows dispatch sends).
   std::int64_t remote_rows() const { return remote_rows_; }
   std::int64_t remote_token_ranks() const { return remote_token_ranks_; }
   // b_e += rate * sign(mean(load) - load_e), with the load summed over the global batch.
@@ -56,9 +58,10 @@ class MoE {
   std::int64_t local_experts() const { return El_; }
 
  private:
-  void plan_dispatch(const std::vector<std::int64_t>& kept);
-  Tensor dispatch(const Tensor& rows);  // (M,C) in this rank's expert order -> (Ml,C) local experts
-  Tensor combine(const Tensor& rows);   // the inverse: (Ml,C) -> (M,C)
+  void plan_rows(std::int64_t N);
+  void exchange_counts();
+  Tensor exchange(const Tensor& rows, bool back);
+  void plan_experts(const Tensor& meta);
 
   std::int64_t C_, E_, K_, H_, T_ = 0;
   Communicator* ep_;
@@ -71,14 +74,15 @@ class MoE {
   Tensor bias_;
   Param gate_, up_, down_;         // routed experts held here: (El,H,C), (El,H,C), (El,C,H)
   std::unique_ptr<SwiGLU> shared_;  // null without shared experts
-  // Saved by forward. Token side: the permuted rows xp/yp (M,C) ordered by expert.
-  // Expert side: xe (Ml,C) the rows the local experts received, grouped by local expert.
-  Tensor scores, index, gates, xp, yp, xe, ge, ue, he;
-  std::vector<std::int64_t> pos_;      // (N*K) row of assignment (n,i) in xp, -1 if dropped
-  std::vector<std::int64_t> offsets_;  // (E+1) rows of each expert in xp
-  std::vector<std::int64_t> send_rows_, recv_rows_;  // (ep) rows sent to / received from each ep rank
-  std::vector<std::int64_t> local_offsets_;          // (El+1) rows of each local expert in xe
-  std::vector<std::int64_t> perm_;  // received row (source-rank major) -> row of xe (expert major)
+  // Saved by forward. Token side: row_of_ (N*ep) the send row of each (token, rank) pair, -1
+  // if the token has no kept expert there. Expert side: xe (Me,C) the rows the local experts
+  // received, grouped by local expert (local_offsets_), slot_ (R*K) where received row r's
+  // k-th choice sits in xe (-1: another rank's expert), gr_ (R,K) the gates that came with it.
+  Tensor scores, index, gates, xe, ge, ue, he, ye, gr_;
+  std::vector<std::int64_t> pos_;      // (N*K) >= 0 for a kept assignment, -1 if dropped
+  std::vector<std::int64_t> offsets_;  // (E+1) kept assignments per expert, cumulative
+  std::vector<std::int64_t> row_of_, send_rows_, recv_rows_, local_offsets_, slot_;
+  std::int64_t send_rows_total_ = 0, recv_rows_total_ = 0;
   std::vector<std::int64_t> load_;
   std::vector<double> f_;              // (B,E) selection fractions for the balance loss
   std::int64_t dropped_ = 0;

@@ -1,8 +1,9 @@
 // Run under mpirun: one MoE layer with its experts sharded over every rank (expert
 // parallelism) against the same layer unsharded on each rank (world size 1): outputs, input
 // gradients, router and expert gradients; and the all-to-all byte counter against the bytes
-// the routing decisions imply (counts + four payload passes), computed from the unsharded
-// layer's choices gathered from every rank.
+// the routing decisions imply (row counts, then four passes of one row per (token, rank)
+// with their per-slot metadata), computed from the unsharded layer's choices gathered from
+// every rank.
 #include <catch2/catch.hpp>
 
 #include <bit>
@@ -79,7 +80,10 @@ void check_layer(const ModelConfig& c, std::int64_t B, std::int64_t T) {
   // Re-run the sharded layer alone so the counter holds exactly one forward and backward.
   ep.forward(out_ep, x, B, T);
   ep.backward(dx_ep, dout, x, 0.5);
-  std::uint64_t mine_out = 0, theirs_in = 0;  // rows I send to other ranks' experts / others send to mine
+  // Rows: one per (token, other rank holding one of its kept experts). mine_out: my tokens'
+  // rows; theirs_in: other ranks' rows to my experts. assignments_out: my kept assignments
+  // whose expert is elsewhere (what one row per assignment would send).
+  std::uint64_t mine_out = 0, theirs_in = 0, assignments_out = 0;
   int fan_out = 1;
   for (int s = 0; s < p; ++s)
     for (std::int64_t n = 0; n < N; ++n) {
@@ -89,16 +93,21 @@ void check_layer(const ModelConfig& c, std::int64_t B, std::int64_t T) {
         if (!all_kept.data<std::int32_t>()[s * N * K + a]) continue;
         const int owner = all_idx.data<std::int32_t>()[s * N * K + a] / static_cast<int>(El);
         ranks |= 1ull << owner;
-        if (s == r && owner != r) ++mine_out;
-        if (s != r && owner == r) ++theirs_in;
+        if (s == r && owner != r) ++assignments_out;
       }
-      if (s == r) fan_out = std::max(fan_out, std::popcount(ranks));
+      const std::uint64_t others = ranks & ~(1ull << s);
+      if (s == r) mine_out += std::popcount(others), fan_out = std::max(fan_out, std::popcount(ranks));
+      if (s != r && (ranks >> r & 1)) ++theirs_in;
     }
-  const std::uint64_t row = static_cast<std::uint64_t>(C) * 4, counts = static_cast<std::uint64_t>(El * (p - 1)) * 4;
-  // forward: counts, dispatch (mine out), combine (theirs back); backward: dispatch, combine.
-  CHECK(world.bytes_sent().at("all_to_all") == counts + 2 * (mine_out + theirs_in) * row);
+  const std::uint64_t Cb = static_cast<std::uint64_t>(C) * 4, Kb = static_cast<std::uint64_t>(K) * 4,
+                      counts = static_cast<std::uint64_t>(p - 1) * 4;
+  // Forward: row counts; my rows out with (local expert, gate) per slot; their combined rows
+  // back. Backward: my output gradients out; their input gradients and gate gradients back.
+  CHECK(world.bytes_sent().at("all_to_all") ==
+        counts + mine_out * (Cb + 2 * Kb) + theirs_in * Cb + mine_out * Cb + theirs_in * (Cb + Kb));
   CHECK(ep.max_ranks_per_token() == fan_out);
-  CHECK(ep.remote_rows() == static_cast<std::int64_t>(mine_out));
+  CHECK(ep.remote_rows() == static_cast<std::int64_t>(assignments_out));
+  CHECK(ep.remote_token_ranks() == static_cast<std::int64_t>(mine_out));
   if (p == c.n_groups)  // one group per rank: group-limited routing bounds the fan-out
     CHECK(fan_out <= c.topk_groups);
 }
