@@ -44,8 +44,8 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   ops::router_forward(scores, index, gates, logits, bias_, spec_);
   const std::int32_t* idx = index.data<std::int32_t>();
 
-  // Capacity and permutation: assignment (n,i) goes to row pos_[n*K+i] of its expert's block;
-  // within an expert, rows keep token order.
+  // Capacity: an expert keeps its first `cap` assignments in token order; pos_[a] is the
+  // assignment's place among its expert's kept ones, -1 if dropped.
   std::fill(load_.begin(), load_.end(), 0);
   for (std::int64_t a = 0; a < N * K_; ++a) ++load_[static_cast<std::size_t>(idx[a])];
   const std::int64_t cap = capacity_factor_ > 0
@@ -53,15 +53,12 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
                                : N * K_;
   std::vector<std::int64_t> kept(static_cast<std::size_t>(E_), 0);
   pos_.assign(static_cast<std::size_t>(N * K_), -1);
+  dropped_ = 0;
   for (std::int64_t a = 0; a < N * K_; ++a) {
     auto& k = kept[static_cast<std::size_t>(idx[a])];
     if (k < cap) pos_[static_cast<std::size_t>(a)] = k++;
+    else ++dropped_;
   }
-  offsets_.assign(static_cast<std::size_t>(E_ + 1), 0);
-  for (std::int64_t e = 0; e < E_; ++e) offsets_[e + 1] = offsets_[e] + kept[static_cast<std::size_t>(e)];
-  dropped_ = N * K_ - offsets_[E_];
-  for (std::int64_t a = 0; a < N * K_; ++a)
-    if (pos_[a] >= 0) pos_[a] += offsets_[idx[a]];
 
   // Dispatch: one row per (token, rank holding at least one of its kept experts), sent
   // with, per top-k slot, the local expert it feeds there and its gate. The experts run on
@@ -76,9 +73,7 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
     float *xsd = xs.data<float>(), *m = ms.data<float>();
     std::fill_n(m, sent * 2 * K_, 0.f);
     for (std::int64_t r = 0; r < sent; ++r) std::fill_n(m + r * 2 * K_, K_, -1.f);
-    for (std::int64_t n = 0; n < N; ++n)
-      for (std::size_t j = 0; j < p; ++j)
-        if (const auto r = row_of_[std::size_t(n) * p + j]; r >= 0) std::copy_n(xd + n * C_, C_, xsd + r * C_);
+    for_each_row(N, [&](std::int64_t n, std::int64_t r) { std::copy_n(xd + n * C_, C_, xsd + r * C_); });
     for (std::int64_t a = 0; a < N * K_; ++a) {
       if (pos_[a] < 0) continue;
       const std::int64_t j = idx[a] / El_, r = row_of_[std::size_t(a / K_) * p + std::size_t(j)];
@@ -95,11 +90,8 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   {
     const float *xrd = xr.data<float>(), *m = mr.data<float>();
     float *xed = xe.data<float>(), *g = gr_.data<float>();
-    for (std::int64_t r = 0; r < R; ++r)
-      for (std::int64_t k = 0; k < K_; ++k) {
-        g[r * K_ + k] = m[r * 2 * K_ + K_ + k];
-        if (const auto sl = slot_[std::size_t(r * K_ + k)]; sl >= 0) std::copy_n(xrd + r * C_, C_, xed + sl * C_);
-      }
+    for (std::int64_t r = 0; r < R; ++r) std::copy_n(m + r * 2 * K_ + K_, K_, g + r * K_);
+    for_each_slot([&](std::int64_t r, std::int64_t, std::int64_t sl) { std::copy_n(xrd + r * C_, C_, xed + sl * C_); });
   }
   ge = Tensor::empty({Me, H_}, DType::f32);
   ue = Tensor::empty({Me, H_}, DType::f32);
@@ -115,10 +107,9 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   {
     const float *y = ye.data<float>(), *g = gr_.data<float>();
     float* o = yr.data<float>();
-    for (std::int64_t r = 0; r < R; ++r)
-      for (std::int64_t k = 0; k < K_; ++k)
-        if (const auto sl = slot_[std::size_t(r * K_ + k)]; sl >= 0)
-          for (std::int64_t c = 0; c < C_; ++c) o[r * C_ + c] += g[r * K_ + k] * y[sl * C_ + c];
+    for_each_slot([&](std::int64_t r, std::int64_t k, std::int64_t sl) {
+      for (std::int64_t c = 0; c < C_; ++c) o[r * C_ + c] += g[r * K_ + k] * y[sl * C_ + c];
+    });
   }
   const Tensor ys = exchange(yr, true);
   if (shared_) shared_->forward(out, x);
@@ -126,10 +117,9 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   {
     float* o = out.data<float>();
     const float* y = ys.data<float>();
-    for (std::int64_t n = 0; n < N; ++n)
-      for (std::size_t j = 0; j < p; ++j)
-        if (const auto r = row_of_[std::size_t(n) * p + j]; r >= 0)
-          for (std::int64_t c = 0; c < C_; ++c) o[n * C_ + c] += y[r * C_ + c];
+    for_each_row(N, [&](std::int64_t n, std::int64_t r) {
+      for (std::int64_t c = 0; c < C_; ++c) o[n * C_ + c] += y[r * C_ + c];
+    });
   }
 
   // Sequence-wise balance loss: per sequence, f_e = E/(K T) * #tokens choosing e,
@@ -164,9 +154,7 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   {
     const float* d = dout.data<float>();
     float* o = ds.data<float>();
-    for (std::int64_t n = 0; n < N; ++n)
-      for (std::size_t j = 0; j < p; ++j)
-        if (const auto r = row_of_[std::size_t(n) * p + j]; r >= 0) std::copy_n(d + n * C_, C_, o + r * C_);
+    for_each_row(N, [&](std::int64_t n, std::int64_t r) { std::copy_n(d + n * C_, C_, o + r * C_); });
   }
   const Tensor dr = exchange(ds, false);
   // Where the experts live: dy = gate * dout per expert row; dgate = <dout, y>.
@@ -174,17 +162,14 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   {
     const float *d = dr.data<float>(), *g = gr_.data<float>(), *y = ye.data<float>();
     float *dy = dye.data<float>(), *dg = dgr.data<float>();
-    for (std::int64_t r = 0; r < R; ++r)
-      for (std::int64_t k = 0; k < K_; ++k) {
-        const auto sl = slot_[std::size_t(r * K_ + k)];
-        if (sl < 0) continue;
-        double dot = 0;
-        for (std::int64_t c = 0; c < C_; ++c) {
-          dy[sl * C_ + c] = g[r * K_ + k] * d[r * C_ + c];
-          dot += double(d[r * C_ + c]) * y[sl * C_ + c];
-        }
-        dg[r * K_ + k] = static_cast<float>(dot);
+    for_each_slot([&](std::int64_t r, std::int64_t k, std::int64_t sl) {
+      double dot = 0;
+      for (std::int64_t c = 0; c < C_; ++c) {
+        dy[sl * C_ + c] = g[r * K_ + k] * d[r * C_ + c];
+        dot += double(d[r * C_ + c]) * y[sl * C_ + c];
       }
+      dg[r * K_ + k] = static_cast<float>(dot);
+    });
   }
   Tensor dhe = Tensor::empty({Me, H_}, DType::f32), dge = Tensor::empty({Me, H_}, DType::f32),
          due = Tensor::empty({Me, H_}, DType::f32), dxe = Tensor::empty({Me, C_}, DType::f32),
@@ -199,10 +184,9 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   {
     const float* d = dxe.data<float>();
     float* o = dx_rows.data<float>();
-    for (std::int64_t r = 0; r < R; ++r)
-      for (std::int64_t k = 0; k < K_; ++k)
-        if (const auto sl = slot_[std::size_t(r * K_ + k)]; sl >= 0)
-          for (std::int64_t c = 0; c < C_; ++c) o[r * C_ + c] += d[sl * C_ + c];
+    for_each_slot([&](std::int64_t r, std::int64_t, std::int64_t sl) {
+      for (std::int64_t c = 0; c < C_; ++c) o[r * C_ + c] += d[sl * C_ + c];
+    });
   }
   const Tensor dxs = exchange(dx_rows, true), dgs = exchange(dgr, true);
   Tensor dgates = Tensor::zeros({N, K_}, DType::f32);
@@ -210,10 +194,9 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
     const float *d = dxs.data<float>(), *dg = dgs.data<float>();
     float *o = dx.data<float>(), *dgo = dgates.data<float>();
     const std::int32_t* idx = index.data<std::int32_t>();
-    for (std::int64_t n = 0; n < N; ++n)
-      for (std::size_t j = 0; j < p; ++j)
-        if (const auto r = row_of_[std::size_t(n) * p + j]; r >= 0)
-          for (std::int64_t c = 0; c < C_; ++c) o[n * C_ + c] += d[r * C_ + c];
+    for_each_row(N, [&](std::int64_t n, std::int64_t r) {
+      for (std::int64_t c = 0; c < C_; ++c) o[n * C_ + c] += d[r * C_ + c];
+    });
     for (std::int64_t a = 0; a < N * K_; ++a)
       if (pos_[a] >= 0) dgo[a] = dg[row_of_[std::size_t(a / K_) * p + std::size_t(idx[a] / El_)] * K_ + a % K_];
   }

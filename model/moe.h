@@ -62,6 +62,19 @@ class MoE {
   void exchange_counts();
   Tensor exchange(const Tensor& rows, bool back);
   void plan_experts(const Tensor& meta);
+  // f(token, row) for every row this rank sends, in (token, rank) order.
+  template <class F> void for_each_row(std::int64_t N, F&& f) const {
+    const auto p = static_cast<std::size_t>(ep_size_);
+    for (std::int64_t n = 0; n < N; ++n)
+      for (std::size_t j = 0; j < p; ++j)
+        if (const auto r = row_of_[std::size_t(n) * p + j]; r >= 0) f(n, r);
+  }
+  // f(received row, top-k slot, row of xe) for every slot that feeds a local expert.
+  template <class F> void for_each_slot(F&& f) const {
+    for (std::int64_t r = 0; r < recv_rows_total_; ++r)
+      for (std::int64_t k = 0; k < K_; ++k)
+        if (const auto sl = slot_[std::size_t(r * K_ + k)]; sl >= 0) f(r, k, sl);
+  }
 
   std::int64_t C_, E_, K_, H_, T_ = 0;
   Communicator* ep_;
@@ -79,8 +92,7 @@ class MoE {
   // received, grouped by local expert (local_offsets_), slot_ (R*K) where received row r's
   // k-th choice sits in xe (-1: another rank's expert), gr_ (R,K) the gates that came with it.
   Tensor scores, index, gates, xe, ge, ue, he, ye, gr_;
-  std::vector<std::int64_t> pos_;      // (N*K) >= 0 for a kept assignment, -1 if dropped
-  std::vector<std::int64_t> offsets_;  // (E+1) kept assignments per expert, cumulative
+  std::vector<std::int64_t> pos_;      // (N*K) place among its expert's kept assignments, -1 if dropped
   std::vector<std::int64_t> row_of_, send_rows_, recv_rows_, local_offsets_, slot_;
   std::int64_t send_rows_total_ = 0, recv_rows_total_ = 0;
   std::vector<std::int64_t> load_;
