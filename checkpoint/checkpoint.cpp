@@ -279,6 +279,7 @@ void write_all(Id& file, const std::string& path, const Meta& meta, const std::v
   write_attr(f, "step", H5T_NATIVE_INT64, meta.step, path);
   write_attr(f, "seed", H5T_NATIVE_UINT64, meta.seed, path);
   write_attr(f, "tokens", H5T_NATIVE_DOUBLE, meta.tokens, path);
+  write_attr(f, "global_batch", H5T_NATIVE_DOUBLE, meta.global_batch, path);
   write_attr(f, "wall_seconds", H5T_NATIVE_DOUBLE, meta.wall_seconds, path);
   write_attr(f, "device_hours", H5T_NATIVE_DOUBLE, meta.device_hours, path);
   write_attr(f, "last_loss", H5T_NATIVE_DOUBLE, meta.last_loss, path);
@@ -347,6 +348,7 @@ Meta read_meta(const std::string& path) {
   m.step = read_attr<std::int64_t>(f, "step", H5T_NATIVE_INT64, path);
   m.seed = read_attr<std::uint64_t>(f, "seed", H5T_NATIVE_UINT64, path);
   m.tokens = read_attr<double>(f, "tokens", H5T_NATIVE_DOUBLE, path);
+  m.global_batch = read_optional(f, "global_batch", path);
   m.wall_seconds = read_attr<double>(f, "wall_seconds", H5T_NATIVE_DOUBLE, path);
   m.device_hours = read_attr<double>(f, "device_hours", H5T_NATIVE_DOUBLE, path);
   m.last_loss = read_attr<double>(f, "last_loss", H5T_NATIVE_DOUBLE, path);

@@ -25,6 +25,7 @@ struct Meta {
   std::string config_yaml;        // the resolved config that wrote it
   std::string layout;             // e.g. "world 4: pp 1 x dp 4 x tp 1, ep 2, zero 1"
   double tokens = 0;              // training tokens so far
+  double global_batch = 0;        // sequences per optimizer step (dp x grad_accum x micro_batch)
   double wall_seconds = 0;        // training wall time so far
   double device_hours = 0;        // ranks x wall time so far
   double last_loss = 0;           // training loss of the last step

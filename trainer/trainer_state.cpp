@@ -29,7 +29,8 @@ void Trainer::State::save(std::int64_t step, const TrainResult& res, double last
   ckpt::Meta meta{.step = step, .seed = static_cast<std::uint64_t>(cfg.train.seed), .config_yaml = config_to_yaml(cfg),
                   .layout = fmt::format("world {}: pp {} x dp {} x tp {}, ep {}, zero {}", layout.world(), layout.pp,
                                         layout.dp, layout.tp, layout.ep, cfg.parallel.zero),
-                  .tokens = res.tokens, .wall_seconds = res.wall_seconds, .device_hours = k.device_hours(),
+                  .tokens = res.tokens, .global_batch = double(global_seqs()), .wall_seconds = res.wall_seconds,
+                  .device_hours = k.device_hours(),
                   .last_loss = last_loss, .val_loss = val_loss, .dh_compute = k.compute,
                   .dh_communication = k.communication, .dh_evaluation = k.evaluation, .dh_checkpoint = k.checkpoint,
                   .flops = k.flops, .train_seconds = k.train_seconds};
@@ -102,10 +103,15 @@ std::int64_t Trainer::State::begin(TrainResult& res, const std::function<double(
              .checkpoint = meta.dh_checkpoint, .tokens = meta.tokens, .flops = meta.flops,
              .train_seconds = meta.train_seconds};
     res.tokens = meta.tokens, res.resumed_from = *latest, res.start_step = start, res.prior_wall_seconds = meta.wall_seconds;
-    if (log_rank)
+    if (log_rank) {
       spdlog::info("resumed from {} (step {}, written by {}){}", *latest, start, meta.layout,
                    start >= t.steps ? fmt::format(": train.steps = {} are done; raise it to train on, or --fresh", t.steps)
                                     : "");
+      if (meta.global_batch > 0 && meta.global_batch != double(global_seqs()))
+        spdlog::warn("warning: the global batch changes from {:.0f} to {} sequences per step (dp x grad_accum x micro_batch): "
+                     "the steps ahead see other data than the run that wrote the checkpoint would have",
+                     meta.global_batch, global_seqs());
+    }
   } else if (!ck.init_from.empty()) {
     ckpt::Meta meta;
     timed(ckpt_s, [&] { meta = load(ck.init_from, CheckpointPart::weights); });

@@ -33,6 +33,7 @@ struct Trainer::State {
   std::unique_ptr<ParamGroup> dense, experts;  // reduced over dp / over edp
   ParamList params;
   std::vector<ParamGroup*> groups() { return {dense.get(), experts.get()}; }
+  std::int64_t global_seqs() const { return layout.dp * cfg.train.grad_accum * cfg.train.micro_batch; }
 
   // Cost accounting (trainer/cost.h): this launch's time by category, on this rank.
   Cluster cluster;
