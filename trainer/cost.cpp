@@ -108,6 +108,27 @@ std::int64_t active_parameters(const ModelConfig& m) {
   return total;
 }
 
+std::int64_t expert_parameters(const ModelConfig& m) {
+  const std::int64_t moe_layers = m.routed_experts > 0 ? std::max<std::int64_t>(0, m.n_layers - m.dense_layers) : 0;
+  return moe_layers * m.routed_experts * 3 * m.d_model * m.expert_hidden;
+}
+
+std::int64_t total_parameters(const ModelConfig& m) {
+  // The active count holds top_k experts per MoE layer and no embedding.
+  const std::int64_t moe_layers = m.routed_experts > 0 ? std::max<std::int64_t>(0, m.n_layers - m.dense_layers) : 0;
+  return active_parameters(m) - moe_layers * m.top_k * 3 * m.d_model * m.expert_hidden + expert_parameters(m) +
+         m.vocab_size * m.d_model;
+}
+
+MemoryPerRank memory_per_rank(const Config& cfg, int dp, int ep) {
+  const double experts = double(expert_parameters(cfg.model)) / ep, dense = double(total_parameters(cfg.model)) -
+                                                                             double(expert_parameters(cfg.model));
+  const bool zero = cfg.parallel.zero == 1;
+  const int edp = dp / ep;  // ranks holding the same experts (tp = 1)
+  return {.weights = 4 * (dense + experts), .gradients = 4 * (dense + experts),
+          .optimizer = 8 * (zero ? dense / dp + experts / edp : dense + experts)};
+}
+
 double training_flops_per_token(const ModelConfig& m) {
   return 6.0 * double(active_parameters(m)) + 12.0 * double(m.n_layers * m.n_heads * (m.d_model / m.n_heads) * m.seq_len);
 }

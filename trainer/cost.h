@@ -37,7 +37,18 @@ void calibrate(Cluster& c, Communicator& world);
 // FLOPs per token: 6 x that + 12 x layers x heads x head_dim x seq_len for attention
 // (PaLM's convention, no causal discount).
 std::int64_t active_parameters(const ModelConfig& m);
+// Every parameter (all experts, the embedding included); routed experts alone.
+std::int64_t total_parameters(const ModelConfig& m);
+std::int64_t expert_parameters(const ModelConfig& m);
 double training_flops_per_token(const ModelConfig& m);
+
+// Bytes of FP32 weights, gradients and AdamW moments one rank holds under a layout (what
+// `moe train --dry-run` prints; ZeRO-1's padding to a multiple of the group size aside).
+// Activations are not estimated yet (the planner of issue 10).
+struct MemoryPerRank {
+  double weights = 0, gradients = 0, optimizer = 0;
+};
+MemoryPerRank memory_per_rank(const Config& cfg, int dp, int ep);
 
 // Device-hours by where the time went, and what was done, over every launch of a run.
 struct CostCounters {

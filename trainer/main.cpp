@@ -17,6 +17,7 @@
 #include "data/prepare.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/store.h"
+#include "trainer/cost.h"
 #include "trainer/train.h"
 
 namespace {
@@ -86,7 +87,28 @@ int run_prepare(const Config& cfg, bool force) {
   return 0;
 }
 
-int run_train(int argc, char** argv, const std::string& path, const std::vector<std::string>& sets, bool print_config) {
+std::string mb(double bytes) { return fmt::format("{:.1f} MB", bytes / 1e6); }
+
+// --dry-run: what the run would be, from the validated config alone; nothing is allocated.
+void print_dry_run(const Config& cfg, const moe::Layout& l) {
+  const auto& m = cfg.model;
+  const auto mem = moe::memory_per_rank(cfg, l.dp, l.ep);
+  const std::int64_t seqs = l.dp * cfg.train.grad_accum * cfg.train.micro_batch;
+  std::printf("dry run: %s on %d ranks: pp %d x dp %d x tp %d, ep %d, zero %lld\n"
+              "parameters        %lld total, %lld active per token (routed experts %lld, %lld per rank)\n"
+              "per rank          weights %s, gradients %s, optimizer state %s; activations not estimated yet\n"
+              "batch             %lld sequences x %lld tokens = %lld tokens per step, %lld steps\n"
+              "no training (--dry-run)\n",
+              cfg.source.c_str(), l.world(), l.pp, l.dp, l.tp, l.ep, static_cast<long long>(cfg.parallel.zero),
+              static_cast<long long>(moe::total_parameters(m)), static_cast<long long>(moe::active_parameters(m)),
+              static_cast<long long>(moe::expert_parameters(m)), static_cast<long long>(moe::expert_parameters(m) / l.ep),
+              mb(mem.weights).c_str(), mb(mem.gradients).c_str(), mb(mem.optimizer).c_str(), static_cast<long long>(seqs),
+              static_cast<long long>(m.seq_len), static_cast<long long>(seqs * m.seq_len),
+              static_cast<long long>(cfg.train.steps));
+}
+
+int run_train(int argc, char** argv, const std::string& path, const std::vector<std::string>& sets, bool print_config,
+              bool dry_run) {
   // A full disk or a file-size limit must fail the write (and the save) with an error, not
   // kill the process mid-file: the previous checkpoint stays the latest either way.
   std::signal(SIGXFSZ, SIG_IGN);
@@ -98,8 +120,12 @@ int run_train(int argc, char** argv, const std::string& path, const std::vector<
   Config cfg;
   try {
     cfg = moe::load_config(path, sets);  // every rank validates; all fail alike, before any collective
-    moe::trainable_layout(cfg, world.size());
+    const moe::Layout layout = moe::trainable_layout(cfg, world.size());
     moe::load_cluster(cfg);  // an unknown cluster fails here, before any compute
+    if (dry_run) {
+      if (world.rank() == 0) print_dry_run(cfg, layout);
+      return 0;
+    }
   } catch (const moe::Error& e) {
     if (world.rank() == 0) std::cerr << "moe: error: " << e.what() << "\n";
     return 2;
@@ -138,9 +164,10 @@ int main(int argc, char** argv) {
   auto* train = app.add_subcommand("train", "train a model from a YAML config (launch with mpirun -np N)");
   train->add_option("config", config_path, "YAML config, e.g. configs/tiny.yaml")->required()->check(CLI::ExistingFile);
   add_overrides(train);
-  bool print_config = false, fresh = false;
+  bool print_config = false, fresh = false, dry_run = false;
   train->add_flag("--print-config", print_config, "print the resolved config before training");
   train->add_flag("--fresh", fresh, "start from scratch even when checkpoint.dir has a latest checkpoint");
+  train->add_flag("--dry-run", dry_run, "validate config, layout and cluster, print parameters and memory per rank, exit");
 
   auto* data = app.add_subcommand("data", "prepare training data");
   data->require_subcommand(1);
@@ -171,7 +198,7 @@ int main(int argc, char** argv) {
   try {
     if (*train) {
       if (fresh) sets.push_back("checkpoint.resume=false");
-      return run_train(argc, argv, config_path, sets, print_config);
+      return run_train(argc, argv, config_path, sets, print_config, dry_run);
     }
     if (*inspect) return run_inspect(ckpt_path);
     if (*prepare) return run_prepare(moe::load_config(config_path, sets), force);

@@ -88,6 +88,10 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
     const double share = double(res.optimizer_bytes) / double(res.optimizer_bytes_total);
     CHECK(std::abs(share - 1.0 / l.dp) <= 0.05 / l.dp);
   }
+  // The dry run's arithmetic equals what the trainer allocated, up to ZeRO-1's padding
+  // (at most one element per rank of each of the two groups, 8 bytes each).
+  const MemoryPerRank est = memory_per_rank(pc, l.dp, l.ep);
+  CHECK(std::abs(est.optimizer - double(res.optimizer_bytes)) <= 2.0 * 8 * l.dp);
   // Traffic only where the layout needs it.
   CHECK(res.bytes_per_step.count("all_to_all") == (l.ep > 1 ? 1u : 0u));
   CHECK(res.bytes_per_step.count("reduce_scatter") == (zero1 ? 1u : 0u));

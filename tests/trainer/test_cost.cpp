@@ -18,6 +18,10 @@ TEST_CASE("cost: active parameters are the model's tensors a token passes throug
     else active += p->w.numel();
   }
   CHECK(active_parameters(cfg.model) == active);
+  std::int64_t total = 0, experts = 0;
+  for (Param* p : model.params()) total += p->w.numel(), experts += p->is_expert() ? p->w.numel() : 0;
+  CHECK(total_parameters(cfg.model) == total);
+  CHECK(expert_parameters(cfg.model) == experts);
   const auto& m = cfg.model;
   CHECK(training_flops_per_token(m) ==
         6.0 * double(active) + 12.0 * double(m.n_layers * m.n_heads * (m.d_model / m.n_heads) * m.seq_len));
