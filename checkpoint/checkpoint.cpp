@@ -169,6 +169,11 @@ std::string read_text(hid_t file, const char* name, const std::string& path) {
   return v;
 }
 
+// A damaged file: one line naming it, the dataset and what failed, and what to do.
+CheckpointError damaged(const std::string& path, const std::string& dataset, const std::string& what) {
+  return CheckpointError(fmt::format("{}: dataset {}: {}: the file is damaged; use an earlier checkpoint", path, dataset, what));
+}
+
 // The chunks of a dataset written by write(): whole trailing dimensions, `rows` leading
 // rows each, Fletcher32 the only filter. H5Dread_chunk hands over each chunk's stored bytes
 // (payload + 4-byte checksum); the checksum is verified here (HDF5's own loop verifies at a
@@ -192,8 +197,7 @@ void read_slice(hid_t ds, const std::string& path, const Dataset& d, const Slice
     const hsize_t n = static_cast<hsize_t>(s.end - s.begin);
     Id mem(H5Screate_simple(1, &n, nullptr), H5Sclose);
     if (H5Dread(ds, H5T_NATIVE_FLOAT, mem.get(), fs.get(), H5P_DEFAULT, s.data) < 0)
-      throw CheckpointError(fmt::format("{}: dataset {}: cannot read ({}): the file is damaged; use an earlier checkpoint",
-                                        path, d.name, hdf5_reason()));
+      throw damaged(path, d.name, fmt::format("cannot read ({})", hdf5_reason()));
     return;
   }
   std::int64_t inner = 1;
@@ -205,26 +209,22 @@ void read_slice(hid_t ds, const std::string& path, const Dataset& d, const Slice
     hsize_t stored = 0;
     std::uint32_t mask = 0;
     if (H5Dget_chunk_storage_size(ds, offset.data(), &stored) < 0 || stored < 4)
-      throw CheckpointError(fmt::format("{}: dataset {}: chunk at row {} is missing: the file is damaged; use an earlier checkpoint",
-                                        path, d.name, offset[0]));
+      throw damaged(path, d.name, fmt::format("the chunk at row {} is missing", offset[0]));
     raw.resize(stored);
     if (H5Dread_chunk(ds, H5P_DEFAULT, offset.data(), &mask, raw.data()) < 0)
-      throw CheckpointError(fmt::format("{}: dataset {}: cannot read the chunk at row {} ({}): the file is damaged; use an earlier checkpoint",
-                                        path, d.name, offset[0], hdf5_reason()));
+      throw damaged(path, d.name, fmt::format("cannot read the chunk at row {} ({})", offset[0], hdf5_reason()));
     // A set mask bit would mean the chunk was stored without its checksum: our writer never
     // does that, so such a chunk cannot be trusted.
     if (mask != 0)
-      throw CheckpointError(fmt::format("{}: dataset {}: the chunk at row {} was stored without its checksum: the file is damaged; use an earlier checkpoint",
-                                        path, d.name, offset[0]));
+      throw damaged(path, d.name, fmt::format("the chunk at row {} was stored without its checksum", offset[0]));
     const std::size_t payload = stored - 4;
     const unsigned char* t = raw.data() + payload;
     const std::uint32_t want = std::uint32_t(t[0]) | std::uint32_t(t[1]) << 8 | std::uint32_t(t[2]) << 16 | std::uint32_t(t[3]) << 24;
     if (fletcher32(raw.data(), payload) != want)
-      throw CheckpointError(fmt::format("{}: dataset {}: the chunk at row {} fails its Fletcher32 checksum: the file is damaged; use an earlier checkpoint",
-                                        path, d.name, offset[0]));
-    const std::int64_t a = std::max(s.begin, c * per_chunk), b = std::min({s.end, (c + 1) * per_chunk});
-    MOE_CHECK(static_cast<std::size_t>(b - c * per_chunk) * sizeof(float) <= payload, CheckpointError,
-              "{}: dataset {}: the chunk at row {} is shorter than its shape says", path, d.name, offset[0]);
+      throw damaged(path, d.name, fmt::format("the chunk at row {} fails its Fletcher32 checksum", offset[0]));
+    const std::int64_t a = std::max(s.begin, c * per_chunk), b = std::min(s.end, (c + 1) * per_chunk);
+    if (static_cast<std::size_t>(b - c * per_chunk) * sizeof(float) > payload)
+      throw damaged(path, d.name, fmt::format("the chunk at row {} is shorter than its shape says", offset[0]));
     std::memcpy(s.data + (a - s.begin), raw.data() + static_cast<std::size_t>(a - c * per_chunk) * sizeof(float),
                 static_cast<std::size_t>(b - a) * sizeof(float));
   }
