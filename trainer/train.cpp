@@ -193,6 +193,7 @@ TrainResult Trainer::run() {
   // Global expert loads per MoE layer, then dropped assignments (summed over dp).
   Tensor loads = Tensor::zeros({static_cast<std::int64_t>(moe_layers.size()) * std::max<std::int64_t>(E, 1) + 1}, DType::f64);
   s.mesh.reset_bytes();
+  s.side_bytes.clear();
   const auto t0 = Clock::now();
   // This launch ends at train.stop_at (an interruption, as a time-limited job would have),
   // else at train.steps; the schedule always spans train.steps.
@@ -261,7 +262,7 @@ TrainResult Trainer::run() {
     if (log_rank && ((step + 1) % t.log_every == 0 || step == start || last)) {
       const double secs = since(t0), mean = global_tokens * double(mc.top_k) / double(std::max<std::int64_t>(E, 1));
       std::string comm;
-      for (const auto& [kind, bytes] : s.mesh.bytes_sent())
+      for (const auto& [kind, bytes] : s.step_bytes())
         comm += fmt::format("{}{} {}", comm.empty() ? "" : ", ", kind, human_bytes(double(bytes) / double(done)));
       spdlog::info("step {:>5}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tokens/s | tokens per expert "
                    "min/mean/max {:.0f}/{:.0f}/{:.0f} | dropped {:.0f} | sent per step: {} | {:.1f} s",
@@ -280,9 +281,9 @@ TrainResult Trainer::run() {
       s.timed(s.ckpt_s, [&] { s.save(step + 1, res, loss, val); });
     }
   }
-  // Per step of this launch (the traffic includes any periodic validation passes).
+  // Per training step of this launch (validation and checkpoint traffic left out).
   const std::int64_t ran = std::max<std::int64_t>(1, res.steps - start);
-  for (const auto& [kind, bytes] : s.mesh.bytes_sent()) res.bytes_per_step[kind] = bytes / static_cast<std::uint64_t>(ran);
+  for (const auto& [kind, bytes] : s.step_bytes()) res.bytes_per_step[kind] = bytes / static_cast<std::uint64_t>(ran);
   res.remote_rows /= double(ran), res.remote_token_ranks /= double(ran);
   if (!res.stopped) s.timed(s.eval_s, [&] { res.val_loss = evaluate(); });  // a stopped job is short of time: save first
   res.wall_seconds = prior_wall + since(t0);

@@ -3,6 +3,7 @@
 #pragma once
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,12 +42,23 @@ struct Trainer::State {
   Clock::time_point launch_t0 = Clock::now();
   double comm0 = 0, eval_s = 0, ckpt_s = 0, side_comm = 0;  // side_comm: communication inside eval/checkpoints
   double comm_now() { return mesh.comm_seconds() + world.seconds(); }
+  // Runs f (an evaluation or a checkpoint), adding its time to `bucket` and keeping its
+  // communication time and bytes out of the training steps' figures.
+  std::map<std::string, std::uint64_t> side_bytes;
   template <class F> void timed(double& bucket, F&& f) {
     const double c0 = comm_now();
+    const auto b0 = mesh.bytes_sent();
     const auto t = Clock::now();
     f();
     bucket += since(t);
     side_comm += comm_now() - c0;
+    for (const auto& [kind, bytes] : mesh.bytes_sent()) side_bytes[kind] += bytes - (b0.count(kind) ? b0.at(kind) : 0);
+  }
+  // Bytes this rank sent in training steps since the mesh counters were reset, per kind.
+  std::map<std::string, std::uint64_t> step_bytes() const {
+    auto out = mesh.bytes_sent();
+    for (auto& [kind, bytes] : out) bytes -= side_bytes.count(kind) ? side_bytes.at(kind) : 0;
+    return out;
   }
   // Collective: every launch so far, this one's categories averaged over ranks.
   CostCounters cost_so_far(double tokens_total);
