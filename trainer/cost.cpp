@@ -29,6 +29,11 @@ std::string find_cluster_file(const Config& cfg) {
                                 cfg.source, name, where.empty() ? "nothing" : where));
 }
 
+// MoE blocks of the model (all blocks after the dense ones, when it has routed experts).
+std::int64_t moe_layers(const ModelConfig& m) {
+  return m.routed_experts > 0 ? std::max<std::int64_t>(0, m.n_layers - m.dense_layers) : 0;
+}
+
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 }  // namespace
@@ -109,14 +114,12 @@ std::int64_t active_parameters(const ModelConfig& m) {
 }
 
 std::int64_t expert_parameters(const ModelConfig& m) {
-  const std::int64_t moe_layers = m.routed_experts > 0 ? std::max<std::int64_t>(0, m.n_layers - m.dense_layers) : 0;
-  return moe_layers * m.routed_experts * 3 * m.d_model * m.expert_hidden;
+  return moe_layers(m) * m.routed_experts * 3 * m.d_model * m.expert_hidden;
 }
 
 std::int64_t total_parameters(const ModelConfig& m) {
   // The active count holds top_k experts per MoE layer and no embedding.
-  const std::int64_t moe_layers = m.routed_experts > 0 ? std::max<std::int64_t>(0, m.n_layers - m.dense_layers) : 0;
-  return active_parameters(m) - moe_layers * m.top_k * 3 * m.d_model * m.expert_hidden + expert_parameters(m) +
+  return active_parameters(m) - moe_layers(m) * m.top_k * 3 * m.d_model * m.expert_hidden + expert_parameters(m) +
          m.vocab_size * m.d_model;
 }
 
@@ -131,6 +134,13 @@ MemoryPerRank memory_per_rank(const Config& cfg, int dp, int ep) {
 
 double training_flops_per_token(const ModelConfig& m) {
   return 6.0 * double(active_parameters(m)) + 12.0 * double(m.n_layers * m.n_heads * (m.d_model / m.n_heads) * m.seq_len);
+}
+
+std::string human_bytes(double b) {
+  const char* unit[] = {"B", "KB", "MB", "GB"};
+  int u = 0;
+  while (b >= 1000 && u < 3) b /= 1000, ++u;
+  return fmt::format("{:.1f} {}", b, unit[u]);
 }
 
 CostCounters& CostCounters::operator+=(const CostCounters& o) {

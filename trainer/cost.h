@@ -58,6 +58,9 @@ struct CostCounters {
   CostCounters& operator+=(const CostCounters& o);
 };
 
+// "552.6 KB": bytes in decimal units, for logs and reports.
+std::string human_bytes(double bytes);
+
 // The report: text for the end of the run, JSON for cost.json.
 nlohmann::json cost_json(const Cluster& c, const CostCounters& k, const Config& cfg, int world);
 std::string cost_text(const nlohmann::json& report);

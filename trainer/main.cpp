@@ -87,8 +87,6 @@ int run_prepare(const Config& cfg, bool force) {
   return 0;
 }
 
-std::string mb(double bytes) { return fmt::format("{:.1f} MB", bytes / 1e6); }
-
 // --dry-run: what the run would be, from the validated config alone; nothing is allocated.
 void print_dry_run(const Config& cfg, const moe::Layout& l) {
   const auto& m = cfg.model;
@@ -102,7 +100,8 @@ void print_dry_run(const Config& cfg, const moe::Layout& l) {
               cfg.source.c_str(), l.world(), l.pp, l.dp, l.tp, l.ep, static_cast<long long>(cfg.parallel.zero),
               static_cast<long long>(moe::total_parameters(m)), static_cast<long long>(moe::active_parameters(m)),
               static_cast<long long>(moe::expert_parameters(m)), static_cast<long long>(moe::expert_parameters(m) / l.ep),
-              mb(mem.weights).c_str(), mb(mem.gradients).c_str(), mb(mem.optimizer).c_str(), static_cast<long long>(seqs),
+              moe::human_bytes(mem.weights).c_str(), moe::human_bytes(mem.gradients).c_str(),
+              moe::human_bytes(mem.optimizer).c_str(), static_cast<long long>(seqs),
               static_cast<long long>(m.seq_len), static_cast<long long>(seqs * m.seq_len),
               static_cast<long long>(cfg.train.steps));
 }

@@ -42,13 +42,6 @@ double unigram_entropy(const std::string& dir) {
   return nlohmann::json::parse(in, nullptr, false).value("unigram_entropy_nats", 0.0);
 }
 
-std::string human_bytes(double b) {
-  const char* unit[] = {"B", "KB", "MB", "GB"};
-  int u = 0;
-  while (b >= 1000 && u < 3) b /= 1000, ++u;
-  return fmt::format("{:.1f} {}", b, unit[u]);
-}
-
 }  // namespace
 
 double learning_rate(const TrainConfig& t, std::int64_t step) {
