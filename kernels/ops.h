@@ -22,6 +22,12 @@ void matmul_forward(Tensor& y, const Tensor& x, const Tensor& w);
 // dx (M,K) = dy @ w  (assign);  dw (N,K) += dy^T @ x  (accumulate).
 void matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w);
 
+// Multiply-add FLOPs (2*M*N*K) of every GEMM the ops have run in this process since the last
+// reset: linears, grouped expert GEMMs and the attention core's batched GEMMs. What the
+// planner's training_flops_per_token counts, so the two are compared exactly.
+std::int64_t gemm_flops();
+void reset_gemm_flops();
+
 // ---- Grouped GEMM (routed experts) -----------------------------------------------------
 // Rows of x are grouped by expert: group g owns rows [offsets[g], offsets[g+1]), offsets has
 // G+1 non-decreasing entries from 0 to M. y_g (M_g,N) = x_g (M_g,K) @ w[g]^T, w (G,N,K).

@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <atomic>
+
 namespace moe {
 namespace {
 std::int64_t count(const Shape& s, const char* what) {
@@ -13,7 +15,31 @@ std::int64_t count(const Shape& s, const char* what) {
   }
   return n;
 }
+
+struct MemoryCounter {
+  std::atomic<std::int64_t> live{0}, peak{0};
+  void add(std::int64_t bytes) {
+    const std::int64_t now = live.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+    std::int64_t p = peak.load(std::memory_order_relaxed);
+    while (now > p && !peak.compare_exchange_weak(p, now, std::memory_order_relaxed)) {
+    }
+  }
+};
+MemoryCounter& counter(Device d) {
+  static MemoryCounter c[2];
+  return c[d == Device::cpu ? 0 : 1];
+}
 }  // namespace
+
+TensorMemory tensor_memory(Device device) {
+  auto& c = counter(device);
+  return {c.live.load(std::memory_order_relaxed), c.peak.load(std::memory_order_relaxed)};
+}
+
+void reset_tensor_memory_peak(Device device) {
+  auto& c = counter(device);
+  c.peak.store(c.live.load(std::memory_order_relaxed), std::memory_order_relaxed);
+}
 
 std::string shape_str(const Shape& s) { return fmt::format("[{}]", fmt::join(s, ",")); }
 
@@ -23,9 +49,13 @@ Tensor Tensor::empty(Shape shape, DType dtype, Device device) {
   t.shape_ = std::move(shape);
   t.dtype_ = dtype;
   t.device_ = device;
+  const auto bytes = static_cast<std::int64_t>(t.nbytes());
   void* p = device_alloc(device, t.nbytes());
-  t.storage_ = std::shared_ptr<std::byte>(static_cast<std::byte*>(p),
-                                          [device](std::byte* q) { device_free(device, q); });
+  counter(device).add(bytes);
+  t.storage_ = std::shared_ptr<std::byte>(static_cast<std::byte*>(p), [device, bytes](std::byte* q) {
+    counter(device).add(-bytes);
+    device_free(device, q);
+  });
   return t;
 }
 

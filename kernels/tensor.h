@@ -63,6 +63,14 @@ class Tensor {
   Device device_ = Device::cpu;
 };
 
+// Bytes held by live Tensors on a device (views share their storage's count), and the most
+// held at once since the last reset: what a run actually allocates, which `moe plan` predicts.
+struct TensorMemory {
+  std::int64_t live = 0, peak = 0;
+};
+TensorMemory tensor_memory(Device device = Device::cpu);
+void reset_tensor_memory_peak(Device device = Device::cpu);  // peak := live
+
 // Boundary validation helper for ops: throws ShapeError "op: name is f32[2,3]@cpu, expected ...".
 void expect_tensor(const char* op, const char* name, const Tensor& t, DType dtype, const Shape& shape);
 

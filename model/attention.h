@@ -12,6 +12,7 @@ class Attention {
   void forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);
   // dx (B*T,C) (assign); parameter gradients accumulate.
   void backward(Tensor& dx, const Tensor& dout, const Tensor& x);
+  void release() { q = k = v = probs = att = Tensor(); }  // drop what forward saved (recomputation)
   ParamList params() { return {&q_, &k_, &v_, &o_}; }
 
  private:

@@ -6,6 +6,9 @@
 namespace moe {
 
 enum class RouterType { sigmoid, softmax };
+// gqa: RoPE attention with grouped key/value heads (trained). mla: DeepSeek-V3's multi-head
+// latent attention, understood by `moe plan` (parameters, FLOPs, memory) but not trained yet.
+enum class AttentionType { gqa, mla };
 
 struct ModelConfig {
   std::int64_t vocab_size = 1024;
@@ -14,6 +17,12 @@ struct ModelConfig {
   std::int64_t n_layers = 2;
   std::int64_t n_heads = 4;
   std::int64_t n_kv_heads = 2;
+  AttentionType attention = AttentionType::gqa;
+  std::int64_t q_lora_rank = 0;        // mla: query compression width (0: queries not compressed)
+  std::int64_t kv_lora_rank = 512;     // mla: key/value latent width
+  std::int64_t qk_nope_head_dim = 128; // mla: per-head query/key width without RoPE...
+  std::int64_t qk_rope_head_dim = 64;  // ...and with RoPE (a key part shared by all heads)
+  std::int64_t v_head_dim = 128;       // mla: per-head value width
   std::int64_t ffn_hidden = 128;     // dense FFN width
   std::int64_t dense_layers = 1;     // the first blocks use a dense FFN, the rest MoE
   std::int64_t routed_experts = 8;
@@ -32,5 +41,13 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   double init_std = 0.02;
 };
+
+// Per-head widths of queries/keys and of values: d_model / n_heads under gqa.
+inline std::int64_t qk_head_dim(const ModelConfig& m) {
+  return m.attention == AttentionType::mla ? m.qk_nope_head_dim + m.qk_rope_head_dim : m.d_model / m.n_heads;
+}
+inline std::int64_t v_head_dim(const ModelConfig& m) {
+  return m.attention == AttentionType::mla ? m.v_head_dim : m.d_model / m.n_heads;
+}
 
 }  // namespace moe

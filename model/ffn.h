@@ -11,6 +11,7 @@ class SwiGLU {
   SwiGLU(std::int64_t d_model, std::int64_t hidden, const std::string& prefix);  // prefix "...mlp."
   void forward(Tensor& out, const Tensor& x);                    // (N,C) -> (N,C)
   void backward(Tensor& dx, const Tensor& dout, const Tensor& x);  // dx assign, params +=
+  void release() { g = u = h = Tensor(); }  // drop what forward saved (recomputation)
   ParamList params() { return {&gate_, &up_, &down_}; }
 
  private:

@@ -25,6 +25,11 @@ MoE::MoE(const ModelConfig& c, const std::string& p, Communicator* ep)
   if (c.shared_experts > 0) shared_ = std::make_unique<SwiGLU>(C_, c.shared_experts * H_, p + "shared_experts.");
 }
 
+void MoE::release() {
+  scores = index = gates = xe = ge = ue = he = ye = gr_ = Tensor();
+  if (shared_) shared_->release();
+}
+
 ParamList MoE::params() {
   ParamList ps = {&router_, &gate_, &up_, &down_};
   if (shared_)

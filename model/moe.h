@@ -34,6 +34,8 @@ class MoE {
   double forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);
   // dx (assign); aux_scale multiplies the balance-loss sum returned by forward.
   void backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_scale);
+  // Drops what forward saved (recomputation); loads and statistics stay.
+  void release();
   ParamList params();
 
   // e_score_correction_bias (E, all experts): steers selection, not trained by gradients.

@@ -41,6 +41,13 @@ double Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t
   return aux;
 }
 
+void Block::release() {
+  h1_ = r1_ = xm_ = h2_ = r2_ = Tensor();
+  attn_.release();
+  if (dense_) dense_->release();
+  else moe_->release();
+}
+
 void Block::backward(Tensor& dx, const Tensor& dout, double aux_scale) {
   const std::int64_t N = x_.size(0), C = x_.size(1);
   Tensor dh = Tensor::empty({N, C}, DType::f32), dxm = Tensor::empty({N, C}, DType::f32);
@@ -112,7 +119,9 @@ Transformer::Loss Transformer::forward(const Tensor& tokens, const Tensor& targe
   for (auto& b : blocks_) {
     xs_.push_back(Tensor::empty({N, C}, DType::f32));
     loss.aux_sum += b->forward(xs_.back(), xs_[xs_.size() - 2], B, T);
+    if (recompute_) b->release();
   }
+  B_ = B, T_ = T;
   xf_ = Tensor::empty({N, C}, DType::f32), rf_ = Tensor::empty({N}, DType::f32);
   ops::rmsnorm_forward(xf_, rf_, xs_.back(), norm_.w, cfg_.norm_eps);
   logits_ = Tensor::empty({N, V}, DType::f32);
@@ -135,8 +144,10 @@ void Transformer::backward(double ce_scale, double aux_scale) {
   ops::matmul_backward(dxf, head_.g, dlogits, xf_, head_.w);
   ops::rmsnorm_backward(dx, norm_.g, dxf, xs_.back(), norm_.w, rf_);
   Tensor dprev = Tensor::empty({N, C}, DType::f32);
-  for (auto b = blocks_.rbegin(); b != blocks_.rend(); ++b) {
-    (*b)->backward(dprev, dx, aux_scale);
+  for (std::size_t i = blocks_.size(); i-- > 0;) {
+    if (recompute_) blocks_[i]->forward(dprev, xs_[i], B_, T_);  // dprev: scratch for the output, overwritten next
+    blocks_[i]->backward(dprev, dx, aux_scale);
+    if (recompute_) blocks_[i]->release();
     std::swap(dx, dprev);
   }
   ops::embedding_backward(embed_.g, dx, tokens_);

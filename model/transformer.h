@@ -18,6 +18,7 @@ class Block {
   Block(const ModelConfig& c, std::int64_t layer, Communicator* ep);
   double forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);  // returns balance loss
   void backward(Tensor& dx, const Tensor& dout, double aux_scale);
+  void release();  // drop what forward saved but its input (recomputation)
   ParamList params();
   MoE* moe() { return moe_.get(); }
 
@@ -52,6 +53,9 @@ class Transformer {
   ParamList params();
   std::vector<MoE*> moe_layers();
   const ModelConfig& config() const { return cfg_; }
+  // Full activation recomputation: forward keeps each block's input only; backward runs the
+  // block's forward again just before its backward. Same gradients, bit for bit.
+  void set_recompute(bool on) { recompute_ = on; }
 
  private:
   ModelConfig cfg_;
@@ -59,6 +63,8 @@ class Transformer {
   std::vector<std::unique_ptr<Block>> blocks_;
   // Saved by forward.
   Tensor tokens_, targets_, logits_, xf_, rf_;
+  std::int64_t B_ = 0, T_ = 0;
+  bool recompute_ = false;
   std::vector<Tensor> xs_;  // xs_[i] = input of block i; xs_.back() = final residual stream
 };
 

@@ -159,6 +159,13 @@ const std::vector<Field>& fields() {
       integer(AT(model.n_layers), at_least(1), "transformer blocks"),
       integer(AT(model.n_heads), at_least(1), "attention query heads"),
       integer(AT(model.n_kv_heads), at_least(1), "key/value heads (GQA); divides n_heads"),
+      choice<AttentionType>(AT(model.attention), {{"gqa", AttentionType::gqa}, {"mla", AttentionType::mla}},
+                            "gqa (trained), or mla: DeepSeek-V3's latent attention, for moe plan only so far"),
+      integer(AT(model.q_lora_rank), at_least(0), "mla: query compression width (0: none)"),
+      integer(AT(model.kv_lora_rank), at_least(1), "mla: key/value latent width"),
+      integer(AT(model.qk_nope_head_dim), at_least(1), "mla: per-head query/key width without RoPE"),
+      integer(AT(model.qk_rope_head_dim), at_least(2), "mla: per-head query/key width with RoPE; even"),
+      integer(AT(model.v_head_dim), at_least(1), "mla: per-head value width"),
       integer(AT(model.ffn_hidden), at_least(1), "hidden width of the dense SwiGLU FFN"),
       integer(AT(model.dense_layers), at_least(0), "leading blocks with a dense FFN; the rest are MoE"),
       integer(AT(model.routed_experts), at_least(0), "routed experts per MoE block (0: every block dense)"),
@@ -200,6 +207,7 @@ const std::vector<Field>& fields() {
       integer(AT(train.eval_every), at_least(0), "steps between validation passes (0: at the end only)"),
       integer(AT(train.eval_batches), at_least(1), "global batches per validation pass"),
       real(AT(train.target_tokens), at_least(0), "token budget the cost report projects to (0: none)"),
+      boolean(AT(train.recompute), "full activation recomputation: each block keeps only its input and runs its forward again in backward (less memory, about 1/3 more compute)"),
       text_list(AT(train.freeze), "parameter name patterns kept fixed (fnmatch, e.g. '*embed_tokens*', '*.mlp.gate.weight')"),
 
       text(AT(data.corpus), "text corpus for moe data prepare: a directory of text files or one file"),
@@ -325,10 +333,14 @@ void validate(const Config& c) {
   const auto& m = c.model;
   require(m.n_heads % m.n_kv_heads == 0, "model.n_kv_heads",
           fmt::format("{} does not divide model.n_heads = {}", m.n_kv_heads, m.n_heads));
-  require(m.d_model % m.n_heads == 0, "model.n_heads",
-          fmt::format("{} does not divide model.d_model = {}", m.n_heads, m.d_model));
-  require((m.d_model / m.n_heads) % 2 == 0, "model.n_heads",
-          fmt::format("head_dim = d_model / n_heads = {} must be even for RoPE", m.d_model / m.n_heads));
+  if (m.attention == AttentionType::gqa) {
+    require(m.d_model % m.n_heads == 0, "model.n_heads",
+            fmt::format("{} does not divide model.d_model = {}", m.n_heads, m.d_model));
+    require((m.d_model / m.n_heads) % 2 == 0, "model.n_heads",
+            fmt::format("head_dim = d_model / n_heads = {} must be even for RoPE", m.d_model / m.n_heads));
+  } else {
+    require(m.qk_rope_head_dim % 2 == 0, "model.qk_rope_head_dim", fmt::format("{} must be even for RoPE", m.qk_rope_head_dim));
+  }
   require(m.dense_layers <= m.n_layers, "model.dense_layers",
           fmt::format("{} exceeds model.n_layers = {}", m.dense_layers, m.n_layers));
   if (m.routed_experts > 0 && m.dense_layers < m.n_layers) {
@@ -346,7 +358,7 @@ void validate(const Config& c) {
   }
   require(c.train.min_lr <= c.train.lr, "train.min_lr",
           fmt::format("{} exceeds train.lr = {}", c.train.min_lr, c.train.lr));
-  require(m.n_heads % c.parallel.tp == 0 && m.n_kv_heads % c.parallel.tp == 0, "parallel.tp",
+  require(m.n_heads % c.parallel.tp == 0 && (m.attention == AttentionType::mla || m.n_kv_heads % c.parallel.tp == 0), "parallel.tp",
           fmt::format("{} must divide model.n_heads = {} and model.n_kv_heads = {}", c.parallel.tp, m.n_heads,
                       m.n_kv_heads));
   require(c.parallel.pp <= m.n_layers, "parallel.pp",

@@ -36,6 +36,7 @@ struct TrainConfig {
   double decay_fraction = 0.2;       // wsd: share of the steps spent decaying
   double target_tokens = 0.0;        // for the cost projection; 0 = none
   std::vector<std::string> freeze;   // parameter name patterns (fnmatch) kept fixed
+  bool recompute = false;            // blocks keep only their input; backward recomputes the rest
 };
 
 struct DataConfig {

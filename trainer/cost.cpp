@@ -1,77 +1,16 @@
 #include "trainer/cost.h"
 
-#include <yaml-cpp/yaml.h>
-
 #include <algorithm>
 #include <chrono>
-#include <filesystem>
 
 #include "kernels/ops.h"
-
-namespace fs = std::filesystem;
 
 namespace moe {
 namespace {
 
-std::string find_cluster_file(const Config& cfg) {
-  const std::string& name = cfg.cost.cluster;
-  if (name.find('/') != std::string::npos || name.ends_with(".yaml")) return name;
-  std::vector<fs::path> tried;
-  if (!cfg.source.empty() && fs::exists(cfg.source)) tried.push_back(fs::path(cfg.source).parent_path() / "clusters" / (name + ".yaml"));
-#ifdef MOE_SOURCE_DIR
-  tried.push_back(fs::path(MOE_SOURCE_DIR) / "configs" / "clusters" / (name + ".yaml"));
-#endif
-  for (const auto& p : tried)
-    if (fs::exists(p)) return p.string();
-  std::string where;
-  for (const auto& p : tried) where += (where.empty() ? "" : ", ") + p.string();
-  throw ConfigError(fmt::format("{}: cost.cluster: no cluster '{}' (looked for {}); name a file in configs/clusters/ or a path",
-                                cfg.source, name, where.empty() ? "nothing" : where));
-}
-
-// MoE blocks of the model (all blocks after the dense ones, when it has routed experts).
-std::int64_t moe_layers(const ModelConfig& m) {
-  return m.routed_experts > 0 ? std::max<std::int64_t>(0, m.n_layers - m.dense_layers) : 0;
-}
-
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 }  // namespace
-
-Cluster load_cluster(const Config& cfg) {
-  Cluster c;
-  c.file = find_cluster_file(cfg);
-  YAML::Node n;
-  try {
-    n = YAML::LoadFile(c.file);
-  } catch (const YAML::Exception& e) {
-    throw ConfigError(fmt::format("{}: cannot read the cluster description: {}", c.file, e.what()));
-  }
-  auto get = [&](const char* key, auto& out, bool required) {
-    if (!n[key]) {
-      if (required) throw ConfigError(fmt::format("{}: missing key '{}'", c.file, key));
-      return;
-    }
-    try {
-      out = n[key].as<std::decay_t<decltype(out)>>();
-    } catch (const YAML::Exception&) {
-      throw ConfigError(fmt::format("{}:{}: {}: not a valid value", c.file, n[key].Mark().line + 1, key));
-    }
-  };
-  get("name", c.name, true);
-  get("device", c.device, true);
-  get("calibrate", c.calibrate, false);
-  get("peak_bf16_tflops", c.peak_bf16_tflops, !c.calibrate);
-  get("peak_fp8_tflops", c.peak_fp8_tflops, !c.calibrate);
-  get("memory_gb", c.memory_gb, true);
-  get("devices_per_node", c.devices_per_node, true);
-  get("intra_node_gbps", c.intra_node_gbps, !c.calibrate);
-  get("inter_node_gbps", c.inter_node_gbps, !c.calibrate);
-  get("price_per_device_hour", c.price_per_device_hour, true);
-  MOE_CHECK(c.price_per_device_hour >= 0 && c.devices_per_node >= 1, ConfigError,
-            "{}: price_per_device_hour must be >= 0 and devices_per_node >= 1", c.file);
-  return c;
-}
 
 void calibrate(Cluster& c, Communicator& world) {
   const std::int64_t n = 1024;
@@ -86,61 +25,17 @@ void calibrate(Cluster& c, Communicator& world) {
   // per-device peak.
   const double gemm = 2.0 * double(n * n * n) / best / 1e12;
   c.peak_bf16_tflops = c.peak_fp8_tflops = world.all_reduce_sum(gemm) / world.size();
-  c.intra_node_gbps = c.inter_node_gbps = 0;
-  if (world.size() > 1) {
-    Tensor buf = Tensor::zeros({4 << 20}, DType::f32);
-    double t_best = 1e30;
-    for (int i = 0; i < 3; ++i) {
-      world.barrier();
-      const double t0 = now();
-      world.all_reduce_sum(buf);
-      t_best = std::min(t_best, now() - t0);
-    }
-    const double p = world.size();
-    c.intra_node_gbps = c.inter_node_gbps = 2 * (p - 1) / p * double(buf.nbytes()) / t_best / 1e9;
+  Tensor buf = Tensor::zeros({4 << 20}, DType::f32), copy = Tensor::empty({4 << 20}, DType::f32);
+  double t_best = 1e30;
+  for (int i = 0; i < 3; ++i) {
+    world.barrier();
+    const double t0 = now();
+    if (world.size() > 1) world.all_reduce_sum(buf);
+    else copy.copy_from(buf);  // one process (moe plan): shared-memory MPI moves bytes by copying them
+    t_best = std::min(t_best, now() - t0);
   }
-}
-
-std::int64_t active_parameters(const ModelConfig& m) {
-  const std::int64_t C = m.d_model, dh = m.d_model / m.n_heads;
-  const std::int64_t attn = C * dh * (2 * m.n_heads + 2 * m.n_kv_heads) + 2 * C;  // q, k, v, o and two norms
-  std::int64_t total = C + m.vocab_size * C;                                      // final norm, LM head
-  for (std::int64_t l = 0; l < m.n_layers; ++l) {
-    total += attn;
-    if (l < m.dense_layers || m.routed_experts == 0) total += 3 * C * m.ffn_hidden;
-    else total += C * m.routed_experts + 3 * C * m.expert_hidden * (m.shared_experts + m.top_k);
-  }
-  return total;
-}
-
-std::int64_t expert_parameters(const ModelConfig& m) {
-  return moe_layers(m) * m.routed_experts * 3 * m.d_model * m.expert_hidden;
-}
-
-std::int64_t total_parameters(const ModelConfig& m) {
-  // The active count holds top_k experts per MoE layer and no embedding.
-  return active_parameters(m) - moe_layers(m) * m.top_k * 3 * m.d_model * m.expert_hidden + expert_parameters(m) +
-         m.vocab_size * m.d_model;
-}
-
-MemoryPerRank memory_per_rank(const Config& cfg, int dp, int ep) {
-  const double experts = double(expert_parameters(cfg.model)) / ep, dense = double(total_parameters(cfg.model)) -
-                                                                             double(expert_parameters(cfg.model));
-  const bool zero = cfg.parallel.zero == 1;
-  const int edp = dp / ep;  // ranks holding the same experts (tp = 1)
-  return {.weights = 4 * (dense + experts), .gradients = 4 * (dense + experts),
-          .optimizer = 8 * (zero ? dense / dp + experts / edp : dense + experts)};
-}
-
-double training_flops_per_token(const ModelConfig& m) {
-  return 6.0 * double(active_parameters(m)) + 12.0 * double(m.n_layers * m.n_heads * (m.d_model / m.n_heads) * m.seq_len);
-}
-
-std::string human_bytes(double b) {
-  const char* unit[] = {"B", "KB", "MB", "GB"};
-  int u = 0;
-  while (b >= 1000 && u < 3) b /= 1000, ++u;
-  return fmt::format("{:.1f} {}", b, unit[u]);
+  const double p = world.size(), moved = p > 1 ? 2 * (p - 1) / p * double(buf.nbytes()) : double(buf.nbytes());
+  c.intra_node_gbps = c.inter_node_gbps = moved / t_best / 1e9;
 }
 
 CostCounters& CostCounters::operator+=(const CostCounters& o) {

@@ -1,22 +1,24 @@
 // The moe executable: one binary, one subcommand per job.
 //   moe data prepare CONFIG [--set ...] [--force]
 //   mpirun -np N moe train CONFIG [--set key=value ...]
-//   moe config show CONFIG [--set ...] | moe config reference | moe info
+//   moe plan CONFIG [--cluster NAME] [--devices N] [--layout pp=..,dp=..,tp=..,ep=..,zero=..] [--search]
+//   moe ckpt inspect PATH | moe config show CONFIG [--set ...] | moe config reference | moe info
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
 #include <csignal>
 #include <cstdio>
-#include <iostream>
-
-#include "kernels/device.h"
-#include "parallel/mpi_communicator.h"
-#include "trainer/config.h"
 #include <filesystem>
+#include <iostream>
+#include <sstream>
 
-#include "data/prepare.h"
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/store.h"
+#include "data/prepare.h"
+#include "kernels/device.h"
+#include "parallel/mpi_communicator.h"
+#include "plan/plan.h"
+#include "trainer/config.h"
 #include "trainer/cost.h"
 #include "trainer/train.h"
 
@@ -43,6 +45,10 @@ void print_summary(const Config& cfg, const moe::TrainResult& r, int world) {
     std::printf("stopped           by SIGTERM after step %lld; %s\n", static_cast<long long>(r.steps),
                 r.last_checkpoint.empty() ? "nothing saved (checkpoint.dir is empty)"
                                           : "the same command resumes (validation skipped)");
+  std::printf("plan vs measured  step %.4f s planned, %.4f s measured; memory %s planned, %s measured (rank 0's peak); "
+              "GEMM FLOP per step %.6g planned, %.6g counted\n",
+              r.planned_step_seconds, r.step_seconds, moe::human_bytes(r.planned_memory_bytes).c_str(),
+              moe::human_bytes(r.peak_tensor_bytes).c_str(), r.planned_flops_per_step, r.gemm_flops_per_step);
   std::printf("%s", r.cost_report.c_str());
 }
 
@@ -88,22 +94,91 @@ int run_prepare(const Config& cfg, bool force) {
 }
 
 // --dry-run: what the run would be, from the validated config alone; nothing is allocated.
-void print_dry_run(const Config& cfg, const moe::Layout& l) {
+void print_dry_run(const Config& cfg, const moe::Layout& l, const moe::Cluster& c) {
   const auto& m = cfg.model;
-  const auto mem = moe::memory_per_rank(cfg, l.dp, l.ep);
+  const auto plan = moe::make_plan(cfg, c, l);
+  const auto& mem = plan.memory;
   const std::int64_t seqs = l.dp * cfg.train.grad_accum * cfg.train.micro_batch;
   std::printf("dry run: %s on %d ranks: pp %d x dp %d x tp %d, ep %d, zero %lld\n"
               "parameters        %lld total, %lld active per token (routed experts %lld, %lld per rank)\n"
-              "per rank          weights %s, gradients %s, optimizer state %s; activations not estimated yet\n"
+              "per rank          %s: weights %s, gradients %s, optimizer state %s, activations %s, backward workspace %s, "
+              "communication buffers %s (moe plan has the step time)\n"
               "batch             %lld sequences x %lld tokens = %lld tokens per step, %lld steps\n"
               "no training (--dry-run)\n",
               cfg.source.c_str(), l.world(), l.pp, l.dp, l.tp, l.ep, static_cast<long long>(cfg.parallel.zero),
               static_cast<long long>(moe::total_parameters(m)), static_cast<long long>(moe::active_parameters(m)),
               static_cast<long long>(moe::expert_parameters(m)), static_cast<long long>(moe::expert_parameters(m) / l.ep),
-              moe::human_bytes(mem.weights).c_str(), moe::human_bytes(mem.gradients).c_str(),
-              moe::human_bytes(mem.optimizer).c_str(), static_cast<long long>(seqs),
-              static_cast<long long>(m.seq_len), static_cast<long long>(seqs * m.seq_len),
-              static_cast<long long>(cfg.train.steps));
+              moe::human_bytes(mem.total()).c_str(), moe::human_bytes(mem.weights).c_str(),
+              moe::human_bytes(mem.gradients).c_str(), moe::human_bytes(mem.optimizer).c_str(),
+              moe::human_bytes(mem.activations).c_str(), moe::human_bytes(mem.workspace).c_str(),
+              moe::human_bytes(mem.buffers).c_str(), static_cast<long long>(seqs), static_cast<long long>(m.seq_len),
+              static_cast<long long>(seqs * m.seq_len), static_cast<long long>(cfg.train.steps));
+}
+
+// `moe plan`: --layout "pp=16,ep=64,zero=1" as parallel.* overrides.
+std::vector<std::string> layout_overrides(const std::string& layout) {
+  std::vector<std::string> out;
+  std::stringstream in(layout);
+  for (std::string kv; std::getline(in, kv, ',');) {
+    const auto eq = kv.find('=');
+    const std::string key = kv.substr(0, eq);
+    if (eq == std::string::npos || (key != "pp" && key != "dp" && key != "tp" && key != "ep" && key != "zero"))
+      throw moe::ConfigError(fmt::format("--layout {}: '{}' is not KEY=N with KEY one of pp, dp, tp, ep, zero", layout, kv));
+    out.push_back("parallel." + kv);
+  }
+  return out;
+}
+
+struct PlanArgs {
+  std::string cluster, layout;
+  int devices = 0, top = 10;
+  bool search = false, recompute = false;
+  moe::PlanOptions options;
+};
+
+int run_plan(const std::string& path, std::vector<std::string> sets, const PlanArgs& a) {
+  if (!a.cluster.empty()) sets.push_back("cost.cluster=" + a.cluster);
+  if (a.recompute) sets.push_back("train.recompute=true");
+  const auto from_layout = layout_overrides(a.layout);
+  sets.insert(sets.end(), from_layout.begin(), from_layout.end());
+  const Config cfg = moe::load_config(path, sets);
+  const auto& p = cfg.parallel;
+  const int devices = a.devices > 0 ? a.devices : p.dp > 0 ? static_cast<int>(p.pp * p.dp * p.tp) : 0;
+  if (devices <= 0)
+    throw moe::ConfigError(fmt::format("{}: moe plan: how many devices? give --devices N (or a layout with dp set)", path));
+  moe::Cluster cluster = moe::load_cluster(cfg);
+  if (cluster.calibrate) {  // local-cpu: this process measures the GEMM rate and a copy's bandwidth
+    moe::SelfCommunicator self;
+    moe::calibrate(cluster, self);
+  }
+  if (a.search) {
+    const auto plans = moe::search_layouts(cfg, cluster, devices, a.options);
+    if (plans.empty())
+      throw moe::ConfigError(fmt::format("{}: no layout of {} devices fits {} GB per device on {}; try --recompute or "
+                                         "more devices", path, devices, cluster.memory_gb, cluster.name));
+    std::printf("%zu layouts of %d devices fit on %s; the %d cheapest (cost for train.target_tokens = %.4g):\n", plans.size(),
+                devices, cluster.name.c_str(), std::min<int>(a.top, static_cast<int>(plans.size())), cfg.train.target_tokens);
+    std::printf("  %-40s %12s %12s %12s %14s %14s\n", "layout", "step", "memory", "MFU", "device-hours", "cost");
+    const double peak = cluster.peak_tflops(cfg.precision) * 1e12;
+    for (std::size_t i = 0; i < plans.size() && i < static_cast<std::size_t>(a.top); ++i) {
+      const auto& q = plans[i];
+      const double dh = q.device_hours(cfg.train.target_tokens);
+      std::printf("  %-40s %10.4g s %9.2f GB %11.1f%% %14.4g %13.4g$\n", moe::layout_name(q).c_str(), q.time.step(),
+                  q.memory.total() / 1e9, 100 * q.mfu(peak), dh, dh * cluster.price_per_device_hour);
+    }
+    std::printf("\n%s", moe::plan_text(plans.front(), cfg, cluster, a.options).c_str());
+    return 0;
+  }
+  const moe::Layout layout = moe::resolve_layout(cfg, devices);
+  const auto plan = moe::make_plan(cfg, cluster, layout, a.options);
+  std::printf("%s", moe::plan_text(plan, cfg, cluster, a.options).c_str());
+  if (!plan.fits())
+    throw moe::ConfigError(fmt::format("{}: layout {} does not fit: {:.2f} GB per device on stage {} > {} GB of {}; try "
+                                       "{}{}more pp or ep, or moe plan --search",
+                                       path, moe::layout_name(plan), plan.memory.total() / 1e9, plan.memory_stage,
+                                       cluster.memory_gb, cluster.name, cfg.train.recompute ? "" : "--recompute, ",
+                                       plan.zero == 1 ? "" : "zero=1, "));
+  return 0;
 }
 
 int run_train(int argc, char** argv, const std::string& path, const std::vector<std::string>& sets, bool print_config,
@@ -120,9 +195,9 @@ int run_train(int argc, char** argv, const std::string& path, const std::vector<
   try {
     cfg = moe::load_config(path, sets);  // every rank validates; all fail alike, before any collective
     const moe::Layout layout = moe::trainable_layout(cfg, world.size());
-    moe::load_cluster(cfg);  // an unknown cluster fails here, before any compute
+    const moe::Cluster cluster = moe::load_cluster(cfg);  // an unknown cluster fails here, before any compute
     if (dry_run) {
-      if (world.rank() == 0) print_dry_run(cfg, layout);
+      if (world.rank() == 0) print_dry_run(cfg, layout, cluster);
       return 0;
     }
   } catch (const moe::Error& e) {
@@ -183,6 +258,20 @@ int main(int argc, char** argv) {
   add_overrides(show);
   auto* reference = config->add_subcommand("reference", "print every key as a Markdown table (README's reference)");
 
+  auto* plan = app.add_subcommand("plan", "memory per device, step time and cost of a config on a cluster, or the "
+                                          "cheapest layouts (--search); no training");
+  plan->add_option("config", config_path, "YAML config, e.g. configs/deepseek-v3.yaml")->required()->check(CLI::ExistingFile);
+  add_overrides(plan);
+  PlanArgs plan_args;
+  plan->add_option("--cluster", plan_args.cluster, "cluster NAME or .yaml (default: the config's cost.cluster)");
+  plan->add_option("--devices", plan_args.devices, "number of devices (default: pp x dp x tp of the layout)");
+  plan->add_option("--layout", plan_args.layout, "parallel keys, e.g. pp=16,ep=64,zero=1 (the rest from the config)");
+  plan->add_flag("--search", plan_args.search, "rank every valid layout of --devices by cost, among those that fit");
+  plan->add_option("--top", plan_args.top, "layouts listed by --search")->check(CLI::PositiveNumber);
+  plan->add_flag("--recompute", plan_args.recompute, "plan with full activation recomputation (train.recompute=true)");
+  plan->add_option("--overlap", plan_args.options.overlap, "share of EP and DP traffic hidden behind compute (0 to 1)")
+      ->check(CLI::Range(0.0, 1.0));
+
   auto* info = app.add_subcommand("info", "print how this moe was built and what it can see");
 
   auto* ckpt = app.add_subcommand("ckpt", "checkpoints");
@@ -200,6 +289,7 @@ int main(int argc, char** argv) {
       return run_train(argc, argv, config_path, sets, print_config, dry_run);
     }
     if (*inspect) return run_inspect(ckpt_path);
+    if (*plan) return run_plan(config_path, sets, plan_args);
     if (*prepare) return run_prepare(moe::load_config(config_path, sets), force);
     if (*show) std::cout << moe::config_to_yaml(moe::load_config(config_path, sets));
     if (*reference) std::cout << moe::config_reference_markdown();

@@ -14,6 +14,7 @@
 #include "checkpoint/store.h"
 #include "data/loader.h"
 #include "kernels/ops.h"
+#include "plan/plan.h"
 #include "trainer/trainer_state.h"
 
 namespace moe {
@@ -24,6 +25,10 @@ volatile std::sig_atomic_t g_stop = 0;
 void request_stop() { g_stop = 1; }
 
 Layout trainable_layout(const Config& cfg, int world_size) {
+  MOE_CHECK(cfg.model.attention == AttentionType::gqa, ConfigError,
+            "{}: model.attention: mla is understood by `moe plan` (parameters, FLOPs, memory, time) but not trained "
+            "yet; train with attention: gqa",
+            cfg.source);
   MOE_CHECK(cfg.precision == Precision::fp32 && cfg.device == DeviceKind::cpu, ConfigError,
             "{}: precision and device: only fp32 on cpu is implemented so far; set precision: fp32 and device: cpu",
             cfg.source);
@@ -64,6 +69,7 @@ Trainer::Trainer(const Config& cfg, MpiCommunicator& world) : s_(std::make_uniqu
   auto& s = *s_;
   s.cluster = load_cluster(cfg);
   s.model.init(static_cast<std::uint64_t>(cfg.train.seed));  // same values whatever the layout
+  s.model.set_recompute(cfg.train.recompute);
   s.params = s.model.params();
   ParamList dense, experts;
   for (Param* p : s.params) (p->is_expert() ? experts : dense).push_back(p);
@@ -177,6 +183,7 @@ TrainResult Trainer::run() {
 
   res.unigram_entropy = unigram_entropy(cfg.data.dir);
   if (s.cluster.calibrate) calibrate(s.cluster, s.world);  // local-cpu: measure the peak the report prices against
+  const Plan plan = make_plan(cfg, s.cluster, s.layout);
   s.launch_t0 = Clock::now(), s.comm0 = s.comm_now();
   const std::int64_t start = s.begin(res, evaluate, log_rank);
   const double prior_wall = res.prior_wall_seconds;
@@ -187,6 +194,13 @@ TrainResult Trainer::run() {
   Tensor loads = Tensor::zeros({static_cast<std::int64_t>(moe_layers.size()) * std::max<std::int64_t>(E, 1) + 1}, DType::f64);
   s.mesh.reset_bytes();
   s.side_bytes.clear();
+  // What the training steps allocate and multiply, against the plan (evaluation and
+  // checkpoints inside the loop are timed apart and their GEMMs counted apart).
+  reset_tensor_memory_peak();
+  res.start_tensor_bytes = double(tensor_memory().live);
+  ops::reset_gemm_flops();
+  s.side_flops = 0;
+  const double side_s0 = s.eval_s + s.ckpt_s;
   const auto t0 = Clock::now();
   // This launch ends at train.stop_at (an interruption, as a time-limited job would have),
   // else at train.steps; the schedule always spans train.steps.
@@ -276,6 +290,13 @@ TrainResult Trainer::run() {
   }
   // Per training step of this launch (validation and checkpoint traffic left out).
   const std::int64_t ran = std::max<std::int64_t>(1, res.steps - start);
+  res.step_seconds = (since(t0) - (s.eval_s + s.ckpt_s - side_s0)) / double(ran);
+  res.peak_tensor_bytes = double(tensor_memory().peak);
+  res.gemm_flops_per_step = s.world.all_reduce_sum(double(ops::gemm_flops() - s.side_flops)) / double(ran);
+  res.planned_step_seconds = plan.time.step();
+  res.planned_memory_bytes = plan.memory.total();
+  res.planned_step_memory_bytes = plan.memory.activations + plan.memory.workspace + plan.memory.buffers;
+  res.planned_flops_per_step = plan.gemm_flops_per_step;
   for (const auto& [kind, bytes] : s.step_bytes()) res.bytes_per_step[kind] = bytes / static_cast<std::uint64_t>(ran);
   res.remote_rows /= double(ran), res.remote_token_ranks /= double(ran);
   if (!res.stopped) s.timed(s.eval_s, [&] { res.val_loss = evaluate(); });  // a stopped job is short of time: save first

@@ -37,6 +37,15 @@ struct TrainResult {
   double device_hours = 0;          // ranks x wall time, over all segments of the run
   double prior_wall_seconds = 0;    // wall time of the segments before this one (wall_seconds includes it)
   bool stopped = false;             // ended early by request_stop()
+  // This launch's training steps against their plan (plan/plan.h, on the run's cluster and
+  // layout): seconds per step (validation and checkpoints left out), the most bytes this
+  // rank's tensors held at once, GEMM FLOPs per step over all ranks (ops::gemm_flops).
+  double step_seconds = 0, planned_step_seconds = 0;
+  double peak_tensor_bytes = 0, planned_memory_bytes = 0;
+  // Of those: held before the first step (weights, gradients, optimizer state), and what the
+  // plan puts on top during a step (activations, backward workspace, buffers).
+  double start_tensor_bytes = 0, planned_step_memory_bytes = 0;
+  double gemm_flops_per_step = 0, planned_flops_per_step = 0;
   CostCounters cost;                // every launch of the run so far
   std::string cost_report;          // the printed report (cost.json beside the checkpoints holds it as JSON)
 };

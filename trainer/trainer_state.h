@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
+#include "kernels/ops.h"
 #include "model/transformer.h"
 #include "parallel/mesh.h"
 #include "parallel/param_group.h"
@@ -45,12 +46,15 @@ struct Trainer::State {
   // Runs f (an evaluation or a checkpoint), adding its time to `bucket` and keeping its
   // communication time and bytes out of the training steps' figures.
   std::map<std::string, std::uint64_t> side_bytes;
+  std::int64_t side_flops = 0;  // GEMM FLOPs inside them
   template <class F> void timed(double& bucket, F&& f) {
     const double c0 = comm_now();
     const auto b0 = mesh.bytes_sent();
+    const auto f0 = ops::gemm_flops();
     const auto t = Clock::now();
     f();
     bucket += since(t);
+    side_flops += ops::gemm_flops() - f0;
     side_comm += comm_now() - c0;
     for (const auto& [kind, bytes] : mesh.bytes_sent()) side_bytes[kind] += bytes - (b0.count(kind) ? b0.at(kind) : 0);
   }

@@ -2,10 +2,14 @@
 #pragma once
 #include <cblas.h>
 
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
 namespace moe::ops::detail {
+
+// 2*M*N*K of every GEMM run (ops::gemm_flops()); defined in gemm.cpp.
+extern std::atomic<std::int64_t> gemm_flop_count;
 
 // C (M,N) = op(A) op(B) + beta * C, row-major; lda/ldb/ldc are row strides in elements, so a
 // head's slice of a (B,T,H,D) tensor is addressed in place (lda = H*D).
@@ -13,6 +17,7 @@ template <class T>
 void gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, std::int64_t lda,
           const T* B, std::int64_t ldb, T beta, T* C, std::int64_t ldc) {
   if (M == 0 || N == 0) return;
+  gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);
   const auto opa = ta ? CblasTrans : CblasNoTrans, opb = tb ? CblasTrans : CblasNoTrans;
   const auto m = static_cast<blasint>(M), n = static_cast<blasint>(N), k = static_cast<blasint>(K);
   if constexpr (std::is_same_v<T, float>)

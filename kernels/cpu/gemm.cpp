@@ -4,6 +4,13 @@
 #include "kernels/ops.h"
 
 namespace moe::ops {
+namespace detail {
+std::atomic<std::int64_t> gemm_flop_count{0};
+}  // namespace detail
+
+std::int64_t gemm_flops() { return detail::gemm_flop_count.load(std::memory_order_relaxed); }
+void reset_gemm_flops() { detail::gemm_flop_count.store(0, std::memory_order_relaxed); }
+
 namespace {
 using detail::gemm;
 

@@ -2,7 +2,8 @@
 // "parallel.ep=2 parallel.zero=1", plus model options) against world size 1 (MPI_COMM_SELF)
 // on the same micro-batches: after 3 steps the loss of each step and every weight (experts
 // gathered over ep, router biases too) agree within 1e-5 relative. Also: ZeRO-1's optimizer
-// memory per rank against total / dp, and traffic that exists only where the layout needs it.
+// memory per rank against total / dp, traffic that exists only where the layout needs it, and
+// the planner's memory and GEMM FLOPs against what the run allocated and multiplied.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -12,6 +13,7 @@
 
 #include "data/prepare.h"
 #include "parallel/mesh.h"
+#include "plan/plan.h"
 #include "tests/support/corpus.h"
 #include "tests/support/testing.h"
 #include "trainer/config.h"
@@ -90,8 +92,25 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
   }
   // The dry run's arithmetic equals what the trainer allocated, up to ZeRO-1's padding
   // (at most one element per rank of each of the two groups, 8 bytes each).
-  const MemoryPerRank est = memory_per_rank(pc, l.dp, l.ep);
-  CHECK(std::abs(est.optimizer - double(res.optimizer_bytes)) <= 2.0 * 8 * l.dp);
+  const double est = make_plan(pc, Cluster{}, l).memory.optimizer;
+  CHECK(std::abs(est - double(res.optimizer_bytes)) <= 2.0 * 8 * l.dp);
+  // The planner against the layout's run (the first in this process, so the tensors alive
+  // are its own): the GEMM FLOPs the ops counted equal its count exactly (dropless: every
+  // token through top_k experts; capacity drops run fewer), and the most bytes a rank's
+  // tensors held at once is within 10% of its memory per device.
+  INFO("planned " << res.planned_memory_bytes << " bytes, measured " << res.peak_tensor_bytes);
+  if (pc.model.capacity_factor == 0) CHECK(res.gemm_flops_per_step == res.planned_flops_per_step);
+  else CHECK(res.gemm_flops_per_step <= res.planned_flops_per_step);
+  CHECK(std::abs(res.planned_memory_bytes - res.peak_tensor_bytes) <= 0.10 * res.peak_tensor_bytes);
+  // The activation model on its own: what a step adds on top of the state held before it, the
+  // mean over ranks (the plan assumes balanced experts; a micro-batch of 16 tokens is not).
+  const double step_bytes = world.all_reduce_sum(res.peak_tensor_bytes - res.start_tensor_bytes) / world.size();
+  INFO("step memory: planned " << res.planned_step_memory_bytes << ", measured " << step_bytes);
+  CHECK(std::abs(res.planned_step_memory_bytes - step_bytes) <= 0.10 * step_bytes);
+  if (world.rank() == 0)
+    std::printf("plan vs measured: memory %.0f / %.0f bytes (a step's own %.0f / %.0f), GEMM FLOP per step %.6g / %.6g\n",
+                res.planned_memory_bytes, res.peak_tensor_bytes, res.planned_step_memory_bytes,
+                res.peak_tensor_bytes - res.start_tensor_bytes, res.planned_flops_per_step, res.gemm_flops_per_step);
   // Traffic only where the layout needs it.
   CHECK(res.bytes_per_step.count("all_to_all") == (l.ep > 1 ? 1u : 0u));
   CHECK(res.bytes_per_step.count("reduce_scatter") == (zero1 ? 1u : 0u));

@@ -1,0 +1,72 @@
+#include "plan/cluster.h"
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <vector>
+
+#include "kernels/error.h"
+
+namespace fs = std::filesystem;
+
+namespace moe {
+namespace {
+
+std::string find_cluster_file(const Config& cfg) {
+  const std::string& name = cfg.cost.cluster;
+  if (name.find('/') != std::string::npos || name.ends_with(".yaml")) return name;
+  std::vector<fs::path> tried;
+  if (!cfg.source.empty() && fs::exists(cfg.source)) tried.push_back(fs::path(cfg.source).parent_path() / "clusters" / (name + ".yaml"));
+#ifdef MOE_SOURCE_DIR
+  tried.push_back(fs::path(MOE_SOURCE_DIR) / "configs" / "clusters" / (name + ".yaml"));
+#endif
+  for (const auto& p : tried)
+    if (fs::exists(p)) return p.string();
+  std::string where;
+  for (const auto& p : tried) where += (where.empty() ? "" : ", ") + p.string();
+  throw ConfigError(fmt::format("{}: cost.cluster: no cluster '{}' (looked for {}); name a file in configs/clusters/ or a path",
+                                cfg.source, name, where.empty() ? "nothing" : where));
+}
+
+}  // namespace
+
+Cluster load_cluster(const Config& cfg) {
+  Cluster c;
+  c.file = find_cluster_file(cfg);
+  YAML::Node n;
+  try {
+    n = YAML::LoadFile(c.file);
+  } catch (const YAML::Exception& e) {
+    throw ConfigError(fmt::format("{}: cannot read the cluster description: {}", c.file, e.what()));
+  }
+  auto get = [&](const char* key, auto& out, bool required) {
+    if (!n[key]) {
+      if (required) throw ConfigError(fmt::format("{}: missing key '{}'", c.file, key));
+      return;
+    }
+    try {
+      out = n[key].as<std::decay_t<decltype(out)>>();
+    } catch (const YAML::Exception&) {
+      throw ConfigError(fmt::format("{}:{}: {}: not a valid value", c.file, n[key].Mark().line + 1, key));
+    }
+  };
+  get("name", c.name, true);
+  get("device", c.device, true);
+  get("calibrate", c.calibrate, false);
+  get("peak_bf16_tflops", c.peak_bf16_tflops, !c.calibrate);
+  get("peak_fp8_tflops", c.peak_fp8_tflops, !c.calibrate);
+  get("memory_gb", c.memory_gb, true);
+  get("devices_per_node", c.devices_per_node, true);
+  get("intra_node_gbps", c.intra_node_gbps, !c.calibrate);
+  get("inter_node_gbps", c.inter_node_gbps, !c.calibrate);
+  get("price_per_device_hour", c.price_per_device_hour, true);
+  get("compute_efficiency", c.compute_efficiency, !c.calibrate);
+  MOE_CHECK(c.price_per_device_hour >= 0 && c.devices_per_node >= 1 && c.compute_efficiency > 0 &&
+                c.compute_efficiency <= 1,
+            ConfigError, "{}: price_per_device_hour must be >= 0, devices_per_node >= 1, compute_efficiency in (0, 1]",
+            c.file);
+  return c;
+}
+
+}  // namespace moe

@@ -1,0 +1,42 @@
+// What a model is made of, counted from its config alone: parameters (whole, per token, per
+// block part) and training FLOPs. The cost report and the planner use these; tests hold them
+// to the model's own tensors and to the FLOPs its GEMMs actually run (docs/COST.md).
+#pragma once
+#include <cstdint>
+
+#include "model/config.h"
+
+namespace moe {
+
+bool is_moe_layer(const ModelConfig& m, std::int64_t layer);
+std::int64_t moe_layers(const ModelConfig& m);  // MoE blocks (0 without routed experts)
+
+// One block's parts. Matrix parameters go through GEMMs; norm weights do not.
+std::int64_t attention_matrix_parameters(const ModelConfig& m);  // q, k, v, o (mla: with the latent projections)
+std::int64_t block_norm_parameters(const ModelConfig& m);        // the two block norms (mla: and the latent norms)
+std::int64_t dense_ffn_parameters(const ModelConfig& m);         // gate, up, down of the dense FFN
+std::int64_t shared_expert_parameters(const ModelConfig& m);     // all shared experts of one MoE block
+std::int64_t router_parameters(const ModelConfig& m);            // one MoE block's router
+std::int64_t routed_expert_parameters(const ModelConfig& m);     // one routed expert
+
+// Matrix parameters a token multiplies through in a training step: attention, dense FFN or
+// router + shared + top_k routed experts per block, and the LM head (the embedding is a
+// lookup). Active parameters add the norm weights.
+std::int64_t gemm_parameters_per_token(const ModelConfig& m);
+std::int64_t active_parameters(const ModelConfig& m);
+// Every parameter (all experts, the embedding included); routed experts alone.
+std::int64_t total_parameters(const ModelConfig& m);
+std::int64_t expert_parameters(const ModelConfig& m);
+
+// Attention-core FLOPs per token per block for forward + backward: 6 x heads x seq_len x
+// (qk head dim + v head dim), the full T x T score matrix (no causal discount, PaLM's
+// convention, and what the CPU kernels compute).
+double attention_core_flops_per_token(const ModelConfig& m);
+// Training FLOPs per token: 6 x gemm_parameters_per_token + layers x attention core. Exactly
+// the multiply-adds the ops' GEMMs run in a dropless step (tests/plan compares them).
+double training_flops_per_token(const ModelConfig& m);
+// What full recomputation adds: every block's forward once more (a third of its training
+// FLOPs; the LM head is not recomputed).
+double recompute_flops_per_token(const ModelConfig& m);
+
+}  // namespace moe

@@ -1,0 +1,260 @@
+#include "plan/plan.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "plan/counts.h"
+
+namespace moe {
+namespace {
+
+// Bytes per saved element: GEMM inputs (what a weight gradient reads; FP8 keeps them as E4M3
+// plus one FP32 scale per 128) and everything else.
+struct ElementBytes {
+  double gemm = 4, other = 4;
+};
+ElementBytes element_bytes(Precision p) {
+  switch (p) {
+    case Precision::fp32: return {4, 4};
+    case Precision::bf16: return {2, 2};
+    case Precision::fp8: return {1 + 4.0 / 128, 2};
+  }
+  return {};
+}
+
+// Expected distinct bins hit by k uniform draws.
+double distinct(double bins, double k) { return bins <= 1 ? 1 : bins * (1 - std::pow(1 - 1 / bins, k)); }
+
+// Elements per token, split as ElementBytes is.
+struct Elems {
+  double gemm = 0, other = 0;
+  Elems& operator+=(const Elems& o) { return gemm += o.gemm, other += o.other, *this; }
+  double bytes(const ElementBytes& b) const { return gemm * b.gemm + other * b.other; }
+};
+
+// The model seen from one device: a stage's layers with tp and ep applied.
+struct Shard {
+  const ModelConfig& m;
+  double tp, ep, r;  // r: expected distinct ep ranks per token
+  bool fused;        // fused attention (CUDA): the softmax is recomputed, not saved
+  bool recompute;    // train.recompute
+
+  // Saved for backward by one block, per token (what model/ keeps between forward and backward).
+  Elems saved(std::int64_t layer) const {
+    const double C = double(m.d_model), T = double(m.seq_len), H = double(m.n_heads) / tp;
+    Elems a{.gemm = 2 * C, .other = 2 * C + 2};  // norm outputs (h1, h2) / residuals (out, xm) and rstd
+    const double scores = fused ? H : H * T;
+    if (m.attention == AttentionType::gqa) {
+      const double D = double(m.d_model / m.n_heads), Hkv = double(m.n_kv_heads) / tp;
+      a += {.gemm = H * D, .other = (H + 2 * Hkv) * D + scores};  // att | q, k, v, softmax
+    } else {
+      const double dqk = double(qk_head_dim(m)), dv = double(m.v_head_dim);
+      a += {.gemm = double(m.q_lora_rank + m.kv_lora_rank) + H * dv,  // latents, att
+            .other = double(m.qk_rope_head_dim) + H * (2 * dqk + dv) + scores};
+    }
+    if (!is_moe_layer(m, layer)) {
+      const double F = double(m.ffn_hidden) / tp;
+      a += {.gemm = F, .other = 2 * F};  // h | gate, up
+    } else {
+      const double K = double(m.top_k), E = double(m.routed_experts), He = double(m.expert_hidden);
+      const double S = double(m.shared_experts * m.expert_hidden) / tp;
+      // Routed, for the 1/tp of the tokens this rank dispatches: xe, he | scores, index,
+      // gates, per-row gates, expert gate/up, expert outputs.
+      a += {.gemm = (K * C + K * He) / tp, .other = (E + 2 * K + r * K + 2 * K * He + K * C) / tp};
+      a += {.gemm = S, .other = 2 * S};  // shared experts
+    }
+    return a;
+  }
+  // The largest set of temporaries one block's backward holds at once, per token.
+  double workspace(std::int64_t layer) const {
+    const double C = double(m.d_model), H = double(m.n_heads) / tp;
+    double attn;
+    if (m.attention == AttentionType::gqa) {
+      const double D = double(m.d_model / m.n_heads), Hkv = double(m.n_kv_heads) / tp;
+      attn = 2 * H * D + 2 * Hkv * D + C;  // datt, dq, dk, dv, tmp
+    } else {
+      const double dqk = double(qk_head_dim(m)), dv = double(m.v_head_dim);
+      attn = H * (2 * dv + 2 * dqk) + double(m.q_lora_rank + m.kv_lora_rank + m.qk_rope_head_dim) + C;
+    }
+    double ffn;
+    if (!is_moe_layer(m, layer)) {
+      ffn = 3 * double(m.ffn_hidden) / tp + C;  // dh, dg, du, tmp
+    } else {
+      const double K = double(m.top_k), E = double(m.routed_experts), He = double(m.expert_hidden);
+      // dye, dgr, dhe, dge, due, dxe, tmp | dgates, dscores, dlogits, dxr
+      ffn = (3 * K * C + r * K + 3 * K * He) / tp + K + 2 * E + C;
+    }
+    return 2 * C + std::max(attn, ffn);  // dh, dxm around either
+  }
+  // Expert-parallel send/receive rows of one MoE block's backward (ds, dr, dx_rows, dxs).
+  double dispatch_buffers() const { return 4 * r * double(m.d_model) / tp; }
+  // Weights of one block on this device: tp-sharded, replicated, routed experts.
+  double block_weights(std::int64_t layer) const {
+    double w = double(attention_matrix_parameters(m)) / tp + double(block_norm_parameters(m));
+    if (!is_moe_layer(m, layer)) return w + double(dense_ffn_parameters(m)) / tp;
+    return w + double(shared_expert_parameters(m)) / tp + double(router_parameters(m));
+  }
+  double block_experts(std::int64_t layer) const {
+    return is_moe_layer(m, layer) ? double(m.routed_experts) / ep * double(routed_expert_parameters(m)) : 0;
+  }
+  // Training FLOPs per token of one block on this device.
+  double block_flops(std::int64_t layer) const {
+    const double ffn = is_moe_layer(m, layer) ? double(router_parameters(m) + shared_expert_parameters(m) +
+                                                       m.top_k * routed_expert_parameters(m))
+                                              : double(dense_ffn_parameters(m));
+    const double train = 6 * (double(attention_matrix_parameters(m)) + ffn) + attention_core_flops_per_token(m);
+    return (recompute ? train * 4 / 3 : train) / tp;  // recomputation runs the forward (a third) again
+  }
+};
+
+struct StageRange {
+  std::int64_t begin, end;
+  bool first, last;
+};
+StageRange stage_range(const ModelConfig& m, int pp, int s) {
+  return {m.n_layers * s / pp, m.n_layers * (s + 1) / pp, s == 0, s == pp - 1};
+}
+
+double ring(double bytes, double ranks) { return ranks > 1 ? 2 * (ranks - 1) / ranks * bytes : 0; }
+
+}  // namespace
+
+Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanOptions& opt) {
+  const ModelConfig& m = cfg.model;
+  Plan p;
+  p.layout = l;
+  p.zero = static_cast<int>(cfg.parallel.zero);
+  p.micro_batch = cfg.train.micro_batch;
+  p.micro_batches = cfg.train.grad_accum;
+  const double T = double(m.seq_len), N = double(p.micro_batch) * T, mbs = double(p.micro_batches);
+  p.tokens_per_step = N * mbs * l.dp;
+  p.flops_per_step = p.tokens_per_step * training_flops_per_token(m);
+  p.gemm_flops_per_step = p.flops_per_step + (cfg.train.recompute ? p.tokens_per_step * recompute_flops_per_token(m) : 0);
+  p.device_memory = c.memory_gb * 1e9;
+
+  const double tp = l.tp, ep = l.ep, dp = l.dp, edp = l.edp(), pp = l.pp, dpn = double(c.devices_per_node);
+  // Experts a token reaches live on r distinct ranks of its ep group; group-limited routing
+  // confines them to topk_groups groups' ranks.
+  const double reach = m.routed_experts > 0 && m.topk_groups < m.n_groups
+                           ? std::min(ep, double(m.topk_groups) * std::max(1.0, ep / double(m.n_groups)))
+                           : ep;
+  p.ranks_per_token = distinct(reach, double(m.top_k));
+  const Shard sh{.m = m, .tp = tp, .ep = ep, .r = p.ranks_per_token, .fused = cfg.device == DeviceKind::cuda,
+                 .recompute = cfg.train.recompute};
+  const ElementBytes eb = element_bytes(cfg.precision);
+  const double C = double(m.d_model), V = double(m.vocab_size);
+
+  const double peak = c.peak_tflops(cfg.precision) * 1e12 * c.compute_efficiency;
+  const auto bw = [](double gbps) { return gbps > 0 ? gbps * 1e9 : 1e-30; };
+  const double tp_link = bw(l.tp <= c.devices_per_node ? c.intra_node_gbps : c.inter_node_gbps);
+  const double pp_link = bw(l.dp * l.tp >= c.devices_per_node ? c.inter_node_gbps : c.intra_node_gbps);
+  const double dp_link = bw(l.dp * l.tp > c.devices_per_node ? c.inter_node_gbps : c.intra_node_gbps);
+  // Of a token's r ranks: its own (r/ep), the rest of its node, other nodes.
+  const double node_ranks = std::min(ep, dpn);
+  const double remote_intra = p.ranks_per_token * (node_ranks - 1) / ep, remote_inter = p.ranks_per_token * (ep - node_ranks) / ep;
+
+  double worst_step = -1;
+  for (int s = 0; s < l.pp; ++s) {
+    const StageRange st = stage_range(m, l.pp, s);
+    // Memory.
+    double dense = 0, experts = 0;
+    Elems saved;
+    double largest_block = 0, workspace = 0, moe_blocks = 0, flops_per_token = 0;
+    for (std::int64_t b = st.begin; b < st.end; ++b) {
+      dense += sh.block_weights(b);
+      experts += sh.block_experts(b);
+      const Elems e = sh.saved(b);
+      saved += e;
+      largest_block = std::max(largest_block, e.bytes(eb));
+      workspace = std::max(workspace, sh.workspace(b));
+      moe_blocks += is_moe_layer(m, b);
+      flops_per_token += sh.block_flops(b);
+    }
+    Elems ends;
+    double end_workspace = 3 * C;  // dx, dprev and the gradient arriving from the next stage
+    if (st.first) dense += V * C / tp, ends.other += C + 2;  // embedding; its output, tokens, targets
+    if (st.last) {
+      dense += V * C / tp + C;  // LM head, final norm
+      ends += {.gemm = C, .other = 1 + V / tp};  // xf | rstd, logits
+      end_workspace += 1 + V / tp;                // dl, dlogits
+      flops_per_token += 6 * V * C / tp;
+    }
+    Plan::Memory mem;
+    mem.weights = 4 * (dense + experts);
+    const double held = p.zero == 1 ? dense / dp + experts / edp : dense + experts;
+    mem.gradients = 4 * (dense + experts) + (p.zero == 1 ? 4 * held : 0);  // ZeRO-1's reduce-scatter output
+    mem.optimizer = 8 * held;
+    const double in_flight = std::min(mbs, pp - s);  // 1F1B: stage s holds pp - s micro-batches
+    const double per_mb = cfg.train.recompute ? N * (double(st.end - st.begin) * C * eb.other + ends.bytes(eb))
+                                        : N * (saved.bytes(eb) + ends.bytes(eb));
+    mem.activations = in_flight * per_mb;
+    mem.workspace = N * (end_workspace + workspace) * eb.other + (cfg.train.recompute ? N * largest_block : 0);
+    mem.buffers = (moe_blocks > 0 ? N * sh.dispatch_buffers() * eb.other : 0) + (l.pp > 1 ? 2 * N * C * eb.other : 0);
+
+    // Time: compute, then each collective over its link.
+    Plan::Time t;
+    const double tokens = N * mbs;  // per dp rank per step
+    t.compute = tokens * flops_per_token / peak;
+    const double layers = double(st.end - st.begin);
+    const double tp_bytes = 4 * ring(N * C * eb.other, tp) * layers * mbs;  // 2 all-reduces forward, 2 backward
+    t.tp = tp_bytes / tp_link;
+    // Per remote row, forward: dispatch (C in the GEMM input format, 2K metadata) and combine;
+    // backward: the output gradient out and the input gradient back (and K gate gradients).
+    const double row = C * eb.gemm + 3 * C * eb.other + 3 * double(m.top_k) * 4;
+    const double ep_rows = tokens / tp * moe_blocks;
+    const double ep_intra = ep_rows * remote_intra * row, ep_inter = ep_rows * remote_inter * row;
+    t.ep = ep_intra / bw(c.intra_node_gbps) + ep_inter / bw(c.inter_node_gbps);
+    const double pp_bytes = l.pp > 1 ? 2 * N * C * eb.other * mbs : 0;
+    t.pp = pp_bytes / pp_link;
+    const double dp_bytes = ring(4 * dense, dp) + ring(4 * experts, edp);  // FP32 gradients (ZeRO-1: half of it weights)
+    t.dp = dp_bytes / dp_link;
+    t.hidden = std::min(opt.overlap * (t.ep + t.dp), t.compute);
+    t.bubble = (pp - 1) / mbs * (t.compute + t.tp + t.ep + t.pp);
+    if (mem.total() > p.memory.total()) p.memory = mem, p.memory_stage = s, p.in_flight = in_flight;
+    if (t.step() > worst_step) {
+      worst_step = t.step(), p.time = t;
+      p.tp_bytes = tp_bytes, p.ep_intra_bytes = ep_intra, p.ep_inter_bytes = ep_inter, p.pp_bytes = pp_bytes, p.dp_bytes = dp_bytes;
+    }
+  }
+  return p;
+}
+
+std::vector<Plan> search_layouts(const Config& cfg, const Cluster& c, int devices, const PlanOptions& opt) {
+  const ModelConfig& m = cfg.model;
+  // The config's global batch in sequences: its own dp (or what dp = 0 resolves to on `devices`).
+  const auto& own = cfg.parallel;
+  const std::int64_t dp0 = own.dp > 0 ? own.dp : std::max<std::int64_t>(1, devices / (own.tp * own.pp));
+  const std::int64_t global = dp0 * cfg.train.micro_batch * cfg.train.grad_accum;
+  std::vector<Plan> out;
+  for (int pp = 1; pp <= devices; ++pp) {
+    if (devices % pp || pp > m.n_layers) continue;
+    for (int tp = 1; tp <= devices / pp; ++tp) {
+      if ((devices / pp) % tp || tp > c.devices_per_node || m.n_heads % tp || m.vocab_size % tp) continue;
+      if (m.attention == AttentionType::gqa && m.n_kv_heads % tp) continue;
+      const int dp = devices / pp / tp;
+      if (global % (std::int64_t(dp) * cfg.train.micro_batch)) continue;
+      for (int ep = 1; ep <= dp * tp; ++ep) {
+        if ((dp * tp) % ep || (m.routed_experts > 0 ? m.routed_experts % ep : ep > 1)) continue;
+        for (int zero = 0; zero <= 1; ++zero) {
+          Config k = cfg;
+          k.parallel.pp = pp, k.parallel.tp = tp, k.parallel.dp = dp, k.parallel.ep = ep, k.parallel.zero = zero;
+          k.train.grad_accum = global / (std::int64_t(dp) * cfg.train.micro_batch);
+          Plan p = make_plan(k, c, Layout{pp, dp, tp, ep}, opt);
+          if (p.fits()) out.push_back(p);
+        }
+      }
+    }
+  }
+  std::stable_sort(out.begin(), out.end(), [](const Plan& a, const Plan& b) {
+    return a.time.step() != b.time.step() ? a.time.step() < b.time.step() : a.memory.total() < b.memory.total();
+  });
+  return out;
+}
+
+std::string layout_name(const Plan& p) {
+  return fmt::format("pp {} x dp {} x tp {}, ep {}, zero {}", p.layout.pp, p.layout.dp, p.layout.tp, p.layout.ep, p.zero);
+}
+
+}  // namespace moe

@@ -1,0 +1,80 @@
+// `moe plan`'s report: what the plan says and what it assumed.
+#include <fmt/format.h>
+
+#include "plan/counts.h"
+#include "plan/plan.h"
+
+namespace moe {
+namespace {
+
+std::string gb(double bytes) { return human_bytes(bytes); }
+
+std::string seconds(double s) {
+  if (s >= 1) return fmt::format("{:.3f} s", s);
+  if (s >= 1e-3) return fmt::format("{:.3f} ms", s * 1e3);
+  return fmt::format("{:.1f} us", s * 1e6);
+}
+
+}  // namespace
+
+std::string human_bytes(double b) {
+  const char* unit[] = {"B", "KB", "MB", "GB"};
+  int u = 0;
+  while (b >= 1000 && u < 3) b /= 1000, ++u;
+  return fmt::format("{:.1f} {}", b, unit[u]);
+}
+
+std::string plan_text(const Plan& p, const Config& cfg, const Cluster& c, const PlanOptions& opt) {
+  const ModelConfig& m = cfg.model;
+  const auto& mem = p.memory;
+  const auto& t = p.time;
+  const double step = t.step();
+  const double peak = c.peak_tflops(cfg.precision) * 1e12;
+  std::string s = fmt::format(
+      "plan: {} on {} x {} ({}), {}\n"
+      "model             {:.4g} parameters, {:.4g} active per token, {:.4g} training FLOP per token\n"
+      "batch             {} sequences x {} tokens = {:.0f} tokens per step ({} micro-batches of {} per dp rank)\n",
+      cfg.source, p.layout.world(), c.name, c.device, layout_name(p), double(total_parameters(m)),
+      double(active_parameters(m)), training_flops_per_token(m), p.tokens_per_step / double(m.seq_len), m.seq_len,
+      p.tokens_per_step, p.micro_batches, p.micro_batch);
+  s += fmt::format(
+      "memory per device {} of {} ({}) on stage {}: weights {}, gradients {}, optimizer {}, activations {} "
+      "({:.0f} micro-batches in flight), backward workspace {}, communication buffers {}\n",
+      gb(mem.total()), gb(p.device_memory), p.fits() ? "fits" : "DOES NOT FIT", p.memory_stage, gb(mem.weights),
+      gb(mem.gradients), gb(mem.optimizer), gb(mem.activations), p.in_flight, gb(mem.workspace), gb(mem.buffers));
+  s += fmt::format(
+      "step time         {}: compute {}, tensor-parallel {}, expert all-to-all {}, pipeline p2p {}, data-parallel {}, "
+      "hidden by overlap -{}, pipeline bubble {}\n"
+      "traffic per step  tp {}, ep {} in node + {} across nodes ({:.2f} ranks per token), pp {}, dp {}\n",
+      seconds(step), seconds(t.compute), seconds(t.tp), seconds(t.ep), seconds(t.pp), seconds(t.dp), seconds(t.hidden),
+      seconds(t.bubble), gb(p.tp_bytes), gb(p.ep_intra_bytes), gb(p.ep_inter_bytes), p.ranks_per_token, gb(p.pp_bytes),
+      gb(p.dp_bytes));
+  s += fmt::format("throughput        {:.4g} tokens/day, MFU {:.1f}% of {:.4g} TFLOP/s per device\n", p.tokens_per_day(),
+                   100 * p.mfu(peak), peak / 1e12);
+  if (cfg.train.target_tokens > 0) {
+    const double dh = p.device_hours(cfg.train.target_tokens);
+    s += fmt::format("target            {:.4g} tokens: {:.4g} days, {:.4g} device-hours, ${:.4g} at ${}/device-hour\n",
+                     cfg.train.target_tokens, dh / p.layout.world() / 24, dh, dh * c.price_per_device_hour,
+                     c.price_per_device_hour);
+  }
+  s += fmt::format(
+      "assumptions:\n"
+      "  - compute at {:.0f}% of the {} peak ({} in {}); non-GEMM ops are not timed\n"
+      "  - {} elements: GEMM inputs saved as {}, other activations as {}; FP32 master weights, FP32 gradients, FP32 AdamW "
+      "moments{}\n"
+      "  - activations as this trainer saves them{}; {}\n"
+      "  - experts balanced; a token's top-{} experts on {:.2f} distinct ep ranks (uniform inside its reachable groups)\n"
+      "  - links: tp inside a node if tp <= {} devices per node; ep all-to-all split by node ({:.4g} / {:.4g} GB/s); dp and pp "
+      "over the network once a group leaves its node; rings move 2(n-1)/n of the data\n"
+      "  - {}% of the ep and dp traffic overlapped with compute; 1F1B bubble (pp-1)/m of the per-micro-batch time\n",
+      100 * c.compute_efficiency, cfg.precision == Precision::fp8 ? "FP8" : "BF16", "compute_efficiency", c.file,
+      cfg.precision == Precision::fp32 ? "fp32" : cfg.precision == Precision::bf16 ? "bf16" : "fp8",
+      cfg.precision == Precision::fp8 ? "E4M3 + 1/128 scale" : cfg.precision == Precision::bf16 ? "BF16" : "FP32",
+      cfg.precision == Precision::fp32 ? "FP32" : "BF16", p.zero == 1 ? " (moments sharded over dp: ZeRO-1)" : "",
+      cfg.device == DeviceKind::cuda ? " with fused attention (the softmax is recomputed)" : " (the CPU keeps the softmax)",
+      cfg.train.recompute ? "full recomputation: one block input per layer kept" : "no recomputation", m.top_k,
+      p.ranks_per_token, c.devices_per_node, c.intra_node_gbps, c.inter_node_gbps, 100 * opt.overlap);
+  return s;
+}
+
+}  // namespace moe

@@ -1,0 +1,122 @@
+// The planner: counts against the model's own tensors and against published model sizes;
+// memory and step time on a hand-computed case; the 1F1B bubble; the layout search. Its
+// memory and FLOPs against what a real run allocates and multiplies: tests/parallel/test_layouts.
+#include <catch2/catch.hpp>
+
+#include "model/transformer.h"
+#include "plan/counts.h"
+#include "plan/plan.h"
+
+using namespace moe;
+
+namespace {
+Config source_config(const char* name) { return load_config(std::string(MOE_SOURCE_DIR) + "/configs/" + name); }
+}  // namespace
+
+TEST_CASE("plan: parameter counts are the model's tensors", "[plan]") {
+  Config cfg = parse_config("", "test", {"model.n_layers=3", "model.dense_layers=1", "model.routed_experts=8",
+                                         "model.top_k=2", "model.shared_experts=1"});
+  Transformer model(cfg.model);
+  std::int64_t active = 0, norms = 0, total = 0, experts = 0;
+  for (Param* p : model.params()) {
+    total += p->w.numel();
+    if (p->name == "model.embed_tokens.weight") continue;  // a lookup, not a GEMM
+    if (p->is_expert()) active += p->w.numel() / p->experts_total * cfg.model.top_k, experts += p->w.numel();
+    else active += p->w.numel();
+    if (p->w.ndim() == 1) norms += p->w.numel();
+  }
+  CHECK(active_parameters(cfg.model) == active);
+  CHECK(gemm_parameters_per_token(cfg.model) == active - norms);
+  CHECK(total_parameters(cfg.model) == total);
+  CHECK(expert_parameters(cfg.model) == experts);
+}
+
+TEST_CASE("plan: DeepSeek-V3 and Mixtral 8x7B count as published", "[plan]") {
+  // DeepSeek-V3 (arXiv:2412.19437): 671B parameters, 37B activated (the multi-token
+  // prediction module is left out of both here and there). Mixtral 8x7B (arXiv:2401.04088):
+  // 46.7B, 12.9B active. Active counts here leave out the embedding lookup; add it back.
+  const Config ds = source_config("deepseek-v3.yaml"), mx = source_config("mixtral-8x7b.yaml");
+  const auto embed = [](const Config& c) { return double(c.model.vocab_size * c.model.d_model); };
+  CHECK(double(total_parameters(ds.model)) == Approx(671e9).epsilon(0.005));
+  CHECK(double(active_parameters(ds.model)) + embed(ds) == Approx(37e9).epsilon(0.02));
+  CHECK(double(total_parameters(mx.model)) == Approx(46.7e9).epsilon(0.005));
+  CHECK(double(active_parameters(mx.model)) + embed(mx) == Approx(12.9e9).epsilon(0.005));
+}
+
+TEST_CASE("plan: memory and step time on a hand-computed case", "[plan]") {
+  // Dense, 2 blocks: 2 x (attention 4*64*64 + norms 2*64 + FFN 3*64*128) + embedding and head
+  // 2*256*64 + final norm 64 = 115008 parameters.
+  Config cfg = parse_config("", "test",
+                            {"model.vocab_size=256", "model.seq_len=16", "model.d_model=64", "model.n_layers=2",
+                             "model.n_heads=4", "model.n_kv_heads=4", "model.ffn_hidden=128", "model.routed_experts=0",
+                             "model.dense_layers=2", "train.micro_batch=2", "train.grad_accum=4"});
+  const Cluster c{.name = "hand", .device = "computed", .file = "", .peak_bf16_tflops = 1.0, .memory_gb = 1,
+                  .intra_node_gbps = 10, .inter_node_gbps = 1, .devices_per_node = 4, .compute_efficiency = 0.5};
+  const Plan p = make_plan(cfg, c, Layout{1, 4, 1, 1});
+  CHECK(p.memory.weights == 4.0 * 115008);
+  CHECK(p.memory.gradients == 4.0 * 115008);
+  CHECK(p.memory.optimizer == 8.0 * 115008);
+  // 6 x (2 x (16384 + 24576) + head 16384) = 589824, plus per block 6 x 4 heads x 16 tokens x
+  // (16 + 16) = 12288: 614400 FLOP per token; 2 x 16 x 4 = 128 tokens per rank at 0.5 TFLOP/s.
+  CHECK(training_flops_per_token(cfg.model) == 614400.0);
+  CHECK(p.time.compute == Approx(128 * 614400.0 / 0.5e12));
+  // Gradient all-reduce over 4 ranks inside a node: 2 x 3/4 x 460032 bytes at 10 GB/s.
+  CHECK(p.time.dp == Approx(690048 / 10e9));
+  CHECK(p.time.step() == Approx(p.time.compute + p.time.dp));
+  CHECK(p.tokens_per_step == 512);
+  // 8 ranks leave the node: the all-reduce runs at the network's 1 GB/s.
+  const Plan q = make_plan(cfg, c, Layout{1, 8, 1, 1});
+  CHECK(q.time.dp == Approx(2 * 7.0 / 8 * 460032 / 1e9));
+  // ZeRO-1 shards the moments (and keeps a gradient shard) over dp.
+  cfg.parallel.zero = 1;
+  const Plan z = make_plan(cfg, c, Layout{1, 4, 1, 1});
+  CHECK(z.memory.optimizer == Approx(8.0 * 115008 / 4));
+  CHECK(z.memory.gradients == Approx(4.0 * 115008 * (1 + 1.0 / 4)));
+}
+
+TEST_CASE("plan: the 1F1B bubble is (p-1)/(m+p-1) of the pipeline's time", "[plan]") {
+  for (int pp : {2, 4}) {
+    for (int m : {1, 4, 8}) {
+      Config cfg = parse_config("", "test", {"model.n_layers=4", fmt::format("train.grad_accum={}", m)});
+      const Cluster c{.name = "hand", .device = "computed", .file = "", .peak_bf16_tflops = 1.0, .memory_gb = 1,
+                      .intra_node_gbps = 10, .inter_node_gbps = 1, .devices_per_node = 8};
+      const Plan p = make_plan(cfg, c, Layout{pp, 1, 1, 1});
+      INFO("pp " << pp << ", m " << m);
+      CHECK(p.time.bubble / (p.time.step() - p.time.dp) == Approx(double(pp - 1) / (m + pp - 1)));
+      CHECK(p.in_flight == std::min(m, pp - p.memory_stage));  // stage s holds pp - s micro-batches
+    }
+  }
+}
+
+TEST_CASE("plan: recomputation keeps less, overlap hides at most the compute", "[plan]") {
+  const Config ds = source_config("deepseek-v3.yaml");
+  const Cluster c = load_cluster(ds);
+  const Layout l{16, 128, 1, 64};
+  Config none = ds;
+  none.train.recompute = false;
+  const Plan keep = make_plan(none, c, l, {.overlap = 0});
+  const Plan rec = make_plan(ds, c, l, {.overlap = 1});
+  CHECK(rec.memory.activations < keep.memory.activations / 10);
+  CHECK(rec.time.hidden == Approx(std::min(rec.time.compute, rec.time.ep + rec.time.dp)));
+  CHECK(keep.time.hidden == 0);
+  CHECK(rec.time.step() < keep.time.step());
+}
+
+TEST_CASE("plan: search lists fitting layouts of the devices, cheapest first", "[plan]") {
+  const Config mx = source_config("mixtral-8x7b.yaml");
+  const Cluster c = load_cluster(mx);
+  const auto plans = search_layouts(mx, c, 128);
+  REQUIRE(plans.size() > 10);
+  for (std::size_t i = 0; i < plans.size(); ++i) {
+    CHECK(plans[i].layout.world() == 128);
+    CHECK(plans[i].fits());
+    CHECK(plans[i].tokens_per_step == plans[0].tokens_per_step);  // the config's global batch throughout
+    if (i > 0) CHECK(plans[i - 1].time.step() <= plans[i].time.step());
+  }
+  // 16 GB devices fit fewer layouts, and none of them holds more.
+  Cluster small = c;
+  small.memory_gb = 16;
+  const auto fewer = search_layouts(mx, small, 128);
+  CHECK(fewer.size() < plans.size());
+  for (const auto& p : fewer) CHECK(p.memory.total() <= 16e9);
+}
