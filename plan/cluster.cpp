@@ -57,6 +57,7 @@ Cluster load_cluster(const Config& cfg) {
   get("peak_bf16_tflops", c.peak_bf16_tflops, !c.calibrate);
   get("peak_fp8_tflops", c.peak_fp8_tflops, !c.calibrate);
   get("memory_gb", c.memory_gb, true);
+  get("memory_gbps", c.memory_gbps, !c.calibrate);
   get("devices_per_node", c.devices_per_node, true);
   get("intra_node_gbps", c.intra_node_gbps, !c.calibrate);
   get("inter_node_gbps", c.inter_node_gbps, !c.calibrate);

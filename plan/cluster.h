@@ -11,7 +11,7 @@ namespace moe {
 struct Cluster {
   std::string name, device, file;
   double peak_bf16_tflops = 0, peak_fp8_tflops = 0;  // per device, dense
-  double memory_gb = 0, intra_node_gbps = 0, inter_node_gbps = 0, price_per_device_hour = 0;
+  double memory_gb = 0, memory_gbps = 0, intra_node_gbps = 0, inter_node_gbps = 0, price_per_device_hour = 0;
   std::int64_t devices_per_node = 1;
   // Share of the peak a training step's GEMMs reach (the planner's compute rate). Cited in
   // the file: a published GEMM measurement, never fitted to a run's answer. local-cpu: 1, the

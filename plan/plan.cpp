@@ -197,6 +197,13 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
     Plan::Time t;
     const double tokens = N * mbs;  // per dp rank per step
     t.compute = tokens * flops_per_token / peak;
+    // The non-GEMM ops stream memory: every saved activation is written in forward and read in
+    // backward, and so is its gradient (4 passes; recomputation writes and reads it once more);
+    // AdamW reads weight, gradient and moments and writes three of them (28 bytes per parameter
+    // it updates), and the gradients are zeroed and normed (8 bytes per parameter).
+    const double act_passes = cfg.train.recompute ? 6 : 4;
+    const double traffic = act_passes * mbs * N * (saved.bytes(eb) + ends.bytes(eb)) + 28 * held + 8 * (dense + experts);
+    t.memory = traffic / bw(c.memory_gbps);
     const double layers = double(st.end - st.begin);
     const double tp_bytes = 4 * ring(N * C * eb.other, tp) * layers * mbs;  // 2 all-reduces forward, 2 backward
     t.tp = tp_bytes / tp_link;
@@ -210,8 +217,8 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
     t.pp = pp_bytes / pp_link;
     const double dp_bytes = ring(4 * dense, dp) + ring(4 * experts, edp);  // FP32 gradients (ZeRO-1: half of it weights)
     t.dp = dp_bytes / dp_link;
-    t.hidden = std::min(opt.overlap * (t.ep + t.dp), t.compute);
-    t.bubble = (pp - 1) / mbs * (t.compute + t.tp + t.ep + t.pp);
+    t.hidden = std::min(opt.overlap * (t.ep + t.dp), t.compute + t.memory);
+    t.bubble = (pp - 1) / mbs * (t.compute + t.memory + t.tp + t.ep + t.pp);
     if (mem.total() > p.memory.total()) p.memory = mem, p.memory_stage = s, p.in_flight = in_flight;
     if (t.step() > worst_step) {
       worst_step = t.step(), p.time = t;

@@ -41,9 +41,11 @@ struct Plan {
   bool fits() const { return memory.total() <= device_memory; }
 
   // Seconds per step on the slowest stage; bytes per device per step by kind.
+  // compute: GEMMs; memory: the other ops, bound by memory bandwidth (each saved activation
+  // written and read once, its gradient too; AdamW's passes over its state).
   struct Time {
-    double compute = 0, tp = 0, ep = 0, pp = 0, dp = 0, hidden = 0, bubble = 0;
-    double step() const { return compute + tp + ep + pp + dp - hidden + bubble; }
+    double compute = 0, memory = 0, tp = 0, ep = 0, pp = 0, dp = 0, hidden = 0, bubble = 0;
+    double step() const { return compute + memory + tp + ep + pp + dp - hidden + bubble; }
   } time;
   double tp_bytes = 0, ep_intra_bytes = 0, ep_inter_bytes = 0, pp_bytes = 0, dp_bytes = 0;
   double ranks_per_token = 1;  // expected distinct ep ranks a token's experts live on

@@ -43,10 +43,10 @@ std::string plan_text(const Plan& p, const Config& cfg, const Cluster& c, const 
       gb(mem.total()), gb(p.device_memory), p.fits() ? "fits" : "DOES NOT FIT", p.memory_stage, gb(mem.weights),
       gb(mem.gradients), gb(mem.optimizer), gb(mem.activations), p.in_flight, gb(mem.workspace), gb(mem.buffers));
   s += fmt::format(
-      "step time         {}: compute {}, tensor-parallel {}, expert all-to-all {}, pipeline p2p {}, data-parallel {}, "
+      "step time         {}: GEMMs {}, other ops {}, tensor-parallel {}, expert all-to-all {}, pipeline p2p {}, data-parallel {}, "
       "hidden by overlap -{}, pipeline bubble {}\n"
       "traffic per step  tp {}, ep {} in node + {} across nodes ({:.2f} ranks per token), pp {}, dp {}\n",
-      seconds(step), seconds(t.compute), seconds(t.tp), seconds(t.ep), seconds(t.pp), seconds(t.dp), seconds(t.hidden),
+      seconds(step), seconds(t.compute), seconds(t.memory), seconds(t.tp), seconds(t.ep), seconds(t.pp), seconds(t.dp), seconds(t.hidden),
       seconds(t.bubble), gb(p.tp_bytes), gb(p.ep_intra_bytes), gb(p.ep_inter_bytes), p.ranks_per_token, gb(p.pp_bytes),
       gb(p.dp_bytes));
   s += fmt::format("throughput        {:.4g} tokens/day, MFU {:.1f}% of {:.4g} TFLOP/s per device\n", p.tokens_per_day(),
@@ -59,7 +59,7 @@ std::string plan_text(const Plan& p, const Config& cfg, const Cluster& c, const 
   }
   s += fmt::format(
       "assumptions:\n"
-      "  - compute at {:.0f}% of the {} peak ({} in {}); non-GEMM ops are not timed\n"
+      "  - GEMMs at {:.0f}% of the {} peak ({} in {}); other ops bound by {:.4g} GB/s of memory bandwidth\n"
       "  - {} elements: GEMM inputs saved as {}, other activations as {}; FP32 master weights, FP32 gradients, FP32 AdamW "
       "moments{}\n"
       "  - activations as this trainer saves them{}; {}\n"
@@ -67,7 +67,7 @@ std::string plan_text(const Plan& p, const Config& cfg, const Cluster& c, const 
       "  - links: tp inside a node if tp <= {} devices per node; ep all-to-all split by node ({:.4g} / {:.4g} GB/s); dp and pp "
       "over the network once a group leaves its node; rings move 2(n-1)/n of the data\n"
       "  - {}% of the ep and dp traffic overlapped with compute; 1F1B bubble (pp-1)/m of the per-micro-batch time\n",
-      100 * c.compute_efficiency, cfg.precision == Precision::fp8 ? "FP8" : "BF16", "compute_efficiency", c.file,
+      100 * c.compute_efficiency, cfg.precision == Precision::fp8 ? "FP8" : "BF16", "compute_efficiency", c.file, c.memory_gbps,
       cfg.precision == Precision::fp32 ? "fp32" : cfg.precision == Precision::bf16 ? "bf16" : "fp8",
       cfg.precision == Precision::fp8 ? "E4M3 + 1/128 scale" : cfg.precision == Precision::bf16 ? "BF16" : "FP32",
       cfg.precision == Precision::fp32 ? "FP32" : "BF16", p.zero == 1 ? " (moments sharded over dp: ZeRO-1)" : "",

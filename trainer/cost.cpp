@@ -34,6 +34,15 @@ void calibrate(Cluster& c, Communicator& world) {
     else copy.copy_from(buf);  // one process (moe plan): shared-memory MPI moves bytes by copying them
     t_best = std::min(t_best, now() - t0);
   }
+  // Memory bandwidth: a copy reads and writes every byte (all ranks at once, as they will run).
+  double t_copy = 1e30;
+  for (int i = 0; i < 3; ++i) {
+    world.barrier();
+    const double t0 = now();
+    copy.copy_from(buf);
+    t_copy = std::min(t_copy, now() - t0);
+  }
+  c.memory_gbps = world.all_reduce_sum(2 * double(buf.nbytes()) / t_copy / 1e9) / world.size();
   const double p = world.size(), moved = p > 1 ? 2 * (p - 1) / p * double(buf.nbytes()) : double(buf.nbytes());
   c.intra_node_gbps = c.inter_node_gbps = moved / t_best / 1e9;
 }

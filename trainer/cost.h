@@ -17,7 +17,7 @@ namespace moe {
 
 // local-cpu: one rank's f32 GEMM rate (1024^3, best of 3) becomes the peak; the all-reduce
 // bus bandwidth over `world` (16 MiB, best of 3; on one rank, a 16 MiB copy's) the
-// interconnect. Collective.
+// interconnect; a 16 MiB copy's read + write rate the memory bandwidth. Collective.
 void calibrate(Cluster& c, Communicator& world);
 
 // Device-hours by where the time went, and what was done, over every launch of a run.
