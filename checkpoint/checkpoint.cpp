@@ -288,6 +288,7 @@ void write_all(Id& file, const std::string& path, const Meta& meta, const std::v
   write_attr(f, "cost_communication_device_hours", H5T_NATIVE_DOUBLE, meta.dh_communication, path);
   write_attr(f, "cost_evaluation_device_hours", H5T_NATIVE_DOUBLE, meta.dh_evaluation, path);
   write_attr(f, "cost_checkpoint_device_hours", H5T_NATIVE_DOUBLE, meta.dh_checkpoint, path);
+  write_attr(f, "cost_pipeline_idle_device_hours", H5T_NATIVE_DOUBLE, meta.dh_pipeline_idle, path);
   write_attr(f, "cost_flops", H5T_NATIVE_DOUBLE, meta.flops, path);
   write_attr(f, "cost_train_seconds", H5T_NATIVE_DOUBLE, meta.train_seconds, path);
   write_text(f, "config", meta.config_yaml, path);
@@ -357,6 +358,7 @@ Meta read_meta(const std::string& path) {
   m.dh_communication = read_optional(f, "cost_communication_device_hours", path);
   m.dh_evaluation = read_optional(f, "cost_evaluation_device_hours", path);
   m.dh_checkpoint = read_optional(f, "cost_checkpoint_device_hours", path);
+  m.dh_pipeline_idle = read_optional(f, "cost_pipeline_idle_device_hours", path);
   m.flops = read_optional(f, "cost_flops", path);
   m.train_seconds = read_optional(f, "cost_train_seconds", path);
   m.config_yaml = read_text(f, "config", path);

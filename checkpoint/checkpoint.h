@@ -32,7 +32,8 @@ struct Meta {
   double val_loss = 0;            // validation loss with the saved weights (0: not evaluated)
   // The cost counters (trainer/cost.h), summed over launches: device-hours by category,
   // model FLOPs done, training wall seconds.
-  double dh_compute = 0, dh_communication = 0, dh_evaluation = 0, dh_checkpoint = 0, flops = 0, train_seconds = 0;
+  double dh_compute = 0, dh_communication = 0, dh_evaluation = 0, dh_checkpoint = 0, dh_pipeline_idle = 0, flops = 0,
+         train_seconds = 0;
 };
 
 // Collective over comm: creates `path` (truncating), every dataset in `datasets` (same list

@@ -49,6 +49,7 @@ void calibrate(Cluster& c, Communicator& world) {
 
 CostCounters& CostCounters::operator+=(const CostCounters& o) {
   compute += o.compute, communication += o.communication, evaluation += o.evaluation, checkpoint += o.checkpoint;
+  pipeline_idle += o.pipeline_idle;
   tokens += o.tokens, flops += o.flops, train_seconds += o.train_seconds;
   return *this;
 }
@@ -64,7 +65,7 @@ nlohmann::json cost_json(const Cluster& c, const CostCounters& k, const Config& 
                    {"interconnect_gbps", c.inter_node_gbps}}},
       {"devices", world},
       {"device_hours", {{"total", dh}, {"compute", k.compute}, {"communication", k.communication},
-                        {"evaluation", k.evaluation}, {"checkpoint", k.checkpoint}}},
+                        {"evaluation", k.evaluation}, {"checkpoint", k.checkpoint}, {"pipeline_idle", k.pipeline_idle}}},
       {"tokens", k.tokens},
       {"flops_per_token", training_flops_per_token(cfg.model)},
       {"active_parameters", active_parameters(cfg.model)},
@@ -87,13 +88,14 @@ std::string cost_text(const nlohmann::json& r) {
   auto share = [&](const char* k) { return total > 0 ? 100 * d[k].get<double>() / total : 0.0; };
   std::string s = fmt::format(
       "\n== cost report ({}: {}, ${}/device-hour{}) ==\n"
-      "device-hours      {:.6f} on {} devices: compute {:.0f}%, communication {:.0f}%, evaluation {:.0f}%, checkpoints {:.0f}%\n"
+      "device-hours      {:.6f} on {} devices: compute {:.0f}%, communication {:.0f}%, pipeline idle {:.0f}%, evaluation {:.0f}%, "
+      "checkpoints {:.0f}%\n"
       "tokens            {:.0f} ({:.3g} FLOP/token, {} active parameters)\n"
       "throughput        {:.3g} TFLOP/s per device, MFU {:.1f}% of {:.3g} TFLOP/s\n"
       "cost              ${:.6f} (${:.4f} per million tokens)\n",
       r["cluster"]["name"].get<std::string>(), r["cluster"]["device"].get<std::string>(),
       r["cluster"]["price_per_device_hour"].get<double>(), r["cluster"]["calibrated"].get<bool>() ? ", peak measured at start" : "",
-      total, r["devices"].get<int>(), share("compute"), share("communication"), share("evaluation"), share("checkpoint"),
+      total, r["devices"].get<int>(), share("compute"), share("communication"), share("pipeline_idle"), share("evaluation"), share("checkpoint"),
       r["tokens"].get<double>(), r["flops_per_token"].get<double>(), r["active_parameters"].get<std::int64_t>(),
       r["achieved_tflops_per_device"].get<double>(), 100 * r["mfu"].get<double>(), r["cluster"]["peak_tflops"].get<double>(),
       r["cost_usd"].get<double>(), r["usd_per_million_tokens"].get<double>());

@@ -184,7 +184,7 @@ TrainResult Trainer::run() {
   res.unigram_entropy = unigram_entropy(cfg.data.dir);
   if (s.cluster.calibrate) calibrate(s.cluster, s.world);  // local-cpu: measure the peak the report prices against
   const Plan plan = make_plan(cfg, s.cluster, s.layout);
-  s.launch_t0 = Clock::now(), s.comm0 = s.comm_now();
+  s.launch_t0 = Clock::now(), s.comm0 = s.comm_now(), s.pp0 = s.mesh.pp().seconds();
   const std::int64_t start = s.begin(res, evaluate, log_rank);
   const double prior_wall = res.prior_wall_seconds;
   const auto& ck = cfg.checkpoint;

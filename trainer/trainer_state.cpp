@@ -33,7 +33,7 @@ void Trainer::State::save(std::int64_t step, const TrainResult& res, double last
                   .device_hours = k.device_hours(),
                   .last_loss = last_loss, .val_loss = val_loss, .dh_compute = k.compute,
                   .dh_communication = k.communication, .dh_evaluation = k.evaluation, .dh_checkpoint = k.checkpoint,
-                  .flops = k.flops, .train_seconds = k.train_seconds};
+                  .dh_pipeline_idle = k.pipeline_idle, .flops = k.flops, .train_seconds = k.train_seconds};
   // Attributes must be the same on every rank: rank 0's clock decides (the cost counters
   // are already means over ranks).
   Tensor clock = Tensor::empty({1}, DType::f64);
@@ -75,13 +75,17 @@ std::optional<std::string> Trainer::State::agreed_latest() {
 }
 
 CostCounters Trainer::State::cost_so_far(double tokens_total) {
-  const double wall = since(launch_t0), comm = comm_now() - comm0 - side_comm;
-  Tensor t = Tensor::empty({5}, DType::f64);  // seconds on this rank, summed over ranks below
+  // Pipeline idle: time inside operations on the pipeline axis (a stage waiting for its
+  // neighbour's activations or gradients: the bubble); zero while pp = 1.
+  const double wall = since(launch_t0), comm = comm_now() - comm0 - side_comm, idle = mesh.pp().seconds() - pp0;
+  Tensor t = Tensor::empty({6}, DType::f64);  // seconds on this rank, summed over ranks below
   double* v = t.data<double>();
-  v[0] = wall - eval_s - ckpt_s - comm, v[1] = comm, v[2] = eval_s, v[3] = ckpt_s, v[4] = wall - eval_s - ckpt_s;
+  v[0] = wall - eval_s - ckpt_s - comm, v[1] = comm - idle, v[2] = eval_s, v[3] = ckpt_s, v[4] = wall - eval_s - ckpt_s;
+  v[5] = idle;
   world.all_reduce_sum(t);
   CostCounters k = prior, now;
   now.compute = v[0] / 3600, now.communication = v[1] / 3600, now.evaluation = v[2] / 3600, now.checkpoint = v[3] / 3600;
+  now.pipeline_idle = v[5] / 3600;
   now.train_seconds = v[4] / world.size();
   now.tokens = tokens_total - prior.tokens;
   now.flops = now.tokens * training_flops_per_token(cfg.model);
@@ -100,7 +104,7 @@ std::int64_t Trainer::State::begin(TrainResult& res, const std::function<double(
     timed(ckpt_s, [&] { meta = load(*latest, CheckpointPart::all); });
     start = meta.step;
     prior = {.compute = meta.dh_compute, .communication = meta.dh_communication, .evaluation = meta.dh_evaluation,
-             .checkpoint = meta.dh_checkpoint, .tokens = meta.tokens, .flops = meta.flops,
+             .checkpoint = meta.dh_checkpoint, .pipeline_idle = meta.dh_pipeline_idle, .tokens = meta.tokens, .flops = meta.flops,
              .train_seconds = meta.train_seconds};
     res.tokens = meta.tokens, res.resumed_from = *latest, res.start_step = start, res.prior_wall_seconds = meta.wall_seconds;
     if (log_rank) {

@@ -41,7 +41,7 @@ struct Trainer::State {
   Cluster cluster;
   CostCounters prior;  // earlier launches, from the checkpoint resumed
   Clock::time_point launch_t0 = Clock::now();
-  double comm0 = 0, eval_s = 0, ckpt_s = 0, side_comm = 0;  // side_comm: communication inside eval/checkpoints
+  double comm0 = 0, pp0 = 0, eval_s = 0, ckpt_s = 0, side_comm = 0;  // side_comm: communication inside eval/checkpoints
   double comm_now() { return mesh.comm_seconds() + world.seconds(); }
   // Runs f (an evaluation or a checkpoint), adding its time to `bucket` and keeping its
   // communication time and bytes out of the training steps' figures.

@@ -23,6 +23,11 @@ TEST_CASE("cost: device-hours, dollars and the projection on a hand-computed cas
   CHECK(j["projection"]["wall_hours"].get<double>() == Approx(2.0));
   CHECK(j["projection"]["cost_usd"].get<double>() == Approx(24.0));
   CHECK(cost_text(j).find("$6.000000") != std::string::npos);
+  // Pipeline idle is its own category of the device-hours: half a device-hour of 2.5.
+  k.pipeline_idle = 0.5;
+  const auto p = cost_json(c, k, cfg, 4);
+  CHECK(p["device_hours"]["total"].get<double>() == 2.5);
+  CHECK(cost_text(p).find("pipeline idle 20%") != std::string::npos);
 }
 
 TEST_CASE("cost: cluster files load, and an unknown cluster is a one-line error", "[cost]") {
