@@ -18,6 +18,7 @@ class ConfigError : public Error { using Error::Error; };      // bad YAML, key,
 class DataError : public Error { using Error::Error; };        // bad or missing corpus/shards
 class CommError : public Error { using Error::Error; };        // MPI/NCCL failure or bad layout
 class CheckpointError : public Error { using Error::Error; };  // unreadable, damaged or mismatched checkpoint
+class TrainingError : public Error { using Error::Error; };    // a run that cannot go on (e.g. diverged), same on every rank
 
 }  // namespace moe
 

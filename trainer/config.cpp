@@ -208,6 +208,9 @@ const std::vector<Field>& fields() {
       integer(AT(train.eval_batches), at_least(1), "global batches per validation pass"),
       real(AT(train.target_tokens), at_least(0), "token budget the cost report projects to (0: none)"),
       boolean(AT(train.recompute), "full activation recomputation: each block keeps only its input and runs its forward again in backward (less memory, about 1/3 more compute)"),
+      integer(AT(train.max_skipped_steps), at_least(1), "consecutive skipped steps (non-finite loss or gradient, loss spike) after which the run stops with an error, its last checkpoint intact"),
+      real(AT(train.spike_zscore), at_least(0), "skip a step whose loss is more than this many standard deviations above the mean of the last spike_window steps (0: off)"),
+      integer(AT(train.spike_window), at_least(2), "applied steps the loss-spike check looks back over (and waits for)"),
       text_list(AT(train.freeze), "parameter name patterns kept fixed (fnmatch, e.g. '*embed_tokens*', '*.mlp.gate.weight')"),
 
       text(AT(data.corpus), "text corpus for moe data prepare: a directory of text files or one file"),
@@ -227,6 +230,9 @@ const std::vector<Field>& fields() {
       integer(AT(checkpoint.keep), at_least(1), "newest checkpoints kept"),
       boolean(AT(checkpoint.resume), "continue from checkpoint.dir/latest when it exists (moe train --fresh: false)"),
       text(AT(checkpoint.init_from), "fine-tune: load weights from this checkpoint file, fresh optimizer and schedule", true),
+
+      integer(AT(debug.nan_at_step), at_least(0), "fault drill: put a NaN into the gradient at this step (1-based) and the next nan_steps - 1 (0: never)"),
+      integer(AT(debug.nan_steps), at_least(1), "fault drill: steps in a row that get the NaN"),
 
       text(AT(cost.cluster), "cluster the cost report prices the run on: NAME (clusters/NAME.yaml beside the config, e.g. h800, h100, a100, local-cpu) or a .yaml path"),
   };

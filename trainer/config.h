@@ -37,6 +37,9 @@ struct TrainConfig {
   double target_tokens = 0.0;        // for the cost projection; 0 = none
   std::vector<std::string> freeze;   // parameter name patterns (fnmatch) kept fixed
   bool recompute = false;            // blocks keep only their input; backward recomputes the rest
+  std::int64_t max_skipped_steps = 5;  // consecutive skipped steps (non-finite or spiking loss) that stop the run
+  double spike_zscore = 0.0;         // skip a step whose loss is this many std above the recent mean (0: off)
+  std::int64_t spike_window = 100;   // applied steps the spike check looks back over
 };
 
 struct DataConfig {
@@ -63,6 +66,12 @@ struct CheckpointConfig {
   std::string init_from;   // fine-tuning: weights from this checkpoint, fresh optimizer ("" = none)
 };
 
+// Fault injection, for tests and drills of the fault handling (docs/CLUSTER.md).
+struct DebugConfig {
+  std::int64_t nan_at_step = 0;  // this step (1-based) and the next nan_steps - 1 get a NaN gradient (0: never)
+  std::int64_t nan_steps = 1;
+};
+
 struct CostConfig {
   std::string cluster = "local-cpu";
 };
@@ -76,6 +85,7 @@ struct Config {
   ParallelConfig parallel;
   CheckpointConfig checkpoint;
   CostConfig cost;
+  DebugConfig debug;
 
   // Where each explicitly set key came from ("file:line" or "--set"), for error messages.
   std::string source;

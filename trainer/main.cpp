@@ -41,6 +41,8 @@ void print_summary(const Config& cfg, const moe::TrainResult& r, int world) {
   if (!r.resumed_from.empty()) std::printf("resumed from      %s (step %lld)\n", r.resumed_from.c_str(), static_cast<long long>(r.start_step));
   if (!r.init_from.empty()) std::printf("fine-tuned from   %s (validation loss %.4f before training)\n", r.init_from.c_str(), r.init_val_loss);
   if (!r.last_checkpoint.empty()) std::printf("checkpoint        %s\n", r.last_checkpoint.c_str());
+  if (r.skipped_steps > 0)
+    std::printf("skipped steps     %lld (non-finite or spiking loss: no update)\n", static_cast<long long>(r.skipped_steps));
   if (r.stopped)
     std::printf("stopped           by SIGTERM after step %lld; %s\n", static_cast<long long>(r.steps),
                 r.last_checkpoint.empty() ? "nothing saved (checkpoint.dir is empty)"
@@ -209,6 +211,11 @@ int run_train(int argc, char** argv, const std::string& path, const std::vector<
     const auto result = moe::train(cfg, world);
     if (world.rank() == 0) print_summary(cfg, result, world.size());
     return 0;  // also when stopped by SIGTERM: checkpointed, what a preempting scheduler expects
+  } catch (const moe::TrainingError& e) {
+    // Decided from all-reduced values (e.g. too many skipped steps): every rank throws it at
+    // the same step, so rank 0 reports it once and every rank exits non-zero.
+    if (world.rank() == 0) std::cerr << "moe: error: " << e.what() << "\n";
+    return 3;
   } catch (const moe::ConfigError& e) {
     // Config errors found while building the trainer (e.g. a train.freeze pattern that names
     // nothing) depend only on the config, so every rank throws the same one at the same

@@ -15,6 +15,7 @@
 #include "data/loader.h"
 #include "kernels/ops.h"
 #include "plan/plan.h"
+#include "trainer/step_guard.h"
 #include "trainer/trainer_state.h"
 
 namespace moe {
@@ -190,6 +191,7 @@ TrainResult Trainer::run() {
   const auto& ck = cfg.checkpoint;
   res.steps = start;
   double last_loss = 0;
+  StepGuard guard(t.spike_zscore, t.spike_window);  // (its loss history starts afresh at each launch)
   // Global expert loads per MoE layer, then dropped assignments (summed over dp).
   Tensor loads = Tensor::zeros({static_cast<std::int64_t>(moe_layers.size()) * std::max<std::int64_t>(E, 1) + 1}, DType::f64);
   s.mesh.reset_bytes();
@@ -224,6 +226,10 @@ TrainResult Trainer::run() {
         res.remote_token_ranks += double(moe_layers[i]->remote_token_ranks());
       }
     }
+    const auto& dbg = cfg.debug;  // fault drill: one rank's NaN reaches every rank through the reduction
+    if (dbg.nan_at_step > 0 && step + 1 >= dbg.nan_at_step && step + 1 < dbg.nan_at_step + dbg.nan_steps &&
+        s.world.rank() == 0)
+      s.params.back()->g.data<float>()[0] = std::numeric_limits<float>::quiet_NaN();
     // Sum gradients (dense over dp, experts over their replicas), loss and expert loads.
     s.dense->reduce_grads();
     s.experts->reduce_grads();
@@ -235,20 +241,40 @@ TrainResult Trainer::run() {
     double sq = s.dense->grad_sq_norm(), sq_experts = s.experts->grad_sq_norm();
     if (s.layout.ep > 1) sq_experts = s.mesh.ep().all_reduce_sum(sq_experts);
     const double norm = std::sqrt(sq + sq_experts);
-    if (t.grad_clip > 0 && norm > t.grad_clip) {
-      s.dense->scale_grads(t.grad_clip / norm);
-      s.experts->scale_grads(t.grad_clip / norm);
-    }
     const double lr = learning_rate(t, step);
-    const ops::AdamWSpec spec{.lr = lr, .beta1 = t.beta1, .beta2 = t.beta2, .eps = t.adam_eps, .step = step + 1};
-    s.dense->step(spec, t.weight_decay);
-    s.experts->step(spec, t.weight_decay);
+    // A non-finite or spiking step changes nothing (weights, moments, router biases); too
+    // many in a row end the run before anything is saved from them.
+    const double spike_at = guard.threshold();
+    const auto verdict = guard.check(loss, norm);
+    const bool apply = verdict == StepGuard::Verdict::apply;
+    if (!apply) {
+      res.skipped_steps = guard.skipped();
+      const std::string why = verdict == StepGuard::Verdict::nonfinite
+                                  ? fmt::format("loss {} and gradient norm {}", loss, norm)
+                                  : fmt::format("loss {:.4f} spikes above {:.4f} (train.spike_zscore)", loss, spike_at);
+      if (log_rank) spdlog::warn("step {} skipped: {}; {} in a row, {} in all", step + 1, why, guard.consecutive(), guard.skipped());
+      MOE_CHECK(guard.consecutive() < t.max_skipped_steps, TrainingError,
+                "{}: step {}: {} steps in a row skipped (train.max_skipped_steps), the last with {}; stopping without "
+                "saving. {}; lower train.lr, or raise train.max_skipped_steps",
+                cfg.source, step + 1, guard.consecutive(), why,
+                ck.dir.empty() ? "No checkpoint was kept (checkpoint.dir is empty)"
+                               : fmt::format("The last checkpoint in {} is intact and resumes the run", ck.dir));
+    }
+    if (apply) {
+      if (t.grad_clip > 0 && norm > t.grad_clip) {
+        s.dense->scale_grads(t.grad_clip / norm);
+        s.experts->scale_grads(t.grad_clip / norm);
+      }
+      const ops::AdamWSpec spec{.lr = lr, .beta1 = t.beta1, .beta2 = t.beta2, .eps = t.adam_eps, .step = step + 1};
+      s.dense->step(spec, t.weight_decay);
+      s.experts->step(spec, t.weight_decay);
+    }
 
     // Auxiliary-loss-free balancing: every rank applies the same global loads.
     double lmin = 0, lmax = 0;
     for (std::size_t i = 0; i < moe_layers.size(); ++i) {
       std::vector<double> global(ld + std::int64_t(i) * E, ld + std::int64_t(i + 1) * E);
-      moe_layers[i]->update_bias(global, mc.bias_update_rate);
+      if (apply) moe_layers[i]->update_bias(global, mc.bias_update_rate);
       const auto [lo, hi] = std::minmax_element(global.begin(), global.end());
       lmin = i == 0 ? *lo : std::min(lmin, *lo);
       lmax = std::max(lmax, *hi);
@@ -258,7 +284,7 @@ TrainResult Trainer::run() {
     res.grad_norms.push_back(norm);
     res.tokens += global_tokens;
     res.steps = step + 1;
-    last_loss = loss;
+    if (apply) last_loss = loss;
     const std::int64_t done = step + 1 - start;  // steps of this segment of the run
     const bool last = step + 1 == end;
     double val = 0;
@@ -272,9 +298,10 @@ TrainResult Trainer::run() {
       for (const auto& [kind, bytes] : s.step_bytes())
         comm += fmt::format("{}{} {}", comm.empty() ? "" : ", ", kind, human_bytes(double(bytes) / double(done)));
       spdlog::info("step {:>5}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tokens/s | tokens per expert "
-                   "min/mean/max {:.0f}/{:.0f}/{:.0f} | dropped {:.0f} | sent per step: {} | {:.1f} s",
+                   "min/mean/max {:.0f}/{:.0f}/{:.0f} | dropped {:.0f} | sent per step: {}{} | {:.1f} s",
                    step + 1, t.steps, loss, lr, norm, double(done) * global_tokens / secs, lmin, mean, lmax,
-                   ld[loads.numel() - 1], comm.empty() ? "none" : comm, secs);
+                   ld[loads.numel() - 1], comm.empty() ? "none" : comm,
+                   guard.skipped() ? fmt::format(" | skipped {}", guard.skipped()) : "", secs);
     }
     // A stop request on any rank stops every rank after this step (one scalar all-reduce).
     if (s.world.all_reduce_sum(double(g_stop)) > 0) {
@@ -283,7 +310,7 @@ TrainResult Trainer::run() {
                                  ck.dir.empty() ? " without a checkpoint (checkpoint.dir is empty)" : ", checkpointed");
       break;
     }
-    if (!ck.dir.empty() && ck.every > 0 && (step + 1) % ck.every == 0 && !last) {
+    if (!ck.dir.empty() && ck.every > 0 && (step + 1) % ck.every == 0 && !last && apply) {  // none from a skipped step
       res.wall_seconds = prior_wall + since(t0);
       s.timed(s.ckpt_s, [&] { s.save(step + 1, res, loss, val); });
     }

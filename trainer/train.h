@@ -37,6 +37,7 @@ struct TrainResult {
   double device_hours = 0;          // ranks x wall time, over all segments of the run
   double prior_wall_seconds = 0;    // wall time of the segments before this one (wall_seconds includes it)
   bool stopped = false;             // ended early by request_stop()
+  std::int64_t skipped_steps = 0;   // updates skipped in this launch (non-finite or spiking loss)
   // This launch's training steps against their plan (plan/plan.h, on the run's cluster and
   // layout): seconds per step (validation and checkpoints left out), the most bytes this
   // rank's tensors held at once, GEMM FLOPs per step over all ranks (ops::gemm_flops).
