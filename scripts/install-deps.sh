@@ -20,6 +20,13 @@ PKGS=(
   fortunes fortunes-min                # the embedded default corpus (fortune databases)
   python3 python3-numpy python3-torch  # /usr/bin/python3: the PyTorch oracle and benchmark peer
   python3-h5py                         # checkpoints read by h5py alone (a test)
+  python3-matplotlib                   # scripts/plot.py
+  python3-pip                          # the PyPI packages below, into /usr/bin/python3
+)
+# From PyPI (Debian 12 packages neither), for tests that read our files with the real readers.
+PIP_PKGS=(
+  safetensors                          # moe export --format safetensors, read back by a test
+  tensorboard                          # TensorBoard event files, read back by a test
 )
 
 missing=()
@@ -30,18 +37,28 @@ for p in "${PKGS[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: all ${#PKGS[@]} packages present"
-  exit 0
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; fi
+need_root() {
+  [ -z "$SUDO" ] || command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: $*" >&2; exit 1; }
+}
+
+if [ ${#missing[@]} -gt 0 ]; then
+  need_root "${missing[@]}"
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null || { echo "install-deps: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
-  SUDO=sudo
+missing_pip=()
+for p in "${PIP_PKGS[@]}"; do
+  /usr/bin/python3 -c "import $p" 2>/dev/null || missing_pip+=("$p")
+done
+if [ ${#missing_pip[@]} -gt 0 ]; then
+  need_root "${missing_pip[@]}"
+  echo "install-deps: installing from PyPI ${missing_pip[*]}"
+  # Debian marks its Python as externally managed; these go to /usr/local, beside it.
+  $SUDO /usr/bin/python3 -m pip install -q --root-user-action=ignore --no-warn-script-location --break-system-packages "${missing_pip[@]}" >/dev/null
 fi
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-echo "install-deps: done"
+echo "install-deps: all ${#PKGS[@]} Debian and ${#PIP_PKGS[@]} PyPI packages present"

@@ -15,6 +15,7 @@
 #include "data/loader.h"
 #include "kernels/ops.h"
 #include "plan/plan.h"
+#include "trainer/metrics.h"
 #include "trainer/step_guard.h"
 #include "trainer/trainer_state.h"
 
@@ -207,7 +208,12 @@ TrainResult Trainer::run() {
   // This launch ends at train.stop_at (an interruption, as a time-limited job would have),
   // else at train.steps; the schedule always spans train.steps.
   const std::int64_t end = t.stop_at > 0 ? std::min(t.stop_at, t.steps) : t.steps;
+  // metrics.jsonl and TensorBoard events beside the checkpoints, from world rank 0.
+  Metrics metrics = s.world.rank() == 0 && !ck.dir.empty() ? Metrics(ck.dir, start) : Metrics();
+  std::map<std::string, std::uint64_t> bytes_before;
+  const double peak_flops = s.cluster.peak_tflops(cfg.precision) * 1e12;
   for (std::int64_t step = start; step < end; ++step) {
+    const auto step_t0 = Clock::now();
     s.dense->zero_grad();
     s.experts->zero_grad();
     loads.zero();
@@ -287,6 +293,7 @@ TrainResult Trainer::run() {
     if (apply) last_loss = loss;
     const std::int64_t done = step + 1 - start;  // steps of this segment of the run
     const bool last = step + 1 == end;
+    const double step_seconds = since(step_t0);
     double val = 0;
     if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && !last) {
       s.timed(s.eval_s, [&] { val = res.val_loss = evaluate(); });
@@ -302,6 +309,21 @@ TrainResult Trainer::run() {
                    step + 1, t.steps, loss, lr, norm, double(done) * global_tokens / secs, lmin, mean, lmax,
                    ld[loads.numel() - 1], comm.empty() ? "none" : comm,
                    guard.skipped() ? fmt::format(" | skipped {}", guard.skipped()) : "", secs);
+    }
+    if (metrics.enabled()) {
+      nlohmann::json r = {{"step", step + 1}, {"loss", loss}, {"lr", lr}, {"grad_norm", norm},
+                          {"tokens_per_s", global_tokens / step_seconds},
+                          {"mfu", plan.flops_per_step / step_seconds / double(s.world.size()) / peak_flops},
+                          {"dropped", ld[loads.numel() - 1]}, {"skipped", !apply}, {"skipped_total", guard.skipped()},
+                          {"elapsed_s", prior_wall + since(t0)}};
+      if (val > 0) r["val_loss"] = val;
+      for (const auto& [kind, bytes] : s.step_bytes()) {
+        r["bytes"][kind] = bytes - (bytes_before.count(kind) ? bytes_before.at(kind) : 0);
+        bytes_before[kind] = bytes;
+      }
+      for (std::size_t i = 0; i < moe_layers.size(); ++i)
+        r["expert_loads"].push_back(std::vector<double>(ld + std::int64_t(i) * E, ld + std::int64_t(i + 1) * E));
+      metrics.log(r);
     }
     // A stop request on any rank stops every rank after this step (one scalar all-reduce).
     if (s.world.all_reduce_sum(double(g_stop)) > 0) {
@@ -327,6 +349,7 @@ TrainResult Trainer::run() {
   for (const auto& [kind, bytes] : s.step_bytes()) res.bytes_per_step[kind] = bytes / static_cast<std::uint64_t>(ran);
   res.remote_rows /= double(ran), res.remote_token_ranks /= double(ran);
   if (!res.stopped) s.timed(s.eval_s, [&] { res.val_loss = evaluate(); });  // a stopped job is short of time: save first
+  if (!res.stopped && res.steps > start) metrics.log({{"step", res.steps}, {"val_loss", res.val_loss}});
   res.wall_seconds = prior_wall + since(t0);
   if (!ck.dir.empty() && res.steps > start) {
     s.timed(s.ckpt_s, [&] { s.save(res.steps, res, last_loss, res.val_loss); });
