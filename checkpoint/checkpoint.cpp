@@ -366,17 +366,50 @@ Meta read_meta(const std::string& path) {
   return m;
 }
 
-std::vector<DatasetInfo> inspect(const std::string& path) {
-  quiet();
-  Id file = open_file(path, MPI_COMM_NULL, false);
+namespace {
+// Every link below `group` of the file (groups and datasets), as paths relative to the file.
+std::vector<std::string> links_under(hid_t file, const std::string& group) {
   std::vector<std::string> names;
-  H5Lvisit(
-      file.get(), H5_INDEX_NAME, H5_ITER_INC,
+  H5Lvisit_by_name(
+      file, group.c_str(), H5_INDEX_NAME, H5_ITER_INC,
       [](hid_t, const char* name, const H5L_info_t*, void* out) -> herr_t {
         static_cast<std::vector<std::string>*>(out)->push_back(name);
         return 0;
       },
-      &names);
+      &names, H5P_DEFAULT);
+  if (group != "/")
+    for (auto& n : names) n = group + "/" + n;
+  return names;
+}
+}  // namespace
+
+std::map<std::string, Tensor> read_group(const std::string& path, const std::string& group) {
+  quiet();
+  Id file = open_file(path, MPI_COMM_NULL, false);
+  MOE_CHECK(H5Lexists(file.get(), group.c_str(), H5P_DEFAULT) > 0, CheckpointError, "{}: no group '{}'", path, group);
+  std::map<std::string, Tensor> out;
+  for (const std::string& n : links_under(file.get(), group)) {
+    const hid_t id = H5Dopen2(file.get(), n.c_str(), H5P_DEFAULT);
+    if (id < 0) {  // a group
+      H5Eclear2(H5E_DEFAULT);
+      continue;
+    }
+    Id ds(id, H5Dclose);
+    Id space(H5Dget_space(ds.get()), H5Sclose);
+    std::vector<hsize_t> dims(static_cast<std::size_t>(std::max(0, H5Sget_simple_extent_ndims(space.get()))));
+    H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+    Tensor t = Tensor::empty(Shape(dims.begin(), dims.end()), DType::f32);
+    if (H5Dread(ds.get(), H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, t.raw()) < 0)
+      throw damaged(path, n, fmt::format("cannot read ({})", hdf5_reason()));
+    out.emplace(n.substr(group.size() + 1), std::move(t));
+  }
+  return out;
+}
+
+std::vector<DatasetInfo> inspect(const std::string& path) {
+  quiet();
+  Id file = open_file(path, MPI_COMM_NULL, false);
+  const std::vector<std::string> names = links_under(file.get(), "/");
   std::vector<DatasetInfo> out;
   for (const std::string& n : names) {
     const hid_t id = H5Dopen2(file.get(), n.c_str(), H5P_DEFAULT);

@@ -8,6 +8,7 @@
 #include <mpi.h>
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -60,5 +61,10 @@ struct DatasetInfo {
   std::string error;  // why not, when not
 };
 std::vector<DatasetInfo> inspect(const std::string& path);
+
+// One process: every dataset under `group` (e.g. "weights", "buffers") at its full shape,
+// keyed by its name inside the group, each verified by its checksums (CheckpointError
+// naming the file and dataset otherwise). For export, not for training-sized models.
+std::map<std::string, Tensor> read_group(const std::string& path, const std::string& group);
 
 }  // namespace moe::ckpt

@@ -2,7 +2,7 @@
 //   moe data prepare CONFIG [--set ...] [--force]
 //   mpirun -np N moe train CONFIG [--set key=value ...]
 //   moe plan CONFIG [--cluster NAME] [--devices N] [--layout pp=..,dp=..,tp=..,ep=..,zero=..] [--search]
-//   moe ckpt inspect PATH | moe config show CONFIG [--set ...] | moe config reference | moe info
+//   moe ckpt inspect PATH | moe export PATH --format safetensors OUT | moe config show CONFIG [--set ...] | moe config reference | moe info
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
@@ -20,6 +20,7 @@
 #include "plan/plan.h"
 #include "trainer/config.h"
 #include "trainer/cost.h"
+#include "trainer/export.h"
 #include "trainer/train.h"
 
 namespace {
@@ -74,6 +75,20 @@ int run_inspect(std::string path) {
   }
   std::printf("config:\n%s\n", meta.config_yaml.c_str());
   if (bad) throw moe::CheckpointError(fmt::format("{}: {} datasets fail their checksum", path, bad));
+  return 0;
+}
+
+int run_export(std::string path, const std::string& format, const std::string& out) {
+  if (format != "safetensors")
+    throw moe::ConfigError(fmt::format("moe export: --format {}: only safetensors is supported", format));
+  if (std::filesystem::is_directory(path)) {  // a run directory: its latest checkpoint
+    const auto latest = moe::ckpt::latest(path);
+    if (!latest) throw moe::CheckpointError(fmt::format("{}: no latest checkpoint in this directory", path));
+    path = *latest;
+  }
+  const auto r = moe::export_safetensors(path, out);
+  std::printf("moe export: %s -> %s (%zu tensors, %s) and %s\n", path.c_str(), r.safetensors.c_str(), r.tensors,
+              moe::human_bytes(r.bytes).c_str(), r.config.c_str());
   return 0;
 }
 
@@ -287,6 +302,12 @@ int main(int argc, char** argv) {
   std::string ckpt_path;
   inspect->add_option("path", ckpt_path, "a step_N.h5 file, or a run directory (its latest)")->required()->check(CLI::ExistingPath);
 
+  auto* exp = app.add_subcommand("export", "a checkpoint's weights as safetensors + config.json (Hugging Face names)");
+  std::string export_format = "safetensors", export_out;
+  exp->add_option("path", ckpt_path, "a step_N.h5 file, or a run directory (its latest)")->required()->check(CLI::ExistingPath);
+  exp->add_option("--format", export_format, "output format (safetensors)");
+  exp->add_option("out", export_out, "output directory")->required();
+
   CLI11_PARSE(app, argc, argv);
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S] %v");  // plain: logs go to files under mpirun
 
@@ -296,6 +317,7 @@ int main(int argc, char** argv) {
       return run_train(argc, argv, config_path, sets, print_config, dry_run);
     }
     if (*inspect) return run_inspect(ckpt_path);
+    if (*exp) return run_export(ckpt_path, export_format, export_out);
     if (*plan) return run_plan(config_path, sets, plan_args);
     if (*prepare) return run_prepare(moe::load_config(config_path, sets), force);
     if (*show) std::cout << moe::config_to_yaml(moe::load_config(config_path, sets));

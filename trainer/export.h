@@ -1,0 +1,20 @@
+// `moe export`: a checkpoint's weights for other tools. safetensors (the format Hugging Face
+// loads): OUT/model.safetensors with every weight and router bias under its Hugging Face name
+// (f32, routed experts one tensor each), and OUT/config.json describing the model in Hugging
+// Face's DeepSeek-V3 vocabulary (docs/CHECKPOINT.md lists the correspondence and what differs).
+#pragma once
+#include <string>
+
+namespace moe {
+
+struct ExportResult {
+  std::string safetensors, config;
+  std::size_t tensors = 0;
+  double bytes = 0;
+};
+
+// One process. Every tensor is checksum-verified on the way (CheckpointError otherwise);
+// the files appear complete or not at all (written under temporary names, then renamed).
+ExportResult export_safetensors(const std::string& checkpoint, const std::string& out_dir);
+
+}  // namespace moe
