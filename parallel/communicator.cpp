@@ -1,6 +1,7 @@
 #include "parallel/communicator.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <iterator>
 
@@ -25,9 +26,24 @@ std::uint64_t u64(std::int64_t n) { return static_cast<std::uint64_t>(n); }
 
 }  // namespace
 
+namespace {
+std::atomic<const char*> g_op{nullptr}, g_label{nullptr};
+std::atomic<double> g_last_completed{0};
+double steady_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+CommActivity comm_activity() { return {g_op.load(), g_label.load(), g_last_completed.load()}; }
+
 struct Communicator::Timer {
-  explicit Timer(double& total) : total_(total), t0_(std::chrono::steady_clock::now()) {}
-  ~Timer() { total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }
+  Timer(double& total, const char* op, const std::string& label) : total_(total), t0_(std::chrono::steady_clock::now()) {
+    g_label.store(label.c_str()), g_op.store(op);
+  }
+  ~Timer() {
+    total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
+    g_op.store(nullptr), g_last_completed.store(steady_seconds());
+  }
   double& total_;
   std::chrono::steady_clock::time_point t0_;
 };
@@ -59,7 +75,7 @@ void Communicator::all_reduce_sum(Tensor& t) {
   expect_here(op, t);
   expect_reducible(op, t);
   {
-    Timer timer(seconds_);
+    Timer timer(seconds_, op, label_);
     do_all_reduce_sum(t);
   }
   count(kAllReduce, 2 * u64(size_ - 1) * t.nbytes() / u64(size_));  // ring: reduce-scatter + all-gather
@@ -72,7 +88,7 @@ void Communicator::reduce_scatter_sum(Tensor& out, const Tensor& in) {
   MOE_CHECK(in.numel() == out.numel() * size_ && in.dtype() == out.dtype(), CommError,
             "{}: in {} must hold {} x out {}", op, in.describe(), size_, out.describe());
   {
-    Timer timer(seconds_);
+    Timer timer(seconds_, op, label_);
     do_reduce_scatter_sum(out, in);
   }
   count(kReduceScatter, u64(size_ - 1) * out.nbytes());
@@ -84,7 +100,7 @@ void Communicator::all_gather(Tensor& out, const Tensor& in) {
   MOE_CHECK(out.numel() == in.numel() * size_ && in.dtype() == out.dtype(), CommError,
             "{}: out {} must hold {} x in {}", op, out.describe(), size_, in.describe());
   {
-    Timer timer(seconds_);
+    Timer timer(seconds_, op, label_);
     do_all_gather(out, in);
   }
   count(kAllGather, u64(size_ - 1) * in.nbytes());
@@ -115,36 +131,39 @@ void Communicator::all_to_all_v(Tensor& out, std::span<const std::int64_t> recv_
   MOE_CHECK(!negative && sent == rows_of(in) && got == rows_of(out), CommError,
             "{}: counts send {} / receive {} rows, tensors hold {} / {}", op, sent, got, rows_of(in), rows_of(out));
   {
-    Timer timer(seconds_);
+    Timer timer(seconds_, op, label_);
     do_all_to_all_v(out, in, s);
   }
   count(kAllToAll, bytes);  // exact: rows handed to other ranks
 }
 
 void Communicator::send(const Tensor& t, int peer, int tag) {
-  expect_here("send", t);
-  expect_peer("send", peer);
+  const char* op = "send";
+  expect_here(op, t);
+  expect_peer(op, peer);
   {
-    Timer timer(seconds_);
+    Timer timer(seconds_, op, label_);
     do_send(t, peer, tag);
   }
   count(kSend, t.nbytes());
 }
 
 void Communicator::recv(Tensor& t, int peer, int tag) {
-  expect_here("recv", t);
-  expect_peer("recv", peer);
+  const char* op = "recv";
+  expect_here(op, t);
+  expect_peer(op, peer);
   {
-    Timer timer(seconds_);
+    Timer timer(seconds_, op, label_);
     do_recv(t, peer, tag);
   }
 }
 
 void Communicator::broadcast(Tensor& t, int root) {
-  expect_here("broadcast", t);
-  expect_peer("broadcast", root);
+  const char* op = "broadcast";
+  expect_here(op, t);
+  expect_peer(op, root);
   {
-    Timer timer(seconds_);
+    Timer timer(seconds_, op, label_);
     do_broadcast(t, root);
   }
   if (rank_ == root) count(kBroadcast, u64(size_ - 1) * t.nbytes());

@@ -19,6 +19,16 @@
 
 namespace moe {
 
+// What this process is inside right now, for the watchdog (trainer/watchdog.h): the
+// operation and the label of its communicator ("dp", "ep", ...), or null between operations;
+// and when an operation last completed (steady clock, seconds).
+struct CommActivity {
+  const char* op = nullptr;
+  const char* label = nullptr;
+  double last_completed = 0;
+};
+CommActivity comm_activity();
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -52,6 +62,9 @@ class Communicator {
   // Wall seconds this rank spent inside operations (transfer and waiting for peers): the
   // cost report's communication time.
   double seconds() const { return seconds_; }
+  // A name for messages (the mesh names its axes).
+  void set_label(std::string label) { label_ = std::move(label); }
+  const std::string& label() const { return label_; }
 
  protected:
   // Element offsets and counts per peer for all_to_all_v, validated by the caller.
@@ -73,8 +86,9 @@ class Communicator {
   // Counters by kind in a fixed array: counting must cost nothing next to a small message.
   enum Kind { kAllReduce, kReduceScatter, kAllGather, kAllToAll, kSend, kBroadcast, kKinds };
   void count(Kind kind, std::uint64_t bytes) { bytes_[kind] += bytes, used_[kind] = true; }
-  struct Timer;  // adds the lifetime of one operation to seconds_
+  struct Timer;  // adds the lifetime of one operation to seconds_, and publishes it as comm_activity()
   double seconds_ = 0;
+  std::string label_ = "world";
   std::uint64_t bytes_[kKinds] = {};
   bool used_[kKinds] = {};
   Split split_;  // reused by all_to_all_v: no allocation per call

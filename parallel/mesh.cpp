@@ -59,6 +59,7 @@ Mesh::Mesh(const Layout& layout, MPI_Comm world) : layout_(layout) {
   pp_ = split(c.dp * layout_.tp + c.tp, c.pp);
   ep_ = split(c.pp * layout_.edp() + c.edp, c.ep);
   edp_ = split(c.pp * layout_.ep + c.ep, c.edp);
+  tp_->set_label("tp"), dp_->set_label("dp"), pp_->set_label("pp"), ep_->set_label("ep"), edp_->set_label("edp");
 }
 
 std::map<std::string, std::uint64_t> Mesh::bytes_sent() const {

@@ -211,6 +211,7 @@ const std::vector<Field>& fields() {
       integer(AT(train.max_skipped_steps), at_least(1), "consecutive skipped steps (non-finite loss or gradient, loss spike) after which the run stops with an error, its last checkpoint intact"),
       real(AT(train.spike_zscore), at_least(0), "skip a step whose loss is more than this many standard deviations above the mean of the last spike_window steps (0: off)"),
       integer(AT(train.spike_window), at_least(2), "applied steps the loss-spike check looks back over (and waits for)"),
+      real(AT(train.watchdog_s), at_least(0), "a rank without progress (no step started, no collective completed) for this many seconds prints where it is stuck and ends the job (0: off)"),
       text_list(AT(train.freeze), "parameter name patterns kept fixed (fnmatch, e.g. '*embed_tokens*', '*.mlp.gate.weight')"),
 
       text(AT(data.corpus), "text corpus for moe data prepare: a directory of text files or one file"),
@@ -233,6 +234,8 @@ const std::vector<Field>& fields() {
 
       integer(AT(debug.nan_at_step), at_least(0), "fault drill: put a NaN into the gradient at this step (1-based) and the next nan_steps - 1 (0: never)"),
       integer(AT(debug.nan_steps), at_least(1), "fault drill: steps in a row that get the NaN"),
+      integer(AT(debug.hang_at_step), at_least(0), "fault drill: rank debug.hang_rank stops making progress at this step (0: never)"),
+      integer(AT(debug.hang_rank), at_least(0), "fault drill: the rank that hangs"),
 
       text(AT(cost.cluster), "cluster the cost report prices the run on: NAME (clusters/NAME.yaml beside the config, e.g. h800, h100, a100, local-cpu) or a .yaml path"),
   };

@@ -40,6 +40,7 @@ struct TrainConfig {
   std::int64_t max_skipped_steps = 5;  // consecutive skipped steps (non-finite or spiking loss) that stop the run
   double spike_zscore = 0.0;         // skip a step whose loss is this many std above the recent mean (0: off)
   std::int64_t spike_window = 100;   // applied steps the spike check looks back over
+  double watchdog_s = 600;           // no progress for this long ends the job (0: off)
 };
 
 struct DataConfig {
@@ -70,6 +71,8 @@ struct CheckpointConfig {
 struct DebugConfig {
   std::int64_t nan_at_step = 0;  // this step (1-based) and the next nan_steps - 1 get a NaN gradient (0: never)
   std::int64_t nan_steps = 1;
+  std::int64_t hang_at_step = 0;  // rank hang_rank stops making progress at this step (0: never)
+  std::int64_t hang_rank = 0;
 };
 
 struct CostConfig {

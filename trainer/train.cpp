@@ -10,6 +10,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "checkpoint/store.h"
 #include "data/loader.h"
@@ -18,6 +19,7 @@
 #include "trainer/metrics.h"
 #include "trainer/step_guard.h"
 #include "trainer/trainer_state.h"
+#include "trainer/watchdog.h"
 
 namespace moe {
 namespace {
@@ -212,7 +214,11 @@ TrainResult Trainer::run() {
   Metrics metrics = s.world.rank() == 0 && !ck.dir.empty() ? Metrics(ck.dir, start) : Metrics();
   std::map<std::string, std::uint64_t> bytes_before;
   const double peak_flops = s.cluster.peak_tflops(cfg.precision) * 1e12;
+  Watchdog watchdog(t.watchdog_s, s.world.rank());
   for (std::int64_t step = start; step < end; ++step) {
+    watchdog.beat(step + 1);
+    if (cfg.debug.hang_at_step == step + 1 && cfg.debug.hang_rank == s.world.rank())
+      std::this_thread::sleep_for(std::chrono::hours(1));  // fault drill: the watchdog must end the job
     const auto step_t0 = Clock::now();
     s.dense->zero_grad();
     s.experts->zero_grad();

@@ -8,7 +8,7 @@ set -u
 dir=$1; shift
 rm -rf "$dir" && mkdir -p "$dir"
 log=$dir/run.log err=$dir/run.err
-"$@" --set train.steps=8 --set train.log_every=1 --set debug.nan_at_step=5 > "$log" 2> "$err" || { cat "$err"; exit 1; }
+"$@" --set train.steps=8 --set train.log_every=1 --set debug.nan_at_step=5 --set checkpoint.dir= > "$log" 2> "$err" || { cat "$err"; exit 1; }
 grep -q "step 5 skipped: loss .* and gradient norm nan; 1 in a row, 1 in all" "$log" || { echo "FAIL: no skip line"; cat "$log"; exit 1; }
 grep -Eq "^skipped steps +1 " "$log" || { echo "FAIL: no count in the summary"; exit 1; }
 grep -Eq "step +8/8 \| loss [0-9]" "$log" || { echo "FAIL: the run did not go on with finite losses"; exit 1; }
