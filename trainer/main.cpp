@@ -45,7 +45,7 @@ void print_summary(const Config& cfg, const moe::TrainResult& r, int world) {
   if (r.skipped_steps > 0)
     std::printf("skipped steps     %lld (non-finite or spiking loss: no update)\n", static_cast<long long>(r.skipped_steps));
   if (r.stopped)
-    std::printf("stopped           by SIGTERM after step %lld; %s\n", static_cast<long long>(r.steps),
+    std::printf("stopped           by %s after step %lld; %s\n", r.stop_signal.c_str(), static_cast<long long>(r.steps),
                 r.last_checkpoint.empty() ? "nothing saved (checkpoint.dir is empty)"
                                           : "the same command resumes (validation skipped)");
   std::printf("plan vs measured  step %.4f s planned, %.4f s measured; memory %s planned, %s measured (rank 0's peak); "
@@ -206,7 +206,8 @@ int run_train(int argc, char** argv, const std::string& path, const std::vector<
   moe::MpiSession mpi(&argc, &argv);
   // SIGTERM (mpirun forwards it; schedulers send it before preempting): finish the step,
   // checkpoint, exit 0.
-  std::signal(SIGTERM, [](int) { moe::request_stop(); });
+  std::signal(SIGTERM, [](int sig) { moe::request_stop(sig); });
+  std::signal(SIGINT, [](int sig) { moe::request_stop(sig); });  // Ctrl-C: the same orderly stop
   moe::MpiCommunicator world;
   Config cfg;
   try {

@@ -17,6 +17,7 @@
 #include "kernels/ops.h"
 #include "plan/plan.h"
 #include "trainer/metrics.h"
+#include "trainer/progress.h"
 #include "trainer/step_guard.h"
 #include "trainer/trainer_state.h"
 #include "trainer/watchdog.h"
@@ -26,7 +27,7 @@ namespace {
 volatile std::sig_atomic_t g_stop = 0;
 }  // namespace
 
-void request_stop() { g_stop = 1; }
+void request_stop(int signal) { g_stop = signal; }
 
 Layout trainable_layout(const Config& cfg, int world_size) {
   MOE_CHECK(cfg.model.attention == AttentionType::gqa, ConfigError,
@@ -215,6 +216,7 @@ TrainResult Trainer::run() {
   std::map<std::string, std::uint64_t> bytes_before;
   const double peak_flops = s.cluster.peak_tflops(cfg.precision) * 1e12;
   Watchdog watchdog(t.watchdog_s, s.world.rank());
+  Progress progress(log_rank, start, end);
   for (std::int64_t step = start; step < end; ++step) {
     watchdog.beat(step + 1);
     if (cfg.debug.hang_at_step == step + 1 && cfg.debug.hang_rank == s.world.rank())
@@ -264,6 +266,7 @@ TrainResult Trainer::run() {
       const std::string why = verdict == StepGuard::Verdict::nonfinite
                                   ? fmt::format("loss {} and gradient norm {}", loss, norm)
                                   : fmt::format("loss {:.4f} spikes above {:.4f} (train.spike_zscore)", loss, spike_at);
+      progress.clear();
       if (log_rank) spdlog::warn("step {} skipped: {}; {} in a row, {} in all", step + 1, why, guard.consecutive(), guard.skipped());
       MOE_CHECK(guard.consecutive() < t.max_skipped_steps, TrainingError,
                 "{}: step {}: {} steps in a row skipped (train.max_skipped_steps), the last with {}; stopping without "
@@ -302,10 +305,12 @@ TrainResult Trainer::run() {
     const double step_seconds = since(step_t0);
     double val = 0;
     if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && !last) {
+      progress.clear();
       s.timed(s.eval_s, [&] { val = res.val_loss = evaluate(); });
       if (log_rank) spdlog::info("step {:>5} | validation loss {:.4f}", step + 1, res.val_loss);
     }
     if (log_rank && ((step + 1) % t.log_every == 0 || step == start || last)) {
+      progress.clear();
       const double secs = since(t0), mean = global_tokens * double(mc.top_k) / double(std::max<std::int64_t>(E, 1));
       std::string comm;
       for (const auto& [kind, bytes] : s.step_bytes())
@@ -331,18 +336,23 @@ TrainResult Trainer::run() {
         r["expert_loads"].push_back(std::vector<double>(ld + std::int64_t(i) * E, ld + std::int64_t(i + 1) * E));
       metrics.log(r);
     }
+    progress.draw(step + 1, since(t0));
     // A stop request on any rank stops every rank after this step (one scalar all-reduce).
     if (s.world.all_reduce_sum(double(g_stop)) > 0) {
+      progress.clear();
       res.stopped = true;
-      if (log_rank) spdlog::info("stop requested (SIGTERM): ending after step {}{}", step + 1,
+      res.stop_signal = g_stop == SIGINT ? "SIGINT" : "SIGTERM";  // (a rank that got none: its peers had SIGTERM)
+      if (log_rank) spdlog::info("stop requested ({}): ending after step {}{}", res.stop_signal, step + 1,
                                  ck.dir.empty() ? " without a checkpoint (checkpoint.dir is empty)" : ", checkpointed");
       break;
     }
     if (!ck.dir.empty() && ck.every > 0 && (step + 1) % ck.every == 0 && !last && apply) {  // none from a skipped step
+      progress.clear();
       res.wall_seconds = prior_wall + since(t0);
       s.timed(s.ckpt_s, [&] { s.save(step + 1, res, loss, val); });
     }
   }
+  progress.clear();
   // Per training step of this launch (validation and checkpoint traffic left out).
   const std::int64_t ran = std::max<std::int64_t>(1, res.steps - start);
   res.step_seconds = (since(t0) - (s.eval_s + s.ckpt_s - side_s0)) / double(ran);

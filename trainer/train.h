@@ -37,6 +37,7 @@ struct TrainResult {
   double device_hours = 0;          // ranks x wall time, over all segments of the run
   double prior_wall_seconds = 0;    // wall time of the segments before this one (wall_seconds includes it)
   bool stopped = false;             // ended early by request_stop()
+  std::string stop_signal;          // "SIGTERM" or "SIGINT"
   std::int64_t skipped_steps = 0;   // updates skipped in this launch (non-finite or spiking loss)
   // This launch's training steps against their plan (plan/plan.h, on the run's cluster and
   // layout): seconds per step (validation and checkpoints left out), the most bytes this
@@ -57,7 +58,7 @@ Layout trainable_layout(const Config& cfg, int world_size);
 
 // Set from a signal handler (SIGTERM: a scheduler preempting the job): the run stops after
 // the step in flight, all ranks at the same step, with a checkpoint. Async-signal-safe.
-void request_stop();
+void request_stop(int signal);
 
 // Learning rate at 0-based `step`: linear warm-up, then the configured schedule.
 double learning_rate(const TrainConfig& t, std::int64_t step);
