@@ -48,8 +48,17 @@ void check(const sentencepiece::util::Status& s, const std::string& what) {
 }  // namespace
 
 PrepareReport prepare(const PrepareOptions& opt) {
-  const auto docs = read_documents(opt.corpus);
   PrepareReport rep;
+  const auto docs = [&] {
+    auto all = read_documents(opt.corpus);
+    const auto keep = filter_documents(all, opt.filters, rep.filters);
+    std::vector<std::string> kept;
+    kept.reserve(keep.size());
+    for (std::size_t i : keep) kept.push_back(std::move(all[i]));
+    return kept;
+  }();
+  MOE_CHECK(!docs.empty(), DataError, "{}: the filters removed every document ({}); relax data.* filter keys",
+            opt.corpus, rep.filters.text());
   rep.documents = static_cast<std::int64_t>(docs.size());
   // Held-out documents: a seeded shuffle of document indices, the first val_fraction of it.
   std::vector<std::size_t> order(docs.size());
@@ -126,7 +135,7 @@ PrepareReport prepare(const PrepareOptions& opt) {
                                {"tokenizer", "tokenizer.model"}, {"documents", rep.documents},
                                {"val_documents", rep.val_documents}, {"train_tokens", rep.train_tokens},
                                {"val_tokens", rep.val_tokens}, {"unigram_entropy_nats", rep.unigram_entropy},
-                               {"seed", opt.seed}};
+                               {"seed", opt.seed}, {"filters", rep.filters.json()}};
   const auto tmp = fs::path(opt.out_dir) / "meta.json.tmp";
   std::ofstream(tmp) << meta.dump(2) << "\n";
   fs::rename(tmp, fs::path(opt.out_dir) / "meta.json");

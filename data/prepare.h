@@ -3,6 +3,8 @@
 #include <cstdint>
 #include <string>
 
+#include "data/filter.h"
+
 namespace moe::data {
 
 struct PrepareOptions {
@@ -13,12 +15,14 @@ struct PrepareOptions {
   std::uint64_t seed;
   std::uint64_t shard_tokens = 1u << 22;
   std::string tokenizer = {};  // an existing tokenizer.model to reuse ("" = train one on the corpus)
+  FilterOptions filters = {};  // applied to the corpus before the split (no copy of a training document is held out)
 };
 
 struct PrepareReport {
   std::int64_t documents = 0, val_documents = 0;
   std::uint64_t train_tokens = 0, val_tokens = 0;
   double unigram_entropy = 0;  // nats per token over the training split
+  FilterReport filters;        // documents = those read; documents above = those kept
 };
 
 // Ids: 0 = <unk>, 1 = end-of-document (SentencePiece's eos); no bos/pad. meta.json is

@@ -218,6 +218,13 @@ const std::vector<Field>& fields() {
       text(AT(data.dir), "prepared data: tokenizer and token shards (written by moe data prepare)"),
       real(AT(data.val_fraction), half_open(0, 0.5), "share of documents held out for evaluation"),
       text(AT(data.tokenizer), "moe data prepare reuses this tokenizer.model instead of training one (fine-tuning keeps the base vocabulary)", true),
+      boolean(AT(data.dedup), "moe data prepare drops exact duplicates (same text after lower-casing and collapsing whitespace)"),
+      real(AT(data.near_dup_threshold), closed(0, 1), "drops near duplicates: estimated Jaccard similarity of word 5-gram shingles (MinHash, LSH) at least this (0: off)"),
+      integer(AT(data.min_words), at_least(0), "drops documents with fewer words"),
+      real(AT(data.max_symbol_fraction), closed(0, 1), "drops documents whose non-space characters are more than this share symbols (1: off)"),
+      real(AT(data.max_digit_fraction), closed(0, 1), "drops documents whose non-space characters are more than this share digits (1: off)"),
+      real(AT(data.max_repeated_line_fraction), closed(0, 1), "drops documents with more than this share of lines repeating an earlier one (1: off)"),
+      real(AT(data.max_top_bigram_fraction), closed(0, 1), "drops documents of 100+ words whose most frequent word bigram covers more than this share of the characters (1: off)"),
 
       integer(AT(parallel.dp), at_least(0), "data-parallel ranks (0: world / (tp * pp))"),
       integer(AT(parallel.tp), at_least(1), "tensor-parallel ranks"),

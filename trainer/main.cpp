@@ -101,7 +101,15 @@ int run_prepare(const Config& cfg, bool force) {
   const auto r = moe::data::prepare({.corpus = cfg.data.corpus, .out_dir = cfg.data.dir, .vocab_size = cfg.model.vocab_size,
                                      .val_fraction = cfg.data.val_fraction,
                                      .seed = static_cast<std::uint64_t>(cfg.train.seed),
-                                     .tokenizer = cfg.data.tokenizer});
+                                     .tokenizer = cfg.data.tokenizer,
+                                     .filters = {.dedup = cfg.data.dedup,
+                                                 .near_dup_threshold = cfg.data.near_dup_threshold,
+                                                 .min_words = cfg.data.min_words,
+                                                 .max_symbol_fraction = cfg.data.max_symbol_fraction,
+                                                 .max_digit_fraction = cfg.data.max_digit_fraction,
+                                                 .max_repeated_line_fraction = cfg.data.max_repeated_line_fraction,
+                                                 .max_top_bigram_fraction = cfg.data.max_top_bigram_fraction}});
+  std::printf("moe data prepare: %s\n", r.filters.text().c_str());
   std::printf("moe data prepare: %lld documents (%lld held out) -> %s: %llu train / %llu validation tokens, vocabulary "
               "%lld, unigram entropy %.4f nats/token\n",
               static_cast<long long>(r.documents), static_cast<long long>(r.val_documents), cfg.data.dir.c_str(),

@@ -1,0 +1,46 @@
+// Data quality filters for `moe data prepare` (docs/DATA.md): exact deduplication (a hash of
+// the normalised text), near-duplicate removal (MinHash signatures of word shingles, banded
+// LSH for candidates, kept when the estimated Jaccard similarity is below the threshold) and
+// heuristic quality rules in the spirit of Gopher's (Rae et al. 2021, appendix A): too few
+// words, too many symbols or digits, repeated lines, one n-gram dominating. Deterministic:
+// documents are taken in corpus order and a later copy is the one removed.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace moe::data {
+
+struct FilterOptions {
+  bool dedup = true;                    // exact duplicates after normalisation
+  double near_dup_threshold = 0.8;      // estimated Jaccard of word shingles at which a document is a near copy (0: off)
+  int shingle_words = 5;                // words per shingle (shorter documents: all their words)
+  int minhash_bands = 16, minhash_rows = 8;  // signature of bands x rows hashes; LSH on bands
+  std::int64_t min_words = 2;           // fewer: dropped (0: off)
+  double max_symbol_fraction = 0.25;    // of non-space characters that are neither letters nor digits (1: off)
+  double max_digit_fraction = 0.25;     // of non-space characters that are digits (1: off)
+  double max_repeated_line_fraction = 0.3;  // of lines that repeat an earlier line of the document (1: off)
+  double max_top_bigram_fraction = 0.2;     // of characters covered by the most frequent word bigram, for >= 100 words (1: off)
+};
+
+struct FilterReport {
+  std::int64_t documents = 0, kept = 0;
+  std::int64_t exact_duplicates = 0, near_duplicates = 0;
+  std::int64_t too_short = 0, symbols = 0, digits = 0, repeated_lines = 0, repeated_ngrams = 0;
+  nlohmann::json json() const;
+  std::string text() const;  // one line
+};
+
+// Lower case, runs of whitespace as one space, trimmed: what exact deduplication compares.
+std::string normalise(const std::string& doc);
+// The first rule a document fails ("too_short", "symbols", ...), or "" when it passes.
+std::string quality_issue(const std::string& doc, const FilterOptions& opt);
+// MinHash signature (bands x rows values) of a document's word shingles.
+std::vector<std::uint64_t> minhash(const std::string& doc, const FilterOptions& opt);
+// Indices of the documents kept, in order, and the counts of what was removed and why.
+std::vector<std::size_t> filter_documents(const std::vector<std::string>& docs, const FilterOptions& opt,
+                                          FilterReport& report);
+
+}  // namespace moe::data
