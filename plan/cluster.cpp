@@ -24,7 +24,9 @@ std::string find_cluster_file(const Config& cfg) {
   for (const auto& p : tried)
     if (fs::exists(p)) return p.string();
   std::string where;
-  for (const auto& p : tried) where += (where.empty() ? "" : ", ") + p.string();
+  for (std::size_t i = 0; i < tried.size(); ++i)
+    if (i == 0 || fs::weakly_canonical(tried[i]) != fs::weakly_canonical(tried[0]))
+      where += (where.empty() ? "" : ", ") + tried[i].string();
   throw ConfigError(fmt::format("{}: cost.cluster: no cluster '{}' (looked for {}); name a file in configs/clusters/ or a path",
                                 cfg.source, name, where.empty() ? "nothing" : where));
 }

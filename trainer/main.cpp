@@ -317,7 +317,27 @@ int main(int argc, char** argv) {
   exp->add_option("--format", export_format, "output format (safetensors)");
   exp->add_option("out", export_out, "output directory")->required();
 
-  CLI11_PARSE(app, argc, argv);
+  if (argc > 1 && argv[1][0] != '-') {  // a misspelt subcommand: say which exist
+    std::string names;
+    bool known = false;
+    for (const auto* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+      known |= sub->get_name() == argv[1];
+    }
+    if (!known) {
+      std::cerr << "moe: error: '" << argv[1] << "' is not a subcommand; one of " << names << " (moe --help)\n";
+      return 2;
+    }
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::Success& e) {  // --help
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // One line like every other error, instead of CLI11's two.
+    std::cerr << "moe: error: " << e.what() << " (moe " << (argc > 1 ? argv[1] : "") << " --help lists the arguments)\n";
+    return 2;
+  }
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S] %v");  // plain: logs go to files under mpirun
 
   try {

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# bad_inputs.sh MOE SOURCE_DIR NAME: runs case NAME of bad_inputs.txt through expect_failure.sh
+# (non-zero exit, exactly one "moe: ..." line on stderr, matching the case's regex).
+set -u
+moe=$1 src=$2 name=$3
+dir=bad_inputs_scratch
+mkdir -p "$dir/emptyrun"
+printf 'model:\n  d_model: [1, 2\n' > "$dir/broken.yaml"
+printf 'not hdf5\n' > "$dir/notckpt.h5"
+line=$(grep -P "^$name\t" "$src/tests/cli/bad_inputs.txt") || { echo "no case $name"; exit 1; }
+regex=$(printf '%s' "$line" | cut -f2)
+args=$(printf '%s' "$line" | cut -f3 | sed -e "s|@TINY@|$src/configs/tiny.yaml|g" -e "s|@DSV3@|$src/configs/deepseek-v3.yaml|g" -e "s|@DIR@|$dir|g")
+# shellcheck disable=SC2086  # ARGS are split on spaces by design
+exec "$src/tests/cli/expect_failure.sh" "^moe: error: .*$regex" "$moe" $args
