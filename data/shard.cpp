@@ -73,11 +73,15 @@ Shard::Shard(const std::string& path, std::uint64_t expected_vocab) : path_(path
   count_ = read_le<std::uint64_t>(h + 16);
   const auto vocab = read_le<std::uint64_t>(h + 24);
   if (width_ != 2 && width_ != 4) fail(fmt::format("bad token width {}", width_));
-  if (map_bytes_ != kShardHeader + count_ * width_)
+  // Divide rather than multiply: a huge count must not wrap around to the file's size.
+  if ((map_bytes_ - kShardHeader) % width_ != 0 || count_ != (map_bytes_ - kShardHeader) / width_)
     fail(fmt::format("truncated or padded: header says {} tokens ({} bytes), file has {} bytes", count_,
                      kShardHeader + count_ * width_, map_bytes_));
   if (vocab != expected_vocab)
     fail(fmt::format("vocabulary size {} differs from model.vocab_size = {}", vocab, expected_vocab));
+  // Every id inside the vocabulary: a damaged id would index past the embedding table.
+  for (std::uint64_t i = 0; i < count_; ++i)
+    if ((*this)[i] >= vocab) fail(fmt::format("token {} at position {} is outside the vocabulary of {}", (*this)[i], i, vocab));
 }
 
 Shard::~Shard() {
