@@ -335,7 +335,8 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     // One line like every other error, instead of CLI11's two.
-    std::cerr << "moe: error: " << e.what() << " (moe " << (argc > 1 ? argv[1] : "") << " --help lists the arguments)\n";
+    const std::string sub = argc > 1 && argv[1][0] != '-' ? std::string(argv[1]) + " " : "";
+    std::cerr << "moe: error: " << e.what() << " (moe " << sub << "--help lists the arguments)\n";
     return 2;
   }
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S] %v");  // plain: logs go to files under mpirun
