@@ -1,10 +1,13 @@
-// A progress bar with ETA on a terminal (stdout a TTY: a person watching); nothing otherwise
-// (under mpirun to a file, logs stay plain lines). Log lines clear it first and it redraws.
+// A progress bar with ETA on a terminal (stdout a TTY: a person watching); nothing otherwise,
+// so logs stay plain lines. Open MPI gives every rank a pseudo-terminal whatever mpirun's own
+// output is (a file, a pipe), so under an MPI launcher the bar is off unless MOE_PROGRESS=1
+// asks for it. Log lines clear it first and it redraws.
 #pragma once
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 namespace moe {
@@ -12,7 +15,7 @@ namespace moe {
 class Progress {
  public:
   Progress(bool enabled, std::int64_t first, std::int64_t last)
-      : on_(enabled && isatty(STDOUT_FILENO)), first_(first), last_(last) {}
+      : on_(enabled && wanted()), first_(first), last_(last) {}
   // Before a log line: erase the bar.
   void clear() {
     if (on_ && drawn_) std::fputs("\r\033[K", stdout), drawn_ = false;
@@ -32,6 +35,12 @@ class Progress {
   }
 
  private:
+  static bool wanted() {
+    if (const char* force = std::getenv("MOE_PROGRESS")) return std::string(force) == "1";
+    for (const char* launcher : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "SLURM_PROCID"})
+      if (std::getenv(launcher)) return false;
+    return isatty(STDOUT_FILENO);
+  }
   static std::string duration(double s) {
     char b[32];
     if (s < 60) std::snprintf(b, sizeof(b), "%.0f s", s);
