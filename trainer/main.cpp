@@ -55,12 +55,16 @@ void print_summary(const Config& cfg, const moe::TrainResult& r, int world) {
   std::printf("%s", r.cost_report.c_str());
 }
 
-int run_inspect(std::string path) {
-  if (std::filesystem::is_directory(path)) {  // a run directory: its latest checkpoint
-    const auto latest = moe::ckpt::latest(path);
-    if (!latest) throw moe::CheckpointError(fmt::format("{}: no latest checkpoint in this directory", path));
-    path = *latest;
-  }
+// A checkpoint file, or a run directory's latest.
+std::string resolve_checkpoint(const std::string& path) {
+  if (!std::filesystem::is_directory(path)) return path;
+  const auto latest = moe::ckpt::latest(path);
+  if (!latest) throw moe::CheckpointError(fmt::format("{}: no latest checkpoint in this directory", path));
+  return *latest;
+}
+
+int run_inspect(const std::string& given) {
+  const std::string path = resolve_checkpoint(given);
   const auto meta = moe::ckpt::read_meta(path);
   std::printf("%s\nformat version %lld, step %lld, seed %llu, written by %s\ntokens %.0f, wall %.2f s, device-hours %.6f, "
               "last loss %.4f, validation loss %.4f\n",
@@ -78,14 +82,10 @@ int run_inspect(std::string path) {
   return 0;
 }
 
-int run_export(std::string path, const std::string& format, const std::string& out) {
+int run_export(const std::string& given, const std::string& format, const std::string& out) {
   if (format != "safetensors")
     throw moe::ConfigError(fmt::format("moe export: --format {}: only safetensors is supported", format));
-  if (std::filesystem::is_directory(path)) {  // a run directory: its latest checkpoint
-    const auto latest = moe::ckpt::latest(path);
-    if (!latest) throw moe::CheckpointError(fmt::format("{}: no latest checkpoint in this directory", path));
-    path = *latest;
-  }
+  const std::string path = resolve_checkpoint(given);
   const auto r = moe::export_safetensors(path, out);
   std::printf("moe export: %s -> %s (%zu tensors, %s) and %s\n", path.c_str(), r.safetensors.c_str(), r.tensors,
               moe::human_bytes(r.bytes).c_str(), r.config.c_str());

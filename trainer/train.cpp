@@ -274,8 +274,7 @@ TrainResult Trainer::run() {
                 cfg.source, step + 1, guard.consecutive(), why,
                 ck.dir.empty() ? "No checkpoint was kept (checkpoint.dir is empty)"
                                : fmt::format("The last checkpoint in {} is intact and resumes the run", ck.dir));
-    }
-    if (apply) {
+    } else {
       if (t.grad_clip > 0 && norm > t.grad_clip) {
         s.dense->scale_grads(t.grad_clip / norm);
         s.experts->scale_grads(t.grad_clip / norm);
