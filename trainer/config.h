@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "data/filter.h"
 #include "model/config.h"
 
 namespace moe {
@@ -48,12 +49,7 @@ struct DataConfig {
   std::string dir = "runs/data/fortunes";
   double val_fraction = 0.05;
   std::string tokenizer;  // reuse this tokenizer.model in moe data prepare ("" = train one)
-  // Quality filters of moe data prepare (data/filter.h has what each means).
-  bool dedup = true;
-  double near_dup_threshold = 0.8;
-  std::int64_t min_words = 2;
-  double max_symbol_fraction = 0.25, max_digit_fraction = 0.25;
-  double max_repeated_line_fraction = 0.3, max_top_bigram_fraction = 0.2;
+  data::FilterOptions filters;  // moe data prepare's quality filters (keys data.dedup, data.min_words, ...)
 };
 
 struct ParallelConfig {

@@ -102,13 +102,7 @@ int run_prepare(const Config& cfg, bool force) {
                                      .val_fraction = cfg.data.val_fraction,
                                      .seed = static_cast<std::uint64_t>(cfg.train.seed),
                                      .tokenizer = cfg.data.tokenizer,
-                                     .filters = {.dedup = cfg.data.dedup,
-                                                 .near_dup_threshold = cfg.data.near_dup_threshold,
-                                                 .min_words = cfg.data.min_words,
-                                                 .max_symbol_fraction = cfg.data.max_symbol_fraction,
-                                                 .max_digit_fraction = cfg.data.max_digit_fraction,
-                                                 .max_repeated_line_fraction = cfg.data.max_repeated_line_fraction,
-                                                 .max_top_bigram_fraction = cfg.data.max_top_bigram_fraction}});
+                                     .filters = cfg.data.filters});
   std::printf("moe data prepare: %s\n", r.filters.text().c_str());
   std::printf("moe data prepare: %lld documents (%lld held out) -> %s: %llu train / %llu validation tokens, vocabulary "
               "%lld, unigram entropy %.4f nats/token\n",
