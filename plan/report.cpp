@@ -7,8 +7,6 @@
 namespace moe {
 namespace {
 
-std::string gb(double bytes) { return human_bytes(bytes); }
-
 std::string seconds(double s) {
   if (s >= 1) return fmt::format("{:.3f} s", s);
   if (s >= 1e-3) return fmt::format("{:.3f} ms", s * 1e3);
@@ -40,15 +38,15 @@ std::string plan_text(const Plan& p, const Config& cfg, const Cluster& c, const 
   s += fmt::format(
       "memory per device {} of {} ({}) on stage {}: weights {}, gradients {}, optimizer {}, activations {} "
       "({:.0f} micro-batches in flight), backward workspace {}, communication buffers {}\n",
-      gb(mem.total()), gb(p.device_memory), p.fits() ? "fits" : "DOES NOT FIT", p.memory_stage, gb(mem.weights),
-      gb(mem.gradients), gb(mem.optimizer), gb(mem.activations), p.in_flight, gb(mem.workspace), gb(mem.buffers));
+      human_bytes(mem.total()), human_bytes(p.device_memory), p.fits() ? "fits" : "DOES NOT FIT", p.memory_stage, human_bytes(mem.weights),
+      human_bytes(mem.gradients), human_bytes(mem.optimizer), human_bytes(mem.activations), p.in_flight, human_bytes(mem.workspace), human_bytes(mem.buffers));
   s += fmt::format(
       "step time         {}: GEMMs {}, other ops {}, tensor-parallel {}, expert all-to-all {}, pipeline p2p {}, data-parallel {}, "
       "hidden by overlap -{}, pipeline bubble {}\n"
       "traffic per step  tp {}, ep {} in node + {} across nodes ({:.2f} ranks per token), pp {}, dp {}\n",
       seconds(step), seconds(t.compute), seconds(t.memory), seconds(t.tp), seconds(t.ep), seconds(t.pp), seconds(t.dp), seconds(t.hidden),
-      seconds(t.bubble), gb(p.tp_bytes), gb(p.ep_intra_bytes), gb(p.ep_inter_bytes), p.ranks_per_token, gb(p.pp_bytes),
-      gb(p.dp_bytes));
+      seconds(t.bubble), human_bytes(p.tp_bytes), human_bytes(p.ep_intra_bytes), human_bytes(p.ep_inter_bytes), p.ranks_per_token, human_bytes(p.pp_bytes),
+      human_bytes(p.dp_bytes));
   s += fmt::format("throughput        {:.4g} tokens/day, MFU {:.1f}% of {:.4g} TFLOP/s per device\n", p.tokens_per_day(),
                    100 * p.mfu(peak), peak / 1e12);
   if (cfg.train.target_tokens > 0) {
