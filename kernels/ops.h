@@ -38,7 +38,8 @@ void grouped_matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Ten
                              const Tensor& w, std::span<const std::int64_t> offsets);
 
 // ---- Embedding --------------------------------------------------------------------------
-// out (N,C) = table (V,C)[tokens (N)].
+// out (N,C) = table (V,C)[tokens (N)]; a token -1 (a row held by another vocabulary-parallel
+// rank) reads zeros and gets no gradient.
 void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table);
 // dtable (V,C) += scatter of dout (N,C) by tokens.
 void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens);

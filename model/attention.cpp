@@ -4,10 +4,15 @@
 
 namespace moe {
 
-Attention::Attention(const ModelConfig& c, const std::string& p)
-    : C_(c.d_model), H_(c.n_heads), Hkv_(c.n_kv_heads), D_(c.d_model / c.n_heads), theta_(c.rope_theta),
+Attention::Attention(const ModelConfig& c, const std::string& p, const TensorParallel& tp)
+    : C_(c.d_model), H_(tp.part(c.n_heads)), Hkv_(tp.part(c.n_kv_heads)), D_(c.d_model / c.n_heads), theta_(c.rope_theta),
       q_(p + "q_proj.weight", {H_ * D_, C_}), k_(p + "k_proj.weight", {Hkv_ * D_, C_}),
-      v_(p + "v_proj.weight", {Hkv_ * D_, C_}), o_(p + "o_proj.weight", {C_, H_ * D_}) {}
+      v_(p + "v_proj.weight", {Hkv_ * D_, C_}), o_(p + "o_proj.weight", {C_, H_ * D_}) {
+  tp.split(q_, 0, c.n_heads * D_);
+  tp.split(k_, 0, c.n_kv_heads * D_);
+  tp.split(v_, 0, c.n_kv_heads * D_);
+  tp.split(o_, 1, c.n_heads * D_);
+}
 
 void Attention::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T) {
   const std::int64_t N = B * T;

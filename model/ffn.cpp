@@ -4,9 +4,13 @@
 
 namespace moe {
 
-SwiGLU::SwiGLU(std::int64_t d_model, std::int64_t hidden, const std::string& p)
-    : C_(d_model), F_(hidden), gate_(p + "gate_proj.weight", {hidden, d_model}),
-      up_(p + "up_proj.weight", {hidden, d_model}), down_(p + "down_proj.weight", {d_model, hidden}) {}
+SwiGLU::SwiGLU(std::int64_t d_model, std::int64_t hidden, const std::string& p, const TensorParallel& tp)
+    : C_(d_model), F_(tp.part(hidden)), gate_(p + "gate_proj.weight", {F_, d_model}),
+      up_(p + "up_proj.weight", {F_, d_model}), down_(p + "down_proj.weight", {d_model, F_}) {
+  tp.split(gate_, 0, hidden);
+  tp.split(up_, 0, hidden);
+  tp.split(down_, 1, hidden);
+}
 
 void SwiGLU::forward(Tensor& out, const Tensor& x) {
   const std::int64_t N = x.size(0);

@@ -3,11 +3,12 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <tuple>
 
 namespace moe {
 
-MoE::MoE(const ModelConfig& c, const std::string& p, Communicator* ep)
-    : C_(c.d_model), E_(c.routed_experts), K_(c.top_k), H_(c.expert_hidden), ep_(ep),
+MoE::MoE(const ModelConfig& c, const std::string& p, Communicator* ep, const TensorParallel& tp)
+    : C_(c.d_model), E_(c.routed_experts), K_(c.top_k), H_(c.expert_hidden), ep_(ep), tp_(tp),
       ep_rank_(ep ? ep->rank() : 0), ep_size_(ep ? ep->size() : 1), El_(E_ / ep_size_),
       spec_{.kind = c.router == RouterType::sigmoid ? ops::RouterKind::sigmoid : ops::RouterKind::softmax,
             .top_k = static_cast<int>(c.top_k), .n_groups = static_cast<int>(c.n_groups),
@@ -22,7 +23,8 @@ MoE::MoE(const ModelConfig& c, const std::string& p, Communicator* ep)
   MOE_CHECK(E_ % ep_size_ == 0, ConfigError, "{}: {} routed experts cannot be split over {} expert-parallel ranks", p,
             E_, ep_size_);
   for (Param* q : {&gate_, &up_, &down_}) q->expert_begin = ep_rank_ * El_, q->experts_total = E_;
-  if (c.shared_experts > 0) shared_ = std::make_unique<SwiGLU>(C_, c.shared_experts * H_, p + "shared_experts.");
+  tp.replicate(router_, /*partial_grad=*/true);
+  if (c.shared_experts > 0) shared_ = std::make_unique<SwiGLU>(C_, c.shared_experts * H_, p + "shared_experts.", tp);
 }
 
 void MoE::release() {
@@ -40,6 +42,7 @@ ParamList MoE::params() {
 double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T) {
   const std::int64_t N = x.size(0);
   T_ = T;
+  std::tie(n0_, n1_) = tp_.token_range(N);
   // Route: logits (N,E) -> scores, index (N,K), gates (N,K).
   Tensor logits = Tensor::empty({N, E_}, DType::f32);
   ops::matmul_forward(logits, x, router_.w);
@@ -52,7 +55,7 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   // Capacity: an expert keeps its first `cap` assignments in token order; pos_[a] is the
   // assignment's place among its expert's kept ones, -1 if dropped.
   std::fill(load_.begin(), load_.end(), 0);
-  for (std::int64_t a = 0; a < N * K_; ++a) ++load_[static_cast<std::size_t>(idx[a])];
+  for (std::int64_t a = n0_ * K_; a < n1_ * K_; ++a) ++load_[static_cast<std::size_t>(idx[a])];
   const std::int64_t cap = capacity_factor_ > 0
                                ? static_cast<std::int64_t>(std::ceil(capacity_factor_ * double(N * K_) / double(E_)))
                                : N * K_;
@@ -62,7 +65,7 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   for (std::int64_t a = 0; a < N * K_; ++a) {
     auto& k = kept[static_cast<std::size_t>(idx[a])];
     if (k < cap) pos_[static_cast<std::size_t>(a)] = k++;
-    else ++dropped_;
+    else dropped_ += mine(a / K_);
   }
 
   // Dispatch: one row per (token, rank holding at least one of its kept experts), sent
@@ -79,7 +82,7 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
     std::fill_n(m, sent * 2 * K_, 0.f);
     for (std::int64_t r = 0; r < sent; ++r) std::fill_n(m + r * 2 * K_, K_, -1.f);
     for_each_row(N, [&](std::int64_t n, std::int64_t r) { std::copy_n(xd + n * C_, C_, xsd + r * C_); });
-    for (std::int64_t a = 0; a < N * K_; ++a) {
+    for (std::int64_t a = n0_ * K_; a < n1_ * K_; ++a) {
       if (pos_[a] < 0) continue;
       const std::int64_t j = idx[a] / El_, r = row_of_[std::size_t(a / K_) * p + std::size_t(j)];
       m[r * 2 * K_ + a % K_] = static_cast<float>(idx[a] - j * El_);  // local expert (exact in f32)
@@ -129,7 +132,7 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
 
   // Sequence-wise balance loss: per sequence, f_e = E/(K T) * #tokens choosing e,
   // P_e = mean_t of the scores normalised over all experts; loss = coef * sum_e f_e P_e.
-  if (aux_coef_ == 0) return 0.0;
+  if (aux_coef_ == 0 || tp_.rank != 0) return 0.0;  // tp ranks share the routing: one counts it
   f_.assign(static_cast<std::size_t>(B * E_), 0.0);
   double aux = 0;
   for (std::int64_t b = 0; b < B; ++b) {
@@ -202,13 +205,13 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
     for_each_row(N, [&](std::int64_t n, std::int64_t r) {
       for (std::int64_t c = 0; c < C_; ++c) o[n * C_ + c] += d[r * C_ + c];
     });
-    for (std::int64_t a = 0; a < N * K_; ++a)
+    for (std::int64_t a = n0_ * K_; a < n1_ * K_; ++a)
       if (pos_[a] >= 0) dgo[a] = dg[row_of_[std::size_t(a / K_) * p + std::size_t(idx[a] / El_)] * K_ + a % K_];
   }
 
   // Balance loss backward: dL/ds'_e = coef * f_e / T per token; s' = s / sum(s).
   Tensor dscores;
-  if (aux_coef_ != 0 && aux_scale != 0) {
+  if (aux_coef_ != 0 && aux_scale != 0 && tp_.rank == 0) {
     dscores = Tensor::empty({N, E_}, DType::f32);
     float* ds = dscores.data<float>();
     for (std::int64_t n = 0; n < N; ++n) {
@@ -235,7 +238,7 @@ void MoE::plan_rows(std::int64_t N) {
   const auto p = static_cast<std::size_t>(ep_size_);
   const std::int32_t* idx = index.data<std::int32_t>();
   row_of_.assign(std::size_t(N) * p, 0);
-  for (std::int64_t a = 0; a < N * K_; ++a)
+  for (std::int64_t a = n0_ * K_; a < n1_ * K_; ++a)
     if (pos_[a] >= 0) row_of_[std::size_t(a / K_) * p + std::size_t(idx[a] / El_)] = 1;  // reached
   send_rows_.assign(p, 0);
   max_ranks_ = 1;
@@ -249,7 +252,7 @@ void MoE::plan_rows(std::int64_t N) {
     }
     max_ranks_ = std::max(max_ranks_, std::max(reached, 1));
   }
-  for (std::int64_t a = 0; a < N * K_; ++a) remote_rows_ += pos_[a] >= 0 && idx[a] / El_ != ep_rank_;
+  for (std::int64_t a = n0_ * K_; a < n1_ * K_; ++a) remote_rows_ += pos_[a] >= 0 && idx[a] / El_ != ep_rank_;
   // Row numbers: rank-major, then token order.
   std::vector<std::int64_t> next(p, 0);
   for (std::size_t j = 1; j < p; ++j) next[j] = next[j - 1] + send_rows_[j - 1];

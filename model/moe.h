@@ -13,6 +13,12 @@
 // sums each row's gated expert outputs where the experts live and sends one row back.
 // Backward mirrors it: output gradients go out like the dispatch; input gradients (summed
 // per row) and gate gradients come back. Without ep the same path runs with no exchange.
+//
+// Tensor parallelism: every tp rank routes the whole micro-batch (identical choices, so
+// capacity and the balance loss are those of tp 1), then dispatches only its 1/tp of the
+// tokens; shared experts are split like a dense FFN. Forward's output and backward's dx are
+// partial sums the caller all-reduces over tp; the router's gradient is a partial sum too
+// (Param::tp_partial); loads, drops and the balance loss are counted by their owner alone.
 #pragma once
 #include <memory>
 #include <vector>
@@ -28,7 +34,8 @@ namespace moe {
 class MoE {
  public:
   // prefix "model.layers.{i}.mlp."; ep: the expert-parallel group (null: all experts here).
-  MoE(const ModelConfig& c, const std::string& prefix, Communicator* ep = nullptr);
+  MoE(const ModelConfig& c, const std::string& prefix, Communicator* ep = nullptr,
+      const TensorParallel& tp = TensorParallel());
   // out (B*T,C) from x (B*T,C). Returns the balance loss of this micro-batch summed over its
   // sequences (aux_loss_coef * sum_i f_i P_i per sequence; 0 when the coefficient is 0).
   double forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);
@@ -78,8 +85,11 @@ class MoE {
         if (const auto sl = slot_[std::size_t(r * K_ + k)]; sl >= 0) f(r, k, sl);
   }
 
+  bool mine(std::int64_t token) const { return token >= n0_ && token < n1_; }
   std::int64_t C_, E_, K_, H_, T_ = 0;
   Communicator* ep_;
+  TensorParallel tp_;
+  std::int64_t n0_ = 0, n1_ = 0;  // the tokens this tp rank dispatches
   int ep_rank_ = 0, ep_size_ = 1;
   std::int64_t El_;  // experts held here
   ops::RouterSpec spec_;

@@ -14,7 +14,23 @@ struct Param {
   // Routed-expert tensors are sharded over expert-parallel ranks along dim 0: this rank holds
   // experts [expert_begin, expert_begin + w.size(0)) of experts_total. Both 0 for the rest.
   std::int64_t expert_begin = 0, experts_total = 0;
+  // Tensor parallelism (model/tensor_parallel.h): a shard holds indices [split_begin,
+  // split_begin + w.size(split_dim)) of split_full along split_dim (-1: the whole tensor).
+  int split_dim = -1;
+  std::int64_t split_begin = 0, split_full = 0;
+  // A whole tensor on every tp rank of a tp > 1 group. Replicated: the same gradient on each
+  // (norm weights), counted once by the gradient norm. tp_partial: each rank's gradient is
+  // its share of the sum (the router: each rank dispatches its own tokens).
+  bool tp_replicated = false, tp_partial = false;
   bool is_expert() const { return experts_total > 0; }
+  bool is_split() const { return split_dim >= 0; }
+  // The logical shape the checkpoint stores (experts: all of them; tp shards: the whole).
+  Shape full_shape() const {
+    Shape s = w.shape();
+    if (is_expert()) s[0] = experts_total;
+    if (is_split()) s[static_cast<std::size_t>(split_dim)] = split_full;
+    return s;
+  }
   Param(std::string n, Shape shape, bool weight_decay = true)
       : name(std::move(n)), w(Tensor::zeros(shape, DType::f32)), g(Tensor::zeros(shape, DType::f32)),
         decay(weight_decay) {}

@@ -8,14 +8,16 @@
 
 namespace moe {
 
-Block::Block(const ModelConfig& c, std::int64_t i, Communicator* ep)
-    : eps_(c.norm_eps),
+Block::Block(const ModelConfig& c, std::int64_t i, Communicator* ep, const TensorParallel& tp)
+    : eps_(c.norm_eps), tp_(tp),
       norm1_(fmt::format("model.layers.{}.input_layernorm.weight", i), {c.d_model}, false),
       norm2_(fmt::format("model.layers.{}.post_attention_layernorm.weight", i), {c.d_model}, false),
-      attn_(c, fmt::format("model.layers.{}.self_attn.", i)) {
+      attn_(c, fmt::format("model.layers.{}.self_attn.", i), tp) {
+  tp.replicate(norm1_);
+  tp.replicate(norm2_);
   const std::string mlp = fmt::format("model.layers.{}.mlp.", i);
-  if (i < c.dense_layers || c.routed_experts == 0) dense_ = std::make_unique<SwiGLU>(c.d_model, c.ffn_hidden, mlp);
-  else moe_ = std::make_unique<MoE>(c, mlp, ep);
+  if (i < c.dense_layers || c.routed_experts == 0) dense_ = std::make_unique<SwiGLU>(c.d_model, c.ffn_hidden, mlp, tp);
+  else moe_ = std::make_unique<MoE>(c, mlp, ep, tp);
 }
 
 ParamList Block::params() {
@@ -32,11 +34,13 @@ double Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t
   x_ = x, h1_ = t({N, C}), r1_ = t({N}), xm_ = t({N, C}), h2_ = t({N, C}), r2_ = t({N});
   ops::rmsnorm_forward(h1_, r1_, x, norm1_.w, eps_);
   attn_.forward(xm_, h1_, B, T);
+  tp_.all_reduce(xm_);                             // tp: the row-parallel o_proj's partial sums
   ops::accumulate(xm_, x);                         // xm = x + attn(norm(x))
   ops::rmsnorm_forward(h2_, r2_, xm_, norm2_.w, eps_);
   double aux = 0;
   if (dense_) dense_->forward(out, h2_);
   else aux = moe_->forward(out, h2_, B, T);
+  tp_.all_reduce(out);
   ops::accumulate(out, xm_);                       // out = xm + ffn(norm(xm))
   return aux;
 }
@@ -53,25 +57,40 @@ void Block::backward(Tensor& dx, const Tensor& dout, double aux_scale) {
   Tensor dh = Tensor::empty({N, C}, DType::f32), dxm = Tensor::empty({N, C}, DType::f32);
   if (dense_) dense_->backward(dh, dout, h2_);
   else moe_->backward(dh, dout, h2_, aux_scale);
+  tp_.all_reduce(dh);                              // tp: column-parallel inputs' partial gradients
   ops::rmsnorm_backward(dxm, norm2_.g, dh, xm_, norm2_.w, r2_);
   ops::accumulate(dxm, dout);                      // residual
   attn_.backward(dh, dxm, h1_);
+  tp_.all_reduce(dh);
   ops::rmsnorm_backward(dx, norm1_.g, dh, x_, norm1_.w, r1_);
   ops::accumulate(dx, dxm);                        // residual
 }
 
-Transformer::Transformer(const ModelConfig& c, Communicator* ep)
-    : cfg_(c), embed_("model.embed_tokens.weight", {c.vocab_size, c.d_model}),
-      norm_("model.norm.weight", {c.d_model}, false), head_("lm_head.weight", {c.vocab_size, c.d_model}) {
-  for (std::int64_t i = 0; i < c.n_layers; ++i) blocks_.push_back(std::make_unique<Block>(c, i, ep));
+Transformer::Transformer(const ModelConfig& c, const ModelShard& shard)
+    : cfg_(c), tp_(shard.tp), layer0_(shard.layer_begin) {
+  const std::int64_t end = shard.layer_end < 0 ? c.n_layers : shard.layer_end, V = c.vocab_size;
+  MOE_CHECK(layer0_ >= 0 && layer0_ < end && end <= c.n_layers, ConfigError,
+            "model shard: layers [{}, {}) outside the model's {}", layer0_, end, c.n_layers);
+  v0_ = tp_.begin(V);
+  if (layer0_ == 0) {
+    embed_ = std::make_unique<Param>("model.embed_tokens.weight", Shape{tp_.part(V), c.d_model});
+    tp_.split(*embed_, 0, V);
+  }
+  for (std::int64_t i = layer0_; i < end; ++i) blocks_.push_back(std::make_unique<Block>(c, i, shard.ep, tp_));
+  if (end == c.n_layers) {
+    norm_ = std::make_unique<Param>("model.norm.weight", Shape{c.d_model}, false);
+    head_ = std::make_unique<Param>("lm_head.weight", Shape{tp_.part(V), c.d_model});
+    tp_.replicate(*norm_);
+    tp_.split(*head_, 0, V);
+  }
 }
 
 ParamList Transformer::params() {
-  ParamList ps = {&embed_};
+  ParamList ps;
+  if (embed_) ps.push_back(embed_.get());
   for (auto& b : blocks_)
     for (Param* p : b->params()) ps.push_back(p);
-  ps.push_back(&norm_);
-  ps.push_back(&head_);
+  if (head_) ps.push_back(norm_.get()), ps.push_back(head_.get());
   return ps;
 }
 
@@ -94,7 +113,9 @@ std::uint64_t fnv1a(const std::string& s) {
 void Transformer::init(std::uint64_t seed) {
   for (Param* p : params()) {
     // Non-expert tensors are one slice; an expert tensor has one slice per expert held here.
-    const std::int64_t slices = p->is_expert() ? p->w.size(0) : 1, per = p->w.numel() / slices;
+    // A tensor-parallel shard draws the whole tensor and keeps its part.
+    Tensor values = p->is_split() ? Tensor::empty(p->full_shape(), DType::f32) : p->w;
+    const std::int64_t slices = p->is_expert() ? p->w.size(0) : 1, per = values.numel() / slices;
     for (std::int64_t j = 0; j < slices; ++j) {
       const std::uint64_t h = fnv1a(p->name), e = static_cast<std::uint64_t>(p->expert_begin + j);
       std::seed_seq seq{static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32),
@@ -103,31 +124,69 @@ void Transformer::init(std::uint64_t seed) {
       // A fresh distribution per slice: libstdc++'s caches the second value of each pair,
       // which would carry one slice's draw into the next and tie values to the layout.
       std::normal_distribution<float> normal(0.f, static_cast<float>(cfg_.init_std));
-      float* w = p->w.data<float>() + j * per;
+      float* w = values.data<float>() + j * per;
       for (std::int64_t i = 0; i < per; ++i) w[i] = p->decay ? normal(rng) : 1.f;  // no decay = norm weights
     }
+    if (p->is_split()) p->w.copy_from(take_shard(values, p->split_dim, p->split_begin, p->w.size(p->split_dim)));
   }
   for (MoE* m : moe_layers()) m->bias().zero();
 }
 
 Transformer::Loss Transformer::forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T) {
-  const std::int64_t N = B * T, C = cfg_.d_model, V = cfg_.vocab_size;
-  tokens_ = tokens, targets_ = targets;
+  MOE_CHECK(first_stage() && last_stage(), ConfigError, "Transformer::forward: this object holds one pipeline stage");
+  Tensor unused;
+  return forward_stage(unused, tokens, targets, B, T);
+}
+
+void Transformer::backward(double ce_scale, double aux_scale) {
+  Tensor unused;
+  backward_stage(unused, Tensor(), ce_scale, aux_scale);
+}
+
+Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, const Tensor& targets, std::int64_t B,
+                                             std::int64_t T) {
+  const std::int64_t N = B * T, C = cfg_.d_model;
   Loss loss;
-  xs_.assign(1, Tensor::empty({N, C}, DType::f32));
-  ops::embedding_forward(xs_[0], tokens, embed_.w);
+  if (embed_) {
+    // Vocabulary-parallel lookup: rows held elsewhere read as zeros, then the sum over tp.
+    tokens_ = in;
+    if (tp_.on()) {
+      tokens_ = Tensor::empty({N}, DType::i32);
+      const std::int64_t Vl = embed_->w.size(0);
+      for (std::int64_t n = 0; n < N; ++n) {
+        const std::int32_t t = in.data<std::int32_t>()[n];
+        tokens_.data<std::int32_t>()[n] = t >= v0_ && t < v0_ + Vl ? static_cast<std::int32_t>(t - v0_) : -1;
+      }
+    }
+    xs_.assign(1, Tensor::empty({N, C}, DType::f32));
+    ops::embedding_forward(xs_[0], tokens_, embed_->w);
+    tp_.all_reduce(xs_[0]);
+  } else {
+    xs_.assign(1, in);
+  }
   for (auto& b : blocks_) {
     xs_.push_back(Tensor::empty({N, C}, DType::f32));
     loss.aux_sum += b->forward(xs_.back(), xs_[xs_.size() - 2], B, T);
     if (recompute_) b->release();
   }
   B_ = B, T_ = T;
+  if (!head_) {
+    out = xs_.back();
+    return loss;
+  }
+  targets_ = targets;
+  const std::int64_t Vl = head_->w.size(0);
   xf_ = Tensor::empty({N, C}, DType::f32), rf_ = Tensor::empty({N}, DType::f32);
-  ops::rmsnorm_forward(xf_, rf_, xs_.back(), norm_.w, cfg_.norm_eps);
-  logits_ = Tensor::empty({N, V}, DType::f32);
-  ops::matmul_forward(logits_, xf_, head_.w);
+  ops::rmsnorm_forward(xf_, rf_, xs_.back(), norm_->w, cfg_.norm_eps);
+  logits_ = Tensor::empty({N, Vl}, DType::f32);
+  ops::matmul_forward(logits_, xf_, head_->w);
   Tensor losses = Tensor::empty({N}, DType::f32);
-  ops::cross_entropy_forward(losses, logits_, targets);
+  if (tp_.on()) {
+    lse_ = Tensor::empty({N}, DType::f32);
+    vocab_parallel_ce_forward(losses, lse_, logits_, targets, v0_, tp_);
+  } else {
+    ops::cross_entropy_forward(losses, logits_, targets);
+  }
   for (std::int64_t n = 0; n < N; ++n) {
     loss.ce_sum += losses.data<float>()[n];
     loss.tokens += targets.data<std::int32_t>()[n] >= 0;
@@ -135,14 +194,22 @@ Transformer::Loss Transformer::forward(const Tensor& tokens, const Tensor& targe
   return loss;
 }
 
-void Transformer::backward(double ce_scale, double aux_scale) {
-  const std::int64_t N = logits_.size(0), C = cfg_.d_model, V = cfg_.vocab_size;
-  Tensor dl = Tensor::empty({N}, DType::f32), dlogits = Tensor::empty({N, V}, DType::f32);
-  std::fill_n(dl.data<float>(), N, static_cast<float>(ce_scale));
-  ops::cross_entropy_backward(dlogits, dl, logits_, targets_);
-  Tensor dxf = Tensor::empty({N, C}, DType::f32), dx = Tensor::empty({N, C}, DType::f32);
-  ops::matmul_backward(dxf, head_.g, dlogits, xf_, head_.w);
-  ops::rmsnorm_backward(dx, norm_.g, dxf, xs_.back(), norm_.w, rf_);
+void Transformer::backward_stage(Tensor& din, const Tensor& dout, double ce_scale, double aux_scale) {
+  const std::int64_t N = xs_[0].size(0), C = cfg_.d_model;
+  Tensor dx = Tensor::empty({N, C}, DType::f32);
+  if (head_) {
+    const std::int64_t Vl = head_->w.size(0);
+    Tensor dl = Tensor::empty({N}, DType::f32), dlogits = Tensor::empty({N, Vl}, DType::f32);
+    std::fill_n(dl.data<float>(), N, static_cast<float>(ce_scale));
+    if (tp_.on()) vocab_parallel_ce_backward(dlogits, dl, logits_, lse_, targets_, v0_);
+    else ops::cross_entropy_backward(dlogits, dl, logits_, targets_);
+    Tensor dxf = Tensor::empty({N, C}, DType::f32);
+    ops::matmul_backward(dxf, head_->g, dlogits, xf_, head_->w);
+    tp_.all_reduce(dxf);  // the vocabulary-split head's partial input gradients
+    ops::rmsnorm_backward(dx, norm_->g, dxf, xs_.back(), norm_->w, rf_);
+  } else {
+    dx.copy_from(dout);  // (the loop below reuses dx as scratch)
+  }
   Tensor dprev = Tensor::empty({N, C}, DType::f32);
   for (std::size_t i = blocks_.size(); i-- > 0;) {
     if (recompute_) blocks_[i]->forward(dprev, xs_[i], B_, T_);  // dprev: scratch for the output, overwritten next
@@ -150,7 +217,8 @@ void Transformer::backward(double ce_scale, double aux_scale) {
     if (recompute_) blocks_[i]->release();
     std::swap(dx, dprev);
   }
-  ops::embedding_backward(embed_.g, dx, tokens_);
+  if (embed_) ops::embedding_backward(embed_->g, dx, tokens_);
+  else din = dx;
 }
 
 }  // namespace moe

@@ -1,6 +1,10 @@
 // The DeepSeek-V3-family transformer: embedding -> blocks -> RMSNorm -> LM head -> loss.
 // Block: x += Attn(RMSNorm(x)); x += FFN(RMSNorm(x)); FFN dense for the first dense_layers
 // blocks, MoE after. Explicit forward/backward; activations saved by each layer.
+//
+// One object may hold a part of the model (ModelShard): a pipeline stage's blocks (the
+// embedding with the first, the final norm, LM head and loss with the last), tensor-parallel
+// shards of them (model/tensor_parallel.h), routed experts split over ep (model/moe.h).
 #pragma once
 #include <memory>
 #include <vector>
@@ -10,12 +14,13 @@
 #include "model/ffn.h"
 #include "model/moe.h"
 #include "model/param.h"
+#include "model/tensor_parallel.h"
 
 namespace moe {
 
 class Block {
  public:
-  Block(const ModelConfig& c, std::int64_t layer, Communicator* ep);
+  Block(const ModelConfig& c, std::int64_t layer, Communicator* ep, const TensorParallel& tp);
   double forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);  // returns balance loss
   void backward(Tensor& dx, const Tensor& dout, double aux_scale);
   void release();  // drop what forward saved but its input (recomputation)
@@ -24,6 +29,7 @@ class Block {
 
  private:
   double eps_;
+  TensorParallel tp_;
   Param norm1_, norm2_;
   Attention attn_;
   std::unique_ptr<SwiGLU> dense_;
@@ -31,10 +37,16 @@ class Block {
   Tensor x_, h1_, r1_, xm_, h2_, r2_;  // saved
 };
 
+// What one rank holds of the model.
+struct ModelShard {
+  std::int64_t layer_begin = 0, layer_end = -1;  // blocks [begin, end) (-1: to the last)
+  Communicator* ep = nullptr;  // the expert-parallel group routed experts are split over (null: all here)
+  Communicator* tp = nullptr;  // the tensor-parallel group (null: tp 1)
+};
+
 class Transformer {
  public:
-  // ep: the expert-parallel group routed experts are sharded over (null: all experts here).
-  explicit Transformer(const ModelConfig& c, Communicator* ep = nullptr);
+  explicit Transformer(const ModelConfig& c, const ModelShard& shard = {});
   // Matrices ~ N(0, init_std), norm weights 1, router biases 0. Every tensor (every expert of
   // a routed-expert tensor) draws from its own stream seeded by (seed, name, expert), so the
   // values do not depend on how experts are spread over ranks.
@@ -45,10 +57,22 @@ class Transformer {
     double aux_sum = 0;  // balance loss summed over sequences and MoE layers
     std::int64_t tokens = 0;  // targets counted
   };
-  // tokens, targets (B*T) i32.
+  // The whole model (a single stage): tokens, targets (B*T) i32.
   Loss forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T);
   // Gradient of ce_sum * ce_scale + aux_sum * aux_scale, accumulated into every Param::g.
   void backward(double ce_scale, double aux_scale);
+
+  // One micro-batch through this pipeline stage. in: tokens (B*T) i32 on the first stage,
+  // else the previous stage's output (B*T,C). targets (B*T) are read on the last stage,
+  // which returns the loss; the others set out (B*T,C) and return the balance loss only.
+  Loss forward_stage(Tensor& out, const Tensor& in, const Tensor& targets, std::int64_t B, std::int64_t T);
+  // dout: the gradient of out (unused on the last stage). din (B*T,C): the gradient of in
+  // (assign; left alone on the first stage). Parameters accumulate.
+  void backward_stage(Tensor& din, const Tensor& dout, double ce_scale, double aux_scale);
+  bool first_stage() const { return embed_ != nullptr; }
+  bool last_stage() const { return head_ != nullptr; }
+  std::int64_t layer_begin() const { return layer0_; }
+  std::int64_t layer_end() const { return layer0_ + std::int64_t(blocks_.size()); }
 
   ParamList params();
   std::vector<MoE*> moe_layers();
@@ -59,10 +83,12 @@ class Transformer {
 
  private:
   ModelConfig cfg_;
-  Param embed_, norm_, head_;
+  TensorParallel tp_;
+  std::int64_t layer0_ = 0, v0_ = 0;  // first block held; first vocabulary row held (tp)
+  std::unique_ptr<Param> embed_, norm_, head_;  // on the first / last stage
   std::vector<std::unique_ptr<Block>> blocks_;
   // Saved by forward.
-  Tensor tokens_, targets_, logits_, xf_, rf_;
+  Tensor tokens_, targets_, logits_, lse_, xf_, rf_;  // tokens_: this rank's vocabulary rows (-1: elsewhere)
   std::int64_t B_ = 0, T_ = 0;
   bool recompute_ = false;
   std::vector<Tensor> xs_;  // xs_[i] = input of block i; xs_.back() = final residual stream

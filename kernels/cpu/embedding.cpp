@@ -6,7 +6,7 @@ namespace {
 void check_tokens(const char* op, const Tensor& tokens, std::int64_t V) {
   const std::int32_t* tok = tokens.data<std::int32_t>();
   for (std::int64_t n = 0; n < tokens.numel(); ++n)
-    MOE_CHECK(tok[n] >= 0 && tok[n] < V, ShapeError, "{}: token {} at row {} outside vocab [0, {})", op,
+    MOE_CHECK(tok[n] >= -1 && tok[n] < V, ShapeError, "{}: token {} at row {} outside vocab [-1, {})", op,
               tok[n], n, V);
 }
 }  // namespace
@@ -27,7 +27,7 @@ void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table) {
     T* o = out.data<T>();
 #pragma omp parallel for
     for (std::int64_t n = 0; n < N; ++n)
-      for (std::int64_t c = 0; c < C; ++c) o[n * C + c] = w[tok[n] * C + c];
+      for (std::int64_t c = 0; c < C; ++c) o[n * C + c] = tok[n] < 0 ? T(0) : w[tok[n] * C + c];
   });
 }
 
@@ -47,7 +47,8 @@ void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens
     T* dw = dtable.data<T>();
     // Serial over rows: two rows with the same token add into the same table row.
     for (std::int64_t n = 0; n < N; ++n)
-      for (std::int64_t c = 0; c < C; ++c) dw[tok[n] * C + c] += d[n * C + c];
+      if (tok[n] >= 0)
+        for (std::int64_t c = 0; c < C; ++c) dw[tok[n] * C + c] += d[n * C + c];
   });
 }
 
