@@ -158,6 +158,31 @@ void Communicator::recv(Tensor& t, int peer, int tag) {
   }
 }
 
+void Communicator::send_recv(const Tensor& out, int dest, int send_tag, Tensor& in, int source, int recv_tag) {
+  const char* op = "send_recv";
+  expect_here(op, out);
+  expect_here(op, in);
+  expect_peer(op, dest);
+  expect_peer(op, source);
+  {
+    Timer timer(seconds_, op, label_);
+    do_send_recv(out, dest, send_tag, in, source, recv_tag);
+  }
+  count(kSend, out.nbytes());
+}
+
+std::string Communicator::broadcast_text(const std::string& text, int root) {
+  Tensor n = Tensor::empty({1}, DType::i32);
+  n.data<std::int32_t>()[0] = static_cast<std::int32_t>(text.size());
+  broadcast(n, root);
+  const std::int32_t len = n.data<std::int32_t>()[0];
+  if (len == 0) return {};
+  Tensor bytes = Tensor::empty({len}, DType::i32);
+  if (rank_ == root) std::copy(text.begin(), text.end(), bytes.data<std::int32_t>());
+  broadcast(bytes, root);
+  return std::string(bytes.data<std::int32_t>(), bytes.data<std::int32_t>() + len);
+}
+
 void Communicator::broadcast(Tensor& t, int root) {
   const char* op = "broadcast";
   expect_here(op, t);
@@ -188,6 +213,9 @@ void SelfCommunicator::do_send(const Tensor&, int, int) {
 }
 void SelfCommunicator::do_recv(Tensor&, int, int) {
   throw CommError("recv: a group of one process has no peer to receive from");
+}
+void SelfCommunicator::do_send_recv(const Tensor&, int, int, Tensor&, int, int) {
+  throw CommError("send_recv: a group of one process has no peer");
 }
 
 }  // namespace moe

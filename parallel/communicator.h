@@ -49,8 +49,14 @@ class Communicator {
                     std::span<const std::int64_t> send_rows);
   void send(const Tensor& t, int peer, int tag);
   void recv(Tensor& t, int peer, int tag);
+  // Both at once (a pipeline stage handing an activation on while taking a gradient back):
+  // two blocking calls in the opposite order on two neighbours would wait for each other.
+  void send_recv(const Tensor& out, int dest, int send_tag, Tensor& in, int source, int recv_tag);
   void broadcast(Tensor& t, int root);
   virtual void barrier() = 0;
+
+  // Root's text on every rank (two broadcasts: the length, then the bytes).
+  std::string broadcast_text(const std::string& text, int root);
 
   // Sum of a scalar over ranks (through all_reduce_sum on a host tensor; device backends
   // stage it).
@@ -77,6 +83,7 @@ class Communicator {
   virtual void do_all_to_all_v(Tensor& out, const Tensor& in, const Split& split) = 0;
   virtual void do_send(const Tensor& t, int peer, int tag) = 0;
   virtual void do_recv(Tensor& t, int peer, int tag) = 0;
+  virtual void do_send_recv(const Tensor& out, int dest, int send_tag, Tensor& in, int source, int recv_tag) = 0;
   virtual void do_broadcast(Tensor& t, int root) = 0;
   int rank_ = 0, size_ = 1;
 
@@ -109,6 +116,7 @@ class SelfCommunicator final : public Communicator {
   }
   void do_send(const Tensor&, int, int) override;
   void do_recv(Tensor&, int, int) override;
+  void do_send_recv(const Tensor&, int, int, Tensor&, int, int) override;
   void do_broadcast(Tensor&, int) override {}
 };
 

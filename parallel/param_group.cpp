@@ -66,9 +66,19 @@ void ParamGroup::reduce_grads() {
   zero_frozen(grads_, 0);
 }
 
-double ParamGroup::grad_sq_norm() {
-  if (zero_ == 1) return comm_.all_reduce_sum(ops::sum_squares(shard_grads_));
-  return ops::sum_squares(grads_);
+double ParamGroup::grad_sq_norm(const std::function<double(const Param&)>& weight) {
+  Tensor& g = zero_ == 1 ? shard_grads_ : grads_;
+  double sq = 0;
+  if (!weight) {
+    sq = ops::sum_squares(g);
+  } else {
+    const std::int64_t lo = moments_begin(), hi = lo + g.numel();
+    for (const Span& s : spans_) {
+      const std::int64_t a = std::max(lo, s.begin), b = std::min(hi, s.begin + s.size);
+      if (a < b) sq += weight(*s.param) * ops::sum_squares(g.rows(a - lo, b - a));
+    }
+  }
+  return zero_ == 1 ? comm_.all_reduce_sum(sq) : sq;
 }
 
 void ParamGroup::scale_grads(double s) { ops::scale(zero_ == 1 ? shard_grads_ : grads_, s); }

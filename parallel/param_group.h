@@ -29,7 +29,9 @@ class ParamGroup {
   void reduce_grads();
   // Squared norm of the summed gradient of the whole group, the same on every rank of it
   // (zero 1 adds the shards' norms with one scalar all-reduce). Call after reduce_grads.
-  double grad_sq_norm();
+  // weight(param) scales a parameter's share (a tensor replicated over tp ranks counts 1/tp
+  // on each, so a sum over them counts it once).
+  double grad_sq_norm(const std::function<double(const Param&)>& weight = {});
   void scale_grads(double s);
   // One AdamW step with spec's lr/betas/eps/step; weight_decay applies where Param::decay.
   void step(const ops::AdamWSpec& spec, double weight_decay);
