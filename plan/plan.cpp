@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "plan/counts.h"
+#include "plan/stages.h"
 
 namespace moe {
 namespace {
@@ -89,7 +90,8 @@ struct Shard {
     return 2 * C + std::max(attn, ffn);  // dh, dxm around either
   }
   // Expert-parallel send/receive rows of one MoE block's backward (ds, dr, dx_rows, dxs).
-  double dispatch_buffers() const { return 4 * r * double(m.d_model) / tp; }
+  // Without ep the exchange hands the rows over in place: two of them.
+  double dispatch_buffers() const { return (ep > 1 ? 4 : 2) * r * double(m.d_model) / tp; }
   // Weights of one block on this device: tp-sharded, replicated, routed experts.
   double block_weights(std::int64_t layer) const {
     double w = double(attention_matrix_parameters(m)) / tp + double(block_norm_parameters(m));
@@ -113,9 +115,6 @@ struct StageRange {
   std::int64_t begin, end;
   bool first, last;
 };
-StageRange stage_range(const ModelConfig& m, int pp, int s) {
-  return {m.n_layers * s / pp, m.n_layers * (s + 1) / pp, s == 0, s == pp - 1};
-}
 
 double ring(double bytes, double ranks) { return ranks > 1 ? 2 * (ranks - 1) / ranks * bytes : 0; }
 
@@ -155,9 +154,19 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
   const double node_ranks = std::min(ep, dpn);
   const double remote_intra = p.ranks_per_token * (node_ranks - 1) / ep, remote_inter = p.ranks_per_token * (ep - node_ranks) / ep;
 
+  // Under tp every rank routes all tokens (model/moe.h): the router's GEMMs run tp times.
+  const double router_flops = double(moe_layers(m)) * 6.0 * double(router_parameters(m)) * (tp - 1);
+  p.gemm_flops_per_step += p.tokens_per_step * router_flops;
+  const auto bounds = stage_bounds(cfg, l.pp);
   double worst_step = -1;
   for (int s = 0; s < l.pp; ++s) {
-    const StageRange st = stage_range(m, l.pp, s);
+    const StageRange st{bounds[std::size_t(s)], bounds[std::size_t(s) + 1], s == 0, s == l.pp - 1};
+    // A stage before the last runs each micro-batch's forward again before its backward
+    // (it holds one micro-batch's activations at a time; trainer/train.cpp).
+    const bool refwd = l.pp > 1 && !st.last;
+    if (refwd)
+      for (std::int64_t b = st.begin; b < st.end; ++b)
+        p.gemm_flops_per_step += p.tokens_per_step * (block_cost(m, b) / 3 + (is_moe_layer(m, b) ? 2.0 * double(router_parameters(m)) * (tp - 1) : 0));
     // Memory.
     double dense = 0, experts = 0;
     Elems saved;
@@ -170,15 +179,16 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
       largest_block = std::max(largest_block, e.bytes(eb));
       workspace = std::max(workspace, sh.workspace(b));
       moe_blocks += is_moe_layer(m, b);
-      flops_per_token += sh.block_flops(b);
+      flops_per_token += sh.block_flops(b) + (refwd ? block_cost(m, b) / 3 / tp : 0);
     }
     Elems ends;
     double end_workspace = 3 * C;  // dx, dprev and the gradient arriving from the next stage
-    if (st.first) dense += V * C / tp, ends.other += C + 2;  // embedding; its output, tokens, targets
+    double head_workspace = 0;     // the loss's backward, before the blocks'
+    if (st.first) dense += V * C / tp, ends.other += C;  // embedding; its output
     if (st.last) {
       dense += V * C / tp + C;  // LM head, final norm
-      ends += {.gemm = C, .other = 1 + V / tp};  // xf | rstd, logits
-      end_workspace += 1 + V / tp;                // dl, dlogits
+      ends += {.gemm = C, .other = 1 + V / tp + (tp > 1 ? 1 : 0)};  // xf | rstd, logits (tp: and their log-sum-exp)
+      head_workspace = 2 * C + 1 + V / tp;  // dx, dxf, dl, dlogits
       flops_per_token += 6 * V * C / tp;
     }
     Plan::Memory mem;
@@ -189,9 +199,14 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
     const double in_flight = std::min(mbs, pp - s);  // 1F1B: stage s holds pp - s micro-batches
     const double per_mb = cfg.train.recompute ? N * (double(st.end - st.begin) * C * eb.other + ends.bytes(eb))
                                         : N * (saved.bytes(eb) + ends.bytes(eb));
-    mem.activations = in_flight * per_mb;
-    mem.workspace = N * (end_workspace + workspace) * eb.other + (cfg.train.recompute ? N * largest_block : 0);
-    mem.buffers = (moe_blocks > 0 ? N * sh.dispatch_buffers() * eb.other : 0) + (l.pp > 1 ? 2 * N * C * eb.other : 0);
+    // Each micro-batch in flight keeps its tokens, targets and (after the first stage) its
+    // input; a stage before the last keeps the activations of one micro-batch at a time.
+    const double kept = 2 + (st.first ? 0 : C);
+    mem.activations = in_flight * N * kept * eb.other + (refwd ? 1 : in_flight) * per_mb;
+    // The loss's backward ends before the blocks' begins (and their recomputation with it).
+    mem.workspace = N * std::max((end_workspace + workspace) * eb.other + (cfg.train.recompute ? largest_block : 0),
+                                 head_workspace * eb.other);
+    mem.buffers = moe_blocks > 0 ? N * sh.dispatch_buffers() * eb.other : 0;  // (pp's: the kept input, the workspace's dout)
 
     // Time: compute, then each collective over its link.
     Plan::Time t;
@@ -202,7 +217,8 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
     // AdamW reads weight, gradient and moments and writes three of them (28 bytes per parameter
     // it updates), and the gradients are zeroed and normed (8 bytes per parameter).
     const double act_passes = cfg.train.recompute ? 6 : 4;
-    const double traffic = act_passes * mbs * N * (saved.bytes(eb) + ends.bytes(eb)) + 28 * held + 8 * (dense + experts);
+    const double traffic = act_passes * mbs * N * (saved.bytes(eb) + ends.bytes(eb) + kept * eb.other) + 28 * held +
+                           8 * (dense + experts);
     t.memory = traffic / bw(c.memory_gbps);
     const double layers = double(st.end - st.begin);
     const double tp_bytes = 4 * ring(N * C * eb.other, tp) * layers * mbs;  // 2 all-reduces forward, 2 backward

@@ -1,0 +1,20 @@
+// Which blocks each pipeline stage holds: the config's parallel.pp_layers, or contiguous
+// runs that balance the estimated training FLOPs per token (a block's GEMMs and attention
+// core; the LM head counts on the last stage, the embedding lookup on the first is free),
+// every stage holding at least one block. The trainer and the planner use the same split.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "trainer/config.h"
+
+namespace moe {
+
+// pp + 1 boundaries: stage s holds blocks [bounds[s], bounds[s+1]).
+std::vector<std::int64_t> stage_bounds(const Config& cfg, int pp);
+
+// Estimated training FLOPs per token of block `layer`, and of the LM head.
+double block_cost(const ModelConfig& m, std::int64_t layer);
+double head_cost(const ModelConfig& m);
+
+}  // namespace moe
