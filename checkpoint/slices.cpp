@@ -47,4 +47,12 @@ std::vector<Block> range_blocks(const Shape& shape, std::int64_t begin, std::int
   return out;
 }
 
+std::vector<Block> slice_blocks(const Shape& dataset_shape, const Slice& s) {
+  if (s.window.empty()) return range_blocks(dataset_shape, s.begin, s.end);
+  auto blocks = range_blocks(s.window, s.begin, s.end);
+  for (Block& b : blocks)
+    for (std::size_t d = 0; d < b.offset.size(); ++d) b.offset[d] += s.offset[d];
+  return blocks;
+}
+
 }  // namespace moe::ckpt

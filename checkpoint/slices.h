@@ -18,11 +18,14 @@ struct Dataset {
 };
 
 // Elements [begin, end) of a dataset in row-major order, held contiguously at `data` (host
-// memory owned by the caller: read into or written from).
+// memory owned by the caller: read into or written from). With a window (a tensor-parallel
+// shard), [begin, end) count in row-major order of the block of shape `window` at `offset`
+// in the dataset instead.
 struct Slice {
   std::string dataset;
   std::int64_t begin = 0, end = 0;
   float* data = nullptr;
+  Shape window, offset;  // empty: the whole dataset
 };
 
 // A rectangular block of an N-D array: offset and count per dimension.
@@ -34,5 +37,7 @@ struct Block {
 // `shape`: at most 2 per dimension plus one (a partial leading row, whole rows, a partial
 // trailing row, recursively).
 std::vector<Block> range_blocks(const Shape& shape, std::int64_t begin, std::int64_t end);
+// The blocks of a slice in dataset coordinates (its window's blocks moved to its offset).
+std::vector<Block> slice_blocks(const Shape& dataset_shape, const Slice& s);
 
 }  // namespace moe::ckpt

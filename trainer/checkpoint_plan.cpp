@@ -17,7 +17,7 @@ void add_datasets(std::vector<ckpt::Dataset>& out, const ParamGroup& g, const st
   for (const auto& s : g.spans()) {
     const Param& p = *s.param;
     if (!p.is_expert()) {
-      out.push_back({prefix + p.name, p.w.shape()});
+      out.push_back({prefix + p.name, p.full_shape()});
       continue;
     }
     const Shape one(p.w.shape().begin() + 1, p.w.shape().end());
@@ -27,22 +27,29 @@ void add_datasets(std::vector<ckpt::Dataset>& out, const ParamGroup& g, const st
 
 // Slices of the group's flat range [a, b), held in `buf` whose first element is flat index
 // buf_begin: one per parameter it crosses, one per expert for expert tensors.
+// skip_replicated: leave out the tensors every tp rank holds whole (one of them writes them).
 void add_slices(std::vector<ckpt::Slice>& out, const ParamGroup& g, const std::string& prefix, Tensor& buf,
-                std::int64_t buf_begin, std::int64_t a, std::int64_t b) {
+                std::int64_t buf_begin, std::int64_t a, std::int64_t b, bool skip_replicated = false) {
   float* data = buf.data<float>();
   for (const auto& s : g.spans()) {
     const std::int64_t lo = std::max(a, s.begin), hi = std::min(b, s.begin + s.size);
-    if (lo >= hi) continue;
     const Param& p = *s.param;
+    if (lo >= hi || (skip_replicated && p.tp_replicated)) continue;
+    if (p.is_split()) {  // a tensor-parallel shard: a window of the dataset
+      Shape offset(p.w.shape().size(), 0);
+      offset[static_cast<std::size_t>(p.split_dim)] = p.split_begin;
+      out.push_back({prefix + p.name, lo - s.begin, hi - s.begin, data + (lo - buf_begin), p.w.shape(), offset});
+      continue;
+    }
     if (!p.is_expert()) {
-      out.push_back({prefix + p.name, lo - s.begin, hi - s.begin, data + (lo - buf_begin)});
+      out.push_back({prefix + p.name, lo - s.begin, hi - s.begin, data + (lo - buf_begin), {}, {}});
       continue;
     }
     const std::int64_t per = p.w.numel() / p.w.size(0);  // elements of one expert
     for (std::int64_t j = (lo - s.begin) / per; j * per < hi - s.begin; ++j) {
       const std::int64_t e_lo = std::max(lo, s.begin + j * per), e_hi = std::min(hi, s.begin + (j + 1) * per);
       out.push_back({prefix + hf_expert_name(p.name, p.expert_begin + j), e_lo - s.begin - j * per,
-                     e_hi - s.begin - j * per, data + (e_lo - buf_begin)});
+                     e_hi - s.begin - j * per, data + (e_lo - buf_begin), {}, {}});
     }
   }
 }
@@ -50,21 +57,21 @@ void add_slices(std::vector<ckpt::Slice>& out, const ParamGroup& g, const std::s
 void add_buffers(CheckpointPlan& plan, Transformer& model, bool mine) {
   for (MoE* m : model.moe_layers()) {
     plan.datasets.push_back({kBuffers + m->bias_name(), m->bias().shape()});
-    if (mine) plan.slices.push_back({kBuffers + m->bias_name(), 0, m->bias().numel(), m->bias().data<float>()});
+    if (mine) plan.slices.push_back({kBuffers + m->bias_name(), 0, m->bias().numel(), m->bias().data<float>(), {}, {}});
   }
 }
 
 }  // namespace
 
-CheckpointPlan plan_write(const std::vector<ParamGroup*>& groups, Transformer& model, bool write_buffers) {
+CheckpointPlan plan_write(const std::vector<ParamGroup*>& groups, Transformer& model, bool tp_lead, bool write_buffers) {
   CheckpointPlan plan;
   for (const char* prefix : {kWeights, kExpAvg, kExpAvgSq})
     for (ParamGroup* g : groups) add_datasets(plan.datasets, *g, prefix);
   for (ParamGroup* g : groups) {
     const std::int64_t a = g->write_begin(), b = g->write_end();
-    add_slices(plan.slices, *g, kWeights, g->weights(), 0, a, b);
-    add_slices(plan.slices, *g, kExpAvg, g->exp_avg(), g->moments_begin(), a, b);
-    add_slices(plan.slices, *g, kExpAvgSq, g->exp_avg_sq(), g->moments_begin(), a, b);
+    add_slices(plan.slices, *g, kWeights, g->weights(), 0, a, b, !tp_lead);
+    add_slices(plan.slices, *g, kExpAvg, g->exp_avg(), g->moments_begin(), a, b, !tp_lead);
+    add_slices(plan.slices, *g, kExpAvgSq, g->exp_avg_sq(), g->moments_begin(), a, b, !tp_lead);
   }
   add_buffers(plan, model, write_buffers);
   return plan;

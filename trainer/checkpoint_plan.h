@@ -2,12 +2,14 @@
 // from the optimizer groups: the datasets of the whole model (same list on every rank) and
 // this rank's slices of them.
 //   write: each rank of a group writes its 1/p of the group's flat weights and moments
-//          (its ZeRO-1 shard; at zero 0 the same split spreads the I/O); world rank 0 the
-//          router biases.
-//   read:  every rank reads all the weights it holds (its experts under ep) and the router
-//          biases, and the moments it keeps (all at zero 0, its shard at zero 1).
+//          (its ZeRO-1 shard; at zero 0 the same split spreads the I/O); of the tensors
+//          every tp rank holds whole, the tp lead's share only; one rank per pipeline stage
+//          the router biases.
+//   read:  every rank reads all the weights it holds (its experts under ep, its tp shards)
+//          and the router biases, and the moments it keeps (all at zero 0, its shard at zero 1).
 // Routed experts map to one dataset per expert under its global index, so the file never
-// depends on ep.
+// depends on ep; a tp shard is a window of its full tensor (ckpt::Slice), so it never
+// depends on tp; a stage lists its own datasets, and the trainer joins the stages' lists.
 #pragma once
 #include <vector>
 
@@ -24,7 +26,7 @@ struct CheckpointPlan {
 
 enum class CheckpointPart { all, weights };  // weights: weights and router biases (fine-tuning)
 
-CheckpointPlan plan_write(const std::vector<ParamGroup*>& groups, Transformer& model, bool write_buffers);
+CheckpointPlan plan_write(const std::vector<ParamGroup*>& groups, Transformer& model, bool tp_lead, bool write_buffers);
 CheckpointPlan plan_read(const std::vector<ParamGroup*>& groups, Transformer& model, CheckpointPart part);
 
 }  // namespace moe

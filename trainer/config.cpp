@@ -105,18 +105,26 @@ template <class Get> Field text(const char* key, Get get, std::string doc, bool 
           }};
 }
 
-// A list of strings: a YAML sequence, or one string for a list of one.
-template <class Get> Field text_list(const char* key, Get get, std::string doc) {
+// A list: a YAML sequence, or one value for a list of one. V is std::string (non-empty
+// entries) or std::int64_t (positive entries).
+template <class V, class Get> Field list_of(const char* key, Get get, std::string doc) {
+  constexpr bool text = std::is_same_v<V, std::string>;
+  const char* what = text ? "a list of strings" : "a list of integers";
   std::string k = key;
-  return {k, "list of strings", std::move(doc),
-          [k, get](Config& c, const YAML::Node& n, const std::string& where) {
-            std::vector<std::string> v;
+  return {k, text ? "list of strings" : "list of ints", std::move(doc),
+          [k, get, what](Config& c, const YAML::Node& n, const std::string& where) {
+            std::vector<V> v;
             if (n.IsSequence())
-              for (const auto& item : n) v.push_back(as<std::string>(item, where, k, "a list of strings"));
+              for (const auto& item : n) v.push_back(as<V>(item, where, k, what));
             else if (!n.IsNull())
-              v.push_back(as<std::string>(n, where, k, "a list of strings"));
-            for (const auto& s : v)
-              if (s.empty()) bad(where, k, "an empty pattern");
+              v.push_back(as<V>(n, where, k, what));
+            for (const auto& x : v) {
+              if constexpr (text) {
+                if (x.empty()) bad(where, k, "an empty pattern");
+              } else if (x < 1) {
+                bad(where, k, fmt::format("{} is out of range: entries must be >= 1", x));
+              }
+            }
             get(c) = std::move(v);
           },
           [get](const Config& c) {
@@ -124,6 +132,9 @@ template <class Get> Field text_list(const char* key, Get get, std::string doc) 
             e << YAML::Flow << get(c);
             return std::string(e.c_str());
           }};
+}
+template <class Get> Field text_list(const char* key, Get get, std::string doc) {
+  return list_of<std::string>(key, get, std::move(doc));
 }
 
 template <class E, class Get>
@@ -229,6 +240,7 @@ const std::vector<Field>& fields() {
       integer(AT(parallel.dp), at_least(0), "data-parallel ranks (0: world / (tp * pp))"),
       integer(AT(parallel.tp), at_least(1), "tensor-parallel ranks"),
       integer(AT(parallel.pp), at_least(1), "pipeline stages"),
+      list_of<std::int64_t>(AT(parallel.pp_layers), "blocks per pipeline stage, first stage first (empty: balanced by estimated cost)"),
       integer(AT(parallel.ep), at_least(1), "expert-parallel ranks, folded inside dp x tp"),
       integer(AT(parallel.zero), closed(0, 1), "ZeRO stage (0: replicated optimizer, 1: sharded)"),
       real(AT(parallel.bucket_mb), above(0), "size of a gradient all-reduce bucket, MiB"),
@@ -378,7 +390,20 @@ void validate(const Config& c) {
           fmt::format("{} must divide model.n_heads = {} and model.n_kv_heads = {}", c.parallel.tp, m.n_heads,
                       m.n_kv_heads));
   require(c.parallel.pp <= m.n_layers, "parallel.pp",
-          fmt::format("{} stages exceed model.n_layers = {}", c.parallel.pp, m.n_layers));
+          fmt::format("{} stages exceed model.n_layers = {}; each stage needs a block", c.parallel.pp, m.n_layers));
+  if (m.dense_layers > 0 || m.routed_experts == 0)
+    require(m.ffn_hidden % c.parallel.tp == 0, "parallel.tp",
+            fmt::format("{} must divide model.ffn_hidden = {}", c.parallel.tp, m.ffn_hidden));
+  require((m.shared_experts * m.expert_hidden) % c.parallel.tp == 0, "parallel.tp",
+          fmt::format("{} must divide the shared experts' width {} x {}", c.parallel.tp, m.shared_experts, m.expert_hidden));
+  if (const auto& split = c.parallel.pp_layers; !split.empty()) {
+    std::int64_t sum = 0;
+    for (auto n : split) sum += n;
+    require(std::int64_t(split.size()) == c.parallel.pp && sum == m.n_layers, "parallel.pp_layers",
+            fmt::format("{} stages holding {} blocks, but parallel.pp = {} and model.n_layers = {}; give one count per "
+                        "stage summing to the layers",
+                        split.size(), sum, c.parallel.pp, m.n_layers));
+  }
 }
 
 }  // namespace

@@ -56,6 +56,7 @@ struct ParallelConfig {
   std::int64_t dp = 0;  // 0 = world / (tp * pp)
   std::int64_t tp = 1;
   std::int64_t pp = 1;
+  std::vector<std::int64_t> pp_layers;  // blocks per stage (empty: balanced by plan/stages.h)
   std::int64_t ep = 1;
   std::int64_t zero = 0;
   double bucket_mb = 25.0;  // gradient all-reduce bucket

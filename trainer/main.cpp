@@ -52,6 +52,11 @@ void print_summary(const Config& cfg, const moe::TrainResult& r, int world) {
               "GEMM FLOP per step %.6g planned, %.6g counted\n",
               r.planned_step_seconds, r.step_seconds, moe::human_bytes(r.planned_memory_bytes).c_str(),
               moe::human_bytes(r.peak_tensor_bytes).c_str(), r.planned_flops_per_step, r.gemm_flops_per_step);
+  if (cfg.parallel.pp > 1)
+    std::printf("pipeline bubble   %.1f%% of the schedule measured (mean over ranks), %.1f%% for 1F1B with %lld equal "
+                "stages and %lld micro-batches\n",
+                100 * r.bubble, 100 * r.ideal_bubble, static_cast<long long>(cfg.parallel.pp),
+                static_cast<long long>(cfg.train.grad_accum));
   std::printf("%s", r.cost_report.c_str());
 }
 

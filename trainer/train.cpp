@@ -10,12 +10,15 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "checkpoint/store.h"
 #include "data/loader.h"
 #include "kernels/ops.h"
+#include "plan/counts.h"
 #include "plan/plan.h"
+#include "parallel/pipeline.h"
 #include "trainer/metrics.h"
 #include "trainer/progress.h"
 #include "trainer/step_guard.h"
@@ -37,11 +40,7 @@ Layout trainable_layout(const Config& cfg, int world_size) {
   MOE_CHECK(cfg.precision == Precision::fp32 && cfg.device == DeviceKind::cpu, ConfigError,
             "{}: precision and device: only fp32 on cpu is implemented so far; set precision: fp32 and device: cpu",
             cfg.source);
-  const Layout l = resolve_layout(cfg, world_size);
-  MOE_CHECK(l.tp == 1 && l.pp == 1, ConfigError,
-            "{}: parallel: tp = {}, pp = {}: tensor and pipeline parallelism are not implemented yet; set them to 1",
-            cfg.source, l.tp, l.pp);
-  return l;
+  return resolve_layout(cfg, world_size);
 }
 
 namespace {
@@ -102,13 +101,22 @@ Trainer::~Trainer() = default;
 std::map<std::string, Tensor> Trainer::gather_weights(bool optimizer) {
   auto& s = *s_;
   std::map<std::string, Tensor> out;
-  // One tensor at full shape from this rank's part (experts gathered over ep).
+  // One tensor at full shape from this rank's part (tp shards and experts gathered).
   auto full = [&](const Param& p, const Tensor& mine) {
-    Shape shape = p.w.shape();
-    if (p.is_expert()) shape[0] = p.experts_total;
-    Tensor t = Tensor::empty(shape, DType::f32);
-    if (p.is_expert() && s.layout.ep > 1) s.mesh.ep().all_gather(t, mine);
-    else t.copy_from(mine);
+    Tensor t = mine.to(Device::cpu);
+    if (p.is_split()) {  // every tp rank's shard, put at its place
+      Tensor all = Tensor::empty({s.layout.tp * mine.numel()}, DType::f32), whole = Tensor::empty(p.full_shape(), DType::f32);
+      s.mesh.tp().all_gather(all, mine.view({mine.numel()}));
+      const std::int64_t extent = mine.size(p.split_dim);
+      for (int r = 0; r < s.layout.tp; ++r)
+        put_shard(whole, all.rows(r * mine.numel(), mine.numel()).view(mine.shape()), p.split_dim, r * extent);
+      t = whole;
+    }
+    if (p.is_expert() && s.layout.ep > 1) {
+      Tensor whole = Tensor::empty(p.full_shape(), DType::f32);
+      s.mesh.ep().all_gather(whole, mine);
+      t = whole;
+    }
     return t;
   };
   for (ParamGroup* g : s.groups()) {
@@ -122,7 +130,29 @@ std::map<std::string, Tensor> Trainer::gather_weights(bool optimizer) {
     }
   }
   for (MoE* m : s.model.moe_layers()) out.emplace(m->bias_name(), m->bias().to(Device::cpu));
-  return out;
+  if (s.layout.pp == 1) return out;
+  // Every stage's tensors on every rank: names and shapes, then the values, from each stage.
+  std::map<std::string, Tensor> all;
+  for (int stage = 0; stage < s.layout.pp; ++stage) {
+    std::string text;
+    for (const auto& [name, t] : out) text += name + "\t" + shape_str(t.shape()) + "\n";
+    std::istringstream in(s.mesh.pp().broadcast_text(text, stage));
+    for (std::string line; std::getline(in, line);) {
+      const auto tab = line.find('\t');
+      const std::string name = line.substr(0, tab);
+      Shape shape;
+      std::string dims = line.substr(tab + 2);  // "[a,b]"
+      for (std::size_t at = 0; at < dims.size();) {
+        std::size_t used = 0;
+        shape.push_back(std::stoll(dims.substr(at), &used));
+        at += used + 1;
+      }
+      Tensor t = stage == s.mesh.coords().pp ? out.at(name) : Tensor::empty(shape, DType::f32);
+      s.mesh.pp().broadcast(t, stage);
+      all.emplace(name, t);
+    }
+  }
+  return all;
 }
 
 std::string Trainer::save_checkpoint(std::int64_t step) {
@@ -134,7 +164,8 @@ void Trainer::load_checkpoint(const std::string& path) { s_->load(path, Checkpoi
 
 std::size_t Trainer::checkpoint_bytes_written() {
   std::size_t n = 0;
-  for (const auto& sl : plan_write(s_->groups(), s_->model, s_->world.rank() == 0).slices)
+  const bool tp_lead = s_->mesh.coords().tp == 0;
+  for (const auto& sl : plan_write(s_->groups(), s_->model, tp_lead, tp_lead && s_->mesh.coords().dp == 0).slices)
     n += static_cast<std::size_t>(sl.end - sl.begin) * sizeof(float);
   return n;
 }
@@ -145,9 +176,9 @@ TrainResult Trainer::run() {
   const auto& t = cfg.train;
   const auto& mc = cfg.model;
   Transformer& model = s.model;
-  Communicator& dpc = s.mesh.dp();
   const std::int64_t dp = s.layout.dp, rank = s.mesh.coords().dp, T = mc.seq_len, mb = t.micro_batch;
-  const bool log_rank = dpc.rank() == 0 && s.mesh.coords().pp == 0 && s.mesh.coords().tp == 0;
+  const bool log_rank = s.world.rank() == 0;
+  const auto tp_share = [&](const Param& p) { return p.tp_replicated ? 1.0 / s.layout.tp : 1.0; };
   const std::int64_t global_seqs = dp * t.grad_accum * mb;
   const double global_tokens = double(global_seqs * T);
 
@@ -159,8 +190,8 @@ TrainResult Trainer::run() {
   const auto moe_layers = model.moe_layers();
   const std::int64_t E = mc.routed_experts;
   TrainResult res;
-  res.expert_parameters = s.experts->numel() * s.layout.ep;
-  res.parameters = s.dense->numel() + res.expert_parameters;
+  res.expert_parameters = expert_parameters(mc);  // whole model, counted (plan/counts.h); tests hold the two equal
+  res.parameters = total_parameters(mc);
   res.optimizer_bytes = s.dense->optimizer_bytes() + s.experts->optimizer_bytes();
   res.optimizer_bytes_total = 2 * sizeof(float) * static_cast<std::size_t>(res.parameters);
   if (log_rank) {
@@ -168,22 +199,40 @@ TrainResult Trainer::run() {
                  "sequences x {} tokens = {:.0f} tokens per step",
                  res.parameters, moe_layers.size(), E, mc.top_k,
                  train_stream.describe(), dp, t.grad_accum, mb, T, global_tokens);
-    spdlog::info("layout: dp {} x ep {} (experts {} per rank, {} replicas), zero {}: optimizer state {} on this rank of "
-                 "{} in all ({:.3f} of it)",
-                 dp, s.layout.ep, E / s.layout.ep, s.layout.edp(), cfg.parallel.zero, human_bytes(double(res.optimizer_bytes)),
+    std::string stages;
+    for (std::size_t i = 0; i + 1 < s.bounds.size(); ++i)
+      stages += fmt::format("{}{}", i ? "/" : "", s.bounds[i + 1] - s.bounds[i]);
+    spdlog::info("layout: pp {} (blocks {}) x dp {} x tp {}, ep {} (experts {} per rank, {} replicas), zero {}: optimizer "
+                 "state {} on this rank of {} in all ({:.3f} of it)",
+                 s.layout.pp, stages, dp, s.layout.tp, s.layout.ep, E / s.layout.ep, s.layout.edp(), cfg.parallel.zero,
+                 human_bytes(double(res.optimizer_bytes)),
                  human_bytes(double(res.optimizer_bytes_total)), double(res.optimizer_bytes) / double(res.optimizer_bytes_total));
   }
 
+  // Micro-batch i of a step on this rank is rows (i * dp + rank) * mb of the global batch;
+  // the first stage reads its tokens, the last its targets. A pipeline stage keeps each
+  // micro-batch's input until its backward; the model holds the activations of the last
+  // forward only, so a backward of another micro-batch first runs its forward again.
+  Communicator& ppc = s.mesh.pp();
+  const bool first_stage = model.first_stage(), counts = s.mesh.coords().tp == 0;  // tp ranks share the loss: one counts it
+  const Shape activation{mb * T, mc.d_model};
   Tensor tok = Tensor::empty({mb * T}, DType::i32), tgt = Tensor::empty({mb * T}, DType::i32);
   // Validation: the first eval_batches global batches of the held-out split, in order.
   auto evaluate = [&] {
     double ce = 0;
-    for (std::int64_t b = 0; b < t.eval_batches; ++b)
-      for (std::int64_t k = 0; k < t.grad_accum; ++k) {
-        val_loader.fill_in_order(b * global_seqs + (k * dp + rank) * mb, mb, tok, tgt);
-        ce += model.forward(tok, tgt, mb, T).ce_sum;
-      }
-    return dpc.all_reduce_sum(ce) / (global_tokens * double(t.eval_batches));
+    for (std::int64_t b = 0; b < t.eval_batches; ++b) {
+      const StageWork work{.forward = [&](std::int64_t k, const Tensor& in) {
+                             val_loader.fill_in_order(b * global_seqs + (k * dp + rank) * mb, mb, tok, tgt);
+                             Tensor out;
+                             const auto l = model.forward_stage(out, first_stage ? tok : in, tgt, mb, T);
+                             if (counts) ce += l.ce_sum;
+                             return out;
+                           },
+                           .backward = {},
+                           .activation = activation};
+      run_forward(ppc, t.grad_accum, work);
+    }
+    return s.world.all_reduce_sum(ce) / (global_tokens * double(t.eval_batches));
   };
 
   res.unigram_entropy = unigram_entropy(cfg.data.dir);
@@ -197,7 +246,17 @@ TrainResult Trainer::run() {
   double last_loss = 0;
   StepGuard guard(t.spike_zscore, t.spike_window);  // (its loss history starts afresh at each launch)
   // Global expert loads per MoE layer, then dropped assignments (summed over dp).
-  Tensor loads = Tensor::zeros({static_cast<std::int64_t>(moe_layers.size()) * std::max<std::int64_t>(E, 1) + 1}, DType::f64);
+  // Rows of every MoE layer of the model (this stage fills its own, from moe_first on).
+  const std::int64_t all_moe = moe::moe_layers(mc),
+                     moe_first = E > 0 ? std::max<std::int64_t>(0, model.layer_begin() - mc.dense_layers) : 0;
+  Tensor loads = Tensor::zeros({all_moe * std::max<std::int64_t>(E, 1) + 1}, DType::f64);
+  // The micro-batch schedule's span and the time this rank computed in it: the rest is bubble.
+  double schedule_s = 0, schedule_busy = 0;
+  struct Busy {
+    double& total;
+    Clock::time_point t0 = Clock::now();
+    ~Busy() { total += since(t0); }
+  };
   s.mesh.reset_bytes();
   s.side_bytes.clear();
   // What the training steps allocate and multiply, against the plan (evaluation and
@@ -227,34 +286,71 @@ TrainResult Trainer::run() {
     loads.zero();
     double loss = 0;
     double* ld = loads.data<double>();
-    for (std::int64_t k = 0; k < t.grad_accum; ++k) {
-      loader.fill(step, (k * dp + rank) * mb, mb, tok, tgt);  // this rank's rows of the global batch
-      const auto l = model.forward(tok, tgt, mb, T);
-      model.backward(1.0 / global_tokens, 1.0 / double(global_seqs));
-      loss += l.ce_sum / global_tokens + l.aux_sum / double(global_seqs);
-      for (std::size_t i = 0; i < moe_layers.size(); ++i) {
-        for (std::int64_t e = 0; e < E; ++e) ld[std::int64_t(i) * E + e] += double(moe_layers[i]->load()[std::size_t(e)]);
-        ld[loads.numel() - 1] += double(moe_layers[i]->dropped());
-        res.max_ranks_per_token = std::max(res.max_ranks_per_token, moe_layers[i]->max_ranks_per_token());
-        res.remote_rows += double(moe_layers[i]->remote_rows());  // summed here, per step at the end
-        res.remote_token_ranks += double(moe_layers[i]->remote_token_ranks());
-      }
-    }
+    struct InFlight {
+      Tensor in, tok, tgt;
+    };
+    std::map<std::int64_t, InFlight> flight;
+    std::int64_t held = -1;  // the micro-batch whose activations the model holds
+    const StageWork work{
+        .forward = [&](std::int64_t k, const Tensor& in) {
+          const Busy busy(schedule_busy);
+          InFlight f{in, Tensor::empty({mb * T}, DType::i32), Tensor::empty({mb * T}, DType::i32)};
+          loader.fill(step, (k * dp + rank) * mb, mb, f.tok, f.tgt);  // this rank's rows of the global batch
+          Tensor out;
+          const auto l = model.forward_stage(out, first_stage ? f.tok : f.in, f.tgt, mb, T);
+          if (counts) loss += l.ce_sum / global_tokens + l.aux_sum / double(global_seqs);
+          for (std::size_t i = 0; i < moe_layers.size(); ++i) {
+            const std::int64_t g = moe_first + std::int64_t(i);
+            for (std::int64_t e = 0; e < E; ++e) ld[g * E + e] += double(moe_layers[i]->load()[std::size_t(e)]);
+            ld[loads.numel() - 1] += double(moe_layers[i]->dropped());
+            res.max_ranks_per_token = std::max(res.max_ranks_per_token, moe_layers[i]->max_ranks_per_token());
+            res.remote_rows += double(moe_layers[i]->remote_rows());  // summed here, per step at the end
+            res.remote_token_ranks += double(moe_layers[i]->remote_token_ranks());
+          }
+          flight[k] = std::move(f);
+          held = k;
+          return out;
+        },
+        .backward = [&](std::int64_t k, const Tensor& dout) {
+          const Busy busy(schedule_busy);
+          const InFlight& f = flight.at(k);
+          if (held != k) {  // recompute: same inputs, same routing, same activations
+            Tensor scratch;
+            model.forward_stage(scratch, first_stage ? f.tok : f.in, f.tgt, mb, T);
+            held = k;
+          }
+          Tensor din;
+          model.backward_stage(din, dout, 1.0 / global_tokens, 1.0 / double(global_seqs));
+          flight.erase(k);
+          return din;
+        },
+        .activation = activation};
+    const auto sched0 = Clock::now();
+    run_1f1b(ppc, t.grad_accum, work);
+    if (s.layout.pp > 1) ppc.all_reduce_sum(0.0);  // the pipeline drains: its last stages wait here, on the pp axis
+    schedule_s += since(sched0);
+    // The router's gradient: each tp rank's share (its own tokens), summed over tp first.
+    if (s.layout.tp > 1)
+      for (Param* p : s.params)
+        if (p->tp_partial) s.mesh.tp().all_reduce_sum(p->g);
     const auto& dbg = cfg.debug;  // fault drill: one rank's NaN reaches every rank through the reduction
     if (dbg.nan_at_step > 0 && step + 1 >= dbg.nan_at_step && step + 1 < dbg.nan_at_step + dbg.nan_steps &&
         s.world.rank() == 0)
       s.params.back()->g.data<float>()[0] = std::numeric_limits<float>::quiet_NaN();
-    // Sum gradients (dense over dp, experts over their replicas), loss and expert loads.
+    // Sum gradients (dense over dp, experts over their replicas); the loss and expert loads
+    // over every rank (parts of them live on each stage, each tp rank's tokens, each dp rank).
     s.dense->reduce_grads();
     s.experts->reduce_grads();
-    loss = dpc.all_reduce_sum(loss);
-    dpc.all_reduce_sum(loads);
+    loss = s.world.all_reduce_sum(loss);
+    s.world.all_reduce_sum(loads);
 
-    // Global norm: dense gradients are replicated over dp; expert gradients differ between
-    // ep ranks and are replicated over edp.
-    double sq = s.dense->grad_sq_norm(), sq_experts = s.experts->grad_sq_norm();
+    // Global norm: dense gradients are replicated over dp and split over tp (the tensors
+    // every tp rank holds counted once); expert gradients differ between ep ranks and are
+    // replicated over edp; each stage holds its own layers.
+    double sq = s.layout.tp > 1 ? s.mesh.tp().all_reduce_sum(s.dense->grad_sq_norm(tp_share)) : s.dense->grad_sq_norm();
+    double sq_experts = s.experts->grad_sq_norm();
     if (s.layout.ep > 1) sq_experts = s.mesh.ep().all_reduce_sum(sq_experts);
-    const double norm = std::sqrt(sq + sq_experts);
+    const double norm = std::sqrt(s.layout.pp > 1 ? ppc.all_reduce_sum(sq + sq_experts) : sq + sq_experts);
     const double lr = learning_rate(t, step);
     // A non-finite or spiking step changes nothing (weights, moments, router biases); too
     // many in a row end the run before anything is saved from them.
@@ -285,11 +381,14 @@ TrainResult Trainer::run() {
     }
 
     // Auxiliary-loss-free balancing: every rank applies the same global loads.
+    if (apply)
+      for (std::size_t i = 0; i < moe_layers.size(); ++i) {
+        const double* row = ld + (moe_first + std::int64_t(i)) * E;
+        moe_layers[i]->update_bias(std::vector<double>(row, row + E), mc.bias_update_rate);
+      }
     double lmin = 0, lmax = 0;
-    for (std::size_t i = 0; i < moe_layers.size(); ++i) {
-      std::vector<double> global(ld + std::int64_t(i) * E, ld + std::int64_t(i + 1) * E);
-      if (apply) moe_layers[i]->update_bias(global, mc.bias_update_rate);
-      const auto [lo, hi] = std::minmax_element(global.begin(), global.end());
+    for (std::int64_t i = 0; i < all_moe; ++i) {
+      const auto [lo, hi] = std::minmax_element(ld + i * E, ld + (i + 1) * E);
       lmin = i == 0 ? *lo : std::min(lmin, *lo);
       lmax = std::max(lmax, *hi);
     }
@@ -331,8 +430,7 @@ TrainResult Trainer::run() {
         r["bytes"][kind] = bytes - (bytes_before.count(kind) ? bytes_before.at(kind) : 0);
         bytes_before[kind] = bytes;
       }
-      for (std::size_t i = 0; i < moe_layers.size(); ++i)
-        r["expert_loads"].push_back(std::vector<double>(ld + std::int64_t(i) * E, ld + std::int64_t(i + 1) * E));
+      for (std::int64_t i = 0; i < all_moe; ++i) r["expert_loads"].push_back(std::vector<double>(ld + i * E, ld + (i + 1) * E));
       metrics.log(r);
     }
     progress.draw(step + 1, since(t0));
@@ -363,6 +461,9 @@ TrainResult Trainer::run() {
   res.planned_flops_per_step = plan.gemm_flops_per_step;
   for (const auto& [kind, bytes] : s.step_bytes()) res.bytes_per_step[kind] = bytes / static_cast<std::uint64_t>(ran);
   res.remote_rows /= double(ran), res.remote_token_ranks /= double(ran);
+  // The pipeline's idle share of its schedule, mean over ranks, against 1F1B's ideal.
+  res.bubble = s.world.all_reduce_sum(schedule_s > 0 ? 1 - schedule_busy / schedule_s : 0) / s.world.size();
+  res.ideal_bubble = bubble_fraction(s.layout.pp, t.grad_accum);
   if (!res.stopped) s.timed(s.eval_s, [&] { res.val_loss = evaluate(); });  // a stopped job is short of time: save first
   if (!res.stopped && res.steps > start) metrics.log({{"step", res.steps}, {"val_loss", res.val_loss}});
   res.wall_seconds = prior_wall + since(t0);

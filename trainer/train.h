@@ -1,5 +1,6 @@
-// `moe train`: the training loop over the MoE transformer on a process mesh: data parallel
-// (optionally ZeRO-1) with expert parallelism folded in, over MPI.
+// `moe train`: the training loop over the MoE transformer on a process mesh: pipeline stages
+// (1F1B, parallel/pipeline.h) x data parallel (optionally ZeRO-1) x tensor parallel, with
+// expert parallelism folded into dp x tp, over MPI.
 #pragma once
 #include <map>
 #include <memory>
@@ -48,12 +49,15 @@ struct TrainResult {
   // plan puts on top during a step (activations, backward workspace, buffers).
   double start_tensor_bytes = 0, planned_step_memory_bytes = 0;
   double gemm_flops_per_step = 0, planned_flops_per_step = 0;
+  // Pipeline: the share of the micro-batch schedule a rank spent outside its micro-batches'
+  // forward and backward (mean over ranks), and 1F1B's ideal (p-1)/(m+p-1) for equal stages.
+  double bubble = 0, ideal_bubble = 0;
   CostCounters cost;                // every launch of the run so far
   std::string cost_report;          // the printed report (cost.json beside the checkpoints holds it as JSON)
 };
 
 // The layout resolved against the world size (parallel/mesh), then refused when this build
-// cannot train it yet (tp, pp, a precision, a device): ConfigError before any compute.
+// cannot train it yet (a precision, a device, MLA): ConfigError before any compute.
 Layout trainable_layout(const Config& cfg, int world_size);
 
 // Set from a signal handler (SIGTERM: a scheduler preempting the job): the run stops after

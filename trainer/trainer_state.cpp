@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "checkpoint/store.h"
 
@@ -41,7 +42,9 @@ void Trainer::State::save(std::int64_t step, const TrainResult& res, double last
   world.broadcast(clock, 0);
   meta.wall_seconds = clock.data<double>()[0];
   const std::string path = ckpt::step_file(dir, step);
-  const CheckpointPlan plan = plan_write(groups(), model, world.rank() == 0);
+  const bool tp_lead = mesh.coords().tp == 0;
+  CheckpointPlan plan = plan_write(groups(), model, tp_lead, tp_lead && mesh.coords().dp == 0);
+  if (layout.pp > 1) plan.datasets = join_stages(plan.datasets);  // every rank creates every dataset
   ckpt::write(ckpt::temp_file(path), world.comm(), meta, plan.datasets, plan.slices);
   world.barrier();  // every rank closed the file
   if (world.rank() == 0) {
@@ -50,6 +53,27 @@ void Trainer::State::save(std::int64_t step, const TrainResult& res, double last
                  fmt::format("{:.1f}", double(std::filesystem::file_size(path)) / 1e6), since(t0));
   }
   world.barrier();
+}
+
+std::vector<ckpt::Dataset> Trainer::State::join_stages(const std::vector<ckpt::Dataset>& mine) {
+  std::string text;  // "name\tdim dim ...\n" per dataset
+  for (const auto& d : mine) {
+    text += d.name + "\t";
+    for (auto n : d.shape) text += std::to_string(n) + " ";
+    text += "\n";
+  }
+  std::vector<ckpt::Dataset> all;
+  for (int stage = 0; stage < layout.pp; ++stage) {
+    std::istringstream in(mesh.pp().broadcast_text(text, stage));
+    for (std::string line; std::getline(in, line);) {
+      const auto tab = line.find('\t');
+      ckpt::Dataset d{line.substr(0, tab), {}};
+      std::istringstream dims(line.substr(tab + 1));
+      for (std::int64_t n; dims >> n;) d.shape.push_back(n);
+      all.push_back(std::move(d));
+    }
+  }
+  return all;
 }
 
 std::optional<std::string> Trainer::State::agreed_latest() {

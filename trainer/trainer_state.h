@@ -14,6 +14,7 @@
 #include "model/transformer.h"
 #include "parallel/mesh.h"
 #include "parallel/param_group.h"
+#include "plan/stages.h"
 #include "trainer/checkpoint_plan.h"
 #include "trainer/cost.h"
 #include "trainer/train.h"
@@ -26,11 +27,17 @@ inline double since(Clock::time_point t0) { return std::chrono::duration<double>
 struct Trainer::State {
   State(const Config& c, MpiCommunicator& w)
       : cfg(c), world(w), layout(trainable_layout(c, w.size())), mesh(layout, w.comm()),
-        model(c.model, layout.ep > 1 ? &mesh.ep() : nullptr) {}
+        bounds(stage_bounds(c, layout.pp)), model(c.model, shard()) {}
   const Config cfg;
   MpiCommunicator& world;
   const Layout layout;
   Mesh mesh;
+  const std::vector<std::int64_t> bounds;  // blocks of each pipeline stage (plan/stages.h)
+  ModelShard shard() {
+    const auto s = static_cast<std::size_t>(mesh.coords().pp);
+    return {.layer_begin = bounds[s], .layer_end = bounds[s + 1], .ep = layout.ep > 1 ? &mesh.ep() : nullptr,
+            .tp = layout.tp > 1 ? &mesh.tp() : nullptr};
+  }
   Transformer model;
   std::unique_ptr<ParamGroup> dense, experts;  // reduced over dp / over edp
   ParamList params;
@@ -72,6 +79,8 @@ struct Trainer::State {
   std::optional<std::string> agreed_latest();
 
   ckpt::Meta load(const std::string& path, CheckpointPart part);
+  // Collective over pp: every stage's datasets, in stage order (a stage lists only its own).
+  std::vector<ckpt::Dataset> join_stages(const std::vector<ckpt::Dataset>& mine);
   void save(std::int64_t step, const TrainResult& res, double last_loss, double val_loss);
 
   // Where this launch starts: the run's own latest checkpoint (everything), else

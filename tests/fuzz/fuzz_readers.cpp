@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
   moe::ckpt::Meta meta;
   meta.step = 7, meta.config_yaml = "model: {}\n";
   moe::ckpt::write(dir + "/good.h5", MPI_COMM_SELF, meta, datasets,
-                   {{"weights/a", 0, 4096, a.data()}, {"buffers/b", 0, 300, b.data()}});
+                   {{"weights/a", 0, 4096, a.data(), {}, {}}, {"buffers/b", 0, 300, b.data(), {}, {}}});
   const Bytes ckpt = slurp(dir + "/good.h5");
   for (int i = 0; i < cases; ++i) {
     std::string what;
@@ -134,7 +134,7 @@ int main(int argc, char** argv) {
     expect_clean("checkpoint read_group", what, [&] { moe::ckpt::read_group(path, "weights"); });
     std::vector<float> ra(4096), rb(300);
     expect_clean("checkpoint read", what, [&] {
-      moe::ckpt::read(path, MPI_COMM_SELF, datasets, {{"weights/a", 0, 4096, ra.data()}, {"buffers/b", 0, 300, rb.data()}});
+      moe::ckpt::read(path, MPI_COMM_SELF, datasets, {{"weights/a", 0, 4096, ra.data(), {}, {}}, {"buffers/b", 0, 300, rb.data(), {}, {}}});
     });
   }
   std::printf("fuzz_readers: %d shard and %d checkpoint inputs: %d read cleanly, %d refused with moe::Error, %d failures\n",

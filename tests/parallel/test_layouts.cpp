@@ -1,5 +1,6 @@
 // Run under mpirun: `moe train` under one parallel layout (MOE_TEST_LAYOUT, e.g.
-// "parallel.ep=2 parallel.zero=1", plus model options) against world size 1 (MPI_COMM_SELF)
+// "parallel.ep=2 parallel.zero=1" or "parallel.pp=2 parallel.tp=2 train.grad_accum=4", plus
+// model options) against world size 1 (MPI_COMM_SELF)
 // on the same micro-batches: after 3 steps the loss of each step and every weight (experts
 // gathered over ep, router biases too) agree within 1e-5 relative. Also: ZeRO-1's optimizer
 // memory per rank against total / dp, traffic that exists only where the layout needs it, and
@@ -25,9 +26,15 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
   MpiCommunicator world, self(MPI_COMM_SELF);
   const char* env = std::getenv("MOE_TEST_LAYOUT");
   REQUIRE(env != nullptr);
-  std::vector<std::string> layout, model;  // parallel.* keys apply to the layout run only
+  // parallel.* keys apply to the layout run only; train.grad_accum=K gives it K micro-batches
+  // per rank (the reference runs dp x K).
+  std::vector<std::string> layout, model;
+  std::int64_t accum = 1;
   std::istringstream in(env);
-  for (std::string kv; in >> kv;) (kv.rfind("parallel.", 0) == 0 ? layout : model).push_back(kv);
+  for (std::string kv; in >> kv;) {
+    if (kv.rfind("train.grad_accum=", 0) == 0) accum = std::stoll(kv.substr(17));
+    else (kv.rfind("parallel.", 0) == 0 ? layout : model).push_back(kv);
+  }
 
   const std::string dir = "layout_data_np" + std::to_string(world.size());
   if (world.rank() == 0) {
@@ -54,13 +61,13 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
     kv.insert(kv.end(), extra.begin(), extra.end());
     return parse_config("", "test", kv);
   };
-  Trainer parallel(config(1, layout), world);
+  Trainer parallel(config(accum, layout), world);
   const TrainResult res = parallel.run();
   const auto weights = parallel.gather_weights();
-  const Layout l = resolve_layout(config(1, layout), world.size());
-  // The same micro-batches, one after the other: rank r's micro-batch is micro-step r here
-  // (so capacity, computed per micro-batch, drops the same assignments).
-  Trainer one(config(l.dp, {}), self);
+  const Layout l = resolve_layout(config(accum, layout), world.size());
+  // The same micro-batches, one after the other: rank r's micro-batch k is micro-step
+  // k * dp + r here (so capacity, computed per micro-batch, drops the same assignments).
+  Trainer one(config(l.dp * accum, {}), self);
   const TrainResult ref = one.run();
   const auto ref_weights = one.gather_weights();
 
@@ -82,18 +89,28 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
   }
   if (world.rank() == 0) std::printf("layout '%s': worst weight difference %.2e relative\n", env, worst);
   // ZeRO-1 shards the AdamW moments of every group over its data-parallel ranks.
-  const Config pc = config(1, layout);
+  const Config pc = config(accum, layout);
   const bool zero1 = pc.parallel.zero == 1;
   CHECK(res.optimizer_bytes_total == ref.optimizer_bytes_total);
   CHECK(ref.optimizer_bytes == ref.optimizer_bytes_total);
-  if (zero1) {
+  if (zero1 && l.pp == 1 && l.tp == 1) {
     const double share = double(res.optimizer_bytes) / double(res.optimizer_bytes_total);
     CHECK(std::abs(share - 1.0 / l.dp) <= 0.05 / l.dp);
   }
+  // Over all ranks, ZeRO-1 holds the moments about once (tensors every tp rank holds whole,
+  // norms and routers, once per tp rank; and each group's padding).
+  if (zero1) {
+    const double held = world.all_reduce_sum(double(res.optimizer_bytes)), total = double(res.optimizer_bytes_total);
+    CHECK(held >= total);
+    CHECK(held <= 1.05 * total);
+  }
+  // The planner speaks of the most loaded pipeline stage: its ranks are compared.
+  const Plan plan = make_plan(pc, Cluster{}, l);
+  const bool on_stage = coords_of(l, world.rank()).pp == plan.memory_stage;
+  const double stage_ranks = world.all_reduce_sum(on_stage ? 1.0 : 0.0);
   // The dry run's arithmetic equals what the trainer allocated, up to ZeRO-1's padding
   // (at most one element per rank of each of the two groups, 8 bytes each).
-  const double est = make_plan(pc, Cluster{}, l).memory.optimizer;
-  CHECK(std::abs(est - double(res.optimizer_bytes)) <= 2.0 * 8 * l.dp);
+  if (on_stage) CHECK(std::abs(plan.memory.optimizer - double(res.optimizer_bytes)) <= 2.0 * 8 * l.dp);
   // The planner against the layout's run (the first in this process, so the tensors alive
   // are its own): the GEMM FLOPs the ops counted equal its count exactly (dropless: every
   // token through top_k experts; capacity drops run fewer), and the most bytes a rank's
@@ -101,18 +118,22 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
   INFO("planned " << res.planned_memory_bytes << " bytes, measured " << res.peak_tensor_bytes);
   if (pc.model.capacity_factor == 0) CHECK(res.gemm_flops_per_step == res.planned_flops_per_step);
   else CHECK(res.gemm_flops_per_step <= res.planned_flops_per_step);
-  CHECK(std::abs(res.planned_memory_bytes - res.peak_tensor_bytes) <= 0.10 * res.peak_tensor_bytes);
+  if (on_stage) CHECK(std::abs(res.planned_memory_bytes - res.peak_tensor_bytes) <= 0.10 * res.peak_tensor_bytes);
   // The activation model on its own: what a step adds on top of the state held before it, the
-  // mean over ranks (the plan assumes balanced experts; a micro-batch of 16 tokens is not).
-  const double step_bytes = world.all_reduce_sum(res.peak_tensor_bytes - res.start_tensor_bytes) / world.size();
+  // mean over the stage's ranks (the plan assumes balanced experts; 16 tokens are not).
+  const double step_bytes = world.all_reduce_sum(on_stage ? res.peak_tensor_bytes - res.start_tensor_bytes : 0) / stage_ranks;
   INFO("step memory: planned " << res.planned_step_memory_bytes << ", measured " << step_bytes);
-  CHECK(std::abs(res.planned_step_memory_bytes - step_bytes) <= 0.10 * step_bytes);
+  // Pipelines with expert parallelism: a stage runs a micro-batch's forward again while the
+  // last one's activations are still held, and the dispatch's transient rows (uneven over
+  // 8-token slices) then add up to ~15% the plan does not model.
+  CHECK(std::abs(res.planned_step_memory_bytes - step_bytes) <= (l.pp > 1 && l.ep > 1 ? 0.20 : 0.10) * step_bytes);
   if (world.rank() == 0)
     std::printf("plan vs measured: memory %.0f / %.0f bytes (a step's own %.0f / %.0f), GEMM FLOP per step %.6g / %.6g\n",
                 res.planned_memory_bytes, res.peak_tensor_bytes, res.planned_step_memory_bytes,
                 res.peak_tensor_bytes - res.start_tensor_bytes, res.planned_flops_per_step, res.gemm_flops_per_step);
   // Traffic only where the layout needs it.
   CHECK(res.bytes_per_step.count("all_to_all") == (l.ep > 1 ? 1u : 0u));
+  CHECK(res.bytes_per_step.count("send") == (l.pp > 1 ? 1u : 0u));
   CHECK(res.bytes_per_step.count("reduce_scatter") == (zero1 ? 1u : 0u));
   // One expert group per rank: group-limited routing bounds the ranks a token reaches.
   if (l.ep > 1 && pc.model.n_groups == l.ep) CHECK(res.max_ranks_per_token <= pc.model.topk_groups);
