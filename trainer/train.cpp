@@ -192,6 +192,7 @@ TrainResult Trainer::run() {
   TrainResult res;
   res.expert_parameters = expert_parameters(mc);  // whole model, counted (plan/counts.h); tests hold the two equal
   res.parameters = total_parameters(mc);
+  res.local_dense = s.dense->numel(), res.local_experts = s.experts->numel();
   res.optimizer_bytes = s.dense->optimizer_bytes() + s.experts->optimizer_bytes();
   res.optimizer_bytes_total = 2 * sizeof(float) * static_cast<std::size_t>(res.parameters);
   if (log_rank) {

@@ -30,6 +30,7 @@ struct TrainResult {
   // rank) pairs among them.
   double remote_rows = 0, remote_token_ranks = 0;
   std::int64_t parameters = 0, expert_parameters = 0;  // whole model; routed experts alone
+  std::int64_t local_dense = 0, local_experts = 0;    // held by this rank: non-expert, routed experts
   // Checkpoints: where the run continued from (empty: a fresh start) and at which step, the
   // validation loss of fine-tuning's initial weights, the last checkpoint written.
   std::string resumed_from, init_from, last_checkpoint;
