@@ -84,7 +84,7 @@ int main(int argc, char** argv) try {
     const double grads = ring(4.0 * double(r.local_dense), l.dp) + ring(4.0 * double(r.local_experts), l.edp());
     // A stage before the last runs each micro-batch's forward twice (trainer/train.cpp): its
     // forward all-reduces and dispatch/combine once more.
-    const double again = l.pp > 1 && !last ? 1 : 0;
+    const double again = l.pp > 1 && !last && !cfg.train.recompute ? 1 : 0;
     const double tp = mbs * ((4 * blocks + first + last + again * (2 * blocks + first)) * ring(4 * N * C, l.tp) +
                              (last && l.tp > 1 ? (l.tp - 1) * 4 * N + ring(16 * N, l.tp) : 0)) +
                       moe_blocks * ring(4.0 * double(m.routed_experts * m.d_model), l.tp);

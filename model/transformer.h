@@ -80,6 +80,16 @@ class Transformer {
   // Full activation recomputation: forward keeps each block's input only; backward runs the
   // block's forward again just before its backward. Same gradients, bit for bit.
   void set_recompute(bool on) { recompute_ = on; }
+  bool recompute() const { return recompute_; }
+  // With recomputation, what a stage keeps from a forward for its backward is its blocks'
+  // inputs: a pipeline hands them over after each micro-batch's forward and back before its
+  // backward, instead of running the forward again.
+  struct Saved {
+    std::vector<Tensor> xs;
+    Tensor tokens, targets;
+  };
+  Saved take_saved() { return {std::move(xs_), std::move(tokens_), std::move(targets_)}; }
+  void restore_saved(Saved s) { xs_ = std::move(s.xs), tokens_ = std::move(s.tokens), targets_ = std::move(s.targets); }
 
  private:
   ModelConfig cfg_;

@@ -162,8 +162,9 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
   for (int s = 0; s < l.pp; ++s) {
     const StageRange st{bounds[std::size_t(s)], bounds[std::size_t(s) + 1], s == 0, s == l.pp - 1};
     // A stage before the last runs each micro-batch's forward again before its backward
-    // (it holds one micro-batch's activations at a time; trainer/train.cpp).
-    const bool refwd = l.pp > 1 && !st.last;
+    // (it holds one micro-batch's activations at a time; trainer/train.cpp), unless
+    // train.recompute keeps only the blocks' inputs, which it then keeps per micro-batch.
+    const bool refwd = l.pp > 1 && !st.last && !cfg.train.recompute;
     if (refwd)
       for (std::int64_t b = st.begin; b < st.end; ++b)
         p.gemm_flops_per_step += p.tokens_per_step * (block_cost(m, b) / 3 + (is_moe_layer(m, b) ? 2.0 * double(router_parameters(m)) * (tp - 1) : 0));

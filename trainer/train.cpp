@@ -213,7 +213,8 @@ TrainResult Trainer::run() {
   // Micro-batch i of a step on this rank is rows (i * dp + rank) * mb of the global batch;
   // the first stage reads its tokens, the last its targets. A pipeline stage keeps each
   // micro-batch's input until its backward; the model holds the activations of the last
-  // forward only, so a backward of another micro-batch first runs its forward again.
+  // forward only, so a backward of another micro-batch first runs its forward again (with
+  // train.recompute the blocks' inputs are all there is, and they are kept instead).
   Communicator& ppc = s.mesh.pp();
   const bool first_stage = model.first_stage(), counts = s.mesh.coords().tp == 0;  // tp ranks share the loss: one counts it
   const Shape activation{mb * T, mc.d_model};
@@ -289,13 +290,17 @@ TrainResult Trainer::run() {
     double* ld = loads.data<double>();
     struct InFlight {
       Tensor in, tok, tgt;
+      Transformer::Saved saved;  // with train.recompute, on a stage before the last
     };
     std::map<std::int64_t, InFlight> flight;
     std::int64_t held = -1;  // the micro-batch whose activations the model holds
+    // Under train.recompute a stage keeps only its blocks' inputs: one set per micro-batch
+    // in flight, no forward run again (the backward recomputes block by block anyway).
+    const bool stash = model.recompute() && s.layout.pp > 1 && !model.last_stage();
     const StageWork work{
         .forward = [&](std::int64_t k, const Tensor& in) {
           const Busy busy(schedule_busy);
-          InFlight f{in, Tensor::empty({mb * T}, DType::i32), Tensor::empty({mb * T}, DType::i32)};
+          InFlight f{in, Tensor::empty({mb * T}, DType::i32), Tensor::empty({mb * T}, DType::i32), {}};
           loader.fill(step, (k * dp + rank) * mb, mb, f.tok, f.tgt);  // this rank's rows of the global batch
           Tensor out;
           const auto l = model.forward_stage(out, first_stage ? f.tok : f.in, f.tgt, mb, T);
@@ -308,14 +313,17 @@ TrainResult Trainer::run() {
             res.remote_rows += double(moe_layers[i]->remote_rows());  // summed here, per step at the end
             res.remote_token_ranks += double(moe_layers[i]->remote_token_ranks());
           }
+          if (stash) f.saved = model.take_saved();
           flight[k] = std::move(f);
           held = k;
           return out;
         },
         .backward = [&](std::int64_t k, const Tensor& dout) {
           const Busy busy(schedule_busy);
-          const InFlight& f = flight.at(k);
-          if (held != k) {  // recompute: same inputs, same routing, same activations
+          InFlight& f = flight.at(k);
+          if (stash) {
+            model.restore_saved(std::move(f.saved));
+          } else if (held != k) {  // recompute: same inputs, same routing, same activations
             Tensor scratch;
             model.forward_stage(scratch, first_stage ? f.tok : f.in, f.tgt, mb, T);
             held = k;
