@@ -35,7 +35,7 @@ int main(int argc, char** argv) try {
   MpiCommunicator world;
   const int P = world.size();
   const std::string path = argc > 1 ? argv[1] : "configs/tiny.yaml";
-  std::vector<std::string> sets = {"train.steps=12", "train.eval_every=0", "train.eval_batches=1", "train.log_every=1000",
+  std::vector<std::string> sets = {"train.steps=30", "train.eval_every=0", "train.eval_batches=1", "train.log_every=1000",
                                    "checkpoint.dir=", "train.warmup_steps=1"};
   for (int i = 2; i < argc; ++i) sets.emplace_back(argv[i]);
   spdlog::set_level(spdlog::level::warn);
