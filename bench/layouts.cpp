@@ -8,8 +8,6 @@
 //               lookup, one for the LM head's input gradient, the loss's (B*T) maxima
 //               gathered and 2 x (B*T) f64 sums all-reduced; per step each router's gradient
 //   pp          per micro-batch one (B*T,C) activation to the next stage, one gradient back
-//   (a stage before the last runs each micro-batch's forward again before its backward: its
-//   forward all-reduces and expert dispatch count twice)
 //   experts     the all-to-all bytes the routing implies (as bench_comm_bytes counts them)
 // all summed over ranks; what is left over is scalars (loss, norms, expert loads).
 // Usage: mpirun -np 8 build/bench/bench_layouts [config] [key=value ...]
@@ -82,15 +80,12 @@ int main(int argc, char** argv) try {
     double moe_blocks = 0;
     for (auto b = bounds[std::size_t(at.pp)]; b < bounds[std::size_t(at.pp) + 1]; ++b) moe_blocks += b >= m.dense_layers;
     const double grads = ring(4.0 * double(r.local_dense), l.dp) + ring(4.0 * double(r.local_experts), l.edp());
-    // A stage before the last runs each micro-batch's forward twice (trainer/train.cpp): its
-    // forward all-reduces and dispatch/combine once more.
-    const double again = l.pp > 1 && !last && !cfg.train.recompute ? 1 : 0;
-    const double tp = mbs * ((4 * blocks + first + last + again * (2 * blocks + first)) * ring(4 * N * C, l.tp) +
+    const double tp = mbs * ((4 * blocks + first + last) * ring(4 * N * C, l.tp) +
                              (last && l.tp > 1 ? (l.tp - 1) * 4 * N + ring(16 * N, l.tp) : 0)) +
                       moe_blocks * ring(4.0 * double(m.routed_experts * m.d_model), l.tp);
     const double pp = mbs * 4 * N * C * (double(!last) + double(!first)) * (l.pp > 1);
-    const double K = double(m.top_k), counts = l.ep > 1 ? double(l.ep - 1) * 4 * mbs * moe_blocks * (1 + again / 4) : 0;
-    const double a2a = r.remote_token_ranks * (4 * 4 * C + 3 * K * 4 + again * (2 * 4 * C + 2 * K * 4)) + counts;
+    const double K = double(m.top_k), counts = l.ep > 1 ? double(l.ep - 1) * 4 * mbs * moe_blocks : 0;
+    const double a2a = r.remote_token_ranks * (4 * 4 * C + 3 * K * 4) + counts;
     double mine = 0;
     for (const auto& [kind, bytes] : r.bytes_per_step) mine += double(bytes);
     const double sum = world.all_reduce_sum(mine), sg = world.all_reduce_sum(grads), stp = world.all_reduce_sum(tp),

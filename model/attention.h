@@ -3,6 +3,8 @@
 // (q, k, v column-parallel, o row-parallel): forward's output and backward's dx are this
 // rank's partial sums, which the caller all-reduces over tp.
 #pragma once
+#include <utility>
+
 #include "model/config.h"
 #include "model/param.h"
 #include "model/tensor_parallel.h"
@@ -17,7 +19,16 @@ class Attention {
   void forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);
   // dx (B*T,C) (assign); parameter gradients accumulate.
   void backward(Tensor& dx, const Tensor& dout, const Tensor& x);
-  void release() { q = k = v = probs = att = Tensor(); }  // drop what forward saved (recomputation)
+  // What forward saved for backward. swap_saved trades it with s: a pipeline stage keeps one
+  // per micro-batch in flight. release() drops it (recomputation).
+  struct Saved {
+    Tensor q, k, v, probs, att;
+  };
+  void swap_saved(Saved& s) { std::swap(q, s.q), std::swap(k, s.k), std::swap(v, s.v), std::swap(probs, s.probs), std::swap(att, s.att); }
+  void release() {
+    Saved none;
+    swap_saved(none);
+  }
   ParamList params() { return {&q_, &k_, &v_, &o_}; }
 
  private:

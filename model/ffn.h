@@ -4,6 +4,8 @@
 // hidden/tp of the width, and forward's output and backward's dx are partial sums the
 // caller all-reduces over tp.
 #pragma once
+#include <utility>
+
 #include "model/config.h"
 #include "model/param.h"
 #include "model/tensor_parallel.h"
@@ -16,7 +18,15 @@ class SwiGLU {
   SwiGLU(std::int64_t d_model, std::int64_t hidden, const std::string& prefix, const TensorParallel& tp = TensorParallel());
   void forward(Tensor& out, const Tensor& x);                    // (N,C) -> (N,C)
   void backward(Tensor& dx, const Tensor& dout, const Tensor& x);  // dx assign, params +=
-  void release() { g = u = h = Tensor(); }  // drop what forward saved (recomputation)
+  // What forward saved (see Attention::Saved).
+  struct Saved {
+    Tensor g, u, h;
+  };
+  void swap_saved(Saved& s) { std::swap(g, s.g), std::swap(u, s.u), std::swap(h, s.h); }
+  void release() {
+    Saved none;
+    swap_saved(none);
+  }
   ParamList params() { return {&gate_, &up_, &down_}; }
 
  private:

@@ -27,9 +27,18 @@ MoE::MoE(const ModelConfig& c, const std::string& p, Communicator* ep, const Ten
   if (c.shared_experts > 0) shared_ = std::make_unique<SwiGLU>(C_, c.shared_experts * H_, p + "shared_experts.", tp);
 }
 
-void MoE::release() {
-  scores = index = gates = xe = ge = ue = he = ye = gr_ = Tensor();
-  if (shared_) shared_->release();
+void MoE::swap_saved(Saved& s) {
+  for (auto [a, b] : {std::pair{&scores, &s.scores}, {&index, &s.index}, {&gates, &s.gates}, {&xe, &s.xe}, {&ge, &s.ge},
+                      {&ue, &s.ue}, {&he, &s.he}, {&ye, &s.ye}, {&gr_, &s.gr}})
+    std::swap(*a, *b);
+  for (auto [a, b] : {std::pair{&pos_, &s.pos}, {&row_of_, &s.row_of}, {&send_rows_, &s.send_rows},
+                      {&recv_rows_, &s.recv_rows}, {&local_offsets_, &s.local_offsets}, {&slot_, &s.slot}})
+    std::swap(*a, *b);
+  for (auto [a, b] : {std::pair{&send_rows_total_, &s.send_rows_total}, {&recv_rows_total_, &s.recv_rows_total},
+                      {&T_, &s.T}, {&n0_, &s.n0}, {&n1_, &s.n1}})
+    std::swap(*a, *b);
+  std::swap(f_, s.f);
+  if (shared_) shared_->swap_saved(s.shared);
 }
 
 ParamList MoE::params() {

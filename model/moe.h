@@ -41,8 +41,20 @@ class MoE {
   double forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);
   // dx (assign); aux_scale multiplies the balance-loss sum returned by forward.
   void backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_scale);
-  // Drops what forward saved (recomputation); loads and statistics stay.
-  void release();
+  // What forward saved for backward (see Attention::Saved); loads and statistics are not
+  // part of it. release() drops it (recomputation).
+  struct Saved {
+    Tensor scores, index, gates, xe, ge, ue, he, ye, gr;
+    std::vector<std::int64_t> pos, row_of, send_rows, recv_rows, local_offsets, slot;
+    std::int64_t send_rows_total = 0, recv_rows_total = 0, T = 0, n0 = 0, n1 = 0;
+    std::vector<double> f;
+    SwiGLU::Saved shared;
+  };
+  void swap_saved(Saved& s);
+  void release() {
+    Saved none;
+    swap_saved(none);
+  }
   ParamList params();
 
   // e_score_correction_bias (E, all experts): steers selection, not trained by gradients.

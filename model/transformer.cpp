@@ -45,11 +45,18 @@ double Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t
   return aux;
 }
 
+void Block::swap_saved(Saved& s) {
+  for (auto [a, b] : {std::pair{&x_, &s.x}, {&h1_, &s.h1}, {&r1_, &s.r1}, {&xm_, &s.xm}, {&h2_, &s.h2}, {&r2_, &s.r2}})
+    std::swap(*a, *b);
+  attn_.swap_saved(s.attn);
+  if (dense_) dense_->swap_saved(s.dense);
+  else moe_->swap_saved(s.moe);
+}
+
 void Block::release() {
-  h1_ = r1_ = xm_ = h2_ = r2_ = Tensor();
-  attn_.release();
-  if (dense_) dense_->release();
-  else moe_->release();
+  Saved none;
+  swap_saved(none);
+  x_ = std::move(none.x);  // the input stays: recomputation starts from it
 }
 
 void Block::backward(Tensor& dx, const Tensor& dout, double aux_scale) {
@@ -136,6 +143,20 @@ Transformer::Loss Transformer::forward(const Tensor& tokens, const Tensor& targe
   MOE_CHECK(first_stage() && last_stage(), ConfigError, "Transformer::forward: this object holds one pipeline stage");
   Tensor unused;
   return forward_stage(unused, tokens, targets, B, T);
+}
+
+Transformer::Saved Transformer::take_saved() {
+  Saved s{std::move(xs_), std::move(tokens_), std::move(targets_), std::move(logits_), std::move(lse_), std::move(xf_),
+          std::move(rf_), std::vector<Block::Saved>(blocks_.size())};
+  for (std::size_t i = 0; i < blocks_.size(); ++i) blocks_[i]->swap_saved(s.blocks[i]);
+  xs_.clear();
+  return s;
+}
+
+void Transformer::restore_saved(Saved s) {
+  xs_ = std::move(s.xs), tokens_ = std::move(s.tokens), targets_ = std::move(s.targets), logits_ = std::move(s.logits),
+  lse_ = std::move(s.lse), xf_ = std::move(s.xf), rf_ = std::move(s.rf);
+  for (std::size_t i = 0; i < blocks_.size(); ++i) blocks_[i]->swap_saved(s.blocks[i]);
 }
 
 void Transformer::backward(double ce_scale, double aux_scale) {

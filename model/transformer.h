@@ -24,6 +24,13 @@ class Block {
   double forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);  // returns balance loss
   void backward(Tensor& dx, const Tensor& dout, double aux_scale);
   void release();  // drop what forward saved but its input (recomputation)
+  struct Saved {  // what forward saved (see Attention::Saved)
+    Tensor x, h1, r1, xm, h2, r2;
+    Attention::Saved attn;
+    SwiGLU::Saved dense;
+    MoE::Saved moe;
+  };
+  void swap_saved(Saved& s);
   ParamList params();
   MoE* moe() { return moe_.get(); }
 
@@ -80,16 +87,16 @@ class Transformer {
   // Full activation recomputation: forward keeps each block's input only; backward runs the
   // block's forward again just before its backward. Same gradients, bit for bit.
   void set_recompute(bool on) { recompute_ = on; }
-  bool recompute() const { return recompute_; }
-  // With recomputation, what a stage keeps from a forward for its backward is its blocks'
-  // inputs: a pipeline hands them over after each micro-batch's forward and back before its
-  // backward, instead of running the forward again.
+  // Everything forward saved for backward, handed out (the model then holds none) and back:
+  // a pipeline stage keeps one per micro-batch in flight (1F1B). With recomputation it is
+  // the blocks' inputs alone.
   struct Saved {
     std::vector<Tensor> xs;
-    Tensor tokens, targets;
+    Tensor tokens, targets, logits, lse, xf, rf;
+    std::vector<Block::Saved> blocks;
   };
-  Saved take_saved() { return {std::move(xs_), std::move(tokens_), std::move(targets_)}; }
-  void restore_saved(Saved s) { xs_ = std::move(s.xs), tokens_ = std::move(s.tokens), targets_ = std::move(s.targets); }
+  Saved take_saved();
+  void restore_saved(Saved s);
 
  private:
   ModelConfig cfg_;

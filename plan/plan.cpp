@@ -157,17 +157,10 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
   // Under tp every rank routes all tokens (model/moe.h): the router's GEMMs run tp times.
   const double router_flops = double(moe_layers(m)) * 6.0 * double(router_parameters(m)) * (tp - 1);
   p.gemm_flops_per_step += p.tokens_per_step * router_flops;
-  const auto bounds = stage_bounds(cfg, l.pp);
+  const auto bounds = stage_bounds(cfg, l.pp);  // plan/stages.h, as the trainer splits
   double worst_step = -1;
   for (int s = 0; s < l.pp; ++s) {
     const StageRange st{bounds[std::size_t(s)], bounds[std::size_t(s) + 1], s == 0, s == l.pp - 1};
-    // A stage before the last runs each micro-batch's forward again before its backward
-    // (it holds one micro-batch's activations at a time; trainer/train.cpp), unless
-    // train.recompute keeps only the blocks' inputs, which it then keeps per micro-batch.
-    const bool refwd = l.pp > 1 && !st.last && !cfg.train.recompute;
-    if (refwd)
-      for (std::int64_t b = st.begin; b < st.end; ++b)
-        p.gemm_flops_per_step += p.tokens_per_step * (block_cost(m, b) / 3 + (is_moe_layer(m, b) ? 2.0 * double(router_parameters(m)) * (tp - 1) : 0));
     // Memory.
     double dense = 0, experts = 0;
     Elems saved;
@@ -180,7 +173,7 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
       largest_block = std::max(largest_block, e.bytes(eb));
       workspace = std::max(workspace, sh.workspace(b));
       moe_blocks += is_moe_layer(m, b);
-      flops_per_token += sh.block_flops(b) + (refwd ? block_cost(m, b) / 3 / tp : 0);
+      flops_per_token += sh.block_flops(b);
     }
     Elems ends;
     double end_workspace = 3 * C;  // dx, dprev and the gradient arriving from the next stage
@@ -201,9 +194,9 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
     const double per_mb = cfg.train.recompute ? N * (double(st.end - st.begin) * C * eb.other + ends.bytes(eb))
                                         : N * (saved.bytes(eb) + ends.bytes(eb));
     // Each micro-batch in flight keeps its tokens, targets and (after the first stage) its
-    // input; a stage before the last keeps the activations of one micro-batch at a time.
+    // input besides what its blocks saved.
     const double kept = 2 + (st.first ? 0 : C);
-    mem.activations = in_flight * N * kept * eb.other + (refwd ? 1 : in_flight) * per_mb;
+    mem.activations = in_flight * (N * kept * eb.other + per_mb);
     // The loss's backward ends before the blocks' begins (and their recomputation with it).
     mem.workspace = N * std::max((end_workspace + workspace) * eb.other + (cfg.train.recompute ? largest_block : 0),
                                  head_workspace * eb.other);

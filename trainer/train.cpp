@@ -211,10 +211,7 @@ TrainResult Trainer::run() {
   }
 
   // Micro-batch i of a step on this rank is rows (i * dp + rank) * mb of the global batch;
-  // the first stage reads its tokens, the last its targets. A pipeline stage keeps each
-  // micro-batch's input until its backward; the model holds the activations of the last
-  // forward only, so a backward of another micro-batch first runs its forward again (with
-  // train.recompute the blocks' inputs are all there is, and they are kept instead).
+  // the first stage reads its tokens, the last its targets.
   Communicator& ppc = s.mesh.pp();
   const bool first_stage = model.first_stage(), counts = s.mesh.coords().tp == 0;  // tp ranks share the loss: one counts it
   const Shape activation{mb * T, mc.d_model};
@@ -288,22 +285,20 @@ TrainResult Trainer::run() {
     loads.zero();
     double loss = 0;
     double* ld = loads.data<double>();
+    // A micro-batch in flight: its tokens and targets, and what its forward saved for its
+    // backward (the stage's input among it), held here while later micro-batches go forward.
     struct InFlight {
-      Tensor in, tok, tgt;
-      Transformer::Saved saved;  // with train.recompute, on a stage before the last
+      Tensor tok, tgt;
+      Transformer::Saved saved;
     };
     std::map<std::int64_t, InFlight> flight;
-    std::int64_t held = -1;  // the micro-batch whose activations the model holds
-    // Under train.recompute a stage keeps only its blocks' inputs: one set per micro-batch
-    // in flight, no forward run again (the backward recomputes block by block anyway).
-    const bool stash = model.recompute() && s.layout.pp > 1 && !model.last_stage();
     const StageWork work{
         .forward = [&](std::int64_t k, const Tensor& in) {
           const Busy busy(schedule_busy);
-          InFlight f{in, Tensor::empty({mb * T}, DType::i32), Tensor::empty({mb * T}, DType::i32), {}};
+          InFlight f{Tensor::empty({mb * T}, DType::i32), Tensor::empty({mb * T}, DType::i32), {}};
           loader.fill(step, (k * dp + rank) * mb, mb, f.tok, f.tgt);  // this rank's rows of the global batch
           Tensor out;
-          const auto l = model.forward_stage(out, first_stage ? f.tok : f.in, f.tgt, mb, T);
+          const auto l = model.forward_stage(out, first_stage ? f.tok : in, f.tgt, mb, T);
           if (counts) loss += l.ce_sum / global_tokens + l.aux_sum / double(global_seqs);
           for (std::size_t i = 0; i < moe_layers.size(); ++i) {
             const std::int64_t g = moe_first + std::int64_t(i);
@@ -313,24 +308,16 @@ TrainResult Trainer::run() {
             res.remote_rows += double(moe_layers[i]->remote_rows());  // summed here, per step at the end
             res.remote_token_ranks += double(moe_layers[i]->remote_token_ranks());
           }
-          if (stash) f.saved = model.take_saved();
+          f.saved = model.take_saved();
           flight[k] = std::move(f);
-          held = k;
           return out;
         },
         .backward = [&](std::int64_t k, const Tensor& dout) {
           const Busy busy(schedule_busy);
-          InFlight& f = flight.at(k);
-          if (stash) {
-            model.restore_saved(std::move(f.saved));
-          } else if (held != k) {  // recompute: same inputs, same routing, same activations
-            Tensor scratch;
-            model.forward_stage(scratch, first_stage ? f.tok : f.in, f.tgt, mb, T);
-            held = k;
-          }
+          model.restore_saved(std::move(flight.at(k).saved));
+          flight.erase(k);
           Tensor din;
           model.backward_stage(din, dout, 1.0 / global_tokens, 1.0 / double(global_seqs));
-          flight.erase(k);
           return din;
         },
         .activation = activation};

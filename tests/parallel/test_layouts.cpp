@@ -123,10 +123,9 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
   // mean over the stage's ranks (the plan assumes balanced experts; 16 tokens are not).
   const double step_bytes = world.all_reduce_sum(on_stage ? res.peak_tensor_bytes - res.start_tensor_bytes : 0) / stage_ranks;
   INFO("step memory: planned " << res.planned_step_memory_bytes << ", measured " << step_bytes);
-  // Pipelines with expert parallelism: a stage runs a micro-batch's forward again while the
-  // last one's activations are still held, and the dispatch's transient rows (uneven over
-  // 8-token slices) then add up to ~15% the plan does not model.
-  CHECK(std::abs(res.planned_step_memory_bytes - step_bytes) <= (l.pp > 1 && l.ep > 1 ? 0.20 : 0.10) * step_bytes);
+  // With tp and ep together a rank dispatches 1/tp of a 16-token micro-batch: its rows per
+  // expert rank are uneven enough to exceed the balanced plan by up to ~12%.
+  CHECK(std::abs(res.planned_step_memory_bytes - step_bytes) <= (l.tp > 1 && l.ep > 1 ? 0.15 : 0.10) * step_bytes);
   if (world.rank() == 0)
     std::printf("plan vs measured: memory %.0f / %.0f bytes (a step's own %.0f / %.0f), GEMM FLOP per step %.6g / %.6g\n",
                 res.planned_memory_bytes, res.peak_tensor_bytes, res.planned_step_memory_bytes,

@@ -98,17 +98,12 @@ TEST_CASE("plan: the 1F1B bubble is (p-1)/(m+p-1) of the pipeline's time", "[pla
 TEST_CASE("plan: recomputation keeps less, overlap hides at most the compute", "[plan]") {
   const Config ds = source_config("deepseek-v3.yaml");
   const Cluster c = load_cluster(ds);
-  // Without a pipeline: a stage before the last keeps one micro-batch's activations whatever
-  // train.recompute says (it runs the others' forward again), so compare on one stage.
-  const Layout l{1, 2048, 1, 64};
+  const Layout l{16, 128, 1, 64};
   Config none = ds;
   none.train.recompute = false;
   const Plan keep = make_plan(none, c, l, {.overlap = 0});
   const Plan rec = make_plan(ds, c, l, {.overlap = 1});
   CHECK(rec.memory.activations < keep.memory.activations / 10);
-  // On 16 stages the first keeps 16 micro-batches' inputs and one micro-batch's activations.
-  const Plan staged = make_plan(none, c, Layout{16, 128, 1, 64});
-  CHECK(staged.memory.activations < 2 * keep.memory.activations * 4 / 61);
   CHECK(rec.time.hidden == Approx(std::min(rec.time.compute + rec.time.memory, rec.time.ep + rec.time.dp)));
   CHECK(keep.time.hidden == 0);
   CHECK(rec.time.step() < keep.time.step());
