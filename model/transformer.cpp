@@ -73,23 +73,42 @@ void Block::backward(Tensor& dx, const Tensor& dout, double aux_scale) {
   ops::accumulate(dx, dxm);                        // residual
 }
 
-Transformer::Transformer(const ModelConfig& c, const ModelShard& shard)
-    : cfg_(c), tp_(shard.tp), layer0_(shard.layer_begin) {
-  const std::int64_t end = shard.layer_end < 0 ? c.n_layers : shard.layer_end, V = c.vocab_size;
-  MOE_CHECK(layer0_ >= 0 && layer0_ < end && end <= c.n_layers, ConfigError,
-            "model shard: layers [{}, {}) outside the model's {}", layer0_, end, c.n_layers);
+Transformer::Transformer(const ModelConfig& c, const ModelShard& shard) : cfg_(c), tp_(shard.tp) {
+  const std::int64_t L = c.n_layers, V = c.vocab_size;
+  auto chunks = shard.chunks;
+  if (chunks.empty()) chunks.push_back({shard.layer_begin, shard.layer_end < 0 ? L : shard.layer_end});
   v0_ = tp_.begin(V);
-  if (layer0_ == 0) {
+  for (const auto& [begin, end] : chunks) {
+    MOE_CHECK(begin >= 0 && begin < end && end <= L && (layer_of_.empty() || begin > layer_of_.back()), ConfigError,
+              "model shard: layers [{}, {}) outside the model's {} or out of order", begin, end, L);
+    chunk_first_.push_back(blocks_.size());
+    for (std::int64_t i = begin; i < end; ++i) blocks_.push_back(std::make_unique<Block>(c, i, shard.ep, tp_)), layer_of_.push_back(i);
+  }
+  chunk_first_.push_back(blocks_.size());
+  if (chunks.front().first == 0) {
     embed_ = std::make_unique<Param>("model.embed_tokens.weight", Shape{tp_.part(V), c.d_model});
     tp_.split(*embed_, 0, V);
   }
-  for (std::int64_t i = layer0_; i < end; ++i) blocks_.push_back(std::make_unique<Block>(c, i, shard.ep, tp_));
-  if (end == c.n_layers) {
+  if (chunks.back().second == L) {
     norm_ = std::make_unique<Param>("model.norm.weight", Shape{c.d_model}, false);
     head_ = std::make_unique<Param>("lm_head.weight", Shape{tp_.part(V), c.d_model});
     tp_.replicate(*norm_);
     tp_.split(*head_, 0, V);
   }
+  layer_of_.push_back(L);
+}
+
+bool Transformer::in_chunk(const MoE* layer, int chunk) const {
+  for (std::size_t i = chunk_first_[std::size_t(chunk)]; i < chunk_first_[std::size_t(chunk) + 1]; ++i)
+    if (blocks_[i]->moe() == layer) return true;
+  return false;
+}
+
+std::vector<std::int64_t> Transformer::moe_ordinals() const {
+  std::vector<std::int64_t> out;
+  for (std::size_t i = 0; i < blocks_.size(); ++i)
+    if (blocks_[i]->moe()) out.push_back(layer_of_[i] - cfg_.dense_layers);
+  return out;
 }
 
 ParamList Transformer::params() {
@@ -140,23 +159,25 @@ void Transformer::init(std::uint64_t seed) {
 }
 
 Transformer::Loss Transformer::forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T) {
-  MOE_CHECK(first_stage() && last_stage(), ConfigError, "Transformer::forward: this object holds one pipeline stage");
+  MOE_CHECK(has_embedding() && has_loss(), ConfigError, "Transformer::forward: this object holds one pipeline stage");
   Tensor unused;
   return forward_stage(unused, tokens, targets, B, T);
 }
 
-Transformer::Saved Transformer::take_saved() {
+Transformer::Saved Transformer::take_saved(int chunk) {
+  const std::size_t b0 = chunk_first_[std::size_t(chunk)], b1 = chunk_first_[std::size_t(chunk) + 1];
   Saved s{std::move(xs_), std::move(tokens_), std::move(targets_), std::move(logits_), std::move(lse_), std::move(xf_),
-          std::move(rf_), std::vector<Block::Saved>(blocks_.size())};
-  for (std::size_t i = 0; i < blocks_.size(); ++i) blocks_[i]->swap_saved(s.blocks[i]);
+          std::move(rf_), std::vector<Block::Saved>(b1 - b0)};
+  for (std::size_t i = b0; i < b1; ++i) blocks_[i]->swap_saved(s.blocks[i - b0]);
   xs_.clear();
   return s;
 }
 
-void Transformer::restore_saved(Saved s) {
+void Transformer::restore_saved(Saved s, int chunk) {
   xs_ = std::move(s.xs), tokens_ = std::move(s.tokens), targets_ = std::move(s.targets), logits_ = std::move(s.logits),
   lse_ = std::move(s.lse), xf_ = std::move(s.xf), rf_ = std::move(s.rf);
-  for (std::size_t i = 0; i < blocks_.size(); ++i) blocks_[i]->swap_saved(s.blocks[i]);
+  const std::size_t b0 = chunk_first_[std::size_t(chunk)];
+  for (std::size_t i = 0; i < s.blocks.size(); ++i) blocks_[b0 + i]->swap_saved(s.blocks[i]);
 }
 
 void Transformer::backward(double ce_scale, double aux_scale) {
@@ -165,10 +186,11 @@ void Transformer::backward(double ce_scale, double aux_scale) {
 }
 
 Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, const Tensor& targets, std::int64_t B,
-                                             std::int64_t T) {
+                                             std::int64_t T, int chunk) {
   const std::int64_t N = B * T, C = cfg_.d_model;
+  const std::size_t b0 = chunk_first_[std::size_t(chunk)], b1 = chunk_first_[std::size_t(chunk) + 1];
   Loss loss;
-  if (embed_) {
+  if (has_embedding(chunk)) {
     // Vocabulary-parallel lookup: rows held elsewhere read as zeros, then the sum over tp.
     tokens_ = in;
     if (tp_.on()) {
@@ -185,13 +207,13 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
   } else {
     xs_.assign(1, in);
   }
-  for (auto& b : blocks_) {
+  for (std::size_t i = b0; i < b1; ++i) {
     xs_.push_back(Tensor::empty({N, C}, DType::f32));
-    loss.aux_sum += b->forward(xs_.back(), xs_[xs_.size() - 2], B, T);
-    if (recompute_) b->release();
+    loss.aux_sum += blocks_[i]->forward(xs_.back(), xs_[xs_.size() - 2], B, T);
+    if (recompute_) blocks_[i]->release();
   }
   B_ = B, T_ = T;
-  if (!head_) {
+  if (!has_loss(chunk)) {
     out = xs_.back();
     return loss;
   }
@@ -215,10 +237,11 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
   return loss;
 }
 
-void Transformer::backward_stage(Tensor& din, const Tensor& dout, double ce_scale, double aux_scale) {
+void Transformer::backward_stage(Tensor& din, const Tensor& dout, double ce_scale, double aux_scale, int chunk) {
   const std::int64_t N = xs_[0].size(0), C = cfg_.d_model;
+  const std::size_t b0 = chunk_first_[std::size_t(chunk)], b1 = chunk_first_[std::size_t(chunk) + 1];
   Tensor dx = Tensor::empty({N, C}, DType::f32);
-  if (head_) {
+  if (has_loss(chunk)) {
     const std::int64_t Vl = head_->w.size(0);
     Tensor dl = Tensor::empty({N}, DType::f32), dlogits = Tensor::empty({N, Vl}, DType::f32);
     std::fill_n(dl.data<float>(), N, static_cast<float>(ce_scale));
@@ -232,13 +255,13 @@ void Transformer::backward_stage(Tensor& din, const Tensor& dout, double ce_scal
     dx.copy_from(dout);  // (the loop below reuses dx as scratch)
   }
   Tensor dprev = Tensor::empty({N, C}, DType::f32);
-  for (std::size_t i = blocks_.size(); i-- > 0;) {
-    if (recompute_) blocks_[i]->forward(dprev, xs_[i], B_, T_);  // dprev: scratch for the output, overwritten next
+  for (std::size_t i = b1; i-- > b0;) {
+    if (recompute_) blocks_[i]->forward(dprev, xs_[i - b0], B_, T_);  // dprev: scratch for the output, overwritten next
     blocks_[i]->backward(dprev, dx, aux_scale);
     if (recompute_) blocks_[i]->release();
     std::swap(dx, dprev);
   }
-  if (embed_) ops::embedding_backward(embed_->g, dx, tokens_);
+  if (has_embedding(chunk)) ops::embedding_backward(embed_->g, dx, tokens_);
   else din = dx;
 }
 

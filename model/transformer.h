@@ -49,6 +49,9 @@ struct ModelShard {
   std::int64_t layer_begin = 0, layer_end = -1;  // blocks [begin, end) (-1: to the last)
   Communicator* ep = nullptr;  // the expert-parallel group routed experts are split over (null: all here)
   Communicator* tp = nullptr;  // the tensor-parallel group (null: tp 1)
+  // Several chunks of blocks (an interleaved pipeline's virtual stages), each [begin, end),
+  // in order; when given, layer_begin/layer_end are unused.
+  std::vector<std::pair<std::int64_t, std::int64_t>> chunks;
 };
 
 class Transformer {
@@ -69,17 +72,21 @@ class Transformer {
   // Gradient of ce_sum * ce_scale + aux_sum * aux_scale, accumulated into every Param::g.
   void backward(double ce_scale, double aux_scale);
 
-  // One micro-batch through this pipeline stage. in: tokens (B*T) i32 on the first stage,
-  // else the previous stage's output (B*T,C). targets (B*T) are read on the last stage,
-  // which returns the loss; the others set out (B*T,C) and return the balance loss only.
-  Loss forward_stage(Tensor& out, const Tensor& in, const Tensor& targets, std::int64_t B, std::int64_t T);
-  // dout: the gradient of out (unused on the last stage). din (B*T,C): the gradient of in
-  // (assign; left alone on the first stage). Parameters accumulate.
-  void backward_stage(Tensor& din, const Tensor& dout, double ce_scale, double aux_scale);
-  bool first_stage() const { return embed_ != nullptr; }
-  bool last_stage() const { return head_ != nullptr; }
-  std::int64_t layer_begin() const { return layer0_; }
-  std::int64_t layer_end() const { return layer0_ + std::int64_t(blocks_.size()); }
+  // One micro-batch through chunk `chunk` of this pipeline stage. in: tokens (B*T) i32 if
+  // the chunk starts with the embedding, else the previous stage's output (B*T,C). targets
+  // (B*T) are read if it ends with the loss, which it returns; the others set out (B*T,C)
+  // and return the balance loss only.
+  Loss forward_stage(Tensor& out, const Tensor& in, const Tensor& targets, std::int64_t B, std::int64_t T,
+                     int chunk = 0);
+  // dout: the gradient of out (unused with the loss). din (B*T,C): the gradient of in
+  // (assign; left alone with the embedding). Parameters accumulate.
+  void backward_stage(Tensor& din, const Tensor& dout, double ce_scale, double aux_scale, int chunk = 0);
+  int chunks() const { return static_cast<int>(chunk_first_.size()) - 1; }
+  bool has_embedding(int chunk = 0) const { return embed_ && layer_of_[chunk_first_[std::size_t(chunk)]] == 0; }
+  bool has_loss(int chunk = 0) const { return head_ && chunk == chunks() - 1; }
+  // The model-wide ordinal (0 = the first MoE block) of each of moe_layers().
+  std::vector<std::int64_t> moe_ordinals() const;
+  bool in_chunk(const MoE* layer, int chunk) const;
 
   ParamList params();
   std::vector<MoE*> moe_layers();
@@ -95,15 +102,17 @@ class Transformer {
     Tensor tokens, targets, logits, lse, xf, rf;
     std::vector<Block::Saved> blocks;
   };
-  Saved take_saved();
-  void restore_saved(Saved s);
+  Saved take_saved(int chunk = 0);
+  void restore_saved(Saved s, int chunk = 0);
 
  private:
   ModelConfig cfg_;
   TensorParallel tp_;
-  std::int64_t layer0_ = 0, v0_ = 0;  // first block held; first vocabulary row held (tp)
+  std::int64_t v0_ = 0;  // first vocabulary row held (tp)
   std::unique_ptr<Param> embed_, norm_, head_;  // on the first / last stage
-  std::vector<std::unique_ptr<Block>> blocks_;
+  std::vector<std::unique_ptr<Block>> blocks_;  // every chunk's, in order
+  std::vector<std::size_t> chunk_first_;        // chunk c: blocks_[chunk_first_[c], chunk_first_[c+1])
+  std::vector<std::int64_t> layer_of_;          // model layer of each block (and L past the end)
   // Saved by forward.
   Tensor tokens_, targets_, logits_, lse_, xf_, rf_;  // tokens_: this rank's vocabulary rows (-1: elsewhere)
   std::int64_t B_ = 0, T_ = 0;

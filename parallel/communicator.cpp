@@ -183,6 +183,22 @@ std::string Communicator::broadcast_text(const std::string& text, int root) {
   return std::string(bytes.data<std::int32_t>(), bytes.data<std::int32_t>() + len);
 }
 
+void Communicator::post_send(const Tensor& t, int peer, int tag) {
+  const char* op = "post_send";
+  expect_here(op, t);
+  expect_peer(op, peer);
+  {
+    Timer timer(seconds_, op, label_);
+    do_post_send(t, peer, tag);
+  }
+  count(kSend, t.nbytes());
+}
+
+void Communicator::wait_sends() {
+  Timer timer(seconds_, "wait_sends", label_);
+  do_wait_sends();
+}
+
 void Communicator::broadcast(Tensor& t, int root) {
   const char* op = "broadcast";
   expect_here(op, t);

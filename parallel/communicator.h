@@ -52,6 +52,11 @@ class Communicator {
   // Both at once (a pipeline stage handing an activation on while taking a gradient back):
   // two blocking calls in the opposite order on two neighbours would wait for each other.
   void send_recv(const Tensor& out, int dest, int send_tag, Tensor& in, int source, int recv_tag);
+  // A send that returns at once; t is kept until it is delivered. Messages to one peer with
+  // one tag arrive in the order they were posted. wait_sends() returns when all have been.
+  // (Pipeline schedules: a stage never blocks on handing its output on.)
+  void post_send(const Tensor& t, int peer, int tag);
+  void wait_sends();
   void broadcast(Tensor& t, int root);
   virtual void barrier() = 0;
 
@@ -84,6 +89,9 @@ class Communicator {
   virtual void do_send(const Tensor& t, int peer, int tag) = 0;
   virtual void do_recv(Tensor& t, int peer, int tag) = 0;
   virtual void do_send_recv(const Tensor& out, int dest, int send_tag, Tensor& in, int source, int recv_tag) = 0;
+  // Default: a blocking send (backends without a non-blocking one).
+  virtual void do_post_send(const Tensor& t, int peer, int tag) { do_send(t, peer, tag); }
+  virtual void do_wait_sends() {}
   virtual void do_broadcast(Tensor& t, int root) = 0;
   int rank_ = 0, size_ = 1;
 

@@ -52,6 +52,11 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm) {
   check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
 }
 
+MpiCommunicator::~MpiCommunicator() {
+  // Sends still in flight at teardown (an exception unwinding a step): let them go.
+  for (MPI_Request& r : pending_) MPI_Request_free(&r);
+}
+
 void MpiCommunicator::do_all_reduce_sum(Tensor& t) {
   check(MPI_Allreduce(MPI_IN_PLACE, t.raw(), as_int(t.numel(), "all_reduce_sum"), mpi_type(t), MPI_SUM, comm_),
         "MPI_Allreduce");
@@ -90,6 +95,34 @@ void MpiCommunicator::do_send_recv(const Tensor& out, int dest, int send_tag, Te
   check(MPI_Sendrecv(out.raw(), as_int(out.numel(), "send_recv"), mpi_type(out), dest, send_tag, in.raw(),
                      as_int(in.numel(), "send_recv"), mpi_type(in), source, recv_tag, comm_, MPI_STATUS_IGNORE),
         "MPI_Sendrecv");
+}
+
+void MpiCommunicator::do_post_send(const Tensor& t, int peer, int tag) {
+  reap_sends(false);  // drop what has been delivered, so a long schedule holds only what is in flight
+  MPI_Request r;
+  check(MPI_Isend(t.raw(), as_int(t.numel(), "post_send"), mpi_type(t), peer, tag, comm_, &r), "MPI_Isend");
+  pending_.push_back(r), pending_data_.push_back(t);
+}
+
+void MpiCommunicator::do_wait_sends() { reap_sends(true); }
+
+void MpiCommunicator::reap_sends(bool all) {
+  if (pending_.empty()) return;
+  if (all) {
+    check(MPI_Waitall(static_cast<int>(pending_.size()), pending_.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+    pending_.clear(), pending_data_.clear();
+    return;
+  }
+  for (std::size_t i = 0; i < pending_.size();) {
+    int done = 0;
+    check(MPI_Test(&pending_[i], &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (!done) {
+      ++i;
+      continue;
+    }
+    pending_.erase(pending_.begin() + std::ptrdiff_t(i));
+    pending_data_.erase(pending_data_.begin() + std::ptrdiff_t(i));
+  }
 }
 
 void MpiCommunicator::do_broadcast(Tensor& t, int root) {

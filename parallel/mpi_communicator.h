@@ -22,6 +22,7 @@ class MpiSession {
 class MpiCommunicator final : public Communicator {
  public:
   explicit MpiCommunicator(MPI_Comm comm = MPI_COMM_WORLD);
+  ~MpiCommunicator() override;
   Device device() const override { return Device::cpu; }
   void barrier() override;
   MPI_Comm comm() const { return comm_; }
@@ -35,9 +36,14 @@ class MpiCommunicator final : public Communicator {
   void do_recv(Tensor& t, int peer, int tag) override;
   void do_send_recv(const Tensor& out, int dest, int send_tag, Tensor& in, int source, int recv_tag) override;
   void do_broadcast(Tensor& t, int root) override;
+  void do_post_send(const Tensor& t, int peer, int tag) override;
+  void do_wait_sends() override;
 
  private:
+  void reap_sends(bool all);
   MPI_Comm comm_;
+  std::vector<MPI_Request> pending_;  // posted sends, and the tensors they read from
+  std::vector<Tensor> pending_data_;
   std::vector<int> ints_[4];  // all_to_all_v's counts and displacements as MPI ints, reused
 };
 

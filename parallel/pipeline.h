@@ -1,20 +1,28 @@
-// The 1F1B pipeline schedule (PipeDream-Flush, as Megatron-LM runs it) of one stage.
+// Pipeline schedules of one stage: 1F1B (PipeDream-Flush, as Megatron-LM runs it) and its
+// interleaved form with v model chunks per stage (Megatron's virtual stages).
 //
-// Stage s of p runs m micro-batches: w = min(p-1-s, m) forwards to fill the pipe, then
-// alternates one forward and one backward, then drains the last w backwards. Activations go
-// to stage s+1 and gradients come back to s-1 by point-to-point messages on the pipeline
-// communicator; where a stage hands one on while waiting for the other, the two travel in
-// one send_recv, so neighbours never wait on each other's blocking send. A stage holds at
-// most w+1 micro-batches in flight. With p = 1 it is forward, backward, forward, ...
+// With v chunks, stage s of p holds virtual stages s, p + s, ..., (v-1)p + s: a micro-batch
+// goes through every stage's first chunk, then every stage's second, and so on. Stage s runs
+// m micro-batches x v chunks as w = min((p-1-s)*2 + (v-1)*p, m*v) forward units to fill the
+// pipe (with v = 1: p-1-s), then alternates one forward and one backward unit, then drains
+// the last w backwards; forward units go in groups of p micro-batches per chunk (Megatron's
+// order, so m must be a multiple of p when v > 1). The bubble is (p-1)/(v*m + p-1) of the
+// schedule when stages take equal time, v times smaller than 1F1B's, for v times the
+// point-to-point messages and more micro-batches' activations held.
 //
-// The schedule knows nothing of the model: the callbacks run one micro-batch through the
-// stage. The idle time (waiting in the pp communicator) over the step is the bubble,
-// (p-1)/(m+p-1) when stages take equal time. A DualPipe-style schedule would be another
-// function over the same two callbacks, pairing one micro-batch's forward with another's
-// backward so that the expert all-to-all of one hides behind the compute of the other.
+// Activations go to the next virtual stage and gradients back by point-to-point messages on
+// the pipeline communicator: a unit waits to receive its input, and hands its output on
+// without waiting (post_send), so neighbours never wait on each other's send. Messages
+// between two stages arrive in the order both run their units, so no tags per micro-batch.
+//
+// The schedule knows nothing of the model: the callbacks run one micro-batch through one
+// chunk. A DualPipe-style schedule would be another unit order (and a callback pairing one
+// micro-batch's forward with another's backward, so one's expert all-to-all hides behind
+// the other's compute).
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "kernels/tensor.h"
 #include "parallel/communicator.h"
@@ -22,23 +30,41 @@
 namespace moe {
 
 struct StageWork {
-  // Micro-batch i forward: `in` is the previous stage's output (undefined on the first
-  // stage); returns this stage's output (ignored on the last).
-  std::function<Tensor(std::int64_t i, const Tensor& in)> forward;
-  // Micro-batch i backward: `dout` is the gradient of its output (undefined on the last
-  // stage); returns the gradient of its input (ignored on the first).
-  std::function<Tensor(std::int64_t i, const Tensor& dout)> backward;
+  // Micro-batch i forward through chunk c: `in` is the previous virtual stage's output
+  // (undefined on virtual stage 0); returns this chunk's output (ignored on the last).
+  std::function<Tensor(std::int64_t i, int chunk, const Tensor& in)> forward;
+  // Micro-batch i backward through chunk c: `dout` is the gradient of its output (undefined
+  // on the last virtual stage); returns the gradient of its input (ignored on the first).
+  std::function<Tensor(std::int64_t i, int chunk, const Tensor& dout)> backward;
   Shape activation;  // what flows between stages, e.g. (B*T, C) f32
 };
 
-// Runs the step's m micro-batches on this stage. pp: the pipeline communicator (rank =
-// stage); fresh receive buffers per message, so callbacks may keep what they are given.
-void run_1f1b(Communicator& pp, std::int64_t m, const StageWork& work);
+struct PipeUnit {
+  bool forward;
+  std::int64_t micro_batch;
+  int chunk;
+};
 
-// Forward only, micro-batch after micro-batch (evaluation).
-void run_forward(Communicator& pp, std::int64_t m, const StageWork& work);
+// The order stage s of p runs m micro-batches through its v chunks (1F1B; interleaved when
+// v > 1). Throws ConfigError when v > 1 and p does not divide m.
+std::vector<PipeUnit> schedule_1f1b(int p, int s, std::int64_t m, int v = 1);
+// Forward only (evaluation): every micro-batch through chunk 0, then chunk 1, ...
+std::vector<PipeUnit> schedule_forward(std::int64_t m, int v = 1);
 
-// The ideal bubble of 1F1B with equal stages.
-inline double bubble_fraction(std::int64_t p, std::int64_t m) { return double(p - 1) / double(m + p - 1); }
+// Runs `units` on this stage. pp: the pipeline communicator (rank = stage); fresh receive
+// buffers per message, so callbacks may keep what they are given.
+void run_schedule(Communicator& pp, int v, const std::vector<PipeUnit>& units, const StageWork& work);
+
+inline void run_1f1b(Communicator& pp, std::int64_t m, const StageWork& work, int v = 1) {
+  run_schedule(pp, v, schedule_1f1b(pp.size(), pp.rank(), m, v), work);
+}
+inline void run_forward(Communicator& pp, std::int64_t m, const StageWork& work, int v = 1) {
+  run_schedule(pp, v, schedule_forward(m, v), work);
+}
+
+// The ideal bubble with equal stages.
+inline double bubble_fraction(std::int64_t p, std::int64_t m, std::int64_t v = 1) {
+  return double(p - 1) / double(v * m + p - 1);
+}
 
 }  // namespace moe

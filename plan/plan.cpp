@@ -111,11 +111,6 @@ struct Shard {
   }
 };
 
-struct StageRange {
-  std::int64_t begin, end;
-  bool first, last;
-};
-
 double ring(double bytes, double ranks) { return ranks > 1 ? 2 * (ranks - 1) / ranks * bytes : 0; }
 
 }  // namespace
@@ -157,31 +152,42 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
   // Under tp every rank routes all tokens (model/moe.h): the router's GEMMs run tp times.
   const double router_flops = double(moe_layers(m)) * 6.0 * double(router_parameters(m)) * (tp - 1);
   p.gemm_flops_per_step += p.tokens_per_step * router_flops;
-  const auto bounds = stage_bounds(cfg, l.pp);  // plan/stages.h, as the trainer splits
+  // Stage s holds virtual stages s, pp + s, ... (v chunks; plan/stages.h, as the trainer splits).
+  const int v = static_cast<int>(cfg.parallel.virtual_stages);
+  const auto bounds = stage_bounds(cfg, l.pp * v);
   double worst_step = -1;
   for (int s = 0; s < l.pp; ++s) {
-    const StageRange st{bounds[std::size_t(s)], bounds[std::size_t(s) + 1], s == 0, s == l.pp - 1};
+    const bool first = s == 0, last = s == l.pp - 1;
+    std::vector<std::int64_t> blocks, chunk_of;
+    for (int c = 0; c < v; ++c)
+      for (auto b = bounds[std::size_t(c * l.pp + s)]; b < bounds[std::size_t(c * l.pp + s + 1)]; ++b)
+        blocks.push_back(b), chunk_of.push_back(c);
     // Memory.
     double dense = 0, experts = 0;
     Elems saved;
+    std::vector<Elems> chunk_saved(static_cast<std::size_t>(v));
+    std::vector<double> chunk_blocks(std::size_t(v), 0);
     double largest_block = 0, workspace = 0, moe_blocks = 0, flops_per_token = 0;
-    for (std::int64_t b = st.begin; b < st.end; ++b) {
+    for (std::size_t i = 0; i < blocks.size(); ++i) {
+      const std::int64_t b = blocks[i];
       dense += sh.block_weights(b);
       experts += sh.block_experts(b);
       const Elems e = sh.saved(b);
       saved += e;
+      chunk_saved[std::size_t(chunk_of[i])] += e;
+      chunk_blocks[std::size_t(chunk_of[i])] += 1;
       largest_block = std::max(largest_block, e.bytes(eb));
       workspace = std::max(workspace, sh.workspace(b));
       moe_blocks += is_moe_layer(m, b);
       flops_per_token += sh.block_flops(b);
     }
-    Elems ends;
+    Elems ends, head_ends;  // the embedding's (first chunk of the first stage), the loss's (last chunk of the last)
     double end_workspace = 3 * C;  // dx, dprev and the gradient arriving from the next stage
     double head_workspace = 0;     // the loss's backward, before the blocks'
-    if (st.first) dense += V * C / tp, ends.other += C;  // embedding; its output
-    if (st.last) {
+    if (first) dense += V * C / tp, ends.other += C;  // embedding; its output
+    if (last) {
       dense += V * C / tp + C;  // LM head, final norm
-      ends += {.gemm = C, .other = 1 + V / tp + (tp > 1 ? 1 : 0)};  // xf | rstd, logits (tp: and their log-sum-exp)
+      head_ends = {.gemm = C, .other = 1 + V / tp + (tp > 1 ? 1 : 0)};  // xf | rstd, logits (tp: and their log-sum-exp)
       head_workspace = 2 * C + 1 + V / tp;  // dx, dxf, dl, dlogits
       flops_per_token += 6 * V * C / tp;
     }
@@ -190,13 +196,23 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
     const double held = p.zero == 1 ? dense / dp + experts / edp : dense + experts;
     mem.gradients = 4 * (dense + experts) + (p.zero == 1 ? 4 * held : 0);  // ZeRO-1's reduce-scatter output
     mem.optimizer = 8 * held;
-    const double in_flight = std::min(mbs, pp - s);  // 1F1B: stage s holds pp - s micro-batches
-    const double per_mb = cfg.train.recompute ? N * (double(st.end - st.begin) * C * eb.other + ends.bytes(eb))
-                                        : N * (saved.bytes(eb) + ends.bytes(eb));
-    // Each micro-batch in flight keeps its tokens, targets and (after the first stage) its
-    // input besides what its blocks saved.
-    const double kept = 2 + (st.first ? 0 : C);
-    mem.activations = in_flight * (N * kept * eb.other + per_mb);
+    // What one (micro-batch, chunk) unit keeps until its backward: its tokens, targets and
+    // input (the first chunk of the first stage reads tokens instead), and what its blocks
+    // saved (with recomputation: their inputs).
+    auto unit_bytes = [&](int c) {
+      Elems e = cfg.train.recompute ? Elems{.gemm = 0, .other = chunk_blocks[std::size_t(c)] * C} : chunk_saved[std::size_t(c)];
+      if (first && c == 0) e += ends;
+      if (last && c == v - 1) e += head_ends;
+      return N * (e.bytes(eb) + (2 + (first && c == 0 ? 0 : C)) * eb.other);
+    };
+    // The most units in flight: the schedule's warm-up forwards and one more (parallel/pipeline.h).
+    const std::int64_t total = p.micro_batches * v;
+    std::int64_t warmup = std::min<std::int64_t>(std::int64_t(l.pp - 1 - s) * (v > 1 ? 2 : 1) + std::int64_t(v - 1) * l.pp, total);
+    if (v > 1 && p.micro_batches == l.pp) warmup = total;
+    const std::int64_t units = std::min(total, warmup + 1);
+    for (std::int64_t k = 0; k < units; ++k) mem.activations += unit_bytes(static_cast<int>((k / l.pp) % v));
+    const double in_flight = double(units) / v;
+    const double kept = 2 + C * (first ? (v - 1.0) / v : 1.0);  // per unit, on average
     // The loss's backward ends before the blocks' begins (and their recomputation with it).
     mem.workspace = N * std::max((end_workspace + workspace) * eb.other + (cfg.train.recompute ? largest_block : 0),
                                  head_workspace * eb.other);
@@ -211,10 +227,10 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
     // AdamW reads weight, gradient and moments and writes three of them (28 bytes per parameter
     // it updates), and the gradients are zeroed and normed (8 bytes per parameter).
     const double act_passes = cfg.train.recompute ? 6 : 4;
-    const double traffic = act_passes * mbs * N * (saved.bytes(eb) + ends.bytes(eb) + kept * eb.other) + 28 * held +
+    const double traffic = act_passes * mbs * N * (saved.bytes(eb) + ends.bytes(eb) + head_ends.bytes(eb) + v * kept * eb.other) + 28 * held +
                            8 * (dense + experts);
     t.memory = traffic / bw(c.memory_gbps);
-    const double layers = double(st.end - st.begin);
+    const double layers = double(blocks.size());
     const double tp_bytes = 4 * ring(N * C * eb.other, tp) * layers * mbs;  // 2 all-reduces forward, 2 backward
     t.tp = tp_bytes / tp_link;
     // Per remote row, forward: dispatch (C in the GEMM input format, 2K metadata) and combine;
@@ -223,12 +239,12 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
     const double ep_rows = tokens / tp * moe_blocks;
     const double ep_intra = ep_rows * remote_intra * row, ep_inter = ep_rows * remote_inter * row;
     t.ep = ep_intra / bw(c.intra_node_gbps) + ep_inter / bw(c.inter_node_gbps);
-    const double pp_bytes = l.pp > 1 ? 2 * N * C * eb.other * mbs : 0;
+    const double pp_bytes = l.pp > 1 ? 2 * N * C * eb.other * mbs * v : 0;  // per micro-batch and chunk
     t.pp = pp_bytes / pp_link;
     const double dp_bytes = ring(4 * dense, dp) + ring(4 * experts, edp);  // FP32 gradients (ZeRO-1: half of it weights)
     t.dp = dp_bytes / dp_link;
     t.hidden = std::min(opt.overlap * (t.ep + t.dp), t.compute + t.memory);
-    t.bubble = (pp - 1) / mbs * (t.compute + t.memory + t.tp + t.ep + t.pp);
+    t.bubble = (pp - 1) / (mbs * v) * (t.compute + t.memory + t.tp + t.ep + t.pp);
     if (mem.total() > p.memory.total()) p.memory = mem, p.memory_stage = s, p.in_flight = in_flight;
     if (t.step() > worst_step) {
       worst_step = t.step(), p.time = t;

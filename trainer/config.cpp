@@ -240,7 +240,8 @@ const std::vector<Field>& fields() {
       integer(AT(parallel.dp), at_least(0), "data-parallel ranks (0: world / (tp * pp))"),
       integer(AT(parallel.tp), at_least(1), "tensor-parallel ranks"),
       integer(AT(parallel.pp), at_least(1), "pipeline stages"),
-      list_of<std::int64_t>(AT(parallel.pp_layers), "blocks per pipeline stage, first stage first (empty: balanced by estimated cost)"),
+      list_of<std::int64_t>(AT(parallel.pp_layers), "blocks per (virtual) pipeline stage, first stage first (empty: balanced by estimated cost)"),
+      integer(AT(parallel.virtual_stages), at_least(1), "model chunks per pipeline stage: interleaved 1F1B, a bubble this many times smaller for as many more messages"),
       integer(AT(parallel.ep), at_least(1), "expert-parallel ranks, folded inside dp x tp"),
       integer(AT(parallel.zero), closed(0, 1), "ZeRO stage (0: replicated optimizer, 1: sharded)"),
       real(AT(parallel.bucket_mb), above(0), "size of a gradient all-reduce bucket, MiB"),
@@ -391,6 +392,16 @@ void validate(const Config& c) {
                       m.n_kv_heads));
   require(c.parallel.pp <= m.n_layers, "parallel.pp",
           fmt::format("{} stages exceed model.n_layers = {}; each stage needs a block", c.parallel.pp, m.n_layers));
+  const std::int64_t v = c.parallel.virtual_stages, stages = c.parallel.pp * v;
+  if (v > 1) {
+    require(c.parallel.pp > 1, "parallel.virtual_stages", fmt::format("{} needs a pipeline (parallel.pp > 1)", v));
+    require(stages <= m.n_layers, "parallel.virtual_stages",
+            fmt::format("{} x parallel.pp = {} virtual stages exceed model.n_layers = {}", v, stages, m.n_layers));
+    require(c.train.grad_accum % c.parallel.pp == 0, "parallel.virtual_stages",
+            fmt::format("the interleaved schedule runs micro-batches in groups of parallel.pp = {}; train.grad_accum = {} "
+                        "is not a multiple",
+                        c.parallel.pp, c.train.grad_accum));
+  }
   if (m.dense_layers > 0 || m.routed_experts == 0)
     require(m.ffn_hidden % c.parallel.tp == 0, "parallel.tp",
             fmt::format("{} must divide model.ffn_hidden = {}", c.parallel.tp, m.ffn_hidden));
@@ -399,10 +410,10 @@ void validate(const Config& c) {
   if (const auto& split = c.parallel.pp_layers; !split.empty()) {
     std::int64_t sum = 0;
     for (auto n : split) sum += n;
-    require(std::int64_t(split.size()) == c.parallel.pp && sum == m.n_layers, "parallel.pp_layers",
-            fmt::format("{} stages holding {} blocks, but parallel.pp = {} and model.n_layers = {}; give one count per "
-                        "stage summing to the layers",
-                        split.size(), sum, c.parallel.pp, m.n_layers));
+    require(std::int64_t(split.size()) == stages && sum == m.n_layers, "parallel.pp_layers",
+            fmt::format("{} stages holding {} blocks, but parallel.pp x parallel.virtual_stages = {} and model.n_layers = "
+                        "{}; give one count per (virtual) stage summing to the layers",
+                        split.size(), sum, stages, m.n_layers));
   }
 }
 

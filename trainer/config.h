@@ -56,7 +56,8 @@ struct ParallelConfig {
   std::int64_t dp = 0;  // 0 = world / (tp * pp)
   std::int64_t tp = 1;
   std::int64_t pp = 1;
-  std::vector<std::int64_t> pp_layers;  // blocks per stage (empty: balanced by plan/stages.h)
+  std::vector<std::int64_t> pp_layers;  // blocks per virtual stage (empty: balanced by plan/stages.h)
+  std::int64_t virtual_stages = 1;      // model chunks per pipeline stage (interleaved 1F1B when > 1)
   std::int64_t ep = 1;
   std::int64_t zero = 0;
   double bucket_mb = 25.0;  // gradient all-reduce bucket

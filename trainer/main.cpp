@@ -53,10 +53,12 @@ void print_summary(const Config& cfg, const moe::TrainResult& r, int world) {
               r.planned_step_seconds, r.step_seconds, moe::human_bytes(r.planned_memory_bytes).c_str(),
               moe::human_bytes(r.peak_tensor_bytes).c_str(), r.planned_flops_per_step, r.gemm_flops_per_step);
   if (cfg.parallel.pp > 1)
-    std::printf("pipeline bubble   %.1f%% of the schedule measured (mean over ranks), %.1f%% for 1F1B with %lld equal "
+    std::printf("pipeline bubble   %.1f%% of the schedule measured (mean over ranks), %.1f%% for %s with %lld equal "
                 "stages and %lld micro-batches\n",
-                100 * r.bubble, 100 * r.ideal_bubble, static_cast<long long>(cfg.parallel.pp),
-                static_cast<long long>(cfg.train.grad_accum));
+                100 * r.bubble, 100 * r.ideal_bubble,
+                cfg.parallel.virtual_stages > 1 ? fmt::format("interleaved 1F1B ({} chunks per stage)", cfg.parallel.virtual_stages).c_str()
+                                                : "1F1B",
+                static_cast<long long>(cfg.parallel.pp), static_cast<long long>(cfg.train.grad_accum));
   std::printf("%s", r.cost_report.c_str());
 }
 

@@ -213,23 +213,24 @@ TrainResult Trainer::run() {
   // Micro-batch i of a step on this rank is rows (i * dp + rank) * mb of the global batch;
   // the first stage reads its tokens, the last its targets.
   Communicator& ppc = s.mesh.pp();
-  const bool first_stage = model.first_stage(), counts = s.mesh.coords().tp == 0;  // tp ranks share the loss: one counts it
+  const bool counts = s.mesh.coords().tp == 0;  // tp ranks share the loss: one counts it
+  const int chunks = model.chunks();              // interleaved pipeline: model chunks on this stage
   const Shape activation{mb * T, mc.d_model};
   Tensor tok = Tensor::empty({mb * T}, DType::i32), tgt = Tensor::empty({mb * T}, DType::i32);
   // Validation: the first eval_batches global batches of the held-out split, in order.
   auto evaluate = [&] {
     double ce = 0;
     for (std::int64_t b = 0; b < t.eval_batches; ++b) {
-      const StageWork work{.forward = [&](std::int64_t k, const Tensor& in) {
+      const StageWork work{.forward = [&](std::int64_t k, int c, const Tensor& in) {
                              val_loader.fill_in_order(b * global_seqs + (k * dp + rank) * mb, mb, tok, tgt);
                              Tensor out;
-                             const auto l = model.forward_stage(out, first_stage ? tok : in, tgt, mb, T);
+                             const auto l = model.forward_stage(out, model.has_embedding(c) ? tok : in, tgt, mb, T, c);
                              if (counts) ce += l.ce_sum;
                              return out;
                            },
                            .backward = {},
                            .activation = activation};
-      run_forward(ppc, t.grad_accum, work);
+      run_forward(ppc, t.grad_accum, work, chunks);
     }
     return s.world.all_reduce_sum(ce) / (global_tokens * double(t.eval_batches));
   };
@@ -245,9 +246,9 @@ TrainResult Trainer::run() {
   double last_loss = 0;
   StepGuard guard(t.spike_zscore, t.spike_window);  // (its loss history starts afresh at each launch)
   // Global expert loads per MoE layer, then dropped assignments (summed over dp).
-  // Rows of every MoE layer of the model (this stage fills its own, from moe_first on).
-  const std::int64_t all_moe = moe::moe_layers(mc),
-                     moe_first = E > 0 ? std::max<std::int64_t>(0, model.layer_begin() - mc.dense_layers) : 0;
+  // Rows of every MoE layer of the model (this stage fills its own, at their ordinals).
+  const std::int64_t all_moe = moe::moe_layers(mc);
+  const std::vector<std::int64_t> moe_row = model.moe_ordinals();
   Tensor loads = Tensor::zeros({all_moe * std::max<std::int64_t>(E, 1) + 1}, DType::f64);
   // The micro-batch schedule's span and the time this rank computed in it: the rest is bubble.
   double schedule_s = 0, schedule_busy = 0;
@@ -291,38 +292,40 @@ TrainResult Trainer::run() {
       Tensor tok, tgt;
       Transformer::Saved saved;
     };
-    std::map<std::int64_t, InFlight> flight;
+    std::map<std::pair<std::int64_t, int>, InFlight> flight;  // by (micro-batch, chunk)
     const StageWork work{
-        .forward = [&](std::int64_t k, const Tensor& in) {
+        .forward = [&](std::int64_t k, int c, const Tensor& in) {
           const Busy busy(schedule_busy);
           InFlight f{Tensor::empty({mb * T}, DType::i32), Tensor::empty({mb * T}, DType::i32), {}};
           loader.fill(step, (k * dp + rank) * mb, mb, f.tok, f.tgt);  // this rank's rows of the global batch
           Tensor out;
-          const auto l = model.forward_stage(out, first_stage ? f.tok : in, f.tgt, mb, T);
+          const auto l = model.forward_stage(out, model.has_embedding(c) ? f.tok : in, f.tgt, mb, T, c);
           if (counts) loss += l.ce_sum / global_tokens + l.aux_sum / double(global_seqs);
           for (std::size_t i = 0; i < moe_layers.size(); ++i) {
-            const std::int64_t g = moe_first + std::int64_t(i);
+            if (!model.in_chunk(moe_layers[i], c)) continue;
+            const std::int64_t g = moe_row[i];
             for (std::int64_t e = 0; e < E; ++e) ld[g * E + e] += double(moe_layers[i]->load()[std::size_t(e)]);
             ld[loads.numel() - 1] += double(moe_layers[i]->dropped());
             res.max_ranks_per_token = std::max(res.max_ranks_per_token, moe_layers[i]->max_ranks_per_token());
             res.remote_rows += double(moe_layers[i]->remote_rows());  // summed here, per step at the end
             res.remote_token_ranks += double(moe_layers[i]->remote_token_ranks());
           }
-          f.saved = model.take_saved();
-          flight[k] = std::move(f);
+          f.saved = model.take_saved(c);
+          flight[{k, c}] = std::move(f);
           return out;
         },
-        .backward = [&](std::int64_t k, const Tensor& dout) {
+        .backward = [&](std::int64_t k, int c, const Tensor& dout) {
           const Busy busy(schedule_busy);
-          model.restore_saved(std::move(flight.at(k).saved));
-          flight.erase(k);
+          model.restore_saved(std::move(flight.at({k, c}).saved), c);
+          flight.erase({k, c});
           Tensor din;
-          model.backward_stage(din, dout, 1.0 / global_tokens, 1.0 / double(global_seqs));
+          model.backward_stage(din, dout, 1.0 / global_tokens, 1.0 / double(global_seqs), c);
+          model.take_saved(c);  // dropped: a forward of another chunk would not overwrite it
           return din;
         },
         .activation = activation};
     const auto sched0 = Clock::now();
-    run_1f1b(ppc, t.grad_accum, work);
+    run_1f1b(ppc, t.grad_accum, work, chunks);
     if (s.layout.pp > 1) ppc.all_reduce_sum(0.0);  // the pipeline drains: its last stages wait here, on the pp axis
     schedule_s += since(sched0);
     // The router's gradient: each tp rank's share (its own tokens), summed over tp first.
@@ -379,7 +382,7 @@ TrainResult Trainer::run() {
     // Auxiliary-loss-free balancing: every rank applies the same global loads.
     if (apply)
       for (std::size_t i = 0; i < moe_layers.size(); ++i) {
-        const double* row = ld + (moe_first + std::int64_t(i)) * E;
+        const double* row = ld + moe_row[i] * E;
         moe_layers[i]->update_bias(std::vector<double>(row, row + E), mc.bias_update_rate);
       }
     double lmin = 0, lmax = 0;
@@ -459,7 +462,7 @@ TrainResult Trainer::run() {
   res.remote_rows /= double(ran), res.remote_token_ranks /= double(ran);
   // The pipeline's idle share of its schedule, mean over ranks, against 1F1B's ideal.
   res.bubble = s.world.all_reduce_sum(schedule_s > 0 ? 1 - schedule_busy / schedule_s : 0) / s.world.size();
-  res.ideal_bubble = bubble_fraction(s.layout.pp, t.grad_accum);
+  res.ideal_bubble = bubble_fraction(s.layout.pp, t.grad_accum, chunks);
   if (!res.stopped) s.timed(s.eval_s, [&] { res.val_loss = evaluate(); });  // a stopped job is short of time: save first
   if (!res.stopped && res.steps > start) metrics.log({{"step", res.steps}, {"val_loss", res.val_loss}});
   res.wall_seconds = prior_wall + since(t0);

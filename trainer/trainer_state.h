@@ -27,16 +27,18 @@ inline double since(Clock::time_point t0) { return std::chrono::duration<double>
 struct Trainer::State {
   State(const Config& c, MpiCommunicator& w)
       : cfg(c), world(w), layout(trainable_layout(c, w.size())), mesh(layout, w.comm()),
-        bounds(stage_bounds(c, layout.pp)), model(c.model, shard()) {}
+        bounds(stage_bounds(c, layout.pp * int(c.parallel.virtual_stages))), model(c.model, shard()) {}
   const Config cfg;
   MpiCommunicator& world;
   const Layout layout;
   Mesh mesh;
-  const std::vector<std::int64_t> bounds;  // blocks of each pipeline stage (plan/stages.h)
+  const std::vector<std::int64_t> bounds;  // blocks of each virtual pipeline stage (plan/stages.h)
+  // This rank's chunks: virtual stages s, p + s, ... (one without interleaving).
   ModelShard shard() {
-    const auto s = static_cast<std::size_t>(mesh.coords().pp);
-    return {.layer_begin = bounds[s], .layer_end = bounds[s + 1], .ep = layout.ep > 1 ? &mesh.ep() : nullptr,
-            .tp = layout.tp > 1 ? &mesh.tp() : nullptr};
+    ModelShard sh{.ep = layout.ep > 1 ? &mesh.ep() : nullptr, .tp = layout.tp > 1 ? &mesh.tp() : nullptr, .chunks = {}};
+    for (std::size_t vs = std::size_t(mesh.coords().pp); vs + 1 < bounds.size(); vs += std::size_t(layout.pp))
+      sh.chunks.push_back({bounds[vs], bounds[vs + 1]});
+    return sh;
   }
   Transformer model;
   std::unique_ptr<ParamGroup> dense, experts;  // reduced over dp / over edp

@@ -37,7 +37,7 @@ TEST_CASE("init: a rank's experts get the values they get unsharded, odd sizes i
   whole.init(42);
   for (const auto& [r, p] : {std::pair{1, 2}, std::pair{1, 4}, std::pair{3, 4}}) {
     FakeGroup group(r, p);
-    Transformer part(c, {.ep = &group});  // experts [r*4/p, (r+1)*4/p)
+    Transformer part(c, {.ep = &group, .chunks = {}});  // experts [r*4/p, (r+1)*4/p)
     part.init(42);
     const auto a = whole.params(), b = part.params();
     REQUIRE(a.size() == b.size());
@@ -58,7 +58,7 @@ TEST_CASE("init: a tensor-parallel rank's shards are the blocks of the whole ten
   whole.init(7);
   for (int r = 0; r < 2; ++r) {
     FakeGroup group(r, 2);
-    Transformer part(c, {.tp = &group});
+    Transformer part(c, {.tp = &group, .chunks = {}});
     part.init(7);
     const auto a = whole.params(), b = part.params();
     REQUIRE(a.size() == b.size());
