@@ -137,13 +137,16 @@ void Communicator::all_to_all_v(Tensor& out, std::span<const std::int64_t> recv_
   count(kAllToAll, bytes);  // exact: rows handed to other ranks
 }
 
-void Communicator::send(const Tensor& t, int peer, int tag) {
-  const char* op = "send";
+void Communicator::send(const Tensor& t, int peer, int tag) { send_to("send", t, peer, tag, false); }
+void Communicator::post_send(const Tensor& t, int peer, int tag) { send_to("post_send", t, peer, tag, true); }
+
+void Communicator::send_to(const char* op, const Tensor& t, int peer, int tag, bool post) {
   expect_here(op, t);
   expect_peer(op, peer);
   {
     Timer timer(seconds_, op, label_);
-    do_send(t, peer, tag);
+    if (post) do_post_send(t, peer, tag);
+    else do_send(t, peer, tag);
   }
   count(kSend, t.nbytes());
 }
@@ -158,19 +161,6 @@ void Communicator::recv(Tensor& t, int peer, int tag) {
   }
 }
 
-void Communicator::send_recv(const Tensor& out, int dest, int send_tag, Tensor& in, int source, int recv_tag) {
-  const char* op = "send_recv";
-  expect_here(op, out);
-  expect_here(op, in);
-  expect_peer(op, dest);
-  expect_peer(op, source);
-  {
-    Timer timer(seconds_, op, label_);
-    do_send_recv(out, dest, send_tag, in, source, recv_tag);
-  }
-  count(kSend, out.nbytes());
-}
-
 std::string Communicator::broadcast_text(const std::string& text, int root) {
   Tensor n = Tensor::empty({1}, DType::i32);
   n.data<std::int32_t>()[0] = static_cast<std::int32_t>(text.size());
@@ -181,17 +171,6 @@ std::string Communicator::broadcast_text(const std::string& text, int root) {
   if (rank_ == root) std::copy(text.begin(), text.end(), bytes.data<std::int32_t>());
   broadcast(bytes, root);
   return std::string(bytes.data<std::int32_t>(), bytes.data<std::int32_t>() + len);
-}
-
-void Communicator::post_send(const Tensor& t, int peer, int tag) {
-  const char* op = "post_send";
-  expect_here(op, t);
-  expect_peer(op, peer);
-  {
-    Timer timer(seconds_, op, label_);
-    do_post_send(t, peer, tag);
-  }
-  count(kSend, t.nbytes());
 }
 
 void Communicator::wait_sends() {
@@ -230,8 +209,6 @@ void SelfCommunicator::do_send(const Tensor&, int, int) {
 void SelfCommunicator::do_recv(Tensor&, int, int) {
   throw CommError("recv: a group of one process has no peer to receive from");
 }
-void SelfCommunicator::do_send_recv(const Tensor&, int, int, Tensor&, int, int) {
-  throw CommError("send_recv: a group of one process has no peer");
-}
+
 
 }  // namespace moe

@@ -49,9 +49,6 @@ class Communicator {
                     std::span<const std::int64_t> send_rows);
   void send(const Tensor& t, int peer, int tag);
   void recv(Tensor& t, int peer, int tag);
-  // Both at once (a pipeline stage handing an activation on while taking a gradient back):
-  // two blocking calls in the opposite order on two neighbours would wait for each other.
-  void send_recv(const Tensor& out, int dest, int send_tag, Tensor& in, int source, int recv_tag);
   // A send that returns at once; t is kept until it is delivered. Messages to one peer with
   // one tag arrive in the order they were posted. wait_sends() returns when all have been.
   // (Pipeline schedules: a stage never blocks on handing its output on.)
@@ -88,7 +85,6 @@ class Communicator {
   virtual void do_all_to_all_v(Tensor& out, const Tensor& in, const Split& split) = 0;
   virtual void do_send(const Tensor& t, int peer, int tag) = 0;
   virtual void do_recv(Tensor& t, int peer, int tag) = 0;
-  virtual void do_send_recv(const Tensor& out, int dest, int send_tag, Tensor& in, int source, int recv_tag) = 0;
   // Default: a blocking send (backends without a non-blocking one).
   virtual void do_post_send(const Tensor& t, int peer, int tag) { do_send(t, peer, tag); }
   virtual void do_wait_sends() {}
@@ -98,6 +94,7 @@ class Communicator {
  private:
   void expect_here(const char* op, const Tensor& t) const;
   void expect_peer(const char* op, int peer) const;
+  void send_to(const char* op, const Tensor& t, int peer, int tag, bool post);
   // Counters by kind in a fixed array: counting must cost nothing next to a small message.
   enum Kind { kAllReduce, kReduceScatter, kAllGather, kAllToAll, kSend, kBroadcast, kKinds };
   void count(Kind kind, std::uint64_t bytes) { bytes_[kind] += bytes, used_[kind] = true; }
@@ -124,7 +121,6 @@ class SelfCommunicator final : public Communicator {
   }
   void do_send(const Tensor&, int, int) override;
   void do_recv(Tensor&, int, int) override;
-  void do_send_recv(const Tensor&, int, int, Tensor&, int, int) override;
   void do_broadcast(Tensor&, int) override {}
 };
 

@@ -91,12 +91,6 @@ void MpiCommunicator::do_recv(Tensor& t, int peer, int tag) {
   check(MPI_Recv(t.raw(), as_int(t.numel(), "recv"), mpi_type(t), peer, tag, comm_, MPI_STATUS_IGNORE), "MPI_Recv");
 }
 
-void MpiCommunicator::do_send_recv(const Tensor& out, int dest, int send_tag, Tensor& in, int source, int recv_tag) {
-  check(MPI_Sendrecv(out.raw(), as_int(out.numel(), "send_recv"), mpi_type(out), dest, send_tag, in.raw(),
-                     as_int(in.numel(), "send_recv"), mpi_type(in), source, recv_tag, comm_, MPI_STATUS_IGNORE),
-        "MPI_Sendrecv");
-}
-
 void MpiCommunicator::do_post_send(const Tensor& t, int peer, int tag) {
   reap_sends(false);  // drop what has been delivered, so a long schedule holds only what is in flight
   MPI_Request r;

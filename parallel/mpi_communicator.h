@@ -34,7 +34,6 @@ class MpiCommunicator final : public Communicator {
   void do_all_to_all_v(Tensor& out, const Tensor& in, const Split& split) override;
   void do_send(const Tensor& t, int peer, int tag) override;
   void do_recv(Tensor& t, int peer, int tag) override;
-  void do_send_recv(const Tensor& out, int dest, int send_tag, Tensor& in, int source, int recv_tag) override;
   void do_broadcast(Tensor& t, int root) override;
   void do_post_send(const Tensor& t, int peer, int tag) override;
   void do_wait_sends() override;

@@ -118,14 +118,6 @@ void NcclCommunicator::do_recv(Tensor& t, int peer, int) {
   s_->sync("recv");
 }
 
-void NcclCommunicator::do_send_recv(const Tensor& out, int dest, int, Tensor& in, int source, int) {
-  check(ncclGroupStart(), "ncclGroupStart");
-  check(ncclSend(out.raw(), n(out.numel()), nccl_type(out.dtype()), dest, s_->comm, s_->stream), "ncclSend");
-  check(ncclRecv(in.raw(), n(in.numel()), nccl_type(in.dtype()), source, s_->comm, s_->stream), "ncclRecv");
-  check(ncclGroupEnd(), "ncclGroupEnd");
-  s_->sync("send_recv");
-}
-
 void NcclCommunicator::do_broadcast(Tensor& t, int root) {
   check(ncclBroadcast(t.raw(), t.raw(), n(t.numel()), nccl_type(t.dtype()), root, s_->comm, s_->stream),
         "ncclBroadcast");

@@ -1,7 +1,9 @@
 // The NCCL backend of Communicator: device tensors, one CUDA stream per communicator.
 // Built only with CUDA (MOE_WITH_NCCL). Each operation is enqueued on the communicator's
 // stream and waited for before it returns, so callers see the same completion semantics as
-// the MPI backend; overlapping communication with compute is a later step.
+// the MPI backend; overlapping communication with compute is a later step. post_send is a
+// blocking send here: a GPU pipeline needs its sends and receives grouped (ncclGroupStart)
+// before its schedule can run on this backend.
 #pragma once
 #include <memory>
 
@@ -27,7 +29,6 @@ class NcclCommunicator final : public Communicator {
   void do_all_to_all_v(Tensor& out, const Tensor& in, const Split& split) override;
   void do_send(const Tensor& t, int peer, int tag) override;
   void do_recv(Tensor& t, int peer, int tag) override;
-  void do_send_recv(const Tensor& out, int dest, int send_tag, Tensor& in, int source, int recv_tag) override;
   void do_broadcast(Tensor& t, int root) override;
 
  private:

@@ -24,7 +24,6 @@ class FakeGroup final : public Communicator {
   void do_all_to_all_v(Tensor&, const Tensor&, const Split&) override {}
   void do_send(const Tensor&, int, int) override {}
   void do_recv(Tensor&, int, int) override {}
-  void do_send_recv(const Tensor&, int, int, Tensor&, int, int) override {}
   void do_broadcast(Tensor&, int) override {}
 };
 }  // namespace
