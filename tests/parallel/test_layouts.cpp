@@ -78,6 +78,8 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
     // AdamW hardly sees clipping (it is scale-free), so the norm is checked on its own.
     CHECK(std::abs(res.grad_norms[s] - ref.grad_norms[s]) <= 1e-5 * ref.grad_norms[s]);
   }
+  // Evaluation runs through the same stages and tp ranks: the final validation loss too.
+  CHECK(std::abs(res.val_loss - ref.val_loss) <= 1e-5 * ref.val_loss);
   REQUIRE(weights.size() == ref_weights.size());
   double worst = 0;
   for (const auto& [name, w] : ref_weights) {
