@@ -108,6 +108,20 @@ void scale(Tensor& y, double alpha);
 // sum(x * x) in double (gradient norms).
 double sum_squares(const Tensor& x);
 
+// ---- FP8 with fine-grained scaling (DeepSeek-V3; formats in kernels/fp8.h) ----------------
+// Activations: per 1x128 tile along K of x (M,K) f32: scales (M, ceil(K/128)) = amax/448 per
+// tile (the power of two at or above it when pow2; 1 for a tile of zeros or FP32 denormals),
+// q (M,K) e4m3 = RNE(x / scale), saturated. The last tile of a row may be shorter.
+void quantize_1x128(Tensor& q, Tensor& scales, const Tensor& x, bool pow2 = false);
+// Weights: per 128x128 block of w (N,K): scales (ceil(N/128), ceil(K/128)).
+void quantize_128x128(Tensor& q, Tensor& scales, const Tensor& w, bool pow2 = false);
+// y (M,N) f32 = a (M,K) b^T with a per 1x128 tile (sa (M, ceil(K/128))) and b per 128x128
+// block (sb (ceil(N/128), ceil(K/128))) or per 1x128 tile (sb (N, ceil(K/128))). The
+// definition, bit for bit (the CUDA kernel's reference): for each 128-wide chunk t of K in
+// order, p = float(exact sum of the chunk's products), acc = acc + (p * sa[m,t]) * sb[.,t]
+// in FP32, acc starting at 0: promotion to FP32 every 128 elements, as DeepGEMM does.
+void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb);
+
 // ---- AdamW (decoupled weight decay, as torch.optim.AdamW) --------------------------------
 struct AdamWSpec {
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, weight_decay = 0.0;

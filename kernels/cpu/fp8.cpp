@@ -1,0 +1,117 @@
+// FP8 fine-grained quantisation and the scaled GEMM (ops.h), the CPU reference. This file is
+// built with -ffp-contract=off: the GEMM's FP32 steps are its definition, not to be fused.
+#include <algorithm>
+#include <array>
+#include <cmath>
+
+#include "kernels/cpu/blas.h"
+#include "kernels/cpu/common.h"
+#include "kernels/fp8.h"
+#include "kernels/ops.h"
+
+namespace moe::ops {
+namespace {
+constexpr std::int64_t kTile = 128;
+std::int64_t tiles(std::int64_t n) { return (n + kTile - 1) / kTile; }
+
+// amax / 448, or the power of two at or above it; 1 where nothing representable is left to
+// scale (an all-zero tile, or one of FP32 denormals, which quantise to zero).
+float tile_scale(float amax, bool pow2) {
+  float s = amax / kE4M3Max;
+  if (!(s >= 1.17549435e-38f)) return 1.f;  // zero, denormal, or NaN amax
+  if (pow2) s = std::ldexp(1.f, static_cast<int>(std::ceil(std::log2(s))));
+  return s;
+}
+
+// Every e4m3 code decoded once.
+const std::array<float, 256>& e4m3_table() {
+  static const std::array<float, 256> t = [] {
+    std::array<float, 256> v{};
+    for (int c = 0; c < 256; ++c) v[std::size_t(c)] = from_e4m3({static_cast<std::uint8_t>(c)});
+    return v;
+  }();
+  return t;
+}
+
+// Quantises the rows [r0, r1) x columns [c0, c1) of x (.., K) with one scale.
+float quantize_block(fp8_e4m3* q, const float* x, std::int64_t K, std::int64_t r0, std::int64_t r1, std::int64_t c0,
+                     std::int64_t c1, bool pow2) {
+  float amax = 0;
+  for (std::int64_t r = r0; r < r1; ++r)
+    for (std::int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(x[r * K + c]));
+  const float s = tile_scale(amax, pow2);
+  for (std::int64_t r = r0; r < r1; ++r)
+    for (std::int64_t c = c0; c < c1; ++c) q[r * K + c] = to_e4m3(x[r * K + c] / s);
+  return s;
+}
+
+void check_quantize(const char* op, const Tensor& q, const Tensor& scales, const Tensor& x, const Shape& scale_shape) {
+  MOE_CHECK(x.ndim() == 2 && x.dtype() == DType::f32, ShapeError, "{}: x {} must be f32 (rows, K)", op, x.describe());
+  expect_tensor(op, "q", q, DType::e4m3, x.shape());
+  expect_tensor(op, "scales", scales, DType::f32, scale_shape);
+  detail::expect_cpu(op, {&q, &scales, &x});
+}
+}  // namespace
+
+void quantize_1x128(Tensor& q, Tensor& scales, const Tensor& x, bool pow2) {
+  const std::int64_t M = x.ndim() == 2 ? x.size(0) : 0, K = x.ndim() == 2 ? x.size(1) : 0;
+  check_quantize("quantize_1x128", q, scales, x, {M, tiles(K)});
+  const float* xd = x.data<float>();
+  fp8_e4m3* qd = q.data<fp8_e4m3>();
+  float* sd = scales.data<float>();
+#pragma omp parallel for
+  for (std::int64_t m = 0; m < M; ++m)
+    for (std::int64_t t = 0; t < tiles(K); ++t)
+      sd[m * tiles(K) + t] = quantize_block(qd, xd, K, m, m + 1, t * kTile, std::min(K, (t + 1) * kTile), pow2);
+}
+
+void quantize_128x128(Tensor& q, Tensor& scales, const Tensor& w, bool pow2) {
+  const std::int64_t N = w.ndim() == 2 ? w.size(0) : 0, K = w.ndim() == 2 ? w.size(1) : 0;
+  check_quantize("quantize_128x128", q, scales, w, {tiles(N), tiles(K)});
+  const float* wd = w.data<float>();
+  fp8_e4m3* qd = q.data<fp8_e4m3>();
+  float* sd = scales.data<float>();
+#pragma omp parallel for
+  for (std::int64_t b = 0; b < tiles(N); ++b)
+    for (std::int64_t t = 0; t < tiles(K); ++t)
+      sd[b * tiles(K) + t] = quantize_block(qd, wd, K, b * kTile, std::min(N, (b + 1) * kTile), t * kTile,
+                                            std::min(K, (t + 1) * kTile), pow2);
+}
+
+void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb) {
+  const char* op = "fp8_gemm";
+  MOE_CHECK(qa.ndim() == 2 && qb.ndim() == 2 && qa.size(1) == qb.size(1), ShapeError,
+            "{}: a {} and b {} must be (M,K) and (N,K)", op, qa.describe(), qb.describe());
+  const std::int64_t M = qa.size(0), N = qb.size(0), K = qa.size(1), T = tiles(K);
+  expect_tensor(op, "a", qa, DType::e4m3, {M, K});
+  expect_tensor(op, "b", qb, DType::e4m3, {N, K});
+  expect_tensor(op, "a scales", sa, DType::f32, {M, T});
+  const bool rows = sb.ndim() == 2 && sb.size(0) == N && N != tiles(N);  // b per 1x128 tile, else per 128x128 block
+  expect_tensor(op, "b scales", sb, DType::f32, {rows ? N : tiles(N), T});
+  expect_tensor(op, "y", y, DType::f32, {M, N});
+  detail::expect_cpu(op, {&y, &qa, &sa, &qb, &sb});
+  const auto& dec = e4m3_table();
+  const std::uint8_t *a = reinterpret_cast<const std::uint8_t*>(qa.data<fp8_e4m3>()),
+                     *b = reinterpret_cast<const std::uint8_t*>(qb.data<fp8_e4m3>());
+  const float *sad = sa.data<float>(), *sbd = sb.data<float>();
+  float* yd = y.data<float>();
+#pragma omp parallel for
+  for (std::int64_t m = 0; m < M; ++m)
+    for (std::int64_t n = 0; n < N; ++n) {
+      float acc = 0;
+      for (std::int64_t t = 0; t < T; ++t) {
+        // Products of two E4M3 values are multiples of 2^-18 below 2^18: a sum of 128 of them
+        // is exact in double, so the chunk's partial sum does not depend on summation order.
+        double exact = 0;
+        for (std::int64_t k = t * kTile; k < std::min(K, (t + 1) * kTile); ++k)
+          exact += double(dec[a[m * K + k]]) * double(dec[b[n * K + k]]);
+        const float partial = static_cast<float>(exact);
+        const float scaled = partial * sad[m * T + t];
+        acc = acc + scaled * sbd[(rows ? n : n / kTile) * T + t];
+      }
+      yd[m * N + n] = acc;
+    }
+  detail::gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);
+}
+
+}  // namespace moe::ops
