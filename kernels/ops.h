@@ -121,6 +121,14 @@ void quantize_128x128(Tensor& q, Tensor& scales, const Tensor& w, bool pow2 = fa
 // order, p = float(exact sum of the chunk's products), acc = acc + (p * sa[m,t]) * sb[.,t]
 // in FP32, acc starting at 0: promotion to FP32 every 128 elements, as DeepGEMM does.
 void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb);
+// A linear layer in FP8 (DeepSeek-V3's recipe) from the pieces above: y (M,N) = x (M,K) w^T
+// with x per 1x128 tile and w (N,K) per 128x128 block. qx (M,K) e4m3 and sx (M, ceil(K/128))
+// are what backward keeps of x: a quarter of its FP32 bytes, plus the scales.
+void fp8_linear_forward(Tensor& y, Tensor& qx, Tensor& sx, const Tensor& x, const Tensor& w);
+// dx (M,K) = dy w (assign): dy per 1x128 tile along N, w^T per 128x128 block. dw (N,K) +=
+// dy^T x (accumulate): both per 1x128 tile along M, x dequantised from qx and quantised again
+// along M (the 1x128 -> 128x1 conversion of the DeepSeek-V3 report).
+void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& qx, const Tensor& sx, const Tensor& w);
 
 // ---- AdamW (decoupled weight decay, as torch.optim.AdamW) --------------------------------
 struct AdamWSpec {

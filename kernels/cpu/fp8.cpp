@@ -2,6 +2,7 @@
 // built with -ffp-contract=off: the GEMM's FP32 steps are its definition, not to be fused.
 #include <algorithm>
 #include <array>
+#include <utility>
 #include <cmath>
 
 #include "kernels/cpu/blas.h"
@@ -112,6 +113,60 @@ void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, c
       yd[m * N + n] = acc;
     }
   detail::gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);
+}
+
+namespace {
+Tensor transposed(const Tensor& a) {  // (R,C) f32 -> (C,R)
+  const std::int64_t R = a.size(0), C = a.size(1);
+  Tensor t = Tensor::empty({C, R}, DType::f32);
+  const float* s = a.data<float>();
+  float* d = t.data<float>();
+  for (std::int64_t r = 0; r < R; ++r)
+    for (std::int64_t c = 0; c < C; ++c) d[c * R + r] = s[r * C + c];
+  return t;
+}
+Tensor dequantized(const Tensor& q, const Tensor& s) {  // per 1x128 tile
+  const std::int64_t R = q.size(0), C = q.size(1), T = tiles(C);
+  Tensor x = Tensor::empty({R, C}, DType::f32);
+  const fp8_e4m3* qd = q.data<fp8_e4m3>();
+  for (std::int64_t r = 0; r < R; ++r)
+    for (std::int64_t c = 0; c < C; ++c) x.data<float>()[r * C + c] = from_e4m3(qd[r * C + c]) * s.data<float>()[r * T + c / kTile];
+  return x;
+}
+// (rows, cols) f32 quantised per 1x128 tile, as a pair.
+std::pair<Tensor, Tensor> rows_1x128(const Tensor& a) {
+  Tensor q = Tensor::empty(a.shape(), DType::e4m3), s = Tensor::empty({a.size(0), tiles(a.size(1))}, DType::f32);
+  quantize_1x128(q, s, a);
+  return {q, s};
+}
+}  // namespace
+
+void fp8_linear_forward(Tensor& y, Tensor& qx, Tensor& sx, const Tensor& x, const Tensor& w) {
+  MOE_CHECK(w.ndim() == 2 && w.dtype() == DType::f32, ShapeError, "fp8_linear_forward: w {} must be f32 (N,K)", w.describe());
+  quantize_1x128(qx, sx, x);
+  Tensor qw = Tensor::empty(w.shape(), DType::e4m3), sw = Tensor::empty({tiles(w.size(0)), tiles(w.size(1))}, DType::f32);
+  quantize_128x128(qw, sw, w);
+  fp8_gemm(y, qx, sx, qw, sw);
+}
+
+void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& qx, const Tensor& sx, const Tensor& w) {
+  const char* op = "fp8_linear_backward";
+  MOE_CHECK(dy.ndim() == 2 && w.ndim() == 2 && dy.size(1) == w.size(0) && qx.ndim() == 2 && qx.size(0) == dy.size(0) &&
+                qx.size(1) == w.size(1),
+            ShapeError, "{}: dy {}, x {}, w {} must be (M,N), (M,K), (N,K)", op, dy.describe(), qx.describe(), w.describe());
+  expect_tensor(op, "dw", dw, DType::f32, w.shape());
+  if (dx.defined()) {
+    const auto [qdy, sdy] = rows_1x128(dy);
+    const Tensor wt = transposed(w);  // (K,N): its 128x128 blocks are w's
+    Tensor qwt = Tensor::empty(wt.shape(), DType::e4m3), swt = Tensor::empty({tiles(wt.size(0)), tiles(wt.size(1))}, DType::f32);
+    quantize_128x128(qwt, swt, wt);
+    fp8_gemm(dx, qdy, sdy, qwt, swt);
+  }
+  const auto [qdyt, sdyt] = rows_1x128(transposed(dy));                // (N,M) along M
+  const auto [qxt, sxt] = rows_1x128(transposed(dequantized(qx, sx)));  // (K,M) along M
+  Tensor g = Tensor::empty(w.shape(), DType::f32);
+  fp8_gemm(g, qdyt, sdyt, qxt, sxt);
+  accumulate(dw, g);
 }
 
 }  // namespace moe::ops

@@ -191,3 +191,40 @@ TEST_CASE("fp8: an outlier spoils only its own tile under fine-grained scaling",
   ops::fp8_gemm(y, qx, sx, qw, sw);
   check_fp8_gemm(x, w, y, sx, sw, false);
 }
+
+TEST_CASE("fp8: linear forward and backward against FP64, within FP8's error", "[kernels][fp8]") {
+  // Each product goes through two or three E4M3 roundings (2^-4 relative each), so with
+  // random signs the result is off by a few percent of its scale; a missing scale or a
+  // transposed operand is off by 100%.
+  const std::int64_t M = 40, N = 70, K = 200;
+  const Tensor x = testing::cast(testing::random({M, K}, 31, 1.0), DType::f32),
+               w = testing::cast(testing::random({N, K}, 32, 0.2), DType::f32),
+               dy = testing::cast(testing::random({M, N}, 33, 0.5), DType::f32);
+  Tensor y = Tensor::empty({M, N}, DType::f32), qx = Tensor::empty({M, K}, DType::e4m3),
+         sx = Tensor::empty({M, 2}, DType::f32), dx = Tensor::empty({M, K}, DType::f32), dw = Tensor::zeros({N, K}, DType::f32);
+  ops::fp8_linear_forward(y, qx, sx, x, w);
+  ops::fp8_linear_backward(dx, dw, dy, qx, sx, w);
+  // FP64 references: y = x w^T, dx = dy w, dw = dy^T x.
+  Tensor y64 = Tensor::zeros({M, N}, DType::f64), dx64 = Tensor::zeros({M, K}, DType::f64), dw64 = Tensor::zeros({N, K}, DType::f64);
+  for (std::int64_t m = 0; m < M; ++m)
+    for (std::int64_t n = 0; n < N; ++n)
+      for (std::int64_t k = 0; k < K; ++k) {
+        const double a = x.data<float>()[m * K + k], b = w.data<float>()[n * K + k], d = dy.data<float>()[m * N + n];
+        y64.data<double>()[m * N + n] += a * b;
+        dx64.data<double>()[m * K + k] += d * b;
+        dw64.data<double>()[n * K + k] += d * a;
+      }
+  const double ey = testing::max_rel_err(testing::cast(y, DType::f64), y64), edx = testing::max_rel_err(testing::cast(dx, DType::f64), dx64),
+               edw = testing::max_rel_err(testing::cast(dw, DType::f64), dw64);
+  WARN("fp8 linear: relative error y " << ey << ", dx " << edx << ", dw " << edw);
+  CHECK(ey < 0.05);
+  CHECK(edx < 0.05);
+  CHECK(edw < 0.08);
+  // dw accumulates.
+  Tensor dw2 = Tensor::empty({N, K}, DType::f32);
+  dw2.copy_from(dw);
+  ops::fp8_linear_backward(dx, dw2, dy, qx, sx, w);
+  CHECK(testing::max_rel_err(dw2, dw) > 0.5);  // doubled, not overwritten
+  // Backward keeps a quarter of x's bytes plus its scales.
+  CHECK(qx.nbytes() + sx.nbytes() <= x.nbytes() / 4 + x.nbytes() / 100);
+}
