@@ -132,26 +132,15 @@ std::map<std::string, Tensor> Trainer::gather_weights(bool optimizer) {
   for (MoE* m : s.model.moe_layers()) out.emplace(m->bias_name(), m->bias().to(Device::cpu));
   if (s.layout.pp == 1) return out;
   // Every stage's tensors on every rank: names and shapes, then the values, from each stage.
+  std::vector<ckpt::Dataset> mine;
+  for (const auto& [name, t] : out) mine.push_back({name, t.shape()});
   std::map<std::string, Tensor> all;
-  for (int stage = 0; stage < s.layout.pp; ++stage) {
-    std::string text;
-    for (const auto& [name, t] : out) text += name + "\t" + shape_str(t.shape()) + "\n";
-    std::istringstream in(s.mesh.pp().broadcast_text(text, stage));
-    for (std::string line; std::getline(in, line);) {
-      const auto tab = line.find('\t');
-      const std::string name = line.substr(0, tab);
-      Shape shape;
-      std::string dims = line.substr(tab + 2);  // "[a,b]"
-      for (std::size_t at = 0; at < dims.size();) {
-        std::size_t used = 0;
-        shape.push_back(std::stoll(dims.substr(at), &used));
-        at += used + 1;
-      }
-      Tensor t = stage == s.mesh.coords().pp ? out.at(name) : Tensor::empty(shape, DType::f32);
+  for (int stage = 0; stage < s.layout.pp; ++stage)
+    for (const auto& d : s.stage_list(mine, stage)) {
+      Tensor t = stage == s.mesh.coords().pp ? out.at(d.name) : Tensor::empty(d.shape, DType::f32);
       s.mesh.pp().broadcast(t, stage);
-      all.emplace(name, t);
+      all.emplace(d.name, t);
     }
-  }
   return all;
 }
 

@@ -55,24 +55,29 @@ void Trainer::State::save(std::int64_t step, const TrainResult& res, double last
   world.barrier();
 }
 
-std::vector<ckpt::Dataset> Trainer::State::join_stages(const std::vector<ckpt::Dataset>& mine) {
+std::vector<ckpt::Dataset> Trainer::State::stage_list(const std::vector<ckpt::Dataset>& mine, int stage) {
   std::string text;  // "name\tdim dim ...\n" per dataset
   for (const auto& d : mine) {
     text += d.name + "\t";
     for (auto n : d.shape) text += std::to_string(n) + " ";
     text += "\n";
   }
-  std::vector<ckpt::Dataset> all;
-  for (int stage = 0; stage < layout.pp; ++stage) {
-    std::istringstream in(mesh.pp().broadcast_text(text, stage));
-    for (std::string line; std::getline(in, line);) {
-      const auto tab = line.find('\t');
-      ckpt::Dataset d{line.substr(0, tab), {}};
-      std::istringstream dims(line.substr(tab + 1));
-      for (std::int64_t n; dims >> n;) d.shape.push_back(n);
-      all.push_back(std::move(d));
-    }
+  std::vector<ckpt::Dataset> list;
+  std::istringstream in(mesh.pp().broadcast_text(text, stage));
+  for (std::string line; std::getline(in, line);) {
+    const auto tab = line.find('\t');
+    ckpt::Dataset d{line.substr(0, tab), {}};
+    std::istringstream dims(line.substr(tab + 1));
+    for (std::int64_t n; dims >> n;) d.shape.push_back(n);
+    list.push_back(std::move(d));
   }
+  return list;
+}
+
+std::vector<ckpt::Dataset> Trainer::State::join_stages(const std::vector<ckpt::Dataset>& mine) {
+  std::vector<ckpt::Dataset> all;
+  for (int stage = 0; stage < layout.pp; ++stage)
+    for (auto& d : stage_list(mine, stage)) all.push_back(std::move(d));
   return all;
 }
 

@@ -81,7 +81,9 @@ struct Trainer::State {
   std::optional<std::string> agreed_latest();
 
   ckpt::Meta load(const std::string& path, CheckpointPart part);
-  // Collective over pp: every stage's datasets, in stage order (a stage lists only its own).
+  // Collective over pp: stage `stage`'s list of names and shapes on every stage; every
+  // stage's, in stage order (a stage lists only its own tensors).
+  std::vector<ckpt::Dataset> stage_list(const std::vector<ckpt::Dataset>& mine, int stage);
   std::vector<ckpt::Dataset> join_stages(const std::vector<ckpt::Dataset>& mine);
   void save(std::int64_t step, const TrainResult& res, double last_loss, double val_loss);
 
