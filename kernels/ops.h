@@ -38,11 +38,12 @@ void grouped_matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Ten
                              const Tensor& w, std::span<const std::int64_t> offsets);
 
 // ---- Embedding --------------------------------------------------------------------------
-// out (N,C) = table (V,C)[tokens (N)]; a token -1 (a row held by another vocabulary-parallel
-// rank) reads zeros and gets no gradient.
-void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table);
+// out (N,C) = table (V,C)[tokens (N)]. With `sharded` (a vocabulary-parallel rank's part of
+// the table), a token -1 marks a row held by another rank: it reads zeros and gets no
+// gradient; otherwise -1 is out of range like any other id.
+void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table, bool sharded = false);
 // dtable (V,C) += scatter of dout (N,C) by tokens.
-void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens);
+void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens, bool sharded = false);
 
 // ---- RMSNorm ----------------------------------------------------------------------------
 // y (N,C) = x / sqrt(mean(x^2) + eps) * w (C); rstd (N) saved for backward.

@@ -202,7 +202,7 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
       }
     }
     xs_.assign(1, Tensor::empty({N, C}, DType::f32));
-    ops::embedding_forward(xs_[0], tokens_, embed_->w);
+    ops::embedding_forward(xs_[0], tokens_, embed_->w, tp_.on());
     tp_.all_reduce(xs_[0]);
   } else {
     xs_.assign(1, in);
@@ -261,7 +261,7 @@ void Transformer::backward_stage(Tensor& din, const Tensor& dout, double ce_scal
     if (recompute_) blocks_[i]->release();
     std::swap(dx, dprev);
   }
-  if (has_embedding(chunk)) ops::embedding_backward(embed_->g, dx, tokens_);
+  if (has_embedding(chunk)) ops::embedding_backward(embed_->g, dx, tokens_, tp_.on());
   else din = dx;
 }
 

@@ -53,8 +53,12 @@ MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm) {
 }
 
 MpiCommunicator::~MpiCommunicator() {
-  // Sends still in flight at teardown (an exception unwinding a step): let them go.
+  // Sends still in flight at teardown (an exception unwinding a step, before MPI_Abort): MPI
+  // may still read their buffers, so those are kept alive on purpose; waiting could hang on a
+  // peer that is gone.
+  if (pending_.empty()) return;
   for (MPI_Request& r : pending_) MPI_Request_free(&r);
+  new std::vector<Tensor>(std::move(pending_data_));  // deliberately never freed
 }
 
 void MpiCommunicator::do_all_reduce_sum(Tensor& t) {

@@ -150,7 +150,9 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
   const double remote_intra = p.ranks_per_token * (node_ranks - 1) / ep, remote_inter = p.ranks_per_token * (ep - node_ranks) / ep;
 
   // Under tp every rank routes all tokens (model/moe.h): the router's GEMMs run tp times.
-  const double router_flops = double(moe_layers(m)) * 6.0 * double(router_parameters(m)) * (tp - 1);
+  // (Recomputation routes them once more.)
+  const double router_flops =
+      double(moe_layers(m)) * (cfg.train.recompute ? 8.0 : 6.0) * double(router_parameters(m)) * (tp - 1);
   p.gemm_flops_per_step += p.tokens_per_step * router_flops;
   // Stage s holds virtual stages s, pp + s, ... (v chunks; plan/stages.h, as the trainer splits).
   const int v = static_cast<int>(cfg.parallel.virtual_stages);
@@ -261,11 +263,14 @@ std::vector<Plan> search_layouts(const Config& cfg, const Cluster& c, int device
   const std::int64_t dp0 = own.dp > 0 ? own.dp : std::max<std::int64_t>(1, devices / (own.tp * own.pp));
   const std::int64_t global = dp0 * cfg.train.micro_batch * cfg.train.grad_accum;
   std::vector<Plan> out;
+  const std::int64_t v = cfg.parallel.virtual_stages;
   for (int pp = 1; pp <= devices; ++pp) {
-    if (devices % pp || pp > m.n_layers) continue;
+    if (devices % pp || pp * v > m.n_layers || (v > 1 && pp == 1)) continue;
     for (int tp = 1; tp <= devices / pp; ++tp) {
       if ((devices / pp) % tp || tp > c.devices_per_node || m.n_heads % tp || m.vocab_size % tp) continue;
       if (m.attention == AttentionType::gqa && m.n_kv_heads % tp) continue;
+      if (((m.dense_layers > 0 || m.routed_experts == 0) && m.ffn_hidden % tp) || (m.shared_experts * m.expert_hidden) % tp)
+        continue;
       const int dp = devices / pp / tp;
       if (global % (std::int64_t(dp) * cfg.train.micro_batch)) continue;
       for (int ep = 1; ep <= dp * tp; ++ep) {
@@ -274,6 +279,7 @@ std::vector<Plan> search_layouts(const Config& cfg, const Cluster& c, int device
           Config k = cfg;
           k.parallel.pp = pp, k.parallel.tp = tp, k.parallel.dp = dp, k.parallel.ep = ep, k.parallel.zero = zero;
           k.train.grad_accum = global / (std::int64_t(dp) * cfg.train.micro_batch);
+          if (v > 1 && k.train.grad_accum % pp) continue;  // the interleaved schedule's groups
           Plan p = make_plan(k, c, Layout{pp, dp, tp, ep}, opt);
           if (p.fits()) out.push_back(p);
         }

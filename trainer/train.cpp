@@ -82,10 +82,13 @@ Trainer::Trainer(const Config& cfg, MpiCommunicator& world) : s_(std::make_uniqu
   s.dense = std::make_unique<ParamGroup>(dense, s.mesh.dp(), zero, bucket);
   s.experts = std::make_unique<ParamGroup>(experts, s.mesh.edp(), zero, bucket);
   // train.freeze: every pattern must name something, or a typo would train what it meant to keep.
+  // A pipeline stage holds some of the parameters: "something" is counted over the stages, so
+  // every rank reaches the same verdict (one that throws alone would leave the others waiting).
   const auto& patterns = cfg.train.freeze;
   for (const std::string& pat : patterns) {
-    const bool any = std::any_of(s.params.begin(), s.params.end(),
-                                 [&](const Param* p) { return fnmatch(pat.c_str(), p->name.c_str(), 0) == 0; });
+    const bool here = std::any_of(s.params.begin(), s.params.end(),
+                                  [&](const Param* p) { return fnmatch(pat.c_str(), p->name.c_str(), 0) == 0; });
+    const bool any = s.mesh.pp().all_reduce_sum(here ? 1.0 : 0.0) > 0;
     MOE_CHECK(any, ConfigError, "{}: train.freeze: pattern '{}' matches no parameter (names as in `moe ckpt inspect`)",
               cfg.source, pat);
   }
@@ -187,7 +190,7 @@ TrainResult Trainer::run() {
   if (log_rank) {
     spdlog::info("model: {} parameters, {} MoE layers x {} experts (top-{}); data: {}; {} ranks x {} micro-batches x {} "
                  "sequences x {} tokens = {:.0f} tokens per step",
-                 res.parameters, moe_layers.size(), E, mc.top_k,
+                 res.parameters, moe::moe_layers(mc), E, mc.top_k,
                  train_stream.describe(), dp, t.grad_accum, mb, T, global_tokens);
     std::string stages;
     for (std::size_t i = 0; i + 1 < s.bounds.size(); ++i)

@@ -13,7 +13,10 @@ namespace moe {
 
 ckpt::Meta Trainer::State::load(const std::string& path, CheckpointPart part) {
   ckpt::Meta meta = ckpt::read_meta(path);
-  const CheckpointPlan plan = plan_read(groups(), model, part);
+  CheckpointPlan plan = plan_read(groups(), model, part);
+  // Every rank checks and opens every dataset (a mismatch in one stage's layers is then one
+  // error on every rank), and reads its own slices.
+  if (layout.pp > 1) plan.datasets = join_stages(plan.datasets);
   ckpt::read(path, world.comm(), plan.datasets, plan.slices);
   return meta;
 }
@@ -91,13 +94,7 @@ std::optional<std::string> Trainer::State::agreed_latest() {
       answer = std::string("!") + e.what();
     }
   }
-  Tensor n = Tensor::empty({1}, DType::i32);
-  n.data<std::int32_t>()[0] = static_cast<std::int32_t>(answer.size());
-  world.broadcast(n, 0);
-  Tensor bytes = Tensor::zeros({std::max(1, n.data<std::int32_t>()[0])}, DType::e4m3);  // raw bytes
-  std::copy(answer.begin(), answer.end(), static_cast<char*>(bytes.raw()));
-  world.broadcast(bytes, 0);
-  answer.assign(static_cast<const char*>(bytes.raw()), static_cast<std::size_t>(n.data<std::int32_t>()[0]));
+  answer = world.broadcast_text(answer, 0);
   if (answer.empty()) return std::nullopt;
   if (answer[0] == '!') throw CheckpointError(answer.substr(1));
   return answer.substr(1);
@@ -106,7 +103,8 @@ std::optional<std::string> Trainer::State::agreed_latest() {
 CostCounters Trainer::State::cost_so_far(double tokens_total) {
   // Pipeline idle: time inside operations on the pipeline axis (a stage waiting for its
   // neighbour's activations or gradients: the bubble); zero while pp = 1.
-  const double wall = since(launch_t0), comm = comm_now() - comm0 - side_comm, idle = mesh.pp().seconds() - pp0;
+  const double wall = since(launch_t0), comm = comm_now() - comm0 - side_comm,
+               idle = mesh.pp().seconds() - pp0 - side_pp;
   Tensor t = Tensor::empty({6}, DType::f64);  // seconds on this rank, summed over ranks below
   double* v = t.data<double>();
   v[0] = wall - eval_s - ckpt_s - comm, v[1] = comm - idle, v[2] = eval_s, v[3] = ckpt_s, v[4] = wall - eval_s - ckpt_s;

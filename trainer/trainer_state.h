@@ -50,14 +50,15 @@ struct Trainer::State {
   Cluster cluster;
   CostCounters prior;  // earlier launches, from the checkpoint resumed
   Clock::time_point launch_t0 = Clock::now();
-  double comm0 = 0, pp0 = 0, eval_s = 0, ckpt_s = 0, side_comm = 0;  // side_comm: communication inside eval/checkpoints
+  // side_comm, side_pp: communication (all of it, and on the pp axis) inside eval/checkpoints
+  double comm0 = 0, pp0 = 0, eval_s = 0, ckpt_s = 0, side_comm = 0, side_pp = 0;
   double comm_now() { return mesh.comm_seconds() + world.seconds(); }
   // Runs f (an evaluation or a checkpoint), adding its time to `bucket` and keeping its
   // communication time and bytes out of the training steps' figures.
   std::map<std::string, std::uint64_t> side_bytes;
   std::int64_t side_flops = 0;  // GEMM FLOPs inside them
   template <class F> void timed(double& bucket, F&& f) {
-    const double c0 = comm_now();
+    const double c0 = comm_now(), p0 = mesh.pp().seconds();
     const auto b0 = mesh.bytes_sent();
     const auto f0 = ops::gemm_flops();
     const auto t = Clock::now();
@@ -65,6 +66,7 @@ struct Trainer::State {
     bucket += since(t);
     side_flops += ops::gemm_flops() - f0;
     side_comm += comm_now() - c0;
+    side_pp += mesh.pp().seconds() - p0;
     for (const auto& [kind, bytes] : mesh.bytes_sent()) side_bytes[kind] += bytes - (b0.count(kind) ? b0.at(kind) : 0);
   }
   // Bytes this rank sent in training steps since the mesh counters were reset, per kind.

@@ -3,15 +3,16 @@
 
 namespace moe::ops {
 namespace {
-void check_tokens(const char* op, const Tensor& tokens, std::int64_t V) {
+void check_tokens(const char* op, const Tensor& tokens, std::int64_t V, bool sharded) {
   const std::int32_t* tok = tokens.data<std::int32_t>();
+  const std::int32_t lo = sharded ? -1 : 0;
   for (std::int64_t n = 0; n < tokens.numel(); ++n)
-    MOE_CHECK(tok[n] >= -1 && tok[n] < V, ShapeError, "{}: token {} at row {} outside vocab [-1, {})", op,
-              tok[n], n, V);
+    MOE_CHECK(tok[n] >= lo && tok[n] < V, ShapeError, "{}: token {} at row {} outside vocab [{}, {})", op, tok[n], n, lo,
+              V);
 }
 }  // namespace
 
-void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table) {
+void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table, bool sharded) {
   const char* op = "embedding_forward";
   DType t = detail::real_dtype(op, table);
   MOE_CHECK(table.ndim() == 2 && tokens.ndim() == 1, ShapeError, "{}: table {} must be 2-D, tokens {} 1-D", op,
@@ -20,7 +21,7 @@ void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table) {
   expect_tensor(op, "tokens", tokens, DType::i32, {N});
   expect_tensor(op, "out", out, t, {N, C});
   detail::expect_cpu(op, {&out, &tokens, &table});
-  check_tokens(op, tokens, V);
+  check_tokens(op, tokens, V, sharded);
   detail::dispatch_real(t, [&]<class T>() {
     const std::int32_t* tok = tokens.data<std::int32_t>();
     const T* w = table.data<T>();
@@ -31,7 +32,7 @@ void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table) {
   });
 }
 
-void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens) {
+void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens, bool sharded) {
   const char* op = "embedding_backward";
   DType t = detail::real_dtype(op, dtable);
   MOE_CHECK(dtable.ndim() == 2 && tokens.ndim() == 1, ShapeError, "{}: dtable {} must be 2-D, tokens {} 1-D", op,
@@ -40,7 +41,7 @@ void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens
   expect_tensor(op, "tokens", tokens, DType::i32, {N});
   expect_tensor(op, "dout", dout, t, {N, C});
   detail::expect_cpu(op, {&dtable, &dout, &tokens});
-  check_tokens(op, tokens, V);
+  check_tokens(op, tokens, V, sharded);
   detail::dispatch_real(t, [&]<class T>() {
     const std::int32_t* tok = tokens.data<std::int32_t>();
     const T* d = dout.data<T>();

@@ -29,3 +29,21 @@ TEST_CASE("embedding rejects tokens outside the vocabulary", "[ops][embedding]")
   tokens.data<std::int32_t>()[0] = 4;
   CHECK_THROWS_WITH(ops::embedding_forward(out, tokens, table), Catch::Contains("token 4 at row 0 outside vocab"));
 }
+
+TEST_CASE("embedding: -1 marks another rank's row only for a sharded table", "[kernels]") {
+  Tensor table = testing::cast(testing::random({4, 3}, 2), DType::f32), out = Tensor::empty({2, 3}, DType::f32);
+  Tensor tokens = Tensor::empty({2}, DType::i32);
+  tokens.data<std::int32_t>()[0] = -1, tokens.data<std::int32_t>()[1] = 2;
+  CHECK_THROWS_WITH(ops::embedding_forward(out, tokens, table), Catch::Contains("token -1 at row 0 outside vocab [0, 4)"));
+  ops::embedding_forward(out, tokens, table, /*sharded=*/true);
+  for (int c = 0; c < 3; ++c) {
+    CHECK(out.data<float>()[c] == 0.f);
+    CHECK(out.data<float>()[3 + c] == table.data<float>()[2 * 3 + c]);
+  }
+  Tensor dtable = Tensor::zeros({4, 3}, DType::f32), dout = Tensor::empty({2, 3}, DType::f32);
+  std::fill_n(dout.data<float>(), 6, 1.f);
+  ops::embedding_backward(dtable, dout, tokens, true);
+  double total = 0;
+  for (int i = 0; i < 12; ++i) total += dtable.data<float>()[i];
+  CHECK(total == 3.0);  // row 2 only
+}
