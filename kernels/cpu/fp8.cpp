@@ -2,8 +2,8 @@
 // built with -ffp-contract=off: the GEMM's FP32 steps are its definition, not to be fused.
 #include <algorithm>
 #include <array>
-#include <utility>
 #include <cmath>
+#include <utility>
 
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/common.h"
@@ -129,14 +129,21 @@ Tensor dequantized(const Tensor& q, const Tensor& s) {  // per 1x128 tile
   const std::int64_t R = q.size(0), C = q.size(1), T = tiles(C);
   Tensor x = Tensor::empty({R, C}, DType::f32);
   const fp8_e4m3* qd = q.data<fp8_e4m3>();
+  const float* sd = s.data<float>();
+  float* xd = x.data<float>();
   for (std::int64_t r = 0; r < R; ++r)
-    for (std::int64_t c = 0; c < C; ++c) x.data<float>()[r * C + c] = from_e4m3(qd[r * C + c]) * s.data<float>()[r * T + c / kTile];
+    for (std::int64_t c = 0; c < C; ++c) xd[r * C + c] = from_e4m3(qd[r * C + c]) * sd[r * T + c / kTile];
   return x;
 }
-// (rows, cols) f32 quantised per 1x128 tile, as a pair.
+// (rows, cols) f32 quantised per 1x128 tile, or per 128x128 block, as (codes, scales).
 std::pair<Tensor, Tensor> rows_1x128(const Tensor& a) {
   Tensor q = Tensor::empty(a.shape(), DType::e4m3), s = Tensor::empty({a.size(0), tiles(a.size(1))}, DType::f32);
   quantize_1x128(q, s, a);
+  return {q, s};
+}
+std::pair<Tensor, Tensor> blocks_128x128(const Tensor& a) {
+  Tensor q = Tensor::empty(a.shape(), DType::e4m3), s = Tensor::empty({tiles(a.size(0)), tiles(a.size(1))}, DType::f32);
+  quantize_128x128(q, s, a);
   return {q, s};
 }
 }  // namespace
@@ -144,8 +151,7 @@ std::pair<Tensor, Tensor> rows_1x128(const Tensor& a) {
 void fp8_linear_forward(Tensor& y, Tensor& qx, Tensor& sx, const Tensor& x, const Tensor& w) {
   MOE_CHECK(w.ndim() == 2 && w.dtype() == DType::f32, ShapeError, "fp8_linear_forward: w {} must be f32 (N,K)", w.describe());
   quantize_1x128(qx, sx, x);
-  Tensor qw = Tensor::empty(w.shape(), DType::e4m3), sw = Tensor::empty({tiles(w.size(0)), tiles(w.size(1))}, DType::f32);
-  quantize_128x128(qw, sw, w);
+  const auto [qw, sw] = blocks_128x128(w);
   fp8_gemm(y, qx, sx, qw, sw);
 }
 
@@ -157,9 +163,7 @@ void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor&
   expect_tensor(op, "dw", dw, DType::f32, w.shape());
   if (dx.defined()) {
     const auto [qdy, sdy] = rows_1x128(dy);
-    const Tensor wt = transposed(w);  // (K,N): its 128x128 blocks are w's
-    Tensor qwt = Tensor::empty(wt.shape(), DType::e4m3), swt = Tensor::empty({tiles(wt.size(0)), tiles(wt.size(1))}, DType::f32);
-    quantize_128x128(qwt, swt, wt);
+    const auto [qwt, swt] = blocks_128x128(transposed(w));  // (K,N): its 128x128 blocks are w's
     fp8_gemm(dx, qdy, sdy, qwt, swt);
   }
   const auto [qdyt, sdyt] = rows_1x128(transposed(dy));                // (N,M) along M
