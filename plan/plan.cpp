@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "parallel/pipeline.h"
 #include "plan/counts.h"
 #include "plan/stages.h"
 
@@ -201,20 +202,26 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
     // What one (micro-batch, chunk) unit keeps until its backward: its tokens, targets and
     // input (the first chunk of the first stage reads tokens instead), and what its blocks
     // saved (with recomputation: their inputs).
+    auto kept = [&](int c) { return 2 + (first && c == 0 ? 0 : C); };
     auto unit_bytes = [&](int c) {
       Elems e = cfg.train.recompute ? Elems{.gemm = 0, .other = chunk_blocks[std::size_t(c)] * C} : chunk_saved[std::size_t(c)];
       if (first && c == 0) e += ends;
       if (last && c == v - 1) e += head_ends;
-      return N * (e.bytes(eb) + (2 + (first && c == 0 ? 0 : C)) * eb.other);
+      return N * (e.bytes(eb) + kept(c) * eb.other);
     };
-    // The most units in flight: the schedule's warm-up forwards and one more (parallel/pipeline.h).
-    const std::int64_t total = p.micro_batches * v;
-    std::int64_t warmup = std::min<std::int64_t>(std::int64_t(l.pp - 1 - s) * (v > 1 ? 2 : 1) + std::int64_t(v - 1) * l.pp, total);
-    if (v > 1 && p.micro_batches == l.pp) warmup = total;
-    const std::int64_t units = std::min(total, warmup + 1);
-    for (std::int64_t k = 0; k < units; ++k) mem.activations += unit_bytes(static_cast<int>((k / l.pp) % v));
-    const double in_flight = double(units) / v;
-    const double kept = 2 + C * (first ? (v - 1.0) / v : 1.0);  // per unit, on average
+    // The most held at once, walking the stage's own schedule (parallel/pipeline.h): a unit
+    // is held from its forward to the end of its backward.
+    double held_now = 0;
+    std::int64_t units = 0, most_units = 0;
+    for (const PipeUnit& u : schedule_1f1b(l.pp, s, p.micro_batches, v)) {
+      held_now += (u.forward ? 1 : -1) * unit_bytes(u.chunk);
+      units += u.forward ? 1 : -1;
+      mem.activations = std::max(mem.activations, held_now);
+      most_units = std::max(most_units, units);
+    }
+    const double in_flight = double(most_units) / v;
+    double kept_per_micro_batch = 0;  // over the stage's chunks
+    for (int c = 0; c < v; ++c) kept_per_micro_batch += kept(c);
     // The loss's backward ends before the blocks' begins (and their recomputation with it).
     mem.workspace = N * std::max((end_workspace + workspace) * eb.other + (cfg.train.recompute ? largest_block : 0),
                                  head_workspace * eb.other);
@@ -229,7 +236,7 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
     // AdamW reads weight, gradient and moments and writes three of them (28 bytes per parameter
     // it updates), and the gradients are zeroed and normed (8 bytes per parameter).
     const double act_passes = cfg.train.recompute ? 6 : 4;
-    const double traffic = act_passes * mbs * N * (saved.bytes(eb) + ends.bytes(eb) + head_ends.bytes(eb) + v * kept * eb.other) + 28 * held +
+    const double traffic = act_passes * mbs * N * (saved.bytes(eb) + ends.bytes(eb) + head_ends.bytes(eb) + kept_per_micro_batch * eb.other) + 28 * held +
                            8 * (dense + experts);
     t.memory = traffic / bw(c.memory_gbps);
     const double layers = double(blocks.size());
