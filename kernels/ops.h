@@ -108,6 +108,8 @@ void accumulate(Tensor& y, const Tensor& x, double alpha = 1.0);
 void scale(Tensor& y, double alpha);
 // sum(x * x) in double (gradient norms).
 double sum_squares(const Tensor& x);
+// y = x in y's dtype, same shape: f32 -> bf16 rounds to nearest even; bf16 -> f32 is exact.
+void convert(Tensor& y, const Tensor& x);
 
 // ---- FP8 with fine-grained scaling (DeepSeek-V3; formats in kernels/fp8.h) ----------------
 // Activations: per 1x128 tile along K of x (M,K) f32: scales (M, ceil(K/128)) = amax/448 per
@@ -123,13 +125,17 @@ void quantize_128x128(Tensor& q, Tensor& scales, const Tensor& w, bool pow2 = fa
 // in FP32, acc starting at 0: promotion to FP32 every 128 elements, as DeepGEMM does.
 void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb);
 // A linear layer in FP8 (DeepSeek-V3's recipe) from the pieces above: y (M,N) = x (M,K) w^T
-// with x per 1x128 tile and w (N,K) per 128x128 block. qx (M,K) e4m3 and sx (M, ceil(K/128))
-// are what backward keeps of x: a quarter of its FP32 bytes, plus the scales.
-void fp8_linear_forward(Tensor& y, Tensor& qx, Tensor& sx, const Tensor& x, const Tensor& w);
+// with x already quantised per 1x128 tile (qx (M,K) e4m3, sx (M, ceil(K/128)), from
+// quantize_1x128: what backward keeps of x, a quarter of its FP32 bytes plus the scales) and
+// w (N,K) f32 quantised here per 128x128 block.
+void fp8_linear_forward(Tensor& y, const Tensor& qx, const Tensor& sx, const Tensor& w);
 // dx (M,K) = dy w (assign): dy per 1x128 tile along N, w^T per 128x128 block. dw (N,K) +=
 // dy^T x (accumulate): both per 1x128 tile along M, x dequantised from qx and quantised again
-// along M (the 1x128 -> 128x1 conversion of the DeepSeek-V3 report).
-void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& qx, const Tensor& sx, const Tensor& w);
+// along M (the 1x128 -> 128x1 conversion of the DeepSeek-V3 report). segments: row offsets
+// from 0 to M where the tiles along M start afresh, each segment its own FP32 GEMM added in
+// order (an expert's rows from different source micro-batches); empty: one segment.
+void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& qx, const Tensor& sx, const Tensor& w,
+                         std::span<const std::int64_t> segments = {});
 
 // ---- AdamW (decoupled weight decay, as torch.optim.AdamW) --------------------------------
 struct AdamWSpec {

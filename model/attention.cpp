@@ -4,8 +4,9 @@
 
 namespace moe {
 
-Attention::Attention(const ModelConfig& c, const std::string& p, const TensorParallel& tp)
+Attention::Attention(const ModelConfig& c, const std::string& p, const TensorParallel& tp, Gemm gemm)
     : C_(c.d_model), H_(tp.part(c.n_heads)), Hkv_(tp.part(c.n_kv_heads)), D_(c.d_model / c.n_heads), theta_(c.rope_theta),
+      gemm_(gemm),
       q_(p + "q_proj.weight", {H_ * D_, C_}), k_(p + "k_proj.weight", {Hkv_ * D_, C_}),
       v_(p + "v_proj.weight", {Hkv_ * D_, C_}), o_(p + "o_proj.weight", {C_, H_ * D_}) {
   tp.split(q_, 0, c.n_heads * D_);
@@ -14,39 +15,41 @@ Attention::Attention(const ModelConfig& c, const std::string& p, const TensorPar
   tp.split(o_, 1, c.n_heads * D_);
 }
 
-void Attention::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T) {
+void Attention::forward(Tensor& out, const Tensor& xin, std::int64_t B, std::int64_t T) {
   const std::int64_t N = B * T;
+  x = gemm_.keep(xin);
   q = Tensor::empty({N, H_ * D_}, DType::f32);
   k = Tensor::empty({N, Hkv_ * D_}, DType::f32);
   v = Tensor::empty({N, Hkv_ * D_}, DType::f32);
-  ops::matmul_forward(q, x, q_.w);
-  ops::matmul_forward(k, x, k_.w);
-  ops::matmul_forward(v, x, v_.w);
+  gemm_.forward(q, x, q_.w);
+  gemm_.forward(k, x, k_.w);
+  gemm_.forward(v, x, v_.w);
   q = q.view({B, T, H_, D_});
   k = k.view({B, T, Hkv_, D_});
   v = v.view({B, T, Hkv_, D_});
   ops::rope_forward(q, q, theta_);
   ops::rope_forward(k, k, theta_);
-  att = Tensor::empty({B, T, H_, D_}, DType::f32);
+  Tensor a = Tensor::empty({B, T, H_, D_}, DType::f32);
   probs = Tensor::empty({B, H_, T, T}, DType::f32);
-  ops::attention_forward(att, probs, q, k, v);
-  ops::matmul_forward(out, att.view({N, H_ * D_}), o_.w);
+  ops::attention_forward(a, probs, q, k, v);
+  att = gemm_.keep(a.view({N, H_ * D_}));
+  gemm_.forward(out, att, o_.w);
 }
 
-void Attention::backward(Tensor& dx, const Tensor& dout, const Tensor& x) {
-  const std::int64_t N = x.size(0);
+void Attention::backward(Tensor& dx, const Tensor& dout) {
+  const std::int64_t N = x.rows();
   Tensor datt = Tensor::empty({N, H_ * D_}, DType::f32);
-  ops::matmul_backward(datt, o_.g, dout, att.view({N, H_ * D_}), o_.w);
+  gemm_.backward(datt, o_.g, dout, att, o_.w);
   Tensor dq = Tensor::empty(q.shape(), DType::f32), dk = Tensor::empty(k.shape(), DType::f32),
          dv = Tensor::empty(v.shape(), DType::f32);
   ops::attention_backward(dq, dk, dv, datt.view(q.shape()), q, k, v, probs);
   ops::rope_backward(dq, dq, theta_);
   ops::rope_backward(dk, dk, theta_);
   Tensor tmp = Tensor::empty({N, C_}, DType::f32);
-  ops::matmul_backward(dx, q_.g, dq.view({N, H_ * D_}), x, q_.w);
-  ops::matmul_backward(tmp, k_.g, dk.view({N, Hkv_ * D_}), x, k_.w);
+  gemm_.backward(dx, q_.g, dq.view({N, H_ * D_}), x, q_.w);
+  gemm_.backward(tmp, k_.g, dk.view({N, Hkv_ * D_}), x, k_.w);
   ops::accumulate(dx, tmp);
-  ops::matmul_backward(tmp, v_.g, dv.view({N, Hkv_ * D_}), x, v_.w);
+  gemm_.backward(tmp, v_.g, dv.view({N, Hkv_ * D_}), x, v_.w);
   ops::accumulate(dx, tmp);
 }
 

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "model/config.h"
+#include "model/linear.h"
 #include "model/param.h"
 #include "model/tensor_parallel.h"
 
@@ -14,17 +15,27 @@ namespace moe {
 class Attention {
  public:
   // prefix "model.layers.{i}.self_attn."
-  Attention(const ModelConfig& c, const std::string& prefix, const TensorParallel& tp = TensorParallel());
-  // out (B*T,C) from x (B*T,C); saves what backward needs.
+  Attention(const ModelConfig& c, const std::string& prefix, const TensorParallel& tp = TensorParallel(),
+            Gemm gemm = Gemm());
+  // out (B*T,C) from x (B*T,C); saves what backward needs (x in the GEMMs' kept form).
   void forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);
   // dx (B*T,C) (assign); parameter gradients accumulate.
-  void backward(Tensor& dx, const Tensor& dout, const Tensor& x);
+  void backward(Tensor& dx, const Tensor& dout);
   // What forward saved for backward. swap_saved trades it with s: a pipeline stage keeps one
-  // per micro-batch in flight. release() drops it (recomputation).
+  // per micro-batch in flight. release() drops it (recomputation). x and att are GEMM inputs
+  // (q/k/v's and o's), kept in the precision's form; the attention core's stay FP32.
   struct Saved {
-    Tensor q, k, v, probs, att;
+    Tensor q, k, v, probs;
+    GemmInput x, att;
+    void count(SavedBytes& b) const {
+      for (const Tensor* t : {&q, &k, &v, &probs}) b.add(*t);
+      b.add(x), b.add(att);
+    }
   };
-  void swap_saved(Saved& s) { std::swap(q, s.q), std::swap(k, s.k), std::swap(v, s.v), std::swap(probs, s.probs), std::swap(att, s.att); }
+  void swap_saved(Saved& s) {
+    std::swap(q, s.q), std::swap(k, s.k), std::swap(v, s.v), std::swap(probs, s.probs), std::swap(x, s.x),
+        std::swap(att, s.att);
+  }
   void release() {
     Saved none;
     swap_saved(none);
@@ -34,8 +45,10 @@ class Attention {
  private:
   std::int64_t C_, H_, Hkv_, D_;  // heads held here
   double theta_;
+  Gemm gemm_;
   Param q_, k_, v_, o_;
-  Tensor q, k, v, probs, att;  // saved activations: q, k after RoPE (B,T,H|Hkv,D)
+  Tensor q, k, v, probs;  // saved activations: q, k after RoPE (B,T,H|Hkv,D)
+  GemmInput x, att;       // (N,C), (N,H*D)
 };
 
 }  // namespace moe

@@ -9,6 +9,11 @@ enum class RouterType { sigmoid, softmax };
 // gqa: RoPE attention with grouped key/value heads (trained). mla: DeepSeek-V3's multi-head
 // latent attention, understood by `moe plan` (parameters, FLOPs, memory) but not trained yet.
 enum class AttentionType { gqa, mla };
+// The precision of the model's GEMMs (model/linear.h); master weights stay FP32.
+enum class Precision { fp32, bf16, fp8 };
+constexpr const char* precision_name(Precision p) {
+  return p == Precision::fp32 ? "fp32" : p == Precision::bf16 ? "bf16" : "fp8";
+}
 
 struct ModelConfig {
   std::int64_t vocab_size = 1024;

@@ -4,33 +4,35 @@
 
 namespace moe {
 
-SwiGLU::SwiGLU(std::int64_t d_model, std::int64_t hidden, const std::string& p, const TensorParallel& tp)
-    : C_(d_model), F_(tp.part(hidden)), gate_(p + "gate_proj.weight", {F_, d_model}),
+SwiGLU::SwiGLU(std::int64_t d_model, std::int64_t hidden, const std::string& p, const TensorParallel& tp, Gemm gemm)
+    : C_(d_model), F_(tp.part(hidden)), gemm_(gemm), gate_(p + "gate_proj.weight", {F_, d_model}),
       up_(p + "up_proj.weight", {F_, d_model}), down_(p + "down_proj.weight", {d_model, F_}) {
   tp.split(gate_, 0, hidden);
   tp.split(up_, 0, hidden);
   tp.split(down_, 1, hidden);
 }
 
-void SwiGLU::forward(Tensor& out, const Tensor& x) {
-  const std::int64_t N = x.size(0);
+void SwiGLU::forward(Tensor& out, const GemmInput& xin) {
+  const std::int64_t N = xin.rows();
+  x = xin;
   g = Tensor::empty({N, F_}, DType::f32);
   u = Tensor::empty({N, F_}, DType::f32);
-  h = Tensor::empty({N, F_}, DType::f32);
-  ops::matmul_forward(g, x, gate_.w);
-  ops::matmul_forward(u, x, up_.w);
-  ops::swiglu_forward(h, g, u);
-  ops::matmul_forward(out, h, down_.w);
+  Tensor a = Tensor::empty({N, F_}, DType::f32);
+  gemm_.forward(g, x, gate_.w);
+  gemm_.forward(u, x, up_.w);
+  ops::swiglu_forward(a, g, u);
+  h = gemm_.keep(a);
+  gemm_.forward(out, h, down_.w);
 }
 
-void SwiGLU::backward(Tensor& dx, const Tensor& dout, const Tensor& x) {
-  const std::int64_t N = x.size(0);
+void SwiGLU::backward(Tensor& dx, const Tensor& dout) {
+  const std::int64_t N = x.rows();
   Tensor dh = Tensor::empty({N, F_}, DType::f32), dg = Tensor::empty({N, F_}, DType::f32),
          du = Tensor::empty({N, F_}, DType::f32), tmp = Tensor::empty({N, C_}, DType::f32);
-  ops::matmul_backward(dh, down_.g, dout, h, down_.w);
+  gemm_.backward(dh, down_.g, dout, h, down_.w);
   ops::swiglu_backward(dg, du, dh, g, u);
-  ops::matmul_backward(dx, gate_.g, dg, x, gate_.w);
-  ops::matmul_backward(tmp, up_.g, du, x, up_.w);
+  gemm_.backward(dx, gate_.g, dg, x, gate_.w);
+  gemm_.backward(tmp, up_.g, du, x, up_.w);
   ops::accumulate(dx, tmp);
 }
 

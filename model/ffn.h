@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "model/config.h"
+#include "model/linear.h"
 #include "model/param.h"
 #include "model/tensor_parallel.h"
 
@@ -15,14 +16,19 @@ namespace moe {
 class SwiGLU {
  public:
   // prefix "...mlp."; hidden: the whole width
-  SwiGLU(std::int64_t d_model, std::int64_t hidden, const std::string& prefix, const TensorParallel& tp = TensorParallel());
-  void forward(Tensor& out, const Tensor& x);                    // (N,C) -> (N,C)
-  void backward(Tensor& dx, const Tensor& dout, const Tensor& x);  // dx assign, params +=
-  // What forward saved (see Attention::Saved).
+  SwiGLU(std::int64_t d_model, std::int64_t hidden, const std::string& prefix, const TensorParallel& tp = TensorParallel(),
+         Gemm gemm = Gemm());
+  // (N,C) -> (N,C); x in the GEMMs' kept form (Gemm::keep; the MoE shares it with its experts).
+  void forward(Tensor& out, const GemmInput& x);
+  void backward(Tensor& dx, const Tensor& dout);  // dx assign, params +=
+  const Gemm& gemm() const { return gemm_; }
+  // What forward saved (see Attention::Saved): x and h are GEMM inputs (gate/up's, down's).
   struct Saved {
-    Tensor g, u, h;
+    Tensor g, u;
+    GemmInput x, h;
+    void count(SavedBytes& b) const { b.add(g), b.add(u), b.add(x), b.add(h); }
   };
-  void swap_saved(Saved& s) { std::swap(g, s.g), std::swap(u, s.u), std::swap(h, s.h); }
+  void swap_saved(Saved& s) { std::swap(g, s.g), std::swap(u, s.u), std::swap(x, s.x), std::swap(h, s.h); }
   void release() {
     Saved none;
     swap_saved(none);
@@ -31,8 +37,10 @@ class SwiGLU {
 
  private:
   std::int64_t C_, F_;  // F_: width held here
+  Gemm gemm_;
   Param gate_, up_, down_;
-  Tensor g, u, h;  // saved (N,F)
+  Tensor g, u;     // saved (N,F)
+  GemmInput x, h;  // (N,C), (N,F)
 };
 
 }  // namespace moe

@@ -7,8 +7,8 @@
 
 namespace moe {
 
-MoE::MoE(const ModelConfig& c, const std::string& p, Communicator* ep, const TensorParallel& tp)
-    : C_(c.d_model), E_(c.routed_experts), K_(c.top_k), H_(c.expert_hidden), ep_(ep), tp_(tp),
+MoE::MoE(const ModelConfig& c, const std::string& p, Communicator* ep, const TensorParallel& tp, Gemm gemm)
+    : C_(c.d_model), E_(c.routed_experts), K_(c.top_k), H_(c.expert_hidden), ep_(ep), tp_(tp), gemm_(gemm),
       ep_rank_(ep ? ep->rank() : 0), ep_size_(ep ? ep->size() : 1), El_(E_ / ep_size_),
       spec_{.kind = c.router == RouterType::sigmoid ? ops::RouterKind::sigmoid : ops::RouterKind::softmax,
             .top_k = static_cast<int>(c.top_k), .n_groups = static_cast<int>(c.n_groups),
@@ -24,15 +24,17 @@ MoE::MoE(const ModelConfig& c, const std::string& p, Communicator* ep, const Ten
             E_, ep_size_);
   for (Param* q : {&gate_, &up_, &down_}) q->expert_begin = ep_rank_ * El_, q->experts_total = E_;
   tp.replicate(router_, /*partial_grad=*/true);
-  if (c.shared_experts > 0) shared_ = std::make_unique<SwiGLU>(C_, c.shared_experts * H_, p + "shared_experts.", tp);
+  if (c.shared_experts > 0) shared_ = std::make_unique<SwiGLU>(C_, c.shared_experts * H_, p + "shared_experts.", tp, gemm);
 }
 
 void MoE::swap_saved(Saved& s) {
-  for (auto [a, b] : {std::pair{&scores, &s.scores}, {&index, &s.index}, {&gates, &s.gates}, {&xe, &s.xe}, {&ge, &s.ge},
-                      {&ue, &s.ue}, {&he, &s.he}, {&ye, &s.ye}, {&gr_, &s.gr}})
+  for (auto [a, b] : {std::pair{&scores, &s.scores}, {&index, &s.index}, {&gates, &s.gates}, {&ge, &s.ge},
+                      {&ue, &s.ue}, {&ye, &s.ye}, {&gr_, &s.gr}})
     std::swap(*a, *b);
+  std::swap(xe, s.xe), std::swap(he, s.he);
   for (auto [a, b] : {std::pair{&pos_, &s.pos}, {&row_of_, &s.row_of}, {&send_rows_, &s.send_rows},
-                      {&recv_rows_, &s.recv_rows}, {&local_offsets_, &s.local_offsets}, {&slot_, &s.slot}})
+                      {&recv_rows_, &s.recv_rows}, {&local_offsets_, &s.local_offsets}, {&segments_, &s.segments},
+                      {&slot_, &s.slot}})
     std::swap(*a, *b);
   for (auto [a, b] : {std::pair{&send_rows_total_, &s.send_rows_total}, {&recv_rows_total_, &s.recv_rows_total},
                       {&T_, &s.T}, {&n0_, &s.n0}, {&n1_, &s.n1}})
@@ -84,13 +86,17 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   plan_rows(N);
   const auto p = static_cast<std::size_t>(ep_size_);
   const std::int64_t sent = send_rows_total_;
-  Tensor xs = Tensor::empty({sent, C_}, DType::f32), ms = Tensor::empty({sent, 2 * K_}, DType::f32);
+  // The rows go in the experts' GEMM input form (E4M3 codes and scales under fp8): each row
+  // is quantised on its own, so where it is quantised does not change its bits.
+  const GemmInput xin = gemm_.keep(x);
+  GemmInput xs = gemm_.empty(sent, C_);
+  Tensor ms = Tensor::empty({sent, 2 * K_}, DType::f32);
   {
-    const float *xd = x.data<float>(), *g = gates.data<float>();
-    float *xsd = xs.data<float>(), *m = ms.data<float>();
+    const float* g = gates.data<float>();
+    float* m = ms.data<float>();
     std::fill_n(m, sent * 2 * K_, 0.f);
     for (std::int64_t r = 0; r < sent; ++r) std::fill_n(m + r * 2 * K_, K_, -1.f);
-    for_each_row(N, [&](std::int64_t n, std::int64_t r) { std::copy_n(xd + n * C_, C_, xsd + r * C_); });
+    for_each_row(N, [&](std::int64_t n, std::int64_t r) { xs.copy_row(r, xin, n); });
     for (std::int64_t a = n0_ * K_; a < n1_ * K_; ++a) {
       if (pos_[a] < 0) continue;
       const std::int64_t j = idx[a] / El_, r = row_of_[std::size_t(a / K_) * p + std::size_t(j)];
@@ -99,25 +105,27 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
     }
   }
   exchange_counts();
-  const Tensor xr = exchange(xs, false), mr = exchange(ms, false);
+  const GemmInput xr = exchange(xs);
+  const Tensor mr = exchange(ms, false);
   plan_experts(mr);
   const std::int64_t R = recv_rows_total_, Me = local_offsets_[El_];
-  xe = Tensor::empty({Me, C_}, DType::f32);
+  xe = gemm_.empty(Me, C_);
   gr_ = Tensor::empty({R, K_}, DType::f32);
   {
-    const float *xrd = xr.data<float>(), *m = mr.data<float>();
-    float *xed = xe.data<float>(), *g = gr_.data<float>();
+    const float* m = mr.data<float>();
+    float* g = gr_.data<float>();
     for (std::int64_t r = 0; r < R; ++r) std::copy_n(m + r * 2 * K_ + K_, K_, g + r * K_);
-    for_each_slot([&](std::int64_t r, std::int64_t, std::int64_t sl) { std::copy_n(xrd + r * C_, C_, xed + sl * C_); });
+    for_each_slot([&](std::int64_t r, std::int64_t, std::int64_t sl) { xe.copy_row(sl, xr, r); });
   }
   ge = Tensor::empty({Me, H_}, DType::f32);
   ue = Tensor::empty({Me, H_}, DType::f32);
-  he = Tensor::empty({Me, H_}, DType::f32);
+  Tensor h = Tensor::empty({Me, H_}, DType::f32);
   ye = Tensor::empty({Me, C_}, DType::f32);
-  ops::grouped_matmul_forward(ge, xe, gate_.w, local_offsets_);
-  ops::grouped_matmul_forward(ue, xe, up_.w, local_offsets_);
-  ops::swiglu_forward(he, ge, ue);
-  ops::grouped_matmul_forward(ye, he, down_.w, local_offsets_);
+  gemm_.grouped_forward(ge, xe, gate_.w, local_offsets_);
+  gemm_.grouped_forward(ue, xe, up_.w, local_offsets_);
+  ops::swiglu_forward(h, ge, ue);
+  he = gemm_.keep(h);
+  gemm_.grouped_forward(ye, he, down_.w, local_offsets_);
 
   // Combine: yr = sum over the row's experts of gate * y, back to the token's rank.
   Tensor yr = Tensor::zeros({R, C_}, DType::f32);
@@ -129,7 +137,7 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
     });
   }
   const Tensor ys = exchange(yr, true);
-  if (shared_) shared_->forward(out, x);
+  if (shared_) shared_->forward(out, xin);
   else out.zero();
   {
     float* o = out.data<float>();
@@ -163,7 +171,7 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
 void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_scale) {
   const std::int64_t N = x.size(0), sent = send_rows_total_, R = recv_rows_total_, Me = local_offsets_[El_];
   const auto p = static_cast<std::size_t>(ep_size_);
-  if (shared_) shared_->backward(dx, dout, x);
+  if (shared_) shared_->backward(dx, dout);
   else dx.zero();
 
   // The output gradient of each row travels like the dispatch: dout of its token.
@@ -173,7 +181,7 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
     float* o = ds.data<float>();
     for_each_row(N, [&](std::int64_t n, std::int64_t r) { std::copy_n(d + n * C_, C_, o + r * C_); });
   }
-  const Tensor dr = exchange(ds, false);
+  const Tensor dr = exchange_wire(ds, false);  // BF16 under bf16 / fp8: each token's own rows
   // Where the experts live: dy = gate * dout per expert row; dgate = <dout, y>.
   Tensor dye = Tensor::empty({Me, C_}, DType::f32), dgr = Tensor::zeros({R, K_}, DType::f32);
   {
@@ -191,10 +199,10 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   Tensor dhe = Tensor::empty({Me, H_}, DType::f32), dge = Tensor::empty({Me, H_}, DType::f32),
          due = Tensor::empty({Me, H_}, DType::f32), dxe = Tensor::empty({Me, C_}, DType::f32),
          tmp = Tensor::empty({Me, C_}, DType::f32);
-  ops::grouped_matmul_backward(dhe, down_.g, dye, he, down_.w, local_offsets_);
+  gemm_.grouped_backward(dhe, down_.g, dye, he, down_.w, local_offsets_, segments_);
   ops::swiglu_backward(dge, due, dhe, ge, ue);
-  ops::grouped_matmul_backward(dxe, gate_.g, dge, xe, gate_.w, local_offsets_);
-  ops::grouped_matmul_backward(tmp, up_.g, due, xe, up_.w, local_offsets_);
+  gemm_.grouped_backward(dxe, gate_.g, dge, xe, gate_.w, local_offsets_, segments_);
+  gemm_.grouped_backward(tmp, up_.g, due, xe, up_.w, local_offsets_, segments_);
   ops::accumulate(dxe, tmp);
   // Input gradients summed per row go back with the gate gradients; tokens add their rows.
   Tensor dx_rows = Tensor::zeros({R, C_}, DType::f32);
@@ -293,8 +301,31 @@ Tensor MoE::exchange(const Tensor& rows, bool back) {
   if (ep_size_ == 1) return rows;
   const auto& send = back ? recv_rows_ : send_rows_;
   const auto& recv = back ? send_rows_ : recv_rows_;
-  Tensor out = Tensor::empty({back ? send_rows_total_ : recv_rows_total_, rows.size(1)}, DType::f32);
+  Tensor out = Tensor::empty({back ? send_rows_total_ : recv_rows_total_, rows.size(1)}, rows.dtype());
   ep_->all_to_all_v(out, recv, rows, send);
+  return out;
+}
+
+GemmInput MoE::exchange(const GemmInput& rows) {
+  const auto sent = [&] {
+    if (!ep_) return std::uint64_t{0};
+    const auto b = ep_->bytes_sent();
+    const auto it = b.find("all_to_all");
+    return it == b.end() ? std::uint64_t{0} : it->second;
+  };
+  const std::uint64_t before = sent();
+  GemmInput out{exchange(rows.x, false), rows.scale.defined() ? exchange(rows.scale, false) : Tensor()};
+  dispatch_bytes_ = sent() - before;
+  return out;
+}
+
+Tensor MoE::exchange_wire(const Tensor& rows, bool back) {
+  if (!gemm_.bf16_wire()) return exchange(rows, back);
+  Tensor b = Tensor::empty(rows.shape(), DType::bf16);
+  ops::convert(b, rows);
+  const Tensor got = exchange(b, back);
+  Tensor out = Tensor::empty(got.shape(), DType::f32);
+  ops::convert(out, got);
   return out;
 }
 
@@ -310,9 +341,18 @@ void MoE::plan_experts(const Tensor& meta) {
   for (std::int64_t l = 0; l < El_; ++l) local_offsets_[l + 1] += local_offsets_[l];
   std::vector<std::int64_t> next(local_offsets_.begin(), local_offsets_.end() - 1);
   slot_.assign(static_cast<std::size_t>(R * K_), -1);
-  for (std::int64_t r = 0; r < R; ++r)
-    for (std::int64_t k = 0; k < K_; ++k)
-      if (const float l = m[r * 2 * K_ + k]; l >= 0) slot_[std::size_t(r * K_ + k)] = next[static_cast<std::size_t>(l)]++;
+  // Rows arrive source rank by source rank: an expert's segment ends where its rows from one
+  // source do.
+  segments_.assign(local_offsets_.begin(), local_offsets_.end());
+  std::int64_t r = 0;
+  for (std::size_t j = 0; j < recv_rows_.size(); ++j) {
+    for (const std::int64_t end = r + recv_rows_[j]; r < end; ++r)
+      for (std::int64_t k = 0; k < K_; ++k)
+        if (const float l = m[r * 2 * K_ + k]; l >= 0) slot_[std::size_t(r * K_ + k)] = next[static_cast<std::size_t>(l)]++;
+    segments_.insert(segments_.end(), next.begin(), next.end());
+  }
+  std::sort(segments_.begin(), segments_.end());
+  segments_.erase(std::unique(segments_.begin(), segments_.end()), segments_.end());
 }
 
 void MoE::update_bias(const std::vector<double>& global_load, double rate) {

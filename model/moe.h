@@ -26,6 +26,7 @@
 #include "kernels/ops.h"
 #include "model/config.h"
 #include "model/ffn.h"
+#include "model/linear.h"
 #include "model/param.h"
 #include "parallel/communicator.h"
 
@@ -35,7 +36,7 @@ class MoE {
  public:
   // prefix "model.layers.{i}.mlp."; ep: the expert-parallel group (null: all experts here).
   MoE(const ModelConfig& c, const std::string& prefix, Communicator* ep = nullptr,
-      const TensorParallel& tp = TensorParallel());
+      const TensorParallel& tp = TensorParallel(), Gemm gemm = Gemm());
   // out (B*T,C) from x (B*T,C). Returns the balance loss of this micro-batch summed over its
   // sequences (aux_loss_coef * sum_i f_i P_i per sequence; 0 when the coefficient is 0).
   double forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);
@@ -44,11 +45,17 @@ class MoE {
   // What forward saved for backward (see Attention::Saved); loads and statistics are not
   // part of it. release() drops it (recomputation).
   struct Saved {
-    Tensor scores, index, gates, xe, ge, ue, he, ye, gr;
-    std::vector<std::int64_t> pos, row_of, send_rows, recv_rows, local_offsets, slot;
+    Tensor scores, index, gates, ge, ue, ye, gr;
+    GemmInput xe, he;
+    std::vector<std::int64_t> pos, row_of, send_rows, recv_rows, local_offsets, segments, slot;
     std::int64_t send_rows_total = 0, recv_rows_total = 0, T = 0, n0 = 0, n1 = 0;
     std::vector<double> f;
     SwiGLU::Saved shared;
+    void count(SavedBytes& b) const {
+      for (const Tensor* t : {&scores, &index, &gates, &ge, &ue, &ye, &gr}) b.add(*t);
+      b.add(xe), b.add(he);
+      shared.count(b);
+    }
   };
   void swap_saved(Saved& s);
   void release() {
@@ -72,6 +79,9 @@ class MoE {
   // (token, other rank) pairs among them (the rows dispatch sends).
   std::int64_t remote_rows() const { return remote_rows_; }
   std::int64_t remote_token_ranks() const { return remote_token_ranks_; }
+  // Bytes this rank sent to other ep ranks in the last forward's dispatch (the rows and their
+  // scales under fp8; the routing metadata is not counted), as the communicator counted them.
+  std::uint64_t dispatch_bytes() const { return dispatch_bytes_; }
   // b_e += rate * sign(mean(load) - load_e), with the load summed over the global batch.
   void update_bias(const std::vector<double>& global_load, double rate);
 
@@ -82,6 +92,12 @@ class MoE {
   void plan_rows(std::int64_t N);
   void exchange_counts();
   Tensor exchange(const Tensor& rows, bool back);
+  GemmInput exchange(const GemmInput& rows);  // the dispatch payload, out to the experts
+  // f32 token rows exchanged in the wire precision (Gemm::bf16_wire), rounded alike without
+  // ep. Only for rows that are one token's own values: the combine and the input gradients
+  // coming back are sums over a rank's experts, which rounding would make depend on how the
+  // experts are spread; they stay FP32.
+  Tensor exchange_wire(const Tensor& rows, bool back);
   void plan_experts(const Tensor& meta);
   // f(token, row) for every row this rank sends, in (token, rank) order.
   template <class F> void for_each_row(std::int64_t N, F&& f) const {
@@ -101,6 +117,7 @@ class MoE {
   std::int64_t C_, E_, K_, H_, T_ = 0;
   Communicator* ep_;
   TensorParallel tp_;
+  Gemm gemm_;
   std::int64_t n0_ = 0, n1_ = 0;  // the tokens this tp rank dispatches
   int ep_rank_ = 0, ep_size_ = 1;
   std::int64_t El_;  // experts held here
@@ -115,15 +132,19 @@ class MoE {
   // if the token has no kept expert there. Expert side: xe (Me,C) the rows the local experts
   // received, grouped by local expert (local_offsets_), slot_ (R*K) where received row r's
   // k-th choice sits in xe (-1: another rank's expert), gr_ (R,K) the gates that came with it.
-  Tensor scores, index, gates, xe, ge, ue, he, ye, gr_;
+  // segments_: local_offsets_ refined where the source rank changes inside an expert's rows,
+  // so FP8 weight-gradient tiles hold one source micro-batch's tokens, as without ep.
+  Tensor scores, index, gates, ge, ue, ye, gr_;
+  GemmInput xe, he;  // the experts' GEMM inputs (Me,C), (Me,H)
   std::vector<std::int64_t> pos_;      // (N*K) place among its expert's kept assignments, -1 if dropped
-  std::vector<std::int64_t> row_of_, send_rows_, recv_rows_, local_offsets_, slot_;
+  std::vector<std::int64_t> row_of_, send_rows_, recv_rows_, local_offsets_, segments_, slot_;
   std::int64_t send_rows_total_ = 0, recv_rows_total_ = 0;
   std::vector<std::int64_t> load_;
   std::vector<double> f_;              // (B,E) selection fractions for the balance loss
   std::int64_t dropped_ = 0;
   int max_ranks_ = 1;
   std::int64_t remote_rows_ = 0, remote_token_ranks_ = 0;
+  std::uint64_t dispatch_bytes_ = 0;
 };
 
 }  // namespace moe

@@ -8,16 +8,16 @@
 
 namespace moe {
 
-Block::Block(const ModelConfig& c, std::int64_t i, Communicator* ep, const TensorParallel& tp)
-    : eps_(c.norm_eps), tp_(tp),
+Block::Block(const ModelConfig& c, std::int64_t i, Communicator* ep, const TensorParallel& tp, Gemm gemm)
+    : eps_(c.norm_eps), tp_(tp), gemm_(gemm),
       norm1_(fmt::format("model.layers.{}.input_layernorm.weight", i), {c.d_model}, false),
       norm2_(fmt::format("model.layers.{}.post_attention_layernorm.weight", i), {c.d_model}, false),
-      attn_(c, fmt::format("model.layers.{}.self_attn.", i), tp) {
+      attn_(c, fmt::format("model.layers.{}.self_attn.", i), tp, gemm) {
   tp.replicate(norm1_);
   tp.replicate(norm2_);
   const std::string mlp = fmt::format("model.layers.{}.mlp.", i);
-  if (i < c.dense_layers || c.routed_experts == 0) dense_ = std::make_unique<SwiGLU>(c.d_model, c.ffn_hidden, mlp, tp);
-  else moe_ = std::make_unique<MoE>(c, mlp, ep, tp);
+  if (i < c.dense_layers || c.routed_experts == 0) dense_ = std::make_unique<SwiGLU>(c.d_model, c.ffn_hidden, mlp, tp, gemm);
+  else moe_ = std::make_unique<MoE>(c, mlp, ep, tp, gemm);
 }
 
 ParamList Block::params() {
@@ -31,22 +31,25 @@ ParamList Block::params() {
 double Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T) {
   const std::int64_t N = x.size(0), C = x.size(1);
   auto t = [&](Shape s) { return Tensor::empty(std::move(s), DType::f32); };
-  x_ = x, h1_ = t({N, C}), r1_ = t({N}), xm_ = t({N, C}), h2_ = t({N, C}), r2_ = t({N});
-  ops::rmsnorm_forward(h1_, r1_, x, norm1_.w, eps_);
-  attn_.forward(xm_, h1_, B, T);
+  // The norms' outputs are GEMM inputs: the layers keep them in their precision's form (the
+  // router's input h2 stays FP32).
+  Tensor h1 = t({N, C}), h2 = t({N, C});
+  x_ = x, r1_ = t({N}), xm_ = t({N, C}), r2_ = t({N});
+  ops::rmsnorm_forward(h1, r1_, x, norm1_.w, eps_);
+  attn_.forward(xm_, h1, B, T);
   tp_.all_reduce(xm_);                             // tp: the row-parallel o_proj's partial sums
   ops::accumulate(xm_, x);                         // xm = x + attn(norm(x))
-  ops::rmsnorm_forward(h2_, r2_, xm_, norm2_.w, eps_);
+  ops::rmsnorm_forward(h2, r2_, xm_, norm2_.w, eps_);
   double aux = 0;
-  if (dense_) dense_->forward(out, h2_);
-  else aux = moe_->forward(out, h2_, B, T);
+  if (dense_) dense_->forward(out, gemm_.keep(h2));
+  else aux = moe_->forward(out, h2_ = h2, B, T);
   tp_.all_reduce(out);
   ops::accumulate(out, xm_);                       // out = xm + ffn(norm(xm))
   return aux;
 }
 
 void Block::swap_saved(Saved& s) {
-  for (auto [a, b] : {std::pair{&x_, &s.x}, {&h1_, &s.h1}, {&r1_, &s.r1}, {&xm_, &s.xm}, {&h2_, &s.h2}, {&r2_, &s.r2}})
+  for (auto [a, b] : {std::pair{&x_, &s.x}, {&r1_, &s.r1}, {&xm_, &s.xm}, {&h2_, &s.h2}, {&r2_, &s.r2}})
     std::swap(*a, *b);
   attn_.swap_saved(s.attn);
   if (dense_) dense_->swap_saved(s.dense);
@@ -62,18 +65,18 @@ void Block::release() {
 void Block::backward(Tensor& dx, const Tensor& dout, double aux_scale) {
   const std::int64_t N = x_.size(0), C = x_.size(1);
   Tensor dh = Tensor::empty({N, C}, DType::f32), dxm = Tensor::empty({N, C}, DType::f32);
-  if (dense_) dense_->backward(dh, dout, h2_);
+  if (dense_) dense_->backward(dh, dout);
   else moe_->backward(dh, dout, h2_, aux_scale);
   tp_.all_reduce(dh);                              // tp: column-parallel inputs' partial gradients
   ops::rmsnorm_backward(dxm, norm2_.g, dh, xm_, norm2_.w, r2_);
   ops::accumulate(dxm, dout);                      // residual
-  attn_.backward(dh, dxm, h1_);
+  attn_.backward(dh, dxm);
   tp_.all_reduce(dh);
   ops::rmsnorm_backward(dx, norm1_.g, dh, x_, norm1_.w, r1_);
   ops::accumulate(dx, dxm);                        // residual
 }
 
-Transformer::Transformer(const ModelConfig& c, const ModelShard& shard) : cfg_(c), tp_(shard.tp) {
+Transformer::Transformer(const ModelConfig& c, const ModelShard& shard, Precision precision) : cfg_(c), tp_(shard.tp) {
   const std::int64_t L = c.n_layers, V = c.vocab_size;
   auto chunks = shard.chunks;
   if (chunks.empty()) chunks.push_back({shard.layer_begin, shard.layer_end < 0 ? L : shard.layer_end});
@@ -82,7 +85,7 @@ Transformer::Transformer(const ModelConfig& c, const ModelShard& shard) : cfg_(c
     MOE_CHECK(begin >= 0 && begin < end && end <= L && (layer_of_.empty() || begin > layer_of_.back()), ConfigError,
               "model shard: layers [{}, {}) outside the model's {} or out of order", begin, end, L);
     chunk_first_.push_back(blocks_.size());
-    for (std::int64_t i = begin; i < end; ++i) blocks_.push_back(std::make_unique<Block>(c, i, shard.ep, tp_)), layer_of_.push_back(i);
+    for (std::int64_t i = begin; i < end; ++i) blocks_.push_back(std::make_unique<Block>(c, i, shard.ep, tp_, Gemm(precision))), layer_of_.push_back(i);
   }
   chunk_first_.push_back(blocks_.size());
   if (chunks.front().first == 0) {

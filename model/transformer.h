@@ -20,15 +20,19 @@ namespace moe {
 
 class Block {
  public:
-  Block(const ModelConfig& c, std::int64_t layer, Communicator* ep, const TensorParallel& tp);
+  Block(const ModelConfig& c, std::int64_t layer, Communicator* ep, const TensorParallel& tp, Gemm gemm = Gemm());
   double forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);  // returns balance loss
   void backward(Tensor& dx, const Tensor& dout, double aux_scale);
   void release();  // drop what forward saved but its input (recomputation)
-  struct Saved {  // what forward saved (see Attention::Saved)
-    Tensor x, h1, r1, xm, h2, r2;
+  struct Saved {  // what forward saved (see Attention::Saved); h2: the router's input (MoE)
+    Tensor x, r1, xm, h2, r2;
     Attention::Saved attn;
     SwiGLU::Saved dense;
     MoE::Saved moe;
+    void count(SavedBytes& b) const {
+      for (const Tensor* t : {&x, &r1, &xm, &h2, &r2}) b.add(*t);
+      attn.count(b), dense.count(b), moe.count(b);
+    }
   };
   void swap_saved(Saved& s);
   ParamList params();
@@ -37,11 +41,12 @@ class Block {
  private:
   double eps_;
   TensorParallel tp_;
+  Gemm gemm_;
   Param norm1_, norm2_;
   Attention attn_;
   std::unique_ptr<SwiGLU> dense_;
   std::unique_ptr<MoE> moe_;
-  Tensor x_, h1_, r1_, xm_, h2_, r2_;  // saved
+  Tensor x_, r1_, xm_, h2_, r2_;  // saved
 };
 
 // What one rank holds of the model.
@@ -56,7 +61,8 @@ struct ModelShard {
 
 class Transformer {
  public:
-  explicit Transformer(const ModelConfig& c, const ModelShard& shard = {});
+  // precision: of the attention projections' and FFNs' GEMMs (model/linear.h).
+  explicit Transformer(const ModelConfig& c, const ModelShard& shard = {}, Precision precision = Precision::fp32);
   // Matrices ~ N(0, init_std), norm weights 1, router biases 0. Every tensor (every expert of
   // a routed-expert tensor) draws from its own stream seeded by (seed, name, expert), so the
   // values do not depend on how experts are spread over ranks.
@@ -101,6 +107,11 @@ class Transformer {
     std::vector<Tensor> xs;
     Tensor tokens, targets, logits, lse, xf, rf;
     std::vector<Block::Saved> blocks;
+    void count(SavedBytes& b) const {
+      for (const Tensor& t : xs) b.add(t);
+      for (const Tensor* t : {&tokens, &targets, &logits, &lse, &xf, &rf}) b.add(*t);
+      for (const auto& s : blocks) s.count(b);
+    }
   };
   Saved take_saved(int chunk = 0);
   void restore_saved(Saved s, int chunk = 0);

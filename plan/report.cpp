@@ -66,7 +66,7 @@ std::string plan_text(const Plan& p, const Config& cfg, const Cluster& c, const 
       "over the network once a group leaves its node; rings move 2(n-1)/n of the data\n"
       "  - {}% of the ep and dp traffic overlapped with compute; 1F1B bubble (pp-1)/m of the per-micro-batch time\n",
       100 * c.compute_efficiency, cfg.precision == Precision::fp8 ? "FP8" : "BF16", "compute_efficiency", c.file, c.memory_gbps,
-      cfg.precision == Precision::fp32 ? "fp32" : cfg.precision == Precision::bf16 ? "bf16" : "fp8",
+      precision_name(cfg.precision),
       cfg.precision == Precision::fp8 ? "E4M3 + 1/128 scale" : cfg.precision == Precision::bf16 ? "BF16" : "FP32",
       cfg.precision == Precision::fp32 ? "FP32" : "BF16", p.zero == 1 ? " (moments sharded over dp: ZeRO-1)" : "",
       cfg.device == DeviceKind::cuda ? " with fused attention (the softmax is recomputed)" : " (the CPU keeps the softmax)",

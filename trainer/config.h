@@ -12,7 +12,6 @@
 
 namespace moe {
 
-enum class Precision { fp32, bf16, fp8 };
 enum class DeviceKind { cpu, cuda };
 enum class LrSchedule { cosine, linear, constant, wsd };
 

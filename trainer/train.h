@@ -53,6 +53,10 @@ struct TrainResult {
   // Pipeline: the share of the micro-batch schedule a rank spent outside its micro-batches'
   // forward and backward (mean over ranks), and 1F1B's ideal (p-1)/(m+p-1) for equal stages.
   double bubble = 0, ideal_bubble = 0;
+  // Activations forward saved for backward, the most this rank held at once (1F1B keeps
+  // several micro-batches'), and the GEMM inputs among them in their precision's form
+  // (model/linear.h: FP8 keeps a quarter of FP32's bytes plus scales).
+  std::size_t saved_bytes = 0, saved_gemm_bytes = 0;
   CostCounters cost;                // every launch of the run so far
   std::string cost_report;          // the printed report (cost.json beside the checkpoints holds it as JSON)
 };

@@ -27,7 +27,7 @@ inline double since(Clock::time_point t0) { return std::chrono::duration<double>
 struct Trainer::State {
   State(const Config& c, MpiCommunicator& w)
       : cfg(c), world(w), layout(trainable_layout(c, w.size())), mesh(layout, w.comm()),
-        bounds(stage_bounds(c, layout.pp * int(c.parallel.virtual_stages))), model(c.model, shard()) {}
+        bounds(stage_bounds(c, layout.pp * int(c.parallel.virtual_stages))), model(c.model, shard(), c.precision) {}
   const Config cfg;
   MpiCommunicator& world;
   const Layout layout;

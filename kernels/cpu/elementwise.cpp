@@ -1,3 +1,5 @@
+#include <fmt/format.h>
+
 #include "kernels/cpu/common.h"
 #include "kernels/ops.h"
 
@@ -40,6 +42,28 @@ double sum_squares(const Tensor& x) {
     for (std::int64_t i = 0; i < n; ++i) s += static_cast<double>(xp[i]) * static_cast<double>(xp[i]);
   });
   return s;
+}
+
+void convert(Tensor& y, const Tensor& x) {
+  const char* op = "convert";
+  MOE_CHECK(x.defined() && y.defined() && x.shape() == y.shape(), ShapeError, "{}: x {} and y {} must share a shape", op,
+            x.describe(), y.describe());
+  detail::expect_cpu(op, {&y, &x});
+  const std::int64_t n = x.numel();
+  if (x.dtype() == DType::f32 && y.dtype() == DType::bf16) {
+    const float* s = x.data<float>();
+    bf16* d = y.data<bf16>();
+#pragma omp parallel for
+    for (std::int64_t i = 0; i < n; ++i) d[i] = to_bf16(s[i]);
+  } else if (x.dtype() == DType::bf16 && y.dtype() == DType::f32) {
+    const bf16* s = x.data<bf16>();
+    float* d = y.data<float>();
+#pragma omp parallel for
+    for (std::int64_t i = 0; i < n; ++i) d[i] = from_bf16(s[i]);
+  } else {
+    throw ShapeError(fmt::format("{}: {} -> {} is not a conversion this op makes (f32 <-> bf16)", op, x.describe(),
+                                 y.describe()));
+  }
 }
 
 }  // namespace moe::ops

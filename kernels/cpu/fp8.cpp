@@ -148,29 +148,40 @@ std::pair<Tensor, Tensor> blocks_128x128(const Tensor& a) {
 }
 }  // namespace
 
-void fp8_linear_forward(Tensor& y, Tensor& qx, Tensor& sx, const Tensor& x, const Tensor& w) {
+void fp8_linear_forward(Tensor& y, const Tensor& qx, const Tensor& sx, const Tensor& w) {
   MOE_CHECK(w.ndim() == 2 && w.dtype() == DType::f32, ShapeError, "fp8_linear_forward: w {} must be f32 (N,K)", w.describe());
-  quantize_1x128(qx, sx, x);
   const auto [qw, sw] = blocks_128x128(w);
   fp8_gemm(y, qx, sx, qw, sw);
 }
 
-void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& qx, const Tensor& sx, const Tensor& w) {
+void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& qx, const Tensor& sx, const Tensor& w,
+                         std::span<const std::int64_t> segments) {
   const char* op = "fp8_linear_backward";
   MOE_CHECK(dy.ndim() == 2 && w.ndim() == 2 && dy.size(1) == w.size(0) && qx.ndim() == 2 && qx.size(0) == dy.size(0) &&
                 qx.size(1) == w.size(1),
             ShapeError, "{}: dy {}, x {}, w {} must be (M,N), (M,K), (N,K)", op, dy.describe(), qx.describe(), w.describe());
   expect_tensor(op, "dw", dw, DType::f32, w.shape());
+  const std::int64_t M = dy.size(0);
+  MOE_CHECK(segments.empty() || (segments.size() >= 2 && segments.front() == 0 && segments.back() == M &&
+                                 std::is_sorted(segments.begin(), segments.end())),
+            ShapeError, "{}: segments must rise from 0 to the {} rows", op, M);
   if (dx.defined()) {
     const auto [qdy, sdy] = rows_1x128(dy);
     const auto [qwt, swt] = blocks_128x128(transposed(w));  // (K,N): its 128x128 blocks are w's
     fp8_gemm(dx, qdy, sdy, qwt, swt);
   }
-  const auto [qdyt, sdyt] = rows_1x128(transposed(dy));                // (N,M) along M
-  const auto [qxt, sxt] = rows_1x128(transposed(dequantized(qx, sx)));  // (K,M) along M
+  const Tensor x = dequantized(qx, sx);
+  const std::int64_t whole[] = {0, M};
+  const auto seg = segments.empty() ? std::span<const std::int64_t>(whole) : segments;
   Tensor g = Tensor::empty(w.shape(), DType::f32);
-  fp8_gemm(g, qdyt, sdyt, qxt, sxt);
-  accumulate(dw, g);
+  for (std::size_t i = 0; i + 1 < seg.size(); ++i) {
+    const std::int64_t r0 = seg[i], n = seg[i + 1] - r0;
+    if (n == 0) continue;
+    const auto [qdyt, sdyt] = rows_1x128(transposed(dy.rows(r0, n)));  // (N,n) along M
+    const auto [qxt, sxt] = rows_1x128(transposed(x.rows(r0, n)));     // (K,n) along M
+    fp8_gemm(g, qdyt, sdyt, qxt, sxt);
+    accumulate(dw, g);
+  }
 }
 
 }  // namespace moe::ops

@@ -202,7 +202,8 @@ TEST_CASE("fp8: linear forward and backward against FP64, within FP8's error", "
                dy = testing::cast(testing::random({M, N}, 33, 0.5), DType::f32);
   Tensor y = Tensor::empty({M, N}, DType::f32), qx = Tensor::empty({M, K}, DType::e4m3),
          sx = Tensor::empty({M, 2}, DType::f32), dx = Tensor::empty({M, K}, DType::f32), dw = Tensor::zeros({N, K}, DType::f32);
-  ops::fp8_linear_forward(y, qx, sx, x, w);
+  ops::quantize_1x128(qx, sx, x);
+  ops::fp8_linear_forward(y, qx, sx, w);
   ops::fp8_linear_backward(dx, dw, dy, qx, sx, w);
   // FP64 references: y = x w^T, dx = dy w, dw = dy^T x.
   Tensor y64 = Tensor::zeros({M, N}, DType::f64), dx64 = Tensor::zeros({M, K}, DType::f64), dw64 = Tensor::zeros({N, K}, DType::f64);

@@ -36,10 +36,10 @@ void copy_weights(MoE& ep, MoE& ref) {
   ep.bias().copy_from(ref.bias());
 }
 
-void check_layer(const ModelConfig& c, std::int64_t B, std::int64_t T) {
+void check_layer(const ModelConfig& c, std::int64_t B, std::int64_t T, Precision precision = Precision::fp32) {
   MpiCommunicator world;
   const int p = world.size(), r = world.rank();
-  MoE ref(c, "mlp."), ep(c, "mlp.", &world);
+  MoE ref(c, "mlp.", nullptr, TensorParallel(), Gemm(precision)), ep(c, "mlp.", &world, TensorParallel(), Gemm(precision));
   REQUIRE(ep.local_experts() * p == ref.experts());
   copy_weights(ep, ref);
   const std::int64_t N = B * T, C = c.d_model, K = c.top_k, E = c.routed_experts, El = E / p;
@@ -99,12 +99,19 @@ void check_layer(const ModelConfig& c, std::int64_t B, std::int64_t T) {
       if (s == r) mine_out += std::popcount(others), fan_out = std::max(fan_out, std::popcount(ranks));
       if (s != r && (ranks >> r & 1)) ++theirs_in;
     }
-  const std::uint64_t Cb = static_cast<std::uint64_t>(C) * 4, Kb = static_cast<std::uint64_t>(K) * 4,
-                      counts = static_cast<std::uint64_t>(p - 1) * 4;
+  // A dispatched row: C values as FP32, BF16, or E4M3 with one FP32 scale per 128; output
+  // gradients out: FP32 under fp32, else BF16; sums over a rank's experts back: FP32.
+  const auto C64 = static_cast<std::uint64_t>(C);
+  const std::uint64_t Xb = precision == Precision::fp32   ? 4 * C64
+                           : precision == Precision::bf16 ? 2 * C64
+                                                          : C64 + 4 * ((C64 + 127) / 128),
+                      Db = precision == Precision::fp32 ? 4 * C64 : 2 * C64, Cb = 4 * C64,
+                      Kb = static_cast<std::uint64_t>(K) * 4, counts = static_cast<std::uint64_t>(p - 1) * 4;
   // Forward: row counts; my rows out with (local expert, gate) per slot; their combined rows
   // back. Backward: my output gradients out; their input gradients and gate gradients back.
   CHECK(world.bytes_sent().at("all_to_all") ==
-        counts + mine_out * (Cb + 2 * Kb) + theirs_in * Cb + mine_out * Cb + theirs_in * (Cb + Kb));
+        counts + mine_out * (Xb + 2 * Kb) + theirs_in * Cb + mine_out * Db + theirs_in * (Cb + Kb));
+  CHECK(ep.dispatch_bytes() == mine_out * Xb);
   CHECK(ep.max_ranks_per_token() == fan_out);
   CHECK(ep.remote_rows() == static_cast<std::int64_t>(assignments_out));
   CHECK(ep.remote_token_ranks() == static_cast<std::int64_t>(mine_out));
@@ -116,6 +123,16 @@ void check_layer(const ModelConfig& c, std::int64_t B, std::int64_t T) {
 
 TEST_CASE("expert parallel: a sharded MoE layer equals the unsharded one, bytes as routed", "[mpi][moe]") {
   check_layer(micro(), 2, 12);
+}
+
+// FP8: rows dispatched as E4M3 codes with their scales, quantised where the token lives (the
+// same bits as quantising them where the expert lives), BF16 combine; the weight gradient's
+// tiles follow the source ranks, as the unsharded layer's do. d_model 200: two scale tiles.
+TEST_CASE("expert parallel: FP8 and BF16 layers equal their unsharded selves", "[mpi][moe][fp8]") {
+  ModelConfig c = micro();
+  c.d_model = 200;
+  SECTION("fp8") { check_layer(c, 2, 12, Precision::fp8); }
+  SECTION("bf16") { check_layer(c, 2, 12, Precision::bf16); }
 }
 
 TEST_CASE("expert parallel: capacity drops are decided where the token lives", "[mpi][moe]") {

@@ -120,14 +120,20 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
   INFO("planned " << res.planned_memory_bytes << " bytes, measured " << res.peak_tensor_bytes);
   if (pc.model.capacity_factor == 0) CHECK(res.gemm_flops_per_step == res.planned_flops_per_step);
   else CHECK(res.gemm_flops_per_step <= res.planned_flops_per_step);
-  if (on_stage) CHECK(std::abs(res.planned_memory_bytes - res.peak_tensor_bytes) <= 0.10 * res.peak_tensor_bytes);
+  // Memory under bf16 / fp8 is the planner's picture of a GPU run (activations in BF16, GEMM
+  // inputs in FP8); the CPU reference keeps the other activations in FP32 and emulates FP8
+  // with FP32 temporaries, so only fp32 runs are held to the plan's bytes.
+  const bool same_memory_model = pc.precision == Precision::fp32;
+  if (on_stage && same_memory_model)
+    CHECK(std::abs(res.planned_memory_bytes - res.peak_tensor_bytes) <= 0.10 * res.peak_tensor_bytes);
   // The activation model on its own: what a step adds on top of the state held before it, the
   // mean over the stage's ranks (the plan assumes balanced experts; 16 tokens are not).
   const double step_bytes = world.all_reduce_sum(on_stage ? res.peak_tensor_bytes - res.start_tensor_bytes : 0) / stage_ranks;
   INFO("step memory: planned " << res.planned_step_memory_bytes << ", measured " << step_bytes);
   // With tp and ep together a rank dispatches 1/tp of a 16-token micro-batch: its rows per
   // expert rank are uneven enough to exceed the balanced plan by up to ~12%.
-  CHECK(std::abs(res.planned_step_memory_bytes - step_bytes) <= (l.tp > 1 && l.ep > 1 ? 0.15 : 0.10) * step_bytes);
+  if (same_memory_model)
+    CHECK(std::abs(res.planned_step_memory_bytes - step_bytes) <= (l.tp > 1 && l.ep > 1 ? 0.15 : 0.10) * step_bytes);
   if (world.rank() == 0)
     std::printf("plan vs measured: memory %.0f / %.0f bytes (a step's own %.0f / %.0f), GEMM FLOP per step %.6g / %.6g\n",
                 res.planned_memory_bytes, res.peak_tensor_bytes, res.planned_step_memory_bytes,

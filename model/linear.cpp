@@ -1,0 +1,106 @@
+#include "model/linear.h"
+
+#include <cstring>
+#include <vector>
+
+#include "kernels/ops.h"
+
+namespace moe {
+namespace {
+constexpr std::int64_t kTile = 128;
+
+Tensor widened(const Tensor& x) {  // bf16 -> f32, exact
+  Tensor y = Tensor::empty(x.shape(), DType::f32);
+  ops::convert(y, x);
+  return y;
+}
+Tensor rounded(const Tensor& x) {  // f32 values rounded to the nearest BF16, as f32
+  Tensor b = Tensor::empty(x.shape(), DType::bf16);
+  ops::convert(b, x);
+  return widened(b);
+}
+// The f32 operand a GEMM multiplies under fp32 / bf16.
+Tensor operand(const GemmInput& x) { return x.x.dtype() == DType::bf16 ? widened(x.x) : x.x; }
+// Expert g's (N,K) matrix of w (G,N,K), a view.
+Tensor expert(const Tensor& w, std::int64_t g) { return w.rows(g, 1).view({w.size(1), w.size(2)}); }
+}  // namespace
+
+GemmInput GemmInput::slice(std::int64_t begin, std::int64_t count) const {
+  return {x.rows(begin, count), scale.defined() ? scale.rows(begin, count) : Tensor()};
+}
+
+void GemmInput::copy_row(std::int64_t to, const GemmInput& src, std::int64_t from) {
+  auto row = [](Tensor& d, const Tensor& s, std::int64_t t, std::int64_t f) {
+    const std::size_t bytes = s.nbytes() / static_cast<std::size_t>(s.size(0));
+    std::memcpy(static_cast<char*>(d.raw()) + std::size_t(t) * bytes, static_cast<const char*>(s.raw()) + std::size_t(f) * bytes,
+                bytes);
+  };
+  row(x, src.x, to, from);
+  if (scale.defined()) row(scale, src.scale, to, from);
+}
+
+GemmInput Gemm::empty(std::int64_t M, std::int64_t K) const {
+  switch (p_) {
+    case Precision::fp32: return {Tensor::empty({M, K}, DType::f32), {}};
+    case Precision::bf16: return {Tensor::empty({M, K}, DType::bf16), {}};
+    case Precision::fp8: break;
+  }
+  return {Tensor::empty({M, K}, DType::e4m3), Tensor::empty({M, (K + kTile - 1) / kTile}, DType::f32)};
+}
+
+GemmInput Gemm::keep(const Tensor& x) const {
+  if (p_ == Precision::fp32) return {x, {}};
+  GemmInput in = empty(x.size(0), x.size(1));
+  if (p_ == Precision::bf16) ops::convert(in.x, x);
+  else ops::quantize_1x128(in.x, in.scale, x);
+  return in;
+}
+
+void Gemm::forward(Tensor& y, const GemmInput& x, const Tensor& w) const {
+  switch (p_) {
+    case Precision::fp32: return ops::matmul_forward(y, x.x, w);
+    case Precision::bf16: return ops::matmul_forward(y, operand(x), rounded(w));
+    case Precision::fp8: return ops::fp8_linear_forward(y, x.x, x.scale, w);
+  }
+}
+
+void Gemm::backward(Tensor& dx, Tensor& dw, const Tensor& dy, const GemmInput& x, const Tensor& w) const {
+  switch (p_) {
+    case Precision::fp32: return ops::matmul_backward(dx, dw, dy, x.x, w);
+    case Precision::bf16: return ops::matmul_backward(dx, dw, rounded(dy), operand(x), rounded(w));
+    case Precision::fp8: return ops::fp8_linear_backward(dx, dw, dy, x.x, x.scale, w);
+  }
+}
+
+void Gemm::grouped_forward(Tensor& y, const GemmInput& x, const Tensor& w, std::span<const std::int64_t> offsets) const {
+  if (p_ != Precision::fp8)
+    return ops::grouped_matmul_forward(y, operand(x), p_ == Precision::bf16 ? rounded(w) : w, offsets);
+  for (std::size_t g = 0; g + 1 < offsets.size(); ++g) {
+    const std::int64_t r0 = offsets[g], n = offsets[g + 1] - r0;
+    if (n == 0) continue;
+    Tensor yg = y.rows(r0, n);
+    const GemmInput xg = x.slice(r0, n);
+    ops::fp8_linear_forward(yg, xg.x, xg.scale, expert(w, std::int64_t(g)));
+  }
+}
+
+void Gemm::grouped_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const GemmInput& x, const Tensor& w,
+                            std::span<const std::int64_t> offsets, std::span<const std::int64_t> segments) const {
+  if (p_ != Precision::fp8) {
+    const bool b = p_ == Precision::bf16;
+    return ops::grouped_matmul_backward(dx, dw, b ? rounded(dy) : dy, operand(x), b ? rounded(w) : w, offsets);
+  }
+  if (segments.empty()) segments = offsets;
+  for (std::size_t g = 0; g + 1 < offsets.size(); ++g) {
+    const std::int64_t r0 = offsets[g], n = offsets[g + 1] - r0;
+    if (n == 0) continue;
+    std::vector<std::int64_t> local;  // this group's segment starts, from its first row
+    for (std::int64_t s : segments)
+      if (s >= r0 && s <= r0 + n && (local.empty() || s - r0 > local.back())) local.push_back(s - r0);
+    Tensor dxg = dx.defined() ? dx.rows(r0, n) : Tensor(), dwg = expert(dw, std::int64_t(g));
+    const GemmInput xg = x.slice(r0, n);
+    ops::fp8_linear_backward(dxg, dwg, dy.rows(r0, n), xg.x, xg.scale, expert(w, std::int64_t(g)), local);
+  }
+}
+
+}  // namespace moe
