@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 #include <utility>
+#include <vector>
 
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/common.h"
@@ -91,28 +92,32 @@ void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, c
   expect_tensor(op, "b scales", sb, DType::f32, {rows ? N : tiles(N), T});
   expect_tensor(op, "y", y, DType::f32, {M, N});
   detail::expect_cpu(op, {&y, &qa, &sa, &qb, &sb});
+  // Products of two E4M3 values have at most 8 significant bits and lie in [2^-18, 2^18):
+  // in double, every product and every sum of 128 of them is exact, so a chunk's partial sum
+  // does not depend on summation order, and a double GEMM (OpenBLAS, any blocking, FMA or
+  // not) computes it bit for bit.
   const auto& dec = e4m3_table();
-  const std::uint8_t *a = reinterpret_cast<const std::uint8_t*>(qa.data<fp8_e4m3>()),
-                     *b = reinterpret_cast<const std::uint8_t*>(qb.data<fp8_e4m3>());
+  auto decoded = [&](const Tensor& q, std::int64_t rows) {
+    std::vector<double> d(static_cast<std::size_t>(rows * K));
+    const auto* c = reinterpret_cast<const std::uint8_t*>(q.data<fp8_e4m3>());
+    for (std::size_t i = 0; i < d.size(); ++i) d[i] = dec[c[i]];
+    return d;
+  };
+  const std::vector<double> a = decoded(qa, M), b = decoded(qb, N);
+  std::vector<double> partial(static_cast<std::size_t>(M * N));
   const float *sad = sa.data<float>(), *sbd = sb.data<float>();
   float* yd = y.data<float>();
+  std::fill_n(yd, M * N, 0.f);
+  for (std::int64_t t = 0; t < T; ++t) {
+    const std::int64_t k0 = t * kTile, kt = std::min(K, k0 + kTile) - k0;
+    detail::gemm<double>(false, true, M, N, kt, a.data() + k0, K, b.data() + k0, K, 0.0, partial.data(), N);
 #pragma omp parallel for
-  for (std::int64_t m = 0; m < M; ++m)
-    for (std::int64_t n = 0; n < N; ++n) {
-      float acc = 0;
-      for (std::int64_t t = 0; t < T; ++t) {
-        // Products of two E4M3 values are multiples of 2^-18 below 2^18: a sum of 128 of them
-        // is exact in double, so the chunk's partial sum does not depend on summation order.
-        double exact = 0;
-        for (std::int64_t k = t * kTile; k < std::min(K, (t + 1) * kTile); ++k)
-          exact += double(dec[a[m * K + k]]) * double(dec[b[n * K + k]]);
-        const float partial = static_cast<float>(exact);
-        const float scaled = partial * sad[m * T + t];
-        acc = acc + scaled * sbd[(rows ? n : n / kTile) * T + t];
+    for (std::int64_t m = 0; m < M; ++m)
+      for (std::int64_t n = 0; n < N; ++n) {
+        const float scaled = static_cast<float>(partial[std::size_t(m * N + n)]) * sad[m * T + t];
+        yd[m * N + n] = yd[m * N + n] + scaled * sbd[(rows ? n : n / kTile) * T + t];
       }
-      yd[m * N + n] = acc;
-    }
-  detail::gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);
+  }
 }
 
 namespace {

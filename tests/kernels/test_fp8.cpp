@@ -3,6 +3,8 @@
 // scaled GEMM against an FP64 GEMM of the unquantised inputs within the format's bound.
 #include <catch2/catch.hpp>
 
+#include <bit>
+
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -159,6 +161,35 @@ TEST_CASE("fp8: the scaled GEMM against FP64, odd shapes, weights per block or p
       check_fp8_gemm(x, w, y, sx, sr, true);
     }
   }
+}
+
+TEST_CASE("fp8: the scaled GEMM is its written definition, bit for bit", "[kernels][fp8]") {
+  // The definition in ops.h, spelled out element by element (this file is built without FP
+  // contraction, as the kernel is): the CUDA kernel's reference must not depend on how the
+  // CPU blocks its sums. Scales of mixed magnitude make the FP32 steps round differently
+  // when reordered or fused.
+  const std::int64_t M = 9, N = 131, K = 300, T = 3;
+  const Tensor x = testing::cast(testing::random({M, K}, 41, 3.0), DType::f32),
+               w = testing::cast(testing::random({N, K}, 42, 0.7), DType::f32);
+  Tensor qx = Tensor::empty({M, K}, DType::e4m3), sx = Tensor::empty({M, T}, DType::f32);
+  Tensor qw = Tensor::empty({N, K}, DType::e4m3), sw = Tensor::empty({2, T}, DType::f32), y = Tensor::empty({M, N}, DType::f32);
+  ops::quantize_1x128(qx, sx, x);
+  ops::quantize_128x128(qw, sw, w);
+  ops::fp8_gemm(y, qx, sx, qw, sw);
+  std::int64_t mismatches = 0;
+  for (std::int64_t m = 0; m < M; ++m)
+    for (std::int64_t n = 0; n < N; ++n) {
+      float acc = 0;
+      for (std::int64_t t = 0; t < T; ++t) {
+        double exact = 0;
+        for (std::int64_t k = t * 128; k < std::min(K, (t + 1) * 128); ++k)
+          exact += double(from_e4m3(qx.data<fp8_e4m3>()[m * K + k])) * double(from_e4m3(qw.data<fp8_e4m3>()[n * K + k]));
+        const float scaled = static_cast<float>(exact) * sx.data<float>()[m * T + t];
+        acc = acc + scaled * sw.data<float>()[(n / 128) * T + t];
+      }
+      mismatches += std::bit_cast<std::uint32_t>(acc) != std::bit_cast<std::uint32_t>(y.data<float>()[m * N + n]);
+    }
+  CHECK(mismatches == 0);
 }
 
 TEST_CASE("fp8: an outlier spoils only its own tile under fine-grained scaling", "[kernels][fp8]") {
