@@ -302,6 +302,7 @@ TrainResult Trainer::run() {
             res.max_ranks_per_token = std::max(res.max_ranks_per_token, moe_layers[i]->max_ranks_per_token());
             res.remote_rows += double(moe_layers[i]->remote_rows());  // summed here, per step at the end
             res.remote_token_ranks += double(moe_layers[i]->remote_token_ranks());
+            res.dispatch_bytes += double(moe_layers[i]->dispatch_bytes());
           }
           f.saved = model.take_saved(c);
           SavedBytes sb;
@@ -461,7 +462,7 @@ TrainResult Trainer::run() {
   res.planned_step_memory_bytes = plan.memory.activations + plan.memory.workspace + plan.memory.buffers;
   res.planned_flops_per_step = plan.gemm_flops_per_step;
   for (const auto& [kind, bytes] : s.step_bytes()) res.bytes_per_step[kind] = bytes / static_cast<std::uint64_t>(ran);
-  res.remote_rows /= double(ran), res.remote_token_ranks /= double(ran);
+  res.remote_rows /= double(ran), res.remote_token_ranks /= double(ran), res.dispatch_bytes /= double(ran);
   // The pipeline's idle share of its schedule, mean over ranks, against 1F1B's ideal.
   res.bubble = s.world.all_reduce_sum(schedule_s > 0 ? 1 - schedule_busy / schedule_s : 0) / s.world.size();
   res.ideal_bubble = bubble_fraction(s.layout.pp, t.grad_accum, chunks);

@@ -29,6 +29,8 @@ struct TrainResult {
   // micro-batches): kept assignments sent to other ep ranks, and distinct (token, other
   // rank) pairs among them.
   double remote_rows = 0, remote_token_ranks = 0;
+  // Bytes of those rows as sent (MoE::dispatch_bytes: FP32, BF16, or E4M3 plus scales).
+  double dispatch_bytes = 0;
   std::int64_t parameters = 0, expert_parameters = 0;  // whole model; routed experts alone
   std::int64_t local_dense = 0, local_experts = 0;    // held by this rank: non-expert, routed experts
   // Checkpoints: where the run continued from (empty: a fresh start) and at which step, the
