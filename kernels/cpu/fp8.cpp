@@ -10,6 +10,9 @@
 #include "kernels/cpu/common.h"
 #include "kernels/fp8.h"
 #include "kernels/ops.h"
+#ifdef MOE_WITH_CUDA
+#include "kernels/cuda/ops.h"
+#endif
 
 namespace moe::ops {
 namespace {
@@ -21,7 +24,11 @@ std::int64_t tiles(std::int64_t n) { return (n + kTile - 1) / kTile; }
 float tile_scale(float amax, bool pow2) {
   float s = amax / kE4M3Max;
   if (!(s >= 1.17549435e-38f)) return 1.f;  // zero, denormal, or NaN amax
-  if (pow2) s = std::ldexp(1.f, static_cast<int>(std::ceil(std::log2(s))));
+  if (pow2) {  // frexp, not ceil(log2): exact on every float, and the same on the GPU
+    int e = 0;
+    const float m = std::frexp(s, &e);  // s = m 2^e, m in [0.5, 1)
+    s = std::ldexp(1.f, m == 0.5f ? e - 1 : e);
+  }
   return s;
 }
 
@@ -47,17 +54,38 @@ float quantize_block(fp8_e4m3* q, const float* x, std::int64_t K, std::int64_t r
   return s;
 }
 
-void check_quantize(const char* op, const Tensor& q, const Tensor& scales, const Tensor& x, const Shape& scale_shape) {
+// Every tensor on one device; true when it is the GPU (kernels/cuda/fp8.cu runs the op).
+bool on_gpu(const char* op, std::initializer_list<const Tensor*> ts) {
+  const Device d = (*ts.begin())->device();
+  for (const Tensor* t : ts)
+    MOE_CHECK(t->device() == d, ShapeError, "{}: {} is on {}, the first argument on {}", op, t->describe(),
+              device_name(t->device()), device_name(d));
+  if (d == Device::cpu) return false;
+#ifndef MOE_WITH_CUDA
+  throw DeviceError(fmt::format("{}: built without CUDA", op));
+#endif
+  return true;
+}
+
+// (codes, scales) as the CUDA kernels take them.
+std::uint8_t* codes(Tensor& q) { return reinterpret_cast<std::uint8_t*>(q.data<fp8_e4m3>()); }
+const std::uint8_t* codes(const Tensor& q) { return reinterpret_cast<const std::uint8_t*>(q.data<fp8_e4m3>()); }
+
+bool check_quantize(const char* op, const Tensor& q, const Tensor& scales, const Tensor& x, const Shape& scale_shape) {
   MOE_CHECK(x.ndim() == 2 && x.dtype() == DType::f32, ShapeError, "{}: x {} must be f32 (rows, K)", op, x.describe());
   expect_tensor(op, "q", q, DType::e4m3, x.shape());
   expect_tensor(op, "scales", scales, DType::f32, scale_shape);
-  detail::expect_cpu(op, {&q, &scales, &x});
+  return on_gpu(op, {&x, &q, &scales});
 }
 }  // namespace
 
 void quantize_1x128(Tensor& q, Tensor& scales, const Tensor& x, bool pow2) {
   const std::int64_t M = x.ndim() == 2 ? x.size(0) : 0, K = x.ndim() == 2 ? x.size(1) : 0;
-  check_quantize("quantize_1x128", q, scales, x, {M, tiles(K)});
+  if (check_quantize("quantize_1x128", q, scales, x, {M, tiles(K)})) {
+#ifdef MOE_WITH_CUDA
+    return cuda::quantize_1x128(codes(q), scales.data<float>(), x.data<float>(), M, K, pow2);
+#endif
+  }
   const float* xd = x.data<float>();
   fp8_e4m3* qd = q.data<fp8_e4m3>();
   float* sd = scales.data<float>();
@@ -69,7 +97,11 @@ void quantize_1x128(Tensor& q, Tensor& scales, const Tensor& x, bool pow2) {
 
 void quantize_128x128(Tensor& q, Tensor& scales, const Tensor& w, bool pow2) {
   const std::int64_t N = w.ndim() == 2 ? w.size(0) : 0, K = w.ndim() == 2 ? w.size(1) : 0;
-  check_quantize("quantize_128x128", q, scales, w, {tiles(N), tiles(K)});
+  if (check_quantize("quantize_128x128", q, scales, w, {tiles(N), tiles(K)})) {
+#ifdef MOE_WITH_CUDA
+    return cuda::quantize_128x128(codes(q), scales.data<float>(), w.data<float>(), N, K, pow2);
+#endif
+  }
   const float* wd = w.data<float>();
   fp8_e4m3* qd = q.data<fp8_e4m3>();
   float* sd = scales.data<float>();
@@ -91,7 +123,13 @@ void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, c
   const bool rows = sb.ndim() == 2 && sb.size(0) == N && N != tiles(N);  // b per 1x128 tile, else per 128x128 block
   expect_tensor(op, "b scales", sb, DType::f32, {rows ? N : tiles(N), T});
   expect_tensor(op, "y", y, DType::f32, {M, N});
-  detail::expect_cpu(op, {&y, &qa, &sa, &qb, &sb});
+  if (on_gpu(op, {&y, &qa, &sa, &qb, &sb})) {
+#ifdef MOE_WITH_CUDA
+    cuda::fp8_gemm_reference(y.data<float>(), codes(qa), sa.data<float>(), codes(qb), sb.data<float>(), M, N, K, rows);
+    detail::gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);
+    return;
+#endif
+  }
   // Products of two E4M3 values have at most 8 significant bits and lie in [2^-18, 2^18):
   // in double, every product and every sum of 128 of them is exact, so a chunk's partial sum
   // does not depend on summation order, and a double GEMM (OpenBLAS, any blocking, FMA or
@@ -142,12 +180,14 @@ Tensor dequantized(const Tensor& q, const Tensor& s) {  // per 1x128 tile
 }
 // (rows, cols) f32 quantised per 1x128 tile, or per 128x128 block, as (codes, scales).
 std::pair<Tensor, Tensor> rows_1x128(const Tensor& a) {
-  Tensor q = Tensor::empty(a.shape(), DType::e4m3), s = Tensor::empty({a.size(0), tiles(a.size(1))}, DType::f32);
+  Tensor q = Tensor::empty(a.shape(), DType::e4m3, a.device()),
+         s = Tensor::empty({a.size(0), tiles(a.size(1))}, DType::f32, a.device());
   quantize_1x128(q, s, a);
   return {q, s};
 }
 std::pair<Tensor, Tensor> blocks_128x128(const Tensor& a) {
-  Tensor q = Tensor::empty(a.shape(), DType::e4m3), s = Tensor::empty({tiles(a.size(0)), tiles(a.size(1))}, DType::f32);
+  Tensor q = Tensor::empty(a.shape(), DType::e4m3, a.device()),
+         s = Tensor::empty({tiles(a.size(0)), tiles(a.size(1))}, DType::f32, a.device());
   quantize_128x128(q, s, a);
   return {q, s};
 }
@@ -166,6 +206,7 @@ void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor&
                 qx.size(1) == w.size(1),
             ShapeError, "{}: dy {}, x {}, w {} must be (M,N), (M,K), (N,K)", op, dy.describe(), qx.describe(), w.describe());
   expect_tensor(op, "dw", dw, DType::f32, w.shape());
+  detail::expect_cpu(op, {&dx, &dw, &dy, &qx, &sx, &w});  // the transposes below are host loops
   const std::int64_t M = dy.size(0);
   MOE_CHECK(segments.empty() || (segments.size() >= 2 && segments.front() == 0 && segments.back() == M &&
                                  std::is_sorted(segments.begin(), segments.end())),

@@ -8,4 +8,14 @@ namespace moe::cuda {
 // h = silu(gate) * up, elementwise over n floats (device pointers).
 void swiglu_forward(float* h, const float* gate, const float* up, std::int64_t n);
 
+// FP8 (E4M3) fine-grained quantisation, bit for bit ops::quantize_1x128 / quantize_128x128:
+// x (M,K) per 1x128 tile -> q (M,K) codes, scales (M, ceil(K/128)); w (N,K) per 128x128 block
+// -> scales (ceil(N/128), ceil(K/128)).
+void quantize_1x128(std::uint8_t* q, float* scales, const float* x, std::int64_t M, std::int64_t K, bool pow2);
+void quantize_128x128(std::uint8_t* q, float* scales, const float* w, std::int64_t N, std::int64_t K, bool pow2);
+// ops::fp8_gemm's definition, bit for bit, one thread per output (the GPU-side oracle).
+// b_rows: sb per 1x128 tile of b (N, ceil(K/128)), else per 128x128 block.
+void fp8_gemm_reference(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
+                        std::int64_t M, std::int64_t N, std::int64_t K, bool b_rows);
+
 }  // namespace moe::cuda

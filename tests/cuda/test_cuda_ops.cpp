@@ -2,6 +2,8 @@
 // program prints why and exits 77, which ctest reports as "Skipped".
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
+#include <array>
+#include <cstring>
 #include <iostream>
 
 #include "kernels/ops.h"
@@ -24,6 +26,61 @@ TEST_CASE("cuda tensors round-trip through device memory", "[gpu][tensor]") {
   Tensor a = random({3, 1000}, 3, 1, DType::f32);
   Tensor back = a.to(Device::cuda).to(Device::cpu);
   CHECK(max_rel_err(back, a) == 0.0);
+}
+
+namespace {
+// Bitwise equality of two tensors' bytes (the GPU one brought back).
+bool same_bits(const Tensor& gpu, const Tensor& cpu) {
+  const Tensor back = gpu.to(Device::cpu);
+  return back.nbytes() == cpu.nbytes() && std::memcmp(back.raw(), cpu.raw(), cpu.nbytes()) == 0;
+}
+// Values of every kind a tile meets: ordinary, an outlier, zeros, FP32 denormals.
+Tensor awkward(Shape shape, std::uint64_t seed) {
+  Tensor x = random(shape, seed, 3, DType::f32);
+  float* d = x.data<float>();
+  const std::int64_t n = x.numel();
+  d[0] = 1e6f;
+  for (std::int64_t i = 1; i < n && i < 300; ++i) d[i] = 0.f;         // a zero tile (with K <= 299)
+  if (n > 400) d[n - 1] = 1e-40f, d[n - 2] = -3e-39f;                 // denormals
+  return x;
+}
+}  // namespace
+
+TEST_CASE("cuda FP8 quantisation is the CPU's bit for bit", "[gpu][fp8]") {
+  for (const auto& [R, K] : {std::array<std::int64_t, 2>{1, 1}, {3, 299}, {130, 200}, {257, 384}})
+    for (bool pow2 : {false, true}) {
+      INFO(R << "x" << K << (pow2 ? " pow2" : ""));
+      const Tensor x = awkward({R, K}, std::uint64_t(R * 1000 + K));
+      const std::int64_t T = (K + 127) / 128, B = (R + 127) / 128;
+      Tensor q = Tensor::empty({R, K}, DType::e4m3), s = Tensor::empty({R, T}, DType::f32);
+      Tensor qb = Tensor::empty({R, K}, DType::e4m3), sb = Tensor::empty({B, T}, DType::f32);
+      ops::quantize_1x128(q, s, x, pow2);
+      ops::quantize_128x128(qb, sb, x, pow2);
+      const Tensor xd = x.to(Device::cuda);
+      Tensor qd = Tensor::empty({R, K}, DType::e4m3, Device::cuda), sd = Tensor::empty({R, T}, DType::f32, Device::cuda);
+      Tensor qbd = Tensor::empty({R, K}, DType::e4m3, Device::cuda), sbd = Tensor::empty({B, T}, DType::f32, Device::cuda);
+      ops::quantize_1x128(qd, sd, xd, pow2);
+      ops::quantize_128x128(qbd, sbd, xd, pow2);
+      CHECK(same_bits(qd, q));
+      CHECK(same_bits(sd, s));
+      CHECK(same_bits(qbd, qb));
+      CHECK(same_bits(sbd, sb));
+    }
+}
+
+TEST_CASE("cuda FP8 scaled GEMM reference and FP8 linear are the CPU's bit for bit", "[gpu][fp8]") {
+  for (const auto& [M, N, K] : {std::array<std::int64_t, 3>{1, 1, 1}, {9, 131, 300}, {64, 256, 512}}) {
+    INFO(M << "x" << N << "x" << K);
+    const Tensor x = random({M, K}, 5, 2, DType::f32), w = random({N, K}, 6, 0.1, DType::f32);
+    const std::int64_t T = (K + 127) / 128;
+    Tensor qx = Tensor::empty({M, K}, DType::e4m3), sx = Tensor::empty({M, T}, DType::f32), y = Tensor::empty({M, N}, DType::f32);
+    ops::quantize_1x128(qx, sx, x);
+    ops::fp8_linear_forward(y, qx, sx, w);
+    const Tensor qxd = qx.to(Device::cuda), sxd = sx.to(Device::cuda), wd = w.to(Device::cuda);
+    Tensor yd = Tensor::empty({M, N}, DType::f32, Device::cuda);
+    ops::fp8_linear_forward(yd, qxd, sxd, wd);  // quantises w per block on the GPU, then the reference GEMM
+    CHECK(same_bits(yd, y));
+  }
 }
 
 int main(int argc, char** argv) {
