@@ -34,7 +34,7 @@ void MoE::swap_saved(Saved& s) {
   std::swap(xe, s.xe), std::swap(he, s.he);
   for (auto [a, b] : {std::pair{&pos_, &s.pos}, {&row_of_, &s.row_of}, {&send_rows_, &s.send_rows},
                       {&recv_rows_, &s.recv_rows}, {&local_offsets_, &s.local_offsets}, {&segments_, &s.segments},
-                      {&slot_, &s.slot}})
+                      {&slot_, &s.slot}, {&slot_row_, &s.slot_row}, {&slots_in_, &s.slots_in}, {&slots_out_, &s.slots_out}})
     std::swap(*a, *b);
   for (auto [a, b] : {std::pair{&send_rows_total_, &s.send_rows_total}, {&recv_rows_total_, &s.recv_rows_total},
                       {&T_, &s.T}, {&n0_, &s.n0}, {&n1_, &s.n1}})
@@ -127,23 +127,30 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   he = gemm_.keep(h);
   gemm_.grouped_forward(ye, he, down_.w, local_offsets_);
 
-  // Combine: yr = sum over the row's experts of gate * y, back to the token's rank.
-  Tensor yr = Tensor::zeros({R, C_}, DType::f32);
-  {
-    const float *y = ye.data<float>(), *g = gr_.data<float>();
-    float* o = yr.data<float>();
-    for_each_slot([&](std::int64_t r, std::int64_t k, std::int64_t sl) {
-      for (std::int64_t c = 0; c < C_; ++c) o[r * C_ + c] += g[r * K_ + k] * y[sl * C_ + c];
-    });
-  }
-  const Tensor ys = exchange(yr, true);
+  // Combine. FP32: yr = sum over the row's experts of gate * y, one row back per (token,
+  // rank). BF16 wire (bf16, fp8): each kept assignment's expert output goes back on its own
+  // and the token applies the gates in top-k order, so no rounding depends on how the
+  // experts are spread over ranks.
   if (shared_) shared_->forward(out, xin);
   else out.zero();
-  {
-    float* o = out.data<float>();
-    const float* y = ys.data<float>();
+  float* o = out.data<float>();
+  if (!slot_combine()) {
+    Tensor yr = Tensor::zeros({R, C_}, DType::f32);
+    const float *y = ye.data<float>(), *g = gr_.data<float>();
+    float* yo = yr.data<float>();
+    for_each_slot([&](std::int64_t r, std::int64_t k, std::int64_t sl) {
+      for (std::int64_t c = 0; c < C_; ++c) yo[r * C_ + c] += g[r * K_ + k] * y[sl * C_ + c];
+    });
+    const Tensor ys = exchange(yr, true);
+    const float* yd = ys.data<float>();
     for_each_row(N, [&](std::int64_t n, std::int64_t r) {
-      for (std::int64_t c = 0; c < C_; ++c) o[n * C_ + c] += y[r * C_ + c];
+      for (std::int64_t c = 0; c < C_; ++c) o[n * C_ + c] += yd[r * C_ + c];
+    });
+  } else {
+    const Tensor ys = exchange_wire(slot_rows(ye), slots_out_, slots_in_);
+    const float *yd = ys.data<float>(), *g = gates.data<float>();
+    for_each_assignment([&](std::int64_t a, std::int64_t row) {
+      for (std::int64_t c = 0; c < C_; ++c) o[(a / K_) * C_ + c] += g[a] * yd[row * C_ + c];
     });
   }
 
@@ -181,7 +188,7 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
     float* o = ds.data<float>();
     for_each_row(N, [&](std::int64_t n, std::int64_t r) { std::copy_n(d + n * C_, C_, o + r * C_); });
   }
-  const Tensor dr = exchange_wire(ds, false);  // BF16 under bf16 / fp8: each token's own rows
+  const Tensor dr = exchange_wire(ds, send_rows_, recv_rows_);  // BF16 under bf16 / fp8: each token's own rows
   // Where the experts live: dy = gate * dout per expert row; dgate = <dout, y>.
   Tensor dye = Tensor::empty({Me, C_}, DType::f32), dgr = Tensor::zeros({R, K_}, DType::f32);
   {
@@ -204,24 +211,34 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   gemm_.grouped_backward(dxe, gate_.g, dge, xe, gate_.w, local_offsets_, segments_);
   gemm_.grouped_backward(tmp, up_.g, due, xe, up_.w, local_offsets_, segments_);
   ops::accumulate(dxe, tmp);
-  // Input gradients summed per row go back with the gate gradients; tokens add their rows.
-  Tensor dx_rows = Tensor::zeros({R, C_}, DType::f32);
-  {
+  // Input gradients go back as the combine did (summed per row, or one per assignment), with
+  // the gate gradients; tokens add them.
+  float* o = dx.data<float>();
+  if (!slot_combine()) {
+    Tensor dx_rows = Tensor::zeros({R, C_}, DType::f32);
     const float* d = dxe.data<float>();
-    float* o = dx_rows.data<float>();
+    float* dro = dx_rows.data<float>();
     for_each_slot([&](std::int64_t r, std::int64_t, std::int64_t sl) {
-      for (std::int64_t c = 0; c < C_; ++c) o[r * C_ + c] += d[sl * C_ + c];
+      for (std::int64_t c = 0; c < C_; ++c) dro[r * C_ + c] += d[sl * C_ + c];
+    });
+    const Tensor dxs = exchange(dx_rows, true);
+    const float* dd = dxs.data<float>();
+    for_each_row(N, [&](std::int64_t n, std::int64_t r) {
+      for (std::int64_t c = 0; c < C_; ++c) o[n * C_ + c] += dd[r * C_ + c];
+    });
+  } else {
+    const Tensor dxs = exchange_wire(slot_rows(dxe), slots_out_, slots_in_);
+    const float* dd = dxs.data<float>();
+    for_each_assignment([&](std::int64_t a, std::int64_t row) {
+      for (std::int64_t c = 0; c < C_; ++c) o[(a / K_) * C_ + c] += dd[row * C_ + c];
     });
   }
-  const Tensor dxs = exchange(dx_rows, true), dgs = exchange(dgr, true);
+  const Tensor dgs = exchange(dgr, true);
   Tensor dgates = Tensor::zeros({N, K_}, DType::f32);
   {
-    const float *d = dxs.data<float>(), *dg = dgs.data<float>();
-    float *o = dx.data<float>(), *dgo = dgates.data<float>();
+    const float* dg = dgs.data<float>();
+    float* dgo = dgates.data<float>();
     const std::int32_t* idx = index.data<std::int32_t>();
-    for_each_row(N, [&](std::int64_t n, std::int64_t r) {
-      for (std::int64_t c = 0; c < C_; ++c) o[n * C_ + c] += d[r * C_ + c];
-    });
     for (std::int64_t a = n0_ * K_; a < n1_ * K_; ++a)
       if (pos_[a] >= 0) dgo[a] = dg[row_of_[std::size_t(a / K_) * p + std::size_t(idx[a] / El_)] * K_ + a % K_];
   }
@@ -279,6 +296,16 @@ void MoE::plan_rows(std::int64_t N) {
       auto& r = row_of_[std::size_t(n) * p + j];
       r = r ? next[j]++ : -1;
     }
+  // Per-assignment combine rows coming back: rank-major, then token, then top-k slot (the
+  // order the expert side sends them: its received rows in order, each row's slots in order).
+  slots_in_.assign(p, 0);
+  for (std::int64_t a = n0_ * K_; a < n1_ * K_; ++a)
+    if (pos_[a] >= 0) ++slots_in_[std::size_t(idx[a] / El_)];
+  std::fill(next.begin(), next.end(), 0);
+  for (std::size_t j = 1; j < p; ++j) next[j] = next[j - 1] + slots_in_[j - 1];
+  slot_row_.assign(static_cast<std::size_t>(N * K_), -1);
+  for (std::int64_t a = n0_ * K_; a < n1_ * K_; ++a)
+    if (pos_[a] >= 0) slot_row_[std::size_t(a)] = next[std::size_t(idx[a] / El_)]++;
 }
 
 // Counts first: how many rows each rank receives from each other rank.
@@ -298,11 +325,26 @@ void MoE::exchange_counts() {
 
 // Rows out to the ranks that hold the experts (back = false) or back to the tokens' ranks.
 Tensor MoE::exchange(const Tensor& rows, bool back) {
+  return back ? exchange(rows, recv_rows_, send_rows_) : exchange(rows, send_rows_, recv_rows_);
+}
+
+Tensor MoE::exchange(const Tensor& rows, const std::vector<std::int64_t>& send, const std::vector<std::int64_t>& recv) {
   if (ep_size_ == 1) return rows;
-  const auto& send = back ? recv_rows_ : send_rows_;
-  const auto& recv = back ? send_rows_ : recv_rows_;
-  Tensor out = Tensor::empty({back ? send_rows_total_ : recv_rows_total_, rows.size(1)}, rows.dtype());
+  std::int64_t total = 0;
+  for (auto r : recv) total += r;
+  Tensor out = Tensor::empty({total, rows.size(1)}, rows.dtype());
   ep_->all_to_all_v(out, recv, rows, send);
+  return out;
+}
+
+Tensor MoE::slot_rows(const Tensor& expert_rows) const {
+  std::int64_t n = 0;
+  for (auto c : slots_out_) n += c;
+  Tensor out = Tensor::empty({n, C_}, DType::f32);
+  const float* e = expert_rows.data<float>();
+  float* d = out.data<float>();
+  std::int64_t i = 0;
+  for_each_slot([&](std::int64_t, std::int64_t, std::int64_t sl) { std::copy_n(e + sl * C_, C_, d + (i++) * C_); });
   return out;
 }
 
@@ -319,11 +361,11 @@ GemmInput MoE::exchange(const GemmInput& rows) {
   return out;
 }
 
-Tensor MoE::exchange_wire(const Tensor& rows, bool back) {
-  if (!gemm_.bf16_wire()) return exchange(rows, back);
+Tensor MoE::exchange_wire(const Tensor& rows, const std::vector<std::int64_t>& send, const std::vector<std::int64_t>& recv) {
+  if (!gemm_.bf16_wire()) return exchange(rows, send, recv);
   Tensor b = Tensor::empty(rows.shape(), DType::bf16);
   ops::convert(b, rows);
-  const Tensor got = exchange(b, back);
+  const Tensor got = exchange(b, send, recv);
   Tensor out = Tensor::empty(got.shape(), DType::f32);
   ops::convert(out, got);
   return out;
@@ -344,11 +386,13 @@ void MoE::plan_experts(const Tensor& meta) {
   // Rows arrive source rank by source rank: an expert's segment ends where its rows from one
   // source do.
   segments_.assign(local_offsets_.begin(), local_offsets_.end());
+  slots_out_.assign(recv_rows_.size(), 0);
   std::int64_t r = 0;
   for (std::size_t j = 0; j < recv_rows_.size(); ++j) {
     for (const std::int64_t end = r + recv_rows_[j]; r < end; ++r)
       for (std::int64_t k = 0; k < K_; ++k)
-        if (const float l = m[r * 2 * K_ + k]; l >= 0) slot_[std::size_t(r * K_ + k)] = next[static_cast<std::size_t>(l)]++;
+        if (const float l = m[r * 2 * K_ + k]; l >= 0)
+          slot_[std::size_t(r * K_ + k)] = next[static_cast<std::size_t>(l)]++, ++slots_out_[j];
     segments_.insert(segments_.end(), next.begin(), next.end());
   }
   std::sort(segments_.begin(), segments_.end());

@@ -47,7 +47,8 @@ class MoE {
   struct Saved {
     Tensor scores, index, gates, ge, ue, ye, gr;
     GemmInput xe, he;
-    std::vector<std::int64_t> pos, row_of, send_rows, recv_rows, local_offsets, segments, slot;
+    std::vector<std::int64_t> pos, row_of, send_rows, recv_rows, local_offsets, segments, slot, slot_row, slots_in,
+        slots_out;
     std::int64_t send_rows_total = 0, recv_rows_total = 0, T = 0, n0 = 0, n1 = 0;
     std::vector<double> f;
     SwiGLU::Saved shared;
@@ -92,12 +93,21 @@ class MoE {
   void plan_rows(std::int64_t N);
   void exchange_counts();
   Tensor exchange(const Tensor& rows, bool back);
+  Tensor exchange(const Tensor& rows, const std::vector<std::int64_t>& send, const std::vector<std::int64_t>& recv);
   GemmInput exchange(const GemmInput& rows);  // the dispatch payload, out to the experts
-  // f32 token rows exchanged in the wire precision (Gemm::bf16_wire), rounded alike without
-  // ep. Only for rows that are one token's own values: the combine and the input gradients
-  // coming back are sums over a rank's experts, which rounding would make depend on how the
-  // experts are spread; they stay FP32.
-  Tensor exchange_wire(const Tensor& rows, bool back);
+  // f32 rows exchanged in the wire precision (Gemm::bf16_wire: BF16), rounded alike without ep.
+  Tensor exchange_wire(const Tensor& rows, const std::vector<std::int64_t>& send, const std::vector<std::int64_t>& recv);
+  // Under a BF16 wire the combine (and its backward) carries one row per kept assignment
+  // rather than a sum per (token, rank): a rounded partial sum would depend on how the
+  // experts are spread over ranks, one expert's row does not.
+  bool slot_combine() const { return gemm_.bf16_wire(); }
+  // (expert rows) -> one row per (received row, slot) in for_each_slot's order.
+  Tensor slot_rows(const Tensor& expert_rows) const;
+  // f(assignment, row of the per-assignment combine) for this rank's kept assignments, in order.
+  template <class F> void for_each_assignment(F&& f) const {
+    for (std::int64_t a = n0_ * K_; a < n1_ * K_; ++a)
+      if (const auto row = slot_row_[std::size_t(a)]; row >= 0) f(a, row);
+  }
   void plan_experts(const Tensor& meta);
   // f(token, row) for every row this rank sends, in (token, rank) order.
   template <class F> void for_each_row(std::int64_t N, F&& f) const {
@@ -138,6 +148,9 @@ class MoE {
   GemmInput xe, he;  // the experts' GEMM inputs (Me,C), (Me,H)
   std::vector<std::int64_t> pos_;      // (N*K) place among its expert's kept assignments, -1 if dropped
   std::vector<std::int64_t> row_of_, send_rows_, recv_rows_, local_offsets_, segments_, slot_;
+  // Per-assignment combine: slot_row_ (N*K) each kept assignment's row among those coming
+  // back (-1: none); slots_in_ / slots_out_ rows per rank coming back / going back.
+  std::vector<std::int64_t> slot_row_, slots_in_, slots_out_;
   std::int64_t send_rows_total_ = 0, recv_rows_total_ = 0;
   std::vector<std::int64_t> load_;
   std::vector<double> f_;              // (B,E) selection fractions for the balance loss

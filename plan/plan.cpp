@@ -244,7 +244,10 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
     t.tp = tp_bytes / tp_link;
     // Per remote row, forward: dispatch (C in the GEMM input format, 2K metadata) and combine;
     // backward: the output gradient out and the input gradient back (and K gate gradients).
-    const double row = C * eb.gemm + 3 * C * eb.other + 3 * double(m.top_k) * 4;
+    // The combine and the input gradient are one FP32 sum per row under fp32, one BF16 row per
+    // assignment otherwise (model/moe.h): top_k / ranks_per_token rows per row.
+    const double back = cfg.precision == Precision::fp32 ? 1.0 : double(m.top_k) / std::max(1.0, p.ranks_per_token);
+    const double row = C * eb.gemm + C * eb.other * (1 + 2 * back) + 3 * double(m.top_k) * 4;
     const double ep_rows = tokens / tp * moe_blocks;
     const double ep_intra = ep_rows * remote_intra * row, ep_inter = ep_rows * remote_inter * row;
     t.ep = ep_intra / bw(c.intra_node_gbps) + ep_inter / bw(c.inter_node_gbps);

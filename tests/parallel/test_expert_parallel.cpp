@@ -83,7 +83,7 @@ void check_layer(const ModelConfig& c, std::int64_t B, std::int64_t T, Precision
   // Rows: one per (token, other rank holding one of its kept experts). mine_out: my tokens'
   // rows; theirs_in: other ranks' rows to my experts. assignments_out: my kept assignments
   // whose expert is elsewhere (what one row per assignment would send).
-  std::uint64_t mine_out = 0, theirs_in = 0, assignments_out = 0;
+  std::uint64_t mine_out = 0, theirs_in = 0, assignments_out = 0, assignments_in = 0;
   int fan_out = 1;
   for (int s = 0; s < p; ++s)
     for (std::int64_t n = 0; n < N; ++n) {
@@ -94,23 +94,24 @@ void check_layer(const ModelConfig& c, std::int64_t B, std::int64_t T, Precision
         const int owner = all_idx.data<std::int32_t>()[s * N * K + a] / static_cast<int>(El);
         ranks |= 1ull << owner;
         if (s == r && owner != r) ++assignments_out;
+        if (s != r && owner == r) ++assignments_in;
       }
       const std::uint64_t others = ranks & ~(1ull << s);
       if (s == r) mine_out += std::popcount(others), fan_out = std::max(fan_out, std::popcount(ranks));
       if (s != r && (ranks >> r & 1)) ++theirs_in;
     }
-  // A dispatched row: C values as FP32, BF16, or E4M3 with one FP32 scale per 128; output
-  // gradients out: FP32 under fp32, else BF16; sums over a rank's experts back: FP32.
+  // A dispatched row: C values as FP32, BF16, or E4M3 with one FP32 scale per 128. Under
+  // fp32 the combine and the input gradients go back as one FP32 sum per row; under bf16 and
+  // fp8 as one BF16 row per assignment, and the output gradients go out as BF16.
   const auto C64 = static_cast<std::uint64_t>(C);
-  const std::uint64_t Xb = precision == Precision::fp32   ? 4 * C64
-                           : precision == Precision::bf16 ? 2 * C64
-                                                          : C64 + 4 * ((C64 + 127) / 128),
-                      Db = precision == Precision::fp32 ? 4 * C64 : 2 * C64, Cb = 4 * C64,
+  const bool fp32 = precision == Precision::fp32;
+  const std::uint64_t Xb = fp32 ? 4 * C64 : precision == Precision::bf16 ? 2 * C64 : C64 + 4 * ((C64 + 127) / 128),
+                      Db = fp32 ? 4 * C64 : 2 * C64, back = fp32 ? theirs_in * 4 * C64 : assignments_in * 2 * C64,
                       Kb = static_cast<std::uint64_t>(K) * 4, counts = static_cast<std::uint64_t>(p - 1) * 4;
-  // Forward: row counts; my rows out with (local expert, gate) per slot; their combined rows
-  // back. Backward: my output gradients out; their input gradients and gate gradients back.
+  // Forward: row counts; my rows out with (local expert, gate) per slot; their combine back.
+  // Backward: my output gradients out; their input gradients and gate gradients back.
   CHECK(world.bytes_sent().at("all_to_all") ==
-        counts + mine_out * (Xb + 2 * Kb) + theirs_in * Cb + mine_out * Db + theirs_in * (Cb + Kb));
+        counts + mine_out * (Xb + 2 * Kb) + back + mine_out * Db + back + theirs_in * Kb);
   CHECK(ep.dispatch_bytes() == mine_out * Xb);
   CHECK(ep.max_ranks_per_token() == fan_out);
   CHECK(ep.remote_rows() == static_cast<std::int64_t>(assignments_out));
@@ -126,8 +127,9 @@ TEST_CASE("expert parallel: a sharded MoE layer equals the unsharded one, bytes 
 }
 
 // FP8: rows dispatched as E4M3 codes with their scales, quantised where the token lives (the
-// same bits as quantising them where the expert lives), BF16 combine; the weight gradient's
-// tiles follow the source ranks, as the unsharded layer's do. d_model 200: two scale tiles.
+// same bits as quantising them where the expert lives), a BF16 combine of one row per
+// assignment; the weight gradient's tiles follow the source ranks, as the unsharded layer's
+// do. d_model 200: two scale tiles.
 TEST_CASE("expert parallel: FP8 and BF16 layers equal their unsharded selves", "[mpi][moe][fp8]") {
   ModelConfig c = micro();
   c.d_model = 200;
