@@ -1,5 +1,6 @@
 #include "checkpoint/checkpoint.h"
 
+#include "checkpoint/chunk_writer.h"
 #include "checkpoint/fletcher32.h"
 
 #include <hdf5.h>
@@ -67,13 +68,10 @@ hid_t check_id(hid_t id, const std::string& path, const std::string& what) {
 std::vector<hsize_t> dims_of(const Shape& s) { return {s.begin(), s.end()}; }
 
 // Chunks of about 8 MiB (fewer, longer reads and writes; a 1 MiB chunk loaded 10-15% slower):
-// whole trailing dimensions, as many leading rows as fit.
+// whole trailing dimensions, as many leading rows as fit (detail::chunk_rows).
 std::vector<hsize_t> chunk_of(const Shape& s) {
   std::vector<hsize_t> c = dims_of(s);
-  if (c.empty()) return c;
-  hsize_t inner = 1;
-  for (std::size_t d = 1; d < c.size(); ++d) inner *= c[d];
-  c[0] = std::clamp<hsize_t>((1u << 21) / std::max<hsize_t>(inner, 1), 1, c[0]);
+  if (!c.empty()) c[0] = static_cast<hsize_t>(detail::chunk_rows(s));
   return c;
 }
 
@@ -249,7 +247,7 @@ void read_slice(hid_t ds, const std::string& path, const Dataset& d, const Slice
 
 namespace {
 void write_all(Id& file, const std::string& path, const Meta& meta, const std::vector<Dataset>& datasets,
-               const std::vector<Slice>& mine, bool alone);
+               const std::vector<Slice>& mine, MPI_Comm comm);  // comm: null when this process writes alone
 
 // A process that writes the whole file alone hands HDF5 each chunk of a dataset it holds
 // entirely with the Fletcher32 already appended (H5Dwrite_chunk): HDF5 1.10's own checksum
@@ -289,7 +287,7 @@ void write(const std::string& path, MPI_Comm comm, const Meta& meta, const std::
   // created, and checksums a fill chunk for each, which no write here needs).
   Id file = open_file(path, ranks == 1 ? MPI_COMM_NULL : comm, true);
   try {
-    write_all(file, path, meta, datasets, mine, ranks == 1);
+    write_all(file, path, meta, datasets, mine, ranks == 1 ? MPI_COMM_NULL : comm);
   } catch (const CheckpointError& e) {
     // A failed write (a full disk) leaves HDF5 unable to flush the file: closing it would
     // fail again and leave the library's state torn (HDF5 1.10 then crashes at exit). The
@@ -303,7 +301,8 @@ void write(const std::string& path, MPI_Comm comm, const Meta& meta, const std::
 
 namespace {
 void write_all(Id& file, const std::string& path, const Meta& meta, const std::vector<Dataset>& datasets,
-               const std::vector<Slice>& mine, bool alone) {
+               const std::vector<Slice>& mine, MPI_Comm comm) {
+  const bool alone = comm == MPI_COMM_NULL;
   Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
   H5Pset_create_intermediate_group(lcpl.get(), 1);
   // Every rank creates every dataset (metadata is collective), then the collective writes.
@@ -322,7 +321,17 @@ void write_all(Id& file, const std::string& path, const Meta& meta, const std::v
   }
   const auto slices = by_dataset(mine);
   std::vector<unsigned char> buf;
-  for_each_selection(path, datasets, mine, [&](const Dataset& d, hid_t mem, hid_t fs, hid_t xfer, const float* data) {
+  // Several ranks: every chunk whole from one rank where the slices allow (chunk_writer.h),
+  // HDF5's collective filtered write for the rest (tensor-parallel windows).
+  std::vector<Dataset> rest;
+  if (comm == MPI_COMM_NULL) {
+    rest = datasets;
+  } else {
+    const auto done = detail::write_whole_chunks(path, comm, file.get(), datasets, mine);
+    for (std::size_t i = 0; i < datasets.size(); ++i)
+      if (!done[i]) rest.push_back(datasets[i]);
+  }
+  for_each_selection(path, rest, mine, [&](const Dataset& d, hid_t mem, hid_t fs, hid_t xfer, const float* data) {
     Id ds(check_id(H5Dopen2(file.get(), d.name.c_str(), H5P_DEFAULT), path, d.name), H5Dclose);
     const auto it = slices.find(d.name);
     if (alone && write_direct(ds.get(), path, d, it == slices.end() ? nullptr : it->second, buf)) return;

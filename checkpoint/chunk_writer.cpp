@@ -1,0 +1,247 @@
+#include "checkpoint/chunk_writer.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+
+#include "checkpoint/fletcher32.h"
+#include "kernels/error.h"
+
+namespace moe::ckpt::detail {
+namespace {
+
+std::int64_t numel(const Shape& s) {
+  std::int64_t n = 1;
+  for (auto e : s) n *= e;
+  return n;
+}
+
+// A piece of a chunk travelling to its writer: where it goes, then its floats.
+struct Header {
+  std::int64_t dataset, begin, count;  // dataset index, first element, elements
+};
+
+class File {  // the checkpoint's bytes, written by this rank at HDF5's chunk addresses
+ public:
+  explicit File(const std::string& path) : path_(path), fd_(::open(path.c_str(), O_WRONLY)) {
+    if (fd_ < 0) fail("open");
+  }
+  ~File() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  File(const File&) = delete;
+  File& operator=(const File&) = delete;
+  void write(const std::string& dataset, haddr_t addr, const iovec* parts, int n, std::size_t bytes) {
+    for (std::size_t done = 0; done < bytes;) {  // pwritev may write less than asked
+      std::vector<iovec> rest;
+      std::size_t skip = done;
+      for (int i = 0; i < n; ++i) {
+        if (skip >= parts[i].iov_len) {
+          skip -= parts[i].iov_len;
+          continue;
+        }
+        rest.push_back({static_cast<char*>(parts[i].iov_base) + skip, parts[i].iov_len - skip});
+        skip = 0;
+      }
+      const ssize_t w = ::pwritev(fd_, rest.data(), static_cast<int>(rest.size()), static_cast<off_t>(addr + done));
+      if (w <= 0) fail("write " + dataset);
+      done += static_cast<std::size_t>(w);
+    }
+  }
+  void sync() {
+    if (::fdatasync(fd_) != 0) fail("sync");
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const {
+    throw CheckpointError(fmt::format("{}: {}: {}", path_, what, std::strerror(errno)));
+  }
+  std::string path_;
+  int fd_;
+};
+
+// Every rank's flat range of every dataset: (begin, end, holds a window) per (rank, dataset).
+struct Ranges {
+  std::vector<std::int64_t> all;
+  std::size_t D;
+  int p;
+  std::pair<std::int64_t, std::int64_t> of(int r, std::size_t i) const {
+    return {all[(std::size_t(r) * D + i) * 3], all[(std::size_t(r) * D + i) * 3 + 1]};
+  }
+  bool window(int r, std::size_t i) const { return all[(std::size_t(r) * D + i) * 3 + 2] != 0; }
+  // The rank whose range holds element e of dataset i (the writer of the chunk it starts).
+  int owner(std::size_t i, std::int64_t e) const {
+    for (int r = 0; r < p; ++r)
+      if (const auto [b, x] = of(r, i); e >= b && e < x) return r;
+    return -1;
+  }
+};
+
+using Pieces = std::multimap<std::pair<std::int64_t, std::int64_t>, const char*>;  // (dataset, chunk) -> header
+
+void write_owned(const std::string& path, hid_t file, const std::vector<Dataset>& datasets, const std::vector<bool>& raw,
+                 const Ranges& ranges, int me, const std::map<std::string, const Slice*>& slice_of, const Pieces& pieces);
+
+}  // namespace
+
+std::int64_t chunk_rows(const Shape& s) {
+  if (s.empty()) return 1;
+  const std::int64_t inner = std::max<std::int64_t>(numel(s) / std::max<std::int64_t>(s[0], 1), 1);
+  return std::clamp<std::int64_t>((std::int64_t{1} << 21) / inner, 1, std::max<std::int64_t>(s[0], 1));
+}
+
+std::vector<bool> write_whole_chunks(const std::string& path, MPI_Comm comm, hid_t file,
+                                     const std::vector<Dataset>& datasets, const std::vector<Slice>& mine) {
+  int p = 1, me = 0;
+  MPI_Comm_size(comm, &p), MPI_Comm_rank(comm, &me);
+  const std::size_t D = datasets.size();
+  std::map<std::string, const Slice*> slice_of;
+  for (const Slice& s : mine) slice_of[s.dataset] = &s;
+  // Every rank's range of every dataset, and whether any rank holds a window of it.
+  std::vector<std::int64_t> local(3 * D, 0), all(3 * D * std::size_t(p));
+  for (std::size_t i = 0; i < D; ++i)
+    if (const auto it = slice_of.find(datasets[i].name); it != slice_of.end() && it->second->begin < it->second->end)
+      local[3 * i] = it->second->begin, local[3 * i + 1] = it->second->end, local[3 * i + 2] = !it->second->window.empty();
+  MPI_Allgather(local.data(), static_cast<int>(3 * D), MPI_INT64_T, all.data(), static_cast<int>(3 * D), MPI_INT64_T, comm);
+  const Ranges ranges{std::move(all), D, p};
+  auto range = [&](int r, std::size_t i) { return ranges.of(r, i); };
+  auto owner = [&](std::size_t i, std::int64_t e) { return ranges.owner(i, e); };
+  std::vector<bool> raw(D, false);
+  for (std::size_t i = 0; i < D; ++i) {
+    std::int64_t covered = 0;
+    bool window = false;
+    for (int r = 0; r < p; ++r) covered += range(r, i).second - range(r, i).first, window |= ranges.window(r, i);
+    raw[i] = !window && !datasets[i].shape.empty() && covered == numel(datasets[i].shape);
+  }
+
+  // Pieces of other ranks' chunks go to their writers.
+  std::vector<std::vector<char>> out(static_cast<std::size_t>(p));
+  for (std::size_t i = 0; i < D; ++i) {
+    if (!raw[i]) continue;
+    const auto [b, e] = range(me, i);
+    if (b >= e) continue;
+    const std::int64_t per = chunk_rows(datasets[i].shape) * (numel(datasets[i].shape) / datasets[i].shape[0]);
+    const float* data = slice_of.at(datasets[i].name)->data;
+    for (std::int64_t c = b / per; c * per < e; ++c) {
+      const int w = owner(i, c * per);
+      if (w == me) continue;
+      const std::int64_t lo = std::max(b, c * per), hi = std::min(e, (c + 1) * per);
+      const Header h{static_cast<std::int64_t>(i), lo, hi - lo};
+      auto& o = out[std::size_t(w)];
+      const auto* hp = reinterpret_cast<const char*>(&h);
+      o.insert(o.end(), hp, hp + sizeof h);
+      const auto* dp = reinterpret_cast<const char*>(data + (lo - b));
+      o.insert(o.end(), dp, dp + (hi - lo) * std::int64_t(sizeof(float)));
+    }
+  }
+  const auto P = static_cast<std::size_t>(p);
+  std::vector<int> send_n(P), recv_n(P), send_at(P), recv_at(P);
+  std::vector<char> send;
+  for (int r = 0; r < p; ++r) {
+    send_at[std::size_t(r)] = static_cast<int>(send.size());
+    send_n[std::size_t(r)] = static_cast<int>(out[std::size_t(r)].size());
+    send.insert(send.end(), out[std::size_t(r)].begin(), out[std::size_t(r)].end());
+  }
+  MPI_Alltoall(send_n.data(), 1, MPI_INT, recv_n.data(), 1, MPI_INT, comm);
+  int total = 0;
+  for (int r = 0; r < p; ++r) recv_at[std::size_t(r)] = total, total += recv_n[std::size_t(r)];
+  std::vector<char> recv(static_cast<std::size_t>(total));
+  MPI_Alltoallv(send.data(), send_n.data(), send_at.data(), MPI_CHAR, recv.data(), recv_n.data(), recv_at.data(), MPI_CHAR,
+                comm);
+  Pieces pieces;
+  for (std::size_t at = 0; at < recv.size();) {
+    Header h;
+    std::memcpy(&h, recv.data() + at, sizeof h);
+    const auto& shape = datasets[std::size_t(h.dataset)].shape;
+    const std::int64_t per = chunk_rows(shape) * (numel(shape) / shape[0]);
+    pieces.emplace(std::pair{h.dataset, h.begin / per}, recv.data() + at);
+    at += sizeof h + std::size_t(h.count) * sizeof(float);
+  }
+
+  // Each chunk this rank writes: checksum, then the payload and the 4 bytes at its address.
+  // A chunk inside this rank's range is written from the tensor itself. A failure on any
+  // rank (a full disk) fails the save on every rank, before any further collective call.
+  std::string error;
+  try {
+    write_owned(path, file, datasets, raw, ranges, me, slice_of, pieces);
+  } catch (const CheckpointError& e) {
+    error = e.what();
+  }
+  int failed = error.empty() ? p : me, first = p;
+  MPI_Allreduce(&failed, &first, 1, MPI_INT, MPI_MIN, comm);
+  if (first < p)
+    throw CheckpointError(error.empty() ? fmt::format("{}: rank {} could not write its chunks", path, first) : error);
+  return raw;
+}
+
+namespace {
+void write_owned(const std::string& path, hid_t file, const std::vector<Dataset>& datasets, const std::vector<bool>& raw,
+                 const Ranges& ranges, int me, const std::map<std::string, const Slice*>& slice_of, const Pieces& pieces) {
+  const std::size_t D = datasets.size();
+  auto range = [&](int r, std::size_t i) { return ranges.of(r, i); };
+  auto owner = [&](std::size_t i, std::int64_t e) { return ranges.owner(i, e); };
+  File f(path);
+  std::vector<unsigned char> buf;
+  for (std::size_t i = 0; i < D; ++i) {
+    if (!raw[i]) continue;
+    const auto [b, e] = range(me, i);
+    if (b >= e) continue;
+    const Dataset& d = datasets[i];
+    const std::int64_t n = numel(d.shape), rows = chunk_rows(d.shape), per = rows * (n / d.shape[0]);
+    const std::size_t payload = std::size_t(per) * sizeof(float);
+    const float* data = slice_of.at(d.name)->data;
+    const hid_t ds = H5Dopen2(file, d.name.c_str(), H5P_DEFAULT);
+    if (ds < 0) throw CheckpointError(fmt::format("{}: open {}", path, d.name));
+    std::vector<hsize_t> offset(d.shape.size(), 0);
+    try {
+      for (std::int64_t c = b / per; c * per < e; ++c) {
+        if (owner(i, c * per) != me) continue;
+        offset[0] = hsize_t(c * rows);
+        unsigned mask = 0;
+        haddr_t addr = 0;
+        hsize_t size = 0;
+        if (H5Dget_chunk_info_by_coord(ds, offset.data(), &mask, &addr, &size) < 0 || addr == HADDR_UNDEF ||
+            size != payload + 4)
+          throw CheckpointError(fmt::format("{}: {}: HDF5 did not allocate the chunk at row {} as {} bytes", path, d.name,
+                                            offset[0], payload + 4));
+        const std::int64_t hi = std::min(n, (c + 1) * per);
+        const unsigned char* bytes = nullptr;
+        if (c * per >= b && (c + 1) * per <= e) {
+          bytes = reinterpret_cast<const unsigned char*>(data + (c * per - b));
+        } else {  // pieces from other ranks, or the dataset's last chunk (stored at full size)
+          buf.assign(payload, 0);
+          const std::int64_t lo = std::max(b, c * per), mine_hi = std::min(e, hi);
+          std::memcpy(buf.data() + std::size_t(lo - c * per) * sizeof(float), data + (lo - b),
+                      std::size_t(mine_hi - lo) * sizeof(float));
+          const auto [first, last] = pieces.equal_range({std::int64_t(i), c});
+          for (auto it = first; it != last; ++it) {
+            Header h;
+            std::memcpy(&h, it->second, sizeof h);
+            std::memcpy(buf.data() + std::size_t(h.begin - c * per) * sizeof(float), it->second + sizeof h,
+                        std::size_t(h.count) * sizeof(float));
+          }
+          bytes = buf.data();
+        }
+        const std::uint32_t sum = fletcher32(bytes, payload);
+        unsigned char trailer[4];
+        for (int k = 0; k < 4; ++k) trailer[k] = static_cast<unsigned char>(sum >> (8 * k));
+        const iovec parts[2] = {{const_cast<unsigned char*>(bytes), payload}, {trailer, 4}};
+        f.write(d.name, addr, parts, 2, payload + 4);
+      }
+    } catch (...) {
+      H5Dclose(ds);
+      throw;
+    }
+    H5Dclose(ds);
+  }
+  f.sync();
+}
+}  // namespace
+
+}  // namespace moe::ckpt::detail
