@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "parallel/mesh.h"
+#include "bench/run_args.h"
 #include "trainer/train.h"
 
 using namespace moe;
@@ -24,12 +25,7 @@ int main(int argc, char** argv) try {
   MpiSession mpi(&argc, &argv);
   MpiCommunicator world;
   const int P = world.size();
-  const std::string path = argc > 1 ? argv[1] : "configs/tiny.yaml";
-  // No checkpoints: a run directory from an earlier run would be resumed, not measured.
-  std::vector<std::string> sets = {"train.steps=10", "train.eval_every=0", "train.eval_batches=1", "train.log_every=1000",
-                                   "checkpoint.dir="};
-  for (int i = 2; i < argc; ++i) sets.emplace_back(argv[i]);
-  spdlog::set_level(spdlog::level::warn);
+  const auto [path, sets] = bench::run_args(argc, argv, 10);
 
   struct Case {
     std::string name;

@@ -20,6 +20,7 @@
 
 #include "parallel/mesh.h"
 #include "plan/stages.h"
+#include "bench/run_args.h"
 #include "trainer/train.h"
 
 using namespace moe;
@@ -32,11 +33,7 @@ int main(int argc, char** argv) try {
   MpiSession mpi(&argc, &argv);
   MpiCommunicator world;
   const int P = world.size();
-  const std::string path = argc > 1 ? argv[1] : "configs/tiny.yaml";
-  std::vector<std::string> sets = {"train.steps=30", "train.eval_every=0", "train.eval_batches=1", "train.log_every=1000",
-                                   "checkpoint.dir=", "train.warmup_steps=1"};
-  for (int i = 2; i < argc; ++i) sets.emplace_back(argv[i]);
-  spdlog::set_level(spdlog::level::warn);
+  const auto [path, sets] = bench::run_args(argc, argv, 30, {"train.warmup_steps=1"});
   const Config base = load_config(path, sets);
   const std::int64_t global = P * base.train.grad_accum;  // micro-batches per step at dpP
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/run_args.h"
 #include "trainer/train.h"
 
 using namespace moe;
@@ -19,11 +20,7 @@ int main(int argc, char** argv) try {
   MpiSession mpi(&argc, &argv);
   MpiCommunicator world;
   const int P = world.size();
-  const std::string path = argc > 1 ? argv[1] : "configs/tiny.yaml";
-  std::vector<std::string> sets = {"train.steps=20", "train.eval_every=0", "train.eval_batches=1", "train.log_every=1000",
-                                   "checkpoint.dir=", "train.warmup_steps=1", "parallel.ep=" + std::to_string(P)};
-  for (int i = 2; i < argc; ++i) sets.emplace_back(argv[i]);
-  spdlog::set_level(spdlog::level::warn);
+  const auto [path, sets] = bench::run_args(argc, argv, 20, {"train.warmup_steps=1", "parallel.ep=" + std::to_string(P)});
 
   struct Row {
     double dispatch, rows, saved, gemm, tokens_per_s;
