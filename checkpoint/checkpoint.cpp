@@ -47,8 +47,8 @@ std::string hdf5_reason() {
   // time = ..., errno = 27, error message = 'File too large', ..."): keep the system's words.
   const std::string key = "error message = '";
   if (const auto at = reason.find(key); at != std::string::npos) {
-    const auto end = reason.find('\'', at + key.size());
-    reason = reason.substr(0, reason.find(':')) + ": " + reason.substr(at + key.size(), end - at - key.size());
+    const auto end = reason.find('\'', at + key.size()), colon = reason.find(':');
+    reason = (colon < at ? reason.substr(0, colon) + ": " : std::string()) + reason.substr(at + key.size(), end - at - key.size());
   }
   std::replace(reason.begin(), reason.end(), '\n', ' ');  // one line, whatever HDF5 said
   return reason;
@@ -335,7 +335,8 @@ void write_all(Id& file, const std::string& path, const Meta& meta, const std::v
     Id ds(check_id(H5Dopen2(file.get(), d.name.c_str(), H5P_DEFAULT), path, d.name), H5Dclose);
     const auto it = slices.find(d.name);
     if (alone && write_direct(ds.get(), path, d, it == slices.end() ? nullptr : it->second, buf)) return;
-    check(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, mem, fs, xfer, data), path, "write " + d.name);
+    // Alone, the file has HDF5's default driver, which refuses collective transfers.
+    check(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, mem, fs, alone ? H5P_DEFAULT : xfer, data), path, "write " + d.name);
   });
   const hid_t f = file.get();
   write_attr(f, "format_version", H5T_NATIVE_INT64, meta.format_version, path);

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <map>
 
 #include "checkpoint/fletcher32.h"
@@ -50,6 +51,7 @@ class File {  // the checkpoint's bytes, written by this rank at HDF5's chunk ad
         skip = 0;
       }
       const ssize_t w = ::pwritev(fd_, rest.data(), static_cast<int>(rest.size()), static_cast<off_t>(addr + done));
+      if (w == 0) errno = EIO;  // nothing written and no reason given
       if (w <= 0) fail("write " + dataset);
       done += static_cast<std::size_t>(w);
     }
@@ -112,50 +114,86 @@ std::vector<bool> write_whole_chunks(const std::string& path, MPI_Comm comm, hid
   const Ranges ranges{std::move(all), D, p};
   auto range = [&](int r, std::size_t i) { return ranges.of(r, i); };
   auto owner = [&](std::size_t i, std::int64_t e) { return ranges.owner(i, e); };
+  // Ours to write: flat ranges that tile the dataset exactly (no window, no gap, no overlap).
   std::vector<bool> raw(D, false);
   for (std::size_t i = 0; i < D; ++i) {
-    std::int64_t covered = 0;
+    std::vector<std::pair<std::int64_t, std::int64_t>> tiles;
     bool window = false;
-    for (int r = 0; r < p; ++r) covered += range(r, i).second - range(r, i).first, window |= ranges.window(r, i);
-    raw[i] = !window && !datasets[i].shape.empty() && covered == numel(datasets[i].shape);
+    for (int r = 0; r < p; ++r) {
+      window |= ranges.window(r, i);
+      if (range(r, i).first < range(r, i).second) tiles.push_back(range(r, i));
+    }
+    std::sort(tiles.begin(), tiles.end());
+    std::int64_t next = 0;
+    for (const auto& [b, e] : tiles) next = b == next ? e : -1;
+    raw[i] = !window && !datasets[i].shape.empty() && next == numel(datasets[i].shape);
   }
 
+  // From here every rank reaches the two exchanges and the final agreement whatever fails
+  // on it (a rank leaving a collective early would leave the others waiting).
+  std::string error;
+  auto note = [&](const std::exception& e) {
+    if (error.empty()) error = e.what();
+  };
   // Pieces of other ranks' chunks go to their writers.
   std::vector<std::vector<char>> out(static_cast<std::size_t>(p));
-  for (std::size_t i = 0; i < D; ++i) {
-    if (!raw[i]) continue;
-    const auto [b, e] = range(me, i);
-    if (b >= e) continue;
-    const std::int64_t per = chunk_rows(datasets[i].shape) * (numel(datasets[i].shape) / datasets[i].shape[0]);
-    const float* data = slice_of.at(datasets[i].name)->data;
-    for (std::int64_t c = b / per; c * per < e; ++c) {
-      const int w = owner(i, c * per);
-      if (w == me) continue;
-      const std::int64_t lo = std::max(b, c * per), hi = std::min(e, (c + 1) * per);
-      const Header h{static_cast<std::int64_t>(i), lo, hi - lo};
-      auto& o = out[std::size_t(w)];
-      const auto* hp = reinterpret_cast<const char*>(&h);
-      o.insert(o.end(), hp, hp + sizeof h);
-      const auto* dp = reinterpret_cast<const char*>(data + (lo - b));
-      o.insert(o.end(), dp, dp + (hi - lo) * std::int64_t(sizeof(float)));
+  try {
+    for (std::size_t i = 0; i < D; ++i) {
+      if (!raw[i]) continue;
+      const auto [b, e] = range(me, i);
+      if (b >= e) continue;
+      const std::int64_t per = chunk_rows(datasets[i].shape) * (numel(datasets[i].shape) / datasets[i].shape[0]);
+      const float* data = slice_of.at(datasets[i].name)->data;
+      for (std::int64_t c = b / per; c * per < e; ++c) {
+        const int w = owner(i, c * per);
+        if (w == me) continue;
+        const std::int64_t lo = std::max(b, c * per), hi = std::min(e, (c + 1) * per);
+        const Header h{static_cast<std::int64_t>(i), lo, hi - lo};
+        auto& o = out[std::size_t(w)];
+        const auto* hp = reinterpret_cast<const char*>(&h);
+        o.insert(o.end(), hp, hp + sizeof h);
+        const auto* dp = reinterpret_cast<const char*>(data + (lo - b));
+        o.insert(o.end(), dp, dp + (hi - lo) * std::int64_t(sizeof(float)));
+      }
     }
+  } catch (const std::exception& e) {
+    note(e);
   }
+  // MPI counts are ints: at most one piece per range boundary per dataset travels, far
+  // below 2 GiB; past it the save fails on every rank instead of wrapping.
   const auto P = static_cast<std::size_t>(p);
   std::vector<int> send_n(P), recv_n(P), send_at(P), recv_at(P);
   std::vector<char> send;
+  std::size_t bytes = 0;
+  for (const auto& o : out) bytes += o.size();
+  if (!error.empty() || bytes > std::size_t(std::numeric_limits<int>::max())) {
+    if (error.empty()) error = fmt::format("{}: {} bytes of chunk pieces to exchange, more than MPI counts hold", path, bytes);
+    out.assign(P, {});
+  }
+  try {
+    send.reserve(bytes);
+  } catch (const std::exception& e) {
+    note(e), out.assign(P, {});
+  }
   for (int r = 0; r < p; ++r) {
     send_at[std::size_t(r)] = static_cast<int>(send.size());
     send_n[std::size_t(r)] = static_cast<int>(out[std::size_t(r)].size());
     send.insert(send.end(), out[std::size_t(r)].begin(), out[std::size_t(r)].end());
   }
   MPI_Alltoall(send_n.data(), 1, MPI_INT, recv_n.data(), 1, MPI_INT, comm);
-  int total = 0;
-  for (int r = 0; r < p; ++r) recv_at[std::size_t(r)] = total, total += recv_n[std::size_t(r)];
-  std::vector<char> recv(static_cast<std::size_t>(total));
+  std::size_t total = 0;
+  for (int r = 0; r < p; ++r) total += std::size_t(recv_n[std::size_t(r)]);
+  if (total > std::size_t(std::numeric_limits<int>::max())) {
+    if (error.empty()) error = fmt::format("{}: {} bytes of chunk pieces to receive, more than MPI counts hold", path, total);
+    std::fill(recv_n.begin(), recv_n.end(), 0);  // still in the collective, receiving nothing: the save fails below
+    total = 0;
+  }
+  for (int r = 0, at = 0; r < p; ++r) recv_at[std::size_t(r)] = at, at += recv_n[std::size_t(r)];
+  std::vector<char> recv(total);
   MPI_Alltoallv(send.data(), send_n.data(), send_at.data(), MPI_CHAR, recv.data(), recv_n.data(), recv_at.data(), MPI_CHAR,
                 comm);
   Pieces pieces;
-  for (std::size_t at = 0; at < recv.size();) {
+  for (std::size_t at = 0; error.empty() && at < recv.size();) {
     Header h;
     std::memcpy(&h, recv.data() + at, sizeof h);
     const auto& shape = datasets[std::size_t(h.dataset)].shape;
@@ -167,11 +205,10 @@ std::vector<bool> write_whole_chunks(const std::string& path, MPI_Comm comm, hid
   // Each chunk this rank writes: checksum, then the payload and the 4 bytes at its address.
   // A chunk inside this rank's range is written from the tensor itself. A failure on any
   // rank (a full disk) fails the save on every rank, before any further collective call.
-  std::string error;
   try {
-    write_owned(path, file, datasets, raw, ranges, me, slice_of, pieces);
-  } catch (const CheckpointError& e) {
-    error = e.what();
+    if (error.empty()) write_owned(path, file, datasets, raw, ranges, me, slice_of, pieces);
+  } catch (const std::exception& e) {
+    note(e);
   }
   int failed = error.empty() ? p : me, first = p;
   MPI_Allreduce(&failed, &first, 1, MPI_INT, MPI_MIN, comm);

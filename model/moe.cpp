@@ -189,10 +189,18 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
     for_each_row(N, [&](std::int64_t n, std::int64_t r) { std::copy_n(d + n * C_, C_, o + r * C_); });
   }
   const Tensor dr = exchange_wire(ds, send_rows_, recv_rows_);  // BF16 under bf16 / fp8: each token's own rows
-  // Where the experts live: dy = gate * dout per expert row; dgate = <dout, y>.
+  // Where the experts live: dy = gate * dout per expert row; dgate = <dout, y>, with y as
+  // the token received it (BF16 under the per-assignment combine).
   Tensor dye = Tensor::empty({Me, C_}, DType::f32), dgr = Tensor::zeros({R, K_}, DType::f32);
+  Tensor y_sent = ye;
+  if (slot_combine() && Me > 0) {
+    Tensor b = Tensor::empty(ye.shape(), DType::bf16);
+    ops::convert(b, ye);
+    y_sent = Tensor::empty(ye.shape(), DType::f32);
+    ops::convert(y_sent, b);
+  }
   {
-    const float *d = dr.data<float>(), *g = gr_.data<float>(), *y = ye.data<float>();
+    const float *d = dr.data<float>(), *g = gr_.data<float>(), *y = y_sent.data<float>();
     float *dy = dye.data<float>(), *dg = dgr.data<float>();
     for_each_slot([&](std::int64_t r, std::int64_t k, std::int64_t sl) {
       double dot = 0;
