@@ -124,6 +124,11 @@ void quantize_128x128(Tensor& q, Tensor& scales, const Tensor& w, bool pow2 = fa
 // order, p = float(exact sum of the chunk's products), acc = acc + (p * sa[m,t]) * sb[.,t]
 // in FP32, acc starting at 0: promotion to FP32 every 128 elements, as DeepGEMM does.
 void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb);
+// The fast GPU path of fp8_gemm (cuBLASLt block scaling; device tensors, b per 128x128
+// block): the same operands and result up to FP32 accumulation order. DeviceError on the CPU.
+void sm90_fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb);
+// y (M,N) f32 = a (M,K) b^T with a, b bf16 device tensors (cuBLASLt, FP32 accumulation).
+void bf16_gemm(Tensor& y, const Tensor& a, const Tensor& b);
 // A linear layer in FP8 (DeepSeek-V3's recipe) from the pieces above: y (M,N) = x (M,K) w^T
 // with x already quantised per 1x128 tile (qx (M,K) e4m3, sx (M, ceil(K/128)), from
 // quantize_1x128: what backward keeps of x, a quarter of its FP32 bytes plus the scales) and

@@ -23,4 +23,10 @@ for prog in device-stage/bin/test_*; do
   echo "$name: exit $r"; tail -n 3 "$out/$name.txt"
   [ $r -eq 0 ] || rc=1
 done
+for prog in device-stage/bin/bench_*; do
+  [ -e "$prog" ] || continue
+  name=$(basename "$prog")
+  timeout 240 "$prog" > "$out/$name.txt" 2>&1
+  echo "$name: exit $?"; cat "$out/$name.txt"
+done
 exit $rc

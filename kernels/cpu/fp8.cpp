@@ -158,6 +158,39 @@ void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, c
   }
 }
 
+void sm90_fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb) {
+  const char* op = "sm90_fp8_gemm";
+  MOE_CHECK(qa.ndim() == 2 && qb.ndim() == 2 && qa.size(1) == qb.size(1), ShapeError,
+            "{}: a {} and b {} must be (M,K) and (N,K)", op, qa.describe(), qb.describe());
+  const std::int64_t M = qa.size(0), N = qb.size(0), K = qa.size(1), T = tiles(K);
+  expect_tensor(op, "a", qa, DType::e4m3, {M, K});
+  expect_tensor(op, "b", qb, DType::e4m3, {N, K});
+  expect_tensor(op, "a scales", sa, DType::f32, {M, T});
+  expect_tensor(op, "b scales", sb, DType::f32, {tiles(N), T});
+  expect_tensor(op, "y", y, DType::f32, {M, N});
+  MOE_CHECK(on_gpu(op, {&y, &qa, &sa, &qb, &sb}), DeviceError, "{}: a GPU kernel; the CPU has fp8_gemm", op);
+#ifdef MOE_WITH_CUDA
+  cuda::sm90_fp8_gemm(y.data<float>(), codes(qa), sa.data<float>(), codes(qb), sb.data<float>(), M, N, K);
+  detail::gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);
+#endif
+}
+
+void bf16_gemm(Tensor& y, const Tensor& a, const Tensor& b) {
+  const char* op = "bf16_gemm";
+  MOE_CHECK(a.ndim() == 2 && b.ndim() == 2 && a.size(1) == b.size(1), ShapeError,
+            "{}: a {} and b {} must be (M,K) and (N,K)", op, a.describe(), b.describe());
+  const std::int64_t M = a.size(0), N = b.size(0), K = a.size(1);
+  expect_tensor(op, "a", a, DType::bf16, {M, K});
+  expect_tensor(op, "b", b, DType::bf16, {N, K});
+  expect_tensor(op, "y", y, DType::f32, {M, N});
+  MOE_CHECK(on_gpu(op, {&y, &a, &b}), DeviceError, "{}: a GPU kernel; the CPU rounds to BF16 and runs sgemm", op);
+#ifdef MOE_WITH_CUDA
+  cuda::bf16_gemm(y.data<float>(), reinterpret_cast<const std::uint16_t*>(a.data<bf16>()),
+                  reinterpret_cast<const std::uint16_t*>(b.data<bf16>()), M, N, K);
+  detail::gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);
+#endif
+}
+
 namespace {
 Tensor transposed(const Tensor& a) {  // (R,C) f32 -> (C,R)
   const std::int64_t R = a.size(0), C = a.size(1);

@@ -13,6 +13,13 @@ void swiglu_forward(float* h, const float* gate, const float* up, std::int64_t n
 // -> scales (ceil(N/128), ceil(K/128)).
 void quantize_1x128(std::uint8_t* q, float* scales, const float* x, std::int64_t M, std::int64_t K, bool pow2);
 void quantize_128x128(std::uint8_t* q, float* scales, const float* w, std::int64_t N, std::int64_t K, bool pow2);
+// cuBLASLt (gemm.cu): y (M,N) f32 = a (M,K) b^T, row-major. bf16_gemm: BF16 operands (raw
+// bits), FP32 accumulation. sm90_fp8_gemm: E4M3 codes, sa (M, ceil(K/128)) per 1x128 tile of
+// a, sb (ceil(N/128), ceil(K/128)) per 128x128 block of b; FP32 accumulation in cuBLASLt's
+// order (fp8_gemm_reference is the oracle).
+void bf16_gemm(float* y, const std::uint16_t* a, const std::uint16_t* b, std::int64_t M, std::int64_t N, std::int64_t K);
+void sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
+                   std::int64_t M, std::int64_t N, std::int64_t K);
 // ops::fp8_gemm's definition, bit for bit, one thread per output (the GPU-side oracle).
 // b_rows: sb per 1x128 tile of b (N, ceil(K/128)), else per 128x128 block.
 void fp8_gemm_reference(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,

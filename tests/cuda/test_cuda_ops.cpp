@@ -2,7 +2,9 @@
 // program prints why and exits 77, which ctest reports as "Skipped".
 #define CATCH_CONFIG_RUNNER
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstring>
 #include <iostream>
 
@@ -81,6 +83,57 @@ TEST_CASE("cuda FP8 scaled GEMM reference and FP8 linear are the CPU's bit for b
     ops::fp8_linear_forward(yd, qxd, sxd, wd);  // quantises w per block on the GPU, then the reference GEMM
     CHECK(same_bits(yd, y));
   }
+}
+
+namespace {
+// ||a - b|| / ||b|| of two f32 tensors, brought to the CPU.
+double norm_err(const Tensor& a, const Tensor& b) {
+  const Tensor x = a.to(Device::cpu), y = b.to(Device::cpu);
+  double d = 0, n = 0;
+  for (std::int64_t i = 0; i < y.numel(); ++i) {
+    const double e = double(x.data<float>()[i]) - y.data<float>()[i];
+    d += e * e, n += double(y.data<float>()[i]) * y.data<float>()[i];
+  }
+  return std::sqrt(d / std::max(n, 1e-300));
+}
+}  // namespace
+
+TEST_CASE("cuda sm90_fp8_gemm (cuBLASLt block scaling) matches the reference GEMM", "[gpu][fp8][gemm]") {
+  // Tensor cores sum a 128-chunk in their own order and width before the FP32 promotion, so
+  // the two agree to accumulation order (about 2^-13 of a chunk's magnitude), not bitwise; a
+  // scale applied to the wrong tile or block is off by orders of magnitude more.
+  for (const auto& [M, N, K] : {std::array<std::int64_t, 3>{128, 128, 128}, {256, 512, 1024}, {384, 1024, 2048}}) {
+    INFO(M << "x" << N << "x" << K);
+    const std::int64_t T = K / 128;
+    Tensor x = random({M, K}, 7, 2, DType::f32), w = random({N, K}, 8, 0.05, DType::f32);
+    for (std::int64_t k = 0; k < K; k += 257) x.data<float>()[k] = 300.f;  // tiles of very different scales
+    const Tensor xd = x.to(Device::cuda), wd = w.to(Device::cuda);
+    Tensor qx = Tensor::empty({M, K}, DType::e4m3, Device::cuda), sx = Tensor::empty({M, T}, DType::f32, Device::cuda);
+    Tensor qw = Tensor::empty({N, K}, DType::e4m3, Device::cuda), sw = Tensor::empty({N / 128, T}, DType::f32, Device::cuda);
+    ops::quantize_1x128(qx, sx, xd);
+    ops::quantize_128x128(qw, sw, wd);
+    Tensor ref = Tensor::empty({M, N}, DType::f32, Device::cuda), fast = Tensor::empty({M, N}, DType::f32, Device::cuda);
+    ops::fp8_gemm(ref, qx, sx, qw, sw);
+    ops::sm90_fp8_gemm(fast, qx, sx, qw, sw);
+    const double e = norm_err(fast, ref);
+    WARN("sm90_fp8_gemm " << M << "x" << N << "x" << K << ": " << e << " of the reference's norm");
+    CHECK(e < 2e-3);
+  }
+}
+
+TEST_CASE("cuda bf16_gemm (cuBLASLt) matches the CPU on the same BF16 operands", "[gpu][gemm]") {
+  const std::int64_t M = 256, N = 384, K = 512;
+  const Tensor x = random({M, K}, 9, 1, DType::f32), w = random({N, K}, 10, 0.1, DType::f32);
+  Tensor xb = Tensor::empty({M, K}, DType::bf16), wb = Tensor::empty({N, K}, DType::bf16);
+  ops::convert(xb, x);
+  ops::convert(wb, w);
+  Tensor xr = Tensor::empty({M, K}, DType::f32), wr = Tensor::empty({N, K}, DType::f32), ref = Tensor::empty({M, N}, DType::f32);
+  ops::convert(xr, xb);
+  ops::convert(wr, wb);
+  ops::matmul_forward(ref, xr, wr);  // the BF16 values, multiplied and summed in FP32 on the CPU
+  Tensor y = Tensor::empty({M, N}, DType::f32, Device::cuda);
+  ops::bf16_gemm(y, xb.to(Device::cuda), wb.to(Device::cuda));
+  CHECK(norm_err(y, ref) < 1e-5);
 }
 
 int main(int argc, char** argv) {

@@ -1,0 +1,126 @@
+// GEMMs on the GPU through cuBLASLt (ops.h dispatches here for device tensors):
+//   bf16_gemm      BF16 operands, FP32 accumulation and output.
+//   sm90_fp8_gemm  E4M3 operands with DeepSeek-V3's fine-grained scales: the activation per
+//                  1x128 tile (CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F), the weight per
+//                  128x128 block (BLK128x128_32F); FP32 output. Its reference is
+//                  fp8_gemm_reference (fp8.cu), bit for bit the CPU's; cuBLASLt sums in its
+//                  own order, so the two agree to FP32 accumulation order, not bitwise.
+// Row-major y (M,N) = a (M,K) b^T is column-major y^T (N,M) = b (N,K) a^T: cuBLASLt's A is our
+// b (K x N column-major, transposed: the "TN" form FP8 needs on Hopper), its B our a.
+//
+// NOT YET RUN ON A GPU (written in a session without one). The scale layouts below are the
+// assumption to check first if the gpu test against fp8_gemm_reference fails:
+//   - VEC128 (our a): one scale per 128 along K for each of the M rows, stored with M
+//     fastest ("outer-dim major"), so sa (M, T) is transposed to (T, M) first;
+//   - BLK128x128 (our b): (ceil(N/128), T) row-major as quantize_128x128 writes it, which is
+//     K-blocks fastest, the column-major order of the (K x N) operand's blocks.
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <fmt/format.h>
+
+#include "kernels/cuda/check.cuh"
+#include "kernels/cuda/ops.h"
+
+#define MOE_CUBLAS_CHECK(call)                                                                              \
+  do {                                                                                                      \
+    cublasStatus_t moe_st_ = (call);                                                                        \
+    if (moe_st_ != CUBLAS_STATUS_SUCCESS)                                                                   \
+      throw ::moe::DeviceError(fmt::format("{}:{}: {} failed: {}", __FILE__, __LINE__, #call,               \
+                                           cublasLtGetStatusString(moe_st_)));                              \
+  } while (0)
+
+namespace moe::cuda {
+namespace {
+constexpr std::size_t kWorkspace = 32u << 20;
+
+struct Lt {  // one handle and workspace per process, made on first use
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  Lt() {
+    MOE_CUBLAS_CHECK(cublasLtCreate(&handle));
+    MOE_CUDA_CHECK(cudaMalloc(&workspace, kWorkspace));
+  }
+};
+Lt& lt() {
+  static Lt instance;
+  return instance;
+}
+
+// Descriptors released whatever throws.
+struct Desc {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  ~Desc() {
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (d) cublasLtMatrixLayoutDestroy(d);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+
+// D (N x M col-major) = op(A) B with A = b (K x N col-major, transposed), B = a (K x M).
+void run(Desc& s, cudaDataType_t in, float* y, const void* a, const void* b, std::int64_t M, std::int64_t N,
+         std::int64_t K) {
+  const cublasOperation_t t = CUBLAS_OP_T, n = CUBLAS_OP_N;
+  MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof t));
+  MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_TRANSB, &n, sizeof n));
+  MOE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&s.a, in, static_cast<std::uint64_t>(K), static_cast<std::uint64_t>(N), K));
+  MOE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&s.b, in, static_cast<std::uint64_t>(K), static_cast<std::uint64_t>(M), K));
+  MOE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&s.d, CUDA_R_32F, static_cast<std::uint64_t>(N), static_cast<std::uint64_t>(M), N));
+  MOE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&s.pref));
+  const std::size_t ws = kWorkspace;
+  MOE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(s.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  cublasLtMatmulHeuristicResult_t h{};
+  int found = 0;
+  MOE_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt().handle, s.op, s.a, s.b, s.d, s.d, s.pref, 1, &h, &found));
+  if (found == 0) throw DeviceError(fmt::format("cuBLASLt: no algorithm for this GEMM ({}x{}x{})", M, N, K));
+  const float one = 1.f, zero = 0.f;
+  MOE_CUBLAS_CHECK(cublasLtMatmul(lt().handle, s.op, &one, b, s.a, a, s.b, &zero, y, s.d, y, s.d, &h.algo, lt().workspace,
+                                  kWorkspace, nullptr));
+  MOE_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+// (rows, cols) row-major -> (cols, rows) row-major.
+__global__ void transpose_kernel(float* __restrict__ out, const float* __restrict__ in, std::int64_t rows,
+                                 std::int64_t cols) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i < rows * cols) out[(i % cols) * rows + i / cols] = in[i];
+}
+}  // namespace
+
+void bf16_gemm(float* y, const std::uint16_t* a, const std::uint16_t* b, std::int64_t M, std::int64_t N, std::int64_t K) {
+  if (M == 0 || N == 0) return;
+  Desc s;
+  MOE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&s.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  run(s, CUDA_R_16BF, y, a, b, M, N, K);
+}
+
+void sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
+                   std::int64_t M, std::int64_t N, std::int64_t K) {
+  if (M == 0 || N == 0) return;
+  const std::int64_t T = (K + 127) / 128;
+  float* sa_t = nullptr;  // sa (M, T) -> (T, M): M fastest
+  MOE_CUDA_CHECK(cudaMalloc(&sa_t, static_cast<std::size_t>(M * T) * sizeof(float)));
+  try {
+    transpose_kernel<<<static_cast<unsigned>((M * T + 255) / 256), 256>>>(sa_t, sa, M, T);
+    MOE_CUDA_CHECK(cudaGetLastError());
+    Desc s;
+    MOE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&s.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    const std::int32_t blk = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, vec = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+    MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &blk, sizeof blk));
+    MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec, sizeof vec));
+    MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sb, sizeof sb));
+    const float* sa_ptr = sa_t;
+    MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sa_ptr, sizeof sa_ptr));
+    run(s, CUDA_R_8F_E4M3, y, qa, qb, M, N, K);
+  } catch (...) {
+    cudaFree(sa_t);
+    throw;
+  }
+  MOE_CUDA_CHECK(cudaFree(sa_t));
+}
+
+}  // namespace moe::cuda
