@@ -2,6 +2,9 @@
 
 #include "kernels/cpu/common.h"
 #include "kernels/ops.h"
+#ifdef MOE_WITH_CUDA
+#include "kernels/cuda/ops.h"
+#endif
 
 namespace moe::ops {
 
@@ -11,7 +14,7 @@ void adamw_step(Tensor& param, Tensor& m, Tensor& v, const Tensor& grad, const A
   expect_tensor(op, "m", m, DType::f32, param.shape());
   expect_tensor(op, "v", v, DType::f32, param.shape());
   expect_tensor(op, "grad", grad, DType::f32, param.shape());
-  detail::expect_cpu(op, {&param, &m, &v, &grad});
+  const bool gpu = detail::on_gpu(op, {&param, &m, &v, &grad});
   MOE_CHECK(s.step >= 1, ShapeError, "{}: step must be >= 1 (1-based), got {}", op, s.step);
   float *p = param.data<float>(), *mp = m.data<float>(), *vp = v.data<float>();
   const float* g = grad.data<float>();
@@ -21,6 +24,11 @@ void adamw_step(Tensor& param, Tensor& m, Tensor& v, const Tensor& grad, const A
   const float lr = static_cast<float>(s.lr), b1 = static_cast<float>(s.beta1), b2 = static_cast<float>(s.beta2);
   const float eps = static_cast<float>(s.eps), decay = 1.0f - lr * static_cast<float>(s.weight_decay);
   const std::int64_t n = param.numel();
+  if (gpu) {
+#ifdef MOE_WITH_CUDA
+    return cuda::adamw_step(p, mp, vp, g, n, lr, b1, b2, eps, decay, bc1, bc2);
+#endif
+  }
 #pragma omp parallel for
   for (std::int64_t i = 0; i < n; ++i) {
     mp[i] = b1 * mp[i] + (1.0f - b1) * g[i];

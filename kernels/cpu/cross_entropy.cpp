@@ -4,13 +4,17 @@
 #include "kernels/cpu/common.h"
 #include "kernels/cpu/exp.h"
 #include "kernels/ops.h"
+#ifdef MOE_WITH_CUDA
+#include "kernels/cuda/ops.h"
+#endif
 
 namespace moe::ops {
 namespace {
 void check(const char* op, const Tensor& logits, const Tensor& targets) {
   MOE_CHECK(logits.ndim() == 2, ShapeError, "{}: logits {} must be (N,V)", op, logits.describe());
   expect_tensor(op, "targets", targets, DType::i32, {logits.size(0)});
-  const std::int32_t* tg = targets.data<std::int32_t>();
+  const Tensor host = detail::on_host(targets);
+  const std::int32_t* tg = host.data<std::int32_t>();
   for (std::int64_t n = 0; n < logits.size(0); ++n)
     MOE_CHECK(tg[n] >= -1 && tg[n] < logits.size(1), ShapeError, "{}: target {} at row {} outside [-1, {})", op,
               tg[n], n, logits.size(1));
@@ -34,7 +38,13 @@ void cross_entropy_forward(Tensor& losses, const Tensor& logits, const Tensor& t
   check(op, logits, targets);
   const std::int64_t N = logits.size(0), V = logits.size(1);
   expect_tensor(op, "losses", losses, t, {N});
-  detail::expect_cpu(op, {&losses, &logits, &targets});
+  if (detail::on_gpu(op, {&losses, &logits, &targets})) {
+#ifdef MOE_WITH_CUDA
+    MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, logits.describe());
+    return cuda::cross_entropy(losses.data<float>(), nullptr, nullptr, logits.data<float>(), targets.data<std::int32_t>(),
+                               N, V);
+#endif
+  }
   detail::dispatch_real(t, [&]<class T>() {
     const T* lp = logits.data<T>();
     const std::int32_t* tg = targets.data<std::int32_t>();
@@ -52,7 +62,13 @@ void cross_entropy_backward(Tensor& dlogits, const Tensor& dlosses, const Tensor
   const std::int64_t N = logits.size(0), V = logits.size(1);
   expect_tensor(op, "dlosses", dlosses, t, {N});
   expect_tensor(op, "dlogits", dlogits, t, {N, V});
-  detail::expect_cpu(op, {&dlogits, &dlosses, &logits, &targets});
+  if (detail::on_gpu(op, {&dlogits, &dlosses, &logits, &targets})) {
+#ifdef MOE_WITH_CUDA
+    MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, logits.describe());
+    return cuda::cross_entropy(nullptr, dlogits.data<float>(), dlosses.data<float>(), logits.data<float>(),
+                               targets.data<std::int32_t>(), N, V);
+#endif
+  }
   detail::dispatch_real(t, [&]<class T>() {
     const T *lp = logits.data<T>(), *dl = dlosses.data<T>();
     const std::int32_t* tg = targets.data<std::int32_t>();

@@ -1,5 +1,8 @@
 #include "kernels/cpu/common.h"
 #include "kernels/ops.h"
+#ifdef MOE_WITH_CUDA
+#include "kernels/cuda/ops.h"
+#endif
 
 namespace moe::ops {
 namespace {
@@ -20,8 +23,14 @@ void embedding_forward(Tensor& out, const Tensor& tokens, const Tensor& table, b
   const std::int64_t N = tokens.size(0), V = table.size(0), C = table.size(1);
   expect_tensor(op, "tokens", tokens, DType::i32, {N});
   expect_tensor(op, "out", out, t, {N, C});
-  detail::expect_cpu(op, {&out, &tokens, &table});
-  check_tokens(op, tokens, V, sharded);
+  const bool gpu = detail::on_gpu(op, {&out, &tokens, &table});
+  check_tokens(op, detail::on_host(tokens), V, sharded);
+  if (gpu) {
+#ifdef MOE_WITH_CUDA
+    MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, table.describe());
+    return cuda::embedding_forward(out.data<float>(), tokens.data<std::int32_t>(), table.data<float>(), N, C);
+#endif
+  }
   detail::dispatch_real(t, [&]<class T>() {
     const std::int32_t* tok = tokens.data<std::int32_t>();
     const T* w = table.data<T>();
@@ -40,8 +49,14 @@ void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens
   const std::int64_t N = tokens.size(0), V = dtable.size(0), C = dtable.size(1);
   expect_tensor(op, "tokens", tokens, DType::i32, {N});
   expect_tensor(op, "dout", dout, t, {N, C});
-  detail::expect_cpu(op, {&dtable, &dout, &tokens});
-  check_tokens(op, tokens, V, sharded);
+  const bool gpu = detail::on_gpu(op, {&dtable, &dout, &tokens});
+  check_tokens(op, detail::on_host(tokens), V, sharded);
+  if (gpu) {
+#ifdef MOE_WITH_CUDA
+    MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, dtable.describe());
+    return cuda::embedding_backward(dtable.data<float>(), dout.data<float>(), tokens.data<std::int32_t>(), N, C);
+#endif
+  }
   detail::dispatch_real(t, [&]<class T>() {
     const std::int32_t* tok = tokens.data<std::int32_t>();
     const T* d = dout.data<T>();

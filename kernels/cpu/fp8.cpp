@@ -54,19 +54,6 @@ float quantize_block(fp8_e4m3* q, const float* x, std::int64_t K, std::int64_t r
   return s;
 }
 
-// Every tensor on one device; true when it is the GPU (kernels/cuda/fp8.cu runs the op).
-bool on_gpu(const char* op, std::initializer_list<const Tensor*> ts) {
-  const Device d = (*ts.begin())->device();
-  for (const Tensor* t : ts)
-    MOE_CHECK(t->device() == d, ShapeError, "{}: {} is on {}, the first argument on {}", op, t->describe(),
-              device_name(t->device()), device_name(d));
-  if (d == Device::cpu) return false;
-#ifndef MOE_WITH_CUDA
-  throw DeviceError(fmt::format("{}: built without CUDA", op));
-#endif
-  return true;
-}
-
 // (codes, scales) as the CUDA kernels take them.
 std::uint8_t* codes(Tensor& q) { return reinterpret_cast<std::uint8_t*>(q.data<fp8_e4m3>()); }
 const std::uint8_t* codes(const Tensor& q) { return reinterpret_cast<const std::uint8_t*>(q.data<fp8_e4m3>()); }
@@ -75,7 +62,7 @@ bool check_quantize(const char* op, const Tensor& q, const Tensor& scales, const
   MOE_CHECK(x.ndim() == 2 && x.dtype() == DType::f32, ShapeError, "{}: x {} must be f32 (rows, K)", op, x.describe());
   expect_tensor(op, "q", q, DType::e4m3, x.shape());
   expect_tensor(op, "scales", scales, DType::f32, scale_shape);
-  return on_gpu(op, {&x, &q, &scales});
+  return detail::on_gpu(op, {&x, &q, &scales});
 }
 }  // namespace
 
@@ -123,7 +110,7 @@ void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, c
   const bool rows = sb.ndim() == 2 && sb.size(0) == N && N != tiles(N);  // b per 1x128 tile, else per 128x128 block
   expect_tensor(op, "b scales", sb, DType::f32, {rows ? N : tiles(N), T});
   expect_tensor(op, "y", y, DType::f32, {M, N});
-  if (on_gpu(op, {&y, &qa, &sa, &qb, &sb})) {
+  if (detail::on_gpu(op, {&y, &qa, &sa, &qb, &sb})) {
 #ifdef MOE_WITH_CUDA
     cuda::fp8_gemm_reference(y.data<float>(), codes(qa), sa.data<float>(), codes(qb), sb.data<float>(), M, N, K, rows);
     detail::gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);
@@ -168,7 +155,7 @@ void sm90_fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& 
   expect_tensor(op, "a scales", sa, DType::f32, {M, T});
   expect_tensor(op, "b scales", sb, DType::f32, {tiles(N), T});
   expect_tensor(op, "y", y, DType::f32, {M, N});
-  MOE_CHECK(on_gpu(op, {&y, &qa, &sa, &qb, &sb}), DeviceError, "{}: a GPU kernel; the CPU has fp8_gemm", op);
+  MOE_CHECK(detail::on_gpu(op, {&y, &qa, &sa, &qb, &sb}), DeviceError, "{}: a GPU kernel; the CPU has fp8_gemm", op);
 #ifdef MOE_WITH_CUDA
   cuda::sm90_fp8_gemm(y.data<float>(), codes(qa), sa.data<float>(), codes(qb), sb.data<float>(), M, N, K);
   detail::gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);
@@ -183,7 +170,7 @@ void bf16_gemm(Tensor& y, const Tensor& a, const Tensor& b) {
   expect_tensor(op, "a", a, DType::bf16, {M, K});
   expect_tensor(op, "b", b, DType::bf16, {N, K});
   expect_tensor(op, "y", y, DType::f32, {M, N});
-  MOE_CHECK(on_gpu(op, {&y, &a, &b}), DeviceError, "{}: a GPU kernel; the CPU rounds to BF16 and runs sgemm", op);
+  MOE_CHECK(detail::on_gpu(op, {&y, &a, &b}), DeviceError, "{}: a GPU kernel; the CPU rounds to BF16 and runs sgemm", op);
 #ifdef MOE_WITH_CUDA
   cuda::bf16_gemm(y.data<float>(), reinterpret_cast<const std::uint16_t*>(a.data<bf16>()),
                   reinterpret_cast<const std::uint16_t*>(b.data<bf16>()), M, N, K);

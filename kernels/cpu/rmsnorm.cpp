@@ -2,6 +2,9 @@
 
 #include "kernels/cpu/common.h"
 #include "kernels/ops.h"
+#ifdef MOE_WITH_CUDA
+#include "kernels/cuda/ops.h"
+#endif
 
 namespace moe::ops {
 
@@ -13,7 +16,13 @@ void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, 
   expect_tensor(op, "w", w, t, {C});
   expect_tensor(op, "y", y, t, {N, C});
   expect_tensor(op, "rstd", rstd, t, {N});
-  detail::expect_cpu(op, {&y, &rstd, &x, &w});
+  if (detail::on_gpu(op, {&y, &rstd, &x, &w})) {
+#ifdef MOE_WITH_CUDA
+    MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, x.describe());
+    return cuda::rmsnorm_forward(y.data<float>(), rstd.data<float>(), x.data<float>(), w.data<float>(), N, C,
+                                 static_cast<float>(eps));
+#endif
+  }
   detail::dispatch_real(t, [&]<class T>() {
     const T *xp = x.data<T>(), *wp = w.data<T>();
     T *yp = y.data<T>(), *rp = rstd.data<T>();
@@ -40,7 +49,13 @@ void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x,
   expect_tensor(op, "dy", dy, t, {N, C});
   expect_tensor(op, "rstd", rstd, t, {N});
   if (dx.defined()) expect_tensor(op, "dx", dx, t, {N, C});
-  detail::expect_cpu(op, {&dx, &dw, &dy, &x, &w, &rstd});
+  if (detail::on_gpu(op, {&dx, &dw, &dy, &x, &w, &rstd})) {
+#ifdef MOE_WITH_CUDA
+    MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, x.describe());
+    return cuda::rmsnorm_backward(dx.defined() ? dx.data<float>() : nullptr, dw.data<float>(), dy.data<float>(),
+                                  x.data<float>(), w.data<float>(), rstd.data<float>(), N, C);
+#endif
+  }
   detail::dispatch_real(t, [&]<class T>() {
     const T *xp = x.data<T>(), *wp = w.data<T>(), *dyp = dy.data<T>(), *rp = rstd.data<T>();
     T* dwp = dw.data<T>();

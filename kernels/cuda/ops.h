@@ -8,6 +8,20 @@ namespace moe::cuda {
 // h = silu(gate) * up, elementwise over n floats (device pointers).
 void swiglu_forward(float* h, const float* gate, const float* up, std::int64_t n);
 
+// basic.cu: the row-wise and elementwise ops, f32, device pointers, shapes validated by the
+// ops.h entry points. adamw_step takes the spec already in f32 (decay = 1 - lr*wd, bias
+// corrections bc1, bc2). cross_entropy: losses (N) when non-null; dlogits (N,V) from
+// dlosses when non-null.
+void adamw_step(float* p, float* m, float* v, const float* g, std::int64_t n, float lr, float beta1, float beta2, float eps,
+                float decay, float bc1, float bc2);
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, std::int64_t N, std::int64_t C, float eps);
+void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
+                      std::int64_t N, std::int64_t C);  // dx may be null
+void embedding_forward(float* out, const std::int32_t* tokens, const float* table, std::int64_t N, std::int64_t C);
+void embedding_backward(float* dtable, const float* dout, const std::int32_t* tokens, std::int64_t N, std::int64_t C);
+void cross_entropy(float* losses, float* dlogits, const float* dlosses, const float* logits, const std::int32_t* targets,
+                   std::int64_t N, std::int64_t V);
+
 // FP8 (E4M3) fine-grained quantisation, bit for bit ops::quantize_1x128 / quantize_128x128:
 // x (M,K) per 1x128 tile -> q (M,K) codes, scales (M, ceil(K/128)); w (N,K) per 128x128 block
 // -> scales (ceil(N/128), ceil(K/128)).

@@ -98,6 +98,65 @@ double norm_err(const Tensor& a, const Tensor& b) {
 }
 }  // namespace
 
+TEST_CASE("cuda AdamW, RMSNorm, embedding and cross-entropy match the CPU", "[gpu][ops]") {
+  auto gpu = [](const Tensor& t) { return t.to(Device::cuda); };
+  const std::int64_t N = 37, C = 300, V = 1000;
+  SECTION("adamw: the same f32 formula (FMA contraction aside)") {
+    Tensor p = random({N, C}, 1, 1, DType::f32), m = random({N, C}, 2, 0.1, DType::f32), v = random({N, C}, 3, 0.1, DType::f32);
+    for (std::int64_t i = 0; i < v.numel(); ++i) v.data<float>()[i] = std::fabs(v.data<float>()[i]);
+    const Tensor g = random({N, C}, 4, 1, DType::f32);
+    Tensor pd = gpu(p), md = gpu(m), vd = gpu(v);
+    const ops::AdamWSpec spec{.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1, .step = 7};
+    ops::adamw_step(p, m, v, g, spec);
+    ops::adamw_step(pd, md, vd, gpu(g), spec);
+    CHECK(max_rel_err(pd.to(Device::cpu), p) < 1e-6);
+    CHECK(max_rel_err(md.to(Device::cpu), m) < 1e-6);
+    CHECK(max_rel_err(vd.to(Device::cpu), v) < 1e-6);
+  }
+  SECTION("rmsnorm forward and backward") {
+    const Tensor x = random({N, C}, 5, 2, DType::f32), w = random({C}, 6, 1, DType::f32), dy = random({N, C}, 7, 1, DType::f32);
+    Tensor y = Tensor::empty({N, C}, DType::f32), r = Tensor::empty({N}, DType::f32), dx = Tensor::empty({N, C}, DType::f32),
+           dw = Tensor::zeros({C}, DType::f32);
+    ops::rmsnorm_forward(y, r, x, w, 1e-6);
+    ops::rmsnorm_backward(dx, dw, dy, x, w, r);
+    Tensor yd = Tensor::empty({N, C}, DType::f32, Device::cuda), rd = Tensor::empty({N}, DType::f32, Device::cuda),
+           dxd = Tensor::empty({N, C}, DType::f32, Device::cuda), dwd = Tensor::zeros({C}, DType::f32, Device::cuda);
+    ops::rmsnorm_forward(yd, rd, gpu(x), gpu(w), 1e-6);
+    ops::rmsnorm_backward(dxd, dwd, gpu(dy), gpu(x), gpu(w), rd);
+    CHECK(norm_err(yd, y) < 1e-6);
+    CHECK(norm_err(rd, r) < 1e-6);
+    CHECK(norm_err(dxd, dx) < 1e-5);
+    CHECK(norm_err(dwd, dw) < 1e-5);
+  }
+  SECTION("embedding forward and backward (repeated and sharded-out tokens)") {
+    Tensor tok = random_ints({N}, 8, 0, V - 1);
+    tok.data<std::int32_t>()[3] = tok.data<std::int32_t>()[4];
+    tok.data<std::int32_t>()[5] = -1;
+    const Tensor table = random({V, C}, 9, 1, DType::f32), dout = random({N, C}, 10, 1, DType::f32);
+    Tensor out = Tensor::empty({N, C}, DType::f32), dt = Tensor::zeros({V, C}, DType::f32);
+    ops::embedding_forward(out, tok, table, true);
+    ops::embedding_backward(dt, dout, tok, true);
+    Tensor outd = Tensor::empty({N, C}, DType::f32, Device::cuda), dtd = Tensor::zeros({V, C}, DType::f32, Device::cuda);
+    ops::embedding_forward(outd, gpu(tok), gpu(table), true);
+    ops::embedding_backward(dtd, gpu(dout), gpu(tok), true);
+    CHECK(same_bits(outd, out));
+    CHECK(same_bits(dtd, dt));  // the same adds in the same order
+  }
+  SECTION("cross-entropy forward and backward (an ignored row)") {
+    Tensor tg = random_ints({N}, 11, 0, V - 1);
+    tg.data<std::int32_t>()[2] = -1;
+    const Tensor logits = random({N, V}, 12, 3, DType::f32), dl = random({N}, 13, 1, DType::f32);
+    Tensor loss = Tensor::empty({N}, DType::f32), dlog = Tensor::empty({N, V}, DType::f32);
+    ops::cross_entropy_forward(loss, logits, tg);
+    ops::cross_entropy_backward(dlog, dl, logits, tg);
+    Tensor lossd = Tensor::empty({N}, DType::f32, Device::cuda), dlogd = Tensor::empty({N, V}, DType::f32, Device::cuda);
+    ops::cross_entropy_forward(lossd, gpu(logits), gpu(tg));
+    ops::cross_entropy_backward(dlogd, gpu(dl), gpu(logits), gpu(tg));
+    CHECK(norm_err(lossd, loss) < 1e-6);
+    CHECK(norm_err(dlogd, dlog) < 1e-5);
+  }
+}
+
 TEST_CASE("cuda sm90_fp8_gemm (cuBLASLt block scaling) matches the reference GEMM", "[gpu][fp8][gemm]") {
   // Tensor cores sum a 128-chunk in their own order and width before the FP32 promotion, so
   // the two agree to accumulation order (about 2^-13 of a chunk's magnitude), not bitwise; a

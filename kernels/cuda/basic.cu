@@ -1,0 +1,155 @@
+// The CUDA versions of the elementwise and row-wise ops (kernels/ops.h has the contracts; the
+// CPU files are the references): AdamW, RMSNorm, embedding, cross-entropy. f32 only. Sums a
+// CPU op runs in a fixed order run here in a fixed order too (one thread per column over the
+// rows for dw and the embedding's gradient), so results do not vary between runs; row
+// reductions go through a block and differ from the CPU's order within FP32 rounding.
+#include <cfloat>
+
+#include "kernels/cuda/check.cuh"
+#include "kernels/cuda/ops.h"
+
+namespace moe::cuda {
+namespace {
+constexpr int kThreads = 256;
+unsigned blocks_for(std::int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
+void launched() {
+  MOE_CUDA_CHECK(cudaGetLastError());
+  MOE_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+// Sum (or max) over the block's threads; every thread gets the result.
+template <bool Max> __device__ float block_reduce(float v) {
+  __shared__ float part[32];
+  for (int o = 16; o > 0; o >>= 1) {
+    const float other = __shfl_xor_sync(0xffffffffu, v, o);
+    v = Max ? fmaxf(v, other) : v + other;
+  }
+  if (threadIdx.x % 32 == 0) part[threadIdx.x / 32] = v;
+  __syncthreads();
+  v = threadIdx.x < (blockDim.x + 31) / 32 ? part[threadIdx.x] : (Max ? -FLT_MAX : 0.f);
+  if (threadIdx.x < 32)
+    for (int o = 16; o > 0; o >>= 1) {
+      const float other = __shfl_xor_sync(0xffffffffu, v, o);
+      v = Max ? fmaxf(v, other) : v + other;
+    }
+  if (threadIdx.x == 0) part[0] = v;
+  __syncthreads();
+  v = part[0];
+  __syncthreads();  // part is reused by the next reduction
+  return v;
+}
+
+__global__ void adamw_kernel(float* p, float* m, float* v, const float* g, std::int64_t n, float lr, float b1, float b2,
+                             float eps, float decay, float bc1, float bc2) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  m[i] = b1 * m[i] + (1.0f - b1) * g[i];
+  v[i] = b2 * v[i] + (1.0f - b2) * g[i] * g[i];
+  p[i] = p[i] * decay - lr * (m[i] / bc1) / (sqrtf(v[i] / bc2) + eps);
+}
+
+__global__ void rmsnorm_forward_kernel(float* y, float* rstd, const float* x, const float* w, std::int64_t C, float eps) {
+  const std::int64_t n = blockIdx.x;
+  const float* xr = x + n * C;
+  float ss = 0;
+  for (std::int64_t c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
+  const float r = 1.0f / sqrtf(block_reduce<false>(ss) / float(C) + eps);
+  if (threadIdx.x == 0) rstd[n] = r;
+  for (std::int64_t c = threadIdx.x; c < C; c += blockDim.x) y[n * C + c] = xr[c] * r * w[c];
+}
+
+__global__ void rmsnorm_dx_kernel(float* dx, const float* dy, const float* x, const float* w, const float* rstd, std::int64_t C) {
+  const std::int64_t n = blockIdx.x;
+  const float *xr = x + n * C, *dyr = dy + n * C;
+  const float r = rstd[n];
+  float dot = 0;
+  for (std::int64_t c = threadIdx.x; c < C; c += blockDim.x) dot += dyr[c] * w[c] * xr[c] * r;
+  dot = block_reduce<false>(dot) / float(C);
+  for (std::int64_t c = threadIdx.x; c < C; c += blockDim.x) dx[n * C + c] = r * (dyr[c] * w[c] - xr[c] * r * dot);
+}
+
+// dw[c] += sum over rows in order of dy * x * rstd (one thread per column: a fixed order).
+__global__ void rmsnorm_dw_kernel(float* dw, const float* dy, const float* x, const float* rstd, std::int64_t N, std::int64_t C) {
+  const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  float acc = dw[c];
+  for (std::int64_t n = 0; n < N; ++n) acc += dy[n * C + c] * x[n * C + c] * rstd[n];
+  dw[c] = acc;
+}
+
+__global__ void embedding_forward_kernel(float* out, const std::int32_t* tok, const float* table, std::int64_t N, std::int64_t C) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= N * C) return;
+  const std::int32_t t = tok[i / C];
+  out[i] = t < 0 ? 0.f : table[std::int64_t(t) * C + i % C];
+}
+
+__global__ void embedding_backward_kernel(float* dtable, const std::int32_t* tok, const float* dout, std::int64_t N, std::int64_t C) {
+  const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (c >= C) return;
+  for (std::int64_t n = 0; n < N; ++n)
+    if (tok[n] >= 0) dtable[std::int64_t(tok[n]) * C + c] += dout[n * C + c];
+}
+
+// Per row: lse = max + log(sum exp(l - max)); losses = lse - l[target] (0 when ignored);
+// with dlogits, (softmax - onehot) * dlosses instead.
+__global__ void cross_entropy_kernel(float* losses, float* dlogits, const float* dlosses, const float* logits,
+                                     const std::int32_t* targets, std::int64_t V) {
+  const std::int64_t n = blockIdx.x;
+  const float* l = logits + n * V;
+  const std::int32_t t = targets[n];
+  float mx = -FLT_MAX;
+  for (std::int64_t v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, l[v]);
+  mx = block_reduce<true>(mx);
+  float sum = 0;
+  for (std::int64_t v = threadIdx.x; v < V; v += blockDim.x) sum += expf(l[v] - mx);
+  const float lse = mx + logf(block_reduce<false>(sum));
+  if (losses && threadIdx.x == 0) losses[n] = t < 0 ? 0.f : lse - l[t];
+  if (!dlogits) return;
+  float* d = dlogits + n * V;
+  const float s = dlosses[n];
+  for (std::int64_t v = threadIdx.x; v < V; v += blockDim.x) d[v] = t < 0 ? 0.f : expf(l[v] - lse) * s - (v == t ? s : 0.f);
+}
+}  // namespace
+
+void adamw_step(float* p, float* m, float* v, const float* g, std::int64_t n, float lr, float beta1, float beta2, float eps,
+                float decay, float bc1, float bc2) {
+  if (n == 0) return;
+  adamw_kernel<<<blocks_for(n), kThreads>>>(p, m, v, g, n, lr, beta1, beta2, eps, decay, bc1, bc2);
+  launched();
+}
+
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, std::int64_t N, std::int64_t C, float eps) {
+  if (N == 0) return;
+  rmsnorm_forward_kernel<<<static_cast<unsigned>(N), kThreads>>>(y, rstd, x, w, C, eps);
+  launched();
+}
+
+void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
+                      std::int64_t N, std::int64_t C) {
+  if (N == 0) return;
+  rmsnorm_dw_kernel<<<blocks_for(C), kThreads>>>(dw, dy, x, rstd, N, C);
+  if (dx) rmsnorm_dx_kernel<<<static_cast<unsigned>(N), kThreads>>>(dx, dy, x, w, rstd, C);
+  launched();
+}
+
+void embedding_forward(float* out, const std::int32_t* tokens, const float* table, std::int64_t N, std::int64_t C) {
+  if (N * C == 0) return;
+  embedding_forward_kernel<<<blocks_for(N * C), kThreads>>>(out, tokens, table, N, C);
+  launched();
+}
+
+void embedding_backward(float* dtable, const float* dout, const std::int32_t* tokens, std::int64_t N, std::int64_t C) {
+  if (N * C == 0) return;
+  embedding_backward_kernel<<<blocks_for(C), kThreads>>>(dtable, tokens, dout, N, C);
+  launched();
+}
+
+void cross_entropy(float* losses, float* dlogits, const float* dlosses, const float* logits, const std::int32_t* targets,
+                   std::int64_t N, std::int64_t V) {
+  if (N == 0) return;
+  cross_entropy_kernel<<<static_cast<unsigned>(N), kThreads>>>(losses, dlogits, dlosses, logits, targets, V);
+  launched();
+}
+
+}  // namespace moe::cuda
