@@ -231,9 +231,7 @@ void read_slice(hid_t ds, const std::string& path, const Dataset& d, const Slice
     if (mask != 0)
       throw damaged(path, d.name, fmt::format("the chunk at row {} was stored without its checksum", offset[0]));
     const std::size_t payload = stored - 4;
-    const unsigned char* t = raw.data() + payload;
-    const std::uint32_t want = std::uint32_t(t[0]) | std::uint32_t(t[1]) << 8 | std::uint32_t(t[2]) << 16 | std::uint32_t(t[3]) << 24;
-    if (fletcher32(raw.data(), payload) != want)
+    if (!fletcher32_matches(raw.data(), payload))
       throw damaged(path, d.name, fmt::format("the chunk at row {} fails its Fletcher32 checksum", offset[0]));
     const std::int64_t a = std::max(s.begin, c * per_chunk), b = std::min(s.end, (c + 1) * per_chunk);
     if (static_cast<std::size_t>(b - c * per_chunk) * sizeof(float) > payload)
@@ -269,8 +267,8 @@ bool write_direct(hid_t ds, const std::string& path, const Dataset& d, const Sli
                       payload = static_cast<std::size_t>(per_chunk) * sizeof(float);
     buf.assign(payload + 4, 0);
     std::memcpy(buf.data(), s->data + c * per_chunk, n);
-    const std::uint32_t sum = fletcher32(buf.data(), payload);
-    for (int b = 0; b < 4; ++b) buf[payload + std::size_t(b)] = static_cast<unsigned char>(sum >> (8 * b));
+    const auto trailer = fletcher32_trailer(buf.data(), payload);
+    std::copy(trailer.begin(), trailer.end(), buf.begin() + static_cast<std::ptrdiff_t>(payload));
     offset[0] = static_cast<hsize_t>(c * rows);
     check(H5Dwrite_chunk(ds, H5P_DEFAULT, 0, offset.data(), buf.size(), buf.data()), path, "write " + d.name);
   }

@@ -265,10 +265,8 @@ void write_owned(const std::string& path, hid_t file, const std::vector<Dataset>
           }
           bytes = buf.data();
         }
-        const std::uint32_t sum = fletcher32(bytes, payload);
-        unsigned char trailer[4];
-        for (int k = 0; k < 4; ++k) trailer[k] = static_cast<unsigned char>(sum >> (8 * k));
-        const iovec parts[2] = {{const_cast<unsigned char*>(bytes), payload}, {trailer, 4}};
+        auto trailer = fletcher32_trailer(bytes, payload);
+        const iovec parts[2] = {{const_cast<unsigned char*>(bytes), payload}, {trailer.data(), 4}};
         f.write(d.name, addr, parts, 2, payload + 4);
       }
     } catch (...) {

@@ -43,4 +43,15 @@ std::uint32_t fletcher32(const void* data, std::size_t bytes) {
   return static_cast<std::uint32_t>((sum2 << 16) | sum1);
 }
 
+std::array<unsigned char, 4> fletcher32_trailer(const void* data, std::size_t bytes) {
+  const std::uint32_t sum = fletcher32(data, bytes);
+  return {static_cast<unsigned char>(sum), static_cast<unsigned char>(sum >> 8), static_cast<unsigned char>(sum >> 16),
+          static_cast<unsigned char>(sum >> 24)};
+}
+
+bool fletcher32_matches(const void* stored, std::size_t bytes) {
+  const auto* t = static_cast<const unsigned char*>(stored) + bytes;
+  return fletcher32_trailer(stored, bytes) == std::array<unsigned char, 4>{t[0], t[1], t[2], t[3]};
+}
+
 }  // namespace moe::ckpt

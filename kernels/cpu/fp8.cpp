@@ -66,50 +66,60 @@ bool check_quantize(const char* op, const Tensor& q, const Tensor& scales, const
 }
 }  // namespace
 
-void quantize_1x128(Tensor& q, Tensor& scales, const Tensor& x, bool pow2) {
-  const std::int64_t M = x.ndim() == 2 ? x.size(0) : 0, K = x.ndim() == 2 ? x.size(1) : 0;
-  if (check_quantize("quantize_1x128", q, scales, x, {M, tiles(K)})) {
+namespace {
+// x (R,K) with one scale per block of `rows` x 128 (rows 1: activation tiles; 128: weight
+// blocks): scales (ceil(R/rows), ceil(K/128)).
+void quantize_blocks(const char* op, Tensor& q, Tensor& scales, const Tensor& x, std::int64_t rows, bool pow2) {
+  const std::int64_t R = x.ndim() == 2 ? x.size(0) : 0, K = x.ndim() == 2 ? x.size(1) : 0, B = (R + rows - 1) / rows;
+  if (check_quantize(op, q, scales, x, {B, tiles(K)})) {
 #ifdef MOE_WITH_CUDA
-    return cuda::quantize_1x128(codes(q), scales.data<float>(), x.data<float>(), M, K, pow2);
+    return cuda::quantize(codes(q), scales.data<float>(), x.data<float>(), R, K, static_cast<int>(rows), pow2);
 #endif
   }
   const float* xd = x.data<float>();
   fp8_e4m3* qd = q.data<fp8_e4m3>();
   float* sd = scales.data<float>();
 #pragma omp parallel for
-  for (std::int64_t m = 0; m < M; ++m)
+  for (std::int64_t b = 0; b < B; ++b)
     for (std::int64_t t = 0; t < tiles(K); ++t)
-      sd[m * tiles(K) + t] = quantize_block(qd, xd, K, m, m + 1, t * kTile, std::min(K, (t + 1) * kTile), pow2);
+      sd[b * tiles(K) + t] = quantize_block(qd, xd, K, b * rows, std::min(R, (b + 1) * rows), t * kTile,
+                                            std::min(K, (t + 1) * kTile), pow2);
+}
+}  // namespace
+
+void quantize_1x128(Tensor& q, Tensor& scales, const Tensor& x, bool pow2) {
+  quantize_blocks("quantize_1x128", q, scales, x, 1, pow2);
 }
 
 void quantize_128x128(Tensor& q, Tensor& scales, const Tensor& w, bool pow2) {
-  const std::int64_t N = w.ndim() == 2 ? w.size(0) : 0, K = w.ndim() == 2 ? w.size(1) : 0;
-  if (check_quantize("quantize_128x128", q, scales, w, {tiles(N), tiles(K)})) {
-#ifdef MOE_WITH_CUDA
-    return cuda::quantize_128x128(codes(q), scales.data<float>(), w.data<float>(), N, K, pow2);
-#endif
-  }
-  const float* wd = w.data<float>();
-  fp8_e4m3* qd = q.data<fp8_e4m3>();
-  float* sd = scales.data<float>();
-#pragma omp parallel for
-  for (std::int64_t b = 0; b < tiles(N); ++b)
-    for (std::int64_t t = 0; t < tiles(K); ++t)
-      sd[b * tiles(K) + t] = quantize_block(qd, wd, K, b * kTile, std::min(N, (b + 1) * kTile), t * kTile,
-                                            std::min(K, (t + 1) * kTile), pow2);
+  quantize_blocks("quantize_128x128", q, scales, w, kTile, pow2);
 }
 
-void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb) {
-  const char* op = "fp8_gemm";
+namespace {
+// The shapes of a scaled GEMM's operands, checked: a (M,K), b (N,K) codes, sa (M,T), sb per
+// 128x128 block of b (ceil(N/128), T), or per 1x128 tile (N, T) where b_rows is allowed.
+struct Fp8Shapes {
+  std::int64_t M, N, K, T;
+  bool b_rows;
+};
+Fp8Shapes check_fp8_gemm(const char* op, const Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb,
+                         const Tensor& sb, bool allow_b_rows) {
   MOE_CHECK(qa.ndim() == 2 && qb.ndim() == 2 && qa.size(1) == qb.size(1), ShapeError,
             "{}: a {} and b {} must be (M,K) and (N,K)", op, qa.describe(), qb.describe());
   const std::int64_t M = qa.size(0), N = qb.size(0), K = qa.size(1), T = tiles(K);
   expect_tensor(op, "a", qa, DType::e4m3, {M, K});
   expect_tensor(op, "b", qb, DType::e4m3, {N, K});
   expect_tensor(op, "a scales", sa, DType::f32, {M, T});
-  const bool rows = sb.ndim() == 2 && sb.size(0) == N && N != tiles(N);  // b per 1x128 tile, else per 128x128 block
+  const bool rows = allow_b_rows && sb.ndim() == 2 && sb.size(0) == N && N != tiles(N);
   expect_tensor(op, "b scales", sb, DType::f32, {rows ? N : tiles(N), T});
   expect_tensor(op, "y", y, DType::f32, {M, N});
+  return {M, N, K, T, rows};
+}
+}  // namespace
+
+void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb) {
+  const char* op = "fp8_gemm";
+  const auto [M, N, K, T, rows] = check_fp8_gemm(op, y, qa, sa, qb, sb, true);
   if (detail::on_gpu(op, {&y, &qa, &sa, &qb, &sb})) {
 #ifdef MOE_WITH_CUDA
     cuda::fp8_gemm_reference(y.data<float>(), codes(qa), sa.data<float>(), codes(qb), sb.data<float>(), M, N, K, rows);
@@ -147,14 +157,7 @@ void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, c
 
 void sm90_fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb) {
   const char* op = "sm90_fp8_gemm";
-  MOE_CHECK(qa.ndim() == 2 && qb.ndim() == 2 && qa.size(1) == qb.size(1), ShapeError,
-            "{}: a {} and b {} must be (M,K) and (N,K)", op, qa.describe(), qb.describe());
-  const std::int64_t M = qa.size(0), N = qb.size(0), K = qa.size(1), T = tiles(K);
-  expect_tensor(op, "a", qa, DType::e4m3, {M, K});
-  expect_tensor(op, "b", qb, DType::e4m3, {N, K});
-  expect_tensor(op, "a scales", sa, DType::f32, {M, T});
-  expect_tensor(op, "b scales", sb, DType::f32, {tiles(N), T});
-  expect_tensor(op, "y", y, DType::f32, {M, N});
+  const auto [M, N, K, T, rows] = check_fp8_gemm(op, y, qa, sa, qb, sb, false);
   MOE_CHECK(detail::on_gpu(op, {&y, &qa, &sa, &qb, &sb}), DeviceError, "{}: a GPU kernel; the CPU has fp8_gemm", op);
 #ifdef MOE_WITH_CUDA
   cuda::sm90_fp8_gemm(y.data<float>(), codes(qa), sa.data<float>(), codes(qb), sb.data<float>(), M, N, K);

@@ -82,21 +82,14 @@ __global__ void fp8_gemm_reference_kernel(float* __restrict__ y, const std::uint
   y[m * N + n] = acc;
 }
 
+}  // namespace
+
 void quantize(std::uint8_t* q, float* scales, const float* x, std::int64_t R, std::int64_t K, int rows, bool pow2) {
   if (R == 0 || K == 0) return;
   const dim3 grid(static_cast<unsigned>((R + rows - 1) / rows), static_cast<unsigned>(tiles(K)));
   quantize_kernel<<<grid, kTile>>>(q, scales, x, R, K, rows, pow2);
   MOE_CUDA_CHECK(cudaGetLastError());
   MOE_CUDA_CHECK(cudaDeviceSynchronize());
-}
-}  // namespace
-
-void quantize_1x128(std::uint8_t* q, float* scales, const float* x, std::int64_t M, std::int64_t K, bool pow2) {
-  quantize(q, scales, x, M, K, 1, pow2);
-}
-
-void quantize_128x128(std::uint8_t* q, float* scales, const float* w, std::int64_t N, std::int64_t K, bool pow2) {
-  quantize(q, scales, w, N, K, kTile, pow2);
 }
 
 void fp8_gemm_reference(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,

@@ -22,11 +22,10 @@ void embedding_backward(float* dtable, const float* dout, const std::int32_t* to
 void cross_entropy(float* losses, float* dlogits, const float* dlosses, const float* logits, const std::int32_t* targets,
                    std::int64_t N, std::int64_t V);
 
-// FP8 (E4M3) fine-grained quantisation, bit for bit ops::quantize_1x128 / quantize_128x128:
-// x (M,K) per 1x128 tile -> q (M,K) codes, scales (M, ceil(K/128)); w (N,K) per 128x128 block
-// -> scales (ceil(N/128), ceil(K/128)).
-void quantize_1x128(std::uint8_t* q, float* scales, const float* x, std::int64_t M, std::int64_t K, bool pow2);
-void quantize_128x128(std::uint8_t* q, float* scales, const float* w, std::int64_t N, std::int64_t K, bool pow2);
+// FP8 (E4M3) fine-grained quantisation, bit for bit ops::quantize_1x128 (rows 1) and
+// quantize_128x128 (rows 128): x (R,K) -> q (R,K) codes, one scale per block of rows x 128,
+// scales (ceil(R/rows), ceil(K/128)).
+void quantize(std::uint8_t* q, float* scales, const float* x, std::int64_t R, std::int64_t K, int rows, bool pow2);
 // cuBLASLt (gemm.cu): y (M,N) f32 = a (M,K) b^T, row-major. bf16_gemm: BF16 operands (raw
 // bits), FP32 accumulation. sm90_fp8_gemm: E4M3 codes, sa (M, ceil(K/128)) per 1x128 tile of
 // a, sb (ceil(N/128), ceil(K/128)) per 128x128 block of b; FP32 accumulation in cuBLASLt's
