@@ -1,8 +1,11 @@
 #include <cmath>
-#include <vector>
+#include <type_traits>
 
 #include "kernels/cpu/common.h"
 #include "kernels/ops.h"
+#ifdef MOE_WITH_CUDA
+#include "kernels/cuda/ops.h"
+#endif
 
 namespace moe::ops {
 namespace {
@@ -14,17 +17,28 @@ void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, double
             x.describe());
   const std::int64_t B = x.size(0), T_ = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
   expect_tensor(op, "y", y, t, x.shape());
-  detail::expect_cpu(op, {&y, &x});
+  const bool gpu = detail::on_gpu(op, {&y, &x});
+  MOE_CHECK(!gpu || t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, x.describe());
   detail::dispatch_real(t, [&]<class T>() {
     // cos/sin of every (position, pair) once, in double whatever T is, so f32 and f64 rotate
-    // by the same angle; the same table serves every sequence and head.
-    std::vector<T> cs(static_cast<std::size_t>(T_ * half)), sn(cs.size());
+    // by the same angle; the same table serves every sequence and head (and the GPU's).
+    Tensor cos_t = Tensor::empty({T_, half}, dtype_of<T>::value), sin_t = Tensor::empty({T_, half}, dtype_of<T>::value);
+    T *cs = cos_t.data<T>(), *sn = sin_t.data<T>();
     for (std::int64_t p = 0; p < T_; ++p)
       for (std::int64_t i = 0; i < half; ++i) {
         const double ang = sign * static_cast<double>(p) * std::pow(theta, -2.0 * double(i) / static_cast<double>(D));
-        cs[std::size_t(p * half + i)] = static_cast<T>(std::cos(ang));
-        sn[std::size_t(p * half + i)] = static_cast<T>(std::sin(ang));
+        cs[p * half + i] = static_cast<T>(std::cos(ang));
+        sn[p * half + i] = static_cast<T>(std::sin(ang));
       }
+    if (gpu) {
+#ifdef MOE_WITH_CUDA
+      if constexpr (std::is_same_v<T, float>) {
+        const Tensor cd = cos_t.to(Device::cuda), sd = sin_t.to(Device::cuda);
+        cuda::rope(y.data<float>(), x.data<float>(), cd.data<float>(), sd.data<float>(), B, T_, H, D);
+      }
+#endif
+      return;
+    }
     const T* xp = x.data<T>();
     T* yp = y.data<T>();
 #pragma omp parallel for collapse(2)
@@ -32,7 +46,7 @@ void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, double
       for (std::int64_t p = 0; p < T_; ++p)
         for (std::int64_t h = 0; h < H; ++h) {
           const std::int64_t base = ((b * T_ + p) * H + h) * D;
-          const T *c = cs.data() + p * half, *s = sn.data() + p * half;
+          const T *c = cs + p * half, *s = sn + p * half;
           for (std::int64_t i = 0; i < half; ++i) {
             const T x1 = xp[base + i], x2 = xp[base + i + half];  // read both before writing (y may alias x)
             yp[base + i] = x1 * c[i] - x2 * s[i];

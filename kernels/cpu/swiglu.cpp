@@ -47,7 +47,13 @@ void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor&
   check(op, dh, "dh", gate, up);
   expect_tensor(op, "dgate", dgate, gate.dtype(), gate.shape());
   expect_tensor(op, "dup", dup, gate.dtype(), gate.shape());
-  detail::expect_cpu(op, {&dgate, &dup, &dh, &gate, &up});
+  if (detail::on_gpu(op, {&dgate, &dup, &dh, &gate, &up})) {
+#ifdef MOE_WITH_CUDA
+    MOE_CHECK(gate.dtype() == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, gate.describe());
+    return cuda::swiglu_backward(dgate.data<float>(), dup.data<float>(), dh.data<float>(), gate.data<float>(),
+                                 up.data<float>(), gate.numel());
+#endif
+  }
   detail::dispatch_real(gate.dtype(), [&]<class T>() {
     const T *g = gate.data<T>(), *u = up.data<T>(), *d = dh.data<T>();
     T *dg = dgate.data<T>(), *du = dup.data<T>();

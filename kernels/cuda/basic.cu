@@ -110,7 +110,39 @@ __global__ void cross_entropy_kernel(float* losses, float* dlogits, const float*
   const float s = dlosses[n];
   for (std::int64_t v = threadIdx.x; v < V; v += blockDim.x) d[v] = t < 0 ? 0.f : expf(l[v] - lse) * s - (v == t ? s : 0.f);
 }
+// Each (i, i + D/2) pair of every head rotated by the angle table of its position.
+__global__ void rope_kernel(float* y, const float* x, const float* cs, const float* sn, std::int64_t rows, std::int64_t T,
+                            std::int64_t H, std::int64_t half) {
+  const std::int64_t k = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;  // (row, pair)
+  if (k >= rows * half) return;
+  const std::int64_t row = k / half, i = k % half, p = (row / H) % T, base = row * 2 * half;
+  const float c = cs[p * half + i], s = sn[p * half + i], x1 = x[base + i], x2 = x[base + i + half];
+  y[base + i] = x1 * c - x2 * s;
+  y[base + i + half] = x2 * c + x1 * s;
+}
+
+__global__ void swiglu_backward_kernel(float* dg, float* du, const float* d, const float* g, const float* u, std::int64_t n) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= n) return;
+  const float sig = 1.0f / (1.0f + expf(-g[i]));
+  du[i] = d[i] * g[i] * sig;
+  dg[i] = d[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
+}
 }  // namespace
+
+void rope(float* y, const float* x, const float* cs, const float* sn, std::int64_t B, std::int64_t T, std::int64_t H,
+          std::int64_t D) {
+  const std::int64_t n = B * T * H * (D / 2);
+  if (n == 0) return;
+  rope_kernel<<<blocks_for(n), kThreads>>>(y, x, cs, sn, B * T * H, T, H, D / 2);
+  launched();
+}
+
+void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate, const float* up, std::int64_t n) {
+  if (n == 0) return;
+  swiglu_backward_kernel<<<blocks_for(n), kThreads>>>(dgate, dup, dh, gate, up, n);
+  launched();
+}
 
 void adamw_step(float* p, float* m, float* v, const float* g, std::int64_t n, float lr, float beta1, float beta2, float eps,
                 float decay, float bc1, float bc2) {

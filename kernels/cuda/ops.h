@@ -21,6 +21,11 @@ void embedding_forward(float* out, const std::int32_t* tokens, const float* tabl
 void embedding_backward(float* dtable, const float* dout, const std::int32_t* tokens, std::int64_t N, std::int64_t C);
 void cross_entropy(float* losses, float* dlogits, const float* dlosses, const float* logits, const std::int32_t* targets,
                    std::int64_t N, std::int64_t V);
+// y (B,T,H,D) = x rotated pairwise by the angle tables cs, sn (T, D/2) (the CPU builds them,
+// so both rotate by the same angles); y may alias x.
+void rope(float* y, const float* x, const float* cs, const float* sn, std::int64_t B, std::int64_t T, std::int64_t H,
+          std::int64_t D);
+void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate, const float* up, std::int64_t n);
 
 // FP8 (E4M3) fine-grained quantisation, bit for bit ops::quantize_1x128 (rows 1) and
 // quantize_128x128 (rows 128): x (R,K) -> q (R,K) codes, one scale per block of rows x 128,

@@ -98,7 +98,7 @@ double norm_err(const Tensor& a, const Tensor& b) {
 }
 }  // namespace
 
-TEST_CASE("cuda AdamW, RMSNorm, embedding and cross-entropy match the CPU", "[gpu][ops]") {
+TEST_CASE("cuda AdamW, RMSNorm, embedding, RoPE, SwiGLU backward and cross-entropy match the CPU", "[gpu][ops]") {
   auto gpu = [](const Tensor& t) { return t.to(Device::cuda); };
   const std::int64_t N = 37, C = 300, V = 1000;
   SECTION("adamw: the same f32 formula (FMA contraction aside)") {
@@ -141,6 +141,27 @@ TEST_CASE("cuda AdamW, RMSNorm, embedding and cross-entropy match the CPU", "[gp
     ops::embedding_backward(dtd, gpu(dout), gpu(tok), true);
     CHECK(same_bits(outd, out));
     CHECK(same_bits(dtd, dt));  // the same adds in the same order
+  }
+  SECTION("rope forward and backward (in place too)") {
+    const std::int64_t B = 2, T = 9, H = 3, D = 16;
+    const Tensor x = random({B, T, H, D}, 14, 1, DType::f32);
+    Tensor y = Tensor::empty(x.shape(), DType::f32), back = Tensor::empty(x.shape(), DType::f32);
+    ops::rope_forward(y, x, 10000.0);
+    ops::rope_backward(back, y, 10000.0);
+    Tensor yd = Tensor::empty(x.shape(), DType::f32, Device::cuda), xd = gpu(x);
+    ops::rope_forward(yd, xd, 10000.0);
+    CHECK(norm_err(yd, y) < 1e-6);
+    ops::rope_backward(yd, yd, 10000.0);  // aliased, as the attention layer calls it
+    CHECK(norm_err(yd, back) < 1e-6);
+  }
+  SECTION("swiglu backward") {
+    const Tensor g = random({N, C}, 15, 4, DType::f32), u = random({N, C}, 16, 1, DType::f32), dh = random({N, C}, 17, 1, DType::f32);
+    Tensor dg = Tensor::empty({N, C}, DType::f32), du = Tensor::empty({N, C}, DType::f32);
+    ops::swiglu_backward(dg, du, dh, g, u);
+    Tensor dgd = Tensor::empty({N, C}, DType::f32, Device::cuda), dud = Tensor::empty({N, C}, DType::f32, Device::cuda);
+    ops::swiglu_backward(dgd, dud, gpu(dh), gpu(g), gpu(u));
+    CHECK(norm_err(dgd, dg) < 1e-6);
+    CHECK(norm_err(dud, du) < 1e-6);
   }
   SECTION("cross-entropy forward and backward (an ignored row)") {
     Tensor tg = random_ints({N}, 11, 0, V - 1);
