@@ -1,7 +1,12 @@
-// GEMM and grouped GEMM through OpenBLAS (kernels/cpu/blas.h).
+// GEMM and grouped GEMM through OpenBLAS (kernels/cpu/blas.h), or cuBLASLt for GPU tensors.
+#include <type_traits>
+
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/common.h"
 #include "kernels/ops.h"
+#ifdef MOE_WITH_CUDA
+#include "kernels/cuda/ops.h"
+#endif
 
 namespace moe::ops {
 namespace detail {
@@ -12,18 +17,36 @@ std::int64_t gemm_flops() { return detail::gemm_flop_count.load(std::memory_orde
 void reset_gemm_flops() { detail::gemm_flop_count.store(0, std::memory_order_relaxed); }
 
 namespace {
-using detail::gemm;
+// detail::gemm on contiguous operands, on the device the tensors live on (the GPU: f32
+// through cuBLASLt; validated by the entry points).
+template <class T>
+void gemm(bool gpu, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, const T* B, T beta, T* C) {
+  if (!gpu) return detail::gemm<T>(ta, tb, M, N, K, A, B, beta, C);
+#ifdef MOE_WITH_CUDA
+  if constexpr (std::is_same_v<T, float>) {
+    if (M == 0 || N == 0) return;
+    detail::gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);
+    cuda::f32_gemm(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, beta, C, N);
+  }
+#endif
+}
 
 // One group's forward/backward, shared by the plain and grouped entry points.
 template <class T>
-void gemm_fwd(T* y, const T* x, const T* w, std::int64_t M, std::int64_t N, std::int64_t K) {
-  gemm<T>(false, true, M, N, K, x, w, T(0), y);  // y = x w^T
+void gemm_fwd(bool gpu, T* y, const T* x, const T* w, std::int64_t M, std::int64_t N, std::int64_t K) {
+  gemm<T>(gpu, false, true, M, N, K, x, w, T(0), y);  // y = x w^T
 }
 template <class T>
-void gemm_bwd(T* dx, T* dw, const T* dy, const T* x, const T* w, std::int64_t M, std::int64_t N,
+void gemm_bwd(bool gpu, T* dx, T* dw, const T* dy, const T* x, const T* w, std::int64_t M, std::int64_t N,
               std::int64_t K) {
-  if (dx) gemm<T>(false, false, M, K, N, dy, w, T(0), dx);  // dx = dy w
-  if (M > 0) gemm<T>(true, false, N, K, M, dy, x, T(1), dw);  // dw += dy^T x
+  if (dx) gemm<T>(gpu, false, false, M, K, N, dy, w, T(0), dx);  // dx = dy w
+  if (M > 0) gemm<T>(gpu, true, false, N, K, M, dy, x, T(1), dw);  // dw += dy^T x
+}
+// Tensors on the GPU: f32 only.
+bool gpu_f32(const char* op, DType t, std::initializer_list<const Tensor*> ts) {
+  const bool gpu = detail::on_gpu(op, ts);
+  MOE_CHECK(!gpu || t == DType::f32, ShapeError, "{}: the GPU path takes f32, got {}", op, dtype_name(t));
+  return gpu;
 }
 
 void check_offsets(const char* op, std::span<const std::int64_t> off, std::int64_t groups, std::int64_t M) {
@@ -42,12 +65,12 @@ void grouped_fwd(const char* op, Tensor& y, const Tensor& x, const Tensor& w,
   const std::int64_t M = x.size(0), K = x.size(1), G = w.size(0), N = w.size(1);
   expect_tensor(op, "w", w, t, {G, N, K});
   expect_tensor(op, "y", y, t, {M, N});
-  detail::expect_cpu(op, {&y, &x, &w});
+  const bool gpu = gpu_f32(op, t, {&y, &x, &w});
   check_offsets(op, offsets, G, M);
   detail::dispatch_real(t, [&]<class T>() {
     for (std::int64_t g = 0; g < G; ++g) {
       const std::int64_t r = offsets[g], m = offsets[g + 1] - r;
-      gemm_fwd<T>(y.data<T>() + r * N, x.data<T>() + r * K, w.data<T>() + g * N * K, m, N, K);
+      gemm_fwd<T>(gpu, y.data<T>() + r * N, x.data<T>() + r * K, w.data<T>() + g * N * K, m, N, K);
     }
   });
 }
@@ -62,12 +85,12 @@ void grouped_bwd(const char* op, Tensor& dx, Tensor& dw, const Tensor& dy, const
   expect_tensor(op, "dw", dw, t, {G, N, K});
   expect_tensor(op, "dy", dy, t, {M, N});
   if (dx.defined()) expect_tensor(op, "dx", dx, t, {M, K});
-  detail::expect_cpu(op, {&dx, &dw, &dy, &x, &w});
+  const bool gpu = gpu_f32(op, t, {&dx, &dw, &dy, &x, &w});
   check_offsets(op, offsets, G, M);
   detail::dispatch_real(t, [&]<class T>() {
     for (std::int64_t g = 0; g < G; ++g) {
       const std::int64_t r = offsets[g], m = offsets[g + 1] - r;
-      gemm_bwd<T>(dx.defined() ? dx.data<T>() + r * K : nullptr, dw.data<T>() + g * N * K,
+      gemm_bwd<T>(gpu, dx.defined() ? dx.data<T>() + r * K : nullptr, dw.data<T>() + g * N * K,
                   dy.data<T>() + r * N, x.data<T>() + r * K, w.data<T>() + g * N * K, m, N, K);
     }
   });

@@ -83,6 +83,29 @@ void run(Desc& s, cudaDataType_t in, float* y, const void* a, const void* b, std
   MOE_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
+// Layouts from (rows, cols, ld) of column-major matrices, then the GEMM: d = alpha op(a) op(b)
+// + beta d, all of one real type (FP32 here), column-major.
+void run_f32(Desc& s, cublasOperation_t ta, cublasOperation_t tb, std::uint64_t m, std::uint64_t n, std::uint64_t k,
+             const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* d, std::int64_t ldd) {
+  MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+  MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+  const bool at = ta == CUBLAS_OP_T, bt = tb == CUBLAS_OP_T;
+  MOE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&s.a, CUDA_R_32F, at ? k : m, at ? m : k, lda));
+  MOE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&s.b, CUDA_R_32F, bt ? n : k, bt ? k : n, ldb));
+  MOE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&s.d, CUDA_R_32F, m, n, ldd));
+  MOE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&s.pref));
+  const std::size_t ws = kWorkspace;
+  MOE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(s.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  cublasLtMatmulHeuristicResult_t h{};
+  int found = 0;
+  MOE_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt().handle, s.op, s.a, s.b, s.d, s.d, s.pref, 1, &h, &found));
+  if (found == 0) throw DeviceError(fmt::format("cuBLASLt: no FP32 algorithm for {}x{}x{}", m, n, k));
+  const float one = 1.f;
+  MOE_CUBLAS_CHECK(cublasLtMatmul(lt().handle, s.op, &one, a, s.a, b, s.b, &beta, d, s.d, d, s.d, &h.algo, lt().workspace,
+                                  kWorkspace, nullptr));
+  MOE_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
 // (rows, cols) row-major -> (cols, rows) row-major.
 __global__ void transpose_kernel(float* __restrict__ out, const float* __restrict__ in, std::int64_t rows,
                                  std::int64_t cols) {
@@ -90,6 +113,17 @@ __global__ void transpose_kernel(float* __restrict__ out, const float* __restric
   if (i < rows * cols) out[(i % cols) * rows + i / cols] = in[i];
 }
 }  // namespace
+
+void f32_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const float* A, std::int64_t lda,
+              const float* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  // Row-major C (M,N) = op(A) op(B) is column-major C^T (N,M) = op(B)^T op(A)^T: cuBLASLt's A
+  // is our B, its B our A, each transposed when ours is.
+  Desc s;
+  MOE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&s.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));  // full FP32, no TF32
+  run_f32(s, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<std::uint64_t>(N),
+          static_cast<std::uint64_t>(M), static_cast<std::uint64_t>(K), B, ldb, A, lda, beta, C, ldc);
+}
 
 void bf16_gemm(float* y, const std::uint16_t* a, const std::uint16_t* b, std::int64_t M, std::int64_t N, std::int64_t K) {
   if (M == 0 || N == 0) return;

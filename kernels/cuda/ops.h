@@ -35,6 +35,10 @@ void quantize(std::uint8_t* q, float* scales, const float* x, std::int64_t R, st
 // bits), FP32 accumulation. sm90_fp8_gemm: E4M3 codes, sa (M, ceil(K/128)) per 1x128 tile of
 // a, sb (ceil(N/128), ceil(K/128)) per 128x128 block of b; FP32 accumulation in cuBLASLt's
 // order (fp8_gemm_reference is the oracle).
+// f32_gemm: detail::gemm's contract on device pointers (row-major C (M,N) = op(A) op(B) +
+// beta C with row strides lda, ldb, ldc), FP32 compute without TF32.
+void f32_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const float* A, std::int64_t lda,
+              const float* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc);
 void bf16_gemm(float* y, const std::uint16_t* a, const std::uint16_t* b, std::int64_t M, std::int64_t N, std::int64_t K);
 void sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
                    std::int64_t M, std::int64_t N, std::int64_t K);

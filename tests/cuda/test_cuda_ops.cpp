@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <iostream>
+#include <vector>
 
 #include "kernels/ops.h"
 #include "tests/support/testing.h"
@@ -176,6 +177,30 @@ TEST_CASE("cuda AdamW, RMSNorm, embedding, RoPE, SwiGLU backward and cross-entro
     CHECK(norm_err(lossd, loss) < 1e-6);
     CHECK(norm_err(dlogd, dlog) < 1e-5);
   }
+}
+
+TEST_CASE("cuda FP32 matmul and grouped matmul (cuBLASLt, no TF32) match OpenBLAS", "[gpu][gemm]") {
+  auto gpu = [](const Tensor& t) { return t.to(Device::cuda); };
+  const std::int64_t M = 70, N = 48, K = 96;
+  const std::vector<std::int64_t> offsets = {0, 13, 13, 70};  // an empty group too
+  const Tensor x = random({M, K}, 20, 1, DType::f32), w = random({3, N, K}, 21, 0.2, DType::f32),
+               dy = random({M, N}, 22, 1, DType::f32), dw0 = random({3, N, K}, 23, 0.1, DType::f32);
+  Tensor y = Tensor::empty({M, N}, DType::f32), dx = Tensor::empty({M, K}, DType::f32), dw = Tensor::empty({3, N, K}, DType::f32);
+  dw.copy_from(dw0);  // backward accumulates into what is there
+  ops::grouped_matmul_forward(y, x, w, offsets);
+  ops::grouped_matmul_backward(dx, dw, dy, x, w, offsets);
+  Tensor yd = Tensor::empty({M, N}, DType::f32, Device::cuda), dxd = Tensor::empty({M, K}, DType::f32, Device::cuda),
+         dwd = gpu(dw0);
+  ops::grouped_matmul_forward(yd, gpu(x), gpu(w), offsets);
+  ops::grouped_matmul_backward(dxd, dwd, gpu(dy), gpu(x), gpu(w), offsets);
+  CHECK(norm_err(yd, y) < 1e-6);  // TF32 would be off by about 1e-3
+  CHECK(norm_err(dxd, dx) < 1e-6);
+  CHECK(norm_err(dwd, dw) < 1e-6);
+  Tensor y2 = Tensor::empty({M, N}, DType::f32), y2d = Tensor::empty({M, N}, DType::f32, Device::cuda);
+  const Tensor w2 = w.rows(0, 1).view({N, K});
+  ops::matmul_forward(y2, x, w2);
+  ops::matmul_forward(y2d, gpu(x), gpu(w2));
+  CHECK(norm_err(y2d, y2) < 1e-6);
 }
 
 TEST_CASE("cuda sm90_fp8_gemm (cuBLASLt block scaling) matches the reference GEMM", "[gpu][fp8][gemm]") {
