@@ -2,6 +2,9 @@
 
 #include "kernels/cpu/common.h"
 #include "kernels/ops.h"
+#ifdef MOE_WITH_CUDA
+#include "kernels/cuda/ops.h"
+#endif
 
 namespace moe::ops {
 
@@ -9,7 +12,12 @@ void accumulate(Tensor& y, const Tensor& x, double alpha) {
   const char* op = "accumulate";
   DType t = detail::real_dtype(op, y);
   expect_tensor(op, "x", x, t, y.shape());
-  detail::expect_cpu(op, {&y, &x});
+  if (detail::on_gpu(op, {&y, &x})) {
+#ifdef MOE_WITH_CUDA
+    MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, y.describe());
+    return cuda::accumulate(y.data<float>(), x.data<float>(), static_cast<float>(alpha), y.numel());
+#endif
+  }
   detail::dispatch_real(t, [&]<class T>() {
     T* yp = y.data<T>();
     const T* xp = x.data<T>();
@@ -22,7 +30,12 @@ void accumulate(Tensor& y, const Tensor& x, double alpha) {
 
 void scale(Tensor& y, double alpha) {
   DType t = detail::real_dtype("scale", y);
-  detail::expect_cpu("scale", {&y});
+  if (detail::on_gpu("scale", {&y})) {
+#ifdef MOE_WITH_CUDA
+    MOE_CHECK(t == DType::f32, ShapeError, "scale: the CUDA kernel takes f32, got {}", y.describe());
+    return cuda::scale(y.data<float>(), static_cast<float>(alpha), y.numel());
+#endif
+  }
   detail::dispatch_real(t, [&]<class T>() {
     T* yp = y.data<T>();
     const std::int64_t n = y.numel();
@@ -33,7 +46,12 @@ void scale(Tensor& y, double alpha) {
 
 double sum_squares(const Tensor& x) {
   DType t = detail::real_dtype("sum_squares", x);
-  detail::expect_cpu("sum_squares", {&x});
+  if (detail::on_gpu("sum_squares", {&x})) {
+#ifdef MOE_WITH_CUDA
+    MOE_CHECK(t == DType::f32, ShapeError, "sum_squares: the CUDA kernel takes f32, got {}", x.describe());
+    return cuda::sum_squares(x.data<float>(), x.numel());
+#endif
+  }
   double s = 0;
   detail::dispatch_real(t, [&]<class T>() {
     const T* xp = x.data<T>();
@@ -48,8 +66,13 @@ void convert(Tensor& y, const Tensor& x) {
   const char* op = "convert";
   MOE_CHECK(x.defined() && y.defined() && x.shape() == y.shape(), ShapeError, "{}: x {} and y {} must share a shape", op,
             x.describe(), y.describe());
-  detail::expect_cpu(op, {&y, &x});
+  const bool gpu = detail::on_gpu(op, {&y, &x});
   const std::int64_t n = x.numel();
+  if (gpu && ((x.dtype() == DType::f32 && y.dtype() == DType::bf16) || (x.dtype() == DType::bf16 && y.dtype() == DType::f32))) {
+#ifdef MOE_WITH_CUDA
+    return cuda::convert_bf16(y.raw(), x.raw(), n, y.dtype() == DType::bf16);
+#endif
+  }
   if (x.dtype() == DType::f32 && y.dtype() == DType::bf16) {
     const float* s = x.data<float>();
     bf16* d = y.data<bf16>();

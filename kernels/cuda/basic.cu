@@ -1,8 +1,11 @@
 // The CUDA versions of the elementwise and row-wise ops (kernels/ops.h has the contracts; the
-// CPU files are the references): AdamW, RMSNorm, embedding, cross-entropy. f32 only. Sums a
+// CPU files are the references): AdamW, RMSNorm, embedding, RoPE, SwiGLU backward,
+// cross-entropy, the elementwise helpers and BF16 conversion. f32 only. Sums a
 // CPU op runs in a fixed order run here in a fixed order too (one thread per column over the
 // rows for dw and the embedding's gradient), so results do not vary between runs; row
 // reductions go through a block and differ from the CPU's order within FP32 rounding.
+#include <cuda_bf16.h>
+
 #include <cfloat>
 
 #include "kernels/cuda/check.cuh"
@@ -128,7 +131,73 @@ __global__ void swiglu_backward_kernel(float* dg, float* du, const float* d, con
   du[i] = d[i] * g[i] * sig;
   dg[i] = d[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));
 }
+__global__ void accumulate_kernel(float* y, const float* x, float a, std::int64_t n) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] += a * x[i];
+}
+__global__ void scale_kernel(float* y, float a, std::int64_t n) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] *= a;
+}
+// Per block: the sum of x^2 over its grid-stride share, in double; the host adds the blocks.
+__global__ void sum_squares_kernel(double* part, const float* x, std::int64_t n) {
+  __shared__ double s[kThreads];
+  double acc = 0;
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x)
+    acc += double(x[i]) * double(x[i]);
+  s[threadIdx.x] = acc;
+  __syncthreads();
+  for (int w = kThreads / 2; w > 0; w >>= 1) {
+    if (threadIdx.x < w) s[threadIdx.x] += s[threadIdx.x + w];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) part[blockIdx.x] = s[0];
+}
+__global__ void to_bf16_kernel(__nv_bfloat16* y, const float* x, std::int64_t n) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] = __float2bfloat16_rn(x[i]);
+}
+__global__ void from_bf16_kernel(float* y, const __nv_bfloat16* x, std::int64_t n) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i < n) y[i] = __bfloat162float(x[i]);
+}
 }  // namespace
+
+void accumulate(float* y, const float* x, float alpha, std::int64_t n) {
+  if (n == 0) return;
+  accumulate_kernel<<<blocks_for(n), kThreads>>>(y, x, alpha, n);
+  launched();
+}
+
+void scale(float* y, float alpha, std::int64_t n) {
+  if (n == 0) return;
+  scale_kernel<<<blocks_for(n), kThreads>>>(y, alpha, n);
+  launched();
+}
+
+double sum_squares(const float* x, std::int64_t n) {
+  if (n == 0) return 0;
+  constexpr int kBlocks = 256;  // a fixed grid: the same partial sums every run
+  double* part = nullptr;
+  MOE_CUDA_CHECK(cudaMalloc(&part, kBlocks * sizeof(double)));
+  double host[kBlocks];
+  sum_squares_kernel<<<kBlocks, kThreads>>>(part, x, n);
+  const cudaError_t launch = cudaGetLastError();
+  const cudaError_t copied = launch == cudaSuccess ? cudaMemcpy(host, part, sizeof host, cudaMemcpyDeviceToHost) : launch;
+  cudaFree(part);
+  MOE_CUDA_CHECK(copied);
+  double sum = 0;
+  for (double p : host) sum += p;
+  return sum;
+}
+
+void convert_bf16(void* y, const void* x, std::int64_t n, bool to_bf16) {
+  if (n == 0) return;
+  if (to_bf16) to_bf16_kernel<<<blocks_for(n), kThreads>>>(static_cast<__nv_bfloat16*>(y), static_cast<const float*>(x), n);
+  else from_bf16_kernel<<<blocks_for(n), kThreads>>>(static_cast<float*>(y), static_cast<const __nv_bfloat16*>(x), n);
+  launched();
+}
 
 void rope(float* y, const float* x, const float* cs, const float* sn, std::int64_t B, std::int64_t T, std::int64_t H,
           std::int64_t D) {

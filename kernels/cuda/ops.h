@@ -26,6 +26,12 @@ void cross_entropy(float* losses, float* dlogits, const float* dlosses, const fl
 void rope(float* y, const float* x, const float* cs, const float* sn, std::int64_t B, std::int64_t T, std::int64_t H,
           std::int64_t D);
 void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate, const float* up, std::int64_t n);
+// Elementwise helpers: y += alpha x; y *= alpha; sum of x^2 in double (a fixed grid, so the
+// same sum every run); f32 <-> bf16 (round to nearest even) over n elements.
+void accumulate(float* y, const float* x, float alpha, std::int64_t n);
+void scale(float* y, float alpha, std::int64_t n);
+double sum_squares(const float* x, std::int64_t n);
+void convert_bf16(void* y, const void* x, std::int64_t n, bool to_bf16);
 
 // FP8 (E4M3) fine-grained quantisation, bit for bit ops::quantize_1x128 (rows 1) and
 // quantize_128x128 (rows 128): x (R,K) -> q (R,K) codes, one scale per block of rows x 128,

@@ -99,7 +99,7 @@ double norm_err(const Tensor& a, const Tensor& b) {
 }
 }  // namespace
 
-TEST_CASE("cuda AdamW, RMSNorm, embedding, RoPE, SwiGLU backward and cross-entropy match the CPU", "[gpu][ops]") {
+TEST_CASE("cuda AdamW, RMSNorm, embedding, RoPE, SwiGLU backward, elementwise helpers and cross-entropy match the CPU", "[gpu][ops]") {
   auto gpu = [](const Tensor& t) { return t.to(Device::cuda); };
   const std::int64_t N = 37, C = 300, V = 1000;
   SECTION("adamw: the same f32 formula (FMA contraction aside)") {
@@ -163,6 +163,26 @@ TEST_CASE("cuda AdamW, RMSNorm, embedding, RoPE, SwiGLU backward and cross-entro
     ops::swiglu_backward(dgd, dud, gpu(dh), gpu(g), gpu(u));
     CHECK(norm_err(dgd, dg) < 1e-6);
     CHECK(norm_err(dud, du) < 1e-6);
+  }
+  SECTION("accumulate, scale, sum of squares, BF16 conversion") {
+    const Tensor x = random({N, C}, 18, 1, DType::f32), y0 = random({N, C}, 19, 1, DType::f32);
+    Tensor y = Tensor::empty({N, C}, DType::f32);
+    y.copy_from(y0);
+    Tensor yd = gpu(y0);
+    ops::accumulate(y, x, -0.5);
+    ops::scale(y, 3.0);
+    ops::accumulate(yd, gpu(x), -0.5);
+    ops::scale(yd, 3.0);
+    CHECK(norm_err(yd, y) < 1e-6);
+    CHECK(ops::sum_squares(yd) == Approx(ops::sum_squares(y)).epsilon(1e-12));
+    Tensor b = Tensor::empty({N, C}, DType::bf16), bd = Tensor::empty({N, C}, DType::bf16, Device::cuda);
+    ops::convert(b, x);
+    ops::convert(bd, gpu(x));
+    CHECK(same_bits(bd, b));  // round to nearest even on both
+    Tensor back = Tensor::empty({N, C}, DType::f32, Device::cuda), back_cpu = Tensor::empty({N, C}, DType::f32);
+    ops::convert(back, bd);
+    ops::convert(back_cpu, b);
+    CHECK(same_bits(back, back_cpu));
   }
   SECTION("cross-entropy forward and backward (an ignored row)") {
     Tensor tg = random_ints({N}, 11, 0, V - 1);
