@@ -61,37 +61,16 @@ struct Desc {
   }
 };
 
-// D (N x M col-major) = op(A) B with A = b (K x N col-major, transposed), B = a (K x M).
-void run(Desc& s, cudaDataType_t in, float* y, const void* a, const void* b, std::int64_t M, std::int64_t N,
-         std::int64_t K) {
-  const cublasOperation_t t = CUBLAS_OP_T, n = CUBLAS_OP_N;
-  MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof t));
-  MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_TRANSB, &n, sizeof n));
-  MOE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&s.a, in, static_cast<std::uint64_t>(K), static_cast<std::uint64_t>(N), K));
-  MOE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&s.b, in, static_cast<std::uint64_t>(K), static_cast<std::uint64_t>(M), K));
-  MOE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&s.d, CUDA_R_32F, static_cast<std::uint64_t>(N), static_cast<std::uint64_t>(M), N));
-  MOE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&s.pref));
-  const std::size_t ws = kWorkspace;
-  MOE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(s.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
-  cublasLtMatmulHeuristicResult_t h{};
-  int found = 0;
-  MOE_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt().handle, s.op, s.a, s.b, s.d, s.d, s.pref, 1, &h, &found));
-  if (found == 0) throw DeviceError(fmt::format("cuBLASLt: no algorithm for this GEMM ({}x{}x{})", M, N, K));
-  const float one = 1.f, zero = 0.f;
-  MOE_CUBLAS_CHECK(cublasLtMatmul(lt().handle, s.op, &one, b, s.a, a, s.b, &zero, y, s.d, y, s.d, &h.algo, lt().workspace,
-                                  kWorkspace, nullptr));
-  MOE_CUDA_CHECK(cudaDeviceSynchronize());
-}
-
-// Layouts from (rows, cols, ld) of column-major matrices, then the GEMM: d = alpha op(a) op(b)
-// + beta d, all of one real type (FP32 here), column-major.
-void run_f32(Desc& s, cublasOperation_t ta, cublasOperation_t tb, std::uint64_t m, std::uint64_t n, std::uint64_t k,
-             const float* a, std::int64_t lda, const float* b, std::int64_t ldb, float beta, float* d, std::int64_t ldd) {
+// The one cuBLASLt call: d = op(a) op(b) + beta d, column-major, a and b of type `in` with
+// their stored (rows, cols, ld) following from the transposes, d FP32 (m x n, ld ldd).
+void run(Desc& s, cudaDataType_t in, cublasOperation_t ta, cublasOperation_t tb, std::uint64_t m, std::uint64_t n,
+         std::uint64_t k, const void* a, std::int64_t lda, const void* b, std::int64_t ldb, float beta, float* d,
+         std::int64_t ldd) {
   MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
   MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
   const bool at = ta == CUBLAS_OP_T, bt = tb == CUBLAS_OP_T;
-  MOE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&s.a, CUDA_R_32F, at ? k : m, at ? m : k, lda));
-  MOE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&s.b, CUDA_R_32F, bt ? n : k, bt ? k : n, ldb));
+  MOE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&s.a, in, at ? k : m, at ? m : k, lda));
+  MOE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&s.b, in, bt ? n : k, bt ? k : n, ldb));
   MOE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&s.d, CUDA_R_32F, m, n, ldd));
   MOE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&s.pref));
   const std::size_t ws = kWorkspace;
@@ -99,11 +78,19 @@ void run_f32(Desc& s, cublasOperation_t ta, cublasOperation_t tb, std::uint64_t 
   cublasLtMatmulHeuristicResult_t h{};
   int found = 0;
   MOE_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt().handle, s.op, s.a, s.b, s.d, s.d, s.pref, 1, &h, &found));
-  if (found == 0) throw DeviceError(fmt::format("cuBLASLt: no FP32 algorithm for {}x{}x{}", m, n, k));
+  if (found == 0) throw DeviceError(fmt::format("cuBLASLt: no algorithm for this GEMM ({}x{}x{})", m, n, k));
   const float one = 1.f;
   MOE_CUBLAS_CHECK(cublasLtMatmul(lt().handle, s.op, &one, a, s.a, b, s.b, &beta, d, s.d, d, s.d, &h.algo, lt().workspace,
                                   kWorkspace, nullptr));
   MOE_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+// Row-major y (M,N) = a (M,K) b^T is column-major y^T (N,M) = op(b) a: cuBLASLt's A is our b
+// (K x N column-major, transposed: the "TN" form), its B our a (K x M).
+void run_tn(Desc& s, cudaDataType_t in, float* y, const void* a, const void* b, std::int64_t M, std::int64_t N,
+            std::int64_t K) {
+  run(s, in, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<std::uint64_t>(N), static_cast<std::uint64_t>(M),
+      static_cast<std::uint64_t>(K), b, K, a, K, 0.f, y, N);
 }
 
 // (rows, cols) row-major -> (cols, rows) row-major.
@@ -121,15 +108,15 @@ void f32_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, 
   // is our B, its B our A, each transposed when ours is.
   Desc s;
   MOE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&s.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));  // full FP32, no TF32
-  run_f32(s, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<std::uint64_t>(N),
-          static_cast<std::uint64_t>(M), static_cast<std::uint64_t>(K), B, ldb, A, lda, beta, C, ldc);
+  run(s, CUDA_R_32F, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<std::uint64_t>(N),
+      static_cast<std::uint64_t>(M), static_cast<std::uint64_t>(K), B, ldb, A, lda, beta, C, ldc);
 }
 
 void bf16_gemm(float* y, const std::uint16_t* a, const std::uint16_t* b, std::int64_t M, std::int64_t N, std::int64_t K) {
   if (M == 0 || N == 0) return;
   Desc s;
   MOE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&s.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  run(s, CUDA_R_16BF, y, a, b, M, N, K);
+  run_tn(s, CUDA_R_16BF, y, a, b, M, N, K);
 }
 
 void sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
@@ -149,7 +136,7 @@ void sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std:
     MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sb, sizeof sb));
     const float* sa_ptr = sa_t;
     MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sa_ptr, sizeof sa_ptr));
-    run(s, CUDA_R_8F_E4M3, y, qa, qb, M, N, K);
+    run_tn(s, CUDA_R_8F_E4M3, y, qa, qb, M, N, K);
   } catch (...) {
     cudaFree(sa_t);
     throw;
