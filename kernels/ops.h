@@ -94,6 +94,27 @@ void router_forward(Tensor& scores, Tensor& index, Tensor& gate, const Tensor& l
 void router_backward(Tensor& dlogits, const Tensor& dgate, const Tensor& scores, const Tensor& index,
                      const RouterSpec& spec, const Tensor& dscores = Tensor());
 
+// ---- Row movement (expert dispatch and combine) -------------------------------------------
+// Index lists are host arrays: the routing plan is built on the host, and the GPU versions
+// copy the lists over with the call. Sums run in list order on every device (no atomics), so
+// a combine gives the same bits every run.
+// out (R,C) = in (N,C)[src]: out[r] = in[src[r]], src (R) in [0,N). Any dtype (rows of bytes).
+void gather_rows(Tensor& out, const Tensor& in, std::span<const std::int32_t> src);
+// Weighted row sums as a CSR list: output row m sums the entries j in [offsets[m],
+// offsets[m+1]), term_j = weights[widx[j]] * in[src[j]] (weights flat, any shape; undefined:
+// term_j = in[src[j]], and widx is ignored). out (M,C) = ((term_0 + term_1) + ...), an output
+// row with no entries 0; with accumulate, out = ((out + term_0) + term_1) + ..., a row with no
+// entries unchanged. offsets has M+1 entries from 0 to nnz, non-decreasing.
+struct RowSums {
+  std::span<const std::int32_t> offsets, src, widx;
+};
+void gather_sum(Tensor& out, const Tensor& in, const RowSums& sums, const Tensor& weights = Tensor(),
+                bool accumulate = false);
+// out (J) = sum over c of a[a_rows[j], c] * b[b_rows[j], c], in double, rounded once: the
+// gate gradient of each expert output a token received.
+void row_dot(Tensor& out, const Tensor& a, std::span<const std::int32_t> a_rows, const Tensor& b,
+             std::span<const std::int32_t> b_rows);
+
 // ---- Cross-entropy ----------------------------------------------------------------------
 // losses (N) = -log softmax(logits (N,V))[target]; targets (N) i32, -1 = ignored (loss 0).
 void cross_entropy_forward(Tensor& losses, const Tensor& logits, const Tensor& targets);

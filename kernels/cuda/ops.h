@@ -1,6 +1,7 @@
 // CUDA kernels behind the op API (kernels/ops.h dispatches here for device tensors).
 // Raw pointers: the Tensor-level entry point has already validated shapes and devices.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 namespace moe::cuda {
@@ -52,5 +53,13 @@ void sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std:
 // b_rows: sb per 1x128 tile of b (N, ceil(K/128)), else per 128x128 block.
 void fp8_gemm_reference(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
                         std::int64_t M, std::int64_t N, std::int64_t K, bool b_rows);
+
+// rows.cu: ops::gather_rows, gather_sum, row_dot on device tensors; the index lists are host
+// arrays (copied over with the call). widx and weights both null: unweighted sums.
+void gather_rows(void* out, const void* in, const std::int32_t* src, std::int64_t R, std::size_t row_bytes);
+void gather_sum(float* out, const float* in, const std::int32_t* offsets, const std::int32_t* src, const std::int32_t* widx,
+                const float* weights, std::int64_t M, std::int64_t C, std::int64_t nnz, bool accumulate);
+void row_dot(float* out, const float* a, const std::int32_t* a_rows, const float* b, const std::int32_t* b_rows,
+             std::int64_t J, std::int64_t C);
 
 }  // namespace moe::cuda

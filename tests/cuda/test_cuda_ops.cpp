@@ -261,6 +261,41 @@ TEST_CASE("cuda bf16_gemm (cuBLASLt) matches the CPU on the same BF16 operands",
   CHECK(norm_err(y, ref) < 1e-5);
 }
 
+TEST_CASE("cuda gather_rows, gather_sum and row_dot are the CPU's (sums bit for bit)", "[gpu][rows]") {
+  const std::int64_t N = 300, C = 515, M = 200;
+  const Tensor in = random({N, C}, 21, 2, DType::f32), w = random({2 * M}, 22, 1, DType::f32), base = random({M, C}, 23, 1, DType::f32);
+  Tensor q = Tensor::empty({N, C}, DType::e4m3), s = Tensor::empty({N, 5}, DType::f32);
+  ops::quantize_1x128(q, s, in);
+  std::vector<std::int32_t> src, offsets{0}, widx;
+  for (std::int32_t m = 0; m < M; ++m) {
+    for (std::int32_t j = 0; j < m % 4; ++j) src.push_back((m * 7 + j * 13) % std::int32_t(N)), widx.push_back((m + j) % std::int32_t(2 * M));
+    offsets.push_back(static_cast<std::int32_t>(src.size()));
+  }
+  const std::vector<std::int32_t> rows(src.begin(), src.begin() + M);
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&in, &q}) {
+    Tensor ref = Tensor::empty({M, C}, t->dtype()), got = Tensor::empty({M, C}, t->dtype(), Device::cuda);
+    ops::gather_rows(ref, *t, rows);
+    ops::gather_rows(got, t->to(Device::cuda), rows);
+    CHECK(same_bits(got, ref));
+  }
+  const Tensor ind = in.to(Device::cuda), wd = w.to(Device::cuda);
+  for (bool weighted : {false, true})
+    for (bool accumulate : {false, true}) {
+      INFO((weighted ? "weighted" : "plain") << (accumulate ? " accumulate" : ""));
+      Tensor ref = Tensor::empty({M, C}, DType::f32);
+      ref.copy_from(base);
+      Tensor got = base.to(Device::cuda);
+      ops::gather_sum(ref, in, {offsets, src, widx}, weighted ? w : Tensor(), accumulate);
+      ops::gather_sum(got, ind, {offsets, src, widx}, weighted ? wd : Tensor(), accumulate);
+      CHECK(same_bits(got, ref));
+    }
+  const std::vector<std::int32_t> other(rows.rbegin(), rows.rend());
+  Tensor ref = Tensor::empty({M}, DType::f32), got = Tensor::empty({M}, DType::f32, Device::cuda);
+  ops::row_dot(ref, in, rows, in, other);
+  ops::row_dot(got, ind, rows, ind, other);
+  CHECK(max_rel_err(got.to(Device::cpu), ref) < 1e-7);
+}
+
 int main(int argc, char** argv) {
   if (cuda_device_count() == 0) {
     std::cout << "SKIPPED: " << (built_with_cuda() ? "no CUDA device visible" : "built without CUDA") << "\n";
