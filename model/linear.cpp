@@ -1,6 +1,5 @@
 #include "model/linear.h"
 
-#include <cstring>
 #include <vector>
 
 #include "kernels/ops.h"
@@ -10,12 +9,12 @@ namespace {
 constexpr std::int64_t kTile = 128;
 
 Tensor widened(const Tensor& x) {  // bf16 -> f32, exact
-  Tensor y = Tensor::empty(x.shape(), DType::f32);
+  Tensor y = Tensor::empty(x.shape(), DType::f32, x.device());
   ops::convert(y, x);
   return y;
 }
 Tensor rounded(const Tensor& x) {  // f32 values rounded to the nearest BF16, as f32
-  Tensor b = Tensor::empty(x.shape(), DType::bf16);
+  Tensor b = Tensor::empty(x.shape(), DType::bf16, x.device());
   ops::convert(b, x);
   return widened(b);
 }
@@ -29,28 +28,28 @@ GemmInput GemmInput::slice(std::int64_t begin, std::int64_t count) const {
   return {x.rows(begin, count), scale.defined() ? scale.rows(begin, count) : Tensor()};
 }
 
-void GemmInput::copy_row(std::int64_t to, const GemmInput& src, std::int64_t from) {
-  auto row = [](Tensor& d, const Tensor& s, std::int64_t t, std::int64_t f) {
-    const std::size_t bytes = s.nbytes() / static_cast<std::size_t>(s.size(0));
-    std::memcpy(static_cast<char*>(d.raw()) + std::size_t(t) * bytes, static_cast<const char*>(s.raw()) + std::size_t(f) * bytes,
-                bytes);
+GemmInput GemmInput::gather(std::span<const std::int32_t> src) const {
+  const auto rows = [&](const Tensor& t) {
+    if (!t.defined()) return Tensor();
+    Tensor out = Tensor::empty({static_cast<std::int64_t>(src.size()), t.size(1)}, t.dtype(), t.device());
+    ops::gather_rows(out, t, src);
+    return out;
   };
-  row(x, src.x, to, from);
-  if (scale.defined()) row(scale, src.scale, to, from);
+  return {rows(x), rows(scale)};
 }
 
-GemmInput Gemm::empty(std::int64_t M, std::int64_t K) const {
+GemmInput Gemm::empty(std::int64_t M, std::int64_t K, Device d) const {
   switch (p_) {
-    case Precision::fp32: return {Tensor::empty({M, K}, DType::f32), {}};
-    case Precision::bf16: return {Tensor::empty({M, K}, DType::bf16), {}};
+    case Precision::fp32: return {Tensor::empty({M, K}, DType::f32, d), {}};
+    case Precision::bf16: return {Tensor::empty({M, K}, DType::bf16, d), {}};
     case Precision::fp8: break;
   }
-  return {Tensor::empty({M, K}, DType::e4m3), Tensor::empty({M, (K + kTile - 1) / kTile}, DType::f32)};
+  return {Tensor::empty({M, K}, DType::e4m3, d), Tensor::empty({M, (K + kTile - 1) / kTile}, DType::f32, d)};
 }
 
 GemmInput Gemm::keep(const Tensor& x) const {
   if (p_ == Precision::fp32) return {x, {}};
-  GemmInput in = empty(x.size(0), x.size(1));
+  GemmInput in = empty(x.size(0), x.size(1), x.device());
   if (p_ == Precision::bf16) ops::convert(in.x, x);
   else ops::quantize_1x128(in.x, in.scale, x);
   return in;

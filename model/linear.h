@@ -24,8 +24,8 @@ struct GemmInput {
   std::int64_t rows() const { return x.defined() ? x.size(0) : 0; }
   std::size_t bytes() const { return (x.defined() ? x.nbytes() : 0) + (scale.defined() ? scale.nbytes() : 0); }
   GemmInput slice(std::int64_t begin, std::int64_t count) const;
-  // Row `from` of src into row `to` (same form and width).
-  void copy_row(std::int64_t to, const GemmInput& src, std::int64_t from);
+  // Rows src[0], src[1], ... in a new input of the same form and device (ops::gather_rows).
+  GemmInput gather(std::span<const std::int32_t> src) const;
 };
 
 // Bytes of what a forward saved for its backward, each buffer counted once (under fp32 a GEMM
@@ -54,7 +54,7 @@ class Gemm {
   Precision precision() const { return p_; }
   // x (M,K) f32 in this precision's kept form (fp32: x itself, no copy), and an empty one.
   GemmInput keep(const Tensor& x) const;
-  GemmInput empty(std::int64_t M, std::int64_t K) const;
+  GemmInput empty(std::int64_t M, std::int64_t K, Device d = Device::cpu) const;
 
   // y (M,N) = x w^T, w (N,K) f32.
   void forward(Tensor& y, const GemmInput& x, const Tensor& w) const;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <numeric>
 #include <tuple>
 
 namespace moe {
@@ -50,18 +51,70 @@ ParamList MoE::params() {
   return ps;
 }
 
+namespace {
+Tensor host(const Tensor& t) { return t.device() == Device::cpu ? t : t.to(Device::cpu); }
+}  // namespace
+
+void MoE::SumList::add(std::int64_t row, std::int64_t src, std::int64_t widx) {
+  MOE_CHECK(row >= std::ssize(offsets_) - 1 && row < rows_, ShapeError, "MoE: combine row {} out of order", row);
+  while (std::ssize(offsets_) <= row) offsets_.push_back(static_cast<std::int32_t>(src_.size()));
+  src_.push_back(static_cast<std::int32_t>(src));
+  widx_.push_back(static_cast<std::int32_t>(widx));
+}
+
+ops::RowSums MoE::SumList::sums() {
+  while (std::ssize(offsets_) <= rows_) offsets_.push_back(static_cast<std::int32_t>(src_.size()));
+  return {offsets_, src_, widx_};
+}
+
+std::vector<std::int32_t> MoE::send_sources(std::int64_t N) const {
+  std::vector<std::int32_t> src(static_cast<std::size_t>(send_rows_total_));
+  for_each_row(N, [&](std::int64_t n, std::int64_t r) { src[std::size_t(r)] = static_cast<std::int32_t>(n); });
+  return src;
+}
+
+MoE::SumList MoE::token_rows(std::int64_t N) const {
+  SumList l(N);
+  for_each_row(N, [&](std::int64_t n, std::int64_t r) { l.add(n, r); });
+  return l;
+}
+
+MoE::SumList MoE::token_slots(std::int64_t N) const {
+  SumList l(N);
+  for_each_assignment([&](std::int64_t a, std::int64_t row) { l.add(a / K_, row, a); });
+  return l;
+}
+
+MoE::SumList MoE::slot_sums() const {
+  SumList l(recv_rows_total_);
+  for_each_slot([&](std::int64_t r, std::int64_t k, std::int64_t sl) { l.add(r, sl, r * K_ + k); });
+  return l;
+}
+
+MoE::SumList MoE::expert_sources() const {
+  std::vector<std::int64_t> row(static_cast<std::size_t>(local_offsets_[El_])), gate(row.size());
+  for_each_slot([&](std::int64_t r, std::int64_t k, std::int64_t sl) { row[std::size_t(sl)] = r, gate[std::size_t(sl)] = r * K_ + k; });
+  SumList l(std::ssize(row));
+  for (std::size_t sl = 0; sl < row.size(); ++sl) l.add(std::int64_t(sl), row[sl], gate[sl]);
+  return l;
+}
+
 double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T) {
   const std::int64_t N = x.size(0);
+  const Device dev = x.device();
   T_ = T;
   std::tie(n0_, n1_) = tp_.token_range(N);
-  // Route: logits (N,E) -> scores, index (N,K), gates (N,K).
-  Tensor logits = Tensor::empty({N, E_}, DType::f32);
+  if (bias_.device() != dev) bias_ = bias_.to(dev);
+  // Route: logits (N,E) -> scores, index (N,K), gates (N,K). The plan below is made on the
+  // host from the choices; the rows move by ops on x's device.
+  Tensor logits = Tensor::empty({N, E_}, DType::f32, dev);
   ops::matmul_forward(logits, x, router_.w);
-  scores = Tensor::empty({N, E_}, DType::f32);
-  index = Tensor::empty({N, K_}, DType::i32);
-  gates = Tensor::empty({N, K_}, DType::f32);
+  scores = Tensor::empty({N, E_}, DType::f32, dev);
+  index = Tensor::empty({N, K_}, DType::i32, dev);
+  gates = Tensor::empty({N, K_}, DType::f32, dev);
   ops::router_forward(scores, index, gates, logits, bias_, spec_);
-  const std::int32_t* idx = index.data<std::int32_t>();
+  const Tensor index_host = host(index);
+  const std::int32_t* idx = index_host.data<std::int32_t>();
 
   // Capacity: an expert keeps its first `cap` assignments in token order; pos_[a] is the
   // assignment's place among its expert's kept ones, -1 if dropped.
@@ -89,14 +142,13 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   // The rows go in the experts' GEMM input form (E4M3 codes and scales under fp8): each row
   // is quantised on its own, so where it is quantised does not change its bits.
   const GemmInput xin = gemm_.keep(x);
-  GemmInput xs = gemm_.empty(sent, C_);
-  Tensor ms = Tensor::empty({sent, 2 * K_}, DType::f32);
+  const GemmInput xs = xin.gather(send_sources(N));
+  Tensor ms = Tensor::zeros({sent, 2 * K_}, DType::f32);  // routing metadata, built and read on the host
   {
-    const float* g = gates.data<float>();
+    const Tensor gates_host = host(gates);
+    const float* g = gates_host.data<float>();
     float* m = ms.data<float>();
-    std::fill_n(m, sent * 2 * K_, 0.f);
     for (std::int64_t r = 0; r < sent; ++r) std::fill_n(m + r * 2 * K_, K_, -1.f);
-    for_each_row(N, [&](std::int64_t n, std::int64_t r) { xs.copy_row(r, xin, n); });
     for (std::int64_t a = n0_ * K_; a < n1_ * K_; ++a) {
       if (pos_[a] < 0) continue;
       const std::int64_t j = idx[a] / El_, r = row_of_[std::size_t(a / K_) * p + std::size_t(j)];
@@ -109,18 +161,18 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   const Tensor mr = exchange(ms, false);
   plan_experts(mr);
   const std::int64_t R = recv_rows_total_, Me = local_offsets_[El_];
-  xe = gemm_.empty(Me, C_);
   gr_ = Tensor::empty({R, K_}, DType::f32);
   {
     const float* m = mr.data<float>();
     float* g = gr_.data<float>();
     for (std::int64_t r = 0; r < R; ++r) std::copy_n(m + r * 2 * K_ + K_, K_, g + r * K_);
-    for_each_slot([&](std::int64_t r, std::int64_t, std::int64_t sl) { xe.copy_row(sl, xr, r); });
   }
-  ge = Tensor::empty({Me, H_}, DType::f32);
-  ue = Tensor::empty({Me, H_}, DType::f32);
-  Tensor h = Tensor::empty({Me, H_}, DType::f32);
-  ye = Tensor::empty({Me, C_}, DType::f32);
+  if (dev != Device::cpu) gr_ = gr_.to(dev);
+  xe = xr.gather(expert_sources().sources());
+  ge = Tensor::empty({Me, H_}, DType::f32, dev);
+  ue = Tensor::empty({Me, H_}, DType::f32, dev);
+  Tensor h = Tensor::empty({Me, H_}, DType::f32, dev);
+  ye = Tensor::empty({Me, C_}, DType::f32, dev);
   gemm_.grouped_forward(ge, xe, gate_.w, local_offsets_);
   gemm_.grouped_forward(ue, xe, up_.w, local_offsets_);
   ops::swiglu_forward(h, ge, ue);
@@ -133,30 +185,19 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   // experts are spread over ranks.
   if (shared_) shared_->forward(out, xin);
   else out.zero();
-  float* o = out.data<float>();
   if (!slot_combine()) {
-    Tensor yr = Tensor::zeros({R, C_}, DType::f32);
-    const float *y = ye.data<float>(), *g = gr_.data<float>();
-    float* yo = yr.data<float>();
-    for_each_slot([&](std::int64_t r, std::int64_t k, std::int64_t sl) {
-      for (std::int64_t c = 0; c < C_; ++c) yo[r * C_ + c] += g[r * K_ + k] * y[sl * C_ + c];
-    });
-    const Tensor ys = exchange(yr, true);
-    const float* yd = ys.data<float>();
-    for_each_row(N, [&](std::int64_t n, std::int64_t r) {
-      for (std::int64_t c = 0; c < C_; ++c) o[n * C_ + c] += yd[r * C_ + c];
-    });
+    Tensor yr = Tensor::empty({R, C_}, DType::f32, dev);
+    ops::gather_sum(yr, ye, slot_sums().sums(), gr_);
+    ops::gather_sum(out, exchange(yr, true), token_rows(N).sums(), Tensor(), /*accumulate=*/true);
   } else {
     const Tensor ys = exchange_wire(slot_rows(ye), slots_out_, slots_in_);
-    const float *yd = ys.data<float>(), *g = gates.data<float>();
-    for_each_assignment([&](std::int64_t a, std::int64_t row) {
-      for (std::int64_t c = 0; c < C_; ++c) o[(a / K_) * C_ + c] += g[a] * yd[row * C_ + c];
-    });
+    ops::gather_sum(out, ys, token_slots(N).sums(), gates, /*accumulate=*/true);
   }
 
   // Sequence-wise balance loss: per sequence, f_e = E/(K T) * #tokens choosing e,
   // P_e = mean_t of the scores normalised over all experts; loss = coef * sum_e f_e P_e.
   if (aux_coef_ == 0 || tp_.rank != 0) return 0.0;  // tp ranks share the routing: one counts it
+  const Tensor scores_host = host(scores);
   f_.assign(static_cast<std::size_t>(B * E_), 0.0);
   double aux = 0;
   for (std::int64_t b = 0; b < B; ++b) {
@@ -165,7 +206,7 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
     for (std::int64_t t = 0; t < T; ++t) {
       const std::int64_t n = b * T + t;
       for (std::int64_t i = 0; i < K_; ++i) f[idx[n * K_ + i]] += double(E_) / double(K_ * T);
-      const float* s = scores.data<float>() + n * E_;
+      const float* s = scores_host.data<float>() + n * E_;
       double S = 0;
       for (std::int64_t e = 0; e < E_; ++e) S += s[e];
       for (std::int64_t e = 0; e < E_; ++e) P[e] += s[e] / S / double(T);
@@ -177,43 +218,40 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
 
 void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_scale) {
   const std::int64_t N = x.size(0), sent = send_rows_total_, R = recv_rows_total_, Me = local_offsets_[El_];
+  const Device dev = x.device();
   const auto p = static_cast<std::size_t>(ep_size_);
   if (shared_) shared_->backward(dx, dout);
   else dx.zero();
 
   // The output gradient of each row travels like the dispatch: dout of its token.
-  Tensor ds = Tensor::empty({sent, C_}, DType::f32);
-  {
-    const float* d = dout.data<float>();
-    float* o = ds.data<float>();
-    for_each_row(N, [&](std::int64_t n, std::int64_t r) { std::copy_n(d + n * C_, C_, o + r * C_); });
-  }
+  Tensor ds = Tensor::empty({sent, C_}, DType::f32, dev);
+  ops::gather_rows(ds, dout, send_sources(N));
   const Tensor dr = exchange_wire(ds, send_rows_, recv_rows_);  // BF16 under bf16 / fp8: each token's own rows
   // Where the experts live: dy = gate * dout per expert row; dgate = <dout, y>, with y as
   // the token received it (BF16 under the per-assignment combine).
-  Tensor dye = Tensor::empty({Me, C_}, DType::f32), dgr = Tensor::zeros({R, K_}, DType::f32);
+  Tensor dye = Tensor::empty({Me, C_}, DType::f32, dev), dgr = Tensor::empty({R, K_}, DType::f32, dev);
   Tensor y_sent = ye;
   if (slot_combine() && Me > 0) {
-    Tensor b = Tensor::empty(ye.shape(), DType::bf16);
+    Tensor b = Tensor::empty(ye.shape(), DType::bf16, dev);
     ops::convert(b, ye);
-    y_sent = Tensor::empty(ye.shape(), DType::f32);
+    y_sent = Tensor::empty(ye.shape(), DType::f32, dev);
     ops::convert(y_sent, b);
   }
   {
-    const float *d = dr.data<float>(), *g = gr_.data<float>(), *y = y_sent.data<float>();
-    float *dy = dye.data<float>(), *dg = dgr.data<float>();
-    for_each_slot([&](std::int64_t r, std::int64_t k, std::int64_t sl) {
-      double dot = 0;
-      for (std::int64_t c = 0; c < C_; ++c) {
-        dy[sl * C_ + c] = g[r * K_ + k] * d[r * C_ + c];
-        dot += double(d[r * C_ + c]) * y[sl * C_ + c];
-      }
-      dg[r * K_ + k] = static_cast<float>(dot);
-    });
+    SumList from = expert_sources();
+    ops::gather_sum(dye, dr, from.sums(), gr_);
+    std::vector<std::int32_t> own(static_cast<std::size_t>(Me));
+    std::iota(own.begin(), own.end(), 0);
+    Tensor dots = Tensor::empty({Me}, DType::f32, dev);
+    ops::row_dot(dots, dr, from.sources(), y_sent, own);
+    SumList to(R * K_);  // dots[sl] -> dgr[r, k]
+    for_each_slot([&](std::int64_t r, std::int64_t k, std::int64_t sl) { to.add(r * K_ + k, sl); });
+    Tensor dgr_flat = dgr.view({R * K_, 1});
+    ops::gather_sum(dgr_flat, dots.view({Me, 1}), to.sums());
   }
-  Tensor dhe = Tensor::empty({Me, H_}, DType::f32), dge = Tensor::empty({Me, H_}, DType::f32),
-         due = Tensor::empty({Me, H_}, DType::f32), dxe = Tensor::empty({Me, C_}, DType::f32),
-         tmp = Tensor::empty({Me, C_}, DType::f32);
+  Tensor dhe = Tensor::empty({Me, H_}, DType::f32, dev), dge = Tensor::empty({Me, H_}, DType::f32, dev),
+         due = Tensor::empty({Me, H_}, DType::f32, dev), dxe = Tensor::empty({Me, C_}, DType::f32, dev),
+         tmp = Tensor::empty({Me, C_}, DType::f32, dev);
   gemm_.grouped_backward(dhe, down_.g, dye, he, down_.w, local_offsets_, segments_);
   ops::swiglu_backward(dge, due, dhe, ge, ue);
   gemm_.grouped_backward(dxe, gate_.g, dge, xe, gate_.w, local_offsets_, segments_);
@@ -221,54 +259,46 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   ops::accumulate(dxe, tmp);
   // Input gradients go back as the combine did (summed per row, or one per assignment), with
   // the gate gradients; tokens add them.
-  float* o = dx.data<float>();
   if (!slot_combine()) {
-    Tensor dx_rows = Tensor::zeros({R, C_}, DType::f32);
-    const float* d = dxe.data<float>();
-    float* dro = dx_rows.data<float>();
-    for_each_slot([&](std::int64_t r, std::int64_t, std::int64_t sl) {
-      for (std::int64_t c = 0; c < C_; ++c) dro[r * C_ + c] += d[sl * C_ + c];
-    });
-    const Tensor dxs = exchange(dx_rows, true);
-    const float* dd = dxs.data<float>();
-    for_each_row(N, [&](std::int64_t n, std::int64_t r) {
-      for (std::int64_t c = 0; c < C_; ++c) o[n * C_ + c] += dd[r * C_ + c];
-    });
+    Tensor dx_rows = Tensor::empty({R, C_}, DType::f32, dev);
+    ops::gather_sum(dx_rows, dxe, slot_sums().sums());
+    ops::gather_sum(dx, exchange(dx_rows, true), token_rows(N).sums(), Tensor(), /*accumulate=*/true);
   } else {
     const Tensor dxs = exchange_wire(slot_rows(dxe), slots_out_, slots_in_);
-    const float* dd = dxs.data<float>();
-    for_each_assignment([&](std::int64_t a, std::int64_t row) {
-      for (std::int64_t c = 0; c < C_; ++c) o[(a / K_) * C_ + c] += dd[row * C_ + c];
-    });
+    ops::gather_sum(dx, dxs, token_slots(N).sums(), Tensor(), /*accumulate=*/true);
   }
   const Tensor dgs = exchange(dgr, true);
-  Tensor dgates = Tensor::zeros({N, K_}, DType::f32);
+  Tensor dgates = Tensor::empty({N, K_}, DType::f32, dev);
   {
-    const float* dg = dgs.data<float>();
-    float* dgo = dgates.data<float>();
-    const std::int32_t* idx = index.data<std::int32_t>();
+    const Tensor index_host = host(index);
+    const std::int32_t* idx = index_host.data<std::int32_t>();
+    SumList pick(N * K_);  // each kept assignment's gate gradient from the row its rank sent back
     for (std::int64_t a = n0_ * K_; a < n1_ * K_; ++a)
-      if (pos_[a] >= 0) dgo[a] = dg[row_of_[std::size_t(a / K_) * p + std::size_t(idx[a] / El_)] * K_ + a % K_];
+      if (pos_[a] >= 0) pick.add(a, row_of_[std::size_t(a / K_) * p + std::size_t(idx[a] / El_)] * K_ + a % K_);
+    Tensor flat = dgates.view({N * K_, 1});
+    ops::gather_sum(flat, dgs.view({dgs.size(0) * K_, 1}), pick.sums());
   }
 
   // Balance loss backward: dL/ds'_e = coef * f_e / T per token; s' = s / sum(s).
   Tensor dscores;
   if (aux_coef_ != 0 && aux_scale != 0 && tp_.rank == 0) {
+    const Tensor scores_host = host(scores);
     dscores = Tensor::empty({N, E_}, DType::f32);
     float* ds = dscores.data<float>();
     for (std::int64_t n = 0; n < N; ++n) {
       const double* f = f_.data() + (n / T_) * E_;
-      const float* s = scores.data<float>() + n * E_;
+      const float* s = scores_host.data<float>() + n * E_;
       double S = 0, dot = 0;
       for (std::int64_t e = 0; e < E_; ++e) S += s[e];
       for (std::int64_t e = 0; e < E_; ++e) dot += aux_coef_ * f[e] / double(T_) * s[e] / S;
       for (std::int64_t e = 0; e < E_; ++e)
         ds[n * E_ + e] = static_cast<float>(aux_scale * (aux_coef_ * f[e] / double(T_) - dot) / S);
     }
+    if (dev != Device::cpu) dscores = dscores.to(dev);
   }
 
   // Router backward: gates (and balance loss) -> logits -> x and the router weight.
-  Tensor dlogits = Tensor::empty({N, E_}, DType::f32), dxr = Tensor::empty({N, C_}, DType::f32);
+  Tensor dlogits = Tensor::empty({N, E_}, DType::f32, dev), dxr = Tensor::empty({N, C_}, DType::f32, dev);
   ops::router_backward(dlogits, dgates, scores, index, spec_, dscores);
   ops::matmul_backward(dxr, router_.g, dlogits, x, router_.w);
   ops::accumulate(dx, dxr);
@@ -340,19 +370,16 @@ Tensor MoE::exchange(const Tensor& rows, const std::vector<std::int64_t>& send, 
   if (ep_size_ == 1) return rows;
   std::int64_t total = 0;
   for (auto r : recv) total += r;
-  Tensor out = Tensor::empty({total, rows.size(1)}, rows.dtype());
+  Tensor out = Tensor::empty({total, rows.size(1)}, rows.dtype(), rows.device());
   ep_->all_to_all_v(out, recv, rows, send);
   return out;
 }
 
 Tensor MoE::slot_rows(const Tensor& expert_rows) const {
-  std::int64_t n = 0;
-  for (auto c : slots_out_) n += c;
-  Tensor out = Tensor::empty({n, C_}, DType::f32);
-  const float* e = expert_rows.data<float>();
-  float* d = out.data<float>();
-  std::int64_t i = 0;
-  for_each_slot([&](std::int64_t, std::int64_t, std::int64_t sl) { std::copy_n(e + sl * C_, C_, d + (i++) * C_); });
+  std::vector<std::int32_t> src;
+  for_each_slot([&](std::int64_t, std::int64_t, std::int64_t sl) { src.push_back(static_cast<std::int32_t>(sl)); });
+  Tensor out = Tensor::empty({std::ssize(src), C_}, DType::f32, expert_rows.device());
+  ops::gather_rows(out, expert_rows, src);
   return out;
 }
 
@@ -371,10 +398,10 @@ GemmInput MoE::exchange(const GemmInput& rows) {
 
 Tensor MoE::exchange_wire(const Tensor& rows, const std::vector<std::int64_t>& send, const std::vector<std::int64_t>& recv) {
   if (!gemm_.bf16_wire()) return exchange(rows, send, recv);
-  Tensor b = Tensor::empty(rows.shape(), DType::bf16);
+  Tensor b = Tensor::empty(rows.shape(), DType::bf16, rows.device());
   ops::convert(b, rows);
   const Tensor got = exchange(b, send, recv);
-  Tensor out = Tensor::empty(got.shape(), DType::f32);
+  Tensor out = Tensor::empty(got.shape(), DType::f32, got.device());
   ops::convert(out, got);
   return out;
 }
@@ -410,11 +437,13 @@ void MoE::plan_experts(const Tensor& meta) {
 void MoE::update_bias(const std::vector<double>& global_load, double rate) {
   double mean = 0;
   for (double l : global_load) mean += l / double(E_);
-  float* b = bias_.data<float>();
+  Tensor bias = host(bias_);  // bias_ itself on the CPU
+  float* b = bias.data<float>();
   for (std::int64_t e = 0; e < E_; ++e) {
     const double diff = mean - global_load[static_cast<std::size_t>(e)];
     b[e] += static_cast<float>(rate * double((diff > 0) - (diff < 0)));
   }
+  if (bias_.device() != Device::cpu) bias_.copy_from(bias);
 }
 
 }  // namespace moe

@@ -109,6 +109,24 @@ class MoE {
       if (const auto row = slot_row_[std::size_t(a)]; row >= 0) f(a, row);
   }
   void plan_experts(const Tensor& meta);
+  // The routing plan as lists for the row ops (ops::gather_rows, gather_sum), built on the
+  // host in the order the sums run (output rows non-decreasing).
+  class SumList {
+   public:
+    explicit SumList(std::int64_t rows) : rows_(rows) {}
+    void add(std::int64_t row, std::int64_t src, std::int64_t widx = 0);
+    ops::RowSums sums();
+    std::span<const std::int32_t> sources() const { return src_; }
+
+   private:
+    std::int64_t rows_;
+    std::vector<std::int32_t> offsets_, src_, widx_;
+  };
+  std::vector<std::int32_t> send_sources(std::int64_t N) const;  // token of each row sent
+  SumList token_rows(std::int64_t N) const;   // token n <- the rows its ranks sent back
+  SumList token_slots(std::int64_t N) const;  // token n <- its assignments' rows, weight: the gate
+  SumList slot_sums() const;                  // received row r <- its local experts' rows, weight gr_[r, k]
+  SumList expert_sources() const;             // expert row sl <- the received row it came from, weight gr_[r, k]
   // f(token, row) for every row this rank sends, in (token, rank) order.
   template <class F> void for_each_row(std::int64_t N, F&& f) const {
     const auto p = static_cast<std::size_t>(ep_size_);
