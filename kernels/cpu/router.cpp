@@ -6,6 +6,9 @@
 
 #include "kernels/cpu/common.h"
 #include "kernels/ops.h"
+#ifdef MOE_WITH_CUDA
+#include "kernels/cuda/ops.h"
+#endif
 
 namespace moe::ops {
 namespace {
@@ -66,7 +69,16 @@ void router_forward(Tensor& scores, Tensor& index, Tensor& gate, const Tensor& l
   expect_tensor(op, "scores", scores, t, {N, E});
   expect_tensor(op, "index", index, DType::i32, {N, K});
   expect_tensor(op, "gate", gate, t, {N, K});
-  detail::expect_cpu(op, {&scores, &index, &gate, &logits, &bias});
+  if (detail::on_gpu(op, {&scores, &index, &gate, &logits, &bias})) {
+#ifdef MOE_WITH_CUDA
+    MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, logits.describe());
+    MOE_CHECK(spec.n_groups <= cuda::kMaxRouterGroups, ShapeError, "{}: the CUDA kernel takes at most {} groups, got {}", op,
+              cuda::kMaxRouterGroups, spec.n_groups);
+    return cuda::router_forward(scores.data<float>(), index.data<std::int32_t>(), gate.data<float>(), logits.data<float>(),
+                                bias.data<float>(), N, static_cast<int>(E), spec.top_k, spec.n_groups, spec.topk_groups,
+                                spec.kind == RouterKind::sigmoid, spec.normalize, static_cast<float>(spec.scaling));
+#endif
+  }
   detail::dispatch_real(t, [&]<class T>() {
     const T *lp = logits.data<T>(), *bp = bias.data<T>();
     T *sp = scores.data<T>(), *gp = gate.data<T>();
@@ -110,7 +122,14 @@ void router_backward(Tensor& dlogits, const Tensor& dgate, const Tensor& scores,
   expect_tensor(op, "dgate", dgate, t, {N, K});
   expect_tensor(op, "index", index, DType::i32, {N, K});
   if (dscores.defined()) expect_tensor(op, "dscores", dscores, t, {N, E});
-  detail::expect_cpu(op, {&dlogits, &dgate, &scores, &index, &dscores});
+  if (detail::on_gpu(op, {&dlogits, &dgate, &scores, &index, &dscores})) {
+#ifdef MOE_WITH_CUDA
+    MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, scores.describe());
+    return cuda::router_backward(dlogits.data<float>(), dgate.data<float>(), scores.data<float>(), index.data<std::int32_t>(),
+                                 dscores.defined() ? dscores.data<float>() : nullptr, N, static_cast<int>(E), spec.top_k,
+                                 spec.kind == RouterKind::sigmoid, spec.normalize, static_cast<float>(spec.scaling));
+#endif
+  }
   detail::dispatch_real(t, [&]<class T>() {
     const T *sp = scores.data<T>(), *dgp = dgate.data<T>();
     const std::int32_t* ip = index.data<std::int32_t>();

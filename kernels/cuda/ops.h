@@ -4,6 +4,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/cuda/router_select.h"
+
 namespace moe::cuda {
 
 // h = silu(gate) * up, elementwise over n floats (device pointers).
@@ -61,5 +63,12 @@ void gather_sum(float* out, const float* in, const std::int32_t* offsets, const 
                 const float* weights, std::int64_t M, std::int64_t C, std::int64_t nnz, bool accumulate);
 void row_dot(float* out, const float* a, const std::int32_t* a_rows, const float* b, const std::int32_t* b_rows,
              std::int64_t J, std::int64_t C);
+
+// router.cu: ops::router_forward / router_backward, one thread per token; n_groups at most
+// kMaxRouterGroups (router_select.h; checked by the ops.h entry points). dscores may be null.
+void router_forward(float* scores, std::int32_t* index, float* gate, const float* logits, const float* bias, std::int64_t N,
+                    int E, int K, int n_groups, int topk_groups, bool sigmoid, bool normalize, float scaling);
+void router_backward(float* dlogits, const float* dgate, const float* scores, const std::int32_t* index, const float* dscores,
+                     std::int64_t N, int E, int K, bool sigmoid, bool normalize, float scaling);
 
 }  // namespace moe::cuda

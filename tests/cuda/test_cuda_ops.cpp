@@ -296,6 +296,43 @@ TEST_CASE("cuda gather_rows, gather_sum and row_dot are the CPU's (sums bit for 
   CHECK(max_rel_err(got.to(Device::cpu), ref) < 1e-7);
 }
 
+TEST_CASE("cuda router matches the CPU: same experts (but for near-ties), gates and gradients within 1e-5", "[gpu][router]") {
+  const std::int64_t N = 1000;
+  for (const auto& spec : {ops::RouterSpec{.kind = ops::RouterKind::sigmoid, .top_k = 8, .n_groups = 8, .topk_groups = 4,
+                                           .normalize = true, .scaling = 2.5},
+                           ops::RouterSpec{.kind = ops::RouterKind::softmax, .top_k = 2, .n_groups = 1, .topk_groups = 1,
+                                           .normalize = false, .scaling = 1.0}}) {
+    const std::int64_t E = spec.kind == ops::RouterKind::sigmoid ? 64 : 16, K = spec.top_k;
+    INFO("E " << E << " K " << K);
+    const Tensor logits = random({N, E}, 31, 3, DType::f32), bias = random({E}, 32, 0.05, DType::f32);
+    Tensor s = Tensor::empty({N, E}, DType::f32), idx = Tensor::empty({N, K}, DType::i32), g = Tensor::empty({N, K}, DType::f32);
+    ops::router_forward(s, idx, g, logits, bias, spec);
+    Tensor sd = Tensor::empty({N, E}, DType::f32, Device::cuda), idxd = Tensor::empty({N, K}, DType::i32, Device::cuda),
+           gd = Tensor::empty({N, K}, DType::f32, Device::cuda);
+    ops::router_forward(sd, idxd, gd, logits.to(Device::cuda), bias.to(Device::cuda), spec);
+    CHECK(max_rel_err(sd.to(Device::cpu), s) < 1e-6);
+    // A near-tie (biased scores within FP32 exp rounding) may pick another expert: allow
+    // 0.5% of tokens; every other token must match exactly.
+    const Tensor idx_got = idxd.to(Device::cpu), g_got = gd.to(Device::cpu);
+    std::int64_t differ = 0;
+    double gate_err = 0;
+    for (std::int64_t n = 0; n < N; ++n) {
+      const bool same = std::memcmp(idx_got.data<std::int32_t>() + n * K, idx.data<std::int32_t>() + n * K, K * 4) == 0;
+      differ += !same;
+      for (std::int64_t i = 0; same && i < K; ++i)
+        gate_err = std::max(gate_err, double(std::abs(g_got.data<float>()[n * K + i] - g.data<float>()[n * K + i])));
+    }
+    CHECK(differ <= N / 200);
+    CHECK(gate_err < 1e-5);
+    // Backward from the CPU's own choices, with a balance-loss gradient on the scores.
+    const Tensor dgate = random({N, K}, 33, 1, DType::f32), dscores = random({N, E}, 34, 0.1, DType::f32);
+    Tensor dl = Tensor::empty({N, E}, DType::f32), dld = Tensor::empty({N, E}, DType::f32, Device::cuda);
+    ops::router_backward(dl, dgate, s, idx, spec, dscores);
+    ops::router_backward(dld, dgate.to(Device::cuda), s.to(Device::cuda), idx.to(Device::cuda), spec, dscores.to(Device::cuda));
+    CHECK(max_rel_err(dld.to(Device::cpu), dl) < 1e-5);
+  }
+}
+
 int main(int argc, char** argv) {
   if (cuda_device_count() == 0) {
     std::cout << "SKIPPED: " << (built_with_cuda() ? "no CUDA device visible" : "built without CUDA") << "\n";

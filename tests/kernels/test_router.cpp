@@ -1,8 +1,10 @@
 #include <catch2/catch.hpp>
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <numeric>
 
+#include "kernels/cuda/router_select.h"
 #include "kernels/ops.h"
 #include "tests/support/testing.h"
 
@@ -107,4 +109,27 @@ TEST_CASE("router rejects a top-k the groups cannot reach", "[ops][router]") {
   Routed r(1, 8, 5, DType::f64);
   CHECK_THROWS_WITH(ops::router_forward(r.scores, r.index, r.gate, logits, bias, {.top_k = 5, .n_groups = 4, .topk_groups = 2}),
                     Catch::Contains("top_k 5 exceeds the 4 experts reachable"));
+}
+
+TEST_CASE("the CUDA kernel's selection (scan form) picks the CPU reference's experts, ties included", "[ops][router]") {
+  // router_select.h is plain C++ that nvcc also compiles for the GPU: here it runs on the host
+  // against the CPU's sort form. Logits from a handful of values make ties everywhere.
+  const std::int64_t N = 400;
+  const float levels[] = {-1.f, 0.f, 0.5f, 1.f};
+  for (const auto& [E, K, G, TG] : {std::array<int, 4>{9, 3, 1, 1}, {64, 8, 8, 4}, {16, 2, 4, 1}, {12, 4, 6, 6}, {8, 3, 8, 3}}) {
+    INFO("E " << E << " K " << K << " groups " << TG << " of " << G);
+    Tensor logits = Tensor::empty({N, E}, DType::f32), bias = Tensor::zeros({E}, DType::f32);
+    for (std::int64_t i = 0; i < N * E; ++i) logits.data<float>()[i] = levels[(i * 7 + i / 5) % 4];
+    for (int e = 0; e < E; e += 3) bias.data<float>()[e] = 0.25f;
+    const ops::RouterSpec spec{.kind = ops::RouterKind::sigmoid, .top_k = K, .n_groups = G, .topk_groups = TG};
+    Routed r(N, E, K, DType::f32);
+    ops::router_forward(r.scores, r.index, r.gate, logits, bias, spec);
+    std::int64_t differ = 0;
+    std::vector<std::int32_t> idx(static_cast<std::size_t>(K));
+    for (std::int64_t n = 0; n < N; ++n) {
+      cuda::router_select(idx.data(), r.scores.data<float>() + n * E, bias.data<float>(), E, K, G, TG);
+      differ += !std::equal(idx.begin(), idx.end(), r.index.data<std::int32_t>() + n * K);
+    }
+    CHECK(differ == 0);
+  }
 }
