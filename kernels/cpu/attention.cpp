@@ -9,6 +9,9 @@
 #include "kernels/cpu/common.h"
 #include "kernels/cpu/exp.h"
 #include "kernels/ops.h"
+#ifdef MOE_WITH_CUDA
+#include "kernels/cuda/ops.h"
+#endif
 
 namespace moe::ops {
 namespace {
@@ -25,6 +28,45 @@ Dims check(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, co
   expect_tensor(op, "probs", probs, t, {d.B, d.H, d.T, d.T});
   return d;
 }
+
+#ifdef MOE_WITH_CUDA
+// The GPU fallback (f32): the CPU's algorithm with its loops over (sequence, head) issuing
+// cuBLASLt GEMMs on the strided head slices, and one masked-softmax kernel over all rows.
+// f(offset of the head in q/out, offset of its kv head in k/v, offset of its probs block).
+template <class F> void for_each_head(const Dims& d, F&& f) {
+  const std::int64_t rep = d.H / d.Hkv;
+  for (std::int64_t b = 0; b < d.B; ++b)
+    for (std::int64_t h = 0; h < d.H; ++h)
+      f(b * d.T * d.H * d.D + h * d.D, b * d.T * d.Hkv * d.D + (h / rep) * d.D, (b * d.H + h) * d.T * d.T);
+}
+
+void attention_forward_gpu(const Dims& d, float* out, float* probs, const float* q, const float* k, const float* v) {
+  const std::int64_t T = d.T, D = d.D, ldq = d.H * D, ldk = d.Hkv * D;
+  for_each_head(d, [&](std::int64_t qo, std::int64_t ko, std::int64_t po) {
+    detail::device_gemm(true, false, true, T, T, D, q + qo, ldq, k + ko, ldk, 0.f, probs + po, T);  // S = Q K^T
+  });
+  cuda::causal_softmax(probs, d.B * d.H * T, T, 1.0f / std::sqrt(float(D)));
+  for_each_head(d, [&](std::int64_t qo, std::int64_t ko, std::int64_t po) {
+    detail::device_gemm(true, false, false, T, D, T, probs + po, T, v + ko, ldk, 0.f, out + qo, ldq);  // O = P V
+  });
+}
+
+void attention_backward_gpu(const Dims& d, float* dq, float* dk, float* dv, const float* dout, const float* q,
+                            const float* k, const float* v, const float* probs) {
+  const std::int64_t T = d.T, D = d.D, ldq = d.H * D, ldk = d.Hkv * D;
+  Tensor dS = Tensor::empty({d.B, d.H, T, T}, DType::f32, Device::cuda);
+  float* ds = dS.data<float>();
+  for_each_head(d, [&](std::int64_t qo, std::int64_t ko, std::int64_t po) {
+    detail::device_gemm(true, false, true, T, T, D, dout + qo, ldq, v + ko, ldk, 0.f, ds + po, T);       // dP = dO V^T
+    detail::device_gemm(true, true, false, T, D, T, probs + po, T, dout + qo, ldq, 1.f, dv + ko, ldk);   // dV += P^T dO
+  });
+  cuda::causal_softmax_backward(ds, probs, d.B * d.H * T, T, 1.0f / std::sqrt(float(D)));
+  for_each_head(d, [&](std::int64_t qo, std::int64_t ko, std::int64_t po) {
+    detail::device_gemm(true, false, false, T, D, T, ds + po, T, k + ko, ldk, 0.f, dq + qo, ldq);        // dQ = dS K
+    detail::device_gemm(true, true, false, T, D, T, ds + po, T, q + qo, ldq, 1.f, dk + ko, ldk);         // dK += dS^T Q
+  });
+}
+#endif
 }  // namespace
 
 void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor& k, const Tensor& v) {
@@ -32,7 +74,12 @@ void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor
   DType t = detail::real_dtype(op, q);
   const Dims d = check(op, q, k, v, probs, t);
   expect_tensor(op, "out", out, t, q.shape());
-  detail::expect_cpu(op, {&out, &probs, &q, &k, &v});
+  if (detail::on_gpu(op, {&out, &probs, &q, &k, &v})) {
+#ifdef MOE_WITH_CUDA
+    MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA path takes f32, got {}", op, q.describe());
+    return attention_forward_gpu(d, out.data<float>(), probs.data<float>(), q.data<float>(), k.data<float>(), v.data<float>());
+#endif
+  }
   detail::dispatch_real(t, [&]<class T>() {
     const auto [B, T_, H, Hkv, D] = d;
     const std::int64_t rep = H / Hkv, ldq = H * D, ldk = Hkv * D;
@@ -75,9 +122,16 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
   expect_tensor(op, "dq", dq, t, q.shape());
   expect_tensor(op, "dk", dk, t, k.shape());
   expect_tensor(op, "dv", dv, t, v.shape());
-  detail::expect_cpu(op, {&dq, &dk, &dv, &dout, &q, &k, &v, &probs});
+  const bool gpu = detail::on_gpu(op, {&dq, &dk, &dv, &dout, &q, &k, &v, &probs});
   dk.zero();  // dk, dv gather from every query head of their group: zero, then add
   dv.zero();
+  if (gpu) {
+#ifdef MOE_WITH_CUDA
+    MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA path takes f32, got {}", op, q.describe());
+    return attention_backward_gpu(d, dq.data<float>(), dk.data<float>(), dv.data<float>(), dout.data<float>(),
+                                  q.data<float>(), k.data<float>(), v.data<float>(), probs.data<float>());
+#endif
+  }
   detail::dispatch_real(t, [&]<class T>() {
     const auto [B, T_, H, Hkv, D] = d;
     const std::int64_t rep = H / Hkv, ldq = H * D, ldk = Hkv * D;

@@ -28,6 +28,11 @@ void gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, cons
                 beta, C, static_cast<blasint>(ldc));
 }
 
+// The f32 gemm above on the device its operands live on: OpenBLAS, or cuBLASLt for device
+// pointers (FP32 without TF32; counted alike). Defined in gemm.cpp.
+void device_gemm(bool gpu, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+                 std::int64_t lda, const float* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc);
+
 // Contiguous operands: leading dimensions follow from the shapes.
 template <class T>
 void gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, const T* B, T beta, T* C) {

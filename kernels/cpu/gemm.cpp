@@ -11,6 +11,16 @@
 namespace moe::ops {
 namespace detail {
 std::atomic<std::int64_t> gemm_flop_count{0};
+
+void device_gemm(bool gpu, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
+                 std::int64_t lda, const float* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc) {
+  if (!gpu) return gemm<float>(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+#ifdef MOE_WITH_CUDA
+  if (M == 0 || N == 0) return;
+  gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);
+  cuda::f32_gemm(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+#endif
+}
 }  // namespace detail
 
 std::int64_t gemm_flops() { return detail::gemm_flop_count.load(std::memory_order_relaxed); }
@@ -21,14 +31,8 @@ namespace {
 // through cuBLASLt; validated by the entry points).
 template <class T>
 void gemm(bool gpu, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, const T* B, T beta, T* C) {
-  if (!gpu) return detail::gemm<T>(ta, tb, M, N, K, A, B, beta, C);
-#ifdef MOE_WITH_CUDA
-  if constexpr (std::is_same_v<T, float>) {
-    if (M == 0 || N == 0) return;
-    detail::gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);
-    cuda::f32_gemm(ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, beta, C, N);
-  }
-#endif
+  if constexpr (std::is_same_v<T, float>) detail::device_gemm(gpu, ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, beta, C, N);
+  else detail::gemm<T>(ta, tb, M, N, K, A, B, beta, C);  // f64: the CPU only (validated by the entry points)
 }
 
 // One group's forward/backward, shared by the plain and grouped entry points.

@@ -113,6 +113,29 @@ __global__ void cross_entropy_kernel(float* losses, float* dlogits, const float*
   const float s = dlosses[n];
   for (std::int64_t v = threadIdx.x; v < V; v += blockDim.x) d[v] = t < 0 ? 0.f : expf(l[v] - lse) * s - (v == t ? s : 0.f);
 }
+// Attention's masked softmax, one block per row of a (T,T) block of scores: row i keeps
+// columns 0..i, scaled, and zeroes the rest (the CPU's probs layout).
+__global__ void causal_softmax_kernel(float* P, std::int64_t T, float scale) {
+  const std::int64_t row = blockIdx.x, i = row % T;
+  float* p = P + row * T;
+  float mx = -FLT_MAX;
+  for (std::int64_t j = threadIdx.x; j <= i; j += blockDim.x) mx = fmaxf(mx, p[j] *= scale);
+  mx = block_reduce<true>(mx);
+  float sum = 0;
+  for (std::int64_t j = threadIdx.x; j <= i; j += blockDim.x) sum += (p[j] = expf(p[j] - mx));
+  const float inv = 1.0f / block_reduce<false>(sum);
+  for (std::int64_t j = threadIdx.x; j < T; j += blockDim.x) p[j] = j <= i ? p[j] * inv : 0.f;
+}
+// Its backward in place: dS = P (dP - sum_j P dP) * scale on the kept columns, 0 above.
+__global__ void causal_softmax_backward_kernel(float* dS, const float* P, std::int64_t T, float scale) {
+  const std::int64_t row = blockIdx.x, i = row % T;
+  const float* p = P + row * T;
+  float* r = dS + row * T;
+  float dot = 0;
+  for (std::int64_t j = threadIdx.x; j <= i; j += blockDim.x) dot += p[j] * r[j];
+  dot = block_reduce<false>(dot);
+  for (std::int64_t j = threadIdx.x; j < T; j += blockDim.x) r[j] = j <= i ? p[j] * (r[j] - dot) * scale : 0.f;
+}
 // Each (i, i + D/2) pair of every head rotated by the angle table of its position.
 __global__ void rope_kernel(float* y, const float* x, const float* cs, const float* sn, std::int64_t rows, std::int64_t T,
                             std::int64_t H, std::int64_t half) {
@@ -250,6 +273,18 @@ void cross_entropy(float* losses, float* dlogits, const float* dlosses, const fl
                    std::int64_t N, std::int64_t V) {
   if (N == 0) return;
   cross_entropy_kernel<<<static_cast<unsigned>(N), kThreads>>>(losses, dlogits, dlosses, logits, targets, V);
+  launched();
+}
+
+void causal_softmax(float* P, std::int64_t rows, std::int64_t T, float scale) {
+  if (rows == 0) return;
+  causal_softmax_kernel<<<static_cast<unsigned>(rows), kThreads>>>(P, T, scale);
+  launched();
+}
+
+void causal_softmax_backward(float* dS, const float* P, std::int64_t rows, std::int64_t T, float scale) {
+  if (rows == 0) return;
+  causal_softmax_backward_kernel<<<static_cast<unsigned>(rows), kThreads>>>(dS, P, T, scale);
   launched();
 }
 

@@ -36,6 +36,12 @@ void scale(float* y, float alpha, std::int64_t n);
 double sum_squares(const float* x, std::int64_t n);
 void convert_bf16(void* y, const void* x, std::int64_t n, bool to_bf16);
 
+// Attention's masked row softmax over rows/T blocks of (T,T) scores, in place: row i of a
+// block scaled, softmax over columns 0..i, zeros above (ops::attention_forward's probs); and
+// its backward, dS = P (dP - sum P dP) * scale in place of dP.
+void causal_softmax(float* P, std::int64_t rows, std::int64_t T, float scale);
+void causal_softmax_backward(float* dS, const float* P, std::int64_t rows, std::int64_t T, float scale);
+
 // FP8 (E4M3) fine-grained quantisation, bit for bit ops::quantize_1x128 (rows 1) and
 // quantize_128x128 (rows 128): x (R,K) -> q (R,K) codes, one scale per block of rows x 128,
 // scales (ceil(R/rows), ceil(K/128)).

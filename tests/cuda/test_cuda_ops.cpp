@@ -333,6 +333,27 @@ TEST_CASE("cuda router matches the CPU: same experts (but for near-ties), gates 
   }
 }
 
+TEST_CASE("cuda attention (cuBLASLt GEMMs and a masked-softmax kernel) matches the CPU forward and backward", "[gpu][attention]") {
+  const std::int64_t B = 2, T = 67, H = 4, Hkv = 2, D = 32;
+  const Tensor q = random({B, T, H, D}, 41, 1, DType::f32), k = random({B, T, Hkv, D}, 42, 1, DType::f32),
+               v = random({B, T, Hkv, D}, 43, 1, DType::f32), dout = random({B, T, H, D}, 44, 1, DType::f32);
+  Tensor out = Tensor::empty(q.shape(), DType::f32), probs = Tensor::empty({B, H, T, T}, DType::f32);
+  Tensor dq = Tensor::empty(q.shape(), DType::f32), dk = Tensor::empty(k.shape(), DType::f32), dv = Tensor::empty(v.shape(), DType::f32);
+  ops::attention_forward(out, probs, q, k, v);
+  ops::attention_backward(dq, dk, dv, dout, q, k, v, probs);
+  const Tensor qd = q.to(Device::cuda), kd = k.to(Device::cuda), vd = v.to(Device::cuda), dod = dout.to(Device::cuda);
+  Tensor outd = Tensor::empty(q.shape(), DType::f32, Device::cuda), probsd = Tensor::empty({B, H, T, T}, DType::f32, Device::cuda);
+  Tensor dqd = Tensor::empty(q.shape(), DType::f32, Device::cuda), dkd = Tensor::empty(k.shape(), DType::f32, Device::cuda),
+         dvd = Tensor::empty(v.shape(), DType::f32, Device::cuda);
+  ops::attention_forward(outd, probsd, qd, kd, vd);
+  ops::attention_backward(dqd, dkd, dvd, dod, qd, kd, vd, probsd);
+  CHECK(max_rel_err(probsd.to(Device::cpu), probs) < 1e-5);
+  CHECK(max_rel_err(outd.to(Device::cpu), out) < 1e-5);
+  CHECK(max_rel_err(dqd.to(Device::cpu), dq) < 1e-5);
+  CHECK(max_rel_err(dkd.to(Device::cpu), dk) < 1e-5);
+  CHECK(max_rel_err(dvd.to(Device::cpu), dv) < 1e-5);
+}
+
 int main(int argc, char** argv) {
   if (cuda_device_count() == 0) {
     std::cout << "SKIPPED: " << (built_with_cuda() ? "no CUDA device visible" : "built without CUDA") << "\n";
