@@ -182,9 +182,15 @@ void bf16_gemm(Tensor& y, const Tensor& a, const Tensor& b) {
 }
 
 namespace {
-Tensor transposed(const Tensor& a) {  // (R,C) f32 -> (C,R)
+Tensor transposed(const Tensor& a) {  // (R,C) f32 -> (C,R), on a's device
   const std::int64_t R = a.size(0), C = a.size(1);
-  Tensor t = Tensor::empty({C, R}, DType::f32);
+  Tensor t = Tensor::empty({C, R}, DType::f32, a.device());
+#ifdef MOE_WITH_CUDA
+  if (a.device() == Device::cuda) {
+    cuda::transpose(t.data<float>(), a.data<float>(), R, C);
+    return t;
+  }
+#endif
   const float* s = a.data<float>();
   float* d = t.data<float>();
   for (std::int64_t r = 0; r < R; ++r)
@@ -193,7 +199,13 @@ Tensor transposed(const Tensor& a) {  // (R,C) f32 -> (C,R)
 }
 Tensor dequantized(const Tensor& q, const Tensor& s) {  // per 1x128 tile
   const std::int64_t R = q.size(0), C = q.size(1), T = tiles(C);
-  Tensor x = Tensor::empty({R, C}, DType::f32);
+  Tensor x = Tensor::empty({R, C}, DType::f32, q.device());
+#ifdef MOE_WITH_CUDA
+  if (q.device() == Device::cuda) {
+    cuda::dequantize_1x128(x.data<float>(), reinterpret_cast<const std::uint8_t*>(q.raw()), s.data<float>(), R, C);
+    return x;
+  }
+#endif
   const fp8_e4m3* qd = q.data<fp8_e4m3>();
   const float* sd = s.data<float>();
   float* xd = x.data<float>();
@@ -229,7 +241,7 @@ void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor&
                 qx.size(1) == w.size(1),
             ShapeError, "{}: dy {}, x {}, w {} must be (M,N), (M,K), (N,K)", op, dy.describe(), qx.describe(), w.describe());
   expect_tensor(op, "dw", dw, DType::f32, w.shape());
-  detail::expect_cpu(op, {&dx, &dw, &dy, &qx, &sx, &w});  // the transposes below are host loops
+  const bool gpu = detail::on_gpu(op, {&dx, &dw, &dy, &qx, &sx, &w});
   const std::int64_t M = dy.size(0);
   MOE_CHECK(segments.empty() || (segments.size() >= 2 && segments.front() == 0 && segments.back() == M &&
                                  std::is_sorted(segments.begin(), segments.end())),
@@ -242,7 +254,7 @@ void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor&
   const Tensor x = dequantized(qx, sx);
   const std::int64_t whole[] = {0, M};
   const auto seg = segments.empty() ? std::span<const std::int64_t>(whole) : segments;
-  Tensor g = Tensor::empty(w.shape(), DType::f32);
+  Tensor g = Tensor::empty(w.shape(), DType::f32, gpu ? Device::cuda : Device::cpu);
   for (std::size_t i = 0; i + 1 < seg.size(); ++i) {
     const std::int64_t r0 = seg[i], n = seg[i + 1] - r0;
     if (n == 0) continue;

@@ -113,6 +113,16 @@ __global__ void cross_entropy_kernel(float* losses, float* dlogits, const float*
   const float s = dlosses[n];
   for (std::int64_t v = threadIdx.x; v < V; v += blockDim.x) d[v] = t < 0 ? 0.f : expf(l[v] - lse) * s - (v == t ? s : 0.f);
 }
+// y (C,R) = x (R,C)^T through 32x32 tiles in shared memory (coalesced on both sides).
+__global__ void transpose_kernel(float* y, const float* x, std::int64_t R, std::int64_t C) {
+  __shared__ float tile[32][33];
+  const std::int64_t r0 = blockIdx.y * 32, c0 = blockIdx.x * 32;
+  for (int i = threadIdx.y; i < 32; i += blockDim.y)
+    if (r0 + i < R && c0 + threadIdx.x < C) tile[i][threadIdx.x] = x[(r0 + i) * C + c0 + threadIdx.x];
+  __syncthreads();
+  for (int i = threadIdx.y; i < 32; i += blockDim.y)
+    if (c0 + i < C && r0 + threadIdx.x < R) y[(c0 + i) * R + r0 + threadIdx.x] = tile[threadIdx.x][i];
+}
 // Attention's masked softmax, one block per row of a (T,T) block of scores: row i keeps
 // columns 0..i, scaled, and zeroes the rest (the CPU's probs layout).
 __global__ void causal_softmax_kernel(float* P, std::int64_t T, float scale) {
@@ -285,6 +295,13 @@ void causal_softmax(float* P, std::int64_t rows, std::int64_t T, float scale) {
 void causal_softmax_backward(float* dS, const float* P, std::int64_t rows, std::int64_t T, float scale) {
   if (rows == 0) return;
   causal_softmax_backward_kernel<<<static_cast<unsigned>(rows), kThreads>>>(dS, P, T, scale);
+  launched();
+}
+
+void transpose(float* y, const float* x, std::int64_t R, std::int64_t C) {
+  if (R * C == 0) return;
+  const dim3 grid(static_cast<unsigned>((C + 31) / 32), static_cast<unsigned>((R + 31) / 32)), block(32, 8);
+  transpose_kernel<<<grid, block>>>(y, x, R, C);
   launched();
 }
 

@@ -102,4 +102,20 @@ void fp8_gemm_reference(float* y, const std::uint8_t* qa, const float* sa, const
   MOE_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
+namespace {
+__global__ void dequantize_kernel(float* x, const std::uint8_t* q, const float* scales, std::int64_t R, std::int64_t K) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= R * K) return;
+  const std::int64_t r = i / K, c = i % K;
+  x[i] = static_cast<float>(from_e4m3(q[i])) * scales[r * tiles(K) + c / kTile];
+}
+}  // namespace
+
+void dequantize_1x128(float* x, const std::uint8_t* q, const float* scales, std::int64_t R, std::int64_t K) {
+  if (R * K == 0) return;
+  dequantize_kernel<<<static_cast<unsigned>((R * K + 255) / 256), 256>>>(x, q, scales, R, K);
+  MOE_CUDA_CHECK(cudaGetLastError());
+  MOE_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
 }  // namespace moe::cuda

@@ -36,6 +36,11 @@ void scale(float* y, float alpha, std::int64_t n);
 double sum_squares(const float* x, std::int64_t n);
 void convert_bf16(void* y, const void* x, std::int64_t n, bool to_bf16);
 
+// y (C,R) = x (R,C)^T, f32.
+void transpose(float* y, const float* x, std::int64_t R, std::int64_t C);
+// x (R,K) f32 = E4M3 codes q times their 1x128 tile's scale (scales (R, ceil(K/128))).
+void dequantize_1x128(float* x, const std::uint8_t* q, const float* scales, std::int64_t R, std::int64_t K);
+
 // Attention's masked row softmax over rows/T blocks of (T,T) scores, in place: row i of a
 // block scaled, softmax over columns 0..i, zeros above (ops::attention_forward's probs); and
 // its backward, dS = P (dP - sum P dP) * scale in place of dP.

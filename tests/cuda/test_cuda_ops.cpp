@@ -71,7 +71,7 @@ TEST_CASE("cuda FP8 quantisation is the CPU's bit for bit", "[gpu][fp8]") {
     }
 }
 
-TEST_CASE("cuda FP8 scaled GEMM reference and FP8 linear are the CPU's bit for bit", "[gpu][fp8]") {
+TEST_CASE("cuda FP8 scaled GEMM reference and FP8 linear forward and backward are the CPU's bit for bit", "[gpu][fp8]") {
   for (const auto& [M, N, K] : {std::array<std::int64_t, 3>{1, 1, 1}, {9, 131, 300}, {64, 256, 512}}) {
     INFO(M << "x" << N << "x" << K);
     const Tensor x = random({M, K}, 5, 2, DType::f32), w = random({N, K}, 6, 0.1, DType::f32);
@@ -83,6 +83,17 @@ TEST_CASE("cuda FP8 scaled GEMM reference and FP8 linear are the CPU's bit for b
     Tensor yd = Tensor::empty({M, N}, DType::f32, Device::cuda);
     ops::fp8_linear_forward(yd, qxd, sxd, wd);  // quantises w per block on the GPU, then the reference GEMM
     CHECK(same_bits(yd, y));
+    // Backward: transposes, dequantisation and requantisation along M on the GPU, with two
+    // wgrad segments (as an expert's rows from two source ranks).
+    const Tensor dy = random({M, N}, 7, 1, DType::f32), dw0 = random({N, K}, 8, 0.1, DType::f32);
+    const std::vector<std::int64_t> segments = {0, M / 2, M};
+    Tensor dx = Tensor::empty({M, K}, DType::f32), dw = Tensor::empty({N, K}, DType::f32);
+    dw.copy_from(dw0);
+    ops::fp8_linear_backward(dx, dw, dy, qx, sx, w, segments);
+    Tensor dxd = Tensor::empty({M, K}, DType::f32, Device::cuda), dwd = dw0.to(Device::cuda);
+    ops::fp8_linear_backward(dxd, dwd, dy.to(Device::cuda), qxd, sxd, wd, segments);
+    CHECK(same_bits(dxd, dx));
+    CHECK(same_bits(dwd, dw));
   }
 }
 
