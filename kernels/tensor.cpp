@@ -112,6 +112,8 @@ Tensor Tensor::to(Device device) const {
   return t;
 }
 
+Tensor to_host(const Tensor& t) { return t.device() == Device::cpu ? t : t.to(Device::cpu); }
+
 void Tensor::zero() { device_memset0(device_, raw(), nbytes()); }
 
 void expect_tensor(const char* op, const char* name, const Tensor& t, DType dtype, const Shape& shape) {

@@ -63,6 +63,10 @@ class Tensor {
   Device device_ = Device::cpu;
 };
 
+// t itself when it is on the CPU (no copy), else a host copy: for reading a device tensor's
+// values (losses, routing choices) on the host.
+Tensor to_host(const Tensor& t);
+
 // Bytes held by live Tensors on a device (views share their storage's count), and the most
 // held at once since the last reset: what a run actually allocates, which `moe plan` predicts.
 struct TensorMemory {

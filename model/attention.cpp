@@ -17,10 +17,11 @@ Attention::Attention(const ModelConfig& c, const std::string& p, const TensorPar
 
 void Attention::forward(Tensor& out, const Tensor& xin, std::int64_t B, std::int64_t T) {
   const std::int64_t N = B * T;
+  const Device dev = xin.device();
   x = gemm_.keep(xin);
-  q = Tensor::empty({N, H_ * D_}, DType::f32);
-  k = Tensor::empty({N, Hkv_ * D_}, DType::f32);
-  v = Tensor::empty({N, Hkv_ * D_}, DType::f32);
+  q = Tensor::empty({N, H_ * D_}, DType::f32, dev);
+  k = Tensor::empty({N, Hkv_ * D_}, DType::f32, dev);
+  v = Tensor::empty({N, Hkv_ * D_}, DType::f32, dev);
   gemm_.forward(q, x, q_.w);
   gemm_.forward(k, x, k_.w);
   gemm_.forward(v, x, v_.w);
@@ -29,8 +30,8 @@ void Attention::forward(Tensor& out, const Tensor& xin, std::int64_t B, std::int
   v = v.view({B, T, Hkv_, D_});
   ops::rope_forward(q, q, theta_);
   ops::rope_forward(k, k, theta_);
-  Tensor a = Tensor::empty({B, T, H_, D_}, DType::f32);
-  probs = Tensor::empty({B, H_, T, T}, DType::f32);
+  Tensor a = Tensor::empty({B, T, H_, D_}, DType::f32, dev);
+  probs = Tensor::empty({B, H_, T, T}, DType::f32, dev);
   ops::attention_forward(a, probs, q, k, v);
   att = gemm_.keep(a.view({N, H_ * D_}));
   gemm_.forward(out, att, o_.w);
@@ -38,14 +39,15 @@ void Attention::forward(Tensor& out, const Tensor& xin, std::int64_t B, std::int
 
 void Attention::backward(Tensor& dx, const Tensor& dout) {
   const std::int64_t N = x.rows();
-  Tensor datt = Tensor::empty({N, H_ * D_}, DType::f32);
+  const Device dev = dout.device();
+  Tensor datt = Tensor::empty({N, H_ * D_}, DType::f32, dev);
   gemm_.backward(datt, o_.g, dout, att, o_.w);
-  Tensor dq = Tensor::empty(q.shape(), DType::f32), dk = Tensor::empty(k.shape(), DType::f32),
-         dv = Tensor::empty(v.shape(), DType::f32);
+  Tensor dq = Tensor::empty(q.shape(), DType::f32, dev), dk = Tensor::empty(k.shape(), DType::f32, dev),
+         dv = Tensor::empty(v.shape(), DType::f32, dev);
   ops::attention_backward(dq, dk, dv, datt.view(q.shape()), q, k, v, probs);
   ops::rope_backward(dq, dq, theta_);
   ops::rope_backward(dk, dk, theta_);
-  Tensor tmp = Tensor::empty({N, C_}, DType::f32);
+  Tensor tmp = Tensor::empty({N, C_}, DType::f32, dev);
   gemm_.backward(dx, q_.g, dq.view({N, H_ * D_}), x, q_.w);
   gemm_.backward(tmp, k_.g, dk.view({N, Hkv_ * D_}), x, k_.w);
   ops::accumulate(dx, tmp);

@@ -14,10 +14,11 @@ SwiGLU::SwiGLU(std::int64_t d_model, std::int64_t hidden, const std::string& p, 
 
 void SwiGLU::forward(Tensor& out, const GemmInput& xin) {
   const std::int64_t N = xin.rows();
+  const Device dev = xin.x.device();
   x = xin;
-  g = Tensor::empty({N, F_}, DType::f32);
-  u = Tensor::empty({N, F_}, DType::f32);
-  Tensor a = Tensor::empty({N, F_}, DType::f32);
+  g = Tensor::empty({N, F_}, DType::f32, dev);
+  u = Tensor::empty({N, F_}, DType::f32, dev);
+  Tensor a = Tensor::empty({N, F_}, DType::f32, dev);
   gemm_.forward(g, x, gate_.w);
   gemm_.forward(u, x, up_.w);
   ops::swiglu_forward(a, g, u);
@@ -27,8 +28,9 @@ void SwiGLU::forward(Tensor& out, const GemmInput& xin) {
 
 void SwiGLU::backward(Tensor& dx, const Tensor& dout) {
   const std::int64_t N = x.rows();
-  Tensor dh = Tensor::empty({N, F_}, DType::f32), dg = Tensor::empty({N, F_}, DType::f32),
-         du = Tensor::empty({N, F_}, DType::f32), tmp = Tensor::empty({N, C_}, DType::f32);
+  const Device dev = dout.device();
+  Tensor dh = Tensor::empty({N, F_}, DType::f32, dev), dg = Tensor::empty({N, F_}, DType::f32, dev),
+         du = Tensor::empty({N, F_}, DType::f32, dev), tmp = Tensor::empty({N, C_}, DType::f32, dev);
   gemm_.backward(dh, down_.g, dout, h, down_.w);
   ops::swiglu_backward(dg, du, dh, g, u);
   gemm_.backward(dx, gate_.g, dg, x, gate_.w);

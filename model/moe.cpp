@@ -51,10 +51,6 @@ ParamList MoE::params() {
   return ps;
 }
 
-namespace {
-Tensor host(const Tensor& t) { return t.device() == Device::cpu ? t : t.to(Device::cpu); }
-}  // namespace
-
 void MoE::SumList::add(std::int64_t row, std::int64_t src, std::int64_t widx) {
   MOE_CHECK(row >= std::ssize(offsets_) - 1 && row < rows_, ShapeError, "MoE: combine row {} out of order", row);
   while (std::ssize(offsets_) <= row) offsets_.push_back(static_cast<std::int32_t>(src_.size()));
@@ -113,7 +109,7 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   index = Tensor::empty({N, K_}, DType::i32, dev);
   gates = Tensor::empty({N, K_}, DType::f32, dev);
   ops::router_forward(scores, index, gates, logits, bias_, spec_);
-  const Tensor index_host = host(index);
+  const Tensor index_host = to_host(index);
   const std::int32_t* idx = index_host.data<std::int32_t>();
 
   // Capacity: an expert keeps its first `cap` assignments in token order; pos_[a] is the
@@ -145,7 +141,7 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   const GemmInput xs = xin.gather(send_sources(N));
   Tensor ms = Tensor::zeros({sent, 2 * K_}, DType::f32);  // routing metadata, built and read on the host
   {
-    const Tensor gates_host = host(gates);
+    const Tensor gates_host = to_host(gates);
     const float* g = gates_host.data<float>();
     float* m = ms.data<float>();
     for (std::int64_t r = 0; r < sent; ++r) std::fill_n(m + r * 2 * K_, K_, -1.f);
@@ -197,7 +193,7 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   // Sequence-wise balance loss: per sequence, f_e = E/(K T) * #tokens choosing e,
   // P_e = mean_t of the scores normalised over all experts; loss = coef * sum_e f_e P_e.
   if (aux_coef_ == 0 || tp_.rank != 0) return 0.0;  // tp ranks share the routing: one counts it
-  const Tensor scores_host = host(scores);
+  const Tensor scores_host = to_host(scores);
   f_.assign(static_cast<std::size_t>(B * E_), 0.0);
   double aux = 0;
   for (std::int64_t b = 0; b < B; ++b) {
@@ -270,7 +266,7 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   const Tensor dgs = exchange(dgr, true);
   Tensor dgates = Tensor::empty({N, K_}, DType::f32, dev);
   {
-    const Tensor index_host = host(index);
+    const Tensor index_host = to_host(index);
     const std::int32_t* idx = index_host.data<std::int32_t>();
     SumList pick(N * K_);  // each kept assignment's gate gradient from the row its rank sent back
     for (std::int64_t a = n0_ * K_; a < n1_ * K_; ++a)
@@ -282,7 +278,7 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   // Balance loss backward: dL/ds'_e = coef * f_e / T per token; s' = s / sum(s).
   Tensor dscores;
   if (aux_coef_ != 0 && aux_scale != 0 && tp_.rank == 0) {
-    const Tensor scores_host = host(scores);
+    const Tensor scores_host = to_host(scores);
     dscores = Tensor::empty({N, E_}, DType::f32);
     float* ds = dscores.data<float>();
     for (std::int64_t n = 0; n < N; ++n) {
@@ -437,7 +433,7 @@ void MoE::plan_experts(const Tensor& meta) {
 void MoE::update_bias(const std::vector<double>& global_load, double rate) {
   double mean = 0;
   for (double l : global_load) mean += l / double(E_);
-  Tensor bias = host(bias_);  // bias_ itself on the CPU
+  Tensor bias = to_host(bias_);  // bias_ itself on the CPU
   float* b = bias.data<float>();
   for (std::int64_t e = 0; e < E_; ++e) {
     const double diff = mean - global_load[static_cast<std::size_t>(e)];

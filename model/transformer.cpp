@@ -30,7 +30,7 @@ ParamList Block::params() {
 
 double Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T) {
   const std::int64_t N = x.size(0), C = x.size(1);
-  auto t = [&](Shape s) { return Tensor::empty(std::move(s), DType::f32); };
+  auto t = [&](Shape s) { return Tensor::empty(std::move(s), DType::f32, x.device()); };
   // The norms' outputs are GEMM inputs: the layers keep them in their precision's form (the
   // router's input h2 stays FP32).
   Tensor h1 = t({N, C}), h2 = t({N, C});
@@ -64,7 +64,7 @@ void Block::release() {
 
 void Block::backward(Tensor& dx, const Tensor& dout, double aux_scale) {
   const std::int64_t N = x_.size(0), C = x_.size(1);
-  Tensor dh = Tensor::empty({N, C}, DType::f32), dxm = Tensor::empty({N, C}, DType::f32);
+  Tensor dh = Tensor::empty({N, C}, DType::f32, dout.device()), dxm = Tensor::empty({N, C}, DType::f32, dout.device());
   if (dense_) dense_->backward(dh, dout);
   else moe_->backward(dh, dout, h2_, aux_scale);
   tp_.all_reduce(dh);                              // tp: column-parallel inputs' partial gradients
@@ -99,6 +99,16 @@ Transformer::Transformer(const ModelConfig& c, const ModelShard& shard, Precisio
     tp_.split(*head_, 0, V);
   }
   layer_of_.push_back(L);
+}
+
+void Transformer::to(Device d) {
+  for (Param* p : params()) {
+    if (p->w.device() != d) p->w = p->w.to(d);
+    if (p->g.device() != d) p->g = p->g.to(d);
+  }
+  for (MoE* m : moe_layers())
+    if (m->bias().device() != d) m->bias() = m->bias().to(d);
+  device_ = d;
 }
 
 bool Transformer::in_chunk(const MoE* layer, int chunk) const {
@@ -192,26 +202,30 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
                                              std::int64_t T, int chunk) {
   const std::int64_t N = B * T, C = cfg_.d_model;
   const std::size_t b0 = chunk_first_[std::size_t(chunk)], b1 = chunk_first_[std::size_t(chunk) + 1];
+  const Device dev = device();
   Loss loss;
   if (has_embedding(chunk)) {
     // Vocabulary-parallel lookup: rows held elsewhere read as zeros, then the sum over tp.
+    // Token ids come from the host (the data loader) and go to the model's device.
     tokens_ = in;
     if (tp_.on()) {
       tokens_ = Tensor::empty({N}, DType::i32);
       const std::int64_t Vl = embed_->w.size(0);
+      const Tensor ids = to_host(in);
       for (std::int64_t n = 0; n < N; ++n) {
-        const std::int32_t t = in.data<std::int32_t>()[n];
+        const std::int32_t t = ids.data<std::int32_t>()[n];
         tokens_.data<std::int32_t>()[n] = t >= v0_ && t < v0_ + Vl ? static_cast<std::int32_t>(t - v0_) : -1;
       }
     }
-    xs_.assign(1, Tensor::empty({N, C}, DType::f32));
+    if (tokens_.device() != dev) tokens_ = tokens_.to(dev);
+    xs_.assign(1, Tensor::empty({N, C}, DType::f32, dev));
     ops::embedding_forward(xs_[0], tokens_, embed_->w, tp_.on());
     tp_.all_reduce(xs_[0]);
   } else {
-    xs_.assign(1, in);
+    xs_.assign(1, in.device() == dev ? in : in.to(dev));
   }
   for (std::size_t i = b0; i < b1; ++i) {
-    xs_.push_back(Tensor::empty({N, C}, DType::f32));
+    xs_.push_back(Tensor::empty({N, C}, DType::f32, dev));
     loss.aux_sum += blocks_[i]->forward(xs_.back(), xs_[xs_.size() - 2], B, T);
     if (recompute_) blocks_[i]->release();
   }
@@ -220,22 +234,23 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
     out = xs_.back();
     return loss;
   }
-  targets_ = targets;
+  targets_ = targets.device() == dev ? targets : targets.to(dev);
   const std::int64_t Vl = head_->w.size(0);
-  xf_ = Tensor::empty({N, C}, DType::f32), rf_ = Tensor::empty({N}, DType::f32);
+  xf_ = Tensor::empty({N, C}, DType::f32, dev), rf_ = Tensor::empty({N}, DType::f32, dev);
   ops::rmsnorm_forward(xf_, rf_, xs_.back(), norm_->w, cfg_.norm_eps);
-  logits_ = Tensor::empty({N, Vl}, DType::f32);
+  logits_ = Tensor::empty({N, Vl}, DType::f32, dev);
   ops::matmul_forward(logits_, xf_, head_->w);
-  Tensor losses = Tensor::empty({N}, DType::f32);
+  Tensor losses = Tensor::empty({N}, DType::f32, dev);
   if (tp_.on()) {
     lse_ = Tensor::empty({N}, DType::f32);
-    vocab_parallel_ce_forward(losses, lse_, logits_, targets, v0_, tp_);
+    vocab_parallel_ce_forward(losses, lse_, logits_, targets_, v0_, tp_);
   } else {
-    ops::cross_entropy_forward(losses, logits_, targets);
+    ops::cross_entropy_forward(losses, logits_, targets_);
   }
+  const Tensor l = to_host(losses), tg = to_host(targets);
   for (std::int64_t n = 0; n < N; ++n) {
-    loss.ce_sum += losses.data<float>()[n];
-    loss.tokens += targets.data<std::int32_t>()[n] >= 0;
+    loss.ce_sum += l.data<float>()[n];
+    loss.tokens += tg.data<std::int32_t>()[n] >= 0;
   }
   return loss;
 }
@@ -243,21 +258,23 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
 void Transformer::backward_stage(Tensor& din, const Tensor& dout, double ce_scale, double aux_scale, int chunk) {
   const std::int64_t N = xs_[0].size(0), C = cfg_.d_model;
   const std::size_t b0 = chunk_first_[std::size_t(chunk)], b1 = chunk_first_[std::size_t(chunk) + 1];
-  Tensor dx = Tensor::empty({N, C}, DType::f32);
+  const Device dev = device();
+  Tensor dx = Tensor::empty({N, C}, DType::f32, dev);
   if (has_loss(chunk)) {
     const std::int64_t Vl = head_->w.size(0);
-    Tensor dl = Tensor::empty({N}, DType::f32), dlogits = Tensor::empty({N, Vl}, DType::f32);
+    Tensor dl = Tensor::empty({N}, DType::f32), dlogits = Tensor::empty({N, Vl}, DType::f32, dev);
     std::fill_n(dl.data<float>(), N, static_cast<float>(ce_scale));
+    if (dev != Device::cpu) dl = dl.to(dev);
     if (tp_.on()) vocab_parallel_ce_backward(dlogits, dl, logits_, lse_, targets_, v0_);
     else ops::cross_entropy_backward(dlogits, dl, logits_, targets_);
-    Tensor dxf = Tensor::empty({N, C}, DType::f32);
+    Tensor dxf = Tensor::empty({N, C}, DType::f32, dev);
     ops::matmul_backward(dxf, head_->g, dlogits, xf_, head_->w);
     tp_.all_reduce(dxf);  // the vocabulary-split head's partial input gradients
     ops::rmsnorm_backward(dx, norm_->g, dxf, xs_.back(), norm_->w, rf_);
   } else {
     dx.copy_from(dout);  // (the loop below reuses dx as scratch)
   }
-  Tensor dprev = Tensor::empty({N, C}, DType::f32);
+  Tensor dprev = Tensor::empty({N, C}, DType::f32, dev);
   for (std::size_t i = b1; i-- > b0;) {
     if (recompute_) blocks_[i]->forward(dprev, xs_[i - b0], B_, T_);  // dprev: scratch for the output, overwritten next
     blocks_[i]->backward(dprev, dx, aux_scale);

@@ -88,6 +88,12 @@ class Transformer {
   // (assign; left alone with the embedding). Parameters accumulate.
   void backward_stage(Tensor& din, const Tensor& dout, double ce_scale, double aux_scale, int chunk = 0);
   int chunks() const { return static_cast<int>(chunk_first_.size()) - 1; }
+  // Moves every parameter (values and gradients) and the routers' biases to `d`; the model
+  // then runs there: activations follow, token ids, targets and stage inputs are copied over
+  // in forward_stage, and losses are read back. Parameters that share storage with a flat
+  // buffer (ParamGroup) are left to their owner: call this before grouping them.
+  void to(Device d);
+  Device device() const { return device_; }
   bool has_embedding(int chunk = 0) const { return embed_ && layer_of_[chunk_first_[std::size_t(chunk)]] == 0; }
   bool has_loss(int chunk = 0) const { return head_ && chunk == chunks() - 1; }
   // The model-wide ordinal (0 = the first MoE block) of each of moe_layers().
@@ -120,6 +126,7 @@ class Transformer {
   ModelConfig cfg_;
   TensorParallel tp_;
   std::int64_t v0_ = 0;  // first vocabulary row held (tp)
+  Device device_ = Device::cpu;
   std::unique_ptr<Param> embed_, norm_, head_;  // on the first / last stage
   std::vector<std::unique_ptr<Block>> blocks_;  // every chunk's, in order
   std::vector<std::size_t> chunk_first_;        // chunk c: blocks_[chunk_first_[c], chunk_first_[c+1])

@@ -41,7 +41,7 @@ inline bool on_gpu(const char* op, std::initializer_list<const Tensor*> ts) {
 }
 
 // A host copy of an index tensor, for validating its values at the boundary (no copy on the CPU).
-inline Tensor on_host(const Tensor& t) { return t.device() == Device::cpu ? t : t.to(Device::cpu); }
+inline Tensor on_host(const Tensor& t) { return to_host(t); }
 
 // Calls f.template operator()<float>() or <double>() by dtype.
 template <class F> void dispatch_real(DType t, F&& f) {
