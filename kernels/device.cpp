@@ -35,6 +35,17 @@ int cuda_device_count() {
 #endif
 }
 
+void use_cuda_device(int local_rank) {
+#ifdef MOE_WITH_CUDA
+  const int n = cuda::device_count();
+  if (n == 0) throw DeviceError("no CUDA device is visible (check the driver and CUDA_VISIBLE_DEVICES)");
+  cuda::set_device(local_rank % n);
+#else
+  (void)local_rank;
+  no_cuda();
+#endif
+}
+
 void* device_alloc(Device d, std::size_t bytes) {
   if (d == Device::cpu) {
     std::size_t rounded = (bytes + kHostAlign - 1) / kHostAlign * kHostAlign;

@@ -13,6 +13,9 @@ constexpr std::string_view device_name(Device d) { return d == Device::cpu ? "cp
 
 bool built_with_cuda();
 int cuda_device_count();  // 0 without CUDA support or without a GPU
+// The GPU this process uses: local_rank modulo the GPUs visible (one process per GPU, as
+// mpirun places them on a node); DeviceError without CUDA or without a GPU.
+void use_cuda_device(int local_rank);
 
 void* device_alloc(Device d, std::size_t bytes);
 void device_free(Device d, void* p);

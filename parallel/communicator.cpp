@@ -70,8 +70,15 @@ void Communicator::expect_peer(const char* op, int peer) const {
   MOE_CHECK(peer >= 0 && peer < size_, CommError, "{}: peer {} outside a group of {} ranks", op, peer, size_);
 }
 
+bool Communicator::staged(const Tensor& t) const { return device() == Device::cpu && t.defined() && t.device() != Device::cpu; }
+
 void Communicator::all_reduce_sum(Tensor& t) {
   const char* op = "all_reduce_sum";
+  if (staged(t)) {
+    Tensor h = t.to(Device::cpu);
+    all_reduce_sum(h);
+    return t.copy_from(h);
+  }
   expect_here(op, t);
   expect_reducible(op, t);
   {
@@ -83,6 +90,11 @@ void Communicator::all_reduce_sum(Tensor& t) {
 
 void Communicator::reduce_scatter_sum(Tensor& out, const Tensor& in) {
   const char* op = "reduce_scatter_sum";
+  if (staged(in) || staged(out)) {
+    Tensor h = Tensor::empty(out.shape(), out.dtype());
+    reduce_scatter_sum(h, to_host(in));
+    return out.copy_from(h);
+  }
   expect_here(op, in), expect_here(op, out);
   expect_reducible(op, in);
   MOE_CHECK(in.numel() == out.numel() * size_ && in.dtype() == out.dtype(), CommError,
@@ -96,6 +108,11 @@ void Communicator::reduce_scatter_sum(Tensor& out, const Tensor& in) {
 
 void Communicator::all_gather(Tensor& out, const Tensor& in) {
   const char* op = "all_gather";
+  if (staged(in) || staged(out)) {
+    Tensor h = Tensor::empty(out.shape(), out.dtype());
+    all_gather(h, to_host(in));
+    return out.copy_from(h);
+  }
   expect_here(op, in), expect_here(op, out);
   MOE_CHECK(out.numel() == in.numel() * size_ && in.dtype() == out.dtype(), CommError,
             "{}: out {} must hold {} x in {}", op, out.describe(), size_, in.describe());
@@ -109,6 +126,11 @@ void Communicator::all_gather(Tensor& out, const Tensor& in) {
 void Communicator::all_to_all_v(Tensor& out, std::span<const std::int64_t> recv_rows, const Tensor& in,
                                 std::span<const std::int64_t> send_rows) {
   const char* op = "all_to_all_v";
+  if (staged(in) || staged(out)) {
+    Tensor h = Tensor::empty(out.shape(), out.dtype());
+    all_to_all_v(h, recv_rows, to_host(in), send_rows);
+    return out.copy_from(h);
+  }
   expect_here(op, in), expect_here(op, out);
   const auto p = static_cast<std::size_t>(size_);
   MOE_CHECK(send_rows.size() == p && recv_rows.size() == p, CommError, "{}: {} send and {} receive counts for {} ranks",
@@ -141,6 +163,7 @@ void Communicator::send(const Tensor& t, int peer, int tag) { send_to("send", t,
 void Communicator::post_send(const Tensor& t, int peer, int tag) { send_to("post_send", t, peer, tag, true); }
 
 void Communicator::send_to(const char* op, const Tensor& t, int peer, int tag, bool post) {
+  if (staged(t)) return send_to(op, t.to(Device::cpu), peer, tag, post);  // a posted send keeps its copy
   expect_here(op, t);
   expect_peer(op, peer);
   {
@@ -153,6 +176,11 @@ void Communicator::send_to(const char* op, const Tensor& t, int peer, int tag, b
 
 void Communicator::recv(Tensor& t, int peer, int tag) {
   const char* op = "recv";
+  if (staged(t)) {
+    Tensor h = Tensor::empty(t.shape(), t.dtype());
+    recv(h, peer, tag);
+    return t.copy_from(h);
+  }
   expect_here(op, t);
   expect_peer(op, peer);
   {
@@ -180,6 +208,11 @@ void Communicator::wait_sends() {
 
 void Communicator::broadcast(Tensor& t, int root) {
   const char* op = "broadcast";
+  if (staged(t)) {
+    Tensor h = t.to(Device::cpu);
+    broadcast(h, root);
+    return t.copy_from(h);
+  }
   expect_here(op, t);
   expect_peer(op, root);
   {

@@ -2,6 +2,8 @@
 //   MpiCommunicator   host tensors, runs everywhere (CI uses it)
 //   NcclCommunicator  device tensors (parallel/nccl_communicator.h, CUDA builds only)
 //   SelfCommunicator  a group of one process, no library: world size 1 without mpirun
+// A host backend also takes device tensors, through host copies (correct everywhere; the
+// NCCL backend is the fast path for them). A device backend takes device tensors only.
 //
 // The public operations validate their arguments and count the bytes this rank sends, per
 // kind, under the algorithm the counter names (ring for all-reduce / reduce-scatter /
@@ -93,6 +95,7 @@ class Communicator {
 
  private:
   void expect_here(const char* op, const Tensor& t) const;
+  bool staged(const Tensor& t) const;  // a device tensor on a host backend: goes through a host copy
   void expect_peer(const char* op, int peer) const;
   void send_to(const char* op, const Tensor& t, int peer, int tag, bool post);
   // Counters by kind in a fixed array: counting must cost nothing next to a small message.

@@ -95,6 +95,15 @@ void MpiCommunicator::do_recv(Tensor& t, int peer, int tag) {
   check(MPI_Recv(t.raw(), as_int(t.numel(), "recv"), mpi_type(t), peer, tag, comm_, MPI_STATUS_IGNORE), "MPI_Recv");
 }
 
+int MpiCommunicator::node_rank() const {
+  MPI_Comm node;
+  check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank(), MPI_INFO_NULL, &node), "MPI_Comm_split_type");
+  int r = 0;
+  MPI_Comm_rank(node, &r);
+  MPI_Comm_free(&node);
+  return r;
+}
+
 void MpiCommunicator::do_post_send(const Tensor& t, int peer, int tag) {
   reap_sends(false);  // drop what has been delivered, so a long schedule holds only what is in flight
   MPI_Request r;

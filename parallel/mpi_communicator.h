@@ -23,6 +23,8 @@ class MpiCommunicator final : public Communicator {
  public:
   explicit MpiCommunicator(MPI_Comm comm = MPI_COMM_WORLD);
   ~MpiCommunicator() override;
+  // This rank's index among the group's ranks on its node (collective): which GPU it takes.
+  int node_rank() const;
   Device device() const override { return Device::cpu; }
   void barrier() override;
   MPI_Comm comm() const { return comm_; }

@@ -14,8 +14,9 @@ ParamGroup::ParamGroup(const ParamList& params, Communicator& comm, int zero, st
   }
   const std::int64_t ranks = comm.size();
   shard_ = (numel_ + ranks - 1) / ranks;
-  weights_ = Tensor::zeros({shard_ * ranks}, DType::f32);
-  grads_ = Tensor::zeros({shard_ * ranks}, DType::f32);
+  const Device dev = params.empty() ? Device::cpu : params.front()->w.device();  // the model's
+  weights_ = Tensor::zeros({shard_ * ranks}, DType::f32, dev);
+  grads_ = Tensor::zeros({shard_ * ranks}, DType::f32, dev);
   for (std::size_t i = 0; i < params.size(); ++i) {
     Param* p = params[i];
     const auto& s = spans_[i];
@@ -25,9 +26,9 @@ ParamGroup::ParamGroup(const ParamList& params, Communicator& comm, int zero, st
     p->w = w, p->g = g;
   }
   const std::int64_t held = zero_ == 1 ? shard_ : weights_.numel();
-  m_ = Tensor::zeros({held}, DType::f32);
-  v_ = Tensor::zeros({held}, DType::f32);
-  if (zero_ == 1) shard_grads_ = Tensor::zeros({shard_}, DType::f32);
+  m_ = Tensor::zeros({held}, DType::f32, dev);
+  v_ = Tensor::zeros({held}, DType::f32, dev);
+  if (zero_ == 1) shard_grads_ = Tensor::zeros({shard_}, DType::f32, dev);
 }
 
 std::int64_t ParamGroup::buckets() const {
@@ -35,7 +36,7 @@ std::int64_t ParamGroup::buckets() const {
 }
 
 Tensor ParamGroup::gather_moment(const Tensor& moment) {
-  Tensor full = Tensor::empty({weights_.numel()}, DType::f32);
+  Tensor full = Tensor::empty({weights_.numel()}, DType::f32, moment.device());
   if (zero_ == 1) comm_.all_gather(full, moment);
   else full.copy_from(moment);
   return full;
@@ -46,10 +47,9 @@ void ParamGroup::freeze(const std::function<bool(const std::string& name)>& froz
 }
 
 void ParamGroup::zero_frozen(Tensor& g, std::int64_t g_begin) {
-  float* d = g.data<float>();
   for (const Span& s : spans_) {
     const std::int64_t a = std::max(g_begin, s.begin), b = std::min(g_begin + g.numel(), s.begin + s.size);
-    if (s.frozen && a < b) std::fill(d + (a - g_begin), d + (b - g_begin), 0.f);
+    if (s.frozen && a < b) g.rows(a - g_begin, b - a).zero();
   }
 }
 
@@ -98,7 +98,7 @@ void ParamGroup::step(const ops::AdamWSpec& spec, double weight_decay) {
     ops::adamw_step(w, m, v, gs, sp);
   }
   if (zero_ == 1) {
-    const Tensor mine = weights_.rows(lo, shard_).to(Device::cpu);  // a copy: all-gather's input may not alias its output
+    const Tensor mine = weights_.rows(lo, shard_).to(weights_.device());  // a copy: all-gather's input may not alias its output
     comm_.all_gather(weights_, mine);
   }
 }

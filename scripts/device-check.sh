@@ -6,6 +6,10 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-device-results}
 mkdir -p "$out"
+[ -d device-stage ] || tar -xJf device-stage.tar.xz
+# moe initialises MPI as a singleton: the staged OpenMPI, no ssh/rsh launcher.
+export OPAL_PREFIX="$PWD/device-stage/mpi" OMPI_MCA_plm=isolated PMIX_MCA_pcompress_base_silence_warning=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export PATH="$PWD/device-stage/mpi/bin:$PATH"
 # NCCL and the CUDA runtime come from the image's Python packages (nvidia-nccl-cu13, ...).
 py_libs=$(python3 -c 'import glob, site; print(":".join(sorted(glob.glob(site.getsitepackages()[0] + "/nvidia/*/lib"))))' 2>/dev/null || true)
 export LD_LIBRARY_PATH="$PWD/device-stage/lib:${py_libs}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
@@ -23,6 +27,11 @@ for prog in device-stage/bin/test_*; do
   echo "$name: exit $r"; tail -n 3 "$out/$name.txt"
   [ $r -eq 0 ] || rc=1
 done
+# configs/tiny.yaml trained on the GPU against the CPU (the staged moe; a corpus from docs/).
+timeout 300 tests/cuda/train_tiny.sh device-stage/bin/moe "$PWD" > "$out/train_tiny.txt" 2>&1
+r=$?
+echo "train_tiny: exit $r"; tail -n 3 "$out/train_tiny.txt"
+[ $r -eq 0 ] || rc=1
 for prog in device-stage/bin/bench_*; do
   [ -e "$prog" ] || continue
   name=$(basename "$prog")

@@ -12,6 +12,16 @@ const char* const kExpAvg = "optimizer/exp_avg/";
 const char* const kExpAvgSq = "optimizer/exp_avg_sq/";
 const char* const kBuffers = "buffers/";
 
+// The host memory a slice of t reads or writes: t's own, or a copy of a device buffer (one
+// per buffer, kept by the plan).
+float* host_data(CheckpointPlan& plan, Tensor& t) {
+  if (t.device() == Device::cpu) return t.data<float>();
+  for (auto& [dev, host] : plan.staged)
+    if (dev.raw() == t.raw()) return host.data<float>();
+  plan.staged.emplace_back(t, t.to(Device::cpu));
+  return plan.staged.back().second.data<float>();
+}
+
 // Every dataset of one kind (prefix) for the group's parameters, all experts included.
 void add_datasets(std::vector<ckpt::Dataset>& out, const ParamGroup& g, const std::string& prefix) {
   for (const auto& s : g.spans()) {
@@ -28,9 +38,10 @@ void add_datasets(std::vector<ckpt::Dataset>& out, const ParamGroup& g, const st
 // Slices of the group's flat range [a, b), held in `buf` whose first element is flat index
 // buf_begin: one per parameter it crosses, one per expert for expert tensors.
 // skip_replicated: leave out the tensors every tp rank holds whole (one of them writes them).
-void add_slices(std::vector<ckpt::Slice>& out, const ParamGroup& g, const std::string& prefix, Tensor& buf,
-                std::int64_t buf_begin, std::int64_t a, std::int64_t b, bool skip_replicated = false) {
-  float* data = buf.data<float>();
+void add_slices(CheckpointPlan& plan, const ParamGroup& g, const std::string& prefix, Tensor& buf, std::int64_t buf_begin,
+                std::int64_t a, std::int64_t b, bool skip_replicated = false) {
+  std::vector<ckpt::Slice>& out = plan.slices;
+  float* data = host_data(plan, buf);
   for (const auto& s : g.spans()) {
     const std::int64_t lo = std::max(a, s.begin), hi = std::min(b, s.begin + s.size);
     const Param& p = *s.param;
@@ -57,11 +68,15 @@ void add_slices(std::vector<ckpt::Slice>& out, const ParamGroup& g, const std::s
 void add_buffers(CheckpointPlan& plan, Transformer& model, bool mine) {
   for (MoE* m : model.moe_layers()) {
     plan.datasets.push_back({kBuffers + m->bias_name(), m->bias().shape()});
-    if (mine) plan.slices.push_back({kBuffers + m->bias_name(), 0, m->bias().numel(), m->bias().data<float>(), {}, {}});
+    if (mine) plan.slices.push_back({kBuffers + m->bias_name(), 0, m->bias().numel(), host_data(plan, m->bias()), {}, {}});
   }
 }
 
 }  // namespace
+
+void CheckpointPlan::copy_back() {
+  for (auto& [dev, host] : staged) dev.copy_from(host);
+}
 
 CheckpointPlan plan_write(const std::vector<ParamGroup*>& groups, Transformer& model, bool tp_lead, bool write_buffers) {
   CheckpointPlan plan;
@@ -69,9 +84,9 @@ CheckpointPlan plan_write(const std::vector<ParamGroup*>& groups, Transformer& m
     for (ParamGroup* g : groups) add_datasets(plan.datasets, *g, prefix);
   for (ParamGroup* g : groups) {
     const std::int64_t a = g->write_begin(), b = g->write_end();
-    add_slices(plan.slices, *g, kWeights, g->weights(), 0, a, b, !tp_lead);
-    add_slices(plan.slices, *g, kExpAvg, g->exp_avg(), g->moments_begin(), a, b, !tp_lead);
-    add_slices(plan.slices, *g, kExpAvgSq, g->exp_avg_sq(), g->moments_begin(), a, b, !tp_lead);
+    add_slices(plan, *g, kWeights, g->weights(), 0, a, b, !tp_lead);
+    add_slices(plan, *g, kExpAvg, g->exp_avg(), g->moments_begin(), a, b, !tp_lead);
+    add_slices(plan, *g, kExpAvgSq, g->exp_avg_sq(), g->moments_begin(), a, b, !tp_lead);
   }
   add_buffers(plan, model, write_buffers);
   return plan;
@@ -81,14 +96,14 @@ CheckpointPlan plan_read(const std::vector<ParamGroup*>& groups, Transformer& mo
   CheckpointPlan plan;
   for (ParamGroup* g : groups) {
     add_datasets(plan.datasets, *g, kWeights);
-    add_slices(plan.slices, *g, kWeights, g->weights(), 0, 0, g->numel());
+    add_slices(plan, *g, kWeights, g->weights(), 0, 0, g->numel());
   }
   if (part == CheckpointPart::all)
     for (ParamGroup* g : groups) {
       const std::int64_t a = g->moments_begin(), b = std::min(g->numel(), a + g->exp_avg().numel());
       for (const char* prefix : {kExpAvg, kExpAvgSq}) add_datasets(plan.datasets, *g, prefix);
-      add_slices(plan.slices, *g, kExpAvg, g->exp_avg(), a, a, b);
-      add_slices(plan.slices, *g, kExpAvgSq, g->exp_avg_sq(), a, a, b);
+      add_slices(plan, *g, kExpAvg, g->exp_avg(), a, a, b);
+      add_slices(plan, *g, kExpAvgSq, g->exp_avg_sq(), a, a, b);
     }
   add_buffers(plan, model, true);
   return plan;

@@ -22,6 +22,10 @@ namespace moe {
 struct CheckpointPlan {
   std::vector<ckpt::Dataset> datasets;
   std::vector<ckpt::Slice> slices;
+  // A model on the GPU: the slices point into host copies of its buffers, made with the plan
+  // (what a write saves); after a read, copy_back() puts what was read on the device.
+  std::vector<std::pair<Tensor, Tensor>> staged;  // (device buffer, its host copy)
+  void copy_back();
 };
 
 enum class CheckpointPart { all, weights };  // weights: weights and router biases (fine-tuning)

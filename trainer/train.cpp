@@ -37,12 +37,26 @@ Layout trainable_layout(const Config& cfg, int world_size) {
             "{}: model.attention: mla is understood by `moe plan` (parameters, FLOPs, memory, time) but not trained "
             "yet; train with attention: gqa",
             cfg.source);
-  MOE_CHECK(cfg.device == DeviceKind::cpu, ConfigError,
-            "{}: device: only cpu is implemented so far; set device: cpu", cfg.source);
-  return resolve_layout(cfg, world_size);
+  const Layout layout = resolve_layout(cfg, world_size);
+  if (cfg.device == DeviceKind::cuda) {
+    MOE_CHECK(built_with_cuda(), ConfigError, "{}: device: cuda, but this moe was built without CUDA; set device: cpu",
+              cfg.source);
+    MOE_CHECK(cuda_device_count() > 0, ConfigError,
+              "{}: device: cuda, but no GPU is visible (driver, CUDA_VISIBLE_DEVICES); set device: cpu", cfg.source);
+    MOE_CHECK(layout.tp == 1, ConfigError,
+              "{}: device: cuda trains with parallel.tp: 1 so far (the vocabulary-parallel loss runs on the host)",
+              cfg.source);
+  }
+  return layout;
 }
 
 namespace {
+
+void poison(Tensor& g) {  // element 0 := NaN, on whichever device g lives
+  Tensor nan = Tensor::empty({1}, DType::f32);
+  nan.data<float>()[0] = std::numeric_limits<float>::quiet_NaN();
+  g.view({g.numel()}).rows(0, 1).copy_from(nan);
+}
 
 double unigram_entropy(const std::string& dir) {
   std::ifstream in(std::filesystem::path(dir) / "meta.json");
@@ -72,6 +86,12 @@ Trainer::Trainer(const Config& cfg, MpiCommunicator& world) : s_(std::make_uniqu
   auto& s = *s_;
   s.cluster = load_cluster(cfg);
   s.model.init(static_cast<std::uint64_t>(cfg.train.seed));  // same values whatever the layout
+  if (cfg.device == DeviceKind::cuda) {
+    // One GPU per process; the model and its optimizer groups live there from here on (the
+    // MPI collectives stage device tensors through the host).
+    use_cuda_device(world.node_rank());
+    s.model.to(Device::cuda);
+  }
   s.model.set_recompute(cfg.train.recompute);
   s.params = s.model.params();
   ParamList dense, experts;
@@ -252,8 +272,8 @@ TrainResult Trainer::run() {
   s.side_bytes.clear();
   // What the training steps allocate and multiply, against the plan (evaluation and
   // checkpoints inside the loop are timed apart and their GEMMs counted apart).
-  reset_tensor_memory_peak();
-  res.start_tensor_bytes = double(tensor_memory().live);
+  reset_tensor_memory_peak(model.device());  // the GPU's bytes on a GPU run
+  res.start_tensor_bytes = double(tensor_memory(model.device()).live);
   ops::reset_gemm_flops();
   s.side_flops = 0;
   const double side_s0 = s.eval_s + s.ckpt_s;
@@ -335,7 +355,7 @@ TrainResult Trainer::run() {
     const auto& dbg = cfg.debug;  // fault drill: one rank's NaN reaches every rank through the reduction
     if (dbg.nan_at_step > 0 && step + 1 >= dbg.nan_at_step && step + 1 < dbg.nan_at_step + dbg.nan_steps &&
         s.world.rank() == 0)
-      s.params.back()->g.data<float>()[0] = std::numeric_limits<float>::quiet_NaN();
+      poison(s.params.back()->g);
     // Sum gradients (dense over dp, experts over their replicas); the loss and expert loads
     // over every rank (parts of them live on each stage, each tp rank's tokens, each dp rank).
     s.dense->reduce_grads();
@@ -455,7 +475,7 @@ TrainResult Trainer::run() {
   // Per training step of this launch (validation and checkpoint traffic left out).
   const std::int64_t ran = std::max<std::int64_t>(1, res.steps - start);
   res.step_seconds = (since(t0) - (s.eval_s + s.ckpt_s - side_s0)) / double(ran);
-  res.peak_tensor_bytes = double(tensor_memory().peak);
+  res.peak_tensor_bytes = double(tensor_memory(model.device()).peak);
   res.gemm_flops_per_step = s.world.all_reduce_sum(double(ops::gemm_flops() - s.side_flops)) / double(ran);
   res.planned_step_seconds = plan.time.step();
   res.planned_memory_bytes = plan.memory.total();

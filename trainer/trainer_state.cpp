@@ -18,6 +18,7 @@ ckpt::Meta Trainer::State::load(const std::string& path, CheckpointPart part) {
   // error on every rank), and reads its own slices.
   if (layout.pp > 1) plan.datasets = join_stages(plan.datasets);
   ckpt::read(path, world.comm(), plan.datasets, plan.slices);
+  plan.copy_back();
   return meta;
 }
 

@@ -1,6 +1,8 @@
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/runtime.h"
 
+#include <cstdint>
+
 namespace moe::cuda {
 
 int device_count() {
@@ -13,13 +15,24 @@ int device_count() {
   return n;
 }
 
+void set_device(int ordinal) {
+  MOE_CUDA_CHECK(cudaSetDevice(ordinal));
+  // Tensors come and go every layer: the device's default pool keeps freed memory for the
+  // next allocation instead of handing it back to the driver (a caching allocator).
+  cudaMemPool_t pool;
+  MOE_CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool, ordinal));
+  std::uint64_t keep_all = UINT64_MAX;
+  MOE_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all));
+}
+
+// Stream-ordered on the default stream, which every kernel here runs on.
 void* malloc_device(std::size_t bytes) {
   void* p = nullptr;
-  MOE_CUDA_CHECK(cudaMalloc(&p, bytes ? bytes : 1));
+  MOE_CUDA_CHECK(cudaMallocAsync(&p, bytes ? bytes : 1, 0));
   return p;
 }
 
-void free_device(void* p) { (void)cudaFree(p); }  // never throws: called from deleters
+void free_device(void* p) { (void)cudaFreeAsync(p, 0); }  // never throws: called from deleters
 
 void memset0(void* p, std::size_t bytes) { MOE_CUDA_CHECK(cudaMemset(p, 0, bytes)); }
 
