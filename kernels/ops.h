@@ -148,20 +148,27 @@ void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, c
 // The fast GPU path of fp8_gemm (cuBLASLt block scaling; device tensors, b per 128x128
 // block): the same operands and result up to FP32 accumulation order. DeviceError on the CPU.
 void sm90_fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb);
-// y (M,N) f32 = a (M,K) b^T with a, b bf16 device tensors (cuBLASLt, FP32 accumulation).
-void bf16_gemm(Tensor& y, const Tensor& a, const Tensor& b);
+// y (M,N) f32 = op(a) op(b) (+ y with accumulate) with a, b bf16 device tensors, op a
+// transpose where ta / tb (cuBLASLt, FP32 accumulation). The default is a linear's forward,
+// y = a b^T with a (M,K), b (N,K); its backward is dx = dy w (tb false) and dw += dy^T x (ta,
+// not tb, accumulate).
+void bf16_gemm(Tensor& y, const Tensor& a, const Tensor& b, bool ta = false, bool tb = true, bool accumulate = false);
 // A linear layer in FP8 (DeepSeek-V3's recipe) from the pieces above: y (M,N) = x (M,K) w^T
 // with x already quantised per 1x128 tile (qx (M,K) e4m3, sx (M, ceil(K/128)), from
 // quantize_1x128: what backward keeps of x, a quarter of its FP32 bytes plus the scales) and
 // w (N,K) f32 quantised here per 128x128 block.
-void fp8_linear_forward(Tensor& y, const Tensor& qx, const Tensor& sx, const Tensor& w);
+// path: which GEMM multiplies where both sides allow sm90 (forward and dx: a 128x128-block
+// operand): the bit-exact definition (fp8_gemm) or the fast cuBLASLt kernel on GPU tensors
+// (sm90_fp8_gemm; equal up to FP32 accumulation order). dw always takes fp8_gemm.
+enum class Fp8Path { reference, sm90 };
+void fp8_linear_forward(Tensor& y, const Tensor& qx, const Tensor& sx, const Tensor& w, Fp8Path path = Fp8Path::reference);
 // dx (M,K) = dy w (assign): dy per 1x128 tile along N, w^T per 128x128 block. dw (N,K) +=
 // dy^T x (accumulate): both per 1x128 tile along M, x dequantised from qx and quantised again
 // along M (the 1x128 -> 128x1 conversion of the DeepSeek-V3 report). segments: row offsets
 // from 0 to M where the tiles along M start afresh, each segment its own FP32 GEMM added in
 // order (an expert's rows from different source micro-batches); empty: one segment.
 void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& qx, const Tensor& sx, const Tensor& w,
-                         std::span<const std::int64_t> segments = {});
+                         std::span<const std::int64_t> segments = {}, Fp8Path path = Fp8Path::reference);
 
 // ---- AdamW (decoupled weight decay, as torch.optim.AdamW) --------------------------------
 struct AdamWSpec {

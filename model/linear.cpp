@@ -20,6 +20,16 @@ Tensor rounded(const Tensor& x) {  // f32 values rounded to the nearest BF16, as
 }
 // The f32 operand a GEMM multiplies under fp32 / bf16.
 Tensor operand(const GemmInput& x) { return x.x.dtype() == DType::bf16 ? widened(x.x) : x.x; }
+Tensor bf16_bits(const Tensor& x) {  // f32 -> bf16, on x's device
+  Tensor b = Tensor::empty(x.shape(), DType::bf16, x.device());
+  ops::convert(b, x);
+  return b;
+}
+// On the GPU, bf16 runs BF16 tensor-core GEMMs on the same rounded values the CPU multiplies
+// in FP32, and fp8 takes cuBLASLt's block-scaled kernel where the CPU takes the bit-exact
+// definition: equal up to FP32 accumulation order.
+bool on_gpu(const Tensor& w) { return w.device() != Device::cpu; }
+ops::Fp8Path fp8_path(const Tensor& w) { return on_gpu(w) ? ops::Fp8Path::sm90 : ops::Fp8Path::reference; }
 // Expert g's (N,K) matrix of w (G,N,K), a view.
 Tensor expert(const Tensor& w, std::int64_t g) { return w.rows(g, 1).view({w.size(1), w.size(2)}); }
 }  // namespace
@@ -58,34 +68,41 @@ GemmInput Gemm::keep(const Tensor& x) const {
 void Gemm::forward(Tensor& y, const GemmInput& x, const Tensor& w) const {
   switch (p_) {
     case Precision::fp32: return ops::matmul_forward(y, x.x, w);
-    case Precision::bf16: return ops::matmul_forward(y, operand(x), rounded(w));
-    case Precision::fp8: return ops::fp8_linear_forward(y, x.x, x.scale, w);
+    case Precision::bf16:
+      if (on_gpu(w)) return ops::bf16_gemm(y, x.x, bf16_bits(w));
+      return ops::matmul_forward(y, operand(x), rounded(w));
+    case Precision::fp8: return ops::fp8_linear_forward(y, x.x, x.scale, w, fp8_path(w));
   }
 }
 
 void Gemm::backward(Tensor& dx, Tensor& dw, const Tensor& dy, const GemmInput& x, const Tensor& w) const {
   switch (p_) {
     case Precision::fp32: return ops::matmul_backward(dx, dw, dy, x.x, w);
-    case Precision::bf16: return ops::matmul_backward(dx, dw, rounded(dy), operand(x), rounded(w));
-    case Precision::fp8: return ops::fp8_linear_backward(dx, dw, dy, x.x, x.scale, w);
+    case Precision::bf16:
+      if (on_gpu(w)) {
+        const Tensor dyb = bf16_bits(dy);
+        if (dx.defined()) ops::bf16_gemm(dx, dyb, bf16_bits(w), false, false);  // dx = dy w
+        return ops::bf16_gemm(dw, dyb, x.x, true, false, true);                 // dw += dy^T x
+      }
+      return ops::matmul_backward(dx, dw, rounded(dy), operand(x), rounded(w));
+    case Precision::fp8: return ops::fp8_linear_backward(dx, dw, dy, x.x, x.scale, w, {}, fp8_path(w));
   }
 }
 
 void Gemm::grouped_forward(Tensor& y, const GemmInput& x, const Tensor& w, std::span<const std::int64_t> offsets) const {
-  if (p_ != Precision::fp8)
+  if (p_ == Precision::fp32 || (p_ == Precision::bf16 && !on_gpu(w)))
     return ops::grouped_matmul_forward(y, operand(x), p_ == Precision::bf16 ? rounded(w) : w, offsets);
   for (std::size_t g = 0; g + 1 < offsets.size(); ++g) {
     const std::int64_t r0 = offsets[g], n = offsets[g + 1] - r0;
     if (n == 0) continue;
     Tensor yg = y.rows(r0, n);
-    const GemmInput xg = x.slice(r0, n);
-    ops::fp8_linear_forward(yg, xg.x, xg.scale, expert(w, std::int64_t(g)));
+    forward(yg, x.slice(r0, n), expert(w, std::int64_t(g)));
   }
 }
 
 void Gemm::grouped_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const GemmInput& x, const Tensor& w,
                             std::span<const std::int64_t> offsets, std::span<const std::int64_t> segments) const {
-  if (p_ != Precision::fp8) {
+  if (p_ == Precision::fp32 || (p_ == Precision::bf16 && !on_gpu(w))) {
     const bool b = p_ == Precision::bf16;
     return ops::grouped_matmul_backward(dx, dw, b ? rounded(dy) : dy, operand(x), b ? rounded(w) : w, offsets);
   }
@@ -98,7 +115,8 @@ void Gemm::grouped_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Gemm
       if (s >= r0 && s <= r0 + n && (local.empty() || s - r0 > local.back())) local.push_back(s - r0);
     Tensor dxg = dx.defined() ? dx.rows(r0, n) : Tensor(), dwg = expert(dw, std::int64_t(g));
     const GemmInput xg = x.slice(r0, n);
-    ops::fp8_linear_backward(dxg, dwg, dy.rows(r0, n), xg.x, xg.scale, expert(w, std::int64_t(g)), local);
+    if (p_ == Precision::bf16) backward(dxg, dwg, dy.rows(r0, n), xg, expert(w, std::int64_t(g)));  // (the GPU's)
+    else ops::fp8_linear_backward(dxg, dwg, dy.rows(r0, n), xg.x, xg.scale, expert(w, std::int64_t(g)), local, fp8_path(w));
   }
 }
 

@@ -165,18 +165,18 @@ void sm90_fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& 
 #endif
 }
 
-void bf16_gemm(Tensor& y, const Tensor& a, const Tensor& b) {
+void bf16_gemm(Tensor& y, const Tensor& a, const Tensor& b, bool ta, bool tb, bool accumulate) {
   const char* op = "bf16_gemm";
-  MOE_CHECK(a.ndim() == 2 && b.ndim() == 2 && a.size(1) == b.size(1), ShapeError,
-            "{}: a {} and b {} must be (M,K) and (N,K)", op, a.describe(), b.describe());
-  const std::int64_t M = a.size(0), N = b.size(0), K = a.size(1);
-  expect_tensor(op, "a", a, DType::bf16, {M, K});
-  expect_tensor(op, "b", b, DType::bf16, {N, K});
+  MOE_CHECK(a.ndim() == 2 && b.ndim() == 2 && a.dtype() == DType::bf16 && b.dtype() == DType::bf16, ShapeError,
+            "{}: a {} and b {} must be bf16 matrices", op, a.describe(), b.describe());
+  const std::int64_t M = a.size(ta ? 1 : 0), K = a.size(ta ? 0 : 1), N = b.size(tb ? 0 : 1);
+  MOE_CHECK(b.size(tb ? 1 : 0) == K, ShapeError, "{}: op(a) {} and op(b) {} do not chain (ta {}, tb {})", op, a.describe(),
+            b.describe(), ta, tb);
   expect_tensor(op, "y", y, DType::f32, {M, N});
   MOE_CHECK(detail::on_gpu(op, {&y, &a, &b}), DeviceError, "{}: a GPU kernel; the CPU rounds to BF16 and runs sgemm", op);
 #ifdef MOE_WITH_CUDA
-  cuda::bf16_gemm(y.data<float>(), reinterpret_cast<const std::uint16_t*>(a.data<bf16>()),
-                  reinterpret_cast<const std::uint16_t*>(b.data<bf16>()), M, N, K);
+  const auto bits = [](const Tensor& t) { return reinterpret_cast<const std::uint16_t*>(t.data<bf16>()); };
+  cuda::bf16_gemm(ta, tb, M, N, K, bits(a), a.size(1), bits(b), b.size(1), accumulate ? 1.f : 0.f, y.data<float>(), N);
   detail::gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);
 #endif
 }
@@ -228,14 +228,14 @@ std::pair<Tensor, Tensor> blocks_128x128(const Tensor& a) {
 }
 }  // namespace
 
-void fp8_linear_forward(Tensor& y, const Tensor& qx, const Tensor& sx, const Tensor& w) {
+void fp8_linear_forward(Tensor& y, const Tensor& qx, const Tensor& sx, const Tensor& w, Fp8Path path) {
   MOE_CHECK(w.ndim() == 2 && w.dtype() == DType::f32, ShapeError, "fp8_linear_forward: w {} must be f32 (N,K)", w.describe());
   const auto [qw, sw] = blocks_128x128(w);
-  fp8_gemm(y, qx, sx, qw, sw);
+  (path == Fp8Path::sm90 ? sm90_fp8_gemm : fp8_gemm)(y, qx, sx, qw, sw);
 }
 
 void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& qx, const Tensor& sx, const Tensor& w,
-                         std::span<const std::int64_t> segments) {
+                         std::span<const std::int64_t> segments, Fp8Path path) {
   const char* op = "fp8_linear_backward";
   MOE_CHECK(dy.ndim() == 2 && w.ndim() == 2 && dy.size(1) == w.size(0) && qx.ndim() == 2 && qx.size(0) == dy.size(0) &&
                 qx.size(1) == w.size(1),
@@ -249,7 +249,7 @@ void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor&
   if (dx.defined()) {
     const auto [qdy, sdy] = rows_1x128(dy);
     const auto [qwt, swt] = blocks_128x128(transposed(w));  // (K,N): its 128x128 blocks are w's
-    fp8_gemm(dx, qdy, sdy, qwt, swt);
+    (path == Fp8Path::sm90 ? sm90_fp8_gemm : fp8_gemm)(dx, qdy, sdy, qwt, swt);
   }
   const Tensor x = dequantized(qx, sx);
   const std::int64_t whole[] = {0, M};

@@ -1,5 +1,6 @@
 // GEMMs on the GPU through cuBLASLt (ops.h dispatches here for device tensors):
-//   bf16_gemm      BF16 operands, FP32 accumulation and output.
+//   f32_gemm       FP32 operands and accumulation (no TF32), any transposes and strides.
+//   bf16_gemm      BF16 operands, FP32 accumulation and output, any transposes and strides.
 //   sm90_fp8_gemm  E4M3 operands with DeepSeek-V3's fine-grained scales: the activation per
 //                  1x128 tile (CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F), the weight per
 //                  128x128 block (BLK128x128_32F); FP32 output. Its reference is
@@ -93,30 +94,29 @@ void run_tn(Desc& s, cudaDataType_t in, float* y, const void* a, const void* b, 
       static_cast<std::uint64_t>(K), b, K, a, K, 0.f, y, N);
 }
 
-// (rows, cols) row-major -> (cols, rows) row-major.
-__global__ void transpose_kernel(float* __restrict__ out, const float* __restrict__ in, std::int64_t rows,
-                                 std::int64_t cols) {
-  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
-  if (i < rows * cols) out[(i % cols) * rows + i / cols] = in[i];
+// Row-major C (M,N) = op(A) op(B) + beta C is column-major C^T (N,M) = op(B)^T op(A)^T:
+// cuBLASLt's A is our B, its B our A, each transposed when ours is.
+void run_row_major(Desc& s, cudaDataType_t in, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K,
+                   const void* A, std::int64_t lda, const void* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc) {
+  run(s, in, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<std::uint64_t>(N),
+      static_cast<std::uint64_t>(M), static_cast<std::uint64_t>(K), B, ldb, A, lda, beta, C, ldc);
 }
 }  // namespace
 
 void f32_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const float* A, std::int64_t lda,
               const float* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc) {
   if (M == 0 || N == 0) return;
-  // Row-major C (M,N) = op(A) op(B) is column-major C^T (N,M) = op(B)^T op(A)^T: cuBLASLt's A
-  // is our B, its B our A, each transposed when ours is.
   Desc s;
   MOE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&s.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));  // full FP32, no TF32
-  run(s, CUDA_R_32F, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<std::uint64_t>(N),
-      static_cast<std::uint64_t>(M), static_cast<std::uint64_t>(K), B, ldb, A, lda, beta, C, ldc);
+  run_row_major(s, CUDA_R_32F, ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
-void bf16_gemm(float* y, const std::uint16_t* a, const std::uint16_t* b, std::int64_t M, std::int64_t N, std::int64_t K) {
+void bf16_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const std::uint16_t* A, std::int64_t lda,
+               const std::uint16_t* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc) {
   if (M == 0 || N == 0) return;
   Desc s;
   MOE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&s.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-  run_tn(s, CUDA_R_16BF, y, a, b, M, N, K);
+  run_row_major(s, CUDA_R_16BF, ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
 void sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
@@ -126,8 +126,7 @@ void sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std:
   float* sa_t = nullptr;  // sa (M, T) -> (T, M): M fastest
   MOE_CUDA_CHECK(cudaMalloc(&sa_t, static_cast<std::size_t>(M * T) * sizeof(float)));
   try {
-    transpose_kernel<<<static_cast<unsigned>((M * T + 255) / 256), 256>>>(sa_t, sa, M, T);
-    MOE_CUDA_CHECK(cudaGetLastError());
+    transpose(sa_t, sa, M, T);
     Desc s;
     MOE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&s.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     const std::int32_t blk = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, vec = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;

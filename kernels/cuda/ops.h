@@ -51,15 +51,16 @@ void causal_softmax_backward(float* dS, const float* P, std::int64_t rows, std::
 // quantize_128x128 (rows 128): x (R,K) -> q (R,K) codes, one scale per block of rows x 128,
 // scales (ceil(R/rows), ceil(K/128)).
 void quantize(std::uint8_t* q, float* scales, const float* x, std::int64_t R, std::int64_t K, int rows, bool pow2);
-// cuBLASLt (gemm.cu): y (M,N) f32 = a (M,K) b^T, row-major. bf16_gemm: BF16 operands (raw
-// bits), FP32 accumulation. sm90_fp8_gemm: E4M3 codes, sa (M, ceil(K/128)) per 1x128 tile of
-// a, sb (ceil(N/128), ceil(K/128)) per 128x128 block of b; FP32 accumulation in cuBLASLt's
-// order (fp8_gemm_reference is the oracle).
-// f32_gemm: detail::gemm's contract on device pointers (row-major C (M,N) = op(A) op(B) +
-// beta C with row strides lda, ldb, ldc), FP32 compute without TF32.
+// cuBLASLt (gemm.cu). f32_gemm and bf16_gemm: detail::gemm's contract on device pointers
+// (row-major C (M,N) f32 = op(A) op(B) + beta C with row strides lda, ldb, ldc); f32_gemm
+// computes in FP32 without TF32, bf16_gemm takes BF16 operands (raw bits) and accumulates in
+// FP32. sm90_fp8_gemm: y (M,N) f32 = a (M,K) b^T from E4M3 codes, sa (M, ceil(K/128)) per
+// 1x128 tile of a, sb (ceil(N/128), ceil(K/128)) per 128x128 block of b; FP32 accumulation
+// in cuBLASLt's order (fp8_gemm_reference is the oracle).
 void f32_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const float* A, std::int64_t lda,
               const float* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc);
-void bf16_gemm(float* y, const std::uint16_t* a, const std::uint16_t* b, std::int64_t M, std::int64_t N, std::int64_t K);
+void bf16_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const std::uint16_t* A, std::int64_t lda,
+               const std::uint16_t* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc);
 void sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
                    std::int64_t M, std::int64_t N, std::int64_t K);
 // ops::fp8_gemm's definition, bit for bit, one thread per output (the GPU-side oracle).

@@ -257,19 +257,32 @@ TEST_CASE("cuda sm90_fp8_gemm (cuBLASLt block scaling) matches the reference GEM
   }
 }
 
-TEST_CASE("cuda bf16_gemm (cuBLASLt) matches the CPU on the same BF16 operands", "[gpu][gemm]") {
+TEST_CASE("cuda bf16_gemm (cuBLASLt) matches the CPU on the same BF16 operands, in a linear's three forms", "[gpu][gemm]") {
   const std::int64_t M = 256, N = 384, K = 512;
-  const Tensor x = random({M, K}, 9, 1, DType::f32), w = random({N, K}, 10, 0.1, DType::f32);
-  Tensor xb = Tensor::empty({M, K}, DType::bf16), wb = Tensor::empty({N, K}, DType::bf16);
-  ops::convert(xb, x);
-  ops::convert(wb, w);
-  Tensor xr = Tensor::empty({M, K}, DType::f32), wr = Tensor::empty({N, K}, DType::f32), ref = Tensor::empty({M, N}, DType::f32);
-  ops::convert(xr, xb);
-  ops::convert(wr, wb);
-  ops::matmul_forward(ref, xr, wr);  // the BF16 values, multiplied and summed in FP32 on the CPU
-  Tensor y = Tensor::empty({M, N}, DType::f32, Device::cuda);
-  ops::bf16_gemm(y, xb.to(Device::cuda), wb.to(Device::cuda));
-  CHECK(norm_err(y, ref) < 1e-5);
+  const auto rounded = [](const Tensor& x, Tensor& bits) {  // (bf16 bits, their exact f32 values)
+    bits = Tensor::empty(x.shape(), DType::bf16);
+    ops::convert(bits, x);
+    Tensor r = Tensor::empty(x.shape(), DType::f32);
+    ops::convert(r, bits);
+    return r;
+  };
+  Tensor xb, wb, dyb;
+  const Tensor xr = rounded(random({M, K}, 9, 1, DType::f32), xb), wr = rounded(random({N, K}, 10, 0.1, DType::f32), wb),
+               dyr = rounded(random({M, N}, 11, 1, DType::f32), dyb), dw0 = random({N, K}, 12, 1, DType::f32);
+  // The CPU on the same BF16 values in FP32: y = x w^T; dx = dy w; dw = dw0 + dy^T x.
+  Tensor y = Tensor::empty({M, N}, DType::f32), dx = Tensor::empty({M, K}, DType::f32), dw = Tensor::empty({N, K}, DType::f32);
+  dw.copy_from(dw0);
+  ops::matmul_forward(y, xr, wr);
+  ops::matmul_backward(dx, dw, dyr, xr, wr);
+  const Tensor xd = xb.to(Device::cuda), wd = wb.to(Device::cuda), dyd = dyb.to(Device::cuda);
+  Tensor yg = Tensor::empty({M, N}, DType::f32, Device::cuda), dxg = Tensor::empty({M, K}, DType::f32, Device::cuda),
+         dwg = dw0.to(Device::cuda);
+  ops::bf16_gemm(yg, xd, wd);
+  ops::bf16_gemm(dxg, dyd, wd, false, false);
+  ops::bf16_gemm(dwg, dyd, xd, true, false, true);
+  CHECK(norm_err(yg, y) < 1e-5);
+  CHECK(norm_err(dxg, dx) < 1e-5);
+  CHECK(norm_err(dwg, dw) < 1e-5);
 }
 
 TEST_CASE("cuda gather_rows, gather_sum and row_dot are the CPU's (sums bit for bit)", "[gpu][rows]") {
