@@ -1,11 +1,14 @@
 // GPU GEMM throughput (issue: FP8 at least 1.6x our BF16): ops::bf16_gemm and
 // ops::sm90_fp8_gemm (cuBLASLt; FP8 with 1x128 / 128x128 scales) at 4096-class and
 // expert-sized shapes, TFLOP/s and the FP8/BF16 ratio per shape. Each call synchronises, so
-// small shapes include a launch and a sync. PyTorch's torch.matmul / torch._scaled_mm are
-// the peer when the GPU machine has a CUDA PyTorch (not in the lent image so far).
-// Without a GPU it prints why and exits 77.
+// small shapes include a launch and a sync. With OUT_JSON, the rows go there too for the peer,
+// bench/gemm_gpu.py (torch.matmul, torch._scaled_mm; bench/gemm_gpu.sh runs both).
+// Without a GPU it prints why and exits 77.   Usage: bench_gemm_gpu [OUT_JSON]
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 
 #include "kernels/device.h"
 #include "kernels/ops.h"
@@ -38,12 +41,13 @@ template <class F> double seconds_per_call(F&& f) {
 }
 }  // namespace
 
-int main() try {
+int main(int argc, char** argv) try {
   if (cuda_device_count() == 0) {
     std::printf("SKIPPED: %s\n", built_with_cuda() ? "no CUDA device visible" : "built without CUDA");
     return 77;
   }
   std::printf("%-28s %10s %10s %8s\n", "M x N x K", "BF16 TF/s", "FP8 TF/s", "FP8/BF16");
+  nlohmann::json rows = nlohmann::json::array();
   struct Shape3 {
     std::int64_t M, N, K;
   };
@@ -64,7 +68,9 @@ int main() try {
     const double fp8 = flops / seconds_per_call([&] { ops::sm90_fp8_gemm(y, qa, sa, qb, sb); }) / 1e12;
     std::printf("%6lld x %6lld x %6lld      %10.1f %10.1f %8.2f\n", static_cast<long long>(M), static_cast<long long>(N),
                 static_cast<long long>(K), bf16, fp8, fp8 / bf16);
+    rows.push_back({{"M", M}, {"N", N}, {"K", K}, {"bf16_tflops", bf16}, {"fp8_tflops", fp8}});
   }
+  if (argc > 1) std::ofstream(argv[1]) << rows.dump(1);
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "bench_gemm_gpu: %s\n", e.what());

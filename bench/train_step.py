@@ -2,9 +2,12 @@
 """PyTorch peer of bench_train_step: the same model (read from the JSON bench_train_step
 writes), written the way a PyTorch user would (nn.Modules, vectorised routing, a loop over
 experts with index_add_, torch.optim.AdamW), timed over the same number of training steps on
-random tokens. Prints tokens/s and the ratio moe / PyTorch.
+random tokens, on the device moe ran on. On a GPU the peer gets its best eager setup: BF16
+autocast (moe's bf16 and fp8 runs are both compared with it), fused AdamW and
+scaled_dot_product_attention (flash attention). Prints tokens/s, MFU on the same FLOP count
+and peak, the peak memory, and the ratio moe / PyTorch.
 
-Usage: /usr/bin/python3 bench/train_step.py RESULT_JSON [--threads N]
+Usage: python3 bench/train_step.py RESULT_JSON [--threads N]
 """
 import argparse
 import json
@@ -58,6 +61,9 @@ class Attention(nn.Module):
         k = self.rope(self.k(x).view(B, T, self.Hkv, self.D)).transpose(1, 2)
         v = self.v(x).view(B, T, self.Hkv, self.D).transpose(1, 2)
         rep = self.H // self.Hkv
+        if x.is_cuda:  # the fused kernel a GPU user would call
+            a = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+            return self.o(a.transpose(1, 2).reshape(B, T, -1))
         k, v = k.repeat_interleave(rep, 1), v.repeat_interleave(rep, 1)
         att = torch.softmax(q @ k.transpose(-1, -2) / self.D ** 0.5 + self.mask[:T, :T], -1)
         return self.o((att @ v).transpose(1, 2).reshape(B, T, -1))
@@ -127,24 +133,39 @@ def main():
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     m, B, steps, warmup = r["model"], r["batch"], r["steps"], 3
-    model = Model(m)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+    dev = torch.device(r.get("device", "cpu"))
+    gpu = dev.type == "cuda"
+    model = Model(m).to(dev)
+    fused = {"fused": True} if gpu else {}  # (Debian's CPU torch predates the argument)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1, **fused)
     V, T = m["vocab_size"], m["seq_len"]
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
     rounds, best = r["rounds"], float("inf")  # best of the same rounds as bench_train_step
+    if gpu:
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for s in range(warmup + rounds * steps):
         if s >= warmup and (s - warmup) % steps == 0:
+            sync()
             if s > warmup:
                 best = min(best, time.perf_counter() - t0)
             t0 = time.perf_counter()
-        tok, tgt = torch.randint(0, V, (B, T)), torch.randint(0, V, (B, T))
+        tok, tgt = torch.randint(0, V, (B, T), device=dev), torch.randint(0, V, (B, T), device=dev)
         opt.zero_grad(set_to_none=True)
-        model(tok, tgt).backward()
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=gpu):
+            loss = model(tok, tgt)
+        loss.backward()
         opt.step()
+    sync()
     tps = steps * B * T / min(best, time.perf_counter() - t0)
-    print(f"pytorch: {tps:.0f} tokens/s (best of {rounds} rounds of {steps} steps of {B} x {T} tokens, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads)")
-    print(f"ratio moe / pytorch: {r['moe_tokens_per_s'] / tps:.2f}x")
+    setup = (f"bf16 autocast on {torch.cuda.get_device_name()}" if gpu else f"{torch.get_num_threads()} threads")
+    line = f"pytorch: {tps:.0f} tokens/s"
+    if r.get("peak_flops", 0) > 0:
+        line += f", MFU {100 * tps * r['flops_per_token'] / r['peak_flops']:.1f}%"
+    if gpu:
+        line += f", peak memory {torch.cuda.max_memory_allocated() / 1e9:.2f} GB"
+    print(f"{line} (best of {rounds} rounds of {steps} steps of {B} x {T} tokens, torch {torch.__version__}, {setup})")
+    print(f"ratio moe ({r.get('precision', 'fp32')}) / pytorch: {r['moe_tokens_per_s'] / tps:.2f}x")
 
 
 if __name__ == "__main__":

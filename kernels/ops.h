@@ -145,8 +145,9 @@ void quantize_128x128(Tensor& q, Tensor& scales, const Tensor& w, bool pow2 = fa
 // order, p = float(exact sum of the chunk's products), acc = acc + (p * sa[m,t]) * sb[.,t]
 // in FP32, acc starting at 0: promotion to FP32 every 128 elements, as DeepGEMM does.
 void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb);
-// The fast GPU path of fp8_gemm (cuBLASLt block scaling; device tensors, b per 128x128
-// block): the same operands and result up to FP32 accumulation order. DeviceError on the CPU.
+// The fast GPU path of fp8_gemm (cuBLASLt block scaling; device tensors, b per 128x128 block
+// or per 1x128 tile): the same operands and result up to FP32 accumulation order (b per tile
+// where cuBLASLt has no such kernel: fp8_gemm's GPU reference). DeviceError on the CPU.
 void sm90_fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb);
 // y (M,N) f32 = op(a) op(b) (+ y with accumulate) with a, b bf16 device tensors, op a
 // transpose where ta / tb (cuBLASLt, FP32 accumulation). The default is a linear's forward,
@@ -157,9 +158,9 @@ void bf16_gemm(Tensor& y, const Tensor& a, const Tensor& b, bool ta = false, boo
 // with x already quantised per 1x128 tile (qx (M,K) e4m3, sx (M, ceil(K/128)), from
 // quantize_1x128: what backward keeps of x, a quarter of its FP32 bytes plus the scales) and
 // w (N,K) f32 quantised here per 128x128 block.
-// path: which GEMM multiplies where both sides allow sm90 (forward and dx: a 128x128-block
-// operand): the bit-exact definition (fp8_gemm) or the fast cuBLASLt kernel on GPU tensors
-// (sm90_fp8_gemm; equal up to FP32 accumulation order). dw always takes fp8_gemm.
+// path: which GEMM multiplies: the bit-exact definition (fp8_gemm) or the fast cuBLASLt
+// kernel on GPU tensors (sm90_fp8_gemm; equal up to FP32 accumulation order; for dw, whose
+// operands are both per 1x128 tile, where this cuBLASLt has a kernel for that).
 enum class Fp8Path { reference, sm90 };
 void fp8_linear_forward(Tensor& y, const Tensor& qx, const Tensor& sx, const Tensor& w, Fp8Path path = Fp8Path::reference);
 // dx (M,K) = dy w (assign): dy per 1x128 tile along N, w^T per 128x128 block. dw (N,K) +=

@@ -32,10 +32,13 @@ timeout 300 tests/cuda/train_tiny.sh device-stage/bin/moe "$PWD" > "$out/train_t
 r=$?
 echo "train_tiny: exit $r"; tail -n 3 "$out/train_tiny.txt"
 [ $r -eq 0 ] || rc=1
-for prog in device-stage/bin/bench_*; do
-  [ -e "$prog" ] || continue
-  name=$(basename "$prog")
-  timeout 240 "$prog" > "$out/$name.txt" 2>&1
-  echo "$name: exit $?"; cat "$out/$name.txt"
+# Benchmarks, each with its PyTorch peer in the same run (the image's python3 has CUDA torch).
+export PYTHON=python3 BENCH_TRAIN_STEP=device-stage/bin/bench_train_step
+timeout 240 bench/gemm_gpu.sh device-stage/bin/bench_gemm_gpu > "$out/gemm_gpu.txt" 2>&1
+echo "gemm_gpu: exit $?"; cat "$out/gemm_gpu.txt"
+# configs/small-gpu.yaml (~1B parameters): a few steps each (BENCH_STEPS, BENCH_ROUNDS).
+for p in bf16 fp8; do
+  BENCH_STEPS=5 BENCH_ROUNDS=1 timeout 240 bench/train_step.sh 1 configs/small-gpu.yaml precision=$p > "$out/train_step_$p.txt" 2>&1
+  echo "train_step $p: exit $?"; cat "$out/train_step_$p.txt"
 done
 exit $rc

@@ -15,7 +15,7 @@ progs=$(ctest --test-dir "$build" -L gpu --show-only=json-v1 |
         /usr/bin/python3 -c 'import json,sys; print("\n".join(t["command"][0] for t in json.load(sys.stdin)["tests"]))')
 for p in $progs; do cp "$p" "$stage/bin/"; done
 cp "$build/trainer/moe" "$stage/bin/"            # for tests/cuda/train_tiny.sh
-cp "$build/bench/bench_gemm_gpu" "$stage/bin/"  # GPU benchmarks, run after the tests
+cp "$build/bench/bench_gemm_gpu" "$build/bench/bench_train_step" "$stage/bin/"  # GPU benchmarks, after the tests
 skip='/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+|ld-linux[^/]*|libnccl|libcudart|libcuda|libcublas|libcublasLt)\.so'
 # (ldd skips a staged shell test: it is no dynamic executable)
 for f in "$stage"/bin/*; do ldd "$f" 2>/dev/null || true; done | awk '/=>/ && $3 ~ /^\// {print $3}' | sort -u | grep -Ev "$skip" |

@@ -157,10 +157,12 @@ void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, c
 
 void sm90_fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb) {
   const char* op = "sm90_fp8_gemm";
-  const auto [M, N, K, T, rows] = check_fp8_gemm(op, y, qa, sa, qb, sb, false);
+  const auto [M, N, K, T, rows] = check_fp8_gemm(op, y, qa, sa, qb, sb, true);
   MOE_CHECK(detail::on_gpu(op, {&y, &qa, &sa, &qb, &sb}), DeviceError, "{}: a GPU kernel; the CPU has fp8_gemm", op);
 #ifdef MOE_WITH_CUDA
-  cuda::sm90_fp8_gemm(y.data<float>(), codes(qa), sa.data<float>(), codes(qb), sb.data<float>(), M, N, K);
+  // b per 1x128 tile where cuBLASLt has no kernel for it: the reference kernel (exact).
+  if (!cuda::sm90_fp8_gemm(y.data<float>(), codes(qa), sa.data<float>(), codes(qb), sb.data<float>(), M, N, K, rows))
+    return fp8_gemm(y, qa, sa, qb, sb);
   detail::gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);
 #endif
 }
@@ -260,7 +262,7 @@ void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor&
     if (n == 0) continue;
     const auto [qdyt, sdyt] = rows_1x128(transposed(dy.rows(r0, n)));  // (N,n) along M
     const auto [qxt, sxt] = rows_1x128(transposed(x.rows(r0, n)));     // (K,n) along M
-    fp8_gemm(g, qdyt, sdyt, qxt, sxt);
+    (path == Fp8Path::sm90 ? sm90_fp8_gemm : fp8_gemm)(g, qdyt, sdyt, qxt, sxt);
     accumulate(dw, g);
   }
 }

@@ -20,6 +20,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <memory>
+
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/ops.h"
 
@@ -64,9 +67,10 @@ struct Desc {
 
 // The one cuBLASLt call: d = op(a) op(b) + beta d, column-major, a and b of type `in` with
 // their stored (rows, cols, ld) following from the transposes, d FP32 (m x n, ld ldd).
-void run(Desc& s, cudaDataType_t in, cublasOperation_t ta, cublasOperation_t tb, std::uint64_t m, std::uint64_t n,
+// may_lack: return false instead of throwing when cuBLASLt has no algorithm for it.
+bool run(Desc& s, cudaDataType_t in, cublasOperation_t ta, cublasOperation_t tb, std::uint64_t m, std::uint64_t n,
          std::uint64_t k, const void* a, std::int64_t lda, const void* b, std::int64_t ldb, float beta, float* d,
-         std::int64_t ldd) {
+         std::int64_t ldd, bool may_lack = false) {
   MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
   MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
   const bool at = ta == CUBLAS_OP_T, bt = tb == CUBLAS_OP_T;
@@ -78,21 +82,37 @@ void run(Desc& s, cudaDataType_t in, cublasOperation_t ta, cublasOperation_t tb,
   MOE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(s.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
   cublasLtMatmulHeuristicResult_t h{};
   int found = 0;
-  MOE_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt().handle, s.op, s.a, s.b, s.d, s.d, s.pref, 1, &h, &found));
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt().handle, s.op, s.a, s.b, s.d, s.d, s.pref, 1, &h, &found);
+  if (may_lack && (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0))) return false;
+  MOE_CUBLAS_CHECK(st);
   if (found == 0) throw DeviceError(fmt::format("cuBLASLt: no algorithm for this GEMM ({}x{}x{})", m, n, k));
   const float one = 1.f;
   MOE_CUBLAS_CHECK(cublasLtMatmul(lt().handle, s.op, &one, a, s.a, b, s.b, &beta, d, s.d, d, s.d, &h.algo, lt().workspace,
                                   kWorkspace, nullptr));
   MOE_CUDA_CHECK(cudaDeviceSynchronize());
+  return true;
 }
 
 // Row-major y (M,N) = a (M,K) b^T is column-major y^T (N,M) = op(b) a: cuBLASLt's A is our b
 // (K x N column-major, transposed: the "TN" form), its B our a (K x M).
-void run_tn(Desc& s, cudaDataType_t in, float* y, const void* a, const void* b, std::int64_t M, std::int64_t N,
-            std::int64_t K) {
-  run(s, in, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<std::uint64_t>(N), static_cast<std::uint64_t>(M),
-      static_cast<std::uint64_t>(K), b, K, a, K, 0.f, y, N);
+bool run_tn(Desc& s, cudaDataType_t in, float* y, const void* a, const void* b, std::int64_t M, std::int64_t N,
+            std::int64_t K, bool may_lack = false) {
+  return run(s, in, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<std::uint64_t>(N), static_cast<std::uint64_t>(M),
+             static_cast<std::uint64_t>(K), b, K, a, K, 0.f, y, N, may_lack);
 }
+
+// A device copy of scales (R, T) transposed to (T, R): R fastest, the "outer-dim major" order
+// cuBLASLt reads VEC128 scales in. Freed with the object.
+struct OuterMajor {
+  float* p = nullptr;
+  OuterMajor(const float* s, std::int64_t R, std::int64_t T) {
+    MOE_CUDA_CHECK(cudaMalloc(&p, static_cast<std::size_t>(std::max<std::int64_t>(R * T, 1)) * sizeof(float)));
+    transpose(p, s, R, T);
+  }
+  ~OuterMajor() { (void)cudaFree(p); }
+  OuterMajor(const OuterMajor&) = delete;
+  OuterMajor& operator=(const OuterMajor&) = delete;
+};
 
 // Row-major C (M,N) = op(A) op(B) + beta C is column-major C^T (N,M) = op(B)^T op(A)^T:
 // cuBLASLt's A is our B, its B our A, each transposed when ours is.
@@ -119,28 +139,28 @@ void bf16_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K,
   run_row_major(s, CUDA_R_16BF, ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
-void sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
-                   std::int64_t M, std::int64_t N, std::int64_t K) {
-  if (M == 0 || N == 0) return;
+bool sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
+                   std::int64_t M, std::int64_t N, std::int64_t K, bool b_rows) {
+  if (M == 0 || N == 0) return true;
+  // 1x128 x 1x128 (a weight gradient's operands) may be missing from a cuBLASLt: asked once.
+  static bool rows_missing = false;
+  if (b_rows && rows_missing) return false;
   const std::int64_t T = (K + 127) / 128;
-  float* sa_t = nullptr;  // sa (M, T) -> (T, M): M fastest
-  MOE_CUDA_CHECK(cudaMalloc(&sa_t, static_cast<std::size_t>(M * T) * sizeof(float)));
-  try {
-    transpose(sa_t, sa, M, T);
-    Desc s;
-    MOE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&s.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
-    const std::int32_t blk = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, vec = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
-    MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &blk, sizeof blk));
-    MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec, sizeof vec));
-    MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sb, sizeof sb));
-    const float* sa_ptr = sa_t;
-    MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sa_ptr, sizeof sa_ptr));
-    run_tn(s, CUDA_R_8F_E4M3, y, qa, qb, M, N, K);
-  } catch (...) {
-    cudaFree(sa_t);
-    throw;
-  }
-  MOE_CUDA_CHECK(cudaFree(sa_t));
+  const OuterMajor sa_t(sa, M, T);
+  const std::unique_ptr<OuterMajor> sb_t = b_rows ? std::make_unique<OuterMajor>(sb, N, T) : nullptr;
+  Desc s;
+  MOE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&s.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const std::int32_t blk = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, vec = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
+  const std::int32_t b_mode = b_rows ? vec : blk;  // cuBLASLt's A is our b
+  MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &b_mode, sizeof b_mode));
+  MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec, sizeof vec));
+  const float* sb_ptr = b_rows ? sb_t->p : sb;
+  const float* sa_ptr = sa_t.p;
+  MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sb_ptr, sizeof sb_ptr));
+  MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sa_ptr, sizeof sa_ptr));
+  const bool ran = run_tn(s, CUDA_R_8F_E4M3, y, qa, qb, M, N, K, /*may_lack=*/b_rows);
+  if (!ran) rows_missing = true;
+  return ran;
 }
 
 }  // namespace moe::cuda

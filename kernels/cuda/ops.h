@@ -61,8 +61,10 @@ void f32_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, 
               const float* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc);
 void bf16_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const std::uint16_t* A, std::int64_t lda,
                const std::uint16_t* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc);
-void sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
-                   std::int64_t M, std::int64_t N, std::int64_t K);
+// b_rows: sb per 1x128 tile of b, (N, ceil(K/128)) (a weight gradient's operands); returns
+// false, having run nothing, when this cuBLASLt has no kernel for that pairing.
+bool sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
+                   std::int64_t M, std::int64_t N, std::int64_t K, bool b_rows);
 // ops::fp8_gemm's definition, bit for bit, one thread per output (the GPU-side oracle).
 // b_rows: sb per 1x128 tile of b (N, ceil(K/128)), else per 128x128 block.
 void fp8_gemm_reference(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,

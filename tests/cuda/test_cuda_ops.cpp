@@ -254,6 +254,15 @@ TEST_CASE("cuda sm90_fp8_gemm (cuBLASLt block scaling) matches the reference GEM
     const double e = norm_err(fast, ref);
     WARN("sm90_fp8_gemm " << M << "x" << N << "x" << K << ": " << e << " of the reference's norm");
     CHECK(e < 2e-3);
+    // A weight gradient's pairing: b per 1x128 tile too (cuBLASLt's kernel, or the reference
+    // when it has none: the WARN says which by the error).
+    Tensor qt = Tensor::empty({N, K}, DType::e4m3, Device::cuda), st = Tensor::empty({N, T}, DType::f32, Device::cuda);
+    ops::quantize_1x128(qt, st, wd);
+    ops::fp8_gemm(ref, qx, sx, qt, st);
+    ops::sm90_fp8_gemm(fast, qx, sx, qt, st);
+    const double er = norm_err(fast, ref);
+    WARN("sm90_fp8_gemm 1x128 x 1x128 " << M << "x" << N << "x" << K << ": " << er << (er == 0 ? " (the reference ran)" : ""));
+    CHECK(er < 2e-3);
   }
 }
 
