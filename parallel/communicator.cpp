@@ -70,12 +70,13 @@ void Communicator::expect_peer(const char* op, int peer) const {
   MOE_CHECK(peer >= 0 && peer < size_, CommError, "{}: peer {} outside a group of {} ranks", op, peer, size_);
 }
 
-bool Communicator::staged(const Tensor& t) const { return device() == Device::cpu && t.defined() && t.device() != Device::cpu; }
+bool Communicator::staged(const Tensor& t) const { return t.defined() && t.device() != device(); }
+Tensor Communicator::here(const Tensor& t) const { return t.device() == device() ? t : t.to(device()); }
 
 void Communicator::all_reduce_sum(Tensor& t) {
   const char* op = "all_reduce_sum";
   if (staged(t)) {
-    Tensor h = t.to(Device::cpu);
+    Tensor h = here(t);
     all_reduce_sum(h);
     return t.copy_from(h);
   }
@@ -91,8 +92,8 @@ void Communicator::all_reduce_sum(Tensor& t) {
 void Communicator::reduce_scatter_sum(Tensor& out, const Tensor& in) {
   const char* op = "reduce_scatter_sum";
   if (staged(in) || staged(out)) {
-    Tensor h = Tensor::empty(out.shape(), out.dtype());
-    reduce_scatter_sum(h, to_host(in));
+    Tensor h = Tensor::empty(out.shape(), out.dtype(), device());
+    reduce_scatter_sum(h, here(in));
     return out.copy_from(h);
   }
   expect_here(op, in), expect_here(op, out);
@@ -109,8 +110,8 @@ void Communicator::reduce_scatter_sum(Tensor& out, const Tensor& in) {
 void Communicator::all_gather(Tensor& out, const Tensor& in) {
   const char* op = "all_gather";
   if (staged(in) || staged(out)) {
-    Tensor h = Tensor::empty(out.shape(), out.dtype());
-    all_gather(h, to_host(in));
+    Tensor h = Tensor::empty(out.shape(), out.dtype(), device());
+    all_gather(h, here(in));
     return out.copy_from(h);
   }
   expect_here(op, in), expect_here(op, out);
@@ -127,8 +128,8 @@ void Communicator::all_to_all_v(Tensor& out, std::span<const std::int64_t> recv_
                                 std::span<const std::int64_t> send_rows) {
   const char* op = "all_to_all_v";
   if (staged(in) || staged(out)) {
-    Tensor h = Tensor::empty(out.shape(), out.dtype());
-    all_to_all_v(h, recv_rows, to_host(in), send_rows);
+    Tensor h = Tensor::empty(out.shape(), out.dtype(), device());
+    all_to_all_v(h, recv_rows, here(in), send_rows);
     return out.copy_from(h);
   }
   expect_here(op, in), expect_here(op, out);
@@ -163,7 +164,7 @@ void Communicator::send(const Tensor& t, int peer, int tag) { send_to("send", t,
 void Communicator::post_send(const Tensor& t, int peer, int tag) { send_to("post_send", t, peer, tag, true); }
 
 void Communicator::send_to(const char* op, const Tensor& t, int peer, int tag, bool post) {
-  if (staged(t)) return send_to(op, t.to(Device::cpu), peer, tag, post);  // a posted send keeps its copy
+  if (staged(t)) return send_to(op, here(t), peer, tag, post);  // a posted send keeps its copy
   expect_here(op, t);
   expect_peer(op, peer);
   {
@@ -177,7 +178,7 @@ void Communicator::send_to(const char* op, const Tensor& t, int peer, int tag, b
 void Communicator::recv(Tensor& t, int peer, int tag) {
   const char* op = "recv";
   if (staged(t)) {
-    Tensor h = Tensor::empty(t.shape(), t.dtype());
+    Tensor h = Tensor::empty(t.shape(), t.dtype(), device());
     recv(h, peer, tag);
     return t.copy_from(h);
   }
@@ -209,7 +210,7 @@ void Communicator::wait_sends() {
 void Communicator::broadcast(Tensor& t, int root) {
   const char* op = "broadcast";
   if (staged(t)) {
-    Tensor h = t.to(Device::cpu);
+    Tensor h = here(t);
     broadcast(h, root);
     return t.copy_from(h);
   }

@@ -2,8 +2,8 @@
 //   MpiCommunicator   host tensors, runs everywhere (CI uses it)
 //   NcclCommunicator  device tensors (parallel/nccl_communicator.h, CUDA builds only)
 //   SelfCommunicator  a group of one process, no library: world size 1 without mpirun
-// A host backend also takes device tensors, through host copies (correct everywhere; the
-// NCCL backend is the fast path for them). A device backend takes device tensors only.
+// Each backend also takes tensors on the other device, through a copy on its own (a host
+// backend's GPU tensors go through the host: correct everywhere; NCCL is their fast path).
 //
 // The public operations validate their arguments and count the bytes this rank sends, per
 // kind, under the algorithm the counter names (ring for all-reduce / reduce-scatter /
@@ -95,7 +95,10 @@ class Communicator {
 
  private:
   void expect_here(const char* op, const Tensor& t) const;
-  bool staged(const Tensor& t) const;  // a device tensor on a host backend: goes through a host copy
+  // A tensor on another device than this backend's goes through a copy on this one (host
+  // backends take GPU tensors, the NCCL backend host tensors such as routing metadata).
+  bool staged(const Tensor& t) const;
+  Tensor here(const Tensor& t) const;  // t, or its copy on device()
   void expect_peer(const char* op, int peer) const;
   void send_to(const char* op, const Tensor& t, int peer, int tag, bool post);
   // Counters by kind in a fixed array: counting must cost nothing next to a small message.

@@ -86,20 +86,16 @@ Trainer::Trainer(const Config& cfg, MpiCommunicator& world) : s_(std::make_uniqu
   auto& s = *s_;
   s.cluster = load_cluster(cfg);
   s.model.init(static_cast<std::uint64_t>(cfg.train.seed));  // same values whatever the layout
-  if (cfg.device == DeviceKind::cuda) {
-    // One GPU per process; the model and its optimizer groups live there from here on (the
-    // MPI collectives stage device tensors through the host).
-    use_cuda_device(world.node_rank());
-    s.model.to(Device::cuda);
-  }
+  // A GPU run (its GPU chosen by device_comms): the model and its optimizer groups live there.
+  if (cfg.device == DeviceKind::cuda) s.model.to(Device::cuda);
   s.model.set_recompute(cfg.train.recompute);
   s.params = s.model.params();
   ParamList dense, experts;
   for (Param* p : s.params) (p->is_expert() ? experts : dense).push_back(p);
   const auto bucket = static_cast<std::size_t>(cfg.parallel.bucket_mb * (1 << 20));
   const int zero = static_cast<int>(cfg.parallel.zero);
-  s.dense = std::make_unique<ParamGroup>(dense, s.mesh.dp(), zero, bucket);
-  s.experts = std::make_unique<ParamGroup>(experts, s.mesh.edp(), zero, bucket);
+  s.dense = std::make_unique<ParamGroup>(dense, s.dp(), zero, bucket);
+  s.experts = std::make_unique<ParamGroup>(experts, s.edp(), zero, bucket);
   // train.freeze: every pattern must name something, or a typo would train what it meant to keep.
   // A pipeline stage holds some of the parameters: "something" is counted over the stages, so
   // every rank reaches the same verdict (one that throws alone would leave the others waiting).
@@ -268,7 +264,7 @@ TrainResult Trainer::run() {
     Clock::time_point t0 = Clock::now();
     ~Busy() { total += since(t0); }
   };
-  s.mesh.reset_bytes();
+  s.reset_bytes();
   s.side_bytes.clear();
   // What the training steps allocate and multiply, against the plan (evaluation and
   // checkpoints inside the loop are timed apart and their GEMMs counted apart).
@@ -368,7 +364,7 @@ TrainResult Trainer::run() {
     // replicated over edp; each stage holds its own layers.
     double sq = s.layout.tp > 1 ? s.mesh.tp().all_reduce_sum(s.dense->grad_sq_norm(tp_share)) : s.dense->grad_sq_norm();
     double sq_experts = s.experts->grad_sq_norm();
-    if (s.layout.ep > 1) sq_experts = s.mesh.ep().all_reduce_sum(sq_experts);
+    if (s.layout.ep > 1) sq_experts = s.ep().all_reduce_sum(sq_experts);
     const double norm = std::sqrt(s.layout.pp > 1 ? ppc.all_reduce_sum(sq + sq_experts) : sq + sq_experts);
     const double lr = learning_rate(t, step);
     // A non-finite or spiking step changes nothing (weights, moments, router biases); too

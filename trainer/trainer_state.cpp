@@ -1,5 +1,9 @@
 #include "trainer/trainer_state.h"
 
+#ifdef MOE_WITH_NCCL
+#include "parallel/nccl_communicator.h"
+#endif
+
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -10,6 +14,22 @@
 #include "checkpoint/store.h"
 
 namespace moe {
+
+DeviceComms device_comms(const Config& cfg, Mesh& mesh, MpiCommunicator& world) {
+  if (cfg.device != DeviceKind::cuda) return {};
+  use_cuda_device(world.node_rank());
+#ifdef MOE_WITH_NCCL
+  const auto nccl = [](MpiCommunicator& axis, const char* label) {
+    auto c = std::make_unique<NcclCommunicator>(axis);
+    c->set_label(label);
+    return c;
+  };
+  return {nccl(mesh.dp(), "dp"), nccl(mesh.edp(), "edp"), nccl(mesh.ep(), "ep")};
+#else
+  (void)mesh;
+  return {};
+#endif
+}
 
 ckpt::Meta Trainer::State::load(const std::string& path, CheckpointPart part) {
   ckpt::Meta meta = ckpt::read_meta(path);

@@ -24,18 +24,45 @@ namespace moe {
 using Clock = std::chrono::steady_clock;
 inline double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
+// A GPU run's data axes: NCCL communicators over dp, edp and ep (CUDA builds with NCCL),
+// which carry the gradient reductions and the expert dispatch and combine; null elsewhere,
+// where the MPI axes carry them (staging GPU tensors through the host).
+struct DeviceComms {
+  std::unique_ptr<Communicator> dp, edp, ep;
+};
+// Picks this process's GPU (by its rank on the node) and makes the NCCL axes, for a device:
+// cuda run; nothing for a CPU run. Collective over the mesh.
+DeviceComms device_comms(const Config& cfg, Mesh& mesh, MpiCommunicator& world);
+
 struct Trainer::State {
   State(const Config& c, MpiCommunicator& w)
-      : cfg(c), world(w), layout(trainable_layout(c, w.size())), mesh(layout, w.comm()),
+      : cfg(c), world(w), layout(trainable_layout(c, w.size())), mesh(layout, w.comm()), dev(device_comms(c, mesh, w)),
         bounds(stage_bounds(c, layout.pp * int(c.parallel.virtual_stages))), model(c.model, shard(), c.precision) {}
   const Config cfg;
   MpiCommunicator& world;
   const Layout layout;
   Mesh mesh;
+  DeviceComms dev;
+  Communicator& dp() { return dev.dp ? *dev.dp : mesh.dp(); }
+  Communicator& edp() { return dev.edp ? *dev.edp : mesh.edp(); }
+  Communicator& ep() { return dev.ep ? *dev.ep : mesh.ep(); }
+  // Bytes sent on every axis (the mesh's and the NCCL ones), per kind; and their time.
+  std::map<std::string, std::uint64_t> bytes_sent() const {
+    auto out = mesh.bytes_sent();
+    for (const auto* c : {dev.dp.get(), dev.edp.get(), dev.ep.get()})
+      if (c)
+        for (const auto& [kind, bytes] : c->bytes_sent()) out[kind] += bytes;
+    return out;
+  }
+  void reset_bytes() {
+    mesh.reset_bytes();
+    for (auto* c : {dev.dp.get(), dev.edp.get(), dev.ep.get()})
+      if (c) c->reset_bytes();
+  }
   const std::vector<std::int64_t> bounds;  // blocks of each virtual pipeline stage (plan/stages.h)
   // This rank's chunks: virtual stages s, p + s, ... (one without interleaving).
   ModelShard shard() {
-    ModelShard sh{.ep = layout.ep > 1 ? &mesh.ep() : nullptr, .tp = layout.tp > 1 ? &mesh.tp() : nullptr, .chunks = {}};
+    ModelShard sh{.ep = layout.ep > 1 ? &ep() : nullptr, .tp = layout.tp > 1 ? &mesh.tp() : nullptr, .chunks = {}};
     for (std::size_t vs = std::size_t(mesh.coords().pp); vs + 1 < bounds.size(); vs += std::size_t(layout.pp))
       sh.chunks.push_back({bounds[vs], bounds[vs + 1]});
     return sh;
@@ -52,14 +79,19 @@ struct Trainer::State {
   Clock::time_point launch_t0 = Clock::now();
   // side_comm, side_pp: communication (all of it, and on the pp axis) inside eval/checkpoints
   double comm0 = 0, pp0 = 0, eval_s = 0, ckpt_s = 0, side_comm = 0, side_pp = 0;
-  double comm_now() { return mesh.comm_seconds() + world.seconds(); }
+  double comm_now() {
+    double s = mesh.comm_seconds() + world.seconds();
+    for (const auto* c : {dev.dp.get(), dev.edp.get(), dev.ep.get()})
+      if (c) s += c->seconds();
+    return s;
+  }
   // Runs f (an evaluation or a checkpoint), adding its time to `bucket` and keeping its
   // communication time and bytes out of the training steps' figures.
   std::map<std::string, std::uint64_t> side_bytes;
   std::int64_t side_flops = 0;  // GEMM FLOPs inside them
   template <class F> void timed(double& bucket, F&& f) {
     const double c0 = comm_now(), p0 = mesh.pp().seconds();
-    const auto b0 = mesh.bytes_sent();
+    const auto b0 = bytes_sent();
     const auto f0 = ops::gemm_flops();
     const auto t = Clock::now();
     f();
@@ -67,11 +99,11 @@ struct Trainer::State {
     side_flops += ops::gemm_flops() - f0;
     side_comm += comm_now() - c0;
     side_pp += mesh.pp().seconds() - p0;
-    for (const auto& [kind, bytes] : mesh.bytes_sent()) side_bytes[kind] += bytes - (b0.count(kind) ? b0.at(kind) : 0);
+    for (const auto& [kind, bytes] : bytes_sent()) side_bytes[kind] += bytes - (b0.count(kind) ? b0.at(kind) : 0);
   }
   // Bytes this rank sent in training steps since the mesh counters were reset, per kind.
   std::map<std::string, std::uint64_t> step_bytes() const {
-    auto out = mesh.bytes_sent();
+    auto out = bytes_sent();
     for (auto& [kind, bytes] : out) bytes -= side_bytes.count(kind) ? side_bytes.at(kind) : 0;
     return out;
   }
