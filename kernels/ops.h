@@ -67,6 +67,18 @@ void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& probs);
 
+// The fused form (FlashAttention, cuDNN's SDPA): forward keeps the softmax's log-sum-exp per
+// row, lse (B,H,T) (of the scaled, masked scores), instead of the probabilities, and backward
+// recomputes them from q, k and lse; the same out, dq, dk, dv as above. The CPU runs the
+// probabilities form on a scratch buffer. GPU tensors take cuDNN's fused SDPA where
+// fused_attention_on_gpu(): q, k, v, out and dout in BF16 (rounded here), statistics and
+// accumulation in FP32; `out` must be forward's (backward reads it).
+void attention_lse_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v);
+void attention_lse_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
+                            const Tensor& v, const Tensor& out, const Tensor& lse);
+// Whether this build has cuDNN's fused attention for GPU tensors (MOE_WITH_CUDNN).
+bool fused_attention_on_gpu();
+
 // ---- SwiGLU core (the projections around it are matmuls) --------------------------------
 // h (N,F) = silu(gate) * up.
 void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up);

@@ -31,8 +31,15 @@ void Attention::forward(Tensor& out, const Tensor& xin, std::int64_t B, std::int
   ops::rope_forward(q, q, theta_);
   ops::rope_forward(k, k, theta_);
   Tensor a = Tensor::empty({B, T, H_, D_}, DType::f32, dev);
-  probs = Tensor::empty({B, H_, T, T}, DType::f32, dev);
-  ops::attention_forward(a, probs, q, k, v);
+  if (dev != Device::cpu && ops::fused_attention_on_gpu() && gemm_.precision() != Precision::fp32) {
+    lse = Tensor::empty({B, H_, T}, DType::f32, dev);  // cuDNN's fused SDPA, BF16 like the GEMMs around it
+    ops::attention_lse_forward(a, lse, q, k, v);
+    o = a, probs = Tensor();
+  } else {
+    o = lse = Tensor();
+    probs = Tensor::empty({B, H_, T, T}, DType::f32, dev);
+    ops::attention_forward(a, probs, q, k, v);
+  }
   att = gemm_.keep(a.view({N, H_ * D_}));
   gemm_.forward(out, att, o_.w);
 }
@@ -44,7 +51,8 @@ void Attention::backward(Tensor& dx, const Tensor& dout) {
   gemm_.backward(datt, o_.g, dout, att, o_.w);
   Tensor dq = Tensor::empty(q.shape(), DType::f32, dev), dk = Tensor::empty(k.shape(), DType::f32, dev),
          dv = Tensor::empty(v.shape(), DType::f32, dev);
-  ops::attention_backward(dq, dk, dv, datt.view(q.shape()), q, k, v, probs);
+  if (lse.defined()) ops::attention_lse_backward(dq, dk, dv, datt.view(q.shape()), q, k, v, o, lse);
+  else ops::attention_backward(dq, dk, dv, datt.view(q.shape()), q, k, v, probs);
   ops::rope_backward(dq, dq, theta_);
   ops::rope_backward(dk, dk, theta_);
   Tensor tmp = Tensor::empty({N, C_}, DType::f32, dev);

@@ -23,18 +23,20 @@ class Attention {
   void backward(Tensor& dx, const Tensor& dout);
   // What forward saved for backward. swap_saved trades it with s: a pipeline stage keeps one
   // per micro-batch in flight. release() drops it (recomputation). x and att are GEMM inputs
-  // (q/k/v's and o's), kept in the precision's form; the attention core's stay FP32.
+  // (q/k/v's and o's), kept in the precision's form; the attention core's stay FP32. The
+  // core keeps its probabilities, or on a GPU under bf16 / fp8 with cuDNN (the fused form,
+  // ops::attention_lse_*) only its output o and the softmax's log-sum-exp per row.
   struct Saved {
-    Tensor q, k, v, probs;
+    Tensor q, k, v, probs, o, lse;
     GemmInput x, att;
     void count(SavedBytes& b) const {
-      for (const Tensor* t : {&q, &k, &v, &probs}) b.add(*t);
+      for (const Tensor* t : {&q, &k, &v, &probs, &o, &lse}) b.add(*t);
       b.add(x), b.add(att);
     }
   };
   void swap_saved(Saved& s) {
-    std::swap(q, s.q), std::swap(k, s.k), std::swap(v, s.v), std::swap(probs, s.probs), std::swap(x, s.x),
-        std::swap(att, s.att);
+    std::swap(q, s.q), std::swap(k, s.k), std::swap(v, s.v), std::swap(probs, s.probs), std::swap(o, s.o),
+        std::swap(lse, s.lse), std::swap(x, s.x), std::swap(att, s.att);
   }
   void release() {
     Saved none;
@@ -47,7 +49,7 @@ class Attention {
   double theta_;
   Gemm gemm_;
   Param q_, k_, v_, o_;
-  Tensor q, k, v, probs;  // saved activations: q, k after RoPE (B,T,H|Hkv,D)
+  Tensor q, k, v, probs, o, lse;  // saved activations: q, k after RoPE (B,T,H|Hkv,D); probs or (o, lse)
   GemmInput x, att;       // (N,C), (N,H*D)
 };
 

@@ -2,7 +2,7 @@
 # Stage the gpu-labelled test programs for a lent GPU machine: device-stage/bin holds the
 # programs, device-stage/lib the shared libraries they need that the GPU machine's image
 # lacks (this machine's Debian libraries: fmt, yaml-cpp, OpenMPI, ...). glibc and libstdc++
-# stay behind (the image's are newer), and so do NCCL (218 MB), cuBLASLt (540 MB; both over
+# stay behind (the image's are newer), and so do cuDNN, NVRTC, NCCL (218 MB), cuBLASLt (540 MB; both over
 # the carry limit) and the CUDA runtime: scripts/device-check.sh finds those in the image's
 # Python packages (nvidia-nccl, nvidia-cublas, nvidia-cuda-runtime), or /usr/local/cuda.
 # Usage: scripts/device-stage.sh [build-dir]   then carry device-stage.tar.xz (docs/BENCHMARKS.md).
@@ -16,7 +16,7 @@ progs=$(ctest --test-dir "$build" -L gpu --show-only=json-v1 |
 for p in $progs; do cp "$p" "$stage/bin/"; done
 cp "$build/trainer/moe" "$stage/bin/"            # for tests/cuda/train_tiny.sh
 cp "$build/bench/bench_gemm_gpu" "$build/bench/bench_train_step" "$stage/bin/"  # GPU benchmarks, after the tests
-skip='/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+|ld-linux[^/]*|libnccl|libcudart|libcuda|libcublas|libcublasLt)\.so'
+skip='/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+|ld-linux[^/]*|libnccl|libcudart|libcuda|libcublas|libcublasLt|libcudnn|libnvrtc)\.so'
 # (ldd skips a staged shell test: it is no dynamic executable)
 for f in "$stage"/bin/*; do ldd "$f" 2>/dev/null || true; done | awk '/=>/ && $3 ~ /^\// {print $3}' | sort -u | grep -Ev "$skip" |
   while read -r lib; do cp -L "$lib" "$stage/lib/"; done

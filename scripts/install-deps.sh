@@ -3,6 +3,7 @@
 # Idempotent: a second run installs nothing and takes a second.
 # Usage: scripts/install-deps.sh            (as root, or with sudo available)
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 # Build toolchain and libraries (see CMakeLists.txt for what each is used for).
 PKGS=(
@@ -60,5 +61,25 @@ if [ ${#missing_pip[@]} -gt 0 ]; then
   echo "install-deps: installing from PyPI ${missing_pip[*]}"
   # Debian marks its Python as externally managed; these go to /usr/local, beside it.
   $SUDO /usr/bin/python3 -m pip install -q --root-user-action=ignore --no-warn-script-location --break-system-packages "${missing_pip[@]}" >/dev/null
+fi
+# cuDNN's C++ frontend (header-only; the fused attention of kernels/cuda/sdpa.cpp) where CUDA
+# builds: its headers from the PyPI wheel into deps/ (the project's, not a system path).
+CUDNN_FE=1.32.0
+if command -v nvcc >/dev/null || [ -x /usr/local/cuda/bin/nvcc ]; then
+  if [ ! -f deps/cudnn_frontend/VERSION ] || [ "$(cat deps/cudnn_frontend/VERSION)" != "$CUDNN_FE" ]; then
+    tmp=$(mktemp -d)
+    if /usr/bin/python3 -m pip download -q --no-deps --only-binary=:all: "nvidia-cudnn-frontend==$CUDNN_FE" -d "$tmp" >/dev/null 2>&1; then
+      rm -rf deps/cudnn_frontend && mkdir -p deps/cudnn_frontend
+      /usr/bin/python3 - "$tmp" <<'PY'
+import glob, sys, zipfile
+wheel = zipfile.ZipFile(glob.glob(sys.argv[1] + "/*.whl")[0])
+wheel.extractall("deps/cudnn_frontend", [n for n in wheel.namelist() if n.startswith("include/")])
+PY
+      echo "$CUDNN_FE" > deps/cudnn_frontend/VERSION
+    else
+      echo "install-deps: could not fetch nvidia-cudnn-frontend $CUDNN_FE; GPU attention falls back to cuBLASLt + softmax" >&2
+    fi
+    rm -rf "$tmp"
+  fi
 fi
 echo "install-deps: all ${#PKGS[@]} Debian and ${#PIP_PKGS[@]} PyPI packages present"

@@ -69,6 +69,13 @@ void attention_backward_gpu(const Dims& d, float* dq, float* dk, float* dv, cons
 #endif
 }  // namespace
 
+namespace {
+// attention_forward on the CPU, also writing each row's log-sum-exp of the scaled scores
+// when lse is defined.
+void forward_cpu(Tensor& out, Tensor& probs, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const Dims& d,
+                 DType t);
+}  // namespace
+
 void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor& k, const Tensor& v) {
   const char* op = "attention_forward";
   DType t = detail::real_dtype(op, q);
@@ -80,12 +87,19 @@ void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor
     return attention_forward_gpu(d, out.data<float>(), probs.data<float>(), q.data<float>(), k.data<float>(), v.data<float>());
 #endif
   }
+  Tensor no_lse;
+  forward_cpu(out, probs, no_lse, q, k, v, d, t);
+}
+
+namespace {
+void forward_cpu(Tensor& out, Tensor& probs, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const Dims& d,
+                 DType t) {
   detail::dispatch_real(t, [&]<class T>() {
     const auto [B, T_, H, Hkv, D] = d;
     const std::int64_t rep = H / Hkv, ldq = H * D, ldk = Hkv * D;
     const T scale = T(1) / std::sqrt(T(D));
     const T *qp = q.data<T>(), *kp = k.data<T>(), *vp = v.data<T>();
-    T *op_ = out.data<T>(), *pp = probs.data<T>();
+    T *op_ = out.data<T>(), *pp = probs.data<T>(), *lp = lse.defined() ? lse.data<T>() : nullptr;
     // Per (sequence, head): S = Q K^T (GEMM on the strided head slices), masked row softmax
     // in place, O = P V. The masked upper triangle is computed and then zeroed.
 #pragma omp parallel for collapse(2)
@@ -106,12 +120,14 @@ void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor
           for (std::int64_t j = 0; j <= i; ++j) sum += (p[j] = detail::exp(p[j] - mx));
           const T inv = T(1) / sum;
           for (std::int64_t j = 0; j <= i; ++j) p[j] *= inv;
+          if (lp) lp[(b * H + h) * T_ + i] = mx + std::log(sum);
           std::fill(p + i + 1, p + T_, T(0));
         }
         detail::gemm<T>(false, false, T_, D, T_, P, T_, V, ldk, T(0), op_ + b * T_ * ldq + h * D, ldq);
       }
   });
 }
+}  // namespace
 
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
                         const Tensor& k, const Tensor& v, const Tensor& probs) {
@@ -164,6 +180,87 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
         }
     }
   });
+}
+
+}  // namespace moe::ops
+
+// ---- The fused (log-sum-exp) form ------------------------------------------------------
+namespace moe::ops {
+namespace {
+// probs (B,H,T,T) rebuilt from q, k and lse: p = exp(scale q.k - lse) on and below the
+// diagonal, 0 above (the forward's softmax, up to rounding).
+void recompute_probs(Tensor& probs, const Tensor& q, const Tensor& k, const Tensor& lse, const Dims& d, DType t) {
+  detail::dispatch_real(t, [&]<class T>() {
+    const auto [B, T_, H, Hkv, D] = d;
+    const std::int64_t rep = H / Hkv, ldq = H * D, ldk = Hkv * D;
+    const T scale = T(1) / std::sqrt(T(D));
+    const T *qp = q.data<T>(), *kp = k.data<T>(), *lp = lse.data<T>();
+    T* pp = probs.data<T>();
+#pragma omp parallel for collapse(2)
+    for (std::int64_t b = 0; b < B; ++b)
+      for (std::int64_t h = 0; h < H; ++h) {
+        T* P = pp + (b * H + h) * T_ * T_;
+        detail::gemm<T>(false, true, T_, T_, D, qp + b * T_ * ldq + h * D, ldq, kp + b * T_ * ldk + (h / rep) * D, ldk, T(0),
+                        P, T_);
+        for (std::int64_t i = 0; i < T_; ++i) {
+          T* p = P + i * T_;
+          const T l = lp[(b * H + h) * T_ + i];
+          for (std::int64_t j = 0; j <= i; ++j) p[j] = detail::exp(p[j] * scale - l);
+          std::fill(p + i + 1, p + T_, T(0));
+        }
+      }
+  });
+}
+Tensor scratch_probs(const Tensor& q) { return Tensor::empty({q.size(0), q.size(2), q.size(1), q.size(1)}, q.dtype()); }
+}  // namespace
+
+bool fused_attention_on_gpu() {
+#ifdef MOE_WITH_CUDNN
+  return true;
+#else
+  return false;
+#endif
+}
+
+void attention_lse_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v) {
+  const char* op = "attention_lse_forward";
+  const DType t = detail::real_dtype(op, q);
+  MOE_CHECK(q.ndim() == 4, ShapeError, "{}: q {} must be (B,T,H,D)", op, q.describe());
+  Tensor probs = scratch_probs(q);  // (validated with the rest; on the CPU it holds the softmax)
+  const Dims d = check(op, q, k, v, probs, t);
+  expect_tensor(op, "out", out, t, q.shape());
+  expect_tensor(op, "lse", lse, t, {d.B, d.H, d.T});
+  if (detail::on_gpu(op, {&out, &lse, &q, &k, &v})) {
+    MOE_CHECK(fused_attention_on_gpu(), DeviceError, "{}: this build has no cuDNN fused attention (use attention_forward)", op);
+#ifdef MOE_WITH_CUDNN
+    return cuda::sdpa_forward(out.data<float>(), lse.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(), d.B,
+                              d.T, d.H, d.Hkv, d.D);
+#endif
+  }
+  forward_cpu(out, probs, lse, q, k, v, d, t);
+}
+
+void attention_lse_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
+                            const Tensor& v, const Tensor& out, const Tensor& lse) {
+  const char* op = "attention_lse_backward";
+  const DType t = detail::real_dtype(op, q);
+  MOE_CHECK(q.ndim() == 4, ShapeError, "{}: q {} must be (B,T,H,D)", op, q.describe());
+  Tensor probs = scratch_probs(q);
+  const Dims d = check(op, q, k, v, probs, t);
+  for (const auto& [name, x] : {std::pair{"dout", &dout}, {"out", &out}, {"dq", &dq}}) expect_tensor(op, name, *x, t, q.shape());
+  expect_tensor(op, "lse", lse, t, {d.B, d.H, d.T});
+  if (detail::on_gpu(op, {&dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse})) {
+    MOE_CHECK(fused_attention_on_gpu(), DeviceError, "{}: this build has no cuDNN fused attention (use attention_backward)", op);
+#ifdef MOE_WITH_CUDNN
+    expect_tensor(op, "dk", dk, t, k.shape());
+    expect_tensor(op, "dv", dv, t, v.shape());
+    return cuda::sdpa_backward(dq.data<float>(), dk.data<float>(), dv.data<float>(), dout.data<float>(), q.data<float>(),
+                               k.data<float>(), v.data<float>(), out.data<float>(), lse.data<float>(), d.B, d.T, d.H, d.Hkv,
+                               d.D);
+#endif
+  }
+  recompute_probs(probs, q, k, lse, d, t);
+  attention_backward(dq, dk, dv, dout, q, k, v, probs);
 }
 
 }  // namespace moe::ops

@@ -47,6 +47,15 @@ void dequantize_1x128(float* x, const std::uint8_t* q, const float* scales, std:
 void causal_softmax(float* P, std::int64_t rows, std::int64_t T, float scale);
 void causal_softmax_backward(float* dS, const float* P, std::int64_t rows, std::int64_t T, float scale);
 
+// sdpa.cpp (builds with cuDNN, MOE_WITH_CUDNN): causal GQA attention through cuDNN's fused
+// SDPA in BF16, f32 tensors in and out (converted here), q/out (B,T,H,D), k/v (B,T,Hkv,D),
+// lse (B,H,T) f32; backward assigns dq, dk, dv.
+void sdpa_forward(float* out, float* lse, const float* q, const float* k, const float* v, std::int64_t B, std::int64_t T,
+                  std::int64_t H, std::int64_t Hkv, std::int64_t D);
+void sdpa_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
+                   const float* out, const float* lse, std::int64_t B, std::int64_t T, std::int64_t H, std::int64_t Hkv,
+                   std::int64_t D);
+
 // FP8 (E4M3) fine-grained quantisation, bit for bit ops::quantize_1x128 (rows 1) and
 // quantize_128x128 (rows 128): x (R,K) -> q (R,K) codes, one scale per block of rows x 128,
 // scales (ceil(R/rows), ceil(K/128)).

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <iostream>
+#include <tuple>
 #include <vector>
 
 #include "kernels/ops.h"
@@ -385,6 +386,33 @@ TEST_CASE("cuda attention (cuBLASLt GEMMs and a masked-softmax kernel) matches t
   CHECK(max_rel_err(dqd.to(Device::cpu), dq) < 1e-5);
   CHECK(max_rel_err(dkd.to(Device::cpu), dk) < 1e-5);
   CHECK(max_rel_err(dvd.to(Device::cpu), dv) < 1e-5);
+}
+
+TEST_CASE("cuda fused attention (cuDNN SDPA, BF16) matches the CPU within BF16 rounding", "[gpu][attention]") {
+  if (!ops::fused_attention_on_gpu()) {
+    WARN("built without cuDNN's fused attention: nothing to test");
+    return;
+  }
+  // Inputs rounded to BF16 (8 significant bits) and a BF16 output: about 2^-8 of the norm.
+  const std::int64_t B = 2, T = 128, H = 8, Hkv = 2, D = 64;
+  const Tensor q = random({B, T, H, D}, 51, 1, DType::f32), k = random({B, T, Hkv, D}, 52, 1, DType::f32),
+               v = random({B, T, Hkv, D}, 53, 1, DType::f32), dout = random({B, T, H, D}, 54, 1, DType::f32);
+  Tensor out = Tensor::empty(q.shape(), DType::f32), lse = Tensor::empty({B, H, T}, DType::f32);
+  Tensor dq = Tensor::empty(q.shape(), DType::f32), dk = Tensor::empty(k.shape(), DType::f32), dv = Tensor::empty(v.shape(), DType::f32);
+  ops::attention_lse_forward(out, lse, q, k, v);
+  ops::attention_lse_backward(dq, dk, dv, dout, q, k, v, out, lse);
+  const Tensor qd = q.to(Device::cuda), kd = k.to(Device::cuda), vd = v.to(Device::cuda), dod = dout.to(Device::cuda);
+  Tensor outd = Tensor::empty(q.shape(), DType::f32, Device::cuda), lsed = Tensor::empty({B, H, T}, DType::f32, Device::cuda);
+  Tensor dqd = Tensor::empty(q.shape(), DType::f32, Device::cuda), dkd = Tensor::empty(k.shape(), DType::f32, Device::cuda),
+         dvd = Tensor::empty(v.shape(), DType::f32, Device::cuda);
+  ops::attention_lse_forward(outd, lsed, qd, kd, vd);
+  ops::attention_lse_backward(dqd, dkd, dvd, dod, qd, kd, vd, outd, lsed);
+  for (const auto& [name, got, want, tol] : {std::tuple{"out", &outd, &out, 1e-2}, {"lse", &lsed, &lse, 1e-3},
+                                             {"dq", &dqd, &dq, 2e-2}, {"dk", &dkd, &dk, 2e-2}, {"dv", &dvd, &dv, 2e-2}}) {
+    const double e = norm_err(*got, *want);
+    WARN("cuDNN SDPA " << name << ": " << e << " of the CPU's norm");
+    CHECK(e < tol);
+  }
 }
 
 int main(int argc, char** argv) {
