@@ -158,8 +158,9 @@ void quantize_128x128(Tensor& q, Tensor& scales, const Tensor& w, bool pow2 = fa
 // in FP32, acc starting at 0: promotion to FP32 every 128 elements, as DeepGEMM does.
 void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb);
 // The fast GPU path of fp8_gemm (cuBLASLt block scaling; device tensors, b per 128x128 block
-// or per 1x128 tile): the same operands and result up to FP32 accumulation order (b per tile
-// where cuBLASLt has no such kernel: fp8_gemm's GPU reference). DeviceError on the CPU.
+// or per 1x128 tile): the same operands and result up to FP32 accumulation order (where
+// cuBLASLt has no kernel for the pairing or shape: fp8_gemm's GPU reference). DeviceError on
+// the CPU.
 void sm90_fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb);
 // y (M,N) f32 = op(a) op(b) (+ y with accumulate) with a, b bf16 device tensors, op a
 // transpose where ta / tb (cuBLASLt, FP32 accumulation). The default is a linear's forward,

@@ -160,7 +160,7 @@ void sm90_fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& 
   const auto [M, N, K, T, rows] = check_fp8_gemm(op, y, qa, sa, qb, sb, true);
   MOE_CHECK(detail::on_gpu(op, {&y, &qa, &sa, &qb, &sb}), DeviceError, "{}: a GPU kernel; the CPU has fp8_gemm", op);
 #ifdef MOE_WITH_CUDA
-  // b per 1x128 tile where cuBLASLt has no kernel for it: the reference kernel (exact).
+  // Where cuBLASLt has no kernel for the pairing or the shape: the reference kernel (exact).
   if (!cuda::sm90_fp8_gemm(y.data<float>(), codes(qa), sa.data<float>(), codes(qb), sb.data<float>(), M, N, K, rows))
     return fp8_gemm(y, qa, sa, qb, sb);
   detail::gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);

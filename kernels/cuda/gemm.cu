@@ -142,9 +142,8 @@ void bf16_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K,
 bool sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
                    std::int64_t M, std::int64_t N, std::int64_t K, bool b_rows) {
   if (M == 0 || N == 0) return true;
-  // 1x128 x 1x128 (a weight gradient's operands) may be missing from a cuBLASLt: asked once.
-  static bool rows_missing = false;
-  if (b_rows && rows_missing) return false;
+  // cuBLASLt may have no kernel for a pairing (1x128 x 1x128, a weight gradient's) or a shape
+  // (K not a multiple of its tile): the caller then runs the reference.
   const std::int64_t T = (K + 127) / 128;
   const OuterMajor sa_t(sa, M, T);
   const std::unique_ptr<OuterMajor> sb_t = b_rows ? std::make_unique<OuterMajor>(sb, N, T) : nullptr;
@@ -158,9 +157,7 @@ bool sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std:
   const float* sa_ptr = sa_t.p;
   MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sb_ptr, sizeof sb_ptr));
   MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sa_ptr, sizeof sa_ptr));
-  const bool ran = run_tn(s, CUDA_R_8F_E4M3, y, qa, qb, M, N, K, /*may_lack=*/b_rows);
-  if (!ran) rows_missing = true;
-  return ran;
+  return run_tn(s, CUDA_R_8F_E4M3, y, qa, qb, M, N, K, /*may_lack=*/true);
 }
 
 }  // namespace moe::cuda

@@ -71,7 +71,7 @@ void f32_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, 
 void bf16_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const std::uint16_t* A, std::int64_t lda,
                const std::uint16_t* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc);
 // b_rows: sb per 1x128 tile of b, (N, ceil(K/128)) (a weight gradient's operands); returns
-// false, having run nothing, when this cuBLASLt has no kernel for that pairing.
+// false, having run nothing, when this cuBLASLt has no kernel for the pairing or the shape.
 bool sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
                    std::int64_t M, std::int64_t N, std::int64_t K, bool b_rows);
 // ops::fp8_gemm's definition, bit for bit, one thread per output (the GPU-side oracle).
