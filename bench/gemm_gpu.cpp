@@ -1,7 +1,7 @@
 // GPU GEMM throughput (issue: FP8 at least 1.6x our BF16): ops::bf16_gemm and
 // ops::sm90_fp8_gemm (cuBLASLt; FP8 with 1x128 / 128x128 scales) at 4096-class and
-// expert-sized shapes, TFLOP/s and the FP8/BF16 ratio per shape. Each call synchronises, so
-// small shapes include a launch and a sync. With OUT_JSON, the rows go there too for the peer,
+// expert-sized shapes, TFLOP/s and the FP8/BF16 ratio per shape (20 calls in a row, then one
+// device sync; the FP8 call also transposes its activation scales). With OUT_JSON, the rows go there too for the peer,
 // bench/gemm_gpu.py (torch.matmul, torch._scaled_mm; bench/gemm_gpu.sh runs both).
 // Without a GPU it prints why and exits 77.   Usage: bench_gemm_gpu [OUT_JSON]
 #include <nlohmann/json.hpp>
@@ -34,9 +34,11 @@ Tensor to_bf16_gpu(const Tensor& x) {
 
 template <class F> double seconds_per_call(F&& f) {
   for (int i = 0; i < 3; ++i) f();
+  synchronize(Device::cuda);
   const int n = 20;
   const auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < n; ++i) f();
+  synchronize(Device::cuda);  // the GEMMs run asynchronously
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / n;
 }
 }  // namespace

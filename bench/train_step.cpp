@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
   std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
   for (std::int64_t s = 0; s < warmup + rounds * steps; ++s) {
     if (s >= warmup && (s - warmup) % steps == 0) {
+      synchronize(dev);  // (the GPU runs behind the host)
       if (s > warmup) best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       t0 = std::chrono::steady_clock::now();
     }
@@ -65,6 +66,7 @@ int main(int argc, char** argv) {
     for (std::size_t i = 0; i < params.size(); ++i)
       ops::adamw_step(params[i]->w, ms[i], vs[i], params[i]->g, {.lr = 1e-3, .weight_decay = 0.1, .step = s + 1});
   }
+  synchronize(dev);
   const double secs = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   const nlohmann::json model_json = config_section_json(cfg, "model");
   const double tps = double(steps * B * T) / secs, flops = training_flops_per_token(m);

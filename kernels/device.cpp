@@ -46,6 +46,14 @@ void use_cuda_device(int local_rank) {
 #endif
 }
 
+void synchronize(Device d) {
+#ifdef MOE_WITH_CUDA
+  if (d == Device::cuda) cuda::synchronize();
+#else
+  (void)d;
+#endif
+}
+
 void* device_alloc(Device d, std::size_t bytes) {
   if (d == Device::cpu) {
     std::size_t rounded = (bytes + kHostAlign - 1) / kHostAlign * kHostAlign;

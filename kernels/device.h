@@ -17,6 +17,10 @@ int cuda_device_count();  // 0 without CUDA support or without a GPU
 // mpirun places them on a node); DeviceError without CUDA or without a GPU.
 void use_cuda_device(int local_rank);
 
+// Waits until the device has run everything issued to it (kernels are asynchronous on the
+// GPU: a host timer around them needs this). No-op on the CPU.
+void synchronize(Device d);
+
 void* device_alloc(Device d, std::size_t bytes);
 void device_free(Device d, void* p);
 void device_memset0(Device d, void* p, std::size_t bytes);

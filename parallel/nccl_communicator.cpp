@@ -35,6 +35,9 @@ struct NcclCommunicator::State {
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;
   void sync(const char* op) const { check(cudaStreamSynchronize(stream), op); }
+  // The kernels that made an operation's input run on the default stream, which this
+  // (non-blocking) stream does not wait for by itself.
+  void ready(const char* op) const { check(cudaStreamSynchronize(cudaStreamLegacy), op); }
 };
 
 NcclCommunicator::NcclCommunicator(Communicator& bootstrap) : s_(std::make_unique<State>()) {
@@ -64,18 +67,21 @@ NcclCommunicator::~NcclCommunicator() {
 }
 
 void NcclCommunicator::do_all_reduce_sum(Tensor& t) {
+  s_->ready("all_reduce_sum");
   check(ncclAllReduce(t.raw(), t.raw(), n(t.numel()), nccl_type(t.dtype()), ncclSum, s_->comm, s_->stream),
         "ncclAllReduce");
   s_->sync("all_reduce_sum");
 }
 
 void NcclCommunicator::do_reduce_scatter_sum(Tensor& out, const Tensor& in) {
+  s_->ready("reduce_scatter_sum");
   check(ncclReduceScatter(in.raw(), out.raw(), n(out.numel()), nccl_type(in.dtype()), ncclSum, s_->comm, s_->stream),
         "ncclReduceScatter");
   s_->sync("reduce_scatter_sum");
 }
 
 void NcclCommunicator::do_all_gather(Tensor& out, const Tensor& in) {
+  s_->ready("all_gather");
   check(ncclAllGather(in.raw(), out.raw(), n(in.numel()), nccl_type(in.dtype()), s_->comm, s_->stream),
         "ncclAllGather");
   s_->sync("all_gather");
@@ -84,6 +90,7 @@ void NcclCommunicator::do_all_gather(Tensor& out, const Tensor& in) {
 // Point-to-point pairs inside one group: NCCL schedules them together, so no ordering of
 // sends and receives can deadlock. The rank's own rows are a device copy.
 void NcclCommunicator::do_all_to_all_v(Tensor& out, const Tensor& in, const Split& sp) {
+  s_->ready("all_to_all_v");
   const ncclDataType_t type = nccl_type(in.dtype());
   const std::size_t esz = dtype_size(in.dtype());
   const auto* src = static_cast<const std::byte*>(in.raw());
@@ -109,16 +116,19 @@ void NcclCommunicator::do_all_to_all_v(Tensor& out, const Tensor& in, const Spli
 // NCCL has no tags: messages between a pair of ranks arrive in the order they were posted,
 // which is the only ordering the callers (pipeline stages) rely on.
 void NcclCommunicator::do_send(const Tensor& t, int peer, int) {
+  s_->ready("send");
   check(ncclSend(t.raw(), n(t.numel()), nccl_type(t.dtype()), peer, s_->comm, s_->stream), "ncclSend");
   s_->sync("send");
 }
 
 void NcclCommunicator::do_recv(Tensor& t, int peer, int) {
+  s_->ready("recv");
   check(ncclRecv(t.raw(), n(t.numel()), nccl_type(t.dtype()), peer, s_->comm, s_->stream), "ncclRecv");
   s_->sync("recv");
 }
 
 void NcclCommunicator::do_broadcast(Tensor& t, int root) {
+  s_->ready("broadcast");
   check(ncclBroadcast(t.raw(), t.raw(), n(t.numel()), nccl_type(t.dtype()), root, s_->comm, s_->stream),
         "ncclBroadcast");
   s_->sync("broadcast");

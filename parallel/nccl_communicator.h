@@ -1,7 +1,8 @@
 // The NCCL backend of Communicator: device tensors, one CUDA stream per communicator.
-// Built only with CUDA (MOE_WITH_NCCL). Each operation is enqueued on the communicator's
-// stream and waited for before it returns, so callers see the same completion semantics as
-// the MPI backend; overlapping communication with compute is a later step. post_send is a
+// Built only with CUDA (MOE_WITH_NCCL). Each operation first waits for the default stream
+// (where the kernels that made its input run), is enqueued on the communicator's stream and
+// waited for before it returns, so callers see the same completion semantics as the MPI
+// backend; overlapping communication with compute is a later step. post_send is a
 // blocking send here: a GPU pipeline needs its sends and receives grouped (ncclGroupStart)
 // before its schedule can run on this backend.
 #pragma once

@@ -415,6 +415,7 @@ TrainResult Trainer::run() {
     if (apply) last_loss = loss;
     const std::int64_t done = step + 1 - start;  // steps of this segment of the run
     const bool last = step + 1 == end;
+    synchronize(model.device());  // a GPU runs behind the host: the step ends when its kernels have
     const double step_seconds = since(step_t0);
     double val = 0;
     if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && !last) {

@@ -15,10 +15,6 @@ namespace moe::cuda {
 namespace {
 constexpr int kThreads = 256;
 unsigned blocks_for(std::int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
-void launched() {
-  MOE_CUDA_CHECK(cudaGetLastError());
-  MOE_CUDA_CHECK(cudaDeviceSynchronize());
-}
 
 // Sum (or max) over the block's threads; every thread gets the result.
 template <bool Max> __device__ float block_reduce(float v) {
@@ -212,14 +208,11 @@ void scale(float* y, float alpha, std::int64_t n) {
 double sum_squares(const float* x, std::int64_t n) {
   if (n == 0) return 0;
   constexpr int kBlocks = 256;  // a fixed grid: the same partial sums every run
-  double* part = nullptr;
-  MOE_CUDA_CHECK(cudaMalloc(&part, kBlocks * sizeof(double)));
+  const Scratch<double> part(kBlocks);
   double host[kBlocks];
-  sum_squares_kernel<<<kBlocks, kThreads>>>(part, x, n);
-  const cudaError_t launch = cudaGetLastError();
-  const cudaError_t copied = launch == cudaSuccess ? cudaMemcpy(host, part, sizeof host, cudaMemcpyDeviceToHost) : launch;
-  cudaFree(part);
-  MOE_CUDA_CHECK(copied);
+  sum_squares_kernel<<<kBlocks, kThreads>>>(part.p, x, n);
+  launched();
+  MOE_CUDA_CHECK(cudaMemcpy(host, part.p, sizeof host, cudaMemcpyDeviceToHost));  // waits for the kernel
   double sum = 0;
   for (double p : host) sum += p;
   return sum;

@@ -88,8 +88,7 @@ void quantize(std::uint8_t* q, float* scales, const float* x, std::int64_t R, st
   if (R == 0 || K == 0) return;
   const dim3 grid(static_cast<unsigned>((R + rows - 1) / rows), static_cast<unsigned>(tiles(K)));
   quantize_kernel<<<grid, kTile>>>(q, scales, x, R, K, rows, pow2);
-  MOE_CUDA_CHECK(cudaGetLastError());
-  MOE_CUDA_CHECK(cudaDeviceSynchronize());
+  launched();
 }
 
 void fp8_gemm_reference(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
@@ -98,8 +97,7 @@ void fp8_gemm_reference(float* y, const std::uint8_t* qa, const float* sa, const
   constexpr int kThreads = 128;
   const dim3 grid(static_cast<unsigned>(M), static_cast<unsigned>((N + kThreads - 1) / kThreads));
   fp8_gemm_reference_kernel<<<grid, kThreads>>>(y, qa, sa, qb, sb, M, N, K, b_rows);
-  MOE_CUDA_CHECK(cudaGetLastError());
-  MOE_CUDA_CHECK(cudaDeviceSynchronize());
+  launched();
 }
 
 namespace {
@@ -114,8 +112,7 @@ __global__ void dequantize_kernel(float* x, const std::uint8_t* q, const float* 
 void dequantize_1x128(float* x, const std::uint8_t* q, const float* scales, std::int64_t R, std::int64_t K) {
   if (R * K == 0) return;
   dequantize_kernel<<<static_cast<unsigned>((R * K + 255) / 256), 256>>>(x, q, scales, R, K);
-  MOE_CUDA_CHECK(cudaGetLastError());
-  MOE_CUDA_CHECK(cudaDeviceSynchronize());
+  launched();
 }
 
 }  // namespace moe::cuda

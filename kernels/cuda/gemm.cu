@@ -88,8 +88,7 @@ bool run(Desc& s, cudaDataType_t in, cublasOperation_t ta, cublasOperation_t tb,
   if (found == 0) throw DeviceError(fmt::format("cuBLASLt: no algorithm for this GEMM ({}x{}x{})", m, n, k));
   const float one = 1.f;
   MOE_CUBLAS_CHECK(cublasLtMatmul(lt().handle, s.op, &one, a, s.a, b, s.b, &beta, d, s.d, d, s.d, &h.algo, lt().workspace,
-                                  kWorkspace, nullptr));
-  MOE_CUDA_CHECK(cudaDeviceSynchronize());
+                                  kWorkspace, nullptr));  // the default stream: in order with every kernel here
   return true;
 }
 
@@ -102,16 +101,9 @@ bool run_tn(Desc& s, cudaDataType_t in, float* y, const void* a, const void* b, 
 }
 
 // A device copy of scales (R, T) transposed to (T, R): R fastest, the "outer-dim major" order
-// cuBLASLt reads VEC128 scales in. Freed with the object.
-struct OuterMajor {
-  float* p = nullptr;
-  OuterMajor(const float* s, std::int64_t R, std::int64_t T) {
-    MOE_CUDA_CHECK(cudaMalloc(&p, static_cast<std::size_t>(std::max<std::int64_t>(R * T, 1)) * sizeof(float)));
-    transpose(p, s, R, T);
-  }
-  ~OuterMajor() { (void)cudaFree(p); }
-  OuterMajor(const OuterMajor&) = delete;
-  OuterMajor& operator=(const OuterMajor&) = delete;
+// cuBLASLt reads VEC128 scales in.
+struct OuterMajor : Scratch<float> {
+  OuterMajor(const float* s, std::int64_t R, std::int64_t T) : Scratch<float>(R * T) { transpose(p, s, R, T); }
 };
 
 // Row-major C (M,N) = op(A) op(B) + beta C is column-major C^T (N,M) = op(B)^T op(A)^T:

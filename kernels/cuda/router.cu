@@ -59,10 +59,6 @@ __global__ void router_backward_kernel(float* dlogits, const float* dgate, const
 }
 
 unsigned blocks_for(std::int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
-void launched() {
-  MOE_CUDA_CHECK(cudaGetLastError());
-  MOE_CUDA_CHECK(cudaDeviceSynchronize());
-}
 }  // namespace
 
 void router_forward(float* scores, std::int32_t* index, float* gate, const float* logits, const float* bias, std::int64_t N,

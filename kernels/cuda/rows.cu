@@ -11,32 +11,31 @@ namespace moe::cuda {
 namespace {
 constexpr int kThreads = 256;
 
-// The host lists of one call, concatenated into one device buffer.
+// The host lists of one call, concatenated into one device buffer (a pageable-memory copy:
+// the host vector may go as soon as the call returns).
 class DeviceLists {
  public:
-  explicit DeviceLists(std::initializer_list<std::pair<const std::int32_t*, std::int64_t>> lists) {
+  explicit DeviceLists(std::initializer_list<std::pair<const std::int32_t*, std::int64_t>> lists)
+      : dev_(total(lists)) {
     std::vector<std::int32_t> host;
     for (auto [p, n] : lists) {
       offsets_.push_back(static_cast<std::int64_t>(host.size()));
       if (p) host.insert(host.end(), p, p + n);
     }
-    MOE_CUDA_CHECK(cudaMalloc(&dev_, (host.size() ? host.size() : 1) * sizeof(std::int32_t)));
-    MOE_CUDA_CHECK(cudaMemcpy(dev_, host.data(), host.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice));
+    MOE_CUDA_CHECK(cudaMemcpyAsync(dev_.p, host.data(), host.size() * sizeof(std::int32_t), cudaMemcpyHostToDevice, 0));
   }
-  ~DeviceLists() { (void)cudaFree(dev_); }
-  DeviceLists(const DeviceLists&) = delete;
-  DeviceLists& operator=(const DeviceLists&) = delete;
-  const std::int32_t* operator[](std::size_t i) const { return dev_ + offsets_[i]; }
+  const std::int32_t* operator[](std::size_t i) const { return dev_.p + offsets_[i]; }
 
  private:
-  std::int32_t* dev_ = nullptr;
+  static std::int64_t total(std::initializer_list<std::pair<const std::int32_t*, std::int64_t>> lists) {
+    std::int64_t n = 0;
+    for (auto [p, len] : lists) n += p ? len : 0;
+    return n;
+  }
+  Scratch<std::int32_t> dev_;
   std::vector<std::int64_t> offsets_;
 };
 
-void launched() {
-  MOE_CUDA_CHECK(cudaGetLastError());
-  MOE_CUDA_CHECK(cudaDeviceSynchronize());
-}
 
 __global__ void gather_rows_kernel(char* out, const char* in, const std::int32_t* src, std::size_t bytes) {
   const std::int64_t r = blockIdx.x;

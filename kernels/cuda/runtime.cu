@@ -25,6 +25,8 @@ void set_device(int ordinal) {
   MOE_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep_all));
 }
 
+void synchronize() { MOE_CUDA_CHECK(cudaDeviceSynchronize()); }
+
 // Stream-ordered on the default stream, which every kernel here runs on.
 void* malloc_device(std::size_t bytes) {
   void* p = nullptr;

@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "kernels/cuda/check.cuh"
 #include "kernels/cuda/ops.h"
 #include "kernels/error.h"
 
@@ -41,18 +42,7 @@ cudnnHandle_t handle() {
 
 enum Uid : std::int64_t { kQ = 1, kK, kV, kO, kStats, kDO, kDQ, kDK, kDV };
 
-// A device buffer of n elements of T, freed with the object.
-template <class T> struct Buffer {
-  T* p = nullptr;
-  explicit Buffer(std::int64_t n) {
-    if (cudaMalloc(reinterpret_cast<void**>(&p), static_cast<std::size_t>(std::max<std::int64_t>(n, 1)) * sizeof(T)) != cudaSuccess)
-      throw DeviceError(fmt::format("sdpa: cudaMalloc of {} bytes failed", n * std::int64_t(sizeof(T))));
-  }
-  ~Buffer() { (void)cudaFree(p); }
-  Buffer(Buffer&& o) noexcept : p(std::exchange(o.p, nullptr)) {}
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-};
+template <class T> using Buffer = Scratch<T>;
 Buffer<std::uint16_t> bf16_of(const float* x, std::int64_t n) {
   Buffer<std::uint16_t> b(n);
   convert_bf16(b.p, x, n, true);
@@ -112,8 +102,7 @@ void run(const fe::graph::Graph& g, std::unordered_map<std::int64_t, void*>& pac
   std::int64_t bytes = 0;
   MOE_FE_CHECK(g.get_workspace_size(bytes));
   Buffer<std::uint8_t> workspace(bytes);
-  MOE_FE_CHECK(g.execute(handle(), pack, workspace.p));
-  if (cudaDeviceSynchronize() != cudaSuccess) throw DeviceError("sdpa: the cuDNN kernel failed");
+  MOE_FE_CHECK(g.execute(handle(), pack, workspace.p));  // the handle's stream: the default one
 }
 }  // namespace
 

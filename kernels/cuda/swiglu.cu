@@ -18,8 +18,7 @@ void swiglu_forward(float* h, const float* gate, const float* up, std::int64_t n
   constexpr int kThreads = 256;
   const std::int64_t blocks = (n + kThreads - 1) / kThreads;
   swiglu_forward_kernel<<<static_cast<unsigned>(blocks < 65535 ? blocks : 65535), kThreads>>>(h, gate, up, n);
-  MOE_CUDA_CHECK(cudaGetLastError());
-  MOE_CUDA_CHECK(cudaDeviceSynchronize());
+  launched();
 }
 
 }  // namespace moe::cuda
