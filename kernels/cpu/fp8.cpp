@@ -204,7 +204,7 @@ Tensor dequantized(const Tensor& q, const Tensor& s) {  // per 1x128 tile
   Tensor x = Tensor::empty({R, C}, DType::f32, q.device());
 #ifdef MOE_WITH_CUDA
   if (q.device() == Device::cuda) {
-    cuda::dequantize_1x128(x.data<float>(), reinterpret_cast<const std::uint8_t*>(q.raw()), s.data<float>(), R, C);
+    cuda::dequantize_1x128(x.data<float>(), codes(q), s.data<float>(), R, C);
     return x;
   }
 #endif

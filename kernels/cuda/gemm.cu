@@ -20,7 +20,6 @@
 
 #include <fmt/format.h>
 
-#include <algorithm>
 #include <memory>
 
 #include "kernels/cuda/check.cuh"
@@ -92,14 +91,6 @@ bool run(Desc& s, cudaDataType_t in, cublasOperation_t ta, cublasOperation_t tb,
   return true;
 }
 
-// Row-major y (M,N) = a (M,K) b^T is column-major y^T (N,M) = op(b) a: cuBLASLt's A is our b
-// (K x N column-major, transposed: the "TN" form), its B our a (K x M).
-bool run_tn(Desc& s, cudaDataType_t in, float* y, const void* a, const void* b, std::int64_t M, std::int64_t N,
-            std::int64_t K, bool may_lack = false) {
-  return run(s, in, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<std::uint64_t>(N), static_cast<std::uint64_t>(M),
-             static_cast<std::uint64_t>(K), b, K, a, K, 0.f, y, N, may_lack);
-}
-
 // A device copy of scales (R, T) transposed to (T, R): R fastest, the "outer-dim major" order
 // cuBLASLt reads VEC128 scales in.
 struct OuterMajor : Scratch<float> {
@@ -108,10 +99,12 @@ struct OuterMajor : Scratch<float> {
 
 // Row-major C (M,N) = op(A) op(B) + beta C is column-major C^T (N,M) = op(B)^T op(A)^T:
 // cuBLASLt's A is our B, its B our A, each transposed when ours is.
-void run_row_major(Desc& s, cudaDataType_t in, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K,
-                   const void* A, std::int64_t lda, const void* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc) {
-  run(s, in, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<std::uint64_t>(N),
-      static_cast<std::uint64_t>(M), static_cast<std::uint64_t>(K), B, ldb, A, lda, beta, C, ldc);
+// (A linear's y = a b^T, ta false and tb true, is cuBLASLt's "TN" form, the one FP8 needs.)
+bool run_row_major(Desc& s, cudaDataType_t in, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K,
+                   const void* A, std::int64_t lda, const void* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc,
+                   bool may_lack = false) {
+  return run(s, in, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<std::uint64_t>(N),
+             static_cast<std::uint64_t>(M), static_cast<std::uint64_t>(K), B, ldb, A, lda, beta, C, ldc, may_lack);
 }
 }  // namespace
 
@@ -149,7 +142,7 @@ bool sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std:
   const float* sa_ptr = sa_t.p;
   MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sb_ptr, sizeof sb_ptr));
   MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sa_ptr, sizeof sa_ptr));
-  return run_tn(s, CUDA_R_8F_E4M3, y, qa, qb, M, N, K, /*may_lack=*/true);
+  return run_row_major(s, CUDA_R_8F_E4M3, false, true, M, N, K, qa, K, qb, K, 0.f, y, N, /*may_lack=*/true);
 }
 
 }  // namespace moe::cuda

@@ -1,7 +1,6 @@
 // Row movement on the GPU (kernels/ops.h has the contracts, kernels/cpu/rows.cpp the
 // reference). The host's index lists travel in one copy per call; each output row is one
 // block, its entries summed in list order, so results equal the CPU's bit for bit.
-#include <cstring>
 #include <vector>
 
 #include "kernels/cuda/check.cuh"
@@ -35,7 +34,6 @@ class DeviceLists {
   Scratch<std::int32_t> dev_;
   std::vector<std::int64_t> offsets_;
 };
-
 
 __global__ void gather_rows_kernel(char* out, const char* in, const std::int32_t* src, std::size_t bytes) {
   const std::int64_t r = blockIdx.x;

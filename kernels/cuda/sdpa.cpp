@@ -14,7 +14,6 @@
 #include <memory>
 #include <tuple>
 #include <unordered_map>
-#include <utility>
 
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/ops.h"
@@ -42,9 +41,8 @@ cudnnHandle_t handle() {
 
 enum Uid : std::int64_t { kQ = 1, kK, kV, kO, kStats, kDO, kDQ, kDK, kDV };
 
-template <class T> using Buffer = Scratch<T>;
-Buffer<std::uint16_t> bf16_of(const float* x, std::int64_t n) {
-  Buffer<std::uint16_t> b(n);
+Scratch<std::uint16_t> bf16_of(const float* x, std::int64_t n) {
+  Scratch<std::uint16_t> b(n);
   convert_bf16(b.p, x, n, true);
   return b;
 }
@@ -101,7 +99,7 @@ std::shared_ptr<fe::graph::Graph> graph_for(const Key& key) {
 void run(const fe::graph::Graph& g, std::unordered_map<std::int64_t, void*>& pack) {
   std::int64_t bytes = 0;
   MOE_FE_CHECK(g.get_workspace_size(bytes));
-  Buffer<std::uint8_t> workspace(bytes);
+  Scratch<std::uint8_t> workspace(bytes);
   MOE_FE_CHECK(g.execute(handle(), pack, workspace.p));  // the handle's stream: the default one
 }
 }  // namespace
@@ -111,7 +109,7 @@ void sdpa_forward(float* out, float* lse, const float* q, const float* k, const 
   const auto g = graph_for({B, T, H, Hkv, D, false});
   const std::int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
   auto qb = bf16_of(q, nq), kb = bf16_of(k, nk), vb = bf16_of(v, nk);
-  Buffer<std::uint16_t> ob(nq);
+  Scratch<std::uint16_t> ob(nq);
   std::unordered_map<std::int64_t, void*> pack{{kQ, qb.p}, {kK, kb.p}, {kV, vb.p}, {kO, ob.p}, {kStats, lse}};
   run(*g, pack);
   convert_bf16(out, ob.p, nq, false);
@@ -124,7 +122,7 @@ void sdpa_backward(float* dq, float* dk, float* dv, const float* dout, const flo
   const std::int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
   // out came from BF16 (forward widened it), so rounding it again gives forward's O exactly.
   auto qb = bf16_of(q, nq), kb = bf16_of(k, nk), vb = bf16_of(v, nk), ob = bf16_of(out, nq), dob = bf16_of(dout, nq);
-  Buffer<std::uint16_t> dqb(nq), dkb(nk), dvb(nk);
+  Scratch<std::uint16_t> dqb(nq), dkb(nk), dvb(nk);
   std::unordered_map<std::int64_t, void*> pack{{kQ, qb.p},   {kK, kb.p},   {kV, vb.p},   {kO, ob.p},  {kDO, dob.p},
                                               {kStats, const_cast<float*>(lse)}, {kDQ, dqb.p}, {kDK, dkb.p}, {kDV, dvb.p}};
   run(*g, pack);
