@@ -2,6 +2,7 @@
 
 #include "checkpoint/chunk_writer.h"
 #include "checkpoint/fletcher32.h"
+#include "checkpoint/holes_driver.h"
 
 #include <hdf5.h>
 
@@ -75,18 +76,24 @@ std::vector<hsize_t> chunk_of(const Shape& s) {
   return c;
 }
 
+// A new file (truncating) through the driver `fapl` sets up. The 1.10 file format checksums
+// its metadata (superblock v3, object headers v2, v2 B-trees), so a damaged header is
+// refused when read instead of being decoded; the Fletcher32 filter covers the data.
+Id create_file(const std::string& path, hid_t fapl) {
+  check(H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110), path, "file format");
+  const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  if (f < 0) throw CheckpointError(fmt::format("{}: cannot create ({})", path, hdf5_reason()));
+  return Id(f, H5Fclose);
+}
+
 Id open_file(const std::string& path, MPI_Comm comm, bool create) {
   Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
   if (comm != MPI_COMM_NULL) check(H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL), path, "MPI-IO access");
-  // The 1.10 file format checksums its metadata (superblock v3, object headers v2, v2
-  // B-trees), so a damaged header is refused when read instead of being decoded; the
-  // Fletcher32 filter covers the data.
-  if (create) check(H5Pset_libver_bounds(fapl.get(), H5F_LIBVER_V110, H5F_LIBVER_V110), path, "file format");
-  const hid_t f = create ? H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl.get())
-                         : H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
+  if (create) return create_file(path, fapl.get());
+  const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
   if (f < 0)
-    throw CheckpointError(fmt::format("{}: cannot {} ({}){}", path, create ? "create" : "open", hdf5_reason(),
-                                      create ? "" : ": not a checkpoint, truncated, or damaged"));
+    throw CheckpointError(
+        fmt::format("{}: cannot open ({}): not a checkpoint, truncated, or damaged", path, hdf5_reason()));
   return Id(f, H5Fclose);
 }
 
@@ -244,99 +251,25 @@ void read_slice(hid_t ds, const std::string& path, const Dataset& d, const Slice
 }  // namespace
 
 namespace {
-void write_all(Id& file, const std::string& path, const Meta& meta, const std::vector<Dataset>& datasets,
-               const std::vector<Slice>& mine, MPI_Comm comm);  // comm: null when this process writes alone
 
-// A process that writes the whole file alone hands HDF5 each chunk of a dataset it holds
-// entirely with the Fletcher32 already appended (H5Dwrite_chunk): HDF5 1.10's own checksum
-// loop runs at ~1.5 GB/s and its filter pipeline copies every chunk once more. Parallel HDF5
-// cannot give one rank chunks of its own, so several ranks write through the collective
-// filtered path. The stored bytes are the same either way (read_slice verifies them).
-bool write_direct(hid_t ds, const std::string& path, const Dataset& d, const Slice* s, std::vector<unsigned char>& buf) {
-  std::int64_t numel = 1;
-  for (auto e : d.shape) numel *= e;
-  if (!s || !s->window.empty() || d.shape.empty() || s->begin != 0 || s->end != numel) return false;
-  const auto chunk = chunk_of(d.shape);
-  std::int64_t inner = 1;
-  for (std::size_t k = 1; k < d.shape.size(); ++k) inner *= d.shape[k];
-  const std::int64_t rows = static_cast<std::int64_t>(chunk[0]), per_chunk = rows * inner;
-  std::vector<hsize_t> offset(d.shape.size(), 0);
-  for (std::int64_t c = 0; c * per_chunk < numel; ++c) {
-    // HDF5 stores an edge chunk at full size; the rows past the end are never read.
-    const std::size_t n = static_cast<std::size_t>(std::min(per_chunk, numel - c * per_chunk)) * sizeof(float),
-                      payload = static_cast<std::size_t>(per_chunk) * sizeof(float);
-    buf.assign(payload + 4, 0);
-    std::memcpy(buf.data(), s->data + c * per_chunk, n);
-    const auto trailer = fletcher32_trailer(buf.data(), payload);
-    std::copy(trailer.begin(), trailer.end(), buf.begin() + static_cast<std::ptrdiff_t>(payload));
-    offset[0] = static_cast<hsize_t>(c * rows);
-    check(H5Dwrite_chunk(ds, H5P_DEFAULT, 0, offset.data(), buf.size(), buf.data()), path, "write " + d.name);
-  }
-  return true;
-}
-}
-
-void write(const std::string& path, MPI_Comm comm, const Meta& meta, const std::vector<Dataset>& datasets,
-           const std::vector<Slice>& mine) {
-  quiet();
-  int ranks = 1;
-  if (comm != MPI_COMM_NULL) MPI_Comm_size(comm, &ranks);
-  // One process: HDF5's default driver (parallel HDF5 allocates every chunk when a dataset is
-  // created, and checksums a fill chunk for each, which no write here needs).
-  Id file = open_file(path, ranks == 1 ? MPI_COMM_NULL : comm, true);
-  try {
-    write_all(file, path, meta, datasets, mine, ranks == 1 ? MPI_COMM_NULL : comm);
-  } catch (const CheckpointError& e) {
-    // A failed write (a full disk) leaves HDF5 unable to flush the file: closing it would
-    // fail again and leave the library's state torn (HDF5 1.10 then crashes at exit). The
-    // handle is let go; the temporary file is never renamed into place.
-    file.release();
-    throw CheckpointError(fmt::format("{} (is the disk full? the previous checkpoint stays the latest)", e.what()));
-  }
-  check(H5Fclose(file.get()), path, "close");
-  file.release();
-}
-
-namespace {
-void write_all(Id& file, const std::string& path, const Meta& meta, const std::vector<Dataset>& datasets,
-               const std::vector<Slice>& mine, MPI_Comm comm) {
-  const bool alone = comm == MPI_COMM_NULL;
+void create_datasets(hid_t file, const std::string& path, const std::vector<Dataset>& datasets) {
   Id lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
   H5Pset_create_intermediate_group(lcpl.get(), 1);
-  // Every rank creates every dataset (metadata is collective), then the collective writes.
   for (const Dataset& d : datasets) {
     const auto dims = dims_of(d.shape), chunk = chunk_of(d.shape);
     Id space(check_id(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), path, d.name), H5Sclose);
     Id dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
     check(H5Pset_chunk(dcpl.get(), static_cast<int>(chunk.size()), chunk.data()), path, d.name);
     check(H5Pset_fletcher32(dcpl.get()), path, d.name);
-    // Every element is written: no fill values first (parallel HDF5 allocates chunks when the
-    // dataset is created and would write them, twice the bytes at 2 ranks and up).
+    // Every element is written: no fill values first.
     check(H5Pset_fill_time(dcpl.get(), H5D_FILL_TIME_NEVER), path, d.name);
-    Id ds(check_id(H5Dcreate2(file.get(), d.name.c_str(), H5T_IEEE_F32LE, space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT),
+    Id ds(check_id(H5Dcreate2(file, d.name.c_str(), H5T_IEEE_F32LE, space.get(), lcpl.get(), dcpl.get(), H5P_DEFAULT),
                    path, "create " + d.name),
           H5Dclose);
   }
-  const auto slices = by_dataset(mine);
-  std::vector<unsigned char> buf;
-  // Several ranks: every chunk whole from one rank where the slices allow (chunk_writer.h),
-  // HDF5's collective filtered write for the rest (tensor-parallel windows).
-  std::vector<Dataset> rest;
-  if (comm == MPI_COMM_NULL) {
-    rest = datasets;
-  } else {
-    const auto done = detail::write_whole_chunks(path, comm, file.get(), datasets, mine);
-    for (std::size_t i = 0; i < datasets.size(); ++i)
-      if (!done[i]) rest.push_back(datasets[i]);
-  }
-  for_each_selection(path, rest, mine, [&](const Dataset& d, hid_t mem, hid_t fs, hid_t xfer, const float* data) {
-    Id ds(check_id(H5Dopen2(file.get(), d.name.c_str(), H5P_DEFAULT), path, d.name), H5Dclose);
-    const auto it = slices.find(d.name);
-    if (alone && write_direct(ds.get(), path, d, it == slices.end() ? nullptr : it->second, buf)) return;
-    // Alone, the file has HDF5's default driver, which refuses collective transfers.
-    check(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, mem, fs, alone ? H5P_DEFAULT : xfer, data), path, "write " + d.name);
-  });
-  const hid_t f = file.get();
+}
+
+void write_meta(hid_t f, const std::string& path, const Meta& meta) {
   write_attr(f, "format_version", H5T_NATIVE_INT64, meta.format_version, path);
   write_attr(f, "step", H5T_NATIVE_INT64, meta.step, path);
   write_attr(f, "seed", H5T_NATIVE_UINT64, meta.seed, path);
@@ -355,9 +288,170 @@ void write_all(Id& file, const std::string& path, const Meta& meta, const std::v
   write_attr(f, "cost_train_seconds", H5T_NATIVE_DOUBLE, meta.train_seconds, path);
   write_text(f, "config", meta.config_yaml, path);
   write_text(f, "layout", meta.layout, path);
-  check(H5Fflush(f, H5F_SCOPE_GLOBAL), path, "flush");
 }
+
+// Fills an open file with `body`, then closes it. A failed write (a full disk) leaves HDF5
+// unable to flush the file: closing it would fail again and leave the library's state torn
+// (HDF5 1.10 then crashes at exit), so the handle is let go; the temporary file is never
+// renamed into place.
+template <class Body> void fill_and_close(Id& file, const std::string& path, Body body) {
+  try {
+    body(file.get());
+    check(H5Fclose(file.get()), path, "close");
+  } catch (...) {
+    file.release();
+    throw;
+  }
+  file.release();
+}
+
+// One process: HDF5's default driver, and each chunk of a dataset it holds entirely handed
+// over with its Fletcher32 already appended (H5Dwrite_chunk): HDF5 1.10's own checksum loop
+// is word by word and its filter pipeline copies every chunk once more. The stored bytes
+// are the same (read_slice verifies them).
+bool write_direct(hid_t ds, const std::string& path, const Dataset& d, const Slice* s, std::vector<unsigned char>& buf) {
+  std::int64_t numel = 1;
+  for (auto e : d.shape) numel *= e;
+  if (!s || !s->window.empty() || d.shape.empty() || s->begin != 0 || s->end != numel) return false;
+  const auto chunk = chunk_of(d.shape);
+  const std::int64_t rows = static_cast<std::int64_t>(chunk[0]), per_chunk = rows * (numel / d.shape[0]);
+  std::vector<hsize_t> offset(d.shape.size(), 0);
+  for (std::int64_t c = 0; c * per_chunk < numel; ++c) {
+    // HDF5 stores an edge chunk at full size; the rows past the end are never read.
+    const std::size_t n = static_cast<std::size_t>(std::min(per_chunk, numel - c * per_chunk)) * sizeof(float),
+                      payload = static_cast<std::size_t>(per_chunk) * sizeof(float);
+    buf.assign(payload + 4, 0);
+    std::memcpy(buf.data(), s->data + c * per_chunk, n);
+    const auto trailer = fletcher32_trailer(buf.data(), payload);
+    std::copy(trailer.begin(), trailer.end(), buf.begin() + static_cast<std::ptrdiff_t>(payload));
+    offset[0] = static_cast<hsize_t>(c * rows);
+    check(H5Dwrite_chunk(ds, H5P_DEFAULT, 0, offset.data(), buf.size(), buf.data()), path, "write " + d.name);
+  }
+  return true;
+}
+
+void write_alone(const std::string& path, const Meta& meta, const std::vector<Dataset>& datasets,
+                 const std::vector<Slice>& mine) {
+  Id file = open_file(path, MPI_COMM_NULL, true);
+  fill_and_close(file, path, [&](hid_t f) {
+    create_datasets(f, path, datasets);
+    const auto slices = by_dataset(mine);
+    std::vector<unsigned char> buf;
+    for (const Dataset& d : datasets) {
+      Id ds(check_id(H5Dopen2(f, d.name.c_str(), H5P_DEFAULT), path, d.name), H5Dclose);
+      const auto it = slices.find(d.name);
+      const Slice* s = it == slices.end() ? nullptr : it->second;
+      if (write_direct(ds.get(), path, d, s, buf) || !s || s->begin >= s->end) continue;
+      // A window or part of a dataset (tests): HDF5 selects it and filters the chunks.
+      const auto dims = dims_of(d.shape);
+      Id fs(check_id(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), path, d.name), H5Sclose);
+      select(fs.get(), d.shape, s, path);
+      const hsize_t n = static_cast<hsize_t>(s->end - s->begin);
+      Id mem(H5Screate_simple(1, &n, nullptr), H5Sclose);
+      check(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, mem.get(), fs.get(), H5P_DEFAULT, s->data), path, "write " + d.name);
+    }
+    write_meta(f, path, meta);
+  });
+}
+
+// Rank 0's error, or none, thrown on every rank.
+void agree_on(std::string error, MPI_Comm comm) {
+  int length = static_cast<int>(error.size());
+  MPI_Bcast(&length, 1, MPI_INT, 0, comm);
+  error.resize(static_cast<std::size_t>(length));
+  MPI_Bcast(error.data(), length, MPI_CHAR, 0, comm);
+  if (!error.empty()) throw CheckpointError(error);
+}
+
+// Several ranks whose slices of every dataset are flat ranges (no tensor-parallel window):
+// rank 0 creates the file alone, every chunk allocated at its stored size but left a hole
+// (holes_driver.h), and the attributes; then every rank writes the chunks it holds
+// (chunk_writer.h). No rank waits in a collective HDF5 call another rank has left.
+void write_from_skeleton(const std::string& path, MPI_Comm comm, const Meta& meta, const std::vector<Dataset>& datasets,
+                         const std::vector<Slice>& mine, const detail::WholeChunks& plan) {
+  int me = 0;
+  MPI_Comm_rank(comm, &me);
+  std::vector<std::uint64_t> flat;  // every chunk's address, dataset by dataset
+  std::string error;
+  if (me == 0) {
+    try {
+      std::size_t biggest = 0;
+      for (const Dataset& d : datasets) biggest = std::max(biggest, detail::chunk_stored_bytes(d.shape));
+      const std::vector<unsigned char> hole(biggest);  // handed to HDF5, never written
+      Id fapl(detail::holes_fapl(hole.data(), hole.size()), H5Pclose);
+      Id file = create_file(path, fapl.get());
+      fill_and_close(file, path, [&](hid_t f) {
+        create_datasets(f, path, datasets);
+        for (const Dataset& d : datasets) {
+          Id ds(check_id(H5Dopen2(f, d.name.c_str(), H5P_DEFAULT), path, d.name), H5Dclose);
+          std::vector<hsize_t> offset(d.shape.size(), 0);
+          for (std::int64_t c = 0; c < detail::chunk_count(d.shape); ++c) {
+            offset[0] = static_cast<hsize_t>(c * detail::chunk_rows(d.shape));
+            check(H5Dwrite_chunk(ds.get(), H5P_DEFAULT, 0, offset.data(), detail::chunk_stored_bytes(d.shape), hole.data()),
+                  path, "allocate " + d.name);
+          }
+        }
+        for (const auto& a : detail::chunk_addresses(path, f, datasets, plan)) flat.insert(flat.end(), a.begin(), a.end());
+        write_meta(f, path, meta);
+      });
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  }
+  agree_on(error, comm);
+  std::size_t chunks = 0;
+  for (const Dataset& d : datasets) chunks += static_cast<std::size_t>(detail::chunk_count(d.shape));
+  flat.resize(chunks);
+  MPI_Bcast(flat.data(), static_cast<int>(chunks), MPI_UINT64_T, 0, comm);
+  detail::ChunkAddresses addresses(datasets.size());
+  for (std::size_t i = 0, at = 0; i < datasets.size(); ++i) {
+    const auto n = static_cast<std::size_t>(detail::chunk_count(datasets[i].shape));
+    addresses[i].assign(flat.begin() + static_cast<std::ptrdiff_t>(at), flat.begin() + static_cast<std::ptrdiff_t>(at + n));
+    at += n;
+  }
+  detail::write_whole_chunks(path, comm, datasets, mine, plan, addresses);
+}
+
+// Several ranks, some holding tensor-parallel windows: parallel HDF5 creates the file (and
+// writes every chunk of it with fill values, as it must for a filtered dataset: the file is
+// written twice); the flat datasets are written chunk by chunk, the windows through HDF5's
+// collective filtered write.
+void write_collective(const std::string& path, MPI_Comm comm, const Meta& meta, const std::vector<Dataset>& datasets,
+                      const std::vector<Slice>& mine, const detail::WholeChunks& plan) {
+  Id file = open_file(path, comm, true);
+  fill_and_close(file, path, [&](hid_t f) {
+    create_datasets(f, path, datasets);
+    detail::write_whole_chunks(path, comm, datasets, mine, plan, detail::chunk_addresses(path, f, datasets, plan));
+    std::vector<Dataset> rest;
+    for (std::size_t i = 0; i < datasets.size(); ++i)
+      if (!plan.raw(i)) rest.push_back(datasets[i]);
+    for_each_selection(path, rest, mine, [&](const Dataset& d, hid_t mem, hid_t fs, hid_t xfer, const float* data) {
+      Id ds(check_id(H5Dopen2(f, d.name.c_str(), H5P_DEFAULT), path, d.name), H5Dclose);
+      check(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, mem, fs, xfer, data), path, "write " + d.name);
+    });
+    write_meta(f, path, meta);
+  });
+}
+
 }  // namespace
+
+void write(const std::string& path, MPI_Comm comm, const Meta& meta, const std::vector<Dataset>& datasets,
+           const std::vector<Slice>& mine) {
+  quiet();
+  int ranks = 1;
+  if (comm != MPI_COMM_NULL) MPI_Comm_size(comm, &ranks);
+  try {
+    if (ranks == 1) {
+      write_alone(path, meta, datasets, mine);
+    } else {
+      const detail::WholeChunks plan(comm, datasets, mine);
+      if (plan.all_raw()) write_from_skeleton(path, comm, meta, datasets, mine, plan);
+      else write_collective(path, comm, meta, datasets, mine, plan);
+    }
+  } catch (const CheckpointError& e) {
+    throw CheckpointError(fmt::format("{} (is the disk full? the previous checkpoint stays the latest)", e.what()));
+  }
+}
 
 void read(const std::string& path, MPI_Comm comm, const std::vector<Dataset>& expected, const std::vector<Slice>& mine) {
   quiet();

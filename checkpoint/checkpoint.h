@@ -2,8 +2,8 @@
 // dataset at its full logical shape under its Hugging Face name ("weights/<name>",
 // "optimizer/exp_avg/<name>", "optimizer/exp_avg_sq/<name>", "buffers/<name>"), chunked with
 // the Fletcher32 checksum filter; the run's state is attributes of the root group.
-// Writing and reading are collective over a communicator through parallel HDF5 (MPI-IO):
-// each rank moves only its slices (checkpoint/slices.h), nobody gathers the model.
+// Writing and reading are collective over a communicator: each rank moves only its slices
+// (checkpoint/slices.h), nobody gathers the model (docs/CHECKPOINT.md says how).
 #pragma once
 #include <mpi.h>
 

@@ -68,27 +68,10 @@ class File {  // the checkpoint's bytes, written by this rank at HDF5's chunk ad
   int fd_;
 };
 
-// Every rank's flat range of every dataset: (begin, end, holds a window) per (rank, dataset).
-struct Ranges {
-  std::vector<std::int64_t> all;
-  std::size_t D;
-  int p;
-  std::pair<std::int64_t, std::int64_t> of(int r, std::size_t i) const {
-    return {all[(std::size_t(r) * D + i) * 3], all[(std::size_t(r) * D + i) * 3 + 1]};
-  }
-  bool window(int r, std::size_t i) const { return all[(std::size_t(r) * D + i) * 3 + 2] != 0; }
-  // The rank whose range holds element e of dataset i (the writer of the chunk it starts).
-  int owner(std::size_t i, std::int64_t e) const {
-    for (int r = 0; r < p; ++r)
-      if (const auto [b, x] = of(r, i); e >= b && e < x) return r;
-    return -1;
-  }
-};
-
 using Pieces = std::multimap<std::pair<std::int64_t, std::int64_t>, const char*>;  // (dataset, chunk) -> header
 
-void write_owned(const std::string& path, hid_t file, const std::vector<Dataset>& datasets, const std::vector<bool>& raw,
-                 const Ranges& ranges, int me, const std::map<std::string, const Slice*>& slice_of, const Pieces& pieces);
+void write_owned(const std::string& path, const std::vector<Dataset>& datasets, const WholeChunks& plan, int me,
+                 const std::map<std::string, const Slice*>& slice_of, const Pieces& pieces, const ChunkAddresses& addresses);
 
 }  // namespace
 
@@ -98,36 +81,92 @@ std::int64_t chunk_rows(const Shape& s) {
   return std::clamp<std::int64_t>((std::int64_t{1} << 21) / inner, 1, std::max<std::int64_t>(s[0], 1));
 }
 
-std::vector<bool> write_whole_chunks(const std::string& path, MPI_Comm comm, hid_t file,
-                                     const std::vector<Dataset>& datasets, const std::vector<Slice>& mine) {
-  int p = 1, me = 0;
-  MPI_Comm_size(comm, &p), MPI_Comm_rank(comm, &me);
-  const std::size_t D = datasets.size();
+std::int64_t chunk_count(const Shape& s) {
+  if (s.empty()) return 1;
+  const std::int64_t rows = chunk_rows(s);
+  return (s[0] + rows - 1) / rows;
+}
+
+std::size_t chunk_stored_bytes(const Shape& s) {
+  const std::int64_t inner = s.empty() ? 1 : numel(s) / std::max<std::int64_t>(s[0], 1);
+  return std::size_t(chunk_rows(s) * inner) * sizeof(float) + 4;
+}
+
+WholeChunks::WholeChunks(MPI_Comm comm, const std::vector<Dataset>& datasets, const std::vector<Slice>& mine)
+    : D_(datasets.size()), p_(1), raw_(datasets.size(), false) {
+  int me = 0;
+  MPI_Comm_size(comm, &p_), MPI_Comm_rank(comm, &me);
   std::map<std::string, const Slice*> slice_of;
   for (const Slice& s : mine) slice_of[s.dataset] = &s;
-  // Every rank's range of every dataset, and whether any rank holds a window of it.
-  std::vector<std::int64_t> local(3 * D, 0), all(3 * D * std::size_t(p));
-  for (std::size_t i = 0; i < D; ++i)
+  std::vector<std::int64_t> local(3 * D_, 0);
+  all_.resize(3 * D_ * std::size_t(p_));
+  for (std::size_t i = 0; i < D_; ++i)
     if (const auto it = slice_of.find(datasets[i].name); it != slice_of.end() && it->second->begin < it->second->end)
       local[3 * i] = it->second->begin, local[3 * i + 1] = it->second->end, local[3 * i + 2] = !it->second->window.empty();
-  MPI_Allgather(local.data(), static_cast<int>(3 * D), MPI_INT64_T, all.data(), static_cast<int>(3 * D), MPI_INT64_T, comm);
-  const Ranges ranges{std::move(all), D, p};
-  auto range = [&](int r, std::size_t i) { return ranges.of(r, i); };
-  auto owner = [&](std::size_t i, std::int64_t e) { return ranges.owner(i, e); };
-  // Ours to write: flat ranges that tile the dataset exactly (no window, no gap, no overlap).
-  std::vector<bool> raw(D, false);
-  for (std::size_t i = 0; i < D; ++i) {
+  MPI_Allgather(local.data(), static_cast<int>(3 * D_), MPI_INT64_T, all_.data(), static_cast<int>(3 * D_), MPI_INT64_T, comm);
+  for (std::size_t i = 0; i < D_; ++i) {
     std::vector<std::pair<std::int64_t, std::int64_t>> tiles;
     bool window = false;
-    for (int r = 0; r < p; ++r) {
-      window |= ranges.window(r, i);
+    for (int r = 0; r < p_; ++r) {
+      window |= all_[(std::size_t(r) * D_ + i) * 3 + 2] != 0;
       if (range(r, i).first < range(r, i).second) tiles.push_back(range(r, i));
     }
     std::sort(tiles.begin(), tiles.end());
     std::int64_t next = 0;
     for (const auto& [b, e] : tiles) next = b == next ? e : -1;
-    raw[i] = !window && !datasets[i].shape.empty() && next == numel(datasets[i].shape);
+    raw_[i] = !window && !datasets[i].shape.empty() && next == numel(datasets[i].shape);
   }
+}
+
+bool WholeChunks::all_raw() const { return std::all_of(raw_.begin(), raw_.end(), [](bool r) { return r; }); }
+
+std::pair<std::int64_t, std::int64_t> WholeChunks::range(int r, std::size_t i) const {
+  return {all_[(std::size_t(r) * D_ + i) * 3], all_[(std::size_t(r) * D_ + i) * 3 + 1]};
+}
+
+int WholeChunks::owner(std::size_t i, std::int64_t e) const {
+  for (int r = 0; r < p_; ++r)
+    if (const auto [b, x] = range(r, i); e >= b && e < x) return r;
+  return -1;
+}
+
+ChunkAddresses chunk_addresses(const std::string& path, hid_t file, const std::vector<Dataset>& datasets,
+                               const WholeChunks& plan) {
+  ChunkAddresses out(datasets.size());
+  for (std::size_t i = 0; i < datasets.size(); ++i) {
+    if (!plan.raw(i)) continue;
+    const Dataset& d = datasets[i];
+    const std::int64_t rows = chunk_rows(d.shape);
+    const std::size_t stored = chunk_stored_bytes(d.shape);
+    const hid_t ds = H5Dopen2(file, d.name.c_str(), H5P_DEFAULT);
+    if (ds < 0) throw CheckpointError(fmt::format("{}: open {}", path, d.name));
+    std::vector<hsize_t> offset(d.shape.size(), 0);
+    for (std::int64_t c = 0; c < chunk_count(d.shape); ++c) {
+      offset[0] = hsize_t(c * rows);
+      unsigned mask = 0;
+      haddr_t addr = 0;
+      hsize_t size = 0;
+      if (H5Dget_chunk_info_by_coord(ds, offset.data(), &mask, &addr, &size) < 0 || addr == HADDR_UNDEF || size != stored) {
+        H5Dclose(ds);
+        throw CheckpointError(
+            fmt::format("{}: {}: HDF5 did not allocate the chunk at row {} as {} bytes", path, d.name, offset[0], stored));
+      }
+      out[i].push_back(addr);
+    }
+    H5Dclose(ds);
+  }
+  return out;
+}
+
+void write_whole_chunks(const std::string& path, MPI_Comm comm, const std::vector<Dataset>& datasets,
+                        const std::vector<Slice>& mine, const WholeChunks& plan, const ChunkAddresses& addresses) {
+  int p = 1, me = 0;
+  MPI_Comm_size(comm, &p), MPI_Comm_rank(comm, &me);
+  const std::size_t D = datasets.size();
+  std::map<std::string, const Slice*> slice_of;
+  for (const Slice& s : mine) slice_of[s.dataset] = &s;
+  auto range = [&](int r, std::size_t i) { return plan.range(r, i); };
+  auto owner = [&](std::size_t i, std::int64_t e) { return plan.owner(i, e); };
 
   // From here every rank reaches the two exchanges and the final agreement whatever fails
   // on it (a rank leaving a collective early would leave the others waiting).
@@ -139,7 +178,7 @@ std::vector<bool> write_whole_chunks(const std::string& path, MPI_Comm comm, hid
   std::vector<std::vector<char>> out(static_cast<std::size_t>(p));
   try {
     for (std::size_t i = 0; i < D; ++i) {
-      if (!raw[i]) continue;
+      if (!plan.raw(i)) continue;
       const auto [b, e] = range(me, i);
       if (b >= e) continue;
       const std::int64_t per = chunk_rows(datasets[i].shape) * (numel(datasets[i].shape) / datasets[i].shape[0]);
@@ -206,7 +245,7 @@ std::vector<bool> write_whole_chunks(const std::string& path, MPI_Comm comm, hid
   // A chunk inside this rank's range is written from the tensor itself. A failure on any
   // rank (a full disk) fails the save on every rank, before any further collective call.
   try {
-    if (error.empty()) write_owned(path, file, datasets, raw, ranges, me, slice_of, pieces);
+    if (error.empty()) write_owned(path, datasets, plan, me, slice_of, pieces, addresses);
   } catch (const std::exception& e) {
     note(e);
   }
@@ -214,66 +253,45 @@ std::vector<bool> write_whole_chunks(const std::string& path, MPI_Comm comm, hid
   MPI_Allreduce(&failed, &first, 1, MPI_INT, MPI_MIN, comm);
   if (first < p)
     throw CheckpointError(error.empty() ? fmt::format("{}: rank {} could not write its chunks", path, first) : error);
-  return raw;
 }
 
 namespace {
-void write_owned(const std::string& path, hid_t file, const std::vector<Dataset>& datasets, const std::vector<bool>& raw,
-                 const Ranges& ranges, int me, const std::map<std::string, const Slice*>& slice_of, const Pieces& pieces) {
-  const std::size_t D = datasets.size();
-  auto range = [&](int r, std::size_t i) { return ranges.of(r, i); };
-  auto owner = [&](std::size_t i, std::int64_t e) { return ranges.owner(i, e); };
+void write_owned(const std::string& path, const std::vector<Dataset>& datasets, const WholeChunks& plan, int me,
+                 const std::map<std::string, const Slice*>& slice_of, const Pieces& pieces, const ChunkAddresses& addresses) {
   File f(path);
   std::vector<unsigned char> buf;
-  for (std::size_t i = 0; i < D; ++i) {
-    if (!raw[i]) continue;
-    const auto [b, e] = range(me, i);
+  for (std::size_t i = 0; i < datasets.size(); ++i) {
+    if (!plan.raw(i)) continue;
+    const auto [b, e] = plan.range(me, i);
     if (b >= e) continue;
     const Dataset& d = datasets[i];
-    const std::int64_t n = numel(d.shape), rows = chunk_rows(d.shape), per = rows * (n / d.shape[0]);
+    const std::int64_t n = numel(d.shape), per = chunk_rows(d.shape) * (n / d.shape[0]);
     const std::size_t payload = std::size_t(per) * sizeof(float);
     const float* data = slice_of.at(d.name)->data;
-    const hid_t ds = H5Dopen2(file, d.name.c_str(), H5P_DEFAULT);
-    if (ds < 0) throw CheckpointError(fmt::format("{}: open {}", path, d.name));
-    std::vector<hsize_t> offset(d.shape.size(), 0);
-    try {
-      for (std::int64_t c = b / per; c * per < e; ++c) {
-        if (owner(i, c * per) != me) continue;
-        offset[0] = hsize_t(c * rows);
-        unsigned mask = 0;
-        haddr_t addr = 0;
-        hsize_t size = 0;
-        if (H5Dget_chunk_info_by_coord(ds, offset.data(), &mask, &addr, &size) < 0 || addr == HADDR_UNDEF ||
-            size != payload + 4)
-          throw CheckpointError(fmt::format("{}: {}: HDF5 did not allocate the chunk at row {} as {} bytes", path, d.name,
-                                            offset[0], payload + 4));
-        const std::int64_t hi = std::min(n, (c + 1) * per);
-        const unsigned char* bytes = nullptr;
-        if (c * per >= b && (c + 1) * per <= e) {
-          bytes = reinterpret_cast<const unsigned char*>(data + (c * per - b));
-        } else {  // pieces from other ranks, or the dataset's last chunk (stored at full size)
-          buf.assign(payload, 0);
-          const std::int64_t lo = std::max(b, c * per), mine_hi = std::min(e, hi);
-          std::memcpy(buf.data() + std::size_t(lo - c * per) * sizeof(float), data + (lo - b),
-                      std::size_t(mine_hi - lo) * sizeof(float));
-          const auto [first, last] = pieces.equal_range({std::int64_t(i), c});
-          for (auto it = first; it != last; ++it) {
-            Header h;
-            std::memcpy(&h, it->second, sizeof h);
-            std::memcpy(buf.data() + std::size_t(h.begin - c * per) * sizeof(float), it->second + sizeof h,
-                        std::size_t(h.count) * sizeof(float));
-          }
-          bytes = buf.data();
+    for (std::int64_t c = b / per; c * per < e; ++c) {
+      if (plan.owner(i, c * per) != me) continue;
+      const std::int64_t hi = std::min(n, (c + 1) * per);
+      const unsigned char* bytes = nullptr;
+      if (c * per >= b && (c + 1) * per <= e) {
+        bytes = reinterpret_cast<const unsigned char*>(data + (c * per - b));
+      } else {  // pieces from other ranks, or the dataset's last chunk (stored at full size)
+        buf.assign(payload, 0);
+        const std::int64_t lo = std::max(b, c * per), mine_hi = std::min(e, hi);
+        std::memcpy(buf.data() + std::size_t(lo - c * per) * sizeof(float), data + (lo - b),
+                    std::size_t(mine_hi - lo) * sizeof(float));
+        const auto [first, last] = pieces.equal_range({std::int64_t(i), c});
+        for (auto it = first; it != last; ++it) {
+          Header h;
+          std::memcpy(&h, it->second, sizeof h);
+          std::memcpy(buf.data() + std::size_t(h.begin - c * per) * sizeof(float), it->second + sizeof h,
+                      std::size_t(h.count) * sizeof(float));
         }
-        auto trailer = fletcher32_trailer(bytes, payload);
-        const iovec parts[2] = {{const_cast<unsigned char*>(bytes), payload}, {trailer.data(), 4}};
-        f.write(d.name, addr, parts, 2, payload + 4);
+        bytes = buf.data();
       }
-    } catch (...) {
-      H5Dclose(ds);
-      throw;
+      auto trailer = fletcher32_trailer(bytes, payload);
+      const iovec parts[2] = {{const_cast<unsigned char*>(bytes), payload}, {trailer.data(), 4}};
+      f.write(d.name, addresses[i][std::size_t(c)], parts, 2, payload + 4);
     }
-    H5Dclose(ds);
   }
   f.sync();
 }
