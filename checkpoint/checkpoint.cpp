@@ -1,5 +1,6 @@
 #include "checkpoint/checkpoint.h"
 
+#include "checkpoint/chunk_reader.h"
 #include "checkpoint/chunk_writer.h"
 #include "checkpoint/fletcher32.h"
 #include "checkpoint/holes_driver.h"
@@ -193,18 +194,18 @@ CheckpointError damaged(const std::string& path, const std::string& dataset, con
 }
 
 // The chunks of a dataset written by write(): whole trailing dimensions, `rows` leading
-// rows each, Fletcher32 the only filter. H5Dread_chunk hands over each chunk's stored bytes
-// (payload + 4-byte checksum); the checksum is verified here (HDF5's own loop verifies at a
-// fifth of the speed and copies every chunk once more), then the slice's part is copied out.
-// Datasets laid out otherwise (another writer) go through H5Dread.
-void read_slice(hid_t ds, const std::string& path, const Dataset& d, const Slice& s, std::vector<unsigned char>& raw) {
+// rows each, Fletcher32 the only filter. HDF5 says where each chunk the slice touches is;
+// `reader` reads and verifies it (chunk_reader.h: HDF5's own read copies every chunk once
+// more and checksums it at a tenth of the speed). A chunk that fails has already been
+// copied in part: the load fails and the process ends, as a failed load does. Datasets laid
+// out otherwise (another writer) and tp windows (not flat ranges of the chunks) go through
+// H5Dread, which verifies the same checksums.
+void read_slice(hid_t ds, detail::ChunkReader& reader, const std::string& path, const Dataset& d, const Slice& s) {
   Id dcpl(H5Dget_create_plist(ds), H5Pclose);
   const int nd = static_cast<int>(d.shape.size());
   std::vector<hsize_t> chunk(static_cast<std::size_t>(std::max(nd, 1)));
   unsigned flags = 0;
   std::size_t cd = 0;
-  // A window (a tensor-parallel shard) is not a flat range of the chunks: HDF5 selects it
-  // and verifies the checksums itself.
   const bool ours = s.window.empty() && nd > 0 && H5Pget_layout(dcpl.get()) == H5D_CHUNKED && H5Pget_chunk(dcpl.get(), nd, chunk.data()) == nd &&
                     H5Pget_nfilters(dcpl.get()) == 1 &&
                     H5Pget_filter2(dcpl.get(), 0, &flags, &cd, nullptr, 0, nullptr, nullptr) == H5Z_FILTER_FLETCHER32 &&
@@ -223,28 +224,24 @@ void read_slice(hid_t ds, const std::string& path, const Dataset& d, const Slice
   std::int64_t inner = 1;
   for (int k = 1; k < nd; ++k) inner *= d.shape[static_cast<std::size_t>(k)];
   const std::int64_t per_chunk = static_cast<std::int64_t>(chunk[0]) * inner;  // elements
+  const std::size_t payload = static_cast<std::size_t>(per_chunk) * sizeof(float);
   std::vector<hsize_t> offset(static_cast<std::size_t>(nd), 0);
   for (std::int64_t c = s.begin / per_chunk; c * per_chunk < s.end; ++c) {
     offset[0] = static_cast<hsize_t>(c) * chunk[0];
+    unsigned mask = 0;
+    haddr_t addr = HADDR_UNDEF;
     hsize_t stored = 0;
-    std::uint32_t mask = 0;
-    if (H5Dget_chunk_storage_size(ds, offset.data(), &stored) < 0 || stored < 4)
+    if (H5Dget_chunk_info_by_coord(ds, offset.data(), &mask, &addr, &stored) < 0 || addr == HADDR_UNDEF)
       throw damaged(path, d.name, fmt::format("the chunk at row {} is missing", offset[0]));
-    raw.resize(stored);
-    if (H5Dread_chunk(ds, H5P_DEFAULT, offset.data(), &mask, raw.data()) < 0)
-      throw damaged(path, d.name, fmt::format("cannot read the chunk at row {} ({})", offset[0], hdf5_reason()));
     // A set mask bit would mean the chunk was stored without its checksum: our writer never
     // does that, so such a chunk cannot be trusted.
     if (mask != 0)
       throw damaged(path, d.name, fmt::format("the chunk at row {} was stored without its checksum", offset[0]));
-    const std::size_t payload = stored - 4;
-    if (!fletcher32_matches(raw.data(), payload))
-      throw damaged(path, d.name, fmt::format("the chunk at row {} fails its Fletcher32 checksum", offset[0]));
-    const std::int64_t a = std::max(s.begin, c * per_chunk), b = std::min(s.end, (c + 1) * per_chunk);
-    if (static_cast<std::size_t>(b - c * per_chunk) * sizeof(float) > payload)
-      throw damaged(path, d.name, fmt::format("the chunk at row {} is shorter than its shape says", offset[0]));
-    std::memcpy(s.data + (a - s.begin), raw.data() + static_cast<std::size_t>(a - c * per_chunk) * sizeof(float),
-                static_cast<std::size_t>(b - a) * sizeof(float));
+    if (stored != payload + 4)
+      throw damaged(path, d.name, fmt::format("the chunk at row {} is {} bytes, its shape says {}", offset[0], stored, payload + 4));
+    reader.add({.dataset = d.name, .row = offset[0], .addr = addr, .payload = payload,
+                .base = static_cast<std::size_t>(c) * payload, .lo = static_cast<std::size_t>(s.begin) * sizeof(float),
+                .hi = static_cast<std::size_t>(s.end) * sizeof(float), .out = reinterpret_cast<unsigned char*>(s.data)});
   }
 }
 
@@ -453,45 +450,47 @@ void write(const std::string& path, MPI_Comm comm, const Meta& meta, const std::
   }
 }
 
-void read(const std::string& path, MPI_Comm comm, const std::vector<Dataset>& expected, const std::vector<Slice>& mine) {
+void read(const std::string& path, const std::vector<Dataset>& expected, const std::vector<Slice>& mine) {
   quiet();
-  Id file = open_file(path, comm, false);
-  std::vector<std::string> bad;
-  for (const Dataset& d : expected) {
-    const htri_t exists = H5Lexists(file.get(), d.name.c_str(), H5P_DEFAULT);
-    if (exists <= 0) {
-      H5Eclear2(H5E_DEFAULT);
-      bad.push_back(fmt::format("{} missing", d.name));
-      continue;
+  // Every rank on its own, through HDF5's default driver: HDF5 only says where the chunks
+  // are and the reader's thread reads them meanwhile, so nothing is collective. A rank that
+  // fails ends the job.
+  detail::ChunkReader reader(path);
+  {
+    Id file = open_file(path, MPI_COMM_NULL, false);
+    const auto slices = by_dataset(mine);
+    std::vector<std::string> bad;  // every mismatch, in one error
+    for (const Dataset& d : expected) {
+      const hid_t id = H5Dopen2(file.get(), d.name.c_str(), H5P_DEFAULT);
+      if (id < 0) {
+        const std::string reason = hdf5_reason();
+        const htri_t exists = H5Lexists(file.get(), d.name.c_str(), H5P_DEFAULT);
+        H5Eclear2(H5E_DEFAULT);
+        if (exists > 0) throw damaged(path, d.name, fmt::format("cannot open ({})", reason));
+        bad.push_back(fmt::format("{} missing", d.name));
+        continue;
+      }
+      Id ds(id, H5Dclose);
+      Id space(H5Dget_space(id), H5Sclose);
+      std::vector<hsize_t> dims(static_cast<std::size_t>(std::max(0, H5Sget_simple_extent_ndims(space.get()))));
+      H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+      Id type(H5Dget_type(id), H5Tclose);
+      if (dims != dims_of(d.shape))
+        bad.push_back(fmt::format("{} is {} in the file, {} in the model", d.name,
+                                  shape_str(Shape(dims.begin(), dims.end())), shape_str(d.shape)));
+      else if (H5Tequal(type.get(), H5T_IEEE_F32LE) <= 0)  // the raw-chunk reader copies bytes as f32
+        bad.push_back(fmt::format("{} is not little-endian float32 in the file", d.name));
+      else if (const auto it = slices.find(d.name); bad.empty() && it != slices.end() && it->second->begin < it->second->end)
+        read_slice(id, reader, path, d, *it->second);
     }
-    Id ds(check_id(H5Dopen2(file.get(), d.name.c_str(), H5P_DEFAULT), path, d.name), H5Dclose);
-    Id space(H5Dget_space(ds.get()), H5Sclose);
-    std::vector<hsize_t> dims(static_cast<std::size_t>(std::max(0, H5Sget_simple_extent_ndims(space.get()))));
-    H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
-    Id type(H5Dget_type(ds.get()), H5Tclose);
-    if (dims != dims_of(d.shape))
-      bad.push_back(fmt::format("{} is {} in the file, {} in the model", d.name,
-                                shape_str(Shape(dims.begin(), dims.end())), shape_str(d.shape)));
-    else if (H5Tequal(type.get(), H5T_IEEE_F32LE) <= 0)  // the raw-chunk reader copies bytes as f32
-      bad.push_back(fmt::format("{} is not little-endian float32 in the file", d.name));
-  }
-  if (!bad.empty()) {
-    std::string list;
-    for (std::size_t i = 0; i < std::min<std::size_t>(bad.size(), 4); ++i) list += (i ? "; " : "") + bad[i];
-    if (bad.size() > 4) list += fmt::format("; and {} more", bad.size() - 4);
-    throw CheckpointError(fmt::format("{}: does not match the model ({} tensors differ): {}", path, bad.size(), list));
-  }
-  // Every rank fetches the raw chunks its slices touch and verifies them itself (see
-  // read_slice); no collective transfer is needed to read.
-  // Every rank opens and closes every dataset in the same order (HDF5 may treat the last
-  // close of an object as collective); only the ones it has slices of are read.
-  const auto slices = by_dataset(mine);
-  std::vector<unsigned char> raw;
-  for (const Dataset& d : expected) {
-    Id ds(check_id(H5Dopen2(file.get(), d.name.c_str(), H5P_DEFAULT), path, d.name), H5Dclose);
-    const auto it = slices.find(d.name);
-    if (it != slices.end() && it->second->begin < it->second->end) read_slice(ds.get(), path, d, *it->second, raw);
-  }
+    if (!bad.empty()) {
+      std::string list;
+      for (std::size_t i = 0; i < std::min<std::size_t>(bad.size(), 4); ++i) list += (i ? "; " : "") + bad[i];
+      if (bad.size() > 4) list += fmt::format("; and {} more", bad.size() - 4);
+      throw CheckpointError(fmt::format("{}: does not match the model ({} tensors differ): {}", path, bad.size(), list));
+    }
+  }  // HDF5 closes the file while the last chunks are read
+  reader.finish();
 }
 
 Meta read_meta(const std::string& path) {

@@ -43,10 +43,10 @@ struct Meta {
 void write(const std::string& path, MPI_Comm comm, const Meta& meta, const std::vector<Dataset>& datasets,
            const std::vector<Slice>& mine);
 
-// Collective over comm: checks that the file has every dataset of `expected` at its shape
+// Each rank on its own: checks that the file has every dataset of `expected` at its shape
 // and dtype (CheckpointError listing the mismatches), then reads this rank's slices: the raw
 // chunks they touch, each verified against its Fletcher32 checksum (checkpoint/fletcher32.h).
-void read(const std::string& path, MPI_Comm comm, const std::vector<Dataset>& expected, const std::vector<Slice>& mine);
+void read(const std::string& path, const std::vector<Dataset>& expected, const std::vector<Slice>& mine);
 
 // One process, no MPI-IO: the attributes.
 Meta read_meta(const std::string& path);

@@ -89,8 +89,9 @@ class Trainer {
   // loading one (weights, moments and router biases); run() calls these itself.
   std::string save_checkpoint(std::int64_t step);
   void load_checkpoint(const std::string& path);
-  // Bytes of tensor data this rank writes to a checkpoint.
+  // Bytes of tensor data this rank writes to a checkpoint, and reads from one.
   std::size_t checkpoint_bytes_written();
+  std::size_t checkpoint_bytes_read();
 
  private:
   struct State;

@@ -37,7 +37,7 @@ ckpt::Meta Trainer::State::load(const std::string& path, CheckpointPart part) {
   // Every rank checks and opens every dataset (a mismatch in one stage's layers is then one
   // error on every rank), and reads its own slices.
   if (layout.pp > 1) plan.datasets = join_stages(plan.datasets);
-  ckpt::read(path, world.comm(), plan.datasets, plan.slices);
+  ckpt::read(path, plan.datasets, plan.slices);
   plan.copy_back();
   return meta;
 }

@@ -134,7 +134,7 @@ int main(int argc, char** argv) {
     expect_clean("checkpoint read_group", what, [&] { moe::ckpt::read_group(path, "weights"); });
     std::vector<float> ra(4096), rb(300);
     expect_clean("checkpoint read", what, [&] {
-      moe::ckpt::read(path, MPI_COMM_SELF, datasets, {{"weights/a", 0, 4096, ra.data(), {}, {}}, {"buffers/b", 0, 300, rb.data(), {}, {}}});
+      moe::ckpt::read(path, datasets, {{"weights/a", 0, 4096, ra.data(), {}, {}}, {"buffers/b", 0, 300, rb.data(), {}, {}}});
     });
   }
   std::printf("fuzz_readers: %d shard and %d checkpoint inputs: %d read cleanly, %d refused with moe::Error, %d failures\n",
