@@ -198,15 +198,16 @@ CheckpointError damaged(const std::string& path, const std::string& dataset, con
 // `reader` reads and verifies it (chunk_reader.h: HDF5's own read copies every chunk once
 // more and checksums it at a tenth of the speed). A chunk that fails has already been
 // copied in part: the load fails and the process ends, as a failed load does. Datasets laid
-// out otherwise (another writer) and tp windows (not flat ranges of the chunks) go through
-// H5Dread, which verifies the same checksums.
+// out otherwise (another writer) go through H5Dread, which verifies the same checksums. A
+// tensor-parallel window that cuts rows reads whole chunks (a checksum covers a chunk) and
+// keeps its part of each row.
 void read_slice(hid_t ds, detail::ChunkReader& reader, const std::string& path, const Dataset& d, const Slice& s) {
   Id dcpl(H5Dget_create_plist(ds), H5Pclose);
   const int nd = static_cast<int>(d.shape.size());
   std::vector<hsize_t> chunk(static_cast<std::size_t>(std::max(nd, 1)));
   unsigned flags = 0;
   std::size_t cd = 0;
-  const bool ours = s.window.empty() && nd > 0 && H5Pget_layout(dcpl.get()) == H5D_CHUNKED && H5Pget_chunk(dcpl.get(), nd, chunk.data()) == nd &&
+  const bool ours = nd > 0 && H5Pget_layout(dcpl.get()) == H5D_CHUNKED && H5Pget_chunk(dcpl.get(), nd, chunk.data()) == nd &&
                     H5Pget_nfilters(dcpl.get()) == 1 &&
                     H5Pget_filter2(dcpl.get(), 0, &flags, &cd, nullptr, 0, nullptr, nullptr) == H5Z_FILTER_FLETCHER32 &&
                     std::equal(chunk.begin() + 1, chunk.end(), d.shape.begin() + 1,
@@ -225,8 +226,18 @@ void read_slice(hid_t ds, detail::ChunkReader& reader, const std::string& path, 
   for (int k = 1; k < nd; ++k) inner *= d.shape[static_cast<std::size_t>(k)];
   const std::int64_t per_chunk = static_cast<std::int64_t>(chunk[0]) * inner;  // elements
   const std::size_t payload = static_cast<std::size_t>(per_chunk) * sizeof(float);
+  // The slice's runs, cut at chunk boundaries: the parts of each chunk it touches.
+  auto* out = reinterpret_cast<unsigned char*>(s.data);
+  std::map<std::int64_t, std::vector<detail::ChunkPart>> parts;
+  for (const Run& r : slice_runs(d.shape, s, 0, d.shape[0]))
+    for (std::int64_t a = r.begin; a < r.begin + r.count;) {
+      const std::int64_t c = a / per_chunk, b = std::min(r.begin + r.count, (c + 1) * per_chunk);
+      parts[c].push_back({static_cast<std::size_t>(a) * sizeof(float), static_cast<std::size_t>(b - a) * sizeof(float),
+                          out + static_cast<std::size_t>(r.mem + (a - r.begin)) * sizeof(float)});
+      a = b;
+    }
   std::vector<hsize_t> offset(static_cast<std::size_t>(nd), 0);
-  for (std::int64_t c = s.begin / per_chunk; c * per_chunk < s.end; ++c) {
+  for (auto& [c, chunk_parts] : parts) {
     offset[0] = static_cast<hsize_t>(c) * chunk[0];
     unsigned mask = 0;
     haddr_t addr = HADDR_UNDEF;
@@ -240,8 +251,7 @@ void read_slice(hid_t ds, detail::ChunkReader& reader, const std::string& path, 
     if (stored != payload + 4)
       throw damaged(path, d.name, fmt::format("the chunk at row {} is {} bytes, its shape says {}", offset[0], stored, payload + 4));
     reader.add({.dataset = d.name, .row = offset[0], .addr = addr, .payload = payload,
-                .base = static_cast<std::size_t>(c) * payload, .lo = static_cast<std::size_t>(s.begin) * sizeof(float),
-                .hi = static_cast<std::size_t>(s.end) * sizeof(float), .out = reinterpret_cast<unsigned char*>(s.data)});
+                .base = static_cast<std::size_t>(c) * payload, .parts = std::move(chunk_parts)});
   }
 }
 

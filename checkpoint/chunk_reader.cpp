@@ -88,13 +88,16 @@ void ChunkReader::read(const ChunkRead& c) {
   };
   thread_local std::vector<unsigned char> scratch(kPiece);
   Fletcher32 sum;
+  std::size_t k = 0;  // the first part not wholly before the piece
   for (std::size_t at = 0; at < c.payload; at += kPiece) {
     const std::size_t n = std::min(kPiece, c.payload - at), a = c.base + at;
-    unsigned char* piece = a >= c.lo && a + n <= c.hi ? c.out + (a - c.lo) : scratch.data();
+    while (k < c.parts.size() && c.parts[k].begin + c.parts[k].bytes <= a) ++k;
+    const bool direct = k < c.parts.size() && c.parts[k].begin <= a && a + n <= c.parts[k].begin + c.parts[k].bytes;
+    unsigned char* piece = direct ? c.parts[k].out + (a - c.parts[k].begin) : scratch.data();
     pread_all(piece, n, c.addr + at);
-    if (piece == scratch.data() && a < c.hi && a + n > c.lo) {  // the part of it the slice holds
-      const std::size_t from = std::max(a, c.lo), to = std::min(a + n, c.hi);
-      std::memcpy(c.out + (from - c.lo), piece + (from - a), to - from);
+    for (std::size_t j = k; !direct && j < c.parts.size() && c.parts[j].begin < a + n; ++j) {
+      const std::size_t from = std::max(a, c.parts[j].begin), to = std::min(a + n, c.parts[j].begin + c.parts[j].bytes);
+      std::memcpy(c.parts[j].out + (from - c.parts[j].begin), piece + (from - a), to - from);
     }
     sum.update(piece, n);
   }

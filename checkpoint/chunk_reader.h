@@ -1,7 +1,7 @@
 // Reading a checkpoint's chunks with pread and verifying them, on a thread of its own while
 // the caller asks HDF5 where the next chunks are (internal to checkpoint/). Each chunk is
-// read straight into the slice's memory where it lies in the slice (else into a scratch
-// piece), a few hundred KiB at a time, and each piece is added to the Fletcher32 sum while it
+// read a few hundred KiB at a time, straight into the slice's memory where a piece lies in
+// one part the slice holds (else into a scratch piece, whose parts are copied out), and each piece is added to the Fletcher32 sum while it
 // is still in cache; the sum is then checked against the chunk's 4 stored bytes.
 #pragma once
 #include <hdf5.h>
@@ -12,18 +12,25 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace moe::ckpt::detail {
 
-// One stored chunk: `payload` bytes at `addr` followed by its checksum. Its bytes
-// [lo - base, hi - base) go to `out` (the slice's memory; lo..hi are byte offsets in the
-// tensor, base the chunk's first byte there); the rest is read only to be checked.
+// Part of a chunk the slice holds: `bytes` from byte `begin` of the tensor (row-major) go to `out`.
+struct ChunkPart {
+  std::size_t begin = 0, bytes = 0;
+  unsigned char* out = nullptr;
+};
+
+// One stored chunk: `payload` bytes at `addr` followed by its checksum; its first byte is
+// byte `base` of the tensor. `parts` (in increasing order, inside the chunk) are copied out;
+// the rest is read only to be checked.
 struct ChunkRead {
   std::string dataset;
   hsize_t row = 0;  // the chunk's first row, for messages
   haddr_t addr = 0;
-  std::size_t payload = 0, base = 0, lo = 0, hi = 0;
-  unsigned char* out = nullptr;  // where byte lo of the tensor goes
+  std::size_t payload = 0, base = 0;
+  std::vector<ChunkPart> parts;
 };
 
 class ChunkReader {

@@ -1,5 +1,7 @@
 #include "checkpoint/slices.h"
 
+#include <algorithm>
+
 namespace moe::ckpt {
 namespace {
 
@@ -53,6 +55,50 @@ std::vector<Block> slice_blocks(const Shape& dataset_shape, const Slice& s) {
   for (Block& b : blocks)
     for (std::size_t d = 0; d < b.offset.size(); ++d) b.offset[d] += s.offset[d];
   return blocks;
+}
+
+std::vector<Run> slice_runs(const Shape& dataset_shape, const Slice& s, std::int64_t row_begin, std::int64_t row_end) {
+  std::vector<Run> runs;
+  const std::int64_t inner = inner_size(dataset_shape);
+  auto add = [&](std::int64_t begin, std::int64_t count, std::int64_t mem) {
+    if (count <= 0) return;
+    if (!runs.empty() && runs.back().begin + runs.back().count == begin && runs.back().mem + runs.back().count == mem)
+      runs.back().count += count;
+    else
+      runs.push_back({begin, count, mem});
+  };
+  if (s.window.empty()) {  // a flat range: its part inside the rows
+    const std::int64_t a = std::max(s.begin, row_begin * inner), b = std::min(s.end, row_end * inner);
+    add(a, b - a, a - s.begin);
+    return runs;
+  }
+  std::int64_t mem = 0;  // blocks lie one after another in memory, each in row-major order
+  for (const Block& b : slice_blocks(dataset_shape, s)) {
+    const std::size_t nd = b.count.size();
+    std::int64_t n = 1;
+    for (auto c : b.count) n *= c;
+    if (nd == 0 || n == 0) {  // a scalar
+      add(0, n, mem);
+      mem += n;
+      continue;
+    }
+    // Each innermost row of the block: count[nd-1] elements, contiguous in both.
+    const std::int64_t len = b.count[nd - 1];
+    Shape at(nd, 0);  // index within the block, the last dimension left at 0
+    for (std::int64_t done = 0; done < n; done += len) {
+      if (b.offset[0] + at[0] >= row_begin && b.offset[0] + at[0] < row_end) {
+        std::int64_t begin = 0;
+        for (std::size_t d = 0; d < nd; ++d) begin = begin * dataset_shape[d] + b.offset[d] + at[d];
+        add(begin, len, mem + done);
+      }
+      for (std::size_t d = nd - 1; d-- > 0;) {  // odometer over all but the last dimension
+        if (++at[d] < b.count[d]) break;
+        at[d] = 0;
+      }
+    }
+    mem += n;
+  }
+  return runs;
 }
 
 }  // namespace moe::ckpt

@@ -40,4 +40,14 @@ std::vector<Block> range_blocks(const Shape& shape, std::int64_t begin, std::int
 // The blocks of a slice in dataset coordinates (its window's blocks moved to its offset).
 std::vector<Block> slice_blocks(const Shape& dataset_shape, const Slice& s);
 
+// A stretch of a slice contiguous both in its dataset (row-major) and in the slice's memory:
+// `count` elements from dataset element `begin`, held from element `mem` of Slice::data.
+struct Run {
+  std::int64_t begin, count, mem;
+};
+// The runs of a slice within leading rows [row_begin, row_end) of its dataset (a chunk), in
+// increasing dataset order, adjacent runs merged: one for a flat range, one per row of the
+// window for a tensor-parallel window that cuts the trailing dimension.
+std::vector<Run> slice_runs(const Shape& dataset_shape, const Slice& s, std::int64_t row_begin, std::int64_t row_end);
+
 }  // namespace moe::ckpt
