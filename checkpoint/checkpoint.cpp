@@ -87,11 +87,9 @@ Id create_file(const std::string& path, hid_t fapl) {
   return Id(f, H5Fclose);
 }
 
-Id open_file(const std::string& path, MPI_Comm comm, bool create) {
-  Id fapl(H5Pcreate(H5P_FILE_ACCESS), H5Pclose);
-  if (comm != MPI_COMM_NULL) check(H5Pset_fapl_mpio(fapl.get(), comm, MPI_INFO_NULL), path, "MPI-IO access");
-  if (create) return create_file(path, fapl.get());
-  const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl.get());
+// An existing file, read-only, through HDF5's default driver.
+Id open_file(const std::string& path) {
+  const hid_t f = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   if (f < 0)
     throw CheckpointError(
         fmt::format("{}: cannot open ({}): not a checkpoint, truncated, or damaged", path, hdf5_reason()));
@@ -119,33 +117,6 @@ std::map<std::string, const Slice*> by_dataset(const std::vector<Slice>& mine) {
   for (const Slice& s : mine)
     MOE_CHECK(m.emplace(s.dataset, &s).second, CheckpointError, "checkpoint: two slices of {} on one rank", s.dataset);
   return m;
-}
-
-// Collective transfer of every dataset in `list`: each rank moves its slice or nothing.
-template <class Transfer>
-void for_each_selection(const std::string& path, const std::vector<Dataset>& list, const std::vector<Slice>& mine,
-                        Transfer transfer) {
-  const auto slices = by_dataset(mine);
-  Id xfer(H5Pcreate(H5P_DATASET_XFER), H5Pclose);
-  check(H5Pset_dxpl_mpio(xfer.get(), H5FD_MPIO_COLLECTIVE), path, "collective transfer");
-  for (const Dataset& d : list) {
-    const auto it = slices.find(d.name);
-    const Slice* s = it == slices.end() ? nullptr : it->second;
-    const auto dims = dims_of(d.shape);
-    Id file_space(check_id(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), path, d.name),
-                  H5Sclose);
-    const auto blocks = s && s->begin < s->end ? slice_blocks(d.shape, *s) : std::vector<Block>{};
-    select(file_space.get(), d.shape, s, path);
-    // Memory holds the slice contiguously. One block: memory gets the block's shape, so HDF5
-    // maps whole chunks at once (with a 1-D memory space it maps element by element, 30x
-    // slower); several blocks (a ZeRO shard's edges): 1-D.
-    const hsize_t n = s ? static_cast<hsize_t>(std::max<std::int64_t>(0, s->end - s->begin)) : 0;
-    const hsize_t one = std::max<hsize_t>(n, 1);
-    const auto block_dims = blocks.size() == 1 && !blocks[0].count.empty() ? dims_of(blocks[0].count) : std::vector<hsize_t>{one};
-    Id mem_space(H5Screate_simple(static_cast<int>(block_dims.size()), block_dims.data(), nullptr), H5Sclose);
-    if (n == 0) H5Sselect_none(mem_space.get());
-    transfer(d, mem_space.get(), file_space.get(), xfer.get(), n ? s->data : nullptr);
-  }
 }
 
 template <class T> void write_attr(hid_t file, const char* name, hid_t type, const T& v, const std::string& path) {
@@ -312,55 +283,6 @@ template <class Body> void fill_and_close(Id& file, const std::string& path, Bod
   file.release();
 }
 
-// One process: HDF5's default driver, and each chunk of a dataset it holds entirely handed
-// over with its Fletcher32 already appended (H5Dwrite_chunk): HDF5 1.10's own checksum loop
-// is word by word and its filter pipeline copies every chunk once more. The stored bytes
-// are the same (read_slice verifies them).
-bool write_direct(hid_t ds, const std::string& path, const Dataset& d, const Slice* s, std::vector<unsigned char>& buf) {
-  std::int64_t numel = 1;
-  for (auto e : d.shape) numel *= e;
-  if (!s || !s->window.empty() || d.shape.empty() || s->begin != 0 || s->end != numel) return false;
-  const auto chunk = chunk_of(d.shape);
-  const std::int64_t rows = static_cast<std::int64_t>(chunk[0]), per_chunk = rows * (numel / d.shape[0]);
-  std::vector<hsize_t> offset(d.shape.size(), 0);
-  for (std::int64_t c = 0; c * per_chunk < numel; ++c) {
-    // HDF5 stores an edge chunk at full size; the rows past the end are never read.
-    const std::size_t n = static_cast<std::size_t>(std::min(per_chunk, numel - c * per_chunk)) * sizeof(float),
-                      payload = static_cast<std::size_t>(per_chunk) * sizeof(float);
-    buf.assign(payload + 4, 0);
-    std::memcpy(buf.data(), s->data + c * per_chunk, n);
-    const auto trailer = fletcher32_trailer(buf.data(), payload);
-    std::copy(trailer.begin(), trailer.end(), buf.begin() + static_cast<std::ptrdiff_t>(payload));
-    offset[0] = static_cast<hsize_t>(c * rows);
-    check(H5Dwrite_chunk(ds, H5P_DEFAULT, 0, offset.data(), buf.size(), buf.data()), path, "write " + d.name);
-  }
-  return true;
-}
-
-void write_alone(const std::string& path, const Meta& meta, const std::vector<Dataset>& datasets,
-                 const std::vector<Slice>& mine) {
-  Id file = open_file(path, MPI_COMM_NULL, true);
-  fill_and_close(file, path, [&](hid_t f) {
-    create_datasets(f, path, datasets);
-    const auto slices = by_dataset(mine);
-    std::vector<unsigned char> buf;
-    for (const Dataset& d : datasets) {
-      Id ds(check_id(H5Dopen2(f, d.name.c_str(), H5P_DEFAULT), path, d.name), H5Dclose);
-      const auto it = slices.find(d.name);
-      const Slice* s = it == slices.end() ? nullptr : it->second;
-      if (write_direct(ds.get(), path, d, s, buf) || !s || s->begin >= s->end) continue;
-      // A window or part of a dataset (tests): HDF5 selects it and filters the chunks.
-      const auto dims = dims_of(d.shape);
-      Id fs(check_id(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), path, d.name), H5Sclose);
-      select(fs.get(), d.shape, s, path);
-      const hsize_t n = static_cast<hsize_t>(s->end - s->begin);
-      Id mem(H5Screate_simple(1, &n, nullptr), H5Sclose);
-      check(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, mem.get(), fs.get(), H5P_DEFAULT, s->data), path, "write " + d.name);
-    }
-    write_meta(f, path, meta);
-  });
-}
-
 // Rank 0's error, or none, thrown on every rank.
 void agree_on(std::string error, MPI_Comm comm) {
   int length = static_cast<int>(error.size());
@@ -370,10 +292,11 @@ void agree_on(std::string error, MPI_Comm comm) {
   if (!error.empty()) throw CheckpointError(error);
 }
 
-// Several ranks whose slices of every dataset are flat ranges (no tensor-parallel window):
-// rank 0 creates the file alone, every chunk allocated at its stored size but left a hole
-// (holes_driver.h), and the attributes; then every rank writes the chunks it holds
-// (chunk_writer.h). No rank waits in a collective HDF5 call another rank has left.
+// Rank 0 creates the file alone, every chunk allocated at its stored size but left a hole
+// (holes_driver.h), and the attributes; then the ranks write the chunks (chunk_writer.h).
+// Parallel HDF5 would write every chunk of a filtered dataset with fill values when creating
+// it (the file written twice) and leaves ranks waiting in collective calls another rank has
+// failed out of; here rank 0's error reaches every rank.
 void write_from_skeleton(const std::string& path, MPI_Comm comm, const Meta& meta, const std::vector<Dataset>& datasets,
                          const std::vector<Slice>& mine, const detail::WholeChunks& plan) {
   int me = 0;
@@ -398,7 +321,7 @@ void write_from_skeleton(const std::string& path, MPI_Comm comm, const Meta& met
                   path, "allocate " + d.name);
           }
         }
-        for (const auto& a : detail::chunk_addresses(path, f, datasets, plan)) flat.insert(flat.end(), a.begin(), a.end());
+        for (const auto& a : detail::chunk_addresses(path, f, datasets)) flat.insert(flat.end(), a.begin(), a.end());
         write_meta(f, path, meta);
       });
     } catch (const std::exception& e) {
@@ -419,44 +342,15 @@ void write_from_skeleton(const std::string& path, MPI_Comm comm, const Meta& met
   detail::write_whole_chunks(path, comm, datasets, mine, plan, addresses);
 }
 
-// Several ranks, some holding tensor-parallel windows: parallel HDF5 creates the file (and
-// writes every chunk of it with fill values, as it must for a filtered dataset: the file is
-// written twice); the flat datasets are written chunk by chunk, the windows through HDF5's
-// collective filtered write.
-void write_collective(const std::string& path, MPI_Comm comm, const Meta& meta, const std::vector<Dataset>& datasets,
-                      const std::vector<Slice>& mine, const detail::WholeChunks& plan) {
-  Id file = open_file(path, comm, true);
-  fill_and_close(file, path, [&](hid_t f) {
-    create_datasets(f, path, datasets);
-    detail::write_whole_chunks(path, comm, datasets, mine, plan, detail::chunk_addresses(path, f, datasets, plan));
-    std::vector<Dataset> rest;
-    for (std::size_t i = 0; i < datasets.size(); ++i)
-      if (!plan.raw(i)) rest.push_back(datasets[i]);
-    for_each_selection(path, rest, mine, [&](const Dataset& d, hid_t mem, hid_t fs, hid_t xfer, const float* data) {
-      Id ds(check_id(H5Dopen2(f, d.name.c_str(), H5P_DEFAULT), path, d.name), H5Dclose);
-      check(H5Dwrite(ds.get(), H5T_NATIVE_FLOAT, mem, fs, xfer, data), path, "write " + d.name);
-    });
-    write_meta(f, path, meta);
-  });
-}
-
 }  // namespace
 
 void write(const std::string& path, MPI_Comm comm, const Meta& meta, const std::vector<Dataset>& datasets,
            const std::vector<Slice>& mine) {
   quiet();
-  int ranks = 1;
-  if (comm != MPI_COMM_NULL) MPI_Comm_size(comm, &ranks);
   try {
-    if (ranks == 1) {
-      write_alone(path, meta, datasets, mine);
-    } else {
-      const detail::WholeChunks plan(comm, datasets, mine);
-      if (plan.all_raw()) write_from_skeleton(path, comm, meta, datasets, mine, plan);
-      else write_collective(path, comm, meta, datasets, mine, plan);
-    }
+    write_from_skeleton(path, comm, meta, datasets, mine, detail::WholeChunks(comm, datasets, mine));
   } catch (const CheckpointError& e) {
-    throw CheckpointError(fmt::format("{} (is the disk full? the previous checkpoint stays the latest)", e.what()));
+    throw CheckpointError(fmt::format("{}; the previous checkpoint stays the latest", e.what()));
   }
 }
 
@@ -467,7 +361,7 @@ void read(const std::string& path, const std::vector<Dataset>& expected, const s
   // fails ends the job.
   detail::ChunkReader reader(path);
   {
-    Id file = open_file(path, MPI_COMM_NULL, false);
+    Id file = open_file(path);
     const auto slices = by_dataset(mine);
     std::vector<std::string> bad;  // every mismatch, in one error
     for (const Dataset& d : expected) {
@@ -505,7 +399,7 @@ void read(const std::string& path, const std::vector<Dataset>& expected, const s
 
 Meta read_meta(const std::string& path) {
   quiet();
-  Id file = open_file(path, MPI_COMM_NULL, false);
+  Id file = open_file(path);
   const hid_t f = file.get();
   Meta m;
   m.format_version = read_attr<std::int64_t>(f, "format_version", H5T_NATIVE_INT64, path);
@@ -550,7 +444,7 @@ std::vector<std::string> links_under(hid_t file, const std::string& group) {
 
 std::map<std::string, Tensor> read_group(const std::string& path, const std::string& group) {
   quiet();
-  Id file = open_file(path, MPI_COMM_NULL, false);
+  Id file = open_file(path);
   MOE_CHECK(H5Lexists(file.get(), group.c_str(), H5P_DEFAULT) > 0, CheckpointError, "{}: no group '{}'", path, group);
   std::map<std::string, Tensor> out;
   for (const std::string& n : links_under(file.get(), group)) {
@@ -573,7 +467,7 @@ std::map<std::string, Tensor> read_group(const std::string& path, const std::str
 
 std::vector<DatasetInfo> inspect(const std::string& path) {
   quiet();
-  Id file = open_file(path, MPI_COMM_NULL, false);
+  Id file = open_file(path);
   const std::vector<std::string> names = links_under(file.get(), "/");
   std::vector<DatasetInfo> out;
   for (const std::string& n : names) {

@@ -68,10 +68,17 @@ class File {  // the checkpoint's bytes, written by this rank at HDF5's chunk ad
   int fd_;
 };
 
-using Pieces = std::multimap<std::pair<std::int64_t, std::int64_t>, const char*>;  // (dataset, chunk) -> header
+// A piece of a chunk: `count` elements from dataset element `begin`, held at `data`.
+struct Piece {
+  std::int64_t begin, count;
+  const float* data;
+};
+using Pieces = std::map<std::pair<std::size_t, std::int64_t>, std::vector<Piece>>;  // (dataset, chunk) -> pieces
+
+std::int64_t per_chunk(const Shape& s) { return chunk_rows(s) * (s.empty() ? 1 : numel(s) / std::max<std::int64_t>(s[0], 1)); }
 
 void write_owned(const std::string& path, const std::vector<Dataset>& datasets, const WholeChunks& plan, int me,
-                 const std::map<std::string, const Slice*>& slice_of, const Pieces& pieces, const ChunkAddresses& addresses);
+                 Pieces& pieces, const ChunkAddresses& addresses);
 
 }  // namespace
 
@@ -87,15 +94,11 @@ std::int64_t chunk_count(const Shape& s) {
   return (s[0] + rows - 1) / rows;
 }
 
-std::size_t chunk_stored_bytes(const Shape& s) {
-  const std::int64_t inner = s.empty() ? 1 : numel(s) / std::max<std::int64_t>(s[0], 1);
-  return std::size_t(chunk_rows(s) * inner) * sizeof(float) + 4;
-}
+std::size_t chunk_stored_bytes(const Shape& s) { return std::size_t(per_chunk(s)) * sizeof(float) + 4; }
 
 WholeChunks::WholeChunks(MPI_Comm comm, const std::vector<Dataset>& datasets, const std::vector<Slice>& mine)
-    : D_(datasets.size()), p_(1), raw_(datasets.size(), false) {
-  int me = 0;
-  MPI_Comm_size(comm, &p_), MPI_Comm_rank(comm, &me);
+    : D_(datasets.size()), p_(1), windowed_(datasets.size(), false), per_(datasets.size()) {
+  MPI_Comm_size(comm, &p_);
   std::map<std::string, const Slice*> slice_of;
   for (const Slice& s : mine) slice_of[s.dataset] = &s;
   std::vector<std::int64_t> local(3 * D_, 0);
@@ -105,36 +108,23 @@ WholeChunks::WholeChunks(MPI_Comm comm, const std::vector<Dataset>& datasets, co
       local[3 * i] = it->second->begin, local[3 * i + 1] = it->second->end, local[3 * i + 2] = !it->second->window.empty();
   MPI_Allgather(local.data(), static_cast<int>(3 * D_), MPI_INT64_T, all_.data(), static_cast<int>(3 * D_), MPI_INT64_T, comm);
   for (std::size_t i = 0; i < D_; ++i) {
-    std::vector<std::pair<std::int64_t, std::int64_t>> tiles;
-    bool window = false;
-    for (int r = 0; r < p_; ++r) {
-      window |= all_[(std::size_t(r) * D_ + i) * 3 + 2] != 0;
-      if (range(r, i).first < range(r, i).second) tiles.push_back(range(r, i));
-    }
-    std::sort(tiles.begin(), tiles.end());
-    std::int64_t next = 0;
-    for (const auto& [b, e] : tiles) next = b == next ? e : -1;
-    raw_[i] = !window && !datasets[i].shape.empty() && next == numel(datasets[i].shape);
+    per_[i] = per_chunk(datasets[i].shape);
+    for (int r = 0; r < p_; ++r) windowed_[i] = windowed_[i] || all_[(std::size_t(r) * D_ + i) * 3 + 2] != 0;
   }
 }
 
-bool WholeChunks::all_raw() const { return std::all_of(raw_.begin(), raw_.end(), [](bool r) { return r; }); }
-
-std::pair<std::int64_t, std::int64_t> WholeChunks::range(int r, std::size_t i) const {
-  return {all_[(std::size_t(r) * D_ + i) * 3], all_[(std::size_t(r) * D_ + i) * 3 + 1]};
+int WholeChunks::owner(std::size_t i, std::int64_t c) const {
+  if (!windowed_[i]) {
+    const std::int64_t e = c * per_[i];
+    for (int r = 0; r < p_; ++r)
+      if (all_[(std::size_t(r) * D_ + i) * 3] <= e && e < all_[(std::size_t(r) * D_ + i) * 3 + 1]) return r;
+  }
+  return static_cast<int>((c + static_cast<std::int64_t>(i)) % p_);
 }
 
-int WholeChunks::owner(std::size_t i, std::int64_t e) const {
-  for (int r = 0; r < p_; ++r)
-    if (const auto [b, x] = range(r, i); e >= b && e < x) return r;
-  return -1;
-}
-
-ChunkAddresses chunk_addresses(const std::string& path, hid_t file, const std::vector<Dataset>& datasets,
-                               const WholeChunks& plan) {
+ChunkAddresses chunk_addresses(const std::string& path, hid_t file, const std::vector<Dataset>& datasets) {
   ChunkAddresses out(datasets.size());
   for (std::size_t i = 0; i < datasets.size(); ++i) {
-    if (!plan.raw(i)) continue;
     const Dataset& d = datasets[i];
     const std::int64_t rows = chunk_rows(d.shape);
     const std::size_t stored = chunk_stored_bytes(d.shape);
@@ -142,14 +132,14 @@ ChunkAddresses chunk_addresses(const std::string& path, hid_t file, const std::v
     if (ds < 0) throw CheckpointError(fmt::format("{}: open {}", path, d.name));
     std::vector<hsize_t> offset(d.shape.size(), 0);
     for (std::int64_t c = 0; c < chunk_count(d.shape); ++c) {
-      offset[0] = hsize_t(c * rows);
+      if (!offset.empty()) offset[0] = hsize_t(c * rows);
       unsigned mask = 0;
       haddr_t addr = 0;
       hsize_t size = 0;
       if (H5Dget_chunk_info_by_coord(ds, offset.data(), &mask, &addr, &size) < 0 || addr == HADDR_UNDEF || size != stored) {
         H5Dclose(ds);
         throw CheckpointError(
-            fmt::format("{}: {}: HDF5 did not allocate the chunk at row {} as {} bytes", path, d.name, offset[0], stored));
+            fmt::format("{}: {}: HDF5 did not allocate the chunk at row {} as {} bytes", path, d.name, c * rows, stored));
       }
       out[i].push_back(addr);
     }
@@ -165,8 +155,6 @@ void write_whole_chunks(const std::string& path, MPI_Comm comm, const std::vecto
   const std::size_t D = datasets.size();
   std::map<std::string, const Slice*> slice_of;
   for (const Slice& s : mine) slice_of[s.dataset] = &s;
-  auto range = [&](int r, std::size_t i) { return plan.range(r, i); };
-  auto owner = [&](std::size_t i, std::int64_t e) { return plan.owner(i, e); };
 
   // From here every rank reaches the two exchanges and the final agreement whatever fails
   // on it (a rank leaving a collective early would leave the others waiting).
@@ -174,32 +162,39 @@ void write_whole_chunks(const std::string& path, MPI_Comm comm, const std::vecto
   auto note = [&](const std::exception& e) {
     if (error.empty()) error = e.what();
   };
-  // Pieces of other ranks' chunks go to their writers.
+  // This rank's runs cut at chunk boundaries: its own chunks' pieces stay, the rest go to
+  // their writers.
+  Pieces pieces;
   std::vector<std::vector<char>> out(static_cast<std::size_t>(p));
   try {
     for (std::size_t i = 0; i < D; ++i) {
-      if (!plan.raw(i)) continue;
-      const auto [b, e] = range(me, i);
-      if (b >= e) continue;
-      const std::int64_t per = chunk_rows(datasets[i].shape) * (numel(datasets[i].shape) / datasets[i].shape[0]);
-      const float* data = slice_of.at(datasets[i].name)->data;
-      for (std::int64_t c = b / per; c * per < e; ++c) {
-        const int w = owner(i, c * per);
-        if (w == me) continue;
-        const std::int64_t lo = std::max(b, c * per), hi = std::min(e, (c + 1) * per);
-        const Header h{static_cast<std::int64_t>(i), lo, hi - lo};
-        auto& o = out[std::size_t(w)];
-        const auto* hp = reinterpret_cast<const char*>(&h);
-        o.insert(o.end(), hp, hp + sizeof h);
-        const auto* dp = reinterpret_cast<const char*>(data + (lo - b));
-        o.insert(o.end(), dp, dp + (hi - lo) * std::int64_t(sizeof(float)));
-      }
+      const auto it = slice_of.find(datasets[i].name);
+      if (it == slice_of.end() || it->second->begin >= it->second->end) continue;
+      const Slice& s = *it->second;
+      const std::int64_t per = per_chunk(datasets[i].shape);
+      for (const Run& r : slice_runs(datasets[i].shape, s, 0, datasets[i].shape.empty() ? 1 : datasets[i].shape[0]))
+        for (std::int64_t a = r.begin; a < r.begin + r.count;) {
+          const std::int64_t c = a / per, b = std::min(r.begin + r.count, (c + 1) * per);
+          const float* data = s.data + r.mem + (a - r.begin);
+          if (const int w = plan.owner(i, c); w == me) {
+            pieces[{i, c}].push_back({a, b - a, data});
+          } else {
+            const Header h{static_cast<std::int64_t>(i), a, b - a};
+            auto& o = out[std::size_t(w)];
+            const auto* hp = reinterpret_cast<const char*>(&h);
+            o.insert(o.end(), hp, hp + sizeof h);
+            const auto* dp = reinterpret_cast<const char*>(data);
+            o.insert(o.end(), dp, dp + (b - a) * std::int64_t(sizeof(float)));
+          }
+          a = b;
+        }
     }
   } catch (const std::exception& e) {
     note(e);
   }
-  // MPI counts are ints: at most one piece per range boundary per dataset travels, far
-  // below 2 GiB; past it the save fails on every rank instead of wrapping.
+  // MPI counts are ints: the pieces that travel (those of chunks straddling a range boundary,
+  // and (p-1)/p of tensor-parallel windows) stay far below 2 GiB per rank for any model this
+  // holds; past it the save fails on every rank instead of wrapping.
   const auto P = static_cast<std::size_t>(p);
   std::vector<int> send_n(P), recv_n(P), send_at(P), recv_at(P);
   std::vector<char> send;
@@ -231,61 +226,63 @@ void write_whole_chunks(const std::string& path, MPI_Comm comm, const std::vecto
   std::vector<char> recv(total);
   MPI_Alltoallv(send.data(), send_n.data(), send_at.data(), MPI_CHAR, recv.data(), recv_n.data(), recv_at.data(), MPI_CHAR,
                 comm);
-  Pieces pieces;
   for (std::size_t at = 0; error.empty() && at < recv.size();) {
     Header h;
     std::memcpy(&h, recv.data() + at, sizeof h);
-    const auto& shape = datasets[std::size_t(h.dataset)].shape;
-    const std::int64_t per = chunk_rows(shape) * (numel(shape) / shape[0]);
-    pieces.emplace(std::pair{h.dataset, h.begin / per}, recv.data() + at);
+    const std::size_t i = std::size_t(h.dataset);
+    pieces[{i, h.begin / per_chunk(datasets[i].shape)}].push_back(
+        {h.begin, h.count, reinterpret_cast<const float*>(recv.data() + at + sizeof h)});
     at += sizeof h + std::size_t(h.count) * sizeof(float);
   }
 
   // Each chunk this rank writes: checksum, then the payload and the 4 bytes at its address.
-  // A chunk inside this rank's range is written from the tensor itself. A failure on any
-  // rank (a full disk) fails the save on every rank, before any further collective call.
+  // A chunk that is one piece of this rank's memory is written from the tensor itself. A
+  // failure on any rank (a full disk) fails the save on every rank, before any further
+  // collective call.
   try {
-    if (error.empty()) write_owned(path, datasets, plan, me, slice_of, pieces, addresses);
+    if (error.empty()) write_owned(path, datasets, plan, me, pieces, addresses);
   } catch (const std::exception& e) {
     note(e);
   }
   int failed = error.empty() ? p : me, first = p;
   MPI_Allreduce(&failed, &first, 1, MPI_INT, MPI_MIN, comm);
-  if (first < p)
-    throw CheckpointError(error.empty() ? fmt::format("{}: rank {} could not write its chunks", path, first) : error);
+  if (first == p) return;
+  // Every rank throws the first failing rank's reason.
+  int length = me == first ? static_cast<int>(error.size()) : 0;
+  MPI_Bcast(&length, 1, MPI_INT, first, comm);
+  error.resize(std::size_t(length));
+  MPI_Bcast(error.data(), length, MPI_CHAR, first, comm);
+  throw CheckpointError(error);
 }
 
 namespace {
 void write_owned(const std::string& path, const std::vector<Dataset>& datasets, const WholeChunks& plan, int me,
-                 const std::map<std::string, const Slice*>& slice_of, const Pieces& pieces, const ChunkAddresses& addresses) {
+                 Pieces& pieces, const ChunkAddresses& addresses) {
   File f(path);
   std::vector<unsigned char> buf;
   for (std::size_t i = 0; i < datasets.size(); ++i) {
-    if (!plan.raw(i)) continue;
-    const auto [b, e] = plan.range(me, i);
-    if (b >= e) continue;
     const Dataset& d = datasets[i];
-    const std::int64_t n = numel(d.shape), per = chunk_rows(d.shape) * (n / d.shape[0]);
+    const std::int64_t n = numel(d.shape), per = per_chunk(d.shape);
     const std::size_t payload = std::size_t(per) * sizeof(float);
-    const float* data = slice_of.at(d.name)->data;
-    for (std::int64_t c = b / per; c * per < e; ++c) {
-      if (plan.owner(i, c * per) != me) continue;
-      const std::int64_t hi = std::min(n, (c + 1) * per);
+    for (std::int64_t c = 0; c < chunk_count(d.shape); ++c) {
+      if (plan.owner(i, c) != me) continue;
+      auto& list = pieces[{i, c}];
+      std::sort(list.begin(), list.end(), [](const Piece& a, const Piece& b) { return a.begin < b.begin; });
+      // The ranks' pieces must tile the chunk's elements exactly (the last chunk of a dataset
+      // is shorter; HDF5 stores it at full size, the rest never read).
+      std::int64_t next = c * per;
+      for (const Piece& piece : list) next = piece.begin == next ? next + piece.count : -1;
+      if (next != std::min(n, (c + 1) * per))
+        throw CheckpointError(fmt::format("{}: {}: the ranks' slices do not cover the chunk at row {} exactly once", path,
+                                          d.name, c * chunk_rows(d.shape)));
       const unsigned char* bytes = nullptr;
-      if (c * per >= b && (c + 1) * per <= e) {
-        bytes = reinterpret_cast<const unsigned char*>(data + (c * per - b));
-      } else {  // pieces from other ranks, or the dataset's last chunk (stored at full size)
+      if (list.size() == 1 && list[0].count == per) {
+        bytes = reinterpret_cast<const unsigned char*>(list[0].data);
+      } else {
         buf.assign(payload, 0);
-        const std::int64_t lo = std::max(b, c * per), mine_hi = std::min(e, hi);
-        std::memcpy(buf.data() + std::size_t(lo - c * per) * sizeof(float), data + (lo - b),
-                    std::size_t(mine_hi - lo) * sizeof(float));
-        const auto [first, last] = pieces.equal_range({std::int64_t(i), c});
-        for (auto it = first; it != last; ++it) {
-          Header h;
-          std::memcpy(&h, it->second, sizeof h);
-          std::memcpy(buf.data() + std::size_t(h.begin - c * per) * sizeof(float), it->second + sizeof h,
-                      std::size_t(h.count) * sizeof(float));
-        }
+        for (const Piece& piece : list)
+          std::memcpy(buf.data() + std::size_t(piece.begin - c * per) * sizeof(float), piece.data,
+                      std::size_t(piece.count) * sizeof(float));
         bytes = buf.data();
       }
       auto trailer = fletcher32_trailer(bytes, payload);

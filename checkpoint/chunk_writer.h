@@ -1,11 +1,10 @@
-// Several ranks writing one checkpoint's chunks without HDF5's collective filtered write
-// (internal to checkpoint/). The file exists with every chunk allocated at its stored size
-// (the payload plus Fletcher32's 4 bytes): created by rank 0 alone with holes
-// (holes_driver.h), or by parallel HDF5. Each chunk is then written whole, once, by the rank
-// holding its first element: the pieces of it other ranks hold come to it over MPI (one
-// all-to-all of bytes; at most the chunks that straddle a range boundary), and it appends
-// the checksum and writes the bytes at the chunk's address with pwrite. HDF5 stores the same
-// bytes through its filter; the reader verifies them.
+// The ranks writing one checkpoint's chunks (internal to checkpoint/). The file exists with
+// every chunk allocated at its stored size (the payload plus Fletcher32's 4 bytes), created
+// by rank 0 alone with holes (holes_driver.h). Each chunk is then written whole, once, by
+// one rank (WholeChunks::owner): the pieces of it other ranks hold come to it over MPI (one
+// all-to-all of bytes: the chunks that straddle a range boundary, and tensor-parallel
+// windows), and it appends the checksum and writes the bytes at the chunk's address with
+// pwrite. HDF5 stores the same bytes through its filter; the reader verifies them.
 #pragma once
 #include <hdf5.h>
 #include <mpi.h>
@@ -24,36 +23,34 @@ std::int64_t chunk_rows(const Shape& shape);
 std::int64_t chunk_count(const Shape& shape);
 std::size_t chunk_stored_bytes(const Shape& shape);
 
-// Who holds what: every rank's flat range of every dataset, from one all-gather.
+// Who writes which chunk, from every rank's range of every dataset (one all-gather).
 class WholeChunks {
  public:
   // Collective over comm (the same datasets in the same order on every rank).
   WholeChunks(MPI_Comm comm, const std::vector<Dataset>& datasets, const std::vector<Slice>& mine);
-  // Whether ranks write datasets[i] chunk by chunk: their slices are flat ranges that tile it
-  // exactly (no tensor-parallel window, no gap, no overlap). The rest is HDF5's to write.
-  bool raw(std::size_t i) const { return raw_[i]; }
-  bool all_raw() const;
-  std::pair<std::int64_t, std::int64_t> range(int rank, std::size_t i) const;
-  // The rank whose range holds element e of dataset i: the writer of the chunk e starts.
-  int owner(std::size_t i, std::int64_t e) const;
+  // The rank that writes chunk c of dataset i: for a dataset held as flat ranges, the one
+  // whose range holds the chunk's first element (most chunks then need nothing from other
+  // ranks); for one held as tensor-parallel windows, the ranks in turn.
+  int owner(std::size_t i, std::int64_t c) const;
 
  private:
   std::vector<std::int64_t> all_;  // (begin, end, holds a window) per (rank, dataset)
   std::size_t D_;
   int p_;
-  std::vector<bool> raw_;
+  std::vector<bool> windowed_;
+  std::vector<std::int64_t> per_;  // elements per chunk
 };
 
-// Chunk c of dataset i is stored at addresses[i][c]; empty for datasets not written raw.
+// Chunk c of dataset i is stored at addresses[i][c].
 using ChunkAddresses = std::vector<std::vector<haddr_t>>;
 
-// Asked of HDF5 for every raw dataset of `file` (its datasets created, chunks allocated):
-// throws CheckpointError where a chunk is not allocated at the payload plus 4 bytes.
-ChunkAddresses chunk_addresses(const std::string& path, hid_t file, const std::vector<Dataset>& datasets,
-                               const WholeChunks& plan);
+// Asked of HDF5 for every dataset of `file` (created, chunks allocated): throws
+// CheckpointError where a chunk is not allocated at the payload plus 4 bytes.
+ChunkAddresses chunk_addresses(const std::string& path, hid_t file, const std::vector<Dataset>& datasets);
 
-// Collective over comm: writes every raw dataset's chunks whole at `addresses` (the file at
-// `path` exists at its full size), then fdatasyncs. A failure on one rank fails it on all.
+// Collective over comm: writes every chunk whole at `addresses` (the file at `path` exists at
+// its full size), then fdatasyncs. The ranks' slices must cover every dataset exactly once
+// (CheckpointError otherwise). A failure on one rank fails it on all.
 void write_whole_chunks(const std::string& path, MPI_Comm comm, const std::vector<Dataset>& datasets,
                         const std::vector<Slice>& mine, const WholeChunks& plan, const ChunkAddresses& addresses);
 

@@ -281,12 +281,11 @@ TEST_CASE("checkpoint: a save that runs out of space leaves the previous checkpo
 }
 
 TEST_CASE("checkpoint: every way ranks can split a dataset writes the bytes HDF5's own filter accepts", "[mpi][checkpoint]") {
-  // One rank: HDF5's default driver and direct chunk writes. Several, flat ranges only: rank
-  // 0 creates the file with holes (holes_driver.h), then whole chunks from the rank holding
-  // their first element, pieces exchanged (chunk_writer.h). Several with a window: parallel
-  // HDF5 creates the file, windows go through its collective write. Read back two ways: our
-  // raw-chunk reader, and HDF5's filter pipeline (read_group), which checks every chunk's
-  // Fletcher32 itself.
+  // Rank 0 creates the file with holes (holes_driver.h), then each chunk is written whole by
+  // one rank, pieces exchanged (chunk_writer.h): flat ranges cut inside chunks, a dataset
+  // rank 0 holds alone, and a window per rank (a tensor-parallel shard, written by the ranks
+  // in turn). Read back two ways: our chunk reader (windows included), and HDF5's filter
+  // pipeline (read_group), which checks every chunk's Fletcher32 itself.
   MpiCommunicator world;
   const int p = world.size(), r = world.rank();
   for (const bool with_window : {false, true}) {
@@ -332,4 +331,24 @@ TEST_CASE("checkpoint: every way ranks can split a dataset writes the bytes HDF5
     world.barrier();
     if (r == 0) fs::remove(path);
   }
+}
+
+TEST_CASE("checkpoint: slices that leave part of a dataset unwritten fail the save on every rank", "[mpi][checkpoint]") {
+  MpiCommunicator world;
+  const std::string path = "ckpt_gap_np" + std::to_string(world.size()) + ".h5";
+  // 40 rows of 70000: 3 chunks. Rank 0 holds everything but the last element.
+  const std::vector<ckpt::Dataset> datasets = {{"w/gap", {40, 70000}}};
+  Tensor t = testing::cast(testing::random({40, 70000}, 9, 1.0), DType::f32);
+  std::vector<ckpt::Slice> mine;
+  if (world.rank() == 0) mine.push_back({"w/gap", 0, t.numel() - 1, t.data<float>(), {}, {}});
+  std::string error;
+  try {
+    ckpt::write(path, world.comm(), ckpt::Meta{}, datasets, mine);
+  } catch (const CheckpointError& e) {
+    error = e.what();
+  }
+  INFO(error);
+  CHECK(error.find("w/gap: the ranks' slices do not cover the chunk at row") != std::string::npos);
+  world.barrier();
+  if (world.rank() == 0) fs::remove(path);
 }
