@@ -2,8 +2,8 @@
 // dataset at its full logical shape under its Hugging Face name ("weights/<name>",
 // "optimizer/exp_avg/<name>", "optimizer/exp_avg_sq/<name>", "buffers/<name>"), chunked with
 // the Fletcher32 checksum filter; the run's state is attributes of the root group.
-// Writing and reading are collective over a communicator: each rank moves only its slices
-// (checkpoint/slices.h), nobody gathers the model (docs/CHECKPOINT.md says how).
+// Writing is collective over a communicator, reading is each rank's own: each rank moves
+// only its slices (checkpoint/slices.h), nobody gathers the model (docs/CHECKPOINT.md).
 #pragma once
 #include <mpi.h>
 
@@ -39,7 +39,8 @@ struct Meta {
 
 // Collective over comm: creates `path` (truncating), every dataset in `datasets` (same list
 // in the same order on every rank), writes this rank's slices and the attributes of `meta`
-// (identical on every rank). Throws CheckpointError naming the file and dataset.
+// (identical on every rank). The ranks' slices must cover every dataset exactly once.
+// Throws CheckpointError naming the file and dataset, on every rank.
 void write(const std::string& path, MPI_Comm comm, const Meta& meta, const std::vector<Dataset>& datasets,
            const std::vector<Slice>& mine);
 
