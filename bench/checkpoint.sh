@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Checkpoint save/load throughput vs POSIX I/O of the same bytes (after scripts/build.sh), at
-# 1 and 2 ranks, in build/bench_ckpt (same disk as the project).
+# Checkpoint save/load throughput vs POSIX I/O of the same bytes (after scripts/build.sh): 1
+# rank, then 2 ranks as dp 2, tp 2, and ep 2 with ZeRO-1, in build/bench_ckpt (same disk as
+# the project).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/mpi-env.sh
 rm -rf build/bench_ckpt
-for np in 1 2; do mpirun -np $np build/bench/bench_checkpoint_io "$PWD/build/bench_ckpt"; done
+run() { local np=$1; shift; echo "== np $np $*"; mpirun -np "$np" build/bench/bench_checkpoint_io "$PWD/build/bench_ckpt" "$@"; }
+run 1
+run 2
+run 2 parallel.tp=2
+run 2 parallel.ep=2 parallel.zero=1
 rm -rf build/bench_ckpt

@@ -1,13 +1,13 @@
 // Checkpoint save and load throughput against plain POSIX I/O of the same bytes on the same
-// disk, in one run under mpirun. moe: every rank's slices written (chunked, Fletcher32),
-// fsync, rename and the latest pointer; then every rank's slices read and verified. POSIX:
-// each rank pwrite()s the bytes it saves to its own file in 8 MiB blocks from memory of that
-// size and fsyncs it, and pread()s as many bytes as it loads, from one file every rank reads
-// from its start (replicas read the same bytes), into memory of that size (a loader must put
-// them somewhere; both buffers are touched first, as tensors are). Loads are timed from
-// a warm page cache and cold (the files' cached pages dropped with posix_fadvise first: a
-// resume after a restart). Best of 3 rounds each. For information, a warm read into one
-// reused 8 MiB buffer (cache-resident, bytes discarded) is printed too.
+// disk, in one run under mpirun. Save: every rank's slices written (chunked, Fletcher32),
+// fsync, rename and the latest pointer, against each rank pwrite()ing as many bytes to its
+// own file in 8 MiB blocks and fsyncing it. Load: every rank's slices read and verified,
+// against each rank pread()ing the very byte ranges of the checkpoint file its load reads
+// (ckpt::read_extents) into memory of that size (a loader must put them somewhere; buffers
+// are touched first, as tensors are). Loads are timed from a warm page cache and cold (the
+// file's cached pages dropped with posix_fadvise first: a resume after a restart). Best of
+// 3 rounds each. For information, the warm POSIX read into one reused buffer (cache-
+// resident, bytes discarded) is printed too.
 // Usage: mpirun -np P build/bench/bench_checkpoint_io [dir] [key=value ...]
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
@@ -27,7 +27,6 @@ using namespace moe;
 namespace {
 double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
-// Seconds for this rank to write `bytes` to path (pwrite, 8 MiB blocks, fsync) or read them.
 // Drops the page cache of a written (fsynced, so clean) file.
 void evict(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY);
@@ -37,21 +36,17 @@ void evict(const std::string& path) {
   ::close(fd);
 }
 
-// Seconds for this rank to write `bytes` from `mem` to path (pwrite, 8 MiB blocks, fsync)
-// or read them into `mem` (`stride` 0: each block to its place; else into the first
-// `stride` bytes again and again).
-double posix(const std::string& path, char* mem, std::size_t bytes, bool write, std::size_t stride = 0) {
+// Seconds for this rank to write `bytes` from `mem` to path (pwrite, 8 MiB blocks, fsync).
+double posix(const std::string& path, const char* mem, std::size_t bytes) {
   constexpr std::size_t kBlock = 8u << 20;
   const double t0 = now();
-  const int fd = write ? ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0644) : ::open(path.c_str(), O_RDONLY);
+  const int fd = ::open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY, 0644);
   for (std::size_t at = 0; at < bytes;) {
-    const std::size_t n = std::min(kBlock, bytes - at);
-    char* p = mem + (stride ? 0 : at);
-    const ssize_t r = write ? ::pwrite(fd, p, n, static_cast<off_t>(at)) : ::pread(fd, p, n, static_cast<off_t>(at));
+    const ssize_t r = ::pwrite(fd, mem + at, std::min(kBlock, bytes - at), static_cast<off_t>(at));
     if (r <= 0) break;
     at += static_cast<std::size_t>(r);
   }
-  if (write) ::fsync(fd);
+  ::fsync(fd);
   ::close(fd);
   return now() - t0;
 }
@@ -69,22 +64,13 @@ int main(int argc, char** argv) try {
   for (int i = 2; i < argc; ++i) kv.emplace_back(argv[i]);
   const Config cfg = load_config("configs/tiny.yaml", kv);
   Trainer trainer(cfg, world);
-  const std::size_t mine = trainer.checkpoint_bytes_written(), reads = trainer.checkpoint_bytes_read();
-  const double total = world.all_reduce_sum(double(mine)), total_read = world.all_reduce_sum(double(reads));
+  const std::size_t mine = trainer.checkpoint_bytes_written();
+  const double total = world.all_reduce_sum(double(mine));
   std::filesystem::create_directories(dir);
-  // Reads: one file all ranks read from its start, as ranks holding replicas of a tensor
-  // read the same bytes of the checkpoint (the page cache serves the second one).
-  const std::string raw = dir + "/posix_rank" + std::to_string(world.rank()) + ".bin", raw_read = dir + "/posix_read.bin";
-  std::vector<char> mem(std::max(mine, reads), 'x');
-  std::size_t most = reads;
-  MPI_Allreduce(&reads, &most, 1, MPI_UINT64_T, MPI_MAX, world.comm());
-  if (world.rank() == 0) {
-    std::vector<char> all(most, 'x');
-    posix(raw_read, all.data(), all.size(), true);
-  }
-  world.barrier();
+  const std::string raw = dir + "/posix_rank" + std::to_string(world.rank()) + ".bin";
+  std::vector<char> mem(mine, 'x');  // what the write peer writes, and (grown) where the read peer reads to
 
-  double save = 1e30, load = 1e30, cold = 1e30, pw = 1e30, pr = 1e30, pcold = 1e30, preuse = 1e30;
+  double save = 1e30, load = 1e30, cold = 1e30, pw = 1e30, pr = 1e30, pcold = 1e30, preuse = 1e30, total_read = 0;
   auto timed = [&](auto&& f) {
     world.barrier();
     const double t0 = now();
@@ -95,25 +81,42 @@ int main(int argc, char** argv) try {
   for (int round = 0; round < 3; ++round) {
     std::string path;
     save = std::min(save, timed([&] { path = trainer.save_checkpoint(round + 1); }));
+    // The read peer: the same byte ranges of the same file that this rank's load reads.
+    const auto extents = trainer.checkpoint_read_extents(path);
+    std::size_t reads = 0;
+    for (const auto& e : extents) reads += e.second;
+    total_read = world.all_reduce_sum(double(reads));
+    if (mem.size() < reads) mem.resize(reads, 'x');
+    auto posix_read = [&](bool reuse) {
+      const int fd = ::open(path.c_str(), O_RDONLY);
+      std::size_t at = 0;
+      for (const auto& [addr, bytes] : extents) {
+        for (std::size_t done = 0; done < bytes;) {
+          const ssize_t r = ::pread(fd, mem.data() + (reuse ? 0 : at) + done, bytes - done, static_cast<off_t>(addr + done));
+          if (r <= 0) break;
+          done += static_cast<std::size_t>(r);
+        }
+        at += bytes;
+      }
+      ::close(fd);
+    };
     load = std::min(load, timed([&] { trainer.load_checkpoint(path); }));
+    pr = std::min(pr, timed([&] { posix_read(false); }));
+    preuse = std::min(preuse, timed([&] { posix_read(true); }));
     if (world.rank() == 0) evict(path);
     cold = std::min(cold, timed([&] { trainer.load_checkpoint(path); }));
-    pw = std::min(pw, timed([&] { posix(raw, mem.data(), mine, true); }));
-    pr = std::min(pr, timed([&] { posix(raw_read, mem.data(), reads, false); }));
-    preuse = std::min(preuse, timed([&] { posix(raw_read, mem.data(), reads, false, 8u << 20); }));
-    if (world.rank() == 0) evict(raw_read);
-    pcold = std::min(pcold, timed([&] { posix(raw_read, mem.data(), reads, false); }));
+    if (world.rank() == 0) evict(path);
+    pcold = std::min(pcold, timed([&] { posix_read(false); }));
+    pw = std::min(pw, timed([&] { posix(raw, mem.data(), mine); }));
   }
   if (world.rank() == 0)
     std::printf("bench checkpoint_io: %d ranks, %.1f MB written, %.1f MB read (all ranks), best of 3\n"
                 "            moe GB/s   POSIX GB/s   ratio (target >= 0.7)\n"
                 "save       %9.2f   %10.2f   %6.2f\nload warm  %9.2f   %10.2f   %6.2f\nload cold  %9.2f   %10.2f   %6.2f\n"
-                "(POSIX warm read into one reused 8 MiB buffer, bytes discarded: %.2f GB/s)\n",
+                "(POSIX warm read of the same bytes into one reused buffer, as no loader can: %.2f GB/s)\n",
                 world.size(), total / 1e6, total_read / 1e6, total / save / 1e9, total / pw / 1e9, pw / save,
                 total_read / load / 1e9, total_read / pr / 1e9, pr / load, total_read / cold / 1e9,
                 total_read / pcold / 1e9, pcold / cold, total_read / preuse / 1e9);
-  world.barrier();
-  if (world.rank() == 0) std::filesystem::remove(raw_read);
   std::filesystem::remove(raw);
   return 0;
 } catch (const std::exception& e) {

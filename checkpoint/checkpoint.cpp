@@ -166,13 +166,14 @@ CheckpointError damaged(const std::string& path, const std::string& dataset, con
 
 // The chunks of a dataset written by write(): whole trailing dimensions, `rows` leading
 // rows each, Fletcher32 the only filter. HDF5 says where each chunk the slice touches is;
-// `reader` reads and verifies it (chunk_reader.h: HDF5's own read copies every chunk once
-// more and checksums it at a tenth of the speed). A chunk that fails has already been
-// copied in part: the load fails and the process ends, as a failed load does. Datasets laid
-// out otherwise (another writer) go through H5Dread, which verifies the same checksums. A
-// tensor-parallel window that cuts rows reads whole chunks (a checksum covers a chunk) and
-// keeps its part of each row.
-void read_slice(hid_t ds, detail::ChunkReader& reader, const std::string& path, const Dataset& d, const Slice& s) {
+// `sink` gets it with the parts the slice holds (for the chunk reader, which reads and
+// verifies it: HDF5's own read copies every chunk once more and checksums it at a tenth of
+// the speed). A chunk that fails has already been copied in part: the load fails and the
+// process ends, as a failed load does. A tensor-parallel window that cuts rows reads whole
+// chunks (a checksum covers a chunk) and keeps its part of each row. false: the dataset is
+// laid out otherwise (another writer), nothing handed over.
+template <class Sink>
+bool chunks_of(hid_t ds, const std::string& path, const Dataset& d, const Slice& s, Sink&& sink) {
   Id dcpl(H5Dget_create_plist(ds), H5Pclose);
   const int nd = static_cast<int>(d.shape.size());
   std::vector<hsize_t> chunk(static_cast<std::size_t>(std::max(nd, 1)));
@@ -183,16 +184,7 @@ void read_slice(hid_t ds, detail::ChunkReader& reader, const std::string& path, 
                     H5Pget_filter2(dcpl.get(), 0, &flags, &cd, nullptr, 0, nullptr, nullptr) == H5Z_FILTER_FLETCHER32 &&
                     std::equal(chunk.begin() + 1, chunk.end(), d.shape.begin() + 1,
                                [](hsize_t a, std::int64_t b) { return a == static_cast<hsize_t>(b); });
-  if (!ours) {
-    const auto dims = dims_of(d.shape);
-    Id fs(H5Screate_simple(nd, dims.data(), nullptr), H5Sclose);
-    select(fs.get(), d.shape, &s, path);
-    const hsize_t n = static_cast<hsize_t>(s.end - s.begin);
-    Id mem(H5Screate_simple(1, &n, nullptr), H5Sclose);
-    if (H5Dread(ds, H5T_NATIVE_FLOAT, mem.get(), fs.get(), H5P_DEFAULT, s.data) < 0)
-      throw damaged(path, d.name, fmt::format("cannot read ({})", hdf5_reason()));
-    return;
-  }
+  if (!ours) return false;
   std::int64_t inner = 1;
   for (int k = 1; k < nd; ++k) inner *= d.shape[static_cast<std::size_t>(k)];
   const std::int64_t per_chunk = static_cast<std::int64_t>(chunk[0]) * inner;  // elements
@@ -221,8 +213,59 @@ void read_slice(hid_t ds, detail::ChunkReader& reader, const std::string& path, 
       throw damaged(path, d.name, fmt::format("the chunk at row {} was stored without its checksum", offset[0]));
     if (stored != payload + 4)
       throw damaged(path, d.name, fmt::format("the chunk at row {} is {} bytes, its shape says {}", offset[0], stored, payload + 4));
-    reader.add({.dataset = d.name, .row = offset[0], .addr = addr, .payload = payload,
-                .base = static_cast<std::size_t>(c) * payload, .parts = std::move(chunk_parts)});
+    sink(detail::ChunkRead{.dataset = d.name, .row = offset[0], .addr = addr, .payload = payload,
+                           .base = static_cast<std::size_t>(c) * payload, .parts = std::move(chunk_parts)});
+  }
+  return true;
+}
+
+// A dataset laid out otherwise (another writer): HDF5 selects the slice and verifies the
+// checksums itself.
+void read_through_hdf5(hid_t ds, const std::string& path, const Dataset& d, const Slice& s) {
+  const auto dims = dims_of(d.shape);
+  Id fs(H5Screate_simple(static_cast<int>(dims.size()), dims.data(), nullptr), H5Sclose);
+  select(fs.get(), d.shape, &s, path);
+  const hsize_t n = static_cast<hsize_t>(s.end - s.begin);
+  Id mem(H5Screate_simple(1, &n, nullptr), H5Sclose);
+  if (H5Dread(ds, H5T_NATIVE_FLOAT, mem.get(), fs.get(), H5P_DEFAULT, s.data) < 0)
+    throw damaged(path, d.name, fmt::format("cannot read ({})", hdf5_reason()));
+}
+
+// Checks `file` against `expected` (one error listing every mismatch) and calls
+// each(dataset id, dataset, slice) for every slice in `mine`, in file order.
+template <class Each>
+void for_each_slice(hid_t file, const std::string& path, const std::vector<Dataset>& expected, const std::vector<Slice>& mine,
+                    Each&& each) {
+  const auto slices = by_dataset(mine);
+  std::vector<std::string> bad;
+  for (const Dataset& d : expected) {
+    const hid_t id = H5Dopen2(file, d.name.c_str(), H5P_DEFAULT);
+    if (id < 0) {
+      const std::string reason = hdf5_reason();
+      const htri_t exists = H5Lexists(file, d.name.c_str(), H5P_DEFAULT);
+      H5Eclear2(H5E_DEFAULT);
+      if (exists > 0) throw damaged(path, d.name, fmt::format("cannot open ({})", reason));
+      bad.push_back(fmt::format("{} missing", d.name));
+      continue;
+    }
+    Id ds(id, H5Dclose);
+    Id space(H5Dget_space(id), H5Sclose);
+    std::vector<hsize_t> dims(static_cast<std::size_t>(std::max(0, H5Sget_simple_extent_ndims(space.get()))));
+    H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
+    Id type(H5Dget_type(id), H5Tclose);
+    if (dims != dims_of(d.shape))
+      bad.push_back(fmt::format("{} is {} in the file, {} in the model", d.name,
+                                shape_str(Shape(dims.begin(), dims.end())), shape_str(d.shape)));
+    else if (H5Tequal(type.get(), H5T_IEEE_F32LE) <= 0)  // the chunk reader copies bytes as f32
+      bad.push_back(fmt::format("{} is not little-endian float32 in the file", d.name));
+    else if (const auto it = slices.find(d.name); bad.empty() && it != slices.end() && it->second->begin < it->second->end)
+      each(id, d, *it->second);
+  }
+  if (!bad.empty()) {
+    std::string list;
+    for (std::size_t i = 0; i < std::min<std::size_t>(bad.size(), 4); ++i) list += (i ? "; " : "") + bad[i];
+    if (bad.size() > 4) list += fmt::format("; and {} more", bad.size() - 4);
+    throw CheckpointError(fmt::format("{}: does not match the model ({} tensors differ): {}", path, bad.size(), list));
   }
 }
 
@@ -362,39 +405,23 @@ void read(const std::string& path, const std::vector<Dataset>& expected, const s
   detail::ChunkReader reader(path);
   {
     Id file = open_file(path);
-    const auto slices = by_dataset(mine);
-    std::vector<std::string> bad;  // every mismatch, in one error
-    for (const Dataset& d : expected) {
-      const hid_t id = H5Dopen2(file.get(), d.name.c_str(), H5P_DEFAULT);
-      if (id < 0) {
-        const std::string reason = hdf5_reason();
-        const htri_t exists = H5Lexists(file.get(), d.name.c_str(), H5P_DEFAULT);
-        H5Eclear2(H5E_DEFAULT);
-        if (exists > 0) throw damaged(path, d.name, fmt::format("cannot open ({})", reason));
-        bad.push_back(fmt::format("{} missing", d.name));
-        continue;
-      }
-      Id ds(id, H5Dclose);
-      Id space(H5Dget_space(id), H5Sclose);
-      std::vector<hsize_t> dims(static_cast<std::size_t>(std::max(0, H5Sget_simple_extent_ndims(space.get()))));
-      H5Sget_simple_extent_dims(space.get(), dims.data(), nullptr);
-      Id type(H5Dget_type(id), H5Tclose);
-      if (dims != dims_of(d.shape))
-        bad.push_back(fmt::format("{} is {} in the file, {} in the model", d.name,
-                                  shape_str(Shape(dims.begin(), dims.end())), shape_str(d.shape)));
-      else if (H5Tequal(type.get(), H5T_IEEE_F32LE) <= 0)  // the raw-chunk reader copies bytes as f32
-        bad.push_back(fmt::format("{} is not little-endian float32 in the file", d.name));
-      else if (const auto it = slices.find(d.name); bad.empty() && it != slices.end() && it->second->begin < it->second->end)
-        read_slice(id, reader, path, d, *it->second);
-    }
-    if (!bad.empty()) {
-      std::string list;
-      for (std::size_t i = 0; i < std::min<std::size_t>(bad.size(), 4); ++i) list += (i ? "; " : "") + bad[i];
-      if (bad.size() > 4) list += fmt::format("; and {} more", bad.size() - 4);
-      throw CheckpointError(fmt::format("{}: does not match the model ({} tensors differ): {}", path, bad.size(), list));
-    }
+    for_each_slice(file.get(), path, expected, mine, [&](hid_t ds, const Dataset& d, const Slice& s) {
+      if (!chunks_of(ds, path, d, s, [&](detail::ChunkRead&& c) { reader.add(std::move(c)); }))
+        read_through_hdf5(ds, path, d, s);
+    });
   }  // HDF5 closes the file while the last chunks are read
   reader.finish();
+}
+
+std::vector<std::pair<std::uint64_t, std::uint64_t>> read_extents(const std::string& path, const std::vector<Dataset>& expected,
+                                                                  const std::vector<Slice>& mine) {
+  quiet();
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> out;
+  Id file = open_file(path);
+  for_each_slice(file.get(), path, expected, mine, [&](hid_t ds, const Dataset& d, const Slice& s) {
+    chunks_of(ds, path, d, s, [&](detail::ChunkRead&& c) { out.emplace_back(c.addr, c.payload + 4); });
+  });
+  return out;
 }
 
 Meta read_meta(const std::string& path) {

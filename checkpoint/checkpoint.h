@@ -49,6 +49,12 @@ void write(const std::string& path, MPI_Comm comm, const Meta& meta, const std::
 // chunks they touch, each verified against its Fletcher32 checksum (checkpoint/fletcher32.h).
 void read(const std::string& path, const std::vector<Dataset>& expected, const std::vector<Slice>& mine);
 
+// The byte ranges of the file read() fetches for `mine`: (address, bytes) of every chunk its
+// slices touch, checksum included (what a plain POSIX read of the same bytes reads: the
+// benchmark's peer).
+std::vector<std::pair<std::uint64_t, std::uint64_t>> read_extents(const std::string& path, const std::vector<Dataset>& expected,
+                                                                  const std::vector<Slice>& mine);
+
 // One process, no MPI-IO: the attributes.
 Meta read_meta(const std::string& path);
 

@@ -169,20 +169,18 @@ std::string Trainer::save_checkpoint(std::int64_t step) {
 
 void Trainer::load_checkpoint(const std::string& path) { s_->load(path, CheckpointPart::all); }
 
-namespace {
-std::size_t bytes_of(const CheckpointPlan& plan) {
+std::size_t Trainer::checkpoint_bytes_written() {
   std::size_t n = 0;
-  for (const auto& sl : plan.slices) n += static_cast<std::size_t>(sl.end - sl.begin) * sizeof(float);
+  const bool tp_lead = s_->mesh.coords().tp == 0;
+  for (const auto& sl : plan_write(s_->groups(), s_->model, tp_lead, tp_lead && s_->mesh.coords().dp == 0).slices)
+    n += static_cast<std::size_t>(sl.end - sl.begin) * sizeof(float);
   return n;
 }
-}  // namespace
 
-std::size_t Trainer::checkpoint_bytes_written() {
-  const bool tp_lead = s_->mesh.coords().tp == 0;
-  return bytes_of(plan_write(s_->groups(), s_->model, tp_lead, tp_lead && s_->mesh.coords().dp == 0));
+std::vector<std::pair<std::uint64_t, std::uint64_t>> Trainer::checkpoint_read_extents(const std::string& path) {
+  const CheckpointPlan plan = plan_read(s_->groups(), s_->model, CheckpointPart::all);
+  return ckpt::read_extents(path, plan.datasets, plan.slices);
 }
-
-std::size_t Trainer::checkpoint_bytes_read() { return bytes_of(plan_read(s_->groups(), s_->model, CheckpointPart::all)); }
 
 TrainResult Trainer::run() {
   auto& s = *s_;

@@ -89,9 +89,10 @@ class Trainer {
   // loading one (weights, moments and router biases); run() calls these itself.
   std::string save_checkpoint(std::int64_t step);
   void load_checkpoint(const std::string& path);
-  // Bytes of tensor data this rank writes to a checkpoint, and reads from one.
+  // Bytes of tensor data this rank writes to a checkpoint; the byte ranges of the file at
+  // `path` it reads to load it (ckpt::read_extents).
   std::size_t checkpoint_bytes_written();
-  std::size_t checkpoint_bytes_read();
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> checkpoint_read_extents(const std::string& path);
 
  private:
   struct State;
