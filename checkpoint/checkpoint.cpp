@@ -391,7 +391,13 @@ void write(const std::string& path, MPI_Comm comm, const Meta& meta, const std::
            const std::vector<Slice>& mine) {
   quiet();
   try {
-    write_from_skeleton(path, comm, meta, datasets, mine, detail::WholeChunks(comm, datasets, mine));
+    // Shards of whole rows are written as the flat ranges they are: their chunks need
+    // nothing from other ranks.
+    std::map<std::string, const Shape*> shape_of;
+    for (const Dataset& d : datasets) shape_of.emplace(d.name, &d.shape);
+    std::vector<Slice> flat;
+    for (const Slice& s : mine) flat.push_back(shape_of.count(s.dataset) ? as_flat(*shape_of.at(s.dataset), s) : s);
+    write_from_skeleton(path, comm, meta, datasets, flat, detail::WholeChunks(comm, datasets, flat));
   } catch (const CheckpointError& e) {
     throw CheckpointError(fmt::format("{}; the previous checkpoint stays the latest", e.what()));
   }

@@ -162,11 +162,9 @@ void write_whole_chunks(const std::string& path, MPI_Comm comm, const std::vecto
   auto note = [&](const std::exception& e) {
     if (error.empty()) error = e.what();
   };
-  // This rank's runs cut at chunk boundaries: its own chunks' pieces stay, the rest go to
-  // their writers.
-  Pieces pieces;
-  std::vector<std::vector<char>> out(static_cast<std::size_t>(p));
-  try {
+  // This rank's runs cut at chunk boundaries, each piece to `to(writer, dataset, begin,
+  // count, data)`.
+  auto each_piece = [&](auto&& to) {
     for (std::size_t i = 0; i < D; ++i) {
       const auto it = slice_of.find(datasets[i].name);
       if (it == slice_of.end() || it->second->begin >= it->second->end) continue;
@@ -175,44 +173,45 @@ void write_whole_chunks(const std::string& path, MPI_Comm comm, const std::vecto
       for (const Run& r : slice_runs(datasets[i].shape, s, 0, datasets[i].shape.empty() ? 1 : datasets[i].shape[0]))
         for (std::int64_t a = r.begin; a < r.begin + r.count;) {
           const std::int64_t c = a / per, b = std::min(r.begin + r.count, (c + 1) * per);
-          const float* data = s.data + r.mem + (a - r.begin);
-          if (const int w = plan.owner(i, c); w == me) {
-            pieces[{i, c}].push_back({a, b - a, data});
-          } else {
-            const Header h{static_cast<std::int64_t>(i), a, b - a};
-            auto& o = out[std::size_t(w)];
-            const auto* hp = reinterpret_cast<const char*>(&h);
-            o.insert(o.end(), hp, hp + sizeof h);
-            const auto* dp = reinterpret_cast<const char*>(data);
-            o.insert(o.end(), dp, dp + (b - a) * std::int64_t(sizeof(float)));
-          }
+          to(plan.owner(i, c), i, c, a, b - a, s.data + r.mem + (a - r.begin));
           a = b;
         }
     }
-  } catch (const std::exception& e) {
-    note(e);
-  }
+  };
+  // Pieces of this rank's own chunks stay; the rest are packed for their writers, each as
+  // a header and its floats, straight into one send buffer (sized by a first pass).
   // MPI counts are ints: the pieces that travel (those of chunks straddling a range boundary,
-  // and (p-1)/p of tensor-parallel windows) stay far below 2 GiB per rank for any model this
-  // holds; past it the save fails on every rank instead of wrapping.
+  // and (p-1)/p of column-split tensor-parallel windows) stay far below 2 GiB per rank for
+  // any model this holds; past it the save fails on every rank instead of wrapping.
   const auto P = static_cast<std::size_t>(p);
   std::vector<int> send_n(P), recv_n(P), send_at(P), recv_at(P);
   std::vector<char> send;
-  std::size_t bytes = 0;
-  for (const auto& o : out) bytes += o.size();
-  if (!error.empty() || bytes > std::size_t(std::numeric_limits<int>::max())) {
-    if (error.empty()) error = fmt::format("{}: {} bytes of chunk pieces to exchange, more than MPI counts hold", path, bytes);
-    out.assign(P, {});
-  }
+  Pieces pieces;
   try {
-    send.reserve(bytes);
+    std::vector<std::size_t> bytes(P, 0);
+    each_piece([&](int w, std::size_t, std::int64_t, std::int64_t, std::int64_t n, const float*) {
+      if (w != me) bytes[std::size_t(w)] += sizeof(Header) + std::size_t(n) * sizeof(float);
+    });
+    std::size_t total = 0;
+    for (std::size_t r = 0; r < P; ++r) total += bytes[r];
+    if (total > std::size_t(std::numeric_limits<int>::max()))
+      throw CheckpointError(fmt::format("{}: {} bytes of chunk pieces to exchange, more than MPI counts hold", path, total));
+    send.resize(total);
+    for (std::size_t r = 0, at = 0; r < P; ++r) send_at[r] = static_cast<int>(at), send_n[r] = static_cast<int>(bytes[r]), at += bytes[r];
+    std::vector<std::size_t> put(send_at.begin(), send_at.end());
+    each_piece([&](int w, std::size_t i, std::int64_t c, std::int64_t a, std::int64_t n, const float* data) {
+      if (w == me) {
+        pieces[{i, c}].push_back({a, n, data});
+        return;
+      }
+      const Header h{static_cast<std::int64_t>(i), a, n};
+      std::memcpy(send.data() + put[std::size_t(w)], &h, sizeof h);
+      std::memcpy(send.data() + put[std::size_t(w)] + sizeof h, data, std::size_t(n) * sizeof(float));
+      put[std::size_t(w)] += sizeof h + std::size_t(n) * sizeof(float);
+    });
   } catch (const std::exception& e) {
-    note(e), out.assign(P, {});
-  }
-  for (int r = 0; r < p; ++r) {
-    send_at[std::size_t(r)] = static_cast<int>(send.size());
-    send_n[std::size_t(r)] = static_cast<int>(out[std::size_t(r)].size());
-    send.insert(send.end(), out[std::size_t(r)].begin(), out[std::size_t(r)].end());
+    note(e);
+    std::fill(send_n.begin(), send_n.end(), 0);  // still in the exchange, sending nothing: the save fails below
   }
   MPI_Alltoall(send_n.data(), 1, MPI_INT, recv_n.data(), 1, MPI_INT, comm);
   std::size_t total = 0;

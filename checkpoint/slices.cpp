@@ -57,6 +57,17 @@ std::vector<Block> slice_blocks(const Shape& dataset_shape, const Slice& s) {
   return blocks;
 }
 
+Slice as_flat(const Shape& dataset_shape, const Slice& s) {
+  if (s.window.empty() || s.window.size() != dataset_shape.size()) return s;
+  for (std::size_t d = 1; d < s.window.size(); ++d)
+    if (s.window[d] != dataset_shape[d] || s.offset[d] != 0) return s;
+  Slice flat = s;
+  const std::int64_t first = s.offset[0] * inner_size(dataset_shape);
+  flat.begin += first, flat.end += first;
+  flat.window.clear(), flat.offset.clear();
+  return flat;
+}
+
 std::vector<Run> slice_runs(const Shape& dataset_shape, const Slice& s, std::int64_t row_begin, std::int64_t row_end) {
   std::vector<Run> runs;
   const std::int64_t inner = inner_size(dataset_shape);

@@ -40,6 +40,10 @@ std::vector<Block> range_blocks(const Shape& shape, std::int64_t begin, std::int
 // The blocks of a slice in dataset coordinates (its window's blocks moved to its offset).
 std::vector<Block> slice_blocks(const Shape& dataset_shape, const Slice& s);
 
+// The same elements as a flat range where the slice's window spans whole trailing
+// dimensions (a tensor-parallel shard of whole rows is one stretch of its dataset); else `s`.
+Slice as_flat(const Shape& dataset_shape, const Slice& s);
+
 // A stretch of a slice contiguous both in its dataset (row-major) and in the slice's memory:
 // `count` elements from dataset element `begin`, held from element `mem` of Slice::data.
 struct Run {

@@ -293,9 +293,9 @@ TEST_CASE("checkpoint: every way ranks can split a dataset writes the bytes HDF5
     const std::string path = "ckpt_split_np" + std::to_string(p) + ".h5";
     // "big": 3 chunks of 299 rows of 7000 (the last one row: stored at full size); ranks
     // split it unevenly so ranges start and end inside chunks. "one": rank 0 writes it all.
-    // "window": each rank a block of columns (a tensor-parallel shard).
+    // "window": each rank a block of columns (a tensor-parallel shard); "rows": a block of rows.
     std::vector<ckpt::Dataset> datasets = {{"w/big", {599, 7000}}, {"w/one", {5, 3}}};
-    if (with_window) datasets.push_back({"w/window", {6, 4 * p}});
+    if (with_window) datasets.push_back({"w/window", {6, 4 * p}}), datasets.push_back({"w/rows", {4 * p, 5}});
     std::map<std::string, Tensor> full;
     for (std::size_t i = 0; i < datasets.size(); ++i)
       full[datasets[i].name] = testing::cast(testing::random(datasets[i].shape, 50 + i, 1.0), DType::f32);
@@ -309,6 +309,8 @@ TEST_CASE("checkpoint: every way ranks can split a dataset writes the bytes HDF5
         for (std::int64_t j = 0; j < 4; ++j)
           block.data<float>()[i * 4 + j] = full["w/window"].data<float>()[i * 4 * p + 4 * r + j];
       mine.push_back({"w/window", 0, 24, block.data<float>(), {6, 4}, {0, 4 * r}});
+      // Whole rows: a window the writer turns into a flat range.
+      mine.push_back({"w/rows", 0, 20, full["w/rows"].data<float>() + 20 * r, {4, 5}, {4 * r, 0}});
     }
     ckpt::write(path, world.comm(), ckpt::Meta{}, datasets, mine);
     world.barrier();

@@ -85,3 +85,15 @@ TEST_CASE("slices: runs map a slice's memory to its dataset, row range by row ra
     }
   }
 }
+
+TEST_CASE("slices: a window of whole rows is the flat range it covers", "[checkpoint]") {
+  const Shape dataset{10, 6};
+  const Slice rows{"d", 2, 20, nullptr, {4, 6}, {6, 0}};
+  const Slice flat = as_flat(dataset, rows);
+  CHECK(flat.window.empty());
+  CHECK(flat.begin == 38);
+  CHECK(flat.end == 56);
+  for (std::int64_t j = 0; j < 18; ++j) CHECK(place(dataset, flat, j) == place(dataset, rows, j));
+  const Slice columns{"d", 0, 30, nullptr, {10, 3}, {0, 3}};
+  CHECK(as_flat(dataset, columns).window == columns.window);
+}
