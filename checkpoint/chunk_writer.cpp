@@ -84,8 +84,10 @@ void write_owned(const std::string& path, const std::vector<Dataset>& datasets, 
 
 std::int64_t chunk_rows(const Shape& s) {
   if (s.empty()) return 1;
-  const std::int64_t inner = std::max<std::int64_t>(numel(s) / std::max<std::int64_t>(s[0], 1), 1);
-  return std::clamp<std::int64_t>((std::int64_t{1} << 21) / inner, 1, std::max<std::int64_t>(s[0], 1));
+  // As few chunks as keep each within 8 MiB, their rows spread evenly: HDF5 stores a last,
+  // partial chunk at full size, so 8 MiB chunks of a 12 MiB tensor would store 16 MiB.
+  const std::int64_t rows = std::max<std::int64_t>(s[0], 1), chunks = (numel(s) + (1 << 21) - 1) >> 21;
+  return std::clamp<std::int64_t>((rows + chunks - 1) / std::max<std::int64_t>(chunks, 1), 1, rows);
 }
 
 std::int64_t chunk_count(const Shape& s) {

@@ -16,7 +16,8 @@
 
 namespace moe::ckpt::detail {
 
-// Leading rows per chunk: whole trailing dimensions, about 8 MiB.
+// Leading rows per chunk: whole trailing dimensions, at most 8 MiB (unless one row is more),
+// spread evenly over as few chunks as that takes.
 std::int64_t chunk_rows(const Shape& shape);
 // Chunks along the leading dimension (the only one cut), and a chunk's size in the file:
 // every chunk at full size (an edge chunk too), followed by its 4 checksum bytes.

@@ -291,7 +291,7 @@ TEST_CASE("checkpoint: every way ranks can split a dataset writes the bytes HDF5
   for (const bool with_window : {false, true}) {
     INFO("with a window: " << with_window);
     const std::string path = "ckpt_split_np" + std::to_string(p) + ".h5";
-    // "big": 3 chunks of 299 rows of 7000 (the last one row: stored at full size); ranks
+    // "big": 2 chunks of 300 rows of 7000 (the last 299 rows: stored at full size); ranks
     // split it unevenly so ranges start and end inside chunks. "one": rank 0 writes it all.
     // "window": each rank a block of columns (a tensor-parallel shard); "rows": a block of rows.
     std::vector<ckpt::Dataset> datasets = {{"w/big", {599, 7000}}, {"w/one", {5, 3}}};
@@ -338,7 +338,7 @@ TEST_CASE("checkpoint: every way ranks can split a dataset writes the bytes HDF5
 TEST_CASE("checkpoint: slices that leave part of a dataset unwritten fail the save on every rank", "[mpi][checkpoint]") {
   MpiCommunicator world;
   const std::string path = "ckpt_gap_np" + std::to_string(world.size()) + ".h5";
-  // 40 rows of 70000: 3 chunks. Rank 0 holds everything but the last element.
+  // 40 rows of 70000: 2 chunks. Rank 0 holds everything but the last element.
   const std::vector<ckpt::Dataset> datasets = {{"w/gap", {40, 70000}}};
   Tensor t = testing::cast(testing::random({40, 70000}, 9, 1.0), DType::f32);
   std::vector<ckpt::Slice> mine;
