@@ -326,15 +326,6 @@ template <class Body> void fill_and_close(Id& file, const std::string& path, Bod
   file.release();
 }
 
-// Rank 0's error, or none, thrown on every rank.
-void agree_on(std::string error, MPI_Comm comm) {
-  int length = static_cast<int>(error.size());
-  MPI_Bcast(&length, 1, MPI_INT, 0, comm);
-  error.resize(static_cast<std::size_t>(length));
-  MPI_Bcast(error.data(), length, MPI_CHAR, 0, comm);
-  if (!error.empty()) throw CheckpointError(error);
-}
-
 // Rank 0 creates the file alone, every chunk allocated at its stored size but left a hole
 // (holes_driver.h), and the attributes; then the ranks write the chunks (chunk_writer.h).
 // Parallel HDF5 would write every chunk of a filtered dataset with fill values when creating
@@ -371,7 +362,7 @@ void write_from_skeleton(const std::string& path, MPI_Comm comm, const Meta& met
       error = e.what();
     }
   }
-  agree_on(error, comm);
+  detail::share_error(error, 0, comm);
   std::size_t chunks = 0;
   for (const Dataset& d : datasets) chunks += static_cast<std::size_t>(detail::chunk_count(d.shape));
   flat.resize(chunks);

@@ -247,13 +247,15 @@ void write_whole_chunks(const std::string& path, MPI_Comm comm, const std::vecto
   }
   int failed = error.empty() ? p : me, first = p;
   MPI_Allreduce(&failed, &first, 1, MPI_INT, MPI_MIN, comm);
-  if (first == p) return;
-  // Every rank throws the first failing rank's reason.
-  int length = me == first ? static_cast<int>(error.size()) : 0;
-  MPI_Bcast(&length, 1, MPI_INT, first, comm);
-  error.resize(std::size_t(length));
-  MPI_Bcast(error.data(), length, MPI_CHAR, first, comm);
-  throw CheckpointError(error);
+  if (first < p) share_error(error, first, comm);  // every rank throws the first failing rank's reason
+}
+
+void share_error(std::string error, int root, MPI_Comm comm) {
+  int length = static_cast<int>(error.size());
+  MPI_Bcast(&length, 1, MPI_INT, root, comm);
+  error.resize(static_cast<std::size_t>(length));
+  MPI_Bcast(error.data(), length, MPI_CHAR, root, comm);
+  if (!error.empty()) throw CheckpointError(error);
 }
 
 namespace {

@@ -42,6 +42,10 @@ class WholeChunks {
   std::vector<std::int64_t> per_;  // elements per chunk
 };
 
+// Collective over comm: `error` as rank `root` has it, thrown as a CheckpointError on every
+// rank when not empty.
+void share_error(std::string error, int root, MPI_Comm comm);
+
 // Chunk c of dataset i is stored at addresses[i][c].
 using ChunkAddresses = std::vector<std::vector<haddr_t>>;
 
