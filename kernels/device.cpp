@@ -5,6 +5,7 @@
 #include <new>
 
 #include "kernels/error.h"
+#include "kernels/residency.h"
 #ifdef MOE_WITH_CUDA
 #include "kernels/cuda/runtime.h"
 #endif
@@ -47,6 +48,8 @@ void use_cuda_device(int local_rank) {
 }
 
 void synchronize(Device d) {
+  if (d == Device::cpu) return;
+  detail::count_wait();
 #ifdef MOE_WITH_CUDA
   if (d == Device::cuda) cuda::synchronize();
 #else
@@ -55,7 +58,7 @@ void synchronize(Device d) {
 }
 
 void* device_alloc(Device d, std::size_t bytes) {
-  if (d == Device::cpu) {
+  if (!runs_cuda(d)) {
     std::size_t rounded = (bytes + kHostAlign - 1) / kHostAlign * kHostAlign;
     void* p = std::aligned_alloc(kHostAlign, rounded ? rounded : kHostAlign);
     if (!p) throw std::bad_alloc();
@@ -69,14 +72,14 @@ void* device_alloc(Device d, std::size_t bytes) {
 }
 
 void device_free(Device d, void* p) {
-  if (d == Device::cpu) return std::free(p);
+  if (!runs_cuda(d)) return std::free(p);
 #ifdef MOE_WITH_CUDA
   cuda::free_device(p);
 #endif
 }
 
 void device_memset0(Device d, void* p, std::size_t bytes) {
-  if (d == Device::cpu) {
+  if (!runs_cuda(d)) {
     std::memset(p, 0, bytes);
     return;
   }
@@ -88,10 +91,13 @@ void device_memset0(Device d, void* p, std::size_t bytes) {
 }
 
 void device_copy(void* dst, Device dst_dev, const void* src, Device src_dev, std::size_t bytes) {
-  if (dst_dev == Device::cpu && src_dev == Device::cpu) {
+  if (host_readable(dst_dev) != host_readable(src_dev)) detail::count_copy(host_readable(dst_dev), bytes);
+  if (!runs_cuda(dst_dev) && !runs_cuda(src_dev)) {
     std::memcpy(dst, src, bytes);
     return;
   }
+  MOE_CHECK(dst_dev != Device::sim && src_dev != Device::sim, DeviceError,
+            "a copy between the sim device and cuda: move through the host");
 #ifdef MOE_WITH_CUDA
   cuda::copy(dst, dst_dev == Device::cuda, src, src_dev == Device::cuda, bytes);
 #else

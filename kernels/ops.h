@@ -139,7 +139,8 @@ void cross_entropy_backward(Tensor& dlogits, const Tensor& dlosses, const Tensor
 void accumulate(Tensor& y, const Tensor& x, double alpha = 1.0);
 // y *= alpha.
 void scale(Tensor& y, double alpha);
-// sum(x * x) in double (gradient norms).
+// sum(x * x) in double (gradient norms). On a device the result is a copy back to the host
+// (counted, kernels/residency.h).
 double sum_squares(const Tensor& x);
 // y = x in y's dtype, same shape: f32 -> bf16 rounds to nearest even; bf16 -> f32 is exact.
 void convert(Tensor& y, const Tensor& x);
@@ -162,6 +163,10 @@ void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, c
 // cuBLASLt has no kernel for the pairing or shape: fp8_gemm's GPU reference). DeviceError on
 // the CPU.
 void sm90_fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb);
+// sm90_fp8_gemm calls that ran the reference kernel because cuBLASLt refused even the
+// zero-padded shape, since the process started: 0 for the model's own shapes (the gpu tests
+// and benchmarks print it).
+std::int64_t fp8_reference_fallbacks();
 // y (M,N) f32 = op(a) op(b) (+ y with accumulate) with a, b bf16 device tensors, op a
 // transpose where ta / tb (cuBLASLt, FP32 accumulation). The default is a linear's forward,
 // y = a b^T with a (M,K), b (N,K); its backward is dx = dy w (tb false) and dw += dy^T x (ta,

@@ -26,8 +26,8 @@ struct MemoryCounter {
   }
 };
 MemoryCounter& counter(Device d) {
-  static MemoryCounter c[2];
-  return c[d == Device::cpu ? 0 : 1];
+  static MemoryCounter c[3];
+  return c[static_cast<int>(d)];
 }
 }  // namespace
 
@@ -103,7 +103,7 @@ Tensor Tensor::rows(std::int64_t begin, std::int64_t count_) const {
 void Tensor::copy_from(const Tensor& src) {
   MOE_CHECK(src.shape_ == shape_ && src.dtype_ == dtype_, ShapeError, "copy_from: {} into {}",
             src.describe(), describe());
-  device_copy(raw(), device_, src.raw(), src.device_, nbytes());
+  device_copy(bytes(), device_, src.bytes(), src.device_, nbytes());
 }
 
 Tensor Tensor::to(Device device) const {
@@ -112,9 +112,16 @@ Tensor Tensor::to(Device device) const {
   return t;
 }
 
-Tensor to_host(const Tensor& t) { return t.device() == Device::cpu ? t : t.to(Device::cpu); }
+Tensor to_host(const Tensor& t) { return host_readable(t.device()) ? t : t.to(Device::cpu); }
 
-void Tensor::zero() { device_memset0(device_, raw(), nbytes()); }
+void Tensor::zero() { device_memset0(device_, bytes(), nbytes()); }
+
+void expect_ids(const char* op, const char* name, const Tensor& ids, std::int64_t lo, std::int64_t hi) {
+  if (!host_readable(ids.device())) return;
+  const std::int32_t* v = ids.data<std::int32_t>();
+  for (std::int64_t n = 0; n < ids.numel(); ++n)
+    MOE_CHECK(v[n] >= lo && v[n] < hi, ShapeError, "{}: {} {} at row {} outside [{}, {})", op, name, v[n], n, lo, hi);
+}
 
 void expect_tensor(const char* op, const char* name, const Tensor& t, DType dtype, const Shape& shape) {
   MOE_CHECK(t.defined() && t.dtype() == dtype && t.shape() == shape, ShapeError,

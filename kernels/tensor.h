@@ -10,6 +10,7 @@
 #include "kernels/device.h"
 #include "kernels/dtype.h"
 #include "kernels/error.h"
+#include "kernels/residency.h"
 
 namespace moe {
 
@@ -33,18 +34,26 @@ class Tensor {
   Device device() const { return device_; }
   std::string describe() const;  // e.g. "f32[4,7]@cpu", for error messages
 
-  // Typed pointer to the first element. Checks the dtype, never the device: a CUDA kernel
-  // launcher takes data<float>() of a device tensor too.
+  // Typed pointer to the first element. Checks the dtype, and residency: a CUDA kernel
+  // launcher takes data<float>() of a device tensor inside its op (a KernelScope); host code
+  // outside one that asks for a sim tensor's bytes gets ResidencyError (kernels/residency.h).
   template <class T> T* data() {
     check_dtype(dtype_of<T>::value);
-    return reinterpret_cast<T*>(raw());
+    check_residency();
+    return reinterpret_cast<T*>(bytes());
   }
   template <class T> const T* data() const {
     check_dtype(dtype_of<T>::value);
-    return reinterpret_cast<const T*>(raw());
+    check_residency();
+    return reinterpret_cast<const T*>(bytes());
   }
-  void* raw() { return storage_.get() + offset_; }
-  const void* raw() const { return storage_.get() + offset_; }
+  void* raw() { return check_residency(), bytes(); }
+  const void* raw() const { return check_residency(), bytes(); }
+
+  // Where the first element is, as an identity (sets of seen buffers, aliasing checks), not
+  // for access: allowed on any device, never to be dereferenced.
+  const void* address() const { return bytes(); }
+  bool same_start(const Tensor& o) const { return bytes() == o.bytes(); }
 
   Tensor view(Shape shape) const;                          // same elements, new shape
   Tensor rows(std::int64_t begin, std::int64_t count) const;  // a slice of dim 0, no copy
@@ -55,6 +64,10 @@ class Tensor {
 
  private:
   void check_dtype(DType want) const;
+  void check_residency() const {
+    if (device_ == Device::sim && !in_kernel_scope()) detail::host_access("touched", describe());
+  }
+  std::byte* bytes() const { return storage_.get() + offset_; }
   std::shared_ptr<std::byte> storage_;
   std::size_t offset_ = 0;  // bytes
   Shape shape_;
@@ -74,6 +87,11 @@ struct TensorMemory {
 };
 TensorMemory tensor_memory(Device device = Device::cpu);
 void reset_tensor_memory_peak(Device device = Device::cpu);  // peak := live
+
+// Boundary validation of index values: every element of ids (i32, host-readable; other
+// devices are skipped, their ids checked on the host before they went over) in [lo, hi).
+// ShapeError "op: name 7 at row 3 outside [0, 5)".
+void expect_ids(const char* op, const char* name, const Tensor& ids, std::int64_t lo, std::int64_t hi);
 
 // Boundary validation helper for ops: throws ShapeError "op: name is f32[2,3]@cpu, expected ...".
 void expect_tensor(const char* op, const char* name, const Tensor& t, DType dtype, const Shape& shape);

@@ -31,7 +31,7 @@ void Attention::forward(Tensor& out, const Tensor& xin, std::int64_t B, std::int
   ops::rope_forward(q, q, theta_);
   ops::rope_forward(k, k, theta_);
   Tensor a = Tensor::empty({B, T, H_, D_}, DType::f32, dev);
-  if (dev != Device::cpu && ops::fused_attention_on_gpu() && gemm_.precision() != Precision::fp32) {
+  if (runs_cuda(dev) && ops::fused_attention_on_gpu() && gemm_.precision() != Precision::fp32) {
     lse = Tensor::empty({B, H_, T}, DType::f32, dev);  // cuDNN's fused SDPA, BF16 like the GEMMs around it
     ops::attention_lse_forward(a, lse, q, k, v);
     o = a, probs = Tensor();

@@ -28,7 +28,7 @@ Tensor bf16_bits(const Tensor& x) {  // f32 -> bf16, on x's device
 // On the GPU, bf16 runs BF16 tensor-core GEMMs on the same rounded values the CPU multiplies
 // in FP32, and fp8 takes cuBLASLt's block-scaled kernel where the CPU takes the bit-exact
 // definition: equal up to FP32 accumulation order.
-bool on_gpu(const Tensor& w) { return w.device() != Device::cpu; }
+bool on_gpu(const Tensor& w) { return runs_cuda(w.device()); }
 ops::Fp8Path fp8_path(const Tensor& w) { return on_gpu(w) ? ops::Fp8Path::sm90 : ops::Fp8Path::reference; }
 // Expert g's (N,K) matrix of w (G,N,K), a view.
 Tensor expert(const Tensor& w, std::int64_t g) { return w.rows(g, 1).view({w.size(1), w.size(2)}); }

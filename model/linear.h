@@ -42,7 +42,7 @@ class SavedBytes {
 
  private:
   static void add_to(const Tensor& t, std::set<const void*>& seen, std::size_t& sum) {
-    if (t.defined() && t.numel() > 0 && seen.insert(t.raw()).second) sum += t.nbytes();
+    if (t.defined() && t.numel() > 0 && seen.insert(t.address()).second) sum += t.nbytes();
   }
   std::set<const void*> seen_, seen_gemm_;
   std::size_t total_ = 0, gemm_ = 0;

@@ -30,7 +30,7 @@ MoE::MoE(const ModelConfig& c, const std::string& p, Communicator* ep, const Ten
 
 void MoE::swap_saved(Saved& s) {
   for (auto [a, b] : {std::pair{&scores, &s.scores}, {&index, &s.index}, {&gates, &s.gates}, {&ge, &s.ge},
-                      {&ue, &s.ue}, {&ye, &s.ye}, {&gr_, &s.gr}})
+                      {&ue, &s.ue}, {&ye, &s.ye}, {&gr_, &s.gr}, {&index_host_, &s.index_host}})
     std::swap(*a, *b);
   std::swap(xe, s.xe), std::swap(he, s.he);
   for (auto [a, b] : {std::pair{&pos_, &s.pos}, {&row_of_, &s.row_of}, {&send_rows_, &s.send_rows},
@@ -109,8 +109,8 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   index = Tensor::empty({N, K_}, DType::i32, dev);
   gates = Tensor::empty({N, K_}, DType::f32, dev);
   ops::router_forward(scores, index, gates, logits, bias_, spec_);
-  const Tensor index_host = to_host(index);
-  const std::int32_t* idx = index_host.data<std::int32_t>();
+  index_host_ = to_host(index);  // the one copy back of the forward: the plan is made from it
+  const std::int32_t* idx = index_host_.data<std::int32_t>();
 
   // Capacity: an expert keeps its first `cap` assignments in token order; pos_[a] is the
   // assignment's place among its expert's kept ones, -1 if dropped.
@@ -139,31 +139,31 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   // is quantised on its own, so where it is quantised does not change its bits.
   const GemmInput xin = gemm_.keep(x);
   const GemmInput xs = xin.gather(send_sources(N));
-  Tensor ms = Tensor::zeros({sent, 2 * K_}, DType::f32);  // routing metadata, built and read on the host
+  // Routing metadata, made on the host: per sent row and top-k slot, the local expert it
+  // feeds there (-1: none). The gates travel beside it on the device, (sent, K), 0 where -1.
+  Tensor ms = Tensor::empty({sent, K_}, DType::i32);
+  SumList gate_of(sent * K_);  // gs[r, k] <- gates[a]
   {
-    const Tensor gates_host = to_host(gates);
-    const float* g = gates_host.data<float>();
-    float* m = ms.data<float>();
-    for (std::int64_t r = 0; r < sent; ++r) std::fill_n(m + r * 2 * K_, K_, -1.f);
+    std::int32_t* m = ms.data<std::int32_t>();
+    std::fill_n(m, sent * K_, -1);
+    std::vector<std::int64_t> slot_gate(static_cast<std::size_t>(sent * K_), -1);
     for (std::int64_t a = n0_ * K_; a < n1_ * K_; ++a) {
       if (pos_[a] < 0) continue;
       const std::int64_t j = idx[a] / El_, r = row_of_[std::size_t(a / K_) * p + std::size_t(j)];
-      m[r * 2 * K_ + a % K_] = static_cast<float>(idx[a] - j * El_);  // local expert (exact in f32)
-      m[r * 2 * K_ + K_ + a % K_] = g[a];
+      m[r * K_ + a % K_] = static_cast<std::int32_t>(idx[a] - j * El_);
+      slot_gate[std::size_t(r * K_ + a % K_)] = a;
     }
+    for (std::int64_t i = 0; i < sent * K_; ++i)
+      if (slot_gate[std::size_t(i)] >= 0) gate_of.add(i, slot_gate[std::size_t(i)]);
   }
+  Tensor gs = Tensor::empty({sent, K_}, DType::f32, dev);
+  Tensor gs_flat = gs.view({sent * K_, 1});
+  ops::gather_sum(gs_flat, gates.view({N * K_, 1}), gate_of.sums());
   exchange_counts();
   const GemmInput xr = exchange(xs);
-  const Tensor mr = exchange(ms, false);
-  plan_experts(mr);
+  plan_experts(to_host(exchange(ms, false)));
   const std::int64_t R = recv_rows_total_, Me = local_offsets_[El_];
-  gr_ = Tensor::empty({R, K_}, DType::f32);
-  {
-    const float* m = mr.data<float>();
-    float* g = gr_.data<float>();
-    for (std::int64_t r = 0; r < R; ++r) std::copy_n(m + r * 2 * K_ + K_, K_, g + r * K_);
-  }
-  if (dev != Device::cpu) gr_ = gr_.to(dev);
+  gr_ = exchange(gs, false);  // (R, K)
   xe = xr.gather(expert_sources().sources());
   ge = Tensor::empty({Me, H_}, DType::f32, dev);
   ue = Tensor::empty({Me, H_}, DType::f32, dev);
@@ -266,8 +266,7 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   const Tensor dgs = exchange(dgr, true);
   Tensor dgates = Tensor::empty({N, K_}, DType::f32, dev);
   {
-    const Tensor index_host = to_host(index);
-    const std::int32_t* idx = index_host.data<std::int32_t>();
+    const std::int32_t* idx = index_host_.data<std::int32_t>();
     SumList pick(N * K_);  // each kept assignment's gate gradient from the row its rank sent back
     for (std::int64_t a = n0_ * K_; a < n1_ * K_; ++a)
       if (pos_[a] >= 0) pick.add(a, row_of_[std::size_t(a / K_) * p + std::size_t(idx[a] / El_)] * K_ + a % K_);
@@ -304,7 +303,7 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
 // destination rank, tokens in order within each. Also the routing statistics.
 void MoE::plan_rows(std::int64_t N) {
   const auto p = static_cast<std::size_t>(ep_size_);
-  const std::int32_t* idx = index.data<std::int32_t>();
+  const std::int32_t* idx = index_host_.data<std::int32_t>();
   row_of_.assign(std::size_t(N) * p, 0);
   for (std::int64_t a = n0_ * K_; a < n1_ * K_; ++a)
     if (pos_[a] >= 0) row_of_[std::size_t(a / K_) * p + std::size_t(idx[a] / El_)] = 1;  // reached
@@ -406,11 +405,11 @@ Tensor MoE::exchange_wire(const Tensor& rows, const std::vector<std::int64_t>& s
 // arrival order (source rank, then token).
 void MoE::plan_experts(const Tensor& meta) {
   const std::int64_t R = recv_rows_total_;
-  const float* m = meta.data<float>();
+  const std::int32_t* m = meta.data<std::int32_t>();
   local_offsets_.assign(static_cast<std::size_t>(El_ + 1), 0);
   for (std::int64_t r = 0; r < R; ++r)
     for (std::int64_t k = 0; k < K_; ++k)
-      if (const float l = m[r * 2 * K_ + k]; l >= 0) ++local_offsets_[static_cast<std::size_t>(l) + 1];
+      if (const std::int32_t l = m[r * K_ + k]; l >= 0) ++local_offsets_[static_cast<std::size_t>(l) + 1];
   for (std::int64_t l = 0; l < El_; ++l) local_offsets_[l + 1] += local_offsets_[l];
   std::vector<std::int64_t> next(local_offsets_.begin(), local_offsets_.end() - 1);
   slot_.assign(static_cast<std::size_t>(R * K_), -1);
@@ -422,7 +421,7 @@ void MoE::plan_experts(const Tensor& meta) {
   for (std::size_t j = 0; j < recv_rows_.size(); ++j) {
     for (const std::int64_t end = r + recv_rows_[j]; r < end; ++r)
       for (std::int64_t k = 0; k < K_; ++k)
-        if (const float l = m[r * 2 * K_ + k]; l >= 0)
+        if (const std::int32_t l = m[r * K_ + k]; l >= 0)
           slot_[std::size_t(r * K_ + k)] = next[static_cast<std::size_t>(l)]++, ++slots_out_[j];
     segments_.insert(segments_.end(), next.begin(), next.end());
   }
@@ -433,13 +432,14 @@ void MoE::plan_experts(const Tensor& meta) {
 void MoE::update_bias(const std::vector<double>& global_load, double rate) {
   double mean = 0;
   for (double l : global_load) mean += l / double(E_);
-  Tensor bias = to_host(bias_);  // bias_ itself on the CPU
-  float* b = bias.data<float>();
+  // b += float(rate) * sign on b's device (the sign exact in f32, so float(rate * sign)):
+  // the signs go over, nothing comes back.
+  Tensor sign = Tensor::empty({E_}, DType::f32);
   for (std::int64_t e = 0; e < E_; ++e) {
     const double diff = mean - global_load[static_cast<std::size_t>(e)];
-    b[e] += static_cast<float>(rate * double((diff > 0) - (diff < 0)));
+    sign.data<float>()[e] = static_cast<float>((diff > 0) - (diff < 0));
   }
-  if (bias_.device() != Device::cpu) bias_.copy_from(bias);
+  ops::accumulate(bias_, sign.device() == bias_.device() ? sign : sign.to(bias_.device()), rate);
 }
 
 }  // namespace moe

@@ -46,6 +46,7 @@ class MoE {
   // part of it. release() drops it (recomputation).
   struct Saved {
     Tensor scores, index, gates, ge, ue, ye, gr;
+    Tensor index_host;  // index's host copy, which the plan is made from
     GemmInput xe, he;
     std::vector<std::int64_t> pos, row_of, send_rows, recv_rows, local_offsets, segments, slot, slot_row, slots_in,
         slots_out;
@@ -71,8 +72,9 @@ class MoE {
   // Tokens of this rank routed to each expert by the last forward (before capacity drops), and drops.
   const std::vector<std::int64_t>& load() const { return load_; }
   std::int64_t dropped() const { return dropped_; }
-  // The last forward's choices: expert index (N,K) i32, and whether each assignment was kept.
-  const Tensor& routing() const { return index; }
+  // The last forward's choices: expert index (N,K) i32 (a host copy), and whether each
+  // assignment was kept.
+  const Tensor& routing() const { return index_host_; }
   bool kept(std::int64_t assignment) const { return pos_[static_cast<std::size_t>(assignment)] >= 0; }
   // Most expert-parallel ranks any one token of the last forward was sent to (1 without ep).
   int max_ranks_per_token() const { return max_ranks_; }
@@ -163,6 +165,7 @@ class MoE {
   // segments_: local_offsets_ refined where the source rank changes inside an expert's rows,
   // so FP8 weight-gradient tiles hold one source micro-batch's tokens, as without ep.
   Tensor scores, index, gates, ge, ue, ye, gr_;
+  Tensor index_host_;  // index on the host: what the plan below is made from
   GemmInput xe, he;  // the experts' GEMM inputs (Me,C), (Me,H)
   std::vector<std::int64_t> pos_;      // (N*K) place among its expert's kept assignments, -1 if dropped
   std::vector<std::int64_t> row_of_, send_rows_, recv_rows_, local_offsets_, segments_, slot_;

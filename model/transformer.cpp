@@ -150,24 +150,43 @@ std::uint64_t fnv1a(const std::string& s) {
 }  // namespace
 
 void Transformer::init(std::uint64_t seed) {
-  for (Param* p : params()) {
-    // Non-expert tensors are one slice; an expert tensor has one slice per expert held here.
-    // A tensor-parallel shard draws the whole tensor and keeps its part.
-    Tensor values = p->is_split() ? Tensor::empty(p->full_shape(), DType::f32) : p->w;
-    const std::int64_t slices = p->is_expert() ? p->w.size(0) : 1, per = values.numel() / slices;
-    for (std::int64_t j = 0; j < slices; ++j) {
-      const std::uint64_t h = fnv1a(p->name), e = static_cast<std::uint64_t>(p->expert_begin + j);
-      std::seed_seq seq{static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32),
-                        static_cast<std::uint32_t>(h), static_cast<std::uint32_t>(h >> 32), static_cast<std::uint32_t>(e)};
-      std::mt19937_64 rng(seq);
-      // A fresh distribution per slice: libstdc++'s caches the second value of each pair,
-      // which would carry one slice's draw into the next and tie values to the layout.
-      std::normal_distribution<float> normal(0.f, static_cast<float>(cfg_.init_std));
-      float* w = values.data<float>() + j * per;
-      for (std::int64_t i = 0; i < per; ++i) w[i] = p->decay ? normal(rng) : 1.f;  // no decay = norm weights
-    }
-    if (p->is_split()) p->w.copy_from(take_shard(values, p->split_dim, p->split_begin, p->w.size(p->split_dim)));
+  // Non-expert tensors are one slice; an expert tensor has one slice per expert held here.
+  // A tensor-parallel shard draws the whole tensor and keeps its part. Each slice draws from
+  // its own generator (seeded by the run's seed, the tensor's name and the expert), so the
+  // slices fill in parallel and the values depend on neither the thread count nor the layout.
+  struct Slice {
+    float* w;
+    std::int64_t n;
+    std::uint64_t name_hash, expert;
+    bool ones;  // no decay = norm weights
+  };
+  const ParamList ps = params();
+  std::vector<Tensor> values(ps.size());
+  std::vector<Slice> slices;
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    Param* p = ps[i];
+    values[i] = p->is_split() ? Tensor::empty(p->full_shape(), DType::f32) : p->w;
+    const std::int64_t n = p->is_expert() ? p->w.size(0) : 1, per = values[i].numel() / n;
+    for (std::int64_t j = 0; j < n; ++j)
+      slices.push_back({values[i].data<float>() + j * per, per, fnv1a(p->name),
+                        static_cast<std::uint64_t>(p->expert_begin + j), !p->decay});
   }
+  const auto count = static_cast<std::int64_t>(slices.size());
+#pragma omp parallel for schedule(dynamic, 1)
+  for (std::int64_t k = 0; k < count; ++k) {
+    const Slice& s = slices[std::size_t(k)];
+    std::seed_seq seq{static_cast<std::uint32_t>(seed), static_cast<std::uint32_t>(seed >> 32),
+                      static_cast<std::uint32_t>(s.name_hash), static_cast<std::uint32_t>(s.name_hash >> 32),
+                      static_cast<std::uint32_t>(s.expert)};
+    std::mt19937_64 rng(seq);
+    // A fresh distribution per slice: libstdc++'s caches the second value of each pair,
+    // which would carry one slice's draw into the next and tie values to the layout.
+    std::normal_distribution<float> normal(0.f, static_cast<float>(cfg_.init_std));
+    for (std::int64_t i = 0; i < s.n; ++i) s.w[i] = s.ones ? 1.f : normal(rng);
+  }
+  for (std::size_t i = 0; i < ps.size(); ++i)
+    if (Param* p = ps[i]; p->is_split())
+      p->w.copy_from(take_shard(values[i], p->split_dim, p->split_begin, p->w.size(p->split_dim)));
   for (MoE* m : moe_layers()) m->bias().zero();
 }
 
@@ -217,7 +236,10 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
         tokens_.data<std::int32_t>()[n] = t >= v0_ && t < v0_ + Vl ? static_cast<std::int32_t>(t - v0_) : -1;
       }
     }
-    if (tokens_.device() != dev) tokens_ = tokens_.to(dev);
+    if (tokens_.device() != dev) {
+      expect_ids("Transformer::forward", "token", tokens_, tp_.on() ? -1 : 0, embed_->w.size(0));  // the ops check no device ids
+      tokens_ = tokens_.to(dev);
+    }
     xs_.assign(1, Tensor::empty({N, C}, DType::f32, dev));
     ops::embedding_forward(xs_[0], tokens_, embed_->w, tp_.on());
     tp_.all_reduce(xs_[0]);
@@ -234,6 +256,7 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
     out = xs_.back();
     return loss;
   }
+  if (targets.device() != dev) expect_ids("Transformer::forward", "target", targets, -1, cfg_.vocab_size);
   targets_ = targets.device() == dev ? targets : targets.to(dev);
   const std::int64_t Vl = head_->w.size(0);
   xf_ = Tensor::empty({N, C}, DType::f32, dev), rf_ = Tensor::empty({N}, DType::f32, dev);

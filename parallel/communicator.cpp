@@ -36,8 +36,11 @@ double steady_seconds() {
 
 CommActivity comm_activity() { return {g_op.load(), g_label.load(), g_last_completed.load()}; }
 
+// Also the operation's KernelScope: a backend reads and writes its device's tensors (NCCL
+// takes GPU pointers, MPI on the sim device its host memory), as an op's kernels do.
 struct Communicator::Timer {
-  Timer(double& total, const char* op, const std::string& label) : total_(total), t0_(std::chrono::steady_clock::now()) {
+  Timer(double& total, const char* op, const std::string& label)
+      : total_(total), t0_(std::chrono::steady_clock::now()), scope_(op) {
     g_label.store(label.c_str()), g_op.store(op);
   }
   ~Timer() {
@@ -46,6 +49,7 @@ struct Communicator::Timer {
   }
   double& total_;
   std::chrono::steady_clock::time_point t0_;
+  KernelScope scope_;
 };
 
 std::map<std::string, std::uint64_t> Communicator::bytes_sent() const {
@@ -62,7 +66,7 @@ void Communicator::reset_bytes() {
 }
 
 void Communicator::expect_here(const char* op, const Tensor& t) const {
-  MOE_CHECK(t.device() == device(), CommError, "{}: this backend takes {} tensors, got {}", op, device_name(device()),
+  MOE_CHECK(takes(t.device()), CommError, "{}: this backend takes {} tensors, got {}", op, device_name(device()),
             t.describe());
 }
 
@@ -70,11 +74,19 @@ void Communicator::expect_peer(const char* op, int peer) const {
   MOE_CHECK(peer >= 0 && peer < size_, CommError, "{}: peer {} outside a group of {} ranks", op, peer, size_);
 }
 
-bool Communicator::staged(const Tensor& t) const { return t.defined() && t.device() != device(); }
+bool Communicator::staged(const Tensor& t) const { return t.defined() && !takes(t.device()); }
+
+Communicator* Communicator::twin_for(std::initializer_list<const Tensor*> ts) const {
+  if (!host_twin_) return nullptr;
+  for (const Tensor* t : ts)
+    if (t->defined() && (takes(t->device()) || !host_readable(t->device()))) return nullptr;
+  return host_twin_;
+}
 Tensor Communicator::here(const Tensor& t) const { return t.device() == device() ? t : t.to(device()); }
 
 void Communicator::all_reduce_sum(Tensor& t) {
   const char* op = "all_reduce_sum";
+  if (Communicator* twin = twin_for({&t})) return twin->all_reduce_sum(t);
   if (staged(t)) {
     Tensor h = here(t);
     all_reduce_sum(h);
@@ -127,6 +139,7 @@ void Communicator::all_gather(Tensor& out, const Tensor& in) {
 void Communicator::all_to_all_v(Tensor& out, std::span<const std::int64_t> recv_rows, const Tensor& in,
                                 std::span<const std::int64_t> send_rows) {
   const char* op = "all_to_all_v";
+  if (Communicator* twin = twin_for({&in, &out})) return twin->all_to_all_v(out, recv_rows, in, send_rows);
   if (staged(in) || staged(out)) {
     Tensor h = Tensor::empty(out.shape(), out.dtype(), device());
     all_to_all_v(h, recv_rows, here(in), send_rows);
@@ -209,6 +222,7 @@ void Communicator::wait_sends() {
 
 void Communicator::broadcast(Tensor& t, int root) {
   const char* op = "broadcast";
+  if (Communicator* twin = twin_for({&t})) return twin->broadcast(t, root);
   if (staged(t)) {
     Tensor h = here(t);
     broadcast(h, root);
@@ -226,7 +240,7 @@ void Communicator::broadcast(Tensor& t, int root) {
 double Communicator::all_reduce_sum(double x) {
   Tensor t = Tensor::empty({1}, DType::f64);
   t.data<double>()[0] = x;
-  if (device() == Device::cpu) {
+  if (takes(Device::cpu) || host_twin_) {
     all_reduce_sum(t);
     return t.data<double>()[0];
   }

@@ -38,6 +38,13 @@ class Communicator {
   int size() const { return size_; }
   // Where this backend's tensors must live.
   virtual Device device() const = 0;
+  // Whether it moves tensors on `d` itself; others go through a copy on device() or, for
+  // host tensors where a host twin is set, through the twin.
+  virtual bool takes(Device d) const { return d == device(); }
+  // A host backend over the same ranks in the same order (a device backend's bootstrap): host
+  // tensors and scalars (routing counts, norms) go through it instead of a round trip through
+  // device memory and a wait for it.
+  void set_host_twin(Communicator* twin) { host_twin_ = twin; }
 
   // In place: every rank ends with the element-wise sum over ranks.
   void all_reduce_sum(Tensor& t);
@@ -99,6 +106,9 @@ class Communicator {
   // backends take GPU tensors, the NCCL backend host tensors such as routing metadata).
   bool staged(const Tensor& t) const;
   Tensor here(const Tensor& t) const;  // t, or its copy on device()
+  // The host twin, where every defined tensor given is a host tensor this backend does not take.
+  Communicator* twin_for(std::initializer_list<const Tensor*> ts) const;
+  Communicator* host_twin_ = nullptr;
   void expect_peer(const char* op, int peer) const;
   void send_to(const char* op, const Tensor& t, int peer, int tag, bool post);
   // Counters by kind in a fixed array: counting must cost nothing next to a small message.

@@ -47,7 +47,8 @@ MpiSession::~MpiSession() {
   if (std::uncaught_exceptions() == 0) MPI_Finalize();
 }
 
-MpiCommunicator::MpiCommunicator(MPI_Comm comm) : comm_(comm) {
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, Device tensors) : comm_(comm), tensors_(tensors) {
+  MOE_CHECK(!runs_cuda(tensors), CommError, "MPI backend: GPU tensors go through NCCL (parallel/nccl_communicator.h)");
   check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
   check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
 }

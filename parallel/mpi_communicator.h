@@ -19,13 +19,16 @@ class MpiSession {
   MpiSession& operator=(const MpiSession&) = delete;
 };
 
+// tensors: the device whose tensors it moves, the host's, or the sim device's (host memory
+// behind residency checks, kernels/device.h: the sim run's stand-in for NCCL).
 class MpiCommunicator final : public Communicator {
  public:
-  explicit MpiCommunicator(MPI_Comm comm = MPI_COMM_WORLD);
+  explicit MpiCommunicator(MPI_Comm comm = MPI_COMM_WORLD, Device tensors = Device::cpu);
   ~MpiCommunicator() override;
   // This rank's index among the group's ranks on its node (collective): which GPU it takes.
   int node_rank() const;
-  Device device() const override { return Device::cpu; }
+  Device device() const override { return tensors_; }
+  bool takes(Device d) const override { return !runs_cuda(d); }  // host memory either way
   void barrier() override;
   MPI_Comm comm() const { return comm_; }
 
@@ -43,6 +46,7 @@ class MpiCommunicator final : public Communicator {
  private:
   void reap_sends(bool all);
   MPI_Comm comm_;
+  Device tensors_;
   std::vector<MPI_Request> pending_;  // posted sends, and the tensors they read from
   std::vector<Tensor> pending_data_;
   std::vector<int> ints_[4];  // all_to_all_v's counts and displacements as MPI ints, reused

@@ -15,7 +15,8 @@ namespace moe {
 class NcclCommunicator final : public Communicator {
  public:
   // Collective over the ranks of `bootstrap` (any host backend): rank 0 creates NCCL's unique
-  // id and broadcasts it; every rank uses the current CUDA device.
+  // id and broadcasts it; every rank uses the current CUDA device. bootstrap stays the host
+  // twin (Communicator::set_host_twin): it must outlive this.
   explicit NcclCommunicator(Communicator& bootstrap);
   ~NcclCommunicator() override;
   NcclCommunicator(const NcclCommunicator&) = delete;

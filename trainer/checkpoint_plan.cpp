@@ -15,9 +15,9 @@ const char* const kBuffers = "buffers/";
 // The host memory a slice of t reads or writes: t's own, or a copy of a device buffer (one
 // per buffer, kept by the plan).
 float* host_data(CheckpointPlan& plan, Tensor& t) {
-  if (t.device() == Device::cpu) return t.data<float>();
+  if (host_readable(t.device())) return t.data<float>();
   for (auto& [dev, host] : plan.staged)
-    if (dev.raw() == t.raw()) return host.data<float>();
+    if (dev.same_start(t)) return host.data<float>();
   plan.staged.emplace_back(t, t.to(Device::cpu));
   return plan.staged.back().second.data<float>();
 }

@@ -162,7 +162,9 @@ const std::vector<Field>& fields() {
   static const std::vector<Field> f = {
       choice<Precision>(AT(precision), {{"fp32", Precision::fp32}, {"bf16", Precision::bf16}, {"fp8", Precision::fp8}},
                         "GEMM precision; master weights and optimizer state stay FP32"),
-      choice<DeviceKind>(AT(device), {{"cpu", DeviceKind::cpu}, {"cuda", DeviceKind::cuda}}, "where the ops run (cuda: one GPU per process, tp 1)"),
+      choice<DeviceKind>(AT(device), {{"cpu", DeviceKind::cpu}, {"cuda", DeviceKind::cuda}, {"sim", DeviceKind::sim}},
+                        "where the ops run (cuda: one GPU per process, tp 1; sim: a simulated GPU for CI, the CPU's "
+                        "kernels behind GPU residency rules)"),
 
       integer(AT(model.vocab_size), at_least(2), "vocabulary size (moe data prepare trains a tokenizer of this size)"),
       integer(AT(model.seq_len), at_least(1), "tokens per training sequence"),

@@ -12,7 +12,7 @@
 
 namespace moe {
 
-enum class DeviceKind { cpu, cuda };
+enum class DeviceKind { cpu, cuda, sim };
 enum class LrSchedule { cosine, linear, constant, wsd };
 
 struct TrainConfig {

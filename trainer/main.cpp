@@ -15,6 +15,7 @@
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/store.h"
 #include "data/prepare.h"
+#include "kernels/ops.h"
 #include "kernels/device.h"
 #include "parallel/mpi_communicator.h"
 #include "plan/plan.h"
@@ -52,6 +53,11 @@ void print_summary(const Config& cfg, const moe::TrainResult& r, int world) {
               "GEMM FLOP per step %.6g planned, %.6g counted\n",
               r.planned_step_seconds, r.step_seconds, moe::human_bytes(r.planned_memory_bytes).c_str(),
               moe::human_bytes(r.peak_tensor_bytes).c_str(), r.planned_flops_per_step, r.gemm_flops_per_step);
+  if (cfg.device != moe::DeviceKind::cpu)
+    std::printf("host <-> device   busiest step of rank 0: %s\n", r.step_traffic_sites.c_str());
+  if (cfg.device == moe::DeviceKind::cuda && cfg.precision == moe::Precision::fp8)
+    std::printf("fp8 GEMMs         %lld reference fallbacks (cuBLASLt refused the shape; 0 expected)\n",
+                static_cast<long long>(moe::ops::fp8_reference_fallbacks()));
   if (cfg.parallel.pp > 1)
     std::printf("pipeline bubble   %.1f%% of the schedule measured (mean over ranks), %.1f%% for %s with %lld equal "
                 "stages and %lld micro-batches\n",

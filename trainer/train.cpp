@@ -43,10 +43,10 @@ Layout trainable_layout(const Config& cfg, int world_size) {
               cfg.source);
     MOE_CHECK(cuda_device_count() > 0, ConfigError,
               "{}: device: cuda, but no GPU is visible (driver, CUDA_VISIBLE_DEVICES); set device: cpu", cfg.source);
-    MOE_CHECK(layout.tp == 1, ConfigError,
-              "{}: device: cuda trains with parallel.tp: 1 so far (the vocabulary-parallel loss runs on the host)",
-              cfg.source);
   }
+  MOE_CHECK(cfg.device == DeviceKind::cpu || layout.tp == 1, ConfigError,
+            "{}: device: {} trains with parallel.tp: 1 so far (the vocabulary-parallel loss runs on the host)",
+            cfg.source, cfg.device == DeviceKind::cuda ? "cuda" : "sim");
   return layout;
 }
 
@@ -87,7 +87,8 @@ Trainer::Trainer(const Config& cfg, MpiCommunicator& world) : s_(std::make_uniqu
   s.cluster = load_cluster(cfg);
   s.model.init(static_cast<std::uint64_t>(cfg.train.seed));  // same values whatever the layout
   // A GPU run (its GPU chosen by device_comms): the model and its optimizer groups live there.
-  if (cfg.device == DeviceKind::cuda) s.model.to(Device::cuda);
+  // A sim run: the same, on the simulated GPU (kernels/device.h).
+  if (cfg.device != DeviceKind::cpu) s.model.to(cfg.device == DeviceKind::cuda ? Device::cuda : Device::sim);
   s.model.set_recompute(cfg.train.recompute);
   s.params = s.model.params();
   ParamList dense, experts;
@@ -293,6 +294,7 @@ TrainResult Trainer::run() {
     if (cfg.debug.hang_at_step == step + 1 && cfg.debug.hang_rank == s.world.rank())
       std::this_thread::sleep_for(std::chrono::hours(1));  // fault drill: the watchdog must end the job
     const auto step_t0 = Clock::now();
+    reset_device_traffic();
     s.dense->zero_grad();
     s.experts->zero_grad();
     loads.zero();
@@ -422,6 +424,8 @@ TrainResult Trainer::run() {
     const bool last = step + 1 == end;
     synchronize(model.device());  // a GPU runs behind the host: the step ends when its kernels have
     const double step_seconds = since(step_t0);
+    if (const TrafficReport traffic = device_traffic(); step == start || traffic.total.to_host > res.step_traffic.to_host)
+      res.step_traffic = traffic.total, res.step_traffic_sites = traffic.describe();
     double val = 0;
     if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && !last) {
       progress.clear();

@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/residency.h"
+
 #include "parallel/mesh.h"
 #include "trainer/cost.h"
 #include "trainer/config.h"
@@ -59,6 +61,11 @@ struct TrainResult {
   // several micro-batches'), and the GEMM inputs among them in their precision's form
   // (model/linear.h: FP8 keeps a quarter of FP32's bytes plus scales).
   std::size_t saved_bytes = 0, saved_gemm_bytes = 0;
+  // Host <-> device traffic of this rank's training step with the most copies to the host
+  // (kernels/residency.h: copies each way and host waits, validation and checkpoints left
+  // out), and where they happened. All zero on the CPU.
+  Traffic step_traffic;
+  std::string step_traffic_sites;
   CostCounters cost;                // every launch of the run so far
   std::string cost_report;          // the printed report (cost.json beside the checkpoints holds it as JSON)
 };

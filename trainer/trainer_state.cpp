@@ -16,6 +16,14 @@
 namespace moe {
 
 DeviceComms device_comms(const Config& cfg, Mesh& mesh, MpiCommunicator& world) {
+  if (cfg.device == DeviceKind::sim) {  // MPI reading the sim device's memory, as NCCL reads a GPU's
+    const auto sim = [](MpiCommunicator& axis, const char* label) {
+      auto c = std::make_unique<MpiCommunicator>(axis.comm(), Device::sim);
+      c->set_label(label);
+      return c;
+    };
+    return {sim(mesh.dp(), "dp"), sim(mesh.edp(), "edp"), sim(mesh.ep(), "ep")};
+  }
   if (cfg.device != DeviceKind::cuda) return {};
   use_cuda_device(world.node_rank());
 #ifdef MOE_WITH_NCCL

@@ -31,7 +31,8 @@ struct DeviceComms {
   std::unique_ptr<Communicator> dp, edp, ep;
 };
 // Picks this process's GPU (by its rank on the node) and makes the NCCL axes, for a device:
-// cuda run; nothing for a CPU run. Collective over the mesh.
+// cuda run; MPI axes on the sim device's tensors for a device: sim run; nothing for a CPU
+// run. Collective over the mesh.
 DeviceComms device_comms(const Config& cfg, Mesh& mesh, MpiCommunicator& world);
 
 struct Trainer::State {

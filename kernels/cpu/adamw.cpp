@@ -14,7 +14,7 @@ void adamw_step(Tensor& param, Tensor& m, Tensor& v, const Tensor& grad, const A
   expect_tensor(op, "m", m, DType::f32, param.shape());
   expect_tensor(op, "v", v, DType::f32, param.shape());
   expect_tensor(op, "grad", grad, DType::f32, param.shape());
-  const bool gpu = detail::on_gpu(op, {&param, &m, &v, &grad});
+  const auto gpu = detail::on_gpu(op, {&param, &m, &v, &grad});
   MOE_CHECK(s.step >= 1, ShapeError, "{}: step must be >= 1 (1-based), got {}", op, s.step);
   float *p = param.data<float>(), *mp = m.data<float>(), *vp = v.data<float>();
   const float* g = grad.data<float>();

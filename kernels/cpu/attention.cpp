@@ -18,14 +18,15 @@ namespace {
 struct Dims {
   std::int64_t B, T, H, Hkv, D;
 };
-Dims check(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& probs, DType t) {
+// probs: null where the op keeps none (the fused form).
+Dims check(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor* probs, DType t) {
   MOE_CHECK(q.ndim() == 4 && k.ndim() == 4, ShapeError, "{}: q {} and k {} must be (B,T,H,D)", op, q.describe(),
             k.describe());
   Dims d{q.size(0), q.size(1), q.size(2), k.size(2), q.size(3)};
   MOE_CHECK(d.Hkv > 0 && d.H % d.Hkv == 0, ShapeError, "{}: heads {} not a multiple of kv heads {}", op, d.H, d.Hkv);
   expect_tensor(op, "k", k, t, {d.B, d.T, d.Hkv, d.D});
   expect_tensor(op, "v", v, t, {d.B, d.T, d.Hkv, d.D});
-  expect_tensor(op, "probs", probs, t, {d.B, d.H, d.T, d.T});
+  if (probs) expect_tensor(op, "probs", *probs, t, {d.B, d.H, d.T, d.T});
   return d;
 }
 
@@ -79,9 +80,10 @@ void forward_cpu(Tensor& out, Tensor& probs, Tensor& lse, const Tensor& q, const
 void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor& k, const Tensor& v) {
   const char* op = "attention_forward";
   DType t = detail::real_dtype(op, q);
-  const Dims d = check(op, q, k, v, probs, t);
+  const Dims d = check(op, q, k, v, &probs, t);
   expect_tensor(op, "out", out, t, q.shape());
-  if (detail::on_gpu(op, {&out, &probs, &q, &k, &v})) {
+  const auto gpu = detail::on_gpu(op, {&out, &probs, &q, &k, &v});
+  if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA path takes f32, got {}", op, q.describe());
     return attention_forward_gpu(d, out.data<float>(), probs.data<float>(), q.data<float>(), k.data<float>(), v.data<float>());
@@ -133,12 +135,12 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
                         const Tensor& k, const Tensor& v, const Tensor& probs) {
   const char* op = "attention_backward";
   DType t = detail::real_dtype(op, q);
-  const Dims d = check(op, q, k, v, probs, t);
+  const Dims d = check(op, q, k, v, &probs, t);
   expect_tensor(op, "dout", dout, t, q.shape());
   expect_tensor(op, "dq", dq, t, q.shape());
   expect_tensor(op, "dk", dk, t, k.shape());
   expect_tensor(op, "dv", dv, t, v.shape());
-  const bool gpu = detail::on_gpu(op, {&dq, &dk, &dv, &dout, &q, &k, &v, &probs});
+  const auto gpu = detail::on_gpu(op, {&dq, &dk, &dv, &dout, &q, &k, &v, &probs});
   dk.zero();  // dk, dv gather from every query head of their group: zero, then add
   dv.zero();
   if (gpu) {
@@ -211,7 +213,9 @@ void recompute_probs(Tensor& probs, const Tensor& q, const Tensor& k, const Tens
       }
   });
 }
-Tensor scratch_probs(const Tensor& q) { return Tensor::empty({q.size(0), q.size(2), q.size(1), q.size(1)}, q.dtype()); }
+Tensor scratch_probs(const Tensor& q) {
+  return Tensor::empty({q.size(0), q.size(2), q.size(1), q.size(1)}, q.dtype(), q.device());
+}
 }  // namespace
 
 bool fused_attention_on_gpu() {
@@ -226,17 +230,18 @@ void attention_lse_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tens
   const char* op = "attention_lse_forward";
   const DType t = detail::real_dtype(op, q);
   MOE_CHECK(q.ndim() == 4, ShapeError, "{}: q {} must be (B,T,H,D)", op, q.describe());
-  Tensor probs = scratch_probs(q);  // (validated with the rest; on the CPU it holds the softmax)
-  const Dims d = check(op, q, k, v, probs, t);
+  const Dims d = check(op, q, k, v, nullptr, t);
   expect_tensor(op, "out", out, t, q.shape());
   expect_tensor(op, "lse", lse, t, {d.B, d.H, d.T});
-  if (detail::on_gpu(op, {&out, &lse, &q, &k, &v})) {
+  const auto gpu = detail::on_gpu(op, {&out, &lse, &q, &k, &v});
+  if (gpu) {
     MOE_CHECK(fused_attention_on_gpu(), DeviceError, "{}: this build has no cuDNN fused attention (use attention_forward)", op);
 #ifdef MOE_WITH_CUDNN
     return cuda::sdpa_forward(out.data<float>(), lse.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(), d.B,
                               d.T, d.H, d.Hkv, d.D);
 #endif
   }
+  Tensor probs = scratch_probs(q);  // the CPU's softmax, on q's device (the sim device's too)
   forward_cpu(out, probs, lse, q, k, v, d, t);
 }
 
@@ -245,11 +250,11 @@ void attention_lse_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& do
   const char* op = "attention_lse_backward";
   const DType t = detail::real_dtype(op, q);
   MOE_CHECK(q.ndim() == 4, ShapeError, "{}: q {} must be (B,T,H,D)", op, q.describe());
-  Tensor probs = scratch_probs(q);
-  const Dims d = check(op, q, k, v, probs, t);
+  const Dims d = check(op, q, k, v, nullptr, t);
   for (const auto& [name, x] : {std::pair{"dout", &dout}, {"out", &out}, {"dq", &dq}}) expect_tensor(op, name, *x, t, q.shape());
   expect_tensor(op, "lse", lse, t, {d.B, d.H, d.T});
-  if (detail::on_gpu(op, {&dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse})) {
+  const auto gpu = detail::on_gpu(op, {&dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse});
+  if (gpu) {
     MOE_CHECK(fused_attention_on_gpu(), DeviceError, "{}: this build has no cuDNN fused attention (use attention_backward)", op);
 #ifdef MOE_WITH_CUDNN
     expect_tensor(op, "dk", dk, t, k.shape());
@@ -259,6 +264,7 @@ void attention_lse_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& do
                                d.D);
 #endif
   }
+  Tensor probs = scratch_probs(q);
   recompute_probs(probs, q, k, lse, d, t);
   attention_backward(dq, dk, dv, dout, q, k, v, probs);
 }

@@ -23,9 +23,23 @@ inline void expect_cpu(const char* op, std::initializer_list<const Tensor*> ts) 
               "{}: {} is on {}, this op runs on cpu", op, t->describe(), device_name(t->device()));
 }
 
+// Where an op runs, held for the whole op: its kernels may reach device memory while it
+// lives (a KernelScope, kernels/residency.h). True when the op calls its CUDA kernel.
+class Placement {
+ public:
+  Placement(const char* op, bool gpu) : scope_(op), gpu_(gpu) {}
+  operator bool() const { return gpu_; }
+
+ private:
+  KernelScope scope_;
+  bool gpu_;
+};
+
 // Every defined tensor on one device; true when it is the GPU (the op then calls its CUDA
-// kernel, kernels/cuda/ops.h). DeviceError for a GPU tensor in a build without CUDA.
-inline bool on_gpu(const char* op, std::initializer_list<const Tensor*> ts) {
+// kernel, kernels/cuda/ops.h); the CPU and sim devices run the CPU kernels. DeviceError for
+// a GPU tensor in a build without CUDA. Keep the result for the whole op:
+//   const auto gpu = detail::on_gpu(op, {&y, &x});
+inline Placement on_gpu(const char* op, std::initializer_list<const Tensor*> ts) {
   const Tensor* first = nullptr;
   for (const Tensor* t : ts)
     if (t->defined()) {
@@ -33,15 +47,12 @@ inline bool on_gpu(const char* op, std::initializer_list<const Tensor*> ts) {
       MOE_CHECK(t->device() == first->device(), ShapeError, "{}: {} is on {}, {} on {}", op, t->describe(),
                 device_name(t->device()), first->describe(), device_name(first->device()));
     }
-  if (!first || first->device() == Device::cpu) return false;
+  if (!first || !runs_cuda(first->device())) return Placement(op, false);
 #ifndef MOE_WITH_CUDA
   throw DeviceError(fmt::format("{}: built without CUDA", op));
 #endif
-  return true;
+  return Placement(op, true);
 }
-
-// A host copy of an index tensor, for validating its values at the boundary (no copy on the CPU).
-inline Tensor on_host(const Tensor& t) { return to_host(t); }
 
 // Calls f.template operator()<float>() or <double>() by dtype.
 template <class F> void dispatch_real(DType t, F&& f) {

@@ -13,11 +13,7 @@ namespace {
 void check(const char* op, const Tensor& logits, const Tensor& targets) {
   MOE_CHECK(logits.ndim() == 2, ShapeError, "{}: logits {} must be (N,V)", op, logits.describe());
   expect_tensor(op, "targets", targets, DType::i32, {logits.size(0)});
-  const Tensor host = detail::on_host(targets);
-  const std::int32_t* tg = host.data<std::int32_t>();
-  for (std::int64_t n = 0; n < logits.size(0); ++n)
-    MOE_CHECK(tg[n] >= -1 && tg[n] < logits.size(1), ShapeError, "{}: target {} at row {} outside [-1, {})", op,
-              tg[n], n, logits.size(1));
+  expect_ids(op, "target", targets, -1, logits.size(1));  // device targets: checked on the host by the caller
 }
 // Row softmax statistics: max and log-sum-exp, so that p_v = exp(l_v - lse).
 // (omp simd: the row sums may be reassociated, so they vectorise.)
@@ -38,7 +34,8 @@ void cross_entropy_forward(Tensor& losses, const Tensor& logits, const Tensor& t
   check(op, logits, targets);
   const std::int64_t N = logits.size(0), V = logits.size(1);
   expect_tensor(op, "losses", losses, t, {N});
-  if (detail::on_gpu(op, {&losses, &logits, &targets})) {
+  const auto gpu = detail::on_gpu(op, {&losses, &logits, &targets});
+  if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, logits.describe());
     return cuda::cross_entropy(losses.data<float>(), nullptr, nullptr, logits.data<float>(), targets.data<std::int32_t>(),
@@ -62,7 +59,8 @@ void cross_entropy_backward(Tensor& dlogits, const Tensor& dlosses, const Tensor
   const std::int64_t N = logits.size(0), V = logits.size(1);
   expect_tensor(op, "dlosses", dlosses, t, {N});
   expect_tensor(op, "dlogits", dlogits, t, {N, V});
-  if (detail::on_gpu(op, {&dlogits, &dlosses, &logits, &targets})) {
+  const auto gpu = detail::on_gpu(op, {&dlogits, &dlosses, &logits, &targets});
+  if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, logits.describe());
     return cuda::cross_entropy(nullptr, dlogits.data<float>(), dlosses.data<float>(), logits.data<float>(),

@@ -12,7 +12,8 @@ void accumulate(Tensor& y, const Tensor& x, double alpha) {
   const char* op = "accumulate";
   DType t = detail::real_dtype(op, y);
   expect_tensor(op, "x", x, t, y.shape());
-  if (detail::on_gpu(op, {&y, &x})) {
+  const auto gpu = detail::on_gpu(op, {&y, &x});
+  if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, y.describe());
     return cuda::accumulate(y.data<float>(), x.data<float>(), static_cast<float>(alpha), y.numel());
@@ -30,7 +31,8 @@ void accumulate(Tensor& y, const Tensor& x, double alpha) {
 
 void scale(Tensor& y, double alpha) {
   DType t = detail::real_dtype("scale", y);
-  if (detail::on_gpu("scale", {&y})) {
+  const auto gpu = detail::on_gpu("scale", {&y});
+  if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(t == DType::f32, ShapeError, "scale: the CUDA kernel takes f32, got {}", y.describe());
     return cuda::scale(y.data<float>(), static_cast<float>(alpha), y.numel());
@@ -46,7 +48,10 @@ void scale(Tensor& y, double alpha) {
 
 double sum_squares(const Tensor& x) {
   DType t = detail::real_dtype("sum_squares", x);
-  if (detail::on_gpu("sum_squares", {&x})) {
+  const auto gpu = detail::on_gpu("sum_squares", {&x});
+  // The sum comes back to the host: on a device a copy (and a wait), counted as one.
+  if (!host_readable(x.device())) moe::detail::count_copy(true, sizeof(double));
+  if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(t == DType::f32, ShapeError, "sum_squares: the CUDA kernel takes f32, got {}", x.describe());
     return cuda::sum_squares(x.data<float>(), x.numel());
@@ -66,7 +71,7 @@ void convert(Tensor& y, const Tensor& x) {
   const char* op = "convert";
   MOE_CHECK(x.defined() && y.defined() && x.shape() == y.shape(), ShapeError, "{}: x {} and y {} must share a shape", op,
             x.describe(), y.describe());
-  const bool gpu = detail::on_gpu(op, {&y, &x});
+  const auto gpu = detail::on_gpu(op, {&y, &x});
   const std::int64_t n = x.numel();
   if (gpu && ((x.dtype() == DType::f32 && y.dtype() == DType::bf16) || (x.dtype() == DType::bf16 && y.dtype() == DType::f32))) {
 #ifdef MOE_WITH_CUDA

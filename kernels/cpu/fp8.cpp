@@ -1,6 +1,7 @@
 // FP8 fine-grained quantisation and the scaled GEMM (ops.h), the CPU reference. This file is
 // built with -ffp-contract=off: the GEMM's FP32 steps are its definition, not to be fused.
 #include <algorithm>
+#include <atomic>
 #include <array>
 #include <cmath>
 #include <utility>
@@ -58,11 +59,10 @@ float quantize_block(fp8_e4m3* q, const float* x, std::int64_t K, std::int64_t r
 std::uint8_t* codes(Tensor& q) { return reinterpret_cast<std::uint8_t*>(q.data<fp8_e4m3>()); }
 const std::uint8_t* codes(const Tensor& q) { return reinterpret_cast<const std::uint8_t*>(q.data<fp8_e4m3>()); }
 
-bool check_quantize(const char* op, const Tensor& q, const Tensor& scales, const Tensor& x, const Shape& scale_shape) {
+void check_quantize(const char* op, const Tensor& q, const Tensor& scales, const Tensor& x, const Shape& scale_shape) {
   MOE_CHECK(x.ndim() == 2 && x.dtype() == DType::f32, ShapeError, "{}: x {} must be f32 (rows, K)", op, x.describe());
   expect_tensor(op, "q", q, DType::e4m3, x.shape());
   expect_tensor(op, "scales", scales, DType::f32, scale_shape);
-  return detail::on_gpu(op, {&x, &q, &scales});
 }
 }  // namespace
 
@@ -71,7 +71,9 @@ namespace {
 // blocks): scales (ceil(R/rows), ceil(K/128)).
 void quantize_blocks(const char* op, Tensor& q, Tensor& scales, const Tensor& x, std::int64_t rows, bool pow2) {
   const std::int64_t R = x.ndim() == 2 ? x.size(0) : 0, K = x.ndim() == 2 ? x.size(1) : 0, B = (R + rows - 1) / rows;
-  if (check_quantize(op, q, scales, x, {B, tiles(K)})) {
+  check_quantize(op, q, scales, x, {B, tiles(K)});
+  const auto gpu = detail::on_gpu(op, {&x, &q, &scales});
+  if (gpu) {
 #ifdef MOE_WITH_CUDA
     return cuda::quantize(codes(q), scales.data<float>(), x.data<float>(), R, K, static_cast<int>(rows), pow2);
 #endif
@@ -120,7 +122,8 @@ Fp8Shapes check_fp8_gemm(const char* op, const Tensor& y, const Tensor& qa, cons
 void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb) {
   const char* op = "fp8_gemm";
   const auto [M, N, K, T, rows] = check_fp8_gemm(op, y, qa, sa, qb, sb, true);
-  if (detail::on_gpu(op, {&y, &qa, &sa, &qb, &sb})) {
+  const auto gpu = detail::on_gpu(op, {&y, &qa, &sa, &qb, &sb});
+  if (gpu) {
 #ifdef MOE_WITH_CUDA
     cuda::fp8_gemm_reference(y.data<float>(), codes(qa), sa.data<float>(), codes(qb), sb.data<float>(), M, N, K, rows);
     detail::gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);
@@ -155,14 +158,23 @@ void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, c
   }
 }
 
+namespace {
+std::atomic<std::int64_t> g_fp8_fallbacks{0};
+}  // namespace
+std::int64_t fp8_reference_fallbacks() { return g_fp8_fallbacks.load(std::memory_order_relaxed); }
+
 void sm90_fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb) {
   const char* op = "sm90_fp8_gemm";
   const auto [M, N, K, T, rows] = check_fp8_gemm(op, y, qa, sa, qb, sb, true);
-  MOE_CHECK(detail::on_gpu(op, {&y, &qa, &sa, &qb, &sb}), DeviceError, "{}: a GPU kernel; the CPU has fp8_gemm", op);
+  const auto gpu = detail::on_gpu(op, {&y, &qa, &sa, &qb, &sb});
+  MOE_CHECK(gpu, DeviceError, "{}: a GPU kernel; the CPU has fp8_gemm", op);
 #ifdef MOE_WITH_CUDA
-  // Where cuBLASLt has no kernel for the pairing or the shape: the reference kernel (exact).
-  if (!cuda::sm90_fp8_gemm(y.data<float>(), codes(qa), sa.data<float>(), codes(qb), sb.data<float>(), M, N, K, rows))
+  // Where cuBLASLt has no kernel for the pairing or the shape even padded: the reference
+  // kernel (exact, one thread per output: slow), counted so that tests and benchmarks see it.
+  if (!cuda::sm90_fp8_gemm(y.data<float>(), codes(qa), sa.data<float>(), codes(qb), sb.data<float>(), M, N, K, rows)) {
+    g_fp8_fallbacks.fetch_add(1, std::memory_order_relaxed);
     return fp8_gemm(y, qa, sa, qb, sb);
+  }
   detail::gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);
 #endif
 }
@@ -175,7 +187,8 @@ void bf16_gemm(Tensor& y, const Tensor& a, const Tensor& b, bool ta, bool tb, bo
   MOE_CHECK(b.size(tb ? 1 : 0) == K, ShapeError, "{}: op(a) {} and op(b) {} do not chain (ta {}, tb {})", op, a.describe(),
             b.describe(), ta, tb);
   expect_tensor(op, "y", y, DType::f32, {M, N});
-  MOE_CHECK(detail::on_gpu(op, {&y, &a, &b}), DeviceError, "{}: a GPU kernel; the CPU rounds to BF16 and runs sgemm", op);
+  const auto gpu = detail::on_gpu(op, {&y, &a, &b});
+  MOE_CHECK(gpu, DeviceError, "{}: a GPU kernel; the CPU rounds to BF16 and runs sgemm", op);
 #ifdef MOE_WITH_CUDA
   const auto bits = [](const Tensor& t) { return reinterpret_cast<const std::uint16_t*>(t.data<bf16>()); };
   cuda::bf16_gemm(ta, tb, M, N, K, bits(a), a.size(1), bits(b), b.size(1), accumulate ? 1.f : 0.f, y.data<float>(), N);
@@ -243,7 +256,7 @@ void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor&
                 qx.size(1) == w.size(1),
             ShapeError, "{}: dy {}, x {}, w {} must be (M,N), (M,K), (N,K)", op, dy.describe(), qx.describe(), w.describe());
   expect_tensor(op, "dw", dw, DType::f32, w.shape());
-  const bool gpu = detail::on_gpu(op, {&dx, &dw, &dy, &qx, &sx, &w});
+  const auto gpu = detail::on_gpu(op, {&dx, &dw, &dy, &qx, &sx, &w});
   const std::int64_t M = dy.size(0);
   MOE_CHECK(segments.empty() || (segments.size() >= 2 && segments.front() == 0 && segments.back() == M &&
                                  std::is_sorted(segments.begin(), segments.end())),
@@ -256,7 +269,7 @@ void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor&
   const Tensor x = dequantized(qx, sx);
   const std::int64_t whole[] = {0, M};
   const auto seg = segments.empty() ? std::span<const std::int64_t>(whole) : segments;
-  Tensor g = Tensor::empty(w.shape(), DType::f32, gpu ? Device::cuda : Device::cpu);
+  Tensor g = Tensor::empty(w.shape(), DType::f32, dw.device());
   for (std::size_t i = 0; i + 1 < seg.size(); ++i) {
     const std::int64_t r0 = seg[i], n = seg[i + 1] - r0;
     if (n == 0) continue;

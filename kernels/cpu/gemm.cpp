@@ -47,8 +47,8 @@ void gemm_bwd(bool gpu, T* dx, T* dw, const T* dy, const T* x, const T* w, std::
   if (M > 0) gemm<T>(gpu, true, false, N, K, M, dy, x, T(1), dw);  // dw += dy^T x
 }
 // Tensors on the GPU: f32 only.
-bool gpu_f32(const char* op, DType t, std::initializer_list<const Tensor*> ts) {
-  const bool gpu = detail::on_gpu(op, ts);
+detail::Placement gpu_f32(const char* op, DType t, std::initializer_list<const Tensor*> ts) {
+  detail::Placement gpu = detail::on_gpu(op, ts);
   MOE_CHECK(!gpu || t == DType::f32, ShapeError, "{}: the GPU path takes f32, got {}", op, dtype_name(t));
   return gpu;
 }
@@ -69,7 +69,7 @@ void grouped_fwd(const char* op, Tensor& y, const Tensor& x, const Tensor& w,
   const std::int64_t M = x.size(0), K = x.size(1), G = w.size(0), N = w.size(1);
   expect_tensor(op, "w", w, t, {G, N, K});
   expect_tensor(op, "y", y, t, {M, N});
-  const bool gpu = gpu_f32(op, t, {&y, &x, &w});
+  const auto gpu = gpu_f32(op, t, {&y, &x, &w});
   check_offsets(op, offsets, G, M);
   detail::dispatch_real(t, [&]<class T>() {
     for (std::int64_t g = 0; g < G; ++g) {
@@ -89,7 +89,7 @@ void grouped_bwd(const char* op, Tensor& dx, Tensor& dw, const Tensor& dy, const
   expect_tensor(op, "dw", dw, t, {G, N, K});
   expect_tensor(op, "dy", dy, t, {M, N});
   if (dx.defined()) expect_tensor(op, "dx", dx, t, {M, K});
-  const bool gpu = gpu_f32(op, t, {&dx, &dw, &dy, &x, &w});
+  const auto gpu = gpu_f32(op, t, {&dx, &dw, &dy, &x, &w});
   check_offsets(op, offsets, G, M);
   detail::dispatch_real(t, [&]<class T>() {
     for (std::int64_t g = 0; g < G; ++g) {

@@ -16,7 +16,8 @@ void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, 
   expect_tensor(op, "w", w, t, {C});
   expect_tensor(op, "y", y, t, {N, C});
   expect_tensor(op, "rstd", rstd, t, {N});
-  if (detail::on_gpu(op, {&y, &rstd, &x, &w})) {
+  const auto gpu = detail::on_gpu(op, {&y, &rstd, &x, &w});
+  if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, x.describe());
     return cuda::rmsnorm_forward(y.data<float>(), rstd.data<float>(), x.data<float>(), w.data<float>(), N, C,
@@ -49,7 +50,8 @@ void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x,
   expect_tensor(op, "dy", dy, t, {N, C});
   expect_tensor(op, "rstd", rstd, t, {N});
   if (dx.defined()) expect_tensor(op, "dx", dx, t, {N, C});
-  if (detail::on_gpu(op, {&dx, &dw, &dy, &x, &w, &rstd})) {
+  const auto gpu = detail::on_gpu(op, {&dx, &dw, &dy, &x, &w, &rstd});
+  if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, x.describe());
     return cuda::rmsnorm_backward(dx.defined() ? dx.data<float>() : nullptr, dw.data<float>(), dy.data<float>(),

@@ -69,7 +69,8 @@ void router_forward(Tensor& scores, Tensor& index, Tensor& gate, const Tensor& l
   expect_tensor(op, "scores", scores, t, {N, E});
   expect_tensor(op, "index", index, DType::i32, {N, K});
   expect_tensor(op, "gate", gate, t, {N, K});
-  if (detail::on_gpu(op, {&scores, &index, &gate, &logits, &bias})) {
+  const auto gpu = detail::on_gpu(op, {&scores, &index, &gate, &logits, &bias});
+  if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, logits.describe());
     MOE_CHECK(spec.n_groups <= cuda::kMaxRouterGroups, ShapeError, "{}: the CUDA kernel takes at most {} groups, got {}", op,
@@ -122,7 +123,8 @@ void router_backward(Tensor& dlogits, const Tensor& dgate, const Tensor& scores,
   expect_tensor(op, "dgate", dgate, t, {N, K});
   expect_tensor(op, "index", index, DType::i32, {N, K});
   if (dscores.defined()) expect_tensor(op, "dscores", dscores, t, {N, E});
-  if (detail::on_gpu(op, {&dlogits, &dgate, &scores, &index, &dscores})) {
+  const auto gpu = detail::on_gpu(op, {&dlogits, &dgate, &scores, &index, &dscores});
+  if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, scores.describe());
     return cuda::router_backward(dlogits.data<float>(), dgate.data<float>(), scores.data<float>(), index.data<std::int32_t>(),

@@ -23,7 +23,7 @@ void gather_rows(Tensor& out, const Tensor& in, std::span<const std::int32_t> sr
   expect_matrix(op, "in", in);
   const auto R = static_cast<std::int64_t>(src.size());
   expect_tensor(op, "out", out, in.dtype(), {R, in.size(1)});
-  const bool gpu = detail::on_gpu(op, {&out, &in});
+  const auto gpu = detail::on_gpu(op, {&out, &in});
   check_rows(op, "src", src, in.size(0));
   const std::size_t bytes = dtype_size(in.dtype()) * static_cast<std::size_t>(in.size(1));
   if (gpu) {
@@ -55,7 +55,8 @@ void gather_sum(Tensor& out, const Tensor& in, const RowSums& sums, const Tensor
               sums.widx.size(), nnz);
     check_rows(op, "widx", sums.widx, weights.numel());
   }
-  if (detail::on_gpu(op, {&out, &in, &weights})) {
+  const auto gpu = detail::on_gpu(op, {&out, &in, &weights});
+  if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, in.describe());
     return cuda::gather_sum(out.data<float>(), in.data<float>(), sums.offsets.data(), sums.src.data(),
@@ -99,7 +100,8 @@ void row_dot(Tensor& out, const Tensor& a, std::span<const std::int32_t> a_rows,
   expect_tensor(op, "out", out, t, {J});
   check_rows(op, "a_rows", a_rows, a.size(0));
   check_rows(op, "b_rows", b_rows, b.size(0));
-  if (detail::on_gpu(op, {&out, &a, &b})) {
+  const auto gpu = detail::on_gpu(op, {&out, &a, &b});
+  if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, a.describe());
     return cuda::row_dot(out.data<float>(), a.data<float>(), a_rows.data(), b.data<float>(), b_rows.data(), J, C);

@@ -14,23 +14,17 @@ void check(const char* op, const Tensor& out, const char* out_name, const Tensor
             "{}: gate must be f32 or f64, got {}", op, gate.describe());
   expect_tensor(op, "up", up, gate.dtype(), gate.shape());
   expect_tensor(op, out_name, out, gate.dtype(), gate.shape());
-  MOE_CHECK(out.device() == gate.device() && up.device() == gate.device(), ShapeError,
-            "{}: tensors on different devices ({}, {}, {})", op, out.describe(), gate.describe(), up.describe());
 }
-#ifndef MOE_WITH_CUDA
-[[noreturn]] void no_cuda(const char* op) { throw DeviceError(fmt::format("{}: built without CUDA", op)); }
-#endif
 }  // namespace
 
 void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up) {
   const char* op = "swiglu_forward";
   check(op, h, "h", gate, up);
-  if (gate.device() == Device::cuda) {
+  const auto gpu = detail::on_gpu(op, {&h, &gate, &up});
+  if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(gate.dtype() == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, gate.describe());
     return cuda::swiglu_forward(h.data<float>(), gate.data<float>(), up.data<float>(), gate.numel());
-#else
-    no_cuda(op);
 #endif
   }
   detail::dispatch_real(gate.dtype(), [&]<class T>() {
@@ -47,7 +41,8 @@ void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor&
   check(op, dh, "dh", gate, up);
   expect_tensor(op, "dgate", dgate, gate.dtype(), gate.shape());
   expect_tensor(op, "dup", dup, gate.dtype(), gate.shape());
-  if (detail::on_gpu(op, {&dgate, &dup, &dh, &gate, &up})) {
+  const auto gpu = detail::on_gpu(op, {&dgate, &dup, &dh, &gate, &up});
+  if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(gate.dtype() == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, gate.describe());
     return cuda::swiglu_backward(dgate.data<float>(), dup.data<float>(), dh.data<float>(), gate.data<float>(),

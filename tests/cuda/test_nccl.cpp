@@ -64,7 +64,7 @@ TEST_CASE("nccl: all-to-all-v moves bf16 rows to self, empty sends allowed", "[g
   CHECK(c.bytes_sent().at("all_to_all") == 0u);  // nothing leaves a group of one
 }
 
-TEST_CASE("nccl: host tensors go through a device copy (the MoE's routing metadata)", "[gpu][nccl]") {
+TEST_CASE("nccl: host tensors (the MoE routing metadata) go by the host twin and stay on the host", "[gpu][nccl]") {
   NcclCommunicator& c = nccl();
   Tensor h = Tensor::empty({5, 6}, DType::f32), out = Tensor::zeros({5, 6}, DType::f32);
   for (std::int64_t i = 0; i < h.numel(); ++i) h.data<float>()[i] = float(i) - 7.5f;

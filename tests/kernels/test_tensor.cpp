@@ -2,6 +2,7 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/ops.h"
 #include "kernels/tensor.h"
 
 using namespace moe;
@@ -43,4 +44,32 @@ TEST_CASE("bf16: round to nearest even, NaN preserved", "[tensor][dtype]") {
   CHECK(from_bf16(to_bf16(1.0f + 3 * std::ldexp(1.0f, -8))) == 1.0f + std::ldexp(1.0f, -6));
   CHECK(std::isnan(from_bf16(to_bf16(std::numeric_limits<float>::quiet_NaN()))));
   CHECK(std::isinf(from_bf16(to_bf16(std::numeric_limits<float>::infinity()))));
+}
+
+TEST_CASE("sim device: host code may not touch its memory, ops may, and copies are counted", "[tensor][residency]") {
+  Tensor h = Tensor::empty({2, 3}, DType::f32);
+  for (int i = 0; i < 6; ++i) h.data<float>()[i] = float(i);
+  reset_device_traffic();
+  const Tensor d = h.to(Device::sim);
+  CHECK(d.device() == Device::sim);
+  CHECK_THROWS_AS(d.data<float>(), ResidencyError);
+  CHECK_THROWS_WITH(d.raw(), Catch::Contains("f32[2,3]@sim"));
+  Tensor y = Tensor::zeros({2, 3}, DType::f32, Device::sim);
+  ops::accumulate(y, d, 2.0);  // an op reaches it
+  CHECK_THROWS_WITH(y.data<float>(), Catch::Contains("last op: accumulate"));
+  const Tensor back = to_host(y);
+  for (int i = 0; i < 6; ++i) CHECK(back.data<float>()[i] == 2.0f * float(i));
+  synchronize(Device::sim);
+  const TrafficReport r = device_traffic();
+  CHECK(r.total.to_device == 1);
+  CHECK(r.total.to_device_bytes == 24);
+  CHECK(r.total.to_host == 1);
+  CHECK(r.total.waits == 1);
+  CHECK(r.by_site.at("host after accumulate").to_host == 1);
+  // The CPU's own tensors: nothing counted.
+  reset_device_traffic();
+  Tensor c = h.to(Device::cpu);
+  ops::accumulate(c, h);
+  CHECK(device_traffic().total.to_host == 0);
+  CHECK(device_traffic().total.to_device == 0);
 }

@@ -1,0 +1,108 @@
+// Run under mpirun: `moe train` on the sim device (kernels/device.h: a GPU stand-in whose
+// memory host code may not touch) under one layout (MOE_TEST_LAYOUT, e.g. "parallel.ep=2" or
+// "precision=fp8 parallel.pp=2 train.grad_accum=2"), against the same run on the CPU:
+//  - no host code reads or writes device memory (a ResidencyError would end the run);
+//  - losses, gradient norms, the validation loss and every weight equal the CPU's bit for bit
+//    (the sim device runs the CPU kernels: any difference is a path that differs by device);
+//  - a checkpoint saved mid-run on the sim device resumes to the same weights;
+//  - each training step stays within its budget of device -> host copies (below).
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <sstream>
+
+#include "data/prepare.h"
+#include "tests/support/corpus.h"
+#include "tests/support/testing.h"
+#include "trainer/config.h"
+#include "trainer/train.h"
+
+using namespace moe;
+
+namespace {
+// Copies to the host one training step of this rank may make today: per micro-batch and MoE
+// layer of its stage, the routing choices (the plan is made on the host from them; under ep
+// the counts and routing metadata are host tensors and travel by the host twin, no copy),
+// plus under a balance loss the scores in forward and backward; per micro-batch the loss on
+// the last stage and each pipeline hand-over (activations and gradients go through the
+// host); per step the two parameter groups' squared gradient norms.
+std::int64_t to_host_budget(const Config& c, const Layout& l) {
+  const std::int64_t moe_layers = c.model.n_layers - c.model.dense_layers;
+  const std::int64_t per_layer = 1 + (c.model.aux_loss_coef > 0 ? 2 : 0);
+  const std::int64_t chunks = l.pp * c.parallel.virtual_stages;
+  const std::int64_t per_micro_batch = moe_layers * per_layer + 1 + (l.pp > 1 ? 2 * chunks : 0);
+  return c.train.grad_accum * per_micro_batch + 2;
+}
+}  // namespace
+
+TEST_CASE("sim device: training equals the CPU bit for bit, with no host access to device memory", "[mpi][trainer]") {
+  MpiCommunicator world;
+  const char* env = std::getenv("MOE_TEST_LAYOUT");
+  REQUIRE(env != nullptr);
+  const std::string dir = "sim_data_np" + std::to_string(world.size()), run = "sim_run_np" + std::to_string(world.size());
+  if (world.rank() == 0) {
+    testing::write_corpus(dir + ".txt", 300);
+    data::prepare({.corpus = dir + ".txt", .out_dir = dir, .vocab_size = 300, .val_fraction = 0.1, .seed = 3});
+    std::filesystem::remove_all(run);
+  }
+  world.barrier();
+  std::vector<std::string> kv = {
+      "data.dir=" + dir, "train.steps=3", "train.log_every=100", "train.eval_batches=1", "train.eval_every=2",
+      "train.warmup_steps=1", "train.micro_batch=2", "model.vocab_size=300", "model.seq_len=8", "model.d_model=16",
+      "model.n_heads=2", "model.n_kv_heads=1", "model.ffn_hidden=24", "model.expert_hidden=8",
+      "model.routed_experts=8", "model.top_k=2", "model.aux_loss_coef=0.01", "model.bias_update_rate=0.01",
+      "model.n_layers=3", "model.dense_layers=1", "checkpoint.dir="};
+  std::istringstream in(env);
+  for (std::string x; in >> x;) kv.push_back(x);
+  auto config = [&](std::vector<std::string> extra) {
+    auto all = kv;
+    all.insert(all.end(), extra.begin(), extra.end());
+    return parse_config("", "test", all);
+  };
+
+  Trainer cpu(config({}), world);
+  const TrainResult ref = cpu.run();
+  const auto ref_weights = cpu.gather_weights(/*optimizer=*/true);
+  const Config sc = config({"device=sim"});
+  Trainer sim(sc, world);
+  const TrainResult res = sim.run();
+  const auto weights = sim.gather_weights(true);
+
+  REQUIRE(res.losses.size() == 3);
+  CHECK(res.losses == ref.losses);
+  CHECK(res.grad_norms == ref.grad_norms);
+  CHECK(res.val_loss == ref.val_loss);
+  REQUIRE(weights.size() == ref_weights.size());
+  for (const auto& [name, w] : ref_weights) {
+    INFO(name);
+    REQUIRE(weights.count(name) == 1);
+    CHECK(testing::max_rel_err(weights.at(name), w) == 0);
+  }
+  // Nothing is counted on the CPU; the sim run stays within its budget.
+  CHECK(ref.step_traffic.to_host == 0);
+  const Layout l = resolve_layout(sc, world.size());
+  const std::int64_t budget = to_host_budget(sc, l);
+  INFO(res.step_traffic_sites);
+  CHECK(res.step_traffic.to_host > 0);
+  CHECK(res.step_traffic.to_host <= budget);
+  if (world.rank() == 0)
+    std::printf("sim '%s': busiest step of rank 0 %lld copies to the host (budget %lld)\n%s\n", env,
+                static_cast<long long>(res.step_traffic.to_host), static_cast<long long>(budget),
+                res.step_traffic_sites.c_str());
+
+  // Interrupted after step 2 and resumed from its checkpoint, on the sim device: the same run.
+  Trainer first(config({"device=sim", "checkpoint.dir=" + run, "train.stop_at=2"}), world);
+  first.run();
+  Trainer second(config({"device=sim", "checkpoint.dir=" + run}), world);
+  const TrainResult resumed = second.run();
+  CHECK(resumed.start_step == 2);
+  REQUIRE(!resumed.losses.empty());
+  CHECK(resumed.losses.back() == ref.losses.back());
+  const auto resumed_weights = second.gather_weights(true);
+  for (const auto& [name, w] : ref_weights) {
+    INFO("resumed " << name);
+    CHECK(testing::max_rel_err(resumed_weights.at(name), w) == 0);
+  }
+}
