@@ -9,12 +9,13 @@
 // Row-major y (M,N) = a (M,K) b^T is column-major y^T (N,M) = b (N,K) a^T: cuBLASLt's A is our
 // b (K x N column-major, transposed: the "TN" form FP8 needs on Hopper), its B our a.
 //
-// NOT YET RUN ON A GPU (written in a session without one). The scale layouts below are the
-// assumption to check first if the gpu test against fp8_gemm_reference fails:
-//   - VEC128 (our a): one scale per 128 along K for each of the M rows, stored with M
-//     fastest ("outer-dim major"), so sa (M, T) is transposed to (T, M) first;
-//   - BLK128x128 (our b): (ceil(N/128), T) row-major as quantize_128x128 writes it, which is
-//     K-blocks fastest, the column-major order of the (K x N) operand's blocks.
+// NOT YET RUN ON A GPU (written in sessions without one). The scales are packed into
+// cuBLASLt's padded layouts first (kernels/fp8_scale_layout.h: VEC128 (T, pad4(rows)),
+// BLK128x128 (row blocks, pad4(T)), TransformerEngine's GEMM_READY shapes); the layout is
+// the assumption to check first if the gpu test against fp8_gemm_reference fails. A shape
+// cuBLASLt refuses is retried with its operands padded by zeros (M, N to 16, K to 128, which
+// changes no sum); only if that is refused too does the caller run the reference kernel,
+// and ops::fp8_reference_fallbacks() counts it.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -24,6 +25,7 @@
 
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/ops.h"
+#include "kernels/fp8_scale_layout.h"
 
 #define MOE_CUBLAS_CHECK(call)                                                                              \
   do {                                                                                                      \
@@ -91,10 +93,44 @@ bool run(Desc& s, cudaDataType_t in, cublasOperation_t ta, cublasOperation_t tb,
   return true;
 }
 
-// A device copy of scales (R, T) transposed to (T, R): R fastest, the "outer-dim major" order
-// cuBLASLt reads VEC128 scales in.
-struct OuterMajor : Scratch<float> {
-  OuterMajor(const float* s, std::int64_t R, std::int64_t T) : Scratch<float>(R * T) { transpose(p, s, R, T); }
+__global__ void pack_scales_kernel(float* dst, const float* src, bool vec, std::int64_t rows, std::int64_t tiles,
+                                   std::int64_t outer, std::int64_t ld) {
+  const std::int64_t j = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j >= outer * ld) return;
+  const std::int64_t s = fp8_layout::source(vec, j / ld, j % ld, rows, tiles);
+  dst[j] = s < 0 ? 1.f : src[s];
+}
+
+// A device copy of scales (rows, T) in cuBLASLt's padded layout (fp8_scale_layout.h).
+struct PackedScales : Scratch<float> {
+  PackedScales(const float* s, bool vec, std::int64_t rows, std::int64_t T)
+      : Scratch<float>((vec ? fp8_layout::vec128(rows, T) : fp8_layout::blk128(rows, T)).size()) {
+    const auto p = vec ? fp8_layout::vec128(rows, T) : fp8_layout::blk128(rows, T);
+    const auto n = p.size();
+    pack_scales_kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(this->p, s, vec, rows, T, p.outer, p.ld);
+    launched();
+  }
+};
+
+// Rows (R, K) of E4M3 codes copied into zeros (Rp, Kp): a shape cuBLASLt takes, same sums.
+struct PaddedCodes : Scratch<std::uint8_t> {
+  PaddedCodes(const std::uint8_t* q, std::int64_t R, std::int64_t K, std::int64_t Rp, std::int64_t Kp)
+      : Scratch<std::uint8_t>(Rp * Kp) {
+    MOE_CUDA_CHECK(cudaMemsetAsync(p, 0, static_cast<std::size_t>(Rp * Kp), 0));
+    MOE_CUDA_CHECK(cudaMemcpy2DAsync(p, std::size_t(Kp), q, std::size_t(K), std::size_t(K), std::size_t(R),
+                                     cudaMemcpyDeviceToDevice, 0));
+  }
+};
+__global__ void pad_rows_kernel(float* dst, const float* src, std::int64_t n, std::int64_t total) {
+  const std::int64_t j = std::int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j < total) dst[j] = j < n ? src[j] : 1.f;
+}
+// Scales (R, T) as (Rp, T), the extra rows 1 (their codes are zero).
+struct PaddedRows : Scratch<float> {
+  PaddedRows(const float* s, std::int64_t R, std::int64_t T, std::int64_t Rp) : Scratch<float>(Rp * T) {
+    pad_rows_kernel<<<static_cast<unsigned>((Rp * T + 255) / 256), 256>>>(p, s, R * T, Rp * T);
+    launched();
+  }
 };
 
 // Row-major C (M,N) = op(A) op(B) + beta C is column-major C^T (N,M) = op(B)^T op(A)^T:
@@ -124,25 +160,45 @@ void bf16_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K,
   run_row_major(s, CUDA_R_16BF, ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
-bool sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
+namespace {
+// One cuBLASLt block-scaled call on operands as given (K a multiple of 128 or not).
+bool sm90_fp8_call(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
                    std::int64_t M, std::int64_t N, std::int64_t K, bool b_rows) {
-  if (M == 0 || N == 0) return true;
-  // cuBLASLt may have no kernel for a pairing (1x128 x 1x128, a weight gradient's) or a shape
-  // (K not a multiple of its tile): the caller then runs the reference.
   const std::int64_t T = (K + 127) / 128;
-  const OuterMajor sa_t(sa, M, T);
-  const std::unique_ptr<OuterMajor> sb_t = b_rows ? std::make_unique<OuterMajor>(sb, N, T) : nullptr;
+  const PackedScales sa_p(sa, /*vec=*/true, M, T);
+  const PackedScales sb_p(sb, /*vec=*/b_rows, b_rows ? N : (N + 127) / 128, T);
   Desc s;
   MOE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&s.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
   const std::int32_t blk = CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F, vec = CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F;
   const std::int32_t b_mode = b_rows ? vec : blk;  // cuBLASLt's A is our b
   MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, &b_mode, sizeof b_mode));
   MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, &vec, sizeof vec));
-  const float* sb_ptr = b_rows ? sb_t->p : sb;
-  const float* sa_ptr = sa_t.p;
+  const float *sb_ptr = sb_p.p, *sa_ptr = sa_p.p;
   MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, &sb_ptr, sizeof sb_ptr));
   MOE_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(s.op, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, &sa_ptr, sizeof sa_ptr));
   return run_row_major(s, CUDA_R_8F_E4M3, false, true, M, N, K, qa, K, qb, K, 0.f, y, N, /*may_lack=*/true);
+}
+std::int64_t round_up(std::int64_t n, std::int64_t m) { return (n + m - 1) / m * m; }
+}  // namespace
+
+bool sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
+                   std::int64_t M, std::int64_t N, std::int64_t K, bool b_rows) {
+  if (M == 0 || N == 0) return true;
+  if (sm90_fp8_call(y, qa, sa, qb, sb, M, N, K, b_rows)) return true;
+  // A shape cuBLASLt refuses (per-expert M of a few rows, K off its tile): zeros padded on.
+  // Padding K to 128 keeps T; padded rows of b get scale rows of 1 (b_rows) or fall in its
+  // last 128-row block (rounding N up to 16 never adds a block).
+  const std::int64_t Mp = round_up(M, 16), Np = round_up(N, 16), Kp = round_up(K, 128), T = (K + 127) / 128;
+  if (Mp == M && Np == N && Kp == K) return false;
+  const PaddedCodes a(qa, M, K, Mp, Kp), b(qb, N, K, Np, Kp);
+  const PaddedRows sa_p(sa, M, T, Mp);
+  const std::unique_ptr<PaddedRows> sb_rows = b_rows ? std::make_unique<PaddedRows>(sb, N, T, Np) : nullptr;
+  const float* sb_ptr = b_rows ? sb_rows->p : sb;
+  Scratch<float> yp(Mp * Np);
+  if (!sm90_fp8_call(yp.p, a.p, sa_p.p, b.p, sb_ptr, Mp, Np, Kp, b_rows)) return false;
+  MOE_CUDA_CHECK(cudaMemcpy2DAsync(y, std::size_t(N) * sizeof(float), yp.p, std::size_t(Np) * sizeof(float),
+                                   std::size_t(N) * sizeof(float), std::size_t(M), cudaMemcpyDeviceToDevice, 0));
+  return true;
 }
 
 }  // namespace moe::cuda

@@ -238,20 +238,28 @@ TEST_CASE("cuda FP32 matmul and grouped matmul (cuBLASLt, no TF32) match OpenBLA
 TEST_CASE("cuda sm90_fp8_gemm (cuBLASLt block scaling) matches the reference GEMM", "[gpu][fp8][gemm]") {
   // Tensor cores sum a 128-chunk in their own order and width before the FP32 promotion, so
   // the two agree to accumulation order (about 2^-13 of a chunk's magnitude), not bitwise; a
-  // scale applied to the wrong tile or block is off by orders of magnitude more.
-  for (const auto& [M, N, K] : {std::array<std::int64_t, 3>{128, 128, 128}, {256, 512, 1024}, {384, 1024, 2048}}) {
+  // scale applied to the wrong tile or block is off by orders of magnitude more. Shapes with
+  // K/128 not a multiple of 4 (the padded stride of the 128x128 scales) and M not a multiple
+  // of 4 or 16 (the padded 1x128 scales; a per-expert row count) are among them, and no
+  // 128x128 call may fall back to the reference kernel (ops::fp8_reference_fallbacks).
+  const std::int64_t fallbacks0 = ops::fp8_reference_fallbacks();
+  std::int64_t pair_fallbacks = 0;
+  for (const auto& [M, N, K] : {std::array<std::int64_t, 3>{128, 128, 128}, {256, 512, 1024}, {384, 1024, 2048},
+                                {37, 256, 640}, {100, 384, 384}, {16, 128, 1152}, {3, 704, 1024}}) {
     INFO(M << "x" << N << "x" << K);
-    const std::int64_t T = K / 128;
+    const std::int64_t T = (K + 127) / 128;
     Tensor x = random({M, K}, 7, 2, DType::f32), w = random({N, K}, 8, 0.05, DType::f32);
     for (std::int64_t k = 0; k < K; k += 257) x.data<float>()[k] = 300.f;  // tiles of very different scales
     const Tensor xd = x.to(Device::cuda), wd = w.to(Device::cuda);
     Tensor qx = Tensor::empty({M, K}, DType::e4m3, Device::cuda), sx = Tensor::empty({M, T}, DType::f32, Device::cuda);
-    Tensor qw = Tensor::empty({N, K}, DType::e4m3, Device::cuda), sw = Tensor::empty({N / 128, T}, DType::f32, Device::cuda);
+    Tensor qw = Tensor::empty({N, K}, DType::e4m3, Device::cuda), sw = Tensor::empty({(N + 127) / 128, T}, DType::f32, Device::cuda);
     ops::quantize_1x128(qx, sx, xd);
     ops::quantize_128x128(qw, sw, wd);
     Tensor ref = Tensor::empty({M, N}, DType::f32, Device::cuda), fast = Tensor::empty({M, N}, DType::f32, Device::cuda);
     ops::fp8_gemm(ref, qx, sx, qw, sw);
+    const std::int64_t before = ops::fp8_reference_fallbacks();
     ops::sm90_fp8_gemm(fast, qx, sx, qw, sw);
+    CHECK(ops::fp8_reference_fallbacks() == before);
     const double e = norm_err(fast, ref);
     WARN("sm90_fp8_gemm " << M << "x" << N << "x" << K << ": " << e << " of the reference's norm");
     CHECK(e < 2e-3);
@@ -260,11 +268,16 @@ TEST_CASE("cuda sm90_fp8_gemm (cuBLASLt block scaling) matches the reference GEM
     Tensor qt = Tensor::empty({N, K}, DType::e4m3, Device::cuda), st = Tensor::empty({N, T}, DType::f32, Device::cuda);
     ops::quantize_1x128(qt, st, wd);
     ops::fp8_gemm(ref, qx, sx, qt, st);
+    const std::int64_t pair_before = ops::fp8_reference_fallbacks();
     ops::sm90_fp8_gemm(fast, qx, sx, qt, st);
+    const bool fell_back = ops::fp8_reference_fallbacks() != pair_before;
+    pair_fallbacks += fell_back;
     const double er = norm_err(fast, ref);
-    WARN("sm90_fp8_gemm 1x128 x 1x128 " << M << "x" << N << "x" << K << ": " << er << (er == 0 ? " (the reference ran)" : ""));
+    WARN("sm90_fp8_gemm 1x128 x 1x128 " << M << "x" << N << "x" << K << ": " << er << (fell_back ? " (the reference ran)" : ""));
     CHECK(er < 2e-3);
   }
+  WARN("sm90_fp8_gemm reference fallbacks: " << ops::fp8_reference_fallbacks() - fallbacks0 << " (" << pair_fallbacks
+                                             << " of them 1x128 x 1x128)");
 }
 
 TEST_CASE("cuda bf16_gemm (cuBLASLt) matches the CPU on the same BF16 operands, in a linear's three forms", "[gpu][gemm]") {

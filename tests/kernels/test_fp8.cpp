@@ -8,8 +8,11 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <utility>
+#include <vector>
 
 #include "kernels/fp8.h"
+#include "kernels/fp8_scale_layout.h"
 #include "kernels/ops.h"
 #include "tests/support/testing.h"
 
@@ -259,4 +262,29 @@ TEST_CASE("fp8: linear forward and backward against FP64, within FP8's error", "
   CHECK(testing::max_rel_err(dw2, dw) > 0.5);  // doubled, not overwritten
   // Backward keeps a quarter of x's bytes plus its scales.
   CHECK(qx.nbytes() + sx.nbytes() <= x.nbytes() / 4 + x.nbytes() / 100);
+}
+
+// cuBLASLt's scale layouts (kernels/fp8_scale_layout.h), read back element by element: the
+// VEC128 scale of (row r, tile t) at t * pad4(R) + r, the BLK128x128 scale of (block b,
+// tile t) at b * pad4(T) + t; padding holds 1. Shapes with R and T not multiples of 4 (the
+// ones a packed, unpadded stride gets wrong).
+TEST_CASE("fp8: scales packed in cuBLASLt's padded layouts", "[fp8]") {
+  for (const auto& [rows, tiles] : {std::pair<std::int64_t, std::int64_t>{1, 1}, {3, 5}, {5, 3}, {4, 4}, {17, 7}, {64, 9}}) {
+    INFO(rows << " rows x " << tiles << " tiles");
+    std::vector<float> src(static_cast<std::size_t>(rows * tiles));
+    for (std::size_t i = 0; i < src.size(); ++i) src[i] = 2.f + float(i);
+    for (const bool vec : {true, false}) {
+      const auto p = vec ? fp8_layout::vec128(rows, tiles) : fp8_layout::blk128(rows, tiles);
+      CHECK(p.ld % 4 == 0);
+      CHECK(p.outer == (vec ? tiles : rows));
+      std::vector<float> dst(static_cast<std::size_t>(p.size()), 0.f);
+      fp8_layout::pack(dst.data(), src.data(), vec, rows, tiles);
+      for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t t = 0; t < tiles; ++t)
+          CHECK(dst[std::size_t(vec ? t * p.ld + r : r * p.ld + t)] == src[std::size_t(r * tiles + t)]);
+      std::int64_t ones = 0;
+      for (float v : dst) ones += v == 1.f;
+      CHECK(ones == p.size() - rows * tiles);  // every other entry is padding (the sources are >= 2)
+    }
+  }
 }
