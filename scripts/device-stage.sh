@@ -17,15 +17,19 @@ for p in $progs; do cp "$p" "$stage/bin/"; done
 cp "$build/trainer/moe" "$stage/bin/"            # for tests/cuda/train_tiny.sh
 cp "$build/bench/bench_gemm_gpu" "$build/bench/bench_train_step" "$stage/bin/"  # GPU benchmarks, after the tests
 skip='/(libc|libm|libdl|libpthread|librt|libgcc_s|libstdc\+\+|ld-linux[^/]*|libnccl|libcudart|libcuda|libcublas|libcublasLt|libcudnn|libnvrtc)\.so'
-# (ldd skips a staged shell test: it is no dynamic executable)
-for f in "$stage"/bin/*; do ldd "$f" 2>/dev/null || true; done | awk '/=>/ && $3 ~ /^\// {print $3}' | sort -u | grep -Ev "$skip" |
+# (ldd skips a staged shell test: it is no dynamic executable.) OpenMPI's orted and the MCA and
+# PMIx plugins it opens at run time need theirs too (libpmix.so.2 among them).
+mpi_lib=/usr/lib/x86_64-linux-gnu/openmpi
+pmix_lib=/usr/lib/x86_64-linux-gnu/pmix2
+for f in "$stage"/bin/* /usr/bin/orted "$mpi_lib"/lib/openmpi3/*.so "$pmix_lib"/lib/pmix/*.so; do
+  ldd "$f" 2>/dev/null || true
+done | awk '/=>/ && $3 ~ /^\// {print $3}' | sort -u | grep -Ev "$skip" |
   while read -r lib; do cp -L "$lib" "$stage/lib/"; done
 # OpenMPI for moe's singleton MPI_Init (no mpirun there): orted, the MCA plugins and the help
 # files, in the layout OPAL_PREFIX relocates (scripts/device-check.sh sets it).
-mpi_lib=/usr/lib/x86_64-linux-gnu/openmpi
 mkdir -p "$stage/mpi/bin" "$stage/mpi/lib/x86_64-linux-gnu" "$stage/mpi/share"
 cp /usr/bin/orted "$stage/mpi/bin/"
-cp -a "$mpi_lib" "$stage/mpi/lib/x86_64-linux-gnu/"
+cp -a "$mpi_lib" "$pmix_lib" "$stage/mpi/lib/x86_64-linux-gnu/"
 cp -a /usr/share/openmpi "$stage/mpi/share/"
 # The commit the programs were built from (the GPU machine's copy of .git may be older).
 echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!device-stage' || echo -dirty)" > "$stage/commit"
