@@ -142,6 +142,9 @@ void scale(Tensor& y, double alpha);
 // sum(x * x) in double (gradient norms). On a device the result is a copy back to the host
 // (counted, kernels/residency.h).
 double sum_squares(const Tensor& x);
+// total (1) f64 += x[0] + x[1] + ... (x f32, any shape) in double, one running sum in index
+// order, on x's device: a loss summed where it is made, read once per step.
+void sum_into(Tensor& total, const Tensor& x);
 // y = x in y's dtype, same shape: f32 -> bf16 rounds to nearest even; bf16 -> f32 is exact.
 void convert(Tensor& y, const Tensor& x);
 

@@ -193,7 +193,17 @@ void Transformer::init(std::uint64_t seed) {
 Transformer::Loss Transformer::forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T) {
   MOE_CHECK(has_embedding() && has_loss(), ConfigError, "Transformer::forward: this object holds one pipeline stage");
   Tensor unused;
-  return forward_stage(unused, tokens, targets, B, T);
+  take_ce_sum();  // a fresh total
+  Loss loss = forward_stage(unused, tokens, targets, B, T);
+  loss.ce_sum = take_ce_sum();
+  return loss;
+}
+
+double Transformer::take_ce_sum() {
+  if (!ce_total_.defined()) return 0;
+  const double sum = to_host(ce_total_).data<double>()[0];
+  ce_total_.zero();
+  return sum;
 }
 
 Transformer::Saved Transformer::take_saved(int chunk) {
@@ -270,11 +280,10 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
   } else {
     ops::cross_entropy_forward(losses, logits_, targets_);
   }
-  const Tensor l = to_host(losses), tg = to_host(targets);
-  for (std::int64_t n = 0; n < N; ++n) {
-    loss.ce_sum += l.data<float>()[n];
-    loss.tokens += tg.data<std::int32_t>()[n] >= 0;
-  }
+  if (!ce_total_.defined() || ce_total_.device() != dev) ce_total_ = Tensor::zeros({1}, DType::f64, dev);
+  ops::sum_into(ce_total_, losses);  // read once per step (take_ce_sum), not per micro-batch
+  const Tensor tg = to_host(targets);  // the loader's host tensor: no copy
+  for (std::int64_t n = 0; n < N; ++n) loss.tokens += tg.data<std::int32_t>()[n] >= 0;
   return loss;
 }
 

@@ -69,12 +69,17 @@ class Transformer {
   void init(std::uint64_t seed);
 
   struct Loss {
-    double ce_sum = 0;   // sum of token cross-entropies (targets -1 excluded)
+    // Sum of token cross-entropies (targets -1 excluded): filled by forward(); forward_stage
+    // adds it to a total on the model's device instead (take_ce_sum reads it).
+    double ce_sum = 0;
     double aux_sum = 0;  // balance loss summed over sequences and MoE layers
     std::int64_t tokens = 0;  // targets counted
   };
   // The whole model (a single stage): tokens, targets (B*T) i32.
   Loss forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T);
+  // The cross-entropy summed by forward_stage calls since the last take, on the host (one
+  // copy from a device), and the total reset to 0; 0 on a stage without the loss.
+  double take_ce_sum();
   // Gradient of ce_sum * ce_scale + aux_sum * aux_scale, accumulated into every Param::g.
   void backward(double ce_scale, double aux_scale);
 
@@ -136,6 +141,7 @@ class Transformer {
   std::int64_t B_ = 0, T_ = 0;
   bool recompute_ = false;
   std::vector<Tensor> xs_;  // xs_[i] = input of block i; xs_.back() = final residual stream
+  Tensor ce_total_;         // f64 (1) on the device: forward_stage's cross-entropy sums (take_ce_sum)
 };
 
 }  // namespace moe

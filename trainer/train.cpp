@@ -237,14 +237,15 @@ TrainResult Trainer::run() {
       const StageWork work{.forward = [&](std::int64_t k, int c, const Tensor& in) {
                              val_loader.fill_in_order(b * global_seqs + (k * dp + rank) * mb, mb, tok, tgt);
                              Tensor out;
-                             const auto l = model.forward_stage(out, model.has_embedding(c) ? tok : in, tgt, mb, T, c);
-                             if (counts) ce += l.ce_sum;
+                             model.forward_stage(out, model.has_embedding(c) ? tok : in, tgt, mb, T, c);
                              return out;
                            },
                            .backward = {},
                            .activation = activation};
       run_forward(ppc, t.grad_accum, work, chunks);
     }
+    if (counts) ce = model.take_ce_sum();  // summed on the device: one copy for the whole evaluation
+    else model.take_ce_sum();
     return s.world.all_reduce_sum(ce) / (global_tokens * double(t.eval_batches));
   };
 
@@ -316,7 +317,7 @@ TrainResult Trainer::run() {
           loader.fill(step, (k * dp + rank) * mb, mb, f.tok, f.tgt);  // this rank's rows of the global batch
           Tensor out;
           const auto l = model.forward_stage(out, model.has_embedding(c) ? f.tok : in, f.tgt, mb, T, c);
-          if (counts) loss += l.ce_sum / global_tokens + l.aux_sum / double(global_seqs);
+          if (counts) loss += l.aux_sum / double(global_seqs);  // (the cross-entropy: summed on the device)
           for (std::size_t i = 0; i < moe_layers.size(); ++i) {
             if (!model.in_chunk(moe_layers[i], c)) continue;
             const std::int64_t g = moe_row[i];
@@ -349,6 +350,7 @@ TrainResult Trainer::run() {
         .activation = activation};
     const auto sched0 = Clock::now();
     run_1f1b(ppc, t.grad_accum, work, chunks);
+    if (const double ce = model.take_ce_sum(); counts) loss += ce / global_tokens;  // one copy per step
     if (s.layout.pp > 1) ppc.all_reduce_sum(0.0);  // the pipeline drains: its last stages wait here, on the pp axis
     schedule_s += since(sched0);
     // The router's gradient: each tp rank's share (its own tokens), summed over tp first.

@@ -46,6 +46,22 @@ void scale(Tensor& y, double alpha) {
   });
 }
 
+void sum_into(Tensor& total, const Tensor& x) {
+  const char* op = "sum_into";
+  expect_tensor(op, "total", total, DType::f64, {1});
+  MOE_CHECK(x.defined() && x.dtype() == DType::f32, ShapeError, "{}: x {} must be f32", op, x.describe());
+  const auto gpu = detail::on_gpu(op, {&total, &x});
+  if (gpu) {
+#ifdef MOE_WITH_CUDA
+    return cuda::sum_into(total.data<double>(), x.data<float>(), x.numel());
+#endif
+  }
+  double s = total.data<double>()[0];
+  const float* xp = x.data<float>();
+  for (std::int64_t i = 0; i < x.numel(); ++i) s += double(xp[i]);
+  total.data<double>()[0] = s;
+}
+
 double sum_squares(const Tensor& x) {
   DType t = detail::real_dtype("sum_squares", x);
   const auto gpu = detail::on_gpu("sum_squares", {&x});

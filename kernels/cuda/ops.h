@@ -34,6 +34,8 @@ void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gat
 void accumulate(float* y, const float* x, float alpha, std::int64_t n);
 void scale(float* y, float alpha, std::int64_t n);
 double sum_squares(const float* x, std::int64_t n);
+// total[0] += x[0] + x[1] + ... in double, in index order (one thread: the CPU's bits).
+void sum_into(double* total, const float* x, std::int64_t n);
 void convert_bf16(void* y, const void* x, std::int64_t n, bool to_bf16);
 
 // y (C,R) = x (R,C)^T, f32.

@@ -211,6 +211,14 @@ TEST_CASE("cuda AdamW, RMSNorm, embedding, RoPE, SwiGLU backward, elementwise he
   }
 }
 
+TEST_CASE("cuda sum_into is the CPU's running sum bit for bit", "[gpu][ops]") {
+  const Tensor x = random({4099}, 3, 5.0, DType::f32);
+  Tensor cpu = Tensor::zeros({1}, DType::f64), gpu = Tensor::zeros({1}, DType::f64, Device::cuda);
+  ops::sum_into(cpu, x);
+  ops::sum_into(gpu, x.to(Device::cuda));
+  CHECK(to_host(gpu).data<double>()[0] == cpu.data<double>()[0]);
+}
+
 TEST_CASE("cuda FP32 matmul and grouped matmul (cuBLASLt, no TF32) match OpenBLAS", "[gpu][gemm]") {
   auto gpu = [](const Tensor& t) { return t.to(Device::cuda); };
   const std::int64_t M = 70, N = 48, K = 96;

@@ -1,5 +1,7 @@
 #include <catch2/catch.hpp>
+#include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <limits>
 
 #include "kernels/ops.h"
@@ -72,4 +74,21 @@ TEST_CASE("sim device: host code may not touch its memory, ops may, and copies a
   ops::accumulate(c, h);
   CHECK(device_traffic().total.to_host == 0);
   CHECK(device_traffic().total.to_device == 0);
+}
+
+TEST_CASE("sum_into adds f32 values to an f64 total in index order, on the sim device too", "[tensor][ops]") {
+  Tensor x = Tensor::empty({5}, DType::f32);
+  const float v[] = {1e8f, 1.f, -1e8f, 0.5f, 3.f};
+  std::copy(std::begin(v), std::end(v), x.data<float>());
+  double want = 2.0;
+  for (float f : v) want += double(f);  // the running sum the op must reproduce
+  for (const Device d : {Device::cpu, Device::sim}) {
+    Tensor total = Tensor::zeros({1}, DType::f64);
+    total.data<double>()[0] = 2.0;
+    Tensor td = total.to(d);
+    ops::sum_into(td, x.to(d));
+    CHECK(to_host(td).data<double>()[0] == want);
+  }
+  Tensor bad = Tensor::zeros({1}, DType::f32);
+  CHECK_THROWS_AS(ops::sum_into(bad, x), ShapeError);
 }

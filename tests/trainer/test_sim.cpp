@@ -25,15 +25,15 @@ namespace {
 // Copies to the host one training step of this rank may make today: per micro-batch and MoE
 // layer of its stage, the routing choices (the plan is made on the host from them; under ep
 // the counts and routing metadata are host tensors and travel by the host twin, no copy),
-// plus under a balance loss the scores in forward and backward; per micro-batch the loss on
-// the last stage and each pipeline hand-over (activations and gradients go through the
-// host); per step the two parameter groups' squared gradient norms.
+// plus under a balance loss the scores in forward and backward; per micro-batch each
+// pipeline hand-over (activations and gradients go through the host); per step the loss
+// (summed on the device) and the two parameter groups' squared gradient norms.
 std::int64_t to_host_budget(const Config& c, const Layout& l) {
   const std::int64_t moe_layers = c.model.n_layers - c.model.dense_layers;
   const std::int64_t per_layer = 1 + (c.model.aux_loss_coef > 0 ? 2 : 0);
   const std::int64_t chunks = l.pp * c.parallel.virtual_stages;
-  const std::int64_t per_micro_batch = moe_layers * per_layer + 1 + (l.pp > 1 ? 2 * chunks : 0);
-  return c.train.grad_accum * per_micro_batch + 2;
+  const std::int64_t per_micro_batch = moe_layers * per_layer + (l.pp > 1 ? 2 * chunks : 0);
+  return c.train.grad_accum * per_micro_batch + 1 + 2;
 }
 }  // namespace
 
