@@ -75,7 +75,8 @@ class Transformer {
     double aux_sum = 0;  // balance loss summed over sequences and MoE layers
     std::int64_t tokens = 0;  // targets counted
   };
-  // The whole model (a single stage): tokens, targets (B*T) i32.
+  // The whole model (a single stage): tokens, targets (B*T) i32. Starts a fresh
+  // cross-entropy total (one forward_stage left untaken is dropped) and returns its sum.
   Loss forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T);
   // The cross-entropy summed by forward_stage calls since the last take, on the host (one
   // copy from a device), and the total reset to 0; 0 on a stage without the loss.

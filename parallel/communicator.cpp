@@ -103,6 +103,7 @@ void Communicator::all_reduce_sum(Tensor& t) {
 
 void Communicator::reduce_scatter_sum(Tensor& out, const Tensor& in) {
   const char* op = "reduce_scatter_sum";
+  if (Communicator* twin = twin_for({&in, &out})) return twin->reduce_scatter_sum(out, in);
   if (staged(in) || staged(out)) {
     Tensor h = Tensor::empty(out.shape(), out.dtype(), device());
     reduce_scatter_sum(h, here(in));
@@ -121,6 +122,7 @@ void Communicator::reduce_scatter_sum(Tensor& out, const Tensor& in) {
 
 void Communicator::all_gather(Tensor& out, const Tensor& in) {
   const char* op = "all_gather";
+  if (Communicator* twin = twin_for({&in, &out})) return twin->all_gather(out, in);
   if (staged(in) || staged(out)) {
     Tensor h = Tensor::empty(out.shape(), out.dtype(), device());
     all_gather(h, here(in));
@@ -177,6 +179,7 @@ void Communicator::send(const Tensor& t, int peer, int tag) { send_to("send", t,
 void Communicator::post_send(const Tensor& t, int peer, int tag) { send_to("post_send", t, peer, tag, true); }
 
 void Communicator::send_to(const char* op, const Tensor& t, int peer, int tag, bool post) {
+  if (Communicator* twin = twin_for({&t})) return post ? twin->post_send(t, peer, tag) : twin->send(t, peer, tag);
   if (staged(t)) return send_to(op, here(t), peer, tag, post);  // a posted send keeps its copy
   expect_here(op, t);
   expect_peer(op, peer);
@@ -190,6 +193,7 @@ void Communicator::send_to(const char* op, const Tensor& t, int peer, int tag, b
 
 void Communicator::recv(Tensor& t, int peer, int tag) {
   const char* op = "recv";
+  if (Communicator* twin = twin_for({&t})) return twin->recv(t, peer, tag);
   if (staged(t)) {
     Tensor h = Tensor::empty(t.shape(), t.dtype(), device());
     recv(h, peer, tag);

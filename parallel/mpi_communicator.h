@@ -28,7 +28,9 @@ class MpiCommunicator final : public Communicator {
   // This rank's index among the group's ranks on its node (collective): which GPU it takes.
   int node_rank() const;
   Device device() const override { return tensors_; }
-  bool takes(Device d) const override { return !runs_cuda(d); }  // host memory either way
+  // Host tensors always; sim tensors only on a sim backend (a host backend stages them, as it
+  // would a GPU's: the copies are counted).
+  bool takes(Device d) const override { return d == tensors_ || d == Device::cpu; }
   void barrier() override;
   MPI_Comm comm() const { return comm_; }
 

@@ -34,10 +34,17 @@ std::size_t n(std::int64_t x) { return static_cast<std::size_t>(x); }
 struct NcclCommunicator::State {
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;
-  void sync(const char* op) const { check(cudaStreamSynchronize(stream), op); }
+  // Both are host waits on the device, counted like synchronize() (kernels/residency.h).
+  void sync(const char* op) const {
+    moe::detail::count_wait();
+    check(cudaStreamSynchronize(stream), op);
+  }
   // The kernels that made an operation's input run on the default stream, which this
   // (non-blocking) stream does not wait for by itself.
-  void ready(const char* op) const { check(cudaStreamSynchronize(cudaStreamLegacy), op); }
+  void ready(const char* op) const {
+    moe::detail::count_wait();
+    check(cudaStreamSynchronize(cudaStreamLegacy), op);
+  }
 };
 
 NcclCommunicator::NcclCommunicator(Communicator& bootstrap) : s_(std::make_unique<State>()) {

@@ -25,10 +25,11 @@ inline void expect_cpu(const char* op, std::initializer_list<const Tensor*> ts) 
 
 // Where an op runs, held for the whole op: its kernels may reach device memory while it
 // lives (a KernelScope, kernels/residency.h). True when the op calls its CUDA kernel.
-class Placement {
+// explicit and [[nodiscard]]: `const bool gpu = on_gpu(...)` would end the scope at once.
+class [[nodiscard]] Placement {
  public:
   Placement(const char* op, bool gpu) : scope_(op), gpu_(gpu) {}
-  operator bool() const { return gpu_; }
+  explicit operator bool() const { return gpu_; }
 
  private:
   KernelScope scope_;
@@ -39,7 +40,7 @@ class Placement {
 // kernel, kernels/cuda/ops.h); the CPU and sim devices run the CPU kernels. DeviceError for
 // a GPU tensor in a build without CUDA. Keep the result for the whole op:
 //   const auto gpu = detail::on_gpu(op, {&y, &x});
-inline Placement on_gpu(const char* op, std::initializer_list<const Tensor*> ts) {
+[[nodiscard]] inline Placement on_gpu(const char* op, std::initializer_list<const Tensor*> ts) {
   const Tensor* first = nullptr;
   for (const Tensor* t : ts)
     if (t->defined()) {

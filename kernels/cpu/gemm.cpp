@@ -74,7 +74,7 @@ void grouped_fwd(const char* op, Tensor& y, const Tensor& x, const Tensor& w,
   detail::dispatch_real(t, [&]<class T>() {
     for (std::int64_t g = 0; g < G; ++g) {
       const std::int64_t r = offsets[g], m = offsets[g + 1] - r;
-      gemm_fwd<T>(gpu, y.data<T>() + r * N, x.data<T>() + r * K, w.data<T>() + g * N * K, m, N, K);
+      gemm_fwd<T>(bool(gpu), y.data<T>() + r * N, x.data<T>() + r * K, w.data<T>() + g * N * K, m, N, K);
     }
   });
 }
@@ -94,7 +94,7 @@ void grouped_bwd(const char* op, Tensor& dx, Tensor& dw, const Tensor& dy, const
   detail::dispatch_real(t, [&]<class T>() {
     for (std::int64_t g = 0; g < G; ++g) {
       const std::int64_t r = offsets[g], m = offsets[g + 1] - r;
-      gemm_bwd<T>(gpu, dx.defined() ? dx.data<T>() + r * K : nullptr, dw.data<T>() + g * N * K,
+      gemm_bwd<T>(bool(gpu), dx.defined() ? dx.data<T>() + r * K : nullptr, dw.data<T>() + g * N * K,
                   dy.data<T>() + r * N, x.data<T>() + r * K, w.data<T>() + g * N * K, m, N, K);
     }
   });

@@ -107,6 +107,7 @@ struct PackedScales : Scratch<float> {
       : Scratch<float>((vec ? fp8_layout::vec128(rows, T) : fp8_layout::blk128(rows, T)).size()) {
     const auto p = vec ? fp8_layout::vec128(rows, T) : fp8_layout::blk128(rows, T);
     const auto n = p.size();
+    if (n == 0) return;
     pack_scales_kernel<<<static_cast<unsigned>((n + 255) / 256), 256>>>(this->p, s, vec, rows, T, p.outer, p.ld);
     launched();
   }
@@ -128,6 +129,7 @@ __global__ void pad_rows_kernel(float* dst, const float* src, std::int64_t n, st
 // Scales (R, T) as (Rp, T), the extra rows 1 (their codes are zero).
 struct PaddedRows : Scratch<float> {
   PaddedRows(const float* s, std::int64_t R, std::int64_t T, std::int64_t Rp) : Scratch<float>(Rp * T) {
+    if (Rp * T == 0) return;
     pad_rows_kernel<<<static_cast<unsigned>((Rp * T + 255) / 256), 256>>>(p, s, R * T, Rp * T);
     launched();
   }
