@@ -4,7 +4,8 @@
 //  - no host code reads or writes device memory (a ResidencyError would end the run);
 //  - losses, gradient norms, the validation loss and every weight equal the CPU's bit for bit
 //    (the sim device runs the CPU kernels: any difference is a path that differs by device);
-//  - a checkpoint saved mid-run on the sim device resumes to the same weights;
+//  - a checkpoint saved mid-run on the sim device resumes to the same weights, and
+//    fine-tuning from it equals the CPU's;
 //  - each training step stays within its budget of device -> host copies (below).
 #include <catch2/catch.hpp>
 
@@ -105,4 +106,16 @@ TEST_CASE("sim device: training equals the CPU bit for bit, with no host access 
     INFO("resumed " << name);
     CHECK(testing::max_rel_err(resumed_weights.at(name), w) == 0);
   }
+
+  // Fine-tuning from that checkpoint (its weights, a fresh optimizer) on the sim device: the
+  // CPU's validation loss before training and losses after.
+  REQUIRE(!resumed.last_checkpoint.empty());
+  auto tune = [&](const std::string& device) {
+    Trainer t(config({"device=" + device, "checkpoint.init_from=" + resumed.last_checkpoint, "train.steps=2"}), world);
+    return t.run();
+  };
+  const TrainResult tuned_cpu = tune("cpu"), tuned_sim = tune("sim");
+  CHECK(tuned_sim.init_val_loss == tuned_cpu.init_val_loss);
+  CHECK(tuned_sim.init_val_loss > 0);
+  CHECK(tuned_sim.losses == tuned_cpu.losses);
 }
