@@ -6,6 +6,8 @@
 #include <numeric>
 #include <tuple>
 
+#include "model/router.h"
+
 namespace moe {
 
 MoE::MoE(const ModelConfig& c, const std::string& p, Communicator* ep, const TensorParallel& tp, Gemm gemm)
@@ -112,21 +114,9 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   index_host_ = to_host(index);  // the one copy back of the forward: the plan is made from it
   const std::int32_t* idx = index_host_.data<std::int32_t>();
 
-  // Capacity: an expert keeps its first `cap` assignments in token order; pos_[a] is the
-  // assignment's place among its expert's kept ones, -1 if dropped.
-  std::fill(load_.begin(), load_.end(), 0);
-  for (std::int64_t a = n0_ * K_; a < n1_ * K_; ++a) ++load_[static_cast<std::size_t>(idx[a])];
-  const std::int64_t cap = capacity_factor_ > 0
-                               ? static_cast<std::int64_t>(std::ceil(capacity_factor_ * double(N * K_) / double(E_)))
-                               : N * K_;
-  std::vector<std::int64_t> kept(static_cast<std::size_t>(E_), 0);
-  pos_.assign(static_cast<std::size_t>(N * K_), -1);
-  dropped_ = 0;
-  for (std::int64_t a = 0; a < N * K_; ++a) {
-    auto& k = kept[static_cast<std::size_t>(idx[a])];
-    if (k < cap) pos_[static_cast<std::size_t>(a)] = k++;
-    else dropped_ += mine(a / K_);
-  }
+  // Capacity, in token order (routing::apply_capacity).
+  routing::Kept kept = routing::apply_capacity(idx, N, K_, E_, capacity_factor_, n0_, n1_);
+  pos_ = std::move(kept.pos), load_ = std::move(kept.load), dropped_ = kept.dropped;
 
   // Dispatch: one row per (token, rank holding at least one of its kept experts), sent
   // with, per top-k slot, the local expert it feeds there and its gate. The experts run on
@@ -190,26 +180,9 @@ double MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
     ops::gather_sum(out, ys, token_slots(N).sums(), gates, /*accumulate=*/true);
   }
 
-  // Sequence-wise balance loss: per sequence, f_e = E/(K T) * #tokens choosing e,
-  // P_e = mean_t of the scores normalised over all experts; loss = coef * sum_e f_e P_e.
+  // Sequence-wise balance loss (routing::balance_loss), from the scores' host copy.
   if (aux_coef_ == 0 || tp_.rank != 0) return 0.0;  // tp ranks share the routing: one counts it
-  const Tensor scores_host = to_host(scores);
-  f_.assign(static_cast<std::size_t>(B * E_), 0.0);
-  double aux = 0;
-  for (std::int64_t b = 0; b < B; ++b) {
-    double* f = f_.data() + b * E_;
-    std::vector<double> P(static_cast<std::size_t>(E_), 0.0);
-    for (std::int64_t t = 0; t < T; ++t) {
-      const std::int64_t n = b * T + t;
-      for (std::int64_t i = 0; i < K_; ++i) f[idx[n * K_ + i]] += double(E_) / double(K_ * T);
-      const float* s = scores_host.data<float>() + n * E_;
-      double S = 0;
-      for (std::int64_t e = 0; e < E_; ++e) S += s[e];
-      for (std::int64_t e = 0; e < E_; ++e) P[e] += s[e] / S / double(T);
-    }
-    for (std::int64_t e = 0; e < E_; ++e) aux += aux_coef_ * f[e] * P[e];
-  }
-  return aux;
+  return routing::balance_loss(f_, to_host(scores), idx, B, T, K_, aux_coef_);
 }
 
 void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_scale) {
@@ -277,18 +250,7 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   // Balance loss backward: dL/ds'_e = coef * f_e / T per token; s' = s / sum(s).
   Tensor dscores;
   if (aux_coef_ != 0 && aux_scale != 0 && tp_.rank == 0) {
-    const Tensor scores_host = to_host(scores);
-    dscores = Tensor::empty({N, E_}, DType::f32);
-    float* ds = dscores.data<float>();
-    for (std::int64_t n = 0; n < N; ++n) {
-      const double* f = f_.data() + (n / T_) * E_;
-      const float* s = scores_host.data<float>() + n * E_;
-      double S = 0, dot = 0;
-      for (std::int64_t e = 0; e < E_; ++e) S += s[e];
-      for (std::int64_t e = 0; e < E_; ++e) dot += aux_coef_ * f[e] / double(T_) * s[e] / S;
-      for (std::int64_t e = 0; e < E_; ++e)
-        ds[n * E_ + e] = static_cast<float>(aux_scale * (aux_coef_ * f[e] / double(T_) - dot) / S);
-    }
+    dscores = routing::balance_loss_grad(f_, to_host(scores), T_, aux_coef_, aux_scale);
     if (dev != Device::cpu) dscores = dscores.to(dev);
   }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "model/moe.h"
+#include "model/router.h"
 #include "tests/support/testing.h"
 
 using namespace moe;
@@ -75,4 +76,22 @@ TEST_CASE("moe: the balancing bias moves a skewed load toward balance", "[model]
     m.update_bias(std::vector<double>(m.load().begin(), m.load().end()), 0.01);
   }
   CHECK(imbalance() < 1.5);
+}
+
+TEST_CASE("routing::apply_capacity keeps each expert's first assignments in token order", "[moe][router]") {
+  // 4 tokens x top-2 over 2 experts: every token picks both, so each expert gets 4; factor
+  // 1.0 gives cap = ceil(1.0 * 8 / 2) = 4 (nothing dropped), 0.5 gives 2.
+  const std::int32_t idx[] = {0, 1, 1, 0, 0, 1, 1, 0};
+  const auto all = routing::apply_capacity(idx, 4, 2, 2, 1.0, 0, 4);
+  CHECK(all.pos == std::vector<std::int64_t>{0, 0, 1, 1, 2, 2, 3, 3});
+  CHECK(all.load == std::vector<std::int64_t>{4, 4});
+  CHECK(all.dropped == 0);
+  const auto half = routing::apply_capacity(idx, 4, 2, 2, 0.5, 0, 4);
+  CHECK(half.pos == std::vector<std::int64_t>{0, 0, 1, 1, -1, -1, -1, -1});
+  CHECK(half.dropped == 4);
+  // A tensor-parallel rank's share (tokens [2, 4)): its load and drops only, the same places.
+  const auto share = routing::apply_capacity(idx, 4, 2, 2, 0.5, 2, 4);
+  CHECK(share.pos == half.pos);
+  CHECK(share.load == std::vector<std::int64_t>{2, 2});
+  CHECK(share.dropped == 4);
 }
