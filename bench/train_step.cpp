@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
     return v && *v ? std::max<std::int64_t>(1, std::atoll(v)) : fallback;
   };
   const std::int64_t B = cfg.train.micro_batch, T = m.seq_len, warmup = 3, steps = env("BENCH_STEPS", 20);
-  const Device dev = cfg.device == DeviceKind::cuda ? Device::cuda : Device::cpu;
+  const Device dev = cfg.device == DeviceKind::cuda ? Device::cuda : cfg.device == DeviceKind::sim ? Device::sim : Device::cpu;
   if (dev == Device::cuda) use_cuda_device(0);
   Transformer model(m, {}, cfg.precision);
   model.init(1);
@@ -52,6 +52,7 @@ int main(int argc, char** argv) {
   double best = 1e30;
   std::chrono::steady_clock::time_point t0 = std::chrono::steady_clock::now();
   for (std::int64_t s = 0; s < warmup + rounds * steps; ++s) {
+    if (s == warmup) reset_device_traffic();  // the timed steps' host<->device traffic
     if (s >= warmup && (s - warmup) % steps == 0) {
       synchronize(dev);  // (the GPU runs behind the host)
       if (s > warmup) best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
@@ -81,6 +82,12 @@ int main(int argc, char** argv) {
   std::cout << ", peak tensor memory " << memory / 1e9 << " GB (" << precision_name(cfg.precision)
             << " on " << device_name(dev) << "; best of " << rounds << " rounds of " << steps << " steps of " << B << " x "
             << T << " tokens)\n";
+  if (dev != Device::cpu) {
+    const Traffic t = device_traffic().total;
+    const double n = double(rounds * steps);
+    std::cout << "moe:     per step " << double(t.to_host) / n << " copies to the host, " << double(t.to_device) / n
+              << " to the device, " << double(t.waits) / n << " waits\n";
+  }
   if (cfg.precision == Precision::fp8)
     std::cout << "moe:     sm90_fp8_gemm reference fallbacks " << ops::fp8_reference_fallbacks() << " (0 expected)\n";
   return 0;

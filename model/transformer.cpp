@@ -193,7 +193,7 @@ void Transformer::init(std::uint64_t seed) {
 Transformer::Loss Transformer::forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T) {
   MOE_CHECK(has_embedding() && has_loss(), ConfigError, "Transformer::forward: this object holds one pipeline stage");
   Tensor unused;
-  take_ce_sum();  // a fresh total
+  if (ce_total_.defined()) ce_total_.zero();  // a fresh total
   Loss loss = forward_stage(unused, tokens, targets, B, T);
   loss.ce_sum = take_ce_sum();
   return loss;
