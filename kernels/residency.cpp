@@ -77,10 +77,10 @@ void count_wait() {
   site_locked() += one;
 }
 
-void host_access(const char* what_kind, const std::string& tensor) {
+void host_access(const char* verb, const std::string& tensor) {
   throw ResidencyError(fmt::format(
       "host code {} {}, which lives on the device (last op: {}): copy it with to_host(), or do the work in an op",
-      what_kind, tensor, t_op));
+      verb, tensor, t_op));
 }
 }  // namespace detail
 

@@ -60,8 +60,8 @@ void reset_device_traffic();
 namespace detail {
 void count_copy(bool to_host, std::size_t bytes);
 void count_wait();
-// Throws ResidencyError for host access to a tensor described by `what` on `device`.
-[[noreturn]] void host_access(const char* what_kind, const std::string& tensor);
+// Throws ResidencyError: host code `verb` ("touched") the tensor described by `tensor`.
+[[noreturn]] void host_access(const char* verb, const std::string& tensor);
 }  // namespace detail
 
 }  // namespace moe

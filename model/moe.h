@@ -143,7 +143,6 @@ class MoE {
         if (const auto sl = slot_[std::size_t(r * K_ + k)]; sl >= 0) f(r, k, sl);
   }
 
-  bool mine(std::int64_t token) const { return token >= n0_ && token < n1_; }
   std::int64_t C_, E_, K_, H_, T_ = 0;
   Communicator* ep_;
   TensorParallel tp_;

@@ -220,6 +220,7 @@ std::string Communicator::broadcast_text(const std::string& text, int root) {
 }
 
 void Communicator::wait_sends() {
+  if (host_twin_) host_twin_->wait_sends();  // host tensors posted through it
   Timer timer(seconds_, "wait_sends", label_);
   do_wait_sends();
 }
