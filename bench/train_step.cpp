@@ -34,7 +34,7 @@ int main(int argc, char** argv) {
     return v && *v ? std::max<std::int64_t>(1, std::atoll(v)) : fallback;
   };
   const std::int64_t B = cfg.train.micro_batch, T = m.seq_len, warmup = 3, steps = env("BENCH_STEPS", 20);
-  const Device dev = cfg.device == DeviceKind::cuda ? Device::cuda : cfg.device == DeviceKind::sim ? Device::sim : Device::cpu;
+  const Device dev = device_of(cfg.device);
   if (dev == Device::cuda) use_cuda_device(0);
   Transformer model(m, {}, cfg.precision);
   model.init(1);

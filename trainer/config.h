@@ -8,11 +8,16 @@
 #include <vector>
 
 #include "data/filter.h"
+#include "kernels/device.h"
 #include "model/config.h"
 
 namespace moe {
 
 enum class DeviceKind { cpu, cuda, sim };
+// The device a run's tensors live on.
+constexpr Device device_of(DeviceKind k) {
+  return k == DeviceKind::cuda ? Device::cuda : k == DeviceKind::sim ? Device::sim : Device::cpu;
+}
 enum class LrSchedule { cosine, linear, constant, wsd };
 
 struct TrainConfig {

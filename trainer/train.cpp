@@ -46,7 +46,7 @@ Layout trainable_layout(const Config& cfg, int world_size) {
   }
   MOE_CHECK(cfg.device == DeviceKind::cpu || layout.tp == 1, ConfigError,
             "{}: device: {} trains with parallel.tp: 1 so far (the vocabulary-parallel loss runs on the host)",
-            cfg.source, cfg.device == DeviceKind::cuda ? "cuda" : "sim");
+            cfg.source, device_name(device_of(cfg.device)));
   return layout;
 }
 
@@ -88,7 +88,7 @@ Trainer::Trainer(const Config& cfg, MpiCommunicator& world) : s_(std::make_uniqu
   s.model.init(static_cast<std::uint64_t>(cfg.train.seed));  // same values whatever the layout
   // A GPU run (its GPU chosen by device_comms): the model and its optimizer groups live there.
   // A sim run: the same, on the simulated GPU (kernels/device.h).
-  if (cfg.device != DeviceKind::cpu) s.model.to(cfg.device == DeviceKind::cuda ? Device::cuda : Device::sim);
+  if (cfg.device != DeviceKind::cpu) s.model.to(device_of(cfg.device));
   s.model.set_recompute(cfg.train.recompute);
   s.params = s.model.params();
   ParamList dense, experts;
@@ -232,7 +232,6 @@ TrainResult Trainer::run() {
   Tensor tok = Tensor::empty({mb * T}, DType::i32), tgt = Tensor::empty({mb * T}, DType::i32);
   // Validation: the first eval_batches global batches of the held-out split, in order.
   auto evaluate = [&] {
-    double ce = 0;
     for (std::int64_t b = 0; b < t.eval_batches; ++b) {
       const StageWork work{.forward = [&](std::int64_t k, int c, const Tensor& in) {
                              val_loader.fill_in_order(b * global_seqs + (k * dp + rank) * mb, mb, tok, tgt);
@@ -244,9 +243,8 @@ TrainResult Trainer::run() {
                            .activation = activation};
       run_forward(ppc, t.grad_accum, work, chunks);
     }
-    if (counts) ce = model.take_ce_sum();  // summed on the device: one copy for the whole evaluation
-    else model.take_ce_sum();
-    return s.world.all_reduce_sum(ce) / (global_tokens * double(t.eval_batches));
+    const double ce = model.take_ce_sum();  // summed on the device: one copy for the whole evaluation
+    return s.world.all_reduce_sum(counts ? ce : 0.0) / (global_tokens * double(t.eval_batches));
   };
 
   res.unigram_entropy = unigram_entropy(cfg.data.dir);
