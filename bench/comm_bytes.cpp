@@ -53,12 +53,14 @@ int main(int argc, char** argv) try {
     const double grads = 2.0 * (l.dp - 1) / l.dp * dense + 2.0 * (l.edp() - 1) / l.edp() * experts;
     std::uint64_t mine = 0, a2a = 0;
     for (const auto& [kind, bytes] : r.bytes_per_step) mine += bytes, a2a += kind == "all_to_all" ? bytes : 0;
-    // Per MoE layer and micro-batch: one row count to each other rank; per (token, other
+    // Per MoE layer and micro-batch: to each other rank a row count and an assignment count
+    // per expert it holds (the dispatch plan's counts, model/dispatch.h); per (token, other
     // rank) row: x with 2K floats of metadata out, the combined row back, dout out, dx and
     // K gate gradients back.
     const double K = double(cfg.model.top_k), passes = double(cfg.train.grad_accum) *
                                                        double(cfg.model.n_layers - cfg.model.dense_layers);
-    const double counts = l.ep > 1 ? double(l.ep - 1) * 4 * passes : 0;
+    const double experts_per_rank = double(cfg.model.routed_experts) / l.ep;
+    const double counts = l.ep > 1 ? double(l.ep - 1) * 4 * (1 + experts_per_rank) * passes : 0;
     const double implied = r.remote_token_ranks * (4 * row + 3 * K * 4) + counts;
     const double once = 4 * r.remote_token_ranks * row + counts;  // payload alone, once per (token, rank)
     const double per_assignment = 4 * r.remote_rows * row + counts;  // one row per (token, expert)

@@ -107,25 +107,56 @@ void router_backward(Tensor& dlogits, const Tensor& dgate, const Tensor& scores,
                      const RouterSpec& spec, const Tensor& dscores = Tensor());
 
 // ---- Row movement (expert dispatch and combine) -------------------------------------------
-// Index lists are host arrays: the routing plan is built on the host, and the GPU versions
-// copy the lists over with the call. Sums run in list order on every device (no atomics), so
-// a combine gives the same bits every run.
-// out (R,C) = in (N,C)[src]: out[r] = in[src[r]], src (R) in [0,N). Any dtype (rows of bytes).
-void gather_rows(Tensor& out, const Tensor& in, std::span<const std::int32_t> src);
-// Weighted row sums as a CSR list: output row m sums the entries j in [offsets[m],
-// offsets[m+1]), term_j = weights[widx[j]] * in[src[j]] (weights flat, any shape; undefined:
-// term_j = in[src[j]], and widx is ignored). out (M,C) = ((term_0 + term_1) + ...), an output
-// row with no entries 0; with accumulate, out = ((out + term_0) + term_1) + ..., a row with no
-// entries unchanged. offsets has M+1 entries from 0 to nnz, non-decreasing.
-struct RowSums {
-  std::span<const std::int32_t> offsets, src, widx;
-};
-void gather_sum(Tensor& out, const Tensor& in, const RowSums& sums, const Tensor& weights = Tensor(),
-                bool accumulate = false);
-// out (J) = sum over c of a[a_rows[j], c] * b[b_rows[j], c], in double, rounded once: the
-// gate gradient of each expert output a token received.
-void row_dot(Tensor& out, const Tensor& a, std::span<const std::int32_t> a_rows, const Tensor& b,
-             std::span<const std::int32_t> b_rows);
+// Index tensors are i32 on the data's device (the dispatch plan below makes them there);
+// -1 means "none". Sums run in a fixed order on every device (no atomics), so a combine gives
+// the same bits every run and on every device. Index values are checked where the host may
+// read them (cpu, sim); on a GPU they are the plan ops' own output.
+// out (R,C) = in (N,C)[src]: out[r] = in[src[r]], a zero row where src[r] = -1; src (R) in
+// [-1,N). Any dtype (rows of bytes).
+void gather_rows(Tensor& out, const Tensor& in, const Tensor& src);
+// Fixed-width weighted row sums: out (M,C) row m sums the terms of the slots[m,w] >= 0 in w
+// order, term = weights[m,w] * in[slots[m,w]] (weights (M,W) like slots; undefined: term =
+// in[slots[m,w]]). out = ((term_0 + term_1) + ...), a row without terms 0; with accumulate,
+// out = ((out + term_0) + term_1) + ..., a row without terms unchanged. slots (M,W) in [-1,N).
+void combine_rows(Tensor& out, const Tensor& in, const Tensor& slots, const Tensor& weights = Tensor(),
+                  bool accumulate = false);
+// out (J) = sum over c of a[a_rows[j], c] * b[b_rows[j], c], in double, rounded once (b_rows
+// undefined: row j of b): the gate gradient of each expert output a token received.
+void row_dot(Tensor& out, const Tensor& a, const Tensor& a_rows, const Tensor& b, const Tensor& b_rows = Tensor());
+
+// ---- Dispatch plan (the MoE's routing lists, made on the choices' device) ---------------
+// i32 tensors, -1 = none. The caller reads only counts back (model/dispatch.h).
+// Capacity: assignment a = n*K + k of index (N,K) keeps its expert if fewer than `capacity`
+// earlier assignments (of all N tokens, in order) chose that expert; capacity < 0: no limit.
+// kept (N,K) = index where kept and n in [n0, n1) (this tensor-parallel rank's tokens), else
+// -1. counts (2,E): row 0 the assignments of tokens [n0, n1) per expert (the load, before
+// drops), row 1 those kept.
+void route_capacity(Tensor& kept, Tensor& counts, const Tensor& index, std::int64_t capacity, std::int64_t n0,
+                    std::int64_t n1);
+// pairs (N,P): pairs[n,j] = j if token n keeps an expert e with e / experts_per_rank == j,
+// else -1. fan_out (1): the most ranks one token reaches, at least 1.
+void route_pairs(Tensor& pairs, Tensor& fan_out, const Tensor& kept, std::int64_t experts_per_rank);
+// Stable counting sort: element i of keys (n) with keys[i] >= 0 falls in bin keys[i] /
+// divisor (< bins); dest (n) = its place in bin-major order, a bin's elements in index order;
+// -1 where keys[i] < 0. counts (bins), when defined, the elements per bin.
+void counting_sort(Tensor& dest, Tensor& counts, const Tensor& keys, std::int64_t bins, std::int64_t divisor = 1);
+// The inverse of a placement: src (M) = -1, then src[dest[i]] = i / divisor for every dest[i]
+// >= 0 (dest (n) in [-1, M), no place twice).
+void invert_positions(Tensor& src, const Tensor& dest, std::int64_t divisor = 1);
+// The routing metadata of the rows sent: for each kept assignment a = n*K+k, with expert e on
+// rank j = e / experts_per_rank and sent as row r = rows[n,j]: expert (S,K)[r,k] = e - j *
+// experts_per_rank (the local expert there) and assignment (S*K)[r*K+k] = a; -1 elsewhere.
+void dispatch_slots(Tensor& expert, Tensor& assignment, const Tensor& kept, const Tensor& rows,
+                    std::int64_t experts_per_rank);
+// Sequence-wise balance loss (../shared/DESIGN.md) of B = N/T sequences: per sequence, f_e =
+// E/(K T) * #choices of e in index (N,K), P_e = mean over its tokens of the scores (N,E)
+// normalised over all experts; total (1) f64 += coef * sum_e f_e P_e, sequences in order.
+// f (B,E) f64 is written for the backward. All in double, in index order.
+void balance_loss_forward(Tensor& total, Tensor& f, const Tensor& scores, const Tensor& index, std::int64_t T,
+                          double coef);
+// dscores (N,E) (assign) = scale * dloss/dscores: coef * f_e / T per token through s' = s / sum(s).
+void balance_loss_backward(Tensor& dscores, const Tensor& f, const Tensor& scores, std::int64_t T, double coef,
+                           double scale);
 
 // ---- Cross-entropy ----------------------------------------------------------------------
 // losses (N) = -log softmax(logits (N,V))[target]; targets (N) i32, -1 = ignored (loss 0).

@@ -38,10 +38,10 @@ GemmInput GemmInput::slice(std::int64_t begin, std::int64_t count) const {
   return {x.rows(begin, count), scale.defined() ? scale.rows(begin, count) : Tensor()};
 }
 
-GemmInput GemmInput::gather(std::span<const std::int32_t> src) const {
+GemmInput GemmInput::gather(const Tensor& src) const {
   const auto rows = [&](const Tensor& t) {
     if (!t.defined()) return Tensor();
-    Tensor out = Tensor::empty({static_cast<std::int64_t>(src.size()), t.size(1)}, t.dtype(), t.device());
+    Tensor out = Tensor::empty({src.numel(), t.size(1)}, t.dtype(), t.device());
     ops::gather_rows(out, t, src);
     return out;
   };

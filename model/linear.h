@@ -24,8 +24,9 @@ struct GemmInput {
   std::int64_t rows() const { return x.defined() ? x.size(0) : 0; }
   std::size_t bytes() const { return (x.defined() ? x.nbytes() : 0) + (scale.defined() ? scale.nbytes() : 0); }
   GemmInput slice(std::int64_t begin, std::int64_t count) const;
-  // Rows src[0], src[1], ... in a new input of the same form and device (ops::gather_rows).
-  GemmInput gather(std::span<const std::int32_t> src) const;
+  // Rows src[0], src[1], ... in a new input of the same form and device; src (R) i32 on that
+  // device (ops::gather_rows).
+  GemmInput gather(const Tensor& src) const;
 };
 
 // Bytes of what a forward saved for its backward, each buffer counted once (under fp32 a GEMM

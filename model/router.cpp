@@ -2,57 +2,69 @@
 
 #include <cmath>
 
-namespace moe::routing {
+namespace moe {
 
-Kept apply_capacity(const std::int32_t* index, std::int64_t N, std::int64_t K, std::int64_t E, double factor,
-                    std::int64_t n0, std::int64_t n1) {
-  Kept k{std::vector<std::int64_t>(std::size_t(N * K), -1), std::vector<std::int64_t>(std::size_t(E), 0), 0};
-  for (std::int64_t a = n0 * K; a < n1 * K; ++a) ++k.load[std::size_t(index[a])];
-  const std::int64_t cap = factor > 0 ? static_cast<std::int64_t>(std::ceil(factor * double(N * K) / double(E))) : N * K;
-  std::vector<std::int64_t> kept(std::size_t(E), 0);
-  for (std::int64_t a = 0; a < N * K; ++a) {
-    auto& c = kept[std::size_t(index[a])];
-    if (c < cap) k.pos[std::size_t(a)] = c++;
-    else k.dropped += a / K >= n0 && a / K < n1;
-  }
-  return k;
+Router::Router(const ModelConfig& c, const std::string& p, const TensorParallel& tp)
+    : E_(c.routed_experts), K_(c.top_k),
+      spec_{.kind = c.router == RouterType::sigmoid ? ops::RouterKind::sigmoid : ops::RouterKind::softmax,
+            .top_k = static_cast<int>(c.top_k), .n_groups = static_cast<int>(c.n_groups),
+            .topk_groups = static_cast<int>(c.topk_groups), .normalize = c.router_normalize,
+            .scaling = c.routed_scaling_factor},
+      capacity_factor_(c.capacity_factor), aux_coef_(c.aux_loss_coef), tp_rank_(tp.rank),
+      weight_(p + "gate.weight", {E_, c.d_model}), bias_name_(p + "gate.e_score_correction_bias"),
+      bias_(Tensor::zeros({E_}, DType::f32)) {
+  tp.replicate(weight_, /*partial_grad=*/true);
 }
 
-double balance_loss(std::vector<double>& f_all, const Tensor& scores, const std::int32_t* index, std::int64_t B,
-                    std::int64_t T, std::int64_t K, double coef) {
-  const std::int64_t E = scores.size(1);
-  f_all.assign(std::size_t(B * E), 0.0);
-  double aux = 0;
-  for (std::int64_t b = 0; b < B; ++b) {
-    double* f = f_all.data() + b * E;
-    std::vector<double> P(std::size_t(E), 0.0);
-    for (std::int64_t t = 0; t < T; ++t) {
-      const std::int64_t n = b * T + t;
-      for (std::int64_t i = 0; i < K; ++i) f[index[n * K + i]] += double(E) / double(K * T);
-      const float* s = scores.data<float>() + n * E;
-      double S = 0;
-      for (std::int64_t e = 0; e < E; ++e) S += s[e];
-      for (std::int64_t e = 0; e < E; ++e) P[std::size_t(e)] += s[e] / S / double(T);
-    }
-    for (std::int64_t e = 0; e < E; ++e) aux += coef * f[e] * P[std::size_t(e)];
-  }
-  return aux;
+std::int64_t Router::capacity(std::int64_t N) const {
+  if (capacity_factor_ <= 0) return -1;
+  return static_cast<std::int64_t>(std::ceil(capacity_factor_ * double(N * K_) / double(E_)));
 }
 
-Tensor balance_loss_grad(const std::vector<double>& f_all, const Tensor& scores, std::int64_t T, double coef,
-                         double scale) {
-  const std::int64_t N = scores.size(0), E = scores.size(1);
-  Tensor grad = Tensor::empty({N, E}, DType::f32);
-  float* ds = grad.data<float>();
-  for (std::int64_t n = 0; n < N; ++n) {
-    const double* f = f_all.data() + (n / T) * E;
-    const float* s = scores.data<float>() + n * E;
-    double S = 0, dot = 0;
-    for (std::int64_t e = 0; e < E; ++e) S += s[e];
-    for (std::int64_t e = 0; e < E; ++e) dot += coef * f[e] / double(T) * s[e] / S;
-    for (std::int64_t e = 0; e < E; ++e) ds[n * E + e] = static_cast<float>(scale * (coef * f[e] / double(T) - dot) / S);
+Routing Router::forward(const Tensor& x, std::int64_t T, std::int64_t n0, std::int64_t n1, Tensor counts,
+                        Tensor& aux_total) {
+  const std::int64_t N = x.size(0);
+  const Device dev = x.device();
+  if (bias_.device() != dev) bias_ = bias_.to(dev);
+  Routing r{.scores = Tensor::empty({N, E_}, DType::f32, dev), .index = Tensor::empty({N, K_}, DType::i32, dev),
+            .gates = Tensor::empty({N, K_}, DType::f32, dev), .kept = Tensor::empty({N, K_}, DType::i32, dev),
+            .f = Tensor(), .T = T};
+  Tensor logits = Tensor::empty({N, E_}, DType::f32, dev);
+  ops::matmul_forward(logits, x, weight_.w);                         // (N,E)
+  ops::router_forward(r.scores, r.index, r.gates, logits, bias_, spec_);
+  ops::route_capacity(r.kept, counts, r.index, capacity(N), n0, n1);  // in token order
+  if (counts_balance_loss()) {
+    r.f = Tensor::empty({N / T, E_}, DType::f64, dev);
+    ops::balance_loss_forward(aux_total, r.f, r.scores, r.index, T, aux_coef_);
   }
-  return grad;
+  return r;
 }
 
-}  // namespace moe::routing
+void Router::backward(Tensor& dx, const Tensor& dgates, const Tensor& x, const Routing& r, double aux_scale) {
+  const std::int64_t N = x.size(0);
+  const Device dev = x.device();
+  Tensor dscores;  // the balance loss's gradient on the scores
+  if (r.f.defined() && aux_scale != 0) {
+    dscores = Tensor::empty({N, E_}, DType::f32, dev);
+    ops::balance_loss_backward(dscores, r.f, r.scores, r.T, aux_coef_, aux_scale);
+  }
+  Tensor dlogits = Tensor::empty({N, E_}, DType::f32, dev), dxr = Tensor::empty(x.shape(), DType::f32, dev);
+  ops::router_backward(dlogits, dgates, r.scores, r.index, spec_, dscores);
+  ops::matmul_backward(dxr, weight_.g, dlogits, x, weight_.w);
+  ops::accumulate(dx, dxr);
+}
+
+void Router::update_bias(const std::vector<double>& global_load, double rate) {
+  double mean = 0;
+  for (double l : global_load) mean += l / double(E_);
+  // b += float(rate) * sign on b's device (the sign exact in f32, so float(rate * sign)):
+  // the signs go over, nothing comes back.
+  Tensor sign = Tensor::empty({E_}, DType::f32);
+  for (std::int64_t e = 0; e < E_; ++e) {
+    const double diff = mean - global_load[static_cast<std::size_t>(e)];
+    sign.data<float>()[e] = static_cast<float>((diff > 0) - (diff < 0));
+  }
+  ops::accumulate(bias_, sign.device() == bias_.device() ? sign : sign.to(bias_.device()), rate);
+}
+
+}  // namespace moe

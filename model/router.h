@@ -1,34 +1,64 @@
-// The MoE router's decisions as pure functions of the routing choices (host copies): which
-// assignments an expert keeps under a capacity factor, and the sequence-wise balance loss
-// with its gradient on the scores (../shared/DESIGN.md). MoE (model/moe.h) calls them; the
-// scores, choices and gates themselves come from ops::router_forward on the device.
+// The MoE router (../shared/DESIGN.md): scores and a biased, group-limited top-k choice with
+// gates (ops::router_forward), capacity in token order (ops::route_capacity), the
+// sequence-wise balance loss (ops::balance_loss_*), and the balancing bias's update. Every
+// decision is made on the device of the router's input; only the per-expert counts are read
+// back, by the dispatch plan (model/dispatch.h).
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
-#include "kernels/tensor.h"
+#include "kernels/ops.h"
+#include "model/config.h"
+#include "model/param.h"
+#include "model/tensor_parallel.h"
 
-namespace moe::routing {
+namespace moe {
 
-// Capacity: an expert keeps its first `cap` assignments in token order, cap =
-// ceil(factor * N * K / E) (factor 0: no limit). pos[a]: assignment a's place among its
-// expert's kept ones, -1 if dropped. load and dropped count the tokens [n0, n1) alone (this
-// tensor-parallel rank's share), load before the drops.
-struct Kept {
-  std::vector<std::int64_t> pos;   // (N*K)
-  std::vector<std::int64_t> load;  // (E)
-  std::int64_t dropped = 0;
+// One micro-batch's routing, on the device. What the dispatch plan and the backward read.
+struct Routing {
+  Tensor scores;  // (N,E) f32
+  Tensor index;   // (N,K) i32: the chosen experts
+  Tensor gates;   // (N,K) f32
+  Tensor kept;    // (N,K) i32: the expert of each kept assignment of this tp rank's tokens, else -1
+  Tensor f;       // (B,E) f64: selection fractions for the balance loss's backward (undefined without it)
+  std::int64_t T = 0;
 };
-Kept apply_capacity(const std::int32_t* index, std::int64_t N, std::int64_t K, std::int64_t E, double factor,
-                    std::int64_t n0, std::int64_t n1);
 
-// Per sequence of T tokens: f_e = E/(K T) * #tokens choosing e, P_e = mean_t of the scores
-// normalised over all experts; loss = coef * sum_e f_e P_e, summed over the B sequences.
-// scores (B*T, E) f32 on the host; f (B, E) is written for the backward.
-double balance_loss(std::vector<double>& f, const Tensor& scores, const std::int32_t* index, std::int64_t B,
-                    std::int64_t T, std::int64_t K, double coef);
-// dloss/dscores (B*T, E) f32 on the host, times scale: coef * f_e / T per token through
-// s' = s / sum(s).
-Tensor balance_loss_grad(const std::vector<double>& f, const Tensor& scores, std::int64_t T, double coef, double scale);
+class Router {
+ public:
+  // prefix "model.layers.{i}.mlp.": the weight is "{prefix}gate.weight" (E,C).
+  Router(const ModelConfig& c, const std::string& prefix, const TensorParallel& tp);
+  // x (N,C) -> the choices of tokens [n0, n1) under capacity. counts (2,E) i32 on x's device
+  // (a view, written through): the load and the kept assignments per expert (ops::route_capacity). aux_total (1) f64 +=
+  // the balance loss summed over the micro-batch's sequences of T tokens (when it is on and
+  // this tp rank counts it: tp ranks share the routing).
+  Routing forward(const Tensor& x, std::int64_t T, std::int64_t n0, std::int64_t n1, Tensor counts, Tensor& aux_total);
+  // dx += the input gradient through the gates dgates (N,K) and the balance loss (times
+  // aux_scale); the weight's gradient accumulates.
+  void backward(Tensor& dx, const Tensor& dgates, const Tensor& x, const Routing& r, double aux_scale);
+  // b_e += rate * sign(mean(load) - load_e), with the load summed over the global batch.
+  void update_bias(const std::vector<double>& global_load, double rate);
 
-}  // namespace moe::routing
+  Param& weight() { return weight_; }
+  // e_score_correction_bias (E, all experts): steers selection, not trained by gradients.
+  Tensor& bias() { return bias_; }
+  const std::string& bias_name() const { return bias_name_; }
+  std::int64_t experts() const { return E_; }
+  std::int64_t top_k() const { return K_; }
+  // Assignments an expert keeps of N tokens: ceil(factor * N * K / E); -1 without a limit.
+  std::int64_t capacity(std::int64_t N) const;
+
+ private:
+  bool counts_balance_loss() const { return aux_coef_ != 0 && tp_rank_ == 0; }
+
+  std::int64_t E_, K_;
+  ops::RouterSpec spec_;
+  double capacity_factor_, aux_coef_;
+  int tp_rank_;
+  Param weight_;
+  std::string bias_name_;
+  Tensor bias_;
+};
+
+}  // namespace moe

@@ -28,7 +28,7 @@ ParamList Block::params() {
   return ps;
 }
 
-double Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T) {
+void Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T, Tensor& aux_total) {
   const std::int64_t N = x.size(0), C = x.size(1);
   auto t = [&](Shape s) { return Tensor::empty(std::move(s), DType::f32, x.device()); };
   // The norms' outputs are GEMM inputs: the layers keep them in their precision's form (the
@@ -40,12 +40,10 @@ double Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t
   tp_.all_reduce(xm_);                             // tp: the row-parallel o_proj's partial sums
   ops::accumulate(xm_, x);                         // xm = x + attn(norm(x))
   ops::rmsnorm_forward(h2, r2_, xm_, norm2_.w, eps_);
-  double aux = 0;
   if (dense_) dense_->forward(out, gemm_.keep(h2));
-  else aux = moe_->forward(out, h2_ = h2, B, T);
+  else moe_->forward(out, h2_ = h2, B, T, aux_total);
   tp_.all_reduce(out);
   ops::accumulate(out, xm_);                       // out = xm + ffn(norm(xm))
-  return aux;
 }
 
 void Block::swap_saved(Saved& s) {
@@ -193,17 +191,24 @@ void Transformer::init(std::uint64_t seed) {
 Transformer::Loss Transformer::forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T) {
   MOE_CHECK(has_embedding() && has_loss(), ConfigError, "Transformer::forward: this object holds one pipeline stage");
   Tensor unused;
-  if (ce_total_.defined()) ce_total_.zero();  // a fresh total
-  Loss loss = forward_stage(unused, tokens, targets, B, T);
-  loss.ce_sum = take_ce_sum();
+  loss_totals().zero();  // fresh totals
+  const Loss stage = forward_stage(unused, tokens, targets, B, T);
+  Loss loss = take_loss_sums();
+  loss.tokens = stage.tokens;
   return loss;
 }
 
-double Transformer::take_ce_sum() {
-  if (!ce_total_.defined()) return 0;
-  const double sum = to_host(ce_total_).data<double>()[0];
-  ce_total_.zero();
-  return sum;
+Tensor& Transformer::loss_totals() {
+  if (!loss_totals_.defined() || loss_totals_.device() != device()) loss_totals_ = Tensor::zeros({2}, DType::f64, device());
+  return loss_totals_;
+}
+
+Transformer::Loss Transformer::take_loss_sums() {
+  if (!loss_totals_.defined()) return {};
+  const Tensor sums = to_host(loss_totals_);  // (loss_totals_ itself on the CPU: read before the reset)
+  const Loss loss{.ce_sum = sums.data<double>()[0], .aux_sum = sums.data<double>()[1], .tokens = 0};
+  loss_totals_.zero();
+  return loss;
 }
 
 Transformer::Saved Transformer::take_saved(int chunk) {
@@ -258,7 +263,8 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
   }
   for (std::size_t i = b0; i < b1; ++i) {
     xs_.push_back(Tensor::empty({N, C}, DType::f32, dev));
-    loss.aux_sum += blocks_[i]->forward(xs_.back(), xs_[xs_.size() - 2], B, T);
+    Tensor aux = loss_totals().rows(1, 1);
+    blocks_[i]->forward(xs_.back(), xs_[xs_.size() - 2], B, T, aux);
     if (recompute_) blocks_[i]->release();
   }
   B_ = B, T_ = T;
@@ -280,8 +286,8 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
   } else {
     ops::cross_entropy_forward(losses, logits_, targets_);
   }
-  if (!ce_total_.defined() || ce_total_.device() != dev) ce_total_ = Tensor::zeros({1}, DType::f64, dev);
-  ops::sum_into(ce_total_, losses);  // read once per step (take_ce_sum), not per micro-batch
+  Tensor ce = loss_totals().rows(0, 1);
+  ops::sum_into(ce, losses);  // read once per step (take_loss_sums), not per micro-batch
   const Tensor tg = to_host(targets);  // the loader's host tensor: no copy
   for (std::int64_t n = 0; n < N; ++n) loss.tokens += tg.data<std::int32_t>()[n] >= 0;
   return loss;
@@ -308,7 +314,10 @@ void Transformer::backward_stage(Tensor& din, const Tensor& dout, double ce_scal
   }
   Tensor dprev = Tensor::empty({N, C}, DType::f32, dev);
   for (std::size_t i = b1; i-- > b0;) {
-    if (recompute_) blocks_[i]->forward(dprev, xs_[i - b0], B_, T_);  // dprev: scratch for the output, overwritten next
+    if (recompute_) {  // dprev: scratch for the output, overwritten next; the balance loss was counted
+      if (!recompute_aux_.defined() || recompute_aux_.device() != dev) recompute_aux_ = Tensor::zeros({1}, DType::f64, dev);
+      blocks_[i]->forward(dprev, xs_[i - b0], B_, T_, recompute_aux_);
+    }
     blocks_[i]->backward(dprev, dx, aux_scale);
     if (recompute_) blocks_[i]->release();
     std::swap(dx, dprev);

@@ -21,7 +21,8 @@ namespace moe {
 class Block {
  public:
   Block(const ModelConfig& c, std::int64_t layer, Communicator* ep, const TensorParallel& tp, Gemm gemm = Gemm());
-  double forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);  // returns balance loss
+  // aux_total (1) f64 on x's device += the balance loss of an MoE block (model/moe.h).
+  void forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T, Tensor& aux_total);
   void backward(Tensor& dx, const Tensor& dout, double aux_scale);
   void release();  // drop what forward saved but its input (recomputation)
   struct Saved {  // what forward saved (see Attention::Saved); h2: the router's input (MoE)
@@ -69,18 +70,20 @@ class Transformer {
   void init(std::uint64_t seed);
 
   struct Loss {
-    // Sum of token cross-entropies (targets -1 excluded): filled by forward(); forward_stage
-    // adds it to a total on the model's device instead (take_ce_sum reads it).
+    // Sum of token cross-entropies (targets -1 excluded) and the balance loss summed over
+    // sequences and MoE layers: filled by forward(); forward_stage adds them to totals on the
+    // model's device instead (take_loss_sums reads them).
     double ce_sum = 0;
-    double aux_sum = 0;  // balance loss summed over sequences and MoE layers
+    double aux_sum = 0;
     std::int64_t tokens = 0;  // targets counted
   };
   // The whole model (a single stage): tokens, targets (B*T) i32. Starts a fresh
   // cross-entropy total (one forward_stage left untaken is dropped) and returns its sum.
   Loss forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T);
-  // The cross-entropy summed by forward_stage calls since the last take, on the host (one
-  // copy from a device), and the total reset to 0; 0 on a stage without the loss.
-  double take_ce_sum();
+  // The cross-entropy and balance-loss sums of the forward_stage calls since the last take
+  // (ce_sum, aux_sum; tokens 0), on the host (one copy from a device), the totals reset to 0;
+  // the cross-entropy is 0 on a stage without the loss.
+  Loss take_loss_sums();
   // Gradient of ce_sum * ce_scale + aux_sum * aux_scale, accumulated into every Param::g.
   void backward(double ce_scale, double aux_scale);
 
@@ -142,7 +145,10 @@ class Transformer {
   std::int64_t B_ = 0, T_ = 0;
   bool recompute_ = false;
   std::vector<Tensor> xs_;  // xs_[i] = input of block i; xs_.back() = final residual stream
-  Tensor ce_total_;         // f64 (1) on the device: forward_stage's cross-entropy sums (take_ce_sum)
+  // f64 (2) on the device: forward_stage's cross-entropy and balance-loss sums (take_loss_sums).
+  Tensor loss_totals_;
+  Tensor& loss_totals();
+  Tensor recompute_aux_;  // f64 (1): where a recomputed forward's balance loss goes (dropped)
 };
 
 }  // namespace moe

@@ -243,7 +243,7 @@ TrainResult Trainer::run() {
                            .activation = activation};
       run_forward(ppc, t.grad_accum, work, chunks);
     }
-    const double ce = model.take_ce_sum();  // summed on the device: one copy for the whole evaluation
+    const double ce = model.take_loss_sums().ce_sum;  // summed on the device: one copy for the whole evaluation
     return s.world.all_reduce_sum(counts ? ce : 0.0) / (global_tokens * double(t.eval_batches));
   };
 
@@ -314,8 +314,7 @@ TrainResult Trainer::run() {
           InFlight f{Tensor::empty({mb * T}, DType::i32), Tensor::empty({mb * T}, DType::i32), {}, 0, 0};
           loader.fill(step, (k * dp + rank) * mb, mb, f.tok, f.tgt);  // this rank's rows of the global batch
           Tensor out;
-          const auto l = model.forward_stage(out, model.has_embedding(c) ? f.tok : in, f.tgt, mb, T, c);
-          if (counts) loss += l.aux_sum / double(global_seqs);  // (the cross-entropy: summed on the device)
+          model.forward_stage(out, model.has_embedding(c) ? f.tok : in, f.tgt, mb, T, c);  // losses: summed on the device
           for (std::size_t i = 0; i < moe_layers.size(); ++i) {
             if (!model.in_chunk(moe_layers[i], c)) continue;
             const std::int64_t g = moe_row[i];
@@ -348,7 +347,8 @@ TrainResult Trainer::run() {
         .activation = activation};
     const auto sched0 = Clock::now();
     run_1f1b(ppc, t.grad_accum, work, chunks);
-    if (const double ce = model.take_ce_sum(); counts) loss += ce / global_tokens;  // one copy per step
+    if (const auto sums = model.take_loss_sums(); counts)  // one copy per step
+      loss += sums.ce_sum / global_tokens + sums.aux_sum / double(global_seqs);
     if (s.layout.pp > 1) ppc.all_reduce_sum(0.0);  // the pipeline drains: its last stages wait here, on the pp axis
     schedule_s += since(sched0);
     // The router's gradient: each tp rank's share (its own tokens), summed over tp first.

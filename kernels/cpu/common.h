@@ -55,6 +55,17 @@ class [[nodiscard]] Placement {
   return Placement(op, true);
 }
 
+// Index values of an op's i32 tensor, checked where its CPU kernel runs (cpu, sim; call it
+// while the op's Placement lives): each in [-1, n), or [0, n) when none is not allowed. A
+// GPU kernel takes the plan ops' own output unchecked.
+inline void expect_indices(const char* op, const char* name, const Tensor& ids, std::int64_t n,
+                           bool none_allowed = true) {
+  const std::int32_t* v = ids.data<std::int32_t>();
+  const std::int64_t lo = none_allowed ? -1 : 0;
+  for (std::int64_t i = 0; i < ids.numel(); ++i)
+    MOE_CHECK(v[i] >= lo && v[i] < n, ShapeError, "{}: {}[{}] = {} outside [{}, {})", op, name, i, v[i], lo, n);
+}
+
 // Calls f.template operator()<float>() or <double>() by dtype.
 template <class F> void dispatch_real(DType t, F&& f) {
   if (t == DType::f32) std::forward<F>(f).template operator()<float>();

@@ -81,13 +81,28 @@ bool sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std:
 void fp8_gemm_reference(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
                         std::int64_t M, std::int64_t N, std::int64_t K, bool b_rows);
 
-// rows.cu: ops::gather_rows, gather_sum, row_dot on device tensors; the index lists are host
-// arrays (copied over with the call). widx and weights both null: unweighted sums.
+// rows.cu: ops::gather_rows, combine_rows, row_dot; index arrays on the device (src -1: a
+// zero row; slots -1: no term). weights null: unweighted sums; b_rows null: row j.
 void gather_rows(void* out, const void* in, const std::int32_t* src, std::int64_t R, std::size_t row_bytes);
-void gather_sum(float* out, const float* in, const std::int32_t* offsets, const std::int32_t* src, const std::int32_t* widx,
-                const float* weights, std::int64_t M, std::int64_t C, std::int64_t nnz, bool accumulate);
+void combine_rows(float* out, const float* in, const std::int32_t* slots, const float* weights, std::int64_t M,
+                  std::int64_t W, std::int64_t C, bool accumulate);
 void row_dot(float* out, const float* a, const std::int32_t* a_rows, const float* b, const std::int32_t* b_rows,
              std::int64_t J, std::int64_t C);
+
+// routing.cu: the dispatch plan's ops (kernels/ops.h), device pointers; counts may be null.
+void route_capacity(std::int32_t* kept, std::int32_t* counts, const std::int32_t* index, std::int64_t N, std::int64_t K,
+                    std::int64_t E, std::int64_t capacity, std::int64_t n0, std::int64_t n1);
+void route_pairs(std::int32_t* pairs, std::int32_t* fan_out, const std::int32_t* kept, std::int64_t N, std::int64_t K,
+                 std::int64_t P, std::int64_t experts_per_rank);
+void counting_sort(std::int32_t* dest, std::int32_t* counts, const std::int32_t* keys, std::int64_t n, std::int64_t bins,
+                   std::int64_t divisor);
+void invert_positions(std::int32_t* src, const std::int32_t* dest, std::int64_t n, std::int64_t M, std::int64_t divisor);
+void dispatch_slots(std::int32_t* expert, std::int32_t* assignment, const std::int32_t* kept, const std::int32_t* rows,
+                    std::int64_t N, std::int64_t K, std::int64_t P, std::int64_t S, std::int64_t experts_per_rank);
+void balance_loss_forward(double* total, double* f, const float* scores, const std::int32_t* index, std::int64_t B,
+                          std::int64_t T, std::int64_t E, std::int64_t K, double coef);
+void balance_loss_backward(float* dscores, const double* f, const float* scores, std::int64_t N, std::int64_t T,
+                           std::int64_t E, double coef, double scale);
 
 // router.cu: ops::router_forward / router_backward, one thread per token; n_groups at most
 // kMaxRouterGroups (router_select.h; checked by the ops.h entry points). dscores may be null.

@@ -316,21 +316,19 @@ TEST_CASE("cuda bf16_gemm (cuBLASLt) matches the CPU on the same BF16 operands, 
   CHECK(norm_err(dwg, dw) < 1e-5);
 }
 
-TEST_CASE("cuda gather_rows, gather_sum and row_dot are the CPU's (sums bit for bit)", "[gpu][rows]") {
-  const std::int64_t N = 300, C = 515, M = 200;
-  const Tensor in = random({N, C}, 21, 2, DType::f32), w = random({2 * M}, 22, 1, DType::f32), base = random({M, C}, 23, 1, DType::f32);
+TEST_CASE("cuda gather_rows, combine_rows and row_dot are the CPU's (sums bit for bit)", "[gpu][rows]") {
+  const std::int64_t N = 300, C = 515, M = 200, W = 4;
+  const Tensor in = random({N, C}, 21, 2, DType::f32), w = random({M, W}, 22, 1, DType::f32), base = random({M, C}, 23, 1, DType::f32);
   Tensor q = Tensor::empty({N, C}, DType::e4m3), s = Tensor::empty({N, 5}, DType::f32);
   ops::quantize_1x128(q, s, in);
-  std::vector<std::int32_t> src, offsets{0}, widx;
-  for (std::int32_t m = 0; m < M; ++m) {
-    for (std::int32_t j = 0; j < m % 4; ++j) src.push_back((m * 7 + j * 13) % std::int32_t(N)), widx.push_back((m + j) % std::int32_t(2 * M));
-    offsets.push_back(static_cast<std::int32_t>(src.size()));
-  }
-  const std::vector<std::int32_t> rows(src.begin(), src.begin() + M);
+  std::vector<std::int32_t> slots;
+  for (std::int32_t j = 0; j < M * W; ++j) slots.push_back(j % 3 == 1 ? -1 : (j * 7 + j / 5) % std::int32_t(N));
+  const Tensor slot = ints(slots, {M, W}), rows = ints(std::vector<std::int32_t>(slots.begin(), slots.begin() + M), {M});
+  const Tensor slot_d = slot.to(Device::cuda), rows_d = rows.to(Device::cuda);
   for (const Tensor* t : std::initializer_list<const Tensor*>{&in, &q}) {
     Tensor ref = Tensor::empty({M, C}, t->dtype()), got = Tensor::empty({M, C}, t->dtype(), Device::cuda);
     ops::gather_rows(ref, *t, rows);
-    ops::gather_rows(got, t->to(Device::cuda), rows);
+    ops::gather_rows(got, t->to(Device::cuda), rows_d);
     CHECK(same_bits(got, ref));
   }
   const Tensor ind = in.to(Device::cuda), wd = w.to(Device::cuda);
@@ -340,15 +338,72 @@ TEST_CASE("cuda gather_rows, gather_sum and row_dot are the CPU's (sums bit for 
       Tensor ref = Tensor::empty({M, C}, DType::f32);
       ref.copy_from(base);
       Tensor got = base.to(Device::cuda);
-      ops::gather_sum(ref, in, {offsets, src, widx}, weighted ? w : Tensor(), accumulate);
-      ops::gather_sum(got, ind, {offsets, src, widx}, weighted ? wd : Tensor(), accumulate);
+      ops::combine_rows(ref, in, slot, weighted ? w : Tensor(), accumulate);
+      ops::combine_rows(got, ind, slot_d, weighted ? wd : Tensor(), accumulate);
       CHECK(same_bits(got, ref));
     }
-  const std::vector<std::int32_t> other(rows.rbegin(), rows.rend());
+  std::vector<std::int32_t> valid;
+  for (auto v : slots)
+    if (v >= 0 && std::ssize(valid) < M) valid.push_back(v);
+  const Tensor a_rows = ints(valid, {M});
   Tensor ref = Tensor::empty({M}, DType::f32), got = Tensor::empty({M}, DType::f32, Device::cuda);
-  ops::row_dot(ref, in, rows, in, other);
-  ops::row_dot(got, ind, rows, ind, other);
+  ops::row_dot(ref, in, a_rows, in.rows(0, M));
+  ops::row_dot(got, ind, a_rows.to(Device::cuda), ind.rows(0, M));
   CHECK(max_rel_err(got.to(Device::cpu), ref) < 1e-7);
+}
+
+TEST_CASE("cuda dispatch-plan ops and the balance loss are the CPU's bit for bit", "[gpu][routing]") {
+  // A routing of the model's size: 4096 tokens, top-8 of 64 experts on 8 ranks, capacity 1.1.
+  const std::int64_t N = 4096, K = 8, E = 64, P = 8, El = E / P, T = 1024;
+  std::vector<std::int32_t> choice(static_cast<std::size_t>(N * K));
+  for (std::int64_t n = 0; n < N; ++n)
+    for (std::int64_t k = 0; k < K; ++k) choice[std::size_t(n * K + k)] = static_cast<std::int32_t>((n * 13 + k * (7 + n % 5)) % E);
+  const Tensor index = ints(choice, {N, K}), index_d = index.to(Device::cuda);
+  auto both = [](const Tensor& cpu, const Tensor& gpu) { return same_bits(gpu, cpu); };
+  Tensor kept = Tensor::empty({N, K}, DType::i32), counts = Tensor::empty({2, E}, DType::i32);
+  Tensor kept_d = Tensor::empty({N, K}, DType::i32, Device::cuda), counts_d = Tensor::empty({2, E}, DType::i32, Device::cuda);
+  ops::route_capacity(kept, counts, index, 563, 100, 3000);
+  ops::route_capacity(kept_d, counts_d, index_d, 563, 100, 3000);
+  CHECK(both(kept, kept_d));
+  CHECK(both(counts, counts_d));
+  Tensor pairs = Tensor::empty({N, P}, DType::i32), fan = Tensor::empty({1}, DType::i32);
+  Tensor pairs_d = Tensor::empty({N, P}, DType::i32, Device::cuda), fan_d = Tensor::empty({1}, DType::i32, Device::cuda);
+  ops::route_pairs(pairs, fan, kept, El);
+  ops::route_pairs(pairs_d, fan_d, kept_d, El);
+  CHECK(both(pairs, pairs_d));
+  CHECK(both(fan, fan_d));
+  Tensor rows = Tensor::empty({N * P}, DType::i32), send = Tensor::empty({P}, DType::i32);
+  Tensor rows_d = Tensor::empty({N * P}, DType::i32, Device::cuda), send_d = Tensor::empty({P}, DType::i32, Device::cuda);
+  ops::counting_sort(rows, send, pairs.view({N * P}), P);
+  ops::counting_sort(rows_d, send_d, pairs_d.view({N * P}), P);
+  CHECK(both(rows, rows_d));
+  CHECK(both(send, send_d));
+  std::int64_t S = 0;
+  for (std::int64_t j = 0; j < P; ++j) S += send.data<std::int32_t>()[j];
+  Tensor token = Tensor::empty({S}, DType::i32), token_d = Tensor::empty({S}, DType::i32, Device::cuda);
+  ops::invert_positions(token, rows, P);
+  ops::invert_positions(token_d, rows_d, P);
+  CHECK(both(token, token_d));
+  Tensor ex = Tensor::empty({S, K}, DType::i32), as = Tensor::empty({S * K}, DType::i32);
+  Tensor ex_d = Tensor::empty({S, K}, DType::i32, Device::cuda), as_d = Tensor::empty({S * K}, DType::i32, Device::cuda);
+  ops::dispatch_slots(ex, as, kept, rows.view({N, P}), El);
+  ops::dispatch_slots(ex_d, as_d, kept_d, rows_d.view({N, P}), El);
+  CHECK(both(ex, ex_d));
+  CHECK(both(as, as_d));
+
+  Tensor scores = random({N, E}, 31, 0.45, DType::f32);
+  for (std::int64_t i = 0; i < N * E; ++i) scores.data<float>()[i] += 0.5f;
+  const Tensor scores_d = scores.to(Device::cuda);
+  Tensor total = Tensor::zeros({1}, DType::f64), f = Tensor::empty({N / T, E}, DType::f64);
+  Tensor total_d = total.to(Device::cuda), f_d = f.to(Device::cuda);
+  ops::balance_loss_forward(total, f, scores, index, T, 0.01);
+  ops::balance_loss_forward(total_d, f_d, scores_d, index_d, T, 0.01);
+  CHECK(both(total, total_d));
+  CHECK(both(f, f_d));
+  Tensor ds = Tensor::empty({N, E}, DType::f32), ds_d = Tensor::empty({N, E}, DType::f32, Device::cuda);
+  ops::balance_loss_backward(ds, f, scores, T, 0.01, 0.25);
+  ops::balance_loss_backward(ds_d, f_d, scores_d, T, 0.01, 0.25);
+  CHECK(both(ds, ds_d));
 }
 
 TEST_CASE("cuda router matches the CPU: same experts (but for near-ties), gates and gradients within 1e-5", "[gpu][router]") {

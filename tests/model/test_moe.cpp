@@ -29,8 +29,8 @@ TEST_CASE("moe: capacity factor drops assignments past an expert's capacity, in 
   MoE m(c, "mlp.");
   set_all(m, 0.f);                     // equal scores for every expert...
   m.bias().data<float>()[0] = 0.1f;    // ...the bias sends every token to expert 0
-  Tensor x = random({4, 4}, 1, 1, DType::f32), out = Tensor::empty({4, 4}, DType::f32);
-  m.forward(out, x, 1, 4);
+  Tensor x = random({4, 4}, 1, 1, DType::f32), out = Tensor::empty({4, 4}, DType::f32), aux = Tensor::zeros({1}, DType::f64);
+  m.forward(out, x, 1, 4, aux);
   CHECK(m.load() == std::vector<std::int64_t>{4, 0});
   CHECK(m.dropped() == 3);
   // Token 0 keeps its expert; tokens 1..3 are dropped and (no shared expert) get zero.
@@ -45,8 +45,8 @@ TEST_CASE("moe: dropless by default", "[model][moe]") {
   MoE m(micro(2, 1), "mlp.");
   set_all(m, 0.f);
   m.bias().data<float>()[0] = 0.1f;
-  Tensor x = random({4, 4}, 1, 1, DType::f32), out = Tensor::empty({4, 4}, DType::f32);
-  m.forward(out, x, 1, 4);
+  Tensor x = random({4, 4}, 1, 1, DType::f32), out = Tensor::empty({4, 4}, DType::f32), aux = Tensor::zeros({1}, DType::f64);
+  m.forward(out, x, 1, 4, aux);
   CHECK(m.dropped() == 0);
 }
 
@@ -61,11 +61,11 @@ TEST_CASE("moe: the balancing bias moves a skewed load toward balance", "[model]
       p->w.copy_from(random({4, 4}, 3, 0.3, DType::f32));
       std::fill_n(p->w.data<float>(), 4, 0.5f);
     }
-  Tensor x = Tensor::empty({64, 4}, DType::f32), out = Tensor::empty({64, 4}, DType::f32);
+  Tensor x = Tensor::empty({64, 4}, DType::f32), out = Tensor::empty({64, 4}, DType::f32), aux = Tensor::zeros({1}, DType::f64);
   Tensor r = random({64, 4}, 2, 1, DType::f32);
   for (std::int64_t i = 0; i < 64 * 4; ++i) x.data<float>()[i] = 1.0f + 0.5f * r.data<float>()[i];
   auto imbalance = [&] {
-    m.forward(out, x, 1, 64);
+    m.forward(out, x, 1, 64, aux);
     const auto& l = m.load();
     return double(*std::max_element(l.begin(), l.end())) / (64.0 / 4);
   };
@@ -78,20 +78,22 @@ TEST_CASE("moe: the balancing bias moves a skewed load toward balance", "[model]
   CHECK(imbalance() < 1.5);
 }
 
-TEST_CASE("routing::apply_capacity keeps each expert's first assignments in token order", "[moe][router]") {
-  // 4 tokens x top-2 over 2 experts: every token picks both, so each expert gets 4; factor
-  // 1.0 gives cap = ceil(1.0 * 8 / 2) = 4 (nothing dropped), 0.5 gives 2.
-  const std::int32_t idx[] = {0, 1, 1, 0, 0, 1, 1, 0};
-  const auto all = routing::apply_capacity(idx, 4, 2, 2, 1.0, 0, 4);
-  CHECK(all.pos == std::vector<std::int64_t>{0, 0, 1, 1, 2, 2, 3, 3});
-  CHECK(all.load == std::vector<std::int64_t>{4, 4});
-  CHECK(all.dropped == 0);
-  const auto half = routing::apply_capacity(idx, 4, 2, 2, 0.5, 0, 4);
-  CHECK(half.pos == std::vector<std::int64_t>{0, 0, 1, 1, -1, -1, -1, -1});
-  CHECK(half.dropped == 4);
-  // A tensor-parallel rank's share (tokens [2, 4)): its load and drops only, the same places.
-  const auto share = routing::apply_capacity(idx, 4, 2, 2, 0.5, 2, 4);
-  CHECK(share.pos == half.pos);
-  CHECK(share.load == std::vector<std::int64_t>{2, 2});
-  CHECK(share.dropped == 4);
+TEST_CASE("route_capacity keeps each expert's first assignments in token order", "[moe][router]") {
+  // 4 tokens x top-2 over 2 experts: every token picks both, so each expert gets 4; a
+  // capacity of 4 (factor 1.0: ceil(1.0 * 8 / 2)) drops nothing, 2 (factor 0.5) the last two each.
+  const std::vector<std::int32_t> idx = {0, 1, 1, 0, 0, 1, 1, 0};
+  Tensor index = Tensor::empty({4, 2}, DType::i32);
+  std::copy(idx.begin(), idx.end(), index.data<std::int32_t>());
+  auto run = [&](std::int64_t cap, std::int64_t n0, std::int64_t n1) {
+    Tensor kept = Tensor::empty({4, 2}, DType::i32), counts = Tensor::empty({2, 2}, DType::i32);
+    ops::route_capacity(kept, counts, index, cap, n0, n1);
+    const std::int32_t *k = kept.data<std::int32_t>(), *c = counts.data<std::int32_t>();
+    return std::pair{std::vector<std::int32_t>(k, k + 8), std::vector<std::int32_t>(c, c + 4)};
+  };
+  CHECK(run(4, 0, 4) == std::pair{idx, std::vector<std::int32_t>{4, 4, 4, 4}});
+  CHECK(run(-1, 0, 4) == run(4, 0, 4));
+  CHECK(run(2, 0, 4) == std::pair{std::vector<std::int32_t>{0, 1, 1, 0, -1, -1, -1, -1}, std::vector<std::int32_t>{4, 4, 2, 2}});
+  // A tensor-parallel rank's share (tokens [2, 4)): its own assignments and counts only, the
+  // capacity still counted over every token, so all of them are past it.
+  CHECK(run(2, 2, 4) == std::pair{std::vector<std::int32_t>(8, -1), std::vector<std::int32_t>{2, 2, 0, 0}});
 }

@@ -1,7 +1,7 @@
 // Run under mpirun: one MoE layer with its experts sharded over every rank (expert
 // parallelism) against the same layer unsharded on each rank (world size 1): outputs, input
 // gradients, router and expert gradients; and the all-to-all byte counter against the bytes
-// the routing decisions imply (row counts, then four passes of one row per (token, rank)
+// the routing decisions imply (counts of rows and of assignments per expert, then four passes of one row per (token, rank)
 // with their per-slot metadata), computed from the unsharded layer's choices gathered from
 // every rank.
 #include <catch2/catch.hpp>
@@ -46,11 +46,14 @@ void check_layer(const ModelConfig& c, std::int64_t B, std::int64_t T, Precision
   const Tensor x = random({N, C}, 1000 + r, 1, DType::f32), dout = random({N, C}, 2000 + r, 1, DType::f32);
   Tensor out_ref = Tensor::empty({N, C}, DType::f32), out_ep = Tensor::empty({N, C}, DType::f32);
   Tensor dx_ref = Tensor::empty({N, C}, DType::f32), dx_ep = Tensor::empty({N, C}, DType::f32);
-  const double aux_ref = ref.forward(out_ref, x, B, T), aux_ep = ep.forward(out_ep, x, B, T);
+  Tensor aux_ref = Tensor::zeros({1}, DType::f64), aux_ep = Tensor::zeros({1}, DType::f64);
+  ref.forward(out_ref, x, B, T, aux_ref);
+  ep.forward(out_ep, x, B, T, aux_ep);
   ref.backward(dx_ref, dout, x, 0.5);
   ep.backward(dx_ep, dout, x, 0.5);
 
-  CHECK(aux_ep == Approx(aux_ref).epsilon(1e-12));
+  CHECK(aux_ref.data<double>()[0] > 0);
+  CHECK(aux_ep.data<double>()[0] == Approx(aux_ref.data<double>()[0]).epsilon(1e-12));
   CHECK(max_rel_err(out_ep, out_ref) < 1e-5);
   CHECK(max_rel_err(dx_ep, dx_ref) < 1e-5);
   CHECK(ep.load() == ref.load());
@@ -73,12 +76,13 @@ void check_layer(const ModelConfig& c, std::int64_t B, std::int64_t T, Precision
   // Bytes implied by the routing: every rank's choices (from the unsharded layer).
   Tensor all_idx = Tensor::empty({p, N * K}, DType::i32), kept = Tensor::empty({N * K}, DType::i32),
          all_kept = Tensor::empty({p, N * K}, DType::i32);
-  for (std::int64_t a = 0; a < N * K; ++a) kept.data<std::int32_t>()[a] = ref.kept(a) ? 1 : 0;
+  const Tensor ref_kept = ref.kept();
+  for (std::int64_t a = 0; a < N * K; ++a) kept.data<std::int32_t>()[a] = ref_kept.data<std::int32_t>()[a] >= 0 ? 1 : 0;
   world.all_gather(all_idx, ref.routing().view({N * K}));
   world.all_gather(all_kept, kept);
   world.reset_bytes();
   // Re-run the sharded layer alone so the counter holds exactly one forward and backward.
-  ep.forward(out_ep, x, B, T);
+  ep.forward(out_ep, x, B, T, aux_ep);
   ep.backward(dx_ep, dout, x, 0.5);
   // Rows: one per (token, other rank holding one of its kept experts). mine_out: my tokens'
   // rows; theirs_in: other ranks' rows to my experts. assignments_out: my kept assignments
@@ -107,8 +111,8 @@ void check_layer(const ModelConfig& c, std::int64_t B, std::int64_t T, Precision
   const bool fp32 = precision == Precision::fp32;
   const std::uint64_t Xb = fp32 ? 4 * C64 : precision == Precision::bf16 ? 2 * C64 : C64 + 4 * ((C64 + 127) / 128),
                       Db = fp32 ? 4 * C64 : 2 * C64, back = fp32 ? theirs_in * 4 * C64 : assignments_in * 2 * C64,
-                      Kb = static_cast<std::uint64_t>(K) * 4, counts = static_cast<std::uint64_t>(p - 1) * 4;
-  // Forward: row counts; my rows out with (local expert, gate) per slot; their combine back.
+                      Kb = static_cast<std::uint64_t>(K) * 4, counts = static_cast<std::uint64_t>(p - 1) * 4 * (1 + El);
+  // Forward: to each other rank a row count and an assignment count per expert it holds; my rows out with (local expert, gate) per slot; their combine back.
   // Backward: my output gradients out; their input gradients and gate gradients back.
   CHECK(world.bytes_sent().at("all_to_all") ==
         counts + mine_out * (Xb + 2 * Kb) + back + mine_out * Db + back + theirs_in * Kb);

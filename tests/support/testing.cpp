@@ -26,6 +26,12 @@ Tensor random_ints(const Shape& shape, std::uint64_t seed, int lo, int hi) {
   return t;
 }
 
+Tensor ints(const std::vector<std::int32_t>& v, Shape shape) {
+  Tensor t = Tensor::empty(shape.empty() ? Shape{std::ssize(v)} : std::move(shape), DType::i32);
+  std::copy(v.begin(), v.end(), t.data<std::int32_t>());
+  return t;
+}
+
 Tensor cast(const Tensor& t, DType dtype) {
   Tensor out = Tensor::empty(t.shape(), dtype);
   for (std::int64_t i = 0; i < t.numel(); ++i) {

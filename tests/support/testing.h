@@ -13,6 +13,8 @@ namespace moe::testing {
 Tensor random(const Shape& shape, std::uint64_t seed, double scale = 1.0, DType dtype = DType::f64);
 // An i32 tensor of values in [lo, hi].
 Tensor random_ints(const Shape& shape, std::uint64_t seed, int lo, int hi);
+// An i32 host tensor holding v, of shape `shape` (empty: 1-D).
+Tensor ints(const std::vector<std::int32_t>& v, Shape shape = {});
 // A copy converted between f32 and f64.
 Tensor cast(const Tensor& t, DType dtype);
 // Element i as double, whatever the real dtype.

@@ -23,15 +23,15 @@
 using namespace moe;
 
 namespace {
-// Copies to the host one training step of this rank may make today: per micro-batch and MoE
-// layer of its stage, the routing choices (the plan is made on the host from them; under ep
-// the counts and routing metadata are host tensors and travel by the host twin, no copy),
-// plus under a balance loss the scores in forward and backward; per micro-batch each
-// pipeline hand-over (activations and gradients go through the host); per step the loss
-// (summed on the device) and the two parameter groups' squared gradient norms.
+// Copies to the host one training step of this rank may make: per micro-batch and MoE layer
+// of its stage, the dispatch plan's counts (one copy; under ep they are exchanged on the
+// device first), again in backward when the layer is recomputed; per micro-batch each
+// pipeline hand-over (activations and gradients go through the host); per step the losses
+// (cross-entropy and balance loss, summed on the device, one copy) and the two parameter
+// groups' squared gradient norms.
 std::int64_t to_host_budget(const Config& c, const Layout& l) {
   const std::int64_t moe_layers = c.model.n_layers - c.model.dense_layers;
-  const std::int64_t per_layer = 1 + (c.model.aux_loss_coef > 0 ? 2 : 0);
+  const std::int64_t per_layer = c.train.recompute ? 2 : 1;
   const std::int64_t chunks = l.pp * c.parallel.virtual_stages;
   const std::int64_t per_micro_batch = moe_layers * per_layer + (l.pp > 1 ? 2 * chunks : 0);
   return c.train.grad_accum * per_micro_batch + 1 + 2;
