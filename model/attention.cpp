@@ -7,24 +7,26 @@ namespace moe {
 Attention::Attention(const ModelConfig& c, const std::string& p, const TensorParallel& tp, Gemm gemm)
     : C_(c.d_model), H_(tp.part(c.n_heads)), Hkv_(tp.part(c.n_kv_heads)), D_(c.d_model / c.n_heads), theta_(c.rope_theta),
       gemm_(gemm),
-      q_(p + "q_proj.weight", {H_ * D_, C_}), k_(p + "k_proj.weight", {Hkv_ * D_, C_}),
-      v_(p + "v_proj.weight", {Hkv_ * D_, C_}), o_(p + "o_proj.weight", {C_, H_ * D_}) {
-  tp.split(q_, 0, c.n_heads * D_);
-  tp.split(k_, 0, c.n_kv_heads * D_);
-  tp.split(v_, 0, c.n_kv_heads * D_);
-  tp.split(o_, 1, c.n_heads * D_);
+      q_proj_(p + "q_proj.weight", {H_ * D_, C_}), k_proj_(p + "k_proj.weight", {Hkv_ * D_, C_}),
+      v_proj_(p + "v_proj.weight", {Hkv_ * D_, C_}), o_proj_(p + "o_proj.weight", {C_, H_ * D_}) {
+  tp.split(q_proj_, 0, c.n_heads * D_);
+  tp.split(k_proj_, 0, c.n_kv_heads * D_);
+  tp.split(v_proj_, 0, c.n_kv_heads * D_);
+  tp.split(o_proj_, 1, c.n_heads * D_);
 }
 
 void Attention::forward(Tensor& out, const Tensor& xin, std::int64_t B, std::int64_t T) {
   const std::int64_t N = B * T;
   const Device dev = xin.device();
+  Saved& s = saved_;
+  auto& [q, k, v, probs, o, lse, x, att] = s;
   x = gemm_.keep(xin);
   q = Tensor::empty({N, H_ * D_}, DType::f32, dev);
   k = Tensor::empty({N, Hkv_ * D_}, DType::f32, dev);
   v = Tensor::empty({N, Hkv_ * D_}, DType::f32, dev);
-  gemm_.forward(q, x, q_.w);
-  gemm_.forward(k, x, k_.w);
-  gemm_.forward(v, x, v_.w);
+  gemm_.forward(q, x, q_proj_.w);
+  gemm_.forward(k, x, k_proj_.w);
+  gemm_.forward(v, x, v_proj_.w);
   q = q.view({B, T, H_, D_});
   k = k.view({B, T, Hkv_, D_});
   v = v.view({B, T, Hkv_, D_});
@@ -41,14 +43,15 @@ void Attention::forward(Tensor& out, const Tensor& xin, std::int64_t B, std::int
     ops::attention_forward(a, probs, q, k, v);
   }
   att = gemm_.keep(a.view({N, H_ * D_}));
-  gemm_.forward(out, att, o_.w);
+  gemm_.forward(out, att, o_proj_.w);
 }
 
 void Attention::backward(Tensor& dx, const Tensor& dout) {
+  const auto& [q, k, v, probs, o, lse, x, att] = saved_;
   const std::int64_t N = x.rows();
   const Device dev = dout.device();
   Tensor datt = Tensor::empty({N, H_ * D_}, DType::f32, dev);
-  gemm_.backward(datt, o_.g, dout, att, o_.w);
+  gemm_.backward(datt, o_proj_.g, dout, att, o_proj_.w);
   Tensor dq = Tensor::empty(q.shape(), DType::f32, dev), dk = Tensor::empty(k.shape(), DType::f32, dev),
          dv = Tensor::empty(v.shape(), DType::f32, dev);
   if (lse.defined()) ops::attention_lse_backward(dq, dk, dv, datt.view(q.shape()), q, k, v, o, lse);
@@ -56,10 +59,10 @@ void Attention::backward(Tensor& dx, const Tensor& dout) {
   ops::rope_backward(dq, dq, theta_);
   ops::rope_backward(dk, dk, theta_);
   Tensor tmp = Tensor::empty({N, C_}, DType::f32, dev);
-  gemm_.backward(dx, q_.g, dq.view({N, H_ * D_}), x, q_.w);
-  gemm_.backward(tmp, k_.g, dk.view({N, Hkv_ * D_}), x, k_.w);
+  gemm_.backward(dx, q_proj_.g, dq.view({N, H_ * D_}), x, q_proj_.w);
+  gemm_.backward(tmp, k_proj_.g, dk.view({N, Hkv_ * D_}), x, k_proj_.w);
   ops::accumulate(dx, tmp);
-  gemm_.backward(tmp, v_.g, dv.view({N, Hkv_ * D_}), x, v_.w);
+  gemm_.backward(tmp, v_proj_.g, dv.view({N, Hkv_ * D_}), x, v_proj_.w);
   ops::accumulate(dx, tmp);
 }
 

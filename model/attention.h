@@ -5,7 +5,7 @@
 #pragma once
 #include <utility>
 
-#include "model/config.h"
+#include "config/model_config.h"
 #include "model/linear.h"
 #include "model/param.h"
 #include "model/tensor_parallel.h"
@@ -34,23 +34,20 @@ class Attention {
       b.add(x), b.add(att);
     }
   };
-  void swap_saved(Saved& s) {
-    std::swap(q, s.q), std::swap(k, s.k), std::swap(v, s.v), std::swap(probs, s.probs), std::swap(o, s.o),
-        std::swap(lse, s.lse), std::swap(x, s.x), std::swap(att, s.att);
-  }
+  void swap_saved(Saved& s) { std::swap(saved_, s); }
   void release() {
     Saved none;
     swap_saved(none);
   }
-  ParamList params() { return {&q_, &k_, &v_, &o_}; }
+  ParamList params() { return {&q_proj_, &k_proj_, &v_proj_, &o_proj_}; }
 
  private:
   std::int64_t C_, H_, Hkv_, D_;  // heads held here
   double theta_;
   Gemm gemm_;
-  Param q_, k_, v_, o_;
-  Tensor q, k, v, probs, o, lse;  // saved activations: q, k after RoPE (B,T,H|Hkv,D); probs or (o, lse)
-  GemmInput x, att;       // (N,C), (N,H*D)
+  Param q_proj_, k_proj_, v_proj_, o_proj_;
+  // q, k after RoPE (B,T,H|Hkv,D); probs or (o, lse); x (N,C), att (N,H*D).
+  Saved saved_;
 };
 
 }  // namespace moe

@@ -20,7 +20,7 @@
 
 #include "model/linear.h"
 #include "model/router.h"
-#include "parallel/communicator.h"
+#include "comm/communicator.h"
 
 namespace moe {
 

@@ -5,36 +5,38 @@
 namespace moe {
 
 SwiGLU::SwiGLU(std::int64_t d_model, std::int64_t hidden, const std::string& p, const TensorParallel& tp, Gemm gemm)
-    : C_(d_model), F_(tp.part(hidden)), gemm_(gemm), gate_(p + "gate_proj.weight", {F_, d_model}),
-      up_(p + "up_proj.weight", {F_, d_model}), down_(p + "down_proj.weight", {d_model, F_}) {
-  tp.split(gate_, 0, hidden);
-  tp.split(up_, 0, hidden);
-  tp.split(down_, 1, hidden);
+    : C_(d_model), F_(tp.part(hidden)), gemm_(gemm), gate_proj_(p + "gate_proj.weight", {F_, d_model}),
+      up_proj_(p + "up_proj.weight", {F_, d_model}), down_proj_(p + "down_proj.weight", {d_model, F_}) {
+  tp.split(gate_proj_, 0, hidden);
+  tp.split(up_proj_, 0, hidden);
+  tp.split(down_proj_, 1, hidden);
 }
 
-void SwiGLU::forward(Tensor& out, const GemmInput& xin) {
-  const std::int64_t N = xin.rows();
-  const Device dev = xin.x.device();
-  x = xin;
-  g = Tensor::empty({N, F_}, DType::f32, dev);
-  u = Tensor::empty({N, F_}, DType::f32, dev);
+void SwiGLU::forward(Tensor& out, const GemmInput& x) {
+  const std::int64_t N = x.rows();
+  const Device dev = x.x.device();
+  Saved& s = saved_;
+  s.x = x;
+  s.gate = Tensor::empty({N, F_}, DType::f32, dev);
+  s.up = Tensor::empty({N, F_}, DType::f32, dev);
   Tensor a = Tensor::empty({N, F_}, DType::f32, dev);
-  gemm_.forward(g, x, gate_.w);
-  gemm_.forward(u, x, up_.w);
-  ops::swiglu_forward(a, g, u);
-  h = gemm_.keep(a);
-  gemm_.forward(out, h, down_.w);
+  gemm_.forward(s.gate, x, gate_proj_.w);
+  gemm_.forward(s.up, x, up_proj_.w);
+  ops::swiglu_forward(a, s.gate, s.up);
+  s.h = gemm_.keep(a);
+  gemm_.forward(out, s.h, down_proj_.w);
 }
 
 void SwiGLU::backward(Tensor& dx, const Tensor& dout) {
-  const std::int64_t N = x.rows();
+  const Saved& s = saved_;
+  const std::int64_t N = s.x.rows();
   const Device dev = dout.device();
-  Tensor dh = Tensor::empty({N, F_}, DType::f32, dev), dg = Tensor::empty({N, F_}, DType::f32, dev),
-         du = Tensor::empty({N, F_}, DType::f32, dev), tmp = Tensor::empty({N, C_}, DType::f32, dev);
-  gemm_.backward(dh, down_.g, dout, h, down_.w);
-  ops::swiglu_backward(dg, du, dh, g, u);
-  gemm_.backward(dx, gate_.g, dg, x, gate_.w);
-  gemm_.backward(tmp, up_.g, du, x, up_.w);
+  Tensor dh = Tensor::empty({N, F_}, DType::f32, dev), dgate = Tensor::empty({N, F_}, DType::f32, dev),
+         dup = Tensor::empty({N, F_}, DType::f32, dev), tmp = Tensor::empty({N, C_}, DType::f32, dev);
+  gemm_.backward(dh, down_proj_.g, dout, s.h, down_proj_.w);
+  ops::swiglu_backward(dgate, dup, dh, s.gate, s.up);
+  gemm_.backward(dx, gate_proj_.g, dgate, s.x, gate_proj_.w);
+  gemm_.backward(tmp, up_proj_.g, dup, s.x, up_proj_.w);
   ops::accumulate(dx, tmp);
 }
 

@@ -6,7 +6,7 @@
 #pragma once
 #include <utility>
 
-#include "model/config.h"
+#include "config/model_config.h"
 #include "model/linear.h"
 #include "model/param.h"
 #include "model/tensor_parallel.h"
@@ -24,23 +24,22 @@ class SwiGLU {
   const Gemm& gemm() const { return gemm_; }
   // What forward saved (see Attention::Saved): x and h are GEMM inputs (gate/up's, down's).
   struct Saved {
-    Tensor g, u;
-    GemmInput x, h;
-    void count(SavedBytes& b) const { b.add(g), b.add(u), b.add(x), b.add(h); }
+    Tensor gate, up;  // (N,F) the SwiGLU's inputs
+    GemmInput x, h;   // (N,C), (N,F)
+    void count(SavedBytes& b) const { b.add(gate), b.add(up), b.add(x), b.add(h); }
   };
-  void swap_saved(Saved& s) { std::swap(g, s.g), std::swap(u, s.u), std::swap(x, s.x), std::swap(h, s.h); }
+  void swap_saved(Saved& s) { std::swap(saved_, s); }
   void release() {
     Saved none;
     swap_saved(none);
   }
-  ParamList params() { return {&gate_, &up_, &down_}; }
+  ParamList params() { return {&gate_proj_, &up_proj_, &down_proj_}; }
 
  private:
   std::int64_t C_, F_;  // F_: width held here
   Gemm gemm_;
-  Param gate_, up_, down_;
-  Tensor g, u;     // saved (N,F)
-  GemmInput x, h;  // (N,C), (N,F)
+  Param gate_proj_, up_proj_, down_proj_;
+  Saved saved_;
 };
 
 }  // namespace moe

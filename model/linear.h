@@ -12,7 +12,7 @@
 #include <span>
 
 #include "kernels/tensor.h"
-#include "model/config.h"
+#include "config/model_config.h"
 
 namespace moe {
 

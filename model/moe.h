@@ -15,7 +15,7 @@
 #include <memory>
 #include <vector>
 
-#include "model/config.h"
+#include "config/model_config.h"
 #include "model/dispatch.h"
 #include "model/experts.h"
 #include "model/ffn.h"

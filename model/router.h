@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "kernels/ops.h"
-#include "model/config.h"
+#include "config/model_config.h"
 #include "model/param.h"
 #include "model/tensor_parallel.h"
 

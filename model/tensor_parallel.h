@@ -12,7 +12,7 @@
 #include <utility>
 
 #include "model/param.h"
-#include "parallel/communicator.h"
+#include "comm/communicator.h"
 
 namespace moe {
 

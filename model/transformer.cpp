@@ -30,47 +30,56 @@ ParamList Block::params() {
 
 void Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T, Tensor& aux_total) {
   const std::int64_t N = x.size(0), C = x.size(1);
-  auto t = [&](Shape s) { return Tensor::empty(std::move(s), DType::f32, x.device()); };
+  auto t = [&](Shape shape) { return Tensor::empty(std::move(shape), DType::f32, x.device()); };
+  Saved& s = saved_;
   // The norms' outputs are GEMM inputs: the layers keep them in their precision's form (the
   // router's input h2 stays FP32).
-  Tensor h1 = t({N, C}), h2 = t({N, C});
-  x_ = x, r1_ = t({N}), xm_ = t({N, C}), r2_ = t({N});
-  ops::rmsnorm_forward(h1, r1_, x, norm1_.w, eps_);
-  attn_.forward(xm_, h1, B, T);
-  tp_.all_reduce(xm_);                             // tp: the row-parallel o_proj's partial sums
-  ops::accumulate(xm_, x);                         // xm = x + attn(norm(x))
-  ops::rmsnorm_forward(h2, r2_, xm_, norm2_.w, eps_);
-  if (dense_) dense_->forward(out, gemm_.keep(h2));
-  else moe_->forward(out, h2_ = h2, B, T, aux_total);
+  Tensor h1 = t({N, C});
+  s.x = x, s.r1 = t({N}), s.xm = t({N, C}), s.h2 = t({N, C}), s.r2 = t({N});
+  ops::rmsnorm_forward(h1, s.r1, x, norm1_.w, eps_);
+  attn_.forward(s.xm, h1, B, T);
+  tp_.all_reduce(s.xm);                            // tp: the row-parallel o_proj's partial sums
+  ops::accumulate(s.xm, x);                        // xm = x + attn(norm(x))
+  ops::rmsnorm_forward(s.h2, s.r2, s.xm, norm2_.w, eps_);
+  if (dense_) {
+    dense_->forward(out, gemm_.keep(s.h2));
+    s.h2 = Tensor();  // the dense FFN keeps its input in its GEMM's form
+  } else {
+    moe_->forward(out, s.h2, B, T, aux_total);
+  }
   tp_.all_reduce(out);
-  ops::accumulate(out, xm_);                       // out = xm + ffn(norm(xm))
+  ops::accumulate(out, s.xm);                      // out = xm + ffn(norm(xm))
 }
 
 void Block::swap_saved(Saved& s) {
-  for (auto [a, b] : {std::pair{&x_, &s.x}, {&r1_, &s.r1}, {&xm_, &s.xm}, {&h2_, &s.h2}, {&r2_, &s.r2}})
-    std::swap(*a, *b);
-  attn_.swap_saved(s.attn);
-  if (dense_) dense_->swap_saved(s.dense);
-  else moe_->swap_saved(s.moe);
+  Attention::Saved attn = std::move(s.attn);
+  SwiGLU::Saved dense = std::move(s.dense);
+  MoE::Saved moe = std::move(s.moe);
+  std::swap(saved_, s);
+  attn_.swap_saved(attn);
+  s.attn = std::move(attn);
+  if (dense_) dense_->swap_saved(dense), s.dense = std::move(dense);
+  else moe_->swap_saved(moe), s.moe = std::move(moe);
 }
 
 void Block::release() {
   Saved none;
   swap_saved(none);
-  x_ = std::move(none.x);  // the input stays: recomputation starts from it
+  saved_.x = std::move(none.x);  // the input stays: recomputation starts from it
 }
 
 void Block::backward(Tensor& dx, const Tensor& dout, double aux_scale) {
-  const std::int64_t N = x_.size(0), C = x_.size(1);
+  const Saved& s = saved_;
+  const std::int64_t N = s.x.size(0), C = s.x.size(1);
   Tensor dh = Tensor::empty({N, C}, DType::f32, dout.device()), dxm = Tensor::empty({N, C}, DType::f32, dout.device());
   if (dense_) dense_->backward(dh, dout);
-  else moe_->backward(dh, dout, h2_, aux_scale);
+  else moe_->backward(dh, dout, s.h2, aux_scale);
   tp_.all_reduce(dh);                              // tp: column-parallel inputs' partial gradients
-  ops::rmsnorm_backward(dxm, norm2_.g, dh, xm_, norm2_.w, r2_);
+  ops::rmsnorm_backward(dxm, norm2_.g, dh, s.xm, norm2_.w, s.r2);
   ops::accumulate(dxm, dout);                      // residual
   attn_.backward(dh, dxm);
   tp_.all_reduce(dh);
-  ops::rmsnorm_backward(dx, norm1_.g, dh, x_, norm1_.w, r1_);
+  ops::rmsnorm_backward(dx, norm1_.g, dh, s.x, norm1_.w, s.r1);
   ops::accumulate(dx, dxm);                        // residual
 }
 

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "model/attention.h"
-#include "model/config.h"
+#include "config/model_config.h"
 #include "model/ffn.h"
 #include "model/moe.h"
 #include "model/param.h"
@@ -25,7 +25,10 @@ class Block {
   void forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T, Tensor& aux_total);
   void backward(Tensor& dx, const Tensor& dout, double aux_scale);
   void release();  // drop what forward saved but its input (recomputation)
-  struct Saved {  // what forward saved (see Attention::Saved); h2: the router's input (MoE)
+  // What forward saved (see Attention::Saved), its only home: x the input, r1 and r2 the
+  // norms' rstd, xm the residual after attention, h2 the router's input (MoE). The
+  // sublayers' parts live in the sublayers until swap_saved takes them out.
+  struct Saved {
     Tensor x, r1, xm, h2, r2;
     Attention::Saved attn;
     SwiGLU::Saved dense;
@@ -47,7 +50,7 @@ class Block {
   Attention attn_;
   std::unique_ptr<SwiGLU> dense_;
   std::unique_ptr<MoE> moe_;
-  Tensor x_, r1_, xm_, h2_, r2_;  // saved
+  Saved saved_;  // (its attn, dense and moe parts live in the sublayers)
 };
 
 // What one rank holds of the model.

@@ -26,7 +26,7 @@ Layout resolve_layout(const Config& cfg, int world_size) {
               "{}: parallel.tp = {} must divide model.vocab_size = {} (vocabulary-parallel embedding and loss)", f, l.tp,
               m.vocab_size);
   // ep vs experts, heads vs tp and pp vs layers are checked with the config itself
-  // (trainer/config.cpp), which needs no world size.
+  // (config/config.cpp), which needs no world size.
   return l;
 }
 

@@ -12,7 +12,7 @@
 #include <string>
 
 #include "parallel/mpi_communicator.h"
-#include "trainer/config.h"
+#include "config/config.h"
 
 namespace moe {
 

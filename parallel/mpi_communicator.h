@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "parallel/communicator.h"
+#include "comm/communicator.h"
 
 namespace moe {
 

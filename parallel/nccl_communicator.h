@@ -8,7 +8,7 @@
 #pragma once
 #include <memory>
 
-#include "parallel/communicator.h"
+#include "comm/communicator.h"
 
 namespace moe {
 

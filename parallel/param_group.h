@@ -17,7 +17,7 @@
 
 #include "kernels/ops.h"
 #include "model/param.h"
-#include "parallel/communicator.h"
+#include "comm/communicator.h"
 
 namespace moe {
 

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <string>
 
-#include "trainer/config.h"
+#include "config/config.h"
 
 namespace moe {
 

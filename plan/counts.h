@@ -4,7 +4,7 @@
 #pragma once
 #include <cstdint>
 
-#include "model/config.h"
+#include "config/model_config.h"
 
 namespace moe {
 

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "parallel/pipeline.h"
+#include "comm/pipeline.h"
 #include "plan/counts.h"
 #include "plan/stages.h"
 
@@ -209,7 +209,7 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
       if (last && c == v - 1) e += head_ends;
       return N * (e.bytes(eb) + kept(c) * eb.other);
     };
-    // The most held at once, walking the stage's own schedule (parallel/pipeline.h): a unit
+    // The most held at once, walking the stage's own schedule (comm/pipeline.h): a unit
     // is held from its forward to the end of its backward.
     double held_now = 0;
     std::int64_t units = 0, most_units = 0;

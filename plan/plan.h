@@ -13,7 +13,7 @@
 
 #include "parallel/mesh.h"
 #include "plan/cluster.h"
-#include "trainer/config.h"
+#include "config/config.h"
 
 namespace moe {
 

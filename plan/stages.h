@@ -6,7 +6,7 @@
 #include <cstdint>
 #include <vector>
 
-#include "trainer/config.h"
+#include "config/config.h"
 
 namespace moe {
 

@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "trainer/config.h"
+#include "config/config.h"
 
 namespace moe {
 

@@ -8,10 +8,10 @@
 
 #include <nlohmann/json.hpp>
 
-#include "parallel/communicator.h"
+#include "comm/communicator.h"
 #include "plan/cluster.h"
 #include "plan/counts.h"
-#include "trainer/config.h"
+#include "config/config.h"
 
 namespace moe {
 

@@ -7,7 +7,7 @@
 #include <fstream>
 
 #include "checkpoint/checkpoint.h"
-#include "trainer/config.h"
+#include "config/config.h"
 
 namespace moe {
 namespace {

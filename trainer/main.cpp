@@ -19,7 +19,7 @@
 #include "kernels/device.h"
 #include "parallel/mpi_communicator.h"
 #include "plan/plan.h"
-#include "trainer/config.h"
+#include "config/config.h"
 #include "trainer/cost.h"
 #include "trainer/export.h"
 #include "trainer/train.h"

@@ -18,7 +18,7 @@
 #include "kernels/ops.h"
 #include "plan/counts.h"
 #include "plan/plan.h"
-#include "parallel/pipeline.h"
+#include "comm/pipeline.h"
 #include "trainer/metrics.h"
 #include "trainer/progress.h"
 #include "trainer/step_guard.h"

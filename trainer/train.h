@@ -1,5 +1,5 @@
 // `moe train`: the training loop over the MoE transformer on a process mesh: pipeline stages
-// (1F1B, parallel/pipeline.h) x data parallel (optionally ZeRO-1) x tensor parallel, with
+// (1F1B, comm/pipeline.h) x data parallel (optionally ZeRO-1) x tensor parallel, with
 // expert parallelism folded into dp x tp, over MPI.
 #pragma once
 #include <map>
@@ -11,7 +11,7 @@
 
 #include "parallel/mesh.h"
 #include "trainer/cost.h"
-#include "trainer/config.h"
+#include "config/config.h"
 
 namespace moe {
 

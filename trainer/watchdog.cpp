@@ -7,7 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "parallel/communicator.h"
+#include "comm/communicator.h"
 
 namespace moe {
 namespace {

@@ -11,7 +11,7 @@
 #include "kernels/ops.h"
 #include "model/transformer.h"
 #include "tests/support/testing.h"
-#include "trainer/config.h"
+#include "config/config.h"
 
 using namespace moe;
 

@@ -17,7 +17,7 @@
 #include "plan/plan.h"
 #include "tests/support/corpus.h"
 #include "tests/support/testing.h"
-#include "trainer/config.h"
+#include "config/config.h"
 #include "trainer/train.h"
 
 using namespace moe;

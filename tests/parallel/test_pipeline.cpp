@@ -1,4 +1,4 @@
-// Run under mpirun, one pipeline stage per rank: the 1F1B schedules (parallel/pipeline.h),
+// Run under mpirun, one pipeline stage per rank: the 1F1B schedules (comm/pipeline.h),
 // plain (v = 1) and interleaved (v = 2 model chunks per stage).
 //  - Every micro-batch goes forward through the virtual stages in order and backward in
 //    reverse, each (micro-batch, chunk) exactly once, backwards of a chunk in micro-batch
@@ -16,7 +16,7 @@
 #include <thread>
 
 #include "parallel/mpi_communicator.h"
-#include "parallel/pipeline.h"
+#include "comm/pipeline.h"
 
 using namespace moe;
 using Clock = std::chrono::steady_clock;

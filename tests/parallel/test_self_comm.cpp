@@ -1,7 +1,7 @@
 // SelfCommunicator: the group of one every backend must agree with at world size 1.
 #include <catch2/catch.hpp>
 
-#include "parallel/communicator.h"
+#include "comm/communicator.h"
 #include "tests/support/testing.h"
 
 using namespace moe;

@@ -6,7 +6,7 @@
 #include "data/prepare.h"
 #include "parallel/mpi_communicator.h"
 #include "tests/support/corpus.h"
-#include "trainer/config.h"
+#include "config/config.h"
 #include "trainer/train.h"
 
 using namespace moe;

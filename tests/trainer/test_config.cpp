@@ -5,7 +5,7 @@
 #include <sstream>
 
 #include "kernels/error.h"
-#include "trainer/config.h"
+#include "config/config.h"
 
 using namespace moe;
 

@@ -15,7 +15,7 @@
 
 #include "data/prepare.h"
 #include "parallel/mpi_communicator.h"
-#include "trainer/config.h"
+#include "config/config.h"
 #include "trainer/train.h"
 
 using namespace moe;

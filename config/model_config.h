@@ -1,5 +1,5 @@
 // The model's shape and options: everything an independent implementation needs to build
-// the same network (the math is in ../shared/DESIGN.md). Filled from YAML by trainer/config.
+// the same network (the math is in ../shared/DESIGN.md). Filled from YAML by config/config.cpp.
 #pragma once
 #include <cstdint>
 

@@ -1,4 +1,4 @@
-#include "parallel/pipeline.h"
+#include "comm/pipeline.h"
 
 #include <algorithm>
 

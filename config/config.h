@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
-#include "data/filter.h"
+#include "config/filter_options.h"
 #include "kernels/device.h"
-#include "model/config.h"
+#include "config/model_config.h"
 
 namespace moe {
 

@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "kernels/tensor.h"
-#include "parallel/communicator.h"
+#include "comm/communicator.h"
 
 namespace moe {
 

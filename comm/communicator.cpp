@@ -1,4 +1,4 @@
-#include "parallel/communicator.h"
+#include "comm/communicator.h"
 
 #include <algorithm>
 #include <atomic>
