@@ -56,6 +56,7 @@ void Dispatcher::read_counts(DispatchPlan& p, const PlanCounts& counts) {
   p.recv_rows.assign(recv, recv + P);
   p.stats.fan_out = c[2 * E + P];
   p.sent = sum(p.send_rows), p.received = sum(p.recv_rows);
+
   p.slots_in.assign(P, 0), p.slots_out.assign(P, 0);
   p.offsets.assign(El + 1, 0);
   for (std::size_t j = 0; j < P; ++j)
@@ -73,6 +74,10 @@ void Dispatcher::read_counts(DispatchPlan& p, const PlanCounts& counts) {
   }
   std::sort(p.segments.begin(), p.segments.end());
   p.segments.erase(std::unique(p.segments.begin(), p.segments.end()), p.segments.end());
+  // Every row carries at least one kept assignment, on both sides of the exchange.
+  const std::int64_t kept_here = std::accumulate(kept, kept + E, std::int64_t{0});
+  MOE_ASSERT(p.sent <= kept_here && p.received <= p.expert_rows, "rank {}: {} rows for {} kept assignments sent, {} rows "
+             "for {} expert rows received", rank_, p.sent, kept_here, p.received, p.expert_rows);
   for (std::size_t e = 0; e < E; ++e) p.stats.dropped += load[e] - kept[e];
   for (std::size_t j = 0; j < P; ++j)
     if (static_cast<int>(j) != rank_) p.stats.remote_token_ranks += p.send_rows[j];

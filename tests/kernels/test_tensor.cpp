@@ -92,3 +92,14 @@ TEST_CASE("sum_into adds f32 values to an f64 total in index order, on the sim d
   Tensor bad = Tensor::zeros({1}, DType::f32);
   CHECK_THROWS_AS(ops::sum_into(bad, x), ShapeError);
 }
+
+TEST_CASE("MOE_ASSERT names the file, line and condition of a broken invariant", "[tensor]") {
+  const int rows = 3;
+  try {
+    MOE_ASSERT(rows < 2, "{} rows", rows);
+    FAIL("no throw");
+  } catch (const InternalError& e) {
+    CHECK_THAT(e.what(), Catch::Contains("test_tensor.cpp:") && Catch::Contains("internal error: 3 rows (rows < 2)"));
+  }
+  MOE_ASSERT(rows > 2, "unused");  // holds: no throw
+}
