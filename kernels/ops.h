@@ -138,7 +138,7 @@ void route_capacity(Tensor& kept, Tensor& counts, const Tensor& index, std::int6
 void route_pairs(Tensor& pairs, Tensor& fan_out, const Tensor& kept, std::int64_t experts_per_rank);
 // Stable counting sort: element i of keys (n) with keys[i] >= 0 falls in bin keys[i] /
 // divisor (< bins); dest (n) = its place in bin-major order, a bin's elements in index order;
-// -1 where keys[i] < 0. counts (bins), when defined, the elements per bin.
+// -1 where keys[i] < 0. counts (bins), when defined, the elements per bin. dest is not keys.
 void counting_sort(Tensor& dest, Tensor& counts, const Tensor& keys, std::int64_t bins, std::int64_t divisor = 1);
 // The inverse of a placement: src (M) = -1, then src[dest[i]] = i / divisor for every dest[i]
 // >= 0 (dest (n) in [-1, M), no place twice).

@@ -70,6 +70,11 @@ struct DispatchPlan {
   std::vector<std::int64_t> send_rows, recv_rows, slots_in, slots_out, offsets, segments;
   std::int64_t sent = 0, received = 0, expert_rows = 0;
   DispatchStats stats;
+  void count(SavedBytes& b) const {
+    for (const Tensor* t : {&rows, &send_token, &gate_slot, &assignment_slot, &back_row, &slot, &expert_src, &expert_slot,
+                            &back_src})
+      b.add(*t);
+  }
 };
 
 class Dispatcher {

@@ -50,7 +50,7 @@ struct NcclCommunicator::State {
 NcclCommunicator::NcclCommunicator(Communicator& bootstrap) : s_(std::make_unique<State>()) {
   MOE_CHECK(bootstrap.device() == Device::cpu, CommError, "NCCL bootstrap: needs a host communicator");
   rank_ = bootstrap.rank(), size_ = bootstrap.size();
-  set_host_twin(&bootstrap);  // host tensors (routing counts and metadata) and scalars go by MPI
+  set_host_twin(&bootstrap);  // host tensors and scalars go by MPI
   ncclUniqueId id;
   static_assert(sizeof(id) % sizeof(std::int32_t) == 0);
   Tensor buf = Tensor::zeros({static_cast<std::int64_t>(sizeof(id) / sizeof(std::int32_t))}, DType::i32);

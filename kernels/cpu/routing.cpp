@@ -88,6 +88,7 @@ void counting_sort(Tensor& dest, Tensor& counts, const Tensor& keys, std::int64_
   expect_i32(op, "dest", dest, {n});
   if (counts.defined()) expect_i32(op, "counts", counts, {bins});
   MOE_CHECK(bins > 0 && divisor > 0, ShapeError, "{}: bins {} and divisor {} must be positive", op, bins, divisor);
+  MOE_CHECK(n == 0 || !dest.same_start(keys), ShapeError, "{}: dest must not be keys (the GPU ranks in place)", op);
   const auto gpu = detail::on_gpu(op, {&dest, &counts, &keys});
   if (gpu) {
 #ifdef MOE_WITH_CUDA
@@ -155,7 +156,8 @@ void dispatch_slots(Tensor& expert, Tensor& assignment, const Tensor& kept, cons
   for (std::int64_t a = 0; a < N * K; ++a) {
     const std::int32_t e = kp[a];
     if (e < 0) continue;
-    const std::int64_t j = e / experts_per_rank, slot = std::int64_t(row[(a / K) * P + j]) * K + a % K;
+    const std::int64_t j = e / experts_per_rank, r = row[(a / K) * P + j], slot = r * K + a % K;
+    MOE_CHECK(r >= 0, ShapeError, "{}: assignment {} keeps expert {} on rank {}, but rows has no row for it", op, a, e, j);
     ex[slot] = static_cast<std::int32_t>(e - j * experts_per_rank);
     as[slot] = static_cast<std::int32_t>(a);
   }

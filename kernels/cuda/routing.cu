@@ -71,8 +71,10 @@ __global__ void pairs_kernel(std::int32_t* pairs, std::int32_t* fan_out, const s
       reached += out[j] < 0;
       out[j] = j;
     }
-  atomicMax(fan_out, reached > 1 ? reached : 1);
+  atomicMax(fan_out, reached);
 }
+
+__global__ void set_kernel(std::int32_t* x, std::int32_t value) { *x = value; }
 
 __global__ void invert_kernel(std::int32_t* src, const std::int32_t* dest, std::int64_t n, std::int64_t divisor) {
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
@@ -142,16 +144,19 @@ void route_capacity(std::int32_t* kept, std::int32_t* counts, const std::int32_t
                     std::int64_t E, std::int64_t capacity, std::int64_t n0, std::int64_t n1) {
   MOE_CUDA_CHECK(cudaMemsetAsync(counts, 0, static_cast<std::size_t>(2 * E) * sizeof(std::int32_t), 0));
   if (N * K == 0) return;
-  Scratch<std::int32_t> rank(N * K), per_expert(E);
-  rank_in_bin_kernel<<<static_cast<unsigned>(E), kThreads>>>(rank.p, per_expert.p, index, N * K, 1);
-  launched();
+  Scratch<std::int32_t> rank(capacity < 0 ? 0 : N * K), per_expert(E);
+  if (capacity >= 0) {  // each assignment's place among its expert's, in token order
+    rank_in_bin_kernel<<<static_cast<unsigned>(E), kThreads>>>(rank.p, per_expert.p, index, N * K, 1);
+    launched();
+  }
   capacity_kernel<<<blocks_for(N * K), kThreads>>>(kept, counts, index, rank.p, N, K, E, capacity, n0, n1);
   launched();
 }
 
 void route_pairs(std::int32_t* pairs, std::int32_t* fan_out, const std::int32_t* kept, std::int64_t N, std::int64_t K,
                  std::int64_t P, std::int64_t experts_per_rank) {
-  MOE_CUDA_CHECK(cudaMemsetAsync(fan_out, 0, sizeof(std::int32_t), 0));
+  set_kernel<<<1, 1>>>(fan_out, 1);  // at least 1, tokens or not
+  launched();
   if (N == 0) return;
   pairs_kernel<<<blocks_for(N), kThreads>>>(pairs, fan_out, kept, N, K, P, experts_per_rank);
   launched();

@@ -1,6 +1,7 @@
 // Row movement on the GPU (kernels/ops.h has the contracts, kernels/cpu/rows.cpp the
 // reference). Index arrays live on the device (the dispatch plan, routing.cu). Each output
-// row is one block, its terms summed in slot order, so results equal the CPU's bit for bit.
+// row is one block, its terms summed in slot order, so gathers and combines equal the CPU's
+// bit for bit; row_dot's double sum is a tree (equal to the CPU's up to its last bits).
 #include "kernels/cuda/check.cuh"
 #include "kernels/cuda/ops.h"
 
