@@ -103,6 +103,7 @@ class Trainer {
 
  private:
   struct State;
+  struct Loop;  // one launch of the loop (trainer/loop.cpp)
   std::unique_ptr<State> s_;
 };
 

@@ -1,0 +1,478 @@
+// Trainer::run: the training loop as named steps in the order a token flows (llm.c's train
+// loop is the model): zero grads -> micro-batches through the schedule (forward_micro /
+// backward_micro) -> reduce -> norm and clip -> optimizer -> router biases -> log and
+// metrics -> maybe checkpoint. Trainer::Loop holds what the steps of one launch share.
+#include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "checkpoint/store.h"
+#include "comm/pipeline.h"
+#include "data/loader.h"
+#include "kernels/ops.h"
+#include "plan/counts.h"
+#include "plan/plan.h"
+#include "trainer/metrics.h"
+#include "trainer/progress.h"
+#include "trainer/step_guard.h"
+#include "trainer/train.h"
+#include "trainer/trainer_state.h"
+#include "trainer/watchdog.h"
+
+namespace moe {
+namespace {
+volatile std::sig_atomic_t g_stop = 0;
+
+void poison(Tensor& g) {  // element 0 := NaN, on whichever device g lives
+  Tensor nan = Tensor::empty({1}, DType::f32);
+  nan.data<float>()[0] = std::numeric_limits<float>::quiet_NaN();
+  g.view({g.numel()}).rows(0, 1).copy_from(nan);
+}
+
+double unigram_entropy(const std::string& dir) {
+  std::ifstream in(std::filesystem::path(dir) / "meta.json");
+  if (!in) return 0;
+  return nlohmann::json::parse(in, nullptr, false).value("unigram_entropy_nats", 0.0);
+}
+
+// Adds the time it lives to `total`: a rank's compute inside the micro-batch schedule.
+struct Busy {
+  double& total;
+  Clock::time_point t0 = Clock::now();
+  ~Busy() { total += since(t0); }
+};
+}  // namespace
+
+void request_stop(int signal) { g_stop = signal; }
+
+struct Trainer::Loop {
+  explicit Loop(State& state);
+  TrainResult run();
+
+ private:
+  void begin();
+  bool train_step(std::int64_t step, Metrics& metrics, Progress& progress);
+  // The parts of one step.
+  void zero_grads();
+  void micro_batches(std::int64_t step);
+  Tensor forward_micro(std::int64_t step, std::int64_t k, int chunk, const Tensor& in);
+  Tensor backward_micro(std::int64_t k, int chunk, const Tensor& dout);
+  void count_routing(int chunk);
+  void reduce(std::int64_t step);
+  double global_norm();
+  bool optimizer_step(std::int64_t step, double norm, Progress& progress);
+  void update_router_biases();
+  void log_step(std::int64_t step, double norm);
+  nlohmann::json step_metrics(std::int64_t step, double norm, bool applied, double val, double step_seconds);
+  std::pair<double, double> load_range() const;  // smallest and largest expert load of the step
+  bool stop_requested(std::int64_t step, Progress& progress);
+  // Around the steps.
+  double evaluate();
+  void log_model_and_layout();
+  void finish();
+
+  State& s;
+  const Config& cfg;
+  const TrainConfig& t;
+  const ModelConfig& mc;
+  Transformer& model;
+  const std::int64_t dp, rank, T, mb, global_seqs, E;
+  const double global_tokens;
+  const bool log_rank, counts;  // counts: this rank adds its loss (tp ranks share it: one counts it)
+  const int chunks;             // interleaved pipeline: model chunks on this stage
+  data::TokenStream train_stream, val_stream;
+  data::Loader loader, val_loader;
+  std::vector<MoE*> moe_layers;
+  std::vector<std::int64_t> moe_row;  // each MoE layer's row among all the model's (this stage fills its own)
+  std::int64_t all_moe;
+  TrainResult res;
+  Plan plan;
+  std::int64_t start = 0, end = 0;
+  // Global expert loads per MoE layer, then dropped assignments (summed over every rank).
+  Tensor loads;
+  double loss = 0, last_loss = 0;
+  StepGuard guard;
+  // The micro-batch schedule's span and the time this rank computed in it: the rest is bubble.
+  double schedule_s = 0, schedule_busy = 0;
+  // A micro-batch in flight: its tokens and targets, and what its forward saved for its
+  // backward (the stage's input among it), held here while later micro-batches go forward.
+  struct InFlight {
+    Tensor tok, tgt;
+    Transformer::Saved saved;
+    std::size_t bytes = 0, gemm_bytes = 0;  // of saved (SavedBytes)
+  };
+  std::map<std::pair<std::int64_t, int>, InFlight> flight;  // by (micro-batch, chunk)
+  std::size_t held = 0, held_gemm = 0;                       // saved activations in flight now
+  std::map<std::string, std::uint64_t> bytes_before;          // metrics: bytes sent up to the last step
+  double prior_wall = 0, side_s0 = 0;
+  Clock::time_point t0;
+};
+
+Trainer::Loop::Loop(State& state)
+    : s(state), cfg(state.cfg), t(cfg.train), mc(cfg.model), model(state.model), dp(state.layout.dp),
+      rank(state.mesh.coords().dp), T(mc.seq_len), mb(t.micro_batch), global_seqs(dp * t.grad_accum * mb),
+      E(mc.routed_experts), global_tokens(double(global_seqs * T)), log_rank(state.world.rank() == 0),
+      counts(state.mesh.coords().tp == 0), chunks(model.chunks()),
+      train_stream(cfg.data.dir, "train", static_cast<std::uint64_t>(mc.vocab_size)),
+      val_stream(cfg.data.dir, "val", static_cast<std::uint64_t>(mc.vocab_size)),
+      loader(train_stream, T, static_cast<std::uint64_t>(t.seed), global_seqs),
+      val_loader(val_stream, T, static_cast<std::uint64_t>(t.seed), global_seqs), moe_layers(model.moe_layers()),
+      moe_row(model.moe_ordinals()), all_moe(moe::moe_layers(mc)),
+      loads(Tensor::zeros({all_moe * std::max<std::int64_t>(E, 1) + 1}, DType::f64)),
+      guard(t.spike_zscore, t.spike_window) {}  // (the guard's loss history starts afresh at each launch)
+
+TrainResult Trainer::run() { return Loop(*s_).run(); }
+
+TrainResult Trainer::Loop::run() {
+  begin();
+  const auto& ck = cfg.checkpoint;
+  // metrics.jsonl and TensorBoard events beside the checkpoints, from world rank 0.
+  Metrics metrics = s.world.rank() == 0 && !ck.dir.empty() ? Metrics(ck.dir, start) : Metrics();
+  Watchdog watchdog(t.watchdog_s, s.world.rank());
+  Progress progress(log_rank, start, end);
+  for (std::int64_t step = start; step < end; ++step) {
+    watchdog.beat(step + 1);
+    if (cfg.debug.hang_at_step == step + 1 && cfg.debug.hang_rank == s.world.rank())
+      std::this_thread::sleep_for(std::chrono::hours(1));  // fault drill: the watchdog must end the job
+    if (!train_step(step, metrics, progress)) break;
+  }
+  progress.clear();
+  finish();
+  if (!res.stopped && res.steps > start) metrics.log({{"step", res.steps}, {"val_loss", res.val_loss}});
+  res.wall_seconds = prior_wall + since(t0);
+  if (!ck.dir.empty() && res.steps > start) {
+    s.timed(s.ckpt_s, [&] { s.save(res.steps, res, last_loss, res.val_loss); });
+    res.last_checkpoint = ckpt::step_file(ck.dir, res.steps);
+  }
+  s.finish(res);
+  return res;
+}
+
+// The plan, the resume (or fine-tuning start) and the counters the steps are measured by.
+void Trainer::Loop::begin() {
+  log_model_and_layout();
+  res.unigram_entropy = unigram_entropy(cfg.data.dir);
+  if (s.cluster.calibrate) calibrate(s.cluster, s.world);  // local-cpu: measure the peak the report prices against
+  plan = make_plan(cfg, s.cluster, s.layout);
+  s.launch_t0 = Clock::now(), s.comm0 = s.comm_now(), s.pp0 = s.mesh.pp().seconds();
+  start = s.begin(res, [this] { return evaluate(); }, log_rank);
+  prior_wall = res.prior_wall_seconds;
+  res.steps = start;
+  s.reset_bytes();
+  s.side_bytes.clear();
+  // What the training steps allocate and multiply, against the plan (evaluation and
+  // checkpoints inside the loop are timed apart and their GEMMs counted apart).
+  reset_tensor_memory_peak(model.device());  // the GPU's bytes on a GPU run
+  res.start_tensor_bytes = double(tensor_memory(model.device()).live);
+  ops::reset_gemm_flops();
+  s.side_flops = 0;
+  side_s0 = s.eval_s + s.ckpt_s;
+  t0 = Clock::now();
+  // This launch ends at train.stop_at (an interruption, as a time-limited job would have),
+  // else at train.steps; the schedule always spans train.steps.
+  end = t.stop_at > 0 ? std::min(t.stop_at, t.steps) : t.steps;
+}
+
+// One step, in the order a token flows; false when a stop was requested.
+bool Trainer::Loop::train_step(std::int64_t step, Metrics& metrics, Progress& progress) {
+  const auto step_t0 = Clock::now();
+  zero_grads();
+  micro_batches(step);
+  reduce(step);
+  const double norm = global_norm();
+  const bool applied = optimizer_step(step, norm, progress);
+  if (applied) update_router_biases(), last_loss = loss;
+  res.losses.push_back(loss);
+  res.grad_norms.push_back(norm);
+  res.tokens += global_tokens;
+  res.steps = step + 1;
+  const bool last = step + 1 == end;
+  synchronize(model.device());  // a GPU runs behind the host: the step ends when its kernels have
+  const double step_seconds = since(step_t0);
+  if (const TrafficReport traffic = device_traffic(); step == start || traffic.total.to_host > res.step_traffic.to_host)
+    res.step_traffic = traffic.total, res.step_traffic_sites = traffic.describe();
+  double val = 0;
+  if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && !last) {
+    progress.clear();
+    s.timed(s.eval_s, [&] { val = res.val_loss = evaluate(); });
+    if (log_rank) spdlog::info("step {:>5} | validation loss {:.4f}", step + 1, res.val_loss);
+  }
+  if (log_rank && ((step + 1) % t.log_every == 0 || step == start || last)) {
+    progress.clear();
+    log_step(step, norm);
+  }
+  if (metrics.enabled()) metrics.log(step_metrics(step, norm, applied, val, step_seconds));  // world rank 0
+  progress.draw(step + 1, since(t0));
+  if (stop_requested(step, progress)) return false;
+  const auto& ck = cfg.checkpoint;
+  if (!ck.dir.empty() && ck.every > 0 && (step + 1) % ck.every == 0 && !last && applied) {  // none from a skipped step
+    progress.clear();
+    res.wall_seconds = prior_wall + since(t0);
+    s.timed(s.ckpt_s, [&] { s.save(step + 1, res, loss, val); });
+  }
+  return true;
+}
+
+void Trainer::Loop::log_model_and_layout() {
+  res.expert_parameters = expert_parameters(mc);  // whole model, counted (plan/counts.h); tests hold the two equal
+  res.parameters = total_parameters(mc);
+  res.local_dense = s.dense->numel(), res.local_experts = s.experts->numel();
+  res.optimizer_bytes = s.dense->optimizer_bytes() + s.experts->optimizer_bytes();
+  res.optimizer_bytes_total = 2 * sizeof(float) * static_cast<std::size_t>(res.parameters);
+  if (!log_rank) return;
+  spdlog::info("model: {} parameters, {} MoE layers x {} experts (top-{}); data: {}; {} ranks x {} micro-batches x {} "
+               "sequences x {} tokens = {:.0f} tokens per step",
+               res.parameters, all_moe, E, mc.top_k, train_stream.describe(), dp, t.grad_accum, mb, T, global_tokens);
+  std::string stages;
+  for (std::size_t i = 0; i + 1 < s.bounds.size(); ++i)
+    stages += fmt::format("{}{}", i ? "/" : "", s.bounds[i + 1] - s.bounds[i]);
+  spdlog::info("layout: pp {} (blocks {}) x dp {} x tp {}, ep {} (experts {} per rank, {} replicas), zero {}: optimizer "
+               "state {} on this rank of {} in all ({:.3f} of it)",
+               s.layout.pp, stages, dp, s.layout.tp, s.layout.ep, E / s.layout.ep, s.layout.edp(), cfg.parallel.zero,
+               human_bytes(double(res.optimizer_bytes)), human_bytes(double(res.optimizer_bytes_total)),
+               double(res.optimizer_bytes) / double(res.optimizer_bytes_total));
+}
+
+// Validation: the first eval_batches global batches of the held-out split, in order; the
+// mean token cross-entropy over every rank.
+double Trainer::Loop::evaluate() {
+  Tensor tok = Tensor::empty({mb * T}, DType::i32), tgt = Tensor::empty({mb * T}, DType::i32);
+  for (std::int64_t b = 0; b < t.eval_batches; ++b) {
+    const StageWork work{.forward = [&](std::int64_t k, int c, const Tensor& in) {
+                           val_loader.fill_in_order(b * global_seqs + (k * dp + rank) * mb, mb, tok, tgt);
+                           Tensor out;
+                           model.forward_stage(out, model.has_embedding(c) ? tok : in, tgt, mb, T, c);
+                           return out;
+                         },
+                         .backward = {},
+                         .activation = {mb * T, mc.d_model}};
+    run_forward(s.mesh.pp(), t.grad_accum, work, chunks);
+  }
+  const double ce = model.take_loss_sums().ce_sum;  // summed on the device: one copy for the whole evaluation
+  return s.world.all_reduce_sum(counts ? ce : 0.0) / (global_tokens * double(t.eval_batches));
+}
+
+void Trainer::Loop::zero_grads() {
+  reset_device_traffic();
+  s.dense->zero_grad();
+  s.experts->zero_grad();
+  loads.zero();
+  loss = 0;
+}
+
+// The step's micro-batches through the 1F1B schedule; the losses stay summed on the device
+// until the one read at the end.
+void Trainer::Loop::micro_batches(std::int64_t step) {
+  const StageWork work{
+      .forward = [&](std::int64_t k, int c, const Tensor& in) { return forward_micro(step, k, c, in); },
+      .backward = [&](std::int64_t k, int c, const Tensor& dout) { return backward_micro(k, c, dout); },
+      .activation = {mb * T, mc.d_model}};
+  const auto sched0 = Clock::now();
+  Communicator& ppc = s.mesh.pp();
+  run_1f1b(ppc, t.grad_accum, work, chunks);
+  if (const auto sums = model.take_loss_sums(); counts)  // one copy per step
+    loss += sums.ce_sum / global_tokens + sums.aux_sum / double(global_seqs);
+  if (s.layout.pp > 1) ppc.all_reduce_sum(0.0);  // the pipeline drains: its last stages wait here, on the pp axis
+  schedule_s += since(sched0);
+}
+
+// Micro-batch k of a step on this rank is rows (k * dp + rank) * mb of the global batch;
+// the first stage reads its tokens, the last its targets.
+Tensor Trainer::Loop::forward_micro(std::int64_t step, std::int64_t k, int chunk, const Tensor& in) {
+  const Busy busy{schedule_busy};
+  InFlight f{Tensor::empty({mb * T}, DType::i32), Tensor::empty({mb * T}, DType::i32), {}, 0, 0};
+  loader.fill(step, (k * dp + rank) * mb, mb, f.tok, f.tgt);  // this rank's rows of the global batch
+  Tensor out;
+  model.forward_stage(out, model.has_embedding(chunk) ? f.tok : in, f.tgt, mb, T, chunk);  // losses: summed on the device
+  count_routing(chunk);
+  f.saved = model.take_saved(chunk);
+  SavedBytes sb;
+  f.saved.count(sb);
+  f.bytes = sb.total(), f.gemm_bytes = sb.gemm_inputs();
+  held += f.bytes, held_gemm += f.gemm_bytes;
+  if (held > res.saved_bytes) res.saved_bytes = held, res.saved_gemm_bytes = held_gemm;
+  flight[{k, chunk}] = std::move(f);
+  return out;
+}
+
+// The routing statistics of the chunk's MoE layers, from their plans' counts (host values).
+void Trainer::Loop::count_routing(int chunk) {
+  double* ld = loads.data<double>();
+  for (std::size_t i = 0; i < moe_layers.size(); ++i) {
+    const MoE& m = *moe_layers[i];
+    if (!model.in_chunk(moe_layers[i], chunk)) continue;
+    for (std::int64_t e = 0; e < E; ++e) ld[moe_row[i] * E + e] += double(m.load()[std::size_t(e)]);
+    ld[loads.numel() - 1] += double(m.dropped());
+    res.max_ranks_per_token = std::max(res.max_ranks_per_token, m.max_ranks_per_token());
+    res.remote_rows += double(m.remote_rows());  // summed here, per step at the end
+    res.remote_token_ranks += double(m.remote_token_ranks());
+    res.dispatch_bytes += double(m.dispatch_bytes());
+  }
+}
+
+Tensor Trainer::Loop::backward_micro(std::int64_t k, int chunk, const Tensor& dout) {
+  const Busy busy{schedule_busy};
+  InFlight& f = flight.at({k, chunk});
+  held -= f.bytes, held_gemm -= f.gemm_bytes;
+  model.restore_saved(std::move(f.saved), chunk);
+  flight.erase({k, chunk});
+  Tensor din;
+  model.backward_stage(din, dout, 1.0 / global_tokens, 1.0 / double(global_seqs), chunk);
+  model.take_saved(chunk);  // dropped: a forward of another chunk would not overwrite it
+  return din;
+}
+
+// Sum gradients (dense over dp, experts over their replicas); the loss and expert loads over
+// every rank (parts of them live on each stage, each tp rank's tokens, each dp rank).
+void Trainer::Loop::reduce(std::int64_t step) {
+  // The router's gradient: each tp rank's share (its own tokens), summed over tp first.
+  if (s.layout.tp > 1)
+    for (Param* p : s.params)
+      if (p->tp_partial) s.mesh.tp().all_reduce_sum(p->g);
+  const auto& dbg = cfg.debug;  // fault drill: one rank's NaN reaches every rank through the reduction
+  if (dbg.nan_at_step > 0 && step + 1 >= dbg.nan_at_step && step + 1 < dbg.nan_at_step + dbg.nan_steps &&
+      s.world.rank() == 0)
+    poison(s.params.back()->g);
+  s.dense->reduce_grads();
+  s.experts->reduce_grads();
+  loss = s.world.all_reduce_sum(loss);
+  s.world.all_reduce_sum(loads);
+}
+
+// Dense gradients are replicated over dp and split over tp (the tensors every tp rank holds
+// counted once); expert gradients differ between ep ranks and are replicated over edp; each
+// stage holds its own layers.
+double Trainer::Loop::global_norm() {
+  const auto tp_share = [&](const Param& p) { return p.tp_replicated ? 1.0 / s.layout.tp : 1.0; };
+  const double sq = s.layout.tp > 1 ? s.mesh.tp().all_reduce_sum(s.dense->grad_sq_norm(tp_share)) : s.dense->grad_sq_norm();
+  double sq_experts = s.experts->grad_sq_norm();
+  if (s.layout.ep > 1) sq_experts = s.ep().all_reduce_sum(sq_experts);
+  return std::sqrt(s.layout.pp > 1 ? s.mesh.pp().all_reduce_sum(sq + sq_experts) : sq + sq_experts);
+}
+
+// Clip and AdamW, unless the step is non-finite or spikes: then it changes nothing (weights,
+// moments, router biases), and too many in a row end the run before anything is saved from them.
+bool Trainer::Loop::optimizer_step(std::int64_t step, double norm, Progress& progress) {
+  const double spike_at = guard.threshold();
+  const auto verdict = guard.check(loss, norm);
+  if (verdict == StepGuard::Verdict::apply) {
+    if (t.grad_clip > 0 && norm > t.grad_clip) {
+      s.dense->scale_grads(t.grad_clip / norm);
+      s.experts->scale_grads(t.grad_clip / norm);
+    }
+    const ops::AdamWSpec spec{.lr = learning_rate(t, step), .beta1 = t.beta1, .beta2 = t.beta2, .eps = t.adam_eps,
+                              .step = step + 1};
+    s.dense->step(spec, t.weight_decay);
+    s.experts->step(spec, t.weight_decay);
+    return true;
+  }
+  res.skipped_steps = guard.skipped();
+  const std::string why = verdict == StepGuard::Verdict::nonfinite
+                              ? fmt::format("loss {} and gradient norm {}", loss, norm)
+                              : fmt::format("loss {:.4f} spikes above {:.4f} (train.spike_zscore)", loss, spike_at);
+  progress.clear();
+  if (log_rank) spdlog::warn("step {} skipped: {}; {} in a row, {} in all", step + 1, why, guard.consecutive(), guard.skipped());
+  const auto& ck = cfg.checkpoint;
+  MOE_CHECK(guard.consecutive() < t.max_skipped_steps, TrainingError,
+            "{}: step {}: {} steps in a row skipped (train.max_skipped_steps), the last with {}; stopping without "
+            "saving. {}; lower train.lr, or raise train.max_skipped_steps",
+            cfg.source, step + 1, guard.consecutive(), why,
+            ck.dir.empty() ? "No checkpoint was kept (checkpoint.dir is empty)"
+                           : fmt::format("The last checkpoint in {} is intact and resumes the run", ck.dir));
+  return false;
+}
+
+// Auxiliary-loss-free balancing: every rank applies the same global loads.
+void Trainer::Loop::update_router_biases() {
+  const double* ld = loads.data<double>();
+  for (std::size_t i = 0; i < moe_layers.size(); ++i) {
+    const double* row = ld + moe_row[i] * E;
+    moe_layers[i]->update_bias(std::vector<double>(row, row + E), mc.bias_update_rate);
+  }
+}
+
+std::pair<double, double> Trainer::Loop::load_range() const {
+  const double* ld = loads.data<double>();
+  double lmin = 0, lmax = 0;
+  for (std::int64_t i = 0; i < all_moe; ++i) {
+    const auto [lo, hi] = std::minmax_element(ld + i * E, ld + (i + 1) * E);
+    lmin = i == 0 ? *lo : std::min(lmin, *lo);
+    lmax = std::max(lmax, *hi);
+  }
+  return {lmin, lmax};
+}
+
+void Trainer::Loop::log_step(std::int64_t step, double norm) {
+  const std::int64_t done = step + 1 - start;  // steps of this segment of the run
+  const double secs = since(t0), mean = global_tokens * double(mc.top_k) / double(std::max<std::int64_t>(E, 1));
+  const auto [lmin, lmax] = load_range();
+  std::string comm;
+  for (const auto& [kind, bytes] : s.step_bytes())
+    comm += fmt::format("{}{} {}", comm.empty() ? "" : ", ", kind, human_bytes(double(bytes) / double(done)));
+  spdlog::info("step {:>5}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tokens/s | tokens per expert "
+               "min/mean/max {:.0f}/{:.0f}/{:.0f} | dropped {:.0f} | sent per step: {} | saved activations {} "
+               "(GEMM inputs {} in {}){} | {:.1f} s",
+               step + 1, t.steps, loss, learning_rate(t, step), norm, double(done) * global_tokens / secs, lmin, mean, lmax,
+               loads.data<double>()[loads.numel() - 1], comm.empty() ? "none" : comm, human_bytes(double(res.saved_bytes)),
+               human_bytes(double(res.saved_gemm_bytes)), precision_name(cfg.precision),
+               guard.skipped() ? fmt::format(" | skipped {}", guard.skipped()) : "", secs);
+}
+
+nlohmann::json Trainer::Loop::step_metrics(std::int64_t step, double norm, bool applied, double val,
+                                           double step_seconds) {
+  const double* ld = loads.data<double>();
+  const double peak_flops = s.cluster.peak_tflops(cfg.precision) * 1e12;
+  nlohmann::json r = {{"step", step + 1}, {"loss", loss}, {"lr", learning_rate(t, step)}, {"grad_norm", norm},
+                      {"tokens_per_s", global_tokens / step_seconds},
+                      {"mfu", plan.flops_per_step / step_seconds / double(s.world.size()) / peak_flops},
+                      {"dropped", ld[loads.numel() - 1]}, {"saved_bytes", res.saved_bytes},
+                      {"saved_gemm_bytes", res.saved_gemm_bytes}, {"skipped", !applied}, {"skipped_total", guard.skipped()},
+                      {"elapsed_s", prior_wall + since(t0)}};
+  if (val > 0) r["val_loss"] = val;
+  for (const auto& [kind, bytes] : s.step_bytes()) {
+    r["bytes"][kind] = bytes - (bytes_before.count(kind) ? bytes_before.at(kind) : 0);
+    bytes_before[kind] = bytes;
+  }
+  for (std::int64_t i = 0; i < all_moe; ++i) r["expert_loads"].push_back(std::vector<double>(ld + i * E, ld + (i + 1) * E));
+  return r;
+}
+
+// A stop request on any rank stops every rank after this step (one scalar all-reduce).
+bool Trainer::Loop::stop_requested(std::int64_t step, Progress& progress) {
+  if (s.world.all_reduce_sum(double(g_stop)) == 0) return false;
+  progress.clear();
+  res.stopped = true;
+  res.stop_signal = g_stop == SIGINT ? "SIGINT" : "SIGTERM";  // (a rank that got none: its peers had SIGTERM)
+  if (log_rank)
+    spdlog::info("stop requested ({}): ending after step {}{}", res.stop_signal, step + 1,
+                 cfg.checkpoint.dir.empty() ? " without a checkpoint (checkpoint.dir is empty)" : ", checkpointed");
+  return true;
+}
+
+// This launch's measurements per training step (validation and checkpoint traffic left
+// out), against the plan; then the final validation.
+void Trainer::Loop::finish() {
+  const std::int64_t ran = std::max<std::int64_t>(1, res.steps - start);
+  res.step_seconds = (since(t0) - (s.eval_s + s.ckpt_s - side_s0)) / double(ran);
+  res.peak_tensor_bytes = double(tensor_memory(model.device()).peak);
+  res.gemm_flops_per_step = s.world.all_reduce_sum(double(ops::gemm_flops() - s.side_flops)) / double(ran);
+  res.planned_step_seconds = plan.time.step();
+  res.planned_memory_bytes = plan.memory.total();
+  res.planned_step_memory_bytes = plan.memory.activations + plan.memory.workspace + plan.memory.buffers;
+  res.planned_flops_per_step = plan.gemm_flops_per_step;
+  for (const auto& [kind, bytes] : s.step_bytes()) res.bytes_per_step[kind] = bytes / static_cast<std::uint64_t>(ran);
+  res.remote_rows /= double(ran), res.remote_token_ranks /= double(ran), res.dispatch_bytes /= double(ran);
+  // The pipeline's idle share of its schedule, mean over ranks, against 1F1B's ideal.
+  res.bubble = s.world.all_reduce_sum(schedule_s > 0 ? 1 - schedule_busy / schedule_s : 0) / s.world.size();
+  res.ideal_bubble = bubble_fraction(s.layout.pp, t.grad_accum, chunks);
+  if (!res.stopped) s.timed(s.eval_s, [&] { res.val_loss = evaluate(); });  // a stopped job is short of time: save first
+}
+
+}  // namespace moe
