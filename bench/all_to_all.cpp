@@ -46,7 +46,8 @@ int main(int argc, char** argv) {
         world.barrier();
         double t0 = now();
         for (int i = 0; i < reps; ++i)
-          MPI_Alltoallv(in.raw(), sc.data(), sd.data(), MPI_FLOAT, out.raw(), rc.data(), rd.data(), MPI_FLOAT, world.comm());
+          MPI_Alltoallv(in.raw(), sc.data(), sd.data(), MPI_FLOAT, out.raw(), rc.data(), rd.data(), MPI_FLOAT,
+                        world.comm());
         best_mpi = std::min(best_mpi, world.all_reduce_sum(now() - t0) / p / reps);
         world.barrier();
         t0 = now();
@@ -55,8 +56,9 @@ int main(int argc, char** argv) {
       }
       worst = std::max(worst, best_moe / best_mpi);
       if (r == 0)
-        std::printf("%8lld %6lld %10lld %12.2f %12.2f %8.3f\n", static_cast<long long>(rows), static_cast<long long>(width),
-                    static_cast<long long>(ns * width * 4), best_mpi * 1e6, best_moe * 1e6, best_moe / best_mpi);
+        std::printf("%8lld %6lld %10lld %12.2f %12.2f %8.3f\n", static_cast<long long>(rows),
+                    static_cast<long long>(width), static_cast<long long>(ns * width * 4), best_mpi * 1e6,
+                    best_moe * 1e6, best_moe / best_mpi);
     }
   if (r == 0) std::printf("worst ratio %.3f (target < 1.05)\n", worst);
   return 0;

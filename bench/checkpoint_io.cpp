@@ -58,8 +58,13 @@ int main(int argc, char** argv) try {
   spdlog::set_level(spdlog::level::warn);
   const std::string dir = argc > 1 ? argv[1] : "bench_ckpt";
   // About 20M parameters: 240 MB of weights and moments.
-  std::vector<std::string> kv = {"model.d_model=512", "model.n_heads=8", "model.n_kv_heads=4", "model.ffn_hidden=1536",
-                                 "model.n_layers=4", "model.expert_hidden=384", "checkpoint.dir=" + dir + "/moe",
+  std::vector<std::string> kv = {"model.d_model=512",
+                                 "model.n_heads=8",
+                                 "model.n_kv_heads=4",
+                                 "model.ffn_hidden=1536",
+                                 "model.n_layers=4",
+                                 "model.expert_hidden=384",
+                                 "checkpoint.dir=" + dir + "/moe",
                                  "checkpoint.keep=1"};
   for (int i = 2; i < argc; ++i) kv.emplace_back(argv[i]);
   const Config cfg = load_config("configs/tiny.yaml", kv);
@@ -92,7 +97,8 @@ int main(int argc, char** argv) try {
       std::size_t at = 0;
       for (const auto& [addr, bytes] : extents) {
         for (std::size_t done = 0; done < bytes;) {
-          const ssize_t r = ::pread(fd, mem.data() + (reuse ? 0 : at) + done, bytes - done, static_cast<off_t>(addr + done));
+          const ssize_t r =
+              ::pread(fd, mem.data() + (reuse ? 0 : at) + done, bytes - done, static_cast<off_t>(addr + done));
           if (r <= 0) break;
           done += static_cast<std::size_t>(r);
         }
@@ -110,13 +116,14 @@ int main(int argc, char** argv) try {
     pw = std::min(pw, timed([&] { posix(raw, mem.data(), mine); }));
   }
   if (world.rank() == 0)
-    std::printf("bench checkpoint_io: %d ranks, %.1f MB written, %.1f MB read (all ranks), best of 3\n"
-                "            moe GB/s   POSIX GB/s   ratio (target >= 0.7)\n"
-                "save       %9.2f   %10.2f   %6.2f\nload warm  %9.2f   %10.2f   %6.2f\nload cold  %9.2f   %10.2f   %6.2f\n"
-                "(POSIX warm read of the same bytes into one reused buffer, as no loader can: %.2f GB/s)\n",
-                world.size(), total / 1e6, total_read / 1e6, total / save / 1e9, total / pw / 1e9, pw / save,
-                total_read / load / 1e9, total_read / pr / 1e9, pr / load, total_read / cold / 1e9,
-                total_read / pcold / 1e9, pcold / cold, total_read / preuse / 1e9);
+    std::printf(
+        "bench checkpoint_io: %d ranks, %.1f MB written, %.1f MB read (all ranks), best of 3\n"
+        "            moe GB/s   POSIX GB/s   ratio (target >= 0.7)\n"
+        "save       %9.2f   %10.2f   %6.2f\nload warm  %9.2f   %10.2f   %6.2f\nload cold  %9.2f   %10.2f   %6.2f\n"
+        "(POSIX warm read of the same bytes into one reused buffer, as no loader can: %.2f GB/s)\n",
+        world.size(), total / 1e6, total_read / 1e6, total / save / 1e9, total / pw / 1e9, pw / save,
+        total_read / load / 1e9, total_read / pr / 1e9, pr / load, total_read / cold / 1e9, total_read / pcold / 1e9,
+        pcold / cold, total_read / preuse / 1e9);
   std::filesystem::remove(raw);
   return 0;
 } catch (const std::exception& e) {

@@ -31,7 +31,8 @@ int main(int argc, char** argv) try {
     std::string name;
     std::vector<std::string> keys;
   };
-  std::vector<Case> cases = {{"dp" + std::to_string(P), {}}, {"dp" + std::to_string(P) + " zero1", {"parallel.zero=1"}}};
+  std::vector<Case> cases = {{"dp" + std::to_string(P), {}},
+                             {"dp" + std::to_string(P) + " zero1", {"parallel.zero=1"}}};
   for (int ep = 2; ep <= P; ep *= 2) {
     cases.push_back({"ep" + std::to_string(ep), {"parallel.ep=" + std::to_string(ep)}});
     cases.push_back({"ep" + std::to_string(ep) + " zero1", {"parallel.ep=" + std::to_string(ep), "parallel.zero=1"}});
@@ -40,8 +41,10 @@ int main(int argc, char** argv) try {
   if (P >= 4) cases.push_back({"ep4 no groups", {"parallel.ep=4", "model.n_groups=1", "model.topk_groups=1"}});
 
   if (world.rank() == 0)
-    std::printf("bench comm_bytes: %s, %d ranks; bytes per step summed over ranks (KB)\n%-16s %10s %10s %7s | %9s %9s %9s %9s\n",
-                path.c_str(), P, "layout", "measured", "minimum", "ratio", "a2a", "implied", "payload", "per-expert");
+    std::printf(
+        "bench comm_bytes: %s, %d ranks; bytes per step summed over ranks (KB)\n%-16s %10s %10s %7s | %9s %9s %9s "
+        "%9s\n",
+        path.c_str(), P, "layout", "measured", "minimum", "ratio", "a2a", "implied", "payload", "per-expert");
   for (const Case& c : cases) {
     auto kv = sets;
     kv.insert(kv.end(), c.keys.begin(), c.keys.end());
@@ -49,7 +52,8 @@ int main(int argc, char** argv) try {
     const Layout l = resolve_layout(cfg, P);
     const TrainResult r = train(cfg, world);
     const double C = double(cfg.model.d_model), row = C * 4;
-    const double dense = double(r.parameters - r.expert_parameters) * 4, experts = double(r.expert_parameters) / l.ep * 4;
+    const double dense = double(r.parameters - r.expert_parameters) * 4,
+                 experts = double(r.expert_parameters) / l.ep * 4;
     const double grads = 2.0 * (l.dp - 1) / l.dp * dense + 2.0 * (l.edp() - 1) / l.edp() * experts;
     std::uint64_t mine = 0, a2a = 0;
     for (const auto& [kind, bytes] : r.bytes_per_step) mine += bytes, a2a += kind == "all_to_all" ? bytes : 0;
@@ -57,20 +61,21 @@ int main(int argc, char** argv) try {
     // per expert it holds (the dispatch plan's counts, model/dispatch.h); per (token, other
     // rank) row: x with 2K floats of metadata out, the combined row back, dout out, dx and
     // K gate gradients back.
-    const double K = double(cfg.model.top_k), passes = double(cfg.train.grad_accum) *
-                                                       double(cfg.model.n_layers - cfg.model.dense_layers);
+    const double K = double(cfg.model.top_k),
+                 passes = double(cfg.train.grad_accum) * double(cfg.model.n_layers - cfg.model.dense_layers);
     const double experts_per_rank = double(cfg.model.routed_experts) / l.ep;
     const double counts = l.ep > 1 ? double(l.ep - 1) * 4 * (1 + experts_per_rank) * passes : 0;
     const double implied = r.remote_token_ranks * (4 * row + 3 * K * 4) + counts;
-    const double once = 4 * r.remote_token_ranks * row + counts;  // payload alone, once per (token, rank)
+    const double once = 4 * r.remote_token_ranks * row + counts;     // payload alone, once per (token, rank)
     const double per_assignment = 4 * r.remote_rows * row + counts;  // one row per (token, expert)
     const double sum_mine = world.all_reduce_sum(double(mine)), sum_a2a = world.all_reduce_sum(double(a2a));
     const double sum_implied = world.all_reduce_sum(implied), sum_once = world.all_reduce_sum(once),
                  sum_assign = world.all_reduce_sum(per_assignment);
     const double minimum = P * grads + sum_implied;
     if (world.rank() == 0)
-      std::printf("%-16s %10.1f %10.1f %7.3f | %9.1f %9.1f %9.1f %9.1f\n", c.name.c_str(), sum_mine / 1e3, minimum / 1e3,
-                  sum_mine / minimum, sum_a2a / 1e3, sum_implied / 1e3, sum_once / 1e3, sum_assign / 1e3);
+      std::printf("%-16s %10.1f %10.1f %7.3f | %9.1f %9.1f %9.1f %9.1f\n", c.name.c_str(), sum_mine / 1e3,
+                  minimum / 1e3, sum_mine / minimum, sum_a2a / 1e3, sum_implied / 1e3, sum_once / 1e3,
+                  sum_assign / 1e3);
   }
   return 0;
 } catch (const std::exception& e) {

@@ -32,7 +32,8 @@ Tensor to_bf16_gpu(const Tensor& x) {
   return b.to(Device::cuda);
 }
 
-template <class F> double seconds_per_call(F&& f) {
+template <class F>
+double seconds_per_call(F&& f) {
   for (int i = 0; i < 3; ++i) f();
   synchronize(Device::cuda);
   const int n = 20;
@@ -61,19 +62,21 @@ int main(int argc, char** argv) try {
     const Tensor x = random_f32(M, K, 1), w = random_f32(N, K, 2), xd = x.to(Device::cuda), wd = w.to(Device::cuda);
     const Tensor a = to_bf16_gpu(x), b = to_bf16_gpu(w);
     Tensor qa = Tensor::empty({M, K}, DType::e4m3, Device::cuda), qb = Tensor::empty({N, K}, DType::e4m3, Device::cuda);
-    Tensor sa = Tensor::empty({M, T}, DType::f32, Device::cuda), sb = Tensor::empty({N / 128, T}, DType::f32, Device::cuda);
+    Tensor sa = Tensor::empty({M, T}, DType::f32, Device::cuda),
+           sb = Tensor::empty({N / 128, T}, DType::f32, Device::cuda);
     ops::quantize_1x128(qa, sa, xd);
     ops::quantize_128x128(qb, sb, wd);
     Tensor y = Tensor::empty({M, N}, DType::f32, Device::cuda);
     const double flops = 2.0 * double(M) * double(N) * double(K);
     const double bf16 = flops / seconds_per_call([&] { ops::bf16_gemm(y, a, b); }) / 1e12;
     const double fp8 = flops / seconds_per_call([&] { ops::sm90_fp8_gemm(y, qa, sa, qb, sb); }) / 1e12;
-    std::printf("%6lld x %6lld x %6lld      %10.1f %10.1f %8.2f\n", static_cast<long long>(M), static_cast<long long>(N),
-                static_cast<long long>(K), bf16, fp8, fp8 / bf16);
+    std::printf("%6lld x %6lld x %6lld      %10.1f %10.1f %8.2f\n", static_cast<long long>(M),
+                static_cast<long long>(N), static_cast<long long>(K), bf16, fp8, fp8 / bf16);
     rows.push_back({{"M", M}, {"N", N}, {"K", K}, {"bf16_tflops", bf16}, {"fp8_tflops", fp8}});
   }
   if (argc > 1) std::ofstream(argv[1]) << rows.dump(1);
-  std::printf("sm90_fp8_gemm reference fallbacks: %lld (0 expected)\n", static_cast<long long>(ops::fp8_reference_fallbacks()));
+  std::printf("sm90_fp8_gemm reference fallbacks: %lld (0 expected)\n",
+              static_cast<long long>(ops::fp8_reference_fallbacks()));
   return 0;
 } catch (const std::exception& e) {
   std::fprintf(stderr, "bench_gemm_gpu: %s\n", e.what());

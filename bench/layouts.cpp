@@ -45,25 +45,28 @@ int main(int argc, char** argv) try {
   for (int pp = 1; pp <= 2; ++pp)
     for (int tp = 1; tp <= 2; ++tp)
       for (int ep : {1, 4}) {
-        if (P % (pp * tp) || ((P / (pp * tp)) * tp) % ep || (base.model.n_kv_heads % tp) || pp > base.model.n_layers) continue;
-        const std::string name = fmt::format("pp{} dp{} tp{}{}", pp, P / (pp * tp), tp, ep > 1 ? fmt::format(" ep{}", ep) : "");
+        if (P % (pp * tp) || ((P / (pp * tp)) * tp) % ep || (base.model.n_kv_heads % tp) || pp > base.model.n_layers)
+          continue;
+        const std::string name =
+            fmt::format("pp{} dp{} tp{}{}", pp, P / (pp * tp), tp, ep > 1 ? fmt::format(" ep{}", ep) : "");
         cases.push_back({name, pp, tp, ep, 0});
       }
   cases.push_back({fmt::format("pp1 dp{} tp1 zero1", P), 1, 1, 1, 1});
 
   if (world.rank() == 0)
-    std::printf("bench layouts: %s, %d ranks, %lld sequences x %lld tokens per step; bytes per step summed over ranks (KB)\n"
-                "%-22s %9s %7s | %10s %10s %6s | %9s %9s %9s %9s\n",
-                path.c_str(), P, static_cast<long long>(global * base.train.micro_batch),
-                static_cast<long long>(base.model.seq_len), "layout", "tokens/s", "vs dp", "measured", "minimum", "ratio",
-                "grads", "tp", "pp", "a2a");
+    std::printf(
+        "bench layouts: %s, %d ranks, %lld sequences x %lld tokens per step; bytes per step summed over ranks (KB)\n"
+        "%-22s %9s %7s | %10s %10s %6s | %9s %9s %9s %9s\n",
+        path.c_str(), P, static_cast<long long>(global * base.train.micro_batch),
+        static_cast<long long>(base.model.seq_len), "layout", "tokens/s", "vs dp", "measured", "minimum", "ratio",
+        "grads", "tp", "pp", "a2a");
   double dp_rate = 0;
   for (const Case& c : cases) {
     auto kv = sets;
-    for (const auto& s : {fmt::format("parallel.pp={}", c.pp), fmt::format("parallel.tp={}", c.tp),
-                          fmt::format("parallel.ep={}", c.ep), fmt::format("parallel.zero={}", c.zero),
-                          fmt::format("parallel.dp={}", P / (c.pp * c.tp)),
-                          fmt::format("train.grad_accum={}", global / (P / (c.pp * c.tp)))})
+    for (const auto& s :
+         {fmt::format("parallel.pp={}", c.pp), fmt::format("parallel.tp={}", c.tp), fmt::format("parallel.ep={}", c.ep),
+          fmt::format("parallel.zero={}", c.zero), fmt::format("parallel.dp={}", P / (c.pp * c.tp)),
+          fmt::format("train.grad_accum={}", global / (P / (c.pp * c.tp)))})
       kv.push_back(s);
     const Config cfg = load_config(path, kv);
     const Layout l = resolve_layout(cfg, P);
@@ -72,10 +75,12 @@ int main(int argc, char** argv) try {
     const auto& m = cfg.model;
     const auto bounds = stage_bounds(cfg, l.pp);
     const bool first = at.pp == 0, last = at.pp == l.pp - 1;
-    const double N = double(cfg.train.micro_batch * m.seq_len), C = double(m.d_model), mbs = double(cfg.train.grad_accum);
+    const double N = double(cfg.train.micro_batch * m.seq_len), C = double(m.d_model),
+                 mbs = double(cfg.train.grad_accum);
     const double blocks = double(bounds[std::size_t(at.pp) + 1] - bounds[std::size_t(at.pp)]);
     double moe_blocks = 0;
-    for (auto b = bounds[std::size_t(at.pp)]; b < bounds[std::size_t(at.pp) + 1]; ++b) moe_blocks += b >= m.dense_layers;
+    for (auto b = bounds[std::size_t(at.pp)]; b < bounds[std::size_t(at.pp) + 1]; ++b)
+      moe_blocks += b >= m.dense_layers;
     const double grads = ring(4.0 * double(r.local_dense), l.dp) + ring(4.0 * double(r.local_experts), l.edp());
     const double tp = mbs * ((4 * blocks + first + last) * ring(4 * N * C, l.tp) +
                              (last && l.tp > 1 ? (l.tp - 1) * 4 * N + ring(16 * N, l.tp) : 0)) +
@@ -90,9 +95,10 @@ int main(int argc, char** argv) try {
     const double rate = double(global * cfg.train.micro_batch * m.seq_len) / r.step_seconds;
     if (c.pp == 1 && c.tp == 1 && c.ep == 1 && c.zero == 0) dp_rate = rate;
     if (world.rank() == 0)
-      std::printf("%-22s %9.0f %7.2f | %10.1f %10.1f %6.3f | %9.1f %9.1f %9.1f %9.1f%s\n", c.name.c_str(), rate,
-                  rate / dp_rate, sum / 1e3, minimum / 1e3, sum / minimum, sg / 1e3, stp / 1e3, spp / 1e3, sa / 1e3,
-                  l.pp > 1 ? fmt::format("  bubble {:.1f}% (1F1B {:.1f}%)", 100 * r.bubble, 100 * r.ideal_bubble).c_str() : "");
+      std::printf(
+          "%-22s %9.0f %7.2f | %10.1f %10.1f %6.3f | %9.1f %9.1f %9.1f %9.1f%s\n", c.name.c_str(), rate, rate / dp_rate,
+          sum / 1e3, minimum / 1e3, sum / minimum, sg / 1e3, stp / 1e3, spp / 1e3, sa / 1e3,
+          l.pp > 1 ? fmt::format("  bubble {:.1f}% (1F1B {:.1f}%)", 100 * r.bubble, 100 * r.ideal_bubble).c_str() : "");
   }
   return 0;
 } catch (const std::exception& e) {

@@ -42,7 +42,8 @@ int main(int argc, char** argv) {
   const ParamList params = model.params();
   std::vector<Tensor> ms, vs;
   for (Param* p : params)
-    ms.push_back(Tensor::zeros(p->w.shape(), DType::f32, dev)), vs.push_back(Tensor::zeros(p->w.shape(), DType::f32, dev));
+    ms.push_back(Tensor::zeros(p->w.shape(), DType::f32, dev)),
+        vs.push_back(Tensor::zeros(p->w.shape(), DType::f32, dev));
   reset_tensor_memory_peak(dev);
   Tensor tok = Tensor::empty({B * T}, DType::i32), tgt = Tensor::empty({B * T}, DType::i32);
   std::mt19937 rng(1);
@@ -55,7 +56,8 @@ int main(int argc, char** argv) {
     if (s == warmup) reset_device_traffic();  // the timed steps' host<->device traffic
     if (s >= warmup && (s - warmup) % steps == 0) {
       synchronize(dev);  // (the GPU runs behind the host)
-      if (s > warmup) best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+      if (s > warmup)
+        best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
       t0 = std::chrono::steady_clock::now();
     }
     for (std::int64_t i = 0; i < B * T; ++i)
@@ -72,16 +74,23 @@ int main(int argc, char** argv) {
   const nlohmann::json model_json = config_section_json(cfg, "model");
   const double tps = double(steps * B * T) / secs, flops = training_flops_per_token(m);
   const double peak = load_cluster(cfg).peak_tflops(cfg.precision) * 1e12, memory = double(tensor_memory(dev).peak);
-  std::ofstream(argv[2]) << nlohmann::json{{"model", model_json}, {"batch", B}, {"steps", steps}, {"rounds", rounds},
-                                           {"moe_tokens_per_s", tps}, {"device", std::string(device_name(dev))},
-                                           {"precision", precision_name(cfg.precision)}, {"flops_per_token", flops},
-                                           {"peak_flops", peak}, {"moe_peak_bytes", memory}}
-                                .dump(1);
+  std::ofstream(argv[2]) << nlohmann::json{
+      {"model", model_json},
+      {"batch", B},
+      {"steps", steps},
+      {"rounds", rounds},
+      {"moe_tokens_per_s", tps},
+      {"device", std::string(device_name(dev))},
+      {"precision", precision_name(cfg.precision)},
+      {"flops_per_token", flops},
+      {"peak_flops", peak},
+      {"moe_peak_bytes",
+       memory}}.dump(1);
   std::cout << "moe:     " << static_cast<long>(tps) << " tokens/s";
   if (peak > 0) std::cout << ", MFU " << 100 * tps * flops / peak << "% of " << peak / 1e12 << " TFLOP/s";
-  std::cout << ", peak tensor memory " << memory / 1e9 << " GB (" << precision_name(cfg.precision)
-            << " on " << device_name(dev) << "; best of " << rounds << " rounds of " << steps << " steps of " << B << " x "
-            << T << " tokens)\n";
+  std::cout << ", peak tensor memory " << memory / 1e9 << " GB (" << precision_name(cfg.precision) << " on "
+            << device_name(dev) << "; best of " << rounds << " rounds of " << steps << " steps of " << B << " x " << T
+            << " tokens)\n";
   if (dev != Device::cpu) {
     const Traffic t = device_traffic().total;
     const double n = double(rounds * steps);

@@ -50,7 +50,8 @@ std::string hdf5_reason() {
   const std::string key = "error message = '";
   if (const auto at = reason.find(key); at != std::string::npos) {
     const auto end = reason.find('\'', at + key.size()), colon = reason.find(':');
-    reason = (colon < at ? reason.substr(0, colon) + ": " : std::string()) + reason.substr(at + key.size(), end - at - key.size());
+    reason = (colon < at ? reason.substr(0, colon) + ": " : std::string()) +
+             reason.substr(at + key.size(), end - at - key.size());
   }
   std::replace(reason.begin(), reason.end(), '\n', ' ');  // one line, whatever HDF5 said
   return reason;
@@ -119,7 +120,8 @@ std::map<std::string, const Slice*> by_dataset(const std::vector<Slice>& mine) {
   return m;
 }
 
-template <class T> void write_attr(hid_t file, const char* name, hid_t type, const T& v, const std::string& path) {
+template <class T>
+void write_attr(hid_t file, const char* name, hid_t type, const T& v, const std::string& path) {
   Id space(H5Screate(H5S_SCALAR), H5Sclose);
   Id a(check_id(H5Acreate2(file, name, type, space.get(), H5P_DEFAULT, H5P_DEFAULT), path, name), H5Aclose);
   check(H5Awrite(a.get(), type, &v), path, name);
@@ -135,7 +137,8 @@ void write_text(hid_t file, const char* name, const std::string& v, const std::s
 // An attribute added after format version 1 was first written: 0 when absent.
 double read_optional(hid_t file, const char* name, const std::string& path);
 
-template <class T> T read_attr(hid_t file, const char* name, hid_t type, const std::string& path) {
+template <class T>
+T read_attr(hid_t file, const char* name, hid_t type, const std::string& path) {
   Id a(check_id(H5Aopen(file, name, H5P_DEFAULT), path, std::string("attribute ") + name), H5Aclose);
   T v{};
   check(H5Aread(a.get(), type, &v), path, name);
@@ -161,7 +164,8 @@ std::string read_text(hid_t file, const char* name, const std::string& path) {
 
 // A damaged file: one line naming it, the dataset and what failed, and what to do.
 CheckpointError damaged(const std::string& path, const std::string& dataset, const std::string& what) {
-  return CheckpointError(fmt::format("{}: dataset {}: {}: the file is damaged; use an earlier checkpoint", path, dataset, what));
+  return CheckpointError(
+      fmt::format("{}: dataset {}: {}: the file is damaged; use an earlier checkpoint", path, dataset, what));
 }
 
 // The chunks of a dataset written by write(): whole trailing dimensions, `rows` leading
@@ -179,8 +183,8 @@ bool chunks_of(hid_t ds, const std::string& path, const Dataset& d, const Slice&
   std::vector<hsize_t> chunk(static_cast<std::size_t>(std::max(nd, 1)));
   unsigned flags = 0;
   std::size_t cd = 0;
-  const bool ours = nd > 0 && H5Pget_layout(dcpl.get()) == H5D_CHUNKED && H5Pget_chunk(dcpl.get(), nd, chunk.data()) == nd &&
-                    H5Pget_nfilters(dcpl.get()) == 1 &&
+  const bool ours = nd > 0 && H5Pget_layout(dcpl.get()) == H5D_CHUNKED &&
+                    H5Pget_chunk(dcpl.get(), nd, chunk.data()) == nd && H5Pget_nfilters(dcpl.get()) == 1 &&
                     H5Pget_filter2(dcpl.get(), 0, &flags, &cd, nullptr, 0, nullptr, nullptr) == H5Z_FILTER_FLETCHER32 &&
                     std::equal(chunk.begin() + 1, chunk.end(), d.shape.begin() + 1,
                                [](hsize_t a, std::int64_t b) { return a == static_cast<hsize_t>(b); });
@@ -212,9 +216,14 @@ bool chunks_of(hid_t ds, const std::string& path, const Dataset& d, const Slice&
     if (mask != 0)
       throw damaged(path, d.name, fmt::format("the chunk at row {} was stored without its checksum", offset[0]));
     if (stored != payload + 4)
-      throw damaged(path, d.name, fmt::format("the chunk at row {} is {} bytes, its shape says {}", offset[0], stored, payload + 4));
-    sink(detail::ChunkRead{.dataset = d.name, .row = offset[0], .addr = addr, .payload = payload,
-                           .base = static_cast<std::size_t>(c) * payload, .parts = std::move(chunk_parts)});
+      throw damaged(path, d.name,
+                    fmt::format("the chunk at row {} is {} bytes, its shape says {}", offset[0], stored, payload + 4));
+    sink(detail::ChunkRead{.dataset = d.name,
+                           .row = offset[0],
+                           .addr = addr,
+                           .payload = payload,
+                           .base = static_cast<std::size_t>(c) * payload,
+                           .parts = std::move(chunk_parts)});
   }
   return true;
 }
@@ -234,8 +243,8 @@ void read_through_hdf5(hid_t ds, const std::string& path, const Dataset& d, cons
 // Checks `file` against `expected` (one error listing every mismatch) and calls
 // each(dataset id, dataset, slice) for every slice in `mine`, in file order.
 template <class Each>
-void for_each_slice(hid_t file, const std::string& path, const std::vector<Dataset>& expected, const std::vector<Slice>& mine,
-                    Each&& each) {
+void for_each_slice(hid_t file, const std::string& path, const std::vector<Dataset>& expected,
+                    const std::vector<Slice>& mine, Each&& each) {
   const auto slices = by_dataset(mine);
   std::vector<std::string> bad;
   for (const Dataset& d : expected) {
@@ -258,7 +267,8 @@ void for_each_slice(hid_t file, const std::string& path, const std::vector<Datas
                                 shape_str(Shape(dims.begin(), dims.end())), shape_str(d.shape)));
     else if (H5Tequal(type.get(), H5T_IEEE_F32LE) <= 0)  // the chunk reader copies bytes as f32
       bad.push_back(fmt::format("{} is not little-endian float32 in the file", d.name));
-    else if (const auto it = slices.find(d.name); bad.empty() && it != slices.end() && it->second->begin < it->second->end)
+    else if (const auto it = slices.find(d.name);
+             bad.empty() && it != slices.end() && it->second->begin < it->second->end)
       each(id, d, *it->second);
   }
   if (!bad.empty()) {
@@ -315,7 +325,8 @@ void write_meta(hid_t f, const std::string& path, const Meta& meta) {
 // unable to flush the file: closing it would fail again and leave the library's state torn
 // (HDF5 1.10 then crashes at exit), so the handle is let go; the temporary file is never
 // renamed into place.
-template <class Body> void fill_and_close(Id& file, const std::string& path, Body body) {
+template <class Body>
+void fill_and_close(Id& file, const std::string& path, Body body) {
   try {
     body(file.get());
     check(H5Fclose(file.get()), path, "close");
@@ -351,7 +362,8 @@ void write_from_skeleton(const std::string& path, MPI_Comm comm, const Meta& met
           std::vector<hsize_t> offset(d.shape.size(), 0);
           for (std::int64_t c = 0; c < detail::chunk_count(d.shape); ++c) {
             offset[0] = static_cast<hsize_t>(c * detail::chunk_rows(d.shape));
-            check(H5Dwrite_chunk(ds.get(), H5P_DEFAULT, 0, offset.data(), detail::chunk_stored_bytes(d.shape), hole.data()),
+            check(H5Dwrite_chunk(ds.get(), H5P_DEFAULT, 0, offset.data(), detail::chunk_stored_bytes(d.shape),
+                                 hole.data()),
                   path, "allocate " + d.name);
           }
         }
@@ -370,7 +382,8 @@ void write_from_skeleton(const std::string& path, MPI_Comm comm, const Meta& met
   detail::ChunkAddresses addresses(datasets.size());
   for (std::size_t i = 0, at = 0; i < datasets.size(); ++i) {
     const auto n = static_cast<std::size_t>(detail::chunk_count(datasets[i].shape));
-    addresses[i].assign(flat.begin() + static_cast<std::ptrdiff_t>(at), flat.begin() + static_cast<std::ptrdiff_t>(at + n));
+    addresses[i].assign(flat.begin() + static_cast<std::ptrdiff_t>(at),
+                        flat.begin() + static_cast<std::ptrdiff_t>(at + n));
     at += n;
   }
   detail::write_whole_chunks(path, comm, datasets, mine, plan, addresses);
@@ -410,7 +423,8 @@ void read(const std::string& path, const std::vector<Dataset>& expected, const s
   reader.finish();
 }
 
-std::vector<std::pair<std::uint64_t, std::uint64_t>> read_extents(const std::string& path, const std::vector<Dataset>& expected,
+std::vector<std::pair<std::uint64_t, std::uint64_t>> read_extents(const std::string& path,
+                                                                  const std::vector<Dataset>& expected,
                                                                   const std::vector<Slice>& mine) {
   quiet();
   std::vector<std::pair<std::uint64_t, std::uint64_t>> out;

@@ -21,16 +21,16 @@ inline constexpr std::int64_t kFormatVersion = 1;
 // The run's state besides the tensors.
 struct Meta {
   std::int64_t format_version = kFormatVersion;
-  std::int64_t step = 0;          // optimizer steps done; the data position and schedule follow from it
-  std::uint64_t seed = 0;         // batches are a function of (seed, step); init draws from it too
-  std::string config_yaml;        // the resolved config that wrote it
-  std::string layout;             // e.g. "world 4: pp 1 x dp 4 x tp 1, ep 2, zero 1"
-  double tokens = 0;              // training tokens so far
-  double global_batch = 0;        // sequences per optimizer step (dp x grad_accum x micro_batch)
-  double wall_seconds = 0;        // training wall time so far
-  double device_hours = 0;        // ranks x wall time so far
-  double last_loss = 0;           // training loss of the last step
-  double val_loss = 0;            // validation loss with the saved weights (0: not evaluated)
+  std::int64_t step = 0;    // optimizer steps done; the data position and schedule follow from it
+  std::uint64_t seed = 0;   // batches are a function of (seed, step); init draws from it too
+  std::string config_yaml;  // the resolved config that wrote it
+  std::string layout;       // e.g. "world 4: pp 1 x dp 4 x tp 1, ep 2, zero 1"
+  double tokens = 0;        // training tokens so far
+  double global_batch = 0;  // sequences per optimizer step (dp x grad_accum x micro_batch)
+  double wall_seconds = 0;  // training wall time so far
+  double device_hours = 0;  // ranks x wall time so far
+  double last_loss = 0;     // training loss of the last step
+  double val_loss = 0;      // validation loss with the saved weights (0: not evaluated)
   // The cost counters (trainer/cost.h), summed over launches: device-hours by category,
   // model FLOPs done, training wall seconds.
   double dh_compute = 0, dh_communication = 0, dh_evaluation = 0, dh_checkpoint = 0, dh_pipeline_idle = 0, flops = 0,
@@ -52,7 +52,8 @@ void read(const std::string& path, const std::vector<Dataset>& expected, const s
 // The byte ranges of the file read() fetches for `mine`: (address, bytes) of every chunk its
 // slices touch, checksum included (what a plain POSIX read of the same bytes reads: the
 // benchmark's peer).
-std::vector<std::pair<std::uint64_t, std::uint64_t>> read_extents(const std::string& path, const std::vector<Dataset>& expected,
+std::vector<std::pair<std::uint64_t, std::uint64_t>> read_extents(const std::string& path,
+                                                                  const std::vector<Dataset>& expected,
                                                                   const std::vector<Slice>& mine);
 
 // One process, no MPI-IO: the attributes.

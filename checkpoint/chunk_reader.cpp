@@ -74,8 +74,9 @@ void ChunkReader::run() {
 
 void ChunkReader::read(const ChunkRead& c) {
   auto fail = [&](const std::string& what) {
-    return CheckpointError(fmt::format("{}: dataset {}: the chunk at row {} {}: the file is damaged; use an earlier checkpoint",
-                                       path_, c.dataset, c.row, what));
+    return CheckpointError(
+        fmt::format("{}: dataset {}: the chunk at row {} {}: the file is damaged; use an earlier checkpoint", path_,
+                    c.dataset, c.row, what));
   };
   auto pread_all = [&](unsigned char* p, std::size_t bytes, haddr_t at) {
     while (bytes > 0) {

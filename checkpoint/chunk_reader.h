@@ -1,8 +1,8 @@
 // Reading a checkpoint's chunks with pread and verifying them, on a thread of its own while
 // the caller asks HDF5 where the next chunks are (internal to checkpoint/). Each chunk is
 // read a few hundred KiB at a time, straight into the slice's memory where a piece lies in
-// one part the slice holds (else into a scratch piece, whose parts are copied out), and each piece is added to the Fletcher32 sum while it
-// is still in cache; the sum is then checked against the chunk's 4 stored bytes.
+// one part the slice holds (else into a scratch piece, whose parts are copied out), and each piece is added to the
+// Fletcher32 sum while it is still in cache; the sum is then checked against the chunk's 4 stored bytes.
 #pragma once
 #include <hdf5.h>
 
@@ -36,7 +36,7 @@ struct ChunkRead {
 class ChunkReader {
  public:
   explicit ChunkReader(const std::string& path);  // opens the file; CheckpointError if it cannot
-  ~ChunkReader();                                   // stops the thread (after an error: unread chunks dropped)
+  ~ChunkReader();                                 // stops the thread (after an error: unread chunks dropped)
   ChunkReader(const ChunkReader&) = delete;
   ChunkReader& operator=(const ChunkReader&) = delete;
   void add(ChunkRead chunk);

@@ -75,7 +75,9 @@ struct Piece {
 };
 using Pieces = std::map<std::pair<std::size_t, std::int64_t>, std::vector<Piece>>;  // (dataset, chunk) -> pieces
 
-std::int64_t per_chunk(const Shape& s) { return chunk_rows(s) * (s.empty() ? 1 : numel(s) / std::max<std::int64_t>(s[0], 1)); }
+std::int64_t per_chunk(const Shape& s) {
+  return chunk_rows(s) * (s.empty() ? 1 : numel(s) / std::max<std::int64_t>(s[0], 1));
+}
 
 void write_owned(const std::string& path, const std::vector<Dataset>& datasets, const WholeChunks& plan, int me,
                  Pieces& pieces, const ChunkAddresses& addresses);
@@ -107,8 +109,10 @@ WholeChunks::WholeChunks(MPI_Comm comm, const std::vector<Dataset>& datasets, co
   all_.resize(3 * D_ * std::size_t(p_));
   for (std::size_t i = 0; i < D_; ++i)
     if (const auto it = slice_of.find(datasets[i].name); it != slice_of.end() && it->second->begin < it->second->end)
-      local[3 * i] = it->second->begin, local[3 * i + 1] = it->second->end, local[3 * i + 2] = !it->second->window.empty();
-  MPI_Allgather(local.data(), static_cast<int>(3 * D_), MPI_INT64_T, all_.data(), static_cast<int>(3 * D_), MPI_INT64_T, comm);
+      local[3 * i] = it->second->begin, local[3 * i + 1] = it->second->end,
+                local[3 * i + 2] = !it->second->window.empty();
+  MPI_Allgather(local.data(), static_cast<int>(3 * D_), MPI_INT64_T, all_.data(), static_cast<int>(3 * D_), MPI_INT64_T,
+                comm);
   for (std::size_t i = 0; i < D_; ++i) {
     per_[i] = per_chunk(datasets[i].shape);
     for (int r = 0; r < p_; ++r) windowed_[i] = windowed_[i] || all_[(std::size_t(r) * D_ + i) * 3 + 2] != 0;
@@ -138,10 +142,11 @@ ChunkAddresses chunk_addresses(const std::string& path, hid_t file, const std::v
       unsigned mask = 0;
       haddr_t addr = 0;
       hsize_t size = 0;
-      if (H5Dget_chunk_info_by_coord(ds, offset.data(), &mask, &addr, &size) < 0 || addr == HADDR_UNDEF || size != stored) {
+      if (H5Dget_chunk_info_by_coord(ds, offset.data(), &mask, &addr, &size) < 0 || addr == HADDR_UNDEF ||
+          size != stored) {
         H5Dclose(ds);
-        throw CheckpointError(
-            fmt::format("{}: {}: HDF5 did not allocate the chunk at row {} as {} bytes", path, d.name, c * rows, stored));
+        throw CheckpointError(fmt::format("{}: {}: HDF5 did not allocate the chunk at row {} as {} bytes", path, d.name,
+                                          c * rows, stored));
       }
       out[i].push_back(addr);
     }
@@ -197,9 +202,11 @@ void write_whole_chunks(const std::string& path, MPI_Comm comm, const std::vecto
     std::size_t total = 0;
     for (std::size_t r = 0; r < P; ++r) total += bytes[r];
     if (total > std::size_t(std::numeric_limits<int>::max()))
-      throw CheckpointError(fmt::format("{}: {} bytes of chunk pieces to exchange, more than MPI counts hold", path, total));
+      throw CheckpointError(
+          fmt::format("{}: {} bytes of chunk pieces to exchange, more than MPI counts hold", path, total));
     send.resize(total);
-    for (std::size_t r = 0, at = 0; r < P; ++r) send_at[r] = static_cast<int>(at), send_n[r] = static_cast<int>(bytes[r]), at += bytes[r];
+    for (std::size_t r = 0, at = 0; r < P; ++r)
+      send_at[r] = static_cast<int>(at), send_n[r] = static_cast<int>(bytes[r]), at += bytes[r];
     std::vector<std::size_t> put(send_at.begin(), send_at.end());
     each_piece([&](int w, std::size_t i, std::int64_t c, std::int64_t a, std::int64_t n, const float* data) {
       if (w == me) {
@@ -219,14 +226,15 @@ void write_whole_chunks(const std::string& path, MPI_Comm comm, const std::vecto
   std::size_t total = 0;
   for (int r = 0; r < p; ++r) total += std::size_t(recv_n[std::size_t(r)]);
   if (total > std::size_t(std::numeric_limits<int>::max())) {
-    if (error.empty()) error = fmt::format("{}: {} bytes of chunk pieces to receive, more than MPI counts hold", path, total);
+    if (error.empty())
+      error = fmt::format("{}: {} bytes of chunk pieces to receive, more than MPI counts hold", path, total);
     std::fill(recv_n.begin(), recv_n.end(), 0);  // still in the collective, receiving nothing: the save fails below
     total = 0;
   }
   for (int r = 0, at = 0; r < p; ++r) recv_at[std::size_t(r)] = at, at += recv_n[std::size_t(r)];
   std::vector<char> recv(total);
-  MPI_Alltoallv(send.data(), send_n.data(), send_at.data(), MPI_CHAR, recv.data(), recv_n.data(), recv_at.data(), MPI_CHAR,
-                comm);
+  MPI_Alltoallv(send.data(), send_n.data(), send_at.data(), MPI_CHAR, recv.data(), recv_n.data(), recv_at.data(),
+                MPI_CHAR, comm);
   for (std::size_t at = 0; error.empty() && at < recv.size();) {
     Header h;
     std::memcpy(&h, recv.data() + at, sizeof h);
@@ -276,8 +284,8 @@ void write_owned(const std::string& path, const std::vector<Dataset>& datasets, 
       std::int64_t next = c * per;
       for (const Piece& piece : list) next = piece.begin == next ? next + piece.count : -1;
       if (next != std::min(n, (c + 1) * per))
-        throw CheckpointError(fmt::format("{}: {}: the ranks' slices do not cover the chunk at row {} exactly once", path,
-                                          d.name, c * chunk_rows(d.shape)));
+        throw CheckpointError(fmt::format("{}: {}: the ranks' slices do not cover the chunk at row {} exactly once",
+                                          path, d.name, c * chunk_rows(d.shape)));
       const unsigned char* bytes = nullptr;
       if (list.size() == 1 && list[0].count == per) {
         bytes = reinterpret_cast<const unsigned char*>(list[0].data);

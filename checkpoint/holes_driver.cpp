@@ -36,7 +36,8 @@ const File* file_of(const H5FD_t* f) { return reinterpret_cast<const File*>(f); 
 // innermost message).
 herr_t fail(const char* what) {
   const int err = errno;
-  H5Epush2(H5E_DEFAULT, __FILE__, what, __LINE__, H5E_ERR_CLS, H5E_VFL, H5E_WRITEERROR, "%s: %s", what, std::strerror(err));
+  H5Epush2(H5E_DEFAULT, __FILE__, what, __LINE__, H5E_ERR_CLS, H5E_VFL, H5E_WRITEERROR, "%s: %s", what,
+           std::strerror(err));
   return -1;
 }
 

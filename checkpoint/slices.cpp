@@ -16,7 +16,7 @@ void blocks_of(const Shape& shape, std::size_t dim, Shape& prefix, std::int64_t 
                std::vector<Block>& out) {
   if (begin >= end) return;
   const Shape rest(shape.begin() + static_cast<std::ptrdiff_t>(dim), shape.end());
-  const std::int64_t S = inner_size(rest);  // elements per index of this dimension
+  const std::int64_t S = inner_size(rest);                  // elements per index of this dimension
   auto emit = [&](std::int64_t first, std::int64_t rows) {  // whole rows [first, first+rows)
     Block b{prefix, Shape(prefix.size(), 1)};
     b.offset.push_back(first), b.count.push_back(rows);
@@ -75,8 +75,7 @@ std::vector<Run> slice_runs(const Shape& dataset_shape, const Slice& s, std::int
     if (count <= 0) return;
     if (!runs.empty() && runs.back().begin + runs.back().count == begin && runs.back().mem + runs.back().count == mem)
       runs.back().count += count;
-    else
-      runs.push_back({begin, count, mem});
+    else runs.push_back({begin, count, mem});
   };
   if (s.window.empty()) {  // a flat range: its part inside the rows
     const std::int64_t a = std::max(s.begin, row_begin * inner), b = std::min(s.end, row_end * inner);

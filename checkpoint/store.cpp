@@ -73,9 +73,10 @@ std::optional<std::string> latest(const std::string& dir) {
   std::string name;
   std::getline(in, name);
   const fs::path target = fs::path(dir) / name;
-  MOE_CHECK(!name.empty() && fs::is_regular_file(target), CheckpointError,
-            "{}: points to '{}', which does not exist; remove the pointer to start fresh or point it at a step_*.h5 file",
-            pointer.string(), target.string());
+  MOE_CHECK(
+      !name.empty() && fs::is_regular_file(target), CheckpointError,
+      "{}: points to '{}', which does not exist; remove the pointer to start fresh or point it at a step_*.h5 file",
+      pointer.string(), target.string());
   return target.string();
 }
 

@@ -12,7 +12,7 @@
 namespace moe::ckpt {
 
 std::string step_file(const std::string& dir, std::int64_t step);  // dir/step_00000042.h5
-std::string temp_file(const std::string& final_path);               // final_path + ".tmp"
+std::string temp_file(const std::string& final_path);              // final_path + ".tmp"
 
 // One process (rank 0), after the collective write of temp_file(final_path) closed.
 void commit(const std::string& dir, const std::string& final_path, std::int64_t keep);

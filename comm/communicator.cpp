@@ -53,7 +53,8 @@ struct Communicator::Timer {
 };
 
 std::map<std::string, std::uint64_t> Communicator::bytes_sent() const {
-  static const char* const names[kKinds] = {"all_reduce", "reduce_scatter", "all_gather", "all_to_all", "send", "broadcast"};
+  static const char* const names[kKinds] = {"all_reduce", "reduce_scatter", "all_gather",
+                                            "all_to_all", "send",           "broadcast"};
   std::map<std::string, std::uint64_t> out;
   for (int k = 0; k < kKinds; ++k)
     if (used_[k]) out[names[k]] = bytes_[k];
@@ -262,6 +263,5 @@ void SelfCommunicator::do_send(const Tensor&, int, int) {
 void SelfCommunicator::do_recv(Tensor&, int, int) {
   throw CommError("recv: a group of one process has no peer to receive from");
 }
-
 
 }  // namespace moe

@@ -140,5 +140,4 @@ class SelfCommunicator final : public Communicator {
   void do_broadcast(Tensor&, int) override {}
 };
 
-
 }  // namespace moe

@@ -18,11 +18,13 @@ std::vector<PipeUnit> schedule_1f1b(int p, int s, std::int64_t m, int v) {
     const int c = static_cast<int>((k / p) % v);
     return PipeUnit{forward, v == 1 ? k : (k / (std::int64_t(p) * v)) * p + k % p, forward ? c : v - 1 - c};
   };
-  std::int64_t warmup = std::min<std::int64_t>(std::int64_t(p - 1 - s) * (v > 1 ? 2 : 1) + std::int64_t(v - 1) * p, total);
+  std::int64_t warmup =
+      std::min<std::int64_t>(std::int64_t(p - 1 - s) * (v > 1 ? 2 : 1) + std::int64_t(v - 1) * p, total);
   if (v > 1 && m == p) warmup = total;  // (Megatron: one group of micro-batches runs all forwards first)
   std::vector<PipeUnit> out;
   for (std::int64_t k = 0; k < warmup; ++k) out.push_back(unit(k, true));
-  for (std::int64_t k = 0; k < total - warmup; ++k) out.push_back(unit(warmup + k, true)), out.push_back(unit(k, false));
+  for (std::int64_t k = 0; k < total - warmup; ++k)
+    out.push_back(unit(warmup + k, true)), out.push_back(unit(k, false));
   for (std::int64_t k = total - warmup; k < total; ++k) out.push_back(unit(k, false));
   return out;
 }

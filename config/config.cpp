@@ -30,9 +30,7 @@ struct Field {
 struct Range {
   double lo = -std::numeric_limits<double>::infinity(), hi = std::numeric_limits<double>::infinity();
   bool lo_open = false, hi_open = false;
-  bool contains(double v) const {
-    return (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi);
-  }
+  bool contains(double v) const { return (lo_open ? v > lo : v >= lo) && (hi_open ? v < hi : v <= hi); }
   std::string str() const {
     const bool has_lo = lo > -std::numeric_limits<double>::infinity();
     const bool has_hi = hi < std::numeric_limits<double>::infinity();
@@ -54,8 +52,14 @@ std::string scalar_text(const YAML::Node& n) { return n.IsScalar() ? n.Scalar() 
   throw ConfigError(fmt::format("{}: {}: {}", where, key, what));
 }
 
-template <class T> T as(const YAML::Node& n, const std::string& where, const std::string& key, const char* kind) {
-  if (!n.IsScalar()) bad(where, key, fmt::format("expected {}, got a {}", kind, n.IsMap() ? "mapping" : n.IsSequence() ? "list" : "null"));
+template <class T>
+T as(const YAML::Node& n, const std::string& where, const std::string& key, const char* kind) {
+  if (!n.IsScalar())
+    bad(where, key,
+        fmt::format("expected {}, got a {}", kind,
+                    n.IsMap()        ? "mapping"
+                    : n.IsSequence() ? "list"
+                                     : "null"));
   try {
     return n.as<T>();
   } catch (const YAML::Exception&) {
@@ -64,33 +68,41 @@ template <class T> T as(const YAML::Node& n, const std::string& where, const std
 }
 
 // An integer or real key with a range; V is std::int64_t or double.
-template <class V, class Get> Field number(const char* key, Get get, Range r, std::string doc) {
+template <class V, class Get>
+Field number(const char* key, Get get, Range r, std::string doc) {
   constexpr bool is_int = std::is_integral_v<V>;
   std::string k = key;
   return {k, std::string(is_int ? "int " : "real ") + r.str(), std::move(doc),
           [k, get, r](Config& c, const YAML::Node& n, const std::string& where) {
             const V v = as<V>(n, where, k, is_int ? "an integer" : "a number");
-            if (!r.contains(static_cast<double>(v))) bad(where, k, fmt::format("{} is out of range: must be {}", v, r.str()));
+            if (!r.contains(static_cast<double>(v)))
+              bad(where, k, fmt::format("{} is out of range: must be {}", v, r.str()));
             get(c) = v;
           },
           [get](const Config& c) { return fmt::format("{}", get(c)); }};
 }
-template <class Get> Field integer(const char* key, Get get, Range r, std::string doc) {
+template <class Get>
+Field integer(const char* key, Get get, Range r, std::string doc) {
   return number<std::int64_t>(key, get, r, std::move(doc));
 }
-template <class Get> Field real(const char* key, Get get, Range r, std::string doc) {
+template <class Get>
+Field real(const char* key, Get get, Range r, std::string doc) {
   return number<double>(key, get, r, std::move(doc));
 }
 
-template <class Get> Field boolean(const char* key, Get get, std::string doc) {
+template <class Get>
+Field boolean(const char* key, Get get, std::string doc) {
   std::string k = key;
   return {k, "bool", std::move(doc),
-          [k, get](Config& c, const YAML::Node& n, const std::string& where) { get(c) = as<bool>(n, where, k, "true or false"); },
+          [k, get](Config& c, const YAML::Node& n, const std::string& where) {
+            get(c) = as<bool>(n, where, k, "true or false");
+          },
           [get](const Config& c) { return std::string(get(c) ? "true" : "false"); }};
 }
 
 // A string; `optional` lets it be empty (meaning none).
-template <class Get> Field text(const char* key, Get get, std::string doc, bool optional = false) {
+template <class Get>
+Field text(const char* key, Get get, std::string doc, bool optional = false) {
   std::string k = key;
   return {k, optional ? "string (may be empty)" : "string", std::move(doc),
           [k, get, optional](Config& c, const YAML::Node& n, const std::string& where) {
@@ -107,7 +119,8 @@ template <class Get> Field text(const char* key, Get get, std::string doc, bool 
 
 // A list: a YAML sequence, or one value for a list of one. V is std::string (non-empty
 // entries) or std::int64_t (positive entries).
-template <class V, class Get> Field list_of(const char* key, Get get, std::string doc) {
+template <class V, class Get>
+Field list_of(const char* key, Get get, std::string doc) {
   constexpr bool text = std::is_same_v<V, std::string>;
   const char* what = text ? "a list of strings" : "a list of integers";
   std::string k = key;
@@ -116,8 +129,7 @@ template <class V, class Get> Field list_of(const char* key, Get get, std::strin
             std::vector<V> v;
             if (n.IsSequence())
               for (const auto& item : n) v.push_back(as<V>(item, where, k, what));
-            else if (!n.IsNull())
-              v.push_back(as<V>(n, where, k, what));
+            else if (!n.IsNull()) v.push_back(as<V>(n, where, k, what));
             for (const auto& x : v) {
               if constexpr (text) {
                 if (x.empty()) bad(where, k, "an empty pattern");
@@ -133,7 +145,8 @@ template <class V, class Get> Field list_of(const char* key, Get get, std::strin
             return std::string(e.c_str());
           }};
 }
-template <class Get> Field text_list(const char* key, Get get, std::string doc) {
+template <class Get>
+Field text_list(const char* key, Get get, std::string doc) {
   return list_of<std::string>(key, get, std::move(doc));
 }
 
@@ -156,15 +169,16 @@ Field choice(const char* key, Get get, std::vector<std::pair<std::string, E>> na
 }
 
 // AT(model.d_model) -> the key "model.d_model" and an accessor for that member.
-#define AT(path) #path, [](auto& c) -> auto& { return c.path; }
+#define AT(path) \
+#path, [](auto& c) -> auto& { return c.path; }
 
 const std::vector<Field>& fields() {
   static const std::vector<Field> f = {
       choice<Precision>(AT(precision), {{"fp32", Precision::fp32}, {"bf16", Precision::bf16}, {"fp8", Precision::fp8}},
                         "GEMM precision; master weights and optimizer state stay FP32"),
       choice<DeviceKind>(AT(device), {{"cpu", DeviceKind::cpu}, {"cuda", DeviceKind::cuda}, {"sim", DeviceKind::sim}},
-                        "where the ops run (cuda: one GPU per process, tp 1; sim: a simulated GPU for CI, the CPU's "
-                        "kernels behind GPU residency rules)"),
+                         "where the ops run (cuda: one GPU per process, tp 1; sim: a simulated GPU for CI, the CPU's "
+                         "kernels behind GPU residency rules)"),
 
       integer(AT(model.vocab_size), at_least(2), "vocabulary size (moe data prepare trains a tokenizer of this size)"),
       integer(AT(model.seq_len), at_least(1), "tokens per training sequence"),
@@ -199,14 +213,17 @@ const std::vector<Field>& fields() {
       real(AT(model.init_std), above(0), "standard deviation of the initial weights"),
 
       integer(AT(train.steps), at_least(1), "optimizer steps"),
-      integer(AT(train.stop_at), at_least(0), "end this launch after this step, checkpointed, as a time-limited job would (0: run to train.steps)"),
+      integer(AT(train.stop_at), at_least(0),
+              "end this launch after this step, checkpointed, as a time-limited job would (0: run to train.steps)"),
       integer(AT(train.micro_batch), at_least(1), "sequences per micro-batch per data-parallel rank"),
       integer(AT(train.grad_accum), at_least(1), "micro-batches per optimizer step"),
       real(AT(train.lr), open(0, 1), "peak learning rate"),
       real(AT(train.min_lr), at_least(0), "learning rate at the end of the decay; <= lr"),
       integer(AT(train.warmup_steps), at_least(0), "linear warm-up steps"),
       choice<LrSchedule>(AT(train.lr_schedule),
-                         {{"cosine", LrSchedule::cosine}, {"linear", LrSchedule::linear}, {"constant", LrSchedule::constant},
+                         {{"cosine", LrSchedule::cosine},
+                          {"linear", LrSchedule::linear},
+                          {"constant", LrSchedule::constant},
                           {"wsd", LrSchedule::wsd}},
                          "after warm-up: cosine or linear decay to min_lr, constant, or warmup-stable-decay"),
       real(AT(train.decay_fraction), closed(0, 1), "wsd: share of the steps spent decaying (linearly) to min_lr"),
@@ -220,46 +237,86 @@ const std::vector<Field>& fields() {
       integer(AT(train.eval_every), at_least(0), "steps between validation passes (0: at the end only)"),
       integer(AT(train.eval_batches), at_least(1), "global batches per validation pass"),
       real(AT(train.target_tokens), at_least(0), "token budget the cost report projects to (0: none)"),
-      boolean(AT(train.recompute), "full activation recomputation: each block keeps only its input and runs its forward again in backward (less memory, about 1/3 more compute)"),
-      integer(AT(train.max_skipped_steps), at_least(1), "consecutive skipped steps (non-finite loss or gradient, loss spike) after which the run stops with an error, its last checkpoint intact"),
-      real(AT(train.spike_zscore), at_least(0), "skip a step whose loss is more than this many standard deviations above the mean of the last spike_window steps (0: off)"),
-      integer(AT(train.spike_window), at_least(2), "applied steps the loss-spike check looks back over (and waits for)"),
-      real(AT(train.watchdog_s), at_least(0), "a rank without progress (no step started, no collective completed) for this many seconds prints where it is stuck and ends the job (0: off)"),
-      text_list(AT(train.freeze), "parameter name patterns kept fixed (fnmatch, e.g. '*embed_tokens*', '*.mlp.gate.weight')"),
+      boolean(AT(train.recompute),
+              "full activation recomputation: each block keeps only its input and runs its forward again in backward "
+              "(less memory, about 1/3 more compute)"),
+      integer(AT(train.max_skipped_steps), at_least(1),
+              "consecutive skipped steps (non-finite loss or gradient, loss spike) after which the run stops with an "
+              "error, its last checkpoint intact"),
+      real(AT(train.spike_zscore), at_least(0),
+           "skip a step whose loss is more than this many standard deviations above the mean of the last spike_window "
+           "steps (0: off)"),
+      integer(AT(train.spike_window), at_least(2),
+              "applied steps the loss-spike check looks back over (and waits for)"),
+      real(AT(train.watchdog_s), at_least(0),
+           "a rank without progress (no step started, no collective completed) for this many seconds prints where it "
+           "is stuck and ends the job (0: off)"),
+      text_list(AT(train.freeze),
+                "parameter name patterns kept fixed (fnmatch, e.g. '*embed_tokens*', '*.mlp.gate.weight')"),
 
       text(AT(data.corpus), "text corpus for moe data prepare: a directory of text files or one file"),
       text(AT(data.dir), "prepared data: tokenizer and token shards (written by moe data prepare)"),
       real(AT(data.val_fraction), half_open(0, 0.5), "share of documents held out for evaluation"),
-      text(AT(data.tokenizer), "moe data prepare reuses this tokenizer.model instead of training one (fine-tuning keeps the base vocabulary)", true),
-      boolean("data.dedup", [](auto& c) -> auto& { return c.data.filters.dedup; }, "moe data prepare drops exact duplicates (same text after lower-casing and collapsing whitespace)"),
-      real("data.near_dup_threshold", [](auto& c) -> auto& { return c.data.filters.near_dup_threshold; }, closed(0, 1), "drops near duplicates: estimated Jaccard similarity of word 5-gram shingles (MinHash, LSH) at least this (0: off)"),
-      integer("data.min_words", [](auto& c) -> auto& { return c.data.filters.min_words; }, at_least(0), "drops documents with fewer words"),
-      real("data.max_symbol_fraction", [](auto& c) -> auto& { return c.data.filters.max_symbol_fraction; }, closed(0, 1), "drops documents whose non-space characters are more than this share symbols (1: off)"),
-      real("data.max_digit_fraction", [](auto& c) -> auto& { return c.data.filters.max_digit_fraction; }, closed(0, 1), "drops documents whose non-space characters are more than this share digits (1: off)"),
-      real("data.max_repeated_line_fraction", [](auto& c) -> auto& { return c.data.filters.max_repeated_line_fraction; }, closed(0, 1), "drops documents with more than this share of lines repeating an earlier one (1: off)"),
-      real("data.max_top_bigram_fraction", [](auto& c) -> auto& { return c.data.filters.max_top_bigram_fraction; }, closed(0, 1), "drops documents of 100+ words whose most frequent word bigram covers more than this share of the characters (1: off)"),
+      text(AT(data.tokenizer),
+           "moe data prepare reuses this tokenizer.model instead of training one (fine-tuning keeps the base "
+           "vocabulary)",
+           true),
+      boolean(
+          "data.dedup", [](auto& c) -> auto& { return c.data.filters.dedup; },
+          "moe data prepare drops exact duplicates (same text after lower-casing and collapsing whitespace)"),
+      real(
+          "data.near_dup_threshold", [](auto& c) -> auto& { return c.data.filters.near_dup_threshold; }, closed(0, 1),
+          "drops near duplicates: estimated Jaccard similarity of word 5-gram shingles (MinHash, LSH) at least this "
+          "(0: off)"),
+      integer(
+          "data.min_words", [](auto& c) -> auto& { return c.data.filters.min_words; }, at_least(0),
+          "drops documents with fewer words"),
+      real(
+          "data.max_symbol_fraction", [](auto& c) -> auto& { return c.data.filters.max_symbol_fraction; }, closed(0, 1),
+          "drops documents whose non-space characters are more than this share symbols (1: off)"),
+      real(
+          "data.max_digit_fraction", [](auto& c) -> auto& { return c.data.filters.max_digit_fraction; }, closed(0, 1),
+          "drops documents whose non-space characters are more than this share digits (1: off)"),
+      real(
+          "data.max_repeated_line_fraction", [](auto& c) -> auto& { return c.data.filters.max_repeated_line_fraction; },
+          closed(0, 1), "drops documents with more than this share of lines repeating an earlier one (1: off)"),
+      real(
+          "data.max_top_bigram_fraction", [](auto& c) -> auto& { return c.data.filters.max_top_bigram_fraction; },
+          closed(0, 1),
+          "drops documents of 100+ words whose most frequent word bigram covers more than this share of the characters "
+          "(1: off)"),
 
       integer(AT(parallel.dp), at_least(0), "data-parallel ranks (0: world / (tp * pp))"),
       integer(AT(parallel.tp), at_least(1), "tensor-parallel ranks"),
       integer(AT(parallel.pp), at_least(1), "pipeline stages"),
-      list_of<std::int64_t>(AT(parallel.pp_layers), "blocks per (virtual) pipeline stage, first stage first (empty: balanced by estimated cost)"),
-      integer(AT(parallel.virtual_stages), at_least(1), "model chunks per pipeline stage: interleaved 1F1B, a bubble this many times smaller for as many more messages"),
+      list_of<std::int64_t>(
+          AT(parallel.pp_layers),
+          "blocks per (virtual) pipeline stage, first stage first (empty: balanced by estimated cost)"),
+      integer(AT(parallel.virtual_stages), at_least(1),
+              "model chunks per pipeline stage: interleaved 1F1B, a bubble this many times smaller for as many more "
+              "messages"),
       integer(AT(parallel.ep), at_least(1), "expert-parallel ranks, folded inside dp x tp"),
       integer(AT(parallel.zero), closed(0, 1), "ZeRO stage (0: replicated optimizer, 1: sharded)"),
       real(AT(parallel.bucket_mb), above(0), "size of a gradient all-reduce bucket, MiB"),
 
-      text(AT(checkpoint.dir), "run directory: step_N.h5 checkpoints and the latest pointer (docs/CHECKPOINT.md); empty: none", true),
+      text(AT(checkpoint.dir),
+           "run directory: step_N.h5 checkpoints and the latest pointer (docs/CHECKPOINT.md); empty: none", true),
       integer(AT(checkpoint.every), at_least(0), "steps between checkpoints (0: at the end only)"),
       integer(AT(checkpoint.keep), at_least(1), "newest checkpoints kept"),
       boolean(AT(checkpoint.resume), "continue from checkpoint.dir/latest when it exists (moe train --fresh: false)"),
-      text(AT(checkpoint.init_from), "fine-tune: load weights from this checkpoint file, fresh optimizer and schedule", true),
+      text(AT(checkpoint.init_from), "fine-tune: load weights from this checkpoint file, fresh optimizer and schedule",
+           true),
 
-      integer(AT(debug.nan_at_step), at_least(0), "fault drill: put a NaN into the gradient at this step (1-based) and the next nan_steps - 1 (0: never)"),
+      integer(AT(debug.nan_at_step), at_least(0),
+              "fault drill: put a NaN into the gradient at this step (1-based) and the next nan_steps - 1 (0: never)"),
       integer(AT(debug.nan_steps), at_least(1), "fault drill: steps in a row that get the NaN"),
-      integer(AT(debug.hang_at_step), at_least(0), "fault drill: rank debug.hang_rank stops making progress at this step (0: never)"),
+      integer(AT(debug.hang_at_step), at_least(0),
+              "fault drill: rank debug.hang_rank stops making progress at this step (0: never)"),
       integer(AT(debug.hang_rank), at_least(0), "fault drill: the rank that hangs"),
 
-      text(AT(cost.cluster), "cluster the cost report prices the run on: NAME (clusters/NAME.yaml beside the config, e.g. h800, h100, a100, local-cpu) or a .yaml path"),
+      text(AT(cost.cluster),
+           "cluster the cost report prices the run on: NAME (clusters/NAME.yaml beside the config, e.g. h800, h100, "
+           "a100, local-cpu) or a .yaml path"),
   };
   return f;
 }
@@ -359,7 +416,8 @@ void validate(const Config& c) {
   auto require = [&c](bool ok, const std::string& key, const std::string& what) {
     if (ok) return;
     auto it = c.origin.find(key);
-    throw ConfigError(fmt::format("{}: {}: {}", it != c.origin.end() ? it->second : c.source + " (default)", key, what));
+    throw ConfigError(
+        fmt::format("{}: {}: {}", it != c.origin.end() ? it->second : c.source + " (default)", key, what));
   };
   const auto& m = c.model;
   require(m.n_heads % m.n_kv_heads == 0, "model.n_kv_heads",
@@ -370,7 +428,8 @@ void validate(const Config& c) {
     require((m.d_model / m.n_heads) % 2 == 0, "model.n_heads",
             fmt::format("head_dim = d_model / n_heads = {} must be even for RoPE", m.d_model / m.n_heads));
   } else {
-    require(m.qk_rope_head_dim % 2 == 0, "model.qk_rope_head_dim", fmt::format("{} must be even for RoPE", m.qk_rope_head_dim));
+    require(m.qk_rope_head_dim % 2 == 0, "model.qk_rope_head_dim",
+            fmt::format("{} must be even for RoPE", m.qk_rope_head_dim));
   }
   require(m.dense_layers <= m.n_layers, "model.dense_layers",
           fmt::format("{} exceeds model.n_layers = {}", m.dense_layers, m.n_layers));
@@ -382,14 +441,16 @@ void validate(const Config& c) {
     require(m.topk_groups <= m.n_groups, "model.topk_groups",
             fmt::format("{} exceeds model.n_groups = {}", m.topk_groups, m.n_groups));
     const auto reachable = m.topk_groups * (m.routed_experts / m.n_groups);
-    require(m.top_k <= reachable, "model.top_k",
-            fmt::format("{} exceeds the {} experts in model.topk_groups = {} groups", m.top_k, reachable, m.topk_groups));
+    require(
+        m.top_k <= reachable, "model.top_k",
+        fmt::format("{} exceeds the {} experts in model.topk_groups = {} groups", m.top_k, reachable, m.topk_groups));
     require(m.routed_experts % c.parallel.ep == 0, "parallel.ep",
             fmt::format("{} does not divide model.routed_experts = {}", c.parallel.ep, m.routed_experts));
   }
   require(c.train.min_lr <= c.train.lr, "train.min_lr",
           fmt::format("{} exceeds train.lr = {}", c.train.min_lr, c.train.lr));
-  require(m.n_heads % c.parallel.tp == 0 && (m.attention == AttentionType::mla || m.n_kv_heads % c.parallel.tp == 0), "parallel.tp",
+  require(m.n_heads % c.parallel.tp == 0 && (m.attention == AttentionType::mla || m.n_kv_heads % c.parallel.tp == 0),
+          "parallel.tp",
           fmt::format("{} must divide model.n_heads = {} and model.n_kv_heads = {}", c.parallel.tp, m.n_heads,
                       m.n_kv_heads));
   require(c.parallel.pp <= m.n_layers, "parallel.pp",
@@ -399,29 +460,33 @@ void validate(const Config& c) {
     require(c.parallel.pp > 1, "parallel.virtual_stages", fmt::format("{} needs a pipeline (parallel.pp > 1)", v));
     require(stages <= m.n_layers, "parallel.virtual_stages",
             fmt::format("{} x parallel.pp = {} virtual stages exceed model.n_layers = {}", v, stages, m.n_layers));
-    require(c.train.grad_accum % c.parallel.pp == 0, "parallel.virtual_stages",
-            fmt::format("the interleaved schedule runs micro-batches in groups of parallel.pp = {}; train.grad_accum = {} "
-                        "is not a multiple",
-                        c.parallel.pp, c.train.grad_accum));
+    require(
+        c.train.grad_accum % c.parallel.pp == 0, "parallel.virtual_stages",
+        fmt::format("the interleaved schedule runs micro-batches in groups of parallel.pp = {}; train.grad_accum = {} "
+                    "is not a multiple",
+                    c.parallel.pp, c.train.grad_accum));
   }
   if (m.dense_layers > 0 || m.routed_experts == 0)
     require(m.ffn_hidden % c.parallel.tp == 0, "parallel.tp",
             fmt::format("{} must divide model.ffn_hidden = {}", c.parallel.tp, m.ffn_hidden));
   require((m.shared_experts * m.expert_hidden) % c.parallel.tp == 0, "parallel.tp",
-          fmt::format("{} must divide the shared experts' width {} x {}", c.parallel.tp, m.shared_experts, m.expert_hidden));
+          fmt::format("{} must divide the shared experts' width {} x {}", c.parallel.tp, m.shared_experts,
+                      m.expert_hidden));
   if (const auto& split = c.parallel.pp_layers; !split.empty()) {
     std::int64_t sum = 0;
     for (auto n : split) sum += n;
-    require(std::int64_t(split.size()) == stages && sum == m.n_layers, "parallel.pp_layers",
-            fmt::format("{} stages holding {} blocks, but parallel.pp x parallel.virtual_stages = {} and model.n_layers = "
-                        "{}; give one count per (virtual) stage summing to the layers",
-                        split.size(), sum, stages, m.n_layers));
+    require(
+        std::int64_t(split.size()) == stages && sum == m.n_layers, "parallel.pp_layers",
+        fmt::format("{} stages holding {} blocks, but parallel.pp x parallel.virtual_stages = {} and model.n_layers = "
+                    "{}; give one count per (virtual) stage summing to the layers",
+                    split.size(), sum, stages, m.n_layers));
   }
 }
 
 }  // namespace
 
-Config parse_config(const std::string& yaml_text, const std::string& source, const std::vector<std::string>& overrides) {
+Config parse_config(const std::string& yaml_text, const std::string& source,
+                    const std::vector<std::string>& overrides) {
   Config c;
   c.source = source;
   YAML::Node root;

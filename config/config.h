@@ -22,7 +22,7 @@ enum class LrSchedule { cosine, linear, constant, wsd };
 
 struct TrainConfig {
   std::int64_t steps = 100;
-  std::int64_t stop_at = 0;          // end this launch after this step (checkpointed; 0 = run to steps)
+  std::int64_t stop_at = 0;  // end this launch after this step (checkpointed; 0 = run to steps)
   std::int64_t micro_batch = 4;
   std::int64_t grad_accum = 1;
   double lr = 3e-3;
@@ -33,26 +33,26 @@ struct TrainConfig {
   double beta1 = 0.9;
   double beta2 = 0.95;
   double adam_eps = 1e-8;
-  double grad_clip = 1.0;            // 0 = off
+  double grad_clip = 1.0;  // 0 = off
   std::int64_t seed = 1234;
   std::int64_t log_every = 10;
-  std::int64_t eval_every = 0;       // 0 = at the end only
+  std::int64_t eval_every = 0;  // 0 = at the end only
   std::int64_t eval_batches = 4;
-  double decay_fraction = 0.2;       // wsd: share of the steps spent decaying
-  double target_tokens = 0.0;        // for the cost projection; 0 = none
-  std::vector<std::string> freeze;   // parameter name patterns (fnmatch) kept fixed
-  bool recompute = false;            // blocks keep only their input; backward recomputes the rest
+  double decay_fraction = 0.2;         // wsd: share of the steps spent decaying
+  double target_tokens = 0.0;          // for the cost projection; 0 = none
+  std::vector<std::string> freeze;     // parameter name patterns (fnmatch) kept fixed
+  bool recompute = false;              // blocks keep only their input; backward recomputes the rest
   std::int64_t max_skipped_steps = 5;  // consecutive skipped steps (non-finite or spiking loss) that stop the run
-  double spike_zscore = 0.0;         // skip a step whose loss is this many std above the recent mean (0: off)
-  std::int64_t spike_window = 100;   // applied steps the spike check looks back over
-  double watchdog_s = 600;           // no progress for this long ends the job (0: off)
+  double spike_zscore = 0.0;           // skip a step whose loss is this many std above the recent mean (0: off)
+  std::int64_t spike_window = 100;     // applied steps the spike check looks back over
+  double watchdog_s = 600;             // no progress for this long ends the job (0: off)
 };
 
 struct DataConfig {
   std::string corpus = "/usr/share/games/fortunes";
   std::string dir = "runs/data/fortunes";
   double val_fraction = 0.05;
-  std::string tokenizer;  // reuse this tokenizer.model in moe data prepare ("" = train one)
+  std::string tokenizer;        // reuse this tokenizer.model in moe data prepare ("" = train one)
   data::FilterOptions filters;  // moe data prepare's quality filters (keys data.dedup, data.min_words, ...)
 };
 
@@ -71,8 +71,8 @@ struct CheckpointConfig {
   std::string dir;         // "" = no checkpoints
   std::int64_t every = 0;  // 0 = only at the end
   std::int64_t keep = 3;
-  bool resume = true;      // continue from dir/latest when there is one
-  std::string init_from;   // fine-tuning: weights from this checkpoint, fresh optimizer ("" = none)
+  bool resume = true;     // continue from dir/latest when there is one
+  std::string init_from;  // fine-tuning: weights from this checkpoint, fresh optimizer ("" = none)
 };
 
 // Fault injection, for tests and drills of the fault handling (docs/CLUSTER.md).
@@ -110,10 +110,10 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
 // Reads the file, then as parse_config.
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 
-std::string config_to_yaml(const Config& c);      // the resolved config, every key
+std::string config_to_yaml(const Config& c);  // the resolved config, every key
 // Every key with its value as YAML scalar text, in registry order.
 std::vector<std::pair<std::string, std::string>> config_values(const Config& c);
-std::string config_reference_markdown();          // the README's table of keys
-std::vector<std::string> config_keys();           // all dotted keys, in order
+std::string config_reference_markdown();  // the README's table of keys
+std::vector<std::string> config_keys();   // all dotted keys, in order
 
 }  // namespace moe

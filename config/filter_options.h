@@ -6,15 +6,16 @@
 namespace moe::data {
 
 struct FilterOptions {
-  bool dedup = true;                    // exact duplicates after normalisation
-  double near_dup_threshold = 0.8;      // estimated Jaccard of word shingles at which a document is a near copy (0: off)
-  int shingle_words = 5;                // words per shingle (shorter documents: all their words)
+  bool dedup = true;                // exact duplicates after normalisation
+  double near_dup_threshold = 0.8;  // estimated Jaccard of word shingles at which a document is a near copy (0: off)
+  int shingle_words = 5;            // words per shingle (shorter documents: all their words)
   int minhash_bands = 16, minhash_rows = 8;  // signature of bands x rows hashes; LSH on bands
-  std::int64_t min_words = 2;           // fewer: dropped (0: off)
-  double max_symbol_fraction = 0.25;    // of non-space characters that are neither letters nor digits (1: off)
-  double max_digit_fraction = 0.25;     // of non-space characters that are digits (1: off)
-  double max_repeated_line_fraction = 0.3;  // of lines that repeat an earlier line of the document (1: off)
-  double max_top_bigram_fraction = 0.2;     // of characters covered by the most frequent word bigram, for >= 100 words (1: off)
+  std::int64_t min_words = 2;                // fewer: dropped (0: off)
+  double max_symbol_fraction = 0.25;         // of non-space characters that are neither letters nor digits (1: off)
+  double max_digit_fraction = 0.25;          // of non-space characters that are digits (1: off)
+  double max_repeated_line_fraction = 0.3;   // of lines that repeat an earlier line of the document (1: off)
+  double max_top_bigram_fraction =
+      0.2;  // of characters covered by the most frequent word bigram, for >= 100 words (1: off)
 };
 
 }  // namespace moe::data

@@ -23,13 +23,13 @@ struct ModelConfig {
   std::int64_t n_heads = 4;
   std::int64_t n_kv_heads = 2;
   AttentionType attention = AttentionType::gqa;
-  std::int64_t q_lora_rank = 0;        // mla: query compression width (0: queries not compressed)
-  std::int64_t kv_lora_rank = 512;     // mla: key/value latent width
-  std::int64_t qk_nope_head_dim = 128; // mla: per-head query/key width without RoPE...
-  std::int64_t qk_rope_head_dim = 64;  // ...and with RoPE (a key part shared by all heads)
-  std::int64_t v_head_dim = 128;       // mla: per-head value width
-  std::int64_t ffn_hidden = 128;     // dense FFN width
-  std::int64_t dense_layers = 1;     // the first blocks use a dense FFN, the rest MoE
+  std::int64_t q_lora_rank = 0;         // mla: query compression width (0: queries not compressed)
+  std::int64_t kv_lora_rank = 512;      // mla: key/value latent width
+  std::int64_t qk_nope_head_dim = 128;  // mla: per-head query/key width without RoPE...
+  std::int64_t qk_rope_head_dim = 64;   // ...and with RoPE (a key part shared by all heads)
+  std::int64_t v_head_dim = 128;        // mla: per-head value width
+  std::int64_t ffn_hidden = 128;        // dense FFN width
+  std::int64_t dense_layers = 1;        // the first blocks use a dense FFN, the rest MoE
   std::int64_t routed_experts = 8;
   std::int64_t shared_experts = 1;
   std::int64_t top_k = 2;
@@ -41,7 +41,7 @@ struct ModelConfig {
   double routed_scaling_factor = 1.0;
   double bias_update_rate = 1e-3;
   double aux_loss_coef = 0.0;
-  double capacity_factor = 0.0;      // 0 = dropless
+  double capacity_factor = 0.0;  // 0 = dropless
   double norm_eps = 1e-6;
   double rope_theta = 10000.0;
   double init_std = 0.02;

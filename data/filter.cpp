@@ -84,7 +84,8 @@ std::string quality_issue(const std::string& doc, const FilterOptions& opt) {
 
 std::vector<std::uint64_t> minhash(const std::string& doc, const FilterOptions& opt) {
   const auto words = words_of(doc);
-  const std::size_t k = std::min<std::size_t>(static_cast<std::size_t>(opt.shingle_words), std::max<std::size_t>(words.size(), 1));
+  const std::size_t k =
+      std::min<std::size_t>(static_cast<std::size_t>(opt.shingle_words), std::max<std::size_t>(words.size(), 1));
   std::vector<std::uint64_t> shingles;
   for (std::size_t i = 0; i + k <= words.size(); ++i) {
     std::string s = words[i];
@@ -110,8 +111,11 @@ std::vector<std::size_t> filter_documents(const std::vector<std::string>& docs, 
   const auto rows = static_cast<std::size_t>(opt.minhash_rows);
   for (std::size_t d = 0; d < docs.size(); ++d) {
     if (const std::string why = quality_issue(docs[d], opt); !why.empty()) {
-      ++(why == "too_short" ? r.too_short : why == "symbols" ? r.symbols : why == "digits" ? r.digits
-         : why == "repeated_lines" ? r.repeated_lines : r.repeated_ngrams);
+      ++(why == "too_short"        ? r.too_short
+         : why == "symbols"        ? r.symbols
+         : why == "digits"         ? r.digits
+         : why == "repeated_lines" ? r.repeated_lines
+                                   : r.repeated_ngrams);
       continue;
     }
     if (opt.dedup && !exact.insert(hash(normalise(docs[d]))).second) {
@@ -152,16 +156,22 @@ std::vector<std::size_t> filter_documents(const std::vector<std::string>& docs, 
 }
 
 nlohmann::json FilterReport::json() const {
-  return {{"documents", documents}, {"kept", kept}, {"exact_duplicates", exact_duplicates},
-          {"near_duplicates", near_duplicates}, {"too_short", too_short}, {"symbols", symbols},
-          {"digits", digits}, {"repeated_lines", repeated_lines}, {"repeated_ngrams", repeated_ngrams}};
+  return {{"documents", documents},
+          {"kept", kept},
+          {"exact_duplicates", exact_duplicates},
+          {"near_duplicates", near_duplicates},
+          {"too_short", too_short},
+          {"symbols", symbols},
+          {"digits", digits},
+          {"repeated_lines", repeated_lines},
+          {"repeated_ngrams", repeated_ngrams}};
 }
 
 std::string FilterReport::text() const {
-  return fmt::format("filters: {} of {} documents kept; removed {} exact and {} near duplicates, {} too short, {} "
-                     "symbol-heavy, {} digit-heavy, {} with repeated lines, {} with a dominating bigram",
-                     kept, documents, exact_duplicates, near_duplicates, too_short, symbols, digits, repeated_lines,
-                     repeated_ngrams);
+  return fmt::format(
+      "filters: {} of {} documents kept; removed {} exact and {} near duplicates, {} too short, {} "
+      "symbol-heavy, {} digit-heavy, {} with repeated lines, {} with a dominating bigram",
+      kept, documents, exact_duplicates, near_duplicates, too_short, symbols, digits, repeated_lines, repeated_ngrams);
 }
 
 }  // namespace moe::data

@@ -29,7 +29,7 @@ class Loader {
   const TokenStream& stream_;
   std::int64_t T_, W_, global_batch_;
   std::uint64_t seed_;
-  std::int64_t epoch_ = -1;            // epoch whose permutation is cached
+  std::int64_t epoch_ = -1;  // epoch whose permutation is cached
   std::vector<std::int64_t> order_;
   mutable std::vector<std::int32_t> buf_;  // one window, reused
 };

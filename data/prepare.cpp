@@ -83,12 +83,19 @@ PrepareReport prepare(const PrepareOptions& opt) {
   if (opt.tokenizer.empty()) {
     Lines lines(train_docs);
     sentencepiece::SetRandomGeneratorSeed(static_cast<unsigned>(opt.seed));
-    check(sentencepiece::SentencePieceTrainer::Train(
-              {{"vocab_size", std::to_string(opt.vocab_size)}, {"model_type", "unigram"},
-               {"character_coverage", "0.9995"}, {"byte_fallback", "true"}, {"unk_id", "0"}, {"eos_id", "1"},
-               {"bos_id", "-1"}, {"pad_id", "-1"}, {"num_threads", "1"}, {"minloglevel", "2"},
-               {"input_sentence_size", "2000000"}, {"shuffle_input_sentence", "false"}},
-              &lines, &model),
+    check(sentencepiece::SentencePieceTrainer::Train({{"vocab_size", std::to_string(opt.vocab_size)},
+                                                      {"model_type", "unigram"},
+                                                      {"character_coverage", "0.9995"},
+                                                      {"byte_fallback", "true"},
+                                                      {"unk_id", "0"},
+                                                      {"eos_id", "1"},
+                                                      {"bos_id", "-1"},
+                                                      {"pad_id", "-1"},
+                                                      {"num_threads", "1"},
+                                                      {"minloglevel", "2"},
+                                                      {"input_sentence_size", "2000000"},
+                                                      {"shuffle_input_sentence", "false"}},
+                                                     &lines, &model),
           fmt::format("{}: SentencePiece training (model.vocab_size = {})", opt.corpus, opt.vocab_size));
   } else {
     std::ifstream in(opt.tokenizer, std::ios::binary);
@@ -97,7 +104,8 @@ PrepareReport prepare(const PrepareOptions& opt) {
     model.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   }
   sentencepiece::SentencePieceProcessor sp;
-  check(sp.LoadFromSerializedProto(model), fmt::format("{}: loading the tokenizer", opt.tokenizer.empty() ? opt.out_dir : opt.tokenizer));
+  check(sp.LoadFromSerializedProto(model),
+        fmt::format("{}: loading the tokenizer", opt.tokenizer.empty() ? opt.out_dir : opt.tokenizer));
   MOE_CHECK(sp.GetPieceSize() == opt.vocab_size, DataError, "{}: the tokenizer has {} pieces, model.vocab_size = {}",
             opt.tokenizer, sp.GetPieceSize(), opt.vocab_size);
   std::ofstream(fs::path(opt.out_dir) / "tokenizer.model", std::ios::binary) << model;
@@ -130,12 +138,19 @@ PrepareReport prepare(const PrepareOptions& opt) {
   for (double c : counts)
     if (c > 0) rep.unigram_entropy -= c / double(rep.train_tokens) * std::log(c / double(rep.train_tokens));
 
-  const nlohmann::json meta = {{"format", "moe-shards"}, {"version", kShardVersion}, {"corpus", opt.corpus},
-                               {"vocab_size", opt.vocab_size}, {"end_of_document_id", kEndOfDocument},
-                               {"tokenizer", "tokenizer.model"}, {"documents", rep.documents},
-                               {"val_documents", rep.val_documents}, {"train_tokens", rep.train_tokens},
-                               {"val_tokens", rep.val_tokens}, {"unigram_entropy_nats", rep.unigram_entropy},
-                               {"seed", opt.seed}, {"filters", rep.filters.json()}};
+  const nlohmann::json meta = {{"format", "moe-shards"},
+                               {"version", kShardVersion},
+                               {"corpus", opt.corpus},
+                               {"vocab_size", opt.vocab_size},
+                               {"end_of_document_id", kEndOfDocument},
+                               {"tokenizer", "tokenizer.model"},
+                               {"documents", rep.documents},
+                               {"val_documents", rep.val_documents},
+                               {"train_tokens", rep.train_tokens},
+                               {"val_tokens", rep.val_tokens},
+                               {"unigram_entropy_nats", rep.unigram_entropy},
+                               {"seed", opt.seed},
+                               {"filters", rep.filters.json()}};
   const auto tmp = fs::path(opt.out_dir) / "meta.json.tmp";
   std::ofstream(tmp) << meta.dump(2) << "\n";
   fs::rename(tmp, fs::path(opt.out_dir) / "meta.json");

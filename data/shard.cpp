@@ -16,7 +16,8 @@ namespace moe::data {
 namespace fs = std::filesystem;
 namespace {
 constexpr char kMagic[8] = {'M', 'O', 'E', 'S', 'H', 'A', 'R', 'D'};
-template <class T> T read_le(const unsigned char* p) {
+template <class T>
+T read_le(const unsigned char* p) {
   T v;
   std::memcpy(&v, p, sizeof v);  // x86-64 and aarch64 are little-endian, as the format
   return v;
@@ -56,7 +57,8 @@ Shard::Shard(const std::string& path, std::uint64_t expected_vocab) : path_(path
   map_bytes_ = static_cast<std::size_t>(st.st_size);
   if (map_bytes_ < kShardHeader) {
     ::close(fd);
-    throw DataError(fmt::format("{}: not a token shard ({} bytes, shorter than the header); re-run moe data prepare", path, map_bytes_));
+    throw DataError(fmt::format("{}: not a token shard ({} bytes, shorter than the header); re-run moe data prepare",
+                                path, map_bytes_));
   }
   map_ = ::mmap(nullptr, map_bytes_, PROT_READ, MAP_PRIVATE, fd, 0);
   ::close(fd);
@@ -68,7 +70,8 @@ Shard::Shard(const std::string& path, std::uint64_t expected_vocab) : path_(path
     throw DataError(fmt::format("{}: {}; re-run moe data prepare", path, what));
   };
   if (std::memcmp(h, kMagic, 8) != 0) fail("not a token shard (bad magic)");
-  if (read_le<std::uint32_t>(h + 8) != kShardVersion) fail(fmt::format("shard version {} unsupported", read_le<std::uint32_t>(h + 8)));
+  if (read_le<std::uint32_t>(h + 8) != kShardVersion)
+    fail(fmt::format("shard version {} unsupported", read_le<std::uint32_t>(h + 8)));
   width_ = read_le<std::uint32_t>(h + 12);
   count_ = read_le<std::uint64_t>(h + 16);
   const auto vocab = read_le<std::uint64_t>(h + 24);
@@ -81,7 +84,8 @@ Shard::Shard(const std::string& path, std::uint64_t expected_vocab) : path_(path
     fail(fmt::format("vocabulary size {} differs from model.vocab_size = {}", vocab, expected_vocab));
   // Every id inside the vocabulary: a damaged id would index past the embedding table.
   for (std::uint64_t i = 0; i < count_; ++i)
-    if ((*this)[i] >= vocab) fail(fmt::format("token {} at position {} is outside the vocabulary of {}", (*this)[i], i, vocab));
+    if ((*this)[i] >= vocab)
+      fail(fmt::format("token {} at position {} is outside the vocabulary of {}", (*this)[i], i, vocab));
 }
 
 Shard::~Shard() {
@@ -117,7 +121,8 @@ TokenStream::TokenStream(const std::string& dir, const std::string& split, std::
 
 void TokenStream::read(std::uint64_t begin, std::uint64_t n, std::int32_t* out) const {
   // The shard holding `begin`, then walk forward across shard boundaries.
-  std::size_t s = static_cast<std::size_t>(std::upper_bound(starts_.begin(), starts_.end(), begin) - starts_.begin()) - 1;
+  std::size_t s =
+      static_cast<std::size_t>(std::upper_bound(starts_.begin(), starts_.end(), begin) - starts_.begin()) - 1;
   for (std::uint64_t i = 0; i < n; ++i) {
     const std::uint64_t g = begin + i;
     while (g >= starts_[s] + shards_[s].size()) ++s;

@@ -14,7 +14,8 @@ namespace moe {
 namespace fp8_detail {
 // A sign-magnitude minifloat with E exponent bits, M mantissa bits and the given bias;
 // `max_code` is the largest finite magnitude's code, `nan_code` the NaN magnitude.
-template <int E, int M, int Bias> struct Format {
+template <int E, int M, int Bias>
+struct Format {
   static constexpr int kMin = 1 - Bias;  // exponent of the smallest normal
   static std::uint8_t encode(float x, std::uint8_t max_code, std::uint8_t nan_code, float max) {
     const std::uint8_t sign = std::signbit(x) ? 0x80 : 0;

@@ -33,7 +33,8 @@ constexpr Packed blk128(std::int64_t row_blocks, std::int64_t tiles) { return {r
 
 // Element (o, i) of the packed buffer: where it comes from in src (rows, tiles), or -1 for
 // padding. vec: o a tile, i a row; blk: o a row block, i a tile.
-MOE_HOST_DEVICE constexpr std::int64_t source(bool vec, std::int64_t o, std::int64_t i, std::int64_t rows, std::int64_t tiles) {
+MOE_HOST_DEVICE constexpr std::int64_t source(bool vec, std::int64_t o, std::int64_t i, std::int64_t rows,
+                                              std::int64_t tiles) {
   if (vec) return i < rows ? i * tiles + o : -1;
   return i < tiles ? o * tiles + i : -1;
 }

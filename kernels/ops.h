@@ -31,11 +31,10 @@ void reset_gemm_flops();
 // ---- Grouped GEMM (routed experts) -----------------------------------------------------
 // Rows of x are grouped by expert: group g owns rows [offsets[g], offsets[g+1]), offsets has
 // G+1 non-decreasing entries from 0 to M. y_g (M_g,N) = x_g (M_g,K) @ w[g]^T, w (G,N,K).
-void grouped_matmul_forward(Tensor& y, const Tensor& x, const Tensor& w,
-                            std::span<const std::int64_t> offsets);
+void grouped_matmul_forward(Tensor& y, const Tensor& x, const Tensor& w, std::span<const std::int64_t> offsets);
 // dx_g = dy_g @ w[g] (assign); dw[g] += dy_g^T @ x_g (accumulate).
-void grouped_matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x,
-                             const Tensor& w, std::span<const std::int64_t> offsets);
+void grouped_matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                             std::span<const std::int64_t> offsets);
 
 // ---- Embedding --------------------------------------------------------------------------
 // out (N,C) = table (V,C)[tokens (N)]. With `sharded` (a vocabulary-parallel rank's part of
@@ -49,8 +48,7 @@ void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens
 // y (N,C) = x / sqrt(mean(x^2) + eps) * w (C); rstd (N) saved for backward.
 void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, double eps);
 // dx (assign), dw += (accumulate).
-void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
-                      const Tensor& rstd);
+void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd);
 
 // ---- RoPE ("rotate half": dim i pairs with i + D/2; positions 0..T-1 per sequence) -------
 // y (B,T,H,D) = rotate(x); y may alias x.
@@ -64,8 +62,8 @@ void rope_backward(Tensor& dx, const Tensor& dy, double theta);
 // probs (B,H,T,T) saves the softmax for backward (zero above the diagonal).
 void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor& k, const Tensor& v);
 // dq, dk, dv (assign).
-void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
-                        const Tensor& k, const Tensor& v, const Tensor& probs);
+void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
+                        const Tensor& v, const Tensor& probs);
 
 // The fused form (FlashAttention, cuDNN's SDPA): forward keeps the softmax's log-sum-exp per
 // row, lse (B,H,T) (of the scaled, masked scores), instead of the probabilities, and backward
@@ -90,16 +88,16 @@ enum class RouterKind { sigmoid, softmax };
 struct RouterSpec {
   RouterKind kind = RouterKind::sigmoid;
   int top_k = 1;
-  int n_groups = 1;        // experts split into n_groups equal groups...
-  int topk_groups = 1;     // ...of which a token may use at most topk_groups
-  bool normalize = true;   // gates divided by the sum of the chosen scores
-  double scaling = 1.0;    // routed_scaling_factor, applied to the gates
+  int n_groups = 1;       // experts split into n_groups equal groups...
+  int topk_groups = 1;    // ...of which a token may use at most topk_groups
+  bool normalize = true;  // gates divided by the sum of the chosen scores
+  double scaling = 1.0;   // routed_scaling_factor, applied to the gates
 };
 // scores (N,E) = sigmoid(logits) or softmax(logits); index (N,k) i32 = top-k of scores + bias
 // (E) inside the best groups (group score = sum of its top-2 biased scores; ties -> lower
 // index); gate (N,k) from the unbiased scores. The bias only steers selection.
-void router_forward(Tensor& scores, Tensor& index, Tensor& gate, const Tensor& logits,
-                    const Tensor& bias, const RouterSpec& spec);
+void router_forward(Tensor& scores, Tensor& index, Tensor& gate, const Tensor& logits, const Tensor& bias,
+                    const RouterSpec& spec);
 // dlogits (N,E) (assign) from dgate (N,k), plus dscores (N,E) when defined (a loss on the
 // scores themselves, e.g. the balance loss); selection is piecewise constant, so no gradient
 // flows through the choice itself.
@@ -162,8 +160,7 @@ void balance_loss_backward(Tensor& dscores, const Tensor& f, const Tensor& score
 // losses (N) = -log softmax(logits (N,V))[target]; targets (N) i32, -1 = ignored (loss 0).
 void cross_entropy_forward(Tensor& losses, const Tensor& logits, const Tensor& targets);
 // dlogits (N,V) = (softmax - onehot) * dlosses[n] (assign); ignored rows get 0.
-void cross_entropy_backward(Tensor& dlogits, const Tensor& dlosses, const Tensor& logits,
-                            const Tensor& targets);
+void cross_entropy_backward(Tensor& dlogits, const Tensor& dlosses, const Tensor& logits, const Tensor& targets);
 
 // ---- Elementwise helpers (residual adds, gradient sums, scaling) --------------------------
 // y += alpha * x, same shape and dtype.
@@ -214,7 +211,8 @@ void bf16_gemm(Tensor& y, const Tensor& a, const Tensor& b, bool ta = false, boo
 // kernel on GPU tensors (sm90_fp8_gemm; equal up to FP32 accumulation order; for dw, whose
 // operands are both per 1x128 tile, where this cuBLASLt has a kernel for that).
 enum class Fp8Path { reference, sm90 };
-void fp8_linear_forward(Tensor& y, const Tensor& qx, const Tensor& sx, const Tensor& w, Fp8Path path = Fp8Path::reference);
+void fp8_linear_forward(Tensor& y, const Tensor& qx, const Tensor& sx, const Tensor& w,
+                        Fp8Path path = Fp8Path::reference);
 // dx (M,K) = dy w (assign): dy per 1x128 tile along N, w^T per 128x128 block. dw (N,K) +=
 // dy^T x (accumulate): both per 1x128 tile along M, x dequantised from qx and quantised again
 // along M (the 1x128 -> 128x1 conversion of the DeepSeek-V3 report). segments: row offsets

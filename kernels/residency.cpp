@@ -42,7 +42,8 @@ Traffic& Traffic::operator+=(const Traffic& o) {
 
 std::string TrafficReport::describe() const {
   std::vector<std::pair<std::string, Traffic>> sites(by_site.begin(), by_site.end());
-  std::stable_sort(sites.begin(), sites.end(), [](const auto& a, const auto& b) { return a.second.to_host > b.second.to_host; });
+  std::stable_sort(sites.begin(), sites.end(),
+                   [](const auto& a, const auto& b) { return a.second.to_host > b.second.to_host; });
   std::string out = fmt::format("{} copies to the host ({} B), {} to the device ({} B), {} waits", total.to_host,
                                 total.to_host_bytes, total.to_device, total.to_device_bytes, total.waits);
   for (const auto& [site, t] : sites)
@@ -79,8 +80,8 @@ void count_wait() {
 
 void host_access(const char* verb, const std::string& tensor) {
   throw ResidencyError(fmt::format(
-      "host code {} {}, which lives on the device (last op: {}): copy it with to_host(), or do the work in an op",
-      verb, tensor, t_op));
+      "host code {} {}, which lives on the device (last op: {}): copy it with to_host(), or do the work in an op", verb,
+      tensor, t_op));
 }
 }  // namespace detail
 

@@ -22,7 +22,9 @@
 
 namespace moe {
 
-class ResidencyError : public Error { using Error::Error; };  // host code touched device memory
+class ResidencyError : public Error {
+  using Error::Error;
+};  // host code touched device memory
 
 // Held by an op while its kernels run: device tensors' bytes are reachable through data()
 // and raw() meanwhile, on every thread (the CPU kernels' OpenMP workers). Nests.

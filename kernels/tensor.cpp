@@ -21,8 +21,7 @@ struct MemoryCounter {
   void add(std::int64_t bytes) {
     const std::int64_t now = live.fetch_add(bytes, std::memory_order_relaxed) + bytes;
     std::int64_t p = peak.load(std::memory_order_relaxed);
-    while (now > p && !peak.compare_exchange_weak(p, now, std::memory_order_relaxed)) {
-    }
+    while (now > p && !peak.compare_exchange_weak(p, now, std::memory_order_relaxed)) {}
   }
 };
 MemoryCounter& counter(Device d) {
@@ -83,8 +82,8 @@ void Tensor::check_dtype(DType want) const {
 
 Tensor Tensor::view(Shape shape) const {
   std::int64_t n = count(shape, "Tensor::view");
-  MOE_CHECK(n == numel_, ShapeError, "cannot view {} as {}: {} vs {} elements", describe(),
-            shape_str(shape), numel_, n);
+  MOE_CHECK(n == numel_, ShapeError, "cannot view {} as {}: {} vs {} elements", describe(), shape_str(shape), numel_,
+            n);
   Tensor t = *this;
   t.shape_ = std::move(shape);
   return t;
@@ -101,8 +100,8 @@ Tensor Tensor::rows(std::int64_t begin, std::int64_t count_) const {
 }
 
 void Tensor::copy_from(const Tensor& src) {
-  MOE_CHECK(src.shape_ == shape_ && src.dtype_ == dtype_, ShapeError, "copy_from: {} into {}",
-            src.describe(), describe());
+  MOE_CHECK(src.shape_ == shape_ && src.dtype_ == dtype_, ShapeError, "copy_from: {} into {}", src.describe(),
+            describe());
   device_copy(bytes(), device_, src.bytes(), src.device_, nbytes());
 }
 
@@ -124,8 +123,8 @@ void expect_ids(const char* op, const char* name, const Tensor& ids, std::int64_
 }
 
 void expect_tensor(const char* op, const char* name, const Tensor& t, DType dtype, const Shape& shape) {
-  MOE_CHECK(t.defined() && t.dtype() == dtype && t.shape() == shape, ShapeError,
-            "{}: {} is {}, expected {}{}", op, name, t.describe(), dtype_name(dtype), shape_str(shape));
+  MOE_CHECK(t.defined() && t.dtype() == dtype && t.shape() == shape, ShapeError, "{}: {} is {}, expected {}{}", op,
+            name, t.describe(), dtype_name(dtype), shape_str(shape));
 }
 
 }  // namespace moe

@@ -37,12 +37,14 @@ class Tensor {
   // Typed pointer to the first element. Checks the dtype, and residency: a CUDA kernel
   // launcher takes data<float>() of a device tensor inside its op (a KernelScope); host code
   // outside one that asks for a sim tensor's bytes gets ResidencyError (kernels/residency.h).
-  template <class T> T* data() {
+  template <class T>
+  T* data() {
     check_dtype(dtype_of<T>::value);
     check_residency();
     return reinterpret_cast<T*>(bytes());
   }
-  template <class T> const T* data() const {
+  template <class T>
+  const T* data() const {
     check_dtype(dtype_of<T>::value);
     check_residency();
     return reinterpret_cast<const T*>(bytes());
@@ -55,7 +57,7 @@ class Tensor {
   const void* address() const { return bytes(); }
   bool same_start(const Tensor& o) const { return bytes() == o.bytes(); }
 
-  Tensor view(Shape shape) const;                          // same elements, new shape
+  Tensor view(Shape shape) const;                             // same elements, new shape
   Tensor rows(std::int64_t begin, std::int64_t count) const;  // a slice of dim 0, no copy
 
   void copy_from(const Tensor& src);  // same shape and dtype; any pair of devices

@@ -5,10 +5,16 @@
 namespace moe {
 
 Attention::Attention(const ModelConfig& c, const std::string& p, const TensorParallel& tp, Gemm gemm)
-    : C_(c.d_model), H_(tp.part(c.n_heads)), Hkv_(tp.part(c.n_kv_heads)), D_(c.d_model / c.n_heads), theta_(c.rope_theta),
+    : C_(c.d_model),
+      H_(tp.part(c.n_heads)),
+      Hkv_(tp.part(c.n_kv_heads)),
+      D_(c.d_model / c.n_heads),
+      theta_(c.rope_theta),
       gemm_(gemm),
-      q_proj_(p + "q_proj.weight", {H_ * D_, C_}), k_proj_(p + "k_proj.weight", {Hkv_ * D_, C_}),
-      v_proj_(p + "v_proj.weight", {Hkv_ * D_, C_}), o_proj_(p + "o_proj.weight", {C_, H_ * D_}) {
+      q_proj_(p + "q_proj.weight", {H_ * D_, C_}),
+      k_proj_(p + "k_proj.weight", {Hkv_ * D_, C_}),
+      v_proj_(p + "v_proj.weight", {Hkv_ * D_, C_}),
+      o_proj_(p + "o_proj.weight", {C_, H_ * D_}) {
   tp.split(q_proj_, 0, c.n_heads * D_);
   tp.split(k_proj_, 0, c.n_kv_heads * D_);
   tp.split(v_proj_, 0, c.n_kv_heads * D_);

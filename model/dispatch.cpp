@@ -14,8 +14,12 @@ PlanCounts::PlanCounts(std::int64_t experts, std::int64_t ranks, Device d)
     : E_(experts), P_(ranks), all_(i32({3 * experts + 2 * ranks + 1}, d)) {}
 
 Dispatcher::Dispatcher(Communicator* ep, std::int64_t experts, Gemm gemm)
-    : ep_(ep && ep->size() > 1 ? ep : nullptr), rank_(ep_ ? ep_->rank() : 0), size_(ep_ ? ep_->size() : 1), E_(experts),
-      El_(experts / size_), gemm_(gemm) {}
+    : ep_(ep && ep->size() > 1 ? ep : nullptr),
+      rank_(ep_ ? ep_->rank() : 0),
+      size_(ep_ ? ep_->size() : 1),
+      E_(experts),
+      El_(experts / size_),
+      gemm_(gemm) {}
 
 DispatchPlan Dispatcher::plan(const Routing& r, const PlanCounts& counts) {
   const std::int64_t N = r.kept.size(0), K = r.kept.size(1), P = size_;
@@ -76,8 +80,10 @@ void Dispatcher::read_counts(DispatchPlan& p, const PlanCounts& counts) {
   p.segments.erase(std::unique(p.segments.begin(), p.segments.end()), p.segments.end());
   // Every row carries at least one kept assignment, on both sides of the exchange.
   const std::int64_t kept_here = std::accumulate(kept, kept + E, std::int64_t{0});
-  MOE_ASSERT(p.sent <= kept_here && p.received <= p.expert_rows, "rank {}: {} rows for {} kept assignments sent, {} rows "
-             "for {} expert rows received", rank_, p.sent, kept_here, p.received, p.expert_rows);
+  MOE_ASSERT(p.sent <= kept_here && p.received <= p.expert_rows,
+             "rank {}: {} rows for {} kept assignments sent, {} rows "
+             "for {} expert rows received",
+             rank_, p.sent, kept_here, p.received, p.expert_rows);
   for (std::size_t e = 0; e < E; ++e) p.stats.dropped += load[e] - kept[e];
   for (std::size_t j = 0; j < P; ++j)
     if (static_cast<int>(j) != rank_) p.stats.remote_token_ranks += p.send_rows[j];

@@ -28,10 +28,10 @@ namespace moe {
 class PlanCounts {
  public:
   PlanCounts(std::int64_t experts, std::int64_t ranks, Device d);
-  Tensor routed() const { return part(0, 2 * E_).view({2, E_}); }  // (2,E) load, kept (ops::route_capacity)
-  Tensor send_rows() const { return part(2 * E_, P_); }            // (P) rows this rank sends each rank
-  Tensor fan_out() const { return part(2 * E_ + P_, 1); }          // (1) most ranks one token reaches
-  Tensor recv_rows() const { return part(2 * E_ + P_ + 1, P_); }   // (P) rows each rank sends here
+  Tensor routed() const { return part(0, 2 * E_).view({2, E_}); }     // (2,E) load, kept (ops::route_capacity)
+  Tensor send_rows() const { return part(2 * E_, P_); }               // (P) rows this rank sends each rank
+  Tensor fan_out() const { return part(2 * E_ + P_, 1); }             // (1) most ranks one token reaches
+  Tensor recv_rows() const { return part(2 * E_ + P_ + 1, P_); }      // (P) rows each rank sends here
   Tensor recv_kept() const { return part(2 * E_ + 2 * P_ + 1, E_); }  // (P,El) their assignments per local expert
   const Tensor& all() const { return all_; }
 
@@ -71,8 +71,8 @@ struct DispatchPlan {
   std::int64_t sent = 0, received = 0, expert_rows = 0;
   DispatchStats stats;
   void count(SavedBytes& b) const {
-    for (const Tensor* t : {&rows, &send_token, &gate_slot, &assignment_slot, &back_row, &slot, &expert_src, &expert_slot,
-                            &back_src})
+    for (const Tensor* t :
+         {&rows, &send_token, &gate_slot, &assignment_slot, &back_row, &slot, &expert_src, &expert_slot, &back_src})
       b.add(*t);
   }
 };
@@ -111,7 +111,8 @@ class Dispatcher {
   void read_counts(DispatchPlan& p, const PlanCounts& counts);
   Tensor exchange(const Tensor& rows, const std::vector<std::int64_t>& send, const std::vector<std::int64_t>& recv);
   // f32 rows exchanged in the wire precision (BF16 under bf16_wire), rounded alike without ep.
-  Tensor exchange_wire(const Tensor& rows, const std::vector<std::int64_t>& send, const std::vector<std::int64_t>& recv);
+  Tensor exchange_wire(const Tensor& rows, const std::vector<std::int64_t>& send,
+                       const std::vector<std::int64_t>& recv);
 
   Communicator* ep_;
   int rank_ = 0, size_ = 1;

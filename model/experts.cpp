@@ -6,8 +6,12 @@ namespace moe {
 
 GroupedExperts::GroupedExperts(const std::string& p, std::int64_t first, std::int64_t local, std::int64_t total,
                                std::int64_t C, std::int64_t H, Gemm gemm)
-    : C_(C), H_(H), gemm_(gemm), gate_(p + "experts.gate_proj.weight", {local, H, C}),
-      up_(p + "experts.up_proj.weight", {local, H, C}), down_(p + "experts.down_proj.weight", {local, C, H}) {
+    : C_(C),
+      H_(H),
+      gemm_(gemm),
+      gate_(p + "experts.gate_proj.weight", {local, H, C}),
+      up_(p + "experts.up_proj.weight", {local, H, C}),
+      down_(p + "experts.down_proj.weight", {local, C, H}) {
   for (Param* q : {&gate_, &up_, &down_}) q->expert_begin = first, q->experts_total = total;
 }
 

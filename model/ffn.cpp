@@ -5,8 +5,12 @@
 namespace moe {
 
 SwiGLU::SwiGLU(std::int64_t d_model, std::int64_t hidden, const std::string& p, const TensorParallel& tp, Gemm gemm)
-    : C_(d_model), F_(tp.part(hidden)), gemm_(gemm), gate_proj_(p + "gate_proj.weight", {F_, d_model}),
-      up_proj_(p + "up_proj.weight", {F_, d_model}), down_proj_(p + "down_proj.weight", {d_model, F_}) {
+    : C_(d_model),
+      F_(tp.part(hidden)),
+      gemm_(gemm),
+      gate_proj_(p + "gate_proj.weight", {F_, d_model}),
+      up_proj_(p + "up_proj.weight", {F_, d_model}),
+      down_proj_(p + "down_proj.weight", {d_model, F_}) {
   tp.split(gate_proj_, 0, hidden);
   tp.split(up_proj_, 0, hidden);
   tp.split(down_proj_, 1, hidden);

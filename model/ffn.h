@@ -16,8 +16,8 @@ namespace moe {
 class SwiGLU {
  public:
   // prefix "...mlp."; hidden: the whole width
-  SwiGLU(std::int64_t d_model, std::int64_t hidden, const std::string& prefix, const TensorParallel& tp = TensorParallel(),
-         Gemm gemm = Gemm());
+  SwiGLU(std::int64_t d_model, std::int64_t hidden, const std::string& prefix,
+         const TensorParallel& tp = TensorParallel(), Gemm gemm = Gemm());
   // (N,C) -> (N,C); x in the GEMMs' kept form (Gemm::keep; the MoE shares it with its experts).
   void forward(Tensor& out, const GemmInput& x);
   void backward(Tensor& dx, const Tensor& dout);  // dx assign, params +=

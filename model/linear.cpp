@@ -89,7 +89,8 @@ void Gemm::backward(Tensor& dx, Tensor& dw, const Tensor& dy, const GemmInput& x
   }
 }
 
-void Gemm::grouped_forward(Tensor& y, const GemmInput& x, const Tensor& w, std::span<const std::int64_t> offsets) const {
+void Gemm::grouped_forward(Tensor& y, const GemmInput& x, const Tensor& w,
+                           std::span<const std::int64_t> offsets) const {
   if (p_ == Precision::fp32 || (p_ == Precision::bf16 && !on_gpu(w)))
     return ops::grouped_matmul_forward(y, operand(x), p_ == Precision::bf16 ? rounded(w) : w, offsets);
   for (std::size_t g = 0; g + 1 < offsets.size(); ++g) {
@@ -116,7 +117,9 @@ void Gemm::grouped_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Gemm
     Tensor dxg = dx.defined() ? dx.rows(r0, n) : Tensor(), dwg = expert(dw, std::int64_t(g));
     const GemmInput xg = x.slice(r0, n);
     if (p_ == Precision::bf16) backward(dxg, dwg, dy.rows(r0, n), xg, expert(w, std::int64_t(g)));  // (the GPU's)
-    else ops::fp8_linear_backward(dxg, dwg, dy.rows(r0, n), xg.x, xg.scale, expert(w, std::int64_t(g)), local, fp8_path(w));
+    else
+      ops::fp8_linear_backward(dxg, dwg, dy.rows(r0, n), xg.x, xg.scale, expert(w, std::int64_t(g)), local,
+                               fp8_path(w));
   }
 }
 

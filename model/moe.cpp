@@ -6,12 +6,17 @@ int ranks(Communicator* ep) { return ep ? ep->size() : 1; }
 }  // namespace
 
 MoE::MoE(const ModelConfig& c, const std::string& p, Communicator* ep, const TensorParallel& tp, Gemm gemm)
-    : C_(c.d_model), tp_(tp), gemm_(gemm), router_(c, p, tp), dispatcher_(ep, c.routed_experts, gemm),
-      experts_(p, (ep ? ep->rank() : 0) * (c.routed_experts / ranks(ep)), c.routed_experts / ranks(ep), c.routed_experts,
-               c.d_model, c.expert_hidden, gemm) {
+    : C_(c.d_model),
+      tp_(tp),
+      gemm_(gemm),
+      router_(c, p, tp),
+      dispatcher_(ep, c.routed_experts, gemm),
+      experts_(p, (ep ? ep->rank() : 0) * (c.routed_experts / ranks(ep)), c.routed_experts / ranks(ep),
+               c.routed_experts, c.d_model, c.expert_hidden, gemm) {
   MOE_CHECK(c.routed_experts % ranks(ep) == 0, ConfigError,
             "{}: {} routed experts cannot be split over {} expert-parallel ranks", p, c.routed_experts, ranks(ep));
-  if (c.shared_experts > 0) shared_ = std::make_unique<SwiGLU>(C_, c.shared_experts * c.expert_hidden, p + "shared_experts.", tp, gemm);
+  if (c.shared_experts > 0)
+    shared_ = std::make_unique<SwiGLU>(C_, c.shared_experts * c.expert_hidden, p + "shared_experts.", tp, gemm);
 }
 
 void MoE::swap_saved(Saved& s) {
@@ -53,7 +58,8 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   const Device dev = x.device();
   if (shared_) shared_->backward(dx, dout);
   else dx.zero();
-  Tensor dye = Tensor::empty({plan.expert_rows, C_}, DType::f32, dev), dxe = Tensor::empty(dye.shape(), DType::f32, dev);
+  Tensor dye = Tensor::empty({plan.expert_rows, C_}, DType::f32, dev),
+         dxe = Tensor::empty(dye.shape(), DType::f32, dev);
   Tensor dgates = Tensor::empty(s.routing.gates.shape(), DType::f32, dev);
   dispatcher_.combine_backward(dye, dgates, dout, s.expert_out, s.gates_received, plan);
   experts_.backward(dxe, dye, plan.offsets, plan.segments, s.experts);

@@ -43,8 +43,8 @@ class MoE {
     Tensor expert_out;  // (Me,C)
     SwiGLU::Saved shared;
     void count(SavedBytes& b) const {
-      for (const Tensor* t : {&routing.scores, &routing.index, &routing.gates, &routing.kept, &routing.f, &gates_received,
-                              &expert_out})
+      for (const Tensor* t :
+           {&routing.scores, &routing.index, &routing.gates, &routing.kept, &routing.f, &gates_received, &expert_out})
         b.add(*t);
       if (plan) plan->count(b);
       experts.count(b), shared.count(b);
@@ -86,8 +86,8 @@ class MoE {
   Dispatcher dispatcher_;
   GroupedExperts experts_;
   std::unique_ptr<SwiGLU> shared_;  // null without shared experts
-  Saved saved_;                      // (its shared part lives in shared_)
-  DispatchStats stats_;              // the last forward's
+  Saved saved_;                     // (its shared part lives in shared_)
+  DispatchStats stats_;             // the last forward's
 };
 
 }  // namespace moe

@@ -32,7 +32,9 @@ struct Param {
     return s;
   }
   Param(std::string n, Shape shape, bool weight_decay = true)
-      : name(std::move(n)), w(Tensor::zeros(shape, DType::f32)), g(Tensor::zeros(shape, DType::f32)),
+      : name(std::move(n)),
+        w(Tensor::zeros(shape, DType::f32)),
+        g(Tensor::zeros(shape, DType::f32)),
         decay(weight_decay) {}
 };
 

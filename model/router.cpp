@@ -5,13 +5,19 @@
 namespace moe {
 
 Router::Router(const ModelConfig& c, const std::string& p, const TensorParallel& tp)
-    : E_(c.routed_experts), K_(c.top_k),
+    : E_(c.routed_experts),
+      K_(c.top_k),
       spec_{.kind = c.router == RouterType::sigmoid ? ops::RouterKind::sigmoid : ops::RouterKind::softmax,
-            .top_k = static_cast<int>(c.top_k), .n_groups = static_cast<int>(c.n_groups),
-            .topk_groups = static_cast<int>(c.topk_groups), .normalize = c.router_normalize,
+            .top_k = static_cast<int>(c.top_k),
+            .n_groups = static_cast<int>(c.n_groups),
+            .topk_groups = static_cast<int>(c.topk_groups),
+            .normalize = c.router_normalize,
             .scaling = c.routed_scaling_factor},
-      capacity_factor_(c.capacity_factor), aux_coef_(c.aux_loss_coef), tp_rank_(tp.rank),
-      weight_(p + "gate.weight", {E_, c.d_model}), bias_name_(p + "gate.e_score_correction_bias"),
+      capacity_factor_(c.capacity_factor),
+      aux_coef_(c.aux_loss_coef),
+      tp_rank_(tp.rank),
+      weight_(p + "gate.weight", {E_, c.d_model}),
+      bias_name_(p + "gate.e_score_correction_bias"),
       bias_(Tensor::zeros({E_}, DType::f32)) {
   tp.replicate(weight_, /*partial_grad=*/true);
 }
@@ -26,11 +32,14 @@ Routing Router::forward(const Tensor& x, std::int64_t T, std::int64_t n0, std::i
   const std::int64_t N = x.size(0);
   const Device dev = x.device();
   if (bias_.device() != dev) bias_ = bias_.to(dev);
-  Routing r{.scores = Tensor::empty({N, E_}, DType::f32, dev), .index = Tensor::empty({N, K_}, DType::i32, dev),
-            .gates = Tensor::empty({N, K_}, DType::f32, dev), .kept = Tensor::empty({N, K_}, DType::i32, dev),
-            .f = Tensor(), .T = T};
+  Routing r{.scores = Tensor::empty({N, E_}, DType::f32, dev),
+            .index = Tensor::empty({N, K_}, DType::i32, dev),
+            .gates = Tensor::empty({N, K_}, DType::f32, dev),
+            .kept = Tensor::empty({N, K_}, DType::i32, dev),
+            .f = Tensor(),
+            .T = T};
   Tensor logits = Tensor::empty({N, E_}, DType::f32, dev);
-  ops::matmul_forward(logits, x, weight_.w);                         // (N,E)
+  ops::matmul_forward(logits, x, weight_.w);  // (N,E)
   ops::router_forward(r.scores, r.index, r.gates, logits, bias_, spec_);
   ops::route_capacity(r.kept, counts, r.index, capacity(N), n0, n1);  // in token order
   if (counts_balance_loss()) {

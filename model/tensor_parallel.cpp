@@ -7,7 +7,8 @@
 namespace moe {
 namespace {
 // Element copies between a (outer, full, inner) view and a (outer, count, inner) view.
-template <class F> void for_each_run(const Shape& full, int dim, std::int64_t count, F&& f) {
+template <class F>
+void for_each_run(const Shape& full, int dim, std::int64_t count, F&& f) {
   std::int64_t outer = 1, inner = 1;
   for (int d = 0; d < dim; ++d) outer *= full[static_cast<std::size_t>(d)];
   for (std::size_t d = static_cast<std::size_t>(dim) + 1; d < full.size(); ++d) inner *= full[d];
@@ -38,9 +39,10 @@ Tensor take_shard(const Tensor& full, int dim, std::int64_t begin, std::int64_t 
 void put_shard(Tensor& full, const Tensor& shard, int dim, std::int64_t begin) {
   const float* src = shard.data<float>();
   float* dst = full.data<float>();
-  for_each_run(full.shape(), dim, shard.size(dim), [&](std::int64_t f, std::int64_t sh, std::int64_t n, std::int64_t inner) {
-    std::memcpy(dst + f + begin * inner, src + sh, static_cast<std::size_t>(n) * sizeof(float));
-  });
+  for_each_run(full.shape(), dim, shard.size(dim),
+               [&](std::int64_t f, std::int64_t sh, std::int64_t n, std::int64_t inner) {
+                 std::memcpy(dst + f + begin * inner, src + sh, static_cast<std::size_t>(n) * sizeof(float));
+               });
 }
 
 void vocab_parallel_ce_forward(Tensor& losses, Tensor& lse, const Tensor& logits, const Tensor& targets,

@@ -9,14 +9,17 @@
 namespace moe {
 
 Block::Block(const ModelConfig& c, std::int64_t i, Communicator* ep, const TensorParallel& tp, Gemm gemm)
-    : eps_(c.norm_eps), tp_(tp), gemm_(gemm),
+    : eps_(c.norm_eps),
+      tp_(tp),
+      gemm_(gemm),
       norm1_(fmt::format("model.layers.{}.input_layernorm.weight", i), {c.d_model}, false),
       norm2_(fmt::format("model.layers.{}.post_attention_layernorm.weight", i), {c.d_model}, false),
       attn_(c, fmt::format("model.layers.{}.self_attn.", i), tp, gemm) {
   tp.replicate(norm1_);
   tp.replicate(norm2_);
   const std::string mlp = fmt::format("model.layers.{}.mlp.", i);
-  if (i < c.dense_layers || c.routed_experts == 0) dense_ = std::make_unique<SwiGLU>(c.d_model, c.ffn_hidden, mlp, tp, gemm);
+  if (i < c.dense_layers || c.routed_experts == 0)
+    dense_ = std::make_unique<SwiGLU>(c.d_model, c.ffn_hidden, mlp, tp, gemm);
   else moe_ = std::make_unique<MoE>(c, mlp, ep, tp, gemm);
 }
 
@@ -38,8 +41,8 @@ void Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   s.x = x, s.r1 = t({N}), s.xm = t({N, C}), s.h2 = t({N, C}), s.r2 = t({N});
   ops::rmsnorm_forward(h1, s.r1, x, norm1_.w, eps_);
   attn_.forward(s.xm, h1, B, T);
-  tp_.all_reduce(s.xm);                            // tp: the row-parallel o_proj's partial sums
-  ops::accumulate(s.xm, x);                        // xm = x + attn(norm(x))
+  tp_.all_reduce(s.xm);      // tp: the row-parallel o_proj's partial sums
+  ops::accumulate(s.xm, x);  // xm = x + attn(norm(x))
   ops::rmsnorm_forward(s.h2, s.r2, s.xm, norm2_.w, eps_);
   if (dense_) {
     dense_->forward(out, gemm_.keep(s.h2));
@@ -48,7 +51,7 @@ void Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
     moe_->forward(out, s.h2, B, T, aux_total);
   }
   tp_.all_reduce(out);
-  ops::accumulate(out, s.xm);                      // out = xm + ffn(norm(xm))
+  ops::accumulate(out, s.xm);  // out = xm + ffn(norm(xm))
 }
 
 void Block::swap_saved(Saved& s) {
@@ -74,13 +77,13 @@ void Block::backward(Tensor& dx, const Tensor& dout, double aux_scale) {
   Tensor dh = Tensor::empty({N, C}, DType::f32, dout.device()), dxm = Tensor::empty({N, C}, DType::f32, dout.device());
   if (dense_) dense_->backward(dh, dout);
   else moe_->backward(dh, dout, s.h2, aux_scale);
-  tp_.all_reduce(dh);                              // tp: column-parallel inputs' partial gradients
+  tp_.all_reduce(dh);  // tp: column-parallel inputs' partial gradients
   ops::rmsnorm_backward(dxm, norm2_.g, dh, s.xm, norm2_.w, s.r2);
-  ops::accumulate(dxm, dout);                      // residual
+  ops::accumulate(dxm, dout);  // residual
   attn_.backward(dh, dxm);
   tp_.all_reduce(dh);
   ops::rmsnorm_backward(dx, norm1_.g, dh, s.x, norm1_.w, s.r1);
-  ops::accumulate(dx, dxm);                        // residual
+  ops::accumulate(dx, dxm);  // residual
 }
 
 Transformer::Transformer(const ModelConfig& c, const ModelShard& shard, Precision precision) : cfg_(c), tp_(shard.tp) {
@@ -92,7 +95,8 @@ Transformer::Transformer(const ModelConfig& c, const ModelShard& shard, Precisio
     MOE_CHECK(begin >= 0 && begin < end && end <= L && (layer_of_.empty() || begin > layer_of_.back()), ConfigError,
               "model shard: layers [{}, {}) outside the model's {} or out of order", begin, end, L);
     chunk_first_.push_back(blocks_.size());
-    for (std::int64_t i = begin; i < end; ++i) blocks_.push_back(std::make_unique<Block>(c, i, shard.ep, tp_, Gemm(precision))), layer_of_.push_back(i);
+    for (std::int64_t i = begin; i < end; ++i)
+      blocks_.push_back(std::make_unique<Block>(c, i, shard.ep, tp_, Gemm(precision))), layer_of_.push_back(i);
   }
   chunk_first_.push_back(blocks_.size());
   if (chunks.front().first == 0) {
@@ -208,7 +212,8 @@ Transformer::Loss Transformer::forward(const Tensor& tokens, const Tensor& targe
 }
 
 Tensor& Transformer::loss_totals() {
-  if (!loss_totals_.defined() || loss_totals_.device() != device()) loss_totals_ = Tensor::zeros({2}, DType::f64, device());
+  if (!loss_totals_.defined() || loss_totals_.device() != device())
+    loss_totals_ = Tensor::zeros({2}, DType::f64, device());
   return loss_totals_;
 }
 
@@ -222,8 +227,8 @@ Transformer::Loss Transformer::take_loss_sums() {
 
 Transformer::Saved Transformer::take_saved(int chunk) {
   const std::size_t b0 = chunk_first_[std::size_t(chunk)], b1 = chunk_first_[std::size_t(chunk) + 1];
-  Saved s{std::move(xs_), std::move(tokens_), std::move(targets_), std::move(logits_), std::move(lse_), std::move(xf_),
-          std::move(rf_), std::vector<Block::Saved>(b1 - b0)};
+  Saved s{std::move(xs_),  std::move(tokens_), std::move(targets_), std::move(logits_),
+          std::move(lse_), std::move(xf_),     std::move(rf_),      std::vector<Block::Saved>(b1 - b0)};
   for (std::size_t i = b0; i < b1; ++i) blocks_[i]->swap_saved(s.blocks[i - b0]);
   xs_.clear();
   return s;
@@ -261,7 +266,8 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
       }
     }
     if (tokens_.device() != dev) {
-      expect_ids("Transformer::forward", "token", tokens_, tp_.on() ? -1 : 0, embed_->w.size(0));  // the ops check no device ids
+      expect_ids("Transformer::forward", "token", tokens_, tp_.on() ? -1 : 0,
+                 embed_->w.size(0));  // the ops check no device ids
       tokens_ = tokens_.to(dev);
     }
     xs_.assign(1, Tensor::empty({N, C}, DType::f32, dev));
@@ -296,7 +302,7 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
     ops::cross_entropy_forward(losses, logits_, targets_);
   }
   Tensor ce = loss_totals().rows(0, 1);
-  ops::sum_into(ce, losses);  // read once per step (take_loss_sums), not per micro-batch
+  ops::sum_into(ce, losses);           // read once per step (take_loss_sums), not per micro-batch
   const Tensor tg = to_host(targets);  // the loader's host tensor: no copy
   for (std::int64_t n = 0; n < N; ++n) loss.tokens += tg.data<std::int32_t>()[n] >= 0;
   return loss;
@@ -324,7 +330,8 @@ void Transformer::backward_stage(Tensor& din, const Tensor& dout, double ce_scal
   Tensor dprev = Tensor::empty({N, C}, DType::f32, dev);
   for (std::size_t i = b1; i-- > b0;) {
     if (recompute_) {  // dprev: scratch for the output, overwritten next; the balance loss was counted
-      if (!recompute_aux_.defined() || recompute_aux_.device() != dev) recompute_aux_ = Tensor::zeros({1}, DType::f64, dev);
+      if (!recompute_aux_.defined() || recompute_aux_.device() != dev)
+        recompute_aux_ = Tensor::zeros({1}, DType::f64, dev);
       blocks_[i]->forward(dprev, xs_[i - b0], B_, T_, recompute_aux_);
     }
     blocks_[i]->backward(dprev, dx, aux_scale);

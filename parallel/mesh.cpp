@@ -23,8 +23,8 @@ Layout resolve_layout(const Config& cfg, int world_size) {
             f, l.ep, l.dp, l.tp, l.dp * l.tp);
   if (l.tp > 1)
     MOE_CHECK(m.vocab_size % l.tp == 0, ConfigError,
-              "{}: parallel.tp = {} must divide model.vocab_size = {} (vocabulary-parallel embedding and loss)", f, l.tp,
-              m.vocab_size);
+              "{}: parallel.tp = {} must divide model.vocab_size = {} (vocabulary-parallel embedding and loss)", f,
+              l.tp, m.vocab_size);
   // ep vs experts, heads vs tp and pp vs layers are checked with the config itself
   // (config/config.cpp), which needs no world size.
   return l;

@@ -19,7 +19,8 @@ MPI_Datatype mpi_type(const Tensor& t) {
     case DType::f64: return MPI_DOUBLE;
     case DType::i32: return MPI_INT32_T;
     case DType::bf16: return MPI_UINT16_T;  // moved, never reduced
-    case DType::e4m3: case DType::e5m2: return MPI_UINT8_T;
+    case DType::e4m3:
+    case DType::e5m2: return MPI_UINT8_T;
   }
   throw CommError("MPI: unsupported dtype");
 }

@@ -22,7 +22,8 @@ ncclDataType_t nccl_type(DType d) {
     case DType::f64: return ncclFloat64;
     case DType::i32: return ncclInt32;
     case DType::bf16: return ncclBfloat16;
-    case DType::e4m3: case DType::e5m2: return ncclUint8;
+    case DType::e4m3:
+    case DType::e5m2: return ncclUint8;
   }
   throw CommError("NCCL: unsupported dtype");
 }

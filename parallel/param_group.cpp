@@ -5,7 +5,8 @@
 namespace moe {
 
 ParamGroup::ParamGroup(const ParamList& params, Communicator& comm, int zero, std::size_t bucket_bytes)
-    : comm_(comm), zero_(zero),
+    : comm_(comm),
+      zero_(zero),
       bucket_(std::max<std::int64_t>(1, static_cast<std::int64_t>(bucket_bytes / sizeof(float)))) {
   MOE_CHECK(zero == 0 || zero == 1, ConfigError, "parallel.zero = {}: only stages 0 and 1 exist", zero);
   for (Param* p : params) {
@@ -31,9 +32,7 @@ ParamGroup::ParamGroup(const ParamList& params, Communicator& comm, int zero, st
   if (zero_ == 1) shard_grads_ = Tensor::zeros({shard_}, DType::f32, dev);
 }
 
-std::int64_t ParamGroup::buckets() const {
-  return zero_ == 1 ? 1 : (grads_.numel() + bucket_ - 1) / bucket_;
-}
+std::int64_t ParamGroup::buckets() const { return zero_ == 1 ? 1 : (grads_.numel() + bucket_ - 1) / bucket_; }
 
 Tensor ParamGroup::gather_moment(const Tensor& moment) {
   Tensor full = Tensor::empty({weights_.numel()}, DType::f32, moment.device());
@@ -98,7 +97,8 @@ void ParamGroup::step(const ops::AdamWSpec& spec, double weight_decay) {
     ops::adamw_step(w, m, v, gs, sp);
   }
   if (zero_ == 1) {
-    const Tensor mine = weights_.rows(lo, shard_).to(weights_.device());  // a copy: all-gather's input may not alias its output
+    const Tensor mine =
+        weights_.rows(lo, shard_).to(weights_.device());  // a copy: all-gather's input may not alias its output
     comm_.all_gather(weights_, mine);
   }
 }

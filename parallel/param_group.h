@@ -40,7 +40,7 @@ class ParamGroup {
   // the reduction (so they leave the norm) and AdamW skips them (no decay, no momentum).
   void freeze(const std::function<bool(const std::string& name)>& frozen);
 
-  std::int64_t numel() const { return numel_; }             // parameters, without padding
+  std::int64_t numel() const { return numel_; }                              // parameters, without padding
   std::size_t optimizer_bytes() const { return m_.nbytes() + v_.nbytes(); }  // moments held here
   std::int64_t buckets() const;
   Tensor& flat_grads() { return grads_; }  // every gradient, contiguous (padding zero)

@@ -17,7 +17,8 @@ std::string find_cluster_file(const Config& cfg) {
   const std::string& name = cfg.cost.cluster;
   if (name.find('/') != std::string::npos || name.ends_with(".yaml")) return name;
   std::vector<fs::path> tried;
-  if (!cfg.source.empty() && fs::exists(cfg.source)) tried.push_back(fs::path(cfg.source).parent_path() / "clusters" / (name + ".yaml"));
+  if (!cfg.source.empty() && fs::exists(cfg.source))
+    tried.push_back(fs::path(cfg.source).parent_path() / "clusters" / (name + ".yaml"));
 #ifdef MOE_SOURCE_DIR
   tried.push_back(fs::path(MOE_SOURCE_DIR) / "configs" / "clusters" / (name + ".yaml"));
 #endif
@@ -27,8 +28,9 @@ std::string find_cluster_file(const Config& cfg) {
   for (std::size_t i = 0; i < tried.size(); ++i)
     if (i == 0 || fs::weakly_canonical(tried[i]) != fs::weakly_canonical(tried[0]))
       where += (where.empty() ? "" : ", ") + tried[i].string();
-  throw ConfigError(fmt::format("{}: cost.cluster: no cluster '{}' (looked for {}); name a file in configs/clusters/ or a path",
-                                cfg.source, name, where.empty() ? "nothing" : where));
+  throw ConfigError(
+      fmt::format("{}: cost.cluster: no cluster '{}' (looked for {}); name a file in configs/clusters/ or a path",
+                  cfg.source, name, where.empty() ? "nothing" : where));
 }
 
 }  // namespace
@@ -65,10 +67,10 @@ Cluster load_cluster(const Config& cfg) {
   get("inter_node_gbps", c.inter_node_gbps, !c.calibrate);
   get("price_per_device_hour", c.price_per_device_hour, true);
   get("compute_efficiency", c.compute_efficiency, !c.calibrate);
-  MOE_CHECK(c.price_per_device_hour >= 0 && c.devices_per_node >= 1 && c.compute_efficiency > 0 &&
-                c.compute_efficiency <= 1,
-            ConfigError, "{}: price_per_device_hour must be >= 0, devices_per_node >= 1, compute_efficiency in (0, 1]",
-            c.file);
+  MOE_CHECK(
+      c.price_per_device_hour >= 0 && c.devices_per_node >= 1 && c.compute_efficiency > 0 && c.compute_efficiency <= 1,
+      ConfigError, "{}: price_per_device_hour must be >= 0, devices_per_node >= 1, compute_efficiency in (0, 1]",
+      c.file);
   return c;
 }
 

@@ -20,7 +20,8 @@ std::int64_t attention_matrix_parameters(const ModelConfig& m) {
   // [c_kv, k_rope] = W_kva x, out = W_o att.
   const std::int64_t dqk = m.qk_nope_head_dim + m.qk_rope_head_dim;
   const std::int64_t q = m.q_lora_rank > 0 ? C * m.q_lora_rank + m.q_lora_rank * H * dqk : C * H * dqk;
-  const std::int64_t kv = C * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank * H * (m.qk_nope_head_dim + m.v_head_dim);
+  const std::int64_t kv =
+      C * (m.kv_lora_rank + m.qk_rope_head_dim) + m.kv_lora_rank * H * (m.qk_nope_head_dim + m.v_head_dim);
   return q + kv + H * m.v_head_dim * C;
 }
 
@@ -30,7 +31,9 @@ std::int64_t block_norm_parameters(const ModelConfig& m) {
 }
 
 std::int64_t dense_ffn_parameters(const ModelConfig& m) { return 3 * m.d_model * m.ffn_hidden; }
-std::int64_t shared_expert_parameters(const ModelConfig& m) { return 3 * m.d_model * m.expert_hidden * m.shared_experts; }
+std::int64_t shared_expert_parameters(const ModelConfig& m) {
+  return 3 * m.d_model * m.expert_hidden * m.shared_experts;
+}
 std::int64_t router_parameters(const ModelConfig& m) { return m.d_model * m.routed_experts; }
 std::int64_t routed_expert_parameters(const ModelConfig& m) { return 3 * m.d_model * m.expert_hidden; }
 
@@ -38,8 +41,9 @@ std::int64_t gemm_parameters_per_token(const ModelConfig& m) {
   std::int64_t total = m.vocab_size * m.d_model;  // LM head
   for (std::int64_t l = 0; l < m.n_layers; ++l) {
     total += attention_matrix_parameters(m);
-    total += is_moe_layer(m, l) ? router_parameters(m) + shared_expert_parameters(m) + m.top_k * routed_expert_parameters(m)
-                                : dense_ffn_parameters(m);
+    total += is_moe_layer(m, l)
+                 ? router_parameters(m) + shared_expert_parameters(m) + m.top_k * routed_expert_parameters(m)
+                 : dense_ffn_parameters(m);
   }
   return total;
 }
@@ -48,7 +52,9 @@ std::int64_t active_parameters(const ModelConfig& m) {
   return gemm_parameters_per_token(m) + m.n_layers * block_norm_parameters(m) + m.d_model;  // + final norm
 }
 
-std::int64_t expert_parameters(const ModelConfig& m) { return moe_layers(m) * m.routed_experts * routed_expert_parameters(m); }
+std::int64_t expert_parameters(const ModelConfig& m) {
+  return moe_layers(m) * m.routed_experts * routed_expert_parameters(m);
+}
 
 std::int64_t total_parameters(const ModelConfig& m) {
   // The active count holds top_k experts per MoE layer and no embedding.

@@ -104,9 +104,10 @@ struct Shard {
   }
   // Training FLOPs per token of one block on this device.
   double block_flops(std::int64_t layer) const {
-    const double ffn = is_moe_layer(m, layer) ? double(router_parameters(m) + shared_expert_parameters(m) +
-                                                       m.top_k * routed_expert_parameters(m))
-                                              : double(dense_ffn_parameters(m));
+    const double ffn =
+        is_moe_layer(m, layer)
+            ? double(router_parameters(m) + shared_expert_parameters(m) + m.top_k * routed_expert_parameters(m))
+            : double(dense_ffn_parameters(m));
     const double train = 6 * (double(attention_matrix_parameters(m)) + ffn) + attention_core_flops_per_token(m);
     return (recompute ? train * 4 / 3 : train) / tp;  // recomputation runs the forward (a third) again
   }
@@ -126,7 +127,8 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
   const double T = double(m.seq_len), N = double(p.micro_batch) * T, mbs = double(p.micro_batches);
   p.tokens_per_step = N * mbs * l.dp;
   p.flops_per_step = p.tokens_per_step * training_flops_per_token(m);
-  p.gemm_flops_per_step = p.flops_per_step + (cfg.train.recompute ? p.tokens_per_step * recompute_flops_per_token(m) : 0);
+  p.gemm_flops_per_step =
+      p.flops_per_step + (cfg.train.recompute ? p.tokens_per_step * recompute_flops_per_token(m) : 0);
   p.device_memory = c.memory_gb * 1e9;
 
   const double tp = l.tp, ep = l.ep, dp = l.dp, edp = l.edp(), pp = l.pp, dpn = double(c.devices_per_node);
@@ -136,7 +138,11 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
                            ? std::min(ep, double(m.topk_groups) * std::max(1.0, ep / double(m.n_groups)))
                            : ep;
   p.ranks_per_token = distinct(reach, double(m.top_k));
-  const Shard sh{.m = m, .tp = tp, .ep = ep, .r = p.ranks_per_token, .fused = cfg.device == DeviceKind::cuda,
+  const Shard sh{.m = m,
+                 .tp = tp,
+                 .ep = ep,
+                 .r = p.ranks_per_token,
+                 .fused = cfg.device == DeviceKind::cuda,
                  .recompute = cfg.train.recompute};
   const ElementBytes eb = element_bytes(cfg.precision);
   const double C = double(m.d_model), V = double(m.vocab_size);
@@ -148,7 +154,8 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
   const double dp_link = bw(l.dp * l.tp > c.devices_per_node ? c.inter_node_gbps : c.intra_node_gbps);
   // Of a token's r ranks: its own (r/ep), the rest of its node, other nodes.
   const double node_ranks = std::min(ep, dpn);
-  const double remote_intra = p.ranks_per_token * (node_ranks - 1) / ep, remote_inter = p.ranks_per_token * (ep - node_ranks) / ep;
+  const double remote_intra = p.ranks_per_token * (node_ranks - 1) / ep,
+               remote_inter = p.ranks_per_token * (ep - node_ranks) / ep;
 
   // Under tp every rank routes all tokens (model/moe.h): the router's GEMMs run tp times.
   // (Recomputation routes them once more.)
@@ -185,13 +192,13 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
       flops_per_token += sh.block_flops(b);
     }
     Elems ends, head_ends;  // the embedding's (first chunk of the first stage), the loss's (last chunk of the last)
-    double end_workspace = 3 * C;  // dx, dprev and the gradient arriving from the next stage
-    double head_workspace = 0;     // the loss's backward, before the blocks'
+    double end_workspace = 3 * C;                     // dx, dprev and the gradient arriving from the next stage
+    double head_workspace = 0;                        // the loss's backward, before the blocks'
     if (first) dense += V * C / tp, ends.other += C;  // embedding; its output
     if (last) {
-      dense += V * C / tp + C;  // LM head, final norm
+      dense += V * C / tp + C;                                          // LM head, final norm
       head_ends = {.gemm = C, .other = 1 + V / tp + (tp > 1 ? 1 : 0)};  // xf | rstd, logits (tp: and their log-sum-exp)
-      head_workspace = 2 * C + 1 + V / tp;  // dx, dxf, dl, dlogits
+      head_workspace = 2 * C + 1 + V / tp;                              // dx, dxf, dl, dlogits
       flops_per_token += 6 * V * C / tp;
     }
     Plan::Memory mem;
@@ -204,7 +211,8 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
     // saved (with recomputation: their inputs).
     auto kept = [&](int c) { return 2 + (first && c == 0 ? 0 : C); };
     auto unit_bytes = [&](int c) {
-      Elems e = cfg.train.recompute ? Elems{.gemm = 0, .other = chunk_blocks[std::size_t(c)] * C} : chunk_saved[std::size_t(c)];
+      Elems e = cfg.train.recompute ? Elems{.gemm = 0, .other = chunk_blocks[std::size_t(c)] * C}
+                                    : chunk_saved[std::size_t(c)];
       if (first && c == 0) e += ends;
       if (last && c == v - 1) e += head_ends;
       return N * (e.bytes(eb) + kept(c) * eb.other);
@@ -225,7 +233,8 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
     // The loss's backward ends before the blocks' begins (and their recomputation with it).
     mem.workspace = N * std::max((end_workspace + workspace) * eb.other + (cfg.train.recompute ? largest_block : 0),
                                  head_workspace * eb.other);
-    mem.buffers = moe_blocks > 0 ? N * sh.dispatch_buffers() * eb.other : 0;  // (pp's: the kept input, the workspace's dout)
+    mem.buffers =
+        moe_blocks > 0 ? N * sh.dispatch_buffers() * eb.other : 0;  // (pp's: the kept input, the workspace's dout)
 
     // Time: compute, then each collective over its link.
     Plan::Time t;
@@ -236,8 +245,10 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
     // AdamW reads weight, gradient and moments and writes three of them (28 bytes per parameter
     // it updates), and the gradients are zeroed and normed (8 bytes per parameter).
     const double act_passes = cfg.train.recompute ? 6 : 4;
-    const double traffic = act_passes * mbs * N * (saved.bytes(eb) + ends.bytes(eb) + head_ends.bytes(eb) + kept_per_micro_batch * eb.other) + 28 * held +
-                           8 * (dense + experts);
+    const double traffic =
+        act_passes * mbs * N *
+            (saved.bytes(eb) + ends.bytes(eb) + head_ends.bytes(eb) + kept_per_micro_batch * eb.other) +
+        28 * held + 8 * (dense + experts);
     t.memory = traffic / bw(c.memory_gbps);
     const double layers = double(blocks.size());
     const double tp_bytes = 4 * ring(N * C * eb.other, tp) * layers * mbs;  // 2 all-reduces forward, 2 backward
@@ -253,14 +264,16 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
     t.ep = ep_intra / bw(c.intra_node_gbps) + ep_inter / bw(c.inter_node_gbps);
     const double pp_bytes = l.pp > 1 ? 2 * N * C * eb.other * mbs * v : 0;  // per micro-batch and chunk
     t.pp = pp_bytes / pp_link;
-    const double dp_bytes = ring(4 * dense, dp) + ring(4 * experts, edp);  // FP32 gradients (ZeRO-1: half of it weights)
+    const double dp_bytes =
+        ring(4 * dense, dp) + ring(4 * experts, edp);  // FP32 gradients (ZeRO-1: half of it weights)
     t.dp = dp_bytes / dp_link;
     t.hidden = std::min(opt.overlap * (t.ep + t.dp), t.compute + t.memory);
     t.bubble = (pp - 1) / (mbs * v) * (t.compute + t.memory + t.tp + t.ep + t.pp);
     if (mem.total() > p.memory.total()) p.memory = mem, p.memory_stage = s, p.in_flight = in_flight;
     if (t.step() > worst_step) {
       worst_step = t.step(), p.time = t;
-      p.tp_bytes = tp_bytes, p.ep_intra_bytes = ep_intra, p.ep_inter_bytes = ep_inter, p.pp_bytes = pp_bytes, p.dp_bytes = dp_bytes;
+      p.tp_bytes = tp_bytes, p.ep_intra_bytes = ep_intra, p.ep_inter_bytes = ep_inter, p.pp_bytes = pp_bytes,
+      p.dp_bytes = dp_bytes;
     }
   }
   return p;
@@ -279,7 +292,8 @@ std::vector<Plan> search_layouts(const Config& cfg, const Cluster& c, int device
     for (int tp = 1; tp <= devices / pp; ++tp) {
       if ((devices / pp) % tp || tp > c.devices_per_node || m.n_heads % tp || m.vocab_size % tp) continue;
       if (m.attention == AttentionType::gqa && m.n_kv_heads % tp) continue;
-      if (((m.dense_layers > 0 || m.routed_experts == 0) && m.ffn_hidden % tp) || (m.shared_experts * m.expert_hidden) % tp)
+      if (((m.dense_layers > 0 || m.routed_experts == 0) && m.ffn_hidden % tp) ||
+          (m.shared_experts * m.expert_hidden) % tp)
         continue;
       const int dp = devices / pp / tp;
       if (global % (std::int64_t(dp) * cfg.train.micro_batch)) continue;
@@ -303,7 +317,8 @@ std::vector<Plan> search_layouts(const Config& cfg, const Cluster& c, int device
 }
 
 std::string layout_name(const Plan& p) {
-  return fmt::format("pp {} x dp {} x tp {}, ep {}, zero {}", p.layout.pp, p.layout.dp, p.layout.tp, p.layout.ep, p.zero);
+  return fmt::format("pp {} x dp {} x tp {}, ep {}, zero {}", p.layout.pp, p.layout.dp, p.layout.tp, p.layout.ep,
+                     p.zero);
 }
 
 }  // namespace moe

@@ -36,8 +36,8 @@ struct Plan {
     double total() const { return weights + gradients + optimizer + activations + workspace + buffers; }
   } memory;
   int memory_stage = 0;
-  double in_flight = 1;       // micro-batches whose activations that stage holds at once (1F1B)
-  double device_memory = 0;   // the cluster's, bytes
+  double in_flight = 1;      // micro-batches whose activations that stage holds at once (1F1B)
+  double device_memory = 0;  // the cluster's, bytes
   bool fits() const { return memory.total() <= device_memory; }
 
   // Seconds per step on the slowest stage; bytes per device per step by kind.

@@ -38,17 +38,19 @@ std::string plan_text(const Plan& p, const Config& cfg, const Cluster& c, const 
   s += fmt::format(
       "memory per device {} of {} ({}) on stage {}: weights {}, gradients {}, optimizer {}, activations {} "
       "({:.0f} micro-batches in flight), backward workspace {}, communication buffers {}\n",
-      human_bytes(mem.total()), human_bytes(p.device_memory), p.fits() ? "fits" : "DOES NOT FIT", p.memory_stage, human_bytes(mem.weights),
-      human_bytes(mem.gradients), human_bytes(mem.optimizer), human_bytes(mem.activations), p.in_flight, human_bytes(mem.workspace), human_bytes(mem.buffers));
+      human_bytes(mem.total()), human_bytes(p.device_memory), p.fits() ? "fits" : "DOES NOT FIT", p.memory_stage,
+      human_bytes(mem.weights), human_bytes(mem.gradients), human_bytes(mem.optimizer), human_bytes(mem.activations),
+      p.in_flight, human_bytes(mem.workspace), human_bytes(mem.buffers));
   s += fmt::format(
-      "step time         {}: GEMMs {}, other ops {}, tensor-parallel {}, expert all-to-all {}, pipeline p2p {}, data-parallel {}, "
+      "step time         {}: GEMMs {}, other ops {}, tensor-parallel {}, expert all-to-all {}, pipeline p2p {}, "
+      "data-parallel {}, "
       "hidden by overlap -{}, pipeline bubble {}\n"
       "traffic per step  tp {}, ep {} in node + {} across nodes ({:.2f} ranks per token), pp {}, dp {}\n",
-      seconds(step), seconds(t.compute), seconds(t.memory), seconds(t.tp), seconds(t.ep), seconds(t.pp), seconds(t.dp), seconds(t.hidden),
-      seconds(t.bubble), human_bytes(p.tp_bytes), human_bytes(p.ep_intra_bytes), human_bytes(p.ep_inter_bytes), p.ranks_per_token, human_bytes(p.pp_bytes),
-      human_bytes(p.dp_bytes));
-  s += fmt::format("throughput        {:.4g} tokens/day, MFU {:.1f}% of {:.4g} TFLOP/s per device\n", p.tokens_per_day(),
-                   100 * p.mfu(peak), peak / 1e12);
+      seconds(step), seconds(t.compute), seconds(t.memory), seconds(t.tp), seconds(t.ep), seconds(t.pp), seconds(t.dp),
+      seconds(t.hidden), seconds(t.bubble), human_bytes(p.tp_bytes), human_bytes(p.ep_intra_bytes),
+      human_bytes(p.ep_inter_bytes), p.ranks_per_token, human_bytes(p.pp_bytes), human_bytes(p.dp_bytes));
+  s += fmt::format("throughput        {:.4g} tokens/day, MFU {:.1f}% of {:.4g} TFLOP/s per device\n",
+                   p.tokens_per_day(), 100 * p.mfu(peak), peak / 1e12);
   if (cfg.train.target_tokens > 0) {
     const double dh = p.device_hours(cfg.train.target_tokens);
     s += fmt::format("target            {:.4g} tokens: {:.4g} days, {:.4g} device-hours, ${:.4g} at ${}/device-hour\n",
@@ -58,18 +60,24 @@ std::string plan_text(const Plan& p, const Config& cfg, const Cluster& c, const 
   s += fmt::format(
       "assumptions:\n"
       "  - GEMMs at {:.0f}% of the {} peak ({} in {}); other ops bound by {:.4g} GB/s of memory bandwidth\n"
-      "  - {} elements: GEMM inputs saved as {}, other activations as {}; FP32 master weights, FP32 gradients, FP32 AdamW "
+      "  - {} elements: GEMM inputs saved as {}, other activations as {}; FP32 master weights, FP32 gradients, FP32 "
+      "AdamW "
       "moments{}\n"
       "  - activations as this trainer saves them{}; {}\n"
-      "  - experts balanced; a token's top-{} experts on {:.2f} distinct ep ranks (uniform inside its reachable groups)\n"
-      "  - links: tp inside a node if tp <= {} devices per node; ep all-to-all split by node ({:.4g} / {:.4g} GB/s); dp and pp "
+      "  - experts balanced; a token's top-{} experts on {:.2f} distinct ep ranks (uniform inside its reachable "
+      "groups)\n"
+      "  - links: tp inside a node if tp <= {} devices per node; ep all-to-all split by node ({:.4g} / {:.4g} GB/s); "
+      "dp and pp "
       "over the network once a group leaves its node; rings move 2(n-1)/n of the data\n"
       "  - {}% of the ep and dp traffic overlapped with compute; 1F1B bubble (pp-1)/m of the per-micro-batch time\n",
-      100 * c.compute_efficiency, cfg.precision == Precision::fp8 ? "FP8" : "BF16", "compute_efficiency", c.file, c.memory_gbps,
-      precision_name(cfg.precision),
-      cfg.precision == Precision::fp8 ? "E4M3 + 1/128 scale" : cfg.precision == Precision::bf16 ? "BF16" : "FP32",
+      100 * c.compute_efficiency, cfg.precision == Precision::fp8 ? "FP8" : "BF16", "compute_efficiency", c.file,
+      c.memory_gbps, precision_name(cfg.precision),
+      cfg.precision == Precision::fp8    ? "E4M3 + 1/128 scale"
+      : cfg.precision == Precision::bf16 ? "BF16"
+                                         : "FP32",
       cfg.precision == Precision::fp32 ? "FP32" : "BF16", p.zero == 1 ? " (moments sharded over dp: ZeRO-1)" : "",
-      cfg.device == DeviceKind::cuda ? " with fused attention (the softmax is recomputed)" : " (the CPU keeps the softmax)",
+      cfg.device == DeviceKind::cuda ? " with fused attention (the softmax is recomputed)"
+                                     : " (the CPU keeps the softmax)",
       cfg.train.recompute ? "full recomputation: one block input per layer kept" : "no recomputation", m.top_k,
       p.ranks_per_token, c.devices_per_node, c.intra_node_gbps, c.inter_node_gbps, 100 * opt.overlap);
   return s;

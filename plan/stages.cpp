@@ -9,9 +9,10 @@
 namespace moe {
 
 double block_cost(const ModelConfig& m, std::int64_t layer) {
-  const double ffn = is_moe_layer(m, layer)
-                         ? double(router_parameters(m) + shared_expert_parameters(m) + m.top_k * routed_expert_parameters(m))
-                         : double(dense_ffn_parameters(m));
+  const double ffn =
+      is_moe_layer(m, layer)
+          ? double(router_parameters(m) + shared_expert_parameters(m) + m.top_k * routed_expert_parameters(m))
+          : double(dense_ffn_parameters(m));
   return 6 * (double(attention_matrix_parameters(m)) + ffn) + attention_core_flops_per_token(m);
 }
 
@@ -25,8 +26,8 @@ std::vector<std::int64_t> stage_bounds(const Config& cfg, int pp) {
     for (auto n : cfg.parallel.pp_layers) bounds.push_back(bounds.back() + n);
     return bounds;
   }
-  MOE_CHECK(pp >= 1 && pp <= L, ConfigError, "{}: {} pipeline stages for {} blocks: each stage needs a block", cfg.source,
-            pp, L);
+  MOE_CHECK(pp >= 1 && pp <= L, ConfigError, "{}: {} pipeline stages for {} blocks: each stage needs a block",
+            cfg.source, pp, L);
   // prefix[i]: cost of blocks [0, i); the head joins the last block.
   std::vector<double> prefix(static_cast<std::size_t>(L + 1), 0);
   for (std::int64_t i = 0; i < L; ++i)
@@ -39,8 +40,10 @@ std::vector<std::int64_t> stage_bounds(const Config& cfg, int pp) {
   for (int s = 1; s <= pp; ++s)
     for (std::int64_t i = s; i <= L; ++i)
       for (std::int64_t j = s - 1; j < i; ++j) {
-        const double v = std::max(best[std::size_t(s - 1)][std::size_t(j)], prefix[std::size_t(i)] - prefix[std::size_t(j)]);
-        if (v < best[std::size_t(s)][std::size_t(i)]) best[std::size_t(s)][std::size_t(i)] = v, cut[std::size_t(s)][std::size_t(i)] = j;
+        const double v =
+            std::max(best[std::size_t(s - 1)][std::size_t(j)], prefix[std::size_t(i)] - prefix[std::size_t(j)]);
+        if (v < best[std::size_t(s)][std::size_t(i)])
+          best[std::size_t(s)][std::size_t(i)] = v, cut[std::size_t(s)][std::size_t(i)] = j;
       }
   bounds.assign(std::size_t(pp + 1), L);
   for (int s = pp; s > 0; --s) bounds[std::size_t(s - 1)] = cut[std::size_t(s)][std::size_t(bounds[std::size_t(s)])];

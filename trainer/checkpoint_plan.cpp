@@ -38,8 +38,8 @@ void add_datasets(std::vector<ckpt::Dataset>& out, const ParamGroup& g, const st
 // Slices of the group's flat range [a, b), held in `buf` whose first element is flat index
 // buf_begin: one per parameter it crosses, one per expert for expert tensors.
 // skip_replicated: leave out the tensors every tp rank holds whole (one of them writes them).
-void add_slices(CheckpointPlan& plan, const ParamGroup& g, const std::string& prefix, Tensor& buf, std::int64_t buf_begin,
-                std::int64_t a, std::int64_t b, bool skip_replicated = false) {
+void add_slices(CheckpointPlan& plan, const ParamGroup& g, const std::string& prefix, Tensor& buf,
+                std::int64_t buf_begin, std::int64_t a, std::int64_t b, bool skip_replicated = false) {
   std::vector<ckpt::Slice>& out = plan.slices;
   float* data = host_data(plan, buf);
   for (const auto& s : g.spans()) {
@@ -59,8 +59,12 @@ void add_slices(CheckpointPlan& plan, const ParamGroup& g, const std::string& pr
     const std::int64_t per = p.w.numel() / p.w.size(0);  // elements of one expert
     for (std::int64_t j = (lo - s.begin) / per; j * per < hi - s.begin; ++j) {
       const std::int64_t e_lo = std::max(lo, s.begin + j * per), e_hi = std::min(hi, s.begin + (j + 1) * per);
-      out.push_back({prefix + hf_expert_name(p.name, p.expert_begin + j), e_lo - s.begin - j * per,
-                     e_hi - s.begin - j * per, data + (e_lo - buf_begin), {}, {}});
+      out.push_back({prefix + hf_expert_name(p.name, p.expert_begin + j),
+                     e_lo - s.begin - j * per,
+                     e_hi - s.begin - j * per,
+                     data + (e_lo - buf_begin),
+                     {},
+                     {}});
     }
   }
 }
@@ -68,7 +72,8 @@ void add_slices(CheckpointPlan& plan, const ParamGroup& g, const std::string& pr
 void add_buffers(CheckpointPlan& plan, Transformer& model, bool mine) {
   for (MoE* m : model.moe_layers()) {
     plan.datasets.push_back({kBuffers + m->bias_name(), m->bias().shape()});
-    if (mine) plan.slices.push_back({kBuffers + m->bias_name(), 0, m->bias().numel(), host_data(plan, m->bias()), {}, {}});
+    if (mine)
+      plan.slices.push_back({kBuffers + m->bias_name(), 0, m->bias().numel(), host_data(plan, m->bias()), {}, {}});
   }
 }
 
@@ -78,7 +83,8 @@ void CheckpointPlan::copy_back() {
   for (auto& [dev, host] : staged) dev.copy_from(host);
 }
 
-CheckpointPlan plan_write(const std::vector<ParamGroup*>& groups, Transformer& model, bool tp_lead, bool write_buffers) {
+CheckpointPlan plan_write(const std::vector<ParamGroup*>& groups, Transformer& model, bool tp_lead,
+                          bool write_buffers) {
   CheckpointPlan plan;
   for (const char* prefix : {kWeights, kExpAvg, kExpAvgSq})
     for (ParamGroup* g : groups) add_datasets(plan.datasets, *g, prefix);

@@ -14,7 +14,8 @@ inline nlohmann::json config_section_json(const Config& cfg, const std::string& 
   const std::string prefix = section + ".";
   for (const auto& [key, value] : config_values(cfg))
     if (key.rfind(prefix, 0) == 0)  // YAML scalars that are not JSON (names) stay strings
-      out[key.substr(prefix.size())] = nlohmann::json::accept(value) ? nlohmann::json::parse(value) : nlohmann::json(value);
+      out[key.substr(prefix.size())] =
+          nlohmann::json::accept(value) ? nlohmann::json::parse(value) : nlohmann::json(value);
   return out;
 }
 

@@ -23,12 +23,11 @@ void calibrate(Cluster& c, Communicator& world);
 // Device-hours by where the time went, and what was done, over every launch of a run.
 struct CostCounters {
   double compute = 0, communication = 0, evaluation = 0, checkpoint = 0;  // device-hours
-  double pipeline_idle = 0;  // device-hours waiting on pipeline neighbours (0 while pp = 1)
+  double pipeline_idle = 0;                         // device-hours waiting on pipeline neighbours (0 while pp = 1)
   double tokens = 0, flops = 0, train_seconds = 0;  // train_seconds: wall, excluding eval and checkpoints
   double device_hours() const { return compute + communication + evaluation + checkpoint + pipeline_idle; }
   CostCounters& operator+=(const CostCounters& o);
 };
-
 
 // The report: text for the end of the run, JSON for cost.json.
 nlohmann::json cost_json(const Cluster& c, const CostCounters& k, const Config& cfg, int world);

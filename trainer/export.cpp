@@ -17,7 +17,8 @@ void write_atomically(const std::string& path, const std::string& header, const 
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
     out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    for (const Tensor* t : data) out.write(static_cast<const char*>(t->raw()), static_cast<std::streamsize>(t->nbytes()));
+    for (const Tensor* t : data)
+      out.write(static_cast<const char*>(t->raw()), static_cast<std::streamsize>(t->nbytes()));
     out.flush();
     MOE_CHECK(out.good(), CheckpointError, "{}: cannot write (disk full?)", tmp);
   }
@@ -82,8 +83,10 @@ ExportResult export_safetensors(const std::string& checkpoint, const std::string
   for (int i = 0; i < 8; ++i) prefix[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
 
   std::filesystem::create_directories(out_dir);
-  ExportResult r{.safetensors = out_dir + "/model.safetensors", .config = out_dir + "/config.json",
-                 .tensors = tensors.size(), .bytes = double(offset)};
+  ExportResult r{.safetensors = out_dir + "/model.safetensors",
+                 .config = out_dir + "/config.json",
+                 .tensors = tensors.size(),
+                 .bytes = double(offset)};
   write_atomically(r.safetensors, prefix + text, order);
   write_atomically(r.config, hf_config(cfg.model, meta.step).dump(2) + "\n", {});
   return r;

@@ -109,22 +109,35 @@ struct Trainer::Loop {
     std::size_t bytes = 0, gemm_bytes = 0;  // of saved (SavedBytes)
   };
   std::map<std::pair<std::int64_t, int>, InFlight> flight;  // by (micro-batch, chunk)
-  std::size_t held = 0, held_gemm = 0;                       // saved activations in flight now
-  std::map<std::string, std::uint64_t> bytes_before;          // metrics: bytes sent up to the last step
+  std::size_t held = 0, held_gemm = 0;                      // saved activations in flight now
+  std::map<std::string, std::uint64_t> bytes_before;        // metrics: bytes sent up to the last step
   double prior_wall = 0, side_s0 = 0;
   Clock::time_point t0;
 };
 
 Trainer::Loop::Loop(State& state)
-    : s(state), cfg(state.cfg), t(cfg.train), mc(cfg.model), model(state.model), dp(state.layout.dp),
-      rank(state.mesh.coords().dp), T(mc.seq_len), mb(t.micro_batch), global_seqs(dp * t.grad_accum * mb),
-      E(mc.routed_experts), global_tokens(double(global_seqs * T)), log_rank(state.world.rank() == 0),
-      counts(state.mesh.coords().tp == 0), chunks(model.chunks()),
+    : s(state),
+      cfg(state.cfg),
+      t(cfg.train),
+      mc(cfg.model),
+      model(state.model),
+      dp(state.layout.dp),
+      rank(state.mesh.coords().dp),
+      T(mc.seq_len),
+      mb(t.micro_batch),
+      global_seqs(dp * t.grad_accum * mb),
+      E(mc.routed_experts),
+      global_tokens(double(global_seqs * T)),
+      log_rank(state.world.rank() == 0),
+      counts(state.mesh.coords().tp == 0),
+      chunks(model.chunks()),
       train_stream(cfg.data.dir, "train", static_cast<std::uint64_t>(mc.vocab_size)),
       val_stream(cfg.data.dir, "val", static_cast<std::uint64_t>(mc.vocab_size)),
       loader(train_stream, T, static_cast<std::uint64_t>(t.seed), global_seqs),
-      val_loader(val_stream, T, static_cast<std::uint64_t>(t.seed), global_seqs), moe_layers(model.moe_layers()),
-      moe_row(model.moe_ordinals()), all_moe(moe::moe_layers(mc)),
+      val_loader(val_stream, T, static_cast<std::uint64_t>(t.seed), global_seqs),
+      moe_layers(model.moe_layers()),
+      moe_row(model.moe_ordinals()),
+      all_moe(moe::moe_layers(mc)),
       loads(Tensor::zeros({all_moe * std::max<std::int64_t>(E, 1) + 1}, DType::f64)),
       guard(t.spike_zscore, t.spike_window) {}  // (the guard's loss history starts afresh at each launch)
 
@@ -162,7 +175,8 @@ void Trainer::Loop::begin() {
   if (s.cluster.calibrate) calibrate(s.cluster, s.world);  // local-cpu: measure the peak the report prices against
   plan = make_plan(cfg, s.cluster, s.layout);
   s.launch_t0 = Clock::now(), s.comm0 = s.comm_now(), s.pp0 = s.mesh.pp().seconds();
-  start = s.begin(res, [this] { return evaluate(); }, log_rank);
+  start = s.begin(
+      res, [this] { return evaluate(); }, log_rank);
   prior_wall = res.prior_wall_seconds;
   res.steps = start;
   s.reset_bytes();
@@ -227,17 +241,19 @@ void Trainer::Loop::log_model_and_layout() {
   res.optimizer_bytes = s.dense->optimizer_bytes() + s.experts->optimizer_bytes();
   res.optimizer_bytes_total = 2 * sizeof(float) * static_cast<std::size_t>(res.parameters);
   if (!log_rank) return;
-  spdlog::info("model: {} parameters, {} MoE layers x {} experts (top-{}); data: {}; {} ranks x {} micro-batches x {} "
-               "sequences x {} tokens = {:.0f} tokens per step",
-               res.parameters, all_moe, E, mc.top_k, train_stream.describe(), dp, t.grad_accum, mb, T, global_tokens);
+  spdlog::info(
+      "model: {} parameters, {} MoE layers x {} experts (top-{}); data: {}; {} ranks x {} micro-batches x {} "
+      "sequences x {} tokens = {:.0f} tokens per step",
+      res.parameters, all_moe, E, mc.top_k, train_stream.describe(), dp, t.grad_accum, mb, T, global_tokens);
   std::string stages;
   for (std::size_t i = 0; i + 1 < s.bounds.size(); ++i)
     stages += fmt::format("{}{}", i ? "/" : "", s.bounds[i + 1] - s.bounds[i]);
-  spdlog::info("layout: pp {} (blocks {}) x dp {} x tp {}, ep {} (experts {} per rank, {} replicas), zero {}: optimizer "
-               "state {} on this rank of {} in all ({:.3f} of it)",
-               s.layout.pp, stages, dp, s.layout.tp, s.layout.ep, E / s.layout.ep, s.layout.edp(), cfg.parallel.zero,
-               human_bytes(double(res.optimizer_bytes)), human_bytes(double(res.optimizer_bytes_total)),
-               double(res.optimizer_bytes) / double(res.optimizer_bytes_total));
+  spdlog::info(
+      "layout: pp {} (blocks {}) x dp {} x tp {}, ep {} (experts {} per rank, {} replicas), zero {}: optimizer "
+      "state {} on this rank of {} in all ({:.3f} of it)",
+      s.layout.pp, stages, dp, s.layout.tp, s.layout.ep, E / s.layout.ep, s.layout.edp(), cfg.parallel.zero,
+      human_bytes(double(res.optimizer_bytes)), human_bytes(double(res.optimizer_bytes_total)),
+      double(res.optimizer_bytes) / double(res.optimizer_bytes_total));
 }
 
 // Validation: the first eval_batches global batches of the held-out split, in order; the
@@ -245,12 +261,13 @@ void Trainer::Loop::log_model_and_layout() {
 double Trainer::Loop::evaluate() {
   Tensor tok = Tensor::empty({mb * T}, DType::i32), tgt = Tensor::empty({mb * T}, DType::i32);
   for (std::int64_t b = 0; b < t.eval_batches; ++b) {
-    const StageWork work{.forward = [&](std::int64_t k, int c, const Tensor& in) {
-                           val_loader.fill_in_order(b * global_seqs + (k * dp + rank) * mb, mb, tok, tgt);
-                           Tensor out;
-                           model.forward_stage(out, model.has_embedding(c) ? tok : in, tgt, mb, T, c);
-                           return out;
-                         },
+    const StageWork work{.forward =
+                             [&](std::int64_t k, int c, const Tensor& in) {
+                               val_loader.fill_in_order(b * global_seqs + (k * dp + rank) * mb, mb, tok, tgt);
+                               Tensor out;
+                               model.forward_stage(out, model.has_embedding(c) ? tok : in, tgt, mb, T, c);
+                               return out;
+                             },
                          .backward = {},
                          .activation = {mb * T, mc.d_model}};
     run_forward(s.mesh.pp(), t.grad_accum, work, chunks);
@@ -290,7 +307,8 @@ Tensor Trainer::Loop::forward_micro(std::int64_t step, std::int64_t k, int chunk
   InFlight f{Tensor::empty({mb * T}, DType::i32), Tensor::empty({mb * T}, DType::i32), {}, 0, 0};
   loader.fill(step, (k * dp + rank) * mb, mb, f.tok, f.tgt);  // this rank's rows of the global batch
   Tensor out;
-  model.forward_stage(out, model.has_embedding(chunk) ? f.tok : in, f.tgt, mb, T, chunk);  // losses: summed on the device
+  model.forward_stage(out, model.has_embedding(chunk) ? f.tok : in, f.tgt, mb, T,
+                      chunk);  // losses: summed on the device
   count_routing(chunk);
   f.saved = model.take_saved(chunk);
   SavedBytes sb;
@@ -351,7 +369,8 @@ void Trainer::Loop::reduce(std::int64_t step) {
 // stage holds its own layers.
 double Trainer::Loop::global_norm() {
   const auto tp_share = [&](const Param& p) { return p.tp_replicated ? 1.0 / s.layout.tp : 1.0; };
-  const double sq = s.layout.tp > 1 ? s.mesh.tp().all_reduce_sum(s.dense->grad_sq_norm(tp_share)) : s.dense->grad_sq_norm();
+  const double sq =
+      s.layout.tp > 1 ? s.mesh.tp().all_reduce_sum(s.dense->grad_sq_norm(tp_share)) : s.dense->grad_sq_norm();
   double sq_experts = s.experts->grad_sq_norm();
   if (s.layout.ep > 1) sq_experts = s.ep().all_reduce_sum(sq_experts);
   return std::sqrt(s.layout.pp > 1 ? s.mesh.pp().all_reduce_sum(sq + sq_experts) : sq + sq_experts);
@@ -367,8 +386,8 @@ bool Trainer::Loop::optimizer_step(std::int64_t step, double norm, Progress& pro
       s.dense->scale_grads(t.grad_clip / norm);
       s.experts->scale_grads(t.grad_clip / norm);
     }
-    const ops::AdamWSpec spec{.lr = learning_rate(t, step), .beta1 = t.beta1, .beta2 = t.beta2, .eps = t.adam_eps,
-                              .step = step + 1};
+    const ops::AdamWSpec spec{
+        .lr = learning_rate(t, step), .beta1 = t.beta1, .beta2 = t.beta2, .eps = t.adam_eps, .step = step + 1};
     s.dense->step(spec, t.weight_decay);
     s.experts->step(spec, t.weight_decay);
     return true;
@@ -378,7 +397,8 @@ bool Trainer::Loop::optimizer_step(std::int64_t step, double norm, Progress& pro
                               ? fmt::format("loss {} and gradient norm {}", loss, norm)
                               : fmt::format("loss {:.4f} spikes above {:.4f} (train.spike_zscore)", loss, spike_at);
   progress.clear();
-  if (log_rank) spdlog::warn("step {} skipped: {}; {} in a row, {} in all", step + 1, why, guard.consecutive(), guard.skipped());
+  if (log_rank)
+    spdlog::warn("step {} skipped: {}; {} in a row, {} in all", step + 1, why, guard.consecutive(), guard.skipped());
   const auto& ck = cfg.checkpoint;
   MOE_CHECK(guard.consecutive() < t.max_skipped_steps, TrainingError,
             "{}: step {}: {} steps in a row skipped (train.max_skipped_steps), the last with {}; stopping without "
@@ -416,31 +436,39 @@ void Trainer::Loop::log_step(std::int64_t step, double norm) {
   std::string comm;
   for (const auto& [kind, bytes] : s.step_bytes())
     comm += fmt::format("{}{} {}", comm.empty() ? "" : ", ", kind, human_bytes(double(bytes) / double(done)));
-  spdlog::info("step {:>5}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tokens/s | tokens per expert "
-               "min/mean/max {:.0f}/{:.0f}/{:.0f} | dropped {:.0f} | sent per step: {} | saved activations {} "
-               "(GEMM inputs {} in {}){} | {:.1f} s",
-               step + 1, t.steps, loss, learning_rate(t, step), norm, double(done) * global_tokens / secs, lmin, mean, lmax,
-               loads.data<double>()[loads.numel() - 1], comm.empty() ? "none" : comm, human_bytes(double(res.saved_bytes)),
-               human_bytes(double(res.saved_gemm_bytes)), precision_name(cfg.precision),
-               guard.skipped() ? fmt::format(" | skipped {}", guard.skipped()) : "", secs);
+  spdlog::info(
+      "step {:>5}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tokens/s | tokens per expert "
+      "min/mean/max {:.0f}/{:.0f}/{:.0f} | dropped {:.0f} | sent per step: {} | saved activations {} "
+      "(GEMM inputs {} in {}){} | {:.1f} s",
+      step + 1, t.steps, loss, learning_rate(t, step), norm, double(done) * global_tokens / secs, lmin, mean, lmax,
+      loads.data<double>()[loads.numel() - 1], comm.empty() ? "none" : comm, human_bytes(double(res.saved_bytes)),
+      human_bytes(double(res.saved_gemm_bytes)), precision_name(cfg.precision),
+      guard.skipped() ? fmt::format(" | skipped {}", guard.skipped()) : "", secs);
 }
 
 nlohmann::json Trainer::Loop::step_metrics(std::int64_t step, double norm, bool applied, double val,
                                            double step_seconds) {
   const double* ld = loads.data<double>();
   const double peak_flops = s.cluster.peak_tflops(cfg.precision) * 1e12;
-  nlohmann::json r = {{"step", step + 1}, {"loss", loss}, {"lr", learning_rate(t, step)}, {"grad_norm", norm},
+  nlohmann::json r = {{"step", step + 1},
+                      {"loss", loss},
+                      {"lr", learning_rate(t, step)},
+                      {"grad_norm", norm},
                       {"tokens_per_s", global_tokens / step_seconds},
                       {"mfu", plan.flops_per_step / step_seconds / double(s.world.size()) / peak_flops},
-                      {"dropped", ld[loads.numel() - 1]}, {"saved_bytes", res.saved_bytes},
-                      {"saved_gemm_bytes", res.saved_gemm_bytes}, {"skipped", !applied}, {"skipped_total", guard.skipped()},
+                      {"dropped", ld[loads.numel() - 1]},
+                      {"saved_bytes", res.saved_bytes},
+                      {"saved_gemm_bytes", res.saved_gemm_bytes},
+                      {"skipped", !applied},
+                      {"skipped_total", guard.skipped()},
                       {"elapsed_s", prior_wall + since(t0)}};
   if (val > 0) r["val_loss"] = val;
   for (const auto& [kind, bytes] : s.step_bytes()) {
     r["bytes"][kind] = bytes - (bytes_before.count(kind) ? bytes_before.at(kind) : 0);
     bytes_before[kind] = bytes;
   }
-  for (std::int64_t i = 0; i < all_moe; ++i) r["expert_loads"].push_back(std::vector<double>(ld + i * E, ld + (i + 1) * E));
+  for (std::int64_t i = 0; i < all_moe; ++i)
+    r["expert_loads"].push_back(std::vector<double>(ld + i * E, ld + (i + 1) * E));
   return r;
 }
 
@@ -472,7 +500,8 @@ void Trainer::Loop::finish() {
   // The pipeline's idle share of its schedule, mean over ranks, against 1F1B's ideal.
   res.bubble = s.world.all_reduce_sum(schedule_s > 0 ? 1 - schedule_busy / schedule_s : 0) / s.world.size();
   res.ideal_bubble = bubble_fraction(s.layout.pp, t.grad_accum, chunks);
-  if (!res.stopped) s.timed(s.eval_s, [&] { res.val_loss = evaluate(); });  // a stopped job is short of time: save first
+  if (!res.stopped)
+    s.timed(s.eval_s, [&] { res.val_loss = evaluate(); });  // a stopped job is short of time: save first
 }
 
 }  // namespace moe

@@ -2,7 +2,8 @@
 //   moe data prepare CONFIG [--set ...] [--force]
 //   mpirun -np N moe train CONFIG [--set key=value ...]
 //   moe plan CONFIG [--cluster NAME] [--devices N] [--layout pp=..,dp=..,tp=..,ep=..,zero=..] [--search]
-//   moe ckpt inspect PATH | moe export PATH --format safetensors OUT | moe config show CONFIG [--set ...] | moe config reference | moe info
+//   moe ckpt inspect PATH | moe export PATH --format safetensors OUT | moe config show CONFIG [--set ...] | moe config
+//   reference | moe info
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
 
@@ -37,34 +38,40 @@ void print_summary(const Config& cfg, const moe::TrainResult& r, int world) {
       "validation loss   %.4f (unigram entropy of the corpus: %.4f nats/token)\n"
       "wall time         %.2f s (this segment)\n"
       "device-hours      %.6f (%d ranks x wall time, all launches of the run; the cost report below splits them)\n",
-      static_cast<long long>(r.steps), static_cast<long long>(cfg.train.steps), r.tokens, world, r.tokens / r.wall_seconds,
-      r.losses.empty() ? 0.0 : r.losses.front(), r.losses.empty() ? 0.0 : r.losses.back(), r.val_loss, r.unigram_entropy,
-      r.wall_seconds - r.prior_wall_seconds, r.device_hours, world);
-  if (!r.resumed_from.empty()) std::printf("resumed from      %s (step %lld)\n", r.resumed_from.c_str(), static_cast<long long>(r.start_step));
-  if (!r.init_from.empty()) std::printf("fine-tuned from   %s (validation loss %.4f before training)\n", r.init_from.c_str(), r.init_val_loss);
+      static_cast<long long>(r.steps), static_cast<long long>(cfg.train.steps), r.tokens, world,
+      r.tokens / r.wall_seconds, r.losses.empty() ? 0.0 : r.losses.front(), r.losses.empty() ? 0.0 : r.losses.back(),
+      r.val_loss, r.unigram_entropy, r.wall_seconds - r.prior_wall_seconds, r.device_hours, world);
+  if (!r.resumed_from.empty())
+    std::printf("resumed from      %s (step %lld)\n", r.resumed_from.c_str(), static_cast<long long>(r.start_step));
+  if (!r.init_from.empty())
+    std::printf("fine-tuned from   %s (validation loss %.4f before training)\n", r.init_from.c_str(), r.init_val_loss);
   if (!r.last_checkpoint.empty()) std::printf("checkpoint        %s\n", r.last_checkpoint.c_str());
   if (r.skipped_steps > 0)
-    std::printf("skipped steps     %lld (non-finite or spiking loss: no update)\n", static_cast<long long>(r.skipped_steps));
+    std::printf("skipped steps     %lld (non-finite or spiking loss: no update)\n",
+                static_cast<long long>(r.skipped_steps));
   if (r.stopped)
     std::printf("stopped           by %s after step %lld; %s\n", r.stop_signal.c_str(), static_cast<long long>(r.steps),
                 r.last_checkpoint.empty() ? "nothing saved (checkpoint.dir is empty)"
                                           : "the same command resumes (validation skipped)");
-  std::printf("plan vs measured  step %.4f s planned, %.4f s measured; memory %s planned, %s measured (rank 0's peak); "
-              "GEMM FLOP per step %.6g planned, %.6g counted\n",
-              r.planned_step_seconds, r.step_seconds, moe::human_bytes(r.planned_memory_bytes).c_str(),
-              moe::human_bytes(r.peak_tensor_bytes).c_str(), r.planned_flops_per_step, r.gemm_flops_per_step);
+  std::printf(
+      "plan vs measured  step %.4f s planned, %.4f s measured; memory %s planned, %s measured (rank 0's peak); "
+      "GEMM FLOP per step %.6g planned, %.6g counted\n",
+      r.planned_step_seconds, r.step_seconds, moe::human_bytes(r.planned_memory_bytes).c_str(),
+      moe::human_bytes(r.peak_tensor_bytes).c_str(), r.planned_flops_per_step, r.gemm_flops_per_step);
   if (cfg.device != moe::DeviceKind::cpu)
     std::printf("host <-> device   busiest step of rank 0: %s\n", r.step_traffic_sites.c_str());
   if (cfg.device == moe::DeviceKind::cuda && cfg.precision == moe::Precision::fp8)
     std::printf("fp8 GEMMs         %lld reference fallbacks (cuBLASLt refused the shape; 0 expected)\n",
                 static_cast<long long>(moe::ops::fp8_reference_fallbacks()));
   if (cfg.parallel.pp > 1)
-    std::printf("pipeline bubble   %.1f%% of the schedule measured (mean over ranks), %.1f%% for %s with %lld equal "
-                "stages and %lld micro-batches\n",
-                100 * r.bubble, 100 * r.ideal_bubble,
-                cfg.parallel.virtual_stages > 1 ? fmt::format("interleaved 1F1B ({} chunks per stage)", cfg.parallel.virtual_stages).c_str()
-                                                : "1F1B",
-                static_cast<long long>(cfg.parallel.pp), static_cast<long long>(cfg.train.grad_accum));
+    std::printf(
+        "pipeline bubble   %.1f%% of the schedule measured (mean over ranks), %.1f%% for %s with %lld equal "
+        "stages and %lld micro-batches\n",
+        100 * r.bubble, 100 * r.ideal_bubble,
+        cfg.parallel.virtual_stages > 1
+            ? fmt::format("interleaved 1F1B ({} chunks per stage)", cfg.parallel.virtual_stages).c_str()
+            : "1F1B",
+        static_cast<long long>(cfg.parallel.pp), static_cast<long long>(cfg.train.grad_accum));
   std::printf("%s", r.cost_report.c_str());
 }
 
@@ -79,11 +86,12 @@ std::string resolve_checkpoint(const std::string& path) {
 int run_inspect(const std::string& given) {
   const std::string path = resolve_checkpoint(given);
   const auto meta = moe::ckpt::read_meta(path);
-  std::printf("%s\nformat version %lld, step %lld, seed %llu, written by %s\ntokens %.0f, wall %.2f s, device-hours %.6f, "
-              "last loss %.4f, validation loss %.4f\n",
-              path.c_str(), static_cast<long long>(meta.format_version), static_cast<long long>(meta.step),
-              static_cast<unsigned long long>(meta.seed), meta.layout.c_str(), meta.tokens, meta.wall_seconds,
-              meta.device_hours, meta.last_loss, meta.val_loss);
+  std::printf(
+      "%s\nformat version %lld, step %lld, seed %llu, written by %s\ntokens %.0f, wall %.2f s, device-hours %.6f, "
+      "last loss %.4f, validation loss %.4f\n",
+      path.c_str(), static_cast<long long>(meta.format_version), static_cast<long long>(meta.step),
+      static_cast<unsigned long long>(meta.seed), meta.layout.c_str(), meta.tokens, meta.wall_seconds,
+      meta.device_hours, meta.last_loss, meta.val_loss);
   int bad = 0;
   for (const auto& d : moe::ckpt::inspect(path)) {
     std::printf("  %-64s %-14s %s %s\n", d.name.c_str(), moe::shape_str(d.shape).c_str(), d.dtype.c_str(),
@@ -111,17 +119,20 @@ int run_prepare(const Config& cfg, bool force) {
     std::cout << "moe data prepare: " << cfg.data.dir << " is prepared already (--force to redo)\n";
     return 0;
   }
-  const auto r = moe::data::prepare({.corpus = cfg.data.corpus, .out_dir = cfg.data.dir, .vocab_size = cfg.model.vocab_size,
+  const auto r = moe::data::prepare({.corpus = cfg.data.corpus,
+                                     .out_dir = cfg.data.dir,
+                                     .vocab_size = cfg.model.vocab_size,
                                      .val_fraction = cfg.data.val_fraction,
                                      .seed = static_cast<std::uint64_t>(cfg.train.seed),
                                      .tokenizer = cfg.data.tokenizer,
                                      .filters = cfg.data.filters});
   std::printf("moe data prepare: %s\n", r.filters.text().c_str());
-  std::printf("moe data prepare: %lld documents (%lld held out) -> %s: %llu train / %llu validation tokens, vocabulary "
-              "%lld, unigram entropy %.4f nats/token\n",
-              static_cast<long long>(r.documents), static_cast<long long>(r.val_documents), cfg.data.dir.c_str(),
-              static_cast<unsigned long long>(r.train_tokens), static_cast<unsigned long long>(r.val_tokens),
-              static_cast<long long>(cfg.model.vocab_size), r.unigram_entropy);
+  std::printf(
+      "moe data prepare: %lld documents (%lld held out) -> %s: %llu train / %llu validation tokens, vocabulary "
+      "%lld, unigram entropy %.4f nats/token\n",
+      static_cast<long long>(r.documents), static_cast<long long>(r.val_documents), cfg.data.dir.c_str(),
+      static_cast<unsigned long long>(r.train_tokens), static_cast<unsigned long long>(r.val_tokens),
+      static_cast<long long>(cfg.model.vocab_size), r.unigram_entropy);
   return 0;
 }
 
@@ -131,20 +142,21 @@ void print_dry_run(const Config& cfg, const moe::Layout& l, const moe::Cluster& 
   const auto plan = moe::make_plan(cfg, c, l);
   const auto& mem = plan.memory;
   const std::int64_t seqs = l.dp * cfg.train.grad_accum * cfg.train.micro_batch;
-  std::printf("dry run: %s on %d ranks: pp %d x dp %d x tp %d, ep %d, zero %lld\n"
-              "parameters        %lld total, %lld active per token (routed experts %lld, %lld per rank)\n"
-              "per rank          %s: weights %s, gradients %s, optimizer state %s, activations %s, backward workspace %s, "
-              "communication buffers %s (moe plan has the step time)\n"
-              "batch             %lld sequences x %lld tokens = %lld tokens per step, %lld steps\n"
-              "no training (--dry-run)\n",
-              cfg.source.c_str(), l.world(), l.pp, l.dp, l.tp, l.ep, static_cast<long long>(cfg.parallel.zero),
-              static_cast<long long>(moe::total_parameters(m)), static_cast<long long>(moe::active_parameters(m)),
-              static_cast<long long>(moe::expert_parameters(m)), static_cast<long long>(moe::expert_parameters(m) / l.ep),
-              moe::human_bytes(mem.total()).c_str(), moe::human_bytes(mem.weights).c_str(),
-              moe::human_bytes(mem.gradients).c_str(), moe::human_bytes(mem.optimizer).c_str(),
-              moe::human_bytes(mem.activations).c_str(), moe::human_bytes(mem.workspace).c_str(),
-              moe::human_bytes(mem.buffers).c_str(), static_cast<long long>(seqs), static_cast<long long>(m.seq_len),
-              static_cast<long long>(seqs * m.seq_len), static_cast<long long>(cfg.train.steps));
+  std::printf(
+      "dry run: %s on %d ranks: pp %d x dp %d x tp %d, ep %d, zero %lld\n"
+      "parameters        %lld total, %lld active per token (routed experts %lld, %lld per rank)\n"
+      "per rank          %s: weights %s, gradients %s, optimizer state %s, activations %s, backward workspace %s, "
+      "communication buffers %s (moe plan has the step time)\n"
+      "batch             %lld sequences x %lld tokens = %lld tokens per step, %lld steps\n"
+      "no training (--dry-run)\n",
+      cfg.source.c_str(), l.world(), l.pp, l.dp, l.tp, l.ep, static_cast<long long>(cfg.parallel.zero),
+      static_cast<long long>(moe::total_parameters(m)), static_cast<long long>(moe::active_parameters(m)),
+      static_cast<long long>(moe::expert_parameters(m)), static_cast<long long>(moe::expert_parameters(m) / l.ep),
+      moe::human_bytes(mem.total()).c_str(), moe::human_bytes(mem.weights).c_str(),
+      moe::human_bytes(mem.gradients).c_str(), moe::human_bytes(mem.optimizer).c_str(),
+      moe::human_bytes(mem.activations).c_str(), moe::human_bytes(mem.workspace).c_str(),
+      moe::human_bytes(mem.buffers).c_str(), static_cast<long long>(seqs), static_cast<long long>(m.seq_len),
+      static_cast<long long>(seqs * m.seq_len), static_cast<long long>(cfg.train.steps));
 }
 
 // `moe plan`: --layout "pp=16,ep=64,zero=1" as parallel.* overrides.
@@ -155,7 +167,8 @@ std::vector<std::string> layout_overrides(const std::string& layout) {
     const auto eq = kv.find('=');
     const std::string key = kv.substr(0, eq);
     if (eq == std::string::npos || (key != "pp" && key != "dp" && key != "tp" && key != "ep" && key != "zero"))
-      throw moe::ConfigError(fmt::format("--layout {}: '{}' is not KEY=N with KEY one of pp, dp, tp, ep, zero", layout, kv));
+      throw moe::ConfigError(
+          fmt::format("--layout {}: '{}' is not KEY=N with KEY one of pp, dp, tp, ep, zero", layout, kv));
     out.push_back("parallel." + kv);
   }
   return out;
@@ -177,7 +190,8 @@ int run_plan(const std::string& path, std::vector<std::string> sets, const PlanA
   const auto& p = cfg.parallel;
   const int devices = a.devices > 0 ? a.devices : p.dp > 0 ? static_cast<int>(p.pp * p.dp * p.tp) : 0;
   if (devices <= 0)
-    throw moe::ConfigError(fmt::format("{}: moe plan: how many devices? give --devices N (or a layout with dp set)", path));
+    throw moe::ConfigError(
+        fmt::format("{}: moe plan: how many devices? give --devices N (or a layout with dp set)", path));
   moe::Cluster cluster = moe::load_cluster(cfg);
   if (cluster.calibrate) {  // local-cpu: this process measures the GEMM rate and a copy's bandwidth
     moe::SelfCommunicator self;
@@ -186,10 +200,13 @@ int run_plan(const std::string& path, std::vector<std::string> sets, const PlanA
   if (a.search) {
     const auto plans = moe::search_layouts(cfg, cluster, devices, a.options);
     if (plans.empty())
-      throw moe::ConfigError(fmt::format("{}: no layout of {} devices fits {} GB per device on {}; try --recompute or "
-                                         "more devices", path, devices, cluster.memory_gb, cluster.name));
-    std::printf("%zu layouts of %d devices fit on %s; the %d cheapest (cost for train.target_tokens = %.4g):\n", plans.size(),
-                devices, cluster.name.c_str(), std::min<int>(a.top, static_cast<int>(plans.size())), cfg.train.target_tokens);
+      throw moe::ConfigError(
+          fmt::format("{}: no layout of {} devices fits {} GB per device on {}; try --recompute or "
+                      "more devices",
+                      path, devices, cluster.memory_gb, cluster.name));
+    std::printf("%zu layouts of %d devices fit on %s; the %d cheapest (cost for train.target_tokens = %.4g):\n",
+                plans.size(), devices, cluster.name.c_str(), std::min<int>(a.top, static_cast<int>(plans.size())),
+                cfg.train.target_tokens);
     std::printf("  %-40s %12s %12s %12s %14s %14s\n", "layout", "step", "memory", "MFU", "device-hours", "cost");
     const double peak = cluster.peak_tflops(cfg.precision) * 1e12;
     for (std::size_t i = 0; i < plans.size() && i < static_cast<std::size_t>(a.top); ++i) {
@@ -205,11 +222,11 @@ int run_plan(const std::string& path, std::vector<std::string> sets, const PlanA
   const auto plan = moe::make_plan(cfg, cluster, layout, a.options);
   std::printf("%s", moe::plan_text(plan, cfg, cluster, a.options).c_str());
   if (!plan.fits())
-    throw moe::ConfigError(fmt::format("{}: layout {} does not fit: {:.2f} GB per device on stage {} > {} GB of {}; try "
-                                       "{}{}more pp or ep, or moe plan --search",
-                                       path, moe::layout_name(plan), plan.memory.total() / 1e9, plan.memory_stage,
-                                       cluster.memory_gb, cluster.name, cfg.train.recompute ? "" : "--recompute, ",
-                                       plan.zero == 1 ? "" : "zero=1, "));
+    throw moe::ConfigError(
+        fmt::format("{}: layout {} does not fit: {:.2f} GB per device on stage {} > {} GB of {}; try "
+                    "{}{}more pp or ep, or moe plan --search",
+                    path, moe::layout_name(plan), plan.memory.total() / 1e9, plan.memory_stage, cluster.memory_gb,
+                    cluster.name, cfg.train.recompute ? "" : "--recompute, ", plan.zero == 1 ? "" : "zero=1, "));
   return 0;
 }
 
@@ -270,7 +287,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> sets;
   auto add_overrides = [&](CLI::App* cmd) {
     cmd->add_option("--set", sets, "override a config key, e.g. --set train.lr=1e-3 (repeatable)")
-        ->type_size(1)->allow_extra_args(false);
+        ->type_size(1)
+        ->allow_extra_args(false);
   };
 
   auto* train = app.add_subcommand("train", "train a model from a YAML config (launch with mpirun -np N)");
@@ -279,11 +297,13 @@ int main(int argc, char** argv) {
   bool print_config = false, fresh = false, dry_run = false;
   train->add_flag("--print-config", print_config, "print the resolved config before training");
   train->add_flag("--fresh", fresh, "start from scratch even when checkpoint.dir has a latest checkpoint");
-  train->add_flag("--dry-run", dry_run, "validate config, layout and cluster, print parameters and memory per rank, exit");
+  train->add_flag("--dry-run", dry_run,
+                  "validate config, layout and cluster, print parameters and memory per rank, exit");
 
   auto* data = app.add_subcommand("data", "prepare training data");
   data->require_subcommand(1);
-  auto* prepare = data->add_subcommand("prepare", "train the tokenizer on data.corpus and write token shards to data.dir");
+  auto* prepare =
+      data->add_subcommand("prepare", "train the tokenizer on data.corpus and write token shards to data.dir");
   prepare->add_option("config", config_path, "YAML config")->required()->check(CLI::ExistingFile);
   add_overrides(prepare);
   bool force = false;
@@ -296,9 +316,12 @@ int main(int argc, char** argv) {
   add_overrides(show);
   auto* reference = config->add_subcommand("reference", "print every key as a Markdown table (README's reference)");
 
-  auto* plan = app.add_subcommand("plan", "memory per device, step time and cost of a config on a cluster, or the "
-                                          "cheapest layouts (--search); no training");
-  plan->add_option("config", config_path, "YAML config, e.g. configs/deepseek-v3.yaml")->required()->check(CLI::ExistingFile);
+  auto* plan = app.add_subcommand("plan",
+                                  "memory per device, step time and cost of a config on a cluster, or the "
+                                  "cheapest layouts (--search); no training");
+  plan->add_option("config", config_path, "YAML config, e.g. configs/deepseek-v3.yaml")
+      ->required()
+      ->check(CLI::ExistingFile);
   add_overrides(plan);
   PlanArgs plan_args;
   plan->add_option("--cluster", plan_args.cluster, "cluster NAME or .yaml (default: the config's cost.cluster)");
@@ -314,13 +337,18 @@ int main(int argc, char** argv) {
 
   auto* ckpt = app.add_subcommand("ckpt", "checkpoints");
   ckpt->require_subcommand(1);
-  auto* inspect = ckpt->add_subcommand("inspect", "names, shapes, dtypes, step, config and checksum status of a checkpoint");
+  auto* inspect =
+      ckpt->add_subcommand("inspect", "names, shapes, dtypes, step, config and checksum status of a checkpoint");
   std::string ckpt_path;
-  inspect->add_option("path", ckpt_path, "a step_N.h5 file, or a run directory (its latest)")->required()->check(CLI::ExistingPath);
+  inspect->add_option("path", ckpt_path, "a step_N.h5 file, or a run directory (its latest)")
+      ->required()
+      ->check(CLI::ExistingPath);
 
   auto* exp = app.add_subcommand("export", "a checkpoint's weights as safetensors + config.json (Hugging Face names)");
   std::string export_format = "safetensors", export_out;
-  exp->add_option("path", ckpt_path, "a step_N.h5 file, or a run directory (its latest)")->required()->check(CLI::ExistingPath);
+  exp->add_option("path", ckpt_path, "a step_N.h5 file, or a run directory (its latest)")
+      ->required()
+      ->check(CLI::ExistingPath);
   exp->add_option("--format", export_format, "output format (safetensors)");
   exp->add_option("out", export_out, "output directory")->required();
 

@@ -22,7 +22,8 @@ class Progress {
   }
   // After step `step` (1-based) at `seconds` since the first.
   void draw(std::int64_t step, double seconds) {
-    if (!on_ || last_ <= first_ || (drawn_ && seconds - drawn_at_ < 0.1 && step < last_)) return;  // 10 redraws/s at most
+    if (!on_ || last_ <= first_ || (drawn_ && seconds - drawn_at_ < 0.1 && step < last_))
+      return;  // 10 redraws/s at most
     drawn_at_ = seconds;
     const double done = double(step - first_) / double(last_ - first_);
     const int width = 30, filled = static_cast<int>(done * width);
@@ -44,7 +45,8 @@ class Progress {
   static std::string duration(double s) {
     char b[32];
     if (s < 60) std::snprintf(b, sizeof(b), "%.0f s", s);
-    else if (s < 3600) std::snprintf(b, sizeof(b), "%.0f min %02.0f s", s / 60 - 0.5, s - 60 * static_cast<int>(s / 60));
+    else if (s < 3600)
+      std::snprintf(b, sizeof(b), "%.0f min %02.0f s", s / 60 - 0.5, s - 60 * static_cast<int>(s / 60));
     else std::snprintf(b, sizeof(b), "%.1f h", s / 3600);
     return b;
   }

@@ -16,7 +16,7 @@ class StepGuard {
   Verdict check(double loss, double grad_norm);
   std::int64_t skipped() const { return skipped_; }          // in all
   std::int64_t consecutive() const { return consecutive_; }  // skipped in a row, up to the last check
-  double threshold() const;                                   // the loss above which a step is a spike (inf: none yet)
+  double threshold() const;                                  // the loss above which a step is a spike (inf: none yet)
 
  private:
   double z_;

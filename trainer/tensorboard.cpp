@@ -20,7 +20,8 @@ void varint(std::string& s, std::uint64_t v) {
   for (; v >= 0x80; v >>= 7) s.push_back(static_cast<char>((v & 0x7f) | 0x80));
   s.push_back(static_cast<char>(v));
 }
-template <class T> void fixed(std::string& s, T v) {  // little-endian (x86, arm64)
+template <class T>
+void fixed(std::string& s, T v) {  // little-endian (x86, arm64)
   char b[sizeof(T)];
   std::memcpy(b, &v, sizeof(T));
   s.append(b, sizeof(T));
@@ -78,8 +79,8 @@ EventWriter::EventWriter(const std::string& dir) {
   char host[256] = "host";
   gethostname(host, sizeof(host) - 1);
   const auto now = std::chrono::system_clock::now().time_since_epoch();
-  path_ = fmt::format("{}/events.out.tfevents.{}.{}.{}.moe", dir, std::chrono::duration_cast<std::chrono::seconds>(now).count(),
-                      host, getpid());
+  path_ = fmt::format("{}/events.out.tfevents.{}.{}.{}.moe", dir,
+                      std::chrono::duration_cast<std::chrono::seconds>(now).count(), host, getpid());
   out_.open(path_, std::ios::binary | std::ios::app);
   MOE_CHECK(out_.good(), DataError, "{}: cannot write TensorBoard events", path_);
   std::string e = event(std::chrono::duration<double>(now).count(), 0);
@@ -116,7 +117,8 @@ void EventWriter::histogram(const std::string& tag, std::span<const double> valu
   std::vector<double> edges, counts(static_cast<std::size_t>(buckets), 0);
   for (int i = 1; i <= buckets; ++i) edges.push_back(i == buckets || width == 0 ? *hi : *lo + width * i);
   for (double x : values) {
-    const auto b = width > 0 ? std::min<std::size_t>(static_cast<std::size_t>((x - *lo) / width), counts.size() - 1) : 0;
+    const auto b =
+        width > 0 ? std::min<std::size_t>(static_cast<std::size_t>((x - *lo) / width), counts.size() - 1) : 0;
     counts[b] += 1;
   }
   // HistogramProto { double min = 1, max = 2, num = 3, sum = 4, sum_squares = 5;

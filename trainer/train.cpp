@@ -39,7 +39,6 @@ Layout trainable_layout(const Config& cfg, int world_size) {
   return layout;
 }
 
-
 double learning_rate(const TrainConfig& t, std::int64_t step) {
   if (step < t.warmup_steps) return t.lr * double(step + 1) / double(t.warmup_steps);
   const double span = double(std::max<std::int64_t>(1, t.steps - t.warmup_steps));
@@ -49,7 +48,8 @@ double learning_rate(const TrainConfig& t, std::int64_t step) {
     case LrSchedule::linear: return t.lr + (t.min_lr - t.lr) * p;
     case LrSchedule::cosine: return t.min_lr + 0.5 * (t.lr - t.min_lr) * (1 + std::cos(M_PI * p));
     case LrSchedule::wsd: {
-      const double q = t.decay_fraction > 0 ? std::clamp((p - (1 - t.decay_fraction)) / t.decay_fraction, 0.0, 1.0) : 0.0;
+      const double q =
+          t.decay_fraction > 0 ? std::clamp((p - (1 - t.decay_fraction)) / t.decay_fraction, 0.0, 1.0) : 0.0;
       return t.lr + (t.min_lr - t.lr) * q;
     }
   }
@@ -98,7 +98,8 @@ std::map<std::string, Tensor> Trainer::gather_weights(bool optimizer) {
   auto full = [&](const Param& p, const Tensor& mine) {
     Tensor t = mine.to(Device::cpu);
     if (p.is_split()) {  // every tp rank's shard, put at its place
-      Tensor all = Tensor::empty({s.layout.tp * mine.numel()}, DType::f32), whole = Tensor::empty(p.full_shape(), DType::f32);
+      Tensor all = Tensor::empty({s.layout.tp * mine.numel()}, DType::f32),
+             whole = Tensor::empty(p.full_shape(), DType::f32);
       s.mesh.tp().all_gather(all, mine.view({mine.numel()}));
       const std::int64_t extent = mine.size(p.split_dim);
       for (int r = 0; r < s.layout.tp; ++r)

@@ -59,14 +59,24 @@ void Trainer::State::save(std::int64_t step, const TrainResult& res, double last
   }
   world.barrier();
   const CostCounters k = cost_so_far(res.tokens);
-  ckpt::Meta meta{.step = step, .seed = static_cast<std::uint64_t>(cfg.train.seed), .config_yaml = config_to_yaml(cfg),
+  ckpt::Meta meta{.step = step,
+                  .seed = static_cast<std::uint64_t>(cfg.train.seed),
+                  .config_yaml = config_to_yaml(cfg),
                   .layout = fmt::format("world {}: pp {} x dp {} x tp {}, ep {}, zero {}", layout.world(), layout.pp,
                                         layout.dp, layout.tp, layout.ep, cfg.parallel.zero),
-                  .tokens = res.tokens, .global_batch = double(global_seqs()), .wall_seconds = res.wall_seconds,
+                  .tokens = res.tokens,
+                  .global_batch = double(global_seqs()),
+                  .wall_seconds = res.wall_seconds,
                   .device_hours = k.device_hours(),
-                  .last_loss = last_loss, .val_loss = val_loss, .dh_compute = k.compute,
-                  .dh_communication = k.communication, .dh_evaluation = k.evaluation, .dh_checkpoint = k.checkpoint,
-                  .dh_pipeline_idle = k.pipeline_idle, .flops = k.flops, .train_seconds = k.train_seconds};
+                  .last_loss = last_loss,
+                  .val_loss = val_loss,
+                  .dh_compute = k.compute,
+                  .dh_communication = k.communication,
+                  .dh_evaluation = k.evaluation,
+                  .dh_checkpoint = k.checkpoint,
+                  .dh_pipeline_idle = k.pipeline_idle,
+                  .flops = k.flops,
+                  .train_seconds = k.train_seconds};
   // Attributes must be the same on every rank: rank 0's clock decides (the cost counters
   // are already means over ranks).
   Tensor clock = Tensor::empty({1}, DType::f64);
@@ -140,7 +150,8 @@ CostCounters Trainer::State::cost_so_far(double tokens_total) {
   v[5] = idle;
   world.all_reduce_sum(t);
   CostCounters k = prior, now;
-  now.compute = v[0] / 3600, now.communication = v[1] / 3600, now.evaluation = v[2] / 3600, now.checkpoint = v[3] / 3600;
+  now.compute = v[0] / 3600, now.communication = v[1] / 3600, now.evaluation = v[2] / 3600,
+  now.checkpoint = v[3] / 3600;
   now.pipeline_idle = v[5] / 3600;
   now.train_seconds = v[4] / world.size();
   now.tokens = tokens_total - prior.tokens;
@@ -159,18 +170,26 @@ std::int64_t Trainer::State::begin(TrainResult& res, const std::function<double(
     ckpt::Meta meta;
     timed(ckpt_s, [&] { meta = load(*latest, CheckpointPart::all); });
     start = meta.step;
-    prior = {.compute = meta.dh_compute, .communication = meta.dh_communication, .evaluation = meta.dh_evaluation,
-             .checkpoint = meta.dh_checkpoint, .pipeline_idle = meta.dh_pipeline_idle, .tokens = meta.tokens, .flops = meta.flops,
+    prior = {.compute = meta.dh_compute,
+             .communication = meta.dh_communication,
+             .evaluation = meta.dh_evaluation,
+             .checkpoint = meta.dh_checkpoint,
+             .pipeline_idle = meta.dh_pipeline_idle,
+             .tokens = meta.tokens,
+             .flops = meta.flops,
              .train_seconds = meta.train_seconds};
-    res.tokens = meta.tokens, res.resumed_from = *latest, res.start_step = start, res.prior_wall_seconds = meta.wall_seconds;
+    res.tokens = meta.tokens, res.resumed_from = *latest, res.start_step = start,
+    res.prior_wall_seconds = meta.wall_seconds;
     if (log_rank) {
       spdlog::info("resumed from {} (step {}, written by {}){}", *latest, start, meta.layout,
-                   start >= t.steps ? fmt::format(": train.steps = {} are done; raise it to train on, or --fresh", t.steps)
-                                    : "");
+                   start >= t.steps
+                       ? fmt::format(": train.steps = {} are done; raise it to train on, or --fresh", t.steps)
+                       : "");
       if (meta.global_batch > 0 && meta.global_batch != double(global_seqs()))
-        spdlog::warn("warning: the global batch changes from {:.0f} to {} sequences per step (dp x grad_accum x micro_batch): "
-                     "the steps ahead see other data than the run that wrote the checkpoint would have",
-                     meta.global_batch, global_seqs());
+        spdlog::warn(
+            "warning: the global batch changes from {:.0f} to {} sequences per step (dp x grad_accum x micro_batch): "
+            "the steps ahead see other data than the run that wrote the checkpoint would have",
+            meta.global_batch, global_seqs());
     }
   } else if (!ck.init_from.empty()) {
     ckpt::Meta meta;

@@ -37,8 +37,13 @@ DeviceComms device_comms(const Config& cfg, Mesh& mesh, MpiCommunicator& world);
 
 struct Trainer::State {
   State(const Config& c, MpiCommunicator& w)
-      : cfg(c), world(w), layout(trainable_layout(c, w.size())), mesh(layout, w.comm()), dev(device_comms(c, mesh, w)),
-        bounds(stage_bounds(c, layout.pp * int(c.parallel.virtual_stages))), model(c.model, shard(), c.precision) {}
+      : cfg(c),
+        world(w),
+        layout(trainable_layout(c, w.size())),
+        mesh(layout, w.comm()),
+        dev(device_comms(c, mesh, w)),
+        bounds(stage_bounds(c, layout.pp * int(c.parallel.virtual_stages))),
+        model(c.model, shard(), c.precision) {}
   const Config cfg;
   MpiCommunicator& world;
   const Layout layout;
@@ -90,7 +95,8 @@ struct Trainer::State {
   // communication time and bytes out of the training steps' figures.
   std::map<std::string, std::uint64_t> side_bytes;
   std::int64_t side_flops = 0;  // GEMM FLOPs inside them
-  template <class F> void timed(double& bucket, F&& f) {
+  template <class F>
+  void timed(double& bucket, F&& f) {
     const double c0 = comm_now(), p0 = mesh.pp().seconds();
     const auto b0 = bytes_sent();
     const auto f0 = ops::gemm_flops();
@@ -129,6 +135,5 @@ struct Trainer::State {
   // The cost report of every launch so far into res, and cost.json beside the checkpoints.
   void finish(TrainResult& res);
 };
-
 
 }  // namespace moe

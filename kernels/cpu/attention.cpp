@@ -34,7 +34,8 @@ Dims check(const char* op, const Tensor& q, const Tensor& k, const Tensor& v, co
 // The GPU fallback (f32): the CPU's algorithm with its loops over (sequence, head) issuing
 // cuBLASLt GEMMs on the strided head slices, and one masked-softmax kernel over all rows.
 // f(offset of the head in q/out, offset of its kv head in k/v, offset of its probs block).
-template <class F> void for_each_head(const Dims& d, F&& f) {
+template <class F>
+void for_each_head(const Dims& d, F&& f) {
   const std::int64_t rep = d.H / d.Hkv;
   for (std::int64_t b = 0; b < d.B; ++b)
     for (std::int64_t h = 0; h < d.H; ++h)
@@ -58,13 +59,13 @@ void attention_backward_gpu(const Dims& d, float* dq, float* dk, float* dv, cons
   Tensor dS = Tensor::empty({d.B, d.H, T, T}, DType::f32, Device::cuda);
   float* ds = dS.data<float>();
   for_each_head(d, [&](std::int64_t qo, std::int64_t ko, std::int64_t po) {
-    detail::device_gemm(true, false, true, T, T, D, dout + qo, ldq, v + ko, ldk, 0.f, ds + po, T);       // dP = dO V^T
-    detail::device_gemm(true, true, false, T, D, T, probs + po, T, dout + qo, ldq, 1.f, dv + ko, ldk);   // dV += P^T dO
+    detail::device_gemm(true, false, true, T, T, D, dout + qo, ldq, v + ko, ldk, 0.f, ds + po, T);      // dP = dO V^T
+    detail::device_gemm(true, true, false, T, D, T, probs + po, T, dout + qo, ldq, 1.f, dv + ko, ldk);  // dV += P^T dO
   });
   cuda::causal_softmax_backward(ds, probs, d.B * d.H * T, T, 1.0f / std::sqrt(float(D)));
   for_each_head(d, [&](std::int64_t qo, std::int64_t ko, std::int64_t po) {
-    detail::device_gemm(true, false, false, T, D, T, ds + po, T, k + ko, ldk, 0.f, dq + qo, ldq);        // dQ = dS K
-    detail::device_gemm(true, true, false, T, D, T, ds + po, T, q + qo, ldq, 1.f, dk + ko, ldk);         // dK += dS^T Q
+    detail::device_gemm(true, false, false, T, D, T, ds + po, T, k + ko, ldk, 0.f, dq + qo, ldq);  // dQ = dS K
+    detail::device_gemm(true, true, false, T, D, T, ds + po, T, q + qo, ldq, 1.f, dk + ko, ldk);   // dK += dS^T Q
   });
 }
 #endif
@@ -73,8 +74,8 @@ void attention_backward_gpu(const Dims& d, float* dq, float* dk, float* dv, cons
 namespace {
 // attention_forward on the CPU, also writing each row's log-sum-exp of the scaled scores
 // when lse is defined.
-void forward_cpu(Tensor& out, Tensor& probs, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const Dims& d,
-                 DType t);
+void forward_cpu(Tensor& out, Tensor& probs, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                 const Dims& d, DType t);
 }  // namespace
 
 void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor& k, const Tensor& v) {
@@ -86,7 +87,8 @@ void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor
   if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA path takes f32, got {}", op, q.describe());
-    return attention_forward_gpu(d, out.data<float>(), probs.data<float>(), q.data<float>(), k.data<float>(), v.data<float>());
+    return attention_forward_gpu(d, out.data<float>(), probs.data<float>(), q.data<float>(), k.data<float>(),
+                                 v.data<float>());
 #endif
   }
   Tensor no_lse;
@@ -94,8 +96,8 @@ void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor
 }
 
 namespace {
-void forward_cpu(Tensor& out, Tensor& probs, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v, const Dims& d,
-                 DType t) {
+void forward_cpu(Tensor& out, Tensor& probs, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                 const Dims& d, DType t) {
   detail::dispatch_real(t, [&]<class T>() {
     const auto [B, T_, H, Hkv, D] = d;
     const std::int64_t rep = H / Hkv, ldq = H * D, ldk = Hkv * D;
@@ -131,8 +133,8 @@ void forward_cpu(Tensor& out, Tensor& probs, Tensor& lse, const Tensor& q, const
 }
 }  // namespace
 
-void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q,
-                        const Tensor& k, const Tensor& v, const Tensor& probs) {
+void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
+                        const Tensor& v, const Tensor& probs) {
   const char* op = "attention_backward";
   DType t = detail::real_dtype(op, q);
   const Dims d = check(op, q, k, v, &probs, t);
@@ -166,8 +168,8 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
           const std::int64_t qo = b * T_ * ldq + h * D, ko = b * T_ * ldk + (h / rep) * D;
           const T* P = pp + (b * H + h) * T_ * T_;
           T* ds = dS.data();
-          detail::gemm<T>(false, true, T_, T_, D, dop + qo, ldq, vp + ko, ldk, T(0), ds, T_);      // dP = dO V^T
-          detail::gemm<T>(true, false, T_, D, T_, P, T_, dop + qo, ldq, T(1), dvp + ko, ldk);      // dV += P^T dO
+          detail::gemm<T>(false, true, T_, T_, D, dop + qo, ldq, vp + ko, ldk, T(0), ds, T_);  // dP = dO V^T
+          detail::gemm<T>(true, false, T_, D, T_, P, T_, dop + qo, ldq, T(1), dvp + ko, ldk);  // dV += P^T dO
           for (std::int64_t i = 0; i < T_; ++i) {  // softmax backward: dS = P (dP - sum_j P dP) * scale
             const T* p = P + i * T_;
             T* r = ds + i * T_;
@@ -177,8 +179,8 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
             for (std::int64_t j = 0; j <= i; ++j) r[j] = p[j] * (r[j] - dot) * scale;
             std::fill(r + i + 1, r + T_, T(0));
           }
-          detail::gemm<T>(false, false, T_, D, T_, ds, T_, kp + ko, ldk, T(0), dqp + qo, ldq);     // dQ = dS K
-          detail::gemm<T>(true, false, T_, D, T_, ds, T_, qp + qo, ldq, T(1), dkp + ko, ldk);      // dK += dS^T Q
+          detail::gemm<T>(false, false, T_, D, T_, ds, T_, kp + ko, ldk, T(0), dqp + qo, ldq);  // dQ = dS K
+          detail::gemm<T>(true, false, T_, D, T_, ds, T_, qp + qo, ldq, T(1), dkp + ko, ldk);   // dK += dS^T Q
         }
     }
   });
@@ -202,8 +204,8 @@ void recompute_probs(Tensor& probs, const Tensor& q, const Tensor& k, const Tens
     for (std::int64_t b = 0; b < B; ++b)
       for (std::int64_t h = 0; h < H; ++h) {
         T* P = pp + (b * H + h) * T_ * T_;
-        detail::gemm<T>(false, true, T_, T_, D, qp + b * T_ * ldq + h * D, ldq, kp + b * T_ * ldk + (h / rep) * D, ldk, T(0),
-                        P, T_);
+        detail::gemm<T>(false, true, T_, T_, D, qp + b * T_ * ldq + h * D, ldq, kp + b * T_ * ldk + (h / rep) * D, ldk,
+                        T(0), P, T_);
         for (std::int64_t i = 0; i < T_; ++i) {
           T* p = P + i * T_;
           const T l = lp[(b * H + h) * T_ + i];
@@ -235,10 +237,11 @@ void attention_lse_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tens
   expect_tensor(op, "lse", lse, t, {d.B, d.H, d.T});
   const auto gpu = detail::on_gpu(op, {&out, &lse, &q, &k, &v});
   if (gpu) {
-    MOE_CHECK(fused_attention_on_gpu(), DeviceError, "{}: this build has no cuDNN fused attention (use attention_forward)", op);
+    MOE_CHECK(fused_attention_on_gpu(), DeviceError,
+              "{}: this build has no cuDNN fused attention (use attention_forward)", op);
 #ifdef MOE_WITH_CUDNN
-    return cuda::sdpa_forward(out.data<float>(), lse.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(), d.B,
-                              d.T, d.H, d.Hkv, d.D);
+    return cuda::sdpa_forward(out.data<float>(), lse.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(),
+                              d.B, d.T, d.H, d.Hkv, d.D);
 #endif
   }
   Tensor probs = scratch_probs(q);  // the CPU's softmax, on q's device (the sim device's too)
@@ -251,17 +254,19 @@ void attention_lse_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& do
   const DType t = detail::real_dtype(op, q);
   MOE_CHECK(q.ndim() == 4, ShapeError, "{}: q {} must be (B,T,H,D)", op, q.describe());
   const Dims d = check(op, q, k, v, nullptr, t);
-  for (const auto& [name, x] : {std::pair{"dout", &dout}, {"out", &out}, {"dq", &dq}}) expect_tensor(op, name, *x, t, q.shape());
+  for (const auto& [name, x] : {std::pair{"dout", &dout}, {"out", &out}, {"dq", &dq}})
+    expect_tensor(op, name, *x, t, q.shape());
   expect_tensor(op, "lse", lse, t, {d.B, d.H, d.T});
   const auto gpu = detail::on_gpu(op, {&dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse});
   if (gpu) {
-    MOE_CHECK(fused_attention_on_gpu(), DeviceError, "{}: this build has no cuDNN fused attention (use attention_backward)", op);
+    MOE_CHECK(fused_attention_on_gpu(), DeviceError,
+              "{}: this build has no cuDNN fused attention (use attention_backward)", op);
 #ifdef MOE_WITH_CUDNN
     expect_tensor(op, "dk", dk, t, k.shape());
     expect_tensor(op, "dv", dv, t, v.shape());
-    return cuda::sdpa_backward(dq.data<float>(), dk.data<float>(), dv.data<float>(), dout.data<float>(), q.data<float>(),
-                               k.data<float>(), v.data<float>(), out.data<float>(), lse.data<float>(), d.B, d.T, d.H, d.Hkv,
-                               d.D);
+    return cuda::sdpa_backward(dq.data<float>(), dk.data<float>(), dv.data<float>(), dout.data<float>(),
+                               q.data<float>(), k.data<float>(), v.data<float>(), out.data<float>(), lse.data<float>(),
+                               d.B, d.T, d.H, d.Hkv, d.D);
 #endif
   }
   Tensor probs = scratch_probs(q);

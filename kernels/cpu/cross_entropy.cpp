@@ -17,7 +17,8 @@ void check(const char* op, const Tensor& logits, const Tensor& targets) {
 }
 // Row softmax statistics: max and log-sum-exp, so that p_v = exp(l_v - lse).
 // (omp simd: the row sums may be reassociated, so they vectorise.)
-template <class T> T log_sum_exp(const T* l, std::int64_t V) {
+template <class T>
+T log_sum_exp(const T* l, std::int64_t V) {
   T mx = l[0];
 #pragma omp simd reduction(max : mx)
   for (std::int64_t v = 0; v < V; ++v) mx = std::max(mx, l[v]);
@@ -38,8 +39,8 @@ void cross_entropy_forward(Tensor& losses, const Tensor& logits, const Tensor& t
   if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, logits.describe());
-    return cuda::cross_entropy(losses.data<float>(), nullptr, nullptr, logits.data<float>(), targets.data<std::int32_t>(),
-                               N, V);
+    return cuda::cross_entropy(losses.data<float>(), nullptr, nullptr, logits.data<float>(),
+                               targets.data<std::int32_t>(), N, V);
 #endif
   }
   detail::dispatch_real(t, [&]<class T>() {
@@ -47,8 +48,7 @@ void cross_entropy_forward(Tensor& losses, const Tensor& logits, const Tensor& t
     const std::int32_t* tg = targets.data<std::int32_t>();
     T* out = losses.data<T>();
 #pragma omp parallel for
-    for (std::int64_t n = 0; n < N; ++n)
-      out[n] = tg[n] < 0 ? T(0) : log_sum_exp(lp + n * V, V) - lp[n * V + tg[n]];
+    for (std::int64_t n = 0; n < N; ++n) out[n] = tg[n] < 0 ? T(0) : log_sum_exp(lp + n * V, V) - lp[n * V + tg[n]];
   });
 }
 

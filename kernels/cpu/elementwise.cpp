@@ -85,11 +85,12 @@ double sum_squares(const Tensor& x) {
 
 void convert(Tensor& y, const Tensor& x) {
   const char* op = "convert";
-  MOE_CHECK(x.defined() && y.defined() && x.shape() == y.shape(), ShapeError, "{}: x {} and y {} must share a shape", op,
-            x.describe(), y.describe());
+  MOE_CHECK(x.defined() && y.defined() && x.shape() == y.shape(), ShapeError, "{}: x {} and y {} must share a shape",
+            op, x.describe(), y.describe());
   const auto gpu = detail::on_gpu(op, {&y, &x});
   const std::int64_t n = x.numel();
-  if (gpu && ((x.dtype() == DType::f32 && y.dtype() == DType::bf16) || (x.dtype() == DType::bf16 && y.dtype() == DType::f32))) {
+  if (gpu && ((x.dtype() == DType::f32 && y.dtype() == DType::bf16) ||
+              (x.dtype() == DType::bf16 && y.dtype() == DType::f32))) {
 #ifdef MOE_WITH_CUDA
     return cuda::convert_bf16(y.raw(), x.raw(), n, y.dtype() == DType::bf16);
 #endif
@@ -105,8 +106,8 @@ void convert(Tensor& y, const Tensor& x) {
 #pragma omp parallel for
     for (std::int64_t i = 0; i < n; ++i) d[i] = from_bf16(s[i]);
   } else {
-    throw ShapeError(fmt::format("{}: {} -> {} is not a conversion this op makes (f32 <-> bf16)", op, x.describe(),
-                                 y.describe()));
+    throw ShapeError(
+        fmt::format("{}: {} -> {} is not a conversion this op makes (f32 <-> bf16)", op, x.describe(), y.describe()));
   }
 }
 

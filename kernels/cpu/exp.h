@@ -30,7 +30,8 @@ inline float fast_exp(float x) {
   return p * std::bit_cast<float>(bits);
 }
 
-template <class T> inline T exp(T x) {
+template <class T>
+inline T exp(T x) {
   if constexpr (sizeof(T) == 4) return fast_exp(x);
   else return std::exp(x);
 }

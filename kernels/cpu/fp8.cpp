@@ -25,7 +25,7 @@ std::int64_t tiles(std::int64_t n) { return (n + kTile - 1) / kTile; }
 float tile_scale(float amax, bool pow2) {
   float s = amax / kE4M3Max;
   if (!(s >= 1.17549435e-38f)) return 1.f;  // zero, denormal, or NaN amax
-  if (pow2) {  // frexp, not ceil(log2): exact on every float, and the same on the GPU
+  if (pow2) {                               // frexp, not ceil(log2): exact on every float, and the same on the GPU
     int e = 0;
     const float m = std::frexp(s, &e);  // s = m 2^e, m in [0.5, 1)
     s = std::ldexp(1.f, m == 0.5f ? e - 1 : e);
@@ -184,8 +184,8 @@ void bf16_gemm(Tensor& y, const Tensor& a, const Tensor& b, bool ta, bool tb, bo
   MOE_CHECK(a.ndim() == 2 && b.ndim() == 2 && a.dtype() == DType::bf16 && b.dtype() == DType::bf16, ShapeError,
             "{}: a {} and b {} must be bf16 matrices", op, a.describe(), b.describe());
   const std::int64_t M = a.size(ta ? 1 : 0), K = a.size(ta ? 0 : 1), N = b.size(tb ? 0 : 1);
-  MOE_CHECK(b.size(tb ? 1 : 0) == K, ShapeError, "{}: op(a) {} and op(b) {} do not chain (ta {}, tb {})", op, a.describe(),
-            b.describe(), ta, tb);
+  MOE_CHECK(b.size(tb ? 1 : 0) == K, ShapeError, "{}: op(a) {} and op(b) {} do not chain (ta {}, tb {})", op,
+            a.describe(), b.describe(), ta, tb);
   expect_tensor(op, "y", y, DType::f32, {M, N});
   const auto gpu = detail::on_gpu(op, {&y, &a, &b});
   MOE_CHECK(gpu, DeviceError, "{}: a GPU kernel; the CPU rounds to BF16 and runs sgemm", op);
@@ -244,7 +244,8 @@ std::pair<Tensor, Tensor> blocks_128x128(const Tensor& a) {
 }  // namespace
 
 void fp8_linear_forward(Tensor& y, const Tensor& qx, const Tensor& sx, const Tensor& w, Fp8Path path) {
-  MOE_CHECK(w.ndim() == 2 && w.dtype() == DType::f32, ShapeError, "fp8_linear_forward: w {} must be f32 (N,K)", w.describe());
+  MOE_CHECK(w.ndim() == 2 && w.dtype() == DType::f32, ShapeError, "fp8_linear_forward: w {} must be f32 (N,K)",
+            w.describe());
   const auto [qw, sw] = blocks_128x128(w);
   (path == Fp8Path::sm90 ? sm90_fp8_gemm : fp8_gemm)(y, qx, sx, qw, sw);
 }
@@ -254,7 +255,8 @@ void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor&
   const char* op = "fp8_linear_backward";
   MOE_CHECK(dy.ndim() == 2 && w.ndim() == 2 && dy.size(1) == w.size(0) && qx.ndim() == 2 && qx.size(0) == dy.size(0) &&
                 qx.size(1) == w.size(1),
-            ShapeError, "{}: dy {}, x {}, w {} must be (M,N), (M,K), (N,K)", op, dy.describe(), qx.describe(), w.describe());
+            ShapeError, "{}: dy {}, x {}, w {} must be (M,N), (M,K), (N,K)", op, dy.describe(), qx.describe(),
+            w.describe());
   expect_tensor(op, "dw", dw, DType::f32, w.shape());
   const auto gpu = detail::on_gpu(op, {&dx, &dw, &dy, &qx, &sx, &w});
   const std::int64_t M = dy.size(0);

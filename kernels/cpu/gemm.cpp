@@ -30,8 +30,10 @@ namespace {
 // detail::gemm on contiguous operands, on the device the tensors live on (the GPU: f32
 // through cuBLASLt; validated by the entry points).
 template <class T>
-void gemm(bool gpu, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, const T* B, T beta, T* C) {
-  if constexpr (std::is_same_v<T, float>) detail::device_gemm(gpu, ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, beta, C, N);
+void gemm(bool gpu, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, const T* B, T beta,
+          T* C) {
+  if constexpr (std::is_same_v<T, float>)
+    detail::device_gemm(gpu, ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, beta, C, N);
   else detail::gemm<T>(ta, tb, M, N, K, A, B, beta, C);  // f64: the CPU only (validated by the entry points)
 }
 
@@ -43,7 +45,7 @@ void gemm_fwd(bool gpu, T* y, const T* x, const T* w, std::int64_t M, std::int64
 template <class T>
 void gemm_bwd(bool gpu, T* dx, T* dw, const T* dy, const T* x, const T* w, std::int64_t M, std::int64_t N,
               std::int64_t K) {
-  if (dx) gemm<T>(gpu, false, false, M, K, N, dy, w, T(0), dx);  // dx = dy w
+  if (dx) gemm<T>(gpu, false, false, M, K, N, dy, w, T(0), dx);    // dx = dy w
   if (M > 0) gemm<T>(gpu, true, false, N, K, M, dy, x, T(1), dw);  // dw += dy^T x
 }
 // Tensors on the GPU: f32 only.
@@ -54,18 +56,17 @@ detail::Placement gpu_f32(const char* op, DType t, std::initializer_list<const T
 }
 
 void check_offsets(const char* op, std::span<const std::int64_t> off, std::int64_t groups, std::int64_t M) {
-  MOE_CHECK(static_cast<std::int64_t>(off.size()) == groups + 1 && off.front() == 0 && off.back() == M,
-            ShapeError, "{}: offsets must have {} entries from 0 to {}", op, groups + 1, M);
+  MOE_CHECK(static_cast<std::int64_t>(off.size()) == groups + 1 && off.front() == 0 && off.back() == M, ShapeError,
+            "{}: offsets must have {} entries from 0 to {}", op, groups + 1, M);
   for (std::size_t g = 0; g + 1 < off.size(); ++g)
     MOE_CHECK(off[g] <= off[g + 1], ShapeError, "{}: offsets decrease at group {}", op, g);
 }
 
 // Validation + loop over groups; the plain matmul is the one-group case.
-void grouped_fwd(const char* op, Tensor& y, const Tensor& x, const Tensor& w,
-                 std::span<const std::int64_t> offsets) {
+void grouped_fwd(const char* op, Tensor& y, const Tensor& x, const Tensor& w, std::span<const std::int64_t> offsets) {
   DType t = detail::real_dtype(op, x);
-  MOE_CHECK(x.ndim() == 2 && w.ndim() == 3, ShapeError, "{}: x {} must be 2-D and w {} 3-D", op,
-            x.describe(), w.describe());
+  MOE_CHECK(x.ndim() == 2 && w.ndim() == 3, ShapeError, "{}: x {} must be 2-D and w {} 3-D", op, x.describe(),
+            w.describe());
   const std::int64_t M = x.size(0), K = x.size(1), G = w.size(0), N = w.size(1);
   expect_tensor(op, "w", w, t, {G, N, K});
   expect_tensor(op, "y", y, t, {M, N});
@@ -79,11 +80,11 @@ void grouped_fwd(const char* op, Tensor& y, const Tensor& x, const Tensor& w,
   });
 }
 
-void grouped_bwd(const char* op, Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x,
-                 const Tensor& w, std::span<const std::int64_t> offsets) {
+void grouped_bwd(const char* op, Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                 std::span<const std::int64_t> offsets) {
   DType t = detail::real_dtype(op, x);
-  MOE_CHECK(x.ndim() == 2 && w.ndim() == 3, ShapeError, "{}: x {} must be 2-D and w {} 3-D", op,
-            x.describe(), w.describe());
+  MOE_CHECK(x.ndim() == 2 && w.ndim() == 3, ShapeError, "{}: x {} must be 2-D and w {} 3-D", op, x.describe(),
+            w.describe());
   const std::int64_t M = x.size(0), K = x.size(1), G = w.size(0), N = w.size(1);
   expect_tensor(op, "w", w, t, {G, N, K});
   expect_tensor(op, "dw", dw, t, {G, N, K});
@@ -126,13 +127,12 @@ void matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, 
   grouped_bwd(op, dx, dw3, dy, x, one_group(w), offsets);
 }
 
-void grouped_matmul_forward(Tensor& y, const Tensor& x, const Tensor& w,
-                            std::span<const std::int64_t> offsets) {
+void grouped_matmul_forward(Tensor& y, const Tensor& x, const Tensor& w, std::span<const std::int64_t> offsets) {
   grouped_fwd("grouped_matmul_forward", y, x, w, offsets);
 }
 
-void grouped_matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x,
-                             const Tensor& w, std::span<const std::int64_t> offsets) {
+void grouped_matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
+                             std::span<const std::int64_t> offsets) {
   grouped_bwd("grouped_matmul_backward", dx, dw, dy, x, w, offsets);
 }
 

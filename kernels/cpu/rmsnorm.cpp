@@ -39,8 +39,7 @@ void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, 
   });
 }
 
-void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
-                      const Tensor& rstd) {
+void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd) {
   const char* op = "rmsnorm_backward";
   DType t = detail::real_dtype(op, x);
   MOE_CHECK(x.ndim() == 2, ShapeError, "{}: x {} must be 2-D (N,C)", op, x.describe());
@@ -66,7 +65,7 @@ void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x,
     for (std::int64_t n = 0; n < N; ++n)
       for (std::int64_t c = 0; c < C; ++c) dwp[c] += dyp[n * C + c] * xp[n * C + c] * rp[n];
     if (!dxp) return;
-    // With xh = x * r: dx = r * (dy*w - xh * mean(dy*w*xh)).
+      // With xh = x * r: dx = r * (dy*w - xh * mean(dy*w*xh)).
 #pragma omp parallel for
     for (std::int64_t n = 0; n < N; ++n) {
       const T *xr = xp + n * C, *dyr = dyp + n * C;

@@ -14,8 +14,8 @@ namespace moe::ops {
 namespace {
 
 void check_spec(const char* op, const RouterSpec& s, std::int64_t E) {
-  MOE_CHECK(s.n_groups >= 1 && E % s.n_groups == 0, ShapeError, "{}: {} experts not divisible into {} groups", op,
-            E, s.n_groups);
+  MOE_CHECK(s.n_groups >= 1 && E % s.n_groups == 0, ShapeError, "{}: {} experts not divisible into {} groups", op, E,
+            s.n_groups);
   MOE_CHECK(s.topk_groups >= 1 && s.topk_groups <= s.n_groups, ShapeError,
             "{}: topk_groups {} must be in [1, n_groups={}]", op, s.topk_groups, s.n_groups);
   MOE_CHECK(s.top_k >= 1 && s.top_k <= s.topk_groups * (E / s.n_groups), ShapeError,
@@ -25,7 +25,8 @@ void check_spec(const char* op, const RouterSpec& s, std::int64_t E) {
 
 // Orders candidates by biased score, highest first; equal scores go to the lower index so
 // that every backend and every rank picks the same experts.
-template <class T> auto by_score_desc(const std::vector<T>& c) {
+template <class T>
+auto by_score_desc(const std::vector<T>& c) {
   return [&c](int a, int b) { return c[a] > c[b] || (c[a] == c[b] && a < b); };
 }
 
@@ -73,11 +74,12 @@ void router_forward(Tensor& scores, Tensor& index, Tensor& gate, const Tensor& l
   if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, logits.describe());
-    MOE_CHECK(spec.n_groups <= cuda::kMaxRouterGroups, ShapeError, "{}: the CUDA kernel takes at most {} groups, got {}", op,
-              cuda::kMaxRouterGroups, spec.n_groups);
-    return cuda::router_forward(scores.data<float>(), index.data<std::int32_t>(), gate.data<float>(), logits.data<float>(),
-                                bias.data<float>(), N, static_cast<int>(E), spec.top_k, spec.n_groups, spec.topk_groups,
-                                spec.kind == RouterKind::sigmoid, spec.normalize, static_cast<float>(spec.scaling));
+    MOE_CHECK(spec.n_groups <= cuda::kMaxRouterGroups, ShapeError,
+              "{}: the CUDA kernel takes at most {} groups, got {}", op, cuda::kMaxRouterGroups, spec.n_groups);
+    return cuda::router_forward(scores.data<float>(), index.data<std::int32_t>(), gate.data<float>(),
+                                logits.data<float>(), bias.data<float>(), N, static_cast<int>(E), spec.top_k,
+                                spec.n_groups, spec.topk_groups, spec.kind == RouterKind::sigmoid, spec.normalize,
+                                static_cast<float>(spec.scaling));
 #endif
   }
   detail::dispatch_real(t, [&]<class T>() {
@@ -127,9 +129,10 @@ void router_backward(Tensor& dlogits, const Tensor& dgate, const Tensor& scores,
   if (gpu) {
 #ifdef MOE_WITH_CUDA
     MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, scores.describe());
-    return cuda::router_backward(dlogits.data<float>(), dgate.data<float>(), scores.data<float>(), index.data<std::int32_t>(),
-                                 dscores.defined() ? dscores.data<float>() : nullptr, N, static_cast<int>(E), spec.top_k,
-                                 spec.kind == RouterKind::sigmoid, spec.normalize, static_cast<float>(spec.scaling));
+    return cuda::router_backward(dlogits.data<float>(), dgate.data<float>(), scores.data<float>(),
+                                 index.data<std::int32_t>(), dscores.defined() ? dscores.data<float>() : nullptr, N,
+                                 static_cast<int>(E), spec.top_k, spec.kind == RouterKind::sigmoid, spec.normalize,
+                                 static_cast<float>(spec.scaling));
 #endif
   }
   detail::dispatch_real(t, [&]<class T>() {

@@ -22,8 +22,8 @@ void route_capacity(Tensor& kept, Tensor& counts, const Tensor& index, std::int6
   const char* op = "route_capacity";
   MOE_CHECK(index.defined() && index.ndim() == 2, ShapeError, "{}: index {} must be (N,K)", op, index.describe());
   const std::int64_t N = index.size(0), K = index.size(1);
-  MOE_CHECK(counts.defined() && counts.ndim() == 2 && counts.size(0) == 2, ShapeError, "{}: counts {} must be (2,E)", op,
-            counts.describe());
+  MOE_CHECK(counts.defined() && counts.ndim() == 2 && counts.size(0) == 2, ShapeError, "{}: counts {} must be (2,E)",
+            op, counts.describe());
   const std::int64_t E = counts.size(1);
   expect_i32(op, "kept", kept, {N, K});
   expect_i32(op, "counts", counts, {2, E});
@@ -31,8 +31,8 @@ void route_capacity(Tensor& kept, Tensor& counts, const Tensor& index, std::int6
   const auto gpu = detail::on_gpu(op, {&kept, &counts, &index});
   if (gpu) {
 #ifdef MOE_WITH_CUDA
-    return cuda::route_capacity(kept.data<std::int32_t>(), counts.data<std::int32_t>(), index.data<std::int32_t>(), N, K,
-                                E, capacity, n0, n1);
+    return cuda::route_capacity(kept.data<std::int32_t>(), counts.data<std::int32_t>(), index.data<std::int32_t>(), N,
+                                K, E, capacity, n0, n1);
 #endif
   }
   detail::expect_indices(op, "index", index, E, /*none_allowed=*/false);
@@ -60,8 +60,8 @@ void route_pairs(Tensor& pairs, Tensor& fan_out, const Tensor& kept, std::int64_
   const auto gpu = detail::on_gpu(op, {&pairs, &fan_out, &kept});
   if (gpu) {
 #ifdef MOE_WITH_CUDA
-    return cuda::route_pairs(pairs.data<std::int32_t>(), fan_out.data<std::int32_t>(), kept.data<std::int32_t>(), N, K, P,
-                             experts_per_rank);
+    return cuda::route_pairs(pairs.data<std::int32_t>(), fan_out.data<std::int32_t>(), kept.data<std::int32_t>(), N, K,
+                             P, experts_per_rank);
 #endif
   }
   detail::expect_indices(op, "kept", kept, P * experts_per_rank);
@@ -157,7 +157,8 @@ void dispatch_slots(Tensor& expert, Tensor& assignment, const Tensor& kept, cons
     const std::int32_t e = kp[a];
     if (e < 0) continue;
     const std::int64_t j = e / experts_per_rank, r = row[(a / K) * P + j], slot = r * K + a % K;
-    MOE_CHECK(r >= 0, ShapeError, "{}: assignment {} keeps expert {} on rank {}, but rows has no row for it", op, a, e, j);
+    MOE_CHECK(r >= 0, ShapeError, "{}: assignment {} keeps expert {} on rank {}, but rows has no row for it", op, a, e,
+              j);
     ex[slot] = static_cast<std::int32_t>(e - j * experts_per_rank);
     as[slot] = static_cast<std::int32_t>(a);
   }
@@ -216,7 +217,8 @@ void balance_loss_backward(Tensor& dscores, const Tensor& f, const Tensor& score
   const auto gpu = detail::on_gpu(op, {&dscores, &f, &scores});
   if (gpu) {
 #ifdef MOE_WITH_CUDA
-    return cuda::balance_loss_backward(dscores.data<float>(), f.data<double>(), scores.data<float>(), N, T, E, coef, scale);
+    return cuda::balance_loss_backward(dscores.data<float>(), f.data<double>(), scores.data<float>(), N, T, E, coef,
+                                       scale);
 #endif
   }
   const float* sc = scores.data<float>();
@@ -228,7 +230,8 @@ void balance_loss_backward(Tensor& dscores, const Tensor& f, const Tensor& score
     double S = 0, dot = 0;
     for (std::int64_t e = 0; e < E; ++e) S += s[e];
     for (std::int64_t e = 0; e < E; ++e) dot += coef * fb[e] / double(T) * s[e] / S;
-    for (std::int64_t e = 0; e < E; ++e) ds[n * E + e] = static_cast<float>(scale * (coef * fb[e] / double(T) - dot) / S);
+    for (std::int64_t e = 0; e < E; ++e)
+      ds[n * E + e] = static_cast<float>(scale * (coef * fb[e] / double(T) - dot) / S);
   }
 }
 

@@ -17,7 +17,8 @@ constexpr int kThreads = 256;
 unsigned blocks_for(std::int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 
 // Sum (or max) over the block's threads; every thread gets the result.
-template <bool Max> __device__ float block_reduce(float v) {
+template <bool Max>
+__device__ float block_reduce(float v) {
   __shared__ float part[32];
   for (int o = 16; o > 0; o >>= 1) {
     const float other = __shfl_xor_sync(0xffffffffu, v, o);
@@ -47,7 +48,8 @@ __global__ void adamw_kernel(float* p, float* m, float* v, const float* g, std::
   p[i] = p[i] * decay - lr * (m[i] / bc1) / (sqrtf(v[i] / bc2) + eps);
 }
 
-__global__ void rmsnorm_forward_kernel(float* y, float* rstd, const float* x, const float* w, std::int64_t C, float eps) {
+__global__ void rmsnorm_forward_kernel(float* y, float* rstd, const float* x, const float* w, std::int64_t C,
+                                       float eps) {
   const std::int64_t n = blockIdx.x;
   const float* xr = x + n * C;
   float ss = 0;
@@ -57,7 +59,8 @@ __global__ void rmsnorm_forward_kernel(float* y, float* rstd, const float* x, co
   for (std::int64_t c = threadIdx.x; c < C; c += blockDim.x) y[n * C + c] = xr[c] * r * w[c];
 }
 
-__global__ void rmsnorm_dx_kernel(float* dx, const float* dy, const float* x, const float* w, const float* rstd, std::int64_t C) {
+__global__ void rmsnorm_dx_kernel(float* dx, const float* dy, const float* x, const float* w, const float* rstd,
+                                  std::int64_t C) {
   const std::int64_t n = blockIdx.x;
   const float *xr = x + n * C, *dyr = dy + n * C;
   const float r = rstd[n];
@@ -68,7 +71,8 @@ __global__ void rmsnorm_dx_kernel(float* dx, const float* dy, const float* x, co
 }
 
 // dw[c] += sum over rows in order of dy * x * rstd (one thread per column: a fixed order).
-__global__ void rmsnorm_dw_kernel(float* dw, const float* dy, const float* x, const float* rstd, std::int64_t N, std::int64_t C) {
+__global__ void rmsnorm_dw_kernel(float* dw, const float* dy, const float* x, const float* rstd, std::int64_t N,
+                                  std::int64_t C) {
   const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (c >= C) return;
   float acc = dw[c];
@@ -76,14 +80,16 @@ __global__ void rmsnorm_dw_kernel(float* dw, const float* dy, const float* x, co
   dw[c] = acc;
 }
 
-__global__ void embedding_forward_kernel(float* out, const std::int32_t* tok, const float* table, std::int64_t N, std::int64_t C) {
+__global__ void embedding_forward_kernel(float* out, const std::int32_t* tok, const float* table, std::int64_t N,
+                                         std::int64_t C) {
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i >= N * C) return;
   const std::int32_t t = tok[i / C];
   out[i] = t < 0 ? 0.f : table[std::int64_t(t) * C + i % C];
 }
 
-__global__ void embedding_backward_kernel(float* dtable, const std::int32_t* tok, const float* dout, std::int64_t N, std::int64_t C) {
+__global__ void embedding_backward_kernel(float* dtable, const std::int32_t* tok, const float* dout, std::int64_t N,
+                                          std::int64_t C) {
   const std::int64_t c = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (c >= C) return;
   for (std::int64_t n = 0; n < N; ++n)
@@ -107,7 +113,8 @@ __global__ void cross_entropy_kernel(float* losses, float* dlogits, const float*
   if (!dlogits) return;
   float* d = dlogits + n * V;
   const float s = dlosses[n];
-  for (std::int64_t v = threadIdx.x; v < V; v += blockDim.x) d[v] = t < 0 ? 0.f : expf(l[v] - lse) * s - (v == t ? s : 0.f);
+  for (std::int64_t v = threadIdx.x; v < V; v += blockDim.x)
+    d[v] = t < 0 ? 0.f : expf(l[v] - lse) * s - (v == t ? s : 0.f);
 }
 // y (C,R) = x (R,C)^T through 32x32 tiles in shared memory (coalesced on both sides).
 __global__ void transpose_kernel(float* y, const float* x, std::int64_t R, std::int64_t C) {
@@ -143,8 +150,8 @@ __global__ void causal_softmax_backward_kernel(float* dS, const float* P, std::i
   for (std::int64_t j = threadIdx.x; j < T; j += blockDim.x) r[j] = j <= i ? p[j] * (r[j] - dot) * scale : 0.f;
 }
 // Each (i, i + D/2) pair of every head rotated by the angle table of its position.
-__global__ void rope_kernel(float* y, const float* x, const float* cs, const float* sn, std::int64_t rows, std::int64_t T,
-                            std::int64_t H, std::int64_t half) {
+__global__ void rope_kernel(float* y, const float* x, const float* cs, const float* sn, std::int64_t rows,
+                            std::int64_t T, std::int64_t H, std::int64_t half) {
   const std::int64_t k = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;  // (row, pair)
   if (k >= rows * half) return;
   const std::int64_t row = k / half, i = k % half, p = (row / H) % T, base = row * 2 * half;
@@ -153,7 +160,8 @@ __global__ void rope_kernel(float* y, const float* x, const float* cs, const flo
   y[base + i + half] = x2 * c + x1 * s;
 }
 
-__global__ void swiglu_backward_kernel(float* dg, float* du, const float* d, const float* g, const float* u, std::int64_t n) {
+__global__ void swiglu_backward_kernel(float* dg, float* du, const float* d, const float* g, const float* u,
+                                       std::int64_t n) {
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i >= n) return;
   const float sig = 1.0f / (1.0f + expf(-g[i]));
@@ -231,7 +239,8 @@ double sum_squares(const float* x, std::int64_t n) {
 
 void convert_bf16(void* y, const void* x, std::int64_t n, bool to_bf16) {
   if (n == 0) return;
-  if (to_bf16) to_bf16_kernel<<<blocks_for(n), kThreads>>>(static_cast<__nv_bfloat16*>(y), static_cast<const float*>(x), n);
+  if (to_bf16)
+    to_bf16_kernel<<<blocks_for(n), kThreads>>>(static_cast<__nv_bfloat16*>(y), static_cast<const float*>(x), n);
   else from_bf16_kernel<<<blocks_for(n), kThreads>>>(static_cast<float*>(y), static_cast<const __nv_bfloat16*>(x), n);
   launched();
 }
@@ -250,8 +259,8 @@ void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gat
   launched();
 }
 
-void adamw_step(float* p, float* m, float* v, const float* g, std::int64_t n, float lr, float beta1, float beta2, float eps,
-                float decay, float bc1, float bc2) {
+void adamw_step(float* p, float* m, float* v, const float* g, std::int64_t n, float lr, float beta1, float beta2,
+                float eps, float decay, float bc1, float bc2) {
   if (n == 0) return;
   adamw_kernel<<<blocks_for(n), kThreads>>>(p, m, v, g, n, lr, beta1, beta2, eps, decay, bc1, bc2);
   launched();
@@ -283,8 +292,8 @@ void embedding_backward(float* dtable, const float* dout, const std::int32_t* to
   launched();
 }
 
-void cross_entropy(float* losses, float* dlogits, const float* dlosses, const float* logits, const std::int32_t* targets,
-                   std::int64_t N, std::int64_t V) {
+void cross_entropy(float* losses, float* dlogits, const float* dlosses, const float* logits,
+                   const std::int32_t* targets, std::int64_t N, std::int64_t V) {
   if (N == 0) return;
   cross_entropy_kernel<<<static_cast<unsigned>(N), kThreads>>>(losses, dlogits, dlosses, logits, targets, V);
   launched();

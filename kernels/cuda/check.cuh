@@ -7,12 +7,12 @@
 
 #include "kernels/error.h"
 
-#define MOE_CUDA_CHECK(call)                                                           \
-  do {                                                                                 \
-    cudaError_t moe_err_ = (call);                                                     \
-    if (moe_err_ != cudaSuccess)                                                       \
-      throw ::moe::DeviceError(fmt::format("{}:{}: {} failed: {}", __FILE__, __LINE__, \
-                                           #call, cudaGetErrorString(moe_err_)));      \
+#define MOE_CUDA_CHECK(call)                                                                             \
+  do {                                                                                                   \
+    cudaError_t moe_err_ = (call);                                                                       \
+    if (moe_err_ != cudaSuccess)                                                                         \
+      throw ::moe::DeviceError(                                                                          \
+          fmt::format("{}:{}: {} failed: {}", __FILE__, __LINE__, #call, cudaGetErrorString(moe_err_))); \
   } while (0)
 
 namespace moe::cuda {
@@ -25,10 +25,12 @@ inline void launched() { MOE_CUDA_CHECK(cudaGetLastError()); }
 
 // Device scratch of n elements of T, allocated and freed in stream order (the memory pool
 // reuses it at once; no device-wide synchronisation).
-template <class T> struct Scratch {
+template <class T>
+struct Scratch {
   T* p = nullptr;
   explicit Scratch(std::int64_t n) {
-    MOE_CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&p), static_cast<std::size_t>(n > 0 ? n : 1) * sizeof(T), 0));
+    MOE_CUDA_CHECK(
+        cudaMallocAsync(reinterpret_cast<void**>(&p), static_cast<std::size_t>(n > 0 ? n : 1) * sizeof(T), 0));
   }
   ~Scratch() { (void)cudaFreeAsync(p, 0); }
   Scratch(Scratch&& o) noexcept : p(o.p) { o.p = nullptr; }

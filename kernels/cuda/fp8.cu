@@ -53,7 +53,8 @@ __device__ float block_amax(float v) {
 __global__ void quantize_kernel(std::uint8_t* __restrict__ q, float* __restrict__ scales, const float* __restrict__ x,
                                 std::int64_t R, std::int64_t K, int rows, bool pow2) {
   // grid.x: blocks of rows (up to 2^31 - 1 of them), grid.y: tiles along K.
-  const std::int64_t r0 = blockIdx.x * static_cast<std::int64_t>(rows), c = blockIdx.y * std::int64_t{kTile} + threadIdx.x;
+  const std::int64_t r0 = blockIdx.x * static_cast<std::int64_t>(rows),
+                     c = blockIdx.y * std::int64_t{kTile} + threadIdx.x;
   const std::int64_t r1 = r0 + rows < R ? r0 + rows : R;
   float amax = 0.f;
   if (c < K)
@@ -75,7 +76,8 @@ __global__ void fp8_gemm_reference_kernel(float* __restrict__ y, const std::uint
   float acc = 0.f;
   for (std::int64_t t = 0; t < T; ++t) {
     double exact = 0;  // products of E4M3 values and sums of 128 of them are exact in double
-    for (std::int64_t k = t * kTile; k < K && k < (t + 1) * kTile; ++k) exact += from_e4m3(a[m * K + k]) * from_e4m3(b[n * K + k]);
+    for (std::int64_t k = t * kTile; k < K && k < (t + 1) * kTile; ++k)
+      exact += from_e4m3(a[m * K + k]) * from_e4m3(b[n * K + k]);
     const float scaled = __fmul_rn(static_cast<float>(exact), sa[m * T + t]);
     acc = __fadd_rn(acc, __fmul_rn(scaled, sb[(b_rows ? n : n / kTile) * T + t]));
   }
@@ -101,7 +103,8 @@ void fp8_gemm_reference(float* y, const std::uint8_t* qa, const float* sa, const
 }
 
 namespace {
-__global__ void dequantize_kernel(float* x, const std::uint8_t* q, const float* scales, std::int64_t R, std::int64_t K) {
+__global__ void dequantize_kernel(float* x, const std::uint8_t* q, const float* scales, std::int64_t R,
+                                  std::int64_t K) {
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i >= R * K) return;
   const std::int64_t r = i / K, c = i % K;

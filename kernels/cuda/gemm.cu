@@ -27,12 +27,12 @@
 #include "kernels/cuda/ops.h"
 #include "kernels/fp8_scale_layout.h"
 
-#define MOE_CUBLAS_CHECK(call)                                                                              \
-  do {                                                                                                      \
-    cublasStatus_t moe_st_ = (call);                                                                        \
-    if (moe_st_ != CUBLAS_STATUS_SUCCESS)                                                                   \
-      throw ::moe::DeviceError(fmt::format("{}:{}: {} failed: {}", __FILE__, __LINE__, #call,               \
-                                           cublasLtGetStatusString(moe_st_)));                              \
+#define MOE_CUBLAS_CHECK(call)                                                                               \
+  do {                                                                                                       \
+    cublasStatus_t moe_st_ = (call);                                                                         \
+    if (moe_st_ != CUBLAS_STATUS_SUCCESS)                                                                    \
+      throw ::moe::DeviceError(                                                                              \
+          fmt::format("{}:{}: {} failed: {}", __FILE__, __LINE__, #call, cublasLtGetStatusString(moe_st_))); \
   } while (0)
 
 namespace moe::cuda {
@@ -80,16 +80,19 @@ bool run(Desc& s, cudaDataType_t in, cublasOperation_t ta, cublasOperation_t tb,
   MOE_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&s.d, CUDA_R_32F, m, n, ldd));
   MOE_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&s.pref));
   const std::size_t ws = kWorkspace;
-  MOE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(s.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
+  MOE_CUBLAS_CHECK(
+      cublasLtMatmulPreferenceSetAttribute(s.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws));
   cublasLtMatmulHeuristicResult_t h{};
   int found = 0;
-  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt().handle, s.op, s.a, s.b, s.d, s.d, s.pref, 1, &h, &found);
+  const cublasStatus_t st =
+      cublasLtMatmulAlgoGetHeuristic(lt().handle, s.op, s.a, s.b, s.d, s.d, s.pref, 1, &h, &found);
   if (may_lack && (st == CUBLAS_STATUS_NOT_SUPPORTED || (st == CUBLAS_STATUS_SUCCESS && found == 0))) return false;
   MOE_CUBLAS_CHECK(st);
   if (found == 0) throw DeviceError(fmt::format("cuBLASLt: no algorithm for this GEMM ({}x{}x{})", m, n, k));
   const float one = 1.f;
-  MOE_CUBLAS_CHECK(cublasLtMatmul(lt().handle, s.op, &one, a, s.a, b, s.b, &beta, d, s.d, d, s.d, &h.algo, lt().workspace,
-                                  kWorkspace, nullptr));  // the default stream: in order with every kernel here
+  MOE_CUBLAS_CHECK(cublasLtMatmul(lt().handle, s.op, &one, a, s.a, b, s.b, &beta, d, s.d, d, s.d, &h.algo,
+                                  lt().workspace, kWorkspace,
+                                  nullptr));  // the default stream: in order with every kernel here
   return true;
 }
 
@@ -139,8 +142,8 @@ struct PaddedRows : Scratch<float> {
 // cuBLASLt's A is our B, its B our A, each transposed when ours is.
 // (A linear's y = a b^T, ta false and tb true, is cuBLASLt's "TN" form, the one FP8 needs.)
 bool run_row_major(Desc& s, cudaDataType_t in, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K,
-                   const void* A, std::int64_t lda, const void* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc,
-                   bool may_lack = false) {
+                   const void* A, std::int64_t lda, const void* B, std::int64_t ldb, float beta, float* C,
+                   std::int64_t ldc, bool may_lack = false) {
   return run(s, in, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<std::uint64_t>(N),
              static_cast<std::uint64_t>(M), static_cast<std::uint64_t>(K), B, ldb, A, lda, beta, C, ldc, may_lack);
 }
@@ -154,8 +157,8 @@ void f32_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, 
   run_row_major(s, CUDA_R_32F, ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
 
-void bf16_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const std::uint16_t* A, std::int64_t lda,
-               const std::uint16_t* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc) {
+void bf16_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const std::uint16_t* A,
+               std::int64_t lda, const std::uint16_t* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc) {
   if (M == 0 || N == 0) return;
   Desc s;
   MOE_CUBLAS_CHECK(cublasLtMatmulDescCreate(&s.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));

@@ -15,15 +15,15 @@ void swiglu_forward(float* h, const float* gate, const float* up, std::int64_t n
 // ops.h entry points. adamw_step takes the spec already in f32 (decay = 1 - lr*wd, bias
 // corrections bc1, bc2). cross_entropy: losses (N) when non-null; dlogits (N,V) from
 // dlosses when non-null.
-void adamw_step(float* p, float* m, float* v, const float* g, std::int64_t n, float lr, float beta1, float beta2, float eps,
-                float decay, float bc1, float bc2);
+void adamw_step(float* p, float* m, float* v, const float* g, std::int64_t n, float lr, float beta1, float beta2,
+                float eps, float decay, float bc1, float bc2);
 void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, std::int64_t N, std::int64_t C, float eps);
 void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
                       std::int64_t N, std::int64_t C);  // dx may be null
 void embedding_forward(float* out, const std::int32_t* tokens, const float* table, std::int64_t N, std::int64_t C);
 void embedding_backward(float* dtable, const float* dout, const std::int32_t* tokens, std::int64_t N, std::int64_t C);
-void cross_entropy(float* losses, float* dlogits, const float* dlosses, const float* logits, const std::int32_t* targets,
-                   std::int64_t N, std::int64_t V);
+void cross_entropy(float* losses, float* dlogits, const float* dlosses, const float* logits,
+                   const std::int32_t* targets, std::int64_t N, std::int64_t V);
 // y (B,T,H,D) = x rotated pairwise by the angle tables cs, sn (T, D/2) (the CPU builds them,
 // so both rotate by the same angles); y may alias x.
 void rope(float* y, const float* x, const float* cs, const float* sn, std::int64_t B, std::int64_t T, std::int64_t H,
@@ -52,8 +52,8 @@ void causal_softmax_backward(float* dS, const float* P, std::int64_t rows, std::
 // sdpa.cpp (builds with cuDNN, MOE_WITH_CUDNN): causal GQA attention through cuDNN's fused
 // SDPA in BF16, f32 tensors in and out (converted here), q/out (B,T,H,D), k/v (B,T,Hkv,D),
 // lse (B,H,T) f32; backward assigns dq, dk, dv.
-void sdpa_forward(float* out, float* lse, const float* q, const float* k, const float* v, std::int64_t B, std::int64_t T,
-                  std::int64_t H, std::int64_t Hkv, std::int64_t D);
+void sdpa_forward(float* out, float* lse, const float* q, const float* k, const float* v, std::int64_t B,
+                  std::int64_t T, std::int64_t H, std::int64_t Hkv, std::int64_t D);
 void sdpa_backward(float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k, const float* v,
                    const float* out, const float* lse, std::int64_t B, std::int64_t T, std::int64_t H, std::int64_t Hkv,
                    std::int64_t D);
@@ -70,8 +70,8 @@ void quantize(std::uint8_t* q, float* scales, const float* x, std::int64_t R, st
 // in cuBLASLt's order (fp8_gemm_reference is the oracle).
 void f32_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const float* A, std::int64_t lda,
               const float* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc);
-void bf16_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const std::uint16_t* A, std::int64_t lda,
-               const std::uint16_t* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc);
+void bf16_gemm(bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const std::uint16_t* A,
+               std::int64_t lda, const std::uint16_t* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc);
 // b_rows: sb per 1x128 tile of b, (N, ceil(K/128)) (a weight gradient's operands); returns
 // false, having run nothing, when this cuBLASLt has no kernel for the pairing or the shape.
 bool sm90_fp8_gemm(float* y, const std::uint8_t* qa, const float* sa, const std::uint8_t* qb, const float* sb,
@@ -94,9 +94,10 @@ void route_capacity(std::int32_t* kept, std::int32_t* counts, const std::int32_t
                     std::int64_t E, std::int64_t capacity, std::int64_t n0, std::int64_t n1);
 void route_pairs(std::int32_t* pairs, std::int32_t* fan_out, const std::int32_t* kept, std::int64_t N, std::int64_t K,
                  std::int64_t P, std::int64_t experts_per_rank);
-void counting_sort(std::int32_t* dest, std::int32_t* counts, const std::int32_t* keys, std::int64_t n, std::int64_t bins,
-                   std::int64_t divisor);
-void invert_positions(std::int32_t* src, const std::int32_t* dest, std::int64_t n, std::int64_t M, std::int64_t divisor);
+void counting_sort(std::int32_t* dest, std::int32_t* counts, const std::int32_t* keys, std::int64_t n,
+                   std::int64_t bins, std::int64_t divisor);
+void invert_positions(std::int32_t* src, const std::int32_t* dest, std::int64_t n, std::int64_t M,
+                      std::int64_t divisor);
 void dispatch_slots(std::int32_t* expert, std::int32_t* assignment, const std::int32_t* kept, const std::int32_t* rows,
                     std::int64_t N, std::int64_t K, std::int64_t P, std::int64_t S, std::int64_t experts_per_rank);
 void balance_loss_forward(double* total, double* f, const float* scores, const std::int32_t* index, std::int64_t B,
@@ -106,9 +107,10 @@ void balance_loss_backward(float* dscores, const double* f, const float* scores,
 
 // router.cu: ops::router_forward / router_backward, one thread per token; n_groups at most
 // kMaxRouterGroups (router_select.h; checked by the ops.h entry points). dscores may be null.
-void router_forward(float* scores, std::int32_t* index, float* gate, const float* logits, const float* bias, std::int64_t N,
-                    int E, int K, int n_groups, int topk_groups, bool sigmoid, bool normalize, float scaling);
-void router_backward(float* dlogits, const float* dgate, const float* scores, const std::int32_t* index, const float* dscores,
-                     std::int64_t N, int E, int K, bool sigmoid, bool normalize, float scaling);
+void router_forward(float* scores, std::int32_t* index, float* gate, const float* logits, const float* bias,
+                    std::int64_t N, int E, int K, int n_groups, int topk_groups, bool sigmoid, bool normalize,
+                    float scaling);
+void router_backward(float* dlogits, const float* dgate, const float* scores, const std::int32_t* index,
+                     const float* dscores, std::int64_t N, int E, int K, bool sigmoid, bool normalize, float scaling);
 
 }  // namespace moe::cuda

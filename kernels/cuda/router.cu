@@ -7,9 +7,9 @@ namespace moe::cuda {
 namespace {
 constexpr int kThreads = 128;
 
-__global__ void router_forward_kernel(float* scores, std::int32_t* index, float* gate, const float* logits, const float* bias,
-                                      std::int64_t N, int E, int K, int n_groups, int topk_groups, bool sigmoid,
-                                      bool normalize, float scaling) {
+__global__ void router_forward_kernel(float* scores, std::int32_t* index, float* gate, const float* logits,
+                                      const float* bias, std::int64_t N, int E, int K, int n_groups, int topk_groups,
+                                      bool sigmoid, bool normalize, float scaling) {
   const std::int64_t n = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (n >= N) return;
   const float* l = logits + n * E;
@@ -30,9 +30,9 @@ __global__ void router_forward_kernel(float* scores, std::int32_t* index, float*
   for (int i = 0; i < K; ++i) gate[n * K + i] = s[idx[i]] * norm;
 }
 
-__global__ void router_backward_kernel(float* dlogits, const float* dgate, const float* scores, const std::int32_t* index,
-                                       const float* dscores, std::int64_t N, int E, int K, bool sigmoid, bool normalize,
-                                       float scaling) {
+__global__ void router_backward_kernel(float* dlogits, const float* dgate, const float* scores,
+                                       const std::int32_t* index, const float* dscores, std::int64_t N, int E, int K,
+                                       bool sigmoid, bool normalize, float scaling) {
   const std::int64_t n = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (n >= N) return;
   const float* s = scores + n * E;
@@ -61,19 +61,20 @@ __global__ void router_backward_kernel(float* dlogits, const float* dgate, const
 unsigned blocks_for(std::int64_t n) { return static_cast<unsigned>((n + kThreads - 1) / kThreads); }
 }  // namespace
 
-void router_forward(float* scores, std::int32_t* index, float* gate, const float* logits, const float* bias, std::int64_t N,
-                    int E, int K, int n_groups, int topk_groups, bool sigmoid, bool normalize, float scaling) {
+void router_forward(float* scores, std::int32_t* index, float* gate, const float* logits, const float* bias,
+                    std::int64_t N, int E, int K, int n_groups, int topk_groups, bool sigmoid, bool normalize,
+                    float scaling) {
   if (N == 0) return;
-  router_forward_kernel<<<blocks_for(N), kThreads>>>(scores, index, gate, logits, bias, N, E, K, n_groups, topk_groups, sigmoid,
-                                                     normalize, scaling);
+  router_forward_kernel<<<blocks_for(N), kThreads>>>(scores, index, gate, logits, bias, N, E, K, n_groups, topk_groups,
+                                                     sigmoid, normalize, scaling);
   launched();
 }
 
-void router_backward(float* dlogits, const float* dgate, const float* scores, const std::int32_t* index, const float* dscores,
-                     std::int64_t N, int E, int K, bool sigmoid, bool normalize, float scaling) {
+void router_backward(float* dlogits, const float* dgate, const float* scores, const std::int32_t* index,
+                     const float* dscores, std::int64_t N, int E, int K, bool sigmoid, bool normalize, float scaling) {
   if (N == 0) return;
-  router_backward_kernel<<<blocks_for(N), kThreads>>>(dlogits, dgate, scores, index, dscores, N, E, K, sigmoid, normalize,
-                                                      scaling);
+  router_backward_kernel<<<blocks_for(N), kThreads>>>(dlogits, dgate, scores, index, dscores, N, E, K, sigmoid,
+                                                      normalize, scaling);
   launched();
 }
 

@@ -16,8 +16,8 @@ namespace moe::cuda {
 
 inline constexpr int kMaxRouterGroups = 64;  // the allowed groups are one 64-bit mask
 
-MOE_HOST_DEVICE inline void router_select(std::int32_t* idx, const float* s, const float* bias, int E, int K, int n_groups,
-                                          int topk_groups) {
+MOE_HOST_DEVICE inline void router_select(std::int32_t* idx, const float* s, const float* bias, int E, int K,
+                                          int n_groups, int topk_groups) {
   const auto c = [&](int e) { return s[e] + bias[e]; };
   const int gs = E / n_groups;
   unsigned long long allowed = ~0ull;

@@ -134,7 +134,8 @@ __global__ void balance_backward_kernel(float* dscores, const double* f, const f
   const float* s = scores + n * E;
   double S = 0, dot = 0;
   for (std::int64_t e = 0; e < E; ++e) S = __dadd_rn(S, double(s[e]));
-  for (std::int64_t e = 0; e < E; ++e) dot = __dadd_rn(dot, __dmul_rn(__dmul_rn(coef, fb[e]) / double(T), double(s[e])) / S);
+  for (std::int64_t e = 0; e < E; ++e)
+    dot = __dadd_rn(dot, __dmul_rn(__dmul_rn(coef, fb[e]) / double(T), double(s[e])) / S);
   for (std::int64_t e = 0; e < E; ++e)
     dscores[n * E + e] = static_cast<float>(__dmul_rn(scale, __dsub_rn(__dmul_rn(coef, fb[e]) / double(T), dot)) / S);
 }
@@ -162,8 +163,8 @@ void route_pairs(std::int32_t* pairs, std::int32_t* fan_out, const std::int32_t*
   launched();
 }
 
-void counting_sort(std::int32_t* dest, std::int32_t* counts, const std::int32_t* keys, std::int64_t n, std::int64_t bins,
-                   std::int64_t divisor) {
+void counting_sort(std::int32_t* dest, std::int32_t* counts, const std::int32_t* keys, std::int64_t n,
+                   std::int64_t bins, std::int64_t divisor) {
   Scratch<std::int32_t> own(counts ? 0 : bins), starts(bins);
   std::int32_t* c = counts ? counts : own.p;
   rank_in_bin_kernel<<<static_cast<unsigned>(bins), kThreads>>>(dest, c, keys, n, divisor);
@@ -175,7 +176,8 @@ void counting_sort(std::int32_t* dest, std::int32_t* counts, const std::int32_t*
   launched();
 }
 
-void invert_positions(std::int32_t* src, const std::int32_t* dest, std::int64_t n, std::int64_t M, std::int64_t divisor) {
+void invert_positions(std::int32_t* src, const std::int32_t* dest, std::int64_t n, std::int64_t M,
+                      std::int64_t divisor) {
   MOE_CUDA_CHECK(cudaMemsetAsync(src, 0xff, static_cast<std::size_t>(M) * sizeof(std::int32_t), 0));  // -1
   if (n == 0) return;
   invert_kernel<<<blocks_for(n), kThreads>>>(src, dest, n, divisor);

@@ -20,8 +20,8 @@ __global__ void gather_rows_kernel(char* out, const char* in, const std::int32_t
   for (std::size_t i = threadIdx.x; i < bytes; i += blockDim.x) d[i] = s[i];
 }
 
-__global__ void combine_rows_kernel(float* out, const float* in, const std::int32_t* slots, const float* w, std::int64_t W,
-                                    std::int64_t C, bool accumulate) {
+__global__ void combine_rows_kernel(float* out, const float* in, const std::int32_t* slots, const float* w,
+                                    std::int64_t W, std::int64_t C, bool accumulate) {
   const std::int64_t m = blockIdx.x;
   for (std::int64_t c = threadIdx.x; c < C; c += blockDim.x) {
     bool first = !accumulate;
@@ -37,8 +37,8 @@ __global__ void combine_rows_kernel(float* out, const float* in, const std::int3
   }
 }
 
-__global__ void row_dot_kernel(float* out, const float* a, const std::int32_t* ar, const float* b, const std::int32_t* br,
-                               std::int64_t C) {
+__global__ void row_dot_kernel(float* out, const float* a, const std::int32_t* ar, const float* b,
+                               const std::int32_t* br, std::int64_t C) {
   const std::int64_t j = blockIdx.x;
   const float *x = a + ar[j] * C, *y = b + (br ? br[j] : j) * C;
   double s = 0;
@@ -57,7 +57,7 @@ __global__ void row_dot_kernel(float* out, const float* a, const std::int32_t* a
 void gather_rows(void* out, const void* in, const std::int32_t* src, std::int64_t R, std::size_t row_bytes) {
   if (R == 0 || row_bytes == 0) return;
   gather_rows_kernel<<<static_cast<unsigned>(R), kThreads>>>(static_cast<char*>(out), static_cast<const char*>(in), src,
-                                                            row_bytes);
+                                                             row_bytes);
   launched();
 }
 

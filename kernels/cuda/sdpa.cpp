@@ -23,10 +23,10 @@ namespace moe::cuda {
 namespace {
 namespace fe = cudnn_frontend;
 
-#define MOE_FE_CHECK(expr)                                                                                        \
-  do {                                                                                                            \
-    auto moe_st_ = (expr);                                                                                        \
-    if (!moe_st_.is_good())                                                                                       \
+#define MOE_FE_CHECK(expr)                                                                                             \
+  do {                                                                                                                 \
+    auto moe_st_ = (expr);                                                                                             \
+    if (!moe_st_.is_good())                                                                                            \
       throw ::moe::DeviceError(fmt::format("{}:{}: {} failed: {}", __FILE__, __LINE__, #expr, moe_st_.get_message())); \
   } while (0)
 
@@ -47,7 +47,8 @@ Scratch<std::uint16_t> bf16_of(const float* x, std::int64_t n) {
   return b;
 }
 
-using Key = std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, bool>;  // B,T,H,Hkv,D,backward
+using Key =
+    std::tuple<std::int64_t, std::int64_t, std::int64_t, std::int64_t, std::int64_t, bool>;  // B,T,H,Hkv,D,backward
 
 std::shared_ptr<fe::graph::Graph> graph_for(const Key& key) {
   static std::map<Key, std::shared_ptr<fe::graph::Graph>> cache;
@@ -60,7 +61,8 @@ std::shared_ptr<fe::graph::Graph> graph_for(const Key& key) {
   const auto dims = [&](std::int64_t heads) { return std::vector<std::int64_t>{B, heads, T, D}; };
   const auto strides = [&](std::int64_t heads) { return std::vector<std::int64_t>{T * heads * D, D, heads * D, 1}; };
   const auto input = [&](const char* name, Uid uid, std::int64_t heads) {
-    return g->tensor(fe::graph::Tensor_attributes().set_name(name).set_uid(uid).set_dim(dims(heads)).set_stride(strides(heads)));
+    return g->tensor(
+        fe::graph::Tensor_attributes().set_name(name).set_uid(uid).set_dim(dims(heads)).set_stride(strides(heads)));
   };
   const auto output = [&](const std::shared_ptr<fe::graph::Tensor_attributes>& t, Uid uid, std::int64_t heads) {
     t->set_output(true).set_uid(uid).set_dim(dims(heads)).set_stride(strides(heads));
@@ -69,10 +71,16 @@ std::shared_ptr<fe::graph::Graph> graph_for(const Key& key) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const auto Q = input("Q", kQ, H), K = input("K", kK, Hkv), V = input("V", kV, Hkv);
   if (!backward) {
-    const auto opts = fe::graph::SDPA_attributes().set_name("sdpa").set_generate_stats(true).set_causal_mask(true).set_attn_scale(scale);
+    const auto opts =
+        fe::graph::SDPA_attributes().set_name("sdpa").set_generate_stats(true).set_causal_mask(true).set_attn_scale(
+            scale);
     auto [O, stats] = g->sdpa(Q, K, V, opts);
     output(O, kO, H);
-    stats->set_output(true).set_uid(kStats).set_data_type(fe::DataType_t::FLOAT).set_dim(stats_dims).set_stride(stats_strides);
+    stats->set_output(true)
+        .set_uid(kStats)
+        .set_data_type(fe::DataType_t::FLOAT)
+        .set_dim(stats_dims)
+        .set_stride(stats_strides);
   } else {
     const auto O = input("O", kO, H), dO = input("dO", kDO, H);
     const auto stats = g->tensor(fe::graph::Tensor_attributes()
@@ -81,7 +89,8 @@ std::shared_ptr<fe::graph::Graph> graph_for(const Key& key) {
                                      .set_dim(stats_dims)
                                      .set_stride(stats_strides)
                                      .set_data_type(fe::DataType_t::FLOAT));
-    const auto opts = fe::graph::SDPA_backward_attributes().set_name("sdpa_backward").set_causal_mask(true).set_attn_scale(scale);
+    const auto opts =
+        fe::graph::SDPA_backward_attributes().set_name("sdpa_backward").set_causal_mask(true).set_attn_scale(scale);
     auto [dQ, dK, dV] = g->sdpa_backward(Q, K, V, O, dO, stats, opts);
     output(dQ, kDQ, H);
     output(dK, kDK, Hkv);
@@ -104,8 +113,8 @@ void run(const fe::graph::Graph& g, std::unordered_map<std::int64_t, void*>& pac
 }
 }  // namespace
 
-void sdpa_forward(float* out, float* lse, const float* q, const float* k, const float* v, std::int64_t B, std::int64_t T,
-                  std::int64_t H, std::int64_t Hkv, std::int64_t D) {
+void sdpa_forward(float* out, float* lse, const float* q, const float* k, const float* v, std::int64_t B,
+                  std::int64_t T, std::int64_t H, std::int64_t Hkv, std::int64_t D) {
   const auto g = graph_for({B, T, H, Hkv, D, false});
   const std::int64_t nq = B * T * H * D, nk = B * T * Hkv * D;
   auto qb = bf16_of(q, nq), kb = bf16_of(k, nk), vb = bf16_of(v, nk);
@@ -123,8 +132,9 @@ void sdpa_backward(float* dq, float* dk, float* dv, const float* dout, const flo
   // out came from BF16 (forward widened it), so rounding it again gives forward's O exactly.
   auto qb = bf16_of(q, nq), kb = bf16_of(k, nk), vb = bf16_of(v, nk), ob = bf16_of(out, nq), dob = bf16_of(dout, nq);
   Scratch<std::uint16_t> dqb(nq), dkb(nk), dvb(nk);
-  std::unordered_map<std::int64_t, void*> pack{{kQ, qb.p},   {kK, kb.p},   {kV, vb.p},   {kO, ob.p},  {kDO, dob.p},
-                                              {kStats, const_cast<float*>(lse)}, {kDQ, dqb.p}, {kDK, dkb.p}, {kDV, dvb.p}};
+  std::unordered_map<std::int64_t, void*> pack{{kQ, qb.p},   {kK, kb.p},   {kV, vb.p},
+                                               {kO, ob.p},   {kDO, dob.p}, {kStats, const_cast<float*>(lse)},
+                                               {kDQ, dqb.p}, {kDK, dkb.p}, {kDV, dvb.p}};
   run(*g, pack);
   convert_bf16(dq, dqb.p, nq, false);
   convert_bf16(dk, dkb.p, nk, false);

@@ -37,18 +37,32 @@ struct Fixture {
       fs::remove_all(dir);
       fs::create_directories(dir);
       testing::write_corpus(dir + "/corpus.txt", 300);
-      data::prepare({.corpus = dir + "/corpus.txt", .out_dir = dir + "/data", .vocab_size = 300, .val_fraction = 0.1, .seed = 3});
+      data::prepare(
+          {.corpus = dir + "/corpus.txt", .out_dir = dir + "/data", .vocab_size = 300, .val_fraction = 0.1, .seed = 3});
     }
     world.barrier();
   }
   // A micro MoE; global batch 8 sequences = dp x grad_accum x 2.
   Config config(int dp, std::vector<std::string> extra) const {
-    std::vector<std::string> kv = {
-        "data.dir=" + dir + "/data", "train.log_every=1000", "train.eval_batches=1", "train.warmup_steps=2",
-        "model.vocab_size=300", "model.seq_len=8", "model.d_model=16", "model.n_heads=2", "model.n_kv_heads=1",
-        "model.ffn_hidden=24", "model.expert_hidden=8", "model.routed_experts=8", "model.top_k=2",
-        "model.n_layers=3", "model.dense_layers=1", "model.aux_loss_coef=0.01", "model.bias_update_rate=0.01",
-        "train.micro_batch=2", "train.grad_accum=" + std::to_string(8 / (2 * dp))};
+    std::vector<std::string> kv = {"data.dir=" + dir + "/data",
+                                   "train.log_every=1000",
+                                   "train.eval_batches=1",
+                                   "train.warmup_steps=2",
+                                   "model.vocab_size=300",
+                                   "model.seq_len=8",
+                                   "model.d_model=16",
+                                   "model.n_heads=2",
+                                   "model.n_kv_heads=1",
+                                   "model.ffn_hidden=24",
+                                   "model.expert_hidden=8",
+                                   "model.routed_experts=8",
+                                   "model.top_k=2",
+                                   "model.n_layers=3",
+                                   "model.dense_layers=1",
+                                   "model.aux_loss_coef=0.01",
+                                   "model.bias_update_rate=0.01",
+                                   "train.micro_batch=2",
+                                   "train.grad_accum=" + std::to_string(8 / (2 * dp))};
     kv.insert(kv.end(), extra.begin(), extra.end());
     return parse_config("", "test", kv);
   }
@@ -57,7 +71,9 @@ struct Fixture {
 // A communicator of the first n world ranks (the others get MPI_COMM_NULL and sit out).
 struct SubWorld {
   MPI_Comm comm = MPI_COMM_NULL;
-  SubWorld(MpiCommunicator& world, int n) { MPI_Comm_split(world.comm(), world.rank() < n ? 0 : MPI_UNDEFINED, world.rank(), &comm); }
+  SubWorld(MpiCommunicator& world, int n) {
+    MPI_Comm_split(world.comm(), world.rank() < n ? 0 : MPI_UNDEFINED, world.rank(), &comm);
+  }
   ~SubWorld() {
     if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
   }
@@ -84,9 +100,12 @@ TEST_CASE("checkpoint: 10 steps, save, resume, 10 more is bitwise the 20-step ru
   Fixture f;
   const int P = f.world.size();
   // At 4 ranks the multi-rank layout with experts and a sharded optimizer.
-  const std::vector<std::string> layout = P == 4 ? std::vector<std::string>{"parallel.ep=2", "parallel.zero=1"}
-                                                 : std::vector<std::string>{};
-  auto with = [&](std::vector<std::string> kv) { kv.insert(kv.end(), layout.begin(), layout.end()); return kv; };
+  const std::vector<std::string> layout =
+      P == 4 ? std::vector<std::string>{"parallel.ep=2", "parallel.zero=1"} : std::vector<std::string>{};
+  auto with = [&](std::vector<std::string> kv) {
+    kv.insert(kv.end(), layout.begin(), layout.end());
+    return kv;
+  };
   const std::string dir = f.dir + "/bitwise";
   TrainResult straight, resumed;
   const Weights a = run(f.config(P, with({"train.steps=20"})), f.world, &straight);
@@ -120,13 +139,16 @@ TEST_CASE("checkpoint: saved under one layout, resumed under another", "[mpi][ch
   const int P = f.world.size();
   if (P == 1) return;  // needs two layouts
   // np 2: dp2 -> ep2 folded in dp2. np 4: dp4 with zero 1 -> dp2 (two of the four ranks).
-  const std::vector<std::string> save_layout = P == 4 ? std::vector<std::string>{"parallel.zero=1"}
-                                                      : std::vector<std::string>{};
+  const std::vector<std::string> save_layout =
+      P == 4 ? std::vector<std::string>{"parallel.zero=1"} : std::vector<std::string>{};
   const int resume_ranks = P == 4 ? 2 : 2;
-  const std::vector<std::string> resume_layout = P == 4 ? std::vector<std::string>{}
-                                                        : std::vector<std::string>{"parallel.ep=2"};
+  const std::vector<std::string> resume_layout =
+      P == 4 ? std::vector<std::string>{} : std::vector<std::string>{"parallel.ep=2"};
   const std::string dir = f.dir + "/relayout";
-  auto with = [](std::vector<std::string> a, const std::vector<std::string>& b) { a.insert(a.end(), b.begin(), b.end()); return a; };
+  auto with = [](std::vector<std::string> a, const std::vector<std::string>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
   TrainResult straight;
   const Weights a = run(f.config(P, with({"train.steps=6"}, save_layout)), f.world, &straight);
   run(f.config(P, with({"train.steps=6", "train.stop_at=3", "checkpoint.dir=" + dir}, save_layout)), f.world);
@@ -134,7 +156,8 @@ TEST_CASE("checkpoint: saved under one layout, resumed under another", "[mpi][ch
   if (sub.comm != MPI_COMM_NULL) {
     MpiCommunicator comm(sub.comm);
     TrainResult resumed;
-    const Weights b = run(f.config(resume_ranks, with({"train.steps=6", "checkpoint.dir=" + dir}, resume_layout)), comm, &resumed);
+    const Weights b =
+        run(f.config(resume_ranks, with({"train.steps=6", "checkpoint.dir=" + dir}, resume_layout)), comm, &resumed);
     CHECK(resumed.start_step == 3);
     for (std::size_t s = 0; s < 3; ++s) CHECK(resumed.losses[s] == Approx(straight.losses[3 + s]).epsilon(1e-5));
     require_same_names(a, b);
@@ -150,9 +173,12 @@ TEST_CASE("checkpoint: saved under one layout, resumed under another", "[mpi][ch
 // Straight 6 steps under `save` on the first save_ranks ranks (the reference), the first 3
 // there with a checkpoint, the last 3 resumed under `resume` on the first resume_ranks: loss
 // and weights within 1e-5 of the reference.
-void relayout(Fixture& f, const std::string& dir, int save_ranks, const std::vector<std::string>& save, int resume_ranks,
-              const std::vector<std::string>& resume) {
-  auto with = [](std::vector<std::string> a, const std::vector<std::string>& b) { a.insert(a.end(), b.begin(), b.end()); return a; };
+void relayout(Fixture& f, const std::string& dir, int save_ranks, const std::vector<std::string>& save,
+              int resume_ranks, const std::vector<std::string>& resume) {
+  auto with = [](std::vector<std::string> a, const std::vector<std::string>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
   const std::vector<std::string> model = {"model.n_kv_heads=2"};  // tp 2 needs whole kv heads
   TrainResult straight;
   Weights a;
@@ -178,7 +204,8 @@ void relayout(Fixture& f, const std::string& dir, int save_ranks, const std::vec
   if (sub.comm != MPI_COMM_NULL) {
     MpiCommunicator comm(sub.comm);
     const int dp = resume.empty() ? resume_ranks : 1;
-    resumed_weights = run(f.config(dp, with(with({"train.steps=6", "checkpoint.dir=" + dir}, resume), model)), comm, &resumed);
+    resumed_weights =
+        run(f.config(dp, with(with({"train.steps=6", "checkpoint.dir=" + dir}, resume), model)), comm, &resumed);
   }
   std::istringstream in(names);
   for (std::string name; std::getline(in, name);) {
@@ -203,7 +230,8 @@ void relayout(Fixture& f, const std::string& dir, int save_ranks, const std::vec
   f.world.barrier();
 }
 
-TEST_CASE("checkpoint: tensor- and pipeline-parallel checkpoints resume at world size 1, and back", "[mpi][checkpoint]") {
+TEST_CASE("checkpoint: tensor- and pipeline-parallel checkpoints resume at world size 1, and back",
+          "[mpi][checkpoint]") {
   Fixture f;
   const int P = f.world.size();
   if (P == 1) return;
@@ -217,7 +245,8 @@ TEST_CASE("checkpoint: tensor- and pipeline-parallel checkpoints resume at world
   }
 }
 
-TEST_CASE("checkpoint: fine-tuning starts from the checkpoint's weights and keeps frozen tensors", "[mpi][checkpoint]") {
+TEST_CASE("checkpoint: fine-tuning starts from the checkpoint's weights and keeps frozen tensors",
+          "[mpi][checkpoint]") {
   Fixture f;
   const int P = f.world.size();
   const std::string dir = f.dir + "/base", ckpt = dir + "/step_00000008.h5";
@@ -280,7 +309,8 @@ TEST_CASE("checkpoint: a save that runs out of space leaves the previous checkpo
   CHECK(!fs::exists(dir + "/step_00000008.h5.tmp"));  // the stale temporary was cleared
 }
 
-TEST_CASE("checkpoint: every way ranks can split a dataset writes the bytes HDF5's own filter accepts", "[mpi][checkpoint]") {
+TEST_CASE("checkpoint: every way ranks can split a dataset writes the bytes HDF5's own filter accepts",
+          "[mpi][checkpoint]") {
   // Rank 0 creates the file with holes (holes_driver.h), then each chunk is written whole by
   // one rank, pieces exchanged (chunk_writer.h): flat ranges cut inside chunks, a dataset
   // rank 0 holds alone, and a window per rank (a tensor-parallel shard, written by the ranks
@@ -335,7 +365,8 @@ TEST_CASE("checkpoint: every way ranks can split a dataset writes the bytes HDF5
   }
 }
 
-TEST_CASE("checkpoint: slices that leave part of a dataset unwritten fail the save on every rank", "[mpi][checkpoint]") {
+TEST_CASE("checkpoint: slices that leave part of a dataset unwritten fail the save on every rank",
+          "[mpi][checkpoint]") {
   MpiCommunicator world;
   const std::string path = "ckpt_gap_np" + std::to_string(world.size()) + ".h5";
   // 40 rows of 70000: 2 chunks. Rank 0 holds everything but the last element.

@@ -17,7 +17,8 @@ std::uint32_t hdf5_reference(const void* _data, size_t _len) {
     size_t tlen = len > 360 ? 360 : len;
     len -= tlen;
     do {
-      sum1 += static_cast<std::uint32_t>((static_cast<std::uint16_t>(data[0]) << 8) | static_cast<std::uint16_t>(data[1]));
+      sum1 +=
+          static_cast<std::uint32_t>((static_cast<std::uint16_t>(data[0]) << 8) | static_cast<std::uint16_t>(data[1]));
       data += 2;
       sum2 += sum1;
     } while (--tlen);

@@ -61,8 +61,8 @@ TEST_CASE("slices: runs map a slice's memory to its dataset, row range by row ra
   };
   const std::vector<Case> cases = {
       {{10, 6}, {"flat", 7, 45, nullptr, {}, {}}},
-      {{10, 6}, {"columns", 0, 30, nullptr, {10, 3}, {0, 3}}},     // a column-parallel half
-      {{10, 6}, {"rows", 0, 24, nullptr, {4, 6}, {6, 0}}},         // a row-parallel part
+      {{10, 6}, {"columns", 0, 30, nullptr, {10, 3}, {0, 3}}},         // a column-parallel half
+      {{10, 6}, {"rows", 0, 24, nullptr, {4, 6}, {6, 0}}},             // a row-parallel part
       {{10, 6}, {"partial window", 4, 17, nullptr, {10, 2}, {0, 2}}},  // a ZeRO range of a window
       {{4, 3, 5}, {"3-D", 2, 20, nullptr, {2, 3, 4}, {1, 0, 1}}},
   };

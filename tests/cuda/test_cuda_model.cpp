@@ -37,7 +37,8 @@ Step train_step(Transformer& m, const Tensor& tokens, const Tensor& targets, std
 }
 void adamw(Transformer& m) {
   for (Param* p : m.params()) {
-    Tensor mo = Tensor::zeros(p->w.shape(), DType::f32, p->w.device()), v = Tensor::zeros(p->w.shape(), DType::f32, p->w.device());
+    Tensor mo = Tensor::zeros(p->w.shape(), DType::f32, p->w.device()),
+           v = Tensor::zeros(p->w.shape(), DType::f32, p->w.device());
     ops::adamw_step(p->w, mo, v, p->g, {.lr = 1e-3, .weight_decay = p->decay ? 0.1 : 0.0});
   }
 }

@@ -44,8 +44,8 @@ Tensor awkward(Shape shape, std::uint64_t seed) {
   float* d = x.data<float>();
   const std::int64_t n = x.numel();
   d[0] = 1e6f;
-  for (std::int64_t i = 1; i < n && i < 300; ++i) d[i] = 0.f;         // a zero tile (with K <= 299)
-  if (n > 400) d[n - 1] = 1e-40f, d[n - 2] = -3e-39f;                 // denormals
+  for (std::int64_t i = 1; i < n && i < 300; ++i) d[i] = 0.f;  // a zero tile (with K <= 299)
+  if (n > 400) d[n - 1] = 1e-40f, d[n - 2] = -3e-39f;          // denormals
   return x;
 }
 }  // namespace
@@ -61,8 +61,10 @@ TEST_CASE("cuda FP8 quantisation is the CPU's bit for bit", "[gpu][fp8]") {
       ops::quantize_1x128(q, s, x, pow2);
       ops::quantize_128x128(qb, sb, x, pow2);
       const Tensor xd = x.to(Device::cuda);
-      Tensor qd = Tensor::empty({R, K}, DType::e4m3, Device::cuda), sd = Tensor::empty({R, T}, DType::f32, Device::cuda);
-      Tensor qbd = Tensor::empty({R, K}, DType::e4m3, Device::cuda), sbd = Tensor::empty({B, T}, DType::f32, Device::cuda);
+      Tensor qd = Tensor::empty({R, K}, DType::e4m3, Device::cuda),
+             sd = Tensor::empty({R, T}, DType::f32, Device::cuda);
+      Tensor qbd = Tensor::empty({R, K}, DType::e4m3, Device::cuda),
+             sbd = Tensor::empty({B, T}, DType::f32, Device::cuda);
       ops::quantize_1x128(qd, sd, xd, pow2);
       ops::quantize_128x128(qbd, sbd, xd, pow2);
       CHECK(same_bits(qd, q));
@@ -72,12 +74,14 @@ TEST_CASE("cuda FP8 quantisation is the CPU's bit for bit", "[gpu][fp8]") {
     }
 }
 
-TEST_CASE("cuda FP8 scaled GEMM reference and FP8 linear forward and backward are the CPU's bit for bit", "[gpu][fp8]") {
+TEST_CASE("cuda FP8 scaled GEMM reference and FP8 linear forward and backward are the CPU's bit for bit",
+          "[gpu][fp8]") {
   for (const auto& [M, N, K] : {std::array<std::int64_t, 3>{1, 1, 1}, {9, 131, 300}, {64, 256, 512}}) {
     INFO(M << "x" << N << "x" << K);
     const Tensor x = random({M, K}, 5, 2, DType::f32), w = random({N, K}, 6, 0.1, DType::f32);
     const std::int64_t T = (K + 127) / 128;
-    Tensor qx = Tensor::empty({M, K}, DType::e4m3), sx = Tensor::empty({M, T}, DType::f32), y = Tensor::empty({M, N}, DType::f32);
+    Tensor qx = Tensor::empty({M, K}, DType::e4m3), sx = Tensor::empty({M, T}, DType::f32),
+           y = Tensor::empty({M, N}, DType::f32);
     ops::quantize_1x128(qx, sx, x);
     ops::fp8_linear_forward(y, qx, sx, w);
     const Tensor qxd = qx.to(Device::cuda), sxd = sx.to(Device::cuda), wd = w.to(Device::cuda);
@@ -111,11 +115,13 @@ double norm_err(const Tensor& a, const Tensor& b) {
 }
 }  // namespace
 
-TEST_CASE("cuda AdamW, RMSNorm, embedding, RoPE, SwiGLU backward, elementwise helpers and cross-entropy match the CPU", "[gpu][ops]") {
+TEST_CASE("cuda AdamW, RMSNorm, embedding, RoPE, SwiGLU backward, elementwise helpers and cross-entropy match the CPU",
+          "[gpu][ops]") {
   auto gpu = [](const Tensor& t) { return t.to(Device::cuda); };
   const std::int64_t N = 37, C = 300, V = 1000;
   SECTION("adamw: the same f32 formula (FMA contraction aside)") {
-    Tensor p = random({N, C}, 1, 1, DType::f32), m = random({N, C}, 2, 0.1, DType::f32), v = random({N, C}, 3, 0.1, DType::f32);
+    Tensor p = random({N, C}, 1, 1, DType::f32), m = random({N, C}, 2, 0.1, DType::f32),
+           v = random({N, C}, 3, 0.1, DType::f32);
     for (std::int64_t i = 0; i < v.numel(); ++i) v.data<float>()[i] = std::fabs(v.data<float>()[i]);
     const Tensor g = random({N, C}, 4, 1, DType::f32);
     Tensor pd = gpu(p), md = gpu(m), vd = gpu(v);
@@ -127,9 +133,10 @@ TEST_CASE("cuda AdamW, RMSNorm, embedding, RoPE, SwiGLU backward, elementwise he
     CHECK(max_rel_err(vd.to(Device::cpu), v) < 1e-6);
   }
   SECTION("rmsnorm forward and backward") {
-    const Tensor x = random({N, C}, 5, 2, DType::f32), w = random({C}, 6, 1, DType::f32), dy = random({N, C}, 7, 1, DType::f32);
-    Tensor y = Tensor::empty({N, C}, DType::f32), r = Tensor::empty({N}, DType::f32), dx = Tensor::empty({N, C}, DType::f32),
-           dw = Tensor::zeros({C}, DType::f32);
+    const Tensor x = random({N, C}, 5, 2, DType::f32), w = random({C}, 6, 1, DType::f32),
+                 dy = random({N, C}, 7, 1, DType::f32);
+    Tensor y = Tensor::empty({N, C}, DType::f32), r = Tensor::empty({N}, DType::f32),
+           dx = Tensor::empty({N, C}, DType::f32), dw = Tensor::zeros({C}, DType::f32);
     ops::rmsnorm_forward(y, r, x, w, 1e-6);
     ops::rmsnorm_backward(dx, dw, dy, x, w, r);
     Tensor yd = Tensor::empty({N, C}, DType::f32, Device::cuda), rd = Tensor::empty({N}, DType::f32, Device::cuda),
@@ -149,7 +156,8 @@ TEST_CASE("cuda AdamW, RMSNorm, embedding, RoPE, SwiGLU backward, elementwise he
     Tensor out = Tensor::empty({N, C}, DType::f32), dt = Tensor::zeros({V, C}, DType::f32);
     ops::embedding_forward(out, tok, table, true);
     ops::embedding_backward(dt, dout, tok, true);
-    Tensor outd = Tensor::empty({N, C}, DType::f32, Device::cuda), dtd = Tensor::zeros({V, C}, DType::f32, Device::cuda);
+    Tensor outd = Tensor::empty({N, C}, DType::f32, Device::cuda),
+           dtd = Tensor::zeros({V, C}, DType::f32, Device::cuda);
     ops::embedding_forward(outd, gpu(tok), gpu(table), true);
     ops::embedding_backward(dtd, gpu(dout), gpu(tok), true);
     CHECK(same_bits(outd, out));
@@ -168,7 +176,8 @@ TEST_CASE("cuda AdamW, RMSNorm, embedding, RoPE, SwiGLU backward, elementwise he
     CHECK(norm_err(yd, back) < 1e-6);
   }
   SECTION("swiglu backward") {
-    const Tensor g = random({N, C}, 15, 4, DType::f32), u = random({N, C}, 16, 1, DType::f32), dh = random({N, C}, 17, 1, DType::f32);
+    const Tensor g = random({N, C}, 15, 4, DType::f32), u = random({N, C}, 16, 1, DType::f32),
+                 dh = random({N, C}, 17, 1, DType::f32);
     Tensor dg = Tensor::empty({N, C}, DType::f32), du = Tensor::empty({N, C}, DType::f32);
     ops::swiglu_backward(dg, du, dh, g, u);
     Tensor dgd = Tensor::empty({N, C}, DType::f32, Device::cuda), dud = Tensor::empty({N, C}, DType::f32, Device::cuda);
@@ -203,7 +212,8 @@ TEST_CASE("cuda AdamW, RMSNorm, embedding, RoPE, SwiGLU backward, elementwise he
     Tensor loss = Tensor::empty({N}, DType::f32), dlog = Tensor::empty({N, V}, DType::f32);
     ops::cross_entropy_forward(loss, logits, tg);
     ops::cross_entropy_backward(dlog, dl, logits, tg);
-    Tensor lossd = Tensor::empty({N}, DType::f32, Device::cuda), dlogd = Tensor::empty({N, V}, DType::f32, Device::cuda);
+    Tensor lossd = Tensor::empty({N}, DType::f32, Device::cuda),
+           dlogd = Tensor::empty({N, V}, DType::f32, Device::cuda);
     ops::cross_entropy_forward(lossd, gpu(logits), gpu(tg));
     ops::cross_entropy_backward(dlogd, gpu(dl), gpu(logits), gpu(tg));
     CHECK(norm_err(lossd, loss) < 1e-6);
@@ -225,7 +235,8 @@ TEST_CASE("cuda FP32 matmul and grouped matmul (cuBLASLt, no TF32) match OpenBLA
   const std::vector<std::int64_t> offsets = {0, 13, 13, 70};  // an empty group too
   const Tensor x = random({M, K}, 20, 1, DType::f32), w = random({3, N, K}, 21, 0.2, DType::f32),
                dy = random({M, N}, 22, 1, DType::f32), dw0 = random({3, N, K}, 23, 0.1, DType::f32);
-  Tensor y = Tensor::empty({M, N}, DType::f32), dx = Tensor::empty({M, K}, DType::f32), dw = Tensor::empty({3, N, K}, DType::f32);
+  Tensor y = Tensor::empty({M, N}, DType::f32), dx = Tensor::empty({M, K}, DType::f32),
+         dw = Tensor::empty({3, N, K}, DType::f32);
   dw.copy_from(dw0);  // backward accumulates into what is there
   ops::grouped_matmul_forward(y, x, w, offsets);
   ops::grouped_matmul_backward(dx, dw, dy, x, w, offsets);
@@ -252,18 +263,25 @@ TEST_CASE("cuda sm90_fp8_gemm (cuBLASLt block scaling) matches the reference GEM
   // 128x128 call may fall back to the reference kernel (ops::fp8_reference_fallbacks).
   const std::int64_t fallbacks0 = ops::fp8_reference_fallbacks();
   std::int64_t pair_fallbacks = 0;
-  for (const auto& [M, N, K] : {std::array<std::int64_t, 3>{128, 128, 128}, {256, 512, 1024}, {384, 1024, 2048},
-                                {37, 256, 640}, {100, 384, 384}, {16, 128, 1152}, {3, 704, 1024}}) {
+  for (const auto& [M, N, K] : {std::array<std::int64_t, 3>{128, 128, 128},
+                                {256, 512, 1024},
+                                {384, 1024, 2048},
+                                {37, 256, 640},
+                                {100, 384, 384},
+                                {16, 128, 1152},
+                                {3, 704, 1024}}) {
     INFO(M << "x" << N << "x" << K);
     const std::int64_t T = (K + 127) / 128;
     Tensor x = random({M, K}, 7, 2, DType::f32), w = random({N, K}, 8, 0.05, DType::f32);
     for (std::int64_t k = 0; k < K; k += 257) x.data<float>()[k] = 300.f;  // tiles of very different scales
     const Tensor xd = x.to(Device::cuda), wd = w.to(Device::cuda);
     Tensor qx = Tensor::empty({M, K}, DType::e4m3, Device::cuda), sx = Tensor::empty({M, T}, DType::f32, Device::cuda);
-    Tensor qw = Tensor::empty({N, K}, DType::e4m3, Device::cuda), sw = Tensor::empty({(N + 127) / 128, T}, DType::f32, Device::cuda);
+    Tensor qw = Tensor::empty({N, K}, DType::e4m3, Device::cuda),
+           sw = Tensor::empty({(N + 127) / 128, T}, DType::f32, Device::cuda);
     ops::quantize_1x128(qx, sx, xd);
     ops::quantize_128x128(qw, sw, wd);
-    Tensor ref = Tensor::empty({M, N}, DType::f32, Device::cuda), fast = Tensor::empty({M, N}, DType::f32, Device::cuda);
+    Tensor ref = Tensor::empty({M, N}, DType::f32, Device::cuda),
+           fast = Tensor::empty({M, N}, DType::f32, Device::cuda);
     ops::fp8_gemm(ref, qx, sx, qw, sw);
     const std::int64_t before = ops::fp8_reference_fallbacks();
     ops::sm90_fp8_gemm(fast, qx, sx, qw, sw);
@@ -281,14 +299,16 @@ TEST_CASE("cuda sm90_fp8_gemm (cuBLASLt block scaling) matches the reference GEM
     const bool fell_back = ops::fp8_reference_fallbacks() != pair_before;
     pair_fallbacks += fell_back;
     const double er = norm_err(fast, ref);
-    WARN("sm90_fp8_gemm 1x128 x 1x128 " << M << "x" << N << "x" << K << ": " << er << (fell_back ? " (the reference ran)" : ""));
+    WARN("sm90_fp8_gemm 1x128 x 1x128 " << M << "x" << N << "x" << K << ": " << er
+                                        << (fell_back ? " (the reference ran)" : ""));
     CHECK(er < 2e-3);
   }
   WARN("sm90_fp8_gemm reference fallbacks: " << ops::fp8_reference_fallbacks() - fallbacks0 << " (" << pair_fallbacks
                                              << " of them 1x128 x 1x128)");
 }
 
-TEST_CASE("cuda bf16_gemm (cuBLASLt) matches the CPU on the same BF16 operands, in a linear's three forms", "[gpu][gemm]") {
+TEST_CASE("cuda bf16_gemm (cuBLASLt) matches the CPU on the same BF16 operands, in a linear's three forms",
+          "[gpu][gemm]") {
   const std::int64_t M = 256, N = 384, K = 512;
   const auto rounded = [](const Tensor& x, Tensor& bits) {  // (bf16 bits, their exact f32 values)
     bits = Tensor::empty(x.shape(), DType::bf16);
@@ -298,10 +318,12 @@ TEST_CASE("cuda bf16_gemm (cuBLASLt) matches the CPU on the same BF16 operands, 
     return r;
   };
   Tensor xb, wb, dyb;
-  const Tensor xr = rounded(random({M, K}, 9, 1, DType::f32), xb), wr = rounded(random({N, K}, 10, 0.1, DType::f32), wb),
+  const Tensor xr = rounded(random({M, K}, 9, 1, DType::f32), xb),
+               wr = rounded(random({N, K}, 10, 0.1, DType::f32), wb),
                dyr = rounded(random({M, N}, 11, 1, DType::f32), dyb), dw0 = random({N, K}, 12, 1, DType::f32);
   // The CPU on the same BF16 values in FP32: y = x w^T; dx = dy w; dw = dw0 + dy^T x.
-  Tensor y = Tensor::empty({M, N}, DType::f32), dx = Tensor::empty({M, K}, DType::f32), dw = Tensor::empty({N, K}, DType::f32);
+  Tensor y = Tensor::empty({M, N}, DType::f32), dx = Tensor::empty({M, K}, DType::f32),
+         dw = Tensor::empty({N, K}, DType::f32);
   dw.copy_from(dw0);
   ops::matmul_forward(y, xr, wr);
   ops::matmul_backward(dx, dw, dyr, xr, wr);
@@ -318,12 +340,14 @@ TEST_CASE("cuda bf16_gemm (cuBLASLt) matches the CPU on the same BF16 operands, 
 
 TEST_CASE("cuda gather_rows, combine_rows and row_dot are the CPU's (sums bit for bit)", "[gpu][rows]") {
   const std::int64_t N = 300, C = 515, M = 200, W = 4;
-  const Tensor in = random({N, C}, 21, 2, DType::f32), w = random({M, W}, 22, 1, DType::f32), base = random({M, C}, 23, 1, DType::f32);
+  const Tensor in = random({N, C}, 21, 2, DType::f32), w = random({M, W}, 22, 1, DType::f32),
+               base = random({M, C}, 23, 1, DType::f32);
   Tensor q = Tensor::empty({N, C}, DType::e4m3), s = Tensor::empty({N, 5}, DType::f32);
   ops::quantize_1x128(q, s, in);
   std::vector<std::int32_t> slots;
   for (std::int32_t j = 0; j < M * W; ++j) slots.push_back(j % 3 == 1 ? -1 : (j * 7 + j / 5) % std::int32_t(N));
-  const Tensor slot = ints(slots, {M, W}), rows = ints(std::vector<std::int32_t>(slots.begin(), slots.begin() + M), {M});
+  const Tensor slot = ints(slots, {M, W}),
+               rows = ints(std::vector<std::int32_t>(slots.begin(), slots.begin() + M), {M});
   const Tensor slot_d = slot.to(Device::cuda), rows_d = rows.to(Device::cuda);
   for (const Tensor* t : std::initializer_list<const Tensor*>{&in, &q}) {
     Tensor ref = Tensor::empty({M, C}, t->dtype()), got = Tensor::empty({M, C}, t->dtype(), Device::cuda);
@@ -357,23 +381,27 @@ TEST_CASE("cuda dispatch-plan ops and the balance loss are the CPU's bit for bit
   const std::int64_t N = 4096, K = 8, E = 64, P = 8, El = E / P, T = 1024;
   std::vector<std::int32_t> choice(static_cast<std::size_t>(N * K));
   for (std::int64_t n = 0; n < N; ++n)
-    for (std::int64_t k = 0; k < K; ++k) choice[std::size_t(n * K + k)] = static_cast<std::int32_t>((n * 13 + k * (7 + n % 5)) % E);
+    for (std::int64_t k = 0; k < K; ++k)
+      choice[std::size_t(n * K + k)] = static_cast<std::int32_t>((n * 13 + k * (7 + n % 5)) % E);
   const Tensor index = ints(choice, {N, K}), index_d = index.to(Device::cuda);
   auto both = [](const Tensor& cpu, const Tensor& gpu) { return same_bits(gpu, cpu); };
   Tensor kept = Tensor::empty({N, K}, DType::i32), counts = Tensor::empty({2, E}, DType::i32);
-  Tensor kept_d = Tensor::empty({N, K}, DType::i32, Device::cuda), counts_d = Tensor::empty({2, E}, DType::i32, Device::cuda);
+  Tensor kept_d = Tensor::empty({N, K}, DType::i32, Device::cuda),
+         counts_d = Tensor::empty({2, E}, DType::i32, Device::cuda);
   ops::route_capacity(kept, counts, index, 563, 100, 3000);
   ops::route_capacity(kept_d, counts_d, index_d, 563, 100, 3000);
   CHECK(both(kept, kept_d));
   CHECK(both(counts, counts_d));
   Tensor pairs = Tensor::empty({N, P}, DType::i32), fan = Tensor::empty({1}, DType::i32);
-  Tensor pairs_d = Tensor::empty({N, P}, DType::i32, Device::cuda), fan_d = Tensor::empty({1}, DType::i32, Device::cuda);
+  Tensor pairs_d = Tensor::empty({N, P}, DType::i32, Device::cuda),
+         fan_d = Tensor::empty({1}, DType::i32, Device::cuda);
   ops::route_pairs(pairs, fan, kept, El);
   ops::route_pairs(pairs_d, fan_d, kept_d, El);
   CHECK(both(pairs, pairs_d));
   CHECK(both(fan, fan_d));
   Tensor rows = Tensor::empty({N * P}, DType::i32), send = Tensor::empty({P}, DType::i32);
-  Tensor rows_d = Tensor::empty({N * P}, DType::i32, Device::cuda), send_d = Tensor::empty({P}, DType::i32, Device::cuda);
+  Tensor rows_d = Tensor::empty({N * P}, DType::i32, Device::cuda),
+         send_d = Tensor::empty({P}, DType::i32, Device::cuda);
   ops::counting_sort(rows, send, pairs.view({N * P}), P);
   ops::counting_sort(rows_d, send_d, pairs_d.view({N * P}), P);
   CHECK(both(rows, rows_d));
@@ -385,7 +413,8 @@ TEST_CASE("cuda dispatch-plan ops and the balance loss are the CPU's bit for bit
   ops::invert_positions(token_d, rows_d, P);
   CHECK(both(token, token_d));
   Tensor ex = Tensor::empty({S, K}, DType::i32), as = Tensor::empty({S * K}, DType::i32);
-  Tensor ex_d = Tensor::empty({S, K}, DType::i32, Device::cuda), as_d = Tensor::empty({S * K}, DType::i32, Device::cuda);
+  Tensor ex_d = Tensor::empty({S, K}, DType::i32, Device::cuda),
+         as_d = Tensor::empty({S * K}, DType::i32, Device::cuda);
   ops::dispatch_slots(ex, as, kept, rows.view({N, P}), El);
   ops::dispatch_slots(ex_d, as_d, kept_d, rows_d.view({N, P}), El);
   CHECK(both(ex, ex_d));
@@ -406,16 +435,26 @@ TEST_CASE("cuda dispatch-plan ops and the balance loss are the CPU's bit for bit
   CHECK(both(ds, ds_d));
 }
 
-TEST_CASE("cuda router matches the CPU: same experts (but for near-ties), gates and gradients within 1e-5", "[gpu][router]") {
+TEST_CASE("cuda router matches the CPU: same experts (but for near-ties), gates and gradients within 1e-5",
+          "[gpu][router]") {
   const std::int64_t N = 1000;
-  for (const auto& spec : {ops::RouterSpec{.kind = ops::RouterKind::sigmoid, .top_k = 8, .n_groups = 8, .topk_groups = 4,
-                                           .normalize = true, .scaling = 2.5},
-                           ops::RouterSpec{.kind = ops::RouterKind::softmax, .top_k = 2, .n_groups = 1, .topk_groups = 1,
-                                           .normalize = false, .scaling = 1.0}}) {
+  for (const auto& spec : {ops::RouterSpec{.kind = ops::RouterKind::sigmoid,
+                          .top_k = 8,
+                          .n_groups = 8,
+                          .topk_groups = 4,
+                          .normalize = true,
+                          .scaling = 2.5},
+                           ops::RouterSpec{.kind = ops::RouterKind::softmax,
+                           .top_k = 2,
+                           .n_groups = 1,
+                           .topk_groups = 1,
+                           .normalize = false,
+                           .scaling = 1.0}}) {
     const std::int64_t E = spec.kind == ops::RouterKind::sigmoid ? 64 : 16, K = spec.top_k;
     INFO("E " << E << " K " << K);
     const Tensor logits = random({N, E}, 31, 3, DType::f32), bias = random({E}, 32, 0.05, DType::f32);
-    Tensor s = Tensor::empty({N, E}, DType::f32), idx = Tensor::empty({N, K}, DType::i32), g = Tensor::empty({N, K}, DType::f32);
+    Tensor s = Tensor::empty({N, E}, DType::f32), idx = Tensor::empty({N, K}, DType::i32),
+           g = Tensor::empty({N, K}, DType::f32);
     ops::router_forward(s, idx, g, logits, bias, spec);
     Tensor sd = Tensor::empty({N, E}, DType::f32, Device::cuda), idxd = Tensor::empty({N, K}, DType::i32, Device::cuda),
            gd = Tensor::empty({N, K}, DType::f32, Device::cuda);
@@ -438,22 +477,27 @@ TEST_CASE("cuda router matches the CPU: same experts (but for near-ties), gates 
     const Tensor dgate = random({N, K}, 33, 1, DType::f32), dscores = random({N, E}, 34, 0.1, DType::f32);
     Tensor dl = Tensor::empty({N, E}, DType::f32), dld = Tensor::empty({N, E}, DType::f32, Device::cuda);
     ops::router_backward(dl, dgate, s, idx, spec, dscores);
-    ops::router_backward(dld, dgate.to(Device::cuda), s.to(Device::cuda), idx.to(Device::cuda), spec, dscores.to(Device::cuda));
+    ops::router_backward(dld, dgate.to(Device::cuda), s.to(Device::cuda), idx.to(Device::cuda), spec,
+                         dscores.to(Device::cuda));
     CHECK(max_rel_err(dld.to(Device::cpu), dl) < 1e-5);
   }
 }
 
-TEST_CASE("cuda attention (cuBLASLt GEMMs and a masked-softmax kernel) matches the CPU forward and backward", "[gpu][attention]") {
+TEST_CASE("cuda attention (cuBLASLt GEMMs and a masked-softmax kernel) matches the CPU forward and backward",
+          "[gpu][attention]") {
   const std::int64_t B = 2, T = 67, H = 4, Hkv = 2, D = 32;
   const Tensor q = random({B, T, H, D}, 41, 1, DType::f32), k = random({B, T, Hkv, D}, 42, 1, DType::f32),
                v = random({B, T, Hkv, D}, 43, 1, DType::f32), dout = random({B, T, H, D}, 44, 1, DType::f32);
   Tensor out = Tensor::empty(q.shape(), DType::f32), probs = Tensor::empty({B, H, T, T}, DType::f32);
-  Tensor dq = Tensor::empty(q.shape(), DType::f32), dk = Tensor::empty(k.shape(), DType::f32), dv = Tensor::empty(v.shape(), DType::f32);
+  Tensor dq = Tensor::empty(q.shape(), DType::f32), dk = Tensor::empty(k.shape(), DType::f32),
+         dv = Tensor::empty(v.shape(), DType::f32);
   ops::attention_forward(out, probs, q, k, v);
   ops::attention_backward(dq, dk, dv, dout, q, k, v, probs);
   const Tensor qd = q.to(Device::cuda), kd = k.to(Device::cuda), vd = v.to(Device::cuda), dod = dout.to(Device::cuda);
-  Tensor outd = Tensor::empty(q.shape(), DType::f32, Device::cuda), probsd = Tensor::empty({B, H, T, T}, DType::f32, Device::cuda);
-  Tensor dqd = Tensor::empty(q.shape(), DType::f32, Device::cuda), dkd = Tensor::empty(k.shape(), DType::f32, Device::cuda),
+  Tensor outd = Tensor::empty(q.shape(), DType::f32, Device::cuda),
+         probsd = Tensor::empty({B, H, T, T}, DType::f32, Device::cuda);
+  Tensor dqd = Tensor::empty(q.shape(), DType::f32, Device::cuda),
+         dkd = Tensor::empty(k.shape(), DType::f32, Device::cuda),
          dvd = Tensor::empty(v.shape(), DType::f32, Device::cuda);
   ops::attention_forward(outd, probsd, qd, kd, vd);
   ops::attention_backward(dqd, dkd, dvd, dod, qd, kd, vd, probsd);
@@ -474,17 +518,23 @@ TEST_CASE("cuda fused attention (cuDNN SDPA, BF16) matches the CPU within BF16 r
   const Tensor q = random({B, T, H, D}, 51, 1, DType::f32), k = random({B, T, Hkv, D}, 52, 1, DType::f32),
                v = random({B, T, Hkv, D}, 53, 1, DType::f32), dout = random({B, T, H, D}, 54, 1, DType::f32);
   Tensor out = Tensor::empty(q.shape(), DType::f32), lse = Tensor::empty({B, H, T}, DType::f32);
-  Tensor dq = Tensor::empty(q.shape(), DType::f32), dk = Tensor::empty(k.shape(), DType::f32), dv = Tensor::empty(v.shape(), DType::f32);
+  Tensor dq = Tensor::empty(q.shape(), DType::f32), dk = Tensor::empty(k.shape(), DType::f32),
+         dv = Tensor::empty(v.shape(), DType::f32);
   ops::attention_lse_forward(out, lse, q, k, v);
   ops::attention_lse_backward(dq, dk, dv, dout, q, k, v, out, lse);
   const Tensor qd = q.to(Device::cuda), kd = k.to(Device::cuda), vd = v.to(Device::cuda), dod = dout.to(Device::cuda);
-  Tensor outd = Tensor::empty(q.shape(), DType::f32, Device::cuda), lsed = Tensor::empty({B, H, T}, DType::f32, Device::cuda);
-  Tensor dqd = Tensor::empty(q.shape(), DType::f32, Device::cuda), dkd = Tensor::empty(k.shape(), DType::f32, Device::cuda),
+  Tensor outd = Tensor::empty(q.shape(), DType::f32, Device::cuda),
+         lsed = Tensor::empty({B, H, T}, DType::f32, Device::cuda);
+  Tensor dqd = Tensor::empty(q.shape(), DType::f32, Device::cuda),
+         dkd = Tensor::empty(k.shape(), DType::f32, Device::cuda),
          dvd = Tensor::empty(v.shape(), DType::f32, Device::cuda);
   ops::attention_lse_forward(outd, lsed, qd, kd, vd);
   ops::attention_lse_backward(dqd, dkd, dvd, dod, qd, kd, vd, outd, lsed);
-  for (const auto& [name, got, want, tol] : {std::tuple{"out", &outd, &out, 1e-2}, {"lse", &lsed, &lse, 1e-3},
-                                             {"dq", &dqd, &dq, 2e-2}, {"dk", &dkd, &dk, 2e-2}, {"dv", &dvd, &dv, 2e-2}}) {
+  for (const auto& [name, got, want, tol] : {std::tuple{"out", &outd, &out, 1e-2},
+                                             {"lse", &lsed, &lse, 1e-3},
+                                             {"dq", &dqd, &dq, 2e-2},
+                                             {"dk", &dkd, &dk, 2e-2},
+                                             {"dv", &dvd, &dv, 2e-2}}) {
     const double e = norm_err(*got, *want);
     WARN("cuDNN SDPA " << name << ": " << e << " of the CPU's norm");
     CHECK(e < tol);

@@ -58,7 +58,8 @@ TEST_CASE("nccl: all-to-all-v moves bf16 rows to self, empty sends allowed", "[g
   c.all_to_all_v(out, rows, dev(in), rows);
   const Tensor back = host(out);
   for (std::int64_t i = 0; i < in.numel(); ++i) CHECK(back.data<bf16>()[i].bits == p[i].bits);
-  Tensor none = Tensor::empty({0, 8}, DType::bf16, Device::cuda), none2 = Tensor::empty({0, 8}, DType::bf16, Device::cuda);
+  Tensor none = Tensor::empty({0, 8}, DType::bf16, Device::cuda),
+         none2 = Tensor::empty({0, 8}, DType::bf16, Device::cuda);
   const std::vector<std::int64_t> zero = {0};
   c.all_to_all_v(none2, zero, none, zero);
   CHECK(c.bytes_sent().at("all_to_all") == 0u);  // nothing leaves a group of one

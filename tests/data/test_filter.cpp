@@ -44,7 +44,8 @@ std::string join(const std::vector<std::string>& w) {
 double jaccard(const std::vector<std::string>& a, const std::vector<std::string>& b) {
   auto shingles = [](const std::vector<std::string>& w) {
     std::set<std::string> s;
-    for (std::size_t i = 0; i + 5 <= w.size(); ++i) s.insert(w[i] + " " + w[i + 1] + " " + w[i + 2] + " " + w[i + 3] + " " + w[i + 4]);
+    for (std::size_t i = 0; i + 5 <= w.size(); ++i)
+      s.insert(w[i] + " " + w[i + 1] + " " + w[i + 2] + " " + w[i + 3] + " " + w[i + 4]);
     return s;
   };
   const auto x = shingles(a), y = shingles(b);
@@ -62,7 +63,8 @@ TEST_CASE("filters: exact duplicates (case and spacing aside) are removed, first
   for (int i = 0; i < 200; ++i) docs.push_back(join(random_words(60 + static_cast<std::size_t>(i % 60), vocab, rng)));
   for (int i = 0; i < 40; ++i) {
     std::string copy = docs[static_cast<std::size_t>(i * 5)];
-    std::transform(copy.begin(), copy.end(), copy.begin(), [](char c) { return c == ' ' ? '\t' : static_cast<char>(std::toupper(c)); });
+    std::transform(copy.begin(), copy.end(), copy.begin(),
+                   [](char c) { return c == ' ' ? '\t' : static_cast<char>(std::toupper(c)); });
     docs.push_back("  " + copy + "\n\n");
   }
   FilterReport r;
@@ -103,9 +105,9 @@ TEST_CASE("filters: near duplicates found by MinHash LSH against the true Jaccar
     tp += duplicate && removed, fp += !duplicate && removed, fn += duplicate && !removed;
   }
   const double recall = double(tp) / double(tp + fn), precision = double(tp) / double(std::max(1, tp + fp));
-  std::printf("near duplicates at Jaccard >= %.2f: %d true, recall %.3f, precision %.3f\n", opt.near_dup_threshold, tp + fn,
-              recall, precision);
-  CHECK(tp + fn >= 50);           // the corpus has positives...
+  std::printf("near duplicates at Jaccard >= %.2f: %d true, recall %.3f, precision %.3f\n", opt.near_dup_threshold,
+              tp + fn, recall, precision);
+  CHECK(tp + fn >= 50);                         // the corpus has positives...
   CHECK(int(source.size()) - (tp + fn) >= 50);  // ...and negatives
   CHECK(recall >= 0.9);
   CHECK(precision >= 0.95);

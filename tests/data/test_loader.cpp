@@ -28,7 +28,8 @@ TEST_CASE("shards: written tokens read back, header errors name the file", "[dat
   Shard s("t_00000.bin", 65536);
   REQUIRE(s.size() == toks.size());
   for (std::size_t i = 0; i < toks.size(); ++i) CHECK(s[i] == toks[i]);
-  CHECK_THROWS_WITH(Shard("t_00000.bin", 1000), Catch::Contains("t_00000.bin: vocabulary size 65536 differs from model.vocab_size = 1000"));
+  CHECK_THROWS_WITH(Shard("t_00000.bin", 1000),
+                    Catch::Contains("t_00000.bin: vocabulary size 65536 differs from model.vocab_size = 1000"));
   fs::resize_file("t_00000.bin", fs::file_size("t_00000.bin") - 1);
   CHECK_THROWS_WITH(Shard("t_00000.bin", 65536), Catch::Contains("t_00000.bin: truncated"));
   std::ofstream("t_00000.bin") << std::string(100, 'x');
@@ -66,9 +67,11 @@ TEST_CASE("loader: data shorter than one sequence is an error naming the shards"
 }
 
 TEST_CASE("prepare: a missing or empty corpus is an error naming it", "[data]") {
-  CHECK_THROWS_WITH(prepare({.corpus = "no/such/dir", .out_dir = "x", .vocab_size = 300, .val_fraction = 0.1, .seed = 1}),
-                    Catch::Contains("no/such/dir: corpus not found"));
+  CHECK_THROWS_WITH(
+      prepare({.corpus = "no/such/dir", .out_dir = "x", .vocab_size = 300, .val_fraction = 0.1, .seed = 1}),
+      Catch::Contains("no/such/dir: corpus not found"));
   fs::create_directories("empty_corpus");
-  CHECK_THROWS_WITH(prepare({.corpus = "empty_corpus", .out_dir = "x", .vocab_size = 300, .val_fraction = 0.1, .seed = 1}),
-                    Catch::Contains("empty_corpus: no text documents found"));
+  CHECK_THROWS_WITH(
+      prepare({.corpus = "empty_corpus", .out_dir = "x", .vocab_size = 300, .val_fraction = 0.1, .seed = 1}),
+      Catch::Contains("empty_corpus: no text documents found"));
 }

@@ -77,7 +77,8 @@ Bytes mutate(const Bytes& good, std::mt19937_64& rng, const std::vector<std::siz
 
 int failures = 0, clean = 0, accepted = 0;
 
-template <class F> void expect_clean(const std::string& reader, const std::string& what, F&& f) {
+template <class F>
+void expect_clean(const std::string& reader, const std::string& what, F&& f) {
   try {
     f();
     ++accepted;
@@ -134,11 +135,13 @@ int main(int argc, char** argv) {
     expect_clean("checkpoint read_group", what, [&] { moe::ckpt::read_group(path, "weights"); });
     std::vector<float> ra(4096), rb(300);
     expect_clean("checkpoint read", what, [&] {
-      moe::ckpt::read(path, datasets, {{"weights/a", 0, 4096, ra.data(), {}, {}}, {"buffers/b", 0, 300, rb.data(), {}, {}}});
+      moe::ckpt::read(path, datasets,
+                      {{"weights/a", 0, 4096, ra.data(), {}, {}}, {"buffers/b", 0, 300, rb.data(), {}, {}}});
     });
   }
-  std::printf("fuzz_readers: %d shard and %d checkpoint inputs: %d read cleanly, %d refused with moe::Error, %d failures\n",
-              shard_cases, cases, accepted, clean, failures);
+  std::printf(
+      "fuzz_readers: %d shard and %d checkpoint inputs: %d read cleanly, %d refused with moe::Error, %d failures\n",
+      shard_cases, cases, accepted, clean, failures);
   MPI_Finalize();
   return failures == 0 ? 0 : 1;
 }

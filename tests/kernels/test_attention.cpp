@@ -39,7 +39,10 @@ TEST_CASE("attention backward matches finite differences", "[ops][attention]") {
     Tensor q = random({B, T, H, D}, 3), k = random({B, T, Hkv, D}, 4), v = random({B, T, Hkv, D}, 5),
            R = random({B, T, H, D}, 6);
     Attn a(q, DType::f64);
-    auto loss = [&] { ops::attention_forward(a.out, a.probs, q, k, v); return dot(a.out, R); };
+    auto loss = [&] {
+      ops::attention_forward(a.out, a.probs, q, k, v);
+      return dot(a.out, R);
+    };
     loss();
     Tensor dq = Tensor::empty(q.shape(), DType::f64), dk = random(k.shape(), 7), dv = random(v.shape(), 8);
     ops::attention_backward(dq, dk, dv, R, q, k, v, a.probs);  // dk, dv start as garbage: assign contract
@@ -50,24 +53,28 @@ TEST_CASE("attention backward matches finite differences", "[ops][attention]") {
 }
 
 TEST_CASE("attention in f32 agrees with f64", "[ops][attention]") {
-  check_f32_matches_f64([](DType t) {
-    Tensor q = random({2, 17, 4, 8}, 9, 1, t), k = random({2, 17, 2, 8}, 10, 1, t), v = random({2, 17, 2, 8}, 11, 1, t),
-           R = random({2, 17, 4, 8}, 12, 1, t);
-    Attn a(q, t);
-    ops::attention_forward(a.out, a.probs, q, k, v);
-    Tensor dq = Tensor::empty(q.shape(), t), dk = Tensor::empty(k.shape(), t), dv = Tensor::empty(v.shape(), t);
-    ops::attention_backward(dq, dk, dv, R, q, k, v, a.probs);
-    return std::vector{a.out, dq, dk, dv};
-  }, 1e-5);
+  check_f32_matches_f64(
+      [](DType t) {
+        Tensor q = random({2, 17, 4, 8}, 9, 1, t), k = random({2, 17, 2, 8}, 10, 1, t),
+               v = random({2, 17, 2, 8}, 11, 1, t), R = random({2, 17, 4, 8}, 12, 1, t);
+        Attn a(q, t);
+        ops::attention_forward(a.out, a.probs, q, k, v);
+        Tensor dq = Tensor::empty(q.shape(), t), dk = Tensor::empty(k.shape(), t), dv = Tensor::empty(v.shape(), t);
+        ops::attention_backward(dq, dk, dv, R, q, k, v, a.probs);
+        return std::vector{a.out, dq, dk, dv};
+      },
+      1e-5);
 }
 
 TEST_CASE("attention rejects heads not divisible by kv heads", "[ops][attention]") {
   Tensor q = random({1, 2, 3, 4}, 1), k = random({1, 2, 2, 4}, 2);
   Attn a(q, DType::f64);
-  CHECK_THROWS_WITH(ops::attention_forward(a.out, a.probs, q, k, k), Catch::Contains("heads 3 not a multiple of kv heads 2"));
+  CHECK_THROWS_WITH(ops::attention_forward(a.out, a.probs, q, k, k),
+                    Catch::Contains("heads 3 not a multiple of kv heads 2"));
 }
 
-TEST_CASE("fused attention (log-sum-exp form) equals the probabilities form, forward and backward", "[ops][attention]") {
+TEST_CASE("fused attention (log-sum-exp form) equals the probabilities form, forward and backward",
+          "[ops][attention]") {
   for (auto [B, T, H, Hkv, D] : {std::tuple{1, 1, 1, 1, 1}, {2, 9, 4, 2, 3}, {1, 16, 6, 3, 8}}) {
     const Tensor q = random({B, T, H, D}, 13), k = random({B, T, Hkv, D}, 14), v = random({B, T, Hkv, D}, 15),
                  R = random({B, T, H, D}, 16);
@@ -91,7 +98,8 @@ TEST_CASE("fused attention (log-sum-exp form) equals the probabilities form, for
           worst = std::max(worst, std::abs(at(lse, (b * H + h) * T + i) - std::log(sum)));
         }
     CHECK(worst < 1e-12);
-    Tensor dq = Tensor::empty(q.shape(), DType::f64), dk = Tensor::empty(k.shape(), DType::f64), dv = Tensor::empty(v.shape(), DType::f64);
+    Tensor dq = Tensor::empty(q.shape(), DType::f64), dk = Tensor::empty(k.shape(), DType::f64),
+           dv = Tensor::empty(v.shape(), DType::f64);
     Tensor dq2 = Tensor::empty(q.shape(), DType::f64), dk2 = random(k.shape(), 17), dv2 = random(v.shape(), 18);
     ops::attention_backward(dq, dk, dv, R, q, k, v, a.probs);
     ops::attention_lse_backward(dq2, dk2, dv2, R, q, k, v, out, lse);

@@ -17,7 +17,10 @@ TEST_CASE("embedding backward matches finite differences with repeated tokens", 
   for (auto [V, C, N] : {std::tuple{1, 1, 1}, {4, 3, 9}, {13, 7, 5}}) {
     Tensor table = random({V, C}, 3), tokens = random_ints({N}, 4, 0, V - 1), R = random({N, C}, 5);
     Tensor out = Tensor::empty({N, C}, DType::f64);
-    auto loss = [&] { ops::embedding_forward(out, tokens, table); return dot(out, R); };
+    auto loss = [&] {
+      ops::embedding_forward(out, tokens, table);
+      return dot(out, R);
+    };
     Tensor dtable = Tensor::zeros({V, C}, DType::f64);
     ops::embedding_backward(dtable, R, tokens);
     CHECK(max_rel_err(dtable, numeric_grad(table, loss)) < 1e-6);

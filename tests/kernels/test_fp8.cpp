@@ -45,7 +45,8 @@ TEST_CASE("fp8: every code decodes and encodes back to itself", "[kernels][fp8]"
   CHECK(to_e4m3(-INFINITY).bits == 0xfe);
 }
 
-TEST_CASE("fp8: E4M3, E5M2 and BF16 conversions equal CUDA's host conversions (RNE, saturation, NaN)", "[kernels][fp8]") {
+TEST_CASE("fp8: E4M3, E5M2 and BF16 conversions equal CUDA's host conversions (RNE, saturation, NaN)",
+          "[kernels][fp8]") {
 #ifndef MOE_HAVE_CUDA_FP8
   WARN("cuda_fp8.h not found: the CUDA oracle is skipped");
 #else
@@ -81,7 +82,7 @@ TEST_CASE("fp8: 1x128 and 128x128 quantisation, zero and denormal tiles, power-o
   const std::int64_t M = 3, K = 300;  // tiles of 128, 128, 44
   Tensor x = testing::cast(testing::random({M, K}, 5, 3.0), DType::f32);
   float* xd = x.data<float>();
-  for (std::int64_t k = 128; k < 256; ++k) xd[1 * K + k] = 0;      // a zero tile
+  for (std::int64_t k = 128; k < 256; ++k) xd[1 * K + k] = 0;     // a zero tile
   for (std::int64_t k = 0; k < 128; ++k) xd[2 * K + k] = 1e-40f;  // a tile of FP32 denormals
   for (const bool pow2 : {false, true}) {
     Tensor q = Tensor::empty({M, K}, DType::e4m3), s = Tensor::empty({M, 3}, DType::f32);
@@ -89,7 +90,8 @@ TEST_CASE("fp8: 1x128 and 128x128 quantisation, zero and denormal tiles, power-o
     for (std::int64_t m = 0; m < M; ++m)
       for (std::int64_t t = 0; t < 3; ++t) {
         float amax = 0;
-        for (std::int64_t k = t * 128; k < std::min(K, (t + 1) * 128); ++k) amax = std::max(amax, std::fabs(xd[m * K + k]));
+        for (std::int64_t k = t * 128; k < std::min(K, (t + 1) * 128); ++k)
+          amax = std::max(amax, std::fabs(xd[m * K + k]));
         const float sc = s.data<float>()[m * 3 + t];
         INFO("row " << m << " tile " << t << " pow2 " << pow2);
         if (amax < 1e-30f) {
@@ -132,7 +134,8 @@ void check_fp8_gemm(const Tensor& x, const Tensor& w, const Tensor& y, const Ten
       for (std::int64_t k = 0; k < K; ++k) {
         const double a = xd[m * K + k], b = wd[n * K + k];
         const double ea = std::max(std::fabs(a) / 16, double(sx.data<float>()[m * T + k / 128]) / 1024);
-        const double eb = std::max(std::fabs(b) / 16, double(sw.data<float>()[(rows ? n : n / 128) * T + k / 128]) / 1024);
+        const double eb =
+            std::max(std::fabs(b) / 16, double(sw.data<float>()[(rows ? n : n / 128) * T + k / 128]) / 1024);
         exact += a * b;
         bound += ea * std::fabs(b) + eb * std::fabs(a) + ea * eb;
       }
@@ -175,7 +178,8 @@ TEST_CASE("fp8: the scaled GEMM is its written definition, bit for bit", "[kerne
   const Tensor x = testing::cast(testing::random({M, K}, 41, 3.0), DType::f32),
                w = testing::cast(testing::random({N, K}, 42, 0.7), DType::f32);
   Tensor qx = Tensor::empty({M, K}, DType::e4m3), sx = Tensor::empty({M, T}, DType::f32);
-  Tensor qw = Tensor::empty({N, K}, DType::e4m3), sw = Tensor::empty({2, T}, DType::f32), y = Tensor::empty({M, N}, DType::f32);
+  Tensor qw = Tensor::empty({N, K}, DType::e4m3), sw = Tensor::empty({2, T}, DType::f32),
+         y = Tensor::empty({M, N}, DType::f32);
   ops::quantize_1x128(qx, sx, x);
   ops::quantize_128x128(qw, sw, w);
   ops::fp8_gemm(y, qx, sx, qw, sw);
@@ -186,7 +190,8 @@ TEST_CASE("fp8: the scaled GEMM is its written definition, bit for bit", "[kerne
       for (std::int64_t t = 0; t < T; ++t) {
         double exact = 0;
         for (std::int64_t k = t * 128; k < std::min(K, (t + 1) * 128); ++k)
-          exact += double(from_e4m3(qx.data<fp8_e4m3>()[m * K + k])) * double(from_e4m3(qw.data<fp8_e4m3>()[n * K + k]));
+          exact +=
+              double(from_e4m3(qx.data<fp8_e4m3>()[m * K + k])) * double(from_e4m3(qw.data<fp8_e4m3>()[n * K + k]));
         const float scaled = static_cast<float>(exact) * sx.data<float>()[m * T + t];
         acc = acc + scaled * sw.data<float>()[(n / 128) * T + t];
       }
@@ -200,17 +205,20 @@ TEST_CASE("fp8: an outlier spoils only its own tile under fine-grained scaling",
   // precision (half an ulp, 2^-4 relative); with one scale for the whole row they fall below
   // E4M3's smallest subnormal and vanish.
   const std::int64_t M = 1, N = 8, K = 512;
-  Tensor x = testing::cast(testing::random({M, K}, 21, 1.0), DType::f32), w = testing::cast(testing::random({N, K}, 22, 1.0), DType::f32);
+  Tensor x = testing::cast(testing::random({M, K}, 21, 1.0), DType::f32),
+         w = testing::cast(testing::random({N, K}, 22, 1.0), DType::f32);
   x.data<float>()[5] = 1e6f;
   Tensor qx = Tensor::empty({M, K}, DType::e4m3), sx = Tensor::empty({M, 4}, DType::f32);
-  Tensor qw = Tensor::empty({N, K}, DType::e4m3), sw = Tensor::empty({1, 4}, DType::f32), y = Tensor::empty({M, N}, DType::f32);
+  Tensor qw = Tensor::empty({N, K}, DType::e4m3), sw = Tensor::empty({1, 4}, DType::f32),
+         y = Tensor::empty({M, N}, DType::f32);
   ops::quantize_1x128(qx, sx, x);
   ops::quantize_128x128(qw, sw, w);
   // The error on the tiles without the outlier: their own columns of the product.
   auto tail_error = [&](const Tensor& qa, float scale_of_tail) {
     double worst = 0;
     for (std::int64_t k = 128; k < K; ++k)
-      worst = std::max(worst, std::fabs(double(from_e4m3(qa.data<fp8_e4m3>()[k])) * scale_of_tail - x.data<float>()[k]));
+      worst =
+          std::max(worst, std::fabs(double(from_e4m3(qa.data<fp8_e4m3>()[k])) * scale_of_tail - x.data<float>()[k]));
     return worst;
   };
   const double fine = tail_error(qx, sx.data<float>()[1]);
@@ -235,12 +243,14 @@ TEST_CASE("fp8: linear forward and backward against FP64, within FP8's error", "
                w = testing::cast(testing::random({N, K}, 32, 0.2), DType::f32),
                dy = testing::cast(testing::random({M, N}, 33, 0.5), DType::f32);
   Tensor y = Tensor::empty({M, N}, DType::f32), qx = Tensor::empty({M, K}, DType::e4m3),
-         sx = Tensor::empty({M, 2}, DType::f32), dx = Tensor::empty({M, K}, DType::f32), dw = Tensor::zeros({N, K}, DType::f32);
+         sx = Tensor::empty({M, 2}, DType::f32), dx = Tensor::empty({M, K}, DType::f32),
+         dw = Tensor::zeros({N, K}, DType::f32);
   ops::quantize_1x128(qx, sx, x);
   ops::fp8_linear_forward(y, qx, sx, w);
   ops::fp8_linear_backward(dx, dw, dy, qx, sx, w);
   // FP64 references: y = x w^T, dx = dy w, dw = dy^T x.
-  Tensor y64 = Tensor::zeros({M, N}, DType::f64), dx64 = Tensor::zeros({M, K}, DType::f64), dw64 = Tensor::zeros({N, K}, DType::f64);
+  Tensor y64 = Tensor::zeros({M, N}, DType::f64), dx64 = Tensor::zeros({M, K}, DType::f64),
+         dw64 = Tensor::zeros({N, K}, DType::f64);
   for (std::int64_t m = 0; m < M; ++m)
     for (std::int64_t n = 0; n < N; ++n)
       for (std::int64_t k = 0; k < K; ++k) {
@@ -249,7 +259,8 @@ TEST_CASE("fp8: linear forward and backward against FP64, within FP8's error", "
         dx64.data<double>()[m * K + k] += d * b;
         dw64.data<double>()[n * K + k] += d * a;
       }
-  const double ey = testing::max_rel_err(testing::cast(y, DType::f64), y64), edx = testing::max_rel_err(testing::cast(dx, DType::f64), dx64),
+  const double ey = testing::max_rel_err(testing::cast(y, DType::f64), y64),
+               edx = testing::max_rel_err(testing::cast(dx, DType::f64), dx64),
                edw = testing::max_rel_err(testing::cast(dw, DType::f64), dw64);
   WARN("fp8 linear: relative error y " << ey << ", dx " << edx << ", dw " << edw);
   CHECK(ey < 0.05);
@@ -269,7 +280,8 @@ TEST_CASE("fp8: linear forward and backward against FP64, within FP8's error", "
 // tile t) at b * pad4(T) + t; padding holds 1. Shapes with R and T not multiples of 4 (the
 // ones a packed, unpadded stride gets wrong).
 TEST_CASE("fp8: scales packed in cuBLASLt's padded layouts", "[fp8]") {
-  for (const auto& [rows, tiles] : {std::pair<std::int64_t, std::int64_t>{1, 1}, {3, 5}, {5, 3}, {4, 4}, {17, 7}, {64, 9}}) {
+  for (const auto& [rows, tiles] :
+       {std::pair<std::int64_t, std::int64_t>{1, 1}, {3, 5}, {5, 3}, {4, 4}, {17, 7}, {64, 9}}) {
     INFO(rows << " rows x " << tiles << " tiles");
     std::vector<float> src(static_cast<std::size_t>(rows * tiles));
     for (std::size_t i = 0; i < src.size(); ++i) src[i] = 2.f + float(i);

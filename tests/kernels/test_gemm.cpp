@@ -32,7 +32,10 @@ TEST_CASE("matmul backward matches finite differences, dw accumulates", "[ops][g
   for (auto [M, N, K] : {std::tuple{1, 1, 1}, {3, 5, 7}, {6, 2, 11}}) {
     Tensor x = random({M, K}, 3), w = random({N, K}, 4), R = random({M, N}, 5);
     Tensor y = Tensor::empty({M, N}, DType::f64);
-    auto loss = [&] { ops::matmul_forward(y, x, w); return dot(y, R); };
+    auto loss = [&] {
+      ops::matmul_forward(y, x, w);
+      return dot(y, R);
+    };
     Tensor dx = Tensor::empty({M, K}, DType::f64), dw = random({N, K}, 6), dw0 = cast(dw, DType::f64);
     ops::matmul_backward(dx, dw, R, x, w);
     CHECK(max_rel_err(dx, numeric_grad(x, loss)) < 1e-6);
@@ -43,13 +46,15 @@ TEST_CASE("matmul backward matches finite differences, dw accumulates", "[ops][g
 }
 
 TEST_CASE("matmul in f32 agrees with f64", "[ops][gemm]") {
-  check_f32_matches_f64([](DType t) {
-    Tensor x = random({13, 31}, 7, 1, t), w = random({19, 31}, 8, 1, t), R = random({13, 19}, 9, 1, t);
-    Tensor y = Tensor::empty({13, 19}, t), dx = Tensor::empty({13, 31}, t), dw = Tensor::zeros({19, 31}, t);
-    ops::matmul_forward(y, x, w);
-    ops::matmul_backward(dx, dw, R, x, w);
-    return std::vector{y, dx, dw};
-  }, 1e-5);
+  check_f32_matches_f64(
+      [](DType t) {
+        Tensor x = random({13, 31}, 7, 1, t), w = random({19, 31}, 8, 1, t), R = random({13, 19}, 9, 1, t);
+        Tensor y = Tensor::empty({13, 19}, t), dx = Tensor::empty({13, 31}, t), dw = Tensor::zeros({19, 31}, t);
+        ops::matmul_forward(y, x, w);
+        ops::matmul_backward(dx, dw, R, x, w);
+        return std::vector{y, dx, dw};
+      },
+      1e-5);
 }
 
 TEST_CASE("grouped matmul: each group is its own matmul, empty groups included", "[ops][gemm]") {
@@ -64,7 +69,10 @@ TEST_CASE("grouped matmul: each group is its own matmul, empty groups included",
   }
 
   Tensor R = random({9, N}, 12);
-  auto loss = [&] { ops::grouped_matmul_forward(y, x, w, offsets); return dot(y, R); };
+  auto loss = [&] {
+    ops::grouped_matmul_forward(y, x, w, offsets);
+    return dot(y, R);
+  };
   Tensor dx = Tensor::empty({9, K}, DType::f64), dw = Tensor::zeros({G, N, K}, DType::f64);
   ops::grouped_matmul_backward(dx, dw, R, x, w, offsets);
   CHECK(max_rel_err(dx, numeric_grad(x, loss)) < 1e-6);
@@ -73,12 +81,15 @@ TEST_CASE("grouped matmul: each group is its own matmul, empty groups included",
 
 TEST_CASE("gemm rejects mismatched shapes and offsets at the boundary", "[ops][gemm]") {
   Tensor x = random({3, 4}, 1), w = random({5, 6}, 2), y = Tensor::empty({3, 5}, DType::f64);
-  CHECK_THROWS_WITH(ops::matmul_forward(y, x, w), Catch::Contains("matmul_forward: x f64[3,4]@cpu and w f64[5,6]@cpu must be (M,K) and (N,K)"));
+  CHECK_THROWS_WITH(ops::matmul_forward(y, x, w),
+                    Catch::Contains("matmul_forward: x f64[3,4]@cpu and w f64[5,6]@cpu must be (M,K) and (N,K)"));
   Tensor w3 = random({2, 5, 4}, 3);
   const std::vector<std::int64_t> bad = {0, 2, 1};
   CHECK_THROWS_AS(ops::grouped_matmul_forward(y, x, w3, bad), ShapeError);
   Tensor xf = random({3, 4}, 1, 1, DType::f32), w4 = random({5, 4}, 2);
-  CHECK_THROWS_WITH(ops::matmul_forward(y, xf, w4), Catch::Contains("x f32[3,4]@cpu and w f64[5,4]@cpu must be (M,K) and (N,K) of one dtype"));
+  CHECK_THROWS_WITH(ops::matmul_forward(y, xf, w4),
+                    Catch::Contains("x f32[3,4]@cpu and w f64[5,4]@cpu must be (M,K) and (N,K) of one dtype"));
   Tensor yf = Tensor::empty({3, 6}, DType::f32), wf = random({5, 4}, 2, 1, DType::f32);
-  CHECK_THROWS_WITH(ops::matmul_forward(yf, xf, wf), Catch::Contains("matmul_forward: y is f32[3,6]@cpu, expected f32[3,5]"));
+  CHECK_THROWS_WITH(ops::matmul_forward(yf, xf, wf),
+                    Catch::Contains("matmul_forward: y is f32[3,6]@cpu, expected f32[3,5]"));
 }

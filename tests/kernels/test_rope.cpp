@@ -27,7 +27,8 @@ TEST_CASE("rope makes q.k depend only on the position difference", "[ops][rope]"
   Tensor q = Tensor::empty({1, T, 1, D}, DType::f64), k = Tensor::empty({1, T, 1, D}, DType::f64);
   Tensor q0 = random({D}, 2), k0 = random({D}, 3);
   for (std::int64_t p = 0; p < T; ++p)
-    for (std::int64_t c = 0; c < D; ++c) q.data<double>()[p * D + c] = at(q0, c), k.data<double>()[p * D + c] = at(k0, c);
+    for (std::int64_t c = 0; c < D; ++c)
+      q.data<double>()[p * D + c] = at(q0, c), k.data<double>()[p * D + c] = at(k0, c);
   ops::rope_forward(q, q, 10000.0);  // in place
   ops::rope_forward(k, k, 10000.0);
   auto qk = [&](std::int64_t m, std::int64_t n) {
@@ -42,7 +43,10 @@ TEST_CASE("rope makes q.k depend only on the position difference", "[ops][rope]"
 TEST_CASE("rope backward matches finite differences", "[ops][rope]") {
   for (auto shape : {Shape{1, 1, 1, 2}, Shape{2, 5, 3, 6}, Shape{1, 9, 2, 16}}) {
     Tensor x = random(shape, 4), R = random(shape, 5), y = Tensor::empty(shape, DType::f64);
-    auto loss = [&] { ops::rope_forward(y, x, 500.0); return dot(y, R); };
+    auto loss = [&] {
+      ops::rope_forward(y, x, 500.0);
+      return dot(y, R);
+    };
     Tensor dx = Tensor::empty(shape, DType::f64);
     ops::rope_backward(dx, R, 500.0);
     CHECK(max_rel_err(dx, numeric_grad(x, loss)) < 1e-6);
@@ -50,12 +54,15 @@ TEST_CASE("rope backward matches finite differences", "[ops][rope]") {
 }
 
 TEST_CASE("rope in f32 agrees with f64", "[ops][rope]") {
-  check_f32_matches_f64([](DType t) {
-    Tensor x = random({2, 33, 2, 8}, 6, 1, t), y = Tensor::empty({2, 33, 2, 8}, t), dx = Tensor::empty({2, 33, 2, 8}, t);
-    ops::rope_forward(y, x, 10000.0);
-    ops::rope_backward(dx, x, 10000.0);
-    return std::vector{y, dx};
-  }, 1e-5);
+  check_f32_matches_f64(
+      [](DType t) {
+        Tensor x = random({2, 33, 2, 8}, 6, 1, t), y = Tensor::empty({2, 33, 2, 8}, t),
+               dx = Tensor::empty({2, 33, 2, 8}, t);
+        ops::rope_forward(y, x, 10000.0);
+        ops::rope_backward(dx, x, 10000.0);
+        return std::vector{y, dx};
+      },
+      1e-5);
 }
 
 TEST_CASE("rope rejects an odd head dimension", "[ops][rope]") {

@@ -84,7 +84,10 @@ TEST_CASE("router backward matches finite differences", "[ops][router]") {
     const std::int64_t N = 5, E = 8;
     Tensor logits = random({N, E}, 4, 2), bias = random({E}, 5, 0.1), R = random({N, spec.top_k}, 6);
     Routed r(N, E, spec.top_k, DType::f64);
-    auto loss = [&] { ops::router_forward(r.scores, r.index, r.gate, logits, bias, spec); return dot(r.gate, R); };
+    auto loss = [&] {
+      ops::router_forward(r.scores, r.index, r.gate, logits, bias, spec);
+      return dot(r.gate, R);
+    };
     loss();
     Tensor dlogits = Tensor::empty({N, E}, DType::f64);
     ops::router_backward(dlogits, R, r.scores, r.index, spec);
@@ -94,21 +97,24 @@ TEST_CASE("router backward matches finite differences", "[ops][router]") {
 
 TEST_CASE("router in f32 agrees with f64", "[ops][router]") {
   const ops::RouterSpec spec{.top_k = 4, .n_groups = 4, .topk_groups = 2, .scaling = 2.5};
-  check_f32_matches_f64([&](DType t) {
-    Tensor logits = random({33, 16}, 7, 2, t), bias = random({16}, 8, 0.1, t), R = random({33, 4}, 9, 1, t);
-    Routed r(33, 16, 4, t);
-    ops::router_forward(r.scores, r.index, r.gate, logits, bias, spec);
-    Tensor dlogits = Tensor::empty({33, 16}, t);
-    ops::router_backward(dlogits, R, r.scores, r.index, spec);
-    return std::vector{r.scores, r.gate, dlogits};
-  }, 1e-5);
+  check_f32_matches_f64(
+      [&](DType t) {
+        Tensor logits = random({33, 16}, 7, 2, t), bias = random({16}, 8, 0.1, t), R = random({33, 4}, 9, 1, t);
+        Routed r(33, 16, 4, t);
+        ops::router_forward(r.scores, r.index, r.gate, logits, bias, spec);
+        Tensor dlogits = Tensor::empty({33, 16}, t);
+        ops::router_backward(dlogits, R, r.scores, r.index, spec);
+        return std::vector{r.scores, r.gate, dlogits};
+      },
+      1e-5);
 }
 
 TEST_CASE("router rejects a top-k the groups cannot reach", "[ops][router]") {
   Tensor logits = random({1, 8}, 1), bias = Tensor::zeros({8}, DType::f64);
   Routed r(1, 8, 5, DType::f64);
-  CHECK_THROWS_WITH(ops::router_forward(r.scores, r.index, r.gate, logits, bias, {.top_k = 5, .n_groups = 4, .topk_groups = 2}),
-                    Catch::Contains("top_k 5 exceeds the 4 experts reachable"));
+  CHECK_THROWS_WITH(
+      ops::router_forward(r.scores, r.index, r.gate, logits, bias, {.top_k = 5, .n_groups = 4, .topk_groups = 2}),
+      Catch::Contains("top_k 5 exceeds the 4 experts reachable"));
 }
 
 TEST_CASE("the CUDA kernel's selection (scan form) picks the CPU reference's experts, ties included", "[ops][router]") {
@@ -116,7 +122,8 @@ TEST_CASE("the CUDA kernel's selection (scan form) picks the CPU reference's exp
   // against the CPU's sort form. Logits from a handful of values make ties everywhere.
   const std::int64_t N = 400;
   const float levels[] = {-1.f, 0.f, 0.5f, 1.f};
-  for (const auto& [E, K, G, TG] : {std::array<int, 4>{9, 3, 1, 1}, {64, 8, 8, 4}, {16, 2, 4, 1}, {12, 4, 6, 6}, {8, 3, 8, 3}}) {
+  for (const auto& [E, K, G, TG] :
+       {std::array<int, 4>{9, 3, 1, 1}, {64, 8, 8, 4}, {16, 2, 4, 1}, {12, 4, 6, 6}, {8, 3, 8, 3}}) {
     INFO("E " << E << " K " << K << " groups " << TG << " of " << G);
     Tensor logits = Tensor::empty({N, E}, DType::f32), bias = Tensor::zeros({E}, DType::f32);
     for (std::int64_t i = 0; i < N * E; ++i) logits.data<float>()[i] = levels[(i * 7 + i / 5) % 4];

@@ -69,7 +69,8 @@ TEST_CASE("dispatch_slots writes each kept assignment's local expert and index a
   CHECK(values(assignment) == std::vector<std::int32_t>{0, -1, -1, -1, -1, 1, 2, -1});
 }
 
-TEST_CASE("balance loss: coef per sequence at uniform scores, and its gradient by central differences", "[ops][routing]") {
+TEST_CASE("balance loss: coef per sequence at uniform scores, and its gradient by central differences",
+          "[ops][routing]") {
   const std::int64_t B = 3, T = 5, E = 6, K = 2, N = B * T;
   const double coef = 0.01;
   const Tensor index = random_ints({N, K}, 4, 0, int(E) - 1);

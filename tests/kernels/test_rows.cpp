@@ -21,7 +21,8 @@ Tensor random_slots(std::int64_t M, std::int64_t W, std::int64_t N, std::uint64_
 
 TEST_CASE("gather_rows copies whole rows of any dtype, zeros for -1", "[ops][rows]") {
   const Tensor x = random({9, 37}, 1, 1, DType::f32);
-  Tensor b = Tensor::empty({9, 37}, DType::bf16), q = Tensor::empty({9, 37}, DType::e4m3), s = Tensor::empty({9, 1}, DType::f32);
+  Tensor b = Tensor::empty({9, 37}, DType::bf16), q = Tensor::empty({9, 37}, DType::e4m3),
+         s = Tensor::empty({9, 1}, DType::f32);
   ops::convert(b, x);
   ops::quantize_1x128(q, s, x);
   const std::vector<std::int32_t> src = {8, 0, -1, 0, 3, 8, 1};
@@ -43,7 +44,8 @@ TEST_CASE("gather_rows copies whole rows of any dtype, zeros for -1", "[ops][row
 TEST_CASE("combine_rows equals the dense product of its selection matrix with the input", "[ops][rows]") {
   // The oracle: S (M,N) with S[m, slots[m,w]] += weights[m,w] for each slot, then S @ in in f64.
   const std::int64_t M = 23, N = 17, C = 11, W = 4;
-  const Tensor slots = random_slots(M, W, N, 7), in = random({N, C}, 2), w = random({M, W}, 3), base = random({M, C}, 4);
+  const Tensor slots = random_slots(M, W, N, 7), in = random({N, C}, 2), w = random({M, W}, 3),
+               base = random({M, C}, 4);
   for (bool weighted : {false, true})
     for (bool accumulate : {false, true}) {
       INFO((weighted ? "weighted" : "plain") << (accumulate ? " accumulate" : ""));
@@ -67,8 +69,8 @@ TEST_CASE("combine_rows equals the dense product of its selection matrix with th
 TEST_CASE("combine_rows in f32 adds its terms in slot order", "[ops][rows]") {
   // The order is the contract (a combine must give the same bits on every device): fold it here.
   const std::int64_t M = 31, N = 12, C = 130, W = 5;
-  const Tensor slots = random_slots(M, W, N, 9), in = random({N, C}, 5, 3, DType::f32), w = random({M, W}, 6, 1, DType::f32),
-               base = random({M, C}, 8, 1, DType::f32);
+  const Tensor slots = random_slots(M, W, N, 9), in = random({N, C}, 5, 3, DType::f32),
+               w = random({M, W}, 6, 1, DType::f32), base = random({M, C}, 8, 1, DType::f32);
   const std::int32_t* s = slots.data<std::int32_t>();
   for (bool accumulate : {false, true}) {
     Tensor out = Tensor::empty({M, C}, DType::f32);
@@ -115,7 +117,8 @@ TEST_CASE("row ops reject bad index tensors at the boundary", "[ops][rows]") {
   CHECK_THROWS_WITH(ops::gather_rows(out, in, ints({0, -2})), Catch::Contains("src[1] = -2"));
   CHECK_THROWS_WITH(ops::combine_rows(out, in, ints({0, 1, 2, 4}, {2, 2})), Catch::Contains("slots[3] = 4"));
   CHECK_THROWS_WITH(ops::combine_rows(out, in, ints({0, 1}, {2, 1}), random({2, 2}, 2)), Catch::Contains("weights"));
-  CHECK_THROWS_WITH(ops::row_dot(dots, in, ints({0, -1}), in.rows(0, 2)), Catch::Contains("a_rows[1] = -1 outside [0, 4)"));
+  CHECK_THROWS_WITH(ops::row_dot(dots, in, ints({0, -1}), in.rows(0, 2)),
+                    Catch::Contains("a_rows[1] = -1 outside [0, 4)"));
   const Tensor f32_in = random({4, 3}, 1, 1, DType::f32);
   CHECK_THROWS_WITH(ops::gather_rows(out, f32_in, ints({0, 1})), Catch::Contains("out"));
 }

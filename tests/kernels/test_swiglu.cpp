@@ -17,7 +17,10 @@ TEST_CASE("swiglu forward: closed form silu(g) * u", "[ops][swiglu]") {
 TEST_CASE("swiglu backward matches finite differences", "[ops][swiglu]") {
   for (auto shape : {Shape{1, 1}, Shape{4, 7}, Shape{3, 65}}) {
     Tensor g = random(shape, 3, 5), u = random(shape, 4), R = random(shape, 5), h = Tensor::empty(shape, DType::f64);
-    auto loss = [&] { ops::swiglu_forward(h, g, u); return dot(h, R); };
+    auto loss = [&] {
+      ops::swiglu_forward(h, g, u);
+      return dot(h, R);
+    };
     Tensor dg = Tensor::empty(shape, DType::f64), du = Tensor::empty(shape, DType::f64);
     ops::swiglu_backward(dg, du, R, g, u);
     CHECK(max_rel_err(dg, numeric_grad(g, loss)) < 1e-6);
@@ -26,11 +29,13 @@ TEST_CASE("swiglu backward matches finite differences", "[ops][swiglu]") {
 }
 
 TEST_CASE("swiglu in f32 agrees with f64", "[ops][swiglu]") {
-  check_f32_matches_f64([](DType t) {
-    Tensor g = random({7, 33}, 6, 6, t), u = random({7, 33}, 7, 1, t), R = random({7, 33}, 8, 1, t);
-    Tensor h = Tensor::empty({7, 33}, t), dg = Tensor::empty({7, 33}, t), du = Tensor::empty({7, 33}, t);
-    ops::swiglu_forward(h, g, u);
-    ops::swiglu_backward(dg, du, R, g, u);
-    return std::vector{h, dg, du};
-  }, 1e-5);
+  check_f32_matches_f64(
+      [](DType t) {
+        Tensor g = random({7, 33}, 6, 6, t), u = random({7, 33}, 7, 1, t), R = random({7, 33}, 8, 1, t);
+        Tensor h = Tensor::empty({7, 33}, t), dg = Tensor::empty({7, 33}, t), du = Tensor::empty({7, 33}, t);
+        ops::swiglu_forward(h, g, u);
+        ops::swiglu_backward(dg, du, R, g, u);
+        return std::vector{h, dg, du};
+      },
+      1e-5);
 }

@@ -15,10 +15,10 @@ TEST_CASE("tensor: views and row slices share storage, copies are explicit", "[t
   CHECK(t.nbytes() == 48);
   Tensor v = t.view({2, 6});
   Tensor r = t.rows(1, 2);
-  r.data<float>()[0] = 5.f;                   // element (1,0) of t
+  r.data<float>()[0] = 5.f;  // element (1,0) of t
   CHECK(t.data<float>()[3] == 5.f);
   CHECK(v.data<float>()[3] == 5.f);
-  Tensor c = t.to(Device::cpu);               // a copy, not a view
+  Tensor c = t.to(Device::cpu);  // a copy, not a view
   c.data<float>()[3] = 7.f;
   CHECK(t.data<float>()[3] == 5.f);
   CHECK(r.shape() == Shape{2, 3});

@@ -18,7 +18,8 @@ namespace {
 class Writer {
  public:
   void add(const std::string& name, const Tensor& t) {
-    tensors_[name] = {{"dtype", t.dtype() == DType::i32 ? "i32" : "f32"}, {"shape", t.shape()}, {"offset", bin_.size()}};
+    tensors_[name] = {
+        {"dtype", t.dtype() == DType::i32 ? "i32" : "f32"}, {"shape", t.shape()}, {"offset", bin_.size()}};
     bin_.append(static_cast<const char*>(t.raw()), t.nbytes());
   }
   void save(const std::filesystem::path& dir, nlohmann::json manifest) {
@@ -65,8 +66,11 @@ int main(int argc, char** argv) {
     if (t.grad.defined()) w.add("grad/" + t.name, t.grad);
   }
   const nlohmann::json model_json = config_section_json(cfg, "model");
-  w.save(argv[1], {{"model", model_json}, {"batch", B}, {"seq", T},
+  w.save(argv[1], {{"model", model_json},
+                   {"batch", B},
+                   {"seq", T},
                    {"loss", loss.ce_sum / double(loss.tokens) + loss.aux_sum / double(B)}});
-  std::cout << "dump_reference: loss " << loss.ce_sum / double(loss.tokens) + loss.aux_sum / double(B) << " -> " << argv[1] << "\n";
+  std::cout << "dump_reference: loss " << loss.ce_sum / double(loss.tokens) + loss.aux_sum / double(B) << " -> "
+            << argv[1] << "\n";
   return 0;
 }

@@ -17,7 +17,8 @@ ModelConfig micro(std::int64_t E, std::int64_t K) {
 }
 void set_all(MoE& m, float router_value) {
   for (Param* p : m.params()) {
-    if (p->name.find("gate.weight") != std::string::npos && p->w.ndim() == 2) std::fill_n(p->w.data<float>(), p->w.numel(), router_value);
+    if (p->name.find("gate.weight") != std::string::npos && p->w.ndim() == 2)
+      std::fill_n(p->w.data<float>(), p->w.numel(), router_value);
     else p->w.copy_from(random(p->w.shape(), 5, 0.5, DType::f32));
   }
 }
@@ -27,9 +28,10 @@ TEST_CASE("moe: capacity factor drops assignments past an expert's capacity, in 
   ModelConfig c = micro(2, 1);
   c.capacity_factor = 0.5;  // cap = ceil(0.5 * 4 tokens * 1 / 2 experts) = 1
   MoE m(c, "mlp.");
-  set_all(m, 0.f);                     // equal scores for every expert...
-  m.bias().data<float>()[0] = 0.1f;    // ...the bias sends every token to expert 0
-  Tensor x = random({4, 4}, 1, 1, DType::f32), out = Tensor::empty({4, 4}, DType::f32), aux = Tensor::zeros({1}, DType::f64);
+  set_all(m, 0.f);                   // equal scores for every expert...
+  m.bias().data<float>()[0] = 0.1f;  // ...the bias sends every token to expert 0
+  Tensor x = random({4, 4}, 1, 1, DType::f32), out = Tensor::empty({4, 4}, DType::f32),
+         aux = Tensor::zeros({1}, DType::f64);
   m.forward(out, x, 1, 4, aux);
   CHECK(m.load() == std::vector<std::int64_t>{4, 0});
   CHECK(m.dropped() == 3);
@@ -45,7 +47,8 @@ TEST_CASE("moe: dropless by default", "[model][moe]") {
   MoE m(micro(2, 1), "mlp.");
   set_all(m, 0.f);
   m.bias().data<float>()[0] = 0.1f;
-  Tensor x = random({4, 4}, 1, 1, DType::f32), out = Tensor::empty({4, 4}, DType::f32), aux = Tensor::zeros({1}, DType::f64);
+  Tensor x = random({4, 4}, 1, 1, DType::f32), out = Tensor::empty({4, 4}, DType::f32),
+         aux = Tensor::zeros({1}, DType::f64);
   m.forward(out, x, 1, 4, aux);
   CHECK(m.dropped() == 0);
 }
@@ -61,7 +64,8 @@ TEST_CASE("moe: the balancing bias moves a skewed load toward balance", "[model]
       p->w.copy_from(random({4, 4}, 3, 0.3, DType::f32));
       std::fill_n(p->w.data<float>(), 4, 0.5f);
     }
-  Tensor x = Tensor::empty({64, 4}, DType::f32), out = Tensor::empty({64, 4}, DType::f32), aux = Tensor::zeros({1}, DType::f64);
+  Tensor x = Tensor::empty({64, 4}, DType::f32), out = Tensor::empty({64, 4}, DType::f32),
+         aux = Tensor::zeros({1}, DType::f64);
   Tensor r = random({64, 4}, 2, 1, DType::f32);
   for (std::int64_t i = 0; i < 64 * 4; ++i) x.data<float>()[i] = 1.0f + 0.5f * r.data<float>()[i];
   auto imbalance = [&] {
@@ -92,7 +96,8 @@ TEST_CASE("route_capacity keeps each expert's first assignments in token order",
   };
   CHECK(run(4, 0, 4) == std::pair{idx, std::vector<std::int32_t>{4, 4, 4, 4}});
   CHECK(run(-1, 0, 4) == run(4, 0, 4));
-  CHECK(run(2, 0, 4) == std::pair{std::vector<std::int32_t>{0, 1, 1, 0, -1, -1, -1, -1}, std::vector<std::int32_t>{4, 4, 2, 2}});
+  CHECK(run(2, 0, 4) ==
+        std::pair{std::vector<std::int32_t>{0, 1, 1, 0, -1, -1, -1, -1}, std::vector<std::int32_t>{4, 4, 2, 2}});
   // A tensor-parallel rank's share (tokens [2, 4)): its own assignments and counts only, the
   // capacity still counted over every token, so all of them are past it.
   CHECK(run(2, 2, 4) == std::pair{std::vector<std::int32_t>(8, -1), std::vector<std::int32_t>{2, 2, 0, 0}});

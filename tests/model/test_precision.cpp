@@ -85,7 +85,8 @@ TEST_CASE("precision: an MoE layer under bf16 and fp8 is fp32's within rounding"
     auto m = std::make_unique<MoE>(c, "mlp.", nullptr, TensorParallel(), Gemm(p));
     std::uint64_t seed = 20;
     for (Param* q : m->params()) q->w.copy_from(testing::cast(testing::random(q->w.shape(), seed++, 0.1), DType::f32));
-    Tensor out = Tensor::empty({N, C}, DType::f32), dx = Tensor::empty({N, C}, DType::f32), aux = Tensor::zeros({1}, DType::f64);
+    Tensor out = Tensor::empty({N, C}, DType::f32), dx = Tensor::empty({N, C}, DType::f32),
+           aux = Tensor::zeros({1}, DType::f64);
     m->forward(out, x, B, T, aux);
     m->backward(dx, dout, x, 0.5);
     return std::tuple{std::move(m), out, dx};

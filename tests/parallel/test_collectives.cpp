@@ -69,7 +69,7 @@ TEST_CASE("collectives: all-reduce, reduce-scatter, all-gather, broadcast, send/
 TEST_CASE("collectives: all-to-all-v moves each row to its rank and counts exact bytes", "[mpi][comm]") {
   MpiCommunicator c;
   const int p = c.size(), r = c.rank();
-  const std::int64_t C = 3;  // row width
+  const std::int64_t C = 3;                                                                       // row width
   auto rows = [](int from, int to) { return std::int64_t((from + 2 * to) % 3 + (from == to)); };  // some zero
   std::vector<std::int64_t> send(static_cast<std::size_t>(p)), recv(static_cast<std::size_t>(p));
   std::int64_t ns = 0, nr = 0;
@@ -79,7 +79,8 @@ TEST_CASE("collectives: all-to-all-v moves each row to its rank and counts exact
   std::int64_t at = 0;
   for (int j = 0; j < p; ++j)
     for (std::int64_t k = 0; k < rows(r, j); ++k, ++at)
-      in.data<float>()[at * C] = float(r), in.data<float>()[at * C + 1] = float(j), in.data<float>()[at * C + 2] = float(k);
+      in.data<float>()[at * C] = float(r), in.data<float>()[at * C + 1] = float(j),
+                            in.data<float>()[at * C + 2] = float(k);
   c.all_to_all_v(out, recv, in, send);
   at = 0;
   for (int j = 0; j < p; ++j)
@@ -115,7 +116,8 @@ TEST_CASE("param group: weights and gradients become views of one buffer, summed
   CHECK(a.g.data<float>()[1] == 3.f * float(p));
   CHECK(b.g.data<float>()[3] == float(p * (p - 1) / 2));
   std::uint64_t want = 0;  // ring all-reduce per bucket
-  for (std::int64_t at = 0; at < padded; at += 3) want += 2u * unsigned(p - 1) * 4u * unsigned(std::min<std::int64_t>(3, padded - at)) / unsigned(p);
+  for (std::int64_t at = 0; at < padded; at += 3)
+    want += 2u * unsigned(p - 1) * 4u * unsigned(std::min<std::int64_t>(3, padded - at)) / unsigned(p);
   CHECK(c.bytes_sent().at("all_reduce") == want);
   CHECK(group.optimizer_bytes() == 2u * 4u * std::size_t(padded));
   group.zero_grad();
@@ -137,7 +139,8 @@ TEST_CASE("param group: ZeRO-1 steps equal the replicated optimizer, with 1/p of
     for (ParamGroup* g : {&rep, &z1}) {
       g->zero_grad();
       float* d = g->flat_grads().data<float>();
-      for (std::int64_t i = 0; i < 40; ++i) d[i] = 0.1f * float((i * 7 + r * 3 + step) % 11) - 0.5f;  // differs per rank
+      for (std::int64_t i = 0; i < 40; ++i)
+        d[i] = 0.1f * float((i * 7 + r * 3 + step) % 11) - 0.5f;  // differs per rank
       g->reduce_grads();
     }
     CHECK(std::abs(rep.grad_sq_norm() - z1.grad_sq_norm()) <= 1e-5 * rep.grad_sq_norm());
@@ -145,8 +148,10 @@ TEST_CASE("param group: ZeRO-1 steps equal the replicated optimizer, with 1/p of
     rep.step(spec, 0.1), z1.step(spec, 0.1);
   }
   // Equal up to the summation order of the two reductions.
-  for (std::int64_t i = 0; i < w0.w.numel(); ++i) CHECK(w1.w.data<float>()[i] == Approx(w0.w.data<float>()[i]).epsilon(1e-5));
-  for (std::int64_t i = 0; i < n0.w.numel(); ++i) CHECK(n1.w.data<float>()[i] == Approx(n0.w.data<float>()[i]).epsilon(1e-5));
+  for (std::int64_t i = 0; i < w0.w.numel(); ++i)
+    CHECK(w1.w.data<float>()[i] == Approx(w0.w.data<float>()[i]).epsilon(1e-5));
+  for (std::int64_t i = 0; i < n0.w.numel(); ++i)
+    CHECK(n1.w.data<float>()[i] == Approx(n0.w.data<float>()[i]).epsilon(1e-5));
   CHECK(n1.w.data<float>()[0] != 1.f);  // the norm weights moved (no decay on them)
   const std::int64_t shard = (40 + p - 1) / p;
   CHECK(z1.optimizer_bytes() == 2u * 4u * std::size_t(shard));

@@ -11,8 +11,8 @@ using namespace moe::testing;
 
 namespace {
 // Gradient of sum_n CE(x_n W^T, t_n) / N_total w.r.t. W, over rows [begin, begin+count).
-Tensor grad_of_rows(const Tensor& x, const Tensor& w, const Tensor& targets, std::int64_t begin,
-                    std::int64_t count, std::int64_t total) {
+Tensor grad_of_rows(const Tensor& x, const Tensor& w, const Tensor& targets, std::int64_t begin, std::int64_t count,
+                    std::int64_t total) {
   const std::int64_t V = w.size(0);
   Tensor xs = x.rows(begin, count), ts = targets.rows(begin, count);
   Tensor logits = Tensor::empty({count, V}, DType::f64), dlogits = Tensor::empty({count, V}, DType::f64);

@@ -1,9 +1,8 @@
 // Run under mpirun: one MoE layer with its experts sharded over every rank (expert
 // parallelism) against the same layer unsharded on each rank (world size 1): outputs, input
 // gradients, router and expert gradients; and the all-to-all byte counter against the bytes
-// the routing decisions imply (counts of rows and of assignments per expert, then four passes of one row per (token, rank)
-// with their per-slot metadata), computed from the unsharded layer's choices gathered from
-// every rank.
+// the routing decisions imply (counts of rows and of assignments per expert, then four passes of one row per (token,
+// rank) with their per-slot metadata), computed from the unsharded layer's choices gathered from every rank.
 #include <catch2/catch.hpp>
 
 #include <bit>
@@ -39,7 +38,8 @@ void copy_weights(MoE& ep, MoE& ref) {
 void check_layer(const ModelConfig& c, std::int64_t B, std::int64_t T, Precision precision = Precision::fp32) {
   MpiCommunicator world;
   const int p = world.size(), r = world.rank();
-  MoE ref(c, "mlp.", nullptr, TensorParallel(), Gemm(precision)), ep(c, "mlp.", &world, TensorParallel(), Gemm(precision));
+  MoE ref(c, "mlp.", nullptr, TensorParallel(), Gemm(precision)),
+      ep(c, "mlp.", &world, TensorParallel(), Gemm(precision));
   REQUIRE(ep.local_experts() * p == ref.experts());
   copy_weights(ep, ref);
   const std::int64_t N = B * T, C = c.d_model, K = c.top_k, E = c.routed_experts, El = E / p;
@@ -109,11 +109,14 @@ void check_layer(const ModelConfig& c, std::int64_t B, std::int64_t T, Precision
   // fp8 as one BF16 row per assignment, and the output gradients go out as BF16.
   const auto C64 = static_cast<std::uint64_t>(C);
   const bool fp32 = precision == Precision::fp32;
-  const std::uint64_t Xb = fp32 ? 4 * C64 : precision == Precision::bf16 ? 2 * C64 : C64 + 4 * ((C64 + 127) / 128),
+  const std::uint64_t Xb = fp32                           ? 4 * C64
+                           : precision == Precision::bf16 ? 2 * C64
+                                                          : C64 + 4 * ((C64 + 127) / 128),
                       Db = fp32 ? 4 * C64 : 2 * C64, back = fp32 ? theirs_in * 4 * C64 : assignments_in * 2 * C64,
                       Kb = static_cast<std::uint64_t>(K) * 4, counts = static_cast<std::uint64_t>(p - 1) * 4 * (1 + El);
-  // Forward: to each other rank a row count and an assignment count per expert it holds; my rows out with (local expert, gate) per slot; their combine back.
-  // Backward: my output gradients out; their input gradients and gate gradients back.
+  // Forward: to each other rank a row count and an assignment count per expert it holds; my rows out with (local
+  // expert, gate) per slot; their combine back. Backward: my output gradients out; their input gradients and gate
+  // gradients back.
   CHECK(world.bytes_sent().at("all_to_all") ==
         counts + mine_out * (Xb + 2 * Kb) + back + mine_out * Db + back + theirs_in * Kb);
   CHECK(ep.dispatch_bytes() == mine_out * Xb);

@@ -7,7 +7,8 @@
 using namespace moe;
 
 TEST_CASE("layout: dp defaults to the ranks left by tp and pp, coordinates follow tp-dp-pp order", "[layout]") {
-  const Config cfg = parse_config("", "l.yaml", {"parallel.tp=2", "parallel.ep=2", "model.n_layers=2", "parallel.pp=2"});
+  const Config cfg =
+      parse_config("", "l.yaml", {"parallel.tp=2", "parallel.ep=2", "model.n_layers=2", "parallel.pp=2"});
   const Layout l = resolve_layout(cfg, 16);
   CHECK(l.dp == 4);
   CHECK(l.edp() == 4);

@@ -47,12 +47,25 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
   // rows of all sources instead of one per micro-batch) reaches the weights in proportion to
   // lr: up to 1.2e-5 relative at lr 3e-3, 2e-6 at 5e-4. A wrong gradient moves weights by
   // about lr, orders of magnitude above either.
-  std::vector<std::string> common = {
-      "data.dir=" + dir, "train.steps=3", "train.log_every=100", "train.eval_batches=1", "train.warmup_steps=1",
-      "train.lr=5e-4",
-      "model.vocab_size=300", "model.seq_len=8", "model.d_model=16", "model.n_heads=2",
-      "model.n_kv_heads=1", "model.ffn_hidden=24", "model.expert_hidden=8", "model.routed_experts=8", "model.top_k=2",
-      "model.aux_loss_coef=0.01", "model.bias_update_rate=0.01", "model.n_layers=3", "model.dense_layers=1"};
+  std::vector<std::string> common = {"data.dir=" + dir,
+                                     "train.steps=3",
+                                     "train.log_every=100",
+                                     "train.eval_batches=1",
+                                     "train.warmup_steps=1",
+                                     "train.lr=5e-4",
+                                     "model.vocab_size=300",
+                                     "model.seq_len=8",
+                                     "model.d_model=16",
+                                     "model.n_heads=2",
+                                     "model.n_kv_heads=1",
+                                     "model.ffn_hidden=24",
+                                     "model.expert_hidden=8",
+                                     "model.routed_experts=8",
+                                     "model.top_k=2",
+                                     "model.aux_loss_coef=0.01",
+                                     "model.bias_update_rate=0.01",
+                                     "model.n_layers=3",
+                                     "model.dense_layers=1"};
   common.insert(common.end(), model.begin(), model.end());
   auto config = [&](std::int64_t grad_accum, const std::vector<std::string>& extra) {
     auto kv = common;
@@ -128,16 +141,18 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
     CHECK(std::abs(res.planned_memory_bytes - res.peak_tensor_bytes) <= 0.10 * res.peak_tensor_bytes);
   // The activation model on its own: what a step adds on top of the state held before it, the
   // mean over the stage's ranks (the plan assumes balanced experts; 16 tokens are not).
-  const double step_bytes = world.all_reduce_sum(on_stage ? res.peak_tensor_bytes - res.start_tensor_bytes : 0) / stage_ranks;
+  const double step_bytes =
+      world.all_reduce_sum(on_stage ? res.peak_tensor_bytes - res.start_tensor_bytes : 0) / stage_ranks;
   INFO("step memory: planned " << res.planned_step_memory_bytes << ", measured " << step_bytes);
   // With tp and ep together a rank dispatches 1/tp of a 16-token micro-batch: its rows per
   // expert rank are uneven enough to exceed the balanced plan by up to ~12%.
   if (same_memory_model)
     CHECK(std::abs(res.planned_step_memory_bytes - step_bytes) <= (l.tp > 1 && l.ep > 1 ? 0.15 : 0.10) * step_bytes);
   if (world.rank() == 0)
-    std::printf("plan vs measured: memory %.0f / %.0f bytes (a step's own %.0f / %.0f), GEMM FLOP per step %.6g / %.6g\n",
-                res.planned_memory_bytes, res.peak_tensor_bytes, res.planned_step_memory_bytes,
-                res.peak_tensor_bytes - res.start_tensor_bytes, res.planned_flops_per_step, res.gemm_flops_per_step);
+    std::printf(
+        "plan vs measured: memory %.0f / %.0f bytes (a step's own %.0f / %.0f), GEMM FLOP per step %.6g / %.6g\n",
+        res.planned_memory_bytes, res.peak_tensor_bytes, res.planned_step_memory_bytes,
+        res.peak_tensor_bytes - res.start_tensor_bytes, res.planned_flops_per_step, res.gemm_flops_per_step);
   // Traffic only where the layout needs it.
   CHECK(res.bytes_per_step.count("all_to_all") == (l.ep > 1 ? 1u : 0u));
   CHECK(res.bytes_per_step.count("send") == (l.pp > 1 ? 1u : 0u));

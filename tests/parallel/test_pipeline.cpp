@@ -34,33 +34,34 @@ TEST_CASE("pipeline: 1F1B moves every micro-batch once each way, in order", "[mp
     std::set<std::pair<std::int64_t, int>> in_flight;
     std::set<std::int64_t> micro_batches_in_flight;
     std::size_t most = 0;
-    const StageWork work{
-        .forward = [&](std::int64_t i, int c, const Tensor& in) {
-          // Virtual stage u receives 100 i + 0 + 1 + ... + (u-1) and adds u.
-          const int u = c * p + s;
-          const float want = float(100 * i + u * (u - 1) / 2);
-          if (u > 0) CHECK(in.data<float>()[0] == want);
-          forwards.push_back({i, c});
-          in_flight.insert({i, c});
-          micro_batches_in_flight.insert(i);
-          most = std::max(most, micro_batches_in_flight.size());
-          Tensor out = Tensor::empty({3}, DType::f32);
-          for (int j = 0; j < 3; ++j) out.data<float>()[j] = want + float(u);
-          return out;
-        },
-        .backward = [&](std::int64_t i, int c, const Tensor& dout) {
-          // The gradient of micro-batch i starts at -i on the last virtual stage; each adds 1.
-          const int u = c * p + s;
-          if (u < last) CHECK(dout.data<float>()[2] == float(-i + (last - u)));
-          CHECK(in_flight.count({i, c}) == 1);
-          in_flight.erase({i, c});
-          if (c == 0) micro_batches_in_flight.erase(i);
-          backwards.push_back({i, c});
-          Tensor din = Tensor::empty({3}, DType::f32);
-          for (int j = 0; j < 3; ++j) din.data<float>()[j] = float(-i + (last - u) + 1);
-          return din;
-        },
-        .activation = {3}};
+    const StageWork work{.forward =
+                             [&](std::int64_t i, int c, const Tensor& in) {
+                               // Virtual stage u receives 100 i + 0 + 1 + ... + (u-1) and adds u.
+                               const int u = c * p + s;
+                               const float want = float(100 * i + u * (u - 1) / 2);
+                               if (u > 0) CHECK(in.data<float>()[0] == want);
+                               forwards.push_back({i, c});
+                               in_flight.insert({i, c});
+                               micro_batches_in_flight.insert(i);
+                               most = std::max(most, micro_batches_in_flight.size());
+                               Tensor out = Tensor::empty({3}, DType::f32);
+                               for (int j = 0; j < 3; ++j) out.data<float>()[j] = want + float(u);
+                               return out;
+                             },
+                         .backward =
+                             [&](std::int64_t i, int c, const Tensor& dout) {
+                               // The gradient of micro-batch i starts at -i on the last virtual stage; each adds 1.
+                               const int u = c * p + s;
+                               if (u < last) CHECK(dout.data<float>()[2] == float(-i + (last - u)));
+                               CHECK(in_flight.count({i, c}) == 1);
+                               in_flight.erase({i, c});
+                               if (c == 0) micro_batches_in_flight.erase(i);
+                               backwards.push_back({i, c});
+                               Tensor din = Tensor::empty({3}, DType::f32);
+                               for (int j = 0; j < 3; ++j) din.data<float>()[j] = float(-i + (last - u) + 1);
+                               return din;
+                             },
+                         .activation = {3}};
     run_1f1b(pp, k.m, work, k.v);
     INFO("stage " << s << " of " << p << ", " << k.m << " micro-batches, " << k.v << " chunks");
     REQUIRE(forwards.size() == std::size_t(k.m * k.v));
@@ -88,14 +89,16 @@ TEST_CASE("pipeline: the measured bubble of equal stages is (p-1)/(v m + p-1)", 
         std::this_thread::sleep_for(d);
         busy += std::chrono::duration<double>(Clock::now() - t0).count();
       };
-      const StageWork work{.forward = [&](std::int64_t, int, const Tensor&) {
-                             work_for(tf / v);
-                             return Tensor::zeros({4}, DType::f32);
-                           },
-                           .backward = [&](std::int64_t, int, const Tensor&) {
-                             work_for(2 * tf / v);
-                             return Tensor::zeros({4}, DType::f32);
-                           },
+      const StageWork work{.forward =
+                               [&](std::int64_t, int, const Tensor&) {
+                                 work_for(tf / v);
+                                 return Tensor::zeros({4}, DType::f32);
+                               },
+                           .backward =
+                               [&](std::int64_t, int, const Tensor&) {
+                                 work_for(2 * tf / v);
+                                 return Tensor::zeros({4}, DType::f32);
+                               },
                            .activation = {4}};
       pp.barrier();
       const auto t0 = Clock::now();
@@ -104,8 +107,8 @@ TEST_CASE("pipeline: the measured bubble of equal stages is (p-1)/(v m + p-1)", 
       const double span = std::chrono::duration<double>(Clock::now() - t0).count();
       const double idle = pp.all_reduce_sum(1 - busy / span) / p, ideal = bubble_fraction(p, m, v);
       if (pp.rank() == 0)
-        std::printf("pipeline: %d stages x %d chunks, %lld micro-batches: idle %.3f of the schedule, ideal %.3f\n", p, v,
-                    static_cast<long long>(m), idle, ideal);
+        std::printf("pipeline: %d stages x %d chunks, %lld micro-batches: idle %.3f of the schedule, ideal %.3f\n", p,
+                    v, static_cast<long long>(m), idle, ideal);
       INFO(p << " stages, " << v << " chunks, " << m << " micro-batches");
       CHECK(std::abs(idle - ideal) <= 0.05);
     }

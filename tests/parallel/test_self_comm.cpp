@@ -32,8 +32,8 @@ TEST_CASE("self communicator: collectives keep the lone rank's data and send no 
 TEST_CASE("self communicator: bad arguments are refused", "[comm]") {
   SelfCommunicator c;
   Tensor t = Tensor::zeros({4}, DType::f32), small = Tensor::zeros({3}, DType::f32);
-  CHECK_THROWS_AS(c.send(t, 0, 0), CommError);       // no peer
-  CHECK_THROWS_AS(c.broadcast(t, 1), CommError);     // root outside the group
+  CHECK_THROWS_AS(c.send(t, 0, 0), CommError);         // no peer
+  CHECK_THROWS_AS(c.broadcast(t, 1), CommError);       // root outside the group
   CHECK_THROWS_AS(c.all_gather(small, t), CommError);  // wrong size
   const std::vector<std::int64_t> rows = {3};
   CHECK_THROWS_AS(c.all_to_all_v(t, rows, t, rows), CommError);  // counts disagree with the tensors

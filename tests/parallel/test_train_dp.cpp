@@ -21,14 +21,32 @@ TEST_CASE("train: data parallel equals world size 1 at every step", "[mpi][train
   }
   world.barrier();
   // A micro MoE with every routing feature on; global batch = world x 2 sequences.
-  const std::vector<std::string> common = {
-      "data.dir=" + dir, "train.steps=20", "train.log_every=100", "train.eval_batches=1", "model.vocab_size=300",
-      "model.seq_len=16", "model.d_model=16", "model.n_heads=2", "model.n_kv_heads=1", "model.ffn_hidden=24",
-      "model.expert_hidden=8", "model.routed_experts=4", "model.top_k=2", "model.n_groups=2", "model.topk_groups=1",
-      "model.aux_loss_coef=0.01", "model.bias_update_rate=0.01", "train.warmup_steps=2"};
-  auto with = [&](std::string kv) { auto v = common; v.push_back(std::move(kv)); return v; };
+  const std::vector<std::string> common = {"data.dir=" + dir,
+                                           "train.steps=20",
+                                           "train.log_every=100",
+                                           "train.eval_batches=1",
+                                           "model.vocab_size=300",
+                                           "model.seq_len=16",
+                                           "model.d_model=16",
+                                           "model.n_heads=2",
+                                           "model.n_kv_heads=1",
+                                           "model.ffn_hidden=24",
+                                           "model.expert_hidden=8",
+                                           "model.routed_experts=4",
+                                           "model.top_k=2",
+                                           "model.n_groups=2",
+                                           "model.topk_groups=1",
+                                           "model.aux_loss_coef=0.01",
+                                           "model.bias_update_rate=0.01",
+                                           "train.warmup_steps=2"};
+  auto with = [&](std::string kv) {
+    auto v = common;
+    v.push_back(std::move(kv));
+    return v;
+  };
   const TrainResult dp = train(parse_config("", "test", with("train.micro_batch=2")), world);
-  const TrainResult one = train(parse_config("", "test", with("train.micro_batch=" + std::to_string(2 * world.size()))), self);
+  const TrainResult one =
+      train(parse_config("", "test", with("train.micro_batch=" + std::to_string(2 * world.size()))), self);
   REQUIRE(dp.losses.size() == 20);
   REQUIRE(one.losses.size() == 20);
   for (std::size_t s = 0; s < 20; ++s) {

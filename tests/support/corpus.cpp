@@ -8,9 +8,10 @@ namespace moe::testing {
 
 void write_corpus(const std::string& path, int docs, unsigned seed) {
   static const std::vector<std::string> words = {
-      "the", "expert", "router", "token", "model", "gradient", "sparse", "mixture", "of", "experts", "learns",
-      "quickly", "slowly", "and", "a", "cluster", "pipeline", "tensor", "rank", "loss", "falls", "rises", "while",
-      "every", "batch", "sequence", "attention", "head", "layer", "norm", "weight", "decay", "step", "warm", "cosine"};
+      "the",     "expert", "router",  "token",  "model", "gradient", "sparse",  "mixture",  "of",
+      "experts", "learns", "quickly", "slowly", "and",   "a",        "cluster", "pipeline", "tensor",
+      "rank",    "loss",   "falls",   "rises",  "while", "every",    "batch",   "sequence", "attention",
+      "head",    "layer",  "norm",    "weight", "decay", "step",     "warm",    "cosine"};
   std::mt19937 rng(seed);
   std::ofstream out(path);
   for (int d = 0; d < docs; ++d) {

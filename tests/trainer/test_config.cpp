@@ -33,9 +33,10 @@ TEST_CASE("config: an empty file gives the valid defaults", "[config]") {
 }
 
 TEST_CASE("config: the printed resolved config parses back to itself", "[config]") {
-  Config c = parse_config("model:\n  d_model: 96\n  n_heads: 6\n  n_kv_heads: 3\n  router: softmax\n"
-                          "train:\n  lr: 1.5e-4\n  min_lr: 1e-5\ndata:\n  corpus: \"dir with: colon\"\nprecision: bf16\n",
-                          "a.yaml");
+  Config c = parse_config(
+      "model:\n  d_model: 96\n  n_heads: 6\n  n_kv_heads: 3\n  router: softmax\n"
+      "train:\n  lr: 1.5e-4\n  min_lr: 1e-5\ndata:\n  corpus: \"dir with: colon\"\nprecision: bf16\n",
+      "a.yaml");
   const std::string yaml = config_to_yaml(c);
   Config d = parse_config(yaml, "printed");
   CHECK(config_to_yaml(d) == yaml);
@@ -46,7 +47,8 @@ TEST_CASE("config: the printed resolved config parses back to itself", "[config]
 }
 
 TEST_CASE("config: --set overrides the file and parses typed values", "[config]") {
-  Config c = parse_config("train:\n  steps: 5\n", "a.yaml", {"train.steps=7", "model.router_normalize=false", "train.lr=0.01"});
+  Config c = parse_config("train:\n  steps: 5\n", "a.yaml",
+                          {"train.steps=7", "model.router_normalize=false", "train.lr=0.01"});
   CHECK(c.train.steps == 7);
   CHECK_FALSE(c.model.router_normalize);
   CHECK(c.train.lr == 0.01);
@@ -55,13 +57,15 @@ TEST_CASE("config: --set overrides the file and parses typed values", "[config]"
 TEST_CASE("config: load_config reads a file and names it in errors", "[config]") {
   const std::string path = "test_config_tmp.yaml";
   std::ofstream(path) << "model:\n  d_model: 32\n  n_heads: 3\n  n_kv_heads: 3\n";
-  CHECK_THROWS_WITH(load_config(path), Catch::Contains("test_config_tmp.yaml:3: model.n_heads: 3 does not divide model.d_model = 32"));
+  CHECK_THROWS_WITH(load_config(path),
+                    Catch::Contains("test_config_tmp.yaml:3: model.n_heads: 3 does not divide model.d_model = 32"));
   CHECK_THROWS_WITH(load_config("no/such/file.yaml"), Catch::Contains("no/such/file.yaml: cannot open"));
 }
 
 TEST_CASE("config: bad configs are one-line errors naming file, line and key", "[config]") {
   // 1. unknown key with a suggestion
-  expect_error("model:\n  d_modle: 64\n", {"bad.yaml:2", "unknown key 'model.d_modle'", "did you mean 'model.d_model'"});
+  expect_error("model:\n  d_modle: 64\n",
+               {"bad.yaml:2", "unknown key 'model.d_modle'", "did you mean 'model.d_model'"});
   // 2. a key in the wrong section suggests the right one
   expect_error("d_model: 64\n", {"bad.yaml:1", "'d_model'", "did you mean 'model.d_model'"});
   // 3. unknown section
@@ -79,11 +83,14 @@ TEST_CASE("config: bad configs are one-line errors naming file, line and key", "
   // 9. a list where a scalar belongs
   expect_error("model:\n  top_k: [1, 2]\n", {"bad.yaml:2", "model.top_k", "got a list"});
   // 10. cross-key: top_k > routed_experts
-  expect_error("model:\n  routed_experts: 4\n  top_k: 6\n", {"bad.yaml:3", "model.top_k", "6 exceeds model.routed_experts = 4"});
+  expect_error("model:\n  routed_experts: 4\n  top_k: 6\n",
+               {"bad.yaml:3", "model.top_k", "6 exceeds model.routed_experts = 4"});
   // 11. cross-key: GQA divisibility
-  expect_error("model:\n  n_heads: 4\n  n_kv_heads: 3\n", {"bad.yaml:3", "model.n_kv_heads", "does not divide model.n_heads = 4"});
+  expect_error("model:\n  n_heads: 4\n  n_kv_heads: 3\n",
+               {"bad.yaml:3", "model.n_kv_heads", "does not divide model.n_heads = 4"});
   // 12. cross-key: groups
-  expect_error("model:\n  routed_experts: 8\n  n_groups: 3\n", {"bad.yaml:3", "model.n_groups", "does not divide model.routed_experts = 8"});
+  expect_error("model:\n  routed_experts: 8\n  n_groups: 3\n",
+               {"bad.yaml:3", "model.n_groups", "does not divide model.routed_experts = 8"});
   // 13. invalid YAML
   expect_error("model:\n  d_model: [64\n", {"bad.yaml:", "invalid YAML"});
   // 14. a bad --set names the override
@@ -93,7 +100,8 @@ TEST_CASE("config: bad configs are one-line errors naming file, line and key", "
   // 16. --set without '='
   expect_error("", {"--set train.steps", "expected key=value"}, {"train.steps"});
   // 17. a default broken by another key names the file
-  expect_error("model:\n  routed_experts: 1\n", {"bad.yaml (default)", "model.top_k", "2 exceeds model.routed_experts = 1"});
+  expect_error("model:\n  routed_experts: 1\n",
+               {"bad.yaml (default)", "model.top_k", "2 exceeds model.routed_experts = 1"});
   // 18. min_lr above lr
   expect_error("train:\n  lr: 0.001\n  min_lr: 0.01\n", {"bad.yaml:3", "train.min_lr", "exceeds train.lr"});
   // 19. empty string
@@ -105,7 +113,8 @@ TEST_CASE("config: README's reference table is the generated one", "[config][doc
   REQUIRE(in);
   std::stringstream ss;
   ss << in.rdbuf();
-  const std::string readme = ss.str(), begin = "<!-- config-reference:begin -->\n", end = "<!-- config-reference:end -->";
+  const std::string readme = ss.str(), begin = "<!-- config-reference:begin -->\n",
+                    end = "<!-- config-reference:end -->";
   const auto b = readme.find(begin), e = readme.find(end);
   REQUIRE(b != std::string::npos);
   REQUIRE(e != std::string::npos);

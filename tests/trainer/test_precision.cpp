@@ -26,23 +26,28 @@ TEST_CASE("precision: bf16 and fp8 train the tiny config to fp32's validation lo
   const std::string tiny = std::string(MOE_SOURCE_DIR) + "/configs/tiny.yaml", dir = "precision_data";
   auto config = [&](const char* precision) {
     return load_config(tiny, {"data.dir=" + dir, "checkpoint.dir=", "train.steps=400", "train.lr=1e-3",
-                              "train.min_lr=1e-4", "train.eval_every=0", "train.eval_batches=24", "train.log_every=1000",
-                              std::string("precision=") + precision});
+                              "train.min_lr=1e-4", "train.eval_every=0", "train.eval_batches=24",
+                              "train.log_every=1000", std::string("precision=") + precision});
   };
   const Config fp32 = config("fp32");
   if (!std::filesystem::exists(dir + "/meta.json"))
-    data::prepare({.corpus = fp32.data.corpus, .out_dir = dir, .vocab_size = fp32.model.vocab_size,
-                   .val_fraction = fp32.data.val_fraction, .seed = static_cast<std::uint64_t>(fp32.train.seed),
-                   .tokenizer = fp32.data.tokenizer, .filters = fp32.data.filters});
+    data::prepare({.corpus = fp32.data.corpus,
+                   .out_dir = dir,
+                   .vocab_size = fp32.model.vocab_size,
+                   .val_fraction = fp32.data.val_fraction,
+                   .seed = static_cast<std::uint64_t>(fp32.train.seed),
+                   .tokenizer = fp32.data.tokenizer,
+                   .filters = fp32.data.filters});
   const TrainResult a = train(fp32, world), b = train(config("bf16"), world), c = train(config("fp8"), world);
   std::printf("validation loss after %lld steps: fp32 %.4f, bf16 %.4f (%+.3f%%), fp8 %.4f (%+.3f%%)\n",
               static_cast<long long>(fp32.train.steps), a.val_loss, b.val_loss, 100 * (b.val_loss / a.val_loss - 1),
               c.val_loss, 100 * (c.val_loss / a.val_loss - 1));
-  std::printf("saved activations per step: fp32 %zu, bf16 %zu, fp8 %zu bytes; GEMM inputs among them: %zu, %zu (%.3f), "
-              "%zu (%.3f)\n",
-              a.saved_bytes, b.saved_bytes, c.saved_bytes, a.saved_gemm_bytes, b.saved_gemm_bytes,
-              double(b.saved_gemm_bytes) / double(a.saved_gemm_bytes), c.saved_gemm_bytes,
-              double(c.saved_gemm_bytes) / double(a.saved_gemm_bytes));
+  std::printf(
+      "saved activations per step: fp32 %zu, bf16 %zu, fp8 %zu bytes; GEMM inputs among them: %zu, %zu (%.3f), "
+      "%zu (%.3f)\n",
+      a.saved_bytes, b.saved_bytes, c.saved_bytes, a.saved_gemm_bytes, b.saved_gemm_bytes,
+      double(b.saved_gemm_bytes) / double(a.saved_gemm_bytes), c.saved_gemm_bytes,
+      double(c.saved_gemm_bytes) / double(a.saved_gemm_bytes));
   // Training happened: the loss fell well below the first step's.
   REQUIRE(a.val_loss < 0.9 * a.losses.front());
   CHECK(std::abs(b.val_loss - a.val_loss) <= 0.0025 * a.val_loss);

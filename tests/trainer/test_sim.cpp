@@ -42,19 +42,25 @@ TEST_CASE("sim device: training equals the CPU bit for bit, with no host access 
   MpiCommunicator world;
   const char* env = std::getenv("MOE_TEST_LAYOUT");
   REQUIRE(env != nullptr);
-  const std::string dir = "sim_data_np" + std::to_string(world.size()), run = "sim_run_np" + std::to_string(world.size());
+  const std::string dir = "sim_data_np" + std::to_string(world.size()),
+                    run = "sim_run_np" + std::to_string(world.size());
   if (world.rank() == 0) {
     testing::write_corpus(dir + ".txt", 300);
     data::prepare({.corpus = dir + ".txt", .out_dir = dir, .vocab_size = 300, .val_fraction = 0.1, .seed = 3});
     std::filesystem::remove_all(run);
   }
   world.barrier();
-  std::vector<std::string> kv = {
-      "data.dir=" + dir, "train.steps=3", "train.log_every=100", "train.eval_batches=1", "train.eval_every=2",
-      "train.warmup_steps=1", "train.micro_batch=2", "model.vocab_size=300", "model.seq_len=8", "model.d_model=16",
-      "model.n_heads=2", "model.n_kv_heads=1", "model.ffn_hidden=24", "model.expert_hidden=8",
-      "model.routed_experts=8", "model.top_k=2", "model.aux_loss_coef=0.01", "model.bias_update_rate=0.01",
-      "model.n_layers=3", "model.dense_layers=1", "checkpoint.dir="};
+  std::vector<std::string> kv = {"data.dir=" + dir,          "train.steps=3",
+                                 "train.log_every=100",      "train.eval_batches=1",
+                                 "train.eval_every=2",       "train.warmup_steps=1",
+                                 "train.micro_batch=2",      "model.vocab_size=300",
+                                 "model.seq_len=8",          "model.d_model=16",
+                                 "model.n_heads=2",          "model.n_kv_heads=1",
+                                 "model.ffn_hidden=24",      "model.expert_hidden=8",
+                                 "model.routed_experts=8",   "model.top_k=2",
+                                 "model.aux_loss_coef=0.01", "model.bias_update_rate=0.01",
+                                 "model.n_layers=3",         "model.dense_layers=1",
+                                 "checkpoint.dir="};
   std::istringstream in(env);
   for (std::string x; in >> x;) kv.push_back(x);
   auto config = [&](std::vector<std::string> extra) {
