@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 # Build toolchain and libraries (see CMakeLists.txt for what each is used for).
 PKGS=(
   g++ cmake ninja-build pkg-config git
+  clang-format                         # the house style (.clang-format; ctest repo.format)
   openmpi-bin libopenmpi-dev           # MPI: the CPU communicator and mpirun
   libhdf5-openmpi-dev                  # parallel HDF5: layout-free checkpoints
   libyaml-cpp-dev                      # configs
