@@ -44,25 +44,9 @@ struct Fixture {
   }
   // A micro MoE; global batch 8 sequences = dp x grad_accum x 2.
   Config config(int dp, std::vector<std::string> extra) const {
-    std::vector<std::string> kv = {"data.dir=" + dir + "/data",
-                                   "train.log_every=1000",
-                                   "train.eval_batches=1",
-                                   "train.warmup_steps=2",
-                                   "model.vocab_size=300",
-                                   "model.seq_len=8",
-                                   "model.d_model=16",
-                                   "model.n_heads=2",
-                                   "model.n_kv_heads=1",
-                                   "model.ffn_hidden=24",
-                                   "model.expert_hidden=8",
-                                   "model.routed_experts=8",
-                                   "model.top_k=2",
-                                   "model.n_layers=3",
-                                   "model.dense_layers=1",
-                                   "model.aux_loss_coef=0.01",
-                                   "model.bias_update_rate=0.01",
-                                   "train.micro_batch=2",
-                                   "train.grad_accum=" + std::to_string(8 / (2 * dp))};
+    std::vector<std::string> kv = testing::micro_moe(
+        {"data.dir=" + dir + "/data", "train.log_every=1000", "train.eval_batches=1", "train.warmup_steps=2",
+         "train.micro_batch=2", "train.grad_accum=" + std::to_string(8 / (2 * dp))});
     kv.insert(kv.end(), extra.begin(), extra.end());
     return parse_config("", "test", kv);
   }

@@ -47,25 +47,9 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
   // rows of all sources instead of one per micro-batch) reaches the weights in proportion to
   // lr: up to 1.2e-5 relative at lr 3e-3, 2e-6 at 5e-4. A wrong gradient moves weights by
   // about lr, orders of magnitude above either.
-  std::vector<std::string> common = {"data.dir=" + dir,
-                                     "train.steps=3",
-                                     "train.log_every=100",
-                                     "train.eval_batches=1",
-                                     "train.warmup_steps=1",
-                                     "train.lr=5e-4",
-                                     "model.vocab_size=300",
-                                     "model.seq_len=8",
-                                     "model.d_model=16",
-                                     "model.n_heads=2",
-                                     "model.n_kv_heads=1",
-                                     "model.ffn_hidden=24",
-                                     "model.expert_hidden=8",
-                                     "model.routed_experts=8",
-                                     "model.top_k=2",
-                                     "model.aux_loss_coef=0.01",
-                                     "model.bias_update_rate=0.01",
-                                     "model.n_layers=3",
-                                     "model.dense_layers=1"};
+  std::vector<std::string> common =
+      testing::micro_moe({"data.dir=" + dir, "train.steps=3", "train.log_every=100", "train.eval_batches=1",
+                          "train.warmup_steps=1", "train.lr=5e-4"});
   common.insert(common.end(), model.begin(), model.end());
   auto config = [&](std::int64_t grad_accum, const std::vector<std::string>& extra) {
     auto kv = common;

@@ -11,6 +11,19 @@ using namespace moe;
 
 namespace {
 Config source_config(const char* name) { return load_config(std::string(MOE_SOURCE_DIR) + "/configs/" + name); }
+// A cluster with round numbers for closed forms: 1 TFLOP/s, 1 GB, 100 GB/s memory, 10 GB/s
+// inside a node of `per_node` devices and 1 GB/s between nodes.
+Cluster hand_cluster(int per_node) {
+  return Cluster{.name = "hand",
+                 .device = "computed",
+                 .file = "",
+                 .peak_bf16_tflops = 1.0,
+                 .memory_gb = 1,
+                 .memory_gbps = 100,
+                 .intra_node_gbps = 10,
+                 .inter_node_gbps = 1,
+                 .devices_per_node = per_node};
+}
 }  // namespace
 
 TEST_CASE("plan: parameter counts are the model's tensors", "[plan]") {
@@ -51,16 +64,8 @@ TEST_CASE("plan: memory and step time on a hand-computed case", "[plan]") {
                             {"model.vocab_size=256", "model.seq_len=16", "model.d_model=64", "model.n_layers=2",
                              "model.n_heads=4", "model.n_kv_heads=4", "model.ffn_hidden=128", "model.routed_experts=0",
                              "model.dense_layers=2", "train.micro_batch=2", "train.grad_accum=4"});
-  const Cluster c{.name = "hand",
-                  .device = "computed",
-                  .file = "",
-                  .peak_bf16_tflops = 1.0,
-                  .memory_gb = 1,
-                  .memory_gbps = 100,
-                  .intra_node_gbps = 10,
-                  .inter_node_gbps = 1,
-                  .devices_per_node = 4,
-                  .compute_efficiency = 0.5};
+  Cluster c = hand_cluster(4);
+  c.compute_efficiency = 0.5;
   const Plan p = make_plan(cfg, c, Layout{1, 4, 1, 1});
   CHECK(p.memory.weights == 4.0 * 115008);
   CHECK(p.memory.gradients == 4.0 * 115008);
@@ -93,15 +98,7 @@ TEST_CASE("plan: the 1F1B bubble is (p-1)/(m+p-1) of the pipeline's time", "[pla
   for (int pp : {2, 4}) {
     for (int m : {1, 4, 8}) {
       Config cfg = parse_config("", "test", {"model.n_layers=4", fmt::format("train.grad_accum={}", m)});
-      const Cluster c{.name = "hand",
-                      .device = "computed",
-                      .file = "",
-                      .peak_bf16_tflops = 1.0,
-                      .memory_gb = 1,
-                      .memory_gbps = 100,
-                      .intra_node_gbps = 10,
-                      .inter_node_gbps = 1,
-                      .devices_per_node = 8};
+      const Cluster c = hand_cluster(8);
       const Plan p = make_plan(cfg, c, Layout{pp, 1, 1, 1});
       INFO("pp " << pp << ", m " << m);
       CHECK(p.time.bubble / (p.time.step() - p.time.dp) == Approx(double(pp - 1) / (m + pp - 1)));

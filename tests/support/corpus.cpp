@@ -21,4 +21,22 @@ void write_corpus(const std::string& path, int docs, unsigned seed) {
   }
 }
 
+std::vector<std::string> micro_moe(std::vector<std::string> more) {
+  std::vector<std::string> kv = {"model.vocab_size=300",
+                                 "model.seq_len=8",
+                                 "model.d_model=16",
+                                 "model.n_heads=2",
+                                 "model.n_kv_heads=1",
+                                 "model.ffn_hidden=24",
+                                 "model.expert_hidden=8",
+                                 "model.routed_experts=8",
+                                 "model.top_k=2",
+                                 "model.n_layers=3",
+                                 "model.dense_layers=1",
+                                 "model.aux_loss_coef=0.01",
+                                 "model.bias_update_rate=0.01"};
+  kv.insert(kv.end(), more.begin(), more.end());
+  return kv;
+}
+
 }  // namespace moe::testing

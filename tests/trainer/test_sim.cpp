@@ -50,17 +50,9 @@ TEST_CASE("sim device: training equals the CPU bit for bit, with no host access 
     std::filesystem::remove_all(run);
   }
   world.barrier();
-  std::vector<std::string> kv = {"data.dir=" + dir,          "train.steps=3",
-                                 "train.log_every=100",      "train.eval_batches=1",
-                                 "train.eval_every=2",       "train.warmup_steps=1",
-                                 "train.micro_batch=2",      "model.vocab_size=300",
-                                 "model.seq_len=8",          "model.d_model=16",
-                                 "model.n_heads=2",          "model.n_kv_heads=1",
-                                 "model.ffn_hidden=24",      "model.expert_hidden=8",
-                                 "model.routed_experts=8",   "model.top_k=2",
-                                 "model.aux_loss_coef=0.01", "model.bias_update_rate=0.01",
-                                 "model.n_layers=3",         "model.dense_layers=1",
-                                 "checkpoint.dir="};
+  std::vector<std::string> kv =
+      testing::micro_moe({"data.dir=" + dir, "train.steps=3", "train.log_every=100", "train.eval_batches=1",
+                          "train.eval_every=2", "train.warmup_steps=1", "train.micro_batch=2", "checkpoint.dir="});
   std::istringstream in(env);
   for (std::string x; in >> x;) kv.push_back(x);
   auto config = [&](std::vector<std::string> extra) {
