@@ -4,6 +4,7 @@
 #include "checkpoint/chunk_writer.h"
 #include "checkpoint/fletcher32.h"
 #include "checkpoint/holes_driver.h"
+#include "comm/host_values.h"
 
 #include <hdf5.h>
 
@@ -342,11 +343,11 @@ void fill_and_close(Id& file, const std::string& path, Body body) {
 // Parallel HDF5 would write every chunk of a filtered dataset with fill values when creating
 // it (the file written twice) and leaves ranks waiting in collective calls another rank has
 // failed out of; here rank 0's error reaches every rank.
-void write_from_skeleton(const std::string& path, MPI_Comm comm, const Meta& meta, const std::vector<Dataset>& datasets,
-                         const std::vector<Slice>& mine, const detail::WholeChunks& plan) {
-  int me = 0;
-  MPI_Comm_rank(comm, &me);
-  std::vector<std::uint64_t> flat;  // every chunk's address, dataset by dataset
+void write_from_skeleton(const std::string& path, Communicator& comm, const Meta& meta,
+                         const std::vector<Dataset>& datasets, const std::vector<Slice>& mine,
+                         const detail::WholeChunks& plan) {
+  const int me = comm.rank();
+  std::vector<std::int64_t> flat;  // every chunk's address, dataset by dataset
   std::string error;
   if (me == 0) {
     try {
@@ -378,7 +379,7 @@ void write_from_skeleton(const std::string& path, MPI_Comm comm, const Meta& met
   std::size_t chunks = 0;
   for (const Dataset& d : datasets) chunks += static_cast<std::size_t>(detail::chunk_count(d.shape));
   flat.resize(chunks);
-  MPI_Bcast(flat.data(), static_cast<int>(chunks), MPI_UINT64_T, 0, comm);
+  broadcast_ints(comm, flat, 0);
   detail::ChunkAddresses addresses(datasets.size());
   for (std::size_t i = 0, at = 0; i < datasets.size(); ++i) {
     const auto n = static_cast<std::size_t>(detail::chunk_count(datasets[i].shape));
@@ -391,7 +392,7 @@ void write_from_skeleton(const std::string& path, MPI_Comm comm, const Meta& met
 
 }  // namespace
 
-void write(const std::string& path, MPI_Comm comm, const Meta& meta, const std::vector<Dataset>& datasets,
+void write(const std::string& path, Communicator& comm, const Meta& meta, const std::vector<Dataset>& datasets,
            const std::vector<Slice>& mine) {
   quiet();
   try {

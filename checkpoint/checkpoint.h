@@ -5,14 +5,13 @@
 // Writing is collective over a communicator, reading is each rank's own: each rank moves
 // only its slices (checkpoint/slices.h), nobody gathers the model (docs/CHECKPOINT.md).
 #pragma once
-#include <mpi.h>
-
 #include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
 
 #include "checkpoint/slices.h"
+#include "comm/communicator.h"
 
 namespace moe::ckpt {
 
@@ -41,7 +40,7 @@ struct Meta {
 // in the same order on every rank), writes this rank's slices and the attributes of `meta`
 // (identical on every rank). The ranks' slices must cover every dataset exactly once.
 // Throws CheckpointError naming the file and dataset, on every rank.
-void write(const std::string& path, MPI_Comm comm, const Meta& meta, const std::vector<Dataset>& datasets,
+void write(const std::string& path, Communicator& comm, const Meta& meta, const std::vector<Dataset>& datasets,
            const std::vector<Slice>& mine);
 
 // Each rank on its own: checks that the file has every dataset of `expected` at its shape

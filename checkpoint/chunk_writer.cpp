@@ -12,6 +12,7 @@
 #include <map>
 
 #include "checkpoint/fletcher32.h"
+#include "comm/host_values.h"
 #include "kernels/error.h"
 
 namespace moe::ckpt::detail {
@@ -100,19 +101,16 @@ std::int64_t chunk_count(const Shape& s) {
 
 std::size_t chunk_stored_bytes(const Shape& s) { return std::size_t(per_chunk(s)) * sizeof(float) + 4; }
 
-WholeChunks::WholeChunks(MPI_Comm comm, const std::vector<Dataset>& datasets, const std::vector<Slice>& mine)
-    : D_(datasets.size()), p_(1), windowed_(datasets.size(), false), per_(datasets.size()) {
-  MPI_Comm_size(comm, &p_);
+WholeChunks::WholeChunks(Communicator& comm, const std::vector<Dataset>& datasets, const std::vector<Slice>& mine)
+    : D_(datasets.size()), p_(comm.size()), windowed_(datasets.size(), false), per_(datasets.size()) {
   std::map<std::string, const Slice*> slice_of;
   for (const Slice& s : mine) slice_of[s.dataset] = &s;
   std::vector<std::int64_t> local(3 * D_, 0);
-  all_.resize(3 * D_ * std::size_t(p_));
   for (std::size_t i = 0; i < D_; ++i)
     if (const auto it = slice_of.find(datasets[i].name); it != slice_of.end() && it->second->begin < it->second->end)
       local[3 * i] = it->second->begin, local[3 * i + 1] = it->second->end,
                 local[3 * i + 2] = !it->second->window.empty();
-  MPI_Allgather(local.data(), static_cast<int>(3 * D_), MPI_INT64_T, all_.data(), static_cast<int>(3 * D_), MPI_INT64_T,
-                comm);
+  all_ = all_gather_ints(comm, local);
   for (std::size_t i = 0; i < D_; ++i) {
     per_[i] = per_chunk(datasets[i].shape);
     for (int r = 0; r < p_; ++r) windowed_[i] = windowed_[i] || all_[(std::size_t(r) * D_ + i) * 3 + 2] != 0;
@@ -155,94 +153,112 @@ ChunkAddresses chunk_addresses(const std::string& path, hid_t file, const std::v
   return out;
 }
 
-void write_whole_chunks(const std::string& path, MPI_Comm comm, const std::vector<Dataset>& datasets,
-                        const std::vector<Slice>& mine, const WholeChunks& plan, const ChunkAddresses& addresses) {
-  int p = 1, me = 0;
-  MPI_Comm_size(comm, &p), MPI_Comm_rank(comm, &me);
-  const std::size_t D = datasets.size();
+namespace {
+
+// This rank's runs of every dataset cut at chunk boundaries, each piece handed to
+// `to(writer, dataset, chunk, begin, count, data)`.
+template <class F>
+void for_each_piece(const std::vector<Dataset>& datasets, const std::vector<Slice>& mine, const WholeChunks& plan,
+                    F&& to) {
   std::map<std::string, const Slice*> slice_of;
   for (const Slice& s : mine) slice_of[s.dataset] = &s;
+  for (std::size_t i = 0; i < datasets.size(); ++i) {
+    const auto it = slice_of.find(datasets[i].name);
+    if (it == slice_of.end() || it->second->begin >= it->second->end) continue;
+    const Slice& s = *it->second;
+    const std::int64_t per = per_chunk(datasets[i].shape);
+    for (const Run& r : slice_runs(datasets[i].shape, s, 0, datasets[i].shape.empty() ? 1 : datasets[i].shape[0]))
+      for (std::int64_t a = r.begin; a < r.begin + r.count;) {
+        const std::int64_t c = a / per, b = std::min(r.begin + r.count, (c + 1) * per);
+        to(plan.owner(i, c), i, c, a, b - a, s.data + r.mem + (a - r.begin));
+        a = b;
+      }
+  }
+}
 
+// The pieces this rank sends: a header and its floats each, packed for their writers in rank
+// order straight into one buffer of words (headers and floats are whole words).
+struct Outgoing {
+  Tensor words;                        // i32 host tensor
+  std::vector<std::int64_t> words_to;  // per rank
+};
+
+// Pieces of this rank's own chunks go to `local`; the rest are packed (sized by a first pass).
+// MPI counts are ints: the pieces that travel (those of chunks straddling a range boundary,
+// and (p-1)/p of column-split tensor-parallel windows) stay far below 8 GiB per rank for any
+// model this holds; past it the save fails on every rank instead of wrapping.
+Outgoing pack_pieces(const std::string& path, const std::vector<Dataset>& datasets, const std::vector<Slice>& mine,
+                     const WholeChunks& plan, int p, int me, Pieces& local) {
+  const auto P = static_cast<std::size_t>(p);
+  std::vector<std::size_t> bytes(P, 0);
+  for_each_piece(datasets, mine, plan,
+                 [&](int w, std::size_t, std::int64_t, std::int64_t, std::int64_t n, const float*) {
+                   if (w != me) bytes[std::size_t(w)] += sizeof(Header) + std::size_t(n) * sizeof(float);
+                 });
+  std::size_t total = 0;
+  for (std::size_t r = 0; r < P; ++r) total += bytes[r];
+  if (total / 4 > std::size_t(std::numeric_limits<int>::max()))
+    throw CheckpointError(
+        fmt::format("{}: {} bytes of chunk pieces to exchange, more than MPI counts hold", path, total));
+  Outgoing out{word_buffer(total), std::vector<std::int64_t>(P)};
+  char* base = reinterpret_cast<char*>(out.words.data<std::int32_t>());
+  std::vector<std::size_t> put(P);
+  for (std::size_t r = 0, at = 0; r < P; ++r) put[r] = at, out.words_to[r] = std::int64_t(bytes[r] / 4), at += bytes[r];
+  for_each_piece(datasets, mine, plan,
+                 [&](int w, std::size_t i, std::int64_t c, std::int64_t a, std::int64_t n, const float* data) {
+                   if (w == me) return local[{i, c}].push_back({a, n, data});
+                   const Header h{static_cast<std::int64_t>(i), a, n};
+                   std::memcpy(base + put[std::size_t(w)], &h, sizeof h);
+                   std::memcpy(base + put[std::size_t(w)] + sizeof h, data, std::size_t(n) * sizeof(float));
+                   put[std::size_t(w)] += sizeof h + std::size_t(n) * sizeof(float);
+                 });
+  return out;
+}
+
+// The pieces other ranks sent, as pieces pointing into `received` (which must outlive them).
+void unpack_pieces(const Tensor& received, const std::vector<Dataset>& datasets, Pieces& pieces) {
+  const char* base = reinterpret_cast<const char*>(received.data<std::int32_t>());
+  const std::size_t size = std::size_t(received.numel()) * 4;
+  for (std::size_t at = 0; at < size;) {
+    Header h;
+    std::memcpy(&h, base + at, sizeof h);
+    const std::size_t i = std::size_t(h.dataset);
+    pieces[{i, h.begin / per_chunk(datasets[i].shape)}].push_back(
+        {h.begin, h.count, reinterpret_cast<const float*>(base + at + sizeof h)});
+    at += sizeof h + std::size_t(h.count) * sizeof(float);
+  }
+}
+
+}  // namespace
+
+void write_whole_chunks(const std::string& path, Communicator& comm, const std::vector<Dataset>& datasets,
+                        const std::vector<Slice>& mine, const WholeChunks& plan, const ChunkAddresses& addresses) {
+  const int p = comm.size(), me = comm.rank();
   // From here every rank reaches the two exchanges and the final agreement whatever fails
   // on it (a rank leaving a collective early would leave the others waiting).
   std::string error;
   auto note = [&](const std::exception& e) {
     if (error.empty()) error = e.what();
   };
-  // This rank's runs cut at chunk boundaries, each piece to `to(writer, dataset, begin,
-  // count, data)`.
-  auto each_piece = [&](auto&& to) {
-    for (std::size_t i = 0; i < D; ++i) {
-      const auto it = slice_of.find(datasets[i].name);
-      if (it == slice_of.end() || it->second->begin >= it->second->end) continue;
-      const Slice& s = *it->second;
-      const std::int64_t per = per_chunk(datasets[i].shape);
-      for (const Run& r : slice_runs(datasets[i].shape, s, 0, datasets[i].shape.empty() ? 1 : datasets[i].shape[0]))
-        for (std::int64_t a = r.begin; a < r.begin + r.count;) {
-          const std::int64_t c = a / per, b = std::min(r.begin + r.count, (c + 1) * per);
-          to(plan.owner(i, c), i, c, a, b - a, s.data + r.mem + (a - r.begin));
-          a = b;
-        }
-    }
-  };
-  // Pieces of this rank's own chunks stay; the rest are packed for their writers, each as
-  // a header and its floats, straight into one send buffer (sized by a first pass).
-  // MPI counts are ints: the pieces that travel (those of chunks straddling a range boundary,
-  // and (p-1)/p of column-split tensor-parallel windows) stay far below 2 GiB per rank for
-  // any model this holds; past it the save fails on every rank instead of wrapping.
-  const auto P = static_cast<std::size_t>(p);
-  std::vector<int> send_n(P), recv_n(P), send_at(P), recv_at(P);
-  std::vector<char> send;
   Pieces pieces;
+  Outgoing out{word_buffer(0), std::vector<std::int64_t>(std::size_t(p), 0)};
   try {
-    std::vector<std::size_t> bytes(P, 0);
-    each_piece([&](int w, std::size_t, std::int64_t, std::int64_t, std::int64_t n, const float*) {
-      if (w != me) bytes[std::size_t(w)] += sizeof(Header) + std::size_t(n) * sizeof(float);
-    });
-    std::size_t total = 0;
-    for (std::size_t r = 0; r < P; ++r) total += bytes[r];
-    if (total > std::size_t(std::numeric_limits<int>::max()))
-      throw CheckpointError(
-          fmt::format("{}: {} bytes of chunk pieces to exchange, more than MPI counts hold", path, total));
-    send.resize(total);
-    for (std::size_t r = 0, at = 0; r < P; ++r)
-      send_at[r] = static_cast<int>(at), send_n[r] = static_cast<int>(bytes[r]), at += bytes[r];
-    std::vector<std::size_t> put(send_at.begin(), send_at.end());
-    each_piece([&](int w, std::size_t i, std::int64_t c, std::int64_t a, std::int64_t n, const float* data) {
-      if (w == me) {
-        pieces[{i, c}].push_back({a, n, data});
-        return;
-      }
-      const Header h{static_cast<std::int64_t>(i), a, n};
-      std::memcpy(send.data() + put[std::size_t(w)], &h, sizeof h);
-      std::memcpy(send.data() + put[std::size_t(w)] + sizeof h, data, std::size_t(n) * sizeof(float));
-      put[std::size_t(w)] += sizeof h + std::size_t(n) * sizeof(float);
-    });
+    out = pack_pieces(path, datasets, mine, plan, p, me, pieces);
   } catch (const std::exception& e) {
-    note(e);
-    std::fill(send_n.begin(), send_n.end(), 0);  // still in the exchange, sending nothing: the save fails below
+    note(e);  // still in the exchange, sending nothing: the save fails below
   }
-  MPI_Alltoall(send_n.data(), 1, MPI_INT, recv_n.data(), 1, MPI_INT, comm);
-  std::size_t total = 0;
-  for (int r = 0; r < p; ++r) total += std::size_t(recv_n[std::size_t(r)]);
-  if (total > std::size_t(std::numeric_limits<int>::max())) {
+  std::vector<std::int64_t> words_from = all_to_all_ints(comm, out.words_to);
+  std::int64_t total = 0;
+  for (const std::int64_t n : words_from) total += n;
+  if (total > std::numeric_limits<int>::max()) {
     if (error.empty())
-      error = fmt::format("{}: {} bytes of chunk pieces to receive, more than MPI counts hold", path, total);
-    std::fill(recv_n.begin(), recv_n.end(), 0);  // still in the collective, receiving nothing: the save fails below
+      error = fmt::format("{}: {} bytes of chunk pieces to receive, more than MPI counts hold", path, 4 * total);
+    std::fill(words_from.begin(), words_from.end(), 0);  // still in the collective, receiving nothing
     total = 0;
   }
-  for (int r = 0, at = 0; r < p; ++r) recv_at[std::size_t(r)] = at, at += recv_n[std::size_t(r)];
-  std::vector<char> recv(total);
-  MPI_Alltoallv(send.data(), send_n.data(), send_at.data(), MPI_CHAR, recv.data(), recv_n.data(), recv_at.data(),
-                MPI_CHAR, comm);
-  for (std::size_t at = 0; error.empty() && at < recv.size();) {
-    Header h;
-    std::memcpy(&h, recv.data() + at, sizeof h);
-    const std::size_t i = std::size_t(h.dataset);
-    pieces[{i, h.begin / per_chunk(datasets[i].shape)}].push_back(
-        {h.begin, h.count, reinterpret_cast<const float*>(recv.data() + at + sizeof h)});
-    at += sizeof h + std::size_t(h.count) * sizeof(float);
-  }
+  Tensor received = word_buffer(std::size_t(total) * 4);
+  comm.all_to_all_v(received, words_from, out.words, out.words_to);
+  if (error.empty()) unpack_pieces(received, datasets, pieces);
 
   // Each chunk this rank writes: checksum, then the payload and the 4 bytes at its address.
   // A chunk that is one piece of this rank's memory is written from the tensor itself. A
@@ -253,17 +269,13 @@ void write_whole_chunks(const std::string& path, MPI_Comm comm, const std::vecto
   } catch (const std::exception& e) {
     note(e);
   }
-  int failed = error.empty() ? p : me, first = p;
-  MPI_Allreduce(&failed, &first, 1, MPI_INT, MPI_MIN, comm);
-  if (first < p) share_error(error, first, comm);  // every rank throws the first failing rank's reason
+  const int first = first_rank_where(comm, !error.empty());
+  if (first >= 0) share_error(error, first, comm);  // every rank throws the first failing rank's reason
 }
 
-void share_error(std::string error, int root, MPI_Comm comm) {
-  int length = static_cast<int>(error.size());
-  MPI_Bcast(&length, 1, MPI_INT, root, comm);
-  error.resize(static_cast<std::size_t>(length));
-  MPI_Bcast(error.data(), length, MPI_CHAR, root, comm);
-  if (!error.empty()) throw CheckpointError(error);
+void share_error(const std::string& error, int root, Communicator& comm) {
+  const std::string shared = comm.broadcast_text(error, root);
+  if (!shared.empty()) throw CheckpointError(shared);
 }
 
 namespace {

@@ -1,18 +1,18 @@
 // The ranks writing one checkpoint's chunks (internal to checkpoint/). The file exists with
 // every chunk allocated at its stored size (the payload plus Fletcher32's 4 bytes), created
 // by rank 0 alone with holes (holes_driver.h). Each chunk is then written whole, once, by
-// one rank (WholeChunks::owner): the pieces of it other ranks hold come to it over MPI (one
-// all-to-all of bytes: the chunks that straddle a range boundary, and tensor-parallel
+// one rank (WholeChunks::owner): the pieces of it other ranks hold come to it through the
+// Communicator (one all-to-all of bytes: the chunks that straddle a range boundary, and tensor-parallel
 // windows), and it appends the checksum and writes the bytes at the chunk's address with
 // pwrite. HDF5 stores the same bytes through its filter; the reader verifies them.
 #pragma once
 #include <hdf5.h>
-#include <mpi.h>
 
 #include <string>
 #include <vector>
 
 #include "checkpoint/slices.h"
+#include "comm/communicator.h"
 
 namespace moe::ckpt::detail {
 
@@ -28,7 +28,7 @@ std::size_t chunk_stored_bytes(const Shape& shape);
 class WholeChunks {
  public:
   // Collective over comm (the same datasets in the same order on every rank).
-  WholeChunks(MPI_Comm comm, const std::vector<Dataset>& datasets, const std::vector<Slice>& mine);
+  WholeChunks(Communicator& comm, const std::vector<Dataset>& datasets, const std::vector<Slice>& mine);
   // The rank that writes chunk c of dataset i: for a dataset held as flat ranges, the one
   // whose range holds the chunk's first element (most chunks then need nothing from other
   // ranks); for one held as tensor-parallel windows, the ranks in turn.
@@ -44,7 +44,7 @@ class WholeChunks {
 
 // Collective over comm: `error` as rank `root` has it, thrown as a CheckpointError on every
 // rank when not empty.
-void share_error(std::string error, int root, MPI_Comm comm);
+void share_error(const std::string& error, int root, Communicator& comm);
 
 // Chunk c of dataset i is stored at addresses[i][c].
 using ChunkAddresses = std::vector<std::vector<haddr_t>>;
@@ -56,7 +56,7 @@ ChunkAddresses chunk_addresses(const std::string& path, hid_t file, const std::v
 // Collective over comm: writes every chunk whole at `addresses` (the file at `path` exists at
 // its full size), then fdatasyncs. The ranks' slices must cover every dataset exactly once
 // (CheckpointError otherwise). A failure on one rank fails it on all.
-void write_whole_chunks(const std::string& path, MPI_Comm comm, const std::vector<Dataset>& datasets,
+void write_whole_chunks(const std::string& path, Communicator& comm, const std::vector<Dataset>& datasets,
                         const std::vector<Slice>& mine, const WholeChunks& plan, const ChunkAddresses& addresses);
 
 }  // namespace moe::ckpt::detail

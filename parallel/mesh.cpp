@@ -1,5 +1,11 @@
 #include "parallel/mesh.h"
 
+#ifdef MOE_WITH_NCCL
+#include "parallel/nccl_communicator.h"
+#endif
+
+#include "kernels/device.h"
+
 namespace moe {
 
 Layout resolve_layout(const Config& cfg, int world_size) {
@@ -41,45 +47,69 @@ Coords coords_of(const Layout& l, int rank) {
   return c;
 }
 
-Mesh::Mesh(const Layout& layout, MPI_Comm world) : layout_(layout) {
-  int rank = 0;
-  MPI_Comm_rank(world, &rank);
+namespace {
+// The backend moving `device`'s tensors over the ranks of host axis `axis` (null: the axis itself).
+std::unique_ptr<Communicator> data_axis(MpiCommunicator& axis, Device device) {
+  std::unique_ptr<Communicator> c;
+  if (device == Device::sim) c = std::make_unique<MpiCommunicator>(axis.comm(), Device::sim);
+#ifdef MOE_WITH_NCCL
+  if (device == Device::cuda) c = std::make_unique<NcclCommunicator>(axis);
+#endif
+  if (c) c->set_label(axis.label());
+  return c;
+}
+}  // namespace
+
+Mesh::Mesh(const Layout& layout, MpiCommunicator& world, Device device) : layout_(layout), world_(world) {
+  const MPI_Comm w = world.comm();
+  const int rank = world.rank();
   coords_ = coords_of(layout_, rank);
   const auto& c = coords_;
   // Ranks sharing `color` form one group, ordered by `key`.
-  auto split = [&](int color, int key) {
+  auto split = [&](int color, int key, const char* label) {
     MPI_Comm comm;
-    if (MPI_Comm_split(world, color, key, &comm) != MPI_SUCCESS)
+    if (MPI_Comm_split(w, color, key, &comm) != MPI_SUCCESS)
       throw CommError(fmt::format("MPI_Comm_split failed on rank {}", rank));
     owned_.push_back(comm);
-    return std::make_unique<MpiCommunicator>(comm);
+    auto axis = std::make_unique<MpiCommunicator>(comm);
+    axis->set_label(label);
+    return axis;
   };
-  tp_ = split(c.pp * layout_.dp + c.dp, c.tp);
-  dp_ = split(c.pp * layout_.tp + c.tp, c.dp);
-  pp_ = split(c.dp * layout_.tp + c.tp, c.pp);
-  ep_ = split(c.pp * layout_.edp() + c.edp, c.ep);
-  edp_ = split(c.pp * layout_.ep + c.ep, c.edp);
-  tp_->set_label("tp"), dp_->set_label("dp"), pp_->set_label("pp"), ep_->set_label("ep"), edp_->set_label("edp");
+  tp_ = split(c.pp * layout_.dp + c.dp, c.tp, "tp");
+  dp_ = split(c.pp * layout_.tp + c.tp, c.dp, "dp");
+  pp_ = split(c.dp * layout_.tp + c.tp, c.pp, "pp");
+  ep_ = split(c.pp * layout_.edp() + c.edp, c.ep, "ep");
+  edp_ = split(c.pp * layout_.ep + c.ep, c.edp, "edp");
+  if (device == Device::cuda) use_cuda_device(world.node_rank());
+  dev_dp_ = data_axis(*dp_, device), dev_edp_ = data_axis(*edp_, device), dev_ep_ = data_axis(*ep_, device);
+}
+
+std::vector<Communicator*> Mesh::all() const {
+  std::vector<Communicator*> out{pp_.get(), dp_.get(), tp_.get(), ep_.get(), edp_.get()};
+  for (auto* c : {dev_dp_.get(), dev_edp_.get(), dev_ep_.get()})
+    if (c) out.push_back(c);
+  return out;
 }
 
 std::map<std::string, std::uint64_t> Mesh::bytes_sent() const {
   std::map<std::string, std::uint64_t> sum;
-  for (const auto* c : {pp_.get(), dp_.get(), tp_.get(), ep_.get(), edp_.get()})
+  for (const auto* c : all())
     for (const auto& [kind, bytes] : c->bytes_sent()) sum[kind] += bytes;
   return sum;
 }
 
 double Mesh::comm_seconds() const {
-  double t = 0;
-  for (const auto* c : {pp_.get(), dp_.get(), tp_.get(), ep_.get(), edp_.get()}) t += c->seconds();
+  double t = world_.seconds();
+  for (const auto* c : all()) t += c->seconds();
   return t;
 }
 
 void Mesh::reset_bytes() {
-  for (auto* c : {pp_.get(), dp_.get(), tp_.get(), ep_.get(), edp_.get()}) c->reset_bytes();
+  for (auto* c : all()) c->reset_bytes();
 }
 
 Mesh::~Mesh() {
+  dev_dp_.reset(), dev_edp_.reset(), dev_ep_.reset();  // before the MPI axes they bootstrap from
   for (MPI_Comm& c : owned_) MPI_Comm_free(&c);
 }
 

@@ -31,30 +31,44 @@ struct Coords {
 };
 Coords coords_of(const Layout& l, int rank);
 
-// One communicator per axis, split from `world` (MPI_Comm_split, freed on destruction).
+// One communicator per axis, split from `world` (MPI_Comm_split, freed on destruction),
+// handed out as the abstract Communicator. The data axes (dp, edp, ep: gradient reductions,
+// expert dispatch and combine) move `device`'s tensors on that device's backend: NCCL over
+// the MPI axis (its bootstrap and host twin) for cuda in a build with NCCL (without, the MPI
+// axis stages GPU tensors through the host), MPI reading the sim device's memory
+// for sim (as NCCL reads a GPU's), the MPI axis itself for cpu. pp and tp stay on MPI: the
+// pipeline's hand-overs are staged through the host and tensor parallelism's loss is host
+// code. A cuda mesh first binds this process to the GPU of its rank on the node.
 class Mesh {
  public:
-  Mesh(const Layout& layout, MPI_Comm world);
+  Mesh(const Layout& layout, MpiCommunicator& world, Device device = Device::cpu);
   ~Mesh();
   Mesh(const Mesh&) = delete;
   Mesh& operator=(const Mesh&) = delete;
   const Layout& layout() const { return layout_; }
   const Coords& coords() const { return coords_; }
-  MpiCommunicator& pp() { return *pp_; }
-  MpiCommunicator& dp() { return *dp_; }
-  MpiCommunicator& tp() { return *tp_; }
-  MpiCommunicator& ep() { return *ep_; }
-  MpiCommunicator& edp() { return *edp_; }
-  // Bytes this rank sent over all axes, per kind; and a fresh count.
+  Communicator& world() { return world_; }  // host tensors (checkpoints, agreement)
+  Communicator& pp() { return *pp_; }
+  Communicator& tp() { return *tp_; }
+  Communicator& dp() { return data(dp_, dev_dp_); }
+  Communicator& edp() { return data(edp_, dev_edp_); }
+  Communicator& ep() { return data(ep_, dev_ep_); }
+  // Bytes this rank sent over the axes (not world), per kind; and a fresh count.
   std::map<std::string, std::uint64_t> bytes_sent() const;
   void reset_bytes();
-  double comm_seconds() const;  // inside operations on any axis
+  double comm_seconds() const;  // inside operations on any axis and on world
 
  private:
+  static Communicator& data(const std::unique_ptr<MpiCommunicator>& host, const std::unique_ptr<Communicator>& dev) {
+    return dev ? *dev : *host;
+  }
+  std::vector<Communicator*> all() const;  // every axis, host and device
   Layout layout_;
   Coords coords_;
+  MpiCommunicator& world_;
   std::vector<MPI_Comm> owned_;
   std::unique_ptr<MpiCommunicator> pp_, dp_, tp_, ep_, edp_;
+  std::unique_ptr<Communicator> dev_dp_, dev_edp_, dev_ep_;  // null on the cpu
 };
 
 }  // namespace moe

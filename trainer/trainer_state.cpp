@@ -1,9 +1,5 @@
 #include "trainer/trainer_state.h"
 
-#ifdef MOE_WITH_NCCL
-#include "parallel/nccl_communicator.h"
-#endif
-
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -14,30 +10,6 @@
 #include "checkpoint/store.h"
 
 namespace moe {
-
-DeviceComms device_comms(const Config& cfg, Mesh& mesh, MpiCommunicator& world) {
-  if (cfg.device == DeviceKind::sim) {  // MPI reading the sim device's memory, as NCCL reads a GPU's
-    const auto sim = [](MpiCommunicator& axis, const char* label) {
-      auto c = std::make_unique<MpiCommunicator>(axis.comm(), Device::sim);
-      c->set_label(label);
-      return c;
-    };
-    return {sim(mesh.dp(), "dp"), sim(mesh.edp(), "edp"), sim(mesh.ep(), "ep")};
-  }
-  if (cfg.device != DeviceKind::cuda) return {};
-  use_cuda_device(world.node_rank());
-#ifdef MOE_WITH_NCCL
-  const auto nccl = [](MpiCommunicator& axis, const char* label) {
-    auto c = std::make_unique<NcclCommunicator>(axis);
-    c->set_label(label);
-    return c;
-  };
-  return {nccl(mesh.dp(), "dp"), nccl(mesh.edp(), "edp"), nccl(mesh.ep(), "ep")};
-#else
-  (void)mesh;
-  return {};
-#endif
-}
 
 ckpt::Meta Trainer::State::load(const std::string& path, CheckpointPart part) {
   ckpt::Meta meta = ckpt::read_meta(path);
@@ -87,7 +59,7 @@ void Trainer::State::save(std::int64_t step, const TrainResult& res, double last
   const bool tp_lead = mesh.coords().tp == 0;
   CheckpointPlan plan = plan_write(groups(), model, tp_lead, tp_lead && mesh.coords().dp == 0);
   if (layout.pp > 1) plan.datasets = join_stages(plan.datasets);  // every rank creates every dataset
-  ckpt::write(ckpt::temp_file(path), world.comm(), meta, plan.datasets, plan.slices);
+  ckpt::write(ckpt::temp_file(path), mesh.world(), meta, plan.datasets, plan.slices);
   world.barrier();  // every rank closed the file
   if (world.rank() == 0) {
     ckpt::commit(dir, path, cfg.checkpoint.keep);

@@ -24,47 +24,24 @@ namespace moe {
 using Clock = std::chrono::steady_clock;
 inline double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-// A GPU run's data axes: NCCL communicators over dp, edp and ep (CUDA builds with NCCL),
-// which carry the gradient reductions and the expert dispatch and combine; null elsewhere,
-// where the MPI axes carry them (staging GPU tensors through the host).
-struct DeviceComms {
-  std::unique_ptr<Communicator> dp, edp, ep;
-};
-// Picks this process's GPU (by its rank on the node) and makes the NCCL axes, for a device:
-// cuda run; MPI axes on the sim device's tensors for a device: sim run; nothing for a CPU
-// run. Collective over the mesh.
-DeviceComms device_comms(const Config& cfg, Mesh& mesh, MpiCommunicator& world);
-
 struct Trainer::State {
   State(const Config& c, MpiCommunicator& w)
       : cfg(c),
         world(w),
         layout(trainable_layout(c, w.size())),
-        mesh(layout, w.comm()),
-        dev(device_comms(c, mesh, w)),
+        mesh(layout, w, device_of(c.device)),
         bounds(stage_bounds(c, layout.pp * int(c.parallel.virtual_stages))),
         model(c.model, shard(), c.precision) {}
   const Config cfg;
   MpiCommunicator& world;
   const Layout layout;
   Mesh mesh;
-  DeviceComms dev;
-  Communicator& dp() { return dev.dp ? *dev.dp : mesh.dp(); }
-  Communicator& edp() { return dev.edp ? *dev.edp : mesh.edp(); }
-  Communicator& ep() { return dev.ep ? *dev.ep : mesh.ep(); }
-  // Bytes sent on every axis (the mesh's and the NCCL ones), per kind; and their time.
-  std::map<std::string, std::uint64_t> bytes_sent() const {
-    auto out = mesh.bytes_sent();
-    for (const auto* c : {dev.dp.get(), dev.edp.get(), dev.ep.get()})
-      if (c)
-        for (const auto& [kind, bytes] : c->bytes_sent()) out[kind] += bytes;
-    return out;
-  }
-  void reset_bytes() {
-    mesh.reset_bytes();
-    for (auto* c : {dev.dp.get(), dev.edp.get(), dev.ep.get()})
-      if (c) c->reset_bytes();
-  }
+  Communicator& dp() { return mesh.dp(); }
+  Communicator& edp() { return mesh.edp(); }
+  Communicator& ep() { return mesh.ep(); }
+  // Bytes sent on every axis, per kind; and their time.
+  std::map<std::string, std::uint64_t> bytes_sent() const { return mesh.bytes_sent(); }
+  void reset_bytes() { mesh.reset_bytes(); }
   const std::vector<std::int64_t> bounds;  // blocks of each virtual pipeline stage (plan/stages.h)
   // This rank's chunks: virtual stages s, p + s, ... (one without interleaving).
   ModelShard shard() {
@@ -85,12 +62,7 @@ struct Trainer::State {
   Clock::time_point launch_t0 = Clock::now();
   // side_comm, side_pp: communication (all of it, and on the pp axis) inside eval/checkpoints
   double comm0 = 0, pp0 = 0, eval_s = 0, ckpt_s = 0, side_comm = 0, side_pp = 0;
-  double comm_now() {
-    double s = mesh.comm_seconds() + world.seconds();
-    for (const auto* c : {dev.dp.get(), dev.edp.get(), dev.ep.get()})
-      if (c) s += c->seconds();
-    return s;
-  }
+  double comm_now() { return mesh.comm_seconds(); }
   // Runs f (an evaluation or a checkpoint), adding its time to `bucket` and keeping its
   // communication time and bytes out of the training steps' figures.
   std::map<std::string, std::uint64_t> side_bytes;

@@ -326,7 +326,7 @@ TEST_CASE("checkpoint: every way ranks can split a dataset writes the bytes HDF5
       // Whole rows: a window the writer turns into a flat range.
       mine.push_back({"w/rows", 0, 20, full["w/rows"].data<float>() + 20 * r, {4, 5}, {4 * r, 0}});
     }
-    ckpt::write(path, world.comm(), ckpt::Meta{}, datasets, mine);
+    ckpt::write(path, world, ckpt::Meta{}, datasets, mine);
     world.barrier();
 
     std::map<std::string, Tensor> back;
@@ -360,7 +360,7 @@ TEST_CASE("checkpoint: slices that leave part of a dataset unwritten fail the sa
   if (world.rank() == 0) mine.push_back({"w/gap", 0, t.numel() - 1, t.data<float>(), {}, {}});
   std::string error;
   try {
-    ckpt::write(path, world.comm(), ckpt::Meta{}, datasets, mine);
+    ckpt::write(path, world, ckpt::Meta{}, datasets, mine);
   } catch (const CheckpointError& e) {
     error = e.what();
   }

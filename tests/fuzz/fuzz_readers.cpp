@@ -123,7 +123,8 @@ int main(int argc, char** argv) {
   const std::vector<moe::ckpt::Dataset> datasets = {{"weights/a", {64, 64}}, {"buffers/b", {300}}};
   moe::ckpt::Meta meta;
   meta.step = 7, meta.config_yaml = "model: {}\n";
-  moe::ckpt::write(dir + "/good.h5", MPI_COMM_SELF, meta, datasets,
+  moe::SelfCommunicator self;
+  moe::ckpt::write(dir + "/good.h5", self, meta, datasets,
                    {{"weights/a", 0, 4096, a.data(), {}, {}}, {"buffers/b", 0, 300, b.data(), {}, {}}});
   const Bytes ckpt = slurp(dir + "/good.h5");
   for (int i = 0; i < cases; ++i) {

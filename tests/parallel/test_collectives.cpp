@@ -2,6 +2,7 @@
 // what each rank is known to hold, and its byte counter against the algorithm's formula.
 #include <catch2/catch.hpp>
 
+#include "comm/host_values.h"
 #include "parallel/mpi_communicator.h"
 #include "parallel/param_group.h"
 
@@ -156,4 +157,27 @@ TEST_CASE("param group: ZeRO-1 steps equal the replicated optimizer, with 1/p of
   const std::int64_t shard = (40 + p - 1) / p;
   CHECK(z1.optimizer_bytes() == 2u * 4u * std::size_t(shard));
   CHECK(c.bytes_sent().at("reduce_scatter") == 3u * unsigned(p - 1) * 4u * unsigned(shard));
+}
+
+TEST_CASE("collectives: host integers (64-bit, past 32 bits) gathered, exchanged and broadcast", "[mpi][comm]") {
+  MpiCommunicator c;
+  const int p = c.size(), r = c.rank();
+  const std::int64_t big = std::int64_t(1) << 40;  // both words of the value matter
+  const std::vector<std::int64_t> mine = {big + r, -r - 1};
+  const auto all = all_gather_ints(c, mine);
+  REQUIRE(all.size() == std::size_t(2 * p));
+  for (int q = 0; q < p; ++q) CHECK((all[std::size_t(2 * q)] == big + q && all[std::size_t(2 * q + 1)] == -q - 1));
+
+  std::vector<std::int64_t> to(static_cast<std::size_t>(p));
+  for (int q = 0; q < p; ++q) to[std::size_t(q)] = big * r + q;  // names sender and receiver
+  const auto from = all_to_all_ints(c, to);
+  for (int q = 0; q < p; ++q) CHECK(from[std::size_t(q)] == big * q + r);
+
+  std::vector<std::int64_t> v = {r == p - 1 ? big * 3 : 0, r == p - 1 ? -7 : 0};
+  broadcast_ints(c, v, p - 1);
+  CHECK((v[0] == big * 3 && v[1] == -7));
+
+  CHECK(first_rank_where(c, false) == -1);
+  CHECK(first_rank_where(c, r >= 1) == (p > 1 ? 1 : -1));
+  CHECK(first_rank_where(c, true) == 0);
 }
