@@ -135,9 +135,6 @@ void write_text(hid_t file, const char* name, const std::string& v, const std::s
   std::string padded = v.empty() ? std::string(1, '\0') : v;
   check(H5Awrite(a.get(), type.get(), padded.data()), path, name);
 }
-// An attribute added after format version 1 was first written: 0 when absent.
-double read_optional(hid_t file, const char* name, const std::string& path);
-
 template <class T>
 T read_attr(hid_t file, const char* name, hid_t type, const std::string& path) {
   Id a(check_id(H5Aopen(file, name, H5P_DEFAULT), path, std::string("attribute ") + name), H5Aclose);
@@ -145,15 +142,6 @@ T read_attr(hid_t file, const char* name, hid_t type, const std::string& path) {
   check(H5Aread(a.get(), type, &v), path, name);
   return v;
 }
-double read_optional(hid_t file, const char* name, const std::string& path) {
-  const htri_t exists = H5Aexists(file, name);
-  if (exists <= 0) {
-    H5Eclear2(H5E_DEFAULT);
-    return 0;
-  }
-  return read_attr<double>(file, name, H5T_NATIVE_DOUBLE, path);
-}
-
 std::string read_text(hid_t file, const char* name, const std::string& path) {
   Id a(check_id(H5Aopen(file, name, H5P_DEFAULT), path, std::string("attribute ") + name), H5Aclose);
   Id type(H5Aget_type(a.get()), H5Tclose);
@@ -302,24 +290,18 @@ void create_datasets(hid_t file, const std::string& path, const std::vector<Data
 }
 
 void write_meta(hid_t f, const std::string& path, const Meta& meta) {
-  write_attr(f, "format_version", H5T_NATIVE_INT64, meta.format_version, path);
-  write_attr(f, "step", H5T_NATIVE_INT64, meta.step, path);
-  write_attr(f, "seed", H5T_NATIVE_UINT64, meta.seed, path);
-  write_attr(f, "tokens", H5T_NATIVE_DOUBLE, meta.tokens, path);
-  write_attr(f, "global_batch", H5T_NATIVE_DOUBLE, meta.global_batch, path);
-  write_attr(f, "wall_seconds", H5T_NATIVE_DOUBLE, meta.wall_seconds, path);
-  write_attr(f, "device_hours", H5T_NATIVE_DOUBLE, meta.device_hours, path);
-  write_attr(f, "last_loss", H5T_NATIVE_DOUBLE, meta.last_loss, path);
-  write_attr(f, "val_loss", H5T_NATIVE_DOUBLE, meta.val_loss, path);
-  write_attr(f, "cost_compute_device_hours", H5T_NATIVE_DOUBLE, meta.dh_compute, path);
-  write_attr(f, "cost_communication_device_hours", H5T_NATIVE_DOUBLE, meta.dh_communication, path);
-  write_attr(f, "cost_evaluation_device_hours", H5T_NATIVE_DOUBLE, meta.dh_evaluation, path);
-  write_attr(f, "cost_checkpoint_device_hours", H5T_NATIVE_DOUBLE, meta.dh_checkpoint, path);
-  write_attr(f, "cost_pipeline_idle_device_hours", H5T_NATIVE_DOUBLE, meta.dh_pipeline_idle, path);
-  write_attr(f, "cost_flops", H5T_NATIVE_DOUBLE, meta.flops, path);
-  write_attr(f, "cost_train_seconds", H5T_NATIVE_DOUBLE, meta.train_seconds, path);
-  write_text(f, "config", meta.config_yaml, path);
-  write_text(f, "layout", meta.layout, path);
+  MOE_CHECK(!meta.has("format_version"), CheckpointError, "{}: format_version is the checkpoint's own attribute", path);
+  write_attr(f, "format_version", H5T_NATIVE_INT64, kFormatVersion, path);
+  for (const auto& [name, value] : meta.attrs)
+    std::visit(
+        [&, &name = name](const auto& v) {
+          using T = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<T, std::string>) write_text(f, name.c_str(), v, path);
+          else if constexpr (std::is_same_v<T, double>) write_attr(f, name.c_str(), H5T_NATIVE_DOUBLE, v, path);
+          else if constexpr (std::is_same_v<T, std::uint64_t>) write_attr(f, name.c_str(), H5T_NATIVE_UINT64, v, path);
+          else write_attr(f, name.c_str(), H5T_NATIVE_INT64, v, path);
+        },
+        value);
 }
 
 // Fills an open file with `body`, then closes it. A failed write (a full disk) leaves HDF5
@@ -436,31 +418,52 @@ std::vector<std::pair<std::uint64_t, std::uint64_t>> read_extents(const std::str
   return out;
 }
 
+void Meta::missing(const std::string& name) const {
+  throw CheckpointError(
+      fmt::format("{}: attribute {} is missing or of another type; the file was not written by "
+                  "moe train, or by an older build",
+                  file.empty() ? "checkpoint" : file, name));
+}
+
+namespace {
+// The root group's attribute names, in HDF5's name order.
+std::vector<std::string> attribute_names(hid_t f, const std::string& path) {
+  std::vector<std::string> names;
+  const auto add = [](hid_t, const char* name, const H5A_info_t*, void* out) -> herr_t {
+    static_cast<std::vector<std::string>*>(out)->push_back(name);
+    return 0;
+  };
+  check(H5Aiterate2(f, H5_INDEX_NAME, H5_ITER_INC, nullptr, add, &names), path, "list attributes");
+  return names;
+}
+
+Attribute read_attribute(hid_t f, const std::string& name, const std::string& path) {
+  Id a(check_id(H5Aopen(f, name.c_str(), H5P_DEFAULT), path, "attribute " + name), H5Aclose);
+  Id type(H5Aget_type(a.get()), H5Tclose);
+  switch (H5Tget_class(type.get())) {
+    case H5T_STRING: return read_text(f, name.c_str(), path);
+    case H5T_FLOAT: return read_attr<double>(f, name.c_str(), H5T_NATIVE_DOUBLE, path);
+    case H5T_INTEGER:
+      if (H5Tget_sign(type.get()) == H5T_SGN_NONE)
+        return read_attr<std::uint64_t>(f, name.c_str(), H5T_NATIVE_UINT64, path);
+      return read_attr<std::int64_t>(f, name.c_str(), H5T_NATIVE_INT64, path);
+    default:
+      throw CheckpointError(
+          fmt::format("{}: attribute {} is neither a number nor text; the file is damaged", path, name));
+  }
+}
+}  // namespace
+
 Meta read_meta(const std::string& path) {
   quiet();
   Id file = open_file(path);
-  const hid_t f = file.get();
-  Meta m;
-  m.format_version = read_attr<std::int64_t>(f, "format_version", H5T_NATIVE_INT64, path);
-  MOE_CHECK(m.format_version == kFormatVersion, CheckpointError, "{}: format version {}, this build reads version {}",
-            path, m.format_version, kFormatVersion);
-  m.step = read_attr<std::int64_t>(f, "step", H5T_NATIVE_INT64, path);
-  m.seed = read_attr<std::uint64_t>(f, "seed", H5T_NATIVE_UINT64, path);
-  m.tokens = read_attr<double>(f, "tokens", H5T_NATIVE_DOUBLE, path);
-  m.global_batch = read_optional(f, "global_batch", path);
-  m.wall_seconds = read_attr<double>(f, "wall_seconds", H5T_NATIVE_DOUBLE, path);
-  m.device_hours = read_attr<double>(f, "device_hours", H5T_NATIVE_DOUBLE, path);
-  m.last_loss = read_attr<double>(f, "last_loss", H5T_NATIVE_DOUBLE, path);
-  m.val_loss = read_attr<double>(f, "val_loss", H5T_NATIVE_DOUBLE, path);
-  m.dh_compute = read_optional(f, "cost_compute_device_hours", path);
-  m.dh_communication = read_optional(f, "cost_communication_device_hours", path);
-  m.dh_evaluation = read_optional(f, "cost_evaluation_device_hours", path);
-  m.dh_checkpoint = read_optional(f, "cost_checkpoint_device_hours", path);
-  m.dh_pipeline_idle = read_optional(f, "cost_pipeline_idle_device_hours", path);
-  m.flops = read_optional(f, "cost_flops", path);
-  m.train_seconds = read_optional(f, "cost_train_seconds", path);
-  m.config_yaml = read_text(f, "config", path);
-  m.layout = read_text(f, "layout", path);
+  Meta m{.attrs = {}, .file = path};
+  for (const std::string& name : attribute_names(file.get(), path))
+    m.attrs[name] = read_attribute(file.get(), name, path);
+  const std::int64_t version = m.get<std::int64_t>("format_version");
+  MOE_CHECK(version == kFormatVersion, CheckpointError, "{}: format version {}, this build reads version {}", path,
+            version, kFormatVersion);
+  m.attrs.erase("format_version");
   return m;
 }
 

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "checkpoint/slices.h"
@@ -17,23 +18,28 @@ namespace moe::ckpt {
 
 inline constexpr std::int64_t kFormatVersion = 1;
 
-// The run's state besides the tensors.
+// One attribute of a checkpoint's root group.
+using Attribute = std::variant<std::int64_t, std::uint64_t, double, std::string>;
+
+// The run's state besides the tensors: the root group's attributes by name, written by one
+// loop and read by another whatever they are. write() adds "format_version" itself; the other
+// names are the writer's (the trainer's: trainer/run_meta.h).
 struct Meta {
-  std::int64_t format_version = kFormatVersion;
-  std::int64_t step = 0;    // optimizer steps done; the data position and schedule follow from it
-  std::uint64_t seed = 0;   // batches are a function of (seed, step); init draws from it too
-  std::string config_yaml;  // the resolved config that wrote it
-  std::string layout;       // e.g. "world 4: pp 1 x dp 4 x tp 1, ep 2, zero 1"
-  double tokens = 0;        // training tokens so far
-  double global_batch = 0;  // sequences per optimizer step (dp x grad_accum x micro_batch)
-  double wall_seconds = 0;  // training wall time so far
-  double device_hours = 0;  // ranks x wall time so far
-  double last_loss = 0;     // training loss of the last step
-  double val_loss = 0;      // validation loss with the saved weights (0: not evaluated)
-  // The cost counters (trainer/cost.h), summed over launches: device-hours by category,
-  // model FLOPs done, training wall seconds.
-  double dh_compute = 0, dh_communication = 0, dh_evaluation = 0, dh_checkpoint = 0, dh_pipeline_idle = 0, flops = 0,
-         train_seconds = 0;
+  std::map<std::string, Attribute> attrs;
+  std::string file;  // where read_meta read it, for errors (empty for one being written)
+  bool has(const std::string& name) const { return attrs.count(name) > 0; }
+  // `name`'s value: CheckpointError naming the file and the attribute when it is missing or
+  // of another type.
+  template <class T>
+  const T& get(const std::string& name) const {
+    const auto it = attrs.find(name);
+    const T* v = it == attrs.end() ? nullptr : std::get_if<T>(&it->second);
+    if (!v) missing(name);
+    return *v;
+  }
+
+ private:
+  [[noreturn]] void missing(const std::string& name) const;
 };
 
 // Collective over comm: creates `path` (truncating), every dataset in `datasets` (same list
@@ -55,7 +61,8 @@ std::vector<std::pair<std::uint64_t, std::uint64_t>> read_extents(const std::str
                                                                   const std::vector<Dataset>& expected,
                                                                   const std::vector<Slice>& mine);
 
-// One process, no MPI-IO: the attributes.
+// One process: every attribute of the root group (CheckpointError naming the file for a
+// format version other than this build's, or an attribute of a type Attribute cannot hold).
 Meta read_meta(const std::string& path);
 
 // One process: every dataset's name, shape, dtype and whether all its chunks pass their

@@ -26,8 +26,8 @@ std::vector<std::int64_t> all_gather_ints(Communicator& comm, std::span<const st
 }
 
 std::vector<std::int64_t> all_to_all_ints(Communicator& comm, std::span<const std::int64_t> send) {
-  MOE_CHECK(send.size() == static_cast<std::size_t>(comm.size()), CommError,
-            "all_to_all_ints: {} values for {} ranks", send.size(), comm.size());
+  MOE_CHECK(send.size() == static_cast<std::size_t>(comm.size()), CommError, "all_to_all_ints: {} values for {} ranks",
+            send.size(), comm.size());
   const Tensor in = words_of(send).view({comm.size(), 2});
   Tensor out = Tensor::empty({comm.size(), 2}, DType::i32);
   const std::vector<std::int64_t> one(send.size(), 1);

@@ -8,6 +8,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "config/config.h"
+#include "trainer/run_meta.h"
 
 namespace moe {
 namespace {
@@ -60,7 +61,7 @@ nlohmann::json hf_config(const ModelConfig& m, std::int64_t step) {
 }  // namespace
 
 ExportResult export_safetensors(const std::string& checkpoint, const std::string& out_dir) {
-  const ckpt::Meta meta = ckpt::read_meta(checkpoint);
+  const RunMeta meta = read_run_meta(checkpoint);
   const Config cfg = parse_config(meta.config_yaml, checkpoint + " (its config)");
   std::map<std::string, Tensor> tensors = ckpt::read_group(checkpoint, "weights");
   for (auto& [name, t] : ckpt::read_group(checkpoint, "buffers")) tensors.emplace(name, std::move(t));

@@ -23,6 +23,7 @@
 #include "config/config.h"
 #include "trainer/cost.h"
 #include "trainer/export.h"
+#include "trainer/run_meta.h"
 #include "trainer/train.h"
 
 namespace {
@@ -85,12 +86,12 @@ std::string resolve_checkpoint(const std::string& path) {
 
 int run_inspect(const std::string& given) {
   const std::string path = resolve_checkpoint(given);
-  const auto meta = moe::ckpt::read_meta(path);
+  const auto meta = moe::read_run_meta(path);
   std::printf(
       "%s\nformat version %lld, step %lld, seed %llu, written by %s\ntokens %.0f, wall %.2f s, device-hours %.6f, "
       "last loss %.4f, validation loss %.4f\n",
-      path.c_str(), static_cast<long long>(meta.format_version), static_cast<long long>(meta.step),
-      static_cast<unsigned long long>(meta.seed), meta.layout.c_str(), meta.tokens, meta.wall_seconds,
+      path.c_str(), static_cast<long long>(moe::ckpt::kFormatVersion), static_cast<long long>(meta.step),
+      static_cast<unsigned long long>(meta.seed), meta.layout.c_str(), meta.cost.tokens, meta.wall_seconds,
       meta.device_hours, meta.last_loss, meta.val_loss);
   int bad = 0;
   for (const auto& d : moe::ckpt::inspect(path)) {

@@ -11,8 +11,8 @@
 
 namespace moe {
 
-ckpt::Meta Trainer::State::load(const std::string& path, CheckpointPart part) {
-  ckpt::Meta meta = ckpt::read_meta(path);
+RunMeta Trainer::State::load(const std::string& path, CheckpointPart part) {
+  RunMeta meta = read_run_meta(path);
   CheckpointPlan plan = plan_read(groups(), model, part);
   // Every rank checks and opens every dataset (a mismatch in one stage's layers is then one
   // error on every rank), and reads its own slices.
@@ -31,24 +31,17 @@ void Trainer::State::save(std::int64_t step, const TrainResult& res, double last
   }
   world.barrier();
   const CostCounters k = cost_so_far(res.tokens);
-  ckpt::Meta meta{.step = step,
-                  .seed = static_cast<std::uint64_t>(cfg.train.seed),
-                  .config_yaml = config_to_yaml(cfg),
-                  .layout = fmt::format("world {}: pp {} x dp {} x tp {}, ep {}, zero {}", layout.world(), layout.pp,
-                                        layout.dp, layout.tp, layout.ep, cfg.parallel.zero),
-                  .tokens = res.tokens,
-                  .global_batch = double(global_seqs()),
-                  .wall_seconds = res.wall_seconds,
-                  .device_hours = k.device_hours(),
-                  .last_loss = last_loss,
-                  .val_loss = val_loss,
-                  .dh_compute = k.compute,
-                  .dh_communication = k.communication,
-                  .dh_evaluation = k.evaluation,
-                  .dh_checkpoint = k.checkpoint,
-                  .dh_pipeline_idle = k.pipeline_idle,
-                  .flops = k.flops,
-                  .train_seconds = k.train_seconds};
+  RunMeta meta{.step = step,
+               .seed = static_cast<std::uint64_t>(cfg.train.seed),
+               .config_yaml = config_to_yaml(cfg),
+               .layout = fmt::format("world {}: pp {} x dp {} x tp {}, ep {}, zero {}", layout.world(), layout.pp,
+                                     layout.dp, layout.tp, layout.ep, cfg.parallel.zero),
+               .global_batch = double(global_seqs()),
+               .wall_seconds = res.wall_seconds,
+               .device_hours = k.device_hours(),
+               .last_loss = last_loss,
+               .val_loss = val_loss,
+               .cost = k};
   // Attributes must be the same on every rank: rank 0's clock decides (the cost counters
   // are already means over ranks).
   Tensor clock = Tensor::empty({1}, DType::f64);
@@ -59,7 +52,7 @@ void Trainer::State::save(std::int64_t step, const TrainResult& res, double last
   const bool tp_lead = mesh.coords().tp == 0;
   CheckpointPlan plan = plan_write(groups(), model, tp_lead, tp_lead && mesh.coords().dp == 0);
   if (layout.pp > 1) plan.datasets = join_stages(plan.datasets);  // every rank creates every dataset
-  ckpt::write(ckpt::temp_file(path), mesh.world(), meta, plan.datasets, plan.slices);
+  ckpt::write(ckpt::temp_file(path), mesh.world(), meta.to_meta(), plan.datasets, plan.slices);
   world.barrier();  // every rank closed the file
   if (world.rank() == 0) {
     ckpt::commit(dir, path, cfg.checkpoint.keep);
@@ -139,18 +132,11 @@ std::int64_t Trainer::State::begin(TrainResult& res, const std::function<double(
   const auto& t = cfg.train;
   std::int64_t start = 0;
   if (auto latest = !ck.dir.empty() && ck.resume ? agreed_latest() : std::nullopt) {
-    ckpt::Meta meta;
+    RunMeta meta;
     timed(ckpt_s, [&] { meta = load(*latest, CheckpointPart::all); });
     start = meta.step;
-    prior = {.compute = meta.dh_compute,
-             .communication = meta.dh_communication,
-             .evaluation = meta.dh_evaluation,
-             .checkpoint = meta.dh_checkpoint,
-             .pipeline_idle = meta.dh_pipeline_idle,
-             .tokens = meta.tokens,
-             .flops = meta.flops,
-             .train_seconds = meta.train_seconds};
-    res.tokens = meta.tokens, res.resumed_from = *latest, res.start_step = start,
+    prior = meta.cost;
+    res.tokens = meta.cost.tokens, res.resumed_from = *latest, res.start_step = start,
     res.prior_wall_seconds = meta.wall_seconds;
     if (log_rank) {
       spdlog::info("resumed from {} (step {}, written by {}){}", *latest, start, meta.layout,
@@ -164,7 +150,7 @@ std::int64_t Trainer::State::begin(TrainResult& res, const std::function<double(
             meta.global_batch, global_seqs());
     }
   } else if (!ck.init_from.empty()) {
-    ckpt::Meta meta;
+    RunMeta meta;
     timed(ckpt_s, [&] { meta = load(ck.init_from, CheckpointPart::weights); });
     res.init_from = ck.init_from;
     timed(eval_s, [&] { res.init_val_loss = evaluate(); });

@@ -17,6 +17,7 @@
 #include "plan/stages.h"
 #include "trainer/checkpoint_plan.h"
 #include "trainer/cost.h"
+#include "trainer/run_meta.h"
 #include "trainer/train.h"
 
 namespace moe {
@@ -93,7 +94,7 @@ struct Trainer::State {
   // split the ranks between resuming and starting fresh). Its error is everyone's.
   std::optional<std::string> agreed_latest();
 
-  ckpt::Meta load(const std::string& path, CheckpointPart part);
+  RunMeta load(const std::string& path, CheckpointPart part);
   // Collective over pp: stage `stage`'s list of names and shapes on every stage; every
   // stage's, in stage order (a stage lists only its own tensors).
   std::vector<ckpt::Dataset> stage_list(const std::vector<ckpt::Dataset>& mine, int stage);

@@ -18,6 +18,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "checkpoint/store.h"
+#include "trainer/run_meta.h"
 #include "data/prepare.h"
 #include "tests/support/corpus.h"
 #include "tests/support/testing.h"
@@ -111,11 +112,11 @@ TEST_CASE("checkpoint: 10 steps, save, resume, 10 more is bitwise the 20-step ru
   CHECK(resumed.cost.tokens == straight.cost.tokens);
   CHECK(resumed.cost.flops == straight.cost.flops);
   CHECK(first.cost.tokens == straight.cost.tokens / 2);
-  const ckpt::Meta saved = ckpt::read_meta(dir + "/step_00000010.h5");
+  const RunMeta saved = read_run_meta(dir + "/step_00000010.h5");
   CHECK(saved.device_hours > 0);
   CHECK(saved.device_hours <= first.cost.device_hours());
   CHECK(resumed.cost.device_hours() > saved.device_hours);
-  CHECK(ckpt::read_meta(dir + "/step_00000020.h5").step == 20);
+  CHECK(read_run_meta(dir + "/step_00000020.h5").step == 20);
 }
 
 TEST_CASE("checkpoint: saved under one layout, resumed under another", "[mpi][checkpoint]") {
@@ -235,7 +236,7 @@ TEST_CASE("checkpoint: fine-tuning starts from the checkpoint's weights and keep
   const int P = f.world.size();
   const std::string dir = f.dir + "/base", ckpt = dir + "/step_00000008.h5";
   run(f.config(P, {"train.steps=8", "checkpoint.dir=" + dir}), f.world);
-  const ckpt::Meta meta = ckpt::read_meta(ckpt);
+  const RunMeta meta = read_run_meta(ckpt);
   TrainResult r;
   const Weights tuned = run(f.config(P, {"train.steps=4", "checkpoint.init_from=" + ckpt, "train.lr=1e-3",
                                          "train.freeze=['*embed_tokens*', '*.mlp.gate.weight']"}),

@@ -122,7 +122,7 @@ int main(int argc, char** argv) {
   for (auto& x : b) x = static_cast<float>(rng() % 1000) / 3.f;
   const std::vector<moe::ckpt::Dataset> datasets = {{"weights/a", {64, 64}}, {"buffers/b", {300}}};
   moe::ckpt::Meta meta;
-  meta.step = 7, meta.config_yaml = "model: {}\n";
+  meta.attrs = {{"step", std::int64_t{7}}, {"config", std::string("model: {}\n")}};
   moe::SelfCommunicator self;
   moe::ckpt::write(dir + "/good.h5", self, meta, datasets,
                    {{"weights/a", 0, 4096, a.data(), {}, {}}, {"buffers/b", 0, 300, b.data(), {}, {}}});
