@@ -52,11 +52,11 @@ int main(int argc, char** argv) try {
     const Layout l = resolve_layout(cfg, P);
     const TrainResult r = train(cfg, world);
     const double C = double(cfg.model.d_model), row = C * 4;
-    const double dense = double(r.parameters - r.expert_parameters) * 4,
-                 experts = double(r.expert_parameters) / l.ep * 4;
+    const double dense = double(r.size.parameters - r.size.expert_parameters) * 4,
+                 experts = double(r.size.expert_parameters) / l.ep * 4;
     const double grads = 2.0 * (l.dp - 1) / l.dp * dense + 2.0 * (l.edp() - 1) / l.edp() * experts;
     std::uint64_t mine = 0, a2a = 0;
-    for (const auto& [kind, bytes] : r.bytes_per_step) mine += bytes, a2a += kind == "all_to_all" ? bytes : 0;
+    for (const auto& [kind, bytes] : r.traffic.bytes_per_step) mine += bytes, a2a += kind == "all_to_all" ? bytes : 0;
     // Per MoE layer and micro-batch: to each other rank a row count and an assignment count
     // per expert it holds (the dispatch plan's counts, model/dispatch.h); per (token, other
     // rank) row: x with 2K floats of metadata out, the combined row back, dout out, dx and
@@ -65,9 +65,9 @@ int main(int argc, char** argv) try {
                  passes = double(cfg.train.grad_accum) * double(cfg.model.n_layers - cfg.model.dense_layers);
     const double experts_per_rank = double(cfg.model.routed_experts) / l.ep;
     const double counts = l.ep > 1 ? double(l.ep - 1) * 4 * (1 + experts_per_rank) * passes : 0;
-    const double implied = r.remote_token_ranks * (4 * row + 3 * K * 4) + counts;
-    const double once = 4 * r.remote_token_ranks * row + counts;     // payload alone, once per (token, rank)
-    const double per_assignment = 4 * r.remote_rows * row + counts;  // one row per (token, expert)
+    const double implied = r.traffic.remote_token_ranks * (4 * row + 3 * K * 4) + counts;
+    const double once = 4 * r.traffic.remote_token_ranks * row + counts;     // payload alone, once per (token, rank)
+    const double per_assignment = 4 * r.traffic.remote_rows * row + counts;  // one row per (token, expert)
     const double sum_mine = world.all_reduce_sum(double(mine)), sum_a2a = world.all_reduce_sum(double(a2a));
     const double sum_implied = world.all_reduce_sum(implied), sum_once = world.all_reduce_sum(once),
                  sum_assign = world.all_reduce_sum(per_assignment);

@@ -81,24 +81,27 @@ int main(int argc, char** argv) try {
     double moe_blocks = 0;
     for (auto b = bounds[std::size_t(at.pp)]; b < bounds[std::size_t(at.pp) + 1]; ++b)
       moe_blocks += b >= m.dense_layers;
-    const double grads = ring(4.0 * double(r.local_dense), l.dp) + ring(4.0 * double(r.local_experts), l.edp());
+    const double grads =
+        ring(4.0 * double(r.size.local_dense), l.dp) + ring(4.0 * double(r.size.local_experts), l.edp());
     const double tp = mbs * ((4 * blocks + first + last) * ring(4 * N * C, l.tp) +
                              (last && l.tp > 1 ? (l.tp - 1) * 4 * N + ring(16 * N, l.tp) : 0)) +
                       moe_blocks * ring(4.0 * double(m.routed_experts * m.d_model), l.tp);
     const double pp = mbs * 4 * N * C * (double(!last) + double(!first)) * (l.pp > 1);
     const double K = double(m.top_k), counts = l.ep > 1 ? double(l.ep - 1) * 4 * mbs * moe_blocks : 0;
-    const double a2a = r.remote_token_ranks * (4 * 4 * C + 3 * K * 4) + counts;
+    const double a2a = r.traffic.remote_token_ranks * (4 * 4 * C + 3 * K * 4) + counts;
     double mine = 0;
-    for (const auto& [kind, bytes] : r.bytes_per_step) mine += double(bytes);
+    for (const auto& [kind, bytes] : r.traffic.bytes_per_step) mine += double(bytes);
     const double sum = world.all_reduce_sum(mine), sg = world.all_reduce_sum(grads), stp = world.all_reduce_sum(tp),
                  spp = world.all_reduce_sum(pp), sa = world.all_reduce_sum(a2a), minimum = sg + stp + spp + sa;
-    const double rate = double(global * cfg.train.micro_batch * m.seq_len) / r.step_seconds;
+    const double rate = double(global * cfg.train.micro_batch * m.seq_len) / r.profile.step_seconds;
     if (c.pp == 1 && c.tp == 1 && c.ep == 1 && c.zero == 0) dp_rate = rate;
     if (world.rank() == 0)
-      std::printf(
-          "%-22s %9.0f %7.2f | %10.1f %10.1f %6.3f | %9.1f %9.1f %9.1f %9.1f%s\n", c.name.c_str(), rate, rate / dp_rate,
-          sum / 1e3, minimum / 1e3, sum / minimum, sg / 1e3, stp / 1e3, spp / 1e3, sa / 1e3,
-          l.pp > 1 ? fmt::format("  bubble {:.1f}% (1F1B {:.1f}%)", 100 * r.bubble, 100 * r.ideal_bubble).c_str() : "");
+      std::printf("%-22s %9.0f %7.2f | %10.1f %10.1f %6.3f | %9.1f %9.1f %9.1f %9.1f%s\n", c.name.c_str(), rate,
+                  rate / dp_rate, sum / 1e3, minimum / 1e3, sum / minimum, sg / 1e3, stp / 1e3, spp / 1e3, sa / 1e3,
+                  l.pp > 1 ? fmt::format("  bubble {:.1f}% (1F1B {:.1f}%)", 100 * r.profile.bubble,
+                                         100 * r.profile.ideal_bubble)
+                                 .c_str()
+                           : "");
   }
   return 0;
 } catch (const std::exception& e) {

@@ -32,9 +32,9 @@ int main(int argc, char** argv) try {
     auto kv = sets;
     kv.push_back("precision=" + p);
     const TrainResult r = train(load_config(path, kv), world);
-    rows.push_back({world.all_reduce_sum(r.dispatch_bytes), world.all_reduce_sum(r.remote_token_ranks),
-                    world.all_reduce_sum(double(r.saved_bytes)) / P,
-                    world.all_reduce_sum(double(r.saved_gemm_bytes)) / P, r.tokens / r.wall_seconds});
+    rows.push_back({world.all_reduce_sum(r.traffic.dispatch_bytes), world.all_reduce_sum(r.traffic.remote_token_ranks),
+                    world.all_reduce_sum(double(r.profile.saved_bytes)) / P,
+                    world.all_reduce_sum(double(r.profile.saved_gemm_bytes)) / P, r.tokens / r.wall_seconds});
   }
   if (world.rank() == 0) {
     const Config c = load_config(path, sets);

@@ -11,7 +11,6 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
-#include <thread>
 
 #include "checkpoint/store.h"
 #include "comm/pipeline.h"
@@ -19,6 +18,7 @@
 #include "kernels/ops.h"
 #include "plan/counts.h"
 #include "plan/plan.h"
+#include "trainer/fault_drill.h"
 #include "trainer/metrics.h"
 #include "trainer/progress.h"
 #include "trainer/step_guard.h"
@@ -29,12 +29,6 @@
 namespace moe {
 namespace {
 volatile std::sig_atomic_t g_stop = 0;
-
-void poison(Tensor& g) {  // element 0 := NaN, on whichever device g lives
-  Tensor nan = Tensor::empty({1}, DType::f32);
-  nan.data<float>()[0] = std::numeric_limits<float>::quiet_NaN();
-  g.view({g.numel()}).rows(0, 1).copy_from(nan);
-}
 
 double unigram_entropy(const std::string& dir) {
   std::ifstream in(std::filesystem::path(dir) / "meta.json");
@@ -99,6 +93,7 @@ struct Trainer::Loop {
   Tensor loads;
   double loss = 0, last_loss = 0;
   StepGuard guard;
+  FaultDrills drills;
   // The micro-batch schedule's span and the time this rank computed in it: the rest is bubble.
   double schedule_s = 0, schedule_busy = 0;
   // A micro-batch in flight: its tokens and targets, and what its forward saved for its
@@ -139,7 +134,8 @@ Trainer::Loop::Loop(State& state)
       moe_row(model.moe_ordinals()),
       all_moe(moe::moe_layers(mc)),
       loads(Tensor::zeros({all_moe * std::max<std::int64_t>(E, 1) + 1}, DType::f64)),
-      guard(t.spike_zscore, t.spike_window) {}  // (the guard's loss history starts afresh at each launch)
+      guard(t.spike_zscore, t.spike_window),
+      drills(cfg.debug, s.world.rank()) {}  // (the guard's loss history starts afresh at each launch)
 
 TrainResult Trainer::run() { return Loop(*s_).run(); }
 
@@ -152,8 +148,7 @@ TrainResult Trainer::Loop::run() {
   Progress progress(log_rank, start, end);
   for (std::int64_t step = start; step < end; ++step) {
     watchdog.beat(step + 1);
-    if (cfg.debug.hang_at_step == step + 1 && cfg.debug.hang_rank == s.world.rank())
-      std::this_thread::sleep_for(std::chrono::hours(1));  // fault drill: the watchdog must end the job
+    drills.strike(FaultDrills::Point::step_start, step);
     if (!train_step(step, metrics, progress)) break;
   }
   progress.clear();
@@ -162,7 +157,7 @@ TrainResult Trainer::Loop::run() {
   res.wall_seconds = prior_wall + since(t0);
   if (!ck.dir.empty() && res.steps > start) {
     s.timed(s.ckpt_s, [&] { s.save(res.steps, res, last_loss, res.val_loss); });
-    res.last_checkpoint = ckpt::step_file(ck.dir, res.steps);
+    res.resume.last_checkpoint = ckpt::step_file(ck.dir, res.steps);
   }
   s.finish(res);
   return res;
@@ -177,14 +172,14 @@ void Trainer::Loop::begin() {
   s.launch_t0 = Clock::now(), s.comm0 = s.comm_now(), s.pp0 = s.mesh.pp().seconds();
   start = s.begin(
       res, [this] { return evaluate(); }, log_rank);
-  prior_wall = res.prior_wall_seconds;
+  prior_wall = res.resume.prior_wall_seconds;
   res.steps = start;
   s.reset_bytes();
   s.side_bytes.clear();
   // What the training steps allocate and multiply, against the plan (evaluation and
   // checkpoints inside the loop are timed apart and their GEMMs counted apart).
   reset_tensor_memory_peak(model.device());  // the GPU's bytes on a GPU run
-  res.start_tensor_bytes = double(tensor_memory(model.device()).live);
+  res.profile.start_tensor_bytes = double(tensor_memory(model.device()).live);
   ops::reset_gemm_flops();
   s.side_flops = 0;
   side_s0 = s.eval_s + s.ckpt_s;
@@ -210,8 +205,9 @@ bool Trainer::Loop::train_step(std::int64_t step, Metrics& metrics, Progress& pr
   const bool last = step + 1 == end;
   synchronize(model.device());  // a GPU runs behind the host: the step ends when its kernels have
   const double step_seconds = since(step_t0);
-  if (const TrafficReport traffic = device_traffic(); step == start || traffic.total.to_host > res.step_traffic.to_host)
-    res.step_traffic = traffic.total, res.step_traffic_sites = traffic.describe();
+  if (const TrafficReport traffic = device_traffic();
+      step == start || traffic.total.to_host > res.traffic.step_traffic.to_host)
+    res.traffic.step_traffic = traffic.total, res.traffic.step_traffic_sites = traffic.describe();
   double val = 0;
   if (t.eval_every > 0 && (step + 1) % t.eval_every == 0 && !last) {
     progress.clear();
@@ -235,16 +231,16 @@ bool Trainer::Loop::train_step(std::int64_t step, Metrics& metrics, Progress& pr
 }
 
 void Trainer::Loop::log_model_and_layout() {
-  res.expert_parameters = expert_parameters(mc);  // whole model, counted (plan/counts.h); tests hold the two equal
-  res.parameters = total_parameters(mc);
-  res.local_dense = s.dense->numel(), res.local_experts = s.experts->numel();
-  res.optimizer_bytes = s.dense->optimizer_bytes() + s.experts->optimizer_bytes();
-  res.optimizer_bytes_total = 2 * sizeof(float) * static_cast<std::size_t>(res.parameters);
+  res.size.expert_parameters = expert_parameters(mc);  // whole model, counted (plan/counts.h); tests hold the two equal
+  res.size.parameters = total_parameters(mc);
+  res.size.local_dense = s.dense->numel(), res.size.local_experts = s.experts->numel();
+  res.size.optimizer_bytes = s.dense->optimizer_bytes() + s.experts->optimizer_bytes();
+  res.size.optimizer_bytes_total = 2 * sizeof(float) * static_cast<std::size_t>(res.size.parameters);
   if (!log_rank) return;
   spdlog::info(
       "model: {} parameters, {} MoE layers x {} experts (top-{}); data: {}; {} ranks x {} micro-batches x {} "
       "sequences x {} tokens = {:.0f} tokens per step",
-      res.parameters, all_moe, E, mc.top_k, train_stream.describe(), dp, t.grad_accum, mb, T, global_tokens);
+      res.size.parameters, all_moe, E, mc.top_k, train_stream.describe(), dp, t.grad_accum, mb, T, global_tokens);
   std::string stages;
   for (std::size_t i = 0; i + 1 < s.bounds.size(); ++i)
     stages += fmt::format("{}{}", i ? "/" : "", s.bounds[i + 1] - s.bounds[i]);
@@ -252,8 +248,8 @@ void Trainer::Loop::log_model_and_layout() {
       "layout: pp {} (blocks {}) x dp {} x tp {}, ep {} (experts {} per rank, {} replicas), zero {}: optimizer "
       "state {} on this rank of {} in all ({:.3f} of it)",
       s.layout.pp, stages, dp, s.layout.tp, s.layout.ep, E / s.layout.ep, s.layout.edp(), cfg.parallel.zero,
-      human_bytes(double(res.optimizer_bytes)), human_bytes(double(res.optimizer_bytes_total)),
-      double(res.optimizer_bytes) / double(res.optimizer_bytes_total));
+      human_bytes(double(res.size.optimizer_bytes)), human_bytes(double(res.size.optimizer_bytes_total)),
+      double(res.size.optimizer_bytes) / double(res.size.optimizer_bytes_total));
 }
 
 // Validation: the first eval_batches global batches of the held-out split, in order; the
@@ -315,7 +311,7 @@ Tensor Trainer::Loop::forward_micro(std::int64_t step, std::int64_t k, int chunk
   f.saved.count(sb);
   f.bytes = sb.total(), f.gemm_bytes = sb.gemm_inputs();
   held += f.bytes, held_gemm += f.gemm_bytes;
-  if (held > res.saved_bytes) res.saved_bytes = held, res.saved_gemm_bytes = held_gemm;
+  if (held > res.profile.saved_bytes) res.profile.saved_bytes = held, res.profile.saved_gemm_bytes = held_gemm;
   flight[{k, chunk}] = std::move(f);
   return out;
 }
@@ -328,10 +324,10 @@ void Trainer::Loop::count_routing(int chunk) {
     if (!model.in_chunk(moe_layers[i], chunk)) continue;
     for (std::int64_t e = 0; e < E; ++e) ld[moe_row[i] * E + e] += double(m.load()[std::size_t(e)]);
     ld[loads.numel() - 1] += double(m.dropped());
-    res.max_ranks_per_token = std::max(res.max_ranks_per_token, m.max_ranks_per_token());
-    res.remote_rows += double(m.remote_rows());  // summed here, per step at the end
-    res.remote_token_ranks += double(m.remote_token_ranks());
-    res.dispatch_bytes += double(m.dispatch_bytes());
+    res.traffic.max_ranks_per_token = std::max(res.traffic.max_ranks_per_token, m.max_ranks_per_token());
+    res.traffic.remote_rows += double(m.remote_rows());  // summed here, per step at the end
+    res.traffic.remote_token_ranks += double(m.remote_token_ranks());
+    res.traffic.dispatch_bytes += double(m.dispatch_bytes());
   }
 }
 
@@ -354,10 +350,7 @@ void Trainer::Loop::reduce(std::int64_t step) {
   if (s.layout.tp > 1)
     for (Param* p : s.params)
       if (p->tp_partial) s.mesh.tp().all_reduce_sum(p->g);
-  const auto& dbg = cfg.debug;  // fault drill: one rank's NaN reaches every rank through the reduction
-  if (dbg.nan_at_step > 0 && step + 1 >= dbg.nan_at_step && step + 1 < dbg.nan_at_step + dbg.nan_steps &&
-      s.world.rank() == 0)
-    poison(s.params.back()->g);
+  drills.strike(FaultDrills::Point::gradients_summed, step, &s.params.back()->g);
   s.dense->reduce_grads();
   s.experts->reduce_grads();
   loss = s.world.all_reduce_sum(loss);
@@ -441,9 +434,9 @@ void Trainer::Loop::log_step(std::int64_t step, double norm) {
       "min/mean/max {:.0f}/{:.0f}/{:.0f} | dropped {:.0f} | sent per step: {} | saved activations {} "
       "(GEMM inputs {} in {}){} | {:.1f} s",
       step + 1, t.steps, loss, learning_rate(t, step), norm, double(done) * global_tokens / secs, lmin, mean, lmax,
-      loads.data<double>()[loads.numel() - 1], comm.empty() ? "none" : comm, human_bytes(double(res.saved_bytes)),
-      human_bytes(double(res.saved_gemm_bytes)), precision_name(cfg.precision),
-      guard.skipped() ? fmt::format(" | skipped {}", guard.skipped()) : "", secs);
+      loads.data<double>()[loads.numel() - 1], comm.empty() ? "none" : comm,
+      human_bytes(double(res.profile.saved_bytes)), human_bytes(double(res.profile.saved_gemm_bytes)),
+      precision_name(cfg.precision), guard.skipped() ? fmt::format(" | skipped {}", guard.skipped()) : "", secs);
 }
 
 nlohmann::json Trainer::Loop::step_metrics(std::int64_t step, double norm, bool applied, double val,
@@ -457,8 +450,8 @@ nlohmann::json Trainer::Loop::step_metrics(std::int64_t step, double norm, bool 
                       {"tokens_per_s", global_tokens / step_seconds},
                       {"mfu", plan.flops_per_step / step_seconds / double(s.world.size()) / peak_flops},
                       {"dropped", ld[loads.numel() - 1]},
-                      {"saved_bytes", res.saved_bytes},
-                      {"saved_gemm_bytes", res.saved_gemm_bytes},
+                      {"saved_bytes", res.profile.saved_bytes},
+                      {"saved_gemm_bytes", res.profile.saved_gemm_bytes},
                       {"skipped", !applied},
                       {"skipped_total", guard.skipped()},
                       {"elapsed_s", prior_wall + since(t0)}};
@@ -488,18 +481,20 @@ bool Trainer::Loop::stop_requested(std::int64_t step, Progress& progress) {
 // out), against the plan; then the final validation.
 void Trainer::Loop::finish() {
   const std::int64_t ran = std::max<std::int64_t>(1, res.steps - start);
-  res.step_seconds = (since(t0) - (s.eval_s + s.ckpt_s - side_s0)) / double(ran);
-  res.peak_tensor_bytes = double(tensor_memory(model.device()).peak);
-  res.gemm_flops_per_step = s.world.all_reduce_sum(double(ops::gemm_flops() - s.side_flops)) / double(ran);
-  res.planned_step_seconds = plan.time.step();
-  res.planned_memory_bytes = plan.memory.total();
-  res.planned_step_memory_bytes = plan.memory.activations + plan.memory.workspace + plan.memory.buffers;
-  res.planned_flops_per_step = plan.gemm_flops_per_step;
-  for (const auto& [kind, bytes] : s.step_bytes()) res.bytes_per_step[kind] = bytes / static_cast<std::uint64_t>(ran);
-  res.remote_rows /= double(ran), res.remote_token_ranks /= double(ran), res.dispatch_bytes /= double(ran);
+  res.profile.step_seconds = (since(t0) - (s.eval_s + s.ckpt_s - side_s0)) / double(ran);
+  res.profile.peak_tensor_bytes = double(tensor_memory(model.device()).peak);
+  res.profile.gemm_flops_per_step = s.world.all_reduce_sum(double(ops::gemm_flops() - s.side_flops)) / double(ran);
+  res.profile.planned_step_seconds = plan.time.step();
+  res.profile.planned_memory_bytes = plan.memory.total();
+  res.profile.planned_step_memory_bytes = plan.memory.activations + plan.memory.workspace + plan.memory.buffers;
+  res.profile.planned_flops_per_step = plan.gemm_flops_per_step;
+  for (const auto& [kind, bytes] : s.step_bytes())
+    res.traffic.bytes_per_step[kind] = bytes / static_cast<std::uint64_t>(ran);
+  res.traffic.remote_rows /= double(ran), res.traffic.remote_token_ranks /= double(ran),
+      res.traffic.dispatch_bytes /= double(ran);
   // The pipeline's idle share of its schedule, mean over ranks, against 1F1B's ideal.
-  res.bubble = s.world.all_reduce_sum(schedule_s > 0 ? 1 - schedule_busy / schedule_s : 0) / s.world.size();
-  res.ideal_bubble = bubble_fraction(s.layout.pp, t.grad_accum, chunks);
+  res.profile.bubble = s.world.all_reduce_sum(schedule_s > 0 ? 1 - schedule_busy / schedule_s : 0) / s.world.size();
+  res.profile.ideal_bubble = bubble_fraction(s.layout.pp, t.grad_accum, chunks);
   if (!res.stopped)
     s.timed(s.eval_s, [&] { res.val_loss = evaluate(); });  // a stopped job is short of time: save first
 }

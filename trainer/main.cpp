@@ -41,26 +41,29 @@ void print_summary(const Config& cfg, const moe::TrainResult& r, int world) {
       "device-hours      %.6f (%d ranks x wall time, all launches of the run; the cost report below splits them)\n",
       static_cast<long long>(r.steps), static_cast<long long>(cfg.train.steps), r.tokens, world,
       r.tokens / r.wall_seconds, r.losses.empty() ? 0.0 : r.losses.front(), r.losses.empty() ? 0.0 : r.losses.back(),
-      r.val_loss, r.unigram_entropy, r.wall_seconds - r.prior_wall_seconds, r.device_hours, world);
-  if (!r.resumed_from.empty())
-    std::printf("resumed from      %s (step %lld)\n", r.resumed_from.c_str(), static_cast<long long>(r.start_step));
-  if (!r.init_from.empty())
-    std::printf("fine-tuned from   %s (validation loss %.4f before training)\n", r.init_from.c_str(), r.init_val_loss);
-  if (!r.last_checkpoint.empty()) std::printf("checkpoint        %s\n", r.last_checkpoint.c_str());
+      r.val_loss, r.unigram_entropy, r.wall_seconds - r.resume.prior_wall_seconds, r.device_hours, world);
+  if (!r.resume.resumed_from.empty())
+    std::printf("resumed from      %s (step %lld)\n", r.resume.resumed_from.c_str(),
+                static_cast<long long>(r.resume.start_step));
+  if (!r.resume.init_from.empty())
+    std::printf("fine-tuned from   %s (validation loss %.4f before training)\n", r.resume.init_from.c_str(),
+                r.resume.init_val_loss);
+  if (!r.resume.last_checkpoint.empty()) std::printf("checkpoint        %s\n", r.resume.last_checkpoint.c_str());
   if (r.skipped_steps > 0)
     std::printf("skipped steps     %lld (non-finite or spiking loss: no update)\n",
                 static_cast<long long>(r.skipped_steps));
   if (r.stopped)
     std::printf("stopped           by %s after step %lld; %s\n", r.stop_signal.c_str(), static_cast<long long>(r.steps),
-                r.last_checkpoint.empty() ? "nothing saved (checkpoint.dir is empty)"
-                                          : "the same command resumes (validation skipped)");
+                r.resume.last_checkpoint.empty() ? "nothing saved (checkpoint.dir is empty)"
+                                                 : "the same command resumes (validation skipped)");
   std::printf(
       "plan vs measured  step %.4f s planned, %.4f s measured; memory %s planned, %s measured (rank 0's peak); "
       "GEMM FLOP per step %.6g planned, %.6g counted\n",
-      r.planned_step_seconds, r.step_seconds, moe::human_bytes(r.planned_memory_bytes).c_str(),
-      moe::human_bytes(r.peak_tensor_bytes).c_str(), r.planned_flops_per_step, r.gemm_flops_per_step);
+      r.profile.planned_step_seconds, r.profile.step_seconds, moe::human_bytes(r.profile.planned_memory_bytes).c_str(),
+      moe::human_bytes(r.profile.peak_tensor_bytes).c_str(), r.profile.planned_flops_per_step,
+      r.profile.gemm_flops_per_step);
   if (cfg.device != moe::DeviceKind::cpu)
-    std::printf("host <-> device   busiest step of rank 0: %s\n", r.step_traffic_sites.c_str());
+    std::printf("host <-> device   busiest step of rank 0: %s\n", r.traffic.step_traffic_sites.c_str());
   if (cfg.device == moe::DeviceKind::cuda && cfg.precision == moe::Precision::fp8)
     std::printf("fp8 GEMMs         %lld reference fallbacks (cuBLASLt refused the shape; 0 expected)\n",
                 static_cast<long long>(moe::ops::fp8_reference_fallbacks()));
@@ -68,7 +71,7 @@ void print_summary(const Config& cfg, const moe::TrainResult& r, int world) {
     std::printf(
         "pipeline bubble   %.1f%% of the schedule measured (mean over ranks), %.1f%% for %s with %lld equal "
         "stages and %lld micro-batches\n",
-        100 * r.bubble, 100 * r.ideal_bubble,
+        100 * r.profile.bubble, 100 * r.profile.ideal_bubble,
         cfg.parallel.virtual_stages > 1
             ? fmt::format("interleaved 1F1B ({} chunks per stage)", cfg.parallel.virtual_stages).c_str()
             : "1F1B",

@@ -15,39 +15,44 @@
 
 namespace moe {
 
-struct TrainResult {
-  std::int64_t steps = 0;
-  double tokens = 0;               // training tokens over all ranks
-  std::vector<double> losses;      // training loss (CE + balance loss) per step
-  std::vector<double> grad_norms;  // global gradient norm per step, before clipping
-  double val_loss = 0;             // last validation pass, mean token cross-entropy
-  double unigram_entropy = 0;      // of the training split, from the prepared data (0 if unknown)
-  double wall_seconds = 0;
-  std::map<std::string, std::uint64_t> bytes_per_step;  // this rank's traffic per kind, mean over steps
-  std::size_t optimizer_bytes = 0;                      // AdamW moments held by this rank
-  std::size_t optimizer_bytes_total = 0;                // AdamW moments of the whole model
-  int max_ranks_per_token = 1;                          // expert-parallel fan-out of the most spread token
-  // Expert dispatch of this rank per step of this launch (mean; summed over MoE layers and
-  // micro-batches): kept assignments sent to other ep ranks, and distinct (token, other
-  // rank) pairs among them.
-  double remote_rows = 0, remote_token_ranks = 0;
-  // Bytes of those rows as sent (MoE::dispatch_bytes: FP32, BF16, or E4M3 plus scales).
-  double dispatch_bytes = 0;
-  std::int64_t parameters = 0, expert_parameters = 0;  // whole model; routed experts alone
-  std::int64_t local_dense = 0, local_experts = 0;     // held by this rank: non-expert, routed experts
-  // Checkpoints: where the run continued from (empty: a fresh start) and at which step, the
-  // validation loss of fine-tuning's initial weights, the last checkpoint written.
+// Where a launch started from and what it saved.
+struct ResumeInfo {
+  // The checkpoint the run continued from (empty: a fresh start) and its step; fine-tuning's
+  // initial weights and their validation loss; the last checkpoint written.
   std::string resumed_from, init_from, last_checkpoint;
   std::int64_t start_step = 0;
   double init_val_loss = 0;
-  double device_hours = 0;         // ranks x wall time, over all segments of the run
-  double prior_wall_seconds = 0;   // wall time of the segments before this one (wall_seconds includes it)
-  bool stopped = false;            // ended early by request_stop()
-  std::string stop_signal;         // "SIGTERM" or "SIGINT"
-  std::int64_t skipped_steps = 0;  // updates skipped in this launch (non-finite or spiking loss)
-  // This launch's training steps against their plan (plan/plan.h, on the run's cluster and
-  // layout): seconds per step (validation and checkpoints left out), the most bytes this
-  // rank's tensors held at once, GEMM FLOPs per step over all ranks (ops::gemm_flops).
+  double prior_wall_seconds = 0;  // wall time of the segments before this one (wall_seconds includes it)
+};
+
+// The model's size, and this rank's share.
+struct SizeInfo {
+  std::int64_t parameters = 0, expert_parameters = 0;  // whole model; routed experts alone
+  std::int64_t local_dense = 0, local_experts = 0;     // held by this rank: non-expert, routed experts
+  std::size_t optimizer_bytes = 0;                     // AdamW moments held by this rank
+  std::size_t optimizer_bytes_total = 0;               // AdamW moments of the whole model
+};
+
+// What this rank moved per step of this launch.
+struct TrafficInfo {
+  std::map<std::string, std::uint64_t> bytes_per_step;  // per collective kind, mean over steps
+  int max_ranks_per_token = 1;                          // expert-parallel fan-out of the most spread token
+  // Expert dispatch (mean; summed over MoE layers and micro-batches): kept assignments sent
+  // to other ep ranks, and distinct (token, other rank) pairs among them; their bytes as sent
+  // (MoE::dispatch_bytes: FP32, BF16, or E4M3 plus scales).
+  double remote_rows = 0, remote_token_ranks = 0, dispatch_bytes = 0;
+  // Host <-> device traffic of the training step with the most copies to the host
+  // (kernels/residency.h: copies each way and host waits, validation and checkpoints left
+  // out), and where they happened. All zero on the CPU.
+  Traffic step_traffic;
+  std::string step_traffic_sites;
+};
+
+// This launch's training steps measured, beside their plan (plan/plan.h, on the run's cluster
+// and layout).
+struct StepProfile {
+  // Seconds per step (validation and checkpoints left out), the most bytes this rank's tensors
+  // held at once, GEMM FLOPs per step over all ranks (ops::gemm_flops).
   double step_seconds = 0, planned_step_seconds = 0;
   double peak_tensor_bytes = 0, planned_memory_bytes = 0;
   // Of those: held before the first step (weights, gradients, optimizer state), and what the
@@ -61,11 +66,24 @@ struct TrainResult {
   // several micro-batches'), and the GEMM inputs among them in their precision's form
   // (model/linear.h: FP8 keeps a quarter of FP32's bytes plus scales).
   std::size_t saved_bytes = 0, saved_gemm_bytes = 0;
-  // Host <-> device traffic of this rank's training step with the most copies to the host
-  // (kernels/residency.h: copies each way and host waits, validation and checkpoints left
-  // out), and where they happened. All zero on the CPU.
-  Traffic step_traffic;
-  std::string step_traffic_sites;
+};
+
+struct TrainResult {
+  std::int64_t steps = 0;
+  double tokens = 0;               // training tokens over all ranks
+  std::vector<double> losses;      // training loss (CE + balance loss) per step
+  std::vector<double> grad_norms;  // global gradient norm per step, before clipping
+  double val_loss = 0;             // last validation pass, mean token cross-entropy
+  double unigram_entropy = 0;      // of the training split, from the prepared data (0 if unknown)
+  double wall_seconds = 0;
+  double device_hours = 0;         // ranks x wall time, over all segments of the run
+  bool stopped = false;            // ended early by request_stop()
+  std::string stop_signal;         // "SIGTERM" or "SIGINT"
+  std::int64_t skipped_steps = 0;  // updates skipped in this launch (non-finite or spiking loss)
+  ResumeInfo resume;
+  SizeInfo size;
+  TrafficInfo traffic;
+  StepProfile profile;
   CostCounters cost;        // every launch of the run so far
   std::string cost_report;  // the printed report (cost.json beside the checkpoints holds it as JSON)
 };

@@ -136,8 +136,8 @@ std::int64_t Trainer::State::begin(TrainResult& res, const std::function<double(
     timed(ckpt_s, [&] { meta = load(*latest, CheckpointPart::all); });
     start = meta.step;
     prior = meta.cost;
-    res.tokens = meta.cost.tokens, res.resumed_from = *latest, res.start_step = start,
-    res.prior_wall_seconds = meta.wall_seconds;
+    res.tokens = meta.cost.tokens, res.resume.resumed_from = *latest, res.resume.start_step = start,
+    res.resume.prior_wall_seconds = meta.wall_seconds;
     if (log_rank) {
       spdlog::info("resumed from {} (step {}, written by {}){}", *latest, start, meta.layout,
                    start >= t.steps
@@ -152,11 +152,11 @@ std::int64_t Trainer::State::begin(TrainResult& res, const std::function<double(
   } else if (!ck.init_from.empty()) {
     RunMeta meta;
     timed(ckpt_s, [&] { meta = load(ck.init_from, CheckpointPart::weights); });
-    res.init_from = ck.init_from;
-    timed(eval_s, [&] { res.init_val_loss = evaluate(); });
+    res.resume.init_from = ck.init_from;
+    timed(eval_s, [&] { res.resume.init_val_loss = evaluate(); });
     if (log_rank)
       spdlog::info("fine-tuning from {} (step {} of its run): validation loss {:.4f} with its weights{}", ck.init_from,
-                   meta.step, res.init_val_loss,
+                   meta.step, res.resume.init_val_loss,
                    meta.val_loss > 0 ? fmt::format(" (it recorded {:.4f} on its own data)", meta.val_loss) : "");
   }
   return start;

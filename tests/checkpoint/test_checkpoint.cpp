@@ -97,8 +97,8 @@ TEST_CASE("checkpoint: 10 steps, save, resume, 10 more is bitwise the 20-step ru
   TrainResult first;
   run(f.config(P, with({"train.steps=20", "train.stop_at=10", "checkpoint.dir=" + dir})), f.world, &first);
   const Weights b = run(f.config(P, with({"train.steps=20", "checkpoint.dir=" + dir})), f.world, &resumed);
-  CHECK(resumed.start_step == 10);
-  CHECK(resumed.resumed_from == dir + "/step_00000010.h5");
+  CHECK(resumed.resume.start_step == 10);
+  CHECK(resumed.resume.resumed_from == dir + "/step_00000010.h5");
   REQUIRE(resumed.losses.size() == 10);
   for (std::size_t s = 0; s < 10; ++s) CHECK(resumed.losses[s] == straight.losses[10 + s]);
   require_same_names(a, b);
@@ -143,7 +143,7 @@ TEST_CASE("checkpoint: saved under one layout, resumed under another", "[mpi][ch
     TrainResult resumed;
     const Weights b =
         run(f.config(resume_ranks, with({"train.steps=6", "checkpoint.dir=" + dir}, resume_layout)), comm, &resumed);
-    CHECK(resumed.start_step == 3);
+    CHECK(resumed.resume.start_step == 3);
     for (std::size_t s = 0; s < 3; ++s) CHECK(resumed.losses[s] == Approx(straight.losses[3 + s]).epsilon(1e-5));
     require_same_names(a, b);
     for (const auto& [name, w] : a) {
@@ -209,7 +209,7 @@ void relayout(Fixture& f, const std::string& dir, int save_ranks, const std::vec
     CHECK(testing::max_rel_err(resumed_weights.at(name), ref) <= 1e-5);
   }
   if (sub.comm != MPI_COMM_NULL) {
-    CHECK(resumed.start_step == 3);
+    CHECK(resumed.resume.start_step == 3);
     for (std::size_t s = 0; s < 3; ++s) CHECK(resumed.losses[s] == Approx(losses.data<double>()[3 + s]).epsilon(1e-5));
   }
   f.world.barrier();
@@ -241,9 +241,9 @@ TEST_CASE("checkpoint: fine-tuning starts from the checkpoint's weights and keep
   const Weights tuned = run(f.config(P, {"train.steps=4", "checkpoint.init_from=" + ckpt, "train.lr=1e-3",
                                          "train.freeze=['*embed_tokens*', '*.mlp.gate.weight']"}),
                             f.world, &r);
-  CHECK(r.init_from == ckpt);
-  CHECK(r.start_step == 0);
-  CHECK(r.init_val_loss == meta.val_loss);  // the same weights on the same validation data
+  CHECK(r.resume.init_from == ckpt);
+  CHECK(r.resume.start_step == 0);
+  CHECK(r.resume.init_val_loss == meta.val_loss);  // the same weights on the same validation data
   // The checkpoint's own weights: resuming its run at its last step trains nothing.
   const Weights saved = run(f.config(P, {"train.steps=8", "checkpoint.dir=" + dir}), f.world);
   int frozen = 0;
@@ -289,7 +289,7 @@ TEST_CASE("checkpoint: a save that runs out of space leaves the previous checkpo
   // Still loadable: the next launch resumes from it and finishes.
   TrainResult r;
   run(f.config(1, {"train.steps=8", "checkpoint.dir=" + dir}), f.world, &r);
-  CHECK(r.start_step == 4);
+  CHECK(r.resume.start_step == 4);
   CHECK(r.steps == 8);
   CHECK(!fs::exists(dir + "/step_00000008.h5.tmp"));  // the stale temporary was cleared
 }

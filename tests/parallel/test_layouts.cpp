@@ -90,16 +90,17 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
   // ZeRO-1 shards the AdamW moments of every group over its data-parallel ranks.
   const Config pc = config(accum, layout);
   const bool zero1 = pc.parallel.zero == 1;
-  CHECK(res.optimizer_bytes_total == ref.optimizer_bytes_total);
-  CHECK(ref.optimizer_bytes == ref.optimizer_bytes_total);
+  CHECK(res.size.optimizer_bytes_total == ref.size.optimizer_bytes_total);
+  CHECK(ref.size.optimizer_bytes == ref.size.optimizer_bytes_total);
   if (zero1 && l.pp == 1 && l.tp == 1) {
-    const double share = double(res.optimizer_bytes) / double(res.optimizer_bytes_total);
+    const double share = double(res.size.optimizer_bytes) / double(res.size.optimizer_bytes_total);
     CHECK(std::abs(share - 1.0 / l.dp) <= 0.05 / l.dp);
   }
   // Over all ranks, ZeRO-1 holds the moments about once (tensors every tp rank holds whole,
   // norms and routers, once per tp rank; and each group's padding).
   if (zero1) {
-    const double held = world.all_reduce_sum(double(res.optimizer_bytes)), total = double(res.optimizer_bytes_total);
+    const double held = world.all_reduce_sum(double(res.size.optimizer_bytes)),
+                 total = double(res.size.optimizer_bytes_total);
     CHECK(held >= total);
     CHECK(held <= 1.05 * total);
   }
@@ -109,38 +110,41 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
   const double stage_ranks = world.all_reduce_sum(on_stage ? 1.0 : 0.0);
   // The dry run's arithmetic equals what the trainer allocated, up to ZeRO-1's padding
   // (at most one element per rank of each of the two groups, 8 bytes each).
-  if (on_stage) CHECK(std::abs(plan.memory.optimizer - double(res.optimizer_bytes)) <= 2.0 * 8 * l.dp);
+  if (on_stage) CHECK(std::abs(plan.memory.optimizer - double(res.size.optimizer_bytes)) <= 2.0 * 8 * l.dp);
   // The planner against the layout's run (the first in this process, so the tensors alive
   // are its own): the GEMM FLOPs the ops counted equal its count exactly (dropless: every
   // token through top_k experts; capacity drops run fewer), and the most bytes a rank's
   // tensors held at once is within 10% of its memory per device.
-  INFO("planned " << res.planned_memory_bytes << " bytes, measured " << res.peak_tensor_bytes);
-  if (pc.model.capacity_factor == 0) CHECK(res.gemm_flops_per_step == res.planned_flops_per_step);
-  else CHECK(res.gemm_flops_per_step <= res.planned_flops_per_step);
+  INFO("planned " << res.profile.planned_memory_bytes << " bytes, measured " << res.profile.peak_tensor_bytes);
+  if (pc.model.capacity_factor == 0) CHECK(res.profile.gemm_flops_per_step == res.profile.planned_flops_per_step);
+  else CHECK(res.profile.gemm_flops_per_step <= res.profile.planned_flops_per_step);
   // Memory under bf16 / fp8 is the planner's picture of a GPU run (activations in BF16, GEMM
   // inputs in FP8); the CPU reference keeps the other activations in FP32 and emulates FP8
   // with FP32 temporaries, so only fp32 runs are held to the plan's bytes.
   const bool same_memory_model = pc.precision == Precision::fp32;
   if (on_stage && same_memory_model)
-    CHECK(std::abs(res.planned_memory_bytes - res.peak_tensor_bytes) <= 0.10 * res.peak_tensor_bytes);
+    CHECK(std::abs(res.profile.planned_memory_bytes - res.profile.peak_tensor_bytes) <=
+          0.10 * res.profile.peak_tensor_bytes);
   // The activation model on its own: what a step adds on top of the state held before it, the
   // mean over the stage's ranks (the plan assumes balanced experts; 16 tokens are not).
   const double step_bytes =
-      world.all_reduce_sum(on_stage ? res.peak_tensor_bytes - res.start_tensor_bytes : 0) / stage_ranks;
-  INFO("step memory: planned " << res.planned_step_memory_bytes << ", measured " << step_bytes);
+      world.all_reduce_sum(on_stage ? res.profile.peak_tensor_bytes - res.profile.start_tensor_bytes : 0) / stage_ranks;
+  INFO("step memory: planned " << res.profile.planned_step_memory_bytes << ", measured " << step_bytes);
   // With tp and ep together a rank dispatches 1/tp of a 16-token micro-batch: its rows per
   // expert rank are uneven enough to exceed the balanced plan by up to ~12%.
   if (same_memory_model)
-    CHECK(std::abs(res.planned_step_memory_bytes - step_bytes) <= (l.tp > 1 && l.ep > 1 ? 0.15 : 0.10) * step_bytes);
+    CHECK(std::abs(res.profile.planned_step_memory_bytes - step_bytes) <=
+          (l.tp > 1 && l.ep > 1 ? 0.15 : 0.10) * step_bytes);
   if (world.rank() == 0)
     std::printf(
         "plan vs measured: memory %.0f / %.0f bytes (a step's own %.0f / %.0f), GEMM FLOP per step %.6g / %.6g\n",
-        res.planned_memory_bytes, res.peak_tensor_bytes, res.planned_step_memory_bytes,
-        res.peak_tensor_bytes - res.start_tensor_bytes, res.planned_flops_per_step, res.gemm_flops_per_step);
+        res.profile.planned_memory_bytes, res.profile.peak_tensor_bytes, res.profile.planned_step_memory_bytes,
+        res.profile.peak_tensor_bytes - res.profile.start_tensor_bytes, res.profile.planned_flops_per_step,
+        res.profile.gemm_flops_per_step);
   // Traffic only where the layout needs it.
-  CHECK(res.bytes_per_step.count("all_to_all") == (l.ep > 1 ? 1u : 0u));
-  CHECK(res.bytes_per_step.count("send") == (l.pp > 1 ? 1u : 0u));
-  CHECK(res.bytes_per_step.count("reduce_scatter") == (zero1 ? 1u : 0u));
+  CHECK(res.traffic.bytes_per_step.count("all_to_all") == (l.ep > 1 ? 1u : 0u));
+  CHECK(res.traffic.bytes_per_step.count("send") == (l.pp > 1 ? 1u : 0u));
+  CHECK(res.traffic.bytes_per_step.count("reduce_scatter") == (zero1 ? 1u : 0u));
   // One expert group per rank: group-limited routing bounds the ranks a token reaches.
-  if (l.ep > 1 && pc.model.n_groups == l.ep) CHECK(res.max_ranks_per_token <= pc.model.topk_groups);
+  if (l.ep > 1 && pc.model.n_groups == l.ep) CHECK(res.traffic.max_ranks_per_token <= pc.model.topk_groups);
 }

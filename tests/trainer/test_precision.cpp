@@ -45,9 +45,9 @@ TEST_CASE("precision: bf16 and fp8 train the tiny config to fp32's validation lo
   std::printf(
       "saved activations per step: fp32 %zu, bf16 %zu, fp8 %zu bytes; GEMM inputs among them: %zu, %zu (%.3f), "
       "%zu (%.3f)\n",
-      a.saved_bytes, b.saved_bytes, c.saved_bytes, a.saved_gemm_bytes, b.saved_gemm_bytes,
-      double(b.saved_gemm_bytes) / double(a.saved_gemm_bytes), c.saved_gemm_bytes,
-      double(c.saved_gemm_bytes) / double(a.saved_gemm_bytes));
+      a.profile.saved_bytes, b.profile.saved_bytes, c.profile.saved_bytes, a.profile.saved_gemm_bytes,
+      b.profile.saved_gemm_bytes, double(b.profile.saved_gemm_bytes) / double(a.profile.saved_gemm_bytes),
+      c.profile.saved_gemm_bytes, double(c.profile.saved_gemm_bytes) / double(a.profile.saved_gemm_bytes));
   // Training happened: the loss fell well below the first step's.
   REQUIRE(a.val_loss < 0.9 * a.losses.front());
   CHECK(std::abs(b.val_loss - a.val_loss) <= 0.0025 * a.val_loss);
@@ -56,8 +56,8 @@ TEST_CASE("precision: bf16 and fp8 train the tiny config to fp32's validation lo
   CHECK(b.val_loss != a.val_loss);
   CHECK(c.val_loss != a.val_loss);
   // GEMM inputs: E4M3 codes (1 byte) plus one FP32 scale per 128 against 4 bytes; BF16 2.
-  CHECK(c.saved_gemm_bytes <= 0.30 * double(a.saved_gemm_bytes));
-  CHECK(b.saved_gemm_bytes == a.saved_gemm_bytes / 2);
-  CHECK(c.saved_bytes < b.saved_bytes);
-  CHECK(b.saved_bytes < a.saved_bytes);
+  CHECK(c.profile.saved_gemm_bytes <= 0.30 * double(a.profile.saved_gemm_bytes));
+  CHECK(b.profile.saved_gemm_bytes == a.profile.saved_gemm_bytes / 2);
+  CHECK(c.profile.saved_bytes < b.profile.saved_bytes);
+  CHECK(b.profile.saved_bytes < a.profile.saved_bytes);
 }

@@ -80,23 +80,23 @@ TEST_CASE("sim device: training equals the CPU bit for bit, with no host access 
     CHECK(testing::max_rel_err(weights.at(name), w) == 0);
   }
   // Nothing is counted on the CPU; the sim run stays within its budget.
-  CHECK(ref.step_traffic.to_host == 0);
+  CHECK(ref.traffic.step_traffic.to_host == 0);
   const Layout l = resolve_layout(sc, world.size());
   const std::int64_t budget = to_host_budget(sc, l);
-  INFO(res.step_traffic_sites);
-  CHECK(res.step_traffic.to_host > 0);
-  CHECK(res.step_traffic.to_host <= budget);
+  INFO(res.traffic.step_traffic_sites);
+  CHECK(res.traffic.step_traffic.to_host > 0);
+  CHECK(res.traffic.step_traffic.to_host <= budget);
   if (world.rank() == 0)
     std::printf("sim '%s': busiest step of rank 0 %lld copies to the host (budget %lld)\n%s\n", env,
-                static_cast<long long>(res.step_traffic.to_host), static_cast<long long>(budget),
-                res.step_traffic_sites.c_str());
+                static_cast<long long>(res.traffic.step_traffic.to_host), static_cast<long long>(budget),
+                res.traffic.step_traffic_sites.c_str());
 
   // Interrupted after step 2 and resumed from its checkpoint, on the sim device: the same run.
   Trainer first(config({"device=sim", "checkpoint.dir=" + run, "train.stop_at=2"}), world);
   first.run();
   Trainer second(config({"device=sim", "checkpoint.dir=" + run}), world);
   const TrainResult resumed = second.run();
-  CHECK(resumed.start_step == 2);
+  CHECK(resumed.resume.start_step == 2);
   REQUIRE(!resumed.losses.empty());
   CHECK(resumed.losses.back() == ref.losses.back());
   const auto resumed_weights = second.gather_weights(true);
@@ -107,13 +107,14 @@ TEST_CASE("sim device: training equals the CPU bit for bit, with no host access 
 
   // Fine-tuning from that checkpoint (its weights, a fresh optimizer) on the sim device: the
   // CPU's validation loss before training and losses after.
-  REQUIRE(!resumed.last_checkpoint.empty());
+  REQUIRE(!resumed.resume.last_checkpoint.empty());
   auto tune = [&](const std::string& device) {
-    Trainer t(config({"device=" + device, "checkpoint.init_from=" + resumed.last_checkpoint, "train.steps=2"}), world);
+    Trainer t(config({"device=" + device, "checkpoint.init_from=" + resumed.resume.last_checkpoint, "train.steps=2"}),
+              world);
     return t.run();
   };
   const TrainResult tuned_cpu = tune("cpu"), tuned_sim = tune("sim");
-  CHECK(tuned_sim.init_val_loss == tuned_cpu.init_val_loss);
-  CHECK(tuned_sim.init_val_loss > 0);
+  CHECK(tuned_sim.resume.init_val_loss == tuned_cpu.resume.init_val_loss);
+  CHECK(tuned_sim.resume.init_val_loss > 0);
   CHECK(tuned_sim.losses == tuned_cpu.losses);
 }
