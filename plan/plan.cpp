@@ -114,166 +114,229 @@ struct Shard {
 };
 
 double ring(double bytes, double ranks) { return ranks > 1 ? 2 * (ranks - 1) / ranks * bytes : 0; }
+double bandwidth(double gbps) { return gbps > 0 ? gbps * 1e9 : 1e-30; }
+
+// What every stage's plan reads: the config, cluster and layout, and what follows from them.
+struct Setting {
+  const Config& cfg;
+  const Cluster& c;
+  const Layout& l;
+  const PlanOptions& opt;
+  Shard sh;
+  ElementBytes eb;
+  int v;                             // chunks per stage (parallel.virtual_stages)
+  double N, mbs, C, V;               // tokens per micro-batch; micro-batches per step; d_model; vocabulary
+  double peak;                       // FLOP/s
+  double tp_link, pp_link, dp_link;  // bytes/s
+  // Of a token's r ranks: the rest of its node, other nodes (its own is r/ep).
+  double remote_intra, remote_inter;
+};
+
+// One stage's blocks (virtual stages s, pp + s, ...: plan/stages.h, as the trainer splits),
+// summed.
+struct StageSums {
+  bool first = false, last = false;  // holds the embedding / the loss
+  double layers = 0, moe_blocks = 0;
+  double dense = 0, experts = 0;  // parameters on this device: replicated over dp / over edp
+  double held = 0;                // of them, updated by this rank's optimizer (ZeRO-1: a shard)
+  Elems saved;                    // per token, all blocks
+  std::vector<Elems> chunk_saved;
+  std::vector<double> chunk_blocks;
+  Elems ends, head_ends;  // the embedding's (first chunk of the first stage), the loss's (last chunk of the last)
+  double largest_block = 0, workspace = 0;
+  double end_workspace = 0, head_workspace = 0;
+  double flops_per_token = 0;
+};
+
+StageSums sum_stage(const Setting& g, const std::vector<std::int64_t>& bounds, int s) {
+  const ModelConfig& m = g.cfg.model;
+  const int pp = g.l.pp, v = g.v;
+  StageSums z;
+  z.first = s == 0, z.last = s == pp - 1;
+  z.chunk_saved.resize(std::size_t(v)), z.chunk_blocks.assign(std::size_t(v), 0);
+  for (int c = 0; c < v; ++c)
+    for (auto b = bounds[std::size_t(c * pp + s)]; b < bounds[std::size_t(c * pp + s + 1)]; ++b) {
+      z.dense += g.sh.block_weights(b);
+      z.experts += g.sh.block_experts(b);
+      const Elems e = g.sh.saved(b);
+      z.saved += e;
+      z.chunk_saved[std::size_t(c)] += e;
+      z.chunk_blocks[std::size_t(c)] += 1;
+      z.largest_block = std::max(z.largest_block, e.bytes(g.eb));
+      z.workspace = std::max(z.workspace, g.sh.workspace(b));
+      z.moe_blocks += is_moe_layer(m, b);
+      z.flops_per_token += g.sh.block_flops(b);
+      z.layers += 1;
+    }
+  const double C = g.C, V = g.V, tp = g.l.tp;
+  z.end_workspace = 3 * C;                                // dx, dprev and the gradient arriving from the next stage
+  if (z.first) z.dense += V * C / tp, z.ends.other += C;  // embedding; its output
+  if (z.last) {
+    z.dense += V * C / tp + C;                                          // LM head, final norm
+    z.head_ends = {.gemm = C, .other = 1 + V / tp + (tp > 1 ? 1 : 0)};  // xf | rstd, logits (tp: and their log-sum-exp)
+    z.head_workspace = 2 * C + 1 + V / tp;                              // dx, dxf, dl, dlogits
+    z.flops_per_token += 6 * V * C / tp;
+  }
+  z.held = g.cfg.parallel.zero == 1 ? z.dense / g.l.dp + z.experts / g.l.edp() : z.dense + z.experts;
+  return z;
+}
+
+// Bytes stage s holds on one device; `in_flight`: the micro-batches whose activations it
+// holds at once.
+Plan::Memory stage_memory(const Setting& g, const StageSums& z, int s, std::int64_t micro_batches, double& in_flight) {
+  const int v = g.v;
+  const bool recompute = g.cfg.train.recompute;
+  const double C = g.C, N = g.N;
+  Plan::Memory mem;
+  mem.weights = 4 * (z.dense + z.experts);
+  mem.gradients =
+      4 * (z.dense + z.experts) + (g.cfg.parallel.zero == 1 ? 4 * z.held : 0);  // ZeRO-1's reduce-scatter output
+  mem.optimizer = 8 * z.held;
+  // What one (micro-batch, chunk) unit keeps until its backward: its tokens, targets and
+  // input (the first chunk of the first stage reads tokens instead), and what its blocks
+  // saved (with recomputation: their inputs).
+  auto kept = [&](int c) { return 2 + (z.first && c == 0 ? 0 : C); };
+  auto unit_bytes = [&](int c) {
+    Elems e = recompute ? Elems{.gemm = 0, .other = z.chunk_blocks[std::size_t(c)] * C} : z.chunk_saved[std::size_t(c)];
+    if (z.first && c == 0) e += z.ends;
+    if (z.last && c == v - 1) e += z.head_ends;
+    return N * (e.bytes(g.eb) + kept(c) * g.eb.other);
+  };
+  // The most held at once, walking the stage's own schedule (comm/pipeline.h): a unit
+  // is held from its forward to the end of its backward.
+  double held_now = 0;
+  std::int64_t units = 0, most_units = 0;
+  for (const PipeUnit& u : schedule_1f1b(g.l.pp, s, micro_batches, v)) {
+    held_now += (u.forward ? 1 : -1) * unit_bytes(u.chunk);
+    units += u.forward ? 1 : -1;
+    mem.activations = std::max(mem.activations, held_now);
+    most_units = std::max(most_units, units);
+  }
+  in_flight = double(most_units) / v;
+  // The loss's backward ends before the blocks' begins (and their recomputation with it).
+  mem.workspace = N * std::max((z.end_workspace + z.workspace) * g.eb.other + (recompute ? z.largest_block : 0),
+                               z.head_workspace * g.eb.other);
+  mem.buffers =
+      z.moe_blocks > 0 ? N * g.sh.dispatch_buffers() * g.eb.other : 0;  // (pp's: the kept input, the workspace's dout)
+  return mem;
+}
+
+// Bytes one device of the stage sends per step, by axis.
+struct StageBytes {
+  double tp = 0, ep_intra = 0, ep_inter = 0, pp = 0, dp = 0;
+};
+
+// Seconds per step of stage s: compute, memory traffic, then each collective over its link.
+Plan::Time stage_time(const Setting& g, const StageSums& z, StageBytes& bytes) {
+  const ModelConfig& m = g.cfg.model;
+  const double N = g.N, mbs = g.mbs, C = g.C, tp = g.l.tp, v = g.v, r = g.sh.r;
+  Plan::Time t;
+  const double tokens = N * mbs;  // per dp rank per step
+  t.compute = tokens * z.flops_per_token / g.peak;
+  // The non-GEMM ops stream memory: every saved activation is written in forward and read in
+  // backward, and so is its gradient (4 passes; recomputation writes and reads it once more);
+  // AdamW reads weight, gradient and moments and writes three of them (28 bytes per parameter
+  // it updates), and the gradients are zeroed and normed (8 bytes per parameter).
+  double kept_per_micro_batch = 0;  // over the stage's chunks: tokens, targets and the input
+  for (int c = 0; c < g.v; ++c) kept_per_micro_batch += 2 + (z.first && c == 0 ? 0 : C);
+  const double act_passes = g.cfg.train.recompute ? 6 : 4;
+  const double traffic =
+      act_passes * mbs * N *
+          (z.saved.bytes(g.eb) + z.ends.bytes(g.eb) + z.head_ends.bytes(g.eb) + kept_per_micro_batch * g.eb.other) +
+      28 * z.held + 8 * (z.dense + z.experts);
+  t.memory = traffic / bandwidth(g.c.memory_gbps);
+  bytes.tp = 4 * ring(N * C * g.eb.other, tp) * z.layers * mbs;  // 2 all-reduces forward, 2 backward
+  t.tp = bytes.tp / g.tp_link;
+  // Per remote row, forward: dispatch (C in the GEMM input format, 2K metadata) and combine;
+  // backward: the output gradient out and the input gradient back (and K gate gradients).
+  // The combine and the input gradient are one FP32 sum per row under fp32, one BF16 row per
+  // assignment otherwise (model/moe.h): top_k / ranks_per_token rows per row.
+  const double back = g.cfg.precision == Precision::fp32 ? 1.0 : double(m.top_k) / std::max(1.0, r);
+  const double row = C * g.eb.gemm + C * g.eb.other * (1 + 2 * back) + 3 * double(m.top_k) * 4;
+  const double ep_rows = tokens / tp * z.moe_blocks;
+  bytes.ep_intra = ep_rows * g.remote_intra * row, bytes.ep_inter = ep_rows * g.remote_inter * row;
+  t.ep = bytes.ep_intra / bandwidth(g.c.intra_node_gbps) + bytes.ep_inter / bandwidth(g.c.inter_node_gbps);
+  bytes.pp = g.l.pp > 1 ? 2 * N * C * g.eb.other * mbs * v : 0;  // per micro-batch and chunk
+  t.pp = bytes.pp / g.pp_link;
+  bytes.dp = ring(4 * z.dense, g.l.dp) + ring(4 * z.experts, g.l.edp());  // FP32 gradients (ZeRO-1: half of it weights)
+  t.dp = bytes.dp / g.dp_link;
+  t.hidden = std::min(g.opt.overlap * (t.ep + t.dp), t.compute + t.memory);
+  t.bubble = (g.l.pp - 1) / (mbs * v) * (t.compute + t.memory + t.tp + t.ep + t.pp);
+  return t;
+}
+
+// Experts a token reaches live on r distinct ranks of its ep group; group-limited routing
+// confines them to topk_groups groups' ranks.
+double ranks_per_token(const ModelConfig& m, double ep) {
+  const double reach = m.routed_experts > 0 && m.topk_groups < m.n_groups
+                           ? std::min(ep, double(m.topk_groups) * std::max(1.0, ep / double(m.n_groups)))
+                           : ep;
+  return distinct(reach, double(m.top_k));
+}
+
+// The step's totals: tokens, model FLOPs, GEMM FLOPs.
+void plan_totals(Plan& p, const Config& cfg, const Layout& l) {
+  const ModelConfig& m = cfg.model;
+  p.layout = l;
+  p.zero = static_cast<int>(cfg.parallel.zero);
+  p.micro_batch = cfg.train.micro_batch;
+  p.micro_batches = cfg.train.grad_accum;
+  p.tokens_per_step = double(p.micro_batch) * double(m.seq_len) * double(p.micro_batches) * l.dp;
+  p.flops_per_step = p.tokens_per_step * training_flops_per_token(m);
+  p.gemm_flops_per_step =
+      p.flops_per_step + (cfg.train.recompute ? p.tokens_per_step * recompute_flops_per_token(m) : 0);
+  // Under tp every rank routes all tokens (model/moe.h): the router's GEMMs run tp times.
+  // (Recomputation routes them once more.)
+  const double router_flops =
+      double(moe_layers(m)) * (cfg.train.recompute ? 8.0 : 6.0) * double(router_parameters(m)) * (l.tp - 1);
+  p.gemm_flops_per_step += p.tokens_per_step * router_flops;
+}
 
 }  // namespace
 
 Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanOptions& opt) {
   const ModelConfig& m = cfg.model;
   Plan p;
-  p.layout = l;
-  p.zero = static_cast<int>(cfg.parallel.zero);
-  p.micro_batch = cfg.train.micro_batch;
-  p.micro_batches = cfg.train.grad_accum;
-  const double T = double(m.seq_len), N = double(p.micro_batch) * T, mbs = double(p.micro_batches);
-  p.tokens_per_step = N * mbs * l.dp;
-  p.flops_per_step = p.tokens_per_step * training_flops_per_token(m);
-  p.gemm_flops_per_step =
-      p.flops_per_step + (cfg.train.recompute ? p.tokens_per_step * recompute_flops_per_token(m) : 0);
+  plan_totals(p, cfg, l);
   p.device_memory = c.memory_gb * 1e9;
-
-  const double tp = l.tp, ep = l.ep, dp = l.dp, edp = l.edp(), pp = l.pp, dpn = double(c.devices_per_node);
-  // Experts a token reaches live on r distinct ranks of its ep group; group-limited routing
-  // confines them to topk_groups groups' ranks.
-  const double reach = m.routed_experts > 0 && m.topk_groups < m.n_groups
-                           ? std::min(ep, double(m.topk_groups) * std::max(1.0, ep / double(m.n_groups)))
-                           : ep;
-  p.ranks_per_token = distinct(reach, double(m.top_k));
-  const Shard sh{.m = m,
-                 .tp = tp,
-                 .ep = ep,
-                 .r = p.ranks_per_token,
-                 .fused = cfg.device == DeviceKind::cuda,
-                 .recompute = cfg.train.recompute};
-  const ElementBytes eb = element_bytes(cfg.precision);
-  const double C = double(m.d_model), V = double(m.vocab_size);
-
-  const double peak = c.peak_tflops(cfg.precision) * 1e12 * c.compute_efficiency;
-  const auto bw = [](double gbps) { return gbps > 0 ? gbps * 1e9 : 1e-30; };
-  const double tp_link = bw(l.tp <= c.devices_per_node ? c.intra_node_gbps : c.inter_node_gbps);
-  const double pp_link = bw(l.dp * l.tp >= c.devices_per_node ? c.inter_node_gbps : c.intra_node_gbps);
-  const double dp_link = bw(l.dp * l.tp > c.devices_per_node ? c.inter_node_gbps : c.intra_node_gbps);
-  // Of a token's r ranks: its own (r/ep), the rest of its node, other nodes.
-  const double node_ranks = std::min(ep, dpn);
-  const double remote_intra = p.ranks_per_token * (node_ranks - 1) / ep,
-               remote_inter = p.ranks_per_token * (ep - node_ranks) / ep;
-
-  // Under tp every rank routes all tokens (model/moe.h): the router's GEMMs run tp times.
-  // (Recomputation routes them once more.)
-  const double router_flops =
-      double(moe_layers(m)) * (cfg.train.recompute ? 8.0 : 6.0) * double(router_parameters(m)) * (tp - 1);
-  p.gemm_flops_per_step += p.tokens_per_step * router_flops;
-  // Stage s holds virtual stages s, pp + s, ... (v chunks; plan/stages.h, as the trainer splits).
-  const int v = static_cast<int>(cfg.parallel.virtual_stages);
-  const auto bounds = stage_bounds(cfg, l.pp * v);
+  p.ranks_per_token = ranks_per_token(m, l.ep);
+  const double ep = l.ep, node_ranks = std::min(ep, double(c.devices_per_node));
+  const Setting g{.cfg = cfg,
+                  .c = c,
+                  .l = l,
+                  .opt = opt,
+                  .sh = {.m = m,
+                         .tp = double(l.tp),
+                         .ep = ep,
+                         .r = p.ranks_per_token,
+                         .fused = cfg.device == DeviceKind::cuda,
+                         .recompute = cfg.train.recompute},
+                  .eb = element_bytes(cfg.precision),
+                  .v = static_cast<int>(cfg.parallel.virtual_stages),
+                  .N = double(p.micro_batch) * double(m.seq_len),
+                  .mbs = double(p.micro_batches),
+                  .C = double(m.d_model),
+                  .V = double(m.vocab_size),
+                  .peak = c.peak_tflops(cfg.precision) * 1e12 * c.compute_efficiency,
+                  .tp_link = bandwidth(l.tp <= c.devices_per_node ? c.intra_node_gbps : c.inter_node_gbps),
+                  .pp_link = bandwidth(l.dp * l.tp >= c.devices_per_node ? c.inter_node_gbps : c.intra_node_gbps),
+                  .dp_link = bandwidth(l.dp * l.tp > c.devices_per_node ? c.inter_node_gbps : c.intra_node_gbps),
+                  .remote_intra = p.ranks_per_token * (node_ranks - 1) / ep,
+                  .remote_inter = p.ranks_per_token * (ep - node_ranks) / ep};
+  // The plan is the most loaded stage's memory and the slowest stage's time.
+  const auto bounds = stage_bounds(cfg, l.pp * g.v);
   double worst_step = -1;
   for (int s = 0; s < l.pp; ++s) {
-    const bool first = s == 0, last = s == l.pp - 1;
-    std::vector<std::int64_t> blocks, chunk_of;
-    for (int c = 0; c < v; ++c)
-      for (auto b = bounds[std::size_t(c * l.pp + s)]; b < bounds[std::size_t(c * l.pp + s + 1)]; ++b)
-        blocks.push_back(b), chunk_of.push_back(c);
-    // Memory.
-    double dense = 0, experts = 0;
-    Elems saved;
-    std::vector<Elems> chunk_saved(static_cast<std::size_t>(v));
-    std::vector<double> chunk_blocks(std::size_t(v), 0);
-    double largest_block = 0, workspace = 0, moe_blocks = 0, flops_per_token = 0;
-    for (std::size_t i = 0; i < blocks.size(); ++i) {
-      const std::int64_t b = blocks[i];
-      dense += sh.block_weights(b);
-      experts += sh.block_experts(b);
-      const Elems e = sh.saved(b);
-      saved += e;
-      chunk_saved[std::size_t(chunk_of[i])] += e;
-      chunk_blocks[std::size_t(chunk_of[i])] += 1;
-      largest_block = std::max(largest_block, e.bytes(eb));
-      workspace = std::max(workspace, sh.workspace(b));
-      moe_blocks += is_moe_layer(m, b);
-      flops_per_token += sh.block_flops(b);
-    }
-    Elems ends, head_ends;  // the embedding's (first chunk of the first stage), the loss's (last chunk of the last)
-    double end_workspace = 3 * C;                     // dx, dprev and the gradient arriving from the next stage
-    double head_workspace = 0;                        // the loss's backward, before the blocks'
-    if (first) dense += V * C / tp, ends.other += C;  // embedding; its output
-    if (last) {
-      dense += V * C / tp + C;                                          // LM head, final norm
-      head_ends = {.gemm = C, .other = 1 + V / tp + (tp > 1 ? 1 : 0)};  // xf | rstd, logits (tp: and their log-sum-exp)
-      head_workspace = 2 * C + 1 + V / tp;                              // dx, dxf, dl, dlogits
-      flops_per_token += 6 * V * C / tp;
-    }
-    Plan::Memory mem;
-    mem.weights = 4 * (dense + experts);
-    const double held = p.zero == 1 ? dense / dp + experts / edp : dense + experts;
-    mem.gradients = 4 * (dense + experts) + (p.zero == 1 ? 4 * held : 0);  // ZeRO-1's reduce-scatter output
-    mem.optimizer = 8 * held;
-    // What one (micro-batch, chunk) unit keeps until its backward: its tokens, targets and
-    // input (the first chunk of the first stage reads tokens instead), and what its blocks
-    // saved (with recomputation: their inputs).
-    auto kept = [&](int c) { return 2 + (first && c == 0 ? 0 : C); };
-    auto unit_bytes = [&](int c) {
-      Elems e = cfg.train.recompute ? Elems{.gemm = 0, .other = chunk_blocks[std::size_t(c)] * C}
-                                    : chunk_saved[std::size_t(c)];
-      if (first && c == 0) e += ends;
-      if (last && c == v - 1) e += head_ends;
-      return N * (e.bytes(eb) + kept(c) * eb.other);
-    };
-    // The most held at once, walking the stage's own schedule (comm/pipeline.h): a unit
-    // is held from its forward to the end of its backward.
-    double held_now = 0;
-    std::int64_t units = 0, most_units = 0;
-    for (const PipeUnit& u : schedule_1f1b(l.pp, s, p.micro_batches, v)) {
-      held_now += (u.forward ? 1 : -1) * unit_bytes(u.chunk);
-      units += u.forward ? 1 : -1;
-      mem.activations = std::max(mem.activations, held_now);
-      most_units = std::max(most_units, units);
-    }
-    const double in_flight = double(most_units) / v;
-    double kept_per_micro_batch = 0;  // over the stage's chunks
-    for (int c = 0; c < v; ++c) kept_per_micro_batch += kept(c);
-    // The loss's backward ends before the blocks' begins (and their recomputation with it).
-    mem.workspace = N * std::max((end_workspace + workspace) * eb.other + (cfg.train.recompute ? largest_block : 0),
-                                 head_workspace * eb.other);
-    mem.buffers =
-        moe_blocks > 0 ? N * sh.dispatch_buffers() * eb.other : 0;  // (pp's: the kept input, the workspace's dout)
-
-    // Time: compute, then each collective over its link.
-    Plan::Time t;
-    const double tokens = N * mbs;  // per dp rank per step
-    t.compute = tokens * flops_per_token / peak;
-    // The non-GEMM ops stream memory: every saved activation is written in forward and read in
-    // backward, and so is its gradient (4 passes; recomputation writes and reads it once more);
-    // AdamW reads weight, gradient and moments and writes three of them (28 bytes per parameter
-    // it updates), and the gradients are zeroed and normed (8 bytes per parameter).
-    const double act_passes = cfg.train.recompute ? 6 : 4;
-    const double traffic =
-        act_passes * mbs * N *
-            (saved.bytes(eb) + ends.bytes(eb) + head_ends.bytes(eb) + kept_per_micro_batch * eb.other) +
-        28 * held + 8 * (dense + experts);
-    t.memory = traffic / bw(c.memory_gbps);
-    const double layers = double(blocks.size());
-    const double tp_bytes = 4 * ring(N * C * eb.other, tp) * layers * mbs;  // 2 all-reduces forward, 2 backward
-    t.tp = tp_bytes / tp_link;
-    // Per remote row, forward: dispatch (C in the GEMM input format, 2K metadata) and combine;
-    // backward: the output gradient out and the input gradient back (and K gate gradients).
-    // The combine and the input gradient are one FP32 sum per row under fp32, one BF16 row per
-    // assignment otherwise (model/moe.h): top_k / ranks_per_token rows per row.
-    const double back = cfg.precision == Precision::fp32 ? 1.0 : double(m.top_k) / std::max(1.0, p.ranks_per_token);
-    const double row = C * eb.gemm + C * eb.other * (1 + 2 * back) + 3 * double(m.top_k) * 4;
-    const double ep_rows = tokens / tp * moe_blocks;
-    const double ep_intra = ep_rows * remote_intra * row, ep_inter = ep_rows * remote_inter * row;
-    t.ep = ep_intra / bw(c.intra_node_gbps) + ep_inter / bw(c.inter_node_gbps);
-    const double pp_bytes = l.pp > 1 ? 2 * N * C * eb.other * mbs * v : 0;  // per micro-batch and chunk
-    t.pp = pp_bytes / pp_link;
-    const double dp_bytes =
-        ring(4 * dense, dp) + ring(4 * experts, edp);  // FP32 gradients (ZeRO-1: half of it weights)
-    t.dp = dp_bytes / dp_link;
-    t.hidden = std::min(opt.overlap * (t.ep + t.dp), t.compute + t.memory);
-    t.bubble = (pp - 1) / (mbs * v) * (t.compute + t.memory + t.tp + t.ep + t.pp);
+    const StageSums z = sum_stage(g, bounds, s);
+    double in_flight = 1;
+    const Plan::Memory mem = stage_memory(g, z, s, p.micro_batches, in_flight);
+    StageBytes bytes;
+    const Plan::Time t = stage_time(g, z, bytes);
     if (mem.total() > p.memory.total()) p.memory = mem, p.memory_stage = s, p.in_flight = in_flight;
     if (t.step() > worst_step) {
       worst_step = t.step(), p.time = t;
-      p.tp_bytes = tp_bytes, p.ep_intra_bytes = ep_intra, p.ep_inter_bytes = ep_inter, p.pp_bytes = pp_bytes,
-      p.dp_bytes = dp_bytes;
+      p.tp_bytes = bytes.tp, p.ep_intra_bytes = bytes.ep_intra, p.ep_inter_bytes = bytes.ep_inter,
+      p.pp_bytes = bytes.pp, p.dp_bytes = bytes.dp;
     }
   }
   return p;
