@@ -284,90 +284,122 @@ int run_train(int argc, char** argv, const std::string& path, const std::vector<
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  CLI::App app{"moe: pre-train and fine-tune Mixture-of-Experts language models"};
-  app.require_subcommand(1);
-  std::string config_path;
+namespace {
+
+// Every subcommand's arguments, as CLI11 fills them; the subcommands to tell which was given.
+struct Args {
+  std::string config_path, ckpt_path, export_format = "safetensors", export_out;
   std::vector<std::string> sets;
-  auto add_overrides = [&](CLI::App* cmd) {
-    cmd->add_option("--set", sets, "override a config key, e.g. --set train.lr=1e-3 (repeatable)")
-        ->type_size(1)
-        ->allow_extra_args(false);
-  };
+  bool print_config = false, fresh = false, dry_run = false, force = false;
+  PlanArgs plan;
+  CLI::App *train = nullptr, *prepare = nullptr, *show = nullptr, *reference = nullptr, *plan_cmd = nullptr,
+           *info = nullptr, *inspect = nullptr, *exp = nullptr;
+};
 
-  auto* train = app.add_subcommand("train", "train a model from a YAML config (launch with mpirun -np N)");
-  train->add_option("config", config_path, "YAML config, e.g. configs/tiny.yaml")->required()->check(CLI::ExistingFile);
-  add_overrides(train);
-  bool print_config = false, fresh = false, dry_run = false;
-  train->add_flag("--print-config", print_config, "print the resolved config before training");
-  train->add_flag("--fresh", fresh, "start from scratch even when checkpoint.dir has a latest checkpoint");
-  train->add_flag("--dry-run", dry_run,
-                  "validate config, layout and cluster, print parameters and memory per rank, exit");
+void add_config_argument(CLI::App* cmd, Args& a, const char* help) {
+  cmd->add_option("config", a.config_path, help)->required()->check(CLI::ExistingFile);
+  cmd->add_option("--set", a.sets, "override a config key, e.g. --set train.lr=1e-3 (repeatable)")
+      ->type_size(1)
+      ->allow_extra_args(false);
+}
 
+void add_train(CLI::App& app, Args& a) {
+  a.train = app.add_subcommand("train", "train a model from a YAML config (launch with mpirun -np N)");
+  add_config_argument(a.train, a, "YAML config, e.g. configs/tiny.yaml");
+  a.train->add_flag("--print-config", a.print_config, "print the resolved config before training");
+  a.train->add_flag("--fresh", a.fresh, "start from scratch even when checkpoint.dir has a latest checkpoint");
+  a.train->add_flag("--dry-run", a.dry_run,
+                    "validate config, layout and cluster, print parameters and memory per rank, exit");
+}
+
+void add_data_and_config(CLI::App& app, Args& a) {
   auto* data = app.add_subcommand("data", "prepare training data");
   data->require_subcommand(1);
-  auto* prepare =
-      data->add_subcommand("prepare", "train the tokenizer on data.corpus and write token shards to data.dir");
-  prepare->add_option("config", config_path, "YAML config")->required()->check(CLI::ExistingFile);
-  add_overrides(prepare);
-  bool force = false;
-  prepare->add_flag("--force", force, "prepare again even when data.dir has meta.json");
+  a.prepare = data->add_subcommand("prepare", "train the tokenizer on data.corpus and write token shards to data.dir");
+  add_config_argument(a.prepare, a, "YAML config");
+  a.prepare->add_flag("--force", a.force, "prepare again even when data.dir has meta.json");
 
   auto* config = app.add_subcommand("config", "inspect configs");
   config->require_subcommand(1);
-  auto* show = config->add_subcommand("show", "validate a config and print it resolved (every key)");
-  show->add_option("config", config_path, "YAML config")->required()->check(CLI::ExistingFile);
-  add_overrides(show);
-  auto* reference = config->add_subcommand("reference", "print every key as a Markdown table (README's reference)");
+  a.show = config->add_subcommand("show", "validate a config and print it resolved (every key)");
+  add_config_argument(a.show, a, "YAML config");
+  a.reference = config->add_subcommand("reference", "print every key as a Markdown table (README's reference)");
+  a.info = app.add_subcommand("info", "print how this moe was built and what it can see");
+}
 
-  auto* plan = app.add_subcommand("plan",
-                                  "memory per device, step time and cost of a config on a cluster, or the "
-                                  "cheapest layouts (--search); no training");
-  plan->add_option("config", config_path, "YAML config, e.g. configs/deepseek-v3.yaml")
-      ->required()
-      ->check(CLI::ExistingFile);
-  add_overrides(plan);
-  PlanArgs plan_args;
-  plan->add_option("--cluster", plan_args.cluster, "cluster NAME or .yaml (default: the config's cost.cluster)");
-  plan->add_option("--devices", plan_args.devices, "number of devices (default: pp x dp x tp of the layout)");
-  plan->add_option("--layout", plan_args.layout, "parallel keys, e.g. pp=16,ep=64,zero=1 (the rest from the config)");
-  plan->add_flag("--search", plan_args.search, "rank every valid layout of --devices by cost, among those that fit");
-  plan->add_option("--top", plan_args.top, "layouts listed by --search")->check(CLI::PositiveNumber);
-  plan->add_flag("--recompute", plan_args.recompute, "plan with full activation recomputation (train.recompute=true)");
-  plan->add_option("--overlap", plan_args.options.overlap, "share of EP and DP traffic hidden behind compute (0 to 1)")
+void add_plan(CLI::App& app, Args& a) {
+  auto* plan = a.plan_cmd = app.add_subcommand("plan",
+                                               "memory per device, step time and cost of a config on a cluster, or "
+                                               "the cheapest layouts (--search); no training");
+  add_config_argument(plan, a, "YAML config, e.g. configs/deepseek-v3.yaml");
+  PlanArgs& p = a.plan;
+  plan->add_option("--cluster", p.cluster, "cluster NAME or .yaml (default: the config's cost.cluster)");
+  plan->add_option("--devices", p.devices, "number of devices (default: pp x dp x tp of the layout)");
+  plan->add_option("--layout", p.layout, "parallel keys, e.g. pp=16,ep=64,zero=1 (the rest from the config)");
+  plan->add_flag("--search", p.search, "rank every valid layout of --devices by cost, among those that fit");
+  plan->add_option("--top", p.top, "layouts listed by --search")->check(CLI::PositiveNumber);
+  plan->add_flag("--recompute", p.recompute, "plan with full activation recomputation (train.recompute=true)");
+  plan->add_option("--overlap", p.options.overlap, "share of EP and DP traffic hidden behind compute (0 to 1)")
       ->check(CLI::Range(0.0, 1.0));
+}
 
-  auto* info = app.add_subcommand("info", "print how this moe was built and what it can see");
-
+void add_checkpoint_commands(CLI::App& app, Args& a) {
   auto* ckpt = app.add_subcommand("ckpt", "checkpoints");
   ckpt->require_subcommand(1);
-  auto* inspect =
+  a.inspect =
       ckpt->add_subcommand("inspect", "names, shapes, dtypes, step, config and checksum status of a checkpoint");
-  std::string ckpt_path;
-  inspect->add_option("path", ckpt_path, "a step_N.h5 file, or a run directory (its latest)")
+  a.inspect->add_option("path", a.ckpt_path, "a step_N.h5 file, or a run directory (its latest)")
       ->required()
       ->check(CLI::ExistingPath);
-
-  auto* exp = app.add_subcommand("export", "a checkpoint's weights as safetensors + config.json (Hugging Face names)");
-  std::string export_format = "safetensors", export_out;
-  exp->add_option("path", ckpt_path, "a step_N.h5 file, or a run directory (its latest)")
+  a.exp = app.add_subcommand("export", "a checkpoint's weights as safetensors + config.json (Hugging Face names)");
+  a.exp->add_option("path", a.ckpt_path, "a step_N.h5 file, or a run directory (its latest)")
       ->required()
       ->check(CLI::ExistingPath);
-  exp->add_option("--format", export_format, "output format (safetensors)");
-  exp->add_option("out", export_out, "output directory")->required();
+  a.exp->add_option("--format", a.export_format, "output format (safetensors)");
+  a.exp->add_option("out", a.export_out, "output directory")->required();
+}
 
-  if (argc > 1 && argv[1][0] != '-') {  // a misspelt subcommand: say which exist
-    std::string names;
-    bool known = false;
-    for (const auto* sub : app.get_subcommands([](CLI::App*) { return true; })) {
-      names += (names.empty() ? "" : ", ") + sub->get_name();
-      known |= sub->get_name() == argv[1];
-    }
-    if (!known) {
-      std::cerr << "moe: error: '" << argv[1] << "' is not a subcommand; one of " << names << " (moe --help)\n";
-      return 2;
-    }
+// A misspelt subcommand: one line saying which exist (CLI11 would list every argument).
+bool known_subcommand(CLI::App& app, int argc, char** argv) {
+  if (argc <= 1 || argv[1][0] == '-') return true;
+  std::string names;
+  bool known = false;
+  for (const auto* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+    names += (names.empty() ? "" : ", ") + sub->get_name();
+    known |= sub->get_name() == argv[1];
   }
+  if (!known) std::cerr << "moe: error: '" << argv[1] << "' is not a subcommand; one of " << names << " (moe --help)\n";
+  return known;
+}
+
+int run_subcommand(Args& a, int argc, char** argv) {
+  if (*a.train) {
+    if (a.fresh) a.sets.push_back("checkpoint.resume=false");
+    return run_train(argc, argv, a.config_path, a.sets, a.print_config, a.dry_run);
+  }
+  if (*a.inspect) return run_inspect(a.ckpt_path);
+  if (*a.exp) return run_export(a.ckpt_path, a.export_format, a.export_out);
+  if (*a.plan_cmd) return run_plan(a.config_path, a.sets, a.plan);
+  if (*a.prepare) return run_prepare(moe::load_config(a.config_path, a.sets), a.force);
+  if (*a.show) std::cout << moe::config_to_yaml(moe::load_config(a.config_path, a.sets));
+  if (*a.reference) std::cout << moe::config_reference_markdown();
+  if (*a.info)
+    std::cout << "moe " << MOE_VERSION << "\nCUDA backend: " << (moe::built_with_cuda() ? "built" : "not built")
+              << "\nCUDA devices: " << moe::cuda_device_count() << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"moe: pre-train and fine-tune Mixture-of-Experts language models"};
+  app.require_subcommand(1);
+  Args a;
+  add_train(app, a);
+  add_data_and_config(app, a);
+  add_plan(app, a);
+  add_checkpoint_commands(app, a);
+  if (!known_subcommand(app, argc, argv)) return 2;
   try {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {  // --help
@@ -379,24 +411,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S] %v");  // plain: logs go to files under mpirun
-
   try {
-    if (*train) {
-      if (fresh) sets.push_back("checkpoint.resume=false");
-      return run_train(argc, argv, config_path, sets, print_config, dry_run);
-    }
-    if (*inspect) return run_inspect(ckpt_path);
-    if (*exp) return run_export(ckpt_path, export_format, export_out);
-    if (*plan) return run_plan(config_path, sets, plan_args);
-    if (*prepare) return run_prepare(moe::load_config(config_path, sets), force);
-    if (*show) std::cout << moe::config_to_yaml(moe::load_config(config_path, sets));
-    if (*reference) std::cout << moe::config_reference_markdown();
-    if (*info)
-      std::cout << "moe " << MOE_VERSION << "\nCUDA backend: " << (moe::built_with_cuda() ? "built" : "not built")
-                << "\nCUDA devices: " << moe::cuda_device_count() << "\n";
+    return run_subcommand(a, argc, argv);
   } catch (const moe::Error& e) {
     std::cerr << "moe: error: " << e.what() << "\n";
     return 2;
   }
-  return 0;
 }
