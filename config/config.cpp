@@ -172,6 +172,8 @@ Field choice(const char* key, Get get, std::vector<std::pair<std::string, E>> na
 #define AT(path) \
 #path, [](auto& c) -> auto& { return c.path; }
 
+// Long by design: the registry is one table, a row per key, read top to bottom like the
+// README's reference it generates.
 const std::vector<Field>& fields() {
   static const std::vector<Field> f = {
       choice<Precision>(AT(precision), {{"fp32", Precision::fp32}, {"bf16", Precision::bf16}, {"fp8", Precision::fp8}},
@@ -411,6 +413,8 @@ void apply_override(Config& c, const std::string& kv) {
 
 // ---- Cross-key rules -------------------------------------------------------------------
 
+// Long by design: a flat list of independent rules, one check each, in the order of the
+// sections they relate.
 void validate(const Config& c) {
   // The message names the first key's origin (file:line, --set, or the file for a default).
   auto require = [&c](bool ok, const std::string& key, const std::string& what) {

@@ -47,6 +47,8 @@ void check(const sentencepiece::util::Status& s, const std::string& what) {
 
 }  // namespace
 
+// Over 60 lines, and left so: the data-at-scale issue replaces this in-memory, one-process
+// pass with streaming readers and stages (docs/ARCHITECTURE.md, "Next").
 PrepareReport prepare(const PrepareOptions& opt) {
   PrepareReport rep;
   const auto docs = [&] {
