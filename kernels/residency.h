@@ -3,7 +3,7 @@
 // Host code must not read or write a device tensor's bytes: on a GPU that is a crash (or a
 // silent read of garbage through a stale pointer). Only an op's kernels reach device memory,
 // and an op says so by holding a KernelScope while its kernels run (detail::on_gpu in
-// kernels/cpu/common.h opens one). On the sim device (kernels/device.h) Tensor::data() and
+// kernels/ops/boundary.h opens one). On the sim device (kernels/device.h) Tensor::data() and
 // raw() outside a KernelScope throw ResidencyError naming the tensor and the last op, so CI
 // finds host code that would dereference GPU memory without a GPU.
 //

@@ -1,40 +1,17 @@
 #include <cmath>
 
-#include "kernels/cpu/common.h"
-#include "kernels/ops.h"
-#ifdef MOE_WITH_CUDA
-#include "kernels/cuda/ops.h"
-#endif
+#include "kernels/cpu/kernels.h"
 
-namespace moe::ops {
+namespace moe::cpu {
 
-void adamw_step(Tensor& param, Tensor& m, Tensor& v, const Tensor& grad, const AdamWSpec& s) {
-  const char* op = "adamw_step";
-  expect_tensor(op, "param", param, DType::f32, param.shape());
-  expect_tensor(op, "m", m, DType::f32, param.shape());
-  expect_tensor(op, "v", v, DType::f32, param.shape());
-  expect_tensor(op, "grad", grad, DType::f32, param.shape());
-  const auto gpu = detail::on_gpu(op, {&param, &m, &v, &grad});
-  MOE_CHECK(s.step >= 1, ShapeError, "{}: step must be >= 1 (1-based), got {}", op, s.step);
-  float *p = param.data<float>(), *mp = m.data<float>(), *vp = v.data<float>();
-  const float* g = grad.data<float>();
-  // Bias corrections in double: b^t for large t loses digits in float.
-  const float bc1 = static_cast<float>(1.0 - std::pow(s.beta1, static_cast<double>(s.step)));
-  const float bc2 = static_cast<float>(1.0 - std::pow(s.beta2, static_cast<double>(s.step)));
-  const float lr = static_cast<float>(s.lr), b1 = static_cast<float>(s.beta1), b2 = static_cast<float>(s.beta2);
-  const float eps = static_cast<float>(s.eps), decay = 1.0f - lr * static_cast<float>(s.weight_decay);
-  const std::int64_t n = param.numel();
-  if (gpu) {
-#ifdef MOE_WITH_CUDA
-    return cuda::adamw_step(p, mp, vp, g, n, lr, b1, b2, eps, decay, bc1, bc2);
-#endif
-  }
+void adamw_step(float* p, float* m, float* v, const float* g, std::int64_t n, float lr, float beta1, float beta2,
+                float eps, float decay, float bc1, float bc2) {
 #pragma omp parallel for
   for (std::int64_t i = 0; i < n; ++i) {
-    mp[i] = b1 * mp[i] + (1.0f - b1) * g[i];
-    vp[i] = b2 * vp[i] + (1.0f - b2) * g[i] * g[i];
-    p[i] = p[i] * decay - lr * (mp[i] / bc1) / (std::sqrt(vp[i] / bc2) + eps);
+    m[i] = beta1 * m[i] + (1.0f - beta1) * g[i];
+    v[i] = beta2 * v[i] + (1.0f - beta2) * g[i] * g[i];
+    p[i] = p[i] * decay - lr * (m[i] / bc1) / (std::sqrt(v[i] / bc2) + eps);
   }
 }
 
-}  // namespace moe::ops
+}  // namespace moe::cpu

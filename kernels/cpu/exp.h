@@ -11,7 +11,7 @@
 #include <cmath>
 #include <cstdint>
 
-namespace moe::ops::detail {
+namespace moe::cpu {
 
 inline float fast_exp(float x) {
   x = std::min(std::max(x, -87.3f), 88.0f);  // 2^n stays a normal float (min/max, not ?:, so it vectorises)
@@ -36,4 +36,4 @@ inline T exp(T x) {
   else return std::exp(x);
 }
 
-}  // namespace moe::ops::detail
+}  // namespace moe::cpu

@@ -1,63 +1,12 @@
-#include <cmath>
-#include <map>
-#include <mutex>
-#include <tuple>
-
 #include "kernels/cpu/common.h"
-#include "kernels/ops.h"
-#ifdef MOE_WITH_CUDA
-#include "kernels/cuda/ops.h"
-#endif
+#include "kernels/cpu/kernels.h"
 
-namespace moe::ops {
-namespace {
+namespace moe::cpu {
 
-// cos/sin of sign * pos * theta^(-2i/D) for every (position, pair), in double whatever the
-// dtype is, so f32 and f64 rotate by the same angle; one table serves every sequence and
-// head. Built once per (T, D, theta, sign, dtype, device) and kept on the device: a GPU step
-// uploads nothing for RoPE.
-struct RopeTable {
-  Tensor cos, sin;  // (T, D/2)
-};
-const RopeTable& rope_table(std::int64_t T, std::int64_t D, double theta, double sign, DType t, Device dev) {
-  using Key = std::tuple<std::int64_t, std::int64_t, double, double, DType, Device>;
-  static std::mutex mutex;
-  static auto& tables = *new std::map<Key, RopeTable>;  // never destroyed: GPU memory outlives no context
-  std::lock_guard lock(mutex);
-  auto [it, fresh] = tables.try_emplace(Key{T, D, theta, sign, t, dev});
-  if (!fresh) return it->second;
-  const std::int64_t half = D / 2;
-  Tensor cos_t = Tensor::empty({T, half}, t), sin_t = Tensor::empty({T, half}, t);
-  detail::dispatch_real(t, [&]<class R>() {
-    R *cs = cos_t.data<R>(), *sn = sin_t.data<R>();
-    for (std::int64_t p = 0; p < T; ++p)
-      for (std::int64_t i = 0; i < half; ++i) {
-        const double ang = sign * static_cast<double>(p) * std::pow(theta, -2.0 * double(i) / static_cast<double>(D));
-        cs[p * half + i] = static_cast<R>(std::cos(ang));
-        sn[p * half + i] = static_cast<R>(std::sin(ang));
-      }
-  });
-  it->second = {cos_t.to(dev), sin_t.to(dev)};
-  return it->second;
-}
-
-// Rotates each (i, i+D/2) pair of every head by sign * pos * theta^(-2i/D).
-void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, double sign) {
-  DType t = detail::real_dtype(op, x);
-  MOE_CHECK(x.ndim() == 4 && x.size(3) % 2 == 0, ShapeError, "{}: x {} must be (B,T,H,D) with D even", op,
-            x.describe());
+void rope(Tensor& y, const Tensor& x, const Tensor& cos, const Tensor& sin) {
   const std::int64_t B = x.size(0), T_ = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
-  expect_tensor(op, "y", y, t, x.shape());
-  const auto gpu = detail::on_gpu(op, {&y, &x});
-  MOE_CHECK(!gpu || t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, x.describe());
-  const RopeTable& table = rope_table(T_, D, theta, sign, t, x.device());
-  if (gpu) {
-#ifdef MOE_WITH_CUDA
-    return cuda::rope(y.data<float>(), x.data<float>(), table.cos.data<float>(), table.sin.data<float>(), B, T_, H, D);
-#endif
-  }
-  detail::dispatch_real(t, [&]<class T>() {
-    const T *cs = table.cos.data<T>(), *sn = table.sin.data<T>();
+  dispatch_real(x.dtype(), [&]<class T>() {
+    const T *cs = cos.data<T>(), *sn = sin.data<T>();
     const T* xp = x.data<T>();
     T* yp = y.data<T>();
 #pragma omp parallel for collapse(2)
@@ -75,9 +24,4 @@ void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, double
   });
 }
 
-}  // namespace
-
-void rope_forward(Tensor& y, const Tensor& x, double theta) { rope_apply("rope_forward", y, x, theta, +1.0); }
-void rope_backward(Tensor& dx, const Tensor& dy, double theta) { rope_apply("rope_backward", dx, dy, theta, -1.0); }
-
-}  // namespace moe::ops
+}  // namespace moe::cpu

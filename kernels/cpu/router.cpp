@@ -5,23 +5,11 @@
 #include <vector>
 
 #include "kernels/cpu/common.h"
-#include "kernels/ops.h"
-#ifdef MOE_WITH_CUDA
-#include "kernels/cuda/ops.h"
-#endif
+#include "kernels/cpu/kernels.h"
 
-namespace moe::ops {
+namespace moe::cpu {
 namespace {
-
-void check_spec(const char* op, const RouterSpec& s, std::int64_t E) {
-  MOE_CHECK(s.n_groups >= 1 && E % s.n_groups == 0, ShapeError, "{}: {} experts not divisible into {} groups", op, E,
-            s.n_groups);
-  MOE_CHECK(s.topk_groups >= 1 && s.topk_groups <= s.n_groups, ShapeError,
-            "{}: topk_groups {} must be in [1, n_groups={}]", op, s.topk_groups, s.n_groups);
-  MOE_CHECK(s.top_k >= 1 && s.top_k <= s.topk_groups * (E / s.n_groups), ShapeError,
-            "{}: top_k {} exceeds the {} experts reachable in {} of {} groups", op, s.top_k,
-            s.topk_groups * (E / s.n_groups), s.topk_groups, s.n_groups);
-}
+using ops::RouterKind;
 
 // Orders candidates by biased score, highest first; equal scores go to the lower index so
 // that every backend and every rank picks the same experts.
@@ -32,7 +20,7 @@ auto by_score_desc(const std::vector<T>& c) {
 
 // Chooses row n's experts into idx[0..k) from biased scores c (E): best groups, then top-k.
 template <class T>
-void select(std::int32_t* idx, const std::vector<T>& c, const RouterSpec& s, std::vector<int>& cand,
+void select(std::int32_t* idx, const std::vector<T>& c, const ops::RouterSpec& s, std::vector<int>& cand,
             std::vector<T>& gscore) {
   const int E = static_cast<int>(c.size()), gs = E / s.n_groups;
   cand.clear();
@@ -60,29 +48,9 @@ void select(std::int32_t* idx, const std::vector<T>& c, const RouterSpec& s, std
 }  // namespace
 
 void router_forward(Tensor& scores, Tensor& index, Tensor& gate, const Tensor& logits, const Tensor& bias,
-                    const RouterSpec& spec) {
-  const char* op = "router_forward";
-  DType t = detail::real_dtype(op, logits);
-  MOE_CHECK(logits.ndim() == 2, ShapeError, "{}: logits {} must be (N,E)", op, logits.describe());
+                    const ops::RouterSpec& spec) {
   const std::int64_t N = logits.size(0), E = logits.size(1), K = spec.top_k;
-  check_spec(op, spec, E);
-  expect_tensor(op, "bias", bias, t, {E});
-  expect_tensor(op, "scores", scores, t, {N, E});
-  expect_tensor(op, "index", index, DType::i32, {N, K});
-  expect_tensor(op, "gate", gate, t, {N, K});
-  const auto gpu = detail::on_gpu(op, {&scores, &index, &gate, &logits, &bias});
-  if (gpu) {
-#ifdef MOE_WITH_CUDA
-    MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, logits.describe());
-    MOE_CHECK(spec.n_groups <= cuda::kMaxRouterGroups, ShapeError,
-              "{}: the CUDA kernel takes at most {} groups, got {}", op, cuda::kMaxRouterGroups, spec.n_groups);
-    return cuda::router_forward(scores.data<float>(), index.data<std::int32_t>(), gate.data<float>(),
-                                logits.data<float>(), bias.data<float>(), N, static_cast<int>(E), spec.top_k,
-                                spec.n_groups, spec.topk_groups, spec.kind == RouterKind::sigmoid, spec.normalize,
-                                static_cast<float>(spec.scaling));
-#endif
-  }
-  detail::dispatch_real(t, [&]<class T>() {
+  dispatch_real(logits.dtype(), [&]<class T>() {
     const T *lp = logits.data<T>(), *bp = bias.data<T>();
     T *sp = scores.data<T>(), *gp = gate.data<T>();
     std::int32_t* ip = index.data<std::int32_t>();
@@ -115,27 +83,9 @@ void router_forward(Tensor& scores, Tensor& index, Tensor& gate, const Tensor& l
 }
 
 void router_backward(Tensor& dlogits, const Tensor& dgate, const Tensor& scores, const Tensor& index,
-                     const RouterSpec& spec, const Tensor& dscores) {
-  const char* op = "router_backward";
-  DType t = detail::real_dtype(op, scores);
-  MOE_CHECK(scores.ndim() == 2, ShapeError, "{}: scores {} must be (N,E)", op, scores.describe());
+                     const ops::RouterSpec& spec, const Tensor& dscores) {
   const std::int64_t N = scores.size(0), E = scores.size(1), K = spec.top_k;
-  check_spec(op, spec, E);
-  expect_tensor(op, "dlogits", dlogits, t, {N, E});
-  expect_tensor(op, "dgate", dgate, t, {N, K});
-  expect_tensor(op, "index", index, DType::i32, {N, K});
-  if (dscores.defined()) expect_tensor(op, "dscores", dscores, t, {N, E});
-  const auto gpu = detail::on_gpu(op, {&dlogits, &dgate, &scores, &index, &dscores});
-  if (gpu) {
-#ifdef MOE_WITH_CUDA
-    MOE_CHECK(t == DType::f32, ShapeError, "{}: the CUDA kernel takes f32, got {}", op, scores.describe());
-    return cuda::router_backward(dlogits.data<float>(), dgate.data<float>(), scores.data<float>(),
-                                 index.data<std::int32_t>(), dscores.defined() ? dscores.data<float>() : nullptr, N,
-                                 static_cast<int>(E), spec.top_k, spec.kind == RouterKind::sigmoid, spec.normalize,
-                                 static_cast<float>(spec.scaling));
-#endif
-  }
-  detail::dispatch_real(t, [&]<class T>() {
+  dispatch_real(scores.dtype(), [&]<class T>() {
     const T *sp = scores.data<T>(), *dgp = dgate.data<T>();
     const std::int32_t* ip = index.data<std::int32_t>();
     const T* dsp = dscores.defined() ? dscores.data<T>() : nullptr;
@@ -171,4 +121,4 @@ void router_backward(Tensor& dlogits, const Tensor& dgate, const Tensor& scores,
   });
 }
 
-}  // namespace moe::ops
+}  // namespace moe::cpu

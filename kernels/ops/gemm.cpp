@@ -1,40 +1,43 @@
-// GEMM and grouped GEMM through OpenBLAS (kernels/cpu/blas.h), or cuBLASLt for GPU tensors.
+// GEMM and grouped GEMM entry points: OpenBLAS (kernels/cpu/blas.h) or cuBLASLt for GPU
+// tensors. The group loop is the op's; each group's GEMM goes to one backend.
 #include <type_traits>
 
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/common.h"
-#include "kernels/ops.h"
-#ifdef MOE_WITH_CUDA
 #include "kernels/cuda/ops.h"
-#endif
+#include "kernels/ops.h"
+#include "kernels/ops/boundary.h"
+#include "kernels/ops/device_gemm.h"
 
 namespace moe::ops {
 namespace detail {
-std::atomic<std::int64_t> gemm_flop_count{0};
 
 void device_gemm(bool gpu, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const float* A,
                  std::int64_t lda, const float* B, std::int64_t ldb, float beta, float* C, std::int64_t ldc) {
-  if (!gpu) return gemm<float>(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
-#ifdef MOE_WITH_CUDA
-  if (M == 0 || N == 0) return;
-  gemm_flop_count.fetch_add(2 * M * N * K, std::memory_order_relaxed);
-  cuda::f32_gemm(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
-#endif
+  if (gpu) {
+    if constexpr (kCudaBuilt) {
+      if (M == 0 || N == 0) return;
+      count_gemm(M, N, K);
+      return cuda::f32_gemm(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
+    }
+  }
+  cpu::gemm<float>(ta, tb, M, N, K, A, lda, B, ldb, beta, C, ldc);
 }
+
 }  // namespace detail
 
 std::int64_t gemm_flops() { return detail::gemm_flop_count.load(std::memory_order_relaxed); }
 void reset_gemm_flops() { detail::gemm_flop_count.store(0, std::memory_order_relaxed); }
 
 namespace {
-// detail::gemm on contiguous operands, on the device the tensors live on (the GPU: f32
+// cpu::gemm on contiguous operands, on the device the tensors live on (the GPU: f32
 // through cuBLASLt; validated by the entry points).
 template <class T>
 void gemm(bool gpu, bool ta, bool tb, std::int64_t M, std::int64_t N, std::int64_t K, const T* A, const T* B, T beta,
           T* C) {
   if constexpr (std::is_same_v<T, float>)
     detail::device_gemm(gpu, ta, tb, M, N, K, A, ta ? M : K, B, tb ? K : N, beta, C, N);
-  else detail::gemm<T>(ta, tb, M, N, K, A, B, beta, C);  // f64: the CPU only (validated by the entry points)
+  else cpu::gemm<T>(ta, tb, M, N, K, A, B, beta, C);  // f64: the CPU only (validated by the entry points)
 }
 
 // One group's forward/backward, shared by the plain and grouped entry points.
@@ -72,7 +75,7 @@ void grouped_fwd(const char* op, Tensor& y, const Tensor& x, const Tensor& w, st
   expect_tensor(op, "y", y, t, {M, N});
   const auto gpu = gpu_f32(op, t, {&y, &x, &w});
   check_offsets(op, offsets, G, M);
-  detail::dispatch_real(t, [&]<class T>() {
+  cpu::dispatch_real(t, [&]<class T>() {
     for (std::int64_t g = 0; g < G; ++g) {
       const std::int64_t r = offsets[g], m = offsets[g + 1] - r;
       gemm_fwd<T>(bool(gpu), y.data<T>() + r * N, x.data<T>() + r * K, w.data<T>() + g * N * K, m, N, K);
@@ -92,7 +95,7 @@ void grouped_bwd(const char* op, Tensor& dx, Tensor& dw, const Tensor& dy, const
   if (dx.defined()) expect_tensor(op, "dx", dx, t, {M, K});
   const auto gpu = gpu_f32(op, t, {&dx, &dw, &dy, &x, &w});
   check_offsets(op, offsets, G, M);
-  detail::dispatch_real(t, [&]<class T>() {
+  cpu::dispatch_real(t, [&]<class T>() {
     for (std::int64_t g = 0; g < G; ++g) {
       const std::int64_t r = offsets[g], m = offsets[g + 1] - r;
       gemm_bwd<T>(bool(gpu), dx.defined() ? dx.data<T>() + r * K : nullptr, dw.data<T>() + g * N * K,

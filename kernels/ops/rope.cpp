@@ -1,0 +1,67 @@
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+#include "kernels/cpu/common.h"
+#include "kernels/cpu/kernels.h"
+#include "kernels/cuda/ops.h"
+#include "kernels/ops.h"
+#include "kernels/ops/boundary.h"
+
+namespace moe::ops {
+namespace {
+
+// cos/sin of sign * pos * theta^(-2i/D) for every (position, pair), in double whatever the
+// dtype is, so f32 and f64 rotate by the same angle; one table serves every sequence and
+// head. Built once per (T, D, theta, sign, dtype, device) and kept on the device: a GPU step
+// uploads nothing for RoPE.
+struct RopeTable {
+  Tensor cos, sin;  // (T, D/2)
+};
+const RopeTable& rope_table(std::int64_t T, std::int64_t D, double theta, double sign, DType t, Device dev) {
+  using Key = std::tuple<std::int64_t, std::int64_t, double, double, DType, Device>;
+  static std::mutex mutex;
+  static auto& tables = *new std::map<Key, RopeTable>;  // never destroyed: GPU memory outlives no context
+  std::lock_guard lock(mutex);
+  auto [it, fresh] = tables.try_emplace(Key{T, D, theta, sign, t, dev});
+  if (!fresh) return it->second;
+  const std::int64_t half = D / 2;
+  Tensor cos_t = Tensor::empty({T, half}, t), sin_t = Tensor::empty({T, half}, t);
+  cpu::dispatch_real(t, [&]<class R>() {
+    R *cs = cos_t.data<R>(), *sn = sin_t.data<R>();
+    for (std::int64_t p = 0; p < T; ++p)
+      for (std::int64_t i = 0; i < half; ++i) {
+        const double ang = sign * static_cast<double>(p) * std::pow(theta, -2.0 * double(i) / static_cast<double>(D));
+        cs[p * half + i] = static_cast<R>(std::cos(ang));
+        sn[p * half + i] = static_cast<R>(std::sin(ang));
+      }
+  });
+  it->second = {cos_t.to(dev), sin_t.to(dev)};
+  return it->second;
+}
+
+// Rotates each (i, i+D/2) pair of every head by sign * pos * theta^(-2i/D).
+void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, double sign) {
+  DType t = detail::real_dtype(op, x);
+  MOE_CHECK(x.ndim() == 4 && x.size(3) % 2 == 0, ShapeError, "{}: x {} must be (B,T,H,D) with D even", op,
+            x.describe());
+  const std::int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3);
+  expect_tensor(op, "y", y, t, x.shape());
+  const auto gpu = detail::on_gpu(op, {&y, &x});
+  detail::expect_f32_on_gpu(bool(gpu), op, x);
+  const RopeTable& table = rope_table(T, D, theta, sign, t, x.device());
+  if (gpu) {
+    if constexpr (detail::kCudaBuilt)
+      return cuda::rope(y.data<float>(), x.data<float>(), table.cos.data<float>(), table.sin.data<float>(), B, T, H,
+                        D);
+  }
+  cpu::rope(y, x, table.cos, table.sin);
+}
+
+}  // namespace
+
+void rope_forward(Tensor& y, const Tensor& x, double theta) { rope_apply("rope_forward", y, x, theta, +1.0); }
+void rope_backward(Tensor& dx, const Tensor& dy, double theta) { rope_apply("rope_backward", dx, dy, theta, -1.0); }
+
+}  // namespace moe::ops
