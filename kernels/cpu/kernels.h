@@ -65,7 +65,7 @@ void balance_loss_backward(Tensor& dscores, const Tensor& f, const Tensor& score
 // 128x128 block); and the helpers of the FP8 linear layer's backward.
 void quantize(Tensor& q, Tensor& scales, const Tensor& x, std::int64_t rows, bool pow2);
 void fp8_gemm(Tensor& y, const Tensor& qa, const Tensor& sa, const Tensor& qb, const Tensor& sb, bool b_rows);
-void transpose(Tensor& y, const Tensor& x);                                 // (C,R) = (R,C)^T, f32
+void transpose(Tensor& y, const Tensor& x);                               // (C,R) = (R,C)^T, f32
 void dequantize_1x128(Tensor& x, const Tensor& q, const Tensor& scales);  // f32 = codes x their tile's scale
 
 // attention.cpp: causal GQA attention materialising the probabilities, also writing each

@@ -41,32 +41,33 @@ void for_each_head(const Dims& d, F&& f) {
 
 void attention_forward_gpu(const Dims& d, float* out, float* probs, const float* q, const float* k, const float* v) {
   if constexpr (detail::kCudaBuilt) {  // (a build without CUDA never gets here: on_gpu throws)
-  const std::int64_t T = d.T, D = d.D, ldq = d.H * D, ldk = d.Hkv * D;
-  for_each_head(d, [&](std::int64_t qo, std::int64_t ko, std::int64_t po) {
-    detail::device_gemm(true, false, true, T, T, D, q + qo, ldq, k + ko, ldk, 0.f, probs + po, T);  // S = Q K^T
-  });
-  cuda::causal_softmax(probs, d.B * d.H * T, T, 1.0f / std::sqrt(float(D)));
-  for_each_head(d, [&](std::int64_t qo, std::int64_t ko, std::int64_t po) {
-    detail::device_gemm(true, false, false, T, D, T, probs + po, T, v + ko, ldk, 0.f, out + qo, ldq);  // O = P V
-  });
+    const std::int64_t T = d.T, D = d.D, ldq = d.H * D, ldk = d.Hkv * D;
+    for_each_head(d, [&](std::int64_t qo, std::int64_t ko, std::int64_t po) {
+      detail::device_gemm(true, false, true, T, T, D, q + qo, ldq, k + ko, ldk, 0.f, probs + po, T);  // S = Q K^T
+    });
+    cuda::causal_softmax(probs, d.B * d.H * T, T, 1.0f / std::sqrt(float(D)));
+    for_each_head(d, [&](std::int64_t qo, std::int64_t ko, std::int64_t po) {
+      detail::device_gemm(true, false, false, T, D, T, probs + po, T, v + ko, ldk, 0.f, out + qo, ldq);  // O = P V
+    });
   }
 }
 
 void attention_backward_gpu(const Dims& d, float* dq, float* dk, float* dv, const float* dout, const float* q,
                             const float* k, const float* v, const float* probs) {
   if constexpr (detail::kCudaBuilt) {  // (a build without CUDA never gets here: on_gpu throws)
-  const std::int64_t T = d.T, D = d.D, ldq = d.H * D, ldk = d.Hkv * D;
-  Tensor dS = Tensor::empty({d.B, d.H, T, T}, DType::f32, Device::cuda);
-  float* ds = dS.data<float>();
-  for_each_head(d, [&](std::int64_t qo, std::int64_t ko, std::int64_t po) {
-    detail::device_gemm(true, false, true, T, T, D, dout + qo, ldq, v + ko, ldk, 0.f, ds + po, T);      // dP = dO V^T
-    detail::device_gemm(true, true, false, T, D, T, probs + po, T, dout + qo, ldq, 1.f, dv + ko, ldk);  // dV += P^T dO
-  });
-  cuda::causal_softmax_backward(ds, probs, d.B * d.H * T, T, 1.0f / std::sqrt(float(D)));
-  for_each_head(d, [&](std::int64_t qo, std::int64_t ko, std::int64_t po) {
-    detail::device_gemm(true, false, false, T, D, T, ds + po, T, k + ko, ldk, 0.f, dq + qo, ldq);  // dQ = dS K
-    detail::device_gemm(true, true, false, T, D, T, ds + po, T, q + qo, ldq, 1.f, dk + ko, ldk);   // dK += dS^T Q
-  });
+    const std::int64_t T = d.T, D = d.D, ldq = d.H * D, ldk = d.Hkv * D;
+    Tensor dS = Tensor::empty({d.B, d.H, T, T}, DType::f32, Device::cuda);
+    float* ds = dS.data<float>();
+    for_each_head(d, [&](std::int64_t qo, std::int64_t ko, std::int64_t po) {
+      detail::device_gemm(true, false, true, T, T, D, dout + qo, ldq, v + ko, ldk, 0.f, ds + po, T);  // dP = dO V^T
+      detail::device_gemm(true, true, false, T, D, T, probs + po, T, dout + qo, ldq, 1.f, dv + ko,
+                          ldk);  // dV += P^T dO
+    });
+    cuda::causal_softmax_backward(ds, probs, d.B * d.H * T, T, 1.0f / std::sqrt(float(D)));
+    for_each_head(d, [&](std::int64_t qo, std::int64_t ko, std::int64_t po) {
+      detail::device_gemm(true, false, false, T, D, T, ds + po, T, k + ko, ldk, 0.f, dq + qo, ldq);  // dQ = dS K
+      detail::device_gemm(true, true, false, T, D, T, ds + po, T, q + qo, ldq, 1.f, dk + ko, ldk);   // dK += dS^T Q
+    });
   }
 }
 Tensor scratch_probs(const Tensor& q) {
@@ -121,8 +122,8 @@ void attention_lse_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tens
     MOE_CHECK(fused_attention_on_gpu(), DeviceError,
               "{}: this build has no cuDNN fused attention (use attention_forward)", op);
     if constexpr (detail::kCudnnBuilt)
-      return cuda::sdpa_forward(out.data<float>(), lse.data<float>(), q.data<float>(), k.data<float>(),
-                                v.data<float>(), d.B, d.T, d.H, d.Hkv, d.D);
+      return cuda::sdpa_forward(out.data<float>(), lse.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(),
+                                d.B, d.T, d.H, d.Hkv, d.D);
   }
   Tensor probs = scratch_probs(q);  // the CPU's softmax, on q's device (the sim device's too)
   cpu::attention_forward(out, probs, lse, q, k, v);

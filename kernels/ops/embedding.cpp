@@ -12,8 +12,8 @@ struct Dims {
   std::int64_t N, V, C;
 };
 Dims check(const char* op, const char* table_name, const Tensor& table, const Tensor& tokens, bool sharded) {
-  MOE_CHECK(table.ndim() == 2 && tokens.ndim() == 1, ShapeError, "{}: {} {} must be 2-D, tokens {} 1-D", op,
-            table_name, table.describe(), tokens.describe());
+  MOE_CHECK(table.ndim() == 2 && tokens.ndim() == 1, ShapeError, "{}: {} {} must be 2-D, tokens {} 1-D", op, table_name,
+            table.describe(), tokens.describe());
   const Dims d{tokens.size(0), table.size(0), table.size(1)};
   expect_tensor(op, "tokens", tokens, DType::i32, {d.N});
   expect_ids(op, "token", tokens, sharded ? -1 : 0, d.V);

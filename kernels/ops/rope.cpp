@@ -53,8 +53,7 @@ void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, double
   const RopeTable& table = rope_table(T, D, theta, sign, t, x.device());
   if (gpu) {
     if constexpr (detail::kCudaBuilt)
-      return cuda::rope(y.data<float>(), x.data<float>(), table.cos.data<float>(), table.sin.data<float>(), B, T, H,
-                        D);
+      return cuda::rope(y.data<float>(), x.data<float>(), table.cos.data<float>(), table.sin.data<float>(), B, T, H, D);
   }
   cpu::rope(y, x, table.cos, table.sin);
 }

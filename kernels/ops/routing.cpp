@@ -26,7 +26,9 @@ void route_capacity(Tensor& kept, Tensor& counts, const Tensor& index, std::int6
   MOE_CHECK(0 <= n0 && n0 <= n1 && n1 <= N, ShapeError, "{}: tokens [{}, {}) outside [0, {})", op, n0, n1, N);
   const auto gpu = detail::on_gpu(op, {&kept, &counts, &index});
   if (gpu) {
-    if constexpr (detail::kCudaBuilt) return cuda::route_capacity(kept.data<std::int32_t>(), counts.data<std::int32_t>(), index.data<std::int32_t>(), N, K, E, capacity, n0, n1);
+    if constexpr (detail::kCudaBuilt)
+      return cuda::route_capacity(kept.data<std::int32_t>(), counts.data<std::int32_t>(), index.data<std::int32_t>(), N,
+                                  K, E, capacity, n0, n1);
   }
   detail::expect_indices(op, "index", index, E, /*none_allowed=*/false);
   cpu::route_capacity(kept, counts, index, capacity, n0, n1);
@@ -43,7 +45,9 @@ void route_pairs(Tensor& pairs, Tensor& fan_out, const Tensor& kept, std::int64_
   MOE_CHECK(experts_per_rank > 0, ShapeError, "{}: experts_per_rank {} must be positive", op, experts_per_rank);
   const auto gpu = detail::on_gpu(op, {&pairs, &fan_out, &kept});
   if (gpu) {
-    if constexpr (detail::kCudaBuilt) return cuda::route_pairs(pairs.data<std::int32_t>(), fan_out.data<std::int32_t>(), kept.data<std::int32_t>(), N, K, P, experts_per_rank);
+    if constexpr (detail::kCudaBuilt)
+      return cuda::route_pairs(pairs.data<std::int32_t>(), fan_out.data<std::int32_t>(), kept.data<std::int32_t>(), N,
+                               K, P, experts_per_rank);
   }
   detail::expect_indices(op, "kept", kept, P * experts_per_rank);
   cpu::route_pairs(pairs, fan_out, kept, experts_per_rank);
@@ -59,7 +63,9 @@ void counting_sort(Tensor& dest, Tensor& counts, const Tensor& keys, std::int64_
   MOE_CHECK(n == 0 || !dest.same_start(keys), ShapeError, "{}: dest must not be keys (the GPU ranks in place)", op);
   const auto gpu = detail::on_gpu(op, {&dest, &counts, &keys});
   if (gpu) {
-    if constexpr (detail::kCudaBuilt) return cuda::counting_sort(dest.data<std::int32_t>(), counts.defined() ? counts.data<std::int32_t>() : nullptr, keys.data<std::int32_t>(), n, bins, divisor);
+    if constexpr (detail::kCudaBuilt)
+      return cuda::counting_sort(dest.data<std::int32_t>(), counts.defined() ? counts.data<std::int32_t>() : nullptr,
+                                 keys.data<std::int32_t>(), n, bins, divisor);
   }
   detail::expect_indices(op, "keys", keys, bins * divisor);
   cpu::counting_sort(dest, counts, keys, bins, divisor);
@@ -73,7 +79,8 @@ void invert_positions(Tensor& src, const Tensor& dest, std::int64_t divisor) {
   MOE_CHECK(divisor > 0, ShapeError, "{}: divisor {} must be positive", op, divisor);
   const auto gpu = detail::on_gpu(op, {&src, &dest});
   if (gpu) {
-    if constexpr (detail::kCudaBuilt) return cuda::invert_positions(src.data<std::int32_t>(), dest.data<std::int32_t>(), n, M, divisor);
+    if constexpr (detail::kCudaBuilt)
+      return cuda::invert_positions(src.data<std::int32_t>(), dest.data<std::int32_t>(), n, M, divisor);
   }
   detail::expect_indices(op, "dest", dest, M);
   cpu::invert_positions(src, dest, divisor);
@@ -94,7 +101,9 @@ void dispatch_slots(Tensor& expert, Tensor& assignment, const Tensor& kept, cons
   MOE_CHECK(experts_per_rank > 0, ShapeError, "{}: experts_per_rank {} must be positive", op, experts_per_rank);
   const auto gpu = detail::on_gpu(op, {&expert, &assignment, &kept, &rows});
   if (gpu) {
-    if constexpr (detail::kCudaBuilt) return cuda::dispatch_slots(expert.data<std::int32_t>(), assignment.data<std::int32_t>(), kept.data<std::int32_t>(), rows.data<std::int32_t>(), N, K, P, S, experts_per_rank);
+    if constexpr (detail::kCudaBuilt)
+      return cuda::dispatch_slots(expert.data<std::int32_t>(), assignment.data<std::int32_t>(),
+                                  kept.data<std::int32_t>(), rows.data<std::int32_t>(), N, K, P, S, experts_per_rank);
   }
   detail::expect_indices(op, "kept", kept, P * experts_per_rank);
   detail::expect_indices(op, "rows", rows, S);
@@ -115,7 +124,9 @@ void balance_loss_forward(Tensor& total, Tensor& f, const Tensor& scores, const 
   expect_tensor(op, "f", f, DType::f64, {B, E});
   const auto gpu = detail::on_gpu(op, {&total, &f, &scores, &index});
   if (gpu) {
-    if constexpr (detail::kCudaBuilt) return cuda::balance_loss_forward(total.data<double>(), f.data<double>(), scores.data<float>(), index.data<std::int32_t>(), B, T, E, K, coef);
+    if constexpr (detail::kCudaBuilt)
+      return cuda::balance_loss_forward(total.data<double>(), f.data<double>(), scores.data<float>(),
+                                        index.data<std::int32_t>(), B, T, E, K, coef);
   }
   detail::expect_indices(op, "index", index, E, /*none_allowed=*/false);
   cpu::balance_loss_forward(total, f, scores, index, T, coef);
@@ -132,7 +143,9 @@ void balance_loss_backward(Tensor& dscores, const Tensor& f, const Tensor& score
   expect_tensor(op, "dscores", dscores, DType::f32, {N, E});
   const auto gpu = detail::on_gpu(op, {&dscores, &f, &scores});
   if (gpu) {
-    if constexpr (detail::kCudaBuilt) return cuda::balance_loss_backward(dscores.data<float>(), f.data<double>(), scores.data<float>(), N, T, E, coef, scale);
+    if constexpr (detail::kCudaBuilt)
+      return cuda::balance_loss_backward(dscores.data<float>(), f.data<double>(), scores.data<float>(), N, T, E, coef,
+                                         scale);
   }
   cpu::balance_loss_backward(dscores, f, scores, T, coef, scale);
 }

@@ -39,7 +39,9 @@ void combine_rows(Tensor& out, const Tensor& in, const Tensor& slots, const Tens
   const auto gpu = detail::on_gpu(op, {&out, &in, &slots, &weights});
   detail::expect_f32_on_gpu(bool(gpu), op, in);
   if (gpu) {
-    if constexpr (detail::kCudaBuilt) return cuda::combine_rows(out.data<float>(), in.data<float>(), slots.data<std::int32_t>(), weights.defined() ? weights.data<float>() : nullptr, M, W, C, accumulate);
+    if constexpr (detail::kCudaBuilt)
+      return cuda::combine_rows(out.data<float>(), in.data<float>(), slots.data<std::int32_t>(),
+                                weights.defined() ? weights.data<float>() : nullptr, M, W, C, accumulate);
   }
   detail::expect_indices(op, "slots", slots, in.size(0));
   cpu::combine_rows(out, in, slots, weights, accumulate);
@@ -59,7 +61,9 @@ void row_dot(Tensor& out, const Tensor& a, const Tensor& a_rows, const Tensor& b
   const auto gpu = detail::on_gpu(op, {&out, &a, &a_rows, &b, &b_rows});
   detail::expect_f32_on_gpu(bool(gpu), op, a);
   if (gpu) {
-    if constexpr (detail::kCudaBuilt) return cuda::row_dot(out.data<float>(), a.data<float>(), a_rows.data<std::int32_t>(), b.data<float>(), b_rows.defined() ? b_rows.data<std::int32_t>() : nullptr, J, C);
+    if constexpr (detail::kCudaBuilt)
+      return cuda::row_dot(out.data<float>(), a.data<float>(), a_rows.data<std::int32_t>(), b.data<float>(),
+                           b_rows.defined() ? b_rows.data<std::int32_t>() : nullptr, J, C);
   }
   detail::expect_indices(op, "a_rows", a_rows, a.size(0), /*none_allowed=*/false);
   if (b_rows.defined()) detail::expect_indices(op, "b_rows", b_rows, b.size(0), /*none_allowed=*/false);

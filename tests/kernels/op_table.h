@@ -16,8 +16,8 @@
 namespace moe::testing {
 
 struct OpCase {
-  std::string name;      // the op(s) and the shapes, e.g. "rmsnorm (37,300)"
-  bool real = true;      // runs in f64 too
+  std::string name;       // the op(s) and the shapes, e.g. "rmsnorm (37,300)"
+  bool real = true;       // runs in f64 too
   double f32_tol = 1e-5;  // ||f32 - f64|| / ||f64|| per output
   double gpu_tol = 1e-6;  // ||cuda - cpu|| / ||cpu|| per output; 0: the same bits
   bool on_gpu = true;     // false: its GPU comparison needs more than a tolerance (its own test)
@@ -27,8 +27,8 @@ struct OpCase {
 
 const std::vector<OpCase>& op_cases();
 
-// ||a - b|| / ||b|| over all elements, in double; 0 for integer tensors that are equal and
-// 1 for integer tensors that are not. Host tensors of one shape.
+// ||a - b|| / ||b|| over all elements in double, for f32 and f64 in any pairing; for other
+// dtypes 0 where the bytes are equal, else 1 (as for differing shapes). Host tensors.
 double norm_err(const Tensor& a, const Tensor& b);
 // The same bytes (host tensors).
 bool same_bits(const Tensor& a, const Tensor& b);
