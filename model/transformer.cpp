@@ -1,5 +1,7 @@
 #include "model/transformer.h"
 
+#include <utility>
+
 #include <fmt/format.h>
 
 #include <random>
@@ -227,18 +229,17 @@ Transformer::Loss Transformer::take_loss_sums() {
 
 Transformer::Saved Transformer::take_saved(int chunk) {
   const std::size_t b0 = chunk_first_[std::size_t(chunk)], b1 = chunk_first_[std::size_t(chunk) + 1];
-  Saved s{std::move(xs_),  std::move(tokens_), std::move(targets_), std::move(logits_),
-          std::move(lse_), std::move(xf_),     std::move(rf_),      std::vector<Block::Saved>(b1 - b0)};
+  Saved s = std::exchange(saved_, Saved{});
+  s.blocks.resize(b1 - b0);
   for (std::size_t i = b0; i < b1; ++i) blocks_[i]->swap_saved(s.blocks[i - b0]);
-  xs_.clear();
   return s;
 }
 
 void Transformer::restore_saved(Saved s, int chunk) {
-  xs_ = std::move(s.xs), tokens_ = std::move(s.tokens), targets_ = std::move(s.targets), logits_ = std::move(s.logits),
-  lse_ = std::move(s.lse), xf_ = std::move(s.xf), rf_ = std::move(s.rf);
   const std::size_t b0 = chunk_first_[std::size_t(chunk)];
   for (std::size_t i = 0; i < s.blocks.size(); ++i) blocks_[b0 + i]->swap_saved(s.blocks[i]);
+  s.blocks.clear();  // (the blocks' parts live in the blocks)
+  saved_ = std::move(s);
 }
 
 void Transformer::backward(double ce_scale, double aux_scale) {
@@ -255,51 +256,51 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
   if (has_embedding(chunk)) {
     // Vocabulary-parallel lookup: rows held elsewhere read as zeros, then the sum over tp.
     // Token ids come from the host (the data loader) and go to the model's device.
-    tokens_ = in;
+    saved_.tokens = in;
     if (tp_.on()) {
-      tokens_ = Tensor::empty({N}, DType::i32);
+      saved_.tokens = Tensor::empty({N}, DType::i32);
       const std::int64_t Vl = embed_->w.size(0);
       const Tensor ids = to_host(in);
       for (std::int64_t n = 0; n < N; ++n) {
         const std::int32_t t = ids.data<std::int32_t>()[n];
-        tokens_.data<std::int32_t>()[n] = t >= v0_ && t < v0_ + Vl ? static_cast<std::int32_t>(t - v0_) : -1;
+        saved_.tokens.data<std::int32_t>()[n] = t >= v0_ && t < v0_ + Vl ? static_cast<std::int32_t>(t - v0_) : -1;
       }
     }
-    if (tokens_.device() != dev) {
-      expect_ids("Transformer::forward", "token", tokens_, tp_.on() ? -1 : 0,
+    if (saved_.tokens.device() != dev) {
+      expect_ids("Transformer::forward", "token", saved_.tokens, tp_.on() ? -1 : 0,
                  embed_->w.size(0));  // the ops check no device ids
-      tokens_ = tokens_.to(dev);
+      saved_.tokens = saved_.tokens.to(dev);
     }
-    xs_.assign(1, Tensor::empty({N, C}, DType::f32, dev));
-    ops::embedding_forward(xs_[0], tokens_, embed_->w, tp_.on());
-    tp_.all_reduce(xs_[0]);
+    saved_.xs.assign(1, Tensor::empty({N, C}, DType::f32, dev));
+    ops::embedding_forward(saved_.xs[0], saved_.tokens, embed_->w, tp_.on());
+    tp_.all_reduce(saved_.xs[0]);
   } else {
-    xs_.assign(1, in.device() == dev ? in : in.to(dev));
+    saved_.xs.assign(1, in.device() == dev ? in : in.to(dev));
   }
   for (std::size_t i = b0; i < b1; ++i) {
-    xs_.push_back(Tensor::empty({N, C}, DType::f32, dev));
+    saved_.xs.push_back(Tensor::empty({N, C}, DType::f32, dev));
     Tensor aux = loss_totals().rows(1, 1);
-    blocks_[i]->forward(xs_.back(), xs_[xs_.size() - 2], B, T, aux);
+    blocks_[i]->forward(saved_.xs.back(), saved_.xs[saved_.xs.size() - 2], B, T, aux);
     if (recompute_) blocks_[i]->release();
   }
   B_ = B, T_ = T;
   if (!has_loss(chunk)) {
-    out = xs_.back();
+    out = saved_.xs.back();
     return loss;
   }
   if (targets.device() != dev) expect_ids("Transformer::forward", "target", targets, -1, cfg_.vocab_size);
-  targets_ = targets.device() == dev ? targets : targets.to(dev);
+  saved_.targets = targets.device() == dev ? targets : targets.to(dev);
   const std::int64_t Vl = head_->w.size(0);
-  xf_ = Tensor::empty({N, C}, DType::f32, dev), rf_ = Tensor::empty({N}, DType::f32, dev);
-  ops::rmsnorm_forward(xf_, rf_, xs_.back(), norm_->w, cfg_.norm_eps);
-  logits_ = Tensor::empty({N, Vl}, DType::f32, dev);
-  ops::matmul_forward(logits_, xf_, head_->w);
+  saved_.xf = Tensor::empty({N, C}, DType::f32, dev), saved_.rf = Tensor::empty({N}, DType::f32, dev);
+  ops::rmsnorm_forward(saved_.xf, saved_.rf, saved_.xs.back(), norm_->w, cfg_.norm_eps);
+  saved_.logits = Tensor::empty({N, Vl}, DType::f32, dev);
+  ops::matmul_forward(saved_.logits, saved_.xf, head_->w);
   Tensor losses = Tensor::empty({N}, DType::f32, dev);
   if (tp_.on()) {
-    lse_ = Tensor::empty({N}, DType::f32);
-    vocab_parallel_ce_forward(losses, lse_, logits_, targets_, v0_, tp_);
+    saved_.lse = Tensor::empty({N}, DType::f32);
+    vocab_parallel_ce_forward(losses, saved_.lse, saved_.logits, saved_.targets, v0_, tp_);
   } else {
-    ops::cross_entropy_forward(losses, logits_, targets_);
+    ops::cross_entropy_forward(losses, saved_.logits, saved_.targets);
   }
   Tensor ce = loss_totals().rows(0, 1);
   ops::sum_into(ce, losses);           // read once per step (take_loss_sums), not per micro-batch
@@ -309,7 +310,7 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
 }
 
 void Transformer::backward_stage(Tensor& din, const Tensor& dout, double ce_scale, double aux_scale, int chunk) {
-  const std::int64_t N = xs_[0].size(0), C = cfg_.d_model;
+  const std::int64_t N = saved_.xs[0].size(0), C = cfg_.d_model;
   const std::size_t b0 = chunk_first_[std::size_t(chunk)], b1 = chunk_first_[std::size_t(chunk) + 1];
   const Device dev = device();
   Tensor dx = Tensor::empty({N, C}, DType::f32, dev);
@@ -318,12 +319,12 @@ void Transformer::backward_stage(Tensor& din, const Tensor& dout, double ce_scal
     Tensor dl = Tensor::empty({N}, DType::f32), dlogits = Tensor::empty({N, Vl}, DType::f32, dev);
     std::fill_n(dl.data<float>(), N, static_cast<float>(ce_scale));
     if (dev != Device::cpu) dl = dl.to(dev);
-    if (tp_.on()) vocab_parallel_ce_backward(dlogits, dl, logits_, lse_, targets_, v0_);
-    else ops::cross_entropy_backward(dlogits, dl, logits_, targets_);
+    if (tp_.on()) vocab_parallel_ce_backward(dlogits, dl, saved_.logits, saved_.lse, saved_.targets, v0_);
+    else ops::cross_entropy_backward(dlogits, dl, saved_.logits, saved_.targets);
     Tensor dxf = Tensor::empty({N, C}, DType::f32, dev);
-    ops::matmul_backward(dxf, head_->g, dlogits, xf_, head_->w);
+    ops::matmul_backward(dxf, head_->g, dlogits, saved_.xf, head_->w);
     tp_.all_reduce(dxf);  // the vocabulary-split head's partial input gradients
-    ops::rmsnorm_backward(dx, norm_->g, dxf, xs_.back(), norm_->w, rf_);
+    ops::rmsnorm_backward(dx, norm_->g, dxf, saved_.xs.back(), norm_->w, saved_.rf);
   } else {
     dx.copy_from(dout);  // (the loop below reuses dx as scratch)
   }
@@ -332,13 +333,13 @@ void Transformer::backward_stage(Tensor& din, const Tensor& dout, double ce_scal
     if (recompute_) {  // dprev: scratch for the output, overwritten next; the balance loss was counted
       if (!recompute_aux_.defined() || recompute_aux_.device() != dev)
         recompute_aux_ = Tensor::zeros({1}, DType::f64, dev);
-      blocks_[i]->forward(dprev, xs_[i - b0], B_, T_, recompute_aux_);
+      blocks_[i]->forward(dprev, saved_.xs[i - b0], B_, T_, recompute_aux_);
     }
     blocks_[i]->backward(dprev, dx, aux_scale);
     if (recompute_) blocks_[i]->release();
     std::swap(dx, dprev);
   }
-  if (has_embedding(chunk)) ops::embedding_backward(embed_->g, dx, tokens_, tp_.on());
+  if (has_embedding(chunk)) ops::embedding_backward(embed_->g, dx, saved_.tokens, tp_.on());
   else din = dx;
 }
 

@@ -122,8 +122,9 @@ class Transformer {
   // a pipeline stage keeps one per micro-batch in flight (1F1B). With recomputation it is
   // the blocks' inputs alone.
   struct Saved {
-    std::vector<Tensor> xs;
-    Tensor tokens, targets, logits, lse, xf, rf;
+    std::vector<Tensor> xs;  // xs[i] = input of block i; xs.back() = the final residual stream
+    Tensor tokens;           // this rank's vocabulary rows of the input ids (-1: elsewhere under tp)
+    Tensor targets, logits, lse, xf, rf;
     std::vector<Block::Saved> blocks;
     void count(SavedBytes& b) const {
       for (const Tensor& t : xs) b.add(t);
@@ -143,11 +144,9 @@ class Transformer {
   std::vector<std::unique_ptr<Block>> blocks_;  // every chunk's, in order
   std::vector<std::size_t> chunk_first_;        // chunk c: blocks_[chunk_first_[c], chunk_first_[c+1])
   std::vector<std::int64_t> layer_of_;          // model layer of each block (and L past the end)
-  // Saved by forward.
-  Tensor tokens_, targets_, logits_, lse_, xf_, rf_;  // tokens_: this rank's vocabulary rows (-1: elsewhere)
+  Saved saved_;  // what forward saved, its only home (the blocks' parts live in the blocks)
   std::int64_t B_ = 0, T_ = 0;
   bool recompute_ = false;
-  std::vector<Tensor> xs_;  // xs_[i] = input of block i; xs_.back() = final residual stream
   // f64 (2) on the device: forward_stage's cross-entropy and balance-loss sums (take_loss_sums).
   Tensor loss_totals_;
   Tensor& loss_totals();

@@ -156,7 +156,8 @@ std::vector<OpCase> layer_cases() {
              Tensor v0 = random({N, C}, 3, 0.1, DType::f32);
              for (std::int64_t i = 0; i < v0.numel(); ++i) v0.data<float>()[i] = std::fabs(v0.data<float>()[i]);
              Tensor p = m.rand({N, C}, 1), mo = m.rand({N, C}, 2, 0.1), v = v0.to(d);
-             const ops::AdamWSpec spec{.lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1, .step = 7};
+             const ops::AdamWSpec spec{
+                 .lr = 1e-3, .beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1, .step = 7};
              ops::adamw_step(p, mo, v, m.rand({N, C}, 4), spec);
              return host({p, mo, v});
            }},
@@ -233,25 +234,33 @@ std::vector<OpCase> attention_cases() {
 
 std::vector<OpCase> router_cases() {
   const auto row = [](const char* name, ops::RouterSpec spec, std::int64_t E) {
-    return OpCase{.name = name,
-                  .on_gpu = false,  // near-ties may pick another expert: tests/cuda's router test
-                  .run = [=](DType r, Device d) {
-                    const Make m{r, d};
-                    const std::int64_t N = 200, K = spec.top_k;
-                    const Tensor logits = m.rand({N, E}, 31, 3), bias = m.rand({E}, 32, 0.05);
-                    Tensor s = m.empty({N, E}), idx = m.empty({N, K}, DType::i32), g = m.empty({N, K}),
-                           dl = m.empty({N, E});
-                    ops::router_forward(s, idx, g, logits, bias, spec);
-                    ops::router_backward(dl, m.rand({N, K}, 33), s, idx, spec, m.rand({N, E}, 34, 0.1));
-                    return host({s, idx, g, dl});
-                  }};
+    return OpCase{
+        .name = name,
+        .on_gpu = false,  // near-ties may pick another expert: tests/cuda's router test
+        .run = [=](DType r, Device d) {
+          const Make m{r, d};
+          const std::int64_t N = 200, K = spec.top_k;
+          const Tensor logits = m.rand({N, E}, 31, 3), bias = m.rand({E}, 32, 0.05);
+          Tensor s = m.empty({N, E}), idx = m.empty({N, K}, DType::i32), g = m.empty({N, K}), dl = m.empty({N, E});
+          ops::router_forward(s, idx, g, logits, bias, spec);
+          ops::router_backward(dl, m.rand({N, K}, 33), s, idx, spec, m.rand({N, E}, 34, 0.1));
+          return host({s, idx, g, dl});
+        }};
   };
   return {row("router sigmoid, top-8 of 64 in 4 of 8 groups, normalised x2.5",
-              {.kind = ops::RouterKind::sigmoid, .top_k = 8, .n_groups = 8, .topk_groups = 4, .normalize = true,
+              {.kind = ops::RouterKind::sigmoid,
+               .top_k = 8,
+               .n_groups = 8,
+               .topk_groups = 4,
+               .normalize = true,
                .scaling = 2.5},
               64),
           row("router softmax, top-2 of 16",
-              {.kind = ops::RouterKind::softmax, .top_k = 2, .n_groups = 1, .topk_groups = 1, .normalize = false,
+              {.kind = ops::RouterKind::softmax,
+               .top_k = 2,
+               .n_groups = 1,
+               .topk_groups = 1,
+               .normalize = false,
                .scaling = 1.0},
               16)};
 }
@@ -406,8 +415,8 @@ std::vector<OpCase> routing_cases() {
 const std::vector<OpCase>& op_cases() {
   static const std::vector<OpCase> cases = [] {
     std::vector<OpCase> all;
-    for (auto part : {gemm_cases(), layer_cases(), attention_cases(), router_cases(), fp8_cases(), row_cases(),
-                      routing_cases()})
+    for (auto part :
+         {gemm_cases(), layer_cases(), attention_cases(), router_cases(), fp8_cases(), row_cases(), routing_cases()})
       for (auto& c : part) all.push_back(std::move(c));
     return all;
   }();
