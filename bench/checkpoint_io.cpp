@@ -52,6 +52,8 @@ double posix(const std::string& path, const char* mem, std::size_t bytes) {
 }
 }  // namespace
 
+// Over 60 lines by design: a benchmark's protocol read top to bottom (set up, warm up, time
+// the rounds, print the ratio), as bench/README.md describes it.
 int main(int argc, char** argv) try {
   MpiSession mpi(&argc, &argv);
   MpiCommunicator world;

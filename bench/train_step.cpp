@@ -21,6 +21,8 @@
 
 using namespace moe;
 
+// Over 60 lines by design: a benchmark's protocol read top to bottom (set up, warm up, time
+// the rounds, print the ratio), as bench/README.md describes it.
 int main(int argc, char** argv) {
   if (argc < 3) {
     std::cerr << "usage: bench_train_step CONFIG OUT_JSON [key=value ...]\n";
