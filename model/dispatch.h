@@ -37,7 +37,7 @@ class PlanCounts {
 
  private:
   Tensor part(std::int64_t begin, std::int64_t n) const { return all_.rows(begin, n); }
-  std::int64_t E_, P_;
+  std::int64_t E_, P_;  // experts, ep ranks
   Tensor all_;
 };
 
@@ -116,7 +116,7 @@ class Dispatcher {
 
   Communicator* ep_;
   int rank_ = 0, size_ = 1;
-  std::int64_t E_, El_;
+  std::int64_t E_, El_;  // experts in all, experts on this rank
   Gemm gemm_;
   std::uint64_t dispatch_bytes_ = 0;
 };

@@ -30,7 +30,7 @@ class GroupedExperts {
   ParamList params() { return {&gate_, &up_, &down_}; }
 
  private:
-  std::int64_t C_, H_;
+  std::int64_t C_, H_;  // d_model, expert_hidden
   Gemm gemm_;
   Param gate_, up_, down_;  // (El,H,C), (El,H,C), (El,C,H)
 };

@@ -79,7 +79,7 @@ class MoE {
   Tensor kept() const { return to_host(saved_.routing.kept); }
 
  private:
-  std::int64_t C_;
+  std::int64_t C_;  // d_model
   TensorParallel tp_;
   Gemm gemm_;
   Router router_;

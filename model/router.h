@@ -52,7 +52,7 @@ class Router {
  private:
   bool counts_balance_loss() const { return aux_coef_ != 0 && tp_rank_ == 0; }
 
-  std::int64_t E_, K_;
+  std::int64_t E_, K_;  // routed experts, experts per token (top_k)
   ops::RouterSpec spec_;
   double capacity_factor_, aux_coef_;
   int tp_rank_;
