@@ -50,11 +50,25 @@ void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, 
 // dx (assign), dw += (accumulate).
 void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd);
 
-// ---- RoPE ("rotate half": dim i pairs with i + D/2; positions 0..T-1 per sequence) -------
-// y (B,T,H,D) = rotate(x); y may alias x.
-void rope_forward(Tensor& y, const Tensor& x, double theta);
-// dx = rotate(dy) by the negative angle (the rotation is orthogonal); dx may alias dy.
-void rope_backward(Tensor& dx, const Tensor& dy, double theta);
+// ---- RoPE (positions 0..T-1 per sequence; pair i turns by pos * theta^(-2i/D)) ------------
+// half: "rotate half", dim i pairs with i + D/2, in place of x (Llama, our GQA).
+// interleaved: dims 2i and 2i+1 pair, and y holds the pairs split into halves, pair i at
+// (i, i + D/2): Hugging Face's DeepseekV3 (apply_rotary_pos_emb_interleave), whose queries
+// and keys are both reordered so, which the attention scores do not see.
+enum class RopePairs { half, interleaved };
+// y (B,T,H,D) = rotate(x); y may alias x for half pairs only.
+void rope_forward(Tensor& y, const Tensor& x, double theta, RopePairs pairs = RopePairs::half);
+// dx = the transpose of forward's map applied to dy (rotation by the negative angle, then
+// the pairs put back where forward took them); dx may alias dy for half pairs only.
+void rope_backward(Tensor& dx, const Tensor& dy, double theta, RopePairs pairs = RopePairs::half);
+
+// ---- Columns --------------------------------------------------------------------------
+// out[r, out_col + j] = in[r / rep, in_col + j] for j < width and every row r of out (R,Co),
+// in (R/rep, Ci): a block of columns copied between row-aligned matrices, each row of in
+// repeated rep times (a key part every head shares); out's other columns are left alone.
+// Any dtype. (MLA's split and joined per-head parts.)
+void copy_columns(Tensor& out, std::int64_t out_col, const Tensor& in, std::int64_t in_col, std::int64_t width,
+                  std::int64_t rep = 1);
 
 // ---- Causal attention with GQA ----------------------------------------------------------
 // out (B,T,H,D) = softmax(q k^T / sqrt(D) + causal mask) v, with q (B,T,H,D), k and v

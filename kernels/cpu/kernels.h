@@ -32,9 +32,14 @@ void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x,
 void swiglu_forward(Tensor& h, const Tensor& gate, const Tensor& up);
 void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor& gate, const Tensor& up);
 
-// rope.cpp: y (B,T,H,D) = x with each (i, i+D/2) pair rotated by the angle tables cos, sin
-// (T, D/2); y may alias x.
-void rope(Tensor& y, const Tensor& x, const Tensor& cos, const Tensor& sin);
+// rope.cpp: y (B,T,H,D) = x with each pair rotated by the angle tables cos, sin (T, D/2).
+// layout 0: pairs (i, i+D/2) in and out (y may alias x); 1: pairs (2i, 2i+1) in, (i, i+D/2)
+// out; 2: the reverse.
+void rope(Tensor& y, const Tensor& x, const Tensor& cos, const Tensor& sin, int layout);
+
+// columns.cpp: ops::copy_columns.
+void copy_columns(Tensor& out, std::int64_t out_col, const Tensor& in, std::int64_t in_col, std::int64_t width,
+                  std::int64_t rep);
 
 // router.cpp
 void router_forward(Tensor& scores, Tensor& index, Tensor& gate, const Tensor& logits, const Tensor& bias,

@@ -3,7 +3,7 @@
 
 namespace moe::cpu {
 
-void rope(Tensor& y, const Tensor& x, const Tensor& cos, const Tensor& sin) {
+void rope(Tensor& y, const Tensor& x, const Tensor& cos, const Tensor& sin, int layout) {
   const std::int64_t B = x.size(0), T_ = x.size(1), H = x.size(2), D = x.size(3), half = D / 2;
   dispatch_real(x.dtype(), [&]<class T>() {
     const T *cs = cos.data<T>(), *sn = sin.data<T>();
@@ -16,9 +16,12 @@ void rope(Tensor& y, const Tensor& x, const Tensor& cos, const Tensor& sin) {
           const std::int64_t base = ((b * T_ + p) * H + h) * D;
           const T *c = cs + p * half, *s = sn + p * half;
           for (std::int64_t i = 0; i < half; ++i) {
-            const T x1 = xp[base + i], x2 = xp[base + i + half];  // read both before writing (y may alias x)
-            yp[base + i] = x1 * c[i] - x2 * s[i];
-            yp[base + i + half] = x2 * c[i] + x1 * s[i];
+            // Where pair i's two dims are read and written: (i, i + half), or (2i, 2i + 1).
+            const std::int64_t r1 = layout == 1 ? 2 * i : i, r2 = layout == 1 ? 2 * i + 1 : i + half;
+            const std::int64_t w1 = layout == 2 ? 2 * i : i, w2 = layout == 2 ? 2 * i + 1 : i + half;
+            const T x1 = xp[base + r1], x2 = xp[base + r2];  // read both before writing (y may alias x)
+            yp[base + w1] = x1 * c[i] - x2 * s[i];
+            yp[base + w2] = x2 * c[i] + x1 * s[i];
           }
         }
   });

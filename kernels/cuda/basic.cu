@@ -151,13 +151,24 @@ __global__ void causal_softmax_backward_kernel(float* dS, const float* P, std::i
 }
 // Each (i, i + D/2) pair of every head rotated by the angle table of its position.
 __global__ void rope_kernel(float* y, const float* x, const float* cs, const float* sn, std::int64_t rows,
-                            std::int64_t T, std::int64_t H, std::int64_t half) {
+                            std::int64_t T, std::int64_t H, std::int64_t half, int layout) {
   const std::int64_t k = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;  // (row, pair)
   if (k >= rows * half) return;
   const std::int64_t row = k / half, i = k % half, p = (row / H) % T, base = row * 2 * half;
-  const float c = cs[p * half + i], s = sn[p * half + i], x1 = x[base + i], x2 = x[base + i + half];
-  y[base + i] = x1 * c - x2 * s;
-  y[base + i + half] = x2 * c + x1 * s;
+  // Where pair i's two dims are read and written: (i, i + half), or (2i, 2i + 1).
+  const std::int64_t r1 = layout == 1 ? 2 * i : i, r2 = layout == 1 ? 2 * i + 1 : i + half;
+  const std::int64_t w1 = layout == 2 ? 2 * i : i, w2 = layout == 2 ? 2 * i + 1 : i + half;
+  const float c = cs[p * half + i], s = sn[p * half + i], x1 = x[base + r1], x2 = x[base + r2];
+  y[base + w1] = x1 * c - x2 * s;
+  y[base + w2] = x2 * c + x1 * s;
+}
+
+__global__ void copy_columns_kernel(char* out, std::size_t out_stride, const char* in, std::size_t in_stride,
+                                    std::size_t bytes, std::int64_t rows, std::int64_t rep) {
+  const std::int64_t k = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;  // (row, byte)
+  if (k >= rows * static_cast<std::int64_t>(bytes)) return;
+  const std::int64_t r = k / static_cast<std::int64_t>(bytes), b = k % static_cast<std::int64_t>(bytes);
+  out[std::size_t(r) * out_stride + std::size_t(b)] = in[std::size_t(r / rep) * in_stride + std::size_t(b)];
 }
 
 __global__ void swiglu_backward_kernel(float* dg, float* du, const float* d, const float* g, const float* u,
@@ -246,10 +257,19 @@ void convert_bf16(void* y, const void* x, std::int64_t n, bool to_bf16) {
 }
 
 void rope(float* y, const float* x, const float* cs, const float* sn, std::int64_t B, std::int64_t T, std::int64_t H,
-          std::int64_t D) {
+          std::int64_t D, int layout) {
   const std::int64_t n = B * T * H * (D / 2);
   if (n == 0) return;
-  rope_kernel<<<blocks_for(n), kThreads>>>(y, x, cs, sn, B * T * H, T, H, D / 2);
+  rope_kernel<<<blocks_for(n), kThreads>>>(y, x, cs, sn, B * T * H, T, H, D / 2, layout);
+  launched();
+}
+
+void copy_columns(void* out, std::size_t out_stride, std::size_t out_off, const void* in, std::size_t in_stride,
+                  std::size_t in_off, std::size_t bytes, std::int64_t rows, std::int64_t rep) {
+  const std::int64_t n = rows * static_cast<std::int64_t>(bytes);
+  if (n == 0) return;
+  copy_columns_kernel<<<blocks_for(n), kThreads>>>(static_cast<char*>(out) + out_off, out_stride,
+                                                   static_cast<const char*>(in) + in_off, in_stride, bytes, rows, rep);
   launched();
 }
 

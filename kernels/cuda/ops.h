@@ -26,8 +26,13 @@ void cross_entropy(float* losses, float* dlogits, const float* dlosses, const fl
                    const std::int32_t* targets, std::int64_t N, std::int64_t V);
 // y (B,T,H,D) = x rotated pairwise by the angle tables cs, sn (T, D/2) (the CPU builds them,
 // so both rotate by the same angles); y may alias x.
+// layout 0: half pairs in and out; 1: interleaved pairs in, split out (forward); 2: split in,
+// interleaved out (backward). y may alias x for layout 0 only.
 void rope(float* y, const float* x, const float* cs, const float* sn, std::int64_t B, std::int64_t T, std::int64_t H,
-          std::int64_t D);
+          std::int64_t D, int layout);
+// ops::copy_columns on raw bytes: out rows of out_stride bytes, in rows of in_stride bytes.
+void copy_columns(void* out, std::size_t out_stride, std::size_t out_off, const void* in, std::size_t in_stride,
+                  std::size_t in_off, std::size_t bytes, std::int64_t rows, std::int64_t rep);
 void swiglu_backward(float* dgate, float* dup, const float* dh, const float* gate, const float* up, std::int64_t n);
 // Elementwise helpers: y += alpha x; y *= alpha; sum of x^2 in double (a fixed grid, so the
 // same sum every run); f32 <-> bf16 (round to nearest even) over n elements.

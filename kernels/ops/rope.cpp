@@ -41,26 +41,33 @@ const RopeTable& rope_table(std::int64_t T, std::int64_t D, double theta, double
   return it->second;
 }
 
-// Rotates each (i, i+D/2) pair of every head by sign * pos * theta^(-2i/D).
-void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, double sign) {
+// Rotates each pair of every head by sign * pos * theta^(-2i/D); layout as cpu::rope's.
+void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, double sign, int layout) {
   DType t = detail::real_dtype(op, x);
   MOE_CHECK(x.ndim() == 4 && x.size(3) % 2 == 0, ShapeError, "{}: x {} must be (B,T,H,D) with D even", op,
             x.describe());
   const std::int64_t B = x.size(0), T = x.size(1), H = x.size(2), D = x.size(3);
   expect_tensor(op, "y", y, t, x.shape());
+  MOE_CHECK(layout == 0 || x.numel() == 0 || !y.same_start(x), ShapeError,
+            "{}: interleaved pairs cannot be rotated in place (y must not be x)", op);
   const auto gpu = detail::on_gpu(op, {&y, &x});
   detail::expect_f32_on_gpu(bool(gpu), op, x);
   const RopeTable& table = rope_table(T, D, theta, sign, t, x.device());
   if (gpu) {
     if constexpr (detail::kCudaBuilt)
-      return cuda::rope(y.data<float>(), x.data<float>(), table.cos.data<float>(), table.sin.data<float>(), B, T, H, D);
+      return cuda::rope(y.data<float>(), x.data<float>(), table.cos.data<float>(), table.sin.data<float>(), B, T, H, D,
+                        layout);
   }
-  cpu::rope(y, x, table.cos, table.sin);
+  cpu::rope(y, x, table.cos, table.sin, layout);
 }
 
 }  // namespace
 
-void rope_forward(Tensor& y, const Tensor& x, double theta) { rope_apply("rope_forward", y, x, theta, +1.0); }
-void rope_backward(Tensor& dx, const Tensor& dy, double theta) { rope_apply("rope_backward", dx, dy, theta, -1.0); }
+void rope_forward(Tensor& y, const Tensor& x, double theta, RopePairs pairs) {
+  rope_apply("rope_forward", y, x, theta, +1.0, pairs == RopePairs::interleaved ? 1 : 0);
+}
+void rope_backward(Tensor& dx, const Tensor& dy, double theta, RopePairs pairs) {
+  rope_apply("rope_backward", dx, dy, theta, -1.0, pairs == RopePairs::interleaved ? 2 : 0);
+}
 
 }  // namespace moe::ops

@@ -124,6 +124,27 @@ std::vector<OpCase> layer_cases() {
              ops::rope_backward(y, y, 10000.0);  // aliased, as the attention layer calls it
              return std::vector<Tensor>{forward, m.host(y)};
            }},
+      {.name = "rope interleaved pairs (HF DeepseekV3) forward+backward (2,9,3,16)",
+       .f32_tol = 1e-6,
+       .run =
+           [](DType r, Device d) {
+             const Make m{r, d};
+             const Tensor x = m.rand({2, 9, 3, 16}, 14);
+             Tensor y = m.empty(x.shape()), dx = m.empty(x.shape());
+             ops::rope_forward(y, x, 10000.0, ops::RopePairs::interleaved);
+             ops::rope_backward(dx, y, 10000.0, ops::RopePairs::interleaved);
+             return host({y, dx});
+           }},
+      {.name = "copy_columns (74,40) <- (37,24) columns [3,19), rows repeated twice",
+       .real = true,
+       .gpu_tol = 0,
+       .run =
+           [](DType r, Device d) {
+             const Make m{r, d};
+             Tensor out = m.rand({74, 40}, 15);
+             ops::copy_columns(out, 7, m.rand({37, 24}, 16), 3, 16, 2);
+             return host({out});
+           }},
       {.name = "swiglu forward+backward (37,300)",
        .f32_tol = 1e-6,
        .run =

@@ -69,3 +69,35 @@ TEST_CASE("rope rejects an odd head dimension", "[ops][rope]") {
   Tensor x = random({1, 2, 1, 3}, 1), y = Tensor::empty({1, 2, 1, 3}, DType::f64);
   CHECK_THROWS_WITH(ops::rope_forward(y, x, 10000.0), Catch::Contains("D even"));
 }
+
+TEST_CASE("rope interleaved: pairs (2i, 2i+1) rotated into halves, as HF's DeepseekV3", "[ops][rope]") {
+  // transformers' apply_rotary_pos_emb_interleave: x viewed (.., D/2, 2), transposed to
+  // (.., 2, D/2) (pair i's dims land at i and i + D/2), then rotate-half.
+  const double theta = 100.0;
+  const std::int64_t T = 5, D = 4;
+  Tensor x = random({1, T, 1, D}, 11), y = Tensor::empty({1, T, 1, D}, DType::f64);
+  ops::rope_forward(y, x, theta, ops::RopePairs::interleaved);
+  for (std::int64_t p = 0; p < T; ++p)
+    for (int i = 0; i < 2; ++i) {
+      const double a = p * std::pow(theta, -2.0 * i / D), x1 = at(x, p * D + 2 * i), x2 = at(x, p * D + 2 * i + 1);
+      CHECK(at(y, p * D + i) == Approx(x1 * std::cos(a) - x2 * std::sin(a)).margin(1e-14));
+      CHECK(at(y, p * D + i + 2) == Approx(x2 * std::cos(a) + x1 * std::sin(a)).margin(1e-14));
+    }
+  Tensor same = x;
+  CHECK_THROWS_AS(ops::rope_forward(same, x, theta, ops::RopePairs::interleaved), ShapeError);  // not in place
+}
+
+TEST_CASE("rope backward is forward's transpose, for both pairings: <R x, y> = <x, R^T y>", "[ops][rope]") {
+  const std::int64_t B = 2, T = 7, H = 3, D = 8;
+  for (auto pairs : {ops::RopePairs::half, ops::RopePairs::interleaved}) {
+    const Tensor x = random({B, T, H, D}, 12), y = random({B, T, H, D}, 13);
+    Tensor rx = Tensor::empty(x.shape(), DType::f64), rty = Tensor::empty(x.shape(), DType::f64);
+    ops::rope_forward(rx, x, 1000.0, pairs);
+    ops::rope_backward(rty, y, 1000.0, pairs);
+    CHECK(dot(rx, y) == Approx(dot(x, rty)).epsilon(1e-13));
+    // and the inverse: R^T R x = x
+    Tensor back = Tensor::empty(x.shape(), DType::f64);
+    ops::rope_backward(back, rx, 1000.0, pairs);
+    CHECK(max_rel_err(back, x) < 1e-14);
+  }
+}

@@ -122,3 +122,17 @@ TEST_CASE("row ops reject bad index tensors at the boundary", "[ops][rows]") {
   const Tensor f32_in = random({4, 3}, 1, 1, DType::f32);
   CHECK_THROWS_WITH(ops::gather_rows(out, f32_in, ints({0, 1})), Catch::Contains("out"));
 }
+
+TEST_CASE("copy_columns: a block of columns between row-aligned matrices, rows repeated", "[ops][rows]") {
+  const Tensor in = random({3, 5}, 41);
+  Tensor out = random({6, 4}, 42);
+  const Tensor before = out.to(Device::cpu);
+  ops::copy_columns(out, 1, in, 2, 3, /*rep=*/2);
+  for (std::int64_t r = 0; r < 6; ++r)
+    for (std::int64_t c = 0; c < 4; ++c)
+      CHECK(at(out, r * 4 + c) == (c >= 1 ? at(in, (r / 2) * 5 + 2 + (c - 1)) : at(before, r * 4 + c)));
+  Tensor f32 = Tensor::empty({6, 4}, DType::f32);
+  CHECK_THROWS_AS(ops::copy_columns(f32, 0, in, 0, 3, 2), ShapeError);  // dtypes differ
+  CHECK_THROWS_AS(ops::copy_columns(out, 2, in, 0, 3, 2), ShapeError);  // past out's columns
+  CHECK_THROWS_AS(ops::copy_columns(out, 0, in, 0, 3, 3), ShapeError);  // 6 rows are not 3 x 3
+}
