@@ -6,8 +6,8 @@
 namespace moe {
 
 enum class RouterType { sigmoid, softmax };
-// gqa: RoPE attention with grouped key/value heads (trained). mla: DeepSeek-V3's multi-head
-// latent attention, understood by `moe plan` (parameters, FLOPs, memory) but not trained yet.
+// gqa: RoPE attention with grouped key/value heads. mla: DeepSeek-V3's multi-head latent
+// attention (model/mla.h; tensor parallelism does not split its heads yet).
 enum class AttentionType { gqa, mla };
 // The precision of the model's GEMMs (model/linear.h); master weights stay FP32.
 enum class Precision { fp32, bf16, fp8 };

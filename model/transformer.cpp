@@ -15,8 +15,10 @@ Block::Block(const ModelConfig& c, std::int64_t i, Communicator* ep, const Tenso
       tp_(tp),
       gemm_(gemm),
       norm1_(fmt::format("model.layers.{}.input_layernorm.weight", i), {c.d_model}, false),
-      norm2_(fmt::format("model.layers.{}.post_attention_layernorm.weight", i), {c.d_model}, false),
-      attn_(c, fmt::format("model.layers.{}.self_attn.", i), tp, gemm) {
+      norm2_(fmt::format("model.layers.{}.post_attention_layernorm.weight", i), {c.d_model}, false) {
+  const std::string attn = fmt::format("model.layers.{}.self_attn.", i);
+  if (c.attention == AttentionType::mla) mla_ = std::make_unique<MlaAttention>(c, attn, gemm);  // (tp 1: config)
+  else attn_ = std::make_unique<Attention>(c, attn, tp, gemm);
   tp.replicate(norm1_);
   tp.replicate(norm2_);
   const std::string mlp = fmt::format("model.layers.{}.mlp.", i);
@@ -27,7 +29,7 @@ Block::Block(const ModelConfig& c, std::int64_t i, Communicator* ep, const Tenso
 
 ParamList Block::params() {
   ParamList ps = {&norm1_};
-  for (Param* p : attn_.params()) ps.push_back(p);
+  for (Param* p : attn_ ? attn_->params() : mla_->params()) ps.push_back(p);
   ps.push_back(&norm2_);
   for (Param* p : dense_ ? dense_->params() : moe_->params()) ps.push_back(p);
   return ps;
@@ -42,7 +44,8 @@ void Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   Tensor h1 = t({N, C});
   s.x = x, s.r1 = t({N}), s.xm = t({N, C}), s.h2 = t({N, C}), s.r2 = t({N});
   ops::rmsnorm_forward(h1, s.r1, x, norm1_.w, eps_);
-  attn_.forward(s.xm, h1, B, T);
+  if (attn_) attn_->forward(s.xm, h1, B, T);
+  else mla_->forward(s.xm, h1, B, T);
   tp_.all_reduce(s.xm);      // tp: the row-parallel o_proj's partial sums
   ops::accumulate(s.xm, x);  // xm = x + attn(norm(x))
   ops::rmsnorm_forward(s.h2, s.r2, s.xm, norm2_.w, eps_);
@@ -58,11 +61,12 @@ void Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
 
 void Block::swap_saved(Saved& s) {
   Attention::Saved attn = std::move(s.attn);
+  MlaAttention::Saved mla = std::move(s.mla);
   SwiGLU::Saved dense = std::move(s.dense);
   MoE::Saved moe = std::move(s.moe);
   std::swap(saved_, s);
-  attn_.swap_saved(attn);
-  s.attn = std::move(attn);
+  if (attn_) attn_->swap_saved(attn), s.attn = std::move(attn);
+  else mla_->swap_saved(mla), s.mla = std::move(mla);
   if (dense_) dense_->swap_saved(dense), s.dense = std::move(dense);
   else moe_->swap_saved(moe), s.moe = std::move(moe);
 }
@@ -82,7 +86,8 @@ void Block::backward(Tensor& dx, const Tensor& dout, double aux_scale) {
   tp_.all_reduce(dh);  // tp: column-parallel inputs' partial gradients
   ops::rmsnorm_backward(dxm, norm2_.g, dh, s.xm, norm2_.w, s.r2);
   ops::accumulate(dxm, dout);  // residual
-  attn_.backward(dh, dxm);
+  if (attn_) attn_->backward(dh, dxm);
+  else mla_->backward(dh, dxm);
   tp_.all_reduce(dh);
   ops::rmsnorm_backward(dx, norm1_.g, dh, s.x, norm1_.w, s.r1);
   ops::accumulate(dx, dxm);  // residual

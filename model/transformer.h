@@ -12,6 +12,7 @@
 #include "model/attention.h"
 #include "config/model_config.h"
 #include "model/ffn.h"
+#include "model/mla.h"
 #include "model/moe.h"
 #include "model/param.h"
 #include "model/tensor_parallel.h"
@@ -31,11 +32,12 @@ class Block {
   struct Saved {
     Tensor x, r1, xm, h2, r2;
     Attention::Saved attn;
+    MlaAttention::Saved mla;
     SwiGLU::Saved dense;
     MoE::Saved moe;
     void count(SavedBytes& b) const {
       for (const Tensor* t : {&x, &r1, &xm, &h2, &r2}) b.add(*t);
-      attn.count(b), dense.count(b), moe.count(b);
+      attn.count(b), mla.count(b), dense.count(b), moe.count(b);
     }
   };
   void swap_saved(Saved& s);
@@ -47,10 +49,11 @@ class Block {
   TensorParallel tp_;
   Gemm gemm_;
   Param norm1_, norm2_;
-  Attention attn_;
+  std::unique_ptr<Attention> attn_;  // gqa, or
+  std::unique_ptr<MlaAttention> mla_;
   std::unique_ptr<SwiGLU> dense_;
   std::unique_ptr<MoE> moe_;
-  Saved saved_;  // (its attn, dense and moe parts live in the sublayers)
+  Saved saved_;  // (its attn / mla, dense and moe parts live in the sublayers)
 };
 
 // What one rank holds of the model.

@@ -2,8 +2,13 @@
 # Installs every Debian package that moe's build, run and tests need; skips what is present.
 # Idempotent: a second run installs nothing and takes a second.
 # Usage: scripts/install-deps.sh            (as root, or with sudo available)
+#        scripts/install-deps.sh --test     also the test-only Hugging Face environment: PyTorch
+#                                           and transformers from PyPI in deps/hf-venv (~5 GB;
+#                                           Debian's torch 1.13 is too old for transformers)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+WITH_TEST=0
+[ "${1:-}" = "--test" ] && WITH_TEST=1
 
 # Build toolchain and libraries (see CMakeLists.txt for what each is used for).
 PKGS=(
@@ -24,6 +29,7 @@ PKGS=(
   python3-h5py                         # checkpoints read by h5py alone (a test)
   python3-matplotlib                   # scripts/plot.py
   python3-pip                          # the PyPI packages below, into /usr/bin/python3
+  python3-venv                         # deps/hf-venv (--test)
 )
 # From PyPI (Debian 12 packages neither), for tests that read our files with the real readers.
 PIP_PKGS=(
@@ -83,4 +89,14 @@ PY
     rm -rf "$tmp"
   fi
 fi
-echo "install-deps: all ${#PKGS[@]} Debian and ${#PIP_PKGS[@]} PyPI packages present"
+# The test-only oracle: transformers' own model classes (tests/model/hf_check.py), pinned.
+HF_PKGS=(torch==2.5.1 transformers==4.57.1 numpy)
+if [ "$WITH_TEST" = 1 ]; then
+  if ! deps/hf-venv/bin/python -c "import torch, transformers; assert transformers.__version__ == '4.57.1'" 2>/dev/null; then
+    echo "install-deps: creating deps/hf-venv (${HF_PKGS[*]}, from PyPI)"
+    rm -rf deps/hf-venv
+    /usr/bin/python3 -m venv deps/hf-venv
+    deps/hf-venv/bin/pip install -q --disable-pip-version-check "${HF_PKGS[@]}" >/dev/null
+  fi
+fi
+echo "install-deps: all ${#PKGS[@]} Debian and ${#PIP_PKGS[@]} PyPI packages present$([ "$WITH_TEST" = 1 ] && echo ", and deps/hf-venv")"

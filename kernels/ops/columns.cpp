@@ -10,12 +10,11 @@ namespace moe::ops {
 void copy_columns(Tensor& out, std::int64_t out_col, const Tensor& in, std::int64_t in_col, std::int64_t width,
                   std::int64_t rep) {
   const char* op = "copy_columns";
-  MOE_CHECK(out.defined() && in.defined() && out.ndim() == 2 && in.ndim() == 2 && out.dtype() == in.dtype(),
-            ShapeError, "{}: out {} and in {} must be matrices of one dtype", op, out.describe(), in.describe());
-  MOE_CHECK(rep >= 1 && out.size(0) == in.size(0) * rep, ShapeError, "{}: out {} must have {} x {} rows of in {}",
-            op, out.describe(), rep, in.size(0), in.describe());
-  MOE_CHECK(width >= 0 && out_col >= 0 && in_col >= 0 && out_col + width <= out.size(1) &&
-                in_col + width <= in.size(1),
+  MOE_CHECK(out.defined() && in.defined() && out.ndim() == 2 && in.ndim() == 2 && out.dtype() == in.dtype(), ShapeError,
+            "{}: out {} and in {} must be matrices of one dtype", op, out.describe(), in.describe());
+  MOE_CHECK(rep >= 1 && out.size(0) == in.size(0) * rep, ShapeError, "{}: out {} must have {} x {} rows of in {}", op,
+            out.describe(), rep, in.size(0), in.describe());
+  MOE_CHECK(width >= 0 && out_col >= 0 && in_col >= 0 && out_col + width <= out.size(1) && in_col + width <= in.size(1),
             ShapeError, "{}: columns [{}, {}) of out {} or [{}, {}) of in {} out of range", op, out_col,
             out_col + width, out.describe(), in_col, in_col + width, in.describe());
   MOE_CHECK(out.numel() == 0 || !out.same_start(in), ShapeError, "{}: out must not be in", op);

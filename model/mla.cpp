@@ -1,0 +1,182 @@
+#include "model/mla.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+#include "kernels/ops.h"
+
+namespace moe {
+
+namespace {
+constexpr auto kPairs = ops::RopePairs::interleaved;
+Tensor f32(const Shape& s, Device d) { return Tensor::empty(s, DType::f32, d); }
+}  // namespace
+
+MlaAttention::MlaAttention(const ModelConfig& c, const std::string& p, Gemm gemm)
+    : C_(c.d_model),
+      H_(c.n_heads),
+      q_rank_(c.q_lora_rank),
+      kv_rank_(c.kv_lora_rank),
+      nope_(c.qk_nope_head_dim),
+      rope_(c.qk_rope_head_dim),
+      dv_(c.v_head_dim),
+      dqk_(c.qk_nope_head_dim + c.qk_rope_head_dim),
+      D_(std::max(dqk_, dv_)),
+      theta_(c.rope_theta),
+      eps_(c.norm_eps),
+      // softmax scale 1/sqrt(qk_head_dim), where the core divides by sqrt(D)
+      q_scale_(std::sqrt(double(D_) / double(dqk_))),
+      gemm_(gemm),
+      q_a_(p + "q_a_proj.weight", {q_rank_, C_}),
+      q_norm_(p + "q_a_layernorm.weight", {q_rank_}, false),
+      q_b_(p + (q_rank_ > 0 ? "q_b_proj.weight" : "q_proj.weight"), {H_ * dqk_, q_rank_ > 0 ? q_rank_ : C_}),
+      kv_a_(p + "kv_a_proj_with_mqa.weight", {kv_rank_ + rope_, C_}),
+      kv_norm_(p + "kv_a_layernorm.weight", {kv_rank_}, false),
+      kv_b_(p + "kv_b_proj.weight", {H_ * (nope_ + dv_), kv_rank_}),
+      o_proj_(p + "o_proj.weight", {C_, H_ * dv_}) {}
+
+ParamList MlaAttention::params() {
+  ParamList ps;
+  if (q_rank_ > 0) ps = {&q_a_, &q_norm_};
+  for (Param* q : {&q_b_, &kv_a_, &kv_norm_, &kv_b_, &o_proj_}) ps.push_back(q);
+  return ps;
+}
+
+
+void MlaAttention::rotate(Tensor& y, const Tensor& x, std::int64_t B, std::int64_t T, std::int64_t heads,
+                          int direction) const {
+  Tensor y4 = y.view({B, T, heads, rope_});
+  const Tensor x4 = x.view({B, T, heads, rope_});
+  if (direction > 0) ops::rope_forward(y4, x4, theta_, kPairs);
+  else ops::rope_backward(y4, x4, theta_, kPairs);
+}
+
+const Tensor& MlaAttention::head_slots(std::int64_t N, Device dev) {
+  if (!slots_.defined() || slots_.size(0) != N || slots_.device() != dev) {
+    std::vector<std::int32_t> rows(static_cast<std::size_t>(N * H_));
+    std::iota(rows.begin(), rows.end(), 0);
+    Tensor host = Tensor::empty({N, H_}, DType::i32);
+    std::copy(rows.begin(), rows.end(), host.data<std::int32_t>());
+    slots_ = host.to(dev);
+  }
+  return slots_;
+}
+
+// q (N, H*dqk) and kv (N, H*(nope+dv)) are the projections, k_rope (N, rope) the shared
+// rotary key part already rotated. Writes s.q, s.k, s.v (B,T,H,D).
+void MlaAttention::core_inputs(Saved& s, const Tensor& q, const Tensor& kv, const Tensor& k_rope, std::int64_t B,
+                               std::int64_t T) {
+  const std::int64_t R = B * T * H_;  // one row per (token, head)
+  const Device dev = q.device();
+  const Tensor qh = q.view({R, dqk_}), kvh = kv.view({R, nope_ + dv_});
+  Tensor q_rope = f32({R, rope_}, dev), q_rot = f32({R, rope_}, dev);
+  ops::copy_columns(q_rope, 0, qh, nope_, rope_);
+  rotate(q_rot, q_rope, B, T, H_, +1);
+  s.q = Tensor::zeros({R, D_}, DType::f32, dev);
+  ops::copy_columns(s.q, 0, qh, 0, nope_);
+  ops::copy_columns(s.q, nope_, q_rot, 0, rope_);
+  ops::scale(s.q, q_scale_);
+  s.k = Tensor::zeros({R, D_}, DType::f32, dev);
+  ops::copy_columns(s.k, 0, kvh, 0, nope_);
+  ops::copy_columns(s.k, nope_, k_rope, 0, rope_, H_);  // every head's key shares it
+  s.v = Tensor::zeros({R, D_}, DType::f32, dev);
+  ops::copy_columns(s.v, 0, kvh, nope_, dv_);
+  for (Tensor* t : {&s.q, &s.k, &s.v}) *t = t->view({B, T, H_, D_});
+}
+
+void MlaAttention::forward(Tensor& out, const Tensor& xin, std::int64_t B, std::int64_t T) {
+  const std::int64_t N = B * T;
+  const Device dev = xin.device();
+  Saved& s = saved_;
+  s.x = gemm_.keep(xin);
+  // Queries, through their low-rank latent where there is one.
+  Tensor q = f32({N, H_ * dqk_}, dev);
+  if (q_rank_ > 0) {
+    s.qa = f32({N, q_rank_}, dev), s.qa_rstd = f32({N}, dev);
+    gemm_.forward(s.qa, s.x, q_a_.w);
+    Tensor qn = f32({N, q_rank_}, dev);
+    ops::rmsnorm_forward(qn, s.qa_rstd, s.qa, q_norm_.w, eps_);
+    s.qn = gemm_.keep(qn);
+    gemm_.forward(q, s.qn, q_b_.w);
+  } else {
+    gemm_.forward(q, s.x, q_b_.w);
+  }
+  // Keys and values from the latent c; the rotary key part beside it.
+  Tensor ckv = f32({N, kv_rank_ + rope_}, dev), k_rope = f32({N, rope_}, dev), k_rot = f32({N, rope_}, dev);
+  gemm_.forward(ckv, s.x, kv_a_.w);
+  s.c = f32({N, kv_rank_}, dev), s.c_rstd = f32({N}, dev);
+  ops::copy_columns(s.c, 0, ckv, 0, kv_rank_);
+  ops::copy_columns(k_rope, 0, ckv, kv_rank_, rope_);
+  rotate(k_rot, k_rope, B, T, 1, +1);
+  Tensor cn = f32({N, kv_rank_}, dev), kv = f32({N, H_ * (nope_ + dv_)}, dev);
+  ops::rmsnorm_forward(cn, s.c_rstd, s.c, kv_norm_.w, eps_);
+  s.cn = gemm_.keep(cn);
+  gemm_.forward(kv, s.cn, kv_b_.w);
+  core_inputs(s, q, kv, k_rot, B, T);
+  // The core, as the GQA layer runs it (the fused form on a GPU under bf16 / fp8).
+  Tensor a = f32({B, T, H_, D_}, dev);
+  if (runs_cuda(dev) && ops::fused_attention_on_gpu() && gemm_.precision() != Precision::fp32) {
+    s.lse = f32({B, H_, T}, dev);
+    ops::attention_lse_forward(a, s.lse, s.q, s.k, s.v);
+    s.o = a, s.probs = Tensor();
+  } else {
+    s.o = s.lse = Tensor();
+    s.probs = f32({B, H_, T, T}, dev);
+    ops::attention_forward(a, s.probs, s.q, s.k, s.v);
+  }
+  Tensor att = f32({N * H_, dv_}, dev);
+  ops::copy_columns(att, 0, a.view({N * H_, D_}), 0, dv_);
+  s.att = gemm_.keep(att.view({N, H_ * dv_}));
+  gemm_.forward(out, s.att, o_proj_.w);
+}
+
+void MlaAttention::backward(Tensor& dx, const Tensor& dout) {
+  const Saved& s = saved_;
+  const std::int64_t N = s.x.rows(), R = N * H_, B = s.q.size(0), T = s.q.size(1);
+  const Device dev = dout.device();
+  // o_proj, then the core (its padded columns get no gradient).
+  Tensor datt = f32({N, H_ * dv_}, dev), da = Tensor::zeros({R, D_}, DType::f32, dev);
+  gemm_.backward(datt, o_proj_.g, dout, s.att, o_proj_.w);
+  ops::copy_columns(da, 0, datt.view({R, dv_}), 0, dv_);
+  Tensor dq = f32(s.q.shape(), dev), dk = f32(s.k.shape(), dev), dv = f32(s.v.shape(), dev);
+  if (s.lse.defined()) ops::attention_lse_backward(dq, dk, dv, da.view(s.q.shape()), s.q, s.k, s.v, s.o, s.lse);
+  else ops::attention_backward(dq, dk, dv, da.view(s.q.shape()), s.q, s.k, s.v, s.probs);
+  const Tensor dqh = dq.view({R, D_}), dkh = dk.view({R, D_}), dvh = dv.view({R, D_});
+  // Keys and values: [dk_nope | dv] per head into kv_b; the shared rotary part summed over
+  // heads, rotated back, beside the latent's gradient into kv_a.
+  Tensor dkv = f32({R, nope_ + dv_}, dev), dk_rot_h = f32({R, rope_}, dev), dk_rot = f32({N, rope_}, dev);
+  ops::copy_columns(dkv, 0, dkh, 0, nope_);
+  ops::copy_columns(dkv, nope_, dvh, 0, dv_);
+  ops::copy_columns(dk_rot_h, 0, dkh, nope_, rope_);
+  ops::combine_rows(dk_rot, dk_rot_h, head_slots(N, dev), Tensor(), false);
+  Tensor dk_rope = f32({N, rope_}, dev), dcn = f32({N, kv_rank_}, dev), dc = f32({N, kv_rank_}, dev);
+  rotate(dk_rope, dk_rot, B, T, 1, -1);
+  gemm_.backward(dcn, kv_b_.g, dkv.view({N, H_ * (nope_ + dv_)}), s.cn, kv_b_.w);
+  ops::rmsnorm_backward(dc, kv_norm_.g, dcn, s.c, kv_norm_.w, s.c_rstd);
+  Tensor dckv = f32({N, kv_rank_ + rope_}, dev);
+  ops::copy_columns(dckv, 0, dc, 0, kv_rank_);
+  ops::copy_columns(dckv, kv_rank_, dk_rope, 0, rope_);
+  gemm_.backward(dx, kv_a_.g, dckv, s.x, kv_a_.w);
+  // Queries: [dq_nope | the rotary part rotated back], scaled as forward scaled them.
+  Tensor dq_full = f32({R, dqk_}, dev), dq_rot = f32({R, rope_}, dev), dq_rope = f32({R, rope_}, dev);
+  ops::copy_columns(dq_full, 0, dqh, 0, nope_);
+  ops::copy_columns(dq_rot, 0, dqh, nope_, rope_);
+  rotate(dq_rope, dq_rot, B, T, H_, -1);
+  ops::copy_columns(dq_full, nope_, dq_rope, 0, rope_);
+  ops::scale(dq_full, q_scale_);
+  Tensor tmp = f32({N, C_}, dev);
+  const Tensor dqp = dq_full.view({N, H_ * dqk_});
+  if (q_rank_ > 0) {
+    Tensor dqn = f32({N, q_rank_}, dev), dqa = f32({N, q_rank_}, dev);
+    gemm_.backward(dqn, q_b_.g, dqp, s.qn, q_b_.w);
+    ops::rmsnorm_backward(dqa, q_norm_.g, dqn, s.qa, q_norm_.w, s.qa_rstd);
+    gemm_.backward(tmp, q_a_.g, dqa, s.x, q_a_.w);
+  } else {
+    gemm_.backward(tmp, q_b_.g, dqp, s.x, q_b_.w);
+  }
+  ops::accumulate(dx, tmp);
+}
+
+}  // namespace moe
