@@ -44,7 +44,6 @@ ParamList MlaAttention::params() {
   return ps;
 }
 
-
 void MlaAttention::rotate(Tensor& y, const Tensor& x, std::int64_t B, std::int64_t T, std::int64_t heads,
                           int direction) const {
   Tensor y4 = y.view({B, T, heads, rope_});

@@ -52,9 +52,11 @@ struct Shard {
       const double D = double(m.d_model / m.n_heads), Hkv = double(m.n_kv_heads) / tp;
       a += {.gemm = H * D, .other = (H + 2 * Hkv) * D + scores};  // att | q, k, v, softmax
     } else {
-      const double dqk = double(qk_head_dim(m)), dv = double(m.v_head_dim);
-      a += {.gemm = double(m.q_lora_rank + m.kv_lora_rank) + H * dv,  // latents, att
-            .other = double(m.qk_rope_head_dim) + H * (2 * dqk + dv) + scores};
+      // As model/mla.cpp keeps them: the normed latents and att | the latents before their
+      // norms and the norms' rstd, q, k, v at the core's width D = max(qk, v) head dims.
+      const double D = double(std::max(qk_head_dim(m), m.v_head_dim)), dv = double(m.v_head_dim);
+      const double latents = double(m.q_lora_rank + m.kv_lora_rank);
+      a += {.gemm = latents + H * dv, .other = latents + 2 + 3 * H * D + scores};
     }
     if (!is_moe_layer(m, layer)) {
       const double F = double(m.ffn_hidden) / tp;
@@ -77,8 +79,12 @@ struct Shard {
       const double D = double(m.d_model / m.n_heads), Hkv = double(m.n_kv_heads) / tp;
       attn = 2 * H * D + 2 * Hkv * D + C;  // datt, dq, dk, dv, tmp
     } else {
-      const double dqk = double(qk_head_dim(m)), dv = double(m.v_head_dim);
-      attn = H * (2 * dv + 2 * dqk) + double(m.q_lora_rank + m.kv_lora_rank + m.qk_rope_head_dim) + C;
+      // model/mla.cpp's backward: datt, the core's da, dq, dk, dv (width D), dkv, dq_full and
+      // the rotary parts per head; the shared key part, the latents' and the input's.
+      const double dqk = double(qk_head_dim(m)), dv = double(m.v_head_dim), R = double(m.qk_rope_head_dim);
+      const double D = double(std::max(qk_head_dim(m), m.v_head_dim));
+      attn = H * (2 * dv + 4 * D + double(m.qk_nope_head_dim) + dqk + 3 * R) + 3 * R + 3 * double(m.kv_lora_rank) +
+             2 * double(m.q_lora_rank) + C;
     }
     double ffn;
     if (!is_moe_layer(m, layer)) {
