@@ -190,7 +190,7 @@ const std::vector<Field>& fields() {
       integer(AT(model.n_kv_heads), at_least(1), "key/value heads (GQA); divides n_heads"),
       choice<AttentionType>(AT(model.attention), {{"gqa", AttentionType::gqa}, {"mla", AttentionType::mla}},
                             "gqa: RoPE attention with grouped key/value heads, or mla: DeepSeek-V3's multi-head latent "
-                            "attention (tp 1 so far)"),
+                            "attention"),
       integer(AT(model.q_lora_rank), at_least(0), "mla: query compression width (0: none)"),
       integer(AT(model.kv_lora_rank), at_least(1), "mla: key/value latent width"),
       integer(AT(model.qk_nope_head_dim), at_least(1), "mla: per-head query/key width without RoPE"),

@@ -7,7 +7,7 @@ namespace moe {
 
 enum class RouterType { sigmoid, softmax };
 // gqa: RoPE attention with grouped key/value heads. mla: DeepSeek-V3's multi-head latent
-// attention (model/mla.h; tensor parallelism does not split its heads yet).
+// attention (model/mla.h).
 enum class AttentionType { gqa, mla };
 // The precision of the model's GEMMs (model/linear.h); master weights stay FP32.
 enum class Precision { fp32, bf16, fp8 };

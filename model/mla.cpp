@@ -14,9 +14,9 @@ constexpr auto kPairs = ops::RopePairs::interleaved;
 Tensor f32(const Shape& s, Device d) { return Tensor::empty(s, DType::f32, d); }
 }  // namespace
 
-MlaAttention::MlaAttention(const ModelConfig& c, const std::string& p, Gemm gemm)
+MlaAttention::MlaAttention(const ModelConfig& c, const std::string& p, const TensorParallel& tp, Gemm gemm)
     : C_(c.d_model),
-      H_(c.n_heads),
+      H_(tp.part(c.n_heads)),
       q_rank_(c.q_lora_rank),
       kv_rank_(c.kv_lora_rank),
       nope_(c.qk_nope_head_dim),
@@ -35,7 +35,12 @@ MlaAttention::MlaAttention(const ModelConfig& c, const std::string& p, Gemm gemm
       kv_a_(p + "kv_a_proj_with_mqa.weight", {kv_rank_ + rope_, C_}),
       kv_norm_(p + "kv_a_layernorm.weight", {kv_rank_}, false),
       kv_b_(p + "kv_b_proj.weight", {H_ * (nope_ + dv_), kv_rank_}),
-      o_proj_(p + "o_proj.weight", {C_, H_ * dv_}) {}
+      o_proj_(p + "o_proj.weight", {C_, H_ * dv_}) {
+  tp.split(q_b_, 0, c.n_heads * dqk_);
+  tp.split(kv_b_, 0, c.n_heads * (nope_ + dv_));
+  tp.split(o_proj_, 1, c.n_heads * dv_);
+  for (Param* q : {&q_a_, &q_norm_, &kv_a_, &kv_norm_}) tp.replicate(*q, /*partial_grad=*/true);
+}
 
 ParamList MlaAttention::params() {
   ParamList ps;

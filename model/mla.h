@@ -9,19 +9,25 @@
 // The attention core is ops::attention_* over per-head vectors of D = max(qk_head_dim,
 // v_head_dim), zero-padded (the padding adds nothing to a score or an output), with q
 // scaled so that the core's 1/sqrt(D) becomes the model's 1/sqrt(qk_head_dim).
+// Under tensor parallelism a rank holds n_heads/tp heads: q_b (or q_proj) and kv_b split by
+// heads, o_proj row-parallel; the latent projections and their norms stay whole on every
+// rank (computed there again) and their gradients are each rank's share (Param::tp_partial).
+// Forward's output and backward's dx are partial sums, which the caller all-reduces over tp.
 #pragma once
 #include <utility>
 
 #include "config/model_config.h"
 #include "model/linear.h"
 #include "model/param.h"
+#include "model/tensor_parallel.h"
 
 namespace moe {
 
 class MlaAttention {
  public:
   // prefix "model.layers.{i}.self_attn."
-  MlaAttention(const ModelConfig& c, const std::string& prefix, Gemm gemm = Gemm());
+  MlaAttention(const ModelConfig& c, const std::string& prefix, const TensorParallel& tp = TensorParallel(),
+               Gemm gemm = Gemm());
   // out (B*T,C) from x (B*T,C); saves what backward needs.
   void forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);
   // dx (B*T,C) (assign); parameter gradients accumulate.

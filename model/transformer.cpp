@@ -17,7 +17,7 @@ Block::Block(const ModelConfig& c, std::int64_t i, Communicator* ep, const Tenso
       norm1_(fmt::format("model.layers.{}.input_layernorm.weight", i), {c.d_model}, false),
       norm2_(fmt::format("model.layers.{}.post_attention_layernorm.weight", i), {c.d_model}, false) {
   const std::string attn = fmt::format("model.layers.{}.self_attn.", i);
-  if (c.attention == AttentionType::mla) mla_ = std::make_unique<MlaAttention>(c, attn, gemm);  // (tp 1: config)
+  if (c.attention == AttentionType::mla) mla_ = std::make_unique<MlaAttention>(c, attn, tp, gemm);
   else attn_ = std::make_unique<Attention>(c, attn, tp, gemm);
   tp.replicate(norm1_);
   tp.replicate(norm2_);

@@ -25,6 +25,11 @@ std::int64_t attention_matrix_parameters(const ModelConfig& m) {
   return q + kv + H * m.v_head_dim * C;
 }
 
+std::int64_t mla_latent_parameters(const ModelConfig& m) {
+  if (m.attention != AttentionType::mla) return 0;
+  return m.d_model * (m.q_lora_rank + m.kv_lora_rank + m.qk_rope_head_dim);
+}
+
 std::int64_t block_norm_parameters(const ModelConfig& m) {
   const std::int64_t latent = m.attention == AttentionType::mla ? m.q_lora_rank + m.kv_lora_rank : 0;
   return 2 * m.d_model + latent;

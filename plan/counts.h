@@ -13,11 +13,14 @@ std::int64_t moe_layers(const ModelConfig& m);  // MoE blocks (0 without routed 
 
 // One block's parts. Matrix parameters go through GEMMs; norm weights do not.
 std::int64_t attention_matrix_parameters(const ModelConfig& m);  // q, k, v, o (mla: with the latent projections)
-std::int64_t block_norm_parameters(const ModelConfig& m);        // the two block norms (mla: and the latent norms)
-std::int64_t dense_ffn_parameters(const ModelConfig& m);         // gate, up, down of the dense FFN
-std::int64_t shared_expert_parameters(const ModelConfig& m);     // all shared experts of one MoE block
-std::int64_t router_parameters(const ModelConfig& m);            // one MoE block's router
-std::int64_t routed_expert_parameters(const ModelConfig& m);     // one routed expert
+// mla: the projections into the latents (q_a_proj, kv_a_proj_with_mqa), which tensor
+// parallelism keeps whole on every rank (model/mla.h); 0 under gqa.
+std::int64_t mla_latent_parameters(const ModelConfig& m);
+std::int64_t block_norm_parameters(const ModelConfig& m);     // the two block norms (mla: and the latent norms)
+std::int64_t dense_ffn_parameters(const ModelConfig& m);      // gate, up, down of the dense FFN
+std::int64_t shared_expert_parameters(const ModelConfig& m);  // all shared experts of one MoE block
+std::int64_t router_parameters(const ModelConfig& m);         // one MoE block's router
+std::int64_t routed_expert_parameters(const ModelConfig& m);  // one routed expert
 
 // Matrix parameters a token multiplies through in a training step: attention, dense FFN or
 // router + shared + top_k routed experts per block, and the LM head (the embedding is a

@@ -101,7 +101,8 @@ struct Shard {
   double dispatch_buffers() const { return (ep > 1 ? 4 : 2) * r * double(m.d_model) / tp; }
   // Weights of one block on this device: tp-sharded, replicated, routed experts.
   double block_weights(std::int64_t layer) const {
-    double w = double(attention_matrix_parameters(m)) / tp + double(block_norm_parameters(m));
+    const double latent = double(mla_latent_parameters(m));  // whole on every tp rank
+    double w = (double(attention_matrix_parameters(m)) - latent) / tp + latent + double(block_norm_parameters(m));
     if (!is_moe_layer(m, layer)) return w + double(dense_ffn_parameters(m)) / tp;
     return w + double(shared_expert_parameters(m)) / tp + double(router_parameters(m));
   }
@@ -115,7 +116,10 @@ struct Shard {
             ? double(router_parameters(m) + shared_expert_parameters(m) + m.top_k * routed_expert_parameters(m))
             : double(dense_ffn_parameters(m));
     const double train = 6 * (double(attention_matrix_parameters(m)) + ffn) + attention_core_flops_per_token(m);
-    return (recompute ? train * 4 / 3 : train) / tp;  // recomputation runs the forward (a third) again
+    // Recomputation runs the forward (a third) again; MLA's latent projections run whole on
+    // every tp rank.
+    const double latent = 6 * double(mla_latent_parameters(m)) * (tp - 1);
+    return (recompute ? (train + latent) * 4 / 3 : train + latent) / tp;
   }
 };
 
@@ -293,9 +297,11 @@ void plan_totals(Plan& p, const Config& cfg, const Layout& l) {
       p.flops_per_step + (cfg.train.recompute ? p.tokens_per_step * recompute_flops_per_token(m) : 0);
   // Under tp every rank routes all tokens (model/moe.h): the router's GEMMs run tp times.
   // (Recomputation routes them once more.)
-  const double router_flops =
-      double(moe_layers(m)) * (cfg.train.recompute ? 8.0 : 6.0) * double(router_parameters(m)) * (l.tp - 1);
-  p.gemm_flops_per_step += p.tokens_per_step * router_flops;
+  // So do MLA's latent projections, in every block.
+  const double per_pass = cfg.train.recompute ? 8.0 : 6.0;
+  const double router_flops = double(moe_layers(m)) * per_pass * double(router_parameters(m)) * (l.tp - 1);
+  const double latent_flops = double(m.n_layers) * per_pass * double(mla_latent_parameters(m)) * (l.tp - 1);
+  p.gemm_flops_per_step += p.tokens_per_step * (router_flops + latent_flops);
 }
 
 }  // namespace

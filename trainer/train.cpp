@@ -23,10 +23,6 @@ namespace moe {
 
 Layout trainable_layout(const Config& cfg, int world_size) {
   const Layout layout = resolve_layout(cfg, world_size);
-  MOE_CHECK(cfg.model.attention == AttentionType::gqa || layout.tp == 1, ConfigError,
-            "{}: model.attention: mla trains with parallel.tp: 1 so far (its heads are not split yet); set "
-            "parallel.tp: 1 or attention: gqa",
-            cfg.source);
   if (cfg.device == DeviceKind::cuda) {
     MOE_CHECK(built_with_cuda(), ConfigError, "{}: device: cuda, but this moe was built without CUDA; set device: cpu",
               cfg.source);
