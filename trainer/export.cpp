@@ -8,6 +8,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "config/config.h"
+#include "trainer/hf_config.h"
 #include "trainer/run_meta.h"
 
 namespace moe {
@@ -24,38 +25,6 @@ void write_atomically(const std::string& path, const std::string& header, const 
     MOE_CHECK(out.good(), CheckpointError, "{}: cannot write (disk full?)", tmp);
   }
   std::filesystem::rename(tmp, path);
-}
-
-// Hugging Face's names for the model's shape (DeepseekV3Config), plus what they cannot say.
-nlohmann::json hf_config(const ModelConfig& m, std::int64_t step) {
-  return {{"architectures", {"DeepseekV3ForCausalLM"}},
-          {"model_type", "deepseek_v3"},
-          {"vocab_size", m.vocab_size},
-          {"hidden_size", m.d_model},
-          {"intermediate_size", m.ffn_hidden},
-          {"moe_intermediate_size", m.expert_hidden},
-          {"num_hidden_layers", m.n_layers},
-          {"num_attention_heads", m.n_heads},
-          {"num_key_value_heads", m.n_kv_heads},
-          {"head_dim", m.d_model / m.n_heads},
-          {"n_shared_experts", m.shared_experts},
-          {"n_routed_experts", m.routed_experts},
-          {"num_experts_per_tok", m.top_k},
-          {"first_k_dense_replace", m.dense_layers},
-          {"n_group", m.n_groups},
-          {"topk_group", m.topk_groups},
-          {"routed_scaling_factor", m.routed_scaling_factor},
-          {"norm_topk_prob", m.router_normalize},
-          {"scoring_func", m.router == RouterType::sigmoid ? "sigmoid" : "softmax"},
-          {"topk_method", "noaux_tc"},
-          {"rms_norm_eps", m.norm_eps},
-          {"rope_theta", m.rope_theta},
-          {"max_position_embeddings", m.seq_len},
-          {"tie_word_embeddings", false},
-          {"torch_dtype", "float32"},
-          // DeepSeek-V3 itself uses MLA; this model's attention is GQA with q/k/v/o_proj.
-          {"attention", "gqa"},
-          {"moe_export", {{"step", step}, {"format", "moe export --format safetensors"}}}};
 }
 
 }  // namespace
@@ -89,7 +58,9 @@ ExportResult export_safetensors(const std::string& checkpoint, const std::string
                  .tensors = tensors.size(),
                  .bytes = double(offset)};
   write_atomically(r.safetensors, prefix + text, order);
-  write_atomically(r.config, hf_config(cfg.model, meta.step).dump(2) + "\n", {});
+  nlohmann::json config = hf_config_json(cfg.model);
+  config["moe_export"] = {{"step", meta.step}, {"format", "moe export --format safetensors"}};
+  write_atomically(r.config, config.dump(2) + "\n", {});
   return r;
 }
 

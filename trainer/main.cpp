@@ -23,6 +23,7 @@
 #include "config/config.h"
 #include "trainer/cost.h"
 #include "trainer/export.h"
+#include "trainer/hf_import.h"
 #include "trainer/run_meta.h"
 #include "trainer/train.h"
 
@@ -114,6 +115,16 @@ int run_export(const std::string& given, const std::string& format, const std::s
   const auto r = moe::export_safetensors(path, out);
   std::printf("moe export: %s -> %s (%zu tensors, %s) and %s\n", path.c_str(), r.safetensors.c_str(), r.tensors,
               moe::human_bytes(r.bytes).c_str(), r.config.c_str());
+  return 0;
+}
+
+int run_import(const std::string& dir, const std::string& out) {
+  const auto r = moe::import_hf(dir, out);
+  std::printf("moe import: %s -> %s (%zu tensors, %s) and %s\n", dir.c_str(), r.checkpoint.c_str(), r.tensors,
+              moe::human_bytes(r.bytes).c_str(), r.config.c_str());
+  for (const auto& s : r.skipped) std::printf("moe import: left out %s\n", s.c_str());
+  std::printf("moe import: fine-tune with --set checkpoint.init_from=%s (the model section of %s)\n",
+              r.checkpoint.c_str(), r.config.c_str());
   return 0;
 }
 
@@ -288,12 +299,12 @@ namespace {
 
 // Every subcommand's arguments, as CLI11 fills them; the subcommands to tell which was given.
 struct Args {
-  std::string config_path, ckpt_path, export_format = "safetensors", export_out;
+  std::string config_path, ckpt_path, export_format = "safetensors", export_out, import_dir, import_out;
   std::vector<std::string> sets;
   bool print_config = false, fresh = false, dry_run = false, force = false;
   PlanArgs plan;
   CLI::App *train = nullptr, *prepare = nullptr, *show = nullptr, *reference = nullptr, *plan_cmd = nullptr,
-           *info = nullptr, *inspect = nullptr, *exp = nullptr;
+           *info = nullptr, *inspect = nullptr, *exp = nullptr, *imp = nullptr;
 };
 
 void add_config_argument(CLI::App* cmd, Args& a, const char* help) {
@@ -357,6 +368,13 @@ void add_checkpoint_commands(CLI::App& app, Args& a) {
       ->check(CLI::ExistingPath);
   a.exp->add_option("--format", a.export_format, "output format (safetensors)");
   a.exp->add_option("out", a.export_out, "output directory")->required();
+  a.imp = app.add_subcommand("import",
+                             "a Hugging Face model directory (DeepSeek-V3 architecture: config.json and safetensors) "
+                             "as a checkpoint to fine-tune from (checkpoint.init_from)");
+  a.imp->add_option("hf_dir", a.import_dir, "the model directory (config.json, model.safetensors[.index.json])")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  a.imp->add_option("out", a.import_out, "output directory: step_00000000.h5 and config.yaml")->required();
 }
 
 // A misspelt subcommand: one line saying which exist (CLI11 would list every argument).
@@ -379,6 +397,7 @@ int run_subcommand(Args& a, int argc, char** argv) {
   }
   if (*a.inspect) return run_inspect(a.ckpt_path);
   if (*a.exp) return run_export(a.ckpt_path, a.export_format, a.export_out);
+  if (*a.imp) return run_import(a.import_dir, a.import_out);
   if (*a.plan_cmd) return run_plan(a.config_path, a.sets, a.plan);
   if (*a.prepare) return run_prepare(moe::load_config(a.config_path, a.sets), a.force);
   if (*a.show) std::cout << moe::config_to_yaml(moe::load_config(a.config_path, a.sets));

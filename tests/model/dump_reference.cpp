@@ -1,7 +1,9 @@
-// dump_reference OUTDIR [key=value ...]: builds the model from config overrides with random
-// weights, router biases and tokens, runs one forward/backward, and writes weights, tokens,
-// loss and every gradient (manifest.json + tensors.bin) for tests/model/reference.py, the
-// independent PyTorch implementation, to recompute and compare.
+// dump_reference OUTDIR [--init CHECKPOINT] [key=value ...]: builds the model from config
+// overrides with random weights, router biases and tokens (or with the config and weights of
+// a checkpoint, e.g. one `moe import` wrote; overrides still apply), runs one forward/backward,
+// and writes weights, tokens, loss and every gradient (manifest.json + tensors.bin) for
+// tests/model/reference.py (an independent PyTorch implementation) or hf_check.py
+// (transformers' own) to recompute and compare.
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
@@ -9,7 +11,9 @@
 #include <iostream>
 #include <random>
 
+#include "checkpoint/checkpoint.h"
 #include "model/hf_names.h"
+#include "trainer/run_meta.h"
 #include "trainer/config_json.h"
 
 using namespace moe;
@@ -37,10 +41,13 @@ class Writer {
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::cerr << "usage: dump_reference OUTDIR [key=value ...]\n";
+    std::cerr << "usage: dump_reference OUTDIR [--init CHECKPOINT] [key=value ...]\n";
     return 2;
   }
-  const Config cfg = parse_config("", "dump_reference", std::vector<std::string>(argv + 2, argv + argc));
+  const bool from_checkpoint = argc > 3 && std::string(argv[2]) == "--init";
+  const std::vector<std::string> overrides(argv + (from_checkpoint ? 4 : 2), argv + argc);
+  const Config cfg = from_checkpoint ? parse_config(read_run_meta(argv[3]).config_yaml, argv[3], overrides)
+                                     : parse_config("", "dump_reference", overrides);
   const ModelConfig& m = cfg.model;
   const std::int64_t B = 2, T = m.seq_len;
   Transformer model(m);
@@ -49,6 +56,11 @@ int main(int argc, char** argv) {
   std::uniform_real_distribution<float> u(-0.05f, 0.05f);
   for (MoE* layer : model.moe_layers())
     for (std::int64_t e = 0; e < layer->experts(); ++e) layer->bias().data<float>()[e] = u(rng);
+  if (from_checkpoint) {  // every weight and router bias as the checkpoint holds it
+    auto stored = ckpt::read_group(argv[3], "weights");
+    for (auto& [name, t] : ckpt::read_group(argv[3], "buffers")) stored.emplace(name, std::move(t));
+    for (auto& t : hf_tensors(model)) t.value.copy_from(stored.at(t.name));
+  }
   Tensor tokens = Tensor::empty({B * T}, DType::i32), targets = Tensor::empty({B * T}, DType::i32);
   std::uniform_int_distribution<std::int32_t> tok(0, static_cast<std::int32_t>(m.vocab_size - 1));
   for (std::int64_t n = 0; n < B * T; ++n) {

@@ -60,6 +60,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir", type=pathlib.Path)
     ap.add_argument("--tol", type=float, default=1e-4)
+    ap.add_argument("--expect", type=pathlib.Path, help="expected.npz (make_hf.py): the weights must equal it")
     args = ap.parse_args()
     man, A = load(args.dir)
     m = man["model"]
@@ -84,6 +85,11 @@ def main():
     loss.backward()
 
     fails, passes = [], 0
+    if args.expect:  # the imported weights, bit for bit what the HF files hold
+        expected = np.load(args.expect)
+        differ = [n for n in expected.files if n not in ours or not np.array_equal(ours[n], expected[n])]
+        print(f"imported weights: {len(expected.files) - len(differ)} of {len(expected.files)} equal the HF files'")
+        fails += differ
 
     def report(name, err):
         nonlocal passes

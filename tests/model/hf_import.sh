@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# A Hugging Face DeepseekV3 model through `moe import` and back against transformers:
+#   make_hf.py (random model, save_pretrained; --fp8: DeepSeek-V3's FP8 weight layout)
+#   -> moe import -> dump_reference --init (our forward/backward on the imported weights)
+#   -> hf_check.py --expect (weights equal the files', loss and gradients equal HF's).
+# Usage: hf_import.sh MOE DUMP_REFERENCE WORKDIR [--fp8]; skips (77) without deps/hf-venv.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/../.." && pwd)"
+py="$root/deps/hf-venv/bin/python"
+if [ ! -x "$py" ]; then
+  echo "SKIPPED: no deps/hf-venv (scripts/install-deps.sh --test creates it)"
+  exit 77
+fi
+moe=$1 dump=$2 work=$3
+shift 3
+rm -rf "$work" && mkdir -p "$work"
+export OMP_NUM_THREADS=1
+"$py" "$root/tests/model/make_hf.py" "$work/hf" "$@"
+"$moe" import "$work/hf" "$work/ckpt"
+"$dump" "$work/dump" --init "$work/ckpt/step_00000000.h5" model.seq_len=12
+"$py" "$root/tests/model/hf_check.py" "$work/dump" --expect "$work/hf/expected.npz"
+# And back: the imported checkpoint exported loads in transformers with the same weights.
+"$moe" export "$work/ckpt/step_00000000.h5" "$work/export"
+"$py" "$root/tests/model/hf_export_check.py" "$work/export" "$work/hf/expected.npz"
