@@ -44,6 +44,15 @@ struct ModelConfig {
   double capacity_factor = 0.0;  // 0 = dropless
   double norm_eps = 1e-6;
   double rope_theta = 10000.0;
+  // YaRN RoPE scaling (Hugging Face's rope_scaling of type yarn, DeepSeek-V3's long context),
+  // on where rope_factor > 1: frequencies interpolated by rope_factor outside the pairs that
+  // turn fast enough within rope_original_positions, cos/sin scaled by the attention factor
+  // (rope_attention_factor, or derived from the mscales), and under mla the softmax scale by
+  // yarn_mscale(factor, rope_mscale_all_dim)^2.
+  double rope_factor = 1.0;
+  std::int64_t rope_original_positions = 4096;
+  double rope_beta_fast = 32, rope_beta_slow = 1;
+  double rope_mscale = 0, rope_mscale_all_dim = 0, rope_attention_factor = 0;  // 0: unset
   double init_std = 0.02;
 };
 

@@ -56,11 +56,21 @@ void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x,
 // (i, i + D/2): Hugging Face's DeepseekV3 (apply_rotary_pos_emb_interleave), whose queries
 // and keys are both reordered so, which the attention scores do not see.
 enum class RopePairs { half, interleaved };
+// YaRN (Peng et al. 2023), as transformers' _compute_yarn_parameters: with factor > 1, pair i's
+// frequency f_i = theta^(-2i/D) becomes f_i / factor where it turns less than beta_slow times
+// in original_positions, stays where more than beta_fast, and is mixed linearly between (the
+// range floored/ceiled); cos and sin are multiplied by attention_factor. factor 1: plain RoPE.
+struct RopeScaling {
+  double factor = 1, attention_factor = 1, beta_fast = 32, beta_slow = 1;
+  std::int64_t original_positions = 4096;
+};
 // y (B,T,H,D) = rotate(x); y may alias x for half pairs only.
-void rope_forward(Tensor& y, const Tensor& x, double theta, RopePairs pairs = RopePairs::half);
+void rope_forward(Tensor& y, const Tensor& x, double theta, RopePairs pairs = RopePairs::half,
+                  const RopeScaling& scaling = {});
 // dx = the transpose of forward's map applied to dy (rotation by the negative angle, then
 // the pairs put back where forward took them); dx may alias dy for half pairs only.
-void rope_backward(Tensor& dx, const Tensor& dy, double theta, RopePairs pairs = RopePairs::half);
+void rope_backward(Tensor& dx, const Tensor& dy, double theta, RopePairs pairs = RopePairs::half,
+                   const RopeScaling& scaling = {});
 
 // ---- Columns --------------------------------------------------------------------------
 // out[r, out_col + j] = in[r / rep, in_col + j] for j < width and every row r of out (R,Co),

@@ -10,6 +10,7 @@ Attention::Attention(const ModelConfig& c, const std::string& p, const TensorPar
       Hkv_(tp.part(c.n_kv_heads)),
       D_(c.d_model / c.n_heads),
       theta_(c.rope_theta),
+      scaling_(rope_scaling(c)),
       gemm_(gemm),
       q_proj_(p + "q_proj.weight", {H_ * D_, C_}),
       k_proj_(p + "k_proj.weight", {Hkv_ * D_, C_}),
@@ -36,8 +37,8 @@ void Attention::forward(Tensor& out, const Tensor& xin, std::int64_t B, std::int
   q = q.view({B, T, H_, D_});
   k = k.view({B, T, Hkv_, D_});
   v = v.view({B, T, Hkv_, D_});
-  ops::rope_forward(q, q, theta_);
-  ops::rope_forward(k, k, theta_);
+  ops::rope_forward(q, q, theta_, ops::RopePairs::half, scaling_);
+  ops::rope_forward(k, k, theta_, ops::RopePairs::half, scaling_);
   Tensor a = Tensor::empty({B, T, H_, D_}, DType::f32, dev);
   if (runs_cuda(dev) && ops::fused_attention_on_gpu() && gemm_.precision() != Precision::fp32) {
     lse = Tensor::empty({B, H_, T}, DType::f32, dev);  // cuDNN's fused SDPA, BF16 like the GEMMs around it
@@ -62,8 +63,8 @@ void Attention::backward(Tensor& dx, const Tensor& dout) {
          dv = Tensor::empty(v.shape(), DType::f32, dev);
   if (lse.defined()) ops::attention_lse_backward(dq, dk, dv, datt.view(q.shape()), q, k, v, o, lse);
   else ops::attention_backward(dq, dk, dv, datt.view(q.shape()), q, k, v, probs);
-  ops::rope_backward(dq, dq, theta_);
-  ops::rope_backward(dk, dk, theta_);
+  ops::rope_backward(dq, dq, theta_, ops::RopePairs::half, scaling_);
+  ops::rope_backward(dk, dk, theta_, ops::RopePairs::half, scaling_);
   Tensor tmp = Tensor::empty({N, C_}, DType::f32, dev);
   gemm_.backward(dx, q_proj_.g, dq.view({N, H_ * D_}), x, q_proj_.w);
   gemm_.backward(tmp, k_proj_.g, dk.view({N, Hkv_ * D_}), x, k_proj_.w);

@@ -8,6 +8,7 @@
 #include "config/model_config.h"
 #include "model/linear.h"
 #include "model/param.h"
+#include "model/rope_scaling.h"
 #include "model/tensor_parallel.h"
 
 namespace moe {
@@ -44,6 +45,7 @@ class Attention {
  private:
   std::int64_t C_, H_, Hkv_, D_;  // heads held here
   double theta_;
+  ops::RopeScaling scaling_;
   Gemm gemm_;
   Param q_proj_, k_proj_, v_proj_, o_proj_;
   // q, k after RoPE (B,T,H|Hkv,D); probs or (o, lse); x (N,C), att (N,H*D).

@@ -26,8 +26,9 @@ MlaAttention::MlaAttention(const ModelConfig& c, const std::string& p, const Ten
       D_(std::max(dqk_, dv_)),
       theta_(c.rope_theta),
       eps_(c.norm_eps),
-      // softmax scale 1/sqrt(qk_head_dim), where the core divides by sqrt(D)
-      q_scale_(std::sqrt(double(D_) / double(dqk_))),
+      // softmax scale 1/sqrt(qk_head_dim) (times YaRN's mscale^2), where the core divides by sqrt(D)
+      q_scale_(std::sqrt(double(D_) / double(dqk_)) * mla_softmax_mscale(c)),
+      scaling_(rope_scaling(c)),
       gemm_(gemm),
       q_a_(p + "q_a_proj.weight", {q_rank_, C_}),
       q_norm_(p + "q_a_layernorm.weight", {q_rank_}, false),
@@ -53,8 +54,8 @@ void MlaAttention::rotate(Tensor& y, const Tensor& x, std::int64_t B, std::int64
                           int direction) const {
   Tensor y4 = y.view({B, T, heads, rope_});
   const Tensor x4 = x.view({B, T, heads, rope_});
-  if (direction > 0) ops::rope_forward(y4, x4, theta_, kPairs);
-  else ops::rope_backward(y4, x4, theta_, kPairs);
+  if (direction > 0) ops::rope_forward(y4, x4, theta_, kPairs, scaling_);
+  else ops::rope_backward(y4, x4, theta_, kPairs, scaling_);
 }
 
 const Tensor& MlaAttention::head_slots(std::int64_t N, Device dev) {

@@ -19,6 +19,7 @@
 #include "config/model_config.h"
 #include "model/linear.h"
 #include "model/param.h"
+#include "model/rope_scaling.h"
 #include "model/tensor_parallel.h"
 
 namespace moe {
@@ -61,6 +62,7 @@ class MlaAttention {
 
   std::int64_t C_, H_, q_rank_, kv_rank_, nope_, rope_, dv_, dqk_, D_;
   double theta_, eps_, q_scale_;
+  ops::RopeScaling scaling_;
   Gemm gemm_;
   Param q_a_, q_norm_, q_b_;  // without q_lora_rank, q_b_ is q_proj and the other two are unused
   Param kv_a_, kv_norm_, kv_b_, o_proj_;

@@ -8,6 +8,23 @@
 
 namespace moe {
 
+namespace {
+// YaRN as Hugging Face's rope_scaling (null without scaling); only the keys set.
+nlohmann::json rope_scaling_json(const ModelConfig& m) {
+  if (m.rope_factor <= 1) return nullptr;
+  nlohmann::json r = {{"type", "yarn"},
+                      {"rope_type", "yarn"},
+                      {"factor", m.rope_factor},
+                      {"original_max_position_embeddings", m.rope_original_positions},
+                      {"beta_fast", m.rope_beta_fast},
+                      {"beta_slow", m.rope_beta_slow}};
+  if (m.rope_mscale > 0) r["mscale"] = m.rope_mscale;
+  if (m.rope_mscale_all_dim > 0) r["mscale_all_dim"] = m.rope_mscale_all_dim;
+  if (m.rope_attention_factor > 0) r["attention_factor"] = m.rope_attention_factor;
+  return r;
+}
+}  // namespace
+
 nlohmann::json hf_config_json(const ModelConfig& m) {
   const bool mla = m.attention == AttentionType::mla;
   nlohmann::json j = {{"architectures", {"DeepseekV3ForCausalLM"}},
@@ -31,7 +48,7 @@ nlohmann::json hf_config_json(const ModelConfig& m) {
                       {"topk_method", "noaux_tc"},
                       {"rms_norm_eps", m.norm_eps},
                       {"rope_theta", m.rope_theta},
-                      {"rope_scaling", nullptr},
+                      {"rope_scaling", rope_scaling_json(m)},
                       {"rope_interleave", true},
                       {"max_position_embeddings", m.seq_len},
                       {"hidden_act", "silu"},
@@ -76,14 +93,31 @@ struct HfKeys {
 };
 }  // namespace
 
+namespace {
+// rope_scaling of type yarn into m (ConfigError naming the key for another type);
+// original_max_position_embeddings defaults to the model's max_positions, as in transformers.
+void read_yarn(const nlohmann::json& r, const std::string& file, std::int64_t max_positions, ModelConfig& m) {
+  const HfKeys k{r, file};
+  if (!r.is_object()) k.fail("rope_scaling", "not an object");
+  const std::string type = k.get<std::string>("rope_type", k.get<std::string>("type", ""));
+  if (type != "yarn") k.fail("rope_scaling.type", fmt::format("'{}': moe implements yarn", type));
+  if (!k.get<bool>("truncate", true)) k.fail("rope_scaling.truncate", "moe truncates YaRN's correction range");
+  m.rope_factor = k.get<double>("factor");
+  m.rope_original_positions = k.get<std::int64_t>("original_max_position_embeddings", max_positions);
+  m.rope_beta_fast = k.get<double>("beta_fast", 32.0);
+  m.rope_beta_slow = k.get<double>("beta_slow", 1.0);
+  m.rope_mscale = k.get<double>("mscale", 0.0);
+  m.rope_mscale_all_dim = k.get<double>("mscale_all_dim", 0.0);
+  m.rope_attention_factor = k.get<double>("attention_factor", 0.0);
+}
+}  // namespace
+
 ModelConfig model_from_hf(const nlohmann::json& hf, const std::string& file) {
   const HfKeys k{hf, file};
   if (!hf.is_object()) k.fail("config.json", "not a JSON object");
   const std::string type = k.get<std::string>("model_type");
   if (type != "deepseek_v3")
     k.fail("model_type", fmt::format("'{}': moe imports deepseek_v3 models (DeepSeek-V3, Kimi K2, Moonlight)", type));
-  if (hf.contains("rope_scaling") && !hf["rope_scaling"].is_null())
-    k.fail("rope_scaling", "RoPE scaling (YaRN) is not implemented yet; import a model without it");
   if (k.get<bool>("tie_word_embeddings", false)) k.fail("tie_word_embeddings", "tied embeddings are not supported");
   if (k.get<std::string>("hidden_act", "silu") != "silu") k.fail("hidden_act", "moe's FFNs are SwiGLU (silu)");
   if (k.get<bool>("attention_bias", false)) k.fail("attention_bias", "attention projections have no bias here");
@@ -119,6 +153,8 @@ ModelConfig model_from_hf(const nlohmann::json& hf, const std::string& file) {
   m.norm_eps = k.get<double>("rms_norm_eps", 1e-6);
   m.rope_theta = k.get<double>("rope_theta", 10000.0);
   m.seq_len = std::min<std::int64_t>(k.get<std::int64_t>("max_position_embeddings", 4096), 4096);
+  if (hf.contains("rope_scaling") && !hf["rope_scaling"].is_null())
+    read_yarn(hf["rope_scaling"], file, k.get<std::int64_t>("max_position_embeddings", 4096), m);
   m.aux_loss_coef = 0;  // DeepSeek-V3's own sequence-wise loss weight is a training choice (model.aux_loss_coef)
   return m;
 }

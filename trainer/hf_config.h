@@ -12,7 +12,7 @@ nlohmann::json hf_config_json(const ModelConfig& m);
 
 // A DeepseekV3 (model_type deepseek_v3) config.json as our ModelConfig. ConfigError naming the
 // file and the key for what this trainer cannot build the same (another architecture, RoPE
-// scaling, tied embeddings, another activation or router). model.seq_len is the smaller of
+// scaling other than YaRN, tied embeddings, another activation or router). model.seq_len is the smaller of
 // max_position_embeddings and 4096 (a training window; set it to fine-tune on longer ones).
 ModelConfig model_from_hf(const nlohmann::json& hf, const std::string& file);
 

@@ -23,7 +23,8 @@ float from_f16(std::uint16_t h) {  // IEEE half: sign, 5 exponent bits (bias 15)
     const float v = std::ldexp(float(frac), -24);
     return sign ? -v : v;
   }
-  const std::uint32_t bits = exp == 0x1f ? sign | 0x7f800000u | (frac << 13) : sign | ((exp + 112) << 23) | (frac << 13);
+  const std::uint32_t bits =
+      exp == 0x1f ? sign | 0x7f800000u | (frac << 13) : sign | ((exp + 112) << 23) | (frac << 13);
   float f;
   std::memcpy(&f, &bits, 4);
   return f;
@@ -111,7 +112,8 @@ std::vector<std::string> safetensors_files(const std::string& dir) {
     MOE_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), CheckpointError,
               "{}: no weight_map", index.string());
     std::set<std::string> files;
-    for (const auto& [name, file] : j["weight_map"].items()) files.insert((fs::path(dir) / file.get<std::string>()).string());
+    for (const auto& [name, file] : j["weight_map"].items())
+      files.insert((fs::path(dir) / file.get<std::string>()).string());
     return {files.begin(), files.end()};
   }
   const fs::path single = fs::path(dir) / "model.safetensors";

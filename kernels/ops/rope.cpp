@@ -1,7 +1,9 @@
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <mutex>
 #include <tuple>
+#include <vector>
 
 #include "kernels/cpu/common.h"
 #include "kernels/cpu/kernels.h"
@@ -12,29 +14,53 @@
 namespace moe::ops {
 namespace {
 
-// cos/sin of sign * pos * theta^(-2i/D) for every (position, pair), in double whatever the
-// dtype is, so f32 and f64 rotate by the same angle; one table serves every sequence and
-// head. Built once per (T, D, theta, sign, dtype, device) and kept on the device: a GPU step
-// uploads nothing for RoPE.
+// Pair i's frequency: theta^(-2i/D), or YaRN's mix of it and it / factor (RopeScaling).
+std::vector<double> frequencies(std::int64_t D, double theta, const RopeScaling& y) {
+  const std::int64_t half = D / 2;
+  std::vector<double> f(static_cast<std::size_t>(half));
+  for (std::int64_t i = 0; i < half; ++i) f[std::size_t(i)] = std::pow(theta, -2.0 * double(i) / double(D));
+  if (y.factor <= 1) return f;
+  // The pair index at which a pair turns `rotations` times within the original context.
+  const auto pair_at = [&](double rotations) {
+    return double(D) * std::log(double(y.original_positions) / (rotations * 2 * M_PI)) / (2 * std::log(theta));
+  };
+  const double low = std::max(std::floor(pair_at(y.beta_fast)), 0.0);
+  double high = std::min(std::ceil(pair_at(y.beta_slow)), double(D - 1));
+  if (low == high) high += 0.001;
+  for (std::int64_t i = 0; i < half; ++i) {
+    const double ramp = std::clamp((double(i) - low) / (high - low), 0.0, 1.0), keep = 1 - ramp;
+    f[std::size_t(i)] = f[std::size_t(i)] / y.factor * (1 - keep) + f[std::size_t(i)] * keep;
+  }
+  return f;
+}
+
+// attention_factor * cos/sin of sign * pos * f_i for every (position, pair), in double
+// whatever the dtype is, so f32 and f64 rotate by the same angle; one table serves every
+// sequence and head. Built once per (T, D, theta, scaling, sign, dtype, device) and kept on the
+// device: a GPU step uploads nothing for RoPE.
 struct RopeTable {
   Tensor cos, sin;  // (T, D/2)
 };
-const RopeTable& rope_table(std::int64_t T, std::int64_t D, double theta, double sign, DType t, Device dev) {
-  using Key = std::tuple<std::int64_t, std::int64_t, double, double, DType, Device>;
+const RopeTable& rope_table(std::int64_t T, std::int64_t D, double theta, const RopeScaling& y, double sign, DType t,
+                            Device dev) {
+  using Key = std::tuple<std::int64_t, std::int64_t, double, double, double, double, double, std::int64_t, double,
+                         DType, Device>;
   static std::mutex mutex;
   static auto& tables = *new std::map<Key, RopeTable>;  // never destroyed: GPU memory outlives no context
   std::lock_guard lock(mutex);
-  auto [it, fresh] = tables.try_emplace(Key{T, D, theta, sign, t, dev});
+  auto [it, fresh] = tables.try_emplace(
+      Key{T, D, theta, y.factor, y.attention_factor, y.beta_fast, y.beta_slow, y.original_positions, sign, t, dev});
   if (!fresh) return it->second;
   const std::int64_t half = D / 2;
+  const std::vector<double> f = frequencies(D, theta, y);
   Tensor cos_t = Tensor::empty({T, half}, t), sin_t = Tensor::empty({T, half}, t);
   cpu::dispatch_real(t, [&]<class R>() {
     R *cs = cos_t.data<R>(), *sn = sin_t.data<R>();
     for (std::int64_t p = 0; p < T; ++p)
       for (std::int64_t i = 0; i < half; ++i) {
-        const double ang = sign * static_cast<double>(p) * std::pow(theta, -2.0 * double(i) / static_cast<double>(D));
-        cs[p * half + i] = static_cast<R>(std::cos(ang));
-        sn[p * half + i] = static_cast<R>(std::sin(ang));
+        const double ang = sign * static_cast<double>(p) * f[std::size_t(i)];
+        cs[p * half + i] = static_cast<R>(y.attention_factor * std::cos(ang));
+        sn[p * half + i] = static_cast<R>(y.attention_factor * std::sin(ang));
       }
   });
   it->second = {cos_t.to(dev), sin_t.to(dev)};
@@ -42,7 +68,8 @@ const RopeTable& rope_table(std::int64_t T, std::int64_t D, double theta, double
 }
 
 // Rotates each pair of every head by sign * pos * theta^(-2i/D); layout as cpu::rope's.
-void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, double sign, int layout) {
+void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, const RopeScaling& scaling, double sign,
+                int layout) {
   DType t = detail::real_dtype(op, x);
   MOE_CHECK(x.ndim() == 4 && x.size(3) % 2 == 0, ShapeError, "{}: x {} must be (B,T,H,D) with D even", op,
             x.describe());
@@ -52,7 +79,12 @@ void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, double
             "{}: interleaved pairs cannot be rotated in place (y must not be x)", op);
   const auto gpu = detail::on_gpu(op, {&y, &x});
   detail::expect_f32_on_gpu(bool(gpu), op, x);
-  const RopeTable& table = rope_table(T, D, theta, sign, t, x.device());
+  MOE_CHECK(scaling.factor >= 1 && scaling.attention_factor > 0 && scaling.beta_fast > 0 && scaling.beta_slow > 0 &&
+                scaling.original_positions > 0,
+            ShapeError, "{}: RoPE scaling factor {} (>= 1), attention factor {}, betas {} / {}, original positions {}",
+            op, scaling.factor, scaling.attention_factor, scaling.beta_fast, scaling.beta_slow,
+            scaling.original_positions);
+  const RopeTable& table = rope_table(T, D, theta, scaling, sign, t, x.device());
   if (gpu) {
     if constexpr (detail::kCudaBuilt)
       return cuda::rope(y.data<float>(), x.data<float>(), table.cos.data<float>(), table.sin.data<float>(), B, T, H, D,
@@ -63,11 +95,11 @@ void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, double
 
 }  // namespace
 
-void rope_forward(Tensor& y, const Tensor& x, double theta, RopePairs pairs) {
-  rope_apply("rope_forward", y, x, theta, +1.0, pairs == RopePairs::interleaved ? 1 : 0);
+void rope_forward(Tensor& y, const Tensor& x, double theta, RopePairs pairs, const RopeScaling& scaling) {
+  rope_apply("rope_forward", y, x, theta, scaling, +1.0, pairs == RopePairs::interleaved ? 1 : 0);
 }
-void rope_backward(Tensor& dx, const Tensor& dy, double theta, RopePairs pairs) {
-  rope_apply("rope_backward", dx, dy, theta, -1.0, pairs == RopePairs::interleaved ? 2 : 0);
+void rope_backward(Tensor& dx, const Tensor& dy, double theta, RopePairs pairs, const RopeScaling& scaling) {
+  rope_apply("rope_backward", dx, dy, theta, scaling, -1.0, pairs == RopePairs::interleaved ? 2 : 0);
 }
 
 }  // namespace moe::ops

@@ -38,6 +38,20 @@ def _route_in_model_dtype(self, hidden_states):
 hf.DeepseekV3TopkRouter.forward = _route_in_model_dtype
 
 
+def rope_scaling(m):
+    """Our YaRN keys as transformers' rope_scaling (None without scaling)."""
+    if m["rope_factor"] <= 1:
+        return None
+    r = {"type": "yarn", "rope_type": "yarn", "factor": m["rope_factor"],
+         "original_max_position_embeddings": m["rope_original_positions"],
+         "beta_fast": m["rope_beta_fast"], "beta_slow": m["rope_beta_slow"]}
+    for ours, theirs in (("rope_mscale", "mscale"), ("rope_mscale_all_dim", "mscale_all_dim"),
+                         ("rope_attention_factor", "attention_factor")):
+        if m[ours] > 0:
+            r[theirs] = m[ours]
+    return r
+
+
 def hf_config(m):
     """Our model section as DeepseekV3Config (configuration_deepseek_v3.py's names)."""
     assert m["attention"] == "mla", "DeepseekV3 has multi-head latent attention only"
@@ -52,7 +66,7 @@ def hf_config(m):
         topk_group=m["topk_groups"], num_experts_per_tok=m["top_k"],
         first_k_dense_replace=m["dense_layers"], norm_topk_prob=m["router_normalize"],
         rms_norm_eps=m["norm_eps"], rope_theta=m["rope_theta"], max_position_embeddings=m["seq_len"],
-        rope_scaling=None, rope_interleave=True, attention_bias=False, tie_word_embeddings=False,
+        rope_scaling=rope_scaling(m), rope_interleave=True, attention_bias=False, tie_word_embeddings=False,
         hidden_act="silu", attn_implementation="eager")
 
 
