@@ -89,6 +89,11 @@ PrepareReport prepare(const PrepareOptions& opt) {
                                                       {"model_type", "unigram"},
                                                       {"character_coverage", "0.9995"},
                                                       {"byte_fallback", "true"},
+                                                      // as Llama's: text as it is (no NFKC, whitespace
+                                                      // runs kept), so that transformers' fast
+                                                      // LlamaTokenizer reproduces it exactly
+                                                      {"normalization_rule_name", "identity"},
+                                                      {"remove_extra_whitespaces", "false"},
                                                       {"unk_id", "0"},
                                                       {"eos_id", "1"},
                                                       {"bos_id", "-1"},

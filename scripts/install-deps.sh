@@ -90,12 +90,14 @@ PY
   fi
 fi
 # The test-only oracle: transformers' own model classes (tests/model/hf_check.py), pinned.
-HF_PKGS=(torch==2.5.1 transformers==4.57.1 numpy)
+# sentencepiece and protobuf: transformers' LlamaTokenizer and its fast conversion read the
+# exported tokenizer.model.
+HF_PKGS=(torch==2.5.1 transformers==4.57.1 numpy sentencepiece==0.2.0 protobuf==5.28.3)
 if [ "$WITH_TEST" = 1 ]; then
-  if ! deps/hf-venv/bin/python -c "import torch, transformers; assert transformers.__version__ == '4.57.1'" 2>/dev/null; then
-    echo "install-deps: creating deps/hf-venv (${HF_PKGS[*]}, from PyPI)"
-    rm -rf deps/hf-venv
-    /usr/bin/python3 -m venv deps/hf-venv
+  if ! deps/hf-venv/bin/python -c "import torch, transformers, sentencepiece, google.protobuf
+assert transformers.__version__ == '4.57.1'" 2>/dev/null; then
+    echo "install-deps: installing into deps/hf-venv ${HF_PKGS[*]} (from PyPI)"
+    [ -x deps/hf-venv/bin/pip ] || /usr/bin/python3 -m venv deps/hf-venv
     deps/hf-venv/bin/pip install -q --disable-pip-version-check "${HF_PKGS[@]}" >/dev/null
   fi
 fi

@@ -29,7 +29,25 @@ void write_atomically(const std::string& path, const std::string& header, const 
 
 }  // namespace
 
-ExportResult export_safetensors(const std::string& checkpoint, const std::string& out_dir) {
+namespace {
+// transformers' LlamaTokenizer over our SentencePiece model as it is: ids equal
+// sentencepiece's encode (legacy handling, no BOS or EOS added).
+nlohmann::json tokenizer_config(const ModelConfig& m) {
+  return {{"tokenizer_class", "LlamaTokenizer"},
+          {"add_bos_token", false},
+          {"add_eos_token", false},
+          {"legacy", true},
+          {"bos_token", nullptr},
+          {"eos_token", "</s>"},
+          {"unk_token", "<unk>"},
+          {"pad_token", nullptr},
+          {"model_max_length", m.seq_len},
+          {"clean_up_tokenization_spaces", false}};
+}
+}  // namespace
+
+ExportResult export_safetensors(const std::string& checkpoint, const std::string& out_dir,
+                                const std::string& tokenizer) {
   const RunMeta meta = read_run_meta(checkpoint);
   const Config cfg = parse_config(meta.config_yaml, checkpoint + " (its config)");
   std::map<std::string, Tensor> tensors = ckpt::read_group(checkpoint, "weights");
@@ -55,12 +73,23 @@ ExportResult export_safetensors(const std::string& checkpoint, const std::string
   std::filesystem::create_directories(out_dir);
   ExportResult r{.safetensors = out_dir + "/model.safetensors",
                  .config = out_dir + "/config.json",
+                 .tokenizer = "",
                  .tensors = tensors.size(),
                  .bytes = double(offset)};
   write_atomically(r.safetensors, prefix + text, order);
   nlohmann::json config = hf_config_json(cfg.model);
   config["moe_export"] = {{"step", meta.step}, {"format", "moe export --format safetensors"}};
   write_atomically(r.config, config.dump(2) + "\n", {});
+  const std::string source = !tokenizer.empty() ? tokenizer : cfg.data.dir + "/tokenizer.model";
+  MOE_CHECK(tokenizer.empty() || std::filesystem::exists(source), ConfigError,
+            "moe export --tokenizer {}: no such file", source);
+  if (std::filesystem::exists(source)) {
+    r.tokenizer = out_dir + "/tokenizer.model";
+    std::ifstream in(source, std::ios::binary);
+    const std::string model((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    write_atomically(r.tokenizer, model, {});
+    write_atomically(out_dir + "/tokenizer_config.json", tokenizer_config(cfg.model).dump(2) + "\n", {});
+  }
   return r;
 }
 

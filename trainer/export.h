@@ -9,12 +9,18 @@ namespace moe {
 
 struct ExportResult {
   std::string safetensors, config;
+  std::string tokenizer;  // OUT/tokenizer.model (with tokenizer_config.json); empty: none found
   std::size_t tensors = 0;
   double bytes = 0;
 };
 
 // One process. Every tensor is checksum-verified on the way (CheckpointError otherwise);
 // the files appear complete or not at all (written under temporary names, then renamed).
-ExportResult export_safetensors(const std::string& checkpoint, const std::string& out_dir);
+// The tokenizer: `tokenizer` (a SentencePiece tokenizer.model), else the run's
+// data.dir/tokenizer.model where it exists; written as OUT/tokenizer.model with a
+// tokenizer_config.json for transformers' LlamaTokenizer (SentencePiece as it is: no BOS, the
+// eos and unk pieces of moe data prepare).
+ExportResult export_safetensors(const std::string& checkpoint, const std::string& out_dir,
+                                const std::string& tokenizer = "");
 
 }  // namespace moe

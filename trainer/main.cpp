@@ -108,13 +108,16 @@ int run_inspect(const std::string& given) {
   return 0;
 }
 
-int run_export(const std::string& given, const std::string& format, const std::string& out) {
+int run_export(const std::string& given, const std::string& format, const std::string& out,
+               const std::string& tokenizer) {
   if (format != "safetensors")
     throw moe::ConfigError(fmt::format("moe export: --format {}: only safetensors is supported", format));
   const std::string path = resolve_checkpoint(given);
-  const auto r = moe::export_safetensors(path, out);
+  const auto r = moe::export_safetensors(path, out, tokenizer);
   std::printf("moe export: %s -> %s (%zu tensors, %s) and %s\n", path.c_str(), r.safetensors.c_str(), r.tensors,
               moe::human_bytes(r.bytes).c_str(), r.config.c_str());
+  if (r.tokenizer.empty()) std::printf("moe export: no tokenizer (the run's data.dir has none; --tokenizer PATH)\n");
+  else std::printf("moe export: tokenizer %s (transformers' LlamaTokenizer)\n", r.tokenizer.c_str());
   return 0;
 }
 
@@ -299,7 +302,8 @@ namespace {
 
 // Every subcommand's arguments, as CLI11 fills them; the subcommands to tell which was given.
 struct Args {
-  std::string config_path, ckpt_path, export_format = "safetensors", export_out, import_dir, import_out;
+  std::string config_path, ckpt_path, export_format = "safetensors", export_out, export_tokenizer, import_dir,
+                                      import_out;
   std::vector<std::string> sets;
   bool print_config = false, fresh = false, dry_run = false, force = false;
   PlanArgs plan;
@@ -368,6 +372,8 @@ void add_checkpoint_commands(CLI::App& app, Args& a) {
       ->check(CLI::ExistingPath);
   a.exp->add_option("--format", a.export_format, "output format (safetensors)");
   a.exp->add_option("out", a.export_out, "output directory")->required();
+  a.exp->add_option("--tokenizer", a.export_tokenizer,
+                    "a SentencePiece tokenizer.model to export with it (default: the run's data.dir/tokenizer.model)");
   a.imp = app.add_subcommand("import",
                              "a Hugging Face model directory (DeepSeek-V3 architecture: config.json and safetensors) "
                              "as a checkpoint to fine-tune from (checkpoint.init_from)");
@@ -396,7 +402,7 @@ int run_subcommand(Args& a, int argc, char** argv) {
     return run_train(argc, argv, a.config_path, a.sets, a.print_config, a.dry_run);
   }
   if (*a.inspect) return run_inspect(a.ckpt_path);
-  if (*a.exp) return run_export(a.ckpt_path, a.export_format, a.export_out);
+  if (*a.exp) return run_export(a.ckpt_path, a.export_format, a.export_out, a.export_tokenizer);
   if (*a.imp) return run_import(a.import_dir, a.import_out);
   if (*a.plan_cmd) return run_plan(a.config_path, a.sets, a.plan);
   if (*a.prepare) return run_prepare(moe::load_config(a.config_path, a.sets), a.force);
