@@ -1,14 +1,19 @@
 #include "checkpoint/store.h"
 
 #include <fcntl.h>
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <regex>
 #include <vector>
 
 #include "kernels/error.h"
@@ -82,8 +87,9 @@ std::optional<std::string> latest(const std::string& dir) {
 
 void remove_stale_temps(const std::string& dir) {
   if (!fs::is_directory(dir)) return;
+  static const std::regex ours(R"((step_\d{8}\.h5|latest)\.tmp)");
   for (const auto& e : fs::directory_iterator(dir))
-    if (e.path().extension() == ".tmp") fs::remove(e.path());
+    if (std::regex_match(e.path().filename().string(), ours)) fs::remove(e.path());
 }
 
 }  // namespace moe::ckpt

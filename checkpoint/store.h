@@ -21,7 +21,8 @@ void commit(const std::string& dir, const std::string& final_path, std::int64_t 
 // pointer names a file that does not exist.
 std::optional<std::string> latest(const std::string& dir);
 
-// Removes *.tmp files left by a save that did not finish.
+// Removes the temporary files a save that did not finish leaves (step_*.h5.tmp, latest.tmp);
+// nothing else in the directory is touched.
 void remove_stale_temps(const std::string& dir);
 
 }  // namespace moe::ckpt

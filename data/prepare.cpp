@@ -11,9 +11,11 @@
 #include <fstream>
 #include <numeric>
 #include <random>
+#include <regex>
 #include <sstream>
 
 #include "data/corpus.h"
+#include "data/dir_lock.h"
 #include "data/shard.h"
 #include "kernels/error.h"
 
@@ -49,6 +51,11 @@ void check(const sentencepiece::util::Status& s, const std::string& what) {
 
 // Over 60 lines, and left so: the data-at-scale issue replaces this in-memory, one-process
 // pass with streaming readers and stages (docs/ARCHITECTURE.md, "Next").
+bool its_own_file(const std::string& name) {
+  static const std::regex ours(R"((meta\.json|tokenizer\.model|(train|val)_\d{5}\.bin)(\.tmp)?|\.moe\.lock)");
+  return std::regex_match(name, ours);
+}
+
 PrepareReport prepare(const PrepareOptions& opt) {
   PrepareReport rep;
   const auto docs = [&] {
@@ -74,10 +81,17 @@ PrepareReport prepare(const PrepareOptions& opt) {
   for (std::size_t d = 0; d < docs.size(); ++d)
     if (!is_val[d]) train_docs.push_back(&docs[d]);
 
-  fs::create_directories(opt.out_dir);
-  fs::remove(fs::path(opt.out_dir) / "meta.json");  // incomplete until rewritten at the end
+  const DirLock lock(opt.out_dir, "data.dir");  // one prepare at a time
+  std::vector<std::string> others;
   for (const auto& e : fs::directory_iterator(opt.out_dir))
-    if (e.path().extension() == ".bin") fs::remove(e.path());
+    if (!its_own_file(e.path().filename().string())) others.push_back(e.path().filename().string());
+  MOE_CHECK(others.empty() || opt.allow_other_files, DataError,
+            "{}: holds {} file(s) moe data prepare did not write (e.g. {}); prepare into an empty directory, or "
+            "--force to write beside them (they are left alone)",
+            opt.out_dir, others.size(), others.front());
+  fs::remove(fs::path(opt.out_dir) / "meta.json");           // incomplete until rewritten at the end
+  for (const auto& e : fs::directory_iterator(opt.out_dir))  // the previous preparation's shards only
+    if (its_own_file(e.path().filename().string()) && e.path().extension() == ".bin") fs::remove(e.path());
 
   // Tokenizer: trained on the training split only, or reused (fine-tuning data must keep
   // the base model's vocabulary).

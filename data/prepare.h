@@ -16,7 +16,14 @@ struct PrepareOptions {
   std::uint64_t shard_tokens = 1u << 22;
   std::string tokenizer = {};  // an existing tokenizer.model to reuse ("" = train one on the corpus)
   FilterOptions filters = {};  // applied to the corpus before the split (no copy of a training document is held out)
+  // Files in out_dir that are not prepare's own (its_own_file) refuse the preparation unless
+  // this is set; either way they are never deleted or overwritten.
+  bool allow_other_files = false;
 };
+
+// Whether `name` is a file moe data prepare writes: meta.json, tokenizer.model,
+// train_NNNNN.bin / val_NNNNN.bin, their .tmp while written, .moe.lock.
+bool its_own_file(const std::string& name);
 
 struct PrepareReport {
   std::int64_t documents = 0, val_documents = 0;

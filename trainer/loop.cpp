@@ -137,7 +137,12 @@ Trainer::Loop::Loop(State& state)
       guard(t.spike_zscore, t.spike_window),
       drills(cfg.debug, s.world.rank()) {}  // (the guard's loss history starts afresh at each launch)
 
-TrainResult Trainer::run() { return Loop(*s_).run(); }
+TrainResult Trainer::run() {
+  if (!s_->cfg.checkpoint.dir.empty()) s_->lock_run_dir();  // one run at a time writes a run directory
+  TrainResult r = Loop(*s_).run();
+  s_->run_lock.reset();
+  return r;
+}
 
 TrainResult Trainer::Loop::run() {
   begin();

@@ -143,7 +143,8 @@ int run_prepare(const Config& cfg, bool force) {
                                      .val_fraction = cfg.data.val_fraction,
                                      .seed = static_cast<std::uint64_t>(cfg.train.seed),
                                      .tokenizer = cfg.data.tokenizer,
-                                     .filters = cfg.data.filters});
+                                     .filters = cfg.data.filters,
+                                     .allow_other_files = force});
   std::printf("moe data prepare: %s\n", r.filters.text().c_str());
   std::printf(
       "moe data prepare: %lld documents (%lld held out) -> %s: %llu train / %llu validation tokens, vocabulary "
@@ -332,7 +333,8 @@ void add_data_and_config(CLI::App& app, Args& a) {
   data->require_subcommand(1);
   a.prepare = data->add_subcommand("prepare", "train the tokenizer on data.corpus and write token shards to data.dir");
   add_config_argument(a.prepare, a, "YAML config");
-  a.prepare->add_flag("--force", a.force, "prepare again even when data.dir has meta.json");
+  a.prepare->add_flag("--force", a.force,
+                      "prepare again even when data.dir has meta.json, or beside files it did not write (left alone)");
 
   auto* config = app.add_subcommand("config", "inspect configs");
   config->require_subcommand(1);

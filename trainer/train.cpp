@@ -56,7 +56,7 @@ Trainer::Trainer(const Config& cfg, MpiCommunicator& world) : s_(std::make_uniqu
   auto& s = *s_;
   s.cluster = load_cluster(cfg);
   s.model.init(static_cast<std::uint64_t>(cfg.train.seed));  // same values whatever the layout
-  // A GPU run (its GPU chosen by device_comms): the model and its optimizer groups live there.
+  // A GPU run (its GPU chosen by the mesh): the model and its optimizer groups live there.
   // A sim run: the same, on the simulated GPU (kernels/device.h).
   if (cfg.device != DeviceKind::cpu) s.model.to(device_of(cfg.device));
   s.model.set_recompute(cfg.train.recompute);

@@ -11,6 +11,17 @@
 
 namespace moe {
 
+void Trainer::State::lock_run_dir() {
+  std::string error;
+  if (world.rank() == 0) try {
+      run_lock = std::make_unique<DirLock>(cfg.checkpoint.dir, "checkpoint.dir");
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  error = world.broadcast_text(error, 0);
+  if (!error.empty()) throw ConfigError(error);
+}
+
 RunMeta Trainer::State::load(const std::string& path, CheckpointPart part) {
   RunMeta meta = read_run_meta(path);
   CheckpointPlan plan = plan_read(groups(), model, part);

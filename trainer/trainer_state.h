@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "checkpoint/checkpoint.h"
+#include "data/dir_lock.h"
 #include "kernels/ops.h"
 #include "model/transformer.h"
 #include "parallel/mesh.h"
@@ -95,6 +96,10 @@ struct Trainer::State {
   std::optional<std::string> agreed_latest();
 
   RunMeta load(const std::string& path, CheckpointPart part);
+  // Collective: rank 0 takes checkpoint.dir's lock (data/dir_lock.h) while run() trains; a run
+  // already writing there is every rank's ConfigError.
+  std::unique_ptr<DirLock> run_lock;
+  void lock_run_dir();
   // Collective over pp: stage `stage`'s list of names and shapes on every stage; every
   // stage's, in stage order (a stage lists only its own tensors).
   std::vector<ckpt::Dataset> stage_list(const std::vector<ckpt::Dataset>& mine, int stage);
