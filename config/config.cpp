@@ -1,5 +1,7 @@
 #include "config/config.h"
 
+#include <cmath>
+
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -75,6 +77,8 @@ Field number(const char* key, Get get, Range r, std::string doc) {
   return {k, std::string(is_int ? "int " : "real ") + r.str(), std::move(doc),
           [k, get, r](Config& c, const YAML::Node& n, const std::string& where) {
             const V v = as<V>(n, where, k, is_int ? "an integer" : "a number");
+            if (!std::isfinite(static_cast<double>(v)))  // .inf / .nan: no key means them
+              bad(where, k, fmt::format("{} is not a finite number", v));
             if (!r.contains(static_cast<double>(v)))
               bad(where, k, fmt::format("{} is out of range: must be {}", v, r.str()));
             get(c) = v;
@@ -210,7 +214,9 @@ const std::vector<Field>& fields() {
       real(AT(model.routed_scaling_factor), above(0), "multiplies the routed gates"),
       real(AT(model.bias_update_rate), at_least(0), "step of the auxiliary-loss-free balancing bias"),
       real(AT(model.aux_loss_coef), at_least(0), "weight of the sequence-wise balance loss"),
-      real(AT(model.capacity_factor), at_least(0), "expert capacity as a multiple of the mean load (0: dropless)"),
+      // (at most routed_experts / top_k is needed: beyond it no assignment can be dropped; the
+      // bound keeps capacity x tokens far inside an integer)
+      real(AT(model.capacity_factor), closed(0, 1e4), "expert capacity as a multiple of the mean load (0: dropless)"),
       real(AT(model.norm_eps), open(0, 1), "RMSNorm epsilon"),
       real(AT(model.rope_theta), above(1), "RoPE base"),
       real(AT(model.rope_factor), at_least(1), "YaRN context extension factor (1: no RoPE scaling)"),

@@ -26,13 +26,13 @@ DirLock::DirLock(const std::string& dir, const std::string& what) {
     std::string who = n > 0 ? std::string(holder, std::size_t(n)) : "another process";
     while (!who.empty() && (who.back() == '\n' || who.back() == ' ')) who.pop_back();
     ::close(fd_);
-    throw ConfigError(fmt::format("{} {} is in use by {}; wait for it to end or choose another directory", what,
-                                      dir, who));
+    throw ConfigError(
+        fmt::format("{} {} is in use by {}; wait for it to end or choose another directory", what, dir, who));
   }
   char host[128] = {};
   ::gethostname(host, sizeof host - 1);
-  const std::string me = fmt::format("host {} pid {} since {:%Y-%m-%d %H:%M:%S}\n", host, ::getpid(),
-                                     fmt::localtime(std::time(nullptr)));
+  const std::string me =
+      fmt::format("host {} pid {} since {:%Y-%m-%d %H:%M:%S}\n", host, ::getpid(), fmt::localtime(std::time(nullptr)));
   // (Without the note the lock still holds; only a second writer's message is poorer.)
   [[maybe_unused]] const bool noted = ::ftruncate(fd_, 0) == 0 && ::pwrite(fd_, me.data(), me.size(), 0) > 0;
 }

@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cmath>
 #include <filesystem>
+#include <set>
 #include <vector>
 
 #include "kernels/error.h"
@@ -38,11 +40,32 @@ std::string find_cluster_file(const Config& cfg) {
 Cluster load_cluster(const Config& cfg) {
   Cluster c;
   c.file = find_cluster_file(cfg);
+  MOE_CHECK(fs::is_regular_file(c.file), ConfigError, "{}: not a file; cost.cluster names a cluster YAML file", c.file);
   YAML::Node n;
   try {
     n = YAML::LoadFile(c.file);
   } catch (const YAML::Exception& e) {
     throw ConfigError(fmt::format("{}: cannot read the cluster description: {}", c.file, e.what()));
+  }
+  MOE_CHECK(n.IsMap(), ConfigError, "{}: a cluster description is a mapping of keys", c.file);
+  static const std::set<std::string> known = {"name",
+                                              "device",
+                                              "calibrate",
+                                              "peak_bf16_tflops",
+                                              "peak_fp8_tflops",
+                                              "memory_gb",
+                                              "memory_gbps",
+                                              "devices_per_node",
+                                              "intra_node_gbps",
+                                              "inter_node_gbps",
+                                              "price_per_device_hour",
+                                              "compute_efficiency",
+                                              "source",
+                                              "notes"};
+  for (const auto& kv : n) {
+    const std::string key = kv.first.as<std::string>();
+    MOE_CHECK(known.count(key), ConfigError, "{}:{}: unknown key '{}' (a misspelling? the keys are docs/CLUSTER.md's)",
+              c.file, kv.first.Mark().line + 1, key);
   }
   auto get = [&](const char* key, auto& out, bool required) {
     if (!n[key]) {
@@ -71,6 +94,16 @@ Cluster load_cluster(const Config& cfg) {
       c.price_per_device_hour >= 0 && c.devices_per_node >= 1 && c.compute_efficiency > 0 && c.compute_efficiency <= 1,
       ConfigError, "{}: price_per_device_hour must be >= 0, devices_per_node >= 1, compute_efficiency in (0, 1]",
       c.file);
+  // Rates and sizes the plan divides by: finite and positive (a calibrated cluster measures
+  // those it leaves out).
+  for (const auto& [key, v] : {std::pair{"peak_bf16_tflops", c.peak_bf16_tflops},
+                               {"peak_fp8_tflops", c.peak_fp8_tflops},
+                               {"memory_gb", c.memory_gb},
+                               {"memory_gbps", c.memory_gbps},
+                               {"intra_node_gbps", c.intra_node_gbps},
+                               {"inter_node_gbps", c.inter_node_gbps}})
+    MOE_CHECK(std::isfinite(v) && (v > 0 || (c.calibrate && !n[key].IsDefined())), ConfigError,
+              "{}: {} = {} must be a finite number above 0", c.file, key, v);
   return c;
 }
 

@@ -443,5 +443,8 @@ int main(int argc, char** argv) {
   } catch (const moe::Error& e) {
     std::cerr << "moe: error: " << e.what() << "\n";
     return 2;
+  } catch (const std::exception& e) {  // a library's (a file system refusing a path, ...): one line too
+    std::cerr << "moe: error: " << e.what() << "\n";
+    return 2;
   }
 }

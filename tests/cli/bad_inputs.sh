@@ -9,6 +9,6 @@ printf 'model:\n  d_model: [1, 2\n' > "$dir/broken.yaml"
 printf 'not hdf5\n' > "$dir/notckpt.h5"
 line=$(grep -P "^$name\t" "$src/tests/cli/bad_inputs.txt") || { echo "no case $name"; exit 1; }
 regex=$(printf '%s' "$line" | cut -f2)
-args=$(printf '%s' "$line" | cut -f3 | sed -e "s|@TINY@|$src/configs/tiny.yaml|g" -e "s|@DSV3@|$src/configs/deepseek-v3.yaml|g" -e "s|@DIR@|$dir|g")
+args=$(printf '%s' "$line" | cut -f3 | sed -e "s|@TINY@|$src/configs/tiny.yaml|g" -e "s|@DSV3@|$src/configs/deepseek-v3.yaml|g" -e "s|@DIR@|$dir|g" -e "s|@SRC@|$src|g")
 # shellcheck disable=SC2086  # ARGS are split on spaces by design
 exec "$src/tests/cli/expect_failure.sh" "^moe: error: .*$regex" "$moe" $args
