@@ -507,6 +507,18 @@ std::map<std::string, Tensor> read_group(const std::string& path, const std::str
   return out;
 }
 
+std::vector<std::string> dataset_names(const std::string& path) {
+  quiet();
+  Id file = open_file(path);
+  std::vector<std::string> out;
+  for (const std::string& n : links_under(file.get(), "/")) {
+    const hid_t id = H5Dopen2(file.get(), n.c_str(), H5P_DEFAULT);  // (headers only; a group fails)
+    if (id >= 0) H5Dclose(id), out.push_back(n);
+    else H5Eclear2(H5E_DEFAULT);
+  }
+  return out;
+}
+
 std::vector<DatasetInfo> inspect(const std::string& path) {
   quiet();
   Id file = open_file(path);

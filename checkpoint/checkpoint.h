@@ -76,6 +76,9 @@ struct DatasetInfo {
 };
 std::vector<DatasetInfo> inspect(const std::string& path);
 
+// One process: the names of every dataset in the file (no data read).
+std::vector<std::string> dataset_names(const std::string& path);
+
 // One process: every dataset under `group` (e.g. "weights", "buffers") at its full shape,
 // keyed by its name inside the group, each verified by its checksums (CheckpointError
 // naming the file and dataset otherwise). For export, not for training-sized models.

@@ -323,6 +323,9 @@ const std::vector<Field>& fields() {
       boolean(AT(checkpoint.resume), "continue from checkpoint.dir/latest when it exists (moe train --fresh: false)"),
       text(AT(checkpoint.init_from), "fine-tune: load weights from this checkpoint file, fresh optimizer and schedule",
            true),
+      text_list(AT(checkpoint.drop),
+                "tensors of a loaded checkpoint the model may leave out (fnmatch, e.g. 'weights/model.layers.61.*'); "
+                "any other it lacks is an error"),
 
       integer(AT(debug.nan_at_step), at_least(0),
               "fault drill: put a NaN into the gradient at this step (1-based) and the next nan_steps - 1 (0: never)"),

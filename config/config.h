@@ -73,6 +73,10 @@ struct CheckpointConfig {
   std::int64_t keep = 3;
   bool resume = true;     // continue from dir/latest when there is one
   std::string init_from;  // fine-tuning: weights from this checkpoint, fresh optimizer ("" = none)
+  // Tensors of the checkpoint loaded (resumed or init_from) that the model may leave out:
+  // name patterns (fnmatch, e.g. 'weights/model.layers.61.*'). Any other tensor the model
+  // does not have is an error: a smaller model would silently drop it from the next save.
+  std::vector<std::string> drop;
 };
 
 // Fault injection, for tests and drills of the fault handling (docs/CLUSTER.md).

@@ -2,9 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <fnmatch.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
 
 #include "checkpoint/store.h"
@@ -22,12 +25,36 @@ void Trainer::State::lock_run_dir() {
   if (!error.empty()) throw ConfigError(error);
 }
 
+// The checkpoint's tensors of the kinds being loaded that the model has no place for:
+// an error listing them, unless checkpoint.drop names them (ckpt::read checks the other way).
+void Trainer::State::expect_nothing_left_out(const std::string& path, const std::vector<ckpt::Dataset>& datasets,
+                                             CheckpointPart part) const {
+  std::set<std::string> wanted;
+  for (const auto& d : datasets) wanted.insert(d.name);
+  std::vector<std::string> extra;
+  for (const std::string& n : ckpt::dataset_names(path)) {
+    const bool loaded_kind = n.rfind("weights/", 0) == 0 || n.rfind("buffers/", 0) == 0 ||
+                             (part == CheckpointPart::all && n.rfind("optimizer/", 0) == 0);
+    const bool dropped = std::any_of(cfg.checkpoint.drop.begin(), cfg.checkpoint.drop.end(),
+                                     [&](const std::string& p) { return fnmatch(p.c_str(), n.c_str(), 0) == 0; });
+    if (loaded_kind && !wanted.count(n) && !dropped) extra.push_back(n);
+  }
+  if (extra.empty()) return;
+  std::string list;
+  for (std::size_t i = 0; i < std::min<std::size_t>(extra.size(), 3); ++i) list += (i ? ", " : "") + extra[i];
+  throw CheckpointError(fmt::format(
+      "{}: {} tensor(s) the model does not have ({}{}); the next save would lose them. Load it into the model it was "
+      "written by, or name them in checkpoint.drop",
+      path, extra.size(), list, extra.size() > 3 ? ", ..." : ""));
+}
+
 RunMeta Trainer::State::load(const std::string& path, CheckpointPart part) {
   RunMeta meta = read_run_meta(path);
   CheckpointPlan plan = plan_read(groups(), model, part);
   // Every rank checks and opens every dataset (a mismatch in one stage's layers is then one
   // error on every rank), and reads its own slices.
   if (layout.pp > 1) plan.datasets = join_stages(plan.datasets);
+  expect_nothing_left_out(path, plan.datasets, part);
   ckpt::read(path, plan.datasets, plan.slices);
   plan.copy_back();
   return meta;

@@ -96,6 +96,8 @@ struct Trainer::State {
   std::optional<std::string> agreed_latest();
 
   RunMeta load(const std::string& path, CheckpointPart part);
+  void expect_nothing_left_out(const std::string& path, const std::vector<ckpt::Dataset>& datasets,
+                               CheckpointPart part) const;
   // Collective: rank 0 takes checkpoint.dir's lock (data/dir_lock.h) while run() trains; a run
   // already writing there is every rank's ConfigError.
   std::unique_ptr<DirLock> run_lock;
