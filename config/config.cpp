@@ -110,7 +110,11 @@ Field text(const char* key, Get get, std::string doc, bool optional = false) {
   std::string k = key;
   return {k, optional ? "string (may be empty)" : "string", std::move(doc),
           [k, get, optional](Config& c, const YAML::Node& n, const std::string& where) {
-            auto v = n.IsNull() && optional ? std::string() : as<std::string>(n, where, k, "a string");
+            // A key written with no value is YAML's null, not "none": `dir:` would switch
+            // checkpoints off without a word. An empty value is written "".
+            if (n.IsNull())
+              bad(where, k, optional ? "has no value (YAML null); write \"\" for none" : "has no value (YAML null)");
+            auto v = as<std::string>(n, where, k, "a string");
             if (v.empty() && !optional) bad(where, k, "must not be empty");
             get(c) = std::move(v);
           },
@@ -422,7 +426,8 @@ void apply_override(Config& c, const std::string& kv) {
   const std::string key = kv.substr(0, eq), at = fmt::format("--set {}", kv);
   YAML::Node value;
   try {
-    value = YAML::Load(kv.substr(eq + 1));
+    // `--set k=` is the empty value, not YAML's null.
+    value = eq + 1 == kv.size() ? YAML::Node(std::string()) : YAML::Load(kv.substr(eq + 1));
   } catch (const YAML::Exception& e) {
     throw ConfigError(fmt::format("{}: cannot parse the value: {}", at, e.msg));
   }
@@ -442,6 +447,12 @@ void validate(const Config& c) {
         fmt::format("{}: {}: {}", it != c.origin.end() ? it->second : c.source + " (default)", key, what));
   };
   const auto& m = c.model;
+  // Fault drills that could never fire would pass a drill that tested nothing.
+  const auto& d = c.debug;
+  require(d.nan_at_step <= c.train.steps, "debug.nan_at_step",
+          fmt::format("{} is past train.steps = {}: the drill would never fire", d.nan_at_step, c.train.steps));
+  require(d.hang_at_step <= c.train.steps, "debug.hang_at_step",
+          fmt::format("{} is past train.steps = {}: the drill would never fire", d.hang_at_step, c.train.steps));
   require(m.n_heads % m.n_kv_heads == 0, "model.n_kv_heads",
           fmt::format("{} does not divide model.n_heads = {}", m.n_kv_heads, m.n_heads));
   if (m.attention == AttentionType::gqa) {

@@ -94,10 +94,12 @@ Cluster load_cluster(const Config& cfg) {
       c.price_per_device_hour >= 0 && c.devices_per_node >= 1 && c.compute_efficiency > 0 && c.compute_efficiency <= 1,
       ConfigError, "{}: price_per_device_hour must be >= 0, devices_per_node >= 1, compute_efficiency in (0, 1]",
       c.file);
+  MOE_CHECK(std::isfinite(c.peak_fp8_tflops) && c.peak_fp8_tflops >= 0, ConfigError,
+            "{}: peak_fp8_tflops = {} must be a finite number >= 0 (0: no FP8 tensor cores)", c.file,
+            c.peak_fp8_tflops);
   // Rates and sizes the plan divides by: finite and positive (a calibrated cluster measures
   // those it leaves out).
   for (const auto& [key, v] : {std::pair{"peak_bf16_tflops", c.peak_bf16_tflops},
-                               {"peak_fp8_tflops", c.peak_fp8_tflops},
                                {"memory_gb", c.memory_gb},
                                {"memory_gbps", c.memory_gbps},
                                {"intra_node_gbps", c.intra_node_gbps},

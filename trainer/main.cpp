@@ -195,7 +195,7 @@ std::vector<std::string> layout_overrides(const std::string& layout) {
 
 struct PlanArgs {
   std::string cluster, layout;
-  int devices = 0, top = 10;
+  int devices = -1, top = 10;  // devices -1: not given
   bool search = false, recompute = false;
   moe::PlanOptions options;
 };
@@ -207,6 +207,8 @@ int run_plan(const std::string& path, std::vector<std::string> sets, const PlanA
   sets.insert(sets.end(), from_layout.begin(), from_layout.end());
   const Config cfg = moe::load_config(path, sets);
   const auto& p = cfg.parallel;
+  if (a.devices == 0 || a.devices < -1)
+    throw moe::ConfigError(fmt::format("moe plan: --devices {}: give a positive number of devices", a.devices));
   const int devices = a.devices > 0 ? a.devices : p.dp > 0 ? static_cast<int>(p.pp * p.dp * p.tp) : 0;
   if (devices <= 0)
     throw moe::ConfigError(

@@ -23,6 +23,9 @@ namespace moe {
 
 Layout trainable_layout(const Config& cfg, int world_size) {
   const Layout layout = resolve_layout(cfg, world_size);
+  MOE_CHECK(cfg.debug.hang_at_step == 0 || cfg.debug.hang_rank < world_size, ConfigError,
+            "{}: debug.hang_rank = {}: there are {} ranks; the drill would never fire", cfg.source, cfg.debug.hang_rank,
+            world_size);
   if (cfg.device == DeviceKind::cuda) {
     MOE_CHECK(built_with_cuda(), ConfigError, "{}: device: cuda, but this moe was built without CUDA; set device: cpu",
               cfg.source);
