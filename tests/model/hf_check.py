@@ -24,7 +24,7 @@ from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
 from transformers.models.deepseek_v3 import modeling_deepseek_v3 as hf
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from reference import load  # noqa: E402  (the manifest reader, shared)
+from reference import Tally, load  # noqa: E402  (the manifest reader and the report, shared)
 
 
 _route = hf.DeepseekV3TopkRouter.forward
@@ -98,32 +98,23 @@ def main():
     loss = ce / max(int((targets >= 0).sum()), 1)
     loss.backward()
 
-    fails, passes = [], 0
+    t = Tally(args.tol)
     if args.expect:  # the imported weights, bit for bit what the HF files hold
         expected = np.load(args.expect)
         differ = [n for n in expected.files if n not in ours or not np.array_equal(ours[n], expected[n])]
         print(f"imported weights: {len(expected.files) - len(differ)} of {len(expected.files)} equal the HF files'")
-        fails += differ
-
-    def report(name, err):
-        nonlocal passes
-        ok = err < args.tol
-        passes += ok
-        if not ok:
-            fails.append(name)
-        print(f"{name}: max rel err {err:.3e} {'ok' if ok else 'FAIL'}")
-
-    report("loss", abs(loss.item() - man["loss"]) / abs(loss.item()))
+        t.fails += differ
+    t.report("loss", abs(loss.item() - man["loss"]) / abs(loss.item()))
     for name, p in model.named_parameters():
         g = p.grad.numpy() if p.grad is not None else np.zeros(p.shape)
         mine = A.get("grad/" + name)
         if mine is None:
-            fails.append(name)
+            t.fails.append(name)
             print(f"grad/{name}: MISSING from our dump")
             continue
-        report("grad/" + name, np.abs(mine.astype(np.float64) - g).max() / max(np.abs(g).max(), 1e-12))
-    print(f"hf_check: {passes} passed, {len(fails)} failed against transformers' DeepseekV3ForCausalLM")
-    return 0 if not fails else 1
+        t.report("grad/" + name, Tally.rel(mine.astype(np.float64), g))
+    print(f"hf_check: {t.passes} passed, {len(t.fails)} failed against transformers' DeepseekV3ForCausalLM")
+    return 0 if not t.fails else 1
 
 
 if __name__ == "__main__":

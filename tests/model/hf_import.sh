@@ -5,16 +5,10 @@
 #   -> hf_check.py --expect (weights equal the files', loss and gradients equal HF's).
 # Usage: hf_import.sh MOE DUMP_REFERENCE WORKDIR [--fp8]; skips (77) without deps/hf-venv.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/../.." && pwd)"
-py="$root/deps/hf-venv/bin/python"
-if [ ! -x "$py" ]; then
-  echo "SKIPPED: no deps/hf-venv (scripts/install-deps.sh --test creates it)"
-  exit 77
-fi
+source "$(dirname "$0")/hf_venv.sh"
 moe=$1 dump=$2 work=$3
 shift 3
 rm -rf "$work" && mkdir -p "$work"
-export OMP_NUM_THREADS=1
 "$py" "$root/tests/model/make_hf.py" "$work/hf" "$@"
 "$moe" import "$work/hf" "$work/ckpt"
 "$dump" "$work/dump" --init "$work/ckpt/step_00000000.h5" model.seq_len=12

@@ -32,6 +32,25 @@ def load(d):
     return man, arrays
 
 
+class Tally:
+    """Checks of relative errors against a tolerance, printed one per line, counted."""
+
+    def __init__(self, tol):
+        self.tol, self.passes, self.fails = tol, 0, []
+
+    def report(self, name, err):
+        ok = err < self.tol
+        self.passes += ok
+        if not ok:
+            self.fails.append(name)
+        print(f"{name}: max rel err {err:.3e} {'ok' if ok else 'FAIL'}")
+
+    @staticmethod
+    def rel(ours, ref):
+        """max |ours - ref| / max |ref|."""
+        return np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-12)
+
+
 def expected_names(m):
     """Trainable weights and non-trained buffers the config implies: two dicts name -> shape."""
     V, C, H, Hkv = m["vocab_size"], m["d_model"], m["n_heads"], m["n_kv_heads"]
@@ -230,23 +249,15 @@ def main():
     loss = forward(W, A, m, tokens, targets)
     loss.backward()
 
-    def report(name, err):
-        nonlocal passes
-        ok = err < args.tol
-        passes += ok
-        if not ok:
-            fails.append(name)
-        print(f"{name}: max rel err {err:.3e} {'ok' if ok else 'FAIL'}")
-
+    t = Tally(args.tol)
     ref = loss.item()
-    report("loss", abs(ref - man["loss"]) / max(abs(ref), 1e-12))
+    t.report("loss", abs(ref - man["loss"]) / max(abs(ref), 1e-12))
     for n in train:
         g = W[n].grad  # None when the weight got no gradient (e.g. an expert never chosen)
         r = g.numpy() if g is not None else np.zeros(W[n].shape)
-        ours = A["grad/" + n].astype(np.float64)
-        report("grad/" + n, np.abs(ours - r).max() / max(np.abs(r).max(), 1e-12))
-    print(f"reference: {passes} passed, {len(fails)} failed")
-    return 0 if not fails else 1
+        t.report("grad/" + n, Tally.rel(A["grad/" + n].astype(np.float64), r))
+    print(f"reference: {t.passes} passed, {len(t.fails)} failed")
+    return 0 if not t.fails else 1
 
 
 if __name__ == "__main__":
