@@ -63,7 +63,8 @@ void commit(const std::string& dir, const std::string& final_path, std::int64_t 
   std::vector<std::pair<fs::file_time_type, fs::path>> steps;
   for (const auto& e : fs::directory_iterator(dir)) {
     const std::string n = e.path().filename().string();
-    if (n.starts_with("step_") && n.ends_with(".h5") && !fs::equivalent(e.path(), final_path))
+    static const std::regex ours(R"(step_\d{8}\.h5)");  // our step files only (step_file's names)
+    if (std::regex_match(n, ours) && !fs::equivalent(e.path(), final_path))
       steps.emplace_back(fs::last_write_time(e.path()), e.path());
   }
   std::sort(steps.begin(), steps.end(), std::greater<>());  // newest first
