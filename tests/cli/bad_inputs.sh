@@ -3,7 +3,7 @@
 # (non-zero exit, exactly one "moe: ..." line on stderr, matching the case's regex).
 set -u
 moe=$1 src=$2 name=$3
-dir=bad_inputs_scratch
+dir=bad_inputs_scratch/$name  # each case its own: cases run at once would rewrite shared files under each other
 mkdir -p "$dir/emptyrun"
 printf 'model:\n  d_model: [1, 2\n' > "$dir/broken.yaml"
 printf 'not hdf5\n' > "$dir/notckpt.h5"
