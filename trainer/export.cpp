@@ -8,27 +8,11 @@
 
 #include "checkpoint/checkpoint.h"
 #include "config/config.h"
+#include "trainer/atomic_file.h"
 #include "trainer/hf_config.h"
 #include "trainer/run_meta.h"
 
 namespace moe {
-namespace {
-
-void write_atomically(const std::string& path, const std::string& header, const std::vector<const Tensor*>& data) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out.write(header.data(), static_cast<std::streamsize>(header.size()));
-    for (const Tensor* t : data)
-      out.write(static_cast<const char*>(t->raw()), static_cast<std::streamsize>(t->nbytes()));
-    out.flush();
-    MOE_CHECK(out.good(), CheckpointError, "{}: cannot write (disk full?)", tmp);
-  }
-  std::filesystem::rename(tmp, path);
-}
-
-}  // namespace
-
 namespace {
 // transformers' LlamaTokenizer over our SentencePiece model as it is: ids equal
 // sentencepiece's encode (legacy handling, no BOS or EOS added).
@@ -79,7 +63,7 @@ ExportResult export_safetensors(const std::string& checkpoint, const std::string
   write_atomically(r.safetensors, prefix + text, order);
   nlohmann::json config = hf_config_json(cfg.model);
   config["moe_export"] = {{"step", meta.step}, {"format", "moe export --format safetensors"}};
-  write_atomically(r.config, config.dump(2) + "\n", {});
+  write_atomically(r.config, config.dump(2) + "\n");
   const std::string source = !tokenizer.empty() ? tokenizer : cfg.data.dir + "/tokenizer.model";
   MOE_CHECK(tokenizer.empty() || std::filesystem::exists(source), ConfigError,
             "moe export --tokenizer {}: no such file", source);
@@ -87,8 +71,8 @@ ExportResult export_safetensors(const std::string& checkpoint, const std::string
     r.tokenizer = out_dir + "/tokenizer.model";
     std::ifstream in(source, std::ios::binary);
     const std::string model((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    write_atomically(r.tokenizer, model, {});
-    write_atomically(out_dir + "/tokenizer_config.json", tokenizer_config(cfg.model).dump(2) + "\n", {});
+    write_atomically(r.tokenizer, model);
+    write_atomically(out_dir + "/tokenizer_config.json", tokenizer_config(cfg.model).dump(2) + "\n");
   }
   return r;
 }

@@ -15,6 +15,7 @@
 #include "comm/communicator.h"
 #include "config/config.h"
 #include "model/hf_names.h"
+#include "trainer/atomic_file.h"
 #include "trainer/hf_config.h"
 #include "trainer/run_meta.h"
 #include "trainer/safetensors.h"
@@ -116,8 +117,7 @@ ImportResult import_hf(const std::string& hf_dir, const std::string& out_dir) {
   SelfCommunicator self;
   ckpt::write(ckpt::temp_file(r.checkpoint), self, meta.to_meta(), datasets, slices);
   ckpt::commit(out_dir, r.checkpoint, 1);
-  std::ofstream(r.config + ".tmp") << yaml;
-  fs::rename(r.config + ".tmp", r.config);
+  write_atomically(r.config, yaml);
   return r;
 }
 

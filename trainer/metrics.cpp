@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "kernels/error.h"
+#include "trainer/atomic_file.h"
 
 namespace moe {
 
@@ -19,11 +20,7 @@ Metrics::Metrics(const std::string& dir, std::int64_t resume_step) : path_(dir +
       if (!j.is_discarded() && j.value("step", std::int64_t{0}) <= resume_step) kept += line + "\n";
     }
   }
-  {
-    std::ofstream out(path_ + ".tmp", std::ios::trunc);
-    out << kept;
-  }
-  std::filesystem::rename(path_ + ".tmp", path_);
+  write_atomically(path_, kept);
   jsonl_.open(path_, std::ios::app);
   MOE_CHECK(jsonl_.good(), DataError, "{}: cannot write metrics", path_);
   tb_ = std::make_unique<EventWriter>(dir + "/tb");

@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "checkpoint/store.h"
+#include "trainer/atomic_file.h"
 
 namespace moe {
 
@@ -210,9 +211,7 @@ void Trainer::State::finish(TrainResult& res) {
   res.cost_report = cost_text(report);
   if (!ck.dir.empty() && world.rank() == 0) {
     std::filesystem::create_directories(ck.dir);
-    const auto path = std::filesystem::path(ck.dir) / "cost.json";
-    std::ofstream(path.string() + ".tmp") << report.dump(2) << "\n";
-    std::filesystem::rename(path.string() + ".tmp", path);
+    write_atomically((std::filesystem::path(ck.dir) / "cost.json").string(), report.dump(2) + "\n");
   }
 }
 
