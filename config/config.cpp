@@ -232,6 +232,8 @@ const std::vector<Field>& fields() {
       real(AT(model.rope_mscale_all_dim), at_least(0), "YaRN: mscale_all_dim (mla: the softmax scale's too; 0: unset)"),
       real(AT(model.rope_attention_factor), at_least(0), "YaRN: cos/sin factor (0: derived from factor and mscales)"),
       real(AT(model.init_std), above(0), "standard deviation of the initial weights"),
+      integer(AT(model.mtp_depth), closed(0, 16),
+              "multi-token prediction depths after the last block (DeepSeek-V3: 1; 0: none)"),
 
       integer(AT(train.steps), at_least(1), "optimizer steps"),
       integer(AT(train.stop_at), at_least(0),
@@ -272,6 +274,11 @@ const std::vector<Field>& fields() {
       real(AT(train.watchdog_s), at_least(0),
            "a rank without progress (no step started, no collective completed) for this many seconds prints where it "
            "is stuck and ends the job (0: off)"),
+      real(AT(train.mtp_loss_weight), at_least(0), "weight of the multi-token-prediction loss (model.mtp_depth > 0)"),
+      real(AT(train.mtp_loss_weight_final), at_least(0),
+           "the MTP loss weight from train.mtp_final_fraction of the steps on (DeepSeek-V3: 0.3, then 0.1)"),
+      real(AT(train.mtp_final_fraction), closed(0, 1),
+           "share of train.steps after which train.mtp_loss_weight_final applies (1: never)"),
       text_list(AT(train.freeze),
                 "parameter name patterns kept fixed (fnmatch, e.g. '*embed_tokens*', '*.mlp.gate.weight')"),
 

@@ -46,6 +46,11 @@ struct TrainConfig {
   double spike_zscore = 0.0;           // skip a step whose loss is this many std above the recent mean (0: off)
   std::int64_t spike_window = 100;     // applied steps the spike check looks back over
   double watchdog_s = 600;             // no progress for this long ends the job (0: off)
+  // Multi-token prediction's loss weight: mtp_loss_weight, then mtp_loss_weight_final from
+  // step mtp_final_fraction x steps on (DeepSeek-V3: 0.3, then 0.1 for the last third).
+  double mtp_loss_weight = 0.3;
+  double mtp_loss_weight_final = 0.1;
+  double mtp_final_fraction = 1.0;  // 1: the final weight never applies
 };
 
 struct DataConfig {

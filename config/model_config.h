@@ -54,6 +54,9 @@ struct ModelConfig {
   double rope_beta_fast = 32, rope_beta_slow = 1;
   double rope_mscale = 0, rope_mscale_all_dim = 0, rope_attention_factor = 0;  // 0: unset
   double init_std = 0.02;
+  // Multi-token prediction (DeepSeek-V3): depths after the last block, each one more block
+  // predicting one token further ahead (model/mtp.h); 0: none.
+  std::int64_t mtp_depth = 0;
 };
 
 // Per-head widths of queries/keys and of values: d_model / n_heads under gqa.

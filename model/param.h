@@ -22,6 +22,10 @@ struct Param {
   // (norm weights), counted once by the gradient norm. tp_partial: each rank's gradient is
   // its share of the sum (the router: each rank dispatches its own tokens).
   bool tp_replicated = false, tp_partial = false;
+  // A copy of a parameter another pipeline stage holds (a last stage's embedding for MTP):
+  // its gradient is summed with the other's before the update, so both stay equal; the
+  // gradient norm and checkpoints count the other.
+  bool tied_copy = false;
   bool is_expert() const { return experts_total > 0; }
   bool is_split() const { return split_dim >= 0; }
   // The logical shape the checkpoint stores (experts: all of them; tp shards: the whole).

@@ -10,89 +10,6 @@
 
 namespace moe {
 
-Block::Block(const ModelConfig& c, std::int64_t i, Communicator* ep, const TensorParallel& tp, Gemm gemm)
-    : eps_(c.norm_eps),
-      tp_(tp),
-      gemm_(gemm),
-      norm1_(fmt::format("model.layers.{}.input_layernorm.weight", i), {c.d_model}, false),
-      norm2_(fmt::format("model.layers.{}.post_attention_layernorm.weight", i), {c.d_model}, false) {
-  const std::string attn = fmt::format("model.layers.{}.self_attn.", i);
-  if (c.attention == AttentionType::mla) mla_ = std::make_unique<MlaAttention>(c, attn, tp, gemm);
-  else attn_ = std::make_unique<Attention>(c, attn, tp, gemm);
-  tp.replicate(norm1_);
-  tp.replicate(norm2_);
-  const std::string mlp = fmt::format("model.layers.{}.mlp.", i);
-  if (i < c.dense_layers || c.routed_experts == 0)
-    dense_ = std::make_unique<SwiGLU>(c.d_model, c.ffn_hidden, mlp, tp, gemm);
-  else moe_ = std::make_unique<MoE>(c, mlp, ep, tp, gemm);
-}
-
-ParamList Block::params() {
-  ParamList ps = {&norm1_};
-  for (Param* p : attn_ ? attn_->params() : mla_->params()) ps.push_back(p);
-  ps.push_back(&norm2_);
-  for (Param* p : dense_ ? dense_->params() : moe_->params()) ps.push_back(p);
-  return ps;
-}
-
-void Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T, Tensor& aux_total) {
-  const std::int64_t N = x.size(0), C = x.size(1);
-  auto t = [&](Shape shape) { return Tensor::empty(std::move(shape), DType::f32, x.device()); };
-  Saved& s = saved_;
-  // The norms' outputs are GEMM inputs: the layers keep them in their precision's form (the
-  // router's input h2 stays FP32).
-  Tensor h1 = t({N, C});
-  s.x = x, s.r1 = t({N}), s.xm = t({N, C}), s.h2 = t({N, C}), s.r2 = t({N});
-  ops::rmsnorm_forward(h1, s.r1, x, norm1_.w, eps_);
-  if (attn_) attn_->forward(s.xm, h1, B, T);
-  else mla_->forward(s.xm, h1, B, T);
-  tp_.all_reduce(s.xm);      // tp: the row-parallel o_proj's partial sums
-  ops::accumulate(s.xm, x);  // xm = x + attn(norm(x))
-  ops::rmsnorm_forward(s.h2, s.r2, s.xm, norm2_.w, eps_);
-  if (dense_) {
-    dense_->forward(out, gemm_.keep(s.h2));
-    s.h2 = Tensor();  // the dense FFN keeps its input in its GEMM's form
-  } else {
-    moe_->forward(out, s.h2, B, T, aux_total);
-  }
-  tp_.all_reduce(out);
-  ops::accumulate(out, s.xm);  // out = xm + ffn(norm(xm))
-}
-
-void Block::swap_saved(Saved& s) {
-  Attention::Saved attn = std::move(s.attn);
-  MlaAttention::Saved mla = std::move(s.mla);
-  SwiGLU::Saved dense = std::move(s.dense);
-  MoE::Saved moe = std::move(s.moe);
-  std::swap(saved_, s);
-  if (attn_) attn_->swap_saved(attn), s.attn = std::move(attn);
-  else mla_->swap_saved(mla), s.mla = std::move(mla);
-  if (dense_) dense_->swap_saved(dense), s.dense = std::move(dense);
-  else moe_->swap_saved(moe), s.moe = std::move(moe);
-}
-
-void Block::release() {
-  Saved none;
-  swap_saved(none);
-  saved_.x = std::move(none.x);  // the input stays: recomputation starts from it
-}
-
-void Block::backward(Tensor& dx, const Tensor& dout, double aux_scale) {
-  const Saved& s = saved_;
-  const std::int64_t N = s.x.size(0), C = s.x.size(1);
-  Tensor dh = Tensor::empty({N, C}, DType::f32, dout.device()), dxm = Tensor::empty({N, C}, DType::f32, dout.device());
-  if (dense_) dense_->backward(dh, dout);
-  else moe_->backward(dh, dout, s.h2, aux_scale);
-  tp_.all_reduce(dh);  // tp: column-parallel inputs' partial gradients
-  ops::rmsnorm_backward(dxm, norm2_.g, dh, s.xm, norm2_.w, s.r2);
-  ops::accumulate(dxm, dout);  // residual
-  if (attn_) attn_->backward(dh, dxm);
-  else mla_->backward(dh, dxm);
-  tp_.all_reduce(dh);
-  ops::rmsnorm_backward(dx, norm1_.g, dh, s.x, norm1_.w, s.r1);
-  ops::accumulate(dx, dxm);  // residual
-}
-
 Transformer::Transformer(const ModelConfig& c, const ModelShard& shard, Precision precision) : cfg_(c), tp_(shard.tp) {
   const std::int64_t L = c.n_layers, V = c.vocab_size;
   auto chunks = shard.chunks;
@@ -115,8 +32,20 @@ Transformer::Transformer(const ModelConfig& c, const ModelShard& shard, Precisio
     head_ = std::make_unique<Param>("lm_head.weight", Shape{tp_.part(V), c.d_model});
     tp_.replicate(*norm_);
     tp_.split(*head_, 0, V);
+    for (std::int64_t k = 1; k <= c.mtp_depth; ++k)
+      mtp_.push_back(std::make_unique<MtpLayer>(c, k, shard.ep, tp_, Gemm(precision)));
+    if (!mtp_.empty() && !embed_) {  // MTP looks tokens up on the last stage too
+      embed_ = std::make_unique<Param>("model.embed_tokens.weight", Shape{tp_.part(V), c.d_model});
+      tp_.split(*embed_, 0, V);
+      embed_->tied_copy = true;
+    }
   }
   layer_of_.push_back(L);
+}
+
+void Transformer::set_recompute(bool on) {
+  recompute_ = on;
+  for (auto& m : mtp_) m->set_recompute(on);
 }
 
 void Transformer::to(Device d) {
@@ -132,6 +61,9 @@ void Transformer::to(Device d) {
 bool Transformer::in_chunk(const MoE* layer, int chunk) const {
   for (std::size_t i = chunk_first_[std::size_t(chunk)]; i < chunk_first_[std::size_t(chunk) + 1]; ++i)
     if (blocks_[i]->moe() == layer) return true;
+  if (has_loss(chunk))
+    for (const auto& m : mtp_)
+      if (m->block().moe() == layer) return true;
   return false;
 }
 
@@ -139,6 +71,8 @@ std::vector<std::int64_t> Transformer::moe_ordinals() const {
   std::vector<std::int64_t> out;
   for (std::size_t i = 0; i < blocks_.size(); ++i)
     if (blocks_[i]->moe()) out.push_back(layer_of_[i] - cfg_.dense_layers);
+  for (std::size_t k = 0; k < mtp_.size(); ++k)  // the depths' blocks are layers n_layers + k
+    if (mtp_[k]->block().moe()) out.push_back(cfg_.n_layers + std::int64_t(k) - cfg_.dense_layers);
   return out;
 }
 
@@ -148,6 +82,8 @@ ParamList Transformer::params() {
   for (auto& b : blocks_)
     for (Param* p : b->params()) ps.push_back(p);
   if (head_) ps.push_back(norm_.get()), ps.push_back(head_.get());
+  for (auto& m : mtp_)
+    for (Param* p : m->params()) ps.push_back(p);
   return ps;
 }
 
@@ -155,6 +91,8 @@ std::vector<MoE*> Transformer::moe_layers() {
   std::vector<MoE*> out;
   for (auto& b : blocks_)
     if (b->moe()) out.push_back(b->moe());
+  for (auto& m : mtp_)
+    if (m->block().moe()) out.push_back(m->block().moe());
   return out;
 }
 
@@ -212,7 +150,7 @@ Transformer::Loss Transformer::forward(const Tensor& tokens, const Tensor& targe
   MOE_CHECK(has_embedding() && has_loss(), ConfigError, "Transformer::forward: this object holds one pipeline stage");
   Tensor unused;
   loss_totals().zero();  // fresh totals
-  const Loss stage = forward_stage(unused, tokens, targets, B, T);
+  const Loss stage = forward_stage(unused, Tensor(), tokens, targets, B, T);
   Loss loss = take_loss_sums();
   loss.tokens = stage.tokens;
   return loss;
@@ -220,14 +158,15 @@ Transformer::Loss Transformer::forward(const Tensor& tokens, const Tensor& targe
 
 Tensor& Transformer::loss_totals() {
   if (!loss_totals_.defined() || loss_totals_.device() != device())
-    loss_totals_ = Tensor::zeros({2}, DType::f64, device());
+    loss_totals_ = Tensor::zeros({3}, DType::f64, device());
   return loss_totals_;
 }
 
 Transformer::Loss Transformer::take_loss_sums() {
   if (!loss_totals_.defined()) return {};
   const Tensor sums = to_host(loss_totals_);  // (loss_totals_ itself on the CPU: read before the reset)
-  const Loss loss{.ce_sum = sums.data<double>()[0], .aux_sum = sums.data<double>()[1], .tokens = 0};
+  const double* sum = sums.data<double>();
+  const Loss loss{.ce_sum = sum[0], .aux_sum = sum[1], .mtp_sum = sum[2], .tokens = 0};
   loss_totals_.zero();
   return loss;
 }
@@ -237,13 +176,18 @@ Transformer::Saved Transformer::take_saved(int chunk) {
   Saved s = std::exchange(saved_, Saved{});
   s.blocks.resize(b1 - b0);
   for (std::size_t i = b0; i < b1; ++i) blocks_[i]->swap_saved(s.blocks[i - b0]);
+  if (has_loss(chunk)) {
+    s.mtp_layers.resize(mtp_.size());
+    for (std::size_t k = 0; k < mtp_.size(); ++k) mtp_[k]->swap_saved(s.mtp_layers[k]);
+  }
   return s;
 }
 
 void Transformer::restore_saved(Saved s, int chunk) {
   const std::size_t b0 = chunk_first_[std::size_t(chunk)];
   for (std::size_t i = 0; i < s.blocks.size(); ++i) blocks_[b0 + i]->swap_saved(s.blocks[i]);
-  s.blocks.clear();  // (the blocks' parts live in the blocks)
+  for (std::size_t k = 0; k < s.mtp_layers.size(); ++k) mtp_[k]->swap_saved(s.mtp_layers[k]);
+  s.blocks.clear(), s.mtp_layers.clear();  // (the layers' parts live in the layers)
   saved_ = std::move(s);
 }
 
@@ -252,8 +196,56 @@ void Transformer::backward(double ce_scale, double aux_scale) {
   backward_stage(unused, Tensor(), ce_scale, aux_scale);
 }
 
-Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, const Tensor& targets, std::int64_t B,
-                                             std::int64_t T, int chunk) {
+Tensor Transformer::embedding_rows(const Tensor& ids, std::int64_t T, std::int64_t shift) const {
+  const Device dev = device();
+  const char* op = "Transformer::forward";
+  if (!tp_.on() && shift == 0) {  // the ids themselves
+    if (ids.device() == dev) return ids;
+    expect_ids(op, "token", ids, 0, cfg_.vocab_size);  // (the ops check no device ids)
+    return ids.to(dev);
+  }
+  const Tensor host = to_host(ids);
+  expect_ids(op, "token", host, 0, cfg_.vocab_size);
+  const std::int64_t N = host.numel(), Vl = embed_->w.size(0);
+  Tensor rows = Tensor::empty({N}, DType::i32);
+  const std::int32_t* in = host.data<std::int32_t>();
+  std::int32_t* out = rows.data<std::int32_t>();
+  for (std::int64_t n = 0; n < N; ++n) {
+    const std::int64_t t = n % T + shift < T ? in[n + shift] : -1;
+    out[n] = t >= v0_ && t < v0_ + Vl ? static_cast<std::int32_t>(t - v0_) : -1;
+  }
+  return dev == Device::cpu ? rows : rows.to(dev);
+}
+
+void Transformer::head_forward(HeadSaved& s, const Tensor& xf, Tensor& total) {
+  const std::int64_t N = xf.size(0), Vl = head_->w.size(0);
+  const Device dev = xf.device();
+  s.logits = Tensor::empty({N, Vl}, DType::f32, dev);
+  ops::matmul_forward(s.logits, xf, head_->w);
+  Tensor losses = Tensor::empty({N}, DType::f32, dev);
+  if (tp_.on()) {
+    s.lse = Tensor::empty({N}, DType::f32);
+    vocab_parallel_ce_forward(losses, s.lse, s.logits, s.targets, v0_, tp_);
+  } else {
+    ops::cross_entropy_forward(losses, s.logits, s.targets);
+  }
+  ops::sum_into(total, losses);  // read once per step (take_loss_sums), not per micro-batch
+}
+
+void Transformer::head_backward(Tensor& dxf, const HeadSaved& s, const Tensor& xf, double scale) {
+  const std::int64_t N = xf.size(0), Vl = head_->w.size(0);
+  const Device dev = xf.device();
+  Tensor dl = Tensor::empty({N}, DType::f32), dlogits = Tensor::empty({N, Vl}, DType::f32, dev);
+  std::fill_n(dl.data<float>(), N, static_cast<float>(scale));
+  if (dev != Device::cpu) dl = dl.to(dev);
+  if (tp_.on()) vocab_parallel_ce_backward(dlogits, dl, s.logits, s.lse, s.targets, v0_);
+  else ops::cross_entropy_backward(dlogits, dl, s.logits, s.targets);
+  ops::matmul_backward(dxf, head_->g, dlogits, xf, head_->w);
+  tp_.all_reduce(dxf);  // the vocabulary-split head's partial input gradients
+}
+
+Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, const Tensor& tokens, const Tensor& targets,
+                                             std::int64_t B, std::int64_t T, int chunk) {
   const std::int64_t N = B * T, C = cfg_.d_model;
   const std::size_t b0 = chunk_first_[std::size_t(chunk)], b1 = chunk_first_[std::size_t(chunk) + 1];
   const Device dev = device();
@@ -261,21 +253,7 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
   if (has_embedding(chunk)) {
     // Vocabulary-parallel lookup: rows held elsewhere read as zeros, then the sum over tp.
     // Token ids come from the host (the data loader) and go to the model's device.
-    saved_.tokens = in;
-    if (tp_.on()) {
-      saved_.tokens = Tensor::empty({N}, DType::i32);
-      const std::int64_t Vl = embed_->w.size(0);
-      const Tensor ids = to_host(in);
-      for (std::int64_t n = 0; n < N; ++n) {
-        const std::int32_t t = ids.data<std::int32_t>()[n];
-        saved_.tokens.data<std::int32_t>()[n] = t >= v0_ && t < v0_ + Vl ? static_cast<std::int32_t>(t - v0_) : -1;
-      }
-    }
-    if (saved_.tokens.device() != dev) {
-      expect_ids("Transformer::forward", "token", saved_.tokens, tp_.on() ? -1 : 0,
-                 embed_->w.size(0));  // the ops check no device ids
-      saved_.tokens = saved_.tokens.to(dev);
-    }
+    saved_.tokens = embedding_rows(tokens, T, 0);
     saved_.xs.assign(1, Tensor::empty({N, C}, DType::f32, dev));
     ops::embedding_forward(saved_.xs[0], saved_.tokens, embed_->w, tp_.on());
     tp_.all_reduce(saved_.xs[0]);
@@ -294,24 +272,58 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
     return loss;
   }
   if (targets.device() != dev) expect_ids("Transformer::forward", "target", targets, -1, cfg_.vocab_size);
-  saved_.targets = targets.device() == dev ? targets : targets.to(dev);
-  const std::int64_t Vl = head_->w.size(0);
+  saved_.head.targets = targets.device() == dev ? targets : targets.to(dev);
   saved_.xf = Tensor::empty({N, C}, DType::f32, dev), saved_.rf = Tensor::empty({N}, DType::f32, dev);
   ops::rmsnorm_forward(saved_.xf, saved_.rf, saved_.xs.back(), norm_->w, cfg_.norm_eps);
-  saved_.logits = Tensor::empty({N, Vl}, DType::f32, dev);
-  ops::matmul_forward(saved_.logits, saved_.xf, head_->w);
-  Tensor losses = Tensor::empty({N}, DType::f32, dev);
-  if (tp_.on()) {
-    saved_.lse = Tensor::empty({N}, DType::f32);
-    vocab_parallel_ce_forward(losses, saved_.lse, saved_.logits, saved_.targets, v0_, tp_);
-  } else {
-    ops::cross_entropy_forward(losses, saved_.logits, saved_.targets);
-  }
   Tensor ce = loss_totals().rows(0, 1);
-  ops::sum_into(ce, losses);           // read once per step (take_loss_sums), not per micro-batch
+  head_forward(saved_.head, saved_.xf, ce);
+  if (!mtp_.empty()) mtp_forward(tokens, targets, B, T);
   const Tensor tg = to_host(targets);  // the loader's host tensor: no copy
   for (std::int64_t n = 0; n < N; ++n) loss.tokens += tg.data<std::int32_t>()[n] >= 0;
   return loss;
+}
+
+// Depth k: the tokens and targets k places ahead, through MtpLayer k from the previous
+// depth's head input, into the shared head.
+void Transformer::mtp_forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T) {
+  const std::int64_t N = B * T, C = cfg_.d_model;
+  const Device dev = device();
+  const Tensor tg = to_host(targets);
+  Tensor total = loss_totals().rows(2, 1), aux = loss_totals().rows(1, 1);
+  saved_.mtp.assign(mtp_.size(), MtpSaved{});
+  for (std::size_t k = 0; k < mtp_.size(); ++k) {
+    const std::int64_t shift = std::int64_t(k) + 1;
+    MtpSaved& s = saved_.mtp[k];
+    s.tokens = embedding_rows(tokens, T, shift);
+    Tensor shifted = Tensor::empty({N}, DType::i32);
+    for (std::int64_t n = 0; n < N; ++n)
+      shifted.data<std::int32_t>()[n] = n % T + shift < T ? tg.data<std::int32_t>()[n + shift] : -1;
+    s.head.targets = dev == Device::cpu ? shifted : shifted.to(dev);
+    Tensor emb = Tensor::empty({N, C}, DType::f32, dev);
+    ops::embedding_forward(emb, s.tokens, embed_->w, true);  // -1 (past the end, or elsewhere under tp): zeros
+    tp_.all_reduce(emb);
+    s.out = Tensor::empty({N, C}, DType::f32, dev);
+    mtp_[k]->forward(s.out, k == 0 ? saved_.xf : saved_.mtp[k - 1].out, emb, B, T, aux);
+    head_forward(s.head, s.out, total);
+  }
+}
+
+// Deepest first: depth k's output gets its head's gradient and depth k+1's through its h.
+void Transformer::mtp_backward(Tensor& dxf, double scale, double aux_scale) {
+  const std::int64_t N = dxf.size(0), C = dxf.size(1);
+  const Device dev = dxf.device();
+  Tensor dnext;  // the gradient of depth k's output through depth k + 1
+  for (std::size_t k = mtp_.size(); k-- > 0;) {
+    const MtpSaved& s = saved_.mtp[k];
+    Tensor dout = Tensor::empty({N, C}, DType::f32, dev), dh = Tensor::empty({N, C}, DType::f32, dev),
+           demb = Tensor::empty({N, C}, DType::f32, dev);
+    head_backward(dout, s.head, s.out, scale);
+    if (dnext.defined()) ops::accumulate(dout, dnext);
+    mtp_[k]->backward(dh, demb, dout, aux_scale);
+    ops::embedding_backward(embed_->g, demb, s.tokens, true);
+    dnext = std::move(dh);
+  }
+  ops::accumulate(dxf, dnext);
 }
 
 void Transformer::backward_stage(Tensor& din, const Tensor& dout, double ce_scale, double aux_scale, int chunk) {
@@ -320,15 +332,9 @@ void Transformer::backward_stage(Tensor& din, const Tensor& dout, double ce_scal
   const Device dev = device();
   Tensor dx = Tensor::empty({N, C}, DType::f32, dev);
   if (has_loss(chunk)) {
-    const std::int64_t Vl = head_->w.size(0);
-    Tensor dl = Tensor::empty({N}, DType::f32), dlogits = Tensor::empty({N, Vl}, DType::f32, dev);
-    std::fill_n(dl.data<float>(), N, static_cast<float>(ce_scale));
-    if (dev != Device::cpu) dl = dl.to(dev);
-    if (tp_.on()) vocab_parallel_ce_backward(dlogits, dl, saved_.logits, saved_.lse, saved_.targets, v0_);
-    else ops::cross_entropy_backward(dlogits, dl, saved_.logits, saved_.targets);
     Tensor dxf = Tensor::empty({N, C}, DType::f32, dev);
-    ops::matmul_backward(dxf, head_->g, dlogits, saved_.xf, head_->w);
-    tp_.all_reduce(dxf);  // the vocabulary-split head's partial input gradients
+    head_backward(dxf, saved_.head, saved_.xf, ce_scale);
+    if (!mtp_.empty()) mtp_backward(dxf, ce_scale * mtp_weight_ / double(mtp_.size()), aux_scale);
     ops::rmsnorm_backward(dx, norm_->g, dxf, saved_.xs.back(), norm_->w, saved_.rf);
   } else {
     dx.copy_from(dout);  // (the loop below reuses dx as scratch)

@@ -80,13 +80,16 @@ Mesh::Mesh(const Layout& layout, MpiCommunicator& world, Device device) : layout
   pp_ = split(c.dp * layout_.tp + c.tp, c.pp, "pp");
   ep_ = split(c.pp * layout_.edp() + c.edp, c.ep, "ep");
   edp_ = split(c.pp * layout_.ep + c.ep, c.edp, "edp");
+  const bool end_stage = c.pp == 0 || c.pp == layout_.pp - 1;
+  embedding_ = split(end_stage ? c.dp * layout_.tp + c.tp : layout_.dp * layout_.tp + rank, c.pp, "embedding");
   if (device == Device::cuda) use_cuda_device(world.node_rank());
   dev_dp_ = data_axis(*dp_, device), dev_edp_ = data_axis(*edp_, device), dev_ep_ = data_axis(*ep_, device);
+  dev_embedding_ = data_axis(*embedding_, device);
 }
 
 std::vector<Communicator*> Mesh::all() const {
-  std::vector<Communicator*> out{pp_.get(), dp_.get(), tp_.get(), ep_.get(), edp_.get()};
-  for (auto* c : {dev_dp_.get(), dev_edp_.get(), dev_ep_.get()})
+  std::vector<Communicator*> out{pp_.get(), dp_.get(), tp_.get(), ep_.get(), edp_.get(), embedding_.get()};
+  for (auto* c : {dev_dp_.get(), dev_edp_.get(), dev_ep_.get(), dev_embedding_.get()})
     if (c) out.push_back(c);
   return out;
 }
@@ -109,7 +112,8 @@ void Mesh::reset_bytes() {
 }
 
 Mesh::~Mesh() {
-  dev_dp_.reset(), dev_edp_.reset(), dev_ep_.reset();  // before the MPI axes they bootstrap from
+  dev_dp_.reset(), dev_edp_.reset(), dev_ep_.reset(),
+      dev_embedding_.reset();  // before the MPI axes they bootstrap from
   for (MPI_Comm& c : owned_) MPI_Comm_free(&c);
 }
 

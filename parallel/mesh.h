@@ -49,6 +49,9 @@ class Mesh {
   const Coords& coords() const { return coords_; }
   Communicator& world() { return world_; }  // host tensors (checkpoints, agreement)
   Communicator& pp() { return *pp_; }
+  // The first and the last pipeline stage at this rank's dp and tp coordinates (the stages
+  // holding the embedding when MTP copies it to the last); a stage between them alone.
+  Communicator& embedding() { return data(embedding_, dev_embedding_); }
   Communicator& tp() { return *tp_; }
   Communicator& dp() { return data(dp_, dev_dp_); }
   Communicator& edp() { return data(edp_, dev_edp_); }
@@ -67,8 +70,8 @@ class Mesh {
   Coords coords_;
   MpiCommunicator& world_;
   std::vector<MPI_Comm> owned_;
-  std::unique_ptr<MpiCommunicator> pp_, dp_, tp_, ep_, edp_;
-  std::unique_ptr<Communicator> dev_dp_, dev_edp_, dev_ep_;  // null on the cpu
+  std::unique_ptr<MpiCommunicator> pp_, dp_, tp_, ep_, edp_, embedding_;
+  std::unique_ptr<Communicator> dev_dp_, dev_edp_, dev_ep_, dev_embedding_;  // null on the cpu
 };
 
 }  // namespace moe

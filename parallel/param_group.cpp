@@ -67,14 +67,14 @@ void ParamGroup::reduce_grads() {
 
 double ParamGroup::grad_sq_norm(const std::function<double(const Param&)>& weight) {
   Tensor& g = zero_ == 1 ? shard_grads_ : grads_;
-  double sq = 0;
-  if (!weight) {
-    sq = ops::sum_squares(g);
-  } else {
+  // The whole buffer at once (one sum, one copy from a device), less what the weights take
+  // off the parameters they scale.
+  double sq = ops::sum_squares(g);
+  if (weight) {
     const std::int64_t lo = moments_begin(), hi = lo + g.numel();
     for (const Span& s : spans_) {
       const std::int64_t a = std::max(lo, s.begin), b = std::min(hi, s.begin + s.size);
-      if (a < b) sq += weight(*s.param) * ops::sum_squares(g.rows(a - lo, b - a));
+      if (const double w = weight(*s.param); a < b && w != 1) sq -= (1 - w) * ops::sum_squares(g.rows(a - lo, b - a));
     }
   }
   return zero_ == 1 ? comm_.all_reduce_sum(sq) : sq;

@@ -6,9 +6,13 @@ namespace moe {
 
 bool is_moe_layer(const ModelConfig& m, std::int64_t layer) { return m.routed_experts > 0 && layer >= m.dense_layers; }
 
+std::int64_t blocks(const ModelConfig& m) { return m.n_layers + m.mtp_depth; }
+
 std::int64_t moe_layers(const ModelConfig& m) {
-  return m.routed_experts > 0 ? std::max<std::int64_t>(0, m.n_layers - m.dense_layers) : 0;
+  return m.routed_experts > 0 ? std::max<std::int64_t>(0, blocks(m) - m.dense_layers) : 0;
 }
+
+std::int64_t mtp_projection_parameters(const ModelConfig& m) { return 2 * m.d_model * m.d_model; }
 
 std::int64_t attention_matrix_parameters(const ModelConfig& m) {
   const std::int64_t C = m.d_model, H = m.n_heads;
@@ -43,8 +47,9 @@ std::int64_t router_parameters(const ModelConfig& m) { return m.d_model * m.rout
 std::int64_t routed_expert_parameters(const ModelConfig& m) { return 3 * m.d_model * m.expert_hidden; }
 
 std::int64_t gemm_parameters_per_token(const ModelConfig& m) {
-  std::int64_t total = m.vocab_size * m.d_model;  // LM head
-  for (std::int64_t l = 0; l < m.n_layers; ++l) {
+  // The LM head once per head (the main one and each MTP depth's pass), eh_proj per depth.
+  std::int64_t total = (1 + m.mtp_depth) * m.vocab_size * m.d_model + m.mtp_depth * mtp_projection_parameters(m);
+  for (std::int64_t l = 0; l < blocks(m); ++l) {
     total += attention_matrix_parameters(m);
     total += is_moe_layer(m, l)
                  ? router_parameters(m) + shared_expert_parameters(m) + m.top_k * routed_expert_parameters(m)
@@ -54,7 +59,8 @@ std::int64_t gemm_parameters_per_token(const ModelConfig& m) {
 }
 
 std::int64_t active_parameters(const ModelConfig& m) {
-  return gemm_parameters_per_token(m) + m.n_layers * block_norm_parameters(m) + m.d_model;  // + final norm
+  // + the final norm, and each MTP depth's enorm, hnorm and shared_head.norm
+  return gemm_parameters_per_token(m) + blocks(m) * block_norm_parameters(m) + m.d_model + 3 * m.mtp_depth * m.d_model;
 }
 
 std::int64_t expert_parameters(const ModelConfig& m) {
@@ -62,9 +68,10 @@ std::int64_t expert_parameters(const ModelConfig& m) {
 }
 
 std::int64_t total_parameters(const ModelConfig& m) {
-  // The active count holds top_k experts per MoE layer and no embedding.
+  // The active count holds top_k experts per MoE layer, no embedding, and the LM head once
+  // per pass (MTP's are the same tensor).
   return active_parameters(m) - moe_layers(m) * m.top_k * routed_expert_parameters(m) + expert_parameters(m) +
-         m.vocab_size * m.d_model;
+         m.vocab_size * m.d_model - m.mtp_depth * m.vocab_size * m.d_model;
 }
 
 double attention_core_flops_per_token(const ModelConfig& m) {
@@ -72,11 +79,13 @@ double attention_core_flops_per_token(const ModelConfig& m) {
 }
 
 double training_flops_per_token(const ModelConfig& m) {
-  return 6.0 * double(gemm_parameters_per_token(m)) + double(m.n_layers) * attention_core_flops_per_token(m);
+  return 6.0 * double(gemm_parameters_per_token(m)) + double(blocks(m)) * attention_core_flops_per_token(m);
 }
 
 double recompute_flops_per_token(const ModelConfig& m) {
-  return (training_flops_per_token(m) - 6.0 * double(m.vocab_size * m.d_model)) / 3;
+  const double heads =
+      double((1 + m.mtp_depth) * m.vocab_size * m.d_model + m.mtp_depth * mtp_projection_parameters(m));
+  return (training_flops_per_token(m) - 6.0 * heads) / 3;
 }
 
 }  // namespace moe

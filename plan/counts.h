@@ -9,7 +9,11 @@
 namespace moe {
 
 bool is_moe_layer(const ModelConfig& m, std::int64_t layer);
-std::int64_t moe_layers(const ModelConfig& m);  // MoE blocks (0 without routed experts)
+// Blocks: the model's n_layers and one per MTP depth (the depths' blocks are layers
+// n_layers, n_layers + 1, ...: MoE blocks as the model's later ones).
+std::int64_t blocks(const ModelConfig& m);
+std::int64_t moe_layers(const ModelConfig& m);                 // MoE blocks, MTP's included (0 without routed experts)
+std::int64_t mtp_projection_parameters(const ModelConfig& m);  // one MTP depth's eh_proj
 
 // One block's parts. Matrix parameters go through GEMMs; norm weights do not.
 std::int64_t attention_matrix_parameters(const ModelConfig& m);  // q, k, v, o (mla: with the latent projections)
@@ -23,8 +27,8 @@ std::int64_t router_parameters(const ModelConfig& m);         // one MoE block's
 std::int64_t routed_expert_parameters(const ModelConfig& m);  // one routed expert
 
 // Matrix parameters a token multiplies through in a training step: attention, dense FFN or
-// router + shared + top_k routed experts per block, and the LM head (the embedding is a
-// lookup). Active parameters add the norm weights.
+// router + shared + top_k routed experts per block, the LM head (the embedding is a lookup),
+// and per MTP depth eh_proj and the LM head again. Active parameters add the norm weights.
 std::int64_t gemm_parameters_per_token(const ModelConfig& m);
 std::int64_t active_parameters(const ModelConfig& m);
 // Every parameter (all experts, the embedding included); routed experts alone.
@@ -39,7 +43,7 @@ double attention_core_flops_per_token(const ModelConfig& m);
 // the multiply-adds the ops' GEMMs run in a dropless step (tests/plan compares them).
 double training_flops_per_token(const ModelConfig& m);
 // What full recomputation adds: every block's forward once more (a third of its training
-// FLOPs; the LM head is not recomputed).
+// FLOPs; the LM head and eh_proj are not recomputed).
 double recompute_flops_per_token(const ModelConfig& m);
 
 }  // namespace moe

@@ -164,20 +164,21 @@ StageSums sum_stage(const Setting& g, const std::vector<std::int64_t>& bounds, i
   StageSums z;
   z.first = s == 0, z.last = s == pp - 1;
   z.chunk_saved.resize(std::size_t(v)), z.chunk_blocks.assign(std::size_t(v), 0);
+  const auto add_block = [&](std::int64_t b, int c) {
+    z.dense += g.sh.block_weights(b);
+    z.experts += g.sh.block_experts(b);
+    const Elems e = g.sh.saved(b);
+    z.saved += e;
+    z.chunk_saved[std::size_t(c)] += e;
+    z.chunk_blocks[std::size_t(c)] += 1;
+    z.largest_block = std::max(z.largest_block, e.bytes(g.eb));
+    z.workspace = std::max(z.workspace, g.sh.workspace(b));
+    z.moe_blocks += is_moe_layer(m, b);
+    z.flops_per_token += g.sh.block_flops(b);
+    z.layers += 1;
+  };
   for (int c = 0; c < v; ++c)
-    for (auto b = bounds[std::size_t(c * pp + s)]; b < bounds[std::size_t(c * pp + s + 1)]; ++b) {
-      z.dense += g.sh.block_weights(b);
-      z.experts += g.sh.block_experts(b);
-      const Elems e = g.sh.saved(b);
-      z.saved += e;
-      z.chunk_saved[std::size_t(c)] += e;
-      z.chunk_blocks[std::size_t(c)] += 1;
-      z.largest_block = std::max(z.largest_block, e.bytes(g.eb));
-      z.workspace = std::max(z.workspace, g.sh.workspace(b));
-      z.moe_blocks += is_moe_layer(m, b);
-      z.flops_per_token += g.sh.block_flops(b);
-      z.layers += 1;
-    }
+    for (auto b = bounds[std::size_t(c * pp + s)]; b < bounds[std::size_t(c * pp + s + 1)]; ++b) add_block(b, c);
   const double C = g.C, V = g.V, tp = g.l.tp;
   z.end_workspace = 3 * C;                                // dx, dprev and the gradient arriving from the next stage
   if (z.first) z.dense += V * C / tp, z.ends.other += C;  // embedding; its output
@@ -186,6 +187,17 @@ StageSums sum_stage(const Setting& g, const std::vector<std::int64_t>& bounds, i
     z.head_ends = {.gemm = C, .other = 1 + V / tp + (tp > 1 ? 1 : 0)};  // xf | rstd, logits (tp: and their log-sum-exp)
     z.head_workspace = 2 * C + 1 + V / tp;                              // dx, dxf, dl, dlogits
     z.flops_per_token += 6 * V * C / tp;
+    // MTP (model/mtp.h) after the loss: per depth a block (layer n_layers + k), eh_proj and
+    // three norms whole on every tp rank, and the head again; the embedding copied here.
+    for (std::int64_t k = 0; k < m.mtp_depth; ++k) {
+      add_block(m.n_layers + k, v - 1);
+      const double eh = double(mtp_projection_parameters(m));
+      z.dense += eh + 3 * C;
+      // eh_proj's input | h, emb, the block's output, the depth's output, three rstd, logits (tp: lse)
+      z.head_ends += {.gemm = 2 * C, .other = 4 * C + 3 + V / tp + (tp > 1 ? 1 : 0)};
+      z.flops_per_token += 6 * (V * C / tp + eh);
+    }
+    if (m.mtp_depth > 0 && !z.first) z.dense += V * C / tp;
   }
   z.held = g.cfg.parallel.zero == 1 ? z.dense / g.l.dp + z.experts / g.l.edp() : z.dense + z.experts;
   return z;
@@ -297,11 +309,13 @@ void plan_totals(Plan& p, const Config& cfg, const Layout& l) {
       p.flops_per_step + (cfg.train.recompute ? p.tokens_per_step * recompute_flops_per_token(m) : 0);
   // Under tp every rank routes all tokens (model/moe.h): the router's GEMMs run tp times.
   // (Recomputation routes them once more.)
-  // So do MLA's latent projections, in every block.
+  // So do MLA's latent projections, in every block (MTP's too).
   const double per_pass = cfg.train.recompute ? 8.0 : 6.0;
   const double router_flops = double(moe_layers(m)) * per_pass * double(router_parameters(m)) * (l.tp - 1);
-  const double latent_flops = double(m.n_layers) * per_pass * double(mla_latent_parameters(m)) * (l.tp - 1);
-  p.gemm_flops_per_step += p.tokens_per_step * (router_flops + latent_flops);
+  const double latent_flops = double(blocks(m)) * per_pass * double(mla_latent_parameters(m)) * (l.tp - 1);
+  // And each MTP depth's eh_proj (not recomputed).
+  const double mtp_flops = double(m.mtp_depth) * 6.0 * double(mtp_projection_parameters(m)) * (l.tp - 1);
+  p.gemm_flops_per_step += p.tokens_per_step * (router_flops + latent_flops + mtp_flops);
 }
 
 }  // namespace

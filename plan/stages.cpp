@@ -16,7 +16,13 @@ double block_cost(const ModelConfig& m, std::int64_t layer) {
   return 6 * (double(attention_matrix_parameters(m)) + ffn) + attention_core_flops_per_token(m);
 }
 
-double head_cost(const ModelConfig& m) { return 6.0 * double(m.vocab_size * m.d_model); }
+// The LM head, and each MTP depth after it (its block, eh_proj and the head again).
+double head_cost(const ModelConfig& m) {
+  double cost = 6.0 * double(m.vocab_size * m.d_model);
+  for (std::int64_t k = 0; k < m.mtp_depth; ++k)
+    cost += block_cost(m, m.n_layers + k) + 6.0 * double(m.vocab_size * m.d_model + mtp_projection_parameters(m));
+  return cost;
+}
 
 std::vector<std::int64_t> stage_bounds(const Config& cfg, int pp) {
   const ModelConfig& m = cfg.model;

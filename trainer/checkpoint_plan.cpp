@@ -37,15 +37,16 @@ void add_datasets(std::vector<ckpt::Dataset>& out, const ParamGroup& g, const st
 
 // Slices of the group's flat range [a, b), held in `buf` whose first element is flat index
 // buf_begin: one per parameter it crosses, one per expert for expert tensors.
-// skip_replicated: leave out the tensors every tp rank holds whole (one of them writes them).
+// writing: leave out the copies of tensors another stage writes (Param::tied_copy) and, with
+// skip_replicated, the tensors every tp rank holds whole (one of them writes them).
 void add_slices(CheckpointPlan& plan, const ParamGroup& g, const std::string& prefix, Tensor& buf,
-                std::int64_t buf_begin, std::int64_t a, std::int64_t b, bool skip_replicated = false) {
+                std::int64_t buf_begin, std::int64_t a, std::int64_t b, bool writing, bool skip_replicated = false) {
   std::vector<ckpt::Slice>& out = plan.slices;
   float* data = host_data(plan, buf);
   for (const auto& s : g.spans()) {
     const std::int64_t lo = std::max(a, s.begin), hi = std::min(b, s.begin + s.size);
     const Param& p = *s.param;
-    if (lo >= hi || (skip_replicated && p.tp_replicated)) continue;
+    if (lo >= hi || (writing && (p.tied_copy || (skip_replicated && p.tp_replicated)))) continue;
     if (p.is_split()) {  // a tensor-parallel shard: a window of the dataset
       Shape offset(p.w.shape().size(), 0);
       offset[static_cast<std::size_t>(p.split_dim)] = p.split_begin;
@@ -90,9 +91,9 @@ CheckpointPlan plan_write(const std::vector<ParamGroup*>& groups, Transformer& m
     for (ParamGroup* g : groups) add_datasets(plan.datasets, *g, prefix);
   for (ParamGroup* g : groups) {
     const std::int64_t a = g->write_begin(), b = g->write_end();
-    add_slices(plan, *g, kWeights, g->weights(), 0, a, b, !tp_lead);
-    add_slices(plan, *g, kExpAvg, g->exp_avg(), g->moments_begin(), a, b, !tp_lead);
-    add_slices(plan, *g, kExpAvgSq, g->exp_avg_sq(), g->moments_begin(), a, b, !tp_lead);
+    add_slices(plan, *g, kWeights, g->weights(), 0, a, b, true, !tp_lead);
+    add_slices(plan, *g, kExpAvg, g->exp_avg(), g->moments_begin(), a, b, true, !tp_lead);
+    add_slices(plan, *g, kExpAvgSq, g->exp_avg_sq(), g->moments_begin(), a, b, true, !tp_lead);
   }
   add_buffers(plan, model, write_buffers);
   return plan;
@@ -102,14 +103,14 @@ CheckpointPlan plan_read(const std::vector<ParamGroup*>& groups, Transformer& mo
   CheckpointPlan plan;
   for (ParamGroup* g : groups) {
     add_datasets(plan.datasets, *g, kWeights);
-    add_slices(plan, *g, kWeights, g->weights(), 0, 0, g->numel());
+    add_slices(plan, *g, kWeights, g->weights(), 0, 0, g->numel(), false);
   }
   if (part == CheckpointPart::all)
     for (ParamGroup* g : groups) {
       const std::int64_t a = g->moments_begin(), b = std::min(g->numel(), a + g->exp_avg().numel());
       for (const char* prefix : {kExpAvg, kExpAvgSq}) add_datasets(plan.datasets, *g, prefix);
-      add_slices(plan, *g, kExpAvg, g->exp_avg(), a, a, b);
-      add_slices(plan, *g, kExpAvgSq, g->exp_avg_sq(), a, a, b);
+      add_slices(plan, *g, kExpAvg, g->exp_avg(), a, a, b, false);
+      add_slices(plan, *g, kExpAvgSq, g->exp_avg_sq(), a, a, b, false);
     }
   add_buffers(plan, model, true);
   return plan;

@@ -1,5 +1,6 @@
 #include "trainer/export.h"
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
@@ -28,14 +29,27 @@ nlohmann::json tokenizer_config(const ModelConfig& m) {
           {"model_max_length", m.seq_len},
           {"clean_up_tokenization_spaces", false}};
 }
+// Multi-token prediction's layers out, or in with the shared tensors copied under each depth.
+void select_mtp(std::map<std::string, Tensor>& tensors, const ModelConfig& m, bool with_mtp) {
+  for (std::int64_t layer = m.n_layers; layer < m.n_layers + m.mtp_depth; ++layer) {
+    const std::string prefix = fmt::format("model.layers.{}.", layer);
+    if (!with_mtp) {
+      std::erase_if(tensors, [&](const auto& kv) { return kv.first.starts_with(prefix); });
+      continue;
+    }
+    tensors.emplace(prefix + "embed_tokens.weight", tensors.at("model.embed_tokens.weight"));
+    tensors.emplace(prefix + "shared_head.head.weight", tensors.at("lm_head.weight"));
+  }
+}
 }  // namespace
 
-ExportResult export_safetensors(const std::string& checkpoint, const std::string& out_dir,
-                                const std::string& tokenizer) {
+ExportResult export_safetensors(const std::string& checkpoint, const std::string& out_dir, const std::string& tokenizer,
+                                bool with_mtp) {
   const RunMeta meta = read_run_meta(checkpoint);
   const Config cfg = parse_config(meta.config_yaml, checkpoint + " (its config)");
   std::map<std::string, Tensor> tensors = ckpt::read_group(checkpoint, "weights");
   for (auto& [name, t] : ckpt::read_group(checkpoint, "buffers")) tensors.emplace(name, std::move(t));
+  select_mtp(tensors, cfg.model, with_mtp);
 
   // safetensors: an 8-byte little-endian header size, a JSON header (name -> dtype, shape,
   // byte range in the data), the data. Names in order, ranges back to back.
@@ -62,6 +76,7 @@ ExportResult export_safetensors(const std::string& checkpoint, const std::string
                  .bytes = double(offset)};
   write_atomically(r.safetensors, prefix + text, order);
   nlohmann::json config = hf_config_json(cfg.model);
+  config["num_nextn_predict_layers"] = with_mtp ? cfg.model.mtp_depth : 0;
   config["moe_export"] = {{"step", meta.step}, {"format", "moe export --format safetensors"}};
   write_atomically(r.config, config.dump(2) + "\n");
   const std::string source = !tokenizer.empty() ? tokenizer : cfg.data.dir + "/tokenizer.model";

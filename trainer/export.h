@@ -20,7 +20,10 @@ struct ExportResult {
 // data.dir/tokenizer.model where it exists; written as OUT/tokenizer.model with a
 // tokenizer_config.json for transformers' LlamaTokenizer (SentencePiece as it is: no BOS, the
 // eos and unk pieces of moe data prepare).
+// Multi-token prediction's layers (model.layers.{n_layers + k - 1}.*) are left out unless
+// with_mtp, which writes them as DeepSeek's release does: with copies of the shared embedding
+// and head under each depth (embed_tokens, shared_head.head) and num_nextn_predict_layers.
 ExportResult export_safetensors(const std::string& checkpoint, const std::string& out_dir,
-                                const std::string& tokenizer = "");
+                                const std::string& tokenizer = "", bool with_mtp = false);
 
 }  // namespace moe

@@ -156,6 +156,9 @@ ModelConfig model_from_hf(const nlohmann::json& hf, const std::string& file) {
   if (hf.contains("rope_scaling") && !hf["rope_scaling"].is_null())
     read_yarn(hf["rope_scaling"], file, k.get<std::int64_t>("max_position_embeddings", 4096), m);
   m.aux_loss_coef = 0;  // DeepSeek-V3's own sequence-wise loss weight is a training choice (model.aux_loss_coef)
+  // Multi-token prediction: as config.json declares it (moe import keeps it only where the
+  // directory holds its layers: transformers' save_pretrained writes none).
+  m.mtp_depth = k.get<std::int64_t>("num_nextn_predict_layers", 0);
   return m;
 }
 

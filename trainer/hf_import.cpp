@@ -66,12 +66,16 @@ struct HfTensors {
   }
 };
 
-// HF tensors the model leaves out on purpose: multi-token-prediction layers (numbered past
-// the model's), rotary caches. Anything else unread is an error.
-bool skippable(const std::string& name, std::int64_t n_layers, std::set<std::string>& skipped) {
-  static const std::regex layer(R"(model\.layers\.(\d+)\..*)");
+// HF tensors the model leaves out on purpose: multi-token-prediction layers past those it
+// builds, each depth's copies of the shared embedding and head (DeepSeek's release stores
+// them under the depth; moe shares the model's), rotary caches. Anything else unread is an
+// error.
+bool skippable(const std::string& name, const ModelConfig& c, std::set<std::string>& skipped) {
+  static const std::regex layer(R"(model\.layers\.(\d+)\.(.*))");
   std::smatch m;
-  if (std::regex_match(name, m, layer) && std::stoll(m[1]) >= n_layers) {
+  if (std::regex_match(name, m, layer) && std::stoll(m[1]) >= c.n_layers) {
+    if (std::stoll(m[1]) < c.n_layers + c.mtp_depth)
+      return m[2] == "embed_tokens.weight" || m[2] == "shared_head.head.weight";
     skipped.insert(fmt::format("model.layers.{}. (multi-token prediction)", m[1].str()));
     return true;
   }
@@ -86,12 +90,19 @@ ImportResult import_hf(const std::string& hf_dir, const std::string& out_dir) {
   const nlohmann::json hf = nlohmann::json::parse(in, nullptr, false);
   Config cfg = parse_config("", config_file);
   cfg.model = model_from_hf(hf, config_file);
-  const std::string yaml = config_to_yaml(cfg);
-  cfg = parse_config(yaml, config_file + " (as moe's config)");  // the config's own rules, on the import
+  cfg = parse_config(config_to_yaml(cfg), config_file + " (as moe's config)");  // the config's own rules, on the import
 
-  Transformer model(cfg.model);
   const HfTensors files(hf_dir);
   std::set<std::string> used, skipped;
+  // config.json's multi-token prediction without its layers (a save_pretrained model): none.
+  if (cfg.model.mtp_depth > 0 &&
+      !files.where.count(fmt::format("model.layers.{}.eh_proj.weight", cfg.model.n_layers))) {
+    skipped.insert(fmt::format("multi-token prediction (num_nextn_predict_layers {}: no weights in {})",
+                               cfg.model.mtp_depth, hf_dir));
+    cfg.model.mtp_depth = 0;
+  }
+  const std::string yaml = config_to_yaml(cfg);
+  Transformer model(cfg.model);
   std::vector<ckpt::Dataset> datasets;
   std::vector<ckpt::Slice> slices;
   ImportResult r;
@@ -106,7 +117,7 @@ ImportResult import_hf(const std::string& hf_dir, const std::string& out_dir) {
     r.bytes += double(t.value.nbytes());
   }
   for (const auto& [name, file] : files.where)
-    MOE_CHECK(used.count(name) || skippable(name, cfg.model.n_layers, skipped), CheckpointError,
+    MOE_CHECK(used.count(name) || skippable(name, cfg.model, skipped), CheckpointError,
               "{}: tensor {} is not part of the model moe builds from config.json", file->path(), name);
 
   fs::create_directories(out_dir);

@@ -92,6 +92,7 @@ struct Trainer::Loop {
   // Global expert loads per MoE layer, then dropped assignments (summed over every rank).
   Tensor loads;
   double loss = 0, last_loss = 0;
+  double mtp_loss = 0, mtp_weight = 0;  // MTP: the depths' mean cross-entropy, and its weight this step
   StepGuard guard;
   FaultDrills drills;
   // The micro-batch schedule's span and the time this rank computed in it: the rest is bubble.
@@ -197,6 +198,7 @@ void Trainer::Loop::begin() {
 // One step, in the order a token flows; false when a stop was requested.
 bool Trainer::Loop::train_step(std::int64_t step, Metrics& metrics, Progress& progress) {
   const auto step_t0 = Clock::now();
+  mtp_weight = mtp_loss_weight(t, step);
   zero_grads();
   micro_batches(step);
   reduce(step);
@@ -205,6 +207,7 @@ bool Trainer::Loop::train_step(std::int64_t step, Metrics& metrics, Progress& pr
   if (applied) update_router_biases(), last_loss = loss;
   res.losses.push_back(loss);
   res.grad_norms.push_back(norm);
+  if (mc.mtp_depth > 0) res.mtp_losses.push_back(mtp_loss);
   res.tokens += global_tokens;
   res.steps = step + 1;
   const bool last = step + 1 == end;
@@ -266,7 +269,7 @@ double Trainer::Loop::evaluate() {
                              [&](std::int64_t k, int c, const Tensor& in) {
                                val_loader.fill_in_order(b * global_seqs + (k * dp + rank) * mb, mb, tok, tgt);
                                Tensor out;
-                               model.forward_stage(out, model.has_embedding(c) ? tok : in, tgt, mb, T, c);
+                               model.forward_stage(out, in, tok, tgt, mb, T, c);
                                return out;
                              },
                          .backward = {},
@@ -282,7 +285,7 @@ void Trainer::Loop::zero_grads() {
   s.dense->zero_grad();
   s.experts->zero_grad();
   loads.zero();
-  loss = 0;
+  loss = mtp_loss = 0;
 }
 
 // The step's micro-batches through the 1F1B schedule; the losses stay summed on the device
@@ -294,9 +297,15 @@ void Trainer::Loop::micro_batches(std::int64_t step) {
       .activation = {mb * T, mc.d_model}};
   const auto sched0 = Clock::now();
   Communicator& ppc = s.mesh.pp();
+  model.set_mtp_weight(mtp_weight);
   run_1f1b(ppc, t.grad_accum, work, chunks);
-  if (const auto sums = model.take_loss_sums(); counts)  // one copy per step
+  if (const auto sums = model.take_loss_sums(); counts) {  // one copy per step
     loss += sums.ce_sum / global_tokens + sums.aux_sum / double(global_seqs);
+    if (mc.mtp_depth > 0) {
+      mtp_loss += sums.mtp_sum / (double(mc.mtp_depth) * global_tokens);
+      loss += mtp_weight * mtp_loss;
+    }
+  }
   if (s.layout.pp > 1) ppc.all_reduce_sum(0.0);  // the pipeline drains: its last stages wait here, on the pp axis
   schedule_s += since(sched0);
 }
@@ -308,8 +317,7 @@ Tensor Trainer::Loop::forward_micro(std::int64_t step, std::int64_t k, int chunk
   InFlight f{Tensor::empty({mb * T}, DType::i32), Tensor::empty({mb * T}, DType::i32), {}, 0, 0};
   loader.fill(step, (k * dp + rank) * mb, mb, f.tok, f.tgt);  // this rank's rows of the global batch
   Tensor out;
-  model.forward_stage(out, model.has_embedding(chunk) ? f.tok : in, f.tgt, mb, T,
-                      chunk);  // losses: summed on the device
+  model.forward_stage(out, in, f.tok, f.tgt, mb, T, chunk);  // losses: summed on the device
   count_routing(chunk);
   f.saved = model.take_saved(chunk);
   SavedBytes sb;
@@ -355,10 +363,14 @@ void Trainer::Loop::reduce(std::int64_t step) {
   if (s.layout.tp > 1)
     for (Param* p : s.params)
       if (p->tp_partial) s.mesh.tp().all_reduce_sum(p->g);
+  // MTP's embedding on the last stage is the first stage's too: the two gradients summed.
+  if (Param* embed = model.embedding(); embed && mc.mtp_depth > 0 && s.layout.pp > 1)
+    s.mesh.embedding().all_reduce_sum(embed->g);
   drills.strike(FaultDrills::Point::gradients_summed, step, &s.params.back()->g);
   s.dense->reduce_grads();
   s.experts->reduce_grads();
   loss = s.world.all_reduce_sum(loss);
+  if (mc.mtp_depth > 0) mtp_loss = s.world.all_reduce_sum(mtp_loss);
   s.world.all_reduce_sum(loads);
 }
 
@@ -366,9 +378,11 @@ void Trainer::Loop::reduce(std::int64_t step) {
 // counted once); expert gradients differ between ep ranks and are replicated over edp; each
 // stage holds its own layers.
 double Trainer::Loop::global_norm() {
-  const auto tp_share = [&](const Param& p) { return p.tp_replicated ? 1.0 / s.layout.tp : 1.0; };
-  const double sq =
-      s.layout.tp > 1 ? s.mesh.tp().all_reduce_sum(s.dense->grad_sq_norm(tp_share)) : s.dense->grad_sq_norm();
+  // (a tied copy counted where the other is)
+  const auto share = [&](const Param& p) { return p.tied_copy ? 0 : p.tp_replicated ? 1.0 / s.layout.tp : 1.0; };
+  const bool tied = model.embedding() && model.embedding()->tied_copy;
+  double sq = s.layout.tp > 1 || tied ? s.dense->grad_sq_norm(share) : s.dense->grad_sq_norm();
+  if (s.layout.tp > 1) sq = s.mesh.tp().all_reduce_sum(sq);
   double sq_experts = s.experts->grad_sq_norm();
   if (s.layout.ep > 1) sq_experts = s.ep().all_reduce_sum(sq_experts);
   return std::sqrt(s.layout.pp > 1 ? s.mesh.pp().all_reduce_sum(sq + sq_experts) : sq + sq_experts);
@@ -435,10 +449,12 @@ void Trainer::Loop::log_step(std::int64_t step, double norm) {
   for (const auto& [kind, bytes] : s.step_bytes())
     comm += fmt::format("{}{} {}", comm.empty() ? "" : ", ", kind, human_bytes(double(bytes) / double(done)));
   spdlog::info(
-      "step {:>5}/{} | loss {:.4f} | lr {:.2e} | grad norm {:.3f} | {:.0f} tokens/s | tokens per expert "
+      "step {:>5}/{} | loss {:.4f}{} | lr {:.2e} | grad norm {:.3f} | {:.0f} tokens/s | tokens per expert "
       "min/mean/max {:.0f}/{:.0f}/{:.0f} | dropped {:.0f} | sent per step: {} | saved activations {} "
       "(GEMM inputs {} in {}){} | {:.1f} s",
-      step + 1, t.steps, loss, learning_rate(t, step), norm, double(done) * global_tokens / secs, lmin, mean, lmax,
+      step + 1, t.steps, loss,
+      mc.mtp_depth > 0 ? fmt::format(" (mtp {:.4f} x {:.2f})", mtp_loss, mtp_weight) : std::string(),
+      learning_rate(t, step), norm, double(done) * global_tokens / secs, lmin, mean, lmax,
       loads.data<double>()[loads.numel() - 1], comm.empty() ? "none" : comm,
       human_bytes(double(res.profile.saved_bytes)), human_bytes(double(res.profile.saved_gemm_bytes)),
       precision_name(cfg.precision), guard.skipped() ? fmt::format(" | skipped {}", guard.skipped()) : "", secs);
@@ -461,6 +477,7 @@ nlohmann::json Trainer::Loop::step_metrics(std::int64_t step, double norm, bool 
                       {"skipped_total", guard.skipped()},
                       {"elapsed_s", prior_wall + since(t0)}};
   if (val > 0) r["val_loss"] = val;
+  if (mc.mtp_depth > 0) r["mtp_loss"] = mtp_loss, r["mtp_loss_weight"] = mtp_weight;
   for (const auto& [kind, bytes] : s.step_bytes()) {
     r["bytes"][kind] = bytes - (bytes_before.count(kind) ? bytes_before.at(kind) : 0);
     bytes_before[kind] = bytes;

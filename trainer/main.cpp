@@ -109,11 +109,11 @@ int run_inspect(const std::string& given) {
 }
 
 int run_export(const std::string& given, const std::string& format, const std::string& out,
-               const std::string& tokenizer) {
+               const std::string& tokenizer, bool with_mtp) {
   if (format != "safetensors")
     throw moe::ConfigError(fmt::format("moe export: --format {}: only safetensors is supported", format));
   const std::string path = resolve_checkpoint(given);
-  const auto r = moe::export_safetensors(path, out, tokenizer);
+  const auto r = moe::export_safetensors(path, out, tokenizer, with_mtp);
   std::printf("moe export: %s -> %s (%zu tensors, %s) and %s\n", path.c_str(), r.safetensors.c_str(), r.tensors,
               moe::human_bytes(r.bytes).c_str(), r.config.c_str());
   if (r.tokenizer.empty()) std::printf("moe export: no tokenizer (the run's data.dir has none; --tokenizer PATH)\n");
@@ -308,7 +308,7 @@ struct Args {
   std::string config_path, ckpt_path, export_format = "safetensors", export_out, export_tokenizer, import_dir,
                                       import_out;
   std::vector<std::string> sets;
-  bool print_config = false, fresh = false, dry_run = false, force = false;
+  bool print_config = false, fresh = false, dry_run = false, force = false, export_mtp = false;
   PlanArgs plan;
   CLI::App *train = nullptr, *prepare = nullptr, *show = nullptr, *reference = nullptr, *plan_cmd = nullptr,
            *info = nullptr, *inspect = nullptr, *exp = nullptr, *imp = nullptr;
@@ -376,6 +376,9 @@ void add_checkpoint_commands(CLI::App& app, Args& a) {
       ->check(CLI::ExistingPath);
   a.exp->add_option("--format", a.export_format, "output format (safetensors)");
   a.exp->add_option("out", a.export_out, "output directory")->required();
+  a.exp->add_flag("--mtp", a.export_mtp,
+                  "include the multi-token-prediction layers, as DeepSeek's release has them (transformers ignores "
+                  "them)");
   a.exp->add_option("--tokenizer", a.export_tokenizer,
                     "a SentencePiece tokenizer.model to export with it (default: the run's data.dir/tokenizer.model)");
   a.imp = app.add_subcommand("import",
@@ -406,7 +409,7 @@ int run_subcommand(Args& a, int argc, char** argv) {
     return run_train(argc, argv, a.config_path, a.sets, a.print_config, a.dry_run);
   }
   if (*a.inspect) return run_inspect(a.ckpt_path);
-  if (*a.exp) return run_export(a.ckpt_path, a.export_format, a.export_out, a.export_tokenizer);
+  if (*a.exp) return run_export(a.ckpt_path, a.export_format, a.export_out, a.export_tokenizer, a.export_mtp);
   if (*a.imp) return run_import(a.import_dir, a.import_out);
   if (*a.plan_cmd) return run_plan(a.config_path, a.sets, a.plan);
   if (*a.prepare) return run_prepare(moe::load_config(a.config_path, a.sets), a.force);

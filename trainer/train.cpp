@@ -55,6 +55,11 @@ double learning_rate(const TrainConfig& t, std::int64_t step) {
   return t.lr;
 }
 
+double mtp_loss_weight(const TrainConfig& t, std::int64_t step) {
+  const bool final = t.mtp_final_fraction < 1 && double(step) >= t.mtp_final_fraction * double(t.steps);
+  return final ? t.mtp_loss_weight_final : t.mtp_loss_weight;
+}
+
 Trainer::Trainer(const Config& cfg, MpiCommunicator& world) : s_(std::make_unique<State>(cfg, world)) {
   auto& s = *s_;
   s.cluster = load_cluster(cfg);

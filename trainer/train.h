@@ -71,8 +71,9 @@ struct StepProfile {
 struct TrainResult {
   std::int64_t steps = 0;
   double tokens = 0;               // training tokens over all ranks
-  std::vector<double> losses;      // training loss (CE + balance loss) per step
+  std::vector<double> losses;      // training loss (CE + balance loss + weighted MTP loss) per step
   std::vector<double> grad_norms;  // global gradient norm per step, before clipping
+  std::vector<double> mtp_losses;  // MTP: the depths' mean token cross-entropy per step (empty without)
   double val_loss = 0;             // last validation pass, mean token cross-entropy
   double unigram_entropy = 0;      // of the training split, from the prepared data (0 if unknown)
   double wall_seconds = 0;
@@ -98,6 +99,9 @@ void request_stop(int signal);
 
 // Learning rate at 0-based `step`: linear warm-up, then the configured schedule.
 double learning_rate(const TrainConfig& t, std::int64_t step);
+// The MTP loss weight at 0-based `step`: train.mtp_loss_weight, then mtp_loss_weight_final
+// from step mtp_final_fraction x steps on.
+double mtp_loss_weight(const TrainConfig& t, std::int64_t step);
 
 class Trainer {
  public:

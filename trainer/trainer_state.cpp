@@ -120,10 +120,13 @@ std::vector<ckpt::Dataset> Trainer::State::stage_list(const std::vector<ckpt::Da
   return list;
 }
 
+// Each dataset once: a tensor two stages hold (the embedding with MTP) is listed by both.
 std::vector<ckpt::Dataset> Trainer::State::join_stages(const std::vector<ckpt::Dataset>& mine) {
   std::vector<ckpt::Dataset> all;
+  std::set<std::string> seen;
   for (int stage = 0; stage < layout.pp; ++stage)
-    for (auto& d : stage_list(mine, stage)) all.push_back(std::move(d));
+    for (auto& d : stage_list(mine, stage))
+      if (seen.insert(d.name).second) all.push_back(std::move(d));
   return all;
 }
 

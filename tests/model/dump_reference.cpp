@@ -67,8 +67,12 @@ int main(int argc, char** argv) {
     tokens.data<std::int32_t>()[n] = tok(rng);
     targets.data<std::int32_t>()[n] = n % 7 == 3 ? -1 : tok(rng);  // a few ignored targets
   }
-  const auto loss = model.forward(tokens, targets, B, T);
-  model.backward(1.0 / double(loss.tokens), 1.0 / double(B));
+  const double mtp_weight = cfg.train.mtp_loss_weight;
+  model.set_mtp_weight(mtp_weight);
+  const auto l = model.forward(tokens, targets, B, T);
+  model.backward(1.0 / double(l.tokens), 1.0 / double(B));
+  const double mtp = m.mtp_depth > 0 ? mtp_weight / double(m.mtp_depth) * l.mtp_sum / double(l.tokens) : 0.0;
+  const double loss = l.ce_sum / double(l.tokens) + l.aux_sum / double(B) + mtp;
 
   Writer w;
   w.add("tokens", tokens.view({B, T}));
@@ -78,11 +82,7 @@ int main(int argc, char** argv) {
     if (t.grad.defined()) w.add("grad/" + t.name, t.grad);
   }
   const nlohmann::json model_json = config_section_json(cfg, "model");
-  w.save(argv[1], {{"model", model_json},
-                   {"batch", B},
-                   {"seq", T},
-                   {"loss", loss.ce_sum / double(loss.tokens) + loss.aux_sum / double(B)}});
-  std::cout << "dump_reference: loss " << loss.ce_sum / double(loss.tokens) + loss.aux_sum / double(B) << " -> "
-            << argv[1] << "\n";
+  w.save(argv[1], {{"model", model_json}, {"batch", B}, {"seq", T}, {"loss", loss}, {"mtp_loss_weight", mtp_weight}});
+  std::cout << "dump_reference: loss " << loss << " -> " << argv[1] << "\n";
   return 0;
 }

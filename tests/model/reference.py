@@ -62,7 +62,13 @@ def expected_names(m):
 
     train = {"model.embed_tokens.weight": [V, C], "lm_head.weight": [V, C], "model.norm.weight": [C]}
     buffers = {}
-    for i in range(m["n_layers"]):
+    L = m["n_layers"]
+    for i in range(L, L + m["mtp_depth"]):  # an MTP depth: its norms, projection and a block
+        p = f"model.layers.{i}."
+        for leaf in ("enorm.weight", "hnorm.weight", "shared_head.norm.weight"):
+            train[p + leaf] = [C]
+        train[p + "eh_proj.weight"] = [C, 2 * C]
+    for i in range(L + m["mtp_depth"]):
         p = f"model.layers.{i}."
         train[p + "input_layernorm.weight"] = [C]
         train[p + "post_attention_layernorm.weight"] = [C]
@@ -190,28 +196,62 @@ def moe(h, W, A, p, m):
     return out.view(B, T, C), aux
 
 
-def forward(W, A, m, tokens, targets):
-    """Loss = mean CE over targets >= 0 + (1/B) * sum_{b, MoE layers} aux_b."""
-    B, T = tokens.shape
+def block(x, W, A, m, i):
+    """Transformer block i on x (B,T,C): (output, its balance loss)."""
     eps = m["norm_eps"]
+    p = f"model.layers.{i}."
+    x = x + attention(rmsnorm(x, W[p + "input_layernorm.weight"], eps), W, p + "self_attn.", m)
+    h = rmsnorm(x, W[p + "post_attention_layernorm.weight"], eps)
+    if is_moe(m, i):
+        y, a = moe(h, W, A, p + "mlp.", m)
+        return x + y, a
+    return x + swiglu(h, W, p + "mlp."), torch.zeros((), dtype=F64)
+
+
+def ce_sum(x, W, targets):
+    logits = x @ W["lm_head.weight"].T
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                             ignore_index=-1, reduction="sum")
+
+
+def mtp(h, W, A, m, tokens, targets):
+    """Multi-token prediction (DeepSeek-V3 report, eq. 21-25), depth k = 1..D: h'_i =
+    eh_proj [enorm(Emb(t_{i+k})); hnorm(h^{k-1}_i)] (the released weights' order), h^k =
+    shared_head.norm(TRM_k(h')), predicting the target k places further; h^0 the main model's
+    normed output. Positions i + k >= T have no token there: a zero embedding, no target.
+    Returns (sum over depths of the CE sums, the depths' balance losses)."""
+    B, T = tokens.shape
+    eps, L = m["norm_eps"], m["n_layers"]
+    total, aux = torch.zeros((), dtype=F64), torch.zeros((), dtype=F64)
+    for k in range(1, m["mtp_depth"] + 1):
+        p = f"model.layers.{L + k - 1}."
+        emb = torch.zeros(B, T, h.shape[-1], dtype=F64)
+        emb[:, : T - k] = W["model.embed_tokens.weight"][tokens[:, k:]]
+        tgt = torch.full((B, T), -1, dtype=torch.int64)
+        tgt[:, : T - k] = targets[:, k:]
+        x = torch.cat([rmsnorm(emb, W[p + "enorm.weight"], eps), rmsnorm(h, W[p + "hnorm.weight"], eps)], dim=-1)
+        y, a = block(x @ W[p + "eh_proj.weight"].T, W, A, m, L + k - 1)
+        h = rmsnorm(y, W[p + "shared_head.norm.weight"], eps)
+        total, aux = total + ce_sum(h, W, tgt), aux + a
+    return total, aux
+
+
+def forward(W, A, m, tokens, targets, mtp_weight):
+    """Loss = mean CE over targets >= 0 + (1/B) * sum_{b, MoE layers} aux_b
+    + mtp_weight / D * sum_k (CE sum of depth k) / (the main loss's target count)."""
+    B, T = tokens.shape
     x = W["model.embed_tokens.weight"][tokens]
     aux = torch.zeros((), dtype=F64)
     for i in range(m["n_layers"]):
-        p = f"model.layers.{i}."
-        x = x + attention(rmsnorm(x, W[p + "input_layernorm.weight"], eps), W, p + "self_attn.", m)
-        h = rmsnorm(x, W[p + "post_attention_layernorm.weight"], eps)
-        if is_moe(m, i):
-            y, a = moe(h, W, A, p + "mlp.", m)
-            aux = aux + a
-        else:
-            y = swiglu(h, W, p + "mlp.")
-        x = x + y
-    x = rmsnorm(x, W["model.norm.weight"], eps)
-    logits = x @ W["lm_head.weight"].T
-    ce = torch.nn.functional.cross_entropy(logits.view(B * T, -1), targets.view(-1),
-                                           ignore_index=-1, reduction="sum")
-    n_valid = int((targets >= 0).sum())
-    return ce / max(n_valid, 1) + aux / B
+        x, a = block(x, W, A, m, i)
+        aux = aux + a
+    x = rmsnorm(x, W["model.norm.weight"], m["norm_eps"])
+    n_valid = max(int((targets >= 0).sum()), 1)
+    loss = ce_sum(x, W, targets) / n_valid
+    if m["mtp_depth"] > 0:
+        ce_mtp, a = mtp(x, W, A, m, tokens, targets)
+        loss, aux = loss + mtp_weight / m["mtp_depth"] * ce_mtp / n_valid, aux + a
+    return loss + aux / B
 
 
 def main():
@@ -246,7 +286,7 @@ def main():
     W = {n: torch.tensor(A[n], dtype=F64, requires_grad=True) for n in train}
     tokens = torch.from_numpy(A["tokens"].astype(np.int64))
     targets = torch.from_numpy(A["targets"].astype(np.int64))
-    loss = forward(W, A, m, tokens, targets)
+    loss = forward(W, A, m, tokens, targets, man.get("mtp_loss_weight", 0.0))
     loss.backward()
 
     t = Tally(args.tol)

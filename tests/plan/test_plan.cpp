@@ -27,18 +27,24 @@ Cluster hand_cluster(int per_node) {
 }  // namespace
 
 TEST_CASE("plan: parameter counts are the model's tensors", "[plan]") {
+  // Without and with multi-token prediction (two depths: two more MoE blocks, each with its
+  // norms and eh_proj; a token passes the LM head once per depth more).
+  const std::string mtp = GENERATE(as<std::string>{}, "0", "2");
   Config cfg = parse_config("", "test",
                             {"model.n_layers=3", "model.dense_layers=1", "model.routed_experts=8", "model.top_k=2",
-                             "model.shared_experts=1"});
+                             "model.shared_experts=1", "model.mtp_depth=" + mtp});
+  INFO("model.mtp_depth=" << mtp);
   Transformer model(cfg.model);
   std::int64_t active = 0, norms = 0, total = 0, experts = 0;
   for (Param* p : model.params()) {
     total += p->w.numel();
     if (p->name == "model.embed_tokens.weight") continue;  // a lookup, not a GEMM
+    const std::int64_t passes = p->name == "lm_head.weight" ? 1 + cfg.model.mtp_depth : 1;
     if (p->is_expert()) active += p->w.numel() / p->experts_total * cfg.model.top_k, experts += p->w.numel();
-    else active += p->w.numel();
+    else active += passes * p->w.numel();
     if (p->w.ndim() == 1) norms += p->w.numel();
   }
+  CHECK(moe_layers(cfg.model) == std::int64_t(model.moe_layers().size()));
   CHECK(active_parameters(cfg.model) == active);
   CHECK(gemm_parameters_per_token(cfg.model) == active - norms);
   CHECK(total_parameters(cfg.model) == total);
@@ -46,13 +52,18 @@ TEST_CASE("plan: parameter counts are the model's tensors", "[plan]") {
 }
 
 TEST_CASE("plan: DeepSeek-V3 and Mixtral 8x7B count as published", "[plan]") {
-  // DeepSeek-V3 (arXiv:2412.19437): 671B parameters, 37B activated (the multi-token
-  // prediction module is left out of both here and there). Mixtral 8x7B (arXiv:2401.04088):
+  // DeepSeek-V3 (arXiv:2412.19437): 671B parameters, 37B activated, without the multi-token
+  // prediction module; 685B with it (the released checkpoint: its MTP layer also stores
+  // copies of the embedding and head, which moe shares). Mixtral 8x7B (arXiv:2401.04088):
   // 46.7B, 12.9B active. Active counts here leave out the embedding lookup; add it back.
   const Config ds = source_config("deepseek-v3.yaml"), mx = source_config("mixtral-8x7b.yaml");
   const auto embed = [](const Config& c) { return double(c.model.vocab_size * c.model.d_model); };
-  CHECK(double(total_parameters(ds.model)) == Approx(671e9).epsilon(0.005));
-  CHECK(double(active_parameters(ds.model)) + embed(ds) == Approx(37e9).epsilon(0.02));
+  REQUIRE(ds.model.mtp_depth == 1);
+  CHECK(double(total_parameters(ds.model)) + 2 * embed(ds) == Approx(685e9).epsilon(0.005));
+  ModelConfig main = ds.model;
+  main.mtp_depth = 0;
+  CHECK(double(total_parameters(main)) == Approx(671e9).epsilon(0.005));
+  CHECK(double(active_parameters(main)) + embed(ds) == Approx(37e9).epsilon(0.02));
   CHECK(double(total_parameters(mx.model)) == Approx(46.7e9).epsilon(0.005));
   CHECK(double(active_parameters(mx.model)) + embed(mx) == Approx(12.9e9).epsilon(0.005));
 }

@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "data/prepare.h"
+#include "plan/counts.h"
 #include "tests/support/corpus.h"
 #include "tests/support/testing.h"
 #include "config/config.h"
@@ -27,14 +28,15 @@ namespace {
 // of its stage, the dispatch plan's counts (one copy; under ep they are exchanged on the
 // device first), again in backward when the layer is recomputed; per micro-batch each
 // pipeline hand-over (activations and gradients go through the host); per step the losses
-// (cross-entropy and balance loss, summed on the device, one copy) and the two parameter
-// groups' squared gradient norms.
+// (cross-entropy, balance and MTP loss, summed on the device, one copy) and the two parameter
+// groups' squared gradient norms, and a last stage's copy of the embedding (MTP), taken off.
 std::int64_t to_host_budget(const Config& c, const Layout& l) {
-  const std::int64_t moe_layers = c.model.n_layers - c.model.dense_layers;
+  const std::int64_t moe_layers = moe::moe_layers(c.model);  // MTP's blocks too
   const std::int64_t per_layer = c.train.recompute ? 2 : 1;
   const std::int64_t chunks = l.pp * c.parallel.virtual_stages;
   const std::int64_t per_micro_batch = moe_layers * per_layer + (l.pp > 1 ? 2 * chunks : 0);
-  return c.train.grad_accum * per_micro_batch + 1 + 2;
+  const bool tied_embedding = c.model.mtp_depth > 0 && l.pp > 1;
+  return c.train.grad_accum * per_micro_batch + 1 + 2 + (tied_embedding ? 1 : 0);
 }
 }  // namespace
 
