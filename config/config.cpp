@@ -218,6 +218,8 @@ const std::vector<Field>& fields() {
       real(AT(model.routed_scaling_factor), above(0), "multiplies the routed gates"),
       real(AT(model.bias_update_rate), at_least(0), "step of the auxiliary-loss-free balancing bias"),
       real(AT(model.aux_loss_coef), at_least(0), "weight of the sequence-wise balance loss"),
+      real(AT(model.router_z_loss_coef), at_least(0),
+           "weight of the router z-loss, the mean squared log-sum-exp of the router logits (ST-MoE; 0: off)"),
       // (at most routed_experts / top_k is needed: beyond it no assignment can be dropped; the
       // bound keeps capacity x tokens far inside an integer)
       real(AT(model.capacity_factor), closed(0, 1e4), "expert capacity as a multiple of the mean load (0: dropless)"),

@@ -41,7 +41,8 @@ struct ModelConfig {
   double routed_scaling_factor = 1.0;
   double bias_update_rate = 1e-3;
   double aux_loss_coef = 0.0;
-  double capacity_factor = 0.0;  // 0 = dropless
+  double router_z_loss_coef = 0.0;  // ST-MoE's z-loss on the router logits (Megatron: 1e-3); 0: off
+  double capacity_factor = 0.0;     // 0 = dropless
   double norm_eps = 1e-6;
   double rope_theta = 10000.0;
   // YaRN RoPE scaling (Hugging Face's rope_scaling of type yarn, DeepSeek-V3's long context),

@@ -179,6 +179,13 @@ void balance_loss_forward(Tensor& total, Tensor& f, const Tensor& scores, const 
 // dscores (N,E) (assign) = scale * dloss/dscores: coef * f_e / T per token through s' = s / sum(s).
 void balance_loss_backward(Tensor& dscores, const Tensor& f, const Tensor& scores, std::int64_t T, double coef,
                            double scale);
+// Router z-loss (ST-MoE, as Megatron-Core's): lse (N) f32 = log sum_e exp(logits (N,E)); total
+// (1) f64 += coef / T * sum_n lse_n^2 (per sequence of T, the mean over its tokens; summed over
+// the sequences like the balance loss), in double, in token order.
+void router_z_loss_forward(Tensor& total, Tensor& lse, const Tensor& logits, std::int64_t T, double coef);
+// dlogits (N,E) += scale * 2 coef / T * lse_n * softmax(logits_n).
+void router_z_loss_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse, std::int64_t T, double coef,
+                            double scale);
 
 // ---- Cross-entropy ----------------------------------------------------------------------
 // losses (N) = -log softmax(logits (N,V))[target]; targets (N) i32, -1 = ignored (loss 0).

@@ -43,8 +43,8 @@ class MoE {
     Tensor expert_out;  // (Me,C)
     SwiGLU::Saved shared;
     void count(SavedBytes& b) const {
-      for (const Tensor* t :
-           {&routing.scores, &routing.index, &routing.gates, &routing.kept, &routing.f, &gates_received, &expert_out})
+      for (const Tensor* t : {&routing.scores, &routing.index, &routing.gates, &routing.kept, &routing.f,
+                              &routing.logits, &routing.z_lse, &gates_received, &expert_out})
         b.add(*t);
       if (plan) plan->count(b);
       experts.count(b), shared.count(b);

@@ -46,8 +46,8 @@ class MtpLayer {
   Block block_;
   bool recompute_ = false;
   std::int64_t B_ = 0, T_ = 0;  // the last forward's batch shape (recomputation)
-  Tensor recompute_aux_;  // f64 (1): where a recomputed forward's balance loss goes (dropped)
-  Saved saved_;           // (its block part lives in the block)
+  Tensor recompute_aux_;        // f64 (1): where a recomputed forward's balance loss goes (dropped)
+  Saved saved_;                 // (its block part lives in the block)
 };
 
 }  // namespace moe

@@ -15,6 +15,7 @@ Router::Router(const ModelConfig& c, const std::string& p, const TensorParallel&
             .scaling = c.routed_scaling_factor},
       capacity_factor_(c.capacity_factor),
       aux_coef_(c.aux_loss_coef),
+      z_coef_(c.router_z_loss_coef),
       tp_rank_(tp.rank),
       weight_(p + "gate.weight", {E_, c.d_model}),
       bias_name_(p + "gate.e_score_correction_bias"),
@@ -37,6 +38,8 @@ Routing Router::forward(const Tensor& x, std::int64_t T, std::int64_t n0, std::i
             .gates = Tensor::empty({N, K_}, DType::f32, dev),
             .kept = Tensor::empty({N, K_}, DType::i32, dev),
             .f = Tensor(),
+            .logits = Tensor(),
+            .z_lse = Tensor(),
             .T = T};
   Tensor logits = Tensor::empty({N, E_}, DType::f32, dev);
   ops::matmul_forward(logits, x, weight_.w);  // (N,E)
@@ -45,6 +48,10 @@ Routing Router::forward(const Tensor& x, std::int64_t T, std::int64_t n0, std::i
   if (counts_balance_loss()) {
     r.f = Tensor::empty({N / T, E_}, DType::f64, dev);
     ops::balance_loss_forward(aux_total, r.f, r.scores, r.index, T, aux_coef_);
+  }
+  if (counts_z_loss()) {
+    r.logits = logits, r.z_lse = Tensor::empty({N}, DType::f32, dev);
+    ops::router_z_loss_forward(aux_total, r.z_lse, logits, T, z_coef_);
   }
   return r;
 }
@@ -59,6 +66,8 @@ void Router::backward(Tensor& dx, const Tensor& dgates, const Tensor& x, const R
   }
   Tensor dlogits = Tensor::empty({N, E_}, DType::f32, dev), dxr = Tensor::empty(x.shape(), DType::f32, dev);
   ops::router_backward(dlogits, dgates, r.scores, r.index, spec_, dscores);
+  if (r.z_lse.defined() && aux_scale != 0)
+    ops::router_z_loss_backward(dlogits, r.logits, r.z_lse, r.T, z_coef_, aux_scale);
   ops::matmul_backward(dxr, weight_.g, dlogits, x, weight_.w);
   ops::accumulate(dx, dxr);
 }

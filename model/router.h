@@ -1,6 +1,7 @@
 // The MoE router (../shared/DESIGN.md): scores and a biased, group-limited top-k choice with
 // gates (ops::router_forward), capacity in token order (ops::route_capacity), the
-// sequence-wise balance loss (ops::balance_loss_*), and the balancing bias's update. Every
+// sequence-wise balance loss (ops::balance_loss_*) and the z-loss on its logits
+// (ops::router_z_loss_*), both into the balance-loss total, and the balancing bias's update. Every
 // decision is made on the device of the router's input; only the per-expert counts are read
 // back, by the dispatch plan (model/dispatch.h).
 #pragma once
@@ -17,11 +18,12 @@ namespace moe {
 
 // One micro-batch's routing, on the device. What the dispatch plan and the backward read.
 struct Routing {
-  Tensor scores;  // (N,E) f32
-  Tensor index;   // (N,K) i32: the chosen experts
-  Tensor gates;   // (N,K) f32
-  Tensor kept;    // (N,K) i32: the expert of each kept assignment of this tp rank's tokens, else -1
-  Tensor f;       // (B,E) f64: selection fractions for the balance loss's backward (undefined without it)
+  Tensor scores;         // (N,E) f32
+  Tensor index;          // (N,K) i32: the chosen experts
+  Tensor gates;          // (N,K) f32
+  Tensor kept;           // (N,K) i32: the expert of each kept assignment of this tp rank's tokens, else -1
+  Tensor f;              // (B,E) f64: selection fractions for the balance loss's backward (undefined without it)
+  Tensor logits, z_lse;  // (N,E), (N) f32: the z-loss's inputs to its backward (undefined without it)
   std::int64_t T = 0;
 };
 
@@ -51,10 +53,11 @@ class Router {
 
  private:
   bool counts_balance_loss() const { return aux_coef_ != 0 && tp_rank_ == 0; }
+  bool counts_z_loss() const { return z_coef_ != 0 && tp_rank_ == 0; }
 
   std::int64_t E_, K_;  // routed experts, experts per token (top_k)
   ops::RouterSpec spec_;
-  double capacity_factor_, aux_coef_;
+  double capacity_factor_, aux_coef_, z_coef_;
   int tp_rank_;
   Param weight_;
   std::string bias_name_;

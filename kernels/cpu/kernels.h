@@ -64,6 +64,9 @@ void balance_loss_forward(Tensor& total, Tensor& f, const Tensor& scores, const 
                           double coef);
 void balance_loss_backward(Tensor& dscores, const Tensor& f, const Tensor& scores, std::int64_t T, double coef,
                            double scale);
+void router_z_loss_forward(Tensor& total, Tensor& lse, const Tensor& logits, std::int64_t T, double coef);
+void router_z_loss_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse, std::int64_t T, double coef,
+                            double scale);
 
 // fp8.cpp: quantisation with one scale per block of `rows` x 128 (rows 1: activation tiles;
 // 128: weight blocks); the scaled GEMM's definition (b_rows: sb per 1x128 tile of b, else per

@@ -2,6 +2,7 @@
 // routing metadata, and the sequence-wise balance loss (kernels/ops.h). Each is a short
 // serial loop in index order: the order the CUDA kernels reproduce (kernels/cuda/routing.cu).
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "kernels/cpu/kernels.h"
@@ -119,6 +120,37 @@ void balance_loss_backward(Tensor& dscores, const Tensor& f, const Tensor& score
     for (std::int64_t e = 0; e < E; ++e) dot += coef * fb[e] / double(T) * s[e] / S;
     for (std::int64_t e = 0; e < E; ++e)
       ds[n * E + e] = static_cast<float>(scale * (coef * fb[e] / double(T) - dot) / S);
+  }
+}
+
+void router_z_loss_forward(Tensor& total, Tensor& lse, const Tensor& logits, std::int64_t T, double coef) {
+  const std::int64_t N = logits.size(0), E = logits.size(1);
+  const float* x = logits.data<float>();
+  float* out = lse.data<float>();
+#pragma omp parallel for
+  for (std::int64_t n = 0; n < N; ++n) {
+    const float* row = x + n * E;
+    double mx = row[0], s = 0;
+    for (std::int64_t e = 1; e < E; ++e) mx = std::max(mx, double(row[e]));
+    for (std::int64_t e = 0; e < E; ++e) s += std::exp(double(row[e]) - mx);
+    out[n] = static_cast<float>(mx + std::log(s));
+  }
+  double z = 0;
+  for (std::int64_t n = 0; n < N; ++n) z += coef / double(T) * double(out[n]) * double(out[n]);
+  total.data<double>()[0] += z;
+}
+
+void router_z_loss_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse, std::int64_t T, double coef,
+                            double scale) {
+  const std::int64_t N = logits.size(0), E = logits.size(1);
+  const float* x = logits.data<float>();
+  const float* l = lse.data<float>();
+  float* d = dlogits.data<float>();
+#pragma omp parallel for
+  for (std::int64_t n = 0; n < N; ++n) {
+    const double g = scale * 2 * coef / double(T) * double(l[n]);
+    for (std::int64_t e = 0; e < E; ++e)
+      d[n * E + e] += static_cast<float>(g * std::exp(double(x[n * E + e]) - double(l[n])));
   }
 }
 

@@ -109,6 +109,10 @@ void balance_loss_forward(double* total, double* f, const float* scores, const s
                           std::int64_t T, std::int64_t E, std::int64_t K, double coef);
 void balance_loss_backward(float* dscores, const double* f, const float* scores, std::int64_t N, std::int64_t T,
                            std::int64_t E, double coef, double scale);
+void router_z_loss_forward(double* total, float* lse, const float* logits, std::int64_t N, std::int64_t T,
+                           std::int64_t E, double coef);
+void router_z_loss_backward(float* dlogits, const float* logits, const float* lse, std::int64_t N, std::int64_t T,
+                            std::int64_t E, double coef, double scale);
 
 // router.cu: ops::router_forward / router_backward, one thread per token; n_groups at most
 // kMaxRouterGroups (router_select.h; checked by the ops.h entry points). dscores may be null.

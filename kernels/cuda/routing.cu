@@ -139,6 +139,29 @@ __global__ void balance_backward_kernel(float* dscores, const double* f, const f
   for (std::int64_t e = 0; e < E; ++e)
     dscores[n * E + e] = static_cast<float>(__dmul_rn(scale, __dsub_rn(__dmul_rn(coef, fb[e]) / double(T), dot)) / S);
 }
+// One thread per row: its log-sum-exp in double (E is the router's few hundred at most),
+// and the row's z term for the ordered total.
+__global__ void z_lse_kernel(float* lse, double* term, const float* logits, std::int64_t N, std::int64_t T,
+                             std::int64_t E, double coef) {
+  const std::int64_t n = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (n >= N) return;
+  const float* row = logits + n * E;
+  double mx = row[0], s = 0;
+  for (std::int64_t e = 1; e < E; ++e) mx = fmax(mx, double(row[e]));
+  for (std::int64_t e = 0; e < E; ++e) s = __dadd_rn(s, exp(double(row[e]) - mx));
+  const float l = static_cast<float>(mx + log(s));
+  lse[n] = l;
+  term[n] = __dmul_rn(coef / double(T), __dmul_rn(double(l), double(l)));
+}
+
+__global__ void z_backward_kernel(float* dlogits, const float* logits, const float* lse, std::int64_t N, std::int64_t T,
+                                  std::int64_t E, double coef, double scale) {
+  const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= N * E) return;
+  const std::int64_t n = i / E;
+  const double g = scale * 2 * coef / double(T) * double(lse[n]);
+  dlogits[i] += static_cast<float>(g * exp(double(logits[i]) - double(lse[n])));
+}
 }  // namespace
 
 void route_capacity(std::int32_t* kept, std::int32_t* counts, const std::int32_t* index, std::int64_t N, std::int64_t K,
@@ -210,6 +233,23 @@ void balance_loss_backward(float* dscores, const double* f, const float* scores,
                            std::int64_t E, double coef, double scale) {
   if (N == 0) return;
   balance_backward_kernel<<<blocks_for(N), kThreads>>>(dscores, f, scores, N, T, E, coef, scale);
+  launched();
+}
+
+void router_z_loss_forward(double* total, float* lse, const float* logits, std::int64_t N, std::int64_t T,
+                           std::int64_t E, double coef) {
+  if (N == 0) return;
+  Scratch<double> term(N);
+  z_lse_kernel<<<blocks_for(N), kThreads>>>(lse, term.p, logits, N, T, E, coef);
+  launched();
+  balance_total_kernel<<<1, 1>>>(total, term.p, N);
+  launched();
+}
+
+void router_z_loss_backward(float* dlogits, const float* logits, const float* lse, std::int64_t N, std::int64_t T,
+                            std::int64_t E, double coef, double scale) {
+  if (N * E == 0) return;
+  z_backward_kernel<<<blocks_for(N * E), kThreads>>>(dlogits, logits, lse, N, T, E, coef, scale);
   launched();
 }
 

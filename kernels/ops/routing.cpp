@@ -150,4 +150,39 @@ void balance_loss_backward(Tensor& dscores, const Tensor& f, const Tensor& score
   cpu::balance_loss_backward(dscores, f, scores, T, coef, scale);
 }
 
+void router_z_loss_forward(Tensor& total, Tensor& lse, const Tensor& logits, std::int64_t T, double coef) {
+  const char* op = "router_z_loss_forward";
+  MOE_CHECK(logits.defined() && logits.ndim() == 2 && logits.size(1) > 0, ShapeError, "{}: logits {} must be (N,E)", op,
+            logits.describe());
+  const std::int64_t N = logits.size(0), E = logits.size(1);
+  MOE_CHECK(T > 0 && N % T == 0, ShapeError, "{}: {} tokens are not whole sequences of {}", op, N, T);
+  expect_tensor(op, "logits", logits, DType::f32, {N, E});
+  expect_tensor(op, "lse", lse, DType::f32, {N});
+  expect_tensor(op, "total", total, DType::f64, {1});
+  const auto gpu = detail::on_gpu(op, {&total, &lse, &logits});
+  if (gpu) {
+    if constexpr (detail::kCudaBuilt)
+      return cuda::router_z_loss_forward(total.data<double>(), lse.data<float>(), logits.data<float>(), N, T, E, coef);
+  }
+  cpu::router_z_loss_forward(total, lse, logits, T, coef);
+}
+
+void router_z_loss_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse, std::int64_t T, double coef,
+                            double scale) {
+  const char* op = "router_z_loss_backward";
+  MOE_CHECK(logits.defined() && logits.ndim() == 2, ShapeError, "{}: logits {} must be (N,E)", op, logits.describe());
+  const std::int64_t N = logits.size(0), E = logits.size(1);
+  MOE_CHECK(T > 0 && N % T == 0, ShapeError, "{}: {} tokens are not whole sequences of {}", op, N, T);
+  expect_tensor(op, "logits", logits, DType::f32, {N, E});
+  expect_tensor(op, "lse", lse, DType::f32, {N});
+  expect_tensor(op, "dlogits", dlogits, DType::f32, {N, E});
+  const auto gpu = detail::on_gpu(op, {&dlogits, &logits, &lse});
+  if (gpu) {
+    if constexpr (detail::kCudaBuilt)
+      return cuda::router_z_loss_backward(dlogits.data<float>(), logits.data<float>(), lse.data<float>(), N, T, E, coef,
+                                          scale);
+  }
+  cpu::router_z_loss_backward(dlogits, logits, lse, T, coef, scale);
+}
+
 }  // namespace moe::ops

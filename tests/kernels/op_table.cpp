@@ -428,6 +428,18 @@ std::vector<OpCase> routing_cases() {
              ops::balance_loss_backward(ds, f, scores, T, 0.01, 0.25);
              return host({total, f, ds});
            }},
+      {.name = "router z-loss forward+backward (4 sequences of 1024, 64 experts)",
+       .real = false,
+       .gpu_tol = 1e-6,  // exp and log in double on both, summed in the same order
+       .run =
+           [=](DType, Device d) {
+             const Make m{DType::f32, d};
+             const Tensor logits = random({N, E}, 37, 3.0, DType::f32).to(d);
+             Tensor total = Tensor::zeros({1}, DType::f64, d), lse = m.empty({N}), dl = m.zeros({N, E});
+             ops::router_z_loss_forward(total, lse, logits, T, 0.001);
+             ops::router_z_loss_backward(dl, logits, lse, T, 0.001, 0.25);
+             return host({total, lse, dl});
+           }},
   };
 }
 

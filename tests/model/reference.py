@@ -193,6 +193,10 @@ def moe(h, W, A, p, m):
         sn = (s / s.sum(-1, keepdim=True)).view(B, T, E)
         P = sn.mean(1)
         aux = m["aux_loss_coef"] * (f * P).sum()
+    if m["router_z_loss_coef"] > 0:
+        # ST-MoE: the mean over each sequence's tokens of logsumexp(router logits)^2, summed
+        # over sequences (the caller divides by B: the mean over all tokens)
+        aux = aux + m["router_z_loss_coef"] * (torch.logsumexp(logits, dim=-1) ** 2).sum() / T
     return out.view(B, T, C), aux
 
 
