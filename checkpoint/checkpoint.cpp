@@ -322,13 +322,13 @@ void fill_and_close(Id& file, const std::string& path, Body body) {
 }
 
 // Rank 0 creates the file alone, every chunk allocated at its stored size but left a hole
-// (holes_driver.h), and the attributes; then the ranks write the chunks (chunk_writer.h).
-// Parallel HDF5 would write every chunk of a filtered dataset with fill values when creating
-// it (the file written twice) and leaves ranks waiting in collective calls another rank has
-// failed out of; here rank 0's error reaches every rank.
-void write_from_skeleton(const std::string& path, Communicator& comm, const Meta& meta,
-                         const std::vector<Dataset>& datasets, const std::vector<Slice>& mine,
-                         const detail::WholeChunks& plan) {
+// (holes_driver.h), and the attributes; every rank learns the chunks' addresses, where the
+// ranks then write the chunks (chunk_writer.h). Parallel HDF5 would write every chunk of a
+// filtered dataset with fill values when creating it (the file written twice) and leaves
+// ranks waiting in collective calls another rank has failed out of; here rank 0's error
+// reaches every rank.
+detail::ChunkAddresses skeleton(const std::string& path, Communicator& comm, const Meta& meta,
+                                const std::vector<Dataset>& datasets) {
   const int me = comm.rank();
   std::vector<std::int64_t> flat;  // every chunk's address, dataset by dataset
   std::string error;
@@ -370,7 +370,17 @@ void write_from_skeleton(const std::string& path, Communicator& comm, const Meta
                         flat.begin() + static_cast<std::ptrdiff_t>(at + n));
     at += n;
   }
-  detail::write_whole_chunks(path, comm, datasets, mine, plan, addresses);
+  return addresses;
+}
+
+// Shards of whole rows are written as the flat ranges they are: their chunks need nothing
+// from other ranks.
+std::vector<Slice> flat_slices(const std::vector<Dataset>& datasets, const std::vector<Slice>& mine) {
+  std::map<std::string, const Shape*> shape_of;
+  for (const Dataset& d : datasets) shape_of.emplace(d.name, &d.shape);
+  std::vector<Slice> flat;
+  for (const Slice& s : mine) flat.push_back(shape_of.count(s.dataset) ? as_flat(*shape_of.at(s.dataset), s) : s);
+  return flat;
 }
 
 }  // namespace
@@ -379,15 +389,25 @@ void write(const std::string& path, Communicator& comm, const Meta& meta, const 
            const std::vector<Slice>& mine) {
   quiet();
   try {
-    // Shards of whole rows are written as the flat ranges they are: their chunks need
-    // nothing from other ranks.
-    std::map<std::string, const Shape*> shape_of;
-    for (const Dataset& d : datasets) shape_of.emplace(d.name, &d.shape);
-    std::vector<Slice> flat;
-    for (const Slice& s : mine) flat.push_back(shape_of.count(s.dataset) ? as_flat(*shape_of.at(s.dataset), s) : s);
-    write_from_skeleton(path, comm, meta, datasets, flat, detail::WholeChunks(comm, datasets, flat));
+    const std::vector<Slice> flat = flat_slices(datasets, mine);
+    const detail::WholeChunks plan(comm, datasets, flat);
+    detail::write_whole_chunks(path, comm, datasets, flat, plan, skeleton(path, comm, meta, datasets));
   } catch (const CheckpointError& e) {
     throw CheckpointError(fmt::format("{}; the previous checkpoint stays the latest", e.what()));
+  }
+}
+
+void write_in_rounds(const std::string& path, Communicator& comm, const Meta& meta,
+                     const std::vector<Dataset>& datasets, const std::vector<std::vector<std::size_t>>& rounds,
+                     const std::function<std::vector<Slice>(std::size_t round)>& fill) {
+  quiet();
+  const detail::ChunkAddresses addresses = skeleton(path, comm, meta, datasets);
+  for (std::size_t r = 0; r < rounds.size(); ++r) {
+    std::vector<Dataset> some;
+    detail::ChunkAddresses at;
+    for (std::size_t i : rounds[r]) some.push_back(datasets[i]), at.push_back(addresses[i]);
+    const std::vector<Slice> flat = flat_slices(some, fill(r));
+    detail::write_whole_chunks(path, comm, some, flat, detail::WholeChunks(comm, some, flat), at);
   }
 }
 

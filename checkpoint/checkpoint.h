@@ -6,6 +6,7 @@
 // only its slices (checkpoint/slices.h), nobody gathers the model (docs/CHECKPOINT.md).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <variant>
@@ -48,6 +49,14 @@ struct Meta {
 // Throws CheckpointError naming the file and dataset, on every rank.
 void write(const std::string& path, Communicator& comm, const Meta& meta, const std::vector<Dataset>& datasets,
            const std::vector<Slice>& mine);
+// write() for more data than fits in memory at once: the file and every dataset are created
+// as write() does, then filled in rounds (rounds[r]: indices into datasets; the same list on
+// every rank). Round r asks fill(r) for this rank's slices of its datasets, whose memory must
+// stay valid until the next call; the ranks' slices of a round cover its datasets exactly
+// once. Each round's chunks reach the disk (fdatasync) before the next.
+void write_in_rounds(const std::string& path, Communicator& comm, const Meta& meta,
+                     const std::vector<Dataset>& datasets, const std::vector<std::vector<std::size_t>>& rounds,
+                     const std::function<std::vector<Slice>(std::size_t round)>& fill);
 
 // Each rank on its own: checks that the file has every dataset of `expected` at its shape
 // and dtype (CheckpointError listing the mismatches), then reads this rank's slices: the raw

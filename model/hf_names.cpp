@@ -30,4 +30,20 @@ std::vector<NamedTensor> hf_tensors(Transformer& model) {
   return out;
 }
 
+std::vector<TensorSpec> hf_tensor_specs(Transformer& model) {
+  std::vector<TensorSpec> out;
+  for (Param* p : model.params()) {
+    const Shape full = p->full_shape();
+    if (!p->is_expert()) {
+      out.push_back({p->name, full, true});
+      continue;
+    }
+    const Shape slice(full.begin() + 1, full.end());
+    for (std::int64_t j = 0; j < p->shape()[0]; ++j)
+      out.push_back({hf_expert_name(p->name, p->expert_begin + j), slice, true});
+  }
+  for (MoE* m : model.moe_layers()) out.push_back({m->bias_name(), m->bias().shape(), false});
+  return out;
+}
+
 }  // namespace moe

@@ -12,10 +12,10 @@ struct Param {
   Tensor w, g;       // value and gradient (backward accumulates into g), FP32
   bool decay;        // AdamW weight decay applies (not to norms and biases)
   // Routed-expert tensors are sharded over expert-parallel ranks along dim 0: this rank holds
-  // experts [expert_begin, expert_begin + w.size(0)) of experts_total. Both 0 for the rest.
+  // experts [expert_begin, expert_begin + shape()[0]) of experts_total. Both 0 for the rest.
   std::int64_t expert_begin = 0, experts_total = 0;
   // Tensor parallelism (model/tensor_parallel.h): a shard holds indices [split_begin,
-  // split_begin + w.size(split_dim)) of split_full along split_dim (-1: the whole tensor).
+  // split_begin + shape()[split_dim]) of split_full along split_dim (-1: the whole tensor).
   int split_dim = -1;
   std::int64_t split_begin = 0, split_full = 0;
   // A whole tensor on every tp rank of a tp > 1 group. Replicated: the same gradient on each
@@ -28,18 +28,33 @@ struct Param {
   bool tied_copy = false;
   bool is_expert() const { return experts_total > 0; }
   bool is_split() const { return split_dim >= 0; }
+  // What this rank holds (w's shape; under ShapesOnly, w is undefined and this is all there is).
+  const Shape& shape() const { return shape_; }
   // The logical shape the checkpoint stores (experts: all of them; tp shards: the whole).
   Shape full_shape() const {
-    Shape s = w.shape();
+    Shape s = shape_;
     if (is_expert()) s[0] = experts_total;
     if (is_split()) s[static_cast<std::size_t>(split_dim)] = split_full;
     return s;
   }
-  Param(std::string n, Shape shape, bool weight_decay = true)
-      : name(std::move(n)),
-        w(Tensor::zeros(shape, DType::f32)),
-        g(Tensor::zeros(shape, DType::f32)),
-        decay(weight_decay) {}
+  Param(std::string n, Shape shape, bool weight_decay = true);
+
+  // While one lives on this thread, Params are made without storage (w and g undefined,
+  // shape() their shape): a model's tensor list at no memory cost, as PyTorch's meta device
+  // (moe import plans DeepSeek-V3's 671B parameters this way). Such a model runs nothing.
+  class ShapesOnly {
+   public:
+    ShapesOnly();
+    ~ShapesOnly();
+    ShapesOnly(const ShapesOnly&) = delete;
+    ShapesOnly& operator=(const ShapesOnly&) = delete;
+
+   private:
+    bool before_;
+  };
+
+ private:
+  Shape shape_;
 };
 
 using ParamList = std::vector<Param*>;

@@ -18,7 +18,7 @@ void for_each_run(const Shape& full, int dim, std::int64_t count, F&& f) {
 }  // namespace
 
 void TensorParallel::split(Param& p, int dim, std::int64_t full) const {
-  MOE_CHECK(full % size == 0 && p.w.size(dim) == full / size, ShapeError,
+  MOE_CHECK(full % size == 0 && p.shape()[static_cast<std::size_t>(dim)] == full / size, ShapeError,
             "{}: {} cannot be split over {} tensor-parallel ranks along dim {}", p.name, full, size, dim);
   if (!on()) return;
   p.split_dim = dim, p.split_begin = begin(full), p.split_full = full;

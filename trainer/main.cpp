@@ -121,8 +121,20 @@ int run_export(const std::string& given, const std::string& format, const std::s
   return 0;
 }
 
-int run_import(const std::string& dir, const std::string& out) {
-  const auto r = moe::import_hf(dir, out);
+// Under mpirun the ranks share the reading; every check is each rank's own and the same on
+// all, so rank 0 alone reports.
+int run_import(int argc, char** argv, const std::string& dir, const std::string& out, double memory_mb) {
+  std::signal(SIGXFSZ, SIG_IGN);  // a full disk fails the write with an error (as run_train)
+  moe::MpiSession mpi(&argc, &argv);
+  moe::MpiCommunicator world;
+  moe::ImportResult r;
+  try {
+    r = moe::import_hf(dir, out, world, memory_mb * 1e6);
+  } catch (const moe::Error& e) {
+    if (world.rank() == 0) std::cerr << "moe: error: " << e.what() << "\n";
+    return 2;
+  }
+  if (world.rank() != 0) return 0;
   std::printf("moe import: %s -> %s (%zu tensors, %s) and %s\n", dir.c_str(), r.checkpoint.c_str(), r.tensors,
               moe::human_bytes(r.bytes).c_str(), r.config.c_str());
   for (const auto& s : r.skipped) std::printf("moe import: left out %s\n", s.c_str());
@@ -309,6 +321,7 @@ struct Args {
                                       import_out;
   std::vector<std::string> sets;
   bool print_config = false, fresh = false, dry_run = false, force = false, export_mtp = false;
+  double import_memory_mb = 1024;
   PlanArgs plan;
   CLI::App *train = nullptr, *prepare = nullptr, *show = nullptr, *reference = nullptr, *plan_cmd = nullptr,
            *info = nullptr, *inspect = nullptr, *exp = nullptr, *imp = nullptr;
@@ -388,6 +401,11 @@ void add_checkpoint_commands(CLI::App& app, Args& a) {
       ->required()
       ->check(CLI::ExistingDirectory);
   a.imp->add_option("out", a.import_out, "output directory: step_00000000.h5 and config.yaml")->required();
+  a.imp
+      ->add_option("--memory-mb", a.import_memory_mb,
+                   "f32 tensors each rank holds at once, in MB (it streams the rest; under mpirun the ranks share "
+                   "the reading)")
+      ->check(CLI::NonNegativeNumber);
 }
 
 // A misspelt subcommand: one line saying which exist (CLI11 would list every argument).
@@ -410,7 +428,7 @@ int run_subcommand(Args& a, int argc, char** argv) {
   }
   if (*a.inspect) return run_inspect(a.ckpt_path);
   if (*a.exp) return run_export(a.ckpt_path, a.export_format, a.export_out, a.export_tokenizer, a.export_mtp);
-  if (*a.imp) return run_import(a.import_dir, a.import_out);
+  if (*a.imp) return run_import(argc, argv, a.import_dir, a.import_out, a.import_memory_mb);
   if (*a.plan_cmd) return run_plan(a.config_path, a.sets, a.plan);
   if (*a.prepare) return run_prepare(moe::load_config(a.config_path, a.sets), a.force);
   if (*a.show) std::cout << moe::config_to_yaml(moe::load_config(a.config_path, a.sets));

@@ -100,6 +100,12 @@ Tensor SafetensorsFile::read(const std::string& name) const {
     throw CheckpointError(
         fmt::format("{}: tensor {} is {}; moe reads F32, BF16, F16 and F8_E4M3", path_, name, e.dtype));
   }
+  // Read once: its pages leave this process's memory (a streaming import of a model larger
+  // than memory keeps only what it converts).
+  const auto page = static_cast<std::uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto lo = reinterpret_cast<std::uintptr_t>(src) / page * page,
+             hi = reinterpret_cast<std::uintptr_t>(map_ + data_ + e.end) / page * page;
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
   return t;
 }
 
@@ -112,8 +118,12 @@ std::vector<std::string> safetensors_files(const std::string& dir) {
     MOE_CHECK(j.is_object() && j.contains("weight_map") && j["weight_map"].is_object(), CheckpointError,
               "{}: no weight_map", index.string());
     std::set<std::string> files;
-    for (const auto& [name, file] : j["weight_map"].items())
-      files.insert((fs::path(dir) / file.get<std::string>()).string());
+    for (const auto& [name, file] : j["weight_map"].items()) {
+      const fs::path shard = fs::path(dir) / file.get<std::string>();
+      MOE_CHECK(fs::exists(shard), CheckpointError, "{}: shard {} (of {}) is missing; copy the whole model directory",
+                index.string(), file.get<std::string>(), name);
+      files.insert(shard.string());
+    }
     return {files.begin(), files.end()};
   }
   const fs::path single = fs::path(dir) / "model.safetensors";

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A Hugging Face DeepseekV3 model through `moe import` and back against transformers:
 #   make_hf.py (random model, save_pretrained; --fp8: DeepSeek-V3's FP8 weight layout)
-#   -> moe import -> dump_reference --init (our forward/backward on the imported weights)
+#   -> moe import (and again streamed over two ranks: the same file's tensors) -> dump_reference --init (our forward/backward on the imported weights)
 #   -> hf_check.py --expect (weights equal the files', loss and gradients equal HF's).
 # Usage: hf_import.sh MOE DUMP_REFERENCE WORKDIR [--fp8]; skips (77) without deps/hf-venv.
 set -euo pipefail
@@ -11,6 +11,11 @@ shift 3
 rm -rf "$work" && mkdir -p "$work"
 "$py" "$root/tests/model/make_hf.py" "$work/hf" "$@"
 "$moe" import "$work/hf" "$work/ckpt"
+# Streamed over two ranks, one tensor per rank at a time: the same checkpoint.
+if [ -n "${MPIEXEC:-}" ]; then
+  "$MPIEXEC" -np 2 "$moe" import "$work/hf" "$work/ckpt_np2" --memory-mb 0 > /dev/null
+  /usr/bin/python3 "$root/tests/checkpoint/same_weights.py" "$work/ckpt/step_00000000.h5" "$work/ckpt_np2/step_00000000.h5"
+fi
 "$dump" "$work/dump" --init "$work/ckpt/step_00000000.h5" model.seq_len=12
 "$py" "$root/tests/model/hf_check.py" "$work/dump" --expect "$work/hf/expected.npz"
 # And back: the imported checkpoint exported loads in transformers with the same weights.
