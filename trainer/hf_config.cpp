@@ -25,10 +25,25 @@ nlohmann::json rope_scaling_json(const ModelConfig& m) {
 }
 }  // namespace
 
+const char* hf_class(const ModelConfig& m) {
+  // Both classes route by sigmoid whatever config.json's scoring_func says.
+  MOE_CHECK(m.routed_experts == 0 || m.router == RouterType::sigmoid, ConfigError,
+            "model.router: softmax: no Hugging Face class computes moe's experts with a softmax router "
+            "(DeepseekV3 and Glm4Moe route by sigmoid)");
+  if (m.attention == AttentionType::mla) return "DeepseekV3ForCausalLM";
+  // GLM-4.5's class: DeepSeek-V3's router and MoE behind GQA attention, rotating the whole
+  // head with rotate-half pairs when partial_rotary_factor is 1 (its default, 0.5, would load
+  // and compute something else).
+  MOE_CHECK(m.shared_experts > 0, ConfigError,
+            "model.shared_experts: 0: Glm4Moe (the GQA class with DeepSeek-V3's MoE) always has a shared expert");
+  return "Glm4MoeForCausalLM";
+}
+
 nlohmann::json hf_config_json(const ModelConfig& m) {
   const bool mla = m.attention == AttentionType::mla;
-  nlohmann::json j = {{"architectures", {"DeepseekV3ForCausalLM"}},
-                      {"model_type", "deepseek_v3"},
+  const std::string cls = hf_class(m);
+  nlohmann::json j = {{"architectures", {cls}},
+                      {"model_type", mla ? "deepseek_v3" : "glm4_moe"},
                       {"vocab_size", m.vocab_size},
                       {"hidden_size", m.d_model},
                       {"intermediate_size", m.ffn_hidden},
@@ -39,32 +54,32 @@ nlohmann::json hf_config_json(const ModelConfig& m) {
                       {"n_shared_experts", m.shared_experts},
                       {"n_routed_experts", m.routed_experts},
                       {"num_experts_per_tok", m.top_k},
-                      {"first_k_dense_replace", m.dense_layers},
+                      {"first_k_dense_replace", m.routed_experts > 0 ? m.dense_layers : m.n_layers},
                       {"n_group", m.n_groups},
                       {"topk_group", m.topk_groups},
                       {"routed_scaling_factor", m.routed_scaling_factor},
                       {"norm_topk_prob", m.router_normalize},
-                      {"scoring_func", m.router == RouterType::sigmoid ? "sigmoid" : "softmax"},
-                      {"topk_method", "noaux_tc"},
                       {"rms_norm_eps", m.norm_eps},
                       {"rope_theta", m.rope_theta},
                       {"rope_scaling", rope_scaling_json(m)},
-                      {"rope_interleave", true},
                       {"max_position_embeddings", m.seq_len},
                       {"hidden_act", "silu"},
                       {"attention_bias", false},
                       {"tie_word_embeddings", false},
                       {"torch_dtype", "float32"}};
   if (mla) {
+    j["scoring_func"] = "sigmoid";
+    j["topk_method"] = "noaux_tc";
+    j["rope_interleave"] = true;
     j["q_lora_rank"] = m.q_lora_rank > 0 ? nlohmann::json(m.q_lora_rank) : nlohmann::json(nullptr);
     j["kv_lora_rank"] = m.kv_lora_rank;
     j["qk_nope_head_dim"] = m.qk_nope_head_dim;
     j["qk_rope_head_dim"] = m.qk_rope_head_dim;
     j["v_head_dim"] = m.v_head_dim;
   } else {
-    // DeepseekV3 itself has only MLA: transformers cannot build a GQA model from this file.
     j["head_dim"] = m.d_model / m.n_heads;
-    j["attention"] = "gqa";
+    j["partial_rotary_factor"] = 1.0;
+    j["use_qk_norm"] = false;
   }
   return j;
 }
@@ -112,45 +127,82 @@ void read_yarn(const nlohmann::json& r, const std::string& file, std::int64_t ma
 }
 }  // namespace
 
+namespace {
+struct ClassDefaults {
+  double norm_eps;
+  std::int64_t shared_experts, dense_layers, n_groups, topk_groups;
+  double routed_scaling_factor;
+};
+
+// DeepseekV3's attention: MLA, RoPE on interleaved pairs.
+void read_mla(const HfKeys& k, const nlohmann::json& hf, ModelConfig& m) {
+  if (k.get<bool>("rope_interleave", true) != true)
+    k.fail("rope_interleave", "moe applies RoPE to interleaved pairs, as DeepSeek-V3 does");
+  m.attention = AttentionType::mla;
+  m.n_kv_heads = m.n_heads = k.get<std::int64_t>("num_attention_heads");
+  // null: queries without a latent; absent: the class's default, 1536
+  m.q_lora_rank = hf.contains("q_lora_rank") ? k.get<std::int64_t>("q_lora_rank", 0) : 1536;
+  m.kv_lora_rank = k.get<std::int64_t>("kv_lora_rank", 512);
+  m.qk_nope_head_dim = k.get<std::int64_t>("qk_nope_head_dim", 128);
+  m.qk_rope_head_dim = k.get<std::int64_t>("qk_rope_head_dim", 64);
+  m.v_head_dim = k.get<std::int64_t>("v_head_dim", 128);
+}
+
+// Glm4Moe's attention as moe's GQA: whole-head RoPE (rotate-half), no q/k norms, head_dim
+// hidden_size / heads. The released GLM-4.5 rotates half of each head and has q/k/v biases:
+// refused here by the key that differs.
+void read_glm_attention(const HfKeys& k, ModelConfig& m) {
+  m.attention = AttentionType::gqa;
+  m.n_kv_heads = k.get<std::int64_t>("num_key_value_heads", 8);
+  const double rotary = k.get<double>("partial_rotary_factor", 0.5);
+  if (rotary != 1.0) k.fail("partial_rotary_factor", fmt::format("{}: moe rotates the whole head (1.0)", rotary));
+  if (k.get<bool>("use_qk_norm", false)) k.fail("use_qk_norm", "moe's attention has no query/key norms");
+  const std::int64_t heads = k.get<std::int64_t>("num_attention_heads"), width = k.get<std::int64_t>("hidden_size");
+  if (k.get<std::int64_t>("head_dim", width / heads) * heads != width)
+    k.fail("head_dim", fmt::format("{}: moe's GQA heads are hidden_size / num_attention_heads = {} wide",
+                                   k.get<std::int64_t>("head_dim", 0), width / heads));
+}
+}  // namespace
+
 ModelConfig model_from_hf(const nlohmann::json& hf, const std::string& file) {
   const HfKeys k{hf, file};
   if (!hf.is_object()) k.fail("config.json", "not a JSON object");
   const std::string type = k.get<std::string>("model_type");
-  if (type != "deepseek_v3")
-    k.fail("model_type", fmt::format("'{}': moe imports deepseek_v3 models (DeepSeek-V3, Kimi K2, Moonlight)", type));
+  const bool glm = type == "glm4_moe";
+  if (type != "deepseek_v3" && !glm)
+    k.fail("model_type", fmt::format("'{}': moe imports deepseek_v3 (DeepSeek-V3, Kimi K2, Moonlight) and glm4_moe "
+                                     "with whole-head RoPE and no attention biases",
+                                     type));
   if (k.get<bool>("tie_word_embeddings", false)) k.fail("tie_word_embeddings", "tied embeddings are not supported");
   if (k.get<std::string>("hidden_act", "silu") != "silu") k.fail("hidden_act", "moe's FFNs are SwiGLU (silu)");
   if (k.get<bool>("attention_bias", false)) k.fail("attention_bias", "attention projections have no bias here");
   if (k.get<std::string>("topk_method", "noaux_tc") != "noaux_tc")
     k.fail("topk_method", "moe routes as DeepSeek-V3 does (noaux_tc: biased top-k in the best groups)");
-  if (k.get<bool>("rope_interleave", true) != true)
-    k.fail("rope_interleave", "moe applies RoPE to interleaved pairs, as DeepSeek-V3 does");
+  // Keys config.json leaves out take the class's defaults (transformers' configuration_*.py),
+  // which differ between the two.
+  const ClassDefaults d = glm ? ClassDefaults{1e-5, 1, 1, 1, 1, 1.0} : ClassDefaults{1e-6, 1, 3, 8, 4, 2.5};
   ModelConfig m;
-  m.attention = AttentionType::mla;
+  if (glm) read_glm_attention(k, m);
+  else read_mla(k, hf, m);
   m.vocab_size = k.get<std::int64_t>("vocab_size");
   m.d_model = k.get<std::int64_t>("hidden_size");
   m.ffn_hidden = k.get<std::int64_t>("intermediate_size");
   m.expert_hidden = k.get<std::int64_t>("moe_intermediate_size");
   m.n_layers = k.get<std::int64_t>("num_hidden_layers");
   m.n_heads = k.get<std::int64_t>("num_attention_heads");
-  m.n_kv_heads = m.n_heads;
-  m.q_lora_rank = k.get<std::int64_t>("q_lora_rank", 0);
-  m.kv_lora_rank = k.get<std::int64_t>("kv_lora_rank");
-  m.qk_nope_head_dim = k.get<std::int64_t>("qk_nope_head_dim");
-  m.qk_rope_head_dim = k.get<std::int64_t>("qk_rope_head_dim");
-  m.v_head_dim = k.get<std::int64_t>("v_head_dim");
-  m.shared_experts = k.get<std::int64_t>("n_shared_experts", 0);
+  m.shared_experts = k.get<std::int64_t>("n_shared_experts", d.shared_experts);
   m.routed_experts = k.get<std::int64_t>("n_routed_experts");
   m.top_k = k.get<std::int64_t>("num_experts_per_tok");
-  m.dense_layers = k.get<std::int64_t>("first_k_dense_replace", 0);
-  m.n_groups = k.get<std::int64_t>("n_group", 1);
-  m.topk_groups = k.get<std::int64_t>("topk_group", 1);
-  m.routed_scaling_factor = k.get<double>("routed_scaling_factor", 1.0);
+  m.dense_layers = k.get<std::int64_t>("first_k_dense_replace", d.dense_layers);
+  m.n_groups = k.get<std::int64_t>("n_group", d.n_groups);
+  m.topk_groups = k.get<std::int64_t>("topk_group", d.topk_groups);
+  m.routed_scaling_factor = k.get<double>("routed_scaling_factor", d.routed_scaling_factor);
   m.router_normalize = k.get<bool>("norm_topk_prob", true);
+  // (transformers' DeepseekV3 and Glm4Moe route by sigmoid whatever scoring_func says)
   const std::string scoring = k.get<std::string>("scoring_func", "sigmoid");
-  if (scoring != "sigmoid" && scoring != "softmax") k.fail("scoring_func", fmt::format("'{}'", scoring));
-  m.router = scoring == "sigmoid" ? RouterType::sigmoid : RouterType::softmax;
-  m.norm_eps = k.get<double>("rms_norm_eps", 1e-6);
+  if (scoring != "sigmoid") k.fail("scoring_func", fmt::format("'{}': the class routes by sigmoid", scoring));
+  m.router = RouterType::sigmoid;
+  m.norm_eps = k.get<double>("rms_norm_eps", d.norm_eps);
   m.rope_theta = k.get<double>("rope_theta", 10000.0);
   m.seq_len = std::min<std::int64_t>(k.get<std::int64_t>("max_position_embeddings", 4096), 4096);
   if (hf.contains("rope_scaling") && !hf["rope_scaling"].is_null())

@@ -1,5 +1,6 @@
-// Our model section in Hugging Face's vocabulary (DeepseekV3Config, config.json), both ways:
-// `moe export` writes it, `moe import` reads it. The correspondence is docs/CHECKPOINT.md's.
+// Our model section in Hugging Face's vocabulary (config.json), both ways: `moe export` writes
+// it, `moe import` reads it. MLA models are DeepseekV3Config, GQA ones Glm4MoeConfig (GLM-4.5's
+// class: the same MoE, with whole-head RoPE). The correspondence is docs/CHECKPOINT.md's.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
@@ -8,9 +9,12 @@
 
 namespace moe {
 
+// ConfigError naming the key where no transformers class computes the model (GQA with a
+// softmax router, or without a shared expert).
 nlohmann::json hf_config_json(const ModelConfig& m);
 
-// A DeepseekV3 (model_type deepseek_v3) config.json as our ModelConfig. ConfigError naming the
+// A deepseek_v3 or glm4_moe config.json as our ModelConfig (keys it leaves out take the class's
+// defaults). ConfigError naming the
 // file and the key for what this trainer cannot build the same (another architecture, RoPE
 // scaling other than YaRN, tied embeddings, another activation or router). model.seq_len is the smaller of
 // max_position_embeddings and 4096 (a training window; set it to fine-tune on longer ones).

@@ -13,6 +13,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "model/hf_names.h"
+#include "trainer/hf_config.h"
 #include "trainer/run_meta.h"
 #include "trainer/config_json.h"
 
@@ -82,7 +83,13 @@ int main(int argc, char** argv) {
     if (t.grad.defined()) w.add("grad/" + t.name, t.grad);
   }
   const nlohmann::json model_json = config_section_json(cfg, "model");
-  w.save(argv[1], {{"model", model_json}, {"batch", B}, {"seq", T}, {"loss", loss}, {"mtp_loss_weight", mtp_weight}});
+  nlohmann::json manifest = {
+      {"model", model_json}, {"batch", B}, {"seq", T}, {"loss", loss}, {"mtp_loss_weight", mtp_weight}};
+  try {  // what moe export writes as config.json, for hf_check.py to build transformers' model from
+    manifest["hf_config"] = hf_config_json(m);
+  } catch (const ConfigError&) {  // no Hugging Face class computes this model (reference.py still checks it)
+  }
+  w.save(argv[1], manifest);
   std::cout << "dump_reference: loss " << loss << " -> " << argv[1] << "\n";
   return 0;
 }

@@ -3,10 +3,12 @@
 
 Usage: deps/hf-venv/bin/python tests/model/hf_export_check.py EXPORT_DIR EXPECTED_NPZ
 
-AutoModelForCausalLM.from_pretrained(EXPORT_DIR) must build DeepseekV3ForCausalLM with no
+AutoModelForCausalLM.from_pretrained(EXPORT_DIR) must build the class config.json names
+(DeepseekV3ForCausalLM, Glm4MoeForCausalLM) with no
 missing, unexpected or mismatched tensor, every tensor equal to EXPECTED_NPZ (make_hf.py's
 values, through moe import and moe export), and run a forward pass.
 """
+import json
 import sys
 
 import numpy as np
@@ -16,9 +18,10 @@ from transformers import AutoModelForCausalLM
 
 def main():
     export, expected = sys.argv[1], np.load(sys.argv[2])
+    wanted = json.load(open(f"{export}/config.json"))["architectures"][0]
     model, info = AutoModelForCausalLM.from_pretrained(export, output_loading_info=True, torch_dtype=torch.float32)
     problems = {k: v for k, v in info.items() if v}
-    if type(model).__name__ != "DeepseekV3ForCausalLM" or problems:
+    if type(model).__name__ != wanted or problems:
         print(f"hf_export_check: built {type(model).__name__}; loading reported {problems}")
         return 1
     state = {k: v.numpy() for k, v in model.state_dict().items()}

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""A small random DeepseekV3ForCausalLM saved as transformers saves it, for `moe import`.
+"""A small random DeepseekV3ForCausalLM (or, with --gqa, Glm4MoeForCausalLM: GQA with the same
+MoE, whole-head RoPE) saved as transformers saves it, for `moe import`.
 
-Usage: deps/hf-venv/bin/python tests/model/make_hf.py DIR [--fp8]
+Usage: deps/hf-venv/bin/python tests/model/make_hf.py DIR [--fp8] [--gqa]
 
 DIR gets config.json and model.safetensors from save_pretrained (bfloat16, as published models
 come), with random router biases; --fp8 then rewrites every projection weight of the layers
@@ -14,7 +15,7 @@ import pathlib
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import DeepseekV3Config, DeepseekV3ForCausalLM
+from transformers import DeepseekV3Config, DeepseekV3ForCausalLM, Glm4MoeConfig, Glm4MoeForCausalLM
 
 
 def config():
@@ -25,6 +26,16 @@ def config():
         qk_nope_head_dim=8, n_group=2, topk_group=1, num_experts_per_tok=2, first_k_dense_replace=1,
         norm_topk_prob=True, max_position_embeddings=64, rope_scaling=None, rope_interleave=True,
         tie_word_embeddings=False, initializer_range=0.1)
+
+
+def gqa_config():
+    # partial_rotary_factor, rms_norm_eps and n_shared_experts set, not left to Glm4Moe's defaults
+    return Glm4MoeConfig(
+        vocab_size=50, hidden_size=32, intermediate_size=300, moe_intermediate_size=16, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=2, partial_rotary_factor=1.0, n_shared_experts=1,
+        n_routed_experts=8, routed_scaling_factor=2.5, n_group=2, topk_group=1, num_experts_per_tok=2,
+        first_k_dense_replace=1, norm_topk_prob=True, max_position_embeddings=64, rms_norm_eps=1e-6,
+        attention_bias=False, use_qk_norm=False, tie_word_embeddings=False, initializer_range=0.1)
 
 
 def to_fp8(w):
@@ -44,9 +55,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("dir", type=pathlib.Path)
     ap.add_argument("--fp8", action="store_true")
+    ap.add_argument("--gqa", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(3)
-    model = DeepseekV3ForCausalLM(config())
+    model = Glm4MoeForCausalLM(gqa_config()) if args.gqa else DeepseekV3ForCausalLM(config())
     with torch.no_grad():
         for layer in model.model.layers:
             if hasattr(layer.mlp, "gate"):

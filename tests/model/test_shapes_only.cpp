@@ -11,13 +11,13 @@
 using namespace moe;
 
 TEST_CASE("model: ShapesOnly lists the tensors a model with storage has", "[model]") {
-  const std::vector<std::string> base = {"model.vocab_size=40", "model.d_model=16", "model.n_heads=2",
+  const std::vector<std::string> base = {"model.vocab_size=40", "model.d_model=16",      "model.n_heads=2",
                                          "model.ffn_hidden=24", "model.expert_hidden=8", "model.routed_experts=4"};
-  const std::vector<std::string> variant = GENERATE(
-      std::vector<std::string>{"model.n_layers=2"}, std::vector<std::string>{"model.routed_experts=0"},
-      std::vector<std::string>{"model.attention=mla", "model.q_lora_rank=8", "model.kv_lora_rank=6",
-                               "model.qk_nope_head_dim=4", "model.qk_rope_head_dim=2", "model.v_head_dim=4",
-                               "model.mtp_depth=2", "model.shared_experts=0"});
+  const std::vector<std::string> variant =
+      GENERATE(std::vector<std::string>{"model.n_layers=2"}, std::vector<std::string>{"model.routed_experts=0"},
+               std::vector<std::string>{"model.attention=mla", "model.q_lora_rank=8", "model.kv_lora_rank=6",
+                                        "model.qk_nope_head_dim=4", "model.qk_rope_head_dim=2", "model.v_head_dim=4",
+                                        "model.mtp_depth=2", "model.shared_experts=0"});
   std::vector<std::string> kv = base;
   kv.insert(kv.end(), variant.begin(), variant.end());
   const Config cfg = parse_config("", "test", kv);

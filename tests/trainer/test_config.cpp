@@ -6,6 +6,7 @@
 
 #include "kernels/error.h"
 #include "config/config.h"
+#include "trainer/hf_config.h"
 
 using namespace moe;
 
@@ -120,4 +121,22 @@ TEST_CASE("config: README's reference table is the generated one", "[config][doc
   REQUIRE(e != std::string::npos);
   INFO("regenerate with: scripts/gen-readme-reference.sh");
   CHECK(readme.substr(b + begin.size(), e - b - begin.size()) == config_reference_markdown());
+}
+
+TEST_CASE("config: moe export refuses a model no Hugging Face class computes, naming the key", "[config]") {
+  // GQA with a softmax router: Glm4Moe (the GQA class with DeepSeek-V3's MoE) routes by sigmoid.
+  const Config softmax = parse_config("", "test", {"model.router=softmax"});
+  CHECK_THROWS_WITH(hf_config_json(softmax.model), Catch::Contains("model.router: softmax"));
+  const Config unshared = parse_config("", "test", {"model.shared_experts=0"});
+  CHECK_THROWS_WITH(hf_config_json(unshared.model), Catch::Contains("model.shared_experts: 0"));
+  // The GQA class's defaults that would load and compute something else are written out.
+  const auto j = hf_config_json(parse_config("", "test", {}).model);
+  CHECK(j["architectures"][0] == "Glm4MoeForCausalLM");
+  CHECK(j["partial_rotary_factor"] == 1.0);
+  CHECK(j["use_qk_norm"] == false);
+  CHECK(j["rms_norm_eps"] == 1e-6);
+  // And config.json read back is the model section again.
+  Config back, ours;
+  back.model = model_from_hf(j, "test"), ours.model = parse_config("", "test", {}).model;
+  CHECK(config_to_yaml(back) == config_to_yaml(ours));
 }
