@@ -148,6 +148,18 @@ void read_mla(const HfKeys& k, const nlohmann::json& hf, ModelConfig& m) {
   m.v_head_dim = k.get<std::int64_t>("v_head_dim", 128);
 }
 
+// DeepseekV2's router as moe's softmax one: greedy top-k (DeepSeek-V2-Lite), no selection
+// bias, the gates neither normalised nor anything but scaled (the class ignores norm_topk_prob).
+void read_v2_routing(const HfKeys& k) {
+  const std::string method = k.get<std::string>("topk_method", "greedy");
+  if (method != "greedy")
+    k.fail("topk_method", fmt::format("'{}': DeepSeek-V2 scores a group by its best expert; moe's groups by their top "
+                                      "two (greedy, DeepSeek-V2-Lite's, is moe's with one group)",
+                                      method));
+  if (k.get<bool>("norm_topk_prob", false))
+    k.fail("norm_topk_prob", "transformers' DeepseekV2 does not normalise the gates; moe would");
+}
+
 // Glm4Moe's attention as moe's GQA: whole-head RoPE (rotate-half), no q/k norms, head_dim
 // hidden_size / heads. The released GLM-4.5 rotates half of each head and has q/k/v biases:
 // refused here by the key that differs.
@@ -168,19 +180,23 @@ ModelConfig model_from_hf(const nlohmann::json& hf, const std::string& file) {
   const HfKeys k{hf, file};
   if (!hf.is_object()) k.fail("config.json", "not a JSON object");
   const std::string type = k.get<std::string>("model_type");
-  const bool glm = type == "glm4_moe";
-  if (type != "deepseek_v3" && !glm)
-    k.fail("model_type", fmt::format("'{}': moe imports deepseek_v3 (DeepSeek-V3, Kimi K2, Moonlight) and glm4_moe "
-                                     "with whole-head RoPE and no attention biases",
+  const bool glm = type == "glm4_moe", v2 = type == "deepseek_v2";
+  if (type != "deepseek_v3" && !glm && !v2)
+    k.fail("model_type", fmt::format("'{}': moe imports deepseek_v3 (DeepSeek-V3, Kimi K2, Moonlight), deepseek_v2 "
+                                     "with greedy routing (DeepSeek-V2-Lite) and glm4_moe with whole-head RoPE and no "
+                                     "attention biases",
                                      type));
   if (k.get<bool>("tie_word_embeddings", false)) k.fail("tie_word_embeddings", "tied embeddings are not supported");
   if (k.get<std::string>("hidden_act", "silu") != "silu") k.fail("hidden_act", "moe's FFNs are SwiGLU (silu)");
   if (k.get<bool>("attention_bias", false)) k.fail("attention_bias", "attention projections have no bias here");
-  if (k.get<std::string>("topk_method", "noaux_tc") != "noaux_tc")
+  if (v2) read_v2_routing(k);
+  else if (k.get<std::string>("topk_method", "noaux_tc") != "noaux_tc")
     k.fail("topk_method", "moe routes as DeepSeek-V3 does (noaux_tc: biased top-k in the best groups)");
   // Keys config.json leaves out take the class's defaults (transformers' configuration_*.py),
-  // which differ between the two.
-  const ClassDefaults d = glm ? ClassDefaults{1e-5, 1, 1, 1, 1, 1.0} : ClassDefaults{1e-6, 1, 3, 8, 4, 2.5};
+  // which differ between them.
+  const ClassDefaults d = glm  ? ClassDefaults{1e-5, 1, 1, 1, 1, 1.0}
+                          : v2 ? ClassDefaults{1e-6, 2, 0, 1, 1, 1.0}
+                               : ClassDefaults{1e-6, 1, 3, 8, 4, 2.5};
   ModelConfig m;
   if (glm) read_glm_attention(k, m);
   else read_mla(k, hf, m);
@@ -197,11 +213,13 @@ ModelConfig model_from_hf(const nlohmann::json& hf, const std::string& file) {
   m.n_groups = k.get<std::int64_t>("n_group", d.n_groups);
   m.topk_groups = k.get<std::int64_t>("topk_group", d.topk_groups);
   m.routed_scaling_factor = k.get<double>("routed_scaling_factor", d.routed_scaling_factor);
-  m.router_normalize = k.get<bool>("norm_topk_prob", true);
-  // (transformers' DeepseekV3 and Glm4Moe route by sigmoid whatever scoring_func says)
-  const std::string scoring = k.get<std::string>("scoring_func", "sigmoid");
-  if (scoring != "sigmoid") k.fail("scoring_func", fmt::format("'{}': the class routes by sigmoid", scoring));
-  m.router = RouterType::sigmoid;
+  m.router_normalize = !v2 && k.get<bool>("norm_topk_prob", true);
+  // (transformers' DeepseekV3 and Glm4Moe route by sigmoid whatever scoring_func says, its
+  // DeepseekV2 by softmax)
+  const std::string scoring = k.get<std::string>("scoring_func", v2 ? "softmax" : "sigmoid");
+  if (scoring != (v2 ? "softmax" : "sigmoid"))
+    k.fail("scoring_func", fmt::format("'{}': the class routes by {}", scoring, v2 ? "softmax" : "sigmoid"));
+  m.router = v2 ? RouterType::softmax : RouterType::sigmoid;
   m.norm_eps = k.get<double>("rms_norm_eps", d.norm_eps);
   m.rope_theta = k.get<double>("rope_theta", 10000.0);
   m.seq_len = std::min<std::int64_t>(k.get<std::int64_t>("max_position_embeddings", 4096), 4096);

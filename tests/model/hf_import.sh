@@ -3,7 +3,9 @@
 #   make_hf.py (random model, save_pretrained; --fp8: DeepSeek-V3's FP8 weight layout)
 #   -> moe import (and again streamed over two ranks: the same file's tensors) -> dump_reference --init (our forward/backward on the imported weights)
 #   -> hf_check.py --expect (weights equal the files', loss and gradients equal HF's).
-# Usage: hf_import.sh MOE DUMP_REFERENCE WORKDIR [--fp8]; skips (77) without deps/hf-venv.
+# --gqa: a Glm4Moe model instead; --v2: a DeepseekV2 one (DeepSeek-V2-Lite's softmax routing),
+# checked against its own config.json, whose export moe refuses (no class exports it back).
+# Usage: hf_import.sh MOE DUMP_REFERENCE WORKDIR [--fp8|--gqa|--v2]; skips (77) without deps/hf-venv.
 set -euo pipefail
 source "$(dirname "$0")/hf_venv.sh"
 moe=$1 dump=$2 work=$3
@@ -17,6 +19,12 @@ if [ -n "${MPIEXEC:-}" ]; then
   /usr/bin/python3 "$root/tests/checkpoint/same_weights.py" "$work/ckpt/step_00000000.h5" "$work/ckpt_np2/step_00000000.h5"
 fi
 "$dump" "$work/dump" --init "$work/ckpt/step_00000000.h5" model.seq_len=12
+if [ "${1:-}" = --v2 ]; then
+  "$py" "$root/tests/model/hf_check.py" "$work/dump" --expect "$work/hf/expected.npz" --hf-config "$work/hf/config.json"
+  "$root/tests/cli/expect_failure.sh" "^moe: error: model.router: softmax: no Hugging Face class" \
+    "$moe" export "$work/ckpt/step_00000000.h5" "$work/export"
+  exit
+fi
 "$py" "$root/tests/model/hf_check.py" "$work/dump" --expect "$work/hf/expected.npz"
 # And back: the imported checkpoint exported loads in transformers with the same weights.
 "$moe" export "$work/ckpt/step_00000000.h5" "$work/export"

@@ -15,7 +15,8 @@ import pathlib
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
-from transformers import DeepseekV3Config, DeepseekV3ForCausalLM, Glm4MoeConfig, Glm4MoeForCausalLM
+from transformers import (DeepseekV2Config, DeepseekV2ForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM,
+                          Glm4MoeConfig, Glm4MoeForCausalLM)
 
 
 def config():
@@ -38,6 +39,17 @@ def gqa_config():
         attention_bias=False, use_qk_norm=False, tie_word_embeddings=False, initializer_range=0.1)
 
 
+def v2_config():
+    # DeepSeek-V2-Lite's routing: softmax, greedy top-k, no groups, unnormalised gates
+    return DeepseekV2Config(
+        vocab_size=50, hidden_size=32, intermediate_size=300, moe_intermediate_size=16, num_hidden_layers=3,
+        num_attention_heads=4, num_key_value_heads=4, n_shared_experts=2, n_routed_experts=8,
+        routed_scaling_factor=1.5, kv_lora_rank=20, q_lora_rank=None, qk_rope_head_dim=6, v_head_dim=10,
+        qk_nope_head_dim=8, topk_method="greedy", num_experts_per_tok=2, first_k_dense_replace=1,
+        norm_topk_prob=False, max_position_embeddings=64, rms_norm_eps=1e-6, tie_word_embeddings=False,
+        initializer_range=0.1)
+
+
 def to_fp8(w):
     """E4M3 codes and one scale per 128x128 block: w ~= codes * scale (DeepSeek-V3's layout)."""
     R, C = w.shape
@@ -56,12 +68,14 @@ def main():
     ap.add_argument("dir", type=pathlib.Path)
     ap.add_argument("--fp8", action="store_true")
     ap.add_argument("--gqa", action="store_true")
+    ap.add_argument("--v2", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(3)
-    model = Glm4MoeForCausalLM(gqa_config()) if args.gqa else DeepseekV3ForCausalLM(config())
+    model = (Glm4MoeForCausalLM(gqa_config()) if args.gqa else DeepseekV2ForCausalLM(v2_config()) if args.v2
+             else DeepseekV3ForCausalLM(config()))
     with torch.no_grad():
         for layer in model.model.layers:
-            if hasattr(layer.mlp, "gate"):
+            if hasattr(layer.mlp, "gate") and hasattr(layer.mlp.gate, "e_score_correction_bias"):
                 layer.mlp.gate.e_score_correction_bias.uniform_(-0.05, 0.05)
     model.to(torch.bfloat16).save_pretrained(args.dir, safe_serialization=True)
     path = args.dir / "model.safetensors"
@@ -82,6 +96,10 @@ def main():
     for name, t in tensors.items():
         if not name.endswith("_scale_inv") and name not in expected:
             expected[name] = t.float().numpy()
+    if args.v2:  # moe's router biases start at zero where the class has none
+        for name in list(expected):
+            if name.endswith("mlp.gate.weight"):
+                expected[name.replace("gate.weight", "gate.e_score_correction_bias")] = np.zeros(8, np.float32)
     np.savez(args.dir / "expected.npz", **expected)
     print(f"make_hf: {len(tensors)} tensors -> {path}{' (FP8 projections)' if args.fp8 else ''}")
 
