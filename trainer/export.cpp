@@ -41,6 +41,24 @@ void select_mtp(std::map<std::string, Tensor>& tensors, const ModelConfig& m, bo
     tensors.emplace(prefix + "shared_head.head.weight", tensors.at("lm_head.weight"));
   }
 }
+// Our names as the class has them (Mixtral's experts and router), router biases left out where
+// the class has none: they must be zero there (auxiliary-loss-free balancing moves them).
+std::map<std::string, Tensor> to_class_names(std::map<std::string, Tensor> tensors, const std::string& model_type,
+                                             const std::string& checkpoint) {
+  std::map<std::string, Tensor> out;
+  for (auto& [name, t] : tensors) {
+    if (name.ends_with("mlp.gate.e_score_correction_bias") && !hf_has_router_bias(model_type)) {
+      for (std::int64_t e = 0; e < t.numel(); ++e)
+        MOE_CHECK(t.data<float>()[e] == 0, ConfigError,
+                  "{}: {} is not zero, and {} has no router bias; train it with model.bias_update_rate=0 (and "
+                  "balance with model.aux_loss_coef) to export it",
+                  checkpoint, name, model_type);
+      continue;
+    }
+    out.emplace(hf_tensor_name(name, model_type), std::move(t));
+  }
+  return out;
+}
 }  // namespace
 
 ExportResult export_safetensors(const std::string& checkpoint, const std::string& out_dir, const std::string& tokenizer,
@@ -50,6 +68,8 @@ ExportResult export_safetensors(const std::string& checkpoint, const std::string
   std::map<std::string, Tensor> tensors = ckpt::read_group(checkpoint, "weights");
   for (auto& [name, t] : ckpt::read_group(checkpoint, "buffers")) tensors.emplace(name, std::move(t));
   select_mtp(tensors, cfg.model, with_mtp);
+  nlohmann::json config = hf_config_json(cfg.model);  // (refused before anything is written)
+  tensors = to_class_names(std::move(tensors), config["model_type"], checkpoint);
 
   // safetensors: an 8-byte little-endian header size, a JSON header (name -> dtype, shape,
   // byte range in the data), the data. Names in order, ranges back to back.
@@ -75,7 +95,6 @@ ExportResult export_safetensors(const std::string& checkpoint, const std::string
                  .tensors = tensors.size(),
                  .bytes = double(offset)};
   write_atomically(r.safetensors, prefix + text, order);
-  nlohmann::json config = hf_config_json(cfg.model);
   config["num_nextn_predict_layers"] = with_mtp ? cfg.model.mtp_depth : 0;
   config["moe_export"] = {{"step", meta.step}, {"format", "moe export --format safetensors"}};
   write_atomically(r.config, config.dump(2) + "\n");

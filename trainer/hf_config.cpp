@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <regex>
 
 #include "kernels/error.h"
 
@@ -25,11 +26,28 @@ nlohmann::json rope_scaling_json(const ModelConfig& m) {
 }
 }  // namespace
 
+// Mixtral's MoE is moe's softmax router with normalised gates and nothing else: no shared
+// expert, no groups, no scaling, no dense blocks (and no router bias: export checks the values).
+bool is_mixtral(const ModelConfig& m) {
+  return m.attention == AttentionType::gqa && m.routed_experts > 0 && m.router == RouterType::softmax;
+}
+
 const char* hf_class(const ModelConfig& m) {
-  // Both classes route by sigmoid whatever config.json's scoring_func says.
+  if (is_mixtral(m)) {
+    const auto need = [](bool ok, const char* key, const char* what) {
+      MOE_CHECK(ok, ConfigError, "{}: Mixtral, the GQA class with a softmax router, {}", key, what);
+    };
+    need(m.shared_experts == 0, "model.shared_experts", "has no shared expert");
+    need(m.n_groups == 1, "model.n_groups", "routes without groups");
+    need(m.routed_scaling_factor == 1, "model.routed_scaling_factor", "does not scale the gates");
+    need(m.router_normalize, "model.router_normalize", "normalises the chosen gates");
+    need(m.dense_layers == 0, "model.dense_layers", "has no dense blocks");
+    return "MixtralForCausalLM";
+  }
+  // DeepseekV3 and Glm4Moe route by sigmoid whatever config.json's scoring_func says.
   MOE_CHECK(m.routed_experts == 0 || m.router == RouterType::sigmoid, ConfigError,
-            "model.router: softmax: no Hugging Face class computes moe's experts with a softmax router "
-            "(DeepseekV3 and Glm4Moe route by sigmoid)");
+            "model.router: softmax: no Hugging Face class computes moe's MLA experts with a softmax router "
+            "(DeepseekV3 routes by sigmoid)");
   if (m.attention == AttentionType::mla) return "DeepseekV3ForCausalLM";
   // GLM-4.5's class: DeepSeek-V3's router and MoE behind GQA attention, rotating the whole
   // head with rotate-half pairs when partial_rotary_factor is 1 (its default, 0.5, would load
@@ -39,9 +57,34 @@ const char* hf_class(const ModelConfig& m) {
   return "Glm4MoeForCausalLM";
 }
 
+// MixtralConfig's keys (its intermediate_size is the experts' width).
+nlohmann::json mixtral_config_json(const ModelConfig& m) {
+  return {{"architectures", {"MixtralForCausalLM"}},
+          {"model_type", "mixtral"},
+          {"vocab_size", m.vocab_size},
+          {"hidden_size", m.d_model},
+          {"intermediate_size", m.expert_hidden},
+          {"num_hidden_layers", m.n_layers},
+          {"num_attention_heads", m.n_heads},
+          {"num_key_value_heads", m.n_kv_heads},
+          {"head_dim", m.d_model / m.n_heads},
+          {"num_local_experts", m.routed_experts},
+          {"num_experts_per_tok", m.top_k},
+          {"rms_norm_eps", m.norm_eps},
+          {"rope_theta", m.rope_theta},
+          {"rope_scaling", rope_scaling_json(m)},
+          {"max_position_embeddings", m.seq_len},
+          {"sliding_window", nullptr},
+          {"router_jitter_noise", 0.0},
+          {"hidden_act", "silu"},
+          {"tie_word_embeddings", false},
+          {"torch_dtype", "float32"}};
+}
+
 nlohmann::json hf_config_json(const ModelConfig& m) {
   const bool mla = m.attention == AttentionType::mla;
   const std::string cls = hf_class(m);
+  if (cls == "MixtralForCausalLM") return mixtral_config_json(m);
   nlohmann::json j = {{"architectures", {cls}},
                       {"model_type", mla ? "deepseek_v3" : "glm4_moe"},
                       {"vocab_size", m.vocab_size},
@@ -82,6 +125,23 @@ nlohmann::json hf_config_json(const ModelConfig& m) {
     j["use_qk_norm"] = false;
   }
   return j;
+}
+
+bool hf_has_router_bias(const std::string& model_type) {
+  return model_type != "deepseek_v2" && model_type != "mixtral";
+}
+
+std::string hf_tensor_name(const std::string& ours, const std::string& model_type) {
+  if (model_type != "mixtral") return ours;
+  static const std::regex expert(R"((model\.layers\.\d+\.)mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight)"),
+      gate(R"((model\.layers\.\d+\.)mlp\.gate\.weight)");
+  std::smatch m;
+  if (std::regex_match(ours, m, expert)) {
+    const std::string w = m[3] == "gate" ? "w1" : m[3] == "down" ? "w2" : "w3";
+    return fmt::format("{}block_sparse_moe.experts.{}.{}.weight", m[1].str(), m[2].str(), w);
+  }
+  if (std::regex_match(ours, m, gate)) return m[1].str() + "block_sparse_moe.gate.weight";
+  return ours;
 }
 
 namespace {
@@ -160,15 +220,49 @@ void read_v2_routing(const HfKeys& k) {
     k.fail("norm_topk_prob", "transformers' DeepseekV2 does not normalise the gates; moe would");
 }
 
+void read_gqa_heads(const HfKeys& k, ModelConfig& m);
+
+// Mixtral as moe's GQA with a softmax router: normalised top-k gates, no shared expert, no
+// groups or scaling, no dense blocks, no router bias (moe's start at zero). Its
+// intermediate_size is the experts' width.
+ModelConfig mixtral_from_hf(const HfKeys& k, const nlohmann::json& hf, const std::string& file) {
+  if (hf.contains("sliding_window") && !hf["sliding_window"].is_null())
+    k.fail("sliding_window", "moe's attention sees the whole sequence");
+  ModelConfig m;
+  read_gqa_heads(k, m);
+  m.vocab_size = k.get<std::int64_t>("vocab_size");
+  m.d_model = k.get<std::int64_t>("hidden_size");
+  m.ffn_hidden = m.expert_hidden = k.get<std::int64_t>("intermediate_size");
+  m.n_layers = k.get<std::int64_t>("num_hidden_layers");
+  m.n_heads = k.get<std::int64_t>("num_attention_heads");
+  m.routed_experts = k.get<std::int64_t>("num_local_experts", 8);
+  m.top_k = k.get<std::int64_t>("num_experts_per_tok", 2);
+  m.dense_layers = m.shared_experts = 0;
+  m.router = RouterType::softmax;
+  m.router_normalize = true;
+  m.norm_eps = k.get<double>("rms_norm_eps", 1e-5);
+  m.rope_theta = k.get<double>("rope_theta", 1e6);
+  m.seq_len = std::min<std::int64_t>(k.get<std::int64_t>("max_position_embeddings", 4096), 4096);
+  if (hf.contains("rope_scaling") && !hf["rope_scaling"].is_null())
+    read_yarn(hf["rope_scaling"], file, k.get<std::int64_t>("max_position_embeddings", 4096), m);
+  m.aux_loss_coef = 0;
+  return m;
+}
+
 // Glm4Moe's attention as moe's GQA: whole-head RoPE (rotate-half), no q/k norms, head_dim
 // hidden_size / heads. The released GLM-4.5 rotates half of each head and has q/k/v biases:
 // refused here by the key that differs.
 void read_glm_attention(const HfKeys& k, ModelConfig& m) {
-  m.attention = AttentionType::gqa;
-  m.n_kv_heads = k.get<std::int64_t>("num_key_value_heads", 8);
   const double rotary = k.get<double>("partial_rotary_factor", 0.5);
   if (rotary != 1.0) k.fail("partial_rotary_factor", fmt::format("{}: moe rotates the whole head (1.0)", rotary));
   if (k.get<bool>("use_qk_norm", false)) k.fail("use_qk_norm", "moe's attention has no query/key norms");
+  read_gqa_heads(k, m);
+}
+
+// GQA heads as moe has them: hidden_size / num_attention_heads wide.
+void read_gqa_heads(const HfKeys& k, ModelConfig& m) {
+  m.attention = AttentionType::gqa;
+  m.n_kv_heads = k.get<std::int64_t>("num_key_value_heads", 8);
   const std::int64_t heads = k.get<std::int64_t>("num_attention_heads"), width = k.get<std::int64_t>("hidden_size");
   if (k.get<std::int64_t>("head_dim", width / heads) * heads != width)
     k.fail("head_dim", fmt::format("{}: moe's GQA heads are hidden_size / num_attention_heads = {} wide",
@@ -181,14 +275,15 @@ ModelConfig model_from_hf(const nlohmann::json& hf, const std::string& file) {
   if (!hf.is_object()) k.fail("config.json", "not a JSON object");
   const std::string type = k.get<std::string>("model_type");
   const bool glm = type == "glm4_moe", v2 = type == "deepseek_v2";
-  if (type != "deepseek_v3" && !glm && !v2)
+  if (type != "deepseek_v3" && !glm && !v2 && type != "mixtral")
     k.fail("model_type", fmt::format("'{}': moe imports deepseek_v3 (DeepSeek-V3, Kimi K2, Moonlight), deepseek_v2 "
-                                     "with greedy routing (DeepSeek-V2-Lite) and glm4_moe with whole-head RoPE and no "
-                                     "attention biases",
+                                     "with greedy routing (DeepSeek-V2-Lite), glm4_moe with whole-head RoPE and no "
+                                     "attention biases, and mixtral",
                                      type));
   if (k.get<bool>("tie_word_embeddings", false)) k.fail("tie_word_embeddings", "tied embeddings are not supported");
   if (k.get<std::string>("hidden_act", "silu") != "silu") k.fail("hidden_act", "moe's FFNs are SwiGLU (silu)");
   if (k.get<bool>("attention_bias", false)) k.fail("attention_bias", "attention projections have no bias here");
+  if (type == "mixtral") return mixtral_from_hf(k, hf, file);
   if (v2) read_v2_routing(k);
   else if (k.get<std::string>("topk_method", "noaux_tc") != "noaux_tc")
     k.fail("topk_method", "moe routes as DeepSeek-V3 does (noaux_tc: biased top-k in the best groups)");

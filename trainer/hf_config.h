@@ -20,4 +20,11 @@ nlohmann::json hf_config_json(const ModelConfig& m);
 // max_position_embeddings and 4096 (a training window; set it to fine-tune on longer ones).
 ModelConfig model_from_hf(const nlohmann::json& hf, const std::string& file);
 
+// Whether the class of model_type keeps router biases (e_score_correction_bias): DeepseekV2
+// and Mixtral do not (moe's are zero there).
+bool hf_has_router_bias(const std::string& model_type);
+// The name model_type's class gives one of our tensors (hf_tensors): ours, but Mixtral's
+// block_sparse_moe.gate and experts.J.w1 / w3 / w2 for gate / up / down.
+std::string hf_tensor_name(const std::string& ours, const std::string& model_type);
+
 }  // namespace moe

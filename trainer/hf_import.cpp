@@ -130,16 +130,15 @@ std::vector<std::vector<std::size_t>> plan_rounds(const std::vector<TensorSpec>&
   }
 }
 
-// The model section of config.json as moe's config; biases: whether the class has router
-// biases (DeepseekV2 has none: moe's start at zero).
-Config import_config(const std::string& hf_dir, bool& biases) {
+// The model section of config.json as moe's config, and the class's model_type.
+Config import_config(const std::string& hf_dir, std::string& model_type) {
   const std::string config_file = (fs::path(hf_dir) / "config.json").string();
   std::ifstream in(config_file);
   MOE_CHECK(in.good(), ConfigError, "{}: cannot read; is {} a Hugging Face model directory?", config_file, hf_dir);
   const nlohmann::json hf = nlohmann::json::parse(in, nullptr, false);
   Config cfg = parse_config("", config_file);
   cfg.model = model_from_hf(hf, config_file);
-  biases = hf.value("model_type", "") != "deepseek_v2";
+  model_type = hf.value("model_type", "");
   return parse_config(config_to_yaml(cfg),
                       config_file + " (as moe's config)");  // the config's own rules, on the import
 }
@@ -155,8 +154,9 @@ void drop_absent_mtp(Config& cfg, const HfTensors& files, const std::string& hf_
 }  // namespace
 
 ImportResult import_hf(const std::string& hf_dir, const std::string& out_dir, Communicator& comm, double round_bytes) {
-  bool biases = true;
-  Config cfg = import_config(hf_dir, biases);
+  std::string model_type;
+  Config cfg = import_config(hf_dir, model_type);
+  const bool biases = hf_has_router_bias(model_type);  // else moe's start at zero
   const HfTensors files(hf_dir);
   std::set<std::string> used, skipped;
   drop_absent_mtp(cfg, files, hf_dir, skipped);
@@ -167,8 +167,10 @@ ImportResult import_hf(const std::string& hf_dir, const std::string& out_dir, Co
     specs = hf_tensor_specs(model);
   }
   // Everything is checked before anything is written.
-  for (const TensorSpec& s : specs)
-    if (s.weight || biases) files.expect(s, hf_dir, used);
+  std::vector<std::string> theirs;  // each tensor's name in the files
+  for (const TensorSpec& s : specs) theirs.push_back(hf_tensor_name(s.name, model_type));
+  for (std::size_t i = 0; i < specs.size(); ++i)
+    if (specs[i].weight || biases) files.expect({theirs[i], specs[i].shape, specs[i].weight}, hf_dir, used);
   for (const auto& [name, file] : files.where)
     MOE_CHECK(used.count(name) || skippable(name, cfg.model, skipped), CheckpointError,
               "{}: tensor {} is not part of the model moe builds from config.json", file->path(), name);
@@ -190,7 +192,7 @@ ImportResult import_hf(const std::string& hf_dir, const std::string& out_dir, Co
     for (std::size_t i : rounds[round]) {
       if (owner[i] != comm.rank()) continue;
       const TensorSpec& s = specs[i];
-      held.push_back(s.weight || biases ? files.read(s.name) : Tensor::zeros(s.shape, DType::f32));
+      held.push_back(s.weight || biases ? files.read(theirs[i]) : Tensor::zeros(s.shape, DType::f32));
       mine.push_back({datasets[i].name, 0, held.back().numel(), held.back().data<float>(), {}, {}});
     }
     return mine;

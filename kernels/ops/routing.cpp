@@ -132,12 +132,19 @@ void balance_loss_forward(Tensor& total, Tensor& f, const Tensor& scores, const 
   cpu::balance_loss_forward(total, f, scores, index, T, coef);
 }
 
+namespace {
+// (N,E) rows of whole sequences of T: the loss ops' shape rule. Returns {N, E}.
+std::pair<std::int64_t, std::int64_t> sequence_rows(const char* op, const char* name, const Tensor& t, std::int64_t T) {
+  MOE_CHECK(t.defined() && t.ndim() == 2, ShapeError, "{}: {} {} must be (N,E)", op, name, t.describe());
+  MOE_CHECK(T > 0 && t.size(0) % T == 0, ShapeError, "{}: {} tokens are not whole sequences of {}", op, t.size(0), T);
+  return {t.size(0), t.size(1)};
+}
+}  // namespace
+
 void balance_loss_backward(Tensor& dscores, const Tensor& f, const Tensor& scores, std::int64_t T, double coef,
                            double scale) {
   const char* op = "balance_loss_backward";
-  MOE_CHECK(scores.defined() && scores.ndim() == 2, ShapeError, "{}: scores {} must be (N,E)", op, scores.describe());
-  const std::int64_t N = scores.size(0), E = scores.size(1);
-  MOE_CHECK(T > 0 && N % T == 0, ShapeError, "{}: {} tokens are not whole sequences of {}", op, N, T);
+  const auto [N, E] = sequence_rows(op, "scores", scores, T);
   expect_tensor(op, "scores", scores, DType::f32, {N, E});
   expect_tensor(op, "f", f, DType::f64, {N / T, E});
   expect_tensor(op, "dscores", dscores, DType::f32, {N, E});
@@ -152,10 +159,8 @@ void balance_loss_backward(Tensor& dscores, const Tensor& f, const Tensor& score
 
 void router_z_loss_forward(Tensor& total, Tensor& lse, const Tensor& logits, std::int64_t T, double coef) {
   const char* op = "router_z_loss_forward";
-  MOE_CHECK(logits.defined() && logits.ndim() == 2 && logits.size(1) > 0, ShapeError, "{}: logits {} must be (N,E)", op,
-            logits.describe());
-  const std::int64_t N = logits.size(0), E = logits.size(1);
-  MOE_CHECK(T > 0 && N % T == 0, ShapeError, "{}: {} tokens are not whole sequences of {}", op, N, T);
+  const auto [N, E] = sequence_rows(op, "logits", logits, T);
+  MOE_CHECK(E > 0, ShapeError, "{}: logits {} have no experts", op, logits.describe());
   expect_tensor(op, "logits", logits, DType::f32, {N, E});
   expect_tensor(op, "lse", lse, DType::f32, {N});
   expect_tensor(op, "total", total, DType::f64, {1});
@@ -170,9 +175,7 @@ void router_z_loss_forward(Tensor& total, Tensor& lse, const Tensor& logits, std
 void router_z_loss_backward(Tensor& dlogits, const Tensor& logits, const Tensor& lse, std::int64_t T, double coef,
                             double scale) {
   const char* op = "router_z_loss_backward";
-  MOE_CHECK(logits.defined() && logits.ndim() == 2, ShapeError, "{}: logits {} must be (N,E)", op, logits.describe());
-  const std::int64_t N = logits.size(0), E = logits.size(1);
-  MOE_CHECK(T > 0 && N % T == 0, ShapeError, "{}: {} tokens are not whole sequences of {}", op, N, T);
+  const auto [N, E] = sequence_rows(op, "logits", logits, T);
   expect_tensor(op, "logits", logits, DType::f32, {N, E});
   expect_tensor(op, "lse", lse, DType::f32, {N});
   expect_tensor(op, "dlogits", dlogits, DType::f32, {N, E});

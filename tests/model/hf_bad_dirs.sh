@@ -5,6 +5,7 @@
 #   wrong_shape     config.json's moe_intermediate_size no longer matches the experts' tensors
 #   extra_tensor    a tensor the model does not have (a second copy under another name)
 #   bad_activation  hidden_act gelu (moe's FFNs are SwiGLU)
+# and moe export of a Mixtral-shaped run whose router biases are not zero.
 # Usage: hf_bad_dirs.sh MOE DATA_DIR WORKDIR
 set -euo pipefail
 moe=$1 data=$2 work=$3
@@ -58,4 +59,14 @@ check missing_shard "model.safetensors.index.json: shard model-00002-of-00002.sa
 check wrong_shape "mlp.experts.0.gate_proj.weight is \[32,64\] there, \[40,64\] in the model config.json gives"
 check extra_tensor "tensor model.layers.0.self_attn.extra.weight is not part of the model"
 check bad_activation "config.json: hidden_act: moe's FFNs are SwiGLU"
+# And export: a Mixtral-shaped run whose router biases balancing moved has no Mixtral form.
+"$moe" train "$here/../../configs/tiny.yaml" --set data.dir="$data" --set model.vocab_size=400 --set model.router=softmax \
+  --set model.shared_experts=0 --set model.dense_layers=0 --set model.n_groups=1 --set model.topk_groups=1 \
+  --set train.steps=1 --set train.eval_batches=1 --set checkpoint.dir="$work/mixtral_run" > /dev/null
+if ! "$here/../cli/expect_failure.sh" "^moe: error: .*mlp.gate.e_score_correction_bias is not zero, and mixtral has no router bias" \
+  "$moe" export "$work/mixtral_run/step_00000001.h5" "$work/mixtral_out" > "$work/mixtral.log" || [ -e "$work/mixtral_out/model.safetensors" ]; then
+  echo "FAIL mixtral_biases:"; cat "$work/mixtral.log"; fails=$((fails + 1))
+else
+  echo "ok mixtral_biases: $(grep -o 'moe: error: .*' "$work/mixtral.log" | head -1)"
+fi
 [ "$fails" -eq 0 ]

@@ -20,6 +20,7 @@ the model's dtype (their values are HF's, computed in float32).
 """
 import argparse
 import json
+import re
 import pathlib
 import sys
 
@@ -45,6 +46,17 @@ for _router in (hf_v3.DeepseekV3TopkRouter, hf_glm.Glm4MoeTopkRouter, hf_v2.Deep
     _router.forward = _in_model_dtype(_router.forward)
 
 
+def class_name(ours, model_type):
+    """Our tensor name as model_type's class has it: Mixtral's router is block_sparse_moe.gate,
+    its experts' gate / up / down projections w1 / w3 / w2."""
+    if model_type != "mixtral":
+        return ours
+    m = re.fullmatch(r"(model\.layers\.\d+\.)mlp\.experts\.(\d+)\.(gate|up|down)_proj\.weight", ours)
+    if m:
+        return f"{m[1]}block_sparse_moe.experts.{m[2]}.{ {'gate': 'w1', 'up': 'w3', 'down': 'w2'}[m[3]] }.weight"
+    return re.sub(r"\.mlp\.gate\.(weight|e_score_correction_bias)$", r".block_sparse_moe.gate.\1", ours)
+
+
 def hf_model(hf_config):
     """transformers' model of moe export's config.json, in float64, eager attention."""
     j = dict(hf_config)
@@ -65,10 +77,14 @@ def main():
     m = man["model"]
     assert m["aux_loss_coef"] == 0 and m["capacity_factor"] == 0, "transformers' classes: no balance loss, no capacity"
     torch.manual_seed(0)
-    model = hf_model(json.load(open(args.hf_config)) if args.hf_config else man["hf_config"])
+    hf_config = json.load(open(args.hf_config)) if args.hf_config else man["hf_config"]
+    model = hf_model(hf_config)
+    # our tensors and gradients under the class's names
+    named = lambda n: class_name(n, hf_config["model_type"])  # noqa: E731
+    A = {("grad/" + named(n[5:]) if n.startswith("grad/") else named(n)): a for n, a in A.items()}
     ours = {n: a for n, a in A.items() if n not in ("tokens", "targets") and not n.startswith("grad/")}
     state = {n: torch.tensor(a, dtype=torch.float64) for n, a in ours.items()}
-    if not any(n.endswith("e_score_correction_bias") for n in model.state_dict()):  # DeepseekV2: none
+    if not any(n.endswith("e_score_correction_bias") for n in model.state_dict()):  # DeepseekV2, Mixtral: none
         assert all(not a.any() for n, a in ours.items() if n.endswith("e_score_correction_bias")), "nonzero biases"
         state = {n: t for n, t in state.items() if not n.endswith("e_score_correction_bias")}
     missing, unexpected = model.load_state_dict(state, strict=False)

@@ -3,9 +3,10 @@
 #   make_hf.py (random model, save_pretrained; --fp8: DeepSeek-V3's FP8 weight layout)
 #   -> moe import (and again streamed over two ranks: the same file's tensors) -> dump_reference --init (our forward/backward on the imported weights)
 #   -> hf_check.py --expect (weights equal the files', loss and gradients equal HF's).
-# --gqa: a Glm4Moe model instead; --v2: a DeepseekV2 one (DeepSeek-V2-Lite's softmax routing),
+# --gqa: a Glm4Moe model instead; --mixtral: a Mixtral one (renamed tensors, no router biases);
+# --v2: a DeepseekV2 one (DeepSeek-V2-Lite's softmax routing),
 # checked against its own config.json, whose export moe refuses (no class exports it back).
-# Usage: hf_import.sh MOE DUMP_REFERENCE WORKDIR [--fp8|--gqa|--v2]; skips (77) without deps/hf-venv.
+# Usage: hf_import.sh MOE DUMP_REFERENCE WORKDIR [--fp8|--gqa|--mixtral|--v2]; skips (77) without deps/hf-venv.
 set -euo pipefail
 source "$(dirname "$0")/hf_venv.sh"
 moe=$1 dump=$2 work=$3

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import (DeepseekV2Config, DeepseekV2ForCausalLM, DeepseekV3Config, DeepseekV3ForCausalLM,
-                          Glm4MoeConfig, Glm4MoeForCausalLM)
+                          Glm4MoeConfig, Glm4MoeForCausalLM, MixtralConfig, MixtralForCausalLM)
 
 
 def config():
@@ -50,6 +50,13 @@ def v2_config():
         initializer_range=0.1)
 
 
+def mixtral_config():
+    return MixtralConfig(
+        vocab_size=50, hidden_size=32, intermediate_size=16, num_hidden_layers=3, num_attention_heads=4,
+        num_key_value_heads=2, num_local_experts=8, num_experts_per_tok=2, max_position_embeddings=64,
+        rms_norm_eps=1e-6, rope_theta=1e4, sliding_window=None, tie_word_embeddings=False, initializer_range=0.1)
+
+
 def to_fp8(w):
     """E4M3 codes and one scale per 128x128 block: w ~= codes * scale (DeepSeek-V3's layout)."""
     R, C = w.shape
@@ -69,13 +76,14 @@ def main():
     ap.add_argument("--fp8", action="store_true")
     ap.add_argument("--gqa", action="store_true")
     ap.add_argument("--v2", action="store_true")
+    ap.add_argument("--mixtral", action="store_true")
     args = ap.parse_args()
     torch.manual_seed(3)
     model = (Glm4MoeForCausalLM(gqa_config()) if args.gqa else DeepseekV2ForCausalLM(v2_config()) if args.v2
-             else DeepseekV3ForCausalLM(config()))
+             else MixtralForCausalLM(mixtral_config()) if args.mixtral else DeepseekV3ForCausalLM(config()))
     with torch.no_grad():
         for layer in model.model.layers:
-            if hasattr(layer.mlp, "gate") and hasattr(layer.mlp.gate, "e_score_correction_bias"):
+            if hasattr(getattr(layer, "mlp", None), "gate") and hasattr(layer.mlp.gate, "e_score_correction_bias"):
                 layer.mlp.gate.e_score_correction_bias.uniform_(-0.05, 0.05)
     model.to(torch.bfloat16).save_pretrained(args.dir, safe_serialization=True)
     path = args.dir / "model.safetensors"
@@ -96,7 +104,7 @@ def main():
     for name, t in tensors.items():
         if not name.endswith("_scale_inv") and name not in expected:
             expected[name] = t.float().numpy()
-    if args.v2:  # moe's router biases start at zero where the class has none
+    if args.v2:  # moe's router biases start at zero where the class has none (Mixtral's export leaves them out)
         for name in list(expected):
             if name.endswith("mlp.gate.weight"):
                 expected[name.replace("gate.weight", "gate.e_score_correction_bias")] = np.zeros(8, np.float32)

@@ -124,11 +124,18 @@ TEST_CASE("config: README's reference table is the generated one", "[config][doc
 }
 
 TEST_CASE("config: moe export refuses a model no Hugging Face class computes, naming the key", "[config]") {
-  // GQA with a softmax router: Glm4Moe (the GQA class with DeepSeek-V3's MoE) routes by sigmoid.
+  // MLA with a softmax router: DeepseekV3 routes by sigmoid. GQA with one is Mixtral's, which
+  // has no shared expert; GQA with a sigmoid router is Glm4Moe's, which always has one.
+  const Config mla_softmax = parse_config("", "test", {"model.router=softmax", "model.attention=mla"});
+  CHECK_THROWS_WITH(hf_config_json(mla_softmax.model), Catch::Contains("model.router: softmax"));
   const Config softmax = parse_config("", "test", {"model.router=softmax"});
-  CHECK_THROWS_WITH(hf_config_json(softmax.model), Catch::Contains("model.router: softmax"));
+  CHECK_THROWS_WITH(hf_config_json(softmax.model), Catch::Contains("model.shared_experts: Mixtral"));
   const Config unshared = parse_config("", "test", {"model.shared_experts=0"});
   CHECK_THROWS_WITH(hf_config_json(unshared.model), Catch::Contains("model.shared_experts: 0"));
+  const Config mixtral = parse_config("", "test",
+                                      {"model.router=softmax", "model.shared_experts=0", "model.dense_layers=0",
+                                       "model.n_groups=1", "model.topk_groups=1"});
+  CHECK(hf_config_json(mixtral.model)["architectures"][0] == "MixtralForCausalLM");
   // The GQA class's defaults that would load and compute something else are written out.
   const auto j = hf_config_json(parse_config("", "test", {}).model);
   CHECK(j["architectures"][0] == "Glm4MoeForCausalLM");
