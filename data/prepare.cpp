@@ -1,5 +1,7 @@
 #include "data/prepare.h"
 
+#include <xxhash.h>
+
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
@@ -54,6 +56,13 @@ void check(const sentencepiece::util::Status& s, const std::string& what) {
 bool its_own_file(const std::string& name) {
   static const std::regex ours(R"((meta\.json|tokenizer\.model|(train|val)_\d{5}\.bin)(\.tmp)?|\.moe\.lock)");
   return std::regex_match(name, ours);
+}
+
+std::string tokenizer_digest(const std::string& dir) {
+  std::ifstream in(fs::path(dir) / "tokenizer.model", std::ios::binary);
+  if (!in) return "";
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return fmt::format("{:016x}", XXH64(bytes.data(), bytes.size(), 0));
 }
 
 PrepareReport prepare(const PrepareOptions& opt) {
@@ -165,6 +174,7 @@ PrepareReport prepare(const PrepareOptions& opt) {
                                {"vocab_size", opt.vocab_size},
                                {"end_of_document_id", kEndOfDocument},
                                {"tokenizer", "tokenizer.model"},
+                               {"tokenizer_xxh64", tokenizer_digest(opt.out_dir)},
                                {"documents", rep.documents},
                                {"val_documents", rep.val_documents},
                                {"train_tokens", rep.train_tokens},

@@ -36,6 +36,11 @@ struct PrepareReport {
 // written last, so a directory with it is complete.
 PrepareReport prepare(const PrepareOptions& opt);
 
+// The XXH64 of DIR/tokenizer.model's bytes, as 16 hex digits ("" where there is none): what
+// identifies a vocabulary beyond its size (meta.json records it; checkpoints record the
+// digest of the data they trained on, and resume and init_from compare it).
+std::string tokenizer_digest(const std::string& dir);
+
 constexpr std::int32_t kEndOfDocument = 1;
 
 }  // namespace moe::data

@@ -1,5 +1,7 @@
 #include "trainer/run_meta.h"
 
+#include <type_traits>
+
 namespace moe {
 
 namespace {
@@ -24,12 +26,17 @@ void for_each_field(M& m, F&& f) {
   f("cost_pipeline_idle_device_hours", m.cost.pipeline_idle, false);
   f("cost_flops", m.cost.flops, false);
   f("cost_train_seconds", m.cost.train_seconds, false);
+  f("tokenizer_xxh64", m.tokenizer, false);
 }
 }  // namespace
 
 ckpt::Meta RunMeta::to_meta() const {
   ckpt::Meta meta;
-  for_each_field(*this, [&](const char* name, const auto& v, bool) { meta.attrs[name] = v; });
+  for_each_field(*this, [&](const char* name, const auto& v, bool required) {
+    if constexpr (std::is_same_v<std::decay_t<decltype(v)>, std::string>)
+      if (!required && v.empty()) return;  // an optional text left out reads back empty
+    meta.attrs[name] = v;
+  });
   return meta;
 }
 

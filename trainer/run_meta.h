@@ -21,6 +21,7 @@ struct RunMeta {
   double last_loss = 0;     // training loss of the last step
   double val_loss = 0;      // validation loss with the saved weights (0: not evaluated)
   CostCounters cost;        // summed over launches; cost.tokens: training tokens so far
+  std::string tokenizer;    // data::tokenizer_digest of the data.dir it trained on ("": none, or older)
 
   ckpt::Meta to_meta() const;
   // CheckpointError naming the file and the attribute where one that every checkpoint has is

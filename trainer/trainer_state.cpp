@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "checkpoint/store.h"
+#include "data/prepare.h"
 #include "trainer/atomic_file.h"
 
 namespace moe {
@@ -80,7 +81,8 @@ void Trainer::State::save(std::int64_t step, const TrainResult& res, double last
                .device_hours = k.device_hours(),
                .last_loss = last_loss,
                .val_loss = val_loss,
-               .cost = k};
+               .cost = k,
+               .tokenizer = data::tokenizer_digest(cfg.data.dir)};
   // Attributes must be the same on every rank: rank 0's clock decides (the cost counters
   // are already means over ranks).
   Tensor clock = Tensor::empty({1}, DType::f64);
@@ -174,6 +176,7 @@ std::int64_t Trainer::State::begin(TrainResult& res, const std::function<double(
   const auto& t = cfg.train;
   std::int64_t start = 0;
   if (auto latest = !ck.dir.empty() && ck.resume ? agreed_latest() : std::nullopt) {
+    expect_same_tokenizer(*latest, "resume");
     RunMeta meta;
     timed(ckpt_s, [&] { meta = load(*latest, CheckpointPart::all); });
     start = meta.step;
@@ -185,6 +188,11 @@ std::int64_t Trainer::State::begin(TrainResult& res, const std::function<double(
                    start >= t.steps
                        ? fmt::format(": train.steps = {} are done; raise it to train on, or --fresh", t.steps)
                        : "");
+      if (meta.seed != static_cast<std::uint64_t>(t.seed))
+        spdlog::warn(
+            "warning: train.seed changes from {} to {}: the steps ahead draw other batches than the run that wrote the "
+            "checkpoint would have",
+            meta.seed, t.seed);
       if (meta.global_batch > 0 && meta.global_batch != double(global_seqs()))
         spdlog::warn(
             "warning: the global batch changes from {:.0f} to {} sequences per step (dp x grad_accum x micro_batch): "
@@ -192,6 +200,7 @@ std::int64_t Trainer::State::begin(TrainResult& res, const std::function<double(
             meta.global_batch, global_seqs());
     }
   } else if (!ck.init_from.empty()) {
+    expect_same_tokenizer(ck.init_from, "fine-tune from");
     RunMeta meta;
     timed(ckpt_s, [&] { meta = load(ck.init_from, CheckpointPart::weights); });
     res.resume.init_from = ck.init_from;
@@ -202,6 +211,17 @@ std::int64_t Trainer::State::begin(TrainResult& res, const std::function<double(
                    meta.val_loss > 0 ? fmt::format(" (it recorded {:.4f} on its own data)", meta.val_loss) : "");
   }
   return start;
+}
+
+// Token ids mean what the checkpoint's run meant by them: the same tokenizer.model, not just
+// the same vocabulary size (every rank reads the same files: all throw alike).
+void Trainer::State::expect_same_tokenizer(const std::string& checkpoint, const char* what) const {
+  const std::string theirs = read_run_meta(checkpoint).tokenizer, ours = data::tokenizer_digest(cfg.data.dir);
+  MOE_CHECK(theirs.empty() || ours.empty() || theirs == ours, ConfigError,
+            "{}: cannot {} {}: it was trained with tokenizer xxh64 {}, and {}/tokenizer.model is xxh64 {} (same "
+            "vocabulary size, other tokens); prepare data.dir with --set data.tokenizer=<that run's tokenizer.model>{}",
+            cfg.source, what, checkpoint, theirs, cfg.data.dir, ours,
+            std::string(what) == "resume" ? ", or start over with --fresh" : "");
 }
 
 void Trainer::State::finish(TrainResult& res) {

@@ -104,6 +104,8 @@ struct Trainer::State {
   void lock_run_dir();
   // Collective over pp: stage `stage`'s list of names and shapes on every stage; every
   // stage's, in stage order (a stage lists only its own tensors).
+  // ConfigError where `checkpoint` recorded another tokenizer than data.dir's ("resume", "fine-tune from").
+  void expect_same_tokenizer(const std::string& checkpoint, const char* what) const;
   std::vector<ckpt::Dataset> stage_list(const std::vector<ckpt::Dataset>& mine, int stage);
   std::vector<ckpt::Dataset> join_stages(const std::vector<ckpt::Dataset>& mine);
   void save(std::int64_t step, const TrainResult& res, double last_loss, double val_loss);

@@ -6,6 +6,7 @@
 #   flip       a byte inside the data of weights/lm_head.weight
 #   truncate   the checkpoint file cut to 60%
 #   shape      no damage: MOE_TRAIN asks for another model shape
+#   tokenizer  no damage: MOE_TRAIN's data.dir has another tokenizer of the same vocabulary size
 #   nowhere    `latest` names a file that does not exist
 set -u
 case=$1 fixture=$2 regex=$3; shift 3
@@ -16,7 +17,7 @@ file=$dir/$(head -n1 "$dir/latest")
 case $case in
   flip) /usr/bin/python3 "$here/damage.py" flip "$file" weights/lm_head.weight || exit 1 ;;
   truncate) truncate -s $(( $(stat -c %s "$file") * 6 / 10 )) "$file" ;;
-  shape) ;;
+  shape | tokenizer) ;;
   nowhere) echo step_00000099.h5 > "$dir/latest" ;;
   *) echo "unknown case $case"; exit 1 ;;
 esac

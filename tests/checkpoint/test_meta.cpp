@@ -44,9 +44,10 @@ TEST_CASE("checkpoint meta: the run's fields go through the map and back, newer 
                      .pipeline_idle = 13,
                      .tokens = 14,
                      .flops = 15,
-                     .train_seconds = 16}};
+                     .train_seconds = 16},
+            .tokenizer = "00ff00ff00ff00ff"};
   ckpt::Meta meta = m.to_meta();
-  CHECK(meta.attrs.size() == 17);
+  CHECK(meta.attrs.size() == 18);
   const RunMeta back = RunMeta::from(meta);
   CHECK(back.to_meta().attrs == meta.attrs);
   CHECK((back.step == 12 && back.seed == 1ull << 63 && back.cost.tokens == 14 && back.cost.train_seconds == 16));
@@ -54,6 +55,11 @@ TEST_CASE("checkpoint meta: the run's fields go through the map and back, newer 
   meta.attrs.erase("cost_flops"), meta.attrs.erase("global_batch");
   CHECK(RunMeta::from(meta).cost.flops == 0);
   CHECK(RunMeta::from(meta).global_batch == 0);
+  // An optional text: left out when empty, read back empty when absent.
+  RunMeta none = back;
+  none.tokenizer.clear();
+  CHECK(none.to_meta().attrs.count("tokenizer_xxh64") == 0);
+  CHECK(RunMeta::from(none.to_meta()).tokenizer.empty());
   // One every checkpoint has: a one-line error naming it.
   meta.attrs.erase("step");
   meta.file = "x.h5";
