@@ -150,7 +150,7 @@ TrainResult Trainer::Loop::run() {
   const auto& ck = cfg.checkpoint;
   // metrics.jsonl and TensorBoard events beside the checkpoints, from world rank 0.
   Metrics metrics = s.world.rank() == 0 && !ck.dir.empty() ? Metrics(ck.dir, start) : Metrics();
-  Watchdog watchdog(t.watchdog_s, s.world.rank());
+  Watchdog watchdog(t.watchdog_s, s.world, cfg.checkpoint.dir);
   Progress progress(log_rank, start, end);
   for (std::int64_t step = start; step < end; ++step) {
     watchdog.beat(step + 1);
