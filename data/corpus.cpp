@@ -16,8 +16,14 @@ void split_file(const fs::path& file, std::vector<std::string>& docs) {
   if (!in) throw DataError(fmt::format("{}: cannot read", file.string()));
   std::stringstream ss;
   ss << in.rdbuf();
-  const std::string text = ss.str();
-  if (text.find('\0') != std::string::npos) return;  // binary
+  const std::string raw = ss.str();
+  if (raw.find('\0') != std::string::npos) return;  // binary
+  // CRLF (Windows) and lone CR (old Mac) line ends as LF: "%\r" would not separate documents.
+  std::string text;
+  text.reserve(raw.size());
+  for (std::size_t i = 0; i < raw.size(); ++i)
+    if (raw[i] != '\r') text += raw[i];
+    else if (i + 1 == raw.size() || raw[i + 1] != '\n') text += '\n';
   std::string doc, line;
   std::istringstream lines(text);
   auto flush = [&] {
@@ -39,6 +45,9 @@ std::vector<std::string> read_documents(const std::string& path) {
   if (ec || !fs::exists(st))
     throw DataError(fmt::format("{}: corpus not found (set data.corpus to a text file or directory)", path));
   std::vector<fs::path> files;
+  if (!fs::is_directory(st) && !fs::is_regular_file(st))  // a FIFO or device: would block or never end
+    throw DataError(
+        fmt::format("{}: not a regular file or directory; give data.corpus a text file or a directory", path));
   if (fs::is_directory(st)) {
     // Regular files only; links are skipped since fortune's .u8 names point at files already listed.
     for (const auto& e : fs::directory_iterator(path))

@@ -168,6 +168,11 @@ PrepareReport prepare(const PrepareOptions& opt) {
   for (double c : counts)
     if (c > 0) rep.unigram_entropy -= c / double(rep.train_tokens) * std::log(c / double(rep.train_tokens));
 
+  // (before meta.json: without it the directory reads as unprepared)
+  MOE_CHECK(rep.val_tokens >= opt.min_val_tokens, DataError,
+            "{}: data.val_fraction = {} held out {} documents, {} tokens: fewer than one sequence of {}; raise "
+            "data.val_fraction or give a larger corpus",
+            opt.corpus, opt.val_fraction, rep.val_documents, rep.val_tokens, opt.min_val_tokens);
   const nlohmann::json meta = {{"format", "moe-shards"},
                                {"version", kShardVersion},
                                {"corpus", opt.corpus},

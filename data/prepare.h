@@ -19,6 +19,8 @@ struct PrepareOptions {
   // Files in out_dir that are not prepare's own (its_own_file) refuse the preparation unless
   // this is set; either way they are never deleted or overwritten.
   bool allow_other_files = false;
+  // The validation split must hold at least this many tokens (one training window: seq_len + 1).
+  std::uint64_t min_val_tokens = 0;
 };
 
 // Whether `name` is a file moe data prepare writes: meta.json, tokenizer.model,

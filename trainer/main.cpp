@@ -156,7 +156,8 @@ int run_prepare(const Config& cfg, bool force) {
                                      .seed = static_cast<std::uint64_t>(cfg.train.seed),
                                      .tokenizer = cfg.data.tokenizer,
                                      .filters = cfg.data.filters,
-                                     .allow_other_files = force});
+                                     .allow_other_files = force,
+                                     .min_val_tokens = static_cast<std::uint64_t>(cfg.model.seq_len + 1)});
   std::printf("moe data prepare: %s\n", r.filters.text().c_str());
   std::printf(
       "moe data prepare: %lld documents (%lld held out) -> %s: %llu train / %llu validation tokens, vocabulary "

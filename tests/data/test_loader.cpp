@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "data/corpus.h"
 #include "data/loader.h"
 #include "data/prepare.h"
 #include "kernels/error.h"
@@ -74,4 +75,17 @@ TEST_CASE("prepare: a missing or empty corpus is an error naming it", "[data]") 
   CHECK_THROWS_WITH(
       prepare({.corpus = "empty_corpus", .out_dir = "x", .vocab_size = 300, .val_fraction = 0.1, .seed = 1}),
       Catch::Contains("empty_corpus: no text documents found"));
+}
+
+TEST_CASE("corpus: CRLF and CR line ends separate documents as LF does", "[data]") {
+  const std::string dir = "corpus_line_ends";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/crlf.txt", std::ios::binary) << "one\r\ntwo\r\n%\r\nthree\r\n";
+  std::ofstream(dir + "/cr.txt", std::ios::binary) << "four\r%\rfive\r";
+  const auto docs = data::read_documents(dir);  // (cr.txt first: name order)
+  REQUIRE(docs.size() == 4);
+  CHECK(docs[0] == "four\n");
+  CHECK(docs[1] == "five\n");
+  CHECK(docs[2] == "one\ntwo\n");
+  CHECK(docs[3] == "three\n");
 }
