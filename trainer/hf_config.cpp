@@ -24,7 +24,6 @@ nlohmann::json rope_scaling_json(const ModelConfig& m) {
   if (m.rope_attention_factor > 0) r["attention_factor"] = m.rope_attention_factor;
   return r;
 }
-}  // namespace
 
 // Mixtral's MoE is moe's softmax router with normalised gates and nothing else: no shared
 // expert, no groups, no scaling, no dense blocks (and no router bias: export checks the values).
@@ -80,6 +79,8 @@ nlohmann::json mixtral_config_json(const ModelConfig& m) {
           {"tie_word_embeddings", false},
           {"torch_dtype", "float32"}};
 }
+
+}  // namespace
 
 nlohmann::json hf_config_json(const ModelConfig& m) {
   const bool mla = m.attention == AttentionType::mla;
