@@ -56,28 +56,34 @@ const char* hf_class(const ModelConfig& m) {
   return "Glm4MoeForCausalLM";
 }
 
-// MixtralConfig's keys (its intermediate_size is the experts' width).
-nlohmann::json mixtral_config_json(const ModelConfig& m) {
-  return {{"architectures", {"MixtralForCausalLM"}},
-          {"model_type", "mixtral"},
+// The keys every exported class reads alike.
+nlohmann::json shared_config_json(const ModelConfig& m, const std::string& cls, const char* model_type) {
+  return {{"architectures", {cls}},
+          {"model_type", model_type},
           {"vocab_size", m.vocab_size},
           {"hidden_size", m.d_model},
-          {"intermediate_size", m.expert_hidden},
           {"num_hidden_layers", m.n_layers},
           {"num_attention_heads", m.n_heads},
-          {"num_key_value_heads", m.n_kv_heads},
-          {"head_dim", m.d_model / m.n_heads},
-          {"num_local_experts", m.routed_experts},
           {"num_experts_per_tok", m.top_k},
           {"rms_norm_eps", m.norm_eps},
           {"rope_theta", m.rope_theta},
           {"rope_scaling", rope_scaling_json(m)},
           {"max_position_embeddings", m.seq_len},
-          {"sliding_window", nullptr},
-          {"router_jitter_noise", 0.0},
           {"hidden_act", "silu"},
           {"tie_word_embeddings", false},
           {"torch_dtype", "float32"}};
+}
+
+// MixtralConfig's own keys (its intermediate_size is the experts' width).
+nlohmann::json mixtral_config_json(const ModelConfig& m) {
+  nlohmann::json j = shared_config_json(m, "MixtralForCausalLM", "mixtral");
+  j["intermediate_size"] = m.expert_hidden;
+  j["num_key_value_heads"] = m.n_kv_heads;
+  j["head_dim"] = m.d_model / m.n_heads;
+  j["num_local_experts"] = m.routed_experts;
+  j["sliding_window"] = nullptr;
+  j["router_jitter_noise"] = 0.0;
+  return j;
 }
 
 }  // namespace
@@ -86,31 +92,19 @@ nlohmann::json hf_config_json(const ModelConfig& m) {
   const bool mla = m.attention == AttentionType::mla;
   const std::string cls = hf_class(m);
   if (cls == "MixtralForCausalLM") return mixtral_config_json(m);
-  nlohmann::json j = {{"architectures", {cls}},
-                      {"model_type", mla ? "deepseek_v3" : "glm4_moe"},
-                      {"vocab_size", m.vocab_size},
-                      {"hidden_size", m.d_model},
-                      {"intermediate_size", m.ffn_hidden},
-                      {"moe_intermediate_size", m.expert_hidden},
-                      {"num_hidden_layers", m.n_layers},
-                      {"num_attention_heads", m.n_heads},
-                      {"num_key_value_heads", mla ? m.n_heads : m.n_kv_heads},
-                      {"n_shared_experts", m.shared_experts},
-                      {"n_routed_experts", m.routed_experts},
-                      {"num_experts_per_tok", m.top_k},
-                      {"first_k_dense_replace", m.routed_experts > 0 ? m.dense_layers : m.n_layers},
-                      {"n_group", m.n_groups},
-                      {"topk_group", m.topk_groups},
-                      {"routed_scaling_factor", m.routed_scaling_factor},
-                      {"norm_topk_prob", m.router_normalize},
-                      {"rms_norm_eps", m.norm_eps},
-                      {"rope_theta", m.rope_theta},
-                      {"rope_scaling", rope_scaling_json(m)},
-                      {"max_position_embeddings", m.seq_len},
-                      {"hidden_act", "silu"},
-                      {"attention_bias", false},
-                      {"tie_word_embeddings", false},
-                      {"torch_dtype", "float32"}};
+  // DeepseekV3Config's and Glm4MoeConfig's MoE keys, then each one's attention.
+  nlohmann::json j = shared_config_json(m, cls, mla ? "deepseek_v3" : "glm4_moe");
+  j["intermediate_size"] = m.ffn_hidden;
+  j["moe_intermediate_size"] = m.expert_hidden;
+  j["num_key_value_heads"] = mla ? m.n_heads : m.n_kv_heads;
+  j["n_shared_experts"] = m.shared_experts;
+  j["n_routed_experts"] = m.routed_experts;
+  j["first_k_dense_replace"] = m.routed_experts > 0 ? m.dense_layers : m.n_layers;
+  j["n_group"] = m.n_groups;
+  j["topk_group"] = m.topk_groups;
+  j["routed_scaling_factor"] = m.routed_scaling_factor;
+  j["norm_topk_prob"] = m.router_normalize;
+  j["attention_bias"] = false;
   if (mla) {
     j["scoring_func"] = "sigmoid";
     j["topk_method"] = "noaux_tc";
