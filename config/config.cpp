@@ -291,6 +291,18 @@ const std::vector<Field>& fields() {
            "moe data prepare reuses this tokenizer.model instead of training one (fine-tuning keeps the base "
            "vocabulary)",
            true),
+      text(
+          "data.chat_template", [](auto& c) -> auto& { return c.data.chat.message; },
+          "chat data (.jsonl): how one message renders, {role} and then {content} replaced; the loss counts an "
+          "assistant message from {content} to its end"),
+      choice<bool>(
+          "data.loss_on", [](auto& c) -> auto& { return c.data.chat.loss_on_all; },
+          {{"assistant", false}, {"all", true}},
+          "chat data: the tokens the loss counts (assistant: the assistant's messages and the end after the last; "
+          "all: every token)"),
+      boolean(AT(data.document_mask),
+              "attention never crosses a document boundary, positions restart per document, and an end-of-document "
+              "token predicts nothing (meant for chat data)"),
       boolean(
           "data.dedup", [](auto& c) -> auto& { return c.data.filters.dedup; },
           "moe data prepare drops exact duplicates (same text after lower-casing and collapsing whitespace)"),
@@ -456,6 +468,8 @@ void validate(const Config& c) {
         fmt::format("{}: {}: {}", it != c.origin.end() ? it->second : c.source + " (default)", key, what));
   };
   const auto& m = c.model;
+  require(data::valid_chat_template(c.data.chat.message), "data.chat_template",
+          "must hold {role} and then {content}, once each");
   // Fault drills that could never fire would pass a drill that tested nothing.
   const auto& d = c.debug;
   require(d.nan_at_step <= c.train.steps, "debug.nan_at_step",

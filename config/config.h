@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "config/chat_template.h"
 #include "config/filter_options.h"
 #include "kernels/device.h"
 #include "config/model_config.h"
@@ -59,6 +60,8 @@ struct DataConfig {
   double val_fraction = 0.05;
   std::string tokenizer;        // reuse this tokenizer.model in moe data prepare ("" = train one)
   data::FilterOptions filters;  // moe data prepare's quality filters (keys data.dedup, data.min_words, ...)
+  data::ChatTemplate chat;      // chat data (.jsonl corpora): keys data.chat_template, data.loss_on
+  bool document_mask = false;   // attention within documents, positions restarting (data/loader.h)
 };
 
 struct ParallelConfig {

@@ -5,6 +5,13 @@
 // to epoch g / W, which visits the W windows in a permutation seeded by (seed, epoch). The
 // order is a function of (seed, step) alone: a restart at step k continues exactly, and any
 // number of data-parallel ranks sees the same global batch, each rank reading only its rows.
+//
+// Masking (Masking): a loss-mask stream beside the tokens (chat data: only the assistant's
+// tokens are targets) turns the other targets into -1, which the loss skips; document masking
+// gives each input its place in its document (positions, restarting after every
+// end-of-document), so that attention sees no earlier document, and skips the target of the
+// end-of-document input itself (the next document's first token, which nothing in the
+// document predicts).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -14,24 +21,48 @@
 
 namespace moe::data {
 
+struct Masking {
+  const TokenStream* loss_mask = nullptr;  // as long as the tokens; 1 = the token is a target (null: all are)
+  bool documents = false;                  // document masking: positions, and no target after end-of-document
+  std::int32_t end_of_document = 1;
+  bool any() const { return loss_mask || documents; }
+};
+
+// A micro-batch's rows as the model takes them: count*T i32 each; positions are left
+// undefined without document masking.
+struct Batch {
+  Tensor tokens, targets, positions;
+  Batch() = default;
+  Batch(std::int64_t count, std::int64_t T, bool documents);
+};
+
 class Loader {
  public:
-  Loader(const TokenStream& stream, std::int64_t seq_len, std::uint64_t seed, std::int64_t global_batch);
+  Loader(const TokenStream& stream, std::int64_t seq_len, std::uint64_t seed, std::int64_t global_batch,
+         Masking masking = {});
   std::int64_t windows() const { return W_; }
-  // Sequences [first, first+count) of the global batch of `step` into tokens and targets
-  // (count*T, i32).
-  void fill(std::int64_t step, std::int64_t first, std::int64_t count, Tensor& tokens, Tensor& targets);
+  // Sequences [first, first+count) of the global batch of `step`.
+  void fill(std::int64_t step, std::int64_t first, std::int64_t count, Batch& batch);
   // Windows in stream order (evaluation): sequence s of the evaluation set is window s mod W.
-  void fill_in_order(std::int64_t first, std::int64_t count, Tensor& tokens, Tensor& targets) const;
+  void fill_in_order(std::int64_t first, std::int64_t count, Batch& batch) const;
+  // The targets the loss counts in the global batch of `step` (the loss's denominator): every
+  // token without masking, else those fill leaves >= 0 (each window read once more).
+  std::int64_t targets(std::int64_t step);
+  // The same over `batches` global batches of windows in stream order (evaluation).
+  std::int64_t targets_in_order(std::int64_t batches) const;
 
  private:
-  void window(std::int64_t w, std::int32_t* tokens, std::int32_t* targets) const;
+  void permute(std::int64_t epoch);  // order_ := epoch's permutation of the windows
+  std::int64_t window_at(std::int64_t g);
+  void window(std::int64_t w, std::int64_t row, Batch& batch) const;
+  std::int64_t window_targets(std::int64_t w) const;
   const TokenStream& stream_;
   std::int64_t T_, W_, global_batch_;
   std::uint64_t seed_;
+  Masking masking_;
   std::int64_t epoch_ = -1;  // epoch whose permutation is cached
   std::vector<std::int64_t> order_;
-  mutable std::vector<std::int32_t> buf_;  // one window, reused
+  mutable std::vector<std::int32_t> buf_, mask_;  // one window, reused
 };
 
 }  // namespace moe::data

@@ -16,6 +16,7 @@
 #include <regex>
 #include <sstream>
 
+#include "data/chat.h"
 #include "data/corpus.h"
 #include "data/dir_lock.h"
 #include "data/shard.h"
@@ -49,12 +50,169 @@ void check(const sentencepiece::util::Status& s, const std::string& what) {
   if (!s.ok()) throw DataError(fmt::format("{}: {}", what, s.ToString()));
 }
 
+// The documents of the corpus: chat records rendered with their counted spans, or the
+// filtered text documents whole (no mask).
+struct Documents {
+  std::vector<ChatText> docs;
+  bool chat = false;
+};
+Documents read_corpus(const PrepareOptions& opt, FilterReport& filters) {
+  if (is_chat_corpus(opt.corpus)) {  // instruction data is taken as given: the filters are for web text
+    Documents d{read_chat_corpus(opt.corpus, opt.chat), true};
+    filters.documents = filters.kept = static_cast<std::int64_t>(d.docs.size());
+    return d;
+  }
+  auto all = read_documents(opt.corpus);
+  const auto keep = filter_documents(all, opt.filters, filters);
+  Documents d;
+  d.docs.reserve(keep.size());
+  for (std::size_t i : keep) d.docs.push_back({std::move(all[i]), {}, true});
+  return d;
+}
+
+// The training documents' texts, line by line, for SentencePiece.
+std::string train_tokenizer(const PrepareOptions& opt, const std::vector<const std::string*>& train_docs) {
+  std::string model;
+  Lines lines(train_docs);
+  sentencepiece::SetRandomGeneratorSeed(static_cast<unsigned>(opt.seed));
+  check(sentencepiece::SentencePieceTrainer::Train({{"vocab_size", std::to_string(opt.vocab_size)},
+                                                    {"model_type", "unigram"},
+                                                    {"character_coverage", "0.9995"},
+                                                    {"byte_fallback", "true"},
+                                                    // as Llama's: text as it is (no NFKC, whitespace
+                                                    // runs kept), so that transformers' fast
+                                                    // LlamaTokenizer reproduces it exactly
+                                                    {"normalization_rule_name", "identity"},
+                                                    {"remove_extra_whitespaces", "false"},
+                                                    {"unk_id", "0"},
+                                                    {"eos_id", "1"},
+                                                    {"bos_id", "-1"},
+                                                    {"pad_id", "-1"},
+                                                    {"num_threads", "1"},
+                                                    {"minloglevel", "2"},
+                                                    {"input_sentence_size", "2000000"},
+                                                    {"shuffle_input_sentence", "false"}},
+                                                   &lines, &model),
+        fmt::format("{}: SentencePiece training (model.vocab_size = {})", opt.corpus, opt.vocab_size));
+  return model;
+}
+
+// A document's ids, then end-of-document; with a mask, 1 for each token whose bytes overlap a
+// counted span (the offsets of the whole text's encoding, as transformers' assistant masks:
+// a piece may join the header's last byte to the answer's first, "\n4", and then counts), and
+// for end-of-document where the record says so.
+void encode(const sentencepiece::SentencePieceProcessor& sp, const ChatText& doc, bool masked,
+            std::vector<std::uint32_t>& ids, std::vector<std::uint32_t>& mask) {
+  ids.clear(), mask.clear();
+  if (!masked) {
+    std::vector<int> v;
+    check(sp.Encode(doc.text, &v), "encoding");
+    ids.assign(v.begin(), v.end());
+  } else {
+    sentencepiece::ImmutableSentencePieceText spt;
+    check(sp.Encode(doc.text, spt.mutable_proto()), "encoding");
+    for (const auto& piece : spt.pieces()) {
+      ids.push_back(piece.id());
+      const bool in = std::any_of(doc.counted.begin(), doc.counted.end(),
+                                  [&](const auto& r) { return piece.end() > r.first && piece.begin() < r.second; });
+      mask.push_back(in ? 1 : 0);
+    }
+    mask.push_back(doc.counts_end ? 1 : 0);
+  }
+  ids.push_back(kEndOfDocument);
+}
+
+// One split's token (and mask) shards: `prefix`_NNNNN.bin of at most opt.shard_tokens.
+class ShardWriter {
+ public:
+  ShardWriter(const PrepareOptions& opt, std::string split, std::uint64_t vocab)
+      : opt_(opt), split_(std::move(split)), vocab_(vocab) {}
+  void add(std::uint32_t v) {
+    buf_.push_back(v);
+    if (buf_.size() >= opt_.shard_tokens) flush();
+  }
+  void close() {
+    if (!buf_.empty() || shard_ == 0) flush();
+  }
+
+ private:
+  void flush() {
+    write_shard((fs::path(opt_.out_dir) / fmt::format("{}_{:05d}.bin", split_, shard_++)).string(), buf_, vocab_);
+    buf_.clear();
+  }
+  const PrepareOptions& opt_;
+  std::string split_;
+  std::uint64_t vocab_;
+  std::vector<std::uint32_t> buf_;
+  int shard_ = 0;
+};
+
+// The documents of one split into shards. Chat data is aligned to windows of opt.align
+// tokens: a document that does not fit in what is left of the window starts the next one
+// (the gap filled with end-of-document ids that count nowhere), one longer than a window is
+// cut to it; so no conversation is split from its prompt.
+void write_split(const PrepareOptions& opt, const sentencepiece::SentencePieceProcessor& sp, const Documents& d,
+                 const std::vector<bool>& is_val, bool val, PrepareReport& rep, std::vector<double>& counts) {
+  const std::string split = val ? "val" : "train";
+  ShardWriter tokens(opt, split, static_cast<std::uint64_t>(opt.vocab_size)), mask(opt, mask_split(split), 2);
+  std::uint64_t& total = val ? rep.val_tokens : rep.train_tokens;
+  const auto W = static_cast<std::uint64_t>(opt.align);
+  std::vector<std::uint32_t> ids, m;
+  auto put = [&](std::uint32_t id, std::uint32_t counted) {
+    tokens.add(id);
+    if (d.chat) mask.add(counted), rep.target_tokens += counted && !val;
+    if (!val) counts[id] += 1;
+    ++total;
+  };
+  for (std::size_t i = 0; i < d.docs.size(); ++i) {
+    if (is_val[i] != val) continue;
+    encode(sp, d.docs[i], d.chat, ids, m);
+    if (d.chat && W > 0) {
+      if (ids.size() > W) ids.resize(W), m.resize(W), ++rep.truncated;
+      if (total % W + ids.size() > W)
+        while (total % W != 0) put(static_cast<std::uint32_t>(kEndOfDocument), 0);
+    }
+    for (std::size_t k = 0; k < ids.size(); ++k) put(ids[k], d.chat ? m[k] : 1);
+  }
+  if (d.chat && W > 0) {  // the last window filled, and one token more: its last target
+    while (total % W != 0) put(static_cast<std::uint32_t>(kEndOfDocument), 0);
+    put(static_cast<std::uint32_t>(kEndOfDocument), 0);
+  }
+  tokens.close();
+  if (d.chat) mask.close();
+}
+
+void write_meta(const PrepareOptions& opt, const PrepareReport& rep) {
+  nlohmann::json meta = {{"format", "moe-shards"},
+                         {"version", kShardVersion},
+                         {"corpus", opt.corpus},
+                         {"vocab_size", opt.vocab_size},
+                         {"end_of_document_id", kEndOfDocument},
+                         {"tokenizer", "tokenizer.model"},
+                         {"tokenizer_xxh64", tokenizer_digest(opt.out_dir)},
+                         {"documents", rep.documents},
+                         {"val_documents", rep.val_documents},
+                         {"train_tokens", rep.train_tokens},
+                         {"val_tokens", rep.val_tokens},
+                         {"unigram_entropy_nats", rep.unigram_entropy},
+                         {"seed", opt.seed},
+                         {"filters", rep.filters.json()}};
+  if (rep.chat)  // chat data: loss masks beside the tokens, documents aligned to windows
+    meta.update({{"loss_mask", true},
+                 {"aligned_seq_len", opt.align},
+                 {"chat_template", opt.chat.message},
+                 {"loss_on", opt.chat.loss_on_all ? "all" : "assistant"},
+                 {"target_tokens", rep.target_tokens},
+                 {"truncated_documents", rep.truncated}});
+  const auto tmp = fs::path(opt.out_dir) / "meta.json.tmp";
+  std::ofstream(tmp) << meta.dump(2) << "\n";
+  fs::rename(tmp, fs::path(opt.out_dir) / "meta.json");
+}
+
 }  // namespace
 
-// Over 60 lines, and left so: the data-at-scale issue replaces this in-memory, one-process
-// pass with streaming readers and stages (docs/ARCHITECTURE.md, "Next").
 bool its_own_file(const std::string& name) {
-  static const std::regex ours(R"((meta\.json|tokenizer\.model|(train|val)_\d{5}\.bin)(\.tmp)?|\.moe\.lock)");
+  static const std::regex ours(R"((meta\.json|tokenizer\.model|(mask_)?(train|val)_\d{5}\.bin)(\.tmp)?|\.moe\.lock)");
   return std::regex_match(name, ours);
 }
 
@@ -67,28 +225,22 @@ std::string tokenizer_digest(const std::string& dir) {
 
 PrepareReport prepare(const PrepareOptions& opt) {
   PrepareReport rep;
-  const auto docs = [&] {
-    auto all = read_documents(opt.corpus);
-    const auto keep = filter_documents(all, opt.filters, rep.filters);
-    std::vector<std::string> kept;
-    kept.reserve(keep.size());
-    for (std::size_t i : keep) kept.push_back(std::move(all[i]));
-    return kept;
-  }();
-  MOE_CHECK(!docs.empty(), DataError, "{}: the filters removed every document ({}); relax data.* filter keys",
+  const Documents d = read_corpus(opt, rep.filters);
+  MOE_CHECK(!d.docs.empty(), DataError, "{}: the filters removed every document ({}); relax data.* filter keys",
             opt.corpus, rep.filters.text());
-  rep.documents = static_cast<std::int64_t>(docs.size());
+  rep.chat = d.chat;
+  rep.documents = static_cast<std::int64_t>(d.docs.size());
   // Held-out documents: a seeded shuffle of document indices, the first val_fraction of it.
-  std::vector<std::size_t> order(docs.size());
+  std::vector<std::size_t> order(d.docs.size());
   std::iota(order.begin(), order.end(), 0);
   std::mt19937_64 rng(opt.seed);
   for (std::size_t i = order.size() - 1; i > 0; --i) std::swap(order[i], order[rng() % (i + 1)]);
-  rep.val_documents = static_cast<std::int64_t>(std::llround(opt.val_fraction * double(docs.size())));
-  std::vector<bool> is_val(docs.size(), false);
+  rep.val_documents = static_cast<std::int64_t>(std::llround(opt.val_fraction * double(d.docs.size())));
+  std::vector<bool> is_val(d.docs.size(), false);
   for (std::int64_t i = 0; i < rep.val_documents; ++i) is_val[order[static_cast<std::size_t>(i)]] = true;
   std::vector<const std::string*> train_docs;
-  for (std::size_t d = 0; d < docs.size(); ++d)
-    if (!is_val[d]) train_docs.push_back(&docs[d]);
+  for (std::size_t i = 0; i < d.docs.size(); ++i)
+    if (!is_val[i]) train_docs.push_back(&d.docs[i].text);
 
   const DirLock lock(opt.out_dir, "data.dir");  // one prepare at a time
   std::vector<std::string> others;
@@ -106,27 +258,7 @@ PrepareReport prepare(const PrepareOptions& opt) {
   // the base model's vocabulary).
   std::string model;
   if (opt.tokenizer.empty()) {
-    Lines lines(train_docs);
-    sentencepiece::SetRandomGeneratorSeed(static_cast<unsigned>(opt.seed));
-    check(sentencepiece::SentencePieceTrainer::Train({{"vocab_size", std::to_string(opt.vocab_size)},
-                                                      {"model_type", "unigram"},
-                                                      {"character_coverage", "0.9995"},
-                                                      {"byte_fallback", "true"},
-                                                      // as Llama's: text as it is (no NFKC, whitespace
-                                                      // runs kept), so that transformers' fast
-                                                      // LlamaTokenizer reproduces it exactly
-                                                      {"normalization_rule_name", "identity"},
-                                                      {"remove_extra_whitespaces", "false"},
-                                                      {"unk_id", "0"},
-                                                      {"eos_id", "1"},
-                                                      {"bos_id", "-1"},
-                                                      {"pad_id", "-1"},
-                                                      {"num_threads", "1"},
-                                                      {"minloglevel", "2"},
-                                                      {"input_sentence_size", "2000000"},
-                                                      {"shuffle_input_sentence", "false"}},
-                                                     &lines, &model),
-          fmt::format("{}: SentencePiece training (model.vocab_size = {})", opt.corpus, opt.vocab_size));
+    model = train_tokenizer(opt, train_docs);
   } else {
     std::ifstream in(opt.tokenizer, std::ios::binary);
     MOE_CHECK(in, DataError, "{}: data.tokenizer not found; point it at a prepared directory's tokenizer.model",
@@ -142,29 +274,7 @@ PrepareReport prepare(const PrepareOptions& opt) {
 
   // Shards: documents in corpus order, each followed by end-of-document.
   std::vector<double> counts(static_cast<std::size_t>(opt.vocab_size), 0.0);
-  for (const std::string split : {"train", "val"}) {
-    std::vector<std::uint32_t> buf;
-    int shard = 0;
-    std::uint64_t& total = split == "train" ? rep.train_tokens : rep.val_tokens;
-    auto flush = [&] {
-      write_shard((fs::path(opt.out_dir) / fmt::format("{}_{:05d}.bin", split, shard++)).string(), buf,
-                  static_cast<std::uint64_t>(opt.vocab_size));
-      buf.clear();
-    };
-    for (std::size_t d = 0; d < docs.size(); ++d) {
-      if (is_val[d] != (split == "val")) continue;
-      std::vector<int> ids;
-      check(sp.Encode(docs[d], &ids), "encoding");
-      ids.push_back(kEndOfDocument);
-      for (int id : ids) {
-        buf.push_back(static_cast<std::uint32_t>(id));
-        if (split == "train") counts[static_cast<std::size_t>(id)] += 1;
-      }
-      total += ids.size();
-      if (buf.size() >= opt.shard_tokens) flush();
-    }
-    if (!buf.empty() || shard == 0) flush();
-  }
+  for (const bool val : {false, true}) write_split(opt, sp, d, is_val, val, rep, counts);
   for (double c : counts)
     if (c > 0) rep.unigram_entropy -= c / double(rep.train_tokens) * std::log(c / double(rep.train_tokens));
 
@@ -173,23 +283,7 @@ PrepareReport prepare(const PrepareOptions& opt) {
             "{}: data.val_fraction = {} held out {} documents, {} tokens: fewer than one sequence of {}; raise "
             "data.val_fraction or give a larger corpus",
             opt.corpus, opt.val_fraction, rep.val_documents, rep.val_tokens, opt.min_val_tokens);
-  const nlohmann::json meta = {{"format", "moe-shards"},
-                               {"version", kShardVersion},
-                               {"corpus", opt.corpus},
-                               {"vocab_size", opt.vocab_size},
-                               {"end_of_document_id", kEndOfDocument},
-                               {"tokenizer", "tokenizer.model"},
-                               {"tokenizer_xxh64", tokenizer_digest(opt.out_dir)},
-                               {"documents", rep.documents},
-                               {"val_documents", rep.val_documents},
-                               {"train_tokens", rep.train_tokens},
-                               {"val_tokens", rep.val_tokens},
-                               {"unigram_entropy_nats", rep.unigram_entropy},
-                               {"seed", opt.seed},
-                               {"filters", rep.filters.json()}};
-  const auto tmp = fs::path(opt.out_dir) / "meta.json.tmp";
-  std::ofstream(tmp) << meta.dump(2) << "\n";
-  fs::rename(tmp, fs::path(opt.out_dir) / "meta.json");
+  write_meta(opt, rep);
   return rep;
 }
 

@@ -1,14 +1,16 @@
-// `moe data prepare`: text corpus -> SentencePiece tokenizer + token shards (docs/DATA.md).
+// `moe data prepare`: text corpus -> SentencePiece tokenizer + token shards (docs/DATA.md);
+// chat data (JSONL, data/chat.h) -> token shards and loss-mask shards beside them.
 #pragma once
 #include <cstdint>
 #include <string>
 
+#include "data/chat.h"
 #include "data/filter.h"
 
 namespace moe::data {
 
 struct PrepareOptions {
-  std::string corpus;       // text file or directory (data/corpus.h)
+  std::string corpus;       // text file or directory (data/corpus.h), or chat data: .jsonl files (data/chat.h)
   std::string out_dir;      // receives tokenizer.model, train_*.bin, val_*.bin, meta.json
   std::int64_t vocab_size;  // SentencePiece vocabulary, = model.vocab_size
   double val_fraction;      // documents held out
@@ -21,17 +23,23 @@ struct PrepareOptions {
   bool allow_other_files = false;
   // The validation split must hold at least this many tokens (one training window: seq_len + 1).
   std::uint64_t min_val_tokens = 0;
+  ChatTemplate chat = {};  // how chat records render, and which tokens are targets
+  std::int64_t align = 0;  // chat data: documents laid in windows of this many tokens (model.seq_len; 0: packed)
 };
 
 // Whether `name` is a file moe data prepare writes: meta.json, tokenizer.model,
-// train_NNNNN.bin / val_NNNNN.bin, their .tmp while written, .moe.lock.
+// train_NNNNN.bin / val_NNNNN.bin and their loss masks mask_train_NNNNN.bin / mask_val_NNNNN.bin,
+// their .tmp while written, .moe.lock.
 bool its_own_file(const std::string& name);
 
 struct PrepareReport {
   std::int64_t documents = 0, val_documents = 0;
   std::uint64_t train_tokens = 0, val_tokens = 0;
-  double unigram_entropy = 0;  // nats per token over the training split
-  FilterReport filters;        // documents = those read; documents above = those kept
+  double unigram_entropy = 0;       // nats per token over the training split
+  FilterReport filters;             // documents = those read; documents above = those kept
+  bool chat = false;                // the corpus was chat data (loss masks written)
+  std::uint64_t target_tokens = 0;  // chat: training tokens the loss counts
+  std::int64_t truncated = 0;       // chat: documents cut to one window
 };
 
 // Ids: 0 = <unk>, 1 = end-of-document (SentencePiece's eos); no bos/pad. meta.json is

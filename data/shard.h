@@ -15,6 +15,10 @@
 namespace moe::data {
 
 constexpr std::uint32_t kShardVersion = 1;
+
+// The loss mask of a split (chat data) is a split of its own, shards of vocabulary 2 (1 = the
+// token at the same place is a target): mask_train_NNNNN.bin beside train_NNNNN.bin.
+inline std::string mask_split(const std::string& split) { return "mask_" + split; }
 constexpr std::size_t kShardHeader = 64;
 
 // Writes a shard atomically (temporary name, then rename).

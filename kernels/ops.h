@@ -64,13 +64,15 @@ struct RopeScaling {
   double factor = 1, attention_factor = 1, beta_fast = 32, beta_slow = 1;
   std::int64_t original_positions = 4096;
 };
-// y (B,T,H,D) = rotate(x); y may alias x for half pairs only.
+// y (B,T,H,D) = rotate(x); y may alias x for half pairs only. positions (B*T) i32, where
+// defined: each token's place in its document (document masking, data.document_mask), which
+// it turns by instead of its place in the sequence (expect_positions says what is valid).
 void rope_forward(Tensor& y, const Tensor& x, double theta, RopePairs pairs = RopePairs::half,
-                  const RopeScaling& scaling = {});
+                  const RopeScaling& scaling = {}, const Tensor& positions = Tensor());
 // dx = the transpose of forward's map applied to dy (rotation by the negative angle, then
 // the pairs put back where forward took them); dx may alias dy for half pairs only.
 void rope_backward(Tensor& dx, const Tensor& dy, double theta, RopePairs pairs = RopePairs::half,
-                   const RopeScaling& scaling = {});
+                   const RopeScaling& scaling = {}, const Tensor& positions = Tensor());
 
 // ---- Columns --------------------------------------------------------------------------
 // out[r, out_col + j] = in[r / rep, in_col + j] for j < width and every row r of out (R,Co),
@@ -83,8 +85,12 @@ void copy_columns(Tensor& out, std::int64_t out_col, const Tensor& in, std::int6
 // ---- Causal attention with GQA ----------------------------------------------------------
 // out (B,T,H,D) = softmax(q k^T / sqrt(D) + causal mask) v, with q (B,T,H,D), k and v
 // (B,T,Hkv,D), H a multiple of Hkv (query head h reads kv head h / (H/Hkv)).
-// probs (B,H,T,T) saves the softmax for backward (zero above the diagonal).
-void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor& k, const Tensor& v);
+// probs (B,H,T,T) saves the softmax for backward (zero above the diagonal). Document
+// masking: with positions (B*T) i32 defined (as rope_forward's), query i also sees no key
+// before its document's first token, i - positions[i]; probs are zero there too, so backward
+// needs no positions.
+void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor& k, const Tensor& v,
+                       const Tensor& positions = Tensor());
 // dq, dk, dv (assign).
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
                         const Tensor& v, const Tensor& probs);
@@ -94,10 +100,13 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
 // recomputes them from q, k and lse; the same out, dq, dk, dv as above. The CPU runs the
 // probabilities form on a scratch buffer. GPU tensors take cuDNN's fused SDPA where
 // fused_attention_on_gpu(): q, k, v, out and dout in BF16 (rounded here), statistics and
-// accumulation in FP32; `out` must be forward's (backward reads it).
-void attention_lse_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v);
+// accumulation in FP32; `out` must be forward's (backward reads it). positions as
+// attention_forward's; cuDNN's fused kernel takes none (a GPU caller with document masking
+// uses attention_forward).
+void attention_lse_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                           const Tensor& positions = Tensor());
 void attention_lse_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
-                            const Tensor& v, const Tensor& out, const Tensor& lse);
+                            const Tensor& v, const Tensor& out, const Tensor& lse, const Tensor& positions = Tensor());
 // Whether this build has cuDNN's fused attention for GPU tensors (MOE_WITH_CUDNN).
 bool fused_attention_on_gpu();
 

@@ -122,6 +122,20 @@ void expect_ids(const char* op, const char* name, const Tensor& ids, std::int64_
     MOE_CHECK(v[n] >= lo && v[n] < hi, ShapeError, "{}: {} {} at row {} outside [{}, {})", op, name, v[n], n, lo, hi);
 }
 
+void expect_positions(const char* op, const Tensor& positions, std::int64_t B, std::int64_t T, Device device) {
+  if (!positions.defined()) return;
+  expect_tensor(op, "positions", positions, DType::i32, {B * T});
+  MOE_CHECK(positions.device() == device, ShapeError, "{}: positions are on {}, the data on {}", op,
+            device_name(positions.device()), device_name(device));
+  if (!host_readable(positions.device())) return;
+  const std::int32_t* p = positions.data<std::int32_t>();
+  for (std::int64_t n = 0; n < B * T; ++n)
+    MOE_CHECK(p[n] == 0 || (n % T > 0 && p[n] == p[n - 1] + 1), ShapeError,
+              "{}: position {} at token {} of sequence {}: a sequence starts at 0, a token is 0 or one past the "
+              "token before it",
+              op, p[n], n % T, n / T);
+}
+
 void expect_tensor(const char* op, const char* name, const Tensor& t, DType dtype, const Shape& shape) {
   MOE_CHECK(t.defined() && t.dtype() == dtype && t.shape() == shape, ShapeError, "{}: {} is {}, expected {}{}", op,
             name, t.describe(), dtype_name(dtype), shape_str(shape));

@@ -94,6 +94,11 @@ void reset_tensor_memory_peak(Device device = Device::cpu);  // peak := live
 // devices are skipped, their ids checked on the host before they went over) in [lo, hi).
 // ShapeError "op: name 7 at row 3 outside [0, 5)".
 void expect_ids(const char* op, const char* name, const Tensor& ids, std::int64_t lo, std::int64_t hi);
+// Document positions of B sequences of T tokens (attention's and RoPE's, kernels/ops.h):
+// undefined (positions 0..T-1), or (B*T) i32 on `device` where each sequence starts at 0 and
+// each next token is 0 (a new document) or one past its predecessor. Values are checked where
+// the host can read them, as expect_ids.
+void expect_positions(const char* op, const Tensor& positions, std::int64_t B, std::int64_t T, Device device);
 
 // Boundary validation helper for ops: throws ShapeError "op: name is f32[2,3]@cpu, expected ...".
 void expect_tensor(const char* op, const char* name, const Tensor& t, DType dtype, const Shape& shape);

@@ -22,11 +22,13 @@ Attention::Attention(const ModelConfig& c, const std::string& p, const TensorPar
   tp.split(o_proj_, 1, c.n_heads * D_);
 }
 
-void Attention::forward(Tensor& out, const Tensor& xin, std::int64_t B, std::int64_t T) {
+void Attention::forward(Tensor& out, const Tensor& xin, const Sequences& seq) {
+  const auto& [B, T, positions] = seq;
   const std::int64_t N = B * T;
   const Device dev = xin.device();
   Saved& s = saved_;
-  auto& [q, k, v, probs, o, lse, x, att] = s;
+  auto& [q, k, v, probs, o, lse, pos, x, att] = s;
+  pos = positions;
   x = gemm_.keep(xin);
   q = Tensor::empty({N, H_ * D_}, DType::f32, dev);
   k = Tensor::empty({N, Hkv_ * D_}, DType::f32, dev);
@@ -37,24 +39,24 @@ void Attention::forward(Tensor& out, const Tensor& xin, std::int64_t B, std::int
   q = q.view({B, T, H_, D_});
   k = k.view({B, T, Hkv_, D_});
   v = v.view({B, T, Hkv_, D_});
-  ops::rope_forward(q, q, theta_, ops::RopePairs::half, scaling_);
-  ops::rope_forward(k, k, theta_, ops::RopePairs::half, scaling_);
+  ops::rope_forward(q, q, theta_, ops::RopePairs::half, scaling_, pos);
+  ops::rope_forward(k, k, theta_, ops::RopePairs::half, scaling_, pos);
   Tensor a = Tensor::empty({B, T, H_, D_}, DType::f32, dev);
-  if (runs_cuda(dev) && ops::fused_attention_on_gpu() && gemm_.precision() != Precision::fp32) {
+  if (fused_attention_core(dev, gemm_.precision(), pos)) {
     lse = Tensor::empty({B, H_, T}, DType::f32, dev);  // cuDNN's fused SDPA, BF16 like the GEMMs around it
     ops::attention_lse_forward(a, lse, q, k, v);
     o = a, probs = Tensor();
   } else {
     o = lse = Tensor();
     probs = Tensor::empty({B, H_, T, T}, DType::f32, dev);
-    ops::attention_forward(a, probs, q, k, v);
+    ops::attention_forward(a, probs, q, k, v, pos);
   }
   att = gemm_.keep(a.view({N, H_ * D_}));
   gemm_.forward(out, att, o_proj_.w);
 }
 
 void Attention::backward(Tensor& dx, const Tensor& dout) {
-  const auto& [q, k, v, probs, o, lse, x, att] = saved_;
+  const auto& [q, k, v, probs, o, lse, pos, x, att] = saved_;
   const std::int64_t N = x.rows();
   const Device dev = dout.device();
   Tensor datt = Tensor::empty({N, H_ * D_}, DType::f32, dev);
@@ -63,8 +65,8 @@ void Attention::backward(Tensor& dx, const Tensor& dout) {
          dv = Tensor::empty(v.shape(), DType::f32, dev);
   if (lse.defined()) ops::attention_lse_backward(dq, dk, dv, datt.view(q.shape()), q, k, v, o, lse);
   else ops::attention_backward(dq, dk, dv, datt.view(q.shape()), q, k, v, probs);
-  ops::rope_backward(dq, dq, theta_, ops::RopePairs::half, scaling_);
-  ops::rope_backward(dk, dk, theta_, ops::RopePairs::half, scaling_);
+  ops::rope_backward(dq, dq, theta_, ops::RopePairs::half, scaling_, pos);
+  ops::rope_backward(dk, dk, theta_, ops::RopePairs::half, scaling_, pos);
   Tensor tmp = Tensor::empty({N, C_}, DType::f32, dev);
   gemm_.backward(dx, q_proj_.g, dq.view({N, H_ * D_}), x, q_proj_.w);
   gemm_.backward(tmp, k_proj_.g, dk.view({N, Hkv_ * D_}), x, k_proj_.w);

@@ -9,6 +9,7 @@
 #include "model/linear.h"
 #include "model/param.h"
 #include "model/rope_scaling.h"
+#include "model/sequences.h"
 #include "model/tensor_parallel.h"
 
 namespace moe {
@@ -19,7 +20,7 @@ class Attention {
   Attention(const ModelConfig& c, const std::string& prefix, const TensorParallel& tp = TensorParallel(),
             Gemm gemm = Gemm());
   // out (B*T,C) from x (B*T,C); saves what backward needs (x in the GEMMs' kept form).
-  void forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);
+  void forward(Tensor& out, const Tensor& x, const Sequences& seq);
   // dx (B*T,C) (assign); parameter gradients accumulate.
   void backward(Tensor& dx, const Tensor& dout);
   // What forward saved for backward. swap_saved trades it with s: a pipeline stage keeps one
@@ -27,8 +28,9 @@ class Attention {
   // (q/k/v's and o's), kept in the precision's form; the attention core's stay FP32. The
   // core keeps its probabilities, or on a GPU under bf16 / fp8 with cuDNN (the fused form,
   // ops::attention_lse_*) only its output o and the softmax's log-sum-exp per row.
+  // positions: the document positions forward ran with (Sequences), for RoPE's backward.
   struct Saved {
-    Tensor q, k, v, probs, o, lse;
+    Tensor q, k, v, probs, o, lse, positions;
     GemmInput x, att;
     void count(SavedBytes& b) const {
       for (const Tensor* t : {&q, &k, &v, &probs, &o, &lse}) b.add(*t);

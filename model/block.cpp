@@ -33,7 +33,7 @@ ParamList Block::params() {
   return ps;
 }
 
-void Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T, Tensor& aux_total) {
+void Block::forward(Tensor& out, const Tensor& x, const Sequences& seq, Tensor& aux_total) {
   const std::int64_t N = x.size(0), C = x.size(1);
   auto t = [&](Shape shape) { return Tensor::empty(std::move(shape), DType::f32, x.device()); };
   Saved& s = saved_;
@@ -42,8 +42,8 @@ void Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
   Tensor h1 = t({N, C});
   s.x = x, s.r1 = t({N}), s.xm = t({N, C}), s.h2 = t({N, C}), s.r2 = t({N});
   ops::rmsnorm_forward(h1, s.r1, x, norm1_.w, eps_);
-  if (attn_) attn_->forward(s.xm, h1, B, T);
-  else mla_->forward(s.xm, h1, B, T);
+  if (attn_) attn_->forward(s.xm, h1, seq);
+  else mla_->forward(s.xm, h1, seq);
   tp_.all_reduce(s.xm);      // tp: the row-parallel o_proj's partial sums
   ops::accumulate(s.xm, x);  // xm = x + attn(norm(x))
   ops::rmsnorm_forward(s.h2, s.r2, s.xm, norm2_.w, eps_);
@@ -51,7 +51,7 @@ void Block::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T
     dense_->forward(out, gemm_.keep(s.h2));
     s.h2 = Tensor();  // the dense FFN keeps its input in its GEMM's form
   } else {
-    moe_->forward(out, s.h2, B, T, aux_total);
+    moe_->forward(out, s.h2, seq.B, seq.T, aux_total);
   }
   tp_.all_reduce(out);
   ops::accumulate(out, s.xm);  // out = xm + ffn(norm(xm))

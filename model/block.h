@@ -18,7 +18,7 @@ class Block {
  public:
   Block(const ModelConfig& c, std::int64_t layer, Communicator* ep, const TensorParallel& tp, Gemm gemm = Gemm());
   // aux_total (1) f64 on x's device += the balance loss of an MoE block (model/moe.h).
-  void forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T, Tensor& aux_total);
+  void forward(Tensor& out, const Tensor& x, const Sequences& seq, Tensor& aux_total);
   void backward(Tensor& dx, const Tensor& dout, double aux_scale);
   void release();  // drop what forward saved but its input (recomputation)
   // What forward saved (see Attention::Saved), its only home: x the input, r1 and r2 the

@@ -50,12 +50,11 @@ ParamList MlaAttention::params() {
   return ps;
 }
 
-void MlaAttention::rotate(Tensor& y, const Tensor& x, std::int64_t B, std::int64_t T, std::int64_t heads,
-                          int direction) const {
-  Tensor y4 = y.view({B, T, heads, rope_});
-  const Tensor x4 = x.view({B, T, heads, rope_});
-  if (direction > 0) ops::rope_forward(y4, x4, theta_, kPairs, scaling_);
-  else ops::rope_backward(y4, x4, theta_, kPairs, scaling_);
+void MlaAttention::rotate(Tensor& y, const Tensor& x, const Sequences& seq, std::int64_t heads, int direction) const {
+  Tensor y4 = y.view({seq.B, seq.T, heads, rope_});
+  const Tensor x4 = x.view({seq.B, seq.T, heads, rope_});
+  if (direction > 0) ops::rope_forward(y4, x4, theta_, kPairs, scaling_, seq.positions);
+  else ops::rope_backward(y4, x4, theta_, kPairs, scaling_, seq.positions);
 }
 
 const Tensor& MlaAttention::head_slots(std::int64_t N, Device dev) {
@@ -71,14 +70,14 @@ const Tensor& MlaAttention::head_slots(std::int64_t N, Device dev) {
 
 // q (N, H*dqk) and kv (N, H*(nope+dv)) are the projections, k_rope (N, rope) the shared
 // rotary key part already rotated. Writes s.q, s.k, s.v (B,T,H,D).
-void MlaAttention::core_inputs(Saved& s, const Tensor& q, const Tensor& kv, const Tensor& k_rope, std::int64_t B,
-                               std::int64_t T) {
-  const std::int64_t R = B * T * H_;  // one row per (token, head)
+void MlaAttention::core_inputs(Saved& s, const Tensor& q, const Tensor& kv, const Tensor& k_rope,
+                               const Sequences& seq) {
+  const std::int64_t R = seq.B * seq.T * H_;  // one row per (token, head)
   const Device dev = q.device();
   const Tensor qh = q.view({R, dqk_}), kvh = kv.view({R, nope_ + dv_});
   Tensor q_rope = f32({R, rope_}, dev), q_rot = f32({R, rope_}, dev);
   ops::copy_columns(q_rope, 0, qh, nope_, rope_);
-  rotate(q_rot, q_rope, B, T, H_, +1);
+  rotate(q_rot, q_rope, seq, H_, +1);
   s.q = Tensor::zeros({R, D_}, DType::f32, dev);
   ops::copy_columns(s.q, 0, qh, 0, nope_);
   ops::copy_columns(s.q, nope_, q_rot, 0, rope_);
@@ -88,14 +87,16 @@ void MlaAttention::core_inputs(Saved& s, const Tensor& q, const Tensor& kv, cons
   ops::copy_columns(s.k, nope_, k_rope, 0, rope_, H_);  // every head's key shares it
   s.v = Tensor::zeros({R, D_}, DType::f32, dev);
   ops::copy_columns(s.v, 0, kvh, nope_, dv_);
-  for (Tensor* t : {&s.q, &s.k, &s.v}) *t = t->view({B, T, H_, D_});
+  for (Tensor* t : {&s.q, &s.k, &s.v}) *t = t->view({seq.B, seq.T, H_, D_});
 }
 
-void MlaAttention::forward(Tensor& out, const Tensor& xin, std::int64_t B, std::int64_t T) {
+void MlaAttention::forward(Tensor& out, const Tensor& xin, const Sequences& seq) {
+  const auto& [B, T, positions] = seq;
   const std::int64_t N = B * T;
   const Device dev = xin.device();
   Saved& s = saved_;
   s.x = gemm_.keep(xin);
+  s.positions = positions;
   // Queries, through their low-rank latent where there is one.
   Tensor q = f32({N, H_ * dqk_}, dev);
   if (q_rank_ > 0) {
@@ -114,22 +115,22 @@ void MlaAttention::forward(Tensor& out, const Tensor& xin, std::int64_t B, std::
   s.c = f32({N, kv_rank_}, dev), s.c_rstd = f32({N}, dev);
   ops::copy_columns(s.c, 0, ckv, 0, kv_rank_);
   ops::copy_columns(k_rope, 0, ckv, kv_rank_, rope_);
-  rotate(k_rot, k_rope, B, T, 1, +1);
+  rotate(k_rot, k_rope, seq, 1, +1);
   Tensor cn = f32({N, kv_rank_}, dev), kv = f32({N, H_ * (nope_ + dv_)}, dev);
   ops::rmsnorm_forward(cn, s.c_rstd, s.c, kv_norm_.w, eps_);
   s.cn = gemm_.keep(cn);
   gemm_.forward(kv, s.cn, kv_b_.w);
-  core_inputs(s, q, kv, k_rot, B, T);
+  core_inputs(s, q, kv, k_rot, seq);
   // The core, as the GQA layer runs it (the fused form on a GPU under bf16 / fp8).
   Tensor a = f32({B, T, H_, D_}, dev);
-  if (runs_cuda(dev) && ops::fused_attention_on_gpu() && gemm_.precision() != Precision::fp32) {
+  if (fused_attention_core(dev, gemm_.precision(), positions)) {
     s.lse = f32({B, H_, T}, dev);
     ops::attention_lse_forward(a, s.lse, s.q, s.k, s.v);
     s.o = a, s.probs = Tensor();
   } else {
     s.o = s.lse = Tensor();
     s.probs = f32({B, H_, T, T}, dev);
-    ops::attention_forward(a, s.probs, s.q, s.k, s.v);
+    ops::attention_forward(a, s.probs, s.q, s.k, s.v, positions);
   }
   Tensor att = f32({N * H_, dv_}, dev);
   ops::copy_columns(att, 0, a.view({N * H_, D_}), 0, dv_);
@@ -139,7 +140,8 @@ void MlaAttention::forward(Tensor& out, const Tensor& xin, std::int64_t B, std::
 
 void MlaAttention::backward(Tensor& dx, const Tensor& dout) {
   const Saved& s = saved_;
-  const std::int64_t N = s.x.rows(), R = N * H_, B = s.q.size(0), T = s.q.size(1);
+  const std::int64_t N = s.x.rows(), R = N * H_;
+  const Sequences seq{s.q.size(0), s.q.size(1), s.positions};
   const Device dev = dout.device();
   // o_proj, then the core (its padded columns get no gradient).
   Tensor datt = f32({N, H_ * dv_}, dev), da = Tensor::zeros({R, D_}, DType::f32, dev);
@@ -157,7 +159,7 @@ void MlaAttention::backward(Tensor& dx, const Tensor& dout) {
   ops::copy_columns(dk_rot_h, 0, dkh, nope_, rope_);
   ops::combine_rows(dk_rot, dk_rot_h, head_slots(N, dev), Tensor(), false);
   Tensor dk_rope = f32({N, rope_}, dev), dcn = f32({N, kv_rank_}, dev), dc = f32({N, kv_rank_}, dev);
-  rotate(dk_rope, dk_rot, B, T, 1, -1);
+  rotate(dk_rope, dk_rot, seq, 1, -1);
   gemm_.backward(dcn, kv_b_.g, dkv.view({N, H_ * (nope_ + dv_)}), s.cn, kv_b_.w);
   ops::rmsnorm_backward(dc, kv_norm_.g, dcn, s.c, kv_norm_.w, s.c_rstd);
   Tensor dckv = f32({N, kv_rank_ + rope_}, dev);
@@ -168,7 +170,7 @@ void MlaAttention::backward(Tensor& dx, const Tensor& dout) {
   Tensor dq_full = f32({R, dqk_}, dev), dq_rot = f32({R, rope_}, dev), dq_rope = f32({R, rope_}, dev);
   ops::copy_columns(dq_full, 0, dqh, 0, nope_);
   ops::copy_columns(dq_rot, 0, dqh, nope_, rope_);
-  rotate(dq_rope, dq_rot, B, T, H_, -1);
+  rotate(dq_rope, dq_rot, seq, H_, -1);
   ops::copy_columns(dq_full, nope_, dq_rope, 0, rope_);
   ops::scale(dq_full, q_scale_);
   Tensor tmp = f32({N, C_}, dev);

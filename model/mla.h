@@ -20,6 +20,7 @@
 #include "model/linear.h"
 #include "model/param.h"
 #include "model/rope_scaling.h"
+#include "model/sequences.h"
 #include "model/tensor_parallel.h"
 
 namespace moe {
@@ -30,17 +31,17 @@ class MlaAttention {
   MlaAttention(const ModelConfig& c, const std::string& prefix, const TensorParallel& tp = TensorParallel(),
                Gemm gemm = Gemm());
   // out (B*T,C) from x (B*T,C); saves what backward needs.
-  void forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T);
+  void forward(Tensor& out, const Tensor& x, const Sequences& seq);
   // dx (B*T,C) (assign); parameter gradients accumulate.
   void backward(Tensor& dx, const Tensor& dout);
   // What forward saved for backward (as Attention::Saved): the GEMM inputs in the precision's
   // form (x: q_a's or q_proj's and kv_a's; qn, cn: the normed latents; att: o_proj's), the
   // latents before their norms and the norms' rstd, and the core's q, k, v (B,T,H,D) with its
-  // probabilities, or (o, lse) in the fused form.
+  // probabilities, or (o, lse) in the fused form; the document positions (Sequences).
   struct Saved {
     GemmInput x, qn, cn, att;
     Tensor qa, qa_rstd, c, c_rstd;
-    Tensor q, k, v, probs, o, lse;
+    Tensor q, k, v, probs, o, lse, positions;
     void count(SavedBytes& b) const {
       for (const GemmInput* g : {&x, &qn, &cn, &att}) b.add(*g);
       for (const Tensor* t : {&qa, &qa_rstd, &c, &c_rstd, &q, &k, &v, &probs, &o, &lse}) b.add(*t);
@@ -55,10 +56,10 @@ class MlaAttention {
 
  private:
   // The core's per-head inputs (N*H, D) from the projections; and the gradients back.
-  void core_inputs(Saved& s, const Tensor& q, const Tensor& kv, const Tensor& k_rope, std::int64_t B, std::int64_t T);
+  void core_inputs(Saved& s, const Tensor& q, const Tensor& kv, const Tensor& k_rope, const Sequences& seq);
   const Tensor& head_slots(std::int64_t N, Device dev);  // (N,H) i32: row n*H + h, to sum a part over heads
   // y = x's rotary parts (B*T*heads, rope) rotated: +1 forward, -1 backward.
-  void rotate(Tensor& y, const Tensor& x, std::int64_t B, std::int64_t T, std::int64_t heads, int direction) const;
+  void rotate(Tensor& y, const Tensor& x, const Sequences& seq, std::int64_t heads, int direction) const;
 
   std::int64_t C_, H_, q_rank_, kv_rank_, nope_, rope_, dv_, dqk_, D_;
   double theta_, eps_, q_scale_;

@@ -37,12 +37,11 @@ void MtpLayer::swap_saved(Saved& s) {
   s.block = std::move(block);
 }
 
-void MtpLayer::forward(Tensor& out, const Tensor& h, const Tensor& emb, std::int64_t B, std::int64_t T,
-                       Tensor& aux_total) {
+void MtpLayer::forward(Tensor& out, const Tensor& h, const Tensor& emb, const Sequences& seq, Tensor& aux_total) {
   const std::int64_t N = h.size(0), C = h.size(1);
   auto t = [&](Shape shape) { return Tensor::empty(std::move(shape), DType::f32, h.device()); };
   Saved& s = saved_;
-  B_ = B, T_ = T;
+  s.seq = seq;
   s.h = h, s.emb = emb, s.rh = t({N}), s.re = t({N}), s.y = t({N, C}), s.ry = t({N});
   Tensor e = t({N, C}), hn = t({N, C}), cat = t({N, 2 * C}), x = t({N, C});
   ops::rmsnorm_forward(e, s.re, emb, enorm_.w, eps_);
@@ -51,7 +50,7 @@ void MtpLayer::forward(Tensor& out, const Tensor& h, const Tensor& emb, std::int
   ops::copy_columns(cat, C, hn, 0, C);
   s.cat = gemm_.keep(cat);
   gemm_.forward(x, s.cat, eh_proj_.w);  // (N,C)
-  block_.forward(s.y, x, B, T, aux_total);
+  block_.forward(s.y, x, seq, aux_total);
   if (recompute_) block_.release();
   ops::rmsnorm_forward(out, s.ry, s.y, head_norm_.w, eps_);
 }
@@ -65,7 +64,7 @@ void MtpLayer::backward(Tensor& dh, Tensor& demb, const Tensor& dout, double aux
   if (recompute_) {  // dx: scratch for the output; the balance loss was counted
     if (!recompute_aux_.defined() || recompute_aux_.device() != dout.device())
       recompute_aux_ = Tensor::zeros({1}, DType::f64, dout.device());
-    block_.forward(dx, block_.input(), B_, T_, recompute_aux_);
+    block_.forward(dx, block_.input(), s.seq, recompute_aux_);
   }
   block_.backward(dx, dy, aux_scale);
   if (recompute_) block_.release();

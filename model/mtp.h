@@ -18,16 +18,18 @@ class MtpLayer {
   // depth 1, 2, ... (model.mtp_depth of them)
   MtpLayer(const ModelConfig& c, std::int64_t depth, Communicator* ep, const TensorParallel& tp, Gemm gemm);
   // out (N,C) from h (N,C) and emb (N,C); the block's balance loss += into aux_total (1) f64.
-  void forward(Tensor& out, const Tensor& h, const Tensor& emb, std::int64_t B, std::int64_t T, Tensor& aux_total);
+  void forward(Tensor& out, const Tensor& h, const Tensor& emb, const Sequences& seq, Tensor& aux_total);
   // dh, demb (N,C): the gradients of h and emb (assign); parameters accumulate.
   void backward(Tensor& dh, Tensor& demb, const Tensor& dout, double aux_scale);
   // Recomputation: forward keeps the block's input only; backward runs the block again.
   void set_recompute(bool on) { recompute_ = on; }
   // What forward saved: its inputs h and emb with their norms' rstd, eh_proj's input in its
-  // GEMM's form, the block's output y and its norm's rstd; the block's own parts.
+  // GEMM's form, the block's output y and its norm's rstd; the block's own parts; the batch's
+  // shape and document positions (recomputation runs the block again with them).
   struct Saved {
     Tensor h, emb, rh, re, y, ry;
     GemmInput cat;
+    Sequences seq;
     Block::Saved block;
     void count(SavedBytes& b) const {
       for (const Tensor* t : {&h, &emb, &rh, &re, &y, &ry}) b.add(*t);
@@ -45,9 +47,8 @@ class MtpLayer {
   Param enorm_, hnorm_, eh_proj_, head_norm_;
   Block block_;
   bool recompute_ = false;
-  std::int64_t B_ = 0, T_ = 0;  // the last forward's batch shape (recomputation)
-  Tensor recompute_aux_;        // f64 (1): where a recomputed forward's balance loss goes (dropped)
-  Saved saved_;                 // (its block part lives in the block)
+  Tensor recompute_aux_;  // f64 (1): where a recomputed forward's balance loss goes (dropped)
+  Saved saved_;           // (its block part lives in the block)
 };
 
 }  // namespace moe

@@ -146,11 +146,12 @@ void Transformer::init(std::uint64_t seed) {
   for (MoE* m : moe_layers()) m->bias().zero();
 }
 
-Transformer::Loss Transformer::forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T) {
+Transformer::Loss Transformer::forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T,
+                                       const Tensor& positions) {
   MOE_CHECK(has_embedding() && has_loss(), ConfigError, "Transformer::forward: this object holds one pipeline stage");
   Tensor unused;
   loss_totals().zero();  // fresh totals
-  const Loss stage = forward_stage(unused, Tensor(), tokens, targets, B, T);
+  const Loss stage = forward_stage(unused, Tensor(), tokens, targets, Sequences{B, T, positions});
   Loss loss = take_loss_sums();
   loss.tokens = stage.tokens;
   return loss;
@@ -245,11 +246,16 @@ void Transformer::head_backward(Tensor& dxf, const HeadSaved& s, const Tensor& x
 }
 
 Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, const Tensor& tokens, const Tensor& targets,
-                                             std::int64_t B, std::int64_t T, int chunk) {
-  const std::int64_t N = B * T, C = cfg_.d_model;
+                                             const Sequences& seq, int chunk) {
+  const std::int64_t B = seq.B, T = seq.T, N = B * T, C = cfg_.d_model;
   const std::size_t b0 = chunk_first_[std::size_t(chunk)], b1 = chunk_first_[std::size_t(chunk) + 1];
   const Device dev = device();
   Loss loss;
+  saved_.seq = {B, T, Tensor()};
+  if (seq.positions.defined()) {  // from the loader (host): checked there, then to the device
+    if (seq.positions.device() != dev) expect_positions("Transformer::forward", seq.positions, B, T, Device::cpu);
+    saved_.seq.positions = seq.positions.device() == dev ? seq.positions : seq.positions.to(dev);
+  }
   if (has_embedding(chunk)) {
     // Vocabulary-parallel lookup: rows held elsewhere read as zeros, then the sum over tp.
     // Token ids come from the host (the data loader) and go to the model's device.
@@ -263,10 +269,9 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
   for (std::size_t i = b0; i < b1; ++i) {
     saved_.xs.push_back(Tensor::empty({N, C}, DType::f32, dev));
     Tensor aux = loss_totals().rows(1, 1);
-    blocks_[i]->forward(saved_.xs.back(), saved_.xs[saved_.xs.size() - 2], B, T, aux);
+    blocks_[i]->forward(saved_.xs.back(), saved_.xs[saved_.xs.size() - 2], saved_.seq, aux);
     if (recompute_) blocks_[i]->release();
   }
-  B_ = B, T_ = T;
   if (!has_loss(chunk)) {
     out = saved_.xs.back();
     return loss;
@@ -277,7 +282,7 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
   ops::rmsnorm_forward(saved_.xf, saved_.rf, saved_.xs.back(), norm_->w, cfg_.norm_eps);
   Tensor ce = loss_totals().rows(0, 1);
   head_forward(saved_.head, saved_.xf, ce);
-  if (!mtp_.empty()) mtp_forward(tokens, targets, B, T);
+  if (!mtp_.empty()) mtp_forward(tokens, targets);
   const Tensor tg = to_host(targets);  // the loader's host tensor: no copy
   for (std::int64_t n = 0; n < N; ++n) loss.tokens += tg.data<std::int32_t>()[n] >= 0;
   return loss;
@@ -285,8 +290,8 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
 
 // Depth k: the tokens and targets k places ahead, through MtpLayer k from the previous
 // depth's head input, into the shared head.
-void Transformer::mtp_forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T) {
-  const std::int64_t N = B * T, C = cfg_.d_model;
+void Transformer::mtp_forward(const Tensor& tokens, const Tensor& targets) {
+  const std::int64_t T = saved_.seq.T, N = saved_.seq.B * T, C = cfg_.d_model;
   const Device dev = device();
   const Tensor tg = to_host(targets);
   Tensor total = loss_totals().rows(2, 1), aux = loss_totals().rows(1, 1);
@@ -303,7 +308,7 @@ void Transformer::mtp_forward(const Tensor& tokens, const Tensor& targets, std::
     ops::embedding_forward(emb, s.tokens, embed_->w, true);  // -1 (past the end, or elsewhere under tp): zeros
     tp_.all_reduce(emb);
     s.out = Tensor::empty({N, C}, DType::f32, dev);
-    mtp_[k]->forward(s.out, k == 0 ? saved_.xf : saved_.mtp[k - 1].out, emb, B, T, aux);
+    mtp_[k]->forward(s.out, k == 0 ? saved_.xf : saved_.mtp[k - 1].out, emb, saved_.seq, aux);
     head_forward(s.head, s.out, total);
   }
 }
@@ -344,7 +349,7 @@ void Transformer::backward_stage(Tensor& din, const Tensor& dout, double ce_scal
     if (recompute_) {  // dprev: scratch for the output, overwritten next; the balance loss was counted
       if (!recompute_aux_.defined() || recompute_aux_.device() != dev)
         recompute_aux_ = Tensor::zeros({1}, DType::f64, dev);
-      blocks_[i]->forward(dprev, saved_.xs[i - b0], B_, T_, recompute_aux_);
+      blocks_[i]->forward(dprev, saved_.xs[i - b0], saved_.seq, recompute_aux_);
     }
     blocks_[i]->backward(dprev, dx, aux_scale);
     if (recompute_) blocks_[i]->release();

@@ -53,9 +53,11 @@ class Transformer {
     double mtp_sum = 0;       // the MTP depths' cross-entropy sums, summed (0 without MTP)
     std::int64_t tokens = 0;  // targets counted
   };
-  // The whole model (a single stage): tokens, targets (B*T) i32. Starts a fresh
-  // cross-entropy total (one forward_stage left untaken is dropped) and returns its sum.
-  Loss forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T);
+  // The whole model (a single stage): tokens, targets (B*T) i32, and positions (B*T) i32 with
+  // document masking (model/sequences.h; undefined: none). Starts a fresh cross-entropy total
+  // (one forward_stage left untaken is dropped) and returns its sum.
+  Loss forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T,
+               const Tensor& positions = Tensor());
   // The cross-entropy, balance-loss and MTP sums of the forward_stage calls since the last
   // take (tokens 0), on the host (one copy from a device), the totals reset to 0; the
   // cross-entropies are 0 on a stage without the loss.
@@ -69,9 +71,10 @@ class Transformer {
   // One micro-batch through chunk `chunk` of this pipeline stage. in: the previous stage's
   // output (B*T,C), unused if the chunk starts with the embedding. tokens (B*T) i32 are read
   // with the embedding and by MTP, targets (B*T) if the chunk ends with the loss, which it
-  // returns; the others set out (B*T,C) and return the balance loss only.
-  Loss forward_stage(Tensor& out, const Tensor& in, const Tensor& tokens, const Tensor& targets, std::int64_t B,
-                     std::int64_t T, int chunk = 0);
+  // returns; the others set out (B*T,C) and return the balance loss only. seq: the batch's
+  // shape and its document positions, host or device (copied to the model's device here).
+  Loss forward_stage(Tensor& out, const Tensor& in, const Tensor& tokens, const Tensor& targets, const Sequences& seq,
+                     int chunk = 0);
   // dout: the gradient of out (unused with the loss). din (B*T,C): the gradient of in
   // (assign; left alone with the embedding). Parameters accumulate.
   void backward_stage(Tensor& din, const Tensor& dout, double ce_scale, double aux_scale, int chunk = 0);
@@ -113,6 +116,7 @@ class Transformer {
     void count(SavedBytes& b) const { b.add(tokens), b.add(out), head.count(b); }
   };
   struct Saved {
+    Sequences seq;           // the micro-batch's shape and document positions (on the model's device)
     std::vector<Tensor> xs;  // xs[i] = input of block i; xs.back() = the final residual stream
     Tensor tokens;           // this rank's vocabulary rows of the input ids (-1: elsewhere under tp)
     Tensor xf, rf;           // the final norm's output (the head's input) and rstd
@@ -121,6 +125,7 @@ class Transformer {
     std::vector<Block::Saved> blocks;
     std::vector<MtpLayer::Saved> mtp_layers;
     void count(SavedBytes& b) const {
+      b.add(seq.positions);
       for (const Tensor& t : xs) b.add(t);
       for (const Tensor* t : {&tokens, &xf, &rf}) b.add(*t);
       head.count(b);
@@ -141,7 +146,7 @@ class Transformer {
   // dxf (N,C) (assign) from the cross-entropies' gradient `scale` each.
   void head_forward(HeadSaved& s, const Tensor& xf, Tensor& total);
   void head_backward(Tensor& dxf, const HeadSaved& s, const Tensor& xf, double scale);
-  void mtp_forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T);
+  void mtp_forward(const Tensor& tokens, const Tensor& targets);
   void mtp_backward(Tensor& dxf, double scale, double aux_scale);  // dxf += the depths' gradient of xf
 
   ModelConfig cfg_;
@@ -155,7 +160,6 @@ class Transformer {
   std::vector<std::size_t> chunk_first_;  // chunk c: blocks_[chunk_first_[c], chunk_first_[c+1])
   std::vector<std::int64_t> layer_of_;    // model layer of each block (and L past the end)
   Saved saved_;                           // what forward saved, its only home (the blocks' parts live in the blocks)
-  std::int64_t B_ = 0, T_ = 0;
   bool recompute_ = false;
   // f64 (3) on the device: forward_stage's cross-entropy, balance-loss and MTP sums (take_loss_sums).
   Tensor loss_totals_;

@@ -15,6 +15,7 @@
 #include "checkpoint/store.h"
 #include "comm/pipeline.h"
 #include "data/loader.h"
+#include "data/prepare.h"
 #include "kernels/ops.h"
 #include "plan/counts.h"
 #include "plan/plan.h"
@@ -30,10 +31,30 @@ namespace moe {
 namespace {
 volatile std::sig_atomic_t g_stop = 0;
 
-double unigram_entropy(const std::string& dir) {
+nlohmann::json data_meta(const std::string& dir) {
   std::ifstream in(std::filesystem::path(dir) / "meta.json");
-  if (!in) return 0;
-  return nlohmann::json::parse(in, nullptr, false).value("unigram_entropy_nats", 0.0);
+  if (!in) return nlohmann::json::object();
+  auto meta = nlohmann::json::parse(in, nullptr, false);
+  return meta.is_object() ? meta : nlohmann::json::object();
+}
+
+// A split's loss-mask shards where data prepare wrote them (chat data), else none. Chat data
+// is laid out in windows of the seq_len it was prepared for: another would cut conversations.
+std::unique_ptr<data::TokenStream> loss_mask_stream(const std::string& dir, const std::string& split,
+                                                    const nlohmann::json& meta, std::int64_t seq_len) {
+  if (!meta.value("loss_mask", false)) return nullptr;
+  const auto aligned = meta.value("aligned_seq_len", std::int64_t{0});
+  MOE_CHECK(aligned == 0 || aligned == seq_len, DataError,
+            "{}/meta.json: chat data prepared for model.seq_len = {}, the run has {}; prepare it again (moe data "
+            "prepare --force) or set model.seq_len = {}",
+            dir, aligned, seq_len, aligned);
+  return std::make_unique<data::TokenStream>(dir, data::mask_split(split), 2);
+}
+
+data::Masking masking(const data::TokenStream* mask, const Config& cfg, const nlohmann::json& meta) {
+  return {.loss_mask = mask,
+          .documents = cfg.data.document_mask,
+          .end_of_document = meta.value("end_of_document_id", data::kEndOfDocument)};
 }
 
 // Adds the time it lives to `total`: a rank's compute inside the micro-batch schedule.
@@ -81,8 +102,11 @@ struct Trainer::Loop {
   const double global_tokens;
   const bool log_rank, counts;  // counts: this rank adds its loss (tp ranks share it: one counts it)
   const int chunks;             // interleaved pipeline: model chunks on this stage
+  const nlohmann::json meta;    // data.dir's meta.json
   data::TokenStream train_stream, val_stream;
+  std::unique_ptr<data::TokenStream> train_mask, val_mask;  // chat data's loss masks (null: none)
   data::Loader loader, val_loader;
+  double step_targets = 0;  // targets the loss counts in this step's global batch (its denominator)
   std::vector<MoE*> moe_layers;
   std::vector<std::int64_t> moe_row;  // each MoE layer's row among all the model's (this stage fills its own)
   std::int64_t all_moe;
@@ -100,7 +124,7 @@ struct Trainer::Loop {
   // A micro-batch in flight: its tokens and targets, and what its forward saved for its
   // backward (the stage's input among it), held here while later micro-batches go forward.
   struct InFlight {
-    Tensor tok, tgt;
+    data::Batch batch;
     Transformer::Saved saved;
     std::size_t bytes = 0, gemm_bytes = 0;  // of saved (SavedBytes)
   };
@@ -127,10 +151,13 @@ Trainer::Loop::Loop(State& state)
       log_rank(state.world.rank() == 0),
       counts(state.mesh.coords().tp == 0),
       chunks(model.chunks()),
+      meta(data_meta(cfg.data.dir)),
       train_stream(cfg.data.dir, "train", static_cast<std::uint64_t>(mc.vocab_size)),
       val_stream(cfg.data.dir, "val", static_cast<std::uint64_t>(mc.vocab_size)),
-      loader(train_stream, T, static_cast<std::uint64_t>(t.seed), global_seqs),
-      val_loader(val_stream, T, static_cast<std::uint64_t>(t.seed), global_seqs),
+      train_mask(loss_mask_stream(cfg.data.dir, "train", meta, mc.seq_len)),
+      val_mask(loss_mask_stream(cfg.data.dir, "val", meta, mc.seq_len)),
+      loader(train_stream, T, static_cast<std::uint64_t>(t.seed), global_seqs, masking(train_mask.get(), cfg, meta)),
+      val_loader(val_stream, T, static_cast<std::uint64_t>(t.seed), global_seqs, masking(val_mask.get(), cfg, meta)),
       moe_layers(model.moe_layers()),
       moe_row(model.moe_ordinals()),
       all_moe(moe::moe_layers(mc)),
@@ -172,7 +199,7 @@ TrainResult Trainer::Loop::run() {
 // The plan, the resume (or fine-tuning start) and the counters the steps are measured by.
 void Trainer::Loop::begin() {
   log_model_and_layout();
-  res.unigram_entropy = unigram_entropy(cfg.data.dir);
+  res.unigram_entropy = meta.value("unigram_entropy_nats", 0.0);
   if (s.cluster.calibrate) calibrate(s.cluster, s.world);  // local-cpu: measure the peak the report prices against
   plan = make_plan(cfg, s.cluster, s.layout);
   s.launch_t0 = Clock::now(), s.comm0 = s.comm_now(), s.pp0 = s.mesh.pp().seconds();
@@ -249,6 +276,12 @@ void Trainer::Loop::log_model_and_layout() {
       "model: {} parameters, {} MoE layers x {} experts (top-{}); data: {}; {} ranks x {} micro-batches x {} "
       "sequences x {} tokens = {:.0f} tokens per step",
       res.size.parameters, all_moe, E, mc.top_k, train_stream.describe(), dp, t.grad_accum, mb, T, global_tokens);
+  if (train_mask)
+    spdlog::info("data: chat, loss on {} of its tokens ({}), document masking {}",
+                 meta.value("target_tokens", std::uint64_t{0}), meta.value("loss_on", std::string("assistant")),
+                 cfg.data.document_mask ? "on"
+                                        : "off (conversations packed in a window see each other: set "
+                                          "data.document_mask=true)");
   std::string stages;
   for (std::size_t i = 0; i + 1 < s.bounds.size(); ++i)
     stages += fmt::format("{}{}", i ? "/" : "", s.bounds[i + 1] - s.bounds[i]);
@@ -263,13 +296,13 @@ void Trainer::Loop::log_model_and_layout() {
 // Validation: the first eval_batches global batches of the held-out split, in order; the
 // mean token cross-entropy over every rank.
 double Trainer::Loop::evaluate() {
-  Tensor tok = Tensor::empty({mb * T}, DType::i32), tgt = Tensor::empty({mb * T}, DType::i32);
+  data::Batch batch(mb, T, cfg.data.document_mask);
   for (std::int64_t b = 0; b < t.eval_batches; ++b) {
     const StageWork work{.forward =
                              [&](std::int64_t k, int c, const Tensor& in) {
-                               val_loader.fill_in_order(b * global_seqs + (k * dp + rank) * mb, mb, tok, tgt);
+                               val_loader.fill_in_order(b * global_seqs + (k * dp + rank) * mb, mb, batch);
                                Tensor out;
-                               model.forward_stage(out, in, tok, tgt, mb, T, c);
+                               model.forward_stage(out, in, batch.tokens, batch.targets, {mb, T, batch.positions}, c);
                                return out;
                              },
                          .backward = {},
@@ -277,7 +310,8 @@ double Trainer::Loop::evaluate() {
     run_forward(s.mesh.pp(), t.grad_accum, work, chunks);
   }
   const double ce = model.take_loss_sums().ce_sum;  // summed on the device: one copy for the whole evaluation
-  return s.world.all_reduce_sum(counts ? ce : 0.0) / (global_tokens * double(t.eval_batches));
+  const auto targets = static_cast<double>(std::max<std::int64_t>(val_loader.targets_in_order(t.eval_batches), 1));
+  return s.world.all_reduce_sum(counts ? ce : 0.0) / targets;
 }
 
 void Trainer::Loop::zero_grads() {
@@ -298,11 +332,14 @@ void Trainer::Loop::micro_batches(std::int64_t step) {
   const auto sched0 = Clock::now();
   Communicator& ppc = s.mesh.pp();
   model.set_mtp_weight(mtp_weight);
+  // The loss is the mean over the targets it counts: every token, or those the masks leave
+  // (each rank counts the whole global batch from the data: no collective).
+  step_targets = double(std::max<std::int64_t>(loader.targets(step), 1));
   run_1f1b(ppc, t.grad_accum, work, chunks);
   if (const auto sums = model.take_loss_sums(); counts) {  // one copy per step
-    loss += sums.ce_sum / global_tokens + sums.aux_sum / double(global_seqs);
+    loss += sums.ce_sum / step_targets + sums.aux_sum / double(global_seqs);
     if (mc.mtp_depth > 0) {
-      mtp_loss += sums.mtp_sum / (double(mc.mtp_depth) * global_tokens);
+      mtp_loss += sums.mtp_sum / (double(mc.mtp_depth) * step_targets);
       loss += mtp_weight * mtp_loss;
     }
   }
@@ -314,10 +351,11 @@ void Trainer::Loop::micro_batches(std::int64_t step) {
 // the first stage reads its tokens, the last its targets.
 Tensor Trainer::Loop::forward_micro(std::int64_t step, std::int64_t k, int chunk, const Tensor& in) {
   const Busy busy{schedule_busy};
-  InFlight f{Tensor::empty({mb * T}, DType::i32), Tensor::empty({mb * T}, DType::i32), {}, 0, 0};
-  loader.fill(step, (k * dp + rank) * mb, mb, f.tok, f.tgt);  // this rank's rows of the global batch
+  InFlight f{data::Batch(mb, T, cfg.data.document_mask), {}, 0, 0};
+  loader.fill(step, (k * dp + rank) * mb, mb, f.batch);  // this rank's rows of the global batch
   Tensor out;
-  model.forward_stage(out, in, f.tok, f.tgt, mb, T, chunk);  // losses: summed on the device
+  const Tensor& positions = f.batch.positions;
+  model.forward_stage(out, in, f.batch.tokens, f.batch.targets, {mb, T, positions}, chunk);  // losses: on the device
   count_routing(chunk);
   f.saved = model.take_saved(chunk);
   SavedBytes sb;
@@ -351,7 +389,7 @@ Tensor Trainer::Loop::backward_micro(std::int64_t k, int chunk, const Tensor& do
   model.restore_saved(std::move(f.saved), chunk);
   flight.erase({k, chunk});
   Tensor din;
-  model.backward_stage(din, dout, 1.0 / global_tokens, 1.0 / double(global_seqs), chunk);
+  model.backward_stage(din, dout, 1.0 / step_targets, 1.0 / double(global_seqs), chunk);
   model.take_saved(chunk);  // dropped: a forward of another chunk would not overwrite it
   return din;
 }

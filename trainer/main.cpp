@@ -157,8 +157,16 @@ int run_prepare(const Config& cfg, bool force) {
                                      .tokenizer = cfg.data.tokenizer,
                                      .filters = cfg.data.filters,
                                      .allow_other_files = force,
-                                     .min_val_tokens = static_cast<std::uint64_t>(cfg.model.seq_len + 1)});
-  std::printf("moe data prepare: %s\n", r.filters.text().c_str());
+                                     .min_val_tokens = static_cast<std::uint64_t>(cfg.model.seq_len + 1),
+                                     .chat = cfg.data.chat,
+                                     .align = cfg.model.seq_len});
+  if (r.chat)
+    std::printf(
+        "moe data prepare: chat data: %llu of the training tokens are targets, %lld conversations cut to "
+        "model.seq_len = %lld\n",
+        static_cast<unsigned long long>(r.target_tokens), static_cast<long long>(r.truncated),
+        static_cast<long long>(cfg.model.seq_len));
+  else std::printf("moe data prepare: %s\n", r.filters.text().c_str());
   std::printf(
       "moe data prepare: %lld documents (%lld held out) -> %s: %llu train / %llu validation tokens, vocabulary "
       "%lld, unigram entropy %.4f nats/token\n",

@@ -15,9 +15,14 @@ struct Dims {
   std::int64_t B, T, H, Hkv, D;
 };
 Dims dims(const Tensor& q, const Tensor& k) { return {q.size(0), q.size(1), q.size(2), k.size(2), q.size(3)}; }
+// The first key query i of sequence b sees: its document's first token, or 0.
+std::int64_t first_key(const std::int32_t* pos, std::int64_t b, std::int64_t T, std::int64_t i) {
+  return pos ? i - pos[b * T + i] : 0;
+}
 }  // namespace
 
-void attention_forward(Tensor& out, Tensor& probs, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v) {
+void attention_forward(Tensor& out, Tensor& probs, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                       const Tensor& positions) {
   const Dims d = dims(q, k);
   dispatch_real(q.dtype(), [&]<class T>() {
     const auto [B, T_, H, Hkv, D] = d;
@@ -25,8 +30,10 @@ void attention_forward(Tensor& out, Tensor& probs, Tensor& lse, const Tensor& q,
     const T scale = T(1) / std::sqrt(T(D));
     const T *qp = q.data<T>(), *kp = k.data<T>(), *vp = v.data<T>();
     T *op_ = out.data<T>(), *pp = probs.data<T>(), *lp = lse.defined() ? lse.data<T>() : nullptr;
+    const std::int32_t* pos = positions.defined() ? positions.data<std::int32_t>() : nullptr;
     // Per (sequence, head): S = Q K^T (GEMM on the strided head slices), masked row softmax
-    // in place, O = P V. The masked upper triangle is computed and then zeroed.
+    // in place, O = P V. The masked scores (above the diagonal, before the document) are
+    // computed and then zeroed.
 #pragma omp parallel for collapse(2)
     for (std::int64_t b = 0; b < B; ++b)
       for (std::int64_t h = 0; h < H; ++h) {
@@ -37,15 +44,17 @@ void attention_forward(Tensor& out, Tensor& probs, Tensor& lse, const Tensor& q,
         cpu::gemm<T>(false, true, T_, T_, D, Q, ldq, K, ldk, T(0), P, T_);
         for (std::int64_t i = 0; i < T_; ++i) {
           T* p = P + i * T_;
+          const std::int64_t j0 = first_key(pos, b, T_, i);
           T mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
-          for (std::int64_t j = 0; j <= i; ++j) mx = std::max(mx, p[j] *= scale);
+          for (std::int64_t j = j0; j <= i; ++j) mx = std::max(mx, p[j] *= scale);
           T sum = 0;
 #pragma omp simd reduction(+ : sum)
-          for (std::int64_t j = 0; j <= i; ++j) sum += (p[j] = cpu::exp(p[j] - mx));
+          for (std::int64_t j = j0; j <= i; ++j) sum += (p[j] = cpu::exp(p[j] - mx));
           const T inv = T(1) / sum;
-          for (std::int64_t j = 0; j <= i; ++j) p[j] *= inv;
+          for (std::int64_t j = j0; j <= i; ++j) p[j] *= inv;
           if (lp) lp[(b * H + h) * T_ + i] = mx + std::log(sum);
+          std::fill(p, p + j0, T(0));
           std::fill(p + i + 1, p + T_, T(0));
         }
         cpu::gemm<T>(false, false, T_, D, T_, P, T_, V, ldk, T(0), op_ + b * T_ * ldq + h * D, ldq);
@@ -90,7 +99,7 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
   });
 }
 
-void recompute_probs(Tensor& probs, const Tensor& q, const Tensor& k, const Tensor& lse) {
+void recompute_probs(Tensor& probs, const Tensor& q, const Tensor& k, const Tensor& lse, const Tensor& positions) {
   const Dims d = dims(q, k);
   dispatch_real(q.dtype(), [&]<class T>() {
     const auto [B, T_, H, Hkv, D] = d;
@@ -98,6 +107,7 @@ void recompute_probs(Tensor& probs, const Tensor& q, const Tensor& k, const Tens
     const T scale = T(1) / std::sqrt(T(D));
     const T *qp = q.data<T>(), *kp = k.data<T>(), *lp = lse.data<T>();
     T* pp = probs.data<T>();
+    const std::int32_t* pos = positions.defined() ? positions.data<std::int32_t>() : nullptr;
 #pragma omp parallel for collapse(2)
     for (std::int64_t b = 0; b < B; ++b)
       for (std::int64_t h = 0; h < H; ++h) {
@@ -107,7 +117,9 @@ void recompute_probs(Tensor& probs, const Tensor& q, const Tensor& k, const Tens
         for (std::int64_t i = 0; i < T_; ++i) {
           T* p = P + i * T_;
           const T l = lp[(b * H + h) * T_ + i];
-          for (std::int64_t j = 0; j <= i; ++j) p[j] = cpu::exp(p[j] * scale - l);
+          const std::int64_t j0 = first_key(pos, b, T_, i);
+          for (std::int64_t j = j0; j <= i; ++j) p[j] = cpu::exp(p[j] * scale - l);
+          std::fill(p, p + j0, T(0));
           std::fill(p + i + 1, p + T_, T(0));
         }
       }

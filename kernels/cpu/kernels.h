@@ -34,8 +34,9 @@ void swiglu_backward(Tensor& dgate, Tensor& dup, const Tensor& dh, const Tensor&
 
 // rope.cpp: y (B,T,H,D) = x with each pair rotated by the angle tables cos, sin (T, D/2).
 // layout 0: pairs (i, i+D/2) in and out (y may alias x); 1: pairs (2i, 2i+1) in, (i, i+D/2)
-// out; 2: the reverse.
-void rope(Tensor& y, const Tensor& x, const Tensor& cos, const Tensor& sin, int layout);
+// out; 2: the reverse. Token (b, t) turns by table row positions[b*T + t] where positions
+// (B*T) i32 is defined (its place in its document), else by row t.
+void rope(Tensor& y, const Tensor& x, const Tensor& cos, const Tensor& sin, int layout, const Tensor& positions);
 
 // columns.cpp: ops::copy_columns.
 void copy_columns(Tensor& out, std::int64_t out_col, const Tensor& in, std::int64_t in_col, std::int64_t width,
@@ -79,9 +80,12 @@ void dequantize_1x128(Tensor& x, const Tensor& q, const Tensor& scales);  // f32
 // attention.cpp: causal GQA attention materialising the probabilities, also writing each
 // row's log-sum-exp where lse is defined; its backward (dk, dv accumulate: zeroed by the
 // caller); and the probabilities rebuilt from q, k and lse (the fused form's backward).
-void attention_forward(Tensor& out, Tensor& probs, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v);
+// positions (B*T) i32, where defined: query i of a sequence sees keys i - positions[i] .. i
+// only (its document); undefined: keys 0 .. i.
+void attention_forward(Tensor& out, Tensor& probs, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                       const Tensor& positions);
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
                         const Tensor& v, const Tensor& probs);
-void recompute_probs(Tensor& probs, const Tensor& q, const Tensor& k, const Tensor& lse);
+void recompute_probs(Tensor& probs, const Tensor& q, const Tensor& k, const Tensor& lse, const Tensor& positions);
 
 }  // namespace moe::cpu

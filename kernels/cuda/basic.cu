@@ -128,16 +128,20 @@ __global__ void transpose_kernel(float* y, const float* x, std::int64_t R, std::
 }
 // Attention's masked softmax, one block per row of a (T,T) block of scores: row i keeps
 // columns 0..i, scaled, and zeroes the rest (the CPU's probs layout).
-__global__ void causal_softmax_kernel(float* P, std::int64_t T, float scale) {
+// With document positions (B*T), the row's sequence b = row / (heads T) keeps columns from
+// its document's first token, i - positions[b T + i], on.
+__global__ void causal_softmax_kernel(float* P, std::int64_t T, float scale, const std::int32_t* positions,
+                                      std::int64_t heads) {
   const std::int64_t row = blockIdx.x, i = row % T;
+  const std::int64_t j0 = positions ? i - positions[row / (heads * T) * T + i] : 0;
   float* p = P + row * T;
   float mx = -FLT_MAX;
-  for (std::int64_t j = threadIdx.x; j <= i; j += blockDim.x) mx = fmaxf(mx, p[j] *= scale);
+  for (std::int64_t j = j0 + threadIdx.x; j <= i; j += blockDim.x) mx = fmaxf(mx, p[j] *= scale);
   mx = block_reduce<true>(mx);
   float sum = 0;
-  for (std::int64_t j = threadIdx.x; j <= i; j += blockDim.x) sum += (p[j] = expf(p[j] - mx));
+  for (std::int64_t j = j0 + threadIdx.x; j <= i; j += blockDim.x) sum += (p[j] = expf(p[j] - mx));
   const float inv = 1.0f / block_reduce<false>(sum);
-  for (std::int64_t j = threadIdx.x; j < T; j += blockDim.x) p[j] = j <= i ? p[j] * inv : 0.f;
+  for (std::int64_t j = threadIdx.x; j < T; j += blockDim.x) p[j] = j >= j0 && j <= i ? p[j] * inv : 0.f;
 }
 // Its backward in place: dS = P (dP - sum_j P dP) * scale on the kept columns, 0 above.
 __global__ void causal_softmax_backward_kernel(float* dS, const float* P, std::int64_t T, float scale) {
@@ -150,11 +154,13 @@ __global__ void causal_softmax_backward_kernel(float* dS, const float* P, std::i
   for (std::int64_t j = threadIdx.x; j < T; j += blockDim.x) r[j] = j <= i ? p[j] * (r[j] - dot) * scale : 0.f;
 }
 // Each (i, i + D/2) pair of every head rotated by the angle table of its position.
-__global__ void rope_kernel(float* y, const float* x, const float* cs, const float* sn, std::int64_t rows,
-                            std::int64_t T, std::int64_t H, std::int64_t half, int layout) {
+// With positions (B*T), token (b, t) reads table row positions[b T + t] (its place in its document).
+__global__ void rope_kernel(float* y, const float* x, const float* cs, const float* sn, const std::int32_t* positions,
+                            std::int64_t rows, std::int64_t T, std::int64_t H, std::int64_t half, int layout) {
   const std::int64_t k = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;  // (row, pair)
   if (k >= rows * half) return;
-  const std::int64_t row = k / half, i = k % half, p = (row / H) % T, base = row * 2 * half;
+  const std::int64_t row = k / half, i = k % half, token = row / H, base = row * 2 * half;
+  const std::int64_t p = positions ? positions[token] : token % T;
   // Where pair i's two dims are read and written: (i, i + half), or (2i, 2i + 1).
   const std::int64_t r1 = layout == 1 ? 2 * i : i, r2 = layout == 1 ? 2 * i + 1 : i + half;
   const std::int64_t w1 = layout == 2 ? 2 * i : i, w2 = layout == 2 ? 2 * i + 1 : i + half;
@@ -256,11 +262,11 @@ void convert_bf16(void* y, const void* x, std::int64_t n, bool to_bf16) {
   launched();
 }
 
-void rope(float* y, const float* x, const float* cs, const float* sn, std::int64_t B, std::int64_t T, std::int64_t H,
-          std::int64_t D, int layout) {
+void rope(float* y, const float* x, const float* cs, const float* sn, const std::int32_t* positions, std::int64_t B,
+          std::int64_t T, std::int64_t H, std::int64_t D, int layout) {
   const std::int64_t n = B * T * H * (D / 2);
   if (n == 0) return;
-  rope_kernel<<<blocks_for(n), kThreads>>>(y, x, cs, sn, B * T * H, T, H, D / 2, layout);
+  rope_kernel<<<blocks_for(n), kThreads>>>(y, x, cs, sn, positions, B * T * H, T, H, D / 2, layout);
   launched();
 }
 
@@ -319,9 +325,10 @@ void cross_entropy(float* losses, float* dlogits, const float* dlosses, const fl
   launched();
 }
 
-void causal_softmax(float* P, std::int64_t rows, std::int64_t T, float scale) {
+void causal_softmax(float* P, std::int64_t rows, std::int64_t T, float scale, const std::int32_t* positions,
+                    std::int64_t heads) {
   if (rows == 0) return;
-  causal_softmax_kernel<<<static_cast<unsigned>(rows), kThreads>>>(P, T, scale);
+  causal_softmax_kernel<<<static_cast<unsigned>(rows), kThreads>>>(P, T, scale, positions, heads);
   launched();
 }
 

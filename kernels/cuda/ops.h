@@ -27,9 +27,10 @@ void cross_entropy(float* losses, float* dlogits, const float* dlosses, const fl
 // y (B,T,H,D) = x rotated pairwise by the angle tables cs, sn (T, D/2) (the CPU builds them,
 // so both rotate by the same angles); y may alias x.
 // layout 0: half pairs in and out; 1: interleaved pairs in, split out (forward); 2: split in,
-// interleaved out (backward). y may alias x for layout 0 only.
-void rope(float* y, const float* x, const float* cs, const float* sn, std::int64_t B, std::int64_t T, std::int64_t H,
-          std::int64_t D, int layout);
+// interleaved out (backward). y may alias x for layout 0 only. positions (B*T), or null:
+// the table row of each token (its place in its document), else its place in the sequence.
+void rope(float* y, const float* x, const float* cs, const float* sn, const std::int32_t* positions, std::int64_t B,
+          std::int64_t T, std::int64_t H, std::int64_t D, int layout);
 // ops::copy_columns on raw bytes: out rows of out_stride bytes, in rows of in_stride bytes.
 void copy_columns(void* out, std::size_t out_stride, std::size_t out_off, const void* in, std::size_t in_stride,
                   std::size_t in_off, std::size_t bytes, std::int64_t rows, std::int64_t rep);
@@ -50,8 +51,11 @@ void dequantize_1x128(float* x, const std::uint8_t* q, const float* scales, std:
 
 // Attention's masked row softmax over rows/T blocks of (T,T) scores, in place: row i of a
 // block scaled, softmax over columns 0..i, zeros above (ops::attention_forward's probs); and
-// its backward, dS = P (dP - sum P dP) * scale in place of dP.
-void causal_softmax(float* P, std::int64_t rows, std::int64_t T, float scale);
+// its backward, dS = P (dP - sum P dP) * scale in place of dP. With positions (B*T) (null:
+// none), the blocks are (B, heads) and row i of sequence b keeps columns i - positions[b*T+i]
+// .. i only (document masking); the backward needs none (P is zero outside).
+void causal_softmax(float* P, std::int64_t rows, std::int64_t T, float scale, const std::int32_t* positions,
+                    std::int64_t heads);
 void causal_softmax_backward(float* dS, const float* P, std::int64_t rows, std::int64_t T, float scale);
 
 // sdpa.cpp (builds with cuDNN, MOE_WITH_CUDNN): causal GQA attention through cuDNN's fused

@@ -39,13 +39,14 @@ void for_each_head(const Dims& d, F&& f) {
       f(b * d.T * d.H * d.D + h * d.D, b * d.T * d.Hkv * d.D + (h / rep) * d.D, (b * d.H + h) * d.T * d.T);
 }
 
-void attention_forward_gpu(const Dims& d, float* out, float* probs, const float* q, const float* k, const float* v) {
+void attention_forward_gpu(const Dims& d, float* out, float* probs, const float* q, const float* k, const float* v,
+                           const std::int32_t* positions) {
   if constexpr (detail::kCudaBuilt) {  // (a build without CUDA never gets here: on_gpu throws)
     const std::int64_t T = d.T, D = d.D, ldq = d.H * D, ldk = d.Hkv * D;
     for_each_head(d, [&](std::int64_t qo, std::int64_t ko, std::int64_t po) {
       detail::device_gemm(true, false, true, T, T, D, q + qo, ldq, k + ko, ldk, 0.f, probs + po, T);  // S = Q K^T
     });
-    cuda::causal_softmax(probs, d.B * d.H * T, T, 1.0f / std::sqrt(float(D)));
+    cuda::causal_softmax(probs, d.B * d.H * T, T, 1.0f / std::sqrt(float(D)), positions, d.H);
     for_each_head(d, [&](std::int64_t qo, std::int64_t ko, std::int64_t po) {
       detail::device_gemm(true, false, false, T, D, T, probs + po, T, v + ko, ldk, 0.f, out + qo, ldq);  // O = P V
     });
@@ -75,18 +76,20 @@ Tensor scratch_probs(const Tensor& q) {
 }
 }  // namespace
 
-void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor& k, const Tensor& v) {
+void attention_forward(Tensor& out, Tensor& probs, const Tensor& q, const Tensor& k, const Tensor& v,
+                       const Tensor& positions) {
   const char* op = "attention_forward";
   DType t = detail::real_dtype(op, q);
   const Dims d = check(op, q, k, v, &probs, t);
   expect_tensor(op, "out", out, t, q.shape());
-  const auto gpu = detail::on_gpu(op, {&out, &probs, &q, &k, &v});
+  expect_positions(op, positions, d.B, d.T, q.device());
+  const auto gpu = detail::on_gpu(op, {&out, &probs, &q, &k, &v, &positions});
   detail::expect_f32_on_gpu(bool(gpu), op, q);
   if (gpu)
     return attention_forward_gpu(d, out.data<float>(), probs.data<float>(), q.data<float>(), k.data<float>(),
-                                 v.data<float>());
+                                 v.data<float>(), positions.defined() ? positions.data<std::int32_t>() : nullptr);
   Tensor no_lse;
-  cpu::attention_forward(out, probs, no_lse, q, k, v);
+  cpu::attention_forward(out, probs, no_lse, q, k, v, positions);
 }
 
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
@@ -110,27 +113,31 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
 
 bool fused_attention_on_gpu() { return detail::kCudnnBuilt; }
 
-void attention_lse_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v) {
+void attention_lse_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
+                           const Tensor& positions) {
   const char* op = "attention_lse_forward";
   const DType t = detail::real_dtype(op, q);
   MOE_CHECK(q.ndim() == 4, ShapeError, "{}: q {} must be (B,T,H,D)", op, q.describe());
   const Dims d = check(op, q, k, v, nullptr, t);
   expect_tensor(op, "out", out, t, q.shape());
   expect_tensor(op, "lse", lse, t, {d.B, d.H, d.T});
-  const auto gpu = detail::on_gpu(op, {&out, &lse, &q, &k, &v});
+  expect_positions(op, positions, d.B, d.T, q.device());
+  const auto gpu = detail::on_gpu(op, {&out, &lse, &q, &k, &v, &positions});
   if (gpu) {
     MOE_CHECK(fused_attention_on_gpu(), DeviceError,
               "{}: this build has no cuDNN fused attention (use attention_forward)", op);
+    MOE_CHECK(!positions.defined(), DeviceError,
+              "{}: cuDNN's fused attention here takes no document positions (use attention_forward)", op);
     if constexpr (detail::kCudnnBuilt)
       return cuda::sdpa_forward(out.data<float>(), lse.data<float>(), q.data<float>(), k.data<float>(), v.data<float>(),
                                 d.B, d.T, d.H, d.Hkv, d.D);
   }
   Tensor probs = scratch_probs(q);  // the CPU's softmax, on q's device (the sim device's too)
-  cpu::attention_forward(out, probs, lse, q, k, v);
+  cpu::attention_forward(out, probs, lse, q, k, v, positions);
 }
 
 void attention_lse_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
-                            const Tensor& v, const Tensor& out, const Tensor& lse) {
+                            const Tensor& v, const Tensor& out, const Tensor& lse, const Tensor& positions) {
   const char* op = "attention_lse_backward";
   const DType t = detail::real_dtype(op, q);
   MOE_CHECK(q.ndim() == 4, ShapeError, "{}: q {} must be (B,T,H,D)", op, q.describe());
@@ -138,10 +145,13 @@ void attention_lse_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& do
   for (const auto& [name, x] : {std::pair{"dout", &dout}, {"out", &out}, {"dq", &dq}})
     expect_tensor(op, name, *x, t, q.shape());
   expect_tensor(op, "lse", lse, t, {d.B, d.H, d.T});
-  const auto gpu = detail::on_gpu(op, {&dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse});
+  expect_positions(op, positions, d.B, d.T, q.device());
+  const auto gpu = detail::on_gpu(op, {&dq, &dk, &dv, &dout, &q, &k, &v, &out, &lse, &positions});
   if (gpu) {
     MOE_CHECK(fused_attention_on_gpu(), DeviceError,
               "{}: this build has no cuDNN fused attention (use attention_backward)", op);
+    MOE_CHECK(!positions.defined(), DeviceError,
+              "{}: cuDNN's fused attention here takes no document positions (use attention_backward)", op);
     expect_tensor(op, "dk", dk, t, k.shape());
     expect_tensor(op, "dv", dv, t, v.shape());
     if constexpr (detail::kCudnnBuilt)
@@ -150,7 +160,7 @@ void attention_lse_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& do
                                  lse.data<float>(), d.B, d.T, d.H, d.Hkv, d.D);
   }
   Tensor probs = scratch_probs(q);
-  cpu::recompute_probs(probs, q, k, lse);
+  cpu::recompute_probs(probs, q, k, lse, positions);
   attention_backward(dq, dk, dv, dout, q, k, v, probs);
 }
 

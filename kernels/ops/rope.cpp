@@ -69,7 +69,7 @@ const RopeTable& rope_table(std::int64_t T, std::int64_t D, double theta, const 
 
 // Rotates each pair of every head by sign * pos * theta^(-2i/D); layout as cpu::rope's.
 void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, const RopeScaling& scaling, double sign,
-                int layout) {
+                int layout, const Tensor& positions) {
   DType t = detail::real_dtype(op, x);
   MOE_CHECK(x.ndim() == 4 && x.size(3) % 2 == 0, ShapeError, "{}: x {} must be (B,T,H,D) with D even", op,
             x.describe());
@@ -77,7 +77,8 @@ void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, const 
   expect_tensor(op, "y", y, t, x.shape());
   MOE_CHECK(layout == 0 || x.numel() == 0 || !y.same_start(x), ShapeError,
             "{}: interleaved pairs cannot be rotated in place (y must not be x)", op);
-  const auto gpu = detail::on_gpu(op, {&y, &x});
+  expect_positions(op, positions, B, T, x.device());
+  const auto gpu = detail::on_gpu(op, {&y, &x, &positions});
   detail::expect_f32_on_gpu(bool(gpu), op, x);
   MOE_CHECK(scaling.factor >= 1 && scaling.attention_factor > 0 && scaling.beta_fast > 0 && scaling.beta_slow > 0 &&
                 scaling.original_positions > 0,
@@ -87,19 +88,21 @@ void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, const 
   const RopeTable& table = rope_table(T, D, theta, scaling, sign, t, x.device());
   if (gpu) {
     if constexpr (detail::kCudaBuilt)
-      return cuda::rope(y.data<float>(), x.data<float>(), table.cos.data<float>(), table.sin.data<float>(), B, T, H, D,
-                        layout);
+      return cuda::rope(y.data<float>(), x.data<float>(), table.cos.data<float>(), table.sin.data<float>(),
+                        positions.defined() ? positions.data<std::int32_t>() : nullptr, B, T, H, D, layout);
   }
-  cpu::rope(y, x, table.cos, table.sin, layout);
+  cpu::rope(y, x, table.cos, table.sin, layout, positions);
 }
 
 }  // namespace
 
-void rope_forward(Tensor& y, const Tensor& x, double theta, RopePairs pairs, const RopeScaling& scaling) {
-  rope_apply("rope_forward", y, x, theta, scaling, +1.0, pairs == RopePairs::interleaved ? 1 : 0);
+void rope_forward(Tensor& y, const Tensor& x, double theta, RopePairs pairs, const RopeScaling& scaling,
+                  const Tensor& positions) {
+  rope_apply("rope_forward", y, x, theta, scaling, +1.0, pairs == RopePairs::interleaved ? 1 : 0, positions);
 }
-void rope_backward(Tensor& dx, const Tensor& dy, double theta, RopePairs pairs, const RopeScaling& scaling) {
-  rope_apply("rope_backward", dx, dy, theta, scaling, -1.0, pairs == RopePairs::interleaved ? 2 : 0);
+void rope_backward(Tensor& dx, const Tensor& dy, double theta, RopePairs pairs, const RopeScaling& scaling,
+                   const Tensor& positions) {
+  rope_apply("rope_backward", dx, dy, theta, scaling, -1.0, pairs == RopePairs::interleaved ? 2 : 0, positions);
 }
 
 }  // namespace moe::ops

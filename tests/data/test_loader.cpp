@@ -15,10 +15,10 @@ namespace fs = std::filesystem;
 
 namespace {
 std::vector<std::int32_t> batch(Loader& l, std::int64_t step, std::int64_t first, std::int64_t count, std::int64_t T) {
-  Tensor tok = Tensor::empty({count * T}, DType::i32), tgt = Tensor::empty({count * T}, DType::i32);
-  l.fill(step, first, count, tok, tgt);
-  std::vector<std::int32_t> out(tok.data<std::int32_t>(), tok.data<std::int32_t>() + count * T);
-  out.insert(out.end(), tgt.data<std::int32_t>(), tgt.data<std::int32_t>() + count * T);
+  Batch b(count, T, false);
+  l.fill(step, first, count, b);
+  std::vector<std::int32_t> out(b.tokens.data<std::int32_t>(), b.tokens.data<std::int32_t>() + count * T);
+  out.insert(out.end(), b.targets.data<std::int32_t>(), b.targets.data<std::int32_t>() + count * T);
   return out;
 }
 }  // namespace

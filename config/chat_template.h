@@ -1,0 +1,23 @@
+// How chat records render for supervised fine-tuning (data/chat.h applies it; keys
+// data.chat_template and data.loss_on in config/config.cpp).
+#pragma once
+#include <string>
+
+namespace moe::data {
+
+struct ChatTemplate {
+  // One message: {role} and {content} replaced (data.chat_template).
+  std::string message = "{role}: {content}\n";
+  // Targets (data.loss_on): the assistant's messages, from {content} to the message's end, and
+  // the end-of-document after a closing assistant message; or every token.
+  bool loss_on_all = false;
+};
+
+// Whether `message` holds {role} and then {content}, once each (what rendering needs).
+inline bool valid_chat_template(const std::string& m) {
+  const auto role = m.find("{role}"), content = m.find("{content}");
+  return role != std::string::npos && content != std::string::npos && role < content &&
+         m.find("{role}", role + 1) == std::string::npos && m.find("{content}", content + 1) == std::string::npos;
+}
+
+}  // namespace moe::data
