@@ -6,8 +6,10 @@
 namespace moe::data {
 
 struct ChatTemplate {
-  // One message: {role} and {content} replaced (data.chat_template).
-  std::string message = "{role}: {content}\n";
+  // One message: {role} and {content} replaced (data.chat_template). The header ends with a
+  // newline so that a generation prompt (the text up to {content}) encodes as a prefix of the
+  // trained conversation: pieces rarely cross a newline (ours never: it is a byte piece).
+  std::string message = "{role}:\n{content}\n";
   // Targets (data.loss_on): the assistant's messages, from {content} to the message's end, and
   // the end-of-document after a closing assistant message; or every token.
   bool loss_on_all = false;

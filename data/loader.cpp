@@ -4,9 +4,33 @@
 #include <numeric>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
 #include "kernels/error.h"
 
 namespace moe::data {
+
+PreparedSplit::PreparedSplit(const std::string& dir, const std::string& split, std::uint64_t vocab,
+                             std::int64_t seq_len)
+    : tokens_(dir, split, vocab) {
+  const auto path = std::filesystem::path(dir) / "meta.json";
+  std::ifstream in(path);
+  const auto meta = in ? nlohmann::json::parse(in, nullptr, false) : nlohmann::json();
+  if (!meta.is_object()) return;  // (the shards were validated; meta.json's absence is the caller's to refuse)
+  end_of_document_ = meta.value("end_of_document_id", end_of_document_);
+  if (!meta.value("loss_mask", false)) return;
+  // Chat data is laid out in windows of the seq_len it was prepared for: another would cut
+  // conversations from their prompts.
+  const auto aligned = meta.value("aligned_seq_len", std::int64_t{0});
+  MOE_CHECK(aligned == 0 || aligned == seq_len, DataError,
+            "{}: chat data prepared for model.seq_len = {}, the run has {}; prepare it again (moe data prepare "
+            "--force) or set model.seq_len = {}",
+            path.string(), aligned, seq_len, aligned);
+  mask_ = std::make_unique<TokenStream>(dir, mask_split(split), 2);
+}
 
 Batch::Batch(std::int64_t count, std::int64_t T, bool documents)
     : tokens(Tensor::empty({count * T}, DType::i32)),

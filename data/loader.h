@@ -14,6 +14,8 @@
 // document predicts).
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
 #include "data/shard.h"
@@ -34,6 +36,22 @@ struct Batch {
   Tensor tokens, targets, positions;
   Batch() = default;
   Batch(std::int64_t count, std::int64_t T, bool documents);
+};
+
+// One split of a prepared directory as training and evaluation read it: its tokens and, for
+// chat data (meta.json's loss_mask), its loss mask, which refuses a seq_len other than the one
+// the data was aligned to (DataError naming meta.json). masking(): with document masking or not.
+class PreparedSplit {
+ public:
+  PreparedSplit(const std::string& dir, const std::string& split, std::uint64_t vocab, std::int64_t seq_len);
+  const TokenStream& tokens() const { return tokens_; }
+  bool chat() const { return mask_ != nullptr; }
+  Masking masking(bool documents) const { return {mask_.get(), documents, end_of_document_}; }
+
+ private:
+  TokenStream tokens_;
+  std::unique_ptr<TokenStream> mask_;
+  std::int32_t end_of_document_ = 1;
 };
 
 class Loader {

@@ -119,7 +119,11 @@ TokenStream::TokenStream(const std::string& dir, const std::string& split, std::
   what_ = fmt::format("{}/{}_*.bin ({} shards, {} tokens)", dir, split, shards_.size(), total_);
 }
 
+TokenStream::TokenStream(std::vector<std::int32_t> tokens, std::string what)
+    : memory_(std::move(tokens)), total_(memory_.size()), what_(std::move(what)) {}
+
 void TokenStream::read(std::uint64_t begin, std::uint64_t n, std::int32_t* out) const {
+  if (shards_.empty()) return void(std::copy_n(memory_.begin() + static_cast<std::ptrdiff_t>(begin), n, out));
   // The shard holding `begin`, then walk forward across shard boundaries.
   std::size_t s =
       static_cast<std::size_t>(std::upper_bound(starts_.begin(), starts_.end(), begin) - starts_.begin()) - 1;

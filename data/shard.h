@@ -49,6 +49,8 @@ class Shard {
 class TokenStream {
  public:
   TokenStream(const std::string& dir, const std::string& split, std::uint64_t expected_vocab);
+  // Tokens held in memory (moe eval on a text file), described as `what`.
+  TokenStream(std::vector<std::int32_t> tokens, std::string what);
   std::uint64_t size() const { return total_; }
   // Copies tokens [begin, begin + n) into out.
   void read(std::uint64_t begin, std::uint64_t n, std::int32_t* out) const;
@@ -57,6 +59,7 @@ class TokenStream {
  private:
   std::vector<Shard> shards_;
   std::vector<std::uint64_t> starts_;  // first stream index of each shard
+  std::vector<std::int32_t> memory_;   // the tokens of a stream held in memory (then no shards)
   std::uint64_t total_ = 0;
   std::string what_;
 };

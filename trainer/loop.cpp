@@ -15,7 +15,6 @@
 #include "checkpoint/store.h"
 #include "comm/pipeline.h"
 #include "data/loader.h"
-#include "data/prepare.h"
 #include "kernels/ops.h"
 #include "plan/counts.h"
 #include "plan/plan.h"
@@ -36,25 +35,6 @@ nlohmann::json data_meta(const std::string& dir) {
   if (!in) return nlohmann::json::object();
   auto meta = nlohmann::json::parse(in, nullptr, false);
   return meta.is_object() ? meta : nlohmann::json::object();
-}
-
-// A split's loss-mask shards where data prepare wrote them (chat data), else none. Chat data
-// is laid out in windows of the seq_len it was prepared for: another would cut conversations.
-std::unique_ptr<data::TokenStream> loss_mask_stream(const std::string& dir, const std::string& split,
-                                                    const nlohmann::json& meta, std::int64_t seq_len) {
-  if (!meta.value("loss_mask", false)) return nullptr;
-  const auto aligned = meta.value("aligned_seq_len", std::int64_t{0});
-  MOE_CHECK(aligned == 0 || aligned == seq_len, DataError,
-            "{}/meta.json: chat data prepared for model.seq_len = {}, the run has {}; prepare it again (moe data "
-            "prepare --force) or set model.seq_len = {}",
-            dir, aligned, seq_len, aligned);
-  return std::make_unique<data::TokenStream>(dir, data::mask_split(split), 2);
-}
-
-data::Masking masking(const data::TokenStream* mask, const Config& cfg, const nlohmann::json& meta) {
-  return {.loss_mask = mask,
-          .documents = cfg.data.document_mask,
-          .end_of_document = meta.value("end_of_document_id", data::kEndOfDocument)};
 }
 
 // Adds the time it lives to `total`: a rank's compute inside the micro-batch schedule.
@@ -103,8 +83,7 @@ struct Trainer::Loop {
   const bool log_rank, counts;  // counts: this rank adds its loss (tp ranks share it: one counts it)
   const int chunks;             // interleaved pipeline: model chunks on this stage
   const nlohmann::json meta;    // data.dir's meta.json
-  data::TokenStream train_stream, val_stream;
-  std::unique_ptr<data::TokenStream> train_mask, val_mask;  // chat data's loss masks (null: none)
+  data::PreparedSplit train_data, val_data;
   data::Loader loader, val_loader;
   double step_targets = 0;  // targets the loss counts in this step's global batch (its denominator)
   std::vector<MoE*> moe_layers;
@@ -152,12 +131,12 @@ Trainer::Loop::Loop(State& state)
       counts(state.mesh.coords().tp == 0),
       chunks(model.chunks()),
       meta(data_meta(cfg.data.dir)),
-      train_stream(cfg.data.dir, "train", static_cast<std::uint64_t>(mc.vocab_size)),
-      val_stream(cfg.data.dir, "val", static_cast<std::uint64_t>(mc.vocab_size)),
-      train_mask(loss_mask_stream(cfg.data.dir, "train", meta, mc.seq_len)),
-      val_mask(loss_mask_stream(cfg.data.dir, "val", meta, mc.seq_len)),
-      loader(train_stream, T, static_cast<std::uint64_t>(t.seed), global_seqs, masking(train_mask.get(), cfg, meta)),
-      val_loader(val_stream, T, static_cast<std::uint64_t>(t.seed), global_seqs, masking(val_mask.get(), cfg, meta)),
+      train_data(cfg.data.dir, "train", static_cast<std::uint64_t>(mc.vocab_size), mc.seq_len),
+      val_data(cfg.data.dir, "val", static_cast<std::uint64_t>(mc.vocab_size), mc.seq_len),
+      loader(train_data.tokens(), T, static_cast<std::uint64_t>(t.seed), global_seqs,
+             train_data.masking(cfg.data.document_mask)),
+      val_loader(val_data.tokens(), T, static_cast<std::uint64_t>(t.seed), global_seqs,
+                 val_data.masking(cfg.data.document_mask)),
       moe_layers(model.moe_layers()),
       moe_row(model.moe_ordinals()),
       all_moe(moe::moe_layers(mc)),
@@ -275,8 +254,9 @@ void Trainer::Loop::log_model_and_layout() {
   spdlog::info(
       "model: {} parameters, {} MoE layers x {} experts (top-{}); data: {}; {} ranks x {} micro-batches x {} "
       "sequences x {} tokens = {:.0f} tokens per step",
-      res.size.parameters, all_moe, E, mc.top_k, train_stream.describe(), dp, t.grad_accum, mb, T, global_tokens);
-  if (train_mask)
+      res.size.parameters, all_moe, E, mc.top_k, train_data.tokens().describe(), dp, t.grad_accum, mb, T,
+      global_tokens);
+  if (train_data.chat())
     spdlog::info("data: chat, loss on {} of its tokens ({}), document masking {}",
                  meta.value("target_tokens", std::uint64_t{0}), meta.value("loss_on", std::string("assistant")),
                  cfg.data.document_mask ? "on"

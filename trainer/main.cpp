@@ -21,6 +21,7 @@
 #include "parallel/mpi_communicator.h"
 #include "plan/plan.h"
 #include "config/config.h"
+#include "trainer/inference_cli.h"
 #include "trainer/cost.h"
 #include "trainer/export.h"
 #include "trainer/hf_import.h"
@@ -332,6 +333,8 @@ struct Args {
   bool print_config = false, fresh = false, dry_run = false, force = false, export_mtp = false;
   double import_memory_mb = 1024;
   PlanArgs plan;
+  moe::InferenceArgs inference;
+  CLI::App *generate = nullptr, *eval = nullptr;
   CLI::App *train = nullptr, *prepare = nullptr, *show = nullptr, *reference = nullptr, *plan_cmd = nullptr,
            *info = nullptr, *inspect = nullptr, *exp = nullptr, *imp = nullptr;
 };
@@ -436,6 +439,8 @@ int run_subcommand(Args& a, int argc, char** argv) {
     return run_train(argc, argv, a.config_path, a.sets, a.print_config, a.dry_run);
   }
   if (*a.inspect) return run_inspect(a.ckpt_path);
+  if (*a.generate) return moe::run_generate(a.inference, resolve_checkpoint(a.inference.path));
+  if (*a.eval) return moe::run_eval(a.inference, resolve_checkpoint(a.inference.path));
   if (*a.exp) return run_export(a.ckpt_path, a.export_format, a.export_out, a.export_tokenizer, a.export_mtp);
   if (*a.imp) return run_import(argc, argv, a.import_dir, a.import_out, a.import_memory_mb);
   if (*a.plan_cmd) return run_plan(a.config_path, a.sets, a.plan);
@@ -458,6 +463,8 @@ int main(int argc, char** argv) {
   add_data_and_config(app, a);
   add_plan(app, a);
   add_checkpoint_commands(app, a);
+  a.generate = moe::add_generate(app, a.inference);
+  a.eval = moe::add_eval(app, a.inference);
   if (!known_subcommand(app, argc, argv)) return 2;
   try {
     app.parse(argc, argv);

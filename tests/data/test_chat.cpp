@@ -26,10 +26,10 @@ std::string counted_text(const ChatText& c) {
 }
 }  // namespace
 
-TEST_CASE("chat: the template renders each message; the assistant's content and tail count", "[data]") {
+TEST_CASE("chat: the template renders each message, the assistant's content and tail count", "[data]") {
   const ChatTemplate t{.message = "[{role}] {content};", .loss_on_all = false};
-  const std::vector<ChatMessage> m = {{"system", "be brief"}, {"user", "2+2?"}, {"assistant", "4"},
-                                      {"user", "and 3+3?"}, {"assistant", "6"}};
+  const std::vector<ChatMessage> m = {
+      {"system", "be brief"}, {"user", "2+2?"}, {"assistant", "4"}, {"user", "and 3+3?"}, {"assistant", "6"}};
   const ChatText c = render_chat(m, t);
   CHECK(c.text == "[system] be brief;[user] 2+2?;[assistant] 4;[user] and 3+3?;[assistant] 6;");
   CHECK(counted_text(c) == "4;|6;|");
@@ -46,8 +46,11 @@ TEST_CASE("chat: a bad JSONL record is an error naming file:line and what is wro
   fs::create_directories("chat_bad");
   const ChatTemplate t;
   auto fails = [&](const std::string& line, const std::string& what) {
-    std::ofstream("chat_bad/a.jsonl") << R"({"prompt": "1+1=", "completion": "2"})" << "\n" << line << "\n";
-    CHECK_THROWS_WITH(read_chat_corpus("chat_bad", t), Catch::Contains("chat_bad/a.jsonl:2: ") && Catch::Contains(what));
+    std::ofstream("chat_bad/a.jsonl") << R"({"prompt": "1+1=", "completion": "2"})"
+                                      << "\n"
+                                      << line << "\n";
+    CHECK_THROWS_WITH(read_chat_corpus("chat_bad", t),
+                      Catch::Contains("chat_bad/a.jsonl:2: ") && Catch::Contains(what));
   };
   fails("{not json", "parse error");
   fails(R"({"messages": []})", "non-empty array");

@@ -143,7 +143,8 @@ TEST_CASE("document mask: a packed sequence trains as its documents one by one (
     add_run(m, packed, ints(tok), ints(tgt), T, positions_of(docs));
     t0 = 0;
     for (std::int64_t n : docs) {
-      const std::vector<std::int32_t> dt(tok.begin() + t0, tok.begin() + t0 + n), dg(tgt.begin() + t0, tgt.begin() + t0 + n);
+      const std::vector<std::int32_t> dt(tok.begin() + t0, tok.begin() + t0 + n),
+          dg(tgt.begin() + t0, tgt.begin() + t0 + n);
       add_run(m, alone, ints(dt), ints(dg), n);
       t0 += n;
     }
