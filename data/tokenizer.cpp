@@ -6,7 +6,8 @@
 
 namespace moe::data {
 
-Tokenizer::Tokenizer(const std::string& path) : path_(path), sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
+Tokenizer::Tokenizer(const std::string& path)
+    : path_(path), sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
   const auto status = sp_->Load(path);
   MOE_CHECK(status.ok(), DataError, "{}: cannot load the tokenizer ({}); give a tokenizer.model of moe data prepare",
             path, status.ToString());

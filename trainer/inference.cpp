@@ -35,8 +35,7 @@ Transformer::Loss forward_windows(InferenceModel& m, const data::Batch& b, std::
 }
 
 // Every window of a stream, micro-batch by micro-batch, with the run's masking.
-Perplexity perplexity(InferenceModel& m, const data::TokenStream& stream, data::Masking masking,
-                      std::int64_t windows) {
+Perplexity perplexity(InferenceModel& m, const data::TokenStream& stream, data::Masking masking, std::int64_t windows) {
   const std::int64_t T = m.cfg.model.seq_len, mb = std::max<std::int64_t>(m.cfg.train.micro_batch, 1);
   data::Loader loader(stream, T, 0, 1, masking);
   Perplexity p;
@@ -62,7 +61,8 @@ int sample(const std::vector<double>& log_probs, const Sampling& s, std::mt19937
   if (s.temperature <= 0) return int(std::max_element(log_probs.begin(), log_probs.end()) - log_probs.begin());
   std::vector<int> order(static_cast<std::size_t>(V));
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return log_probs[std::size_t(a)] > log_probs[std::size_t(b)]; });
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return log_probs[std::size_t(a)] > log_probs[std::size_t(b)]; });
   const double top = log_probs[std::size_t(order[0])];
   std::vector<double> p;
   double total = 0;
@@ -167,7 +167,8 @@ MultipleChoice multiple_choice(InferenceModel& m, const std::string& path) {
                     q["answer"].is_number_integer() && q["answer"].get<std::int64_t>() >= 0 &&
                     q["answer"].get<std::size_t>() < q["choices"].size();
     MOE_CHECK(ok, DataError,
-              "{}:{}: expected {{\"context\": text, \"choices\": [text, ...], \"answer\": index of a choice}}", path, n);
+              "{}:{}: expected {{\"context\": text, \"choices\": [text, ...], \"answer\": index of a choice}}", path,
+              n);
     const std::string context = q["context"];
     const std::size_t context_ids = m.tokenizer.encode(context).size();
     std::vector<double> ll, ll_norm;
@@ -177,7 +178,8 @@ MultipleChoice multiple_choice(InferenceModel& m, const std::string& path) {
       std::vector<int> whole = m.tokenizer.encode(context + c.get<std::string>());
       const std::size_t first = std::min(context_ids, whole.size() - 1);  // the choice's first token
       // The last seq_len + 1 tokens: inputs all but the last, targets the choice's tokens.
-      const std::size_t begin = whole.size() > std::size_t(m.cfg.model.seq_len) + 1 ? whole.size() - std::size_t(m.cfg.model.seq_len) - 1 : 0;
+      const std::size_t begin =
+          whole.size() > std::size_t(m.cfg.model.seq_len) + 1 ? whole.size() - std::size_t(m.cfg.model.seq_len) - 1 : 0;
       const auto T = static_cast<std::int64_t>(whole.size() - begin - 1);
       Tensor tokens = Tensor::empty({T}, DType::i32), targets = Tensor::empty({T}, DType::i32);
       for (std::int64_t t = 0; t < T; ++t) {

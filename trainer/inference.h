@@ -62,7 +62,7 @@ Perplexity perplexity_on_text(InferenceModel& m, const std::string& path);
 
 struct MultipleChoice {
   std::int64_t questions = 0;
-  double accuracy = 0, accuracy_norm = 0;  // by log-likelihood, and by it per byte of the choice
+  double accuracy = 0, accuracy_norm = 0;            // by log-likelihood, and by it per byte of the choice
   std::vector<std::vector<double>> log_likelihoods;  // per question, per choice
 };
 // A JSONL task, one question a line: {"context": "...", "choices": ["...", ...], "answer": i}.

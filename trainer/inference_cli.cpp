@@ -83,8 +83,9 @@ int run_generate(const InferenceArgs& a, const std::string& checkpoint) {
     if (!a.jsonl) std::fwrite(text.data(), 1, text.size(), stdout);
     const auto out = generate(m, m.tokenizer.encode(text), s, a.jsonl ? nullptr : std::function(stream));
     if (a.jsonl)
-      std::cout << nlohmann::json{{"prompt", p}, {"completion", m.tokenizer.decode(out)}, {"completion_ids", out}}.dump()
-                << "\n";
+      std::cout
+          << nlohmann::json{{"prompt", p}, {"completion", m.tokenizer.decode(out)}, {"completion_ids", out}}.dump()
+          << "\n";
     else std::cout << "\n";
   }
   return 0;
