@@ -67,12 +67,14 @@ struct RopeScaling {
 // y (B,T,H,D) = rotate(x); y may alias x for half pairs only. positions (B*T) i32, where
 // defined: each token's place in its document (document masking, data.document_mask), which
 // it turns by instead of its place in the sequence (expect_positions says what is valid).
+// first: the position of each sequence's first token (decoding after a KV cache of `first`
+// tokens; 0 with positions).
 void rope_forward(Tensor& y, const Tensor& x, double theta, RopePairs pairs = RopePairs::half,
-                  const RopeScaling& scaling = {}, const Tensor& positions = Tensor());
+                  const RopeScaling& scaling = {}, const Tensor& positions = Tensor(), std::int64_t first = 0);
 // dx = the transpose of forward's map applied to dy (rotation by the negative angle, then
 // the pairs put back where forward took them); dx may alias dy for half pairs only.
 void rope_backward(Tensor& dx, const Tensor& dy, double theta, RopePairs pairs = RopePairs::half,
-                   const RopeScaling& scaling = {}, const Tensor& positions = Tensor());
+                   const RopeScaling& scaling = {}, const Tensor& positions = Tensor(), std::int64_t first = 0);
 
 // ---- Columns --------------------------------------------------------------------------
 // out[r, out_col + j] = in[r / rep, in_col + j] for j < width and every row r of out (R,Co),
@@ -109,6 +111,11 @@ void attention_lse_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& do
                             const Tensor& v, const Tensor& out, const Tensor& lse, const Tensor& positions = Tensor());
 // Whether this build has cuDNN's fused attention for GPU tensors (MOE_WITH_CUDNN).
 bool fused_attention_on_gpu();
+
+// Decoding with a KV cache (inference, no backward): out (B,N,H,D) of the queries q (B,N,H,D)
+// of positions S-N .. S-1 over the keys and values k, v (B,S,Hkv,D) of positions 0 .. S-1
+// (the cache, the N new ones last); query i sees keys 0 .. S-N+i. The CPU's for now.
+void attention_cached_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v);
 
 // ---- SwiGLU core (the projections around it are matmuls) --------------------------------
 // h (N,F) = silu(gate) * up.

@@ -23,7 +23,8 @@ Attention::Attention(const ModelConfig& c, const std::string& p, const TensorPar
 }
 
 void Attention::forward(Tensor& out, const Tensor& xin, const Sequences& seq) {
-  const auto& [B, T, positions] = seq;
+  const std::int64_t B = seq.B, T = seq.T;
+  const Tensor& positions = seq.positions;
   const std::int64_t N = B * T;
   const Device dev = xin.device();
   Saved& s = saved_;
@@ -53,6 +54,27 @@ void Attention::forward(Tensor& out, const Tensor& xin, const Sequences& seq) {
   }
   att = gemm_.keep(a.view({N, H_ * D_}));
   gemm_.forward(out, att, o_proj_.w);
+}
+
+KvCache::Layer Attention::new_cache(std::int64_t capacity, Device dev) const {
+  return {Tensor::zeros({capacity, Hkv_ * D_}, DType::f32, dev), Tensor::zeros({capacity, Hkv_ * D_}, DType::f32, dev)};
+}
+
+void Attention::decode(Tensor& out, const Tensor& xin, KvCache::Layer& cache, std::int64_t past) {
+  const std::int64_t N = xin.size(0), S = past + N;
+  const Device dev = xin.device();
+  const GemmInput x = gemm_.keep(xin);
+  Tensor q = Tensor::empty({N, H_ * D_}, DType::f32, dev), k = cache.a.rows(past, N), v = cache.b.rows(past, N);
+  gemm_.forward(q, x, q_proj_.w);
+  gemm_.forward(k, x, k_proj_.w);  // (straight into the cache)
+  gemm_.forward(v, x, v_proj_.w);
+  Tensor q4 = q.view({1, N, H_, D_}), k4 = k.view({1, N, Hkv_, D_});
+  ops::rope_forward(q4, q4, theta_, ops::RopePairs::half, scaling_, Tensor(), past);
+  ops::rope_forward(k4, k4, theta_, ops::RopePairs::half, scaling_, Tensor(), past);
+  Tensor a = Tensor::empty({1, N, H_, D_}, DType::f32, dev);
+  ops::attention_cached_forward(a, q4, cache.a.rows(0, S).view({1, S, Hkv_, D_}),
+                                cache.b.rows(0, S).view({1, S, Hkv_, D_}));
+  gemm_.forward(out, gemm_.keep(a.view({N, H_ * D_})), o_proj_.w);
 }
 
 void Attention::backward(Tensor& dx, const Tensor& dout) {

@@ -9,6 +9,7 @@
 #include "model/linear.h"
 #include "model/param.h"
 #include "model/rope_scaling.h"
+#include "model/kv_cache.h"
 #include "model/sequences.h"
 #include "model/tensor_parallel.h"
 
@@ -23,6 +24,10 @@ class Attention {
   void forward(Tensor& out, const Tensor& x, const Sequences& seq);
   // dx (B*T,C) (assign); parameter gradients accumulate.
   void backward(Tensor& dx, const Tensor& dout);
+  // Inference with a KV cache: out (N,C) of one sequence's N new tokens x (N,C) at positions
+  // past.., whose keys and values join `cache` (rows past..past+N-1) first. Saves nothing.
+  void decode(Tensor& out, const Tensor& x, KvCache::Layer& cache, std::int64_t past);
+  KvCache::Layer new_cache(std::int64_t capacity, Device dev) const;
   // What forward saved for backward. swap_saved trades it with s: a pipeline stage keeps one
   // per micro-batch in flight. release() drops it (recomputation). x and att are GEMM inputs
   // (q/k/v's and o's), kept in the precision's form; the attention core's stay FP32. The

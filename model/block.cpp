@@ -57,6 +57,24 @@ void Block::forward(Tensor& out, const Tensor& x, const Sequences& seq, Tensor& 
   ops::accumulate(out, s.xm);  // out = xm + ffn(norm(xm))
 }
 
+KvCache::Layer Block::new_cache(std::int64_t capacity, Device dev) const {
+  return attn_ ? attn_->new_cache(capacity, dev) : mla_->new_cache(capacity, dev);
+}
+
+void Block::decode(Tensor& out, const Tensor& x, KvCache::Layer& cache, std::int64_t past, Tensor& aux_total) {
+  const std::int64_t N = x.size(0), C = x.size(1);
+  auto t = [&](Shape shape) { return Tensor::empty(std::move(shape), DType::f32, x.device()); };
+  Tensor h1 = t({N, C}), xm = t({N, C}), h2 = t({N, C}), r1 = t({N}), r2 = t({N});
+  ops::rmsnorm_forward(h1, r1, x, norm1_.w, eps_);
+  if (attn_) attn_->decode(xm, h1, cache, past);
+  else mla_->decode(xm, h1, cache, past);
+  ops::accumulate(xm, x);
+  ops::rmsnorm_forward(h2, r2, xm, norm2_.w, eps_);
+  if (dense_) dense_->forward(out, gemm_.keep(h2));
+  else moe_->forward(out, h2, 1, N, aux_total);
+  ops::accumulate(out, xm);
+}
+
 void Block::swap_saved(Saved& s) {
   Attention::Saved attn = std::move(s.attn);
   MlaAttention::Saved mla = std::move(s.mla);

@@ -20,6 +20,10 @@ class Block {
   // aux_total (1) f64 on x's device += the balance loss of an MoE block (model/moe.h).
   void forward(Tensor& out, const Tensor& x, const Sequences& seq, Tensor& aux_total);
   void backward(Tensor& dx, const Tensor& dout, double aux_scale);
+  // Inference with a KV cache (Attention::decode): out (N,C) of x (N,C), one sequence's new
+  // tokens at positions past..; the FFN's routing as forward's (aux_total takes its losses).
+  void decode(Tensor& out, const Tensor& x, KvCache::Layer& cache, std::int64_t past, Tensor& aux_total);
+  KvCache::Layer new_cache(std::int64_t capacity, Device dev) const;
   void release();  // drop what forward saved but its input (recomputation)
   // What forward saved (see Attention::Saved), its only home: x the input, r1 and r2 the
   // norms' rstd, xm the residual after attention, h2 the router's input (MoE). The

@@ -53,8 +53,8 @@ ParamList MlaAttention::params() {
 void MlaAttention::rotate(Tensor& y, const Tensor& x, const Sequences& seq, std::int64_t heads, int direction) const {
   Tensor y4 = y.view({seq.B, seq.T, heads, rope_});
   const Tensor x4 = x.view({seq.B, seq.T, heads, rope_});
-  if (direction > 0) ops::rope_forward(y4, x4, theta_, kPairs, scaling_, seq.positions);
-  else ops::rope_backward(y4, x4, theta_, kPairs, scaling_, seq.positions);
+  if (direction > 0) ops::rope_forward(y4, x4, theta_, kPairs, scaling_, seq.positions, seq.first);
+  else ops::rope_backward(y4, x4, theta_, kPairs, scaling_, seq.positions, seq.first);
 }
 
 const Tensor& MlaAttention::head_slots(std::int64_t N, Device dev) {
@@ -68,36 +68,35 @@ const Tensor& MlaAttention::head_slots(std::int64_t N, Device dev) {
   return slots_;
 }
 
-// q (N, H*dqk) and kv (N, H*(nope+dv)) are the projections, k_rope (N, rope) the shared
-// rotary key part already rotated. Writes s.q, s.k, s.v (B,T,H,D).
-void MlaAttention::core_inputs(Saved& s, const Tensor& q, const Tensor& kv, const Tensor& k_rope,
-                               const Sequences& seq) {
+Tensor MlaAttention::core_queries(const Tensor& q, const Sequences& seq) const {
   const std::int64_t R = seq.B * seq.T * H_;  // one row per (token, head)
   const Device dev = q.device();
-  const Tensor qh = q.view({R, dqk_}), kvh = kv.view({R, nope_ + dv_});
+  const Tensor qh = q.view({R, dqk_});
   Tensor q_rope = f32({R, rope_}, dev), q_rot = f32({R, rope_}, dev);
   ops::copy_columns(q_rope, 0, qh, nope_, rope_);
   rotate(q_rot, q_rope, seq, H_, +1);
-  s.q = Tensor::zeros({R, D_}, DType::f32, dev);
-  ops::copy_columns(s.q, 0, qh, 0, nope_);
-  ops::copy_columns(s.q, nope_, q_rot, 0, rope_);
-  ops::scale(s.q, q_scale_);
-  s.k = Tensor::zeros({R, D_}, DType::f32, dev);
-  ops::copy_columns(s.k, 0, kvh, 0, nope_);
-  ops::copy_columns(s.k, nope_, k_rope, 0, rope_, H_);  // every head's key shares it
-  s.v = Tensor::zeros({R, D_}, DType::f32, dev);
-  ops::copy_columns(s.v, 0, kvh, nope_, dv_);
-  for (Tensor* t : {&s.q, &s.k, &s.v}) *t = t->view({seq.B, seq.T, H_, D_});
+  Tensor out = Tensor::zeros({R, D_}, DType::f32, dev);
+  ops::copy_columns(out, 0, qh, 0, nope_);
+  ops::copy_columns(out, nope_, q_rot, 0, rope_);
+  ops::scale(out, q_scale_);
+  return out.view({seq.B, seq.T, H_, D_});
 }
 
-void MlaAttention::forward(Tensor& out, const Tensor& xin, const Sequences& seq) {
-  const auto& [B, T, positions] = seq;
-  const std::int64_t N = B * T;
-  const Device dev = xin.device();
-  Saved& s = saved_;
-  s.x = gemm_.keep(xin);
-  s.positions = positions;
-  // Queries, through their low-rank latent where there is one.
+std::pair<Tensor, Tensor> MlaAttention::core_keys_values(const Tensor& kv, const Tensor& k_rope,
+                                                         const Sequences& seq) const {
+  const std::int64_t R = seq.B * seq.T * H_;
+  const Device dev = kv.device();
+  const Tensor kvh = kv.view({R, nope_ + dv_});
+  Tensor k = Tensor::zeros({R, D_}, DType::f32, dev), v = Tensor::zeros({R, D_}, DType::f32, dev);
+  ops::copy_columns(k, 0, kvh, 0, nope_);
+  ops::copy_columns(k, nope_, k_rope, 0, rope_, H_);  // every head's key shares it
+  ops::copy_columns(v, 0, kvh, nope_, dv_);
+  return {k.view({seq.B, seq.T, H_, D_}), v.view({seq.B, seq.T, H_, D_})};
+}
+
+Tensor MlaAttention::queries(Saved& s) const {
+  const std::int64_t N = s.x.rows();
+  const Device dev = s.x.x.device();
   Tensor q = f32({N, H_ * dqk_}, dev);
   if (q_rank_ > 0) {
     s.qa = f32({N, q_rank_}, dev), s.qa_rstd = f32({N}, dev);
@@ -109,6 +108,19 @@ void MlaAttention::forward(Tensor& out, const Tensor& xin, const Sequences& seq)
   } else {
     gemm_.forward(q, s.x, q_b_.w);
   }
+  return q;
+}
+
+void MlaAttention::forward(Tensor& out, const Tensor& xin, const Sequences& seq) {
+  const std::int64_t B = seq.B, T = seq.T;
+  const Tensor& positions = seq.positions;
+  const std::int64_t N = B * T;
+  const Device dev = xin.device();
+  Saved& s = saved_;
+  s.x = gemm_.keep(xin);
+  s.positions = positions;
+  // Queries, through their low-rank latent where there is one.
+  const Tensor q = queries(s);
   // Keys and values from the latent c; the rotary key part beside it.
   Tensor ckv = f32({N, kv_rank_ + rope_}, dev), k_rope = f32({N, rope_}, dev), k_rot = f32({N, rope_}, dev);
   gemm_.forward(ckv, s.x, kv_a_.w);
@@ -120,7 +132,8 @@ void MlaAttention::forward(Tensor& out, const Tensor& xin, const Sequences& seq)
   ops::rmsnorm_forward(cn, s.c_rstd, s.c, kv_norm_.w, eps_);
   s.cn = gemm_.keep(cn);
   gemm_.forward(kv, s.cn, kv_b_.w);
-  core_inputs(s, q, kv, k_rot, seq);
+  s.q = core_queries(q, seq);
+  std::tie(s.k, s.v) = core_keys_values(kv, k_rot, seq);
   // The core, as the GQA layer runs it (the fused form on a GPU under bf16 / fp8).
   Tensor a = f32({B, T, H_, D_}, dev);
   if (fused_attention_core(dev, gemm_.precision(), positions)) {
@@ -136,6 +149,36 @@ void MlaAttention::forward(Tensor& out, const Tensor& xin, const Sequences& seq)
   ops::copy_columns(att, 0, a.view({N * H_, D_}), 0, dv_);
   s.att = gemm_.keep(att.view({N, H_ * dv_}));
   gemm_.forward(out, s.att, o_proj_.w);
+}
+
+KvCache::Layer MlaAttention::new_cache(std::int64_t capacity, Device dev) const {
+  return {Tensor::zeros({capacity, kv_rank_}, DType::f32, dev), Tensor::zeros({capacity, rope_}, DType::f32, dev)};
+}
+
+// The new tokens' normed latent and rotated key part join the cache; every cached latent is
+// expanded by kv_b into keys and values (the cache stays kv_rank + rope wide a token).
+void MlaAttention::decode(Tensor& out, const Tensor& xin, KvCache::Layer& cache, std::int64_t past) {
+  const std::int64_t N = xin.size(0), S = past + N;
+  const Device dev = xin.device();
+  Saved s;  // (the forward's scratch; nothing is kept)
+  s.x = gemm_.keep(xin);
+  const Tensor q = queries(s);
+  Tensor ckv = f32({N, kv_rank_ + rope_}, dev), c = f32({N, kv_rank_}, dev), k_rope = f32({N, rope_}, dev),
+         rstd = f32({N}, dev);
+  gemm_.forward(ckv, s.x, kv_a_.w);
+  ops::copy_columns(c, 0, ckv, 0, kv_rank_);
+  ops::copy_columns(k_rope, 0, ckv, kv_rank_, rope_);
+  Tensor cn = cache.a.rows(past, N), k_rot = cache.b.rows(past, N);
+  ops::rmsnorm_forward(cn, rstd, c, kv_norm_.w, eps_);
+  const Sequences fresh{1, N, Tensor(), past}, all{1, S, Tensor(), 0};
+  rotate(k_rot, k_rope, fresh, 1, +1);
+  Tensor kv = f32({S, H_ * (nope_ + dv_)}, dev);
+  gemm_.forward(kv, gemm_.keep(cache.a.rows(0, S)), kv_b_.w);
+  const auto [k, v] = core_keys_values(kv, cache.b.rows(0, S), all);
+  Tensor a = f32({1, N, H_, D_}, dev), att = f32({N * H_, dv_}, dev);
+  ops::attention_cached_forward(a, core_queries(q, fresh), k, v);
+  ops::copy_columns(att, 0, a.view({N * H_, D_}), 0, dv_);
+  gemm_.forward(out, gemm_.keep(att.view({N, H_ * dv_})), o_proj_.w);
 }
 
 void MlaAttention::backward(Tensor& dx, const Tensor& dout) {

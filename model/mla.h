@@ -20,6 +20,7 @@
 #include "model/linear.h"
 #include "model/param.h"
 #include "model/rope_scaling.h"
+#include "model/kv_cache.h"
 #include "model/sequences.h"
 #include "model/tensor_parallel.h"
 
@@ -34,6 +35,9 @@ class MlaAttention {
   void forward(Tensor& out, const Tensor& x, const Sequences& seq);
   // dx (B*T,C) (assign); parameter gradients accumulate.
   void backward(Tensor& dx, const Tensor& dout);
+  // Inference with the compressed KV cache (kv_cache.h), as Attention::decode.
+  void decode(Tensor& out, const Tensor& x, KvCache::Layer& cache, std::int64_t past);
+  KvCache::Layer new_cache(std::int64_t capacity, Device dev) const;
   // What forward saved for backward (as Attention::Saved): the GEMM inputs in the precision's
   // form (x: q_a's or q_proj's and kv_a's; qn, cn: the normed latents; att: o_proj's), the
   // latents before their norms and the norms' rstd, and the core's q, k, v (B,T,H,D) with its
@@ -55,8 +59,13 @@ class MlaAttention {
   ParamList params();
 
  private:
-  // The core's per-head inputs (N*H, D) from the projections; and the gradients back.
-  void core_inputs(Saved& s, const Tensor& q, const Tensor& kv, const Tensor& k_rope, const Sequences& seq);
+  // The core's per-head inputs from the projections: queries (B,T,H,D) from q (N, H*dqk),
+  // rotated here; keys and values (B,T,H,D) from kv (N, H*(nope+dv)) and k_rope (N, rope),
+  // the shared rotary key part already rotated.
+  Tensor core_queries(const Tensor& q, const Sequences& seq) const;
+  std::pair<Tensor, Tensor> core_keys_values(const Tensor& kv, const Tensor& k_rope, const Sequences& seq) const;
+  // q (N, H*dqk) through its latent where there is one (s: what backward needs).
+  Tensor queries(Saved& s) const;
   const Tensor& head_slots(std::int64_t N, Device dev);  // (N,H) i32: row n*H + h, to sum a part over heads
   // y = x's rotary parts (B*T*heads, rope) rotated: +1 forward, -1 backward.
   void rotate(Tensor& y, const Tensor& x, const Sequences& seq, std::int64_t heads, int direction) const;

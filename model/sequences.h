@@ -12,7 +12,8 @@ namespace moe {
 
 struct Sequences {
   std::int64_t B = 0, T = 0;
-  Tensor positions;  // (B*T) i32 on the model's device (kernels/ops.h), or undefined: one document a sequence
+  Tensor positions;        // (B*T) i32 on the model's device (kernels/ops.h), or undefined: one document a sequence
+  std::int64_t first = 0;  // the first token's position: decoding after a KV cache of so many (no positions then)
 };
 
 // Whether an attention core runs the fused form (ops::attention_lse_*, cuDNN's SDPA): on a GPU

@@ -157,6 +157,35 @@ Transformer::Loss Transformer::forward(const Tensor& tokens, const Tensor& targe
   return loss;
 }
 
+KvCache Transformer::new_cache(std::int64_t capacity) {
+  KvCache c{0, capacity, {}};
+  for (const auto& b : blocks_) c.layers.push_back(b->new_cache(capacity, device()));
+  return c;
+}
+
+Tensor Transformer::decode(const Tensor& tokens, KvCache& cache) {
+  const char* op = "Transformer::decode";
+  MOE_CHECK(has_embedding() && has_loss() && chunks() == 1 && !tp_.on(), ConfigError,
+            "{}: this object holds a part of the model; decoding needs all of it", op);
+  const std::int64_t N = tokens.numel(), C = cfg_.d_model;
+  MOE_CHECK(N > 0 && cache.length + N <= cache.capacity && cache.layers.size() == blocks_.size(), ConfigError,
+            "{}: {} tokens after {} do not fit a cache of {}", op, N, cache.length, cache.capacity);
+  const Device dev = device();
+  Tensor x = Tensor::empty({N, C}, DType::f32, dev), y = Tensor::empty({N, C}, DType::f32, dev);
+  ops::embedding_forward(x, embedding_rows(tokens, N, 0), embed_->w, false);
+  Tensor aux = Tensor::zeros({1}, DType::f64, dev);  // (the balance loss: unused)
+  for (std::size_t i = 0; i < blocks_.size(); ++i) {
+    blocks_[i]->decode(y, x, cache.layers[i], cache.length, aux);
+    std::swap(x, y);
+  }
+  cache.length += N;
+  Tensor xf = Tensor::empty({N, C}, DType::f32, dev), rf = Tensor::empty({N}, DType::f32, dev),
+         logits = Tensor::empty({N, head_->w.size(0)}, DType::f32, dev);
+  ops::rmsnorm_forward(xf, rf, x, norm_->w, cfg_.norm_eps);
+  ops::matmul_forward(logits, xf, head_->w);
+  return logits;
+}
+
 Tensor& Transformer::loss_totals() {
   if (!loss_totals_.defined() || loss_totals_.device() != device())
     loss_totals_ = Tensor::zeros({3}, DType::f64, device());

@@ -58,6 +58,11 @@ class Transformer {
   // (one forward_stage left untaken is dropped) and returns its sum.
   Loss forward(const Tensor& tokens, const Tensor& targets, std::int64_t B, std::int64_t T,
                const Tensor& positions = Tensor());
+  // Inference with a KV cache: the logits (N,V) after each of one sequence's N new tokens
+  // (N) i32, read after the cache's; the cache then holds them too. A whole model (one stage,
+  // no tp); cache from new_cache, capacity tokens at most (ConfigError past it). MTP unused.
+  Tensor decode(const Tensor& tokens, KvCache& cache);
+  KvCache new_cache(std::int64_t capacity);
   // The cross-entropy, balance-loss and MTP sums of the forward_stage calls since the last
   // take (tokens 0), on the host (one copy from a device), the totals reset to 0; the
   // cross-entropies are 0 on a stage without the loss.

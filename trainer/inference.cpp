@@ -53,6 +53,46 @@ Perplexity perplexity(InferenceModel& m, const data::TokenStream& stream, data::
   return p;
 }
 
+// log-softmax of row `row` of logits (R,V), in double.
+std::vector<double> log_softmax_row(const Tensor& logits_any, std::int64_t row) {
+  const Tensor logits = to_host(logits_any);
+  const std::int64_t V = logits.size(1);
+  const float* r = logits.data<float>() + row * V;
+  const double top = *std::max_element(r, r + V);
+  double sum = 0;
+  for (std::int64_t v = 0; v < V; ++v) sum += std::exp(double(r[v]) - top);
+  std::vector<double> out(static_cast<std::size_t>(V));
+  for (std::int64_t v = 0; v < V; ++v) out[std::size_t(v)] = double(r[v]) - top - std::log(sum);
+  return out;
+}
+
+// The next token's log-probabilities after ids by the KV cache: a decode step of the tokens
+// the cache does not hold yet where it holds a prefix of ids, else a fresh prefill; past
+// model.seq_len tokens, the window recomputed (next_log_probs).
+class Decoder {
+ public:
+  Decoder(InferenceModel& m, bool on) : m_(m), on_(on) {
+    if (on_) cache_ = m.model->new_cache(m.cfg.model.seq_len);
+  }
+  std::vector<double> next(const std::vector<int>& ids) {
+    if (!on_ || ids.empty() || std::int64_t(ids.size()) > cache_.capacity) return next_log_probs(m_, ids);
+    const bool prefix = held_.size() < ids.size() && std::equal(held_.begin(), held_.end(), ids.begin());
+    if (!prefix) held_.clear(), cache_.length = 0;
+    const std::vector<int> fresh(ids.begin() + static_cast<std::ptrdiff_t>(held_.size()), ids.end());
+    Tensor tokens = Tensor::empty({std::int64_t(fresh.size())}, DType::i32);
+    std::copy(fresh.begin(), fresh.end(), tokens.data<std::int32_t>());
+    const Tensor logits = m_.model->decode(tokens, cache_);
+    held_ = ids;
+    return log_softmax_row(logits, logits.size(0) - 1);
+  }
+
+ private:
+  InferenceModel& m_;
+  bool on_;
+  KvCache cache_;
+  std::vector<int> held_;  // the tokens the cache holds
+};
+
 // One draw in [0, 1) from 53 bits of the generator: the same on every platform.
 double uniform(std::mt19937_64& rng) { return double(rng() >> 11) * 0x1.0p-53; }
 
@@ -110,23 +150,16 @@ std::vector<double> next_log_probs(InferenceModel& m, const std::vector<int>& id
   std::copy(all.end() - T, all.end(), tokens.data<std::int32_t>());
   std::fill_n(targets.data<std::int32_t>(), T, -1);
   m.model->forward(tokens, targets, 1, T);
-  const Tensor logits = to_host(m.model->take_saved().head.logits);  // (T, V)
-  const std::int64_t V = logits.size(1);
-  const float* row = logits.data<float>() + (T - 1) * V;
-  const double top = *std::max_element(row, row + V);
-  double sum = 0;
-  for (std::int64_t v = 0; v < V; ++v) sum += std::exp(double(row[v]) - top);
-  std::vector<double> out(static_cast<std::size_t>(V));
-  for (std::int64_t v = 0; v < V; ++v) out[std::size_t(v)] = double(row[v]) - top - std::log(sum);
-  return out;
+  return log_softmax_row(m.model->take_saved().head.logits, T - 1);  // (T, V): the last row
 }
 
 std::vector<int> generate(InferenceModel& m, const std::vector<int>& prompt, const Sampling& s,
                           const std::function<void(const std::vector<int>&)>& on_token) {
   std::mt19937_64 rng(s.seed);
+  Decoder decoder(m, s.kv_cache);
   std::vector<int> ids = prompt, out;
   for (std::int64_t i = 0; i < s.max_new_tokens; ++i) {
-    const int next = sample(next_log_probs(m, ids), s, rng);
+    const int next = sample(decoder.next(ids), s, rng);
     if (next == data::kEndOfDocument) break;
     ids.push_back(next), out.push_back(next);
     if (on_token) on_token(out);

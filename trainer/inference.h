@@ -31,6 +31,7 @@ struct Sampling {
   std::int64_t top_k = 0;  // keep the k most likely tokens (0: all)
   double top_p = 1;        // keep the fewest most likely tokens whose probability reaches p (1: all)
   std::uint64_t seed = 0;
+  bool kv_cache = true;  // decode each token after a KV cache (false: recompute the window per token)
 };
 
 // The log-probabilities (V) of the token after `ids`: the model reads the last model.seq_len
@@ -38,7 +39,9 @@ struct Sampling {
 std::vector<double> next_log_probs(InferenceModel& m, const std::vector<int>& ids);
 
 // Tokens sampled after `prompt` until end-of-document (not returned) or max_new_tokens; the
-// same prompt, options and seed give the same tokens. on_token sees the tokens so far.
+// same prompt, options and seed give the same tokens. on_token sees the tokens so far. With
+// the KV cache, the prompt is read once and each token after it alone (Transformer::decode),
+// up to model.seq_len tokens; past them every token recomputes the last seq_len.
 std::vector<int> generate(InferenceModel& m, const std::vector<int>& prompt, const Sampling& s,
                           const std::function<void(const std::vector<int>&)>& on_token = {});
 

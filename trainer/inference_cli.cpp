@@ -47,6 +47,7 @@ CLI::App* add_generate(CLI::App& app, InferenceArgs& a) {
   g->add_option("--top-p", a.top_p, "sample among the fewest most likely tokens reaching this probability")
       ->check(CLI::Range(0.0, 1.0));
   g->add_option("--seed", a.seed, "sampling seed: the same prompt and seed give the same text");
+  g->add_flag("--no-kv-cache", a.no_kv_cache, "recompute the whole window for every token (the cache's oracle)");
   g->add_flag("--jsonl", a.jsonl, "print {\"prompt\", \"completion\"} per prompt instead of streaming text");
   return g;
 }
@@ -70,7 +71,7 @@ CLI::App* add_eval(CLI::App& app, InferenceArgs& a) {
 
 int run_generate(const InferenceArgs& a, const std::string& checkpoint) {
   InferenceModel m = load_inference(checkpoint, a.tokenizer);
-  const Sampling s{a.max_new_tokens, a.temperature, a.top_k, a.top_p, a.seed};
+  const Sampling s{a.max_new_tokens, a.temperature, a.top_k, a.top_p, a.seed, !a.no_kv_cache};
   for (const std::string& p : prompts_of(a)) {
     const std::string text = a.chat ? chat_prompt(m, p) : p;
     std::size_t shown = 0;  // streamed characters of the completion

@@ -99,6 +99,39 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
   });
 }
 
+void attention_cached(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v) {
+  const std::int64_t B = q.size(0), N = q.size(1), H = q.size(2), D = q.size(3), S = k.size(1), Hkv = k.size(2);
+  dispatch_real(q.dtype(), [&]<class T>() {
+    const std::int64_t rep = H / Hkv, ldq = H * D, ldk = Hkv * D, past = S - N;
+    const T scale = T(1) / std::sqrt(T(D));
+    const T *qp = q.data<T>(), *kp = k.data<T>(), *vp = v.data<T>();
+    T* op_ = out.data<T>();
+#pragma omp parallel
+    {
+      std::vector<T> scores(static_cast<std::size_t>(N * S));
+#pragma omp for collapse(2)
+      for (std::int64_t b = 0; b < B; ++b)
+        for (std::int64_t h = 0; h < H; ++h) {
+          const T* K = kp + b * S * ldk + (h / rep) * D;
+          T* P = scores.data();
+          cpu::gemm<T>(false, true, N, S, D, qp + b * N * ldq + h * D, ldq, K, ldk, T(0), P, S);
+          for (std::int64_t i = 0; i < N; ++i) {  // query i sees keys 0 .. past + i
+            T* p = P + i * S;
+            const std::int64_t last = past + i;
+            T mx = -INFINITY;
+            for (std::int64_t j = 0; j <= last; ++j) mx = std::max(mx, p[j] *= scale);
+            T sum = 0;
+            for (std::int64_t j = 0; j <= last; ++j) sum += (p[j] = cpu::exp(p[j] - mx));
+            for (std::int64_t j = 0; j <= last; ++j) p[j] /= sum;
+            std::fill(p + last + 1, p + S, T(0));
+          }
+          cpu::gemm<T>(false, false, N, D, S, P, S, vp + b * S * ldk + (h / rep) * D, ldk, T(0),
+                       op_ + b * N * ldq + h * D, ldq);
+        }
+    }
+  });
+}
+
 void recompute_probs(Tensor& probs, const Tensor& q, const Tensor& k, const Tensor& lse, const Tensor& positions) {
   const Dims d = dims(q, k);
   dispatch_real(q.dtype(), [&]<class T>() {

@@ -87,5 +87,7 @@ void attention_forward(Tensor& out, Tensor& probs, Tensor& lse, const Tensor& q,
 void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
                         const Tensor& v, const Tensor& probs);
 void recompute_probs(Tensor& probs, const Tensor& q, const Tensor& k, const Tensor& lse, const Tensor& positions);
+// Decoding: the N queries of positions S-N.. over S cached keys (ops::attention_cached_forward).
+void attention_cached(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v);
 
 }  // namespace moe::cpu

@@ -113,6 +113,21 @@ void attention_backward(Tensor& dq, Tensor& dk, Tensor& dv, const Tensor& dout, 
 
 bool fused_attention_on_gpu() { return detail::kCudnnBuilt; }
 
+void attention_cached_forward(Tensor& out, const Tensor& q, const Tensor& k, const Tensor& v) {
+  const char* op = "attention_cached_forward";
+  const DType t = detail::real_dtype(op, q);
+  MOE_CHECK(q.ndim() == 4 && k.ndim() == 4 && k.size(0) == q.size(0) && k.size(1) >= q.size(1), ShapeError,
+            "{}: q {} (B,N,H,D) and k {} (B,S,Hkv,D) with S >= N", op, q.describe(), k.describe());
+  const std::int64_t H = q.size(2), Hkv = k.size(2);
+  MOE_CHECK(Hkv > 0 && H % Hkv == 0 && k.size(3) == q.size(3), ShapeError, "{}: q {} and k {}: heads or widths", op,
+            q.describe(), k.describe());
+  expect_tensor(op, "v", v, t, k.shape());
+  expect_tensor(op, "out", out, t, q.shape());
+  const auto gpu = detail::on_gpu(op, {&out, &q, &k, &v});
+  MOE_CHECK(!gpu, DeviceError, "{}: decoding with a KV cache runs on the CPU for now", op);
+  cpu::attention_cached(out, q, k, v);
+}
+
 void attention_lse_forward(Tensor& out, Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v,
                            const Tensor& positions) {
   const char* op = "attention_lse_forward";

@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -69,7 +70,7 @@ const RopeTable& rope_table(std::int64_t T, std::int64_t D, double theta, const 
 
 // Rotates each pair of every head by sign * pos * theta^(-2i/D); layout as cpu::rope's.
 void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, const RopeScaling& scaling, double sign,
-                int layout, const Tensor& positions) {
+                int layout, const Tensor& positions, std::int64_t first) {
   DType t = detail::real_dtype(op, x);
   MOE_CHECK(x.ndim() == 4 && x.size(3) % 2 == 0, ShapeError, "{}: x {} must be (B,T,H,D) with D even", op,
             x.describe());
@@ -78,6 +79,8 @@ void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, const 
   MOE_CHECK(layout == 0 || x.numel() == 0 || !y.same_start(x), ShapeError,
             "{}: interleaved pairs cannot be rotated in place (y must not be x)", op);
   expect_positions(op, positions, B, T, x.device());
+  MOE_CHECK(first >= 0 && (first == 0 || !positions.defined()), ShapeError,
+            "{}: first position {} (>= 0, and 0 with document positions)", op, first);
   const auto gpu = detail::on_gpu(op, {&y, &x, &positions});
   detail::expect_f32_on_gpu(bool(gpu), op, x);
   MOE_CHECK(scaling.factor >= 1 && scaling.attention_factor > 0 && scaling.beta_fast > 0 && scaling.beta_slow > 0 &&
@@ -85,24 +88,28 @@ void rope_apply(const char* op, Tensor& y, const Tensor& x, double theta, const 
             ShapeError, "{}: RoPE scaling factor {} (>= 1), attention factor {}, betas {} / {}, original positions {}",
             op, scaling.factor, scaling.attention_factor, scaling.beta_fast, scaling.beta_slow,
             scaling.original_positions);
-  const RopeTable& table = rope_table(T, D, theta, scaling, sign, t, x.device());
+  // One table per power of two of positions (a decode step's `first` grows one at a time);
+  // its rows from `first` on are this call's.
+  const std::int64_t rows = std::max<std::int64_t>(std::bit_ceil(static_cast<std::uint64_t>(first + T)), 1);
+  const RopeTable& table = rope_table(rows, D, theta, scaling, sign, t, x.device());
+  const Tensor cos = table.cos.rows(first, T), sin = table.sin.rows(first, T);
   if (gpu) {
     if constexpr (detail::kCudaBuilt)
-      return cuda::rope(y.data<float>(), x.data<float>(), table.cos.data<float>(), table.sin.data<float>(),
+      return cuda::rope(y.data<float>(), x.data<float>(), cos.data<float>(), sin.data<float>(),
                         positions.defined() ? positions.data<std::int32_t>() : nullptr, B, T, H, D, layout);
   }
-  cpu::rope(y, x, table.cos, table.sin, layout, positions);
+  cpu::rope(y, x, cos, sin, layout, positions);
 }
 
 }  // namespace
 
 void rope_forward(Tensor& y, const Tensor& x, double theta, RopePairs pairs, const RopeScaling& scaling,
-                  const Tensor& positions) {
-  rope_apply("rope_forward", y, x, theta, scaling, +1.0, pairs == RopePairs::interleaved ? 1 : 0, positions);
+                  const Tensor& positions, std::int64_t first) {
+  rope_apply("rope_forward", y, x, theta, scaling, +1.0, pairs == RopePairs::interleaved ? 1 : 0, positions, first);
 }
 void rope_backward(Tensor& dx, const Tensor& dy, double theta, RopePairs pairs, const RopeScaling& scaling,
-                   const Tensor& positions) {
-  rope_apply("rope_backward", dx, dy, theta, scaling, -1.0, pairs == RopePairs::interleaved ? 2 : 0, positions);
+                   const Tensor& positions, std::int64_t first) {
+  rope_apply("rope_backward", dx, dy, theta, scaling, -1.0, pairs == RopePairs::interleaved ? 2 : 0, positions, first);
 }
 
 }  // namespace moe::ops

@@ -19,6 +19,10 @@ cat > "$work/choices.jsonl" <<'JSON'
 {"context": "A bug in the", "choices": [" code", " system of the world"], "answer": 0}
 JSON
 "$moe" generate "$ckpt" --jsonl --prompts-file "$work/prompts.txt" --max-new-tokens 12 > "$work/generated.jsonl"
+# The KV cache's tokens are the recomputed window's (transformers' check below covers both).
+"$moe" generate "$ckpt" --jsonl --prompts-file "$work/prompts.txt" --max-new-tokens 12 --no-kv-cache \
+  > "$work/generated_no_cache.jsonl"
+cmp "$work/generated.jsonl" "$work/generated_no_cache.jsonl"
 "$moe" eval "$ckpt" --choices "$work/choices.jsonl" > "$work/choices.json"
 "$py" "$root/tests/model/hf_generate_check.py" "$work/hf" "$work/prompts.txt" "$work/generated.jsonl" \
   "$work/choices.jsonl" "$work/choices.json"
