@@ -250,6 +250,39 @@ std::vector<OpCase> attention_cases() {
              ops::attention_lse_backward(dq, dk, dv, dout, q, k, v, out, lse);
              return host({out, lse, dq, dk, dv});
            }},
+      {.name = "attention and RoPE with document positions forward+backward (2,23,4|2,16)",
+       .gpu_tol = 1e-5,
+       .run =
+           [](DType r, Device d) {
+             const Make m{r, d};
+             const std::int64_t B = 2, T = 23, H = 4, Hkv = 2, D = 16;
+             std::vector<std::int32_t> pos;  // documents of 5, 1, 9, 8 tokens; then 23
+             for (std::int64_t n : {5, 1, 9, 8, 23})
+               for (std::int64_t i = 0; i < n; ++i) pos.push_back(static_cast<std::int32_t>(i));
+             const Tensor positions = m.i32(pos, {B * T});
+             Tensor q = m.rand({B, T, H, D}, 61), k = m.rand({B, T, Hkv, D}, 62);
+             const Tensor v = m.rand({B, T, Hkv, D}, 63), dout = m.rand({B, T, H, D}, 64);
+             ops::rope_forward(q, q, 10000.0, ops::RopePairs::half, {}, positions);
+             ops::rope_forward(k, k, 10000.0, ops::RopePairs::half, {}, positions);
+             Tensor out = m.empty(q.shape()), probs = m.empty({B, H, T, T}), dq = m.empty(q.shape()),
+                    dk = m.empty(k.shape()), dv = m.empty(v.shape());
+             ops::attention_forward(out, probs, q, k, v, positions);
+             ops::attention_backward(dq, dk, dv, dout, q, k, v, probs);
+             ops::rope_backward(dq, dq, 10000.0, ops::RopePairs::half, {}, positions);
+             return host({q, k, out, probs, dq, dk, dv});
+           }},
+      {.name = "attention_cached (decoding 5 queries after 16 keys) with RoPE from position 16 (1,5|21,4|2,32)",
+       .on_gpu = false,  // the CPU's for now: the GPU refuses it
+       .run =
+           [](DType r, Device d) {
+             const Make m{r, d};
+             Tensor q = m.rand({1, 5, 4, 32}, 71);
+             const Tensor k = m.rand({1, 21, 2, 32}, 72), v = m.rand({1, 21, 2, 32}, 73);
+             ops::rope_forward(q, q, 10000.0, ops::RopePairs::half, {}, Tensor(), 16);
+             Tensor out = m.empty(q.shape());
+             ops::attention_cached_forward(out, q, k, v);
+             return host({q, out});
+           }},
   };
 }
 
