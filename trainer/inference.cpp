@@ -159,7 +159,9 @@ std::vector<int> generate(InferenceModel& m, const std::vector<int>& prompt, con
   Decoder decoder(m, s.kv_cache);
   std::vector<int> ids = prompt, out;
   for (std::int64_t i = 0; i < s.max_new_tokens; ++i) {
-    const int next = sample(decoder.next(ids), s, rng);
+    std::vector<double> log_probs = decoder.next(ids);
+    if (i < s.min_new_tokens) log_probs[std::size_t(data::kEndOfDocument)] = -INFINITY;
+    const int next = sample(log_probs, s, rng);
     if (next == data::kEndOfDocument) break;
     ids.push_back(next), out.push_back(next);
     if (on_token) on_token(out);

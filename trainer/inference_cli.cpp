@@ -41,6 +41,8 @@ CLI::App* add_generate(CLI::App& app, InferenceArgs& a) {
   g->add_option("--prompts-file", a.prompts_file, "a file of prompts, one a line")->check(CLI::ExistingFile);
   g->add_flag("--chat", a.chat, "render each prompt as a user's message by the run's data.chat_template");
   g->add_option("--max-new-tokens", a.max_new_tokens, "tokens to generate at most")->check(CLI::PositiveNumber);
+  g->add_option("--min-new-tokens", a.min_new_tokens, "no end of document before this many tokens")
+      ->check(CLI::NonNegativeNumber);
   g->add_option("--temperature", a.temperature, "0: greedy; else softmax(logits / t) sampling")
       ->check(CLI::NonNegativeNumber);
   g->add_option("--top-k", a.top_k, "sample among the k most likely tokens (0: all)")->check(CLI::NonNegativeNumber);
@@ -71,7 +73,13 @@ CLI::App* add_eval(CLI::App& app, InferenceArgs& a) {
 
 int run_generate(const InferenceArgs& a, const std::string& checkpoint) {
   InferenceModel m = load_inference(checkpoint, a.tokenizer);
-  const Sampling s{a.max_new_tokens, a.temperature, a.top_k, a.top_p, a.seed, !a.no_kv_cache};
+  const Sampling s{.max_new_tokens = a.max_new_tokens,
+                   .min_new_tokens = a.min_new_tokens,
+                   .temperature = a.temperature,
+                   .top_k = a.top_k,
+                   .top_p = a.top_p,
+                   .seed = a.seed,
+                   .kv_cache = !a.no_kv_cache};
   for (const std::string& p : prompts_of(a)) {
     const std::string text = a.chat ? chat_prompt(m, p) : p;
     std::size_t shown = 0;  // streamed characters of the completion

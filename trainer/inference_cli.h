@@ -14,7 +14,7 @@ struct InferenceArgs {
   std::vector<std::string> prompts;
   std::string prompts_file;
   bool chat = false, jsonl = false, no_kv_cache = false;
-  std::int64_t max_new_tokens = 64, top_k = 0;
+  std::int64_t max_new_tokens = 64, min_new_tokens = 0, top_k = 0;
   double temperature = 0, top_p = 1;
   std::uint64_t seed = 0;
   // eval
