@@ -28,9 +28,9 @@ InferenceModel load_inference(const std::string& checkpoint, const std::string& 
 struct Sampling {
   std::int64_t max_new_tokens = 64;
   std::int64_t min_new_tokens = 0;  // end-of-document is not sampled before this many (transformers' min_new_tokens)
-  double temperature = 0;  // 0: greedy (the most likely token)
-  std::int64_t top_k = 0;  // keep the k most likely tokens (0: all)
-  double top_p = 1;        // keep the fewest most likely tokens whose probability reaches p (1: all)
+  double temperature = 0;           // 0: greedy (the most likely token)
+  std::int64_t top_k = 0;           // keep the k most likely tokens (0: all)
+  double top_p = 1;                 // keep the fewest most likely tokens whose probability reaches p (1: all)
   std::uint64_t seed = 0;
   bool kv_cache = true;  // decode each token after a KV cache (false: recompute the window per token)
 };
