@@ -303,6 +303,13 @@ const std::vector<Field>& fields() {
       boolean(AT(data.document_mask),
               "attention never crosses a document boundary, positions restart per document, and an end-of-document "
               "token predicts nothing (meant for chat data)"),
+      choice<data::InvalidUtf8>(
+          "data.invalid_utf8", [](auto& c) -> auto& { return c.data.filters.invalid_utf8; },
+          {{"replace", data::InvalidUtf8::replace},
+           {"drop", data::InvalidUtf8::drop},
+           {"refuse", data::InvalidUtf8::refuse}},
+          "text that is not valid UTF-8: each such byte becomes U+FFFD, its document is dropped, or moe data prepare "
+          "stops naming the file and byte (counts printed and in meta.json)"),
       boolean(
           "data.dedup", [](auto& c) -> auto& { return c.data.filters.dedup; },
           "moe data prepare drops exact duplicates (same text after lower-casing and collapsing whitespace)"),

@@ -5,7 +5,13 @@
 
 namespace moe::data {
 
+// What moe data prepare does with text that is not valid UTF-8 (data.invalid_utf8): each
+// byte outside a valid sequence becomes U+FFFD, the document is dropped, or the preparation
+// stops naming the file and the byte.
+enum class InvalidUtf8 { replace, drop, refuse };
+
 struct FilterOptions {
+  InvalidUtf8 invalid_utf8 = InvalidUtf8::replace;
   bool dedup = true;                // exact duplicates after normalisation
   double near_dup_threshold = 0.8;  // estimated Jaccard of word shingles at which a document is a near copy (0: off)
   int shingle_words = 5;            // words per shingle (shorter documents: all their words)

@@ -11,13 +11,48 @@ namespace moe::data {
 namespace fs = std::filesystem;
 namespace {
 
-void split_file(const fs::path& file, std::vector<std::string>& docs) {
+// The length of the valid UTF-8 sequence starting at s[i], or 0 where none does.
+std::size_t utf8_sequence(std::string_view s, std::size_t i) {
+  const auto b = [&](std::size_t k) { return static_cast<unsigned char>(s[k]); };
+  const unsigned char c = b(i);
+  if (c < 0x80) return 1;
+  std::size_t n = 0;
+  unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range (narrower after E0, ED, F0, F4)
+  if (c >= 0xC2 && c <= 0xDF) n = 2;
+  else if (c == 0xE0) n = 3, lo = 0xA0;
+  else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) n = 3;
+  else if (c == 0xED) n = 3, hi = 0x9F;  // (no surrogates)
+  else if (c == 0xF0) n = 4, lo = 0x90;
+  else if (c >= 0xF1 && c <= 0xF3) n = 4;
+  else if (c == 0xF4) n = 4, hi = 0x8F;  // (nothing past U+10FFFF)
+  else return 0;
+  if (i + n > s.size() || b(i + 1) < lo || b(i + 1) > hi) return 0;
+  for (std::size_t k = 2; k < n; ++k)
+    if (b(i + k) < 0x80 || b(i + k) > 0xBF) return 0;
+  return n;
+}
+
+// A document as the policy has it: kept (repaired) or dropped (false).
+bool admit(std::string& doc, InvalidUtf8 utf8, Utf8Report& report) {
+  if (first_invalid_utf8(doc) < 0) return true;
+  if (utf8 == InvalidUtf8::drop) return ++report.dropped, false;
+  doc = repair_utf8(doc, report.bytes);
+  ++report.repaired;
+  return true;
+}
+
+void split_file(const fs::path& file, std::vector<std::string>& docs, InvalidUtf8 utf8, Utf8Report& report) {
   std::ifstream in(file, std::ios::binary);
   if (!in) throw DataError(fmt::format("{}: cannot read", file.string()));
   std::stringstream ss;
   ss << in.rdbuf();
   const std::string raw = ss.str();
   if (raw.find('\0') != std::string::npos) return;  // binary
+  if (const auto bad = first_invalid_utf8(raw); bad >= 0 && utf8 == InvalidUtf8::refuse)
+    throw DataError(
+        fmt::format("{}: byte {} (0x{:02x}) is not valid UTF-8; fix the file, or set data.invalid_utf8 to "
+                    "replace or drop",
+                    file.string(), bad, static_cast<unsigned char>(raw[std::size_t(bad)])));
   // CRLF (Windows) and lone CR (old Mac) line ends as LF: "%\r" would not separate documents.
   std::string text;
   text.reserve(raw.size());
@@ -27,7 +62,7 @@ void split_file(const fs::path& file, std::vector<std::string>& docs) {
   std::string doc, line;
   std::istringstream lines(text);
   auto flush = [&] {
-    if (doc.find_first_not_of(" \t\r\n") != std::string::npos) docs.push_back(doc);
+    if (doc.find_first_not_of(" \t\r\n") != std::string::npos && admit(doc, utf8, report)) docs.push_back(doc);
     doc.clear();
   };
   while (std::getline(lines, line)) {
@@ -39,7 +74,27 @@ void split_file(const fs::path& file, std::vector<std::string>& docs) {
 
 }  // namespace
 
-std::vector<std::string> read_documents(const std::string& path) {
+std::int64_t first_invalid_utf8(std::string_view s) {
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = utf8_sequence(s, i);
+    if (n == 0) return static_cast<std::int64_t>(i);
+    i += n;
+  }
+  return -1;
+}
+
+std::string repair_utf8(std::string_view s, std::int64_t& replaced) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t n = utf8_sequence(s, i);
+    if (n == 0) out += "\xEF\xBF\xBD", ++replaced, ++i;  // U+FFFD
+    else out.append(s.substr(i, n)), i += n;
+  }
+  return out;
+}
+
+std::vector<std::string> read_documents(const std::string& path, InvalidUtf8 utf8, Utf8Report* report) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   if (ec || !fs::exists(st))
@@ -57,7 +112,9 @@ std::vector<std::string> read_documents(const std::string& path) {
     files.push_back(path);
   }
   std::vector<std::string> docs;
-  for (const auto& f : files) split_file(f, docs);
+  Utf8Report counted;
+  for (const auto& f : files) split_file(f, docs, utf8, counted);
+  if (report) *report = counted;
   if (docs.empty()) throw DataError(fmt::format("{}: no text documents found", path));
   return docs;
 }

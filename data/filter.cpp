@@ -164,14 +164,22 @@ nlohmann::json FilterReport::json() const {
           {"symbols", symbols},
           {"digits", digits},
           {"repeated_lines", repeated_lines},
-          {"repeated_ngrams", repeated_ngrams}};
+          {"repeated_ngrams", repeated_ngrams},
+          {"invalid_utf8_bytes_replaced", utf8_bytes_replaced},
+          {"invalid_utf8_documents_repaired", utf8_documents_repaired},
+          {"invalid_utf8_documents_dropped", utf8_documents_dropped}};
 }
 
 std::string FilterReport::text() const {
   return fmt::format(
-      "filters: {} of {} documents kept; removed {} exact and {} near duplicates, {} too short, {} "
-      "symbol-heavy, {} digit-heavy, {} with repeated lines, {} with a dominating bigram",
-      kept, documents, exact_duplicates, near_duplicates, too_short, symbols, digits, repeated_lines, repeated_ngrams);
+             "filters: {} of {} documents kept; removed {} exact and {} near duplicates, {} too short, {} "
+             "symbol-heavy, {} digit-heavy, {} with repeated lines, {} with a dominating bigram",
+             kept, documents, exact_duplicates, near_duplicates, too_short, symbols, digits, repeated_lines,
+             repeated_ngrams) +
+         (utf8_bytes_replaced + utf8_documents_dropped == 0
+              ? ""
+              : fmt::format("; invalid UTF-8: {} bytes replaced by U+FFFD in {} documents, {} documents dropped",
+                            utf8_bytes_replaced, utf8_documents_repaired, utf8_documents_dropped));
 }
 
 }  // namespace moe::data

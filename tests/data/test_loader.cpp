@@ -89,3 +89,26 @@ TEST_CASE("corpus: CRLF and CR line ends separate documents as LF does", "[data]
   CHECK(docs[2] == "one\ntwo\n");
   CHECK(docs[3] == "three\n");
 }
+
+TEST_CASE("corpus: invalid UTF-8 is replaced, dropped or refused as data.invalid_utf8 says, and counted", "[data]") {
+  CHECK(data::first_invalid_utf8("plain \xC3\xA9t\xC3\xA9 \xF0\x9F\x98\x80") == -1);  // 2- and 4-byte sequences
+  for (const char* bad : {"\xC0\xAF", "\xED\xA0\x80", "\xF4\x90\x80\x80", "\xE2\x82", "\x80"})  // overlong,
+    CHECK(data::first_invalid_utf8(std::string("ok ") + bad) == 3);  // surrogate, past U+10FFFF, cut, stray
+  std::int64_t replaced = 0;
+  CHECK(data::repair_utf8("a\xE2\x82z", replaced) == "a\xEF\xBF\xBD\xEF\xBF\xBDz");
+  CHECK(replaced == 2);
+
+  const std::string dir = "corpus_utf8";
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir + "/a.txt", std::ios::binary) << "good one\n%\nbad \xFF byte\n%\nalso good\n";
+  data::Utf8Report r;
+  auto docs = data::read_documents(dir, data::InvalidUtf8::replace, &r);
+  REQUIRE(docs.size() == 3);
+  CHECK(docs[1] == "bad \xEF\xBF\xBD byte\n");
+  CHECK((r.bytes == 1 && r.repaired == 1 && r.dropped == 0));
+  docs = data::read_documents(dir, data::InvalidUtf8::drop, &r);
+  CHECK(docs.size() == 2);
+  CHECK((r.bytes == 0 && r.dropped == 1));
+  CHECK_THROWS_WITH(data::read_documents(dir, data::InvalidUtf8::refuse),
+                    Catch::Contains("corpus_utf8/a.txt: byte 15 (0xff) is not valid UTF-8"));
+}
