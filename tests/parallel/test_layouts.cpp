@@ -1,8 +1,8 @@
 // Run under mpirun: `moe train` under one parallel layout (MOE_TEST_LAYOUT, e.g.
 // "parallel.ep=2 parallel.zero=1" or "parallel.pp=2 parallel.tp=2 train.grad_accum=4", plus
 // model options) against world size 1 (MPI_COMM_SELF)
-// on the same micro-batches: after 3 steps the loss of each step and every weight (experts
-// gathered over ep, router biases too) agree within 1e-5 relative. Also: ZeRO-1's optimizer
+// on the same micro-batches: after 3 steps the loss and gradient norm of each step agree within
+// 1e-5 relative, every weight (experts gathered over ep, router biases too) within 5e-5. Also: ZeRO-1's optimizer
 // memory per rank against total / dp, traffic that exists only where the layout needs it, and
 // the planner's memory and GEMM FLOPs against what the run allocated and multiplied.
 #include <catch2/catch.hpp>
@@ -21,6 +21,10 @@
 #include "trainer/train.h"
 
 using namespace moe;
+
+namespace {
+constexpr double kWeightTolerance = 5e-5;  // relative, after 3 AdamW steps at lr 5e-4 (below)
+}  // namespace
 
 TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
   MpiCommunicator world, self(MPI_COMM_SELF);
@@ -45,8 +49,11 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
   // lr: AdamW moves every element by about lr whatever the size of its gradient, so the
   // summation-order noise of near-zero gradients (sums over ranks, one grouped GEMM over the
   // rows of all sources instead of one per micro-batch) reaches the weights in proportion to
-  // lr: up to 1.2e-5 relative at lr 3e-3, 2e-6 at 5e-4. A wrong gradient moves weights by
-  // about lr, orders of magnitude above either.
+  // lr: up to 1.2e-5 relative at lr 3e-3, 2e-6 at 5e-4 on an AMD EPYC; on an Intel Xeon, whose
+  // OpenBLAS kernels sum in another order, 1.9e-5 at 5e-4 (tp4, a shared expert's gate_proj,
+  // the same before and after the change that measured it). Weights are held to
+  // kWeightTolerance; a wrong gradient moves them by about lr over weights of init_std 0.02,
+  // 2.5e-2 relative: orders of magnitude above it. Losses and gradient norms stay at 1e-5.
   std::vector<std::string> common =
       testing::micro_moe({"data.dir=" + dir, "train.steps=3", "train.log_every=100", "train.eval_batches=1",
                           "train.warmup_steps=1", "train.lr=5e-4"});
@@ -83,7 +90,7 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
     INFO(name);
     REQUIRE(weights.count(name) == 1);
     const double err = testing::max_rel_err(weights.at(name), w);
-    CHECK(err <= 1e-5);
+    CHECK(err <= kWeightTolerance);
     worst = std::max(worst, err);
   }
   if (world.rank() == 0) std::printf("layout '%s': worst weight difference %.2e relative\n", env, worst);
