@@ -104,15 +104,19 @@ std::int64_t Loader::window_at(std::int64_t g) {
   return order_[static_cast<std::size_t>(g % W_)];
 }
 
+void Loader::expect_batch(const char* op, const Batch& batch, std::int64_t count) const {
+  expect_tensor(op, "tokens", batch.tokens, DType::i32, {count * T_});
+  expect_tensor(op, "targets", batch.targets, DType::i32, {count * T_});
+  if (masking_.documents) expect_tensor(op, "positions", batch.positions, DType::i32, {count * T_});
+}
+
 void Loader::fill(std::int64_t step, std::int64_t first, std::int64_t count, Batch& batch) {
-  expect_tensor("Loader::fill", "tokens", batch.tokens, DType::i32, {count * T_});
-  expect_tensor("Loader::fill", "targets", batch.targets, DType::i32, {count * T_});
+  expect_batch("Loader::fill", batch, count);
   for (std::int64_t j = 0; j < count; ++j) window(window_at(step * global_batch_ + first + j), j, batch);
 }
 
 void Loader::fill_in_order(std::int64_t first, std::int64_t count, Batch& batch) const {
-  expect_tensor("Loader::fill_in_order", "tokens", batch.tokens, DType::i32, {count * T_});
-  expect_tensor("Loader::fill_in_order", "targets", batch.targets, DType::i32, {count * T_});
+  expect_batch("Loader::fill_in_order", batch, count);
   for (std::int64_t j = 0; j < count; ++j) window((first + j) % W_, j, batch);
 }
 

@@ -73,6 +73,7 @@ class Loader {
   void permute(std::int64_t epoch);  // order_ := epoch's permutation of the windows
   std::int64_t window_at(std::int64_t g);
   void window(std::int64_t w, std::int64_t row, Batch& batch) const;
+  void expect_batch(const char* op, const Batch& batch, std::int64_t count) const;  // shapes, positions where needed
   std::int64_t window_targets(std::int64_t w) const;
   const TokenStream& stream_;
   std::int64_t T_, W_, global_batch_;
