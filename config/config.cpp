@@ -310,6 +310,13 @@ const std::vector<Field>& fields() {
            {"refuse", data::InvalidUtf8::refuse}},
           "text that is not valid UTF-8: each such byte becomes U+FFFD, its document is dropped, or moe data prepare "
           "stops naming the file and byte (counts printed and in meta.json)"),
+      text(
+          "data.text_field", [](auto& c) -> auto& { return c.data.filters.text_field; },
+          "JSONL corpora (.jsonl, .jsonl.gz, .jsonl.zst): the field holding each record's text"),
+      real(
+          "data.max_bad_fraction", [](auto& c) -> auto& { return c.data.filters.max_bad_fraction; }, closed(0, 1),
+          "share of records (JSONL lines, compressed streams) that may be unreadable, skipped and counted, before "
+          "moe data prepare stops naming the first"),
       boolean(
           "data.dedup", [](auto& c) -> auto& { return c.data.filters.dedup; },
           "moe data prepare drops exact duplicates (same text after lower-casing and collapsing whitespace)"),

@@ -2,6 +2,7 @@
 // data.min_words, ... in config/config.cpp).
 #pragma once
 #include <cstdint>
+#include <string>
 
 namespace moe::data {
 
@@ -12,6 +13,8 @@ enum class InvalidUtf8 { replace, drop, refuse };
 
 struct FilterOptions {
   InvalidUtf8 invalid_utf8 = InvalidUtf8::replace;
+  std::string text_field = "text";  // JSONL corpora: the field holding a record's text
+  double max_bad_fraction = 0;      // of records that may be bad (skipped, counted) before reading stops
   bool dedup = true;                // exact duplicates after normalisation
   double near_dup_threshold = 0.8;  // estimated Jaccard of word shingles at which a document is a near copy (0: off)
   int shingle_words = 5;            // words per shingle (shorter documents: all their words)

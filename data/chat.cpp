@@ -100,7 +100,17 @@ ChatText render_chat(const std::vector<ChatMessage>& messages, const ChatTemplat
   return out;
 }
 
-bool is_chat_corpus(const std::string& path) { return !jsonl_files(path).empty(); }
+bool is_chat_corpus(const std::string& path) {
+  const auto files = jsonl_files(path);
+  if (files.empty()) return false;
+  std::ifstream in(files.front(), std::ios::binary);
+  std::string line;
+  while (std::getline(in, line) && line.find_first_not_of(" \t\r") == std::string::npos) {}
+  // A record of text (data.text_field) is pre-training text; a malformed first line is left
+  // to the chat reader, which names it.
+  const auto first = nlohmann::json::parse(line, nullptr, false);
+  return !first.is_object() || first.contains("messages") || first.contains("prompt") || first.contains("completion");
+}
 
 std::vector<ChatText> read_chat_corpus(const std::string& path, const ChatTemplate& t) {
   MOE_CHECK(valid_chat_template(t.message), ConfigError,

@@ -29,7 +29,8 @@ struct ChatMessage {
 // header (the template's text before {content}), where a model's answer starts.
 ChatText render_chat(const std::vector<ChatMessage>& messages, const ChatTemplate& t, bool generation_prompt = false);
 
-// Whether `path` is chat data: a .jsonl file, or a directory holding .jsonl files.
+// Whether `path` is chat data: a .jsonl file, or a directory holding .jsonl files, whose first
+// record has "messages" or "prompt" (a record of plain text is pre-training data, data/corpus.h).
 bool is_chat_corpus(const std::string& path);
 
 // Every record of a .jsonl file or of a directory's .jsonl files (name order). A line that is

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "data/readers.h"
 #include "kernels/error.h"
 
 namespace moe::data {
@@ -41,14 +42,11 @@ bool admit(std::string& doc, InvalidUtf8 utf8, Utf8Report& report) {
   return true;
 }
 
-void split_file(const fs::path& file, std::vector<std::string>& docs, InvalidUtf8 utf8, Utf8Report& report) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw DataError(fmt::format("{}: cannot read", file.string()));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string raw = ss.str();
+// A fortune-format text: "%" lines separate documents.
+void split_text(const fs::path& file, const std::string& raw, const ReadOptions& opt, std::vector<std::string>& docs,
+                ReadReport& report) {
   if (raw.find('\0') != std::string::npos) return;  // binary
-  if (const auto bad = first_invalid_utf8(raw); bad >= 0 && utf8 == InvalidUtf8::refuse)
+  if (const auto bad = first_invalid_utf8(raw); bad >= 0 && opt.utf8 == InvalidUtf8::refuse)
     throw DataError(
         fmt::format("{}: byte {} (0x{:02x}) is not valid UTF-8; fix the file, or set data.invalid_utf8 to "
                     "replace or drop",
@@ -62,7 +60,8 @@ void split_file(const fs::path& file, std::vector<std::string>& docs, InvalidUtf
   std::string doc, line;
   std::istringstream lines(text);
   auto flush = [&] {
-    if (doc.find_first_not_of(" \t\r\n") != std::string::npos && admit(doc, utf8, report)) docs.push_back(doc);
+    if (doc.find_first_not_of(" \t\r\n") != std::string::npos && admit(doc, opt.utf8, report.utf8))
+      docs.push_back(doc), ++report.records;
     doc.clear();
   };
   while (std::getline(lines, line)) {
@@ -70,6 +69,20 @@ void split_file(const fs::path& file, std::vector<std::string>& docs, InvalidUtf
     else doc += line + "\n";
   }
   flush();
+}
+
+void read_file(const fs::path& file, const ReadOptions& opt, std::vector<std::string>& docs, ReadReport& report) {
+  BadInput bad;
+  const std::string raw = read_bytes(file, bad);
+  if (fs::path(without_compression(file)).extension() == ".jsonl") {
+    std::vector<std::string> records;  // (JSON strings are valid UTF-8: simdjson refuses others)
+    jsonl_documents(raw, file, opt.text_field, records, bad);
+    for (std::string& d : records) docs.push_back(std::move(d));
+  } else {
+    split_text(file, raw, opt, docs, report);
+  }
+  report.records += bad.records, report.bad += bad.bad;
+  if (report.first_bad.empty()) report.first_bad = bad.first;
 }
 
 }  // namespace
@@ -94,7 +107,7 @@ std::string repair_utf8(std::string_view s, std::int64_t& replaced) {
   return out;
 }
 
-std::vector<std::string> read_documents(const std::string& path, InvalidUtf8 utf8, Utf8Report* report) {
+std::vector<std::string> read_documents(const std::string& path, const ReadOptions& opt, ReadReport* report) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   if (ec || !fs::exists(st))
@@ -112,9 +125,12 @@ std::vector<std::string> read_documents(const std::string& path, InvalidUtf8 utf
     files.push_back(path);
   }
   std::vector<std::string> docs;
-  Utf8Report counted;
-  for (const auto& f : files) split_file(f, docs, utf8, counted);
+  ReadReport counted;
+  for (const auto& f : files) read_file(f, opt, docs, counted);
   if (report) *report = counted;
+  MOE_CHECK(double(counted.bad) <= opt.max_bad_fraction * double(std::max<std::int64_t>(counted.records, 1)), DataError,
+            "{}; {} of {} records bad, more than data.max_bad_fraction = {}: fix the input, or raise it",
+            counted.first_bad, counted.bad, counted.records, opt.max_bad_fraction);
   if (docs.empty()) throw DataError(fmt::format("{}: no text documents found", path));
   return docs;
 }

@@ -167,7 +167,9 @@ nlohmann::json FilterReport::json() const {
           {"repeated_ngrams", repeated_ngrams},
           {"invalid_utf8_bytes_replaced", utf8_bytes_replaced},
           {"invalid_utf8_documents_repaired", utf8_documents_repaired},
-          {"invalid_utf8_documents_dropped", utf8_documents_dropped}};
+          {"invalid_utf8_documents_dropped", utf8_documents_dropped},
+          {"bad_records", bad_records},
+          {"first_bad_record", first_bad}};
 }
 
 std::string FilterReport::text() const {
@@ -179,7 +181,8 @@ std::string FilterReport::text() const {
          (utf8_bytes_replaced + utf8_documents_dropped == 0
               ? ""
               : fmt::format("; invalid UTF-8: {} bytes replaced by U+FFFD in {} documents, {} documents dropped",
-                            utf8_bytes_replaced, utf8_documents_repaired, utf8_documents_dropped));
+                            utf8_bytes_replaced, utf8_documents_repaired, utf8_documents_dropped)) +
+         (bad_records == 0 ? "" : fmt::format("; {} bad records skipped (the first: {})", bad_records, first_bad));
 }
 
 }  // namespace moe::data

@@ -22,6 +22,8 @@ struct FilterReport {
   // Invalid UTF-8 (data.invalid_utf8): bytes replaced by U+FFFD, in how many documents, and
   // documents dropped (counted in `documents`, as read).
   std::int64_t utf8_bytes_replaced = 0, utf8_documents_repaired = 0, utf8_documents_dropped = 0;
+  std::int64_t bad_records = 0;  // JSONL lines or compressed streams that could not be read (skipped)
+  std::string first_bad;
   nlohmann::json json() const;
   std::string text() const;  // one line
 };

@@ -24,6 +24,7 @@ PKGS=(
   libfmt-dev libspdlog-dev             # formatting and logs
   nlohmann-json3-dev                   # JSON metrics and reports
   libxxhash-dev                        # content hashes (data dedup, checksums)
+  libsimdjson-dev zlib1g-dev libzstd-dev  # JSONL corpora, .gz and .zst compressed
   fortunes fortunes-min                # the embedded default corpus (fortune databases)
   python3 python3-numpy python3-torch  # /usr/bin/python3: the PyTorch oracle and benchmark peer
   python3-h5py                         # checkpoints read by h5py alone (a test)

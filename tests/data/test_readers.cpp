@@ -1,0 +1,97 @@
+// Corpus readers: JSONL records (simdjson), gzip (zlib) and zstd files written here by the
+// libraries themselves, bad lines and truncated streams counted and named, and
+// data.max_bad_fraction deciding when reading stops.
+#include <catch2/catch.hpp>
+#include <zlib.h>
+#include <zstd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "data/chat.h"
+#include "data/corpus.h"
+#include "kernels/error.h"
+
+using namespace moe;
+using namespace moe::data;
+namespace fs = std::filesystem;
+
+namespace {
+void write(const std::string& path, const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; }
+std::string gzip(const std::string& text) {
+  const std::string tmp = "tmp.gz";
+  gzFile f = gzopen(tmp.c_str(), "wb");
+  gzwrite(f, text.data(), static_cast<unsigned>(text.size()));
+  gzclose(f);
+  std::ifstream in(tmp, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+std::string zstd(const std::string& text) {
+  std::string out(ZSTD_compressBound(text.size()), '\0');
+  out.resize(ZSTD_compress(out.data(), out.size(), text.data(), text.size(), 3));
+  return out;
+}
+const std::string kRecords = R"({"text": "first document", "id": 1}
+{"id": 2, "text": "second, with a \"quote\" and \u00e9"}
+
+{"text": "third"}
+)";
+}  // namespace
+
+TEST_CASE("readers: JSONL records plain, gzip and zstd, their text field as documents", "[data]") {
+  fs::create_directories("readers_ok");
+  write("readers_ok/a.jsonl", kRecords);
+  write("readers_ok/b.jsonl.gz", gzip(kRecords));
+  write("readers_ok/c.jsonl.zst", zstd(kRecords));
+  write("readers_ok/d.txt.gz", gzip("fortune one\n%\nfortune two\n"));
+  ReadReport r;
+  const auto docs = read_documents("readers_ok", {}, &r);
+  REQUIRE(docs.size() == 11);
+  for (int f = 0; f < 3; ++f) {
+    CHECK(docs[std::size_t(3 * f)] == "first document");
+    CHECK(docs[std::size_t(3 * f + 1)] == "second, with a \"quote\" and \xC3\xA9");
+    CHECK(docs[std::size_t(3 * f + 2)] == "third");
+  }
+  CHECK(docs[9] == "fortune one\n");
+  CHECK((r.records == 11 && r.bad == 0));
+  // Another field; a record without it is bad.
+  write("readers_ok/e.jsonl", R"({"body": "under body"})"
+                              "\n");
+  CHECK_THROWS_WITH(read_documents("readers_ok"), Catch::Contains("readers_ok/e.jsonl:1: not a JSON object with a "
+                                                                  "string \"text\"") &&
+                                                      Catch::Contains("1 of 12 records bad"));
+  CHECK_FALSE(is_chat_corpus("readers_ok/a.jsonl"));  // text records are pre-training data
+}
+
+TEST_CASE("readers: bad lines and truncated streams are counted, named and tolerated up to data.max_bad_fraction",
+          "[data]") {
+  fs::create_directories("readers_bad");
+  write("readers_bad/a.jsonl", kRecords + "{not json\n" +
+                                   R"({"text": 3})"
+                                   "\n");
+  const std::string gz = gzip(kRecords + kRecords);
+  write("readers_bad/b.jsonl.gz", gz.substr(0, gz.size() - 12));  // cut inside the stream's end
+  const std::string zs = zstd(kRecords);
+  write("readers_bad/c.jsonl.zst", zs.substr(0, zs.size() / 2));
+  CHECK_THROWS_WITH(read_documents("readers_bad"), Catch::Contains("readers_bad/a.jsonl:5: not a JSON object") &&
+                                                       Catch::Contains("more than data.max_bad_fraction = 0"));
+  ReadReport r;
+  const auto docs = read_documents("readers_bad", {.max_bad_fraction = 0.5}, &r);
+  CHECK(r.bad == 4);  // two lines, two streams
+  CHECK(r.first_bad == "readers_bad/a.jsonl:5: not a JSON object with a string \"text\"");
+  CHECK(docs.size() >= 3 + 3);  // a.jsonl's good records and what decoded of the gzip stream
+  CHECK(docs.size() < 3 + 6 + 3);
+}
+
+TEST_CASE("readers: a truncated gzip or zstd stream is named", "[data]") {
+  fs::create_directories("readers_cut");
+  const std::string gz = gzip(kRecords);
+  write("readers_cut/a.jsonl.gz", gz.substr(0, gz.size() - 12));
+  CHECK_THROWS_WITH(read_documents("readers_cut"),
+                    Catch::Contains("readers_cut/a.jsonl.gz: truncated or damaged gzip"));
+  fs::remove("readers_cut/a.jsonl.gz");
+  const std::string zs = zstd(kRecords);
+  write("readers_cut/b.jsonl.zst", zs.substr(0, zs.size() - 3));
+  CHECK_THROWS_WITH(read_documents("readers_cut"), Catch::Contains("readers_cut/b.jsonl.zst: truncated zstd") ||
+                                                       Catch::Contains("readers_cut/b.jsonl.zst: damaged zstd"));
+}
