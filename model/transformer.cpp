@@ -226,7 +226,8 @@ void Transformer::backward(double ce_scale, double aux_scale) {
   backward_stage(unused, Tensor(), ce_scale, aux_scale);
 }
 
-Tensor Transformer::embedding_rows(const Tensor& ids, std::int64_t T, std::int64_t shift) const {
+Tensor Transformer::embedding_rows(const Tensor& ids, std::int64_t T, std::int64_t shift,
+                                   const std::int32_t* pos) const {
   const Device dev = device();
   const char* op = "Transformer::forward";
   if (!tp_.on() && shift == 0) {  // the ids themselves
@@ -241,7 +242,8 @@ Tensor Transformer::embedding_rows(const Tensor& ids, std::int64_t T, std::int64
   const std::int32_t* in = host.data<std::int32_t>();
   std::int32_t* out = rows.data<std::int32_t>();
   for (std::int64_t n = 0; n < N; ++n) {
-    const std::int64_t t = n % T + shift < T ? in[n + shift] : -1;
+    const bool reach = n % T + shift < T && (!pos || pos[n + shift] == pos[n] + shift);
+    const std::int64_t t = reach ? in[n + shift] : -1;
     out[n] = t >= v0_ && t < v0_ + Vl ? static_cast<std::int32_t>(t - v0_) : -1;
   }
   return dev == Device::cpu ? rows : rows.to(dev);
@@ -311,7 +313,7 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
   ops::rmsnorm_forward(saved_.xf, saved_.rf, saved_.xs.back(), norm_->w, cfg_.norm_eps);
   Tensor ce = loss_totals().rows(0, 1);
   head_forward(saved_.head, saved_.xf, ce);
-  if (!mtp_.empty()) mtp_forward(tokens, targets);
+  if (!mtp_.empty()) mtp_forward(tokens, targets, seq.positions);
   const Tensor tg = to_host(targets);  // the loader's host tensor: no copy
   for (std::int64_t n = 0; n < N; ++n) loss.tokens += tg.data<std::int32_t>()[n] >= 0;
   return loss;
@@ -319,19 +321,25 @@ Transformer::Loss Transformer::forward_stage(Tensor& out, const Tensor& in, cons
 
 // Depth k: the tokens and targets k places ahead, through MtpLayer k from the previous
 // depth's head input, into the shared head.
-void Transformer::mtp_forward(const Tensor& tokens, const Tensor& targets) {
+void Transformer::mtp_forward(const Tensor& tokens, const Tensor& targets, const Tensor& positions) {
   const std::int64_t T = saved_.seq.T, N = saved_.seq.B * T, C = cfg_.d_model;
   const Device dev = device();
-  const Tensor tg = to_host(targets);
+  const Tensor tg = to_host(targets), pos_host = positions.defined() ? to_host(positions) : Tensor();
+  const std::int32_t* pos = pos_host.defined() ? pos_host.data<std::int32_t>() : nullptr;
+  // Position n's depth-k target is the token k + 1 ahead: within the sequence and, with
+  // document masking, within n's document (a later document's tokens are not n's to predict).
+  const auto in_reach = [&](std::int64_t n, std::int64_t shift) {
+    return n % T + shift < T && (!pos || pos[n + shift] == pos[n] + shift);
+  };
   Tensor total = loss_totals().rows(2, 1), aux = loss_totals().rows(1, 1);
   saved_.mtp.assign(mtp_.size(), MtpSaved{});
   for (std::size_t k = 0; k < mtp_.size(); ++k) {
     const std::int64_t shift = std::int64_t(k) + 1;
     MtpSaved& s = saved_.mtp[k];
-    s.tokens = embedding_rows(tokens, T, shift);
+    s.tokens = embedding_rows(tokens, T, shift, pos);
     Tensor shifted = Tensor::empty({N}, DType::i32);
     for (std::int64_t n = 0; n < N; ++n)
-      shifted.data<std::int32_t>()[n] = n % T + shift < T ? tg.data<std::int32_t>()[n + shift] : -1;
+      shifted.data<std::int32_t>()[n] = in_reach(n, shift) ? tg.data<std::int32_t>()[n + shift] : -1;
     s.head.targets = dev == Device::cpu ? shifted : shifted.to(dev);
     Tensor emb = Tensor::empty({N, C}, DType::f32, dev);
     ops::embedding_forward(emb, s.tokens, embed_->w, true);  // -1 (past the end, or elsewhere under tp): zeros

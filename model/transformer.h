@@ -145,13 +145,15 @@ class Transformer {
  private:
   // Token ids (B*T) from the loader as the embedding's rows on the model's device: shifted
   // `shift` places left within each sequence of T (past its end: -1, no row) and, under tp,
-  // this rank's rows (-1: held elsewhere). Out-of-range ids are refused.
-  Tensor embedding_rows(const Tensor& ids, std::int64_t T, std::int64_t shift) const;
+  // this rank's rows (-1: held elsewhere). Out-of-range ids are refused. With document
+  // positions (host, or null), a token of a later document than the row's is -1 too.
+  Tensor embedding_rows(const Tensor& ids, std::int64_t T, std::int64_t shift, const std::int32_t* pos = nullptr) const;
   // The LM head's loss on xf (N,C): logits, cross-entropies summed into total (1) f64; and
   // dxf (N,C) (assign) from the cross-entropies' gradient `scale` each.
   void head_forward(HeadSaved& s, const Tensor& xf, Tensor& total);
   void head_backward(Tensor& dxf, const HeadSaved& s, const Tensor& xf, double scale);
-  void mtp_forward(const Tensor& tokens, const Tensor& targets);
+  // positions: the batch's document positions (host or device; undefined: none).
+  void mtp_forward(const Tensor& tokens, const Tensor& targets, const Tensor& positions);
   void mtp_backward(Tensor& dxf, double scale, double aux_scale);  // dxf += the depths' gradient of xf
 
   ModelConfig cfg_;

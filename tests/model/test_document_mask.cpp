@@ -91,11 +91,12 @@ ModelConfig small_model(AttentionType attention) {
   c.top_k = 2, c.n_layers = 3, c.dense_layers = 1, c.vocab_size = 50, c.seq_len = 16, c.shared_experts = 1;
   c.attention = attention;
   c.kv_lora_rank = 8, c.qk_nope_head_dim = 4, c.qk_rope_head_dim = 4, c.v_head_dim = 4;
-  return c;  // no balance loss (it is sequence-wise) and no capacity (it is per batch): per-token routing
+  c.mtp_depth = 2;  // its targets k ahead stay inside their document
+  return c;         // no balance loss (it is sequence-wise) and no capacity (it is per batch): per-token routing
 }
 
 struct Run {
-  double ce = 0;
+  double ce = 0, mtp = 0;
   std::int64_t tokens = 0;
   std::vector<Tensor> grads;
 };
@@ -105,7 +106,7 @@ void add_run(Transformer& m, Run& r, const Tensor& tokens, const Tensor& targets
   for (Param* p : m.params()) p->g.zero();
   const auto loss = m.forward(tokens, targets, 1, T, positions);
   m.backward(1.0, 0.0);
-  r.ce += loss.ce_sum, r.tokens += loss.tokens;
+  r.ce += loss.ce_sum, r.mtp += loss.mtp_sum, r.tokens += loss.tokens;
   const auto ps = m.params();
   if (r.grads.empty())
     for (Param* p : ps) r.grads.push_back(Tensor::zeros(p->g.shape(), DType::f32));
@@ -114,6 +115,7 @@ void add_run(Transformer& m, Run& r, const Tensor& tokens, const Tensor& targets
 void check_equal(const Run& a, const Run& b, double tol) {
   CHECK(a.tokens == b.tokens);
   CHECK(a.ce == Approx(b.ce).epsilon(tol));
+  CHECK(a.mtp == Approx(b.mtp).epsilon(tol));
   REQUIRE(a.grads.size() == b.grads.size());
   for (std::size_t i = 0; i < a.grads.size(); ++i) {
     INFO("parameter " << i);
@@ -122,7 +124,7 @@ void check_equal(const Run& a, const Run& b, double tol) {
 }
 }  // namespace
 
-TEST_CASE("document mask: a packed sequence trains as its documents one by one (GQA and MLA, MoE)", "[model]") {
+TEST_CASE("document mask: a packed sequence trains as its documents one by one (GQA and MLA, MoE, MTP)", "[model]") {
   for (const AttentionType attention : {AttentionType::gqa, AttentionType::mla}) {
     INFO((attention == AttentionType::gqa ? "gqa" : "mla"));
     Transformer m(small_model(attention));
