@@ -15,6 +15,13 @@ struct ChatTemplate {
   bool loss_on_all = false;
 };
 
+// Document masking of packed sequences (data.document_mask; data/loader.h): on, off, or on
+// for chat data only (auto).
+enum class DocumentMask { automatic, on, off };
+inline bool document_masking(DocumentMask m, bool chat) {
+  return m == DocumentMask::on || (m == DocumentMask::automatic && chat);
+}
+
 // Whether `message` holds {role} and then {content}, once each (what rendering needs).
 inline bool valid_chat_template(const std::string& m) {
   const auto role = m.find("{role}"), content = m.find("{content}");

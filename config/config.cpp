@@ -300,9 +300,13 @@ const std::vector<Field>& fields() {
           {{"assistant", false}, {"all", true}},
           "chat data: the tokens the loss counts (assistant: the assistant's messages and the end after the last; "
           "all: every token)"),
-      boolean(AT(data.document_mask),
-              "attention never crosses a document boundary, positions restart per document, and an end-of-document "
-              "token predicts nothing (meant for chat data)"),
+      choice<data::DocumentMask>(
+          AT(data.document_mask),
+          {{"auto", data::DocumentMask::automatic},
+           {"true", data::DocumentMask::on},
+           {"false", data::DocumentMask::off}},
+          "attention never crosses a document boundary, positions restart per document, and an end-of-document token "
+          "predicts nothing (auto: for chat data)"),
       choice<data::InvalidUtf8>(
           "data.invalid_utf8", [](auto& c) -> auto& { return c.data.filters.invalid_utf8; },
           {{"replace", data::InvalidUtf8::replace},

@@ -61,7 +61,7 @@ struct DataConfig {
   std::string tokenizer;        // reuse this tokenizer.model in moe data prepare ("" = train one)
   data::FilterOptions filters;  // moe data prepare's quality filters (keys data.dedup, data.min_words, ...)
   data::ChatTemplate chat;      // chat data (.jsonl corpora): keys data.chat_template, data.loss_on
-  bool document_mask = false;   // attention within documents, positions restarting (data/loader.h)
+  data::DocumentMask document_mask = data::DocumentMask::automatic;  // data/loader.h's Masking::documents
 };
 
 struct ParallelConfig {

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "config/chat_template.h"
 #include "data/shard.h"
 #include "kernels/tensor.h"
 
@@ -46,7 +47,9 @@ class PreparedSplit {
   PreparedSplit(const std::string& dir, const std::string& split, std::uint64_t vocab, std::int64_t seq_len);
   const TokenStream& tokens() const { return tokens_; }
   bool chat() const { return mask_ != nullptr; }
-  Masking masking(bool documents) const { return {mask_.get(), documents, end_of_document_}; }
+  Masking masking(DocumentMask documents) const {
+    return {mask_.get(), document_masking(documents, chat()), end_of_document_};
+  }
 
  private:
   TokenStream tokens_;
@@ -59,6 +62,7 @@ class Loader {
   Loader(const TokenStream& stream, std::int64_t seq_len, std::uint64_t seed, std::int64_t global_batch,
          Masking masking = {});
   std::int64_t windows() const { return W_; }
+  const Masking& masking() const { return masking_; }
   // Sequences [first, first+count) of the global batch of `step`.
   void fill(std::int64_t step, std::int64_t first, std::int64_t count, Batch& batch);
   // Windows in stream order (evaluation): sequence s of the evaluation set is window s mod W.

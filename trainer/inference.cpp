@@ -186,7 +186,8 @@ Perplexity perplexity_on_text(InferenceModel& m, const std::string& path) {
     ids.push_back(data::kEndOfDocument);
   }
   const data::TokenStream stream(std::move(ids), path);
-  return perplexity(m, stream, {.loss_mask = nullptr, .documents = m.cfg.data.document_mask}, 0);
+  const bool documents = data::document_masking(m.cfg.data.document_mask, /*chat=*/false);
+  return perplexity(m, stream, {.loss_mask = nullptr, .documents = documents}, 0);
 }
 
 MultipleChoice multiple_choice(InferenceModel& m, const std::string& path) {

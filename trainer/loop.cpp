@@ -259,9 +259,9 @@ void Trainer::Loop::log_model_and_layout() {
   if (train_data.chat())
     spdlog::info("data: chat, loss on {} of its tokens ({}), document masking {}",
                  meta.value("target_tokens", std::uint64_t{0}), meta.value("loss_on", std::string("assistant")),
-                 cfg.data.document_mask ? "on"
-                                        : "off (conversations packed in a window see each other: set "
-                                          "data.document_mask=true)");
+                 loader.masking().documents ? "on"
+                                            : "off (conversations packed in a window see each other: set "
+                                              "data.document_mask=true)");
   std::string stages;
   for (std::size_t i = 0; i + 1 < s.bounds.size(); ++i)
     stages += fmt::format("{}{}", i ? "/" : "", s.bounds[i + 1] - s.bounds[i]);
@@ -276,7 +276,7 @@ void Trainer::Loop::log_model_and_layout() {
 // Validation: the first eval_batches global batches of the held-out split, in order; the
 // mean token cross-entropy over every rank.
 double Trainer::Loop::evaluate() {
-  data::Batch batch(mb, T, cfg.data.document_mask);
+  data::Batch batch(mb, T, val_loader.masking().documents);
   for (std::int64_t b = 0; b < t.eval_batches; ++b) {
     const StageWork work{.forward =
                              [&](std::int64_t k, int c, const Tensor& in) {
@@ -331,7 +331,7 @@ void Trainer::Loop::micro_batches(std::int64_t step) {
 // the first stage reads its tokens, the last its targets.
 Tensor Trainer::Loop::forward_micro(std::int64_t step, std::int64_t k, int chunk, const Tensor& in) {
   const Busy busy{schedule_busy};
-  InFlight f{data::Batch(mb, T, cfg.data.document_mask), {}, 0, 0};
+  InFlight f{data::Batch(mb, T, loader.masking().documents), {}, 0, 0};
   loader.fill(step, (k * dp + rank) * mb, mb, f.batch);  // this rank's rows of the global batch
   Tensor out;
   const Tensor& positions = f.batch.positions;

@@ -89,6 +89,13 @@ TEST_CASE("chat prepare: loss masks beside the tokens, windows aligned to conver
   CHECK(rep.documents == 60);
   CHECK(rep.truncated == 0);
   CHECK(rep.train_tokens % T == 1);  // whole windows, and the last one's last target
+  // Document masking is on for chat data unless the config says otherwise (data.document_mask: auto).
+  CHECK(PreparedSplit("chat_data", "train", 300, T).masking(DocumentMask::automatic).documents);
+  CHECK_FALSE(PreparedSplit("chat_data", "train", 300, T).masking(DocumentMask::off).documents);
+  CHECK_FALSE(PreparedSplit("chat_base", "train", 300, T).masking(DocumentMask::automatic).documents);
+  CHECK(PreparedSplit("chat_base", "train", 300, T).masking(DocumentMask::on).documents);
+  CHECK_THROWS_WITH(PreparedSplit("chat_data", "train", 300, 2 * T),
+                    Catch::Contains("chat data prepared for model.seq_len = 64, the run has 128"));
   TokenStream stream("chat_data", "train", 300), mask("chat_data", mask_split("train"), 2);
   REQUIRE(mask.size() == stream.size());
   Loader loader(stream, T, 1, 1, {.loss_mask = &mask, .documents = true, .end_of_document = kEndOfDocument});
