@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "data/corpus.h"
 #include "kernels/error.h"
 
 namespace moe::data {
@@ -68,16 +69,11 @@ void read_file(const fs::path& file, const ChatTemplate& t, std::vector<ChatText
   }
 }
 
+// The corpus's .jsonl files (data/corpus.h's listing).
 std::vector<fs::path> jsonl_files(const std::string& path) {
   std::vector<fs::path> files;
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) {
-    for (const auto& e : fs::directory_iterator(path))
-      if (e.is_regular_file() && e.path().extension() == ".jsonl") files.push_back(e.path());
-    std::sort(files.begin(), files.end());
-  } else if (fs::path(path).extension() == ".jsonl") {
-    files.emplace_back(path);
-  }
+  for (const auto& f : corpus_files(path))
+    if (fs::path(f).extension() == ".jsonl") files.emplace_back(f);
   return files;
 }
 }  // namespace

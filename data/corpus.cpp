@@ -43,10 +43,10 @@ bool admit(std::string& doc, InvalidUtf8 utf8, Utf8Report& report) {
 }
 
 // A fortune-format text: "%" lines separate documents.
-void split_text(const fs::path& file, const std::string& raw, const ReadOptions& opt, std::vector<std::string>& docs,
+void split_text(const fs::path& file, const std::string& raw, const FilterOptions& opt, std::vector<std::string>& docs,
                 ReadReport& report) {
   if (raw.find('\0') != std::string::npos) return;  // binary
-  if (const auto bad = first_invalid_utf8(raw); bad >= 0 && opt.utf8 == InvalidUtf8::refuse)
+  if (const auto bad = first_invalid_utf8(raw); bad >= 0 && opt.invalid_utf8 == InvalidUtf8::refuse)
     throw DataError(
         fmt::format("{}: byte {} (0x{:02x}) is not valid UTF-8; fix the file, or set data.invalid_utf8 to "
                     "replace or drop",
@@ -60,7 +60,7 @@ void split_text(const fs::path& file, const std::string& raw, const ReadOptions&
   std::string doc, line;
   std::istringstream lines(text);
   auto flush = [&] {
-    if (doc.find_first_not_of(" \t\r\n") != std::string::npos && admit(doc, opt.utf8, report.utf8))
+    if (doc.find_first_not_of(" \t\r\n") != std::string::npos && admit(doc, opt.invalid_utf8, report.utf8))
       docs.push_back(doc), ++report.records;
     doc.clear();
   };
@@ -71,7 +71,7 @@ void split_text(const fs::path& file, const std::string& raw, const ReadOptions&
   flush();
 }
 
-void read_file(const fs::path& file, const ReadOptions& opt, std::vector<std::string>& docs, ReadReport& report) {
+void read_file(const fs::path& file, const FilterOptions& opt, std::vector<std::string>& docs, ReadReport& report) {
   BadInput bad;
   const std::string raw = read_bytes(file, bad);
   if (fs::path(without_compression(file)).extension() == ".jsonl") {
@@ -107,26 +107,26 @@ std::string repair_utf8(std::string_view s, std::int64_t& replaced) {
   return out;
 }
 
-std::vector<std::string> read_documents(const std::string& path, const ReadOptions& opt, ReadReport* report) {
+std::vector<std::string> corpus_files(const std::string& path) {
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
   if (ec || !fs::exists(st))
     throw DataError(fmt::format("{}: corpus not found (set data.corpus to a text file or directory)", path));
-  std::vector<fs::path> files;
   if (!fs::is_directory(st) && !fs::is_regular_file(st))  // a FIFO or device: would block or never end
     throw DataError(
         fmt::format("{}: not a regular file or directory; give data.corpus a text file or a directory", path));
-  if (fs::is_directory(st)) {
-    // Regular files only; links are skipped since fortune's .u8 names point at files already listed.
-    for (const auto& e : fs::directory_iterator(path))
-      if (e.is_regular_file() && !e.is_symlink()) files.push_back(e.path());
-    std::sort(files.begin(), files.end());
-  } else {
-    files.push_back(path);
-  }
+  std::vector<std::string> files;
+  if (!fs::is_directory(st)) return {path};
+  for (const auto& e : fs::directory_iterator(path))
+    if (e.is_regular_file() && !e.is_symlink()) files.push_back(e.path().string());
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+std::vector<std::string> read_documents(const std::string& path, const FilterOptions& opt, ReadReport* report) {
   std::vector<std::string> docs;
   ReadReport counted;
-  for (const auto& f : files) read_file(f, opt, docs, counted);
+  for (const auto& f : corpus_files(path)) read_file(f, opt, docs, counted);
   if (report) *report = counted;
   MOE_CHECK(double(counted.bad) <= opt.max_bad_fraction * double(std::max<std::int64_t>(counted.records, 1)), DataError,
             "{}; {} of {} records bad, more than data.max_bad_fraction = {}: fix the input, or raise it",

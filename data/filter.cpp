@@ -165,11 +165,11 @@ nlohmann::json FilterReport::json() const {
           {"digits", digits},
           {"repeated_lines", repeated_lines},
           {"repeated_ngrams", repeated_ngrams},
-          {"invalid_utf8_bytes_replaced", utf8_bytes_replaced},
-          {"invalid_utf8_documents_repaired", utf8_documents_repaired},
-          {"invalid_utf8_documents_dropped", utf8_documents_dropped},
-          {"bad_records", bad_records},
-          {"first_bad_record", first_bad}};
+          {"invalid_utf8_bytes_replaced", read.utf8.bytes},
+          {"invalid_utf8_documents_repaired", read.utf8.repaired},
+          {"invalid_utf8_documents_dropped", read.utf8.dropped},
+          {"bad_records", read.bad},
+          {"first_bad_record", read.first_bad}};
 }
 
 std::string FilterReport::text() const {
@@ -178,11 +178,11 @@ std::string FilterReport::text() const {
              "symbol-heavy, {} digit-heavy, {} with repeated lines, {} with a dominating bigram",
              kept, documents, exact_duplicates, near_duplicates, too_short, symbols, digits, repeated_lines,
              repeated_ngrams) +
-         (utf8_bytes_replaced + utf8_documents_dropped == 0
+         (read.utf8.bytes + read.utf8.dropped == 0
               ? ""
               : fmt::format("; invalid UTF-8: {} bytes replaced by U+FFFD in {} documents, {} documents dropped",
-                            utf8_bytes_replaced, utf8_documents_repaired, utf8_documents_dropped)) +
-         (bad_records == 0 ? "" : fmt::format("; {} bad records skipped (the first: {})", bad_records, first_bad));
+                            read.utf8.bytes, read.utf8.repaired, read.utf8.dropped)) +
+         (read.bad == 0 ? "" : fmt::format("; {} bad records skipped (the first: {})", read.bad, read.first_bad));
 }
 
 }  // namespace moe::data

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "config/filter_options.h"
+#include "data/corpus.h"
 
 namespace moe::data {
 
@@ -19,11 +20,9 @@ struct FilterReport {
   std::int64_t documents = 0, kept = 0;
   std::int64_t exact_duplicates = 0, near_duplicates = 0;
   std::int64_t too_short = 0, symbols = 0, digits = 0, repeated_lines = 0, repeated_ngrams = 0;
-  // Invalid UTF-8 (data.invalid_utf8): bytes replaced by U+FFFD, in how many documents, and
-  // documents dropped (counted in `documents`, as read).
-  std::int64_t utf8_bytes_replaced = 0, utf8_documents_repaired = 0, utf8_documents_dropped = 0;
-  std::int64_t bad_records = 0;  // JSONL lines or compressed streams that could not be read (skipped)
-  std::string first_bad;
+  // What reading met (data/corpus.h): invalid UTF-8 replaced or dropped (dropped documents
+  // are counted in `documents`, as read), and bad records skipped.
+  ReadReport read;
   nlohmann::json json() const;
   std::string text() const;  // one line
 };

@@ -63,12 +63,10 @@ Documents read_corpus(const PrepareOptions& opt, FilterReport& filters) {
     return d;
   }
   ReadReport read;
-  auto all = read_documents(opt.corpus, read_options(opt.filters), &read);
+  auto all = read_documents(opt.corpus, opt.filters, &read);
   const auto keep = filter_documents(all, opt.filters, filters);
+  filters.read = read;
   filters.documents += read.utf8.dropped;
-  filters.utf8_bytes_replaced = read.utf8.bytes, filters.utf8_documents_repaired = read.utf8.repaired,
-  filters.utf8_documents_dropped = read.utf8.dropped;
-  filters.bad_records = read.bad, filters.first_bad = read.first_bad;
   Documents d;
   d.docs.reserve(keep.size());
   for (std::size_t i : keep) d.docs.push_back({std::move(all[i]), {}, true});

@@ -181,7 +181,7 @@ Perplexity perplexity_on_split(InferenceModel& m, const std::string& dir, const 
 
 Perplexity perplexity_on_text(InferenceModel& m, const std::string& path) {
   std::vector<std::int32_t> ids;
-  for (const std::string& doc : data::read_documents(path, data::read_options(m.cfg.data.filters))) {
+  for (const std::string& doc : data::read_documents(path, m.cfg.data.filters)) {
     for (int id : m.tokenizer.encode(doc)) ids.push_back(id);
     ids.push_back(data::kEndOfDocument);
   }

@@ -102,13 +102,13 @@ TEST_CASE("corpus: invalid UTF-8 is replaced, dropped or refused as data.invalid
   std::filesystem::create_directories(dir);
   std::ofstream(dir + "/a.txt", std::ios::binary) << "good one\n%\nbad \xFF byte\n%\nalso good\n";
   data::ReadReport r;
-  auto docs = data::read_documents(dir, {.utf8 = data::InvalidUtf8::replace}, &r);
+  auto docs = data::read_documents(dir, {.invalid_utf8 = data::InvalidUtf8::replace}, &r);
   REQUIRE(docs.size() == 3);
   CHECK(docs[1] == "bad \xEF\xBF\xBD byte\n");
   CHECK((r.utf8.bytes == 1 && r.utf8.repaired == 1 && r.utf8.dropped == 0));
-  docs = data::read_documents(dir, {.utf8 = data::InvalidUtf8::drop}, &r);
+  docs = data::read_documents(dir, {.invalid_utf8 = data::InvalidUtf8::drop}, &r);
   CHECK(docs.size() == 2);
   CHECK((r.utf8.bytes == 0 && r.utf8.dropped == 1));
-  CHECK_THROWS_WITH(data::read_documents(dir, {.utf8 = data::InvalidUtf8::refuse}),
+  CHECK_THROWS_WITH(data::read_documents(dir, {.invalid_utf8 = data::InvalidUtf8::refuse}),
                     Catch::Contains("corpus_utf8/a.txt: byte 15 (0xff) is not valid UTF-8"));
 }
