@@ -9,6 +9,13 @@
 #include "kernels/ops.h"
 
 namespace moe {
+namespace {
+// Whether token n + shift is still n's to read (MTP's depths): inside n's sequence of T and,
+// with document positions (host, or null), inside n's document.
+bool within_reach(std::int64_t n, std::int64_t shift, std::int64_t T, const std::int32_t* pos) {
+  return n % T + shift < T && (!pos || pos[n + shift] == pos[n] + shift);
+}
+}  // namespace
 
 Transformer::Transformer(const ModelConfig& c, const ModelShard& shard, Precision precision) : cfg_(c), tp_(shard.tp) {
   const std::int64_t L = c.n_layers, V = c.vocab_size;
@@ -242,8 +249,7 @@ Tensor Transformer::embedding_rows(const Tensor& ids, std::int64_t T, std::int64
   const std::int32_t* in = host.data<std::int32_t>();
   std::int32_t* out = rows.data<std::int32_t>();
   for (std::int64_t n = 0; n < N; ++n) {
-    const bool reach = n % T + shift < T && (!pos || pos[n + shift] == pos[n] + shift);
-    const std::int64_t t = reach ? in[n + shift] : -1;
+    const std::int64_t t = within_reach(n, shift, T, pos) ? in[n + shift] : -1;
     out[n] = t >= v0_ && t < v0_ + Vl ? static_cast<std::int32_t>(t - v0_) : -1;
   }
   return dev == Device::cpu ? rows : rows.to(dev);
@@ -326,11 +332,8 @@ void Transformer::mtp_forward(const Tensor& tokens, const Tensor& targets, const
   const Device dev = device();
   const Tensor tg = to_host(targets), pos_host = positions.defined() ? to_host(positions) : Tensor();
   const std::int32_t* pos = pos_host.defined() ? pos_host.data<std::int32_t>() : nullptr;
-  // Position n's depth-k target is the token k + 1 ahead: within the sequence and, with
-  // document masking, within n's document (a later document's tokens are not n's to predict).
-  const auto in_reach = [&](std::int64_t n, std::int64_t shift) {
-    return n % T + shift < T && (!pos || pos[n + shift] == pos[n] + shift);
-  };
+  // Position n's depth-k target is the token k + 1 ahead, where within_reach (a later
+  // document's tokens are not n's to predict).
   Tensor total = loss_totals().rows(2, 1), aux = loss_totals().rows(1, 1);
   saved_.mtp.assign(mtp_.size(), MtpSaved{});
   for (std::size_t k = 0; k < mtp_.size(); ++k) {
@@ -339,7 +342,7 @@ void Transformer::mtp_forward(const Tensor& tokens, const Tensor& targets, const
     s.tokens = embedding_rows(tokens, T, shift, pos);
     Tensor shifted = Tensor::empty({N}, DType::i32);
     for (std::int64_t n = 0; n < N; ++n)
-      shifted.data<std::int32_t>()[n] = in_reach(n, shift) ? tg.data<std::int32_t>()[n + shift] : -1;
+      shifted.data<std::int32_t>()[n] = within_reach(n, shift, T, pos) ? tg.data<std::int32_t>()[n + shift] : -1;
     s.head.targets = dev == Device::cpu ? shifted : shifted.to(dev);
     Tensor emb = Tensor::empty({N, C}, DType::f32, dev);
     ops::embedding_forward(emb, s.tokens, embed_->w, true);  // -1 (past the end, or elsewhere under tp): zeros
