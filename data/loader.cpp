@@ -46,7 +46,8 @@ Loader::Loader(const TokenStream& stream, std::int64_t seq_len, std::uint64_t se
       seed_(seed),
       masking_(masking),
       buf_(static_cast<std::size_t>(seq_len + 1)),
-      mask_(static_cast<std::size_t>(seq_len + 1)) {
+      mask_(static_cast<std::size_t>(seq_len + 1)),
+      one_(masking.any() ? Batch(1, seq_len, masking.documents) : Batch()) {
   if (stream.size() > 0) W_ = static_cast<std::int64_t>((stream.size() - 1) / static_cast<std::uint64_t>(T_));
   if (W_ < 1)
     throw DataError(
@@ -81,9 +82,8 @@ void Loader::window(std::int64_t w, std::int64_t row, Batch& batch) const {
 
 std::int64_t Loader::window_targets(std::int64_t w) const {
   if (!masking_.any()) return T_;
-  Batch one(1, T_, masking_.documents);
-  window(w, 0, one);
-  const std::int32_t* tg = one.targets.data<std::int32_t>();
+  window(w, 0, one_);
+  const std::int32_t* tg = one_.targets.data<std::int32_t>();
   return std::count_if(tg, tg + T_, [](std::int32_t v) { return v >= 0; });
 }
 

@@ -86,6 +86,7 @@ class Loader {
   std::int64_t epoch_ = -1;  // epoch whose permutation is cached
   std::vector<std::int64_t> order_;
   mutable std::vector<std::int32_t> buf_, mask_;  // one window, reused
+  mutable Batch one_;                             // one row, where targets() counts a window's (masking)
 };
 
 }  // namespace moe::data
