@@ -237,6 +237,18 @@ const std::vector<Field>& fields() {
       integer(AT(model.mtp_depth), closed(0, 16),
               "multi-token prediction depths after the last block (DeepSeek-V3: 1; 0: none)"),
 
+      // LoRA lives in ModelConfig (adapters are part of the network) under its own section.
+      integer(
+          "lora.rank", [](auto& c) -> auto& { return c.model.lora.rank; }, closed(0, 65536),
+          "LoRA adapter rank (0: off; on: only the adapters train, every other tensor is frozen)"),
+      real(
+          "lora.alpha", [](auto& c) -> auto& { return c.model.lora.alpha; }, above(0),
+          "LoRA scale numerator: the update is scaled by alpha / rank"),
+      text_list(
+          "lora.targets", [](auto& c) -> auto& { return c.model.lora.targets; },
+          "projections LoRA adapts, as PEFT's target_modules: names matching a module by its last parts "
+          "(q_proj, experts.down_proj), or all-linear"),
+
       integer(AT(train.steps), at_least(1), "optimizer steps"),
       integer(AT(train.stop_at), at_least(0),
               "end this launch after this step, checkpointed, as a time-limited job would (0: run to train.steps)"),

@@ -2,6 +2,8 @@
 // the same network (the math is in ../shared/DESIGN.md). Filled from YAML by config/config.cpp.
 #pragma once
 #include <cstdint>
+#include <string>
+#include <vector>
 
 namespace moe {
 
@@ -14,6 +16,16 @@ enum class Precision { fp32, bf16, fp8 };
 constexpr const char* precision_name(Precision p) {
   return p == Precision::fp32 ? "fp32" : p == Precision::bf16 ? "bf16" : "fp8";
 }
+
+// LoRA (model/lora.h): low-rank adapters on projections, the base weights frozen.
+struct LoraConfig {
+  std::int64_t rank = 0;  // 0: off
+  double alpha = 16;      // the update is scaled by alpha / rank
+  // Projections to adapt, as HF PEFT's target_modules: a name matches a module whose name
+  // is it or ends with "." + it (q_proj, experts.down_proj, layers.3.self_attn.o_proj);
+  // all-linear: every projection the model has.
+  std::vector<std::string> targets = {"all-linear"};
+};
 
 struct ModelConfig {
   std::int64_t vocab_size = 1024;
@@ -58,6 +70,7 @@ struct ModelConfig {
   // Multi-token prediction (DeepSeek-V3): depths after the last block, each one more block
   // predicting one token further ahead (model/mtp.h); 0: none.
   std::int64_t mtp_depth = 0;
+  LoraConfig lora;  // keys lora.*
 };
 
 // Per-head widths of queries/keys and of values: d_model / n_heads under gqa.

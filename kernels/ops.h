@@ -19,7 +19,9 @@ namespace moe::ops {
 // ---- GEMM (OpenBLAS) ------------------------------------------------------------------
 // y (M,N) = x (M,K) @ w^T, w (N,K) in [out_features, in_features] order as stored on disk.
 void matmul_forward(Tensor& y, const Tensor& x, const Tensor& w);
-// dx (M,K) = dy @ w  (assign);  dw (N,K) += dy^T @ x  (accumulate).
+// dx (M,K) = dy @ w  (assign);  dw (N,K) += dy^T @ x  (accumulate). Either may be undefined
+// and is then skipped (dx: nothing upstream; dw: a frozen weight), here and in every backward
+// below that takes a weight gradient.
 void matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w);
 
 // Multiply-add FLOPs (2*M*N*K) of every GEMM the ops have run in this process since the last
@@ -32,7 +34,7 @@ void reset_gemm_flops();
 // Rows of x are grouped by expert: group g owns rows [offsets[g], offsets[g+1]), offsets has
 // G+1 non-decreasing entries from 0 to M. y_g (M_g,N) = x_g (M_g,K) @ w[g]^T, w (G,N,K).
 void grouped_matmul_forward(Tensor& y, const Tensor& x, const Tensor& w, std::span<const std::int64_t> offsets);
-// dx_g = dy_g @ w[g] (assign); dw[g] += dy_g^T @ x_g (accumulate).
+// dx_g = dy_g @ w[g] (assign); dw[g] += dy_g^T @ x_g (accumulate); either skipped when undefined.
 void grouped_matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w,
                              std::span<const std::int64_t> offsets);
 
@@ -47,7 +49,7 @@ void embedding_backward(Tensor& dtable, const Tensor& dout, const Tensor& tokens
 // ---- RMSNorm ----------------------------------------------------------------------------
 // y (N,C) = x / sqrt(mean(x^2) + eps) * w (C); rstd (N) saved for backward.
 void rmsnorm_forward(Tensor& y, Tensor& rstd, const Tensor& x, const Tensor& w, double eps);
-// dx (assign), dw += (accumulate).
+// dx (assign), dw += (accumulate); either skipped when undefined.
 void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w, const Tensor& rstd);
 
 // ---- RoPE (positions 0..T-1 per sequence; pair i turns by pos * theta^(-2i/D)) ------------
@@ -264,7 +266,8 @@ void fp8_linear_forward(Tensor& y, const Tensor& qx, const Tensor& sx, const Ten
 // dy^T x (accumulate): both per 1x128 tile along M, x dequantised from qx and quantised again
 // along M (the 1x128 -> 128x1 conversion of the DeepSeek-V3 report). segments: row offsets
 // from 0 to M where the tiles along M start afresh, each segment its own FP32 GEMM added in
-// order (an expert's rows from different source micro-batches); empty: one segment.
+// order (an expert's rows from different source micro-batches); empty: one segment. dx or dw
+// undefined: skipped.
 void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& qx, const Tensor& sx, const Tensor& w,
                          std::span<const std::int64_t> segments = {}, Fp8Path path = Fp8Path::reference);
 

@@ -34,9 +34,9 @@ void Attention::forward(Tensor& out, const Tensor& xin, const Sequences& seq) {
   q = Tensor::empty({N, H_ * D_}, DType::f32, dev);
   k = Tensor::empty({N, Hkv_ * D_}, DType::f32, dev);
   v = Tensor::empty({N, Hkv_ * D_}, DType::f32, dev);
-  gemm_.forward(q, x, q_proj_.w);
-  gemm_.forward(k, x, k_proj_.w);
-  gemm_.forward(v, x, v_proj_.w);
+  gemm_.forward(q, x, q_proj_);
+  gemm_.forward(k, x, k_proj_);
+  gemm_.forward(v, x, v_proj_);
   q = q.view({B, T, H_, D_});
   k = k.view({B, T, Hkv_, D_});
   v = v.view({B, T, Hkv_, D_});
@@ -53,7 +53,7 @@ void Attention::forward(Tensor& out, const Tensor& xin, const Sequences& seq) {
     ops::attention_forward(a, probs, q, k, v, pos);
   }
   att = gemm_.keep(a.view({N, H_ * D_}));
-  gemm_.forward(out, att, o_proj_.w);
+  gemm_.forward(out, att, o_proj_);
 }
 
 KvCache::Layer Attention::new_cache(std::int64_t capacity, Device dev) const {
@@ -65,16 +65,16 @@ void Attention::decode(Tensor& out, const Tensor& xin, KvCache::Layer& cache, st
   const Device dev = xin.device();
   const GemmInput x = gemm_.keep(xin);
   Tensor q = Tensor::empty({N, H_ * D_}, DType::f32, dev), k = cache.a.rows(past, N), v = cache.b.rows(past, N);
-  gemm_.forward(q, x, q_proj_.w);
-  gemm_.forward(k, x, k_proj_.w);  // (straight into the cache)
-  gemm_.forward(v, x, v_proj_.w);
+  gemm_.forward(q, x, q_proj_);
+  gemm_.forward(k, x, k_proj_);  // (straight into the cache)
+  gemm_.forward(v, x, v_proj_);
   Tensor q4 = q.view({1, N, H_, D_}), k4 = k.view({1, N, Hkv_, D_});
   ops::rope_forward(q4, q4, theta_, ops::RopePairs::half, scaling_, Tensor(), past);
   ops::rope_forward(k4, k4, theta_, ops::RopePairs::half, scaling_, Tensor(), past);
   Tensor a = Tensor::empty({1, N, H_, D_}, DType::f32, dev);
   ops::attention_cached_forward(a, q4, cache.a.rows(0, S).view({1, S, Hkv_, D_}),
                                 cache.b.rows(0, S).view({1, S, Hkv_, D_}));
-  gemm_.forward(out, gemm_.keep(a.view({N, H_ * D_})), o_proj_.w);
+  gemm_.forward(out, gemm_.keep(a.view({N, H_ * D_})), o_proj_);
 }
 
 void Attention::backward(Tensor& dx, const Tensor& dout) {
@@ -82,7 +82,7 @@ void Attention::backward(Tensor& dx, const Tensor& dout) {
   const std::int64_t N = x.rows();
   const Device dev = dout.device();
   Tensor datt = Tensor::empty({N, H_ * D_}, DType::f32, dev);
-  gemm_.backward(datt, o_proj_.g, dout, att, o_proj_.w);
+  gemm_.backward(datt, dout, att, o_proj_);
   Tensor dq = Tensor::empty(q.shape(), DType::f32, dev), dk = Tensor::empty(k.shape(), DType::f32, dev),
          dv = Tensor::empty(v.shape(), DType::f32, dev);
   if (lse.defined()) ops::attention_lse_backward(dq, dk, dv, datt.view(q.shape()), q, k, v, o, lse);
@@ -90,10 +90,10 @@ void Attention::backward(Tensor& dx, const Tensor& dout) {
   ops::rope_backward(dq, dq, theta_, ops::RopePairs::half, scaling_, pos);
   ops::rope_backward(dk, dk, theta_, ops::RopePairs::half, scaling_, pos);
   Tensor tmp = Tensor::empty({N, C_}, DType::f32, dev);
-  gemm_.backward(dx, q_proj_.g, dq.view({N, H_ * D_}), x, q_proj_.w);
-  gemm_.backward(tmp, k_proj_.g, dk.view({N, Hkv_ * D_}), x, k_proj_.w);
+  gemm_.backward(dx, dq.view({N, H_ * D_}), x, q_proj_);
+  gemm_.backward(tmp, dk.view({N, Hkv_ * D_}), x, k_proj_);
   ops::accumulate(dx, tmp);
-  gemm_.backward(tmp, v_proj_.g, dv.view({N, Hkv_ * D_}), x, v_proj_.w);
+  gemm_.backward(tmp, dv.view({N, Hkv_ * D_}), x, v_proj_);
   ops::accumulate(dx, tmp);
 }
 

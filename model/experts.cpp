@@ -21,11 +21,11 @@ void GroupedExperts::forward(Tensor& y, const GemmInput& x, std::span<const std:
   s.x = x;
   s.gate = Tensor::empty({M, H_}, DType::f32, dev), s.up = Tensor::empty({M, H_}, DType::f32, dev);
   Tensor h = Tensor::empty({M, H_}, DType::f32, dev);
-  gemm_.grouped_forward(s.gate, x, gate_.w, offsets);
-  gemm_.grouped_forward(s.up, x, up_.w, offsets);
+  gemm_.grouped_forward(s.gate, x, gate_, offsets);
+  gemm_.grouped_forward(s.up, x, up_, offsets);
   ops::swiglu_forward(h, s.gate, s.up);
   s.h = gemm_.keep(h);
-  gemm_.grouped_forward(y, s.h, down_.w, offsets);
+  gemm_.grouped_forward(y, s.h, down_, offsets);
 }
 
 void GroupedExperts::backward(Tensor& dx, const Tensor& dy, std::span<const std::int64_t> offsets,
@@ -34,10 +34,10 @@ void GroupedExperts::backward(Tensor& dx, const Tensor& dy, std::span<const std:
   const Device dev = dy.device();
   auto t = [&](std::int64_t width) { return Tensor::empty({M, width}, DType::f32, dev); };
   Tensor dh = t(H_), dgate = t(H_), dup = t(H_), dx_up = t(C_);
-  gemm_.grouped_backward(dh, down_.g, dy, s.h, down_.w, offsets, segments);
+  gemm_.grouped_backward(dh, dy, s.h, down_, offsets, segments);
   ops::swiglu_backward(dgate, dup, dh, s.gate, s.up);
-  gemm_.grouped_backward(dx, gate_.g, dgate, s.x, gate_.w, offsets, segments);
-  gemm_.grouped_backward(dx_up, up_.g, dup, s.x, up_.w, offsets, segments);
+  gemm_.grouped_backward(dx, dgate, s.x, gate_, offsets, segments);
+  gemm_.grouped_backward(dx_up, dup, s.x, up_, offsets, segments);
   ops::accumulate(dx, dx_up);
 }
 

@@ -24,11 +24,11 @@ void SwiGLU::forward(Tensor& out, const GemmInput& x) {
   s.gate = Tensor::empty({N, F_}, DType::f32, dev);
   s.up = Tensor::empty({N, F_}, DType::f32, dev);
   Tensor a = Tensor::empty({N, F_}, DType::f32, dev);
-  gemm_.forward(s.gate, x, gate_proj_.w);
-  gemm_.forward(s.up, x, up_proj_.w);
+  gemm_.forward(s.gate, x, gate_proj_);
+  gemm_.forward(s.up, x, up_proj_);
   ops::swiglu_forward(a, s.gate, s.up);
   s.h = gemm_.keep(a);
-  gemm_.forward(out, s.h, down_proj_.w);
+  gemm_.forward(out, s.h, down_proj_);
 }
 
 void SwiGLU::backward(Tensor& dx, const Tensor& dout) {
@@ -37,10 +37,10 @@ void SwiGLU::backward(Tensor& dx, const Tensor& dout) {
   const Device dev = dout.device();
   Tensor dh = Tensor::empty({N, F_}, DType::f32, dev), dgate = Tensor::empty({N, F_}, DType::f32, dev),
          dup = Tensor::empty({N, F_}, DType::f32, dev), tmp = Tensor::empty({N, C_}, DType::f32, dev);
-  gemm_.backward(dh, down_proj_.g, dout, s.h, down_proj_.w);
+  gemm_.backward(dh, dout, s.h, down_proj_);
   ops::swiglu_backward(dgate, dup, dh, s.gate, s.up);
-  gemm_.backward(dx, gate_proj_.g, dgate, s.x, gate_proj_.w);
-  gemm_.backward(tmp, up_proj_.g, dup, s.x, up_proj_.w);
+  gemm_.backward(dx, dgate, s.x, gate_proj_);
+  gemm_.backward(tmp, dup, s.x, up_proj_);
   ops::accumulate(dx, tmp);
 }
 

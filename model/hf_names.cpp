@@ -23,8 +23,8 @@ std::vector<NamedTensor> hf_tensors(Transformer& model) {
     // "…mlp.experts.gate_proj.weight" (El,H,C) -> "…mlp.experts.{expert_begin + j}.gate_proj.weight" (H,C)
     const Shape slice = {p->w.size(1), p->w.size(2)};
     for (std::int64_t j = 0; j < p->w.size(0); ++j)
-      out.push_back(
-          {hf_expert_name(p->name, p->expert_begin + j), p->w.rows(j, 1).view(slice), p->g.rows(j, 1).view(slice)});
+      out.push_back({hf_expert_name(p->name, p->expert_begin + j), p->w.rows(j, 1).view(slice),
+                     p->g.defined() ? p->g.rows(j, 1).view(slice) : Tensor()});
   }
   for (MoE* m : model.moe_layers()) out.push_back({m->bias_name(), m->bias(), Tensor()});
   return out;

@@ -12,7 +12,7 @@ namespace moe {
 struct NamedTensor {
   std::string name;
   Tensor value;
-  Tensor grad;  // undefined for buffers (router biases)
+  Tensor grad;  // undefined for buffers (router biases) and frozen weights
 };
 
 std::vector<NamedTensor> hf_tensors(Transformer& model);

@@ -3,6 +3,7 @@
 #include <vector>
 
 #include "kernels/ops.h"
+#include "model/lora.h"
 
 namespace moe {
 namespace {
@@ -82,7 +83,8 @@ void Gemm::backward(Tensor& dx, Tensor& dw, const Tensor& dy, const GemmInput& x
       if (on_gpu(w)) {
         const Tensor dyb = bf16_bits(dy);
         if (dx.defined()) ops::bf16_gemm(dx, dyb, bf16_bits(w), false, false);  // dx = dy w
-        return ops::bf16_gemm(dw, dyb, x.x, true, false, true);                 // dw += dy^T x
+        if (dw.defined()) ops::bf16_gemm(dw, dyb, x.x, true, false, true);      // dw += dy^T x
+        return;
       }
       return ops::matmul_backward(dx, dw, rounded(dy), operand(x), rounded(w));
     case Precision::fp8: return ops::fp8_linear_backward(dx, dw, dy, x.x, x.scale, w, {}, fp8_path(w));
@@ -114,13 +116,36 @@ void Gemm::grouped_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Gemm
     std::vector<std::int64_t> local;  // this group's segment starts, from its first row
     for (std::int64_t s : segments)
       if (s >= r0 && s <= r0 + n && (local.empty() || s - r0 > local.back())) local.push_back(s - r0);
-    Tensor dxg = dx.defined() ? dx.rows(r0, n) : Tensor(), dwg = expert(dw, std::int64_t(g));
+    Tensor dxg = dx.defined() ? dx.rows(r0, n) : Tensor(), dwg = dw.defined() ? expert(dw, std::int64_t(g)) : Tensor();
     const GemmInput xg = x.slice(r0, n);
     if (p_ == Precision::bf16) backward(dxg, dwg, dy.rows(r0, n), xg, expert(w, std::int64_t(g)));  // (the GPU's)
     else
       ops::fp8_linear_backward(dxg, dwg, dy.rows(r0, n), xg.x, xg.scale, expert(w, std::int64_t(g)), local,
                                fp8_path(w));
   }
+}
+
+void Gemm::forward(Tensor& y, const GemmInput& x, const Param& p) const {
+  forward(y, x, p.w);
+  const std::int64_t whole[] = {0, x.rows()};
+  if (p.lora) lora_forward(*this, y, x, *p.lora, whole);
+}
+
+void Gemm::backward(Tensor& dx, const Tensor& dy, const GemmInput& x, Param& p) const {
+  backward(dx, p.g, dy, x, p.w);
+  const std::int64_t whole[] = {0, x.rows()};
+  if (p.lora) lora_backward(*this, dx, dy, x, *p.lora, whole, {});
+}
+
+void Gemm::grouped_forward(Tensor& y, const GemmInput& x, const Param& p, std::span<const std::int64_t> offsets) const {
+  grouped_forward(y, x, p.w, offsets);
+  if (p.lora) lora_forward(*this, y, x, *p.lora, offsets);
+}
+
+void Gemm::grouped_backward(Tensor& dx, const Tensor& dy, const GemmInput& x, Param& p,
+                            std::span<const std::int64_t> offsets, std::span<const std::int64_t> segments) const {
+  grouped_backward(dx, p.g, dy, x, p.w, offsets, segments);
+  if (p.lora) lora_backward(*this, dx, dy, x, *p.lora, offsets, segments);
 }
 
 }  // namespace moe

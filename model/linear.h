@@ -13,6 +13,7 @@
 
 #include "kernels/tensor.h"
 #include "config/model_config.h"
+#include "model/param.h"
 
 namespace moe {
 
@@ -67,6 +68,14 @@ class Gemm {
   void grouped_forward(Tensor& y, const GemmInput& x, const Tensor& w, std::span<const std::int64_t> offsets) const;
   void grouped_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const GemmInput& x, const Tensor& w,
                         std::span<const std::int64_t> offsets, std::span<const std::int64_t> segments = {}) const;
+  // A model projection p (w = p.w): the same, plus p's LoRA update when it has one
+  // (model/lora.h); p.g undefined (frozen) skips the weight gradient.
+  void forward(Tensor& y, const GemmInput& x, const Param& p) const;
+  void backward(Tensor& dx, const Tensor& dy, const GemmInput& x, Param& p) const;
+  void grouped_forward(Tensor& y, const GemmInput& x, const Param& p, std::span<const std::int64_t> offsets) const;
+  void grouped_backward(Tensor& dx, const Tensor& dy, const GemmInput& x, Param& p,
+                        std::span<const std::int64_t> offsets, std::span<const std::int64_t> segments = {}) const;
+
   // Whether rows that travel between ranks outside a GEMM's input (the MoE's output
   // gradients) go as BF16 rather than FP32.
   bool bf16_wire() const { return p_ != Precision::fp32; }

@@ -100,13 +100,13 @@ Tensor MlaAttention::queries(Saved& s) const {
   Tensor q = f32({N, H_ * dqk_}, dev);
   if (q_rank_ > 0) {
     s.qa = f32({N, q_rank_}, dev), s.qa_rstd = f32({N}, dev);
-    gemm_.forward(s.qa, s.x, q_a_.w);
+    gemm_.forward(s.qa, s.x, q_a_);
     Tensor qn = f32({N, q_rank_}, dev);
     ops::rmsnorm_forward(qn, s.qa_rstd, s.qa, q_norm_.w, eps_);
     s.qn = gemm_.keep(qn);
-    gemm_.forward(q, s.qn, q_b_.w);
+    gemm_.forward(q, s.qn, q_b_);
   } else {
-    gemm_.forward(q, s.x, q_b_.w);
+    gemm_.forward(q, s.x, q_b_);
   }
   return q;
 }
@@ -123,7 +123,7 @@ void MlaAttention::forward(Tensor& out, const Tensor& xin, const Sequences& seq)
   const Tensor q = queries(s);
   // Keys and values from the latent c; the rotary key part beside it.
   Tensor ckv = f32({N, kv_rank_ + rope_}, dev), k_rope = f32({N, rope_}, dev), k_rot = f32({N, rope_}, dev);
-  gemm_.forward(ckv, s.x, kv_a_.w);
+  gemm_.forward(ckv, s.x, kv_a_);
   s.c = f32({N, kv_rank_}, dev), s.c_rstd = f32({N}, dev);
   ops::copy_columns(s.c, 0, ckv, 0, kv_rank_);
   ops::copy_columns(k_rope, 0, ckv, kv_rank_, rope_);
@@ -131,7 +131,7 @@ void MlaAttention::forward(Tensor& out, const Tensor& xin, const Sequences& seq)
   Tensor cn = f32({N, kv_rank_}, dev), kv = f32({N, H_ * (nope_ + dv_)}, dev);
   ops::rmsnorm_forward(cn, s.c_rstd, s.c, kv_norm_.w, eps_);
   s.cn = gemm_.keep(cn);
-  gemm_.forward(kv, s.cn, kv_b_.w);
+  gemm_.forward(kv, s.cn, kv_b_);
   s.q = core_queries(q, seq);
   std::tie(s.k, s.v) = core_keys_values(kv, k_rot, seq);
   // The core, as the GQA layer runs it (the fused form on a GPU under bf16 / fp8).
@@ -148,7 +148,7 @@ void MlaAttention::forward(Tensor& out, const Tensor& xin, const Sequences& seq)
   Tensor att = f32({N * H_, dv_}, dev);
   ops::copy_columns(att, 0, a.view({N * H_, D_}), 0, dv_);
   s.att = gemm_.keep(att.view({N, H_ * dv_}));
-  gemm_.forward(out, s.att, o_proj_.w);
+  gemm_.forward(out, s.att, o_proj_);
 }
 
 KvCache::Layer MlaAttention::new_cache(std::int64_t capacity, Device dev) const {
@@ -165,7 +165,7 @@ void MlaAttention::decode(Tensor& out, const Tensor& xin, KvCache::Layer& cache,
   const Tensor q = queries(s);
   Tensor ckv = f32({N, kv_rank_ + rope_}, dev), c = f32({N, kv_rank_}, dev), k_rope = f32({N, rope_}, dev),
          rstd = f32({N}, dev);
-  gemm_.forward(ckv, s.x, kv_a_.w);
+  gemm_.forward(ckv, s.x, kv_a_);
   ops::copy_columns(c, 0, ckv, 0, kv_rank_);
   ops::copy_columns(k_rope, 0, ckv, kv_rank_, rope_);
   Tensor cn = cache.a.rows(past, N), k_rot = cache.b.rows(past, N);
@@ -173,12 +173,12 @@ void MlaAttention::decode(Tensor& out, const Tensor& xin, KvCache::Layer& cache,
   const Sequences fresh{1, N, Tensor(), past}, all{1, S, Tensor(), 0};
   rotate(k_rot, k_rope, fresh, 1, +1);
   Tensor kv = f32({S, H_ * (nope_ + dv_)}, dev);
-  gemm_.forward(kv, gemm_.keep(cache.a.rows(0, S)), kv_b_.w);
+  gemm_.forward(kv, gemm_.keep(cache.a.rows(0, S)), kv_b_);
   const auto [k, v] = core_keys_values(kv, cache.b.rows(0, S), all);
   Tensor a = f32({1, N, H_, D_}, dev), att = f32({N * H_, dv_}, dev);
   ops::attention_cached_forward(a, core_queries(q, fresh), k, v);
   ops::copy_columns(att, 0, a.view({N * H_, D_}), 0, dv_);
-  gemm_.forward(out, gemm_.keep(att.view({N, H_ * dv_})), o_proj_.w);
+  gemm_.forward(out, gemm_.keep(att.view({N, H_ * dv_})), o_proj_);
 }
 
 void MlaAttention::backward(Tensor& dx, const Tensor& dout) {
@@ -188,7 +188,7 @@ void MlaAttention::backward(Tensor& dx, const Tensor& dout) {
   const Device dev = dout.device();
   // o_proj, then the core (its padded columns get no gradient).
   Tensor datt = f32({N, H_ * dv_}, dev), da = Tensor::zeros({R, D_}, DType::f32, dev);
-  gemm_.backward(datt, o_proj_.g, dout, s.att, o_proj_.w);
+  gemm_.backward(datt, dout, s.att, o_proj_);
   ops::copy_columns(da, 0, datt.view({R, dv_}), 0, dv_);
   Tensor dq = f32(s.q.shape(), dev), dk = f32(s.k.shape(), dev), dv = f32(s.v.shape(), dev);
   if (s.lse.defined()) ops::attention_lse_backward(dq, dk, dv, da.view(s.q.shape()), s.q, s.k, s.v, s.o, s.lse);
@@ -203,12 +203,12 @@ void MlaAttention::backward(Tensor& dx, const Tensor& dout) {
   ops::combine_rows(dk_rot, dk_rot_h, head_slots(N, dev), Tensor(), false);
   Tensor dk_rope = f32({N, rope_}, dev), dcn = f32({N, kv_rank_}, dev), dc = f32({N, kv_rank_}, dev);
   rotate(dk_rope, dk_rot, seq, 1, -1);
-  gemm_.backward(dcn, kv_b_.g, dkv.view({N, H_ * (nope_ + dv_)}), s.cn, kv_b_.w);
+  gemm_.backward(dcn, dkv.view({N, H_ * (nope_ + dv_)}), s.cn, kv_b_);
   ops::rmsnorm_backward(dc, kv_norm_.g, dcn, s.c, kv_norm_.w, s.c_rstd);
   Tensor dckv = f32({N, kv_rank_ + rope_}, dev);
   ops::copy_columns(dckv, 0, dc, 0, kv_rank_);
   ops::copy_columns(dckv, kv_rank_, dk_rope, 0, rope_);
-  gemm_.backward(dx, kv_a_.g, dckv, s.x, kv_a_.w);
+  gemm_.backward(dx, dckv, s.x, kv_a_);
   // Queries: [dq_nope | the rotary part rotated back], scaled as forward scaled them.
   Tensor dq_full = f32({R, dqk_}, dev), dq_rot = f32({R, rope_}, dev), dq_rope = f32({R, rope_}, dev);
   ops::copy_columns(dq_full, 0, dqh, 0, nope_);
@@ -220,11 +220,11 @@ void MlaAttention::backward(Tensor& dx, const Tensor& dout) {
   const Tensor dqp = dq_full.view({N, H_ * dqk_});
   if (q_rank_ > 0) {
     Tensor dqn = f32({N, q_rank_}, dev), dqa = f32({N, q_rank_}, dev);
-    gemm_.backward(dqn, q_b_.g, dqp, s.qn, q_b_.w);
+    gemm_.backward(dqn, dqp, s.qn, q_b_);
     ops::rmsnorm_backward(dqa, q_norm_.g, dqn, s.qa, q_norm_.w, s.qa_rstd);
-    gemm_.backward(tmp, q_a_.g, dqa, s.x, q_a_.w);
+    gemm_.backward(tmp, dqa, s.x, q_a_);
   } else {
-    gemm_.backward(tmp, q_b_.g, dqp, s.x, q_b_.w);
+    gemm_.backward(tmp, dqp, s.x, q_b_);
   }
   ops::accumulate(dx, tmp);
 }

@@ -49,7 +49,7 @@ void MtpLayer::forward(Tensor& out, const Tensor& h, const Tensor& emb, const Se
   ops::copy_columns(cat, 0, e, 0, C);
   ops::copy_columns(cat, C, hn, 0, C);
   s.cat = gemm_.keep(cat);
-  gemm_.forward(x, s.cat, eh_proj_.w);  // (N,C)
+  gemm_.forward(x, s.cat, eh_proj_);  // (N,C)
   block_.forward(s.y, x, seq, aux_total);
   if (recompute_) block_.release();
   ops::rmsnorm_forward(out, s.ry, s.y, head_norm_.w, eps_);
@@ -68,7 +68,7 @@ void MtpLayer::backward(Tensor& dh, Tensor& demb, const Tensor& dout, double aux
   }
   block_.backward(dx, dy, aux_scale);
   if (recompute_) block_.release();
-  gemm_.backward(dcat, eh_proj_.g, dx, s.cat, eh_proj_.w);
+  gemm_.backward(dcat, dx, s.cat, eh_proj_);
   ops::copy_columns(de, 0, dcat, 0, C);
   ops::copy_columns(dhn, 0, dcat, C, C);
   ops::rmsnorm_backward(demb, enorm_.g, de, s.emb, enorm_.w, s.re);

@@ -1,11 +1,14 @@
 // A trainable parameter: its value, its gradient and its checkpoint name.
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "kernels/tensor.h"
 
 namespace moe {
+
+struct LoraAdapter;  // model/lora.h
 
 struct Param {
   std::string name;  // Hugging Face name, e.g. "model.layers.0.self_attn.q_proj.weight"
@@ -26,6 +29,12 @@ struct Param {
   // its gradient is summed with the other's before the update, so both stay equal; the
   // gradient norm and checkpoints count the other.
   bool tied_copy = false;
+  // How Transformer::init fills it: standard (N(0, init_std); norms, which do not decay, 1),
+  // zeros, or kaiming_uniform (U(-1/sqrt(fan_in), 1/sqrt(fan_in)), torch's nn.Linear and
+  // PEFT's LoRA A).
+  enum class Init { standard, zeros, kaiming_uniform } init = Init::standard;
+  // A LoRA adapter on this projection (model/lora.h); null: none.
+  std::shared_ptr<LoraAdapter> lora;
   bool is_expert() const { return experts_total > 0; }
   bool is_split() const { return split_dim >= 0; }
   // What this rank holds (w's shape; under ShapesOnly, w is undefined and this is all there is).

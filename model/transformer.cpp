@@ -1,5 +1,7 @@
 #include "model/transformer.h"
 
+#include <algorithm>
+#include <cmath>
 #include <utility>
 
 #include <fmt/format.h>
@@ -7,6 +9,7 @@
 #include <random>
 
 #include "kernels/ops.h"
+#include "model/lora.h"
 
 namespace moe {
 namespace {
@@ -48,6 +51,11 @@ Transformer::Transformer(const ModelConfig& c, const ModelShard& shard, Precisio
     }
   }
   layer_of_.push_back(L);
+  if (c.lora.rank > 0)
+    for (Param* p : params())
+      if (std::any_of(c.lora.targets.begin(), c.lora.targets.end(),
+                      [&](const std::string& t) { return lora_target_matches(t, p->name); }))
+        p->lora = make_lora(*p, c.lora, tp_);
 }
 
 void Transformer::set_recompute(bool on) {
@@ -58,7 +66,7 @@ void Transformer::set_recompute(bool on) {
 void Transformer::to(Device d) {
   for (Param* p : params()) {
     if (p->w.device() != d) p->w = p->w.to(d);
-    if (p->g.device() != d) p->g = p->g.to(d);
+    if (p->g.defined() && p->g.device() != d) p->g = p->g.to(d);
   }
   for (MoE* m : moe_layers())
     if (m->bias().device() != d) m->bias() = m->bias().to(d);
@@ -85,13 +93,24 @@ std::vector<std::int64_t> Transformer::moe_ordinals() const {
 
 ParamList Transformer::params() {
   ParamList ps;
-  if (embed_) ps.push_back(embed_.get());
+  const auto add = [&](Param* p) {
+    ps.push_back(p);
+    if (p->lora) ps.push_back(&p->lora->a), ps.push_back(&p->lora->b);
+  };
+  if (embed_) add(embed_.get());
   for (auto& b : blocks_)
-    for (Param* p : b->params()) ps.push_back(p);
-  if (head_) ps.push_back(norm_.get()), ps.push_back(head_.get());
+    for (Param* p : b->params()) add(p);
+  if (head_) add(norm_.get()), add(head_.get());
   for (auto& m : mtp_)
-    for (Param* p : m->params()) ps.push_back(p);
+    for (Param* p : m->params()) add(p);
   return ps;
+}
+
+ParamList Transformer::adapters() {
+  ParamList out;
+  for (Param* p : params())
+    if (p->lora) out.push_back(&p->lora->a), out.push_back(&p->lora->b);
+  return out;
 }
 
 std::vector<MoE*> Transformer::moe_layers() {
@@ -121,7 +140,9 @@ void Transformer::init(std::uint64_t seed) {
     float* w;
     std::int64_t n;
     std::uint64_t name_hash, expert;
-    bool ones;  // no decay = norm weights
+    Param::Init init;
+    bool ones;            // standard init without decay = norm weights
+    std::int64_t fan_in;  // kaiming_uniform's
   };
   const ParamList ps = params();
   std::vector<Tensor> values(ps.size());
@@ -132,7 +153,7 @@ void Transformer::init(std::uint64_t seed) {
     const std::int64_t n = p->is_expert() ? p->w.size(0) : 1, per = values[i].numel() / n;
     for (std::int64_t j = 0; j < n; ++j)
       slices.push_back({values[i].data<float>() + j * per, per, fnv1a(p->name),
-                        static_cast<std::uint64_t>(p->expert_begin + j), !p->decay});
+                        static_cast<std::uint64_t>(p->expert_begin + j), p->init, !p->decay, p->full_shape().back()});
   }
   const auto count = static_cast<std::int64_t>(slices.size());
 #pragma omp parallel for schedule(dynamic, 1)
@@ -145,7 +166,13 @@ void Transformer::init(std::uint64_t seed) {
     // A fresh distribution per slice: libstdc++'s caches the second value of each pair,
     // which would carry one slice's draw into the next and tie values to the layout.
     std::normal_distribution<float> normal(0.f, static_cast<float>(cfg_.init_std));
-    for (std::int64_t i = 0; i < s.n; ++i) s.w[i] = s.ones ? 1.f : normal(rng);
+    const auto bound = static_cast<float>(1.0 / std::sqrt(double(s.fan_in)));
+    std::uniform_real_distribution<float> uniform(-bound, bound);
+    for (std::int64_t i = 0; i < s.n; ++i)
+      s.w[i] = s.init == Param::Init::zeros             ? 0.f
+               : s.init == Param::Init::kaiming_uniform ? uniform(rng)
+               : s.ones                                 ? 1.f
+                                                        : normal(rng);
   }
   for (std::size_t i = 0; i < ps.size(); ++i)
     if (Param* p = ps[i]; p->is_split())
@@ -365,7 +392,7 @@ void Transformer::mtp_backward(Tensor& dxf, double scale, double aux_scale) {
     head_backward(dout, s.head, s.out, scale);
     if (dnext.defined()) ops::accumulate(dout, dnext);
     mtp_[k]->backward(dh, demb, dout, aux_scale);
-    ops::embedding_backward(embed_->g, demb, s.tokens, true);
+    if (embed_->g.defined()) ops::embedding_backward(embed_->g, demb, s.tokens, true);  // (undefined: frozen)
     dnext = std::move(dh);
   }
   ops::accumulate(dxf, dnext);
@@ -395,7 +422,7 @@ void Transformer::backward_stage(Tensor& din, const Tensor& dout, double ce_scal
     if (recompute_) blocks_[i]->release();
     std::swap(dx, dprev);
   }
-  if (has_embedding(chunk)) ops::embedding_backward(embed_->g, dx, saved_.tokens, tp_.on());
+  if (has_embedding(chunk) && embed_->g.defined()) ops::embedding_backward(embed_->g, dx, saved_.tokens, tp_.on());
   else din = dx;
 }
 

@@ -98,7 +98,9 @@ class Transformer {
   std::vector<std::int64_t> moe_ordinals() const;
   bool in_chunk(const MoE* layer, int chunk) const;
 
+  // Every parameter held here, each LoRA adapter's two factors after their projection.
   ParamList params();
+  ParamList adapters();  // the LoRA factors alone (empty without lora.rank)
   std::vector<MoE*> moe_layers();
   const ModelConfig& config() const { return cfg_; }
   // Full activation recomputation: forward keeps each block's input only; backward runs the

@@ -7,7 +7,9 @@
 //   zero 1: gradients reduce-scattered (rank r receives the sum of shard r); AdamW runs on
 //           the shard with moments for the shard alone (optimizer memory 1/p); the updated
 //           shards are all-gathered so every rank holds every weight again.
-// The trainer keeps two groups: non-expert parameters over dp, routed experts over edp.
+// The trainer keeps two groups: non-expert parameters over dp, routed experts over edp; and
+// two frozen ones (train.freeze, a LoRA's base weights) that hold weights alone: no gradient
+// (Param::g undefined, so backward skips their weight-gradient GEMMs), no AdamW moments.
 #pragma once
 #include <algorithm>
 #include <cstddef>
@@ -23,8 +25,13 @@ namespace moe {
 
 class ParamGroup {
  public:
-  ParamGroup(const ParamList& params, Communicator& comm, int zero, std::size_t bucket_bytes);
-  void zero_grad() { grads_.zero(); }
+  enum class Role { trained, frozen };
+  ParamGroup(const ParamList& params, Communicator& comm, int zero, std::size_t bucket_bytes,
+             Role role = Role::trained);
+  bool trained() const { return role_ == Role::trained; }
+  void zero_grad() {
+    if (trained()) grads_.zero();
+  }
   // Sum the gradients over the group (zero 0: all of them; zero 1: this rank's shard).
   void reduce_grads();
   // Squared norm of the summed gradient of the whole group, the same on every rank of it
@@ -36,20 +43,15 @@ class ParamGroup {
   // One AdamW step with spec's lr/betas/eps/step; weight_decay applies where Param::decay.
   void step(const ops::AdamWSpec& spec, double weight_decay);
 
-  // Parameters whose names match `frozen` keep their values: their gradients are zeroed after
-  // the reduction (so they leave the norm) and AdamW skips them (no decay, no momentum).
-  void freeze(const std::function<bool(const std::string& name)>& frozen);
-
   std::int64_t numel() const { return numel_; }                              // parameters, without padding
   std::size_t optimizer_bytes() const { return m_.nbytes() + v_.nbytes(); }  // moments held here
   std::int64_t buckets() const;
-  Tensor& flat_grads() { return grads_; }  // every gradient, contiguous (padding zero)
+  Tensor& flat_grads() { return grads_; }  // every gradient, contiguous (padding zero); frozen: undefined
 
   // Where each parameter lives in the flat buffers (checkpoints describe their slices by it).
   struct Span {
     Param* param;
     std::int64_t begin, size;
-    bool frozen = false;
   };
   const std::vector<Span>& spans() const { return spans_; }
   Tensor& weights() { return weights_; }
@@ -64,9 +66,9 @@ class ParamGroup {
   std::int64_t write_end() const { return std::min(numel_, (comm_.rank() + 1) * shard_); }
 
  private:
-  void zero_frozen(Tensor& g, std::int64_t g_begin);
   Communicator& comm_;
   int zero_;
+  Role role_;
   std::int64_t numel_ = 0, shard_ = 0, bucket_;  // shard_: elements per rank (zero 1)
   std::vector<Span> spans_;
   Tensor weights_, grads_, shard_grads_, m_, v_;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "model/lora.h"
+
 namespace moe {
 
 bool is_moe_layer(const ModelConfig& m, std::int64_t layer) { return m.routed_experts > 0 && layer >= m.dense_layers; }
@@ -78,14 +80,39 @@ double attention_core_flops_per_token(const ModelConfig& m) {
   return 6.0 * double(m.n_heads * m.seq_len * (qk_head_dim(m) + v_head_dim(m)));
 }
 
+int base_gemm_passes(const ModelConfig& m) { return m.lora.rank > 0 ? 4 : 6; }
+
+namespace {
+// Tokens through one adapted projection per token: top_k of a layer's routed experts.
+double passes_through(const ModelConfig& m, const LoraSite& s) { return s.experts > 0 ? double(m.top_k) : 1.0; }
+}  // namespace
+
+std::int64_t lora_parameters(const ModelConfig& m) {
+  std::int64_t n = 0;
+  for (const LoraSite& s : lora_sites(m)) n += m.lora.rank * (s.N + s.K) * std::max<std::int64_t>(1, s.experts);
+  return n;
+}
+
+double lora_flops_per_token(const ModelConfig& m) {
+  double f = 0;
+  for (const LoraSite& s : lora_sites(m))
+    f += (8.0 * double(s.K) + 6.0 * double(s.N)) * double(m.lora.rank) * passes_through(m, s);
+  return f;
+}
+
 double training_flops_per_token(const ModelConfig& m) {
-  return 6.0 * double(gemm_parameters_per_token(m)) + double(blocks(m)) * attention_core_flops_per_token(m);
+  return base_gemm_passes(m) * double(gemm_parameters_per_token(m)) +
+         double(blocks(m)) * attention_core_flops_per_token(m) + lora_flops_per_token(m);
 }
 
 double recompute_flops_per_token(const ModelConfig& m) {
   const double heads =
       double((1 + m.mtp_depth) * m.vocab_size * m.d_model + m.mtp_depth * mtp_projection_parameters(m));
-  return (training_flops_per_token(m) - 6.0 * heads) / 3;
+  double adapters = 0;  // the blocks' adapters' forward
+  for (const LoraSite& s : lora_sites(m))
+    if (s.in_block) adapters += 2.0 * double(s.K + s.N) * double(m.lora.rank) * passes_through(m, s);
+  return 2.0 * (double(gemm_parameters_per_token(m)) - heads) +
+         double(blocks(m)) * attention_core_flops_per_token(m) / 3 + adapters;
 }
 
 }  // namespace moe

@@ -35,15 +35,24 @@ std::int64_t active_parameters(const ModelConfig& m);
 std::int64_t total_parameters(const ModelConfig& m);
 std::int64_t expert_parameters(const ModelConfig& m);
 
+// LoRA (model/lora.h; lora.rank > 0): every base tensor frozen, so a base GEMM runs forward
+// and input gradient only, 4 FLOPs per parameter per token instead of 6 (base_gemm_passes).
+// An adapter (A (r,K), B (N,r)) a token passes through costs 8 r K (x A^T in forward and again
+// in backward, dA, the input's gradient) + 6 r N (B's forward, dB, d(x A^T)) per token.
+int base_gemm_passes(const ModelConfig& m);
+std::int64_t lora_parameters(const ModelConfig& m);
+double lora_flops_per_token(const ModelConfig& m);
+
 // Attention-core FLOPs per token per block for forward + backward: 6 x heads x seq_len x
 // (qk head dim + v head dim), the full T x T score matrix (no causal discount, PaLM's
 // convention, and what the CPU kernels compute).
 double attention_core_flops_per_token(const ModelConfig& m);
-// Training FLOPs per token: 6 x gemm_parameters_per_token + layers x attention core. Exactly
+// Training FLOPs per token: base_gemm_passes x gemm_parameters_per_token + layers x attention
+// core (+ the LoRA adapters'). Exactly
 // the multiply-adds the ops' GEMMs run in a dropless step (tests/plan compares them).
 double training_flops_per_token(const ModelConfig& m);
-// What full recomputation adds: every block's forward once more (a third of its training
-// FLOPs; the LM head and eh_proj are not recomputed).
+// What full recomputation adds: every block's forward once more, adapters included (the LM
+// head and eh_proj are not recomputed).
 double recompute_flops_per_token(const ModelConfig& m);
 
 }  // namespace moe

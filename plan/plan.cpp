@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "comm/pipeline.h"
+#include "model/lora.h"
 #include "plan/counts.h"
 #include "plan/stages.h"
 
@@ -39,9 +40,44 @@ struct Elems {
 // The model seen from one device: a stage's layers with tp and ep applied.
 struct Shard {
   const ModelConfig& m;
-  double tp, ep, r;  // r: expected distinct ep ranks per token
-  bool fused;        // fused attention (CUDA): the softmax is recomputed, not saved
-  bool recompute;    // train.recompute
+  double tp, ep, r;            // r: expected distinct ep ranks per token
+  bool fused;                  // fused attention (CUDA): the softmax is recomputed, not saved
+  bool recompute;              // train.recompute
+  std::vector<LoraSite> lora;  // the adapters (lora.rank > 0: the base frozen)
+
+  // LoRA adapters' parameters of one block on this device: routed experts' or the rest. They
+  // follow their projection under tp (model/lora.h).
+  double lora_weights(std::int64_t layer, bool experts) const {
+    double w = 0;
+    const double r = double(m.lora.rank);
+    for (const LoraSite& s : lora) {
+      if (s.layer != layer || (s.experts > 0) != experts) continue;
+      const double a = r * double(s.K), b = r * double(s.N);
+      w += experts                               ? double(s.experts) / ep * (a + b)
+           : s.split == LoraSite::Split::columns ? a + b / tp
+           : s.split == LoraSite::Split::rows    ? a / tp + b
+                                                 : a + b;
+    }
+    return w;
+  }
+  // Their training FLOPs per token on this device (counts.h's 8 r K + 6 r N, and the forward
+  // again under recomputation): a factor kept whole runs on every tp rank; routed experts see
+  // 1/tp of the tokens.
+  double lora_flops(std::int64_t layer) const {
+    double f = 0;
+    for (const LoraSite& s : lora)
+      if (s.layer == layer) f += lora_site_flops(s).first + lora_site_flops(s).second;
+    return f;
+  }
+  // One site's (A, B) FLOPs per token on this device.
+  std::pair<double, double> lora_site_flops(const LoraSite& s) const {
+    const double again = recompute && s.in_block ? 2 : 0, r = double(m.lora.rank);
+    double a = (8 + again) * r * double(s.K), b = (6 + again) * r * double(s.N);
+    if (s.experts > 0) return {a * double(m.top_k) / tp, b * double(m.top_k) / tp};
+    if (s.split == LoraSite::Split::columns) b /= tp;
+    if (s.split == LoraSite::Split::rows) a /= tp;
+    return {a, b};
+  }
 
   // Saved for backward by one block, per token (what model/ keeps between forward and backward).
   Elems saved(std::int64_t layer) const {
@@ -103,11 +139,19 @@ struct Shard {
   double block_weights(std::int64_t layer) const {
     const double latent = double(mla_latent_parameters(m));  // whole on every tp rank
     double w = (double(attention_matrix_parameters(m)) - latent) / tp + latent + double(block_norm_parameters(m));
+    w += lora_weights(layer, false);
     if (!is_moe_layer(m, layer)) return w + double(dense_ffn_parameters(m)) / tp;
     return w + double(shared_expert_parameters(m)) / tp + double(router_parameters(m));
   }
   double block_experts(std::int64_t layer) const {
-    return is_moe_layer(m, layer) ? double(m.routed_experts) / ep * double(routed_expert_parameters(m)) : 0;
+    const double base =
+        is_moe_layer(m, layer) ? double(m.routed_experts) / ep * double(routed_expert_parameters(m)) : 0;
+    return base + lora_weights(layer, true);
+  }
+  // Of them, the trained (with gradients and moments): the adapters under LoRA, else all.
+  double block_trained(std::int64_t layer, bool experts) const {
+    if (m.lora.rank > 0) return lora_weights(layer, experts);
+    return experts ? block_experts(layer) : block_weights(layer);
   }
   // Training FLOPs per token of one block on this device.
   double block_flops(std::int64_t layer) const {
@@ -115,11 +159,12 @@ struct Shard {
         is_moe_layer(m, layer)
             ? double(router_parameters(m) + shared_expert_parameters(m) + m.top_k * routed_expert_parameters(m))
             : double(dense_ffn_parameters(m));
-    const double train = 6 * (double(attention_matrix_parameters(m)) + ffn) + attention_core_flops_per_token(m);
-    // Recomputation runs the forward (a third) again; MLA's latent projections run whole on
-    // every tp rank.
-    const double latent = 6 * double(mla_latent_parameters(m)) * (tp - 1);
-    return (recompute ? (train + latent) * 4 / 3 : train + latent) / tp;
+    // Recomputation runs the forward (2 FLOPs per parameter, a third of the core) again; MLA's
+    // latent projections run whole on every tp rank.
+    const double passes = base_gemm_passes(m) + (recompute ? 2 : 0);
+    const double core = attention_core_flops_per_token(m) * (recompute ? 4.0 / 3 : 1.0);
+    const double latent = double(mla_latent_parameters(m)) * (tp - 1);
+    return (passes * (double(attention_matrix_parameters(m)) + ffn + latent) + core) / tp + lora_flops(layer);
   }
 };
 
@@ -147,9 +192,10 @@ struct Setting {
 struct StageSums {
   bool first = false, last = false;  // holds the embedding / the loss
   double layers = 0, moe_blocks = 0;
-  double dense = 0, experts = 0;  // parameters on this device: replicated over dp / over edp
-  double held = 0;                // of them, updated by this rank's optimizer (ZeRO-1: a shard)
-  Elems saved;                    // per token, all blocks
+  double dense = 0, experts = 0;                  // parameters on this device: replicated over dp / over edp
+  double trained_dense = 0, trained_experts = 0;  // of them, trained (LoRA: the adapters alone)
+  double held = 0;                                // trained ones updated by this rank's optimizer (ZeRO-1: a shard)
+  Elems saved;                                    // per token, all blocks
   std::vector<Elems> chunk_saved;
   std::vector<double> chunk_blocks;
   Elems ends, head_ends;  // the embedding's (first chunk of the first stage), the loss's (last chunk of the last)
@@ -167,6 +213,8 @@ StageSums sum_stage(const Setting& g, const std::vector<std::int64_t>& bounds, i
   const auto add_block = [&](std::int64_t b, int c) {
     z.dense += g.sh.block_weights(b);
     z.experts += g.sh.block_experts(b);
+    z.trained_dense += g.sh.block_trained(b, false);
+    z.trained_experts += g.sh.block_trained(b, true);
     const Elems e = g.sh.saved(b);
     z.saved += e;
     z.chunk_saved[std::size_t(c)] += e;
@@ -180,26 +228,30 @@ StageSums sum_stage(const Setting& g, const std::vector<std::int64_t>& bounds, i
   for (int c = 0; c < v; ++c)
     for (auto b = bounds[std::size_t(c * pp + s)]; b < bounds[std::size_t(c * pp + s + 1)]; ++b) add_block(b, c);
   const double C = g.C, V = g.V, tp = g.l.tp;
+  const bool lora = m.lora.rank > 0;  // the tensors outside the blocks are then frozen
+  const double passes = base_gemm_passes(m);
+  const auto add_dense = [&](double n) { z.dense += n, z.trained_dense += lora ? 0 : n; };
   z.end_workspace = 3 * C;                                // dx, dprev and the gradient arriving from the next stage
-  if (z.first) z.dense += V * C / tp, z.ends.other += C;  // embedding; its output
+  if (z.first) add_dense(V * C / tp), z.ends.other += C;  // embedding; its output
   if (z.last) {
-    z.dense += V * C / tp + C;                                          // LM head, final norm
+    add_dense(V * C / tp + C);                                          // LM head, final norm
     z.head_ends = {.gemm = C, .other = 1 + V / tp + (tp > 1 ? 1 : 0)};  // xf | rstd, logits (tp: and their log-sum-exp)
     z.head_workspace = 2 * C + 1 + V / tp;                              // dx, dxf, dl, dlogits
-    z.flops_per_token += 6 * V * C / tp;
+    z.flops_per_token += passes * V * C / tp;
     // MTP (model/mtp.h) after the loss: per depth a block (layer n_layers + k), eh_proj and
     // three norms whole on every tp rank, and the head again; the embedding copied here.
     for (std::int64_t k = 0; k < m.mtp_depth; ++k) {
       add_block(m.n_layers + k, v - 1);
       const double eh = double(mtp_projection_parameters(m));
-      z.dense += eh + 3 * C;
+      add_dense(eh + 3 * C);
       // eh_proj's input | h, emb, the block's output, the depth's output, three rstd, logits (tp: lse)
       z.head_ends += {.gemm = 2 * C, .other = 4 * C + 3 + V / tp + (tp > 1 ? 1 : 0)};
-      z.flops_per_token += 6 * (V * C / tp + eh);
+      z.flops_per_token += passes * (V * C / tp + eh);
     }
-    if (m.mtp_depth > 0 && !z.first) z.dense += V * C / tp;
+    if (m.mtp_depth > 0 && !z.first) add_dense(V * C / tp);
   }
-  z.held = g.cfg.parallel.zero == 1 ? z.dense / g.l.dp + z.experts / g.l.edp() : z.dense + z.experts;
+  const double trained = z.trained_dense + z.trained_experts;
+  z.held = g.cfg.parallel.zero == 1 ? z.trained_dense / g.l.dp + z.trained_experts / g.l.edp() : trained;
   return z;
 }
 
@@ -211,8 +263,8 @@ Plan::Memory stage_memory(const Setting& g, const StageSums& z, int s, std::int6
   const double C = g.C, N = g.N;
   Plan::Memory mem;
   mem.weights = 4 * (z.dense + z.experts);
-  mem.gradients =
-      4 * (z.dense + z.experts) + (g.cfg.parallel.zero == 1 ? 4 * z.held : 0);  // ZeRO-1's reduce-scatter output
+  mem.gradients = 4 * (z.trained_dense + z.trained_experts) +
+                  (g.cfg.parallel.zero == 1 ? 4 * z.held : 0);  // ZeRO-1's reduce-scatter output
   mem.optimizer = 8 * z.held;
   // What one (micro-batch, chunk) unit keeps until its backward: its tokens, targets and
   // input (the first chunk of the first stage reads tokens instead), and what its blocks
@@ -265,7 +317,7 @@ Plan::Time stage_time(const Setting& g, const StageSums& z, StageBytes& bytes) {
   const double traffic =
       act_passes * mbs * N *
           (z.saved.bytes(g.eb) + z.ends.bytes(g.eb) + z.head_ends.bytes(g.eb) + kept_per_micro_batch * g.eb.other) +
-      28 * z.held + 8 * (z.dense + z.experts);
+      28 * z.held + 8 * (z.trained_dense + z.trained_experts);
   t.memory = traffic / bandwidth(g.c.memory_gbps);
   bytes.tp = 4 * ring(N * C * g.eb.other, tp) * z.layers * mbs;  // 2 all-reduces forward, 2 backward
   t.tp = bytes.tp / g.tp_link;
@@ -280,7 +332,8 @@ Plan::Time stage_time(const Setting& g, const StageSums& z, StageBytes& bytes) {
   t.ep = bytes.ep_intra / bandwidth(g.c.intra_node_gbps) + bytes.ep_inter / bandwidth(g.c.inter_node_gbps);
   bytes.pp = g.l.pp > 1 ? 2 * N * C * g.eb.other * mbs * v : 0;  // per micro-batch and chunk
   t.pp = bytes.pp / g.pp_link;
-  bytes.dp = ring(4 * z.dense, g.l.dp) + ring(4 * z.experts, g.l.edp());  // FP32 gradients (ZeRO-1: half of it weights)
+  bytes.dp = ring(4 * z.trained_dense, g.l.dp) +
+             ring(4 * z.trained_experts, g.l.edp());  // FP32 gradients (ZeRO-1: half of it weights)
   t.dp = bytes.dp / g.dp_link;
   t.hidden = std::min(g.opt.overlap * (t.ep + t.dp), t.compute + t.memory);
   t.bubble = (g.l.pp - 1) / (mbs * v) * (t.compute + t.memory + t.tp + t.ep + t.pp);
@@ -297,6 +350,26 @@ double ranks_per_token(const ModelConfig& m, double ep) {
 }
 
 // The step's totals: tokens, model FLOPs, GEMM FLOPs.
+// The LoRA factors every tp rank runs whole (model/lora.h): their FLOPs per token on the
+// tp - 1 other ranks.
+double lora_tp_flops(const Config& cfg, const Layout& l) {
+  if (l.tp == 1) return 0;
+  const Shard whole{.m = cfg.model,
+                    .tp = 1,
+                    .ep = 1,
+                    .r = 1,
+                    .fused = false,
+                    .recompute = cfg.train.recompute,
+                    .lora = lora_sites(cfg.model)};
+  double f = 0;
+  for (const LoraSite& s : whole.lora) {
+    if (s.experts > 0) continue;  // routed experts: each rank its own tokens
+    const auto [a, b] = whole.lora_site_flops(s);
+    f += s.split == LoraSite::Split::columns ? a : s.split == LoraSite::Split::rows ? b : a + b;
+  }
+  return f * (l.tp - 1);
+}
+
 void plan_totals(Plan& p, const Config& cfg, const Layout& l) {
   const ModelConfig& m = cfg.model;
   p.layout = l;
@@ -310,12 +383,12 @@ void plan_totals(Plan& p, const Config& cfg, const Layout& l) {
   // Under tp every rank routes all tokens (model/moe.h): the router's GEMMs run tp times.
   // (Recomputation routes them once more.)
   // So do MLA's latent projections, in every block (MTP's too).
-  const double per_pass = cfg.train.recompute ? 8.0 : 6.0;
+  const double passes = base_gemm_passes(m), per_pass = passes + (cfg.train.recompute ? 2.0 : 0.0);
   const double router_flops = double(moe_layers(m)) * per_pass * double(router_parameters(m)) * (l.tp - 1);
   const double latent_flops = double(blocks(m)) * per_pass * double(mla_latent_parameters(m)) * (l.tp - 1);
   // And each MTP depth's eh_proj (not recomputed).
-  const double mtp_flops = double(m.mtp_depth) * 6.0 * double(mtp_projection_parameters(m)) * (l.tp - 1);
-  p.gemm_flops_per_step += p.tokens_per_step * (router_flops + latent_flops + mtp_flops);
+  const double mtp_flops = double(m.mtp_depth) * passes * double(mtp_projection_parameters(m)) * (l.tp - 1);
+  p.gemm_flops_per_step += p.tokens_per_step * (router_flops + latent_flops + mtp_flops + lora_tp_flops(cfg, l));
 }
 
 }  // namespace
@@ -336,7 +409,8 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
                          .ep = ep,
                          .r = p.ranks_per_token,
                          .fused = cfg.device == DeviceKind::cuda,
-                         .recompute = cfg.train.recompute},
+                         .recompute = cfg.train.recompute,
+                         .lora = lora_sites(m)},
                   .eb = element_bytes(cfg.precision),
                   .v = static_cast<int>(cfg.parallel.virtual_stages),
                   .N = double(p.micro_batch) * double(m.seq_len),

@@ -92,10 +92,10 @@ PY
 fi
 # The test-only oracle: transformers' own model classes (tests/model/hf_check.py), pinned.
 # sentencepiece and protobuf: transformers' LlamaTokenizer and its fast conversion read the
-# exported tokenizer.model.
-HF_PKGS=(torch==2.5.1 transformers==4.57.1 numpy sentencepiece==0.2.0 protobuf==5.28.3)
+# exported tokenizer.model. peft: HF PEFT loads moe export --lora peft's adapters.
+HF_PKGS=(torch==2.5.1 transformers==4.57.1 numpy sentencepiece==0.2.0 protobuf==5.28.3 peft==0.17.1)
 if [ "$WITH_TEST" = 1 ]; then
-  if ! deps/hf-venv/bin/python -c "import torch, transformers, sentencepiece, google.protobuf
+  if ! deps/hf-venv/bin/python -c "import torch, transformers, sentencepiece, google.protobuf, peft
 assert transformers.__version__ == '4.57.1'" 2>/dev/null; then
     echo "install-deps: installing into deps/hf-venv ${HF_PKGS[*]} (from PyPI)"
     [ -x deps/hf-venv/bin/pip ] || /usr/bin/python3 -m venv deps/hf-venv

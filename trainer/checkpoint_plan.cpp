@@ -88,10 +88,12 @@ CheckpointPlan plan_write(const std::vector<ParamGroup*>& groups, Transformer& m
                           bool write_buffers) {
   CheckpointPlan plan;
   for (const char* prefix : {kWeights, kExpAvg, kExpAvgSq})
-    for (ParamGroup* g : groups) add_datasets(plan.datasets, *g, prefix);
+    for (ParamGroup* g : groups)
+      if (prefix == kWeights || g->trained()) add_datasets(plan.datasets, *g, prefix);
   for (ParamGroup* g : groups) {
     const std::int64_t a = g->write_begin(), b = g->write_end();
     add_slices(plan, *g, kWeights, g->weights(), 0, a, b, true, !tp_lead);
+    if (!g->trained()) continue;  // frozen: no moments
     add_slices(plan, *g, kExpAvg, g->exp_avg(), g->moments_begin(), a, b, true, !tp_lead);
     add_slices(plan, *g, kExpAvgSq, g->exp_avg_sq(), g->moments_begin(), a, b, true, !tp_lead);
   }
@@ -107,6 +109,7 @@ CheckpointPlan plan_read(const std::vector<ParamGroup*>& groups, Transformer& mo
   }
   if (part == CheckpointPart::all)
     for (ParamGroup* g : groups) {
+      if (!g->trained()) continue;
       const std::int64_t a = g->moments_begin(), b = std::min(g->numel(), a + g->exp_avg().numel());
       for (const char* prefix : {kExpAvg, kExpAvgSq}) add_datasets(plan.datasets, *g, prefix);
       add_slices(plan, *g, kExpAvg, g->exp_avg(), a, a, b, false);

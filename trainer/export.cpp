@@ -9,6 +9,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "config/config.h"
+#include "model/lora.h"
 #include "trainer/atomic_file.h"
 #include "trainer/hf_config.h"
 #include "trainer/run_meta.h"
@@ -59,22 +60,14 @@ std::map<std::string, Tensor> to_class_names(std::map<std::string, Tensor> tenso
   }
   return out;
 }
-}  // namespace
 
-ExportResult export_safetensors(const std::string& checkpoint, const std::string& out_dir, const std::string& tokenizer,
-                                bool with_mtp) {
-  const RunMeta meta = read_run_meta(checkpoint);
-  const Config cfg = parse_config(meta.config_yaml, checkpoint + " (its config)");
-  std::map<std::string, Tensor> tensors = ckpt::read_group(checkpoint, "weights");
-  for (auto& [name, t] : ckpt::read_group(checkpoint, "buffers")) tensors.emplace(name, std::move(t));
-  select_mtp(tensors, cfg.model, with_mtp);
-  nlohmann::json config = hf_config_json(cfg.model);  // (refused before anything is written)
-  tensors = to_class_names(std::move(tensors), config["model_type"], checkpoint);
-
-  // safetensors: an 8-byte little-endian header size, a JSON header (name -> dtype, shape,
-  // byte range in the data), the data. Names in order, ranges back to back.
+// safetensors (the file): an 8-byte little-endian header size, a JSON header (name -> dtype,
+// shape, byte range in the data), the data. Names in order, ranges back to back. Returns the
+// data bytes.
+double write_safetensors(const std::string& path, const std::map<std::string, Tensor>& tensors,
+                         const nlohmann::json& metadata) {
   nlohmann::json header = nlohmann::json::object();
-  header["__metadata__"] = {{"format", "pt"}, {"source", checkpoint}, {"step", std::to_string(meta.step)}};
+  header["__metadata__"] = metadata;
   std::vector<const Tensor*> order;
   std::uint64_t offset = 0;
   for (const auto& [name, t] : tensors) {
@@ -87,14 +80,93 @@ ExportResult export_safetensors(const std::string& checkpoint, const std::string
   std::string prefix(8, '\0');
   const auto n = static_cast<std::uint64_t>(text.size());
   for (int i = 0; i < 8; ++i) prefix[static_cast<std::size_t>(i)] = static_cast<char>((n >> (8 * i)) & 0xff);
+  write_atomically(path, prefix + text, order);
+  return double(offset);
+}
+
+const std::string kLoraA = ".lora_A.weight", kLoraB = ".lora_B.weight";
+
+// The adapters' factors taken out of `tensors`, by module ("...q_proj" -> {A, B}).
+std::map<std::string, std::pair<Tensor, Tensor>> take_adapters(std::map<std::string, Tensor>& tensors) {
+  std::map<std::string, std::pair<Tensor, Tensor>> out;
+  for (auto it = tensors.begin(); it != tensors.end();) {
+    const std::string& name = it->first;
+    const bool a = name.ends_with(kLoraA), b = name.ends_with(kLoraB);
+    if (!a && !b) {
+      ++it;
+      continue;
+    }
+    auto& pair = out[name.substr(0, name.size() - kLoraA.size())];
+    (a ? pair.first : pair.second) = std::move(it->second);
+    it = tensors.erase(it);
+  }
+  return out;
+}
+
+// PEFT's adapter directory: its tensors under base_model.model.<the class's module name>, and
+// the LoraConfig that rebuilds the same modules (their full names: exactly these, no more).
+void write_peft(const std::string& dir, const std::map<std::string, std::pair<Tensor, Tensor>>& adapters,
+                const LoraConfig& lora, const std::string& model_type, const std::string& base_dir) {
+  std::map<std::string, Tensor> tensors;
+  nlohmann::json modules = nlohmann::json::array();
+  for (const auto& [module, ab] : adapters) {
+    const std::string name = module_name(hf_tensor_name(module + ".weight", model_type));
+    tensors.emplace("base_model.model." + name + kLoraA, ab.first);
+    tensors.emplace("base_model.model." + name + kLoraB, ab.second);
+    modules.push_back(name);
+  }
+  const nlohmann::json config = {{"peft_type", "LORA"},
+                                 {"task_type", "CAUSAL_LM"},
+                                 {"r", lora.rank},
+                                 {"lora_alpha", lora.alpha},
+                                 {"lora_dropout", 0.0},
+                                 {"target_modules", modules},
+                                 {"bias", "none"},
+                                 {"fan_in_fan_out", false},
+                                 {"use_rslora", false},
+                                 {"inference_mode", true},
+                                 {"base_model_name_or_path", std::filesystem::absolute(base_dir).string()}};
+  std::filesystem::create_directories(dir);
+  write_safetensors(dir + "/adapter_model.safetensors", tensors, {{"format", "pt"}});
+  write_atomically(dir + "/adapter_config.json", config.dump(2) + "\n");
+}
+}  // namespace
+
+ExportResult export_safetensors(const std::string& checkpoint, const std::string& out_dir, const std::string& tokenizer,
+                                bool with_mtp, LoraExport lora) {
+  const RunMeta meta = read_run_meta(checkpoint);
+  const Config cfg = parse_config(meta.config_yaml, checkpoint + " (its config)");
+  std::map<std::string, Tensor> tensors = ckpt::read_group(checkpoint, "weights");
+  for (auto& [name, t] : ckpt::read_group(checkpoint, "buffers")) tensors.emplace(name, std::move(t));
+  auto adapters = take_adapters(tensors);
+  const double scale = cfg.model.lora.rank > 0 ? cfg.model.lora.alpha / double(cfg.model.lora.rank) : 0.0;
+  if (lora == LoraExport::merge)
+    for (const auto& [module, ab] : adapters) {
+      Tensor& w = tensors.at(module + ".weight");
+      w = lora_merged(w, ab.first, ab.second, scale);
+    }
+  if (!with_mtp)  // MTP's adapters go with its layers
+    for (std::int64_t layer = cfg.model.n_layers; layer < cfg.model.n_layers + cfg.model.mtp_depth; ++layer)
+      std::erase_if(adapters,
+                    [&](const auto& kv) { return kv.first.starts_with(fmt::format("model.layers.{}.", layer)); });
+  select_mtp(tensors, cfg.model, with_mtp);
+  nlohmann::json config = hf_config_json(cfg.model);  // (refused before anything is written)
+  tensors = to_class_names(std::move(tensors), config["model_type"], checkpoint);
 
   std::filesystem::create_directories(out_dir);
-  ExportResult r{.safetensors = out_dir + "/model.safetensors",
-                 .config = out_dir + "/config.json",
-                 .tokenizer = "",
-                 .tensors = tensors.size(),
-                 .bytes = double(offset)};
-  write_atomically(r.safetensors, prefix + text, order);
+  ExportResult r{
+      .safetensors = out_dir + "/model.safetensors",
+      .config = out_dir + "/config.json",
+      .adapter = "",
+      .adapted = adapters.size(),
+      .tokenizer = "",
+      .tensors = tensors.size(),
+      .bytes = write_safetensors(out_dir + "/model.safetensors", tensors,
+                                 {{"format", "pt"}, {"source", checkpoint}, {"step", std::to_string(meta.step)}})};
+  if (lora == LoraExport::peft && !adapters.empty()) {
+    r.adapter = out_dir + "/adapter";
+    write_peft(r.adapter, adapters, cfg.model.lora, config["model_type"], out_dir);
+  }
   config["num_nextn_predict_layers"] = with_mtp ? cfg.model.mtp_depth : 0;
   config["moe_export"] = {{"step", meta.step}, {"format", "moe export --format safetensors"}};
   write_atomically(r.config, config.dump(2) + "\n");

@@ -2,11 +2,14 @@
 // loop is the model): zero grads -> micro-batches through the schedule (forward_micro /
 // backward_micro) -> reduce -> norm and clip -> optimizer -> router biases -> log and
 // metrics -> maybe checkpoint. Trainer::Loop holds what the steps of one launch share.
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <functional>
+#include <numeric>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
@@ -249,13 +252,29 @@ void Trainer::Loop::log_model_and_layout() {
   res.size.parameters = total_parameters(mc);
   res.size.local_dense = s.dense->numel(), res.size.local_experts = s.experts->numel();
   res.size.optimizer_bytes = s.dense->optimizer_bytes() + s.experts->optimizer_bytes();
-  res.size.optimizer_bytes_total = 2 * sizeof(float) * static_cast<std::size_t>(res.size.parameters);
+  // Moments exist for the trained parameters alone (not for frozen ones or LoRA's base): their
+  // whole count, each stage's summed over the stages.
+  double trained = 0;
+  for (ParamGroup* g : {s.dense.get(), s.experts.get()})
+    for (const auto& span : g->spans())
+      if (!span.param->tied_copy) {
+        const Shape full = span.param->full_shape();
+        trained += std::accumulate(full.begin(), full.end(), 1.0, std::multiplies<>());
+      }
+  trained = s.layout.pp > 1 ? s.mesh.pp().all_reduce_sum(trained) : trained;
+  res.size.optimizer_bytes_total = 2 * sizeof(float) * static_cast<std::size_t>(trained);
   if (!log_rank) return;
   spdlog::info(
       "model: {} parameters, {} MoE layers x {} experts (top-{}); data: {}; {} ranks x {} micro-batches x {} "
       "sequences x {} tokens = {:.0f} tokens per step",
       res.size.parameters, all_moe, E, mc.top_k, train_data.tokens().describe(), dp, t.grad_accum, mb, T,
       global_tokens);
+  if (mc.lora.rank > 0)
+    spdlog::info(
+        "LoRA: rank {} (scale {:g}) on {} projections on this rank ({}): {:.0f} parameters train, {:.2f}% of the {} "
+        "held frozen",
+        mc.lora.rank, mc.lora.alpha / double(mc.lora.rank), model.adapters().size() / 2,
+        fmt::join(mc.lora.targets, ", "), trained, 100.0 * trained / double(res.size.parameters), res.size.parameters);
   if (train_data.chat())
     spdlog::info("data: chat, loss on {} of its tokens ({}), document masking {}",
                  meta.value("target_tokens", std::uint64_t{0}), meta.value("loss_on", std::string("assistant")),
@@ -380,11 +399,12 @@ void Trainer::Loop::reduce(std::int64_t step) {
   // The router's gradient: each tp rank's share (its own tokens), summed over tp first.
   if (s.layout.tp > 1)
     for (Param* p : s.params)
-      if (p->tp_partial) s.mesh.tp().all_reduce_sum(p->g);
+      if (p->tp_partial && p->g.defined()) s.mesh.tp().all_reduce_sum(p->g);
   // MTP's embedding on the last stage is the first stage's too: the two gradients summed.
-  if (Param* embed = model.embedding(); embed && mc.mtp_depth > 0 && s.layout.pp > 1)
+  if (Param* embed = model.embedding(); embed && embed->g.defined() && mc.mtp_depth > 0 && s.layout.pp > 1)
     s.mesh.embedding().all_reduce_sum(embed->g);
-  drills.strike(FaultDrills::Point::gradients_summed, step, &s.params.back()->g);
+  drills.strike(FaultDrills::Point::gradients_summed, step,
+                s.dense->numel() > 0 ? &s.dense->flat_grads() : &s.experts->flat_grads());
   s.dense->reduce_grads();
   s.experts->reduce_grads();
   loss = s.world.all_reduce_sum(loss);
@@ -439,8 +459,11 @@ bool Trainer::Loop::optimizer_step(std::int64_t step, double norm, Progress& pro
   return false;
 }
 
-// Auxiliary-loss-free balancing: every rank applies the same global loads.
+// Auxiliary-loss-free balancing: every rank applies the same global loads. Under LoRA the
+// biases are part of the frozen base (an adapter is applied to the base it was trained on:
+// routing that moved would not be the published model's).
 void Trainer::Loop::update_router_biases() {
+  if (mc.lora.rank > 0) return;
   const double* ld = loads.data<double>();
   for (std::size_t i = 0; i < moe_layers.size(); ++i) {
     const double* row = ld + moe_row[i] * E;

@@ -110,13 +110,20 @@ int run_inspect(const std::string& given) {
 }
 
 int run_export(const std::string& given, const std::string& format, const std::string& out,
-               const std::string& tokenizer, bool with_mtp) {
+               const std::string& tokenizer, bool with_mtp, const std::string& lora) {
   if (format != "safetensors")
     throw moe::ConfigError(fmt::format("moe export: --format {}: only safetensors is supported", format));
   const std::string path = resolve_checkpoint(given);
-  const auto r = moe::export_safetensors(path, out, tokenizer, with_mtp);
+  const auto r = moe::export_safetensors(path, out, tokenizer, with_mtp,
+                                         lora == "peft" ? moe::LoraExport::peft : moe::LoraExport::merge);
   std::printf("moe export: %s -> %s (%zu tensors, %s) and %s\n", path.c_str(), r.safetensors.c_str(), r.tensors,
               moe::human_bytes(r.bytes).c_str(), r.config.c_str());
+  if (r.adapted > 0 && r.adapter.empty())
+    std::printf("moe export: %zu LoRA adapters merged into their projections (--lora peft keeps them apart)\n",
+                r.adapted);
+  if (!r.adapter.empty())
+    std::printf("moe export: %zu LoRA adapters -> %s (PEFT: PeftModel.from_pretrained(base, '%s'))\n", r.adapted,
+                r.adapter.c_str(), r.adapter.c_str());
   if (r.tokenizer.empty()) std::printf("moe export: no tokenizer (the run's data.dir has none; --tokenizer PATH)\n");
   else std::printf("moe export: tokenizer %s (transformers' LlamaTokenizer)\n", r.tokenizer.c_str());
   return 0;
@@ -327,8 +334,8 @@ namespace {
 
 // Every subcommand's arguments, as CLI11 fills them; the subcommands to tell which was given.
 struct Args {
-  std::string config_path, ckpt_path, export_format = "safetensors", export_out, export_tokenizer, import_dir,
-                                      import_out;
+  std::string config_path, ckpt_path, export_format = "safetensors", export_lora = "merge", export_out,
+                                      export_tokenizer, import_dir, import_out;
   std::vector<std::string> sets;
   bool print_config = false, fresh = false, dry_run = false, force = false, export_mtp = false;
   double import_memory_mb = 1024;
@@ -404,6 +411,11 @@ void add_checkpoint_commands(CLI::App& app, Args& a) {
   a.exp->add_flag("--mtp", a.export_mtp,
                   "include the multi-token-prediction layers, as DeepSeek's release has them (transformers ignores "
                   "them)");
+  a.exp
+      ->add_option("--lora", a.export_lora,
+                   "LoRA adapters: merge (into their projections; default) or peft (the base model as it was, and "
+                   "OUT/adapter for Hugging Face PEFT)")
+      ->check(CLI::IsMember({"merge", "peft"}));
   a.exp->add_option("--tokenizer", a.export_tokenizer,
                     "a SentencePiece tokenizer.model to export with it (default: the run's data.dir/tokenizer.model)");
   a.imp = app.add_subcommand("import",
@@ -441,7 +453,8 @@ int run_subcommand(Args& a, int argc, char** argv) {
   if (*a.inspect) return run_inspect(a.ckpt_path);
   if (*a.generate) return moe::run_generate(a.inference, resolve_checkpoint(a.inference.path));
   if (*a.eval) return moe::run_eval(a.inference, resolve_checkpoint(a.inference.path));
-  if (*a.exp) return run_export(a.ckpt_path, a.export_format, a.export_out, a.export_tokenizer, a.export_mtp);
+  if (*a.exp)
+    return run_export(a.ckpt_path, a.export_format, a.export_out, a.export_tokenizer, a.export_mtp, a.export_lora);
   if (*a.imp) return run_import(argc, argv, a.import_dir, a.import_out, a.import_memory_mb);
   if (*a.plan_cmd) return run_plan(a.config_path, a.sets, a.plan);
   if (*a.prepare) return run_prepare(moe::load_config(a.config_path, a.sets), a.force);

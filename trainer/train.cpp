@@ -1,6 +1,7 @@
 #include "trainer/train.h"
 
 #include <fnmatch.h>
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include <nlohmann/json.hpp>
@@ -9,11 +10,14 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <set>
 #include <sstream>
 
 #include "checkpoint/store.h"
 #include "data/loader.h"
 #include "kernels/ops.h"
+#include "model/lora.h"
 #include "plan/counts.h"
 #include "plan/plan.h"
 #include "comm/pipeline.h"
@@ -60,6 +64,42 @@ double mtp_loss_weight(const TrainConfig& t, std::int64_t step) {
   return final ? t.mtp_loss_weight_final : t.mtp_loss_weight;
 }
 
+namespace {
+// The parameters a run keeps fixed: train.freeze's patterns, and under LoRA every tensor but
+// the adapters. Every pattern must name something, or a typo would train what it meant to
+// keep. A pipeline stage holds some of the parameters: "something" is counted over the
+// stages, so every rank reaches the same verdict (one that throws alone would leave the
+// others waiting).
+std::function<bool(const std::string&)> frozen_names(const Config& cfg, const ParamList& params,
+                                                     const ParamList& adapters, Communicator& pp) {
+  const auto& patterns = cfg.train.freeze;
+  for (const std::string& pat : patterns) {
+    const bool here = std::any_of(params.begin(), params.end(),
+                                  [&](const Param* p) { return fnmatch(pat.c_str(), p->name.c_str(), 0) == 0; });
+    const bool any = pp.all_reduce_sum(here ? 1.0 : 0.0) > 0;
+    MOE_CHECK(any, ConfigError, "{}: train.freeze: pattern '{}' matches no parameter (names as in `moe ckpt inspect`)",
+              cfg.source, pat);
+  }
+  const LoraConfig& lora_cfg = cfg.model.lora;
+  for (const std::string& target : lora_cfg.rank > 0 ? lora_cfg.targets : std::vector<std::string>{}) {
+    const bool here =
+        std::any_of(params.begin(), params.end(), [&](const Param* p) { return lora_target_matches(target, p->name); });
+    MOE_CHECK(pp.all_reduce_sum(here ? 1.0 : 0.0) > 0, ConfigError,
+              "{}: lora.targets: '{}' names no projection of this model (LoRA adapts {}, or all-linear; modules as "
+              "in `moe ckpt inspect`, without .weight)",
+              cfg.source, target, fmt::join(lora_projections(), ", "));
+  }
+  std::set<std::string> trained_adapters;
+  for (const Param* p : adapters) trained_adapters.insert(p->name);
+  const bool lora = !trained_adapters.empty();
+  return [patterns, trained_adapters, lora](const std::string& name) {
+    if (lora && !trained_adapters.count(name)) return true;
+    return std::any_of(patterns.begin(), patterns.end(),
+                       [&](const std::string& pat) { return fnmatch(pat.c_str(), name.c_str(), 0) == 0; });
+  };
+}
+}  // namespace
+
 Trainer::Trainer(const Config& cfg, MpiCommunicator& world) : s_(std::make_unique<State>(cfg, world)) {
   auto& s = *s_;
   s.cluster = load_cluster(cfg);
@@ -69,28 +109,18 @@ Trainer::Trainer(const Config& cfg, MpiCommunicator& world) : s_(std::make_uniqu
   if (cfg.device != DeviceKind::cpu) s.model.to(device_of(cfg.device));
   s.model.set_recompute(cfg.train.recompute);
   s.params = s.model.params();
-  ParamList dense, experts;
-  for (Param* p : s.params) (p->is_expert() ? experts : dense).push_back(p);
+  const auto frozen = frozen_names(cfg, s.params, s.model.adapters(), s.mesh.pp());
+  ParamList dense, experts, frozen_dense, frozen_experts;
+  for (Param* p : s.params) {
+    const bool keep = frozen(p->name);
+    (p->is_expert() ? (keep ? frozen_experts : experts) : (keep ? frozen_dense : dense)).push_back(p);
+  }
   const auto bucket = static_cast<std::size_t>(cfg.parallel.bucket_mb * (1 << 20));
   const int zero = static_cast<int>(cfg.parallel.zero);
   s.dense = std::make_unique<ParamGroup>(dense, s.dp(), zero, bucket);
   s.experts = std::make_unique<ParamGroup>(experts, s.edp(), zero, bucket);
-  // train.freeze: every pattern must name something, or a typo would train what it meant to keep.
-  // A pipeline stage holds some of the parameters: "something" is counted over the stages, so
-  // every rank reaches the same verdict (one that throws alone would leave the others waiting).
-  const auto& patterns = cfg.train.freeze;
-  for (const std::string& pat : patterns) {
-    const bool here = std::any_of(s.params.begin(), s.params.end(),
-                                  [&](const Param* p) { return fnmatch(pat.c_str(), p->name.c_str(), 0) == 0; });
-    const bool any = s.mesh.pp().all_reduce_sum(here ? 1.0 : 0.0) > 0;
-    MOE_CHECK(any, ConfigError, "{}: train.freeze: pattern '{}' matches no parameter (names as in `moe ckpt inspect`)",
-              cfg.source, pat);
-  }
-  const auto frozen = [&](const std::string& name) {
-    return std::any_of(patterns.begin(), patterns.end(),
-                       [&](const std::string& pat) { return fnmatch(pat.c_str(), name.c_str(), 0) == 0; });
-  };
-  for (ParamGroup* g : s.groups()) g->freeze(frozen);
+  s.frozen_dense = std::make_unique<ParamGroup>(frozen_dense, s.dp(), zero, bucket, ParamGroup::Role::frozen);
+  s.frozen_experts = std::make_unique<ParamGroup>(frozen_experts, s.edp(), zero, bucket, ParamGroup::Role::frozen);
 }
 
 Trainer::~Trainer() = default;
@@ -119,7 +149,7 @@ std::map<std::string, Tensor> Trainer::gather_weights(bool optimizer) {
   };
   for (ParamGroup* g : s.groups()) {
     for (const auto& span : g->spans()) out.emplace(span.param->name, full(*span.param, span.param->w));
-    if (!optimizer) continue;
+    if (!optimizer || !g->trained()) continue;
     const Tensor m = g->gather_moment(g->exp_avg()), v = g->gather_moment(g->exp_avg_sq());
     for (const auto& span : g->spans()) {
       const Shape& shape = span.param->w.shape();

@@ -50,12 +50,26 @@ void Trainer::State::expect_nothing_left_out(const std::string& path, const std:
       path, extra.size(), list, extra.size() > 3 ? ", ..." : ""));
 }
 
+// Fine-tuning with LoRA from a checkpoint without adapters (a base model): the adapters keep
+// their initial values (B = 0: the model starts as the base) rather than being looked for.
+void Trainer::State::keep_fresh_adapters(const std::string& path, CheckpointPlan& plan) const {
+  if (!cfg.model.lora.rank) return;
+  const auto names = ckpt::dataset_names(path);
+  const std::set<std::string> in_file(names.begin(), names.end());
+  const auto absent_adapter = [&](const std::string& n) {
+    return n.find(".lora_") != std::string::npos && !in_file.count(n);
+  };
+  std::erase_if(plan.datasets, [&](const ckpt::Dataset& d) { return absent_adapter(d.name); });
+  std::erase_if(plan.slices, [&](const ckpt::Slice& s) { return absent_adapter(s.dataset); });
+}
+
 RunMeta Trainer::State::load(const std::string& path, CheckpointPart part) {
   RunMeta meta = read_run_meta(path);
   CheckpointPlan plan = plan_read(groups(), model, part);
   // Every rank checks and opens every dataset (a mismatch in one stage's layers is then one
   // error on every rank), and reads its own slices.
   if (layout.pp > 1) plan.datasets = join_stages(plan.datasets);
+  if (part == CheckpointPart::weights) keep_fresh_adapters(path, plan);
   expect_nothing_left_out(path, plan.datasets, part);
   ckpt::read(path, plan.datasets, plan.slices);
   plan.copy_back();

@@ -53,9 +53,11 @@ struct Trainer::State {
     return sh;
   }
   Transformer model;
-  std::unique_ptr<ParamGroup> dense, experts;  // reduced over dp / over edp
+  std::unique_ptr<ParamGroup> dense, experts;                // trained: reduced over dp / over edp
+  std::unique_ptr<ParamGroup> frozen_dense, frozen_experts;  // kept fixed: weights alone
   ParamList params;
-  std::vector<ParamGroup*> groups() { return {dense.get(), experts.get()}; }
+  // Every group (checkpoints write and read them all).
+  std::vector<ParamGroup*> groups() { return {dense.get(), experts.get(), frozen_dense.get(), frozen_experts.get()}; }
   std::int64_t global_seqs() const { return layout.dp * cfg.train.grad_accum * cfg.train.micro_batch; }
 
   // Cost accounting (trainer/cost.h): this launch's time by category, on this rank.
@@ -95,6 +97,7 @@ struct Trainer::State {
   // split the ranks between resuming and starting fresh). Its error is everyone's.
   std::optional<std::string> agreed_latest();
 
+  void keep_fresh_adapters(const std::string& path, CheckpointPlan& plan) const;
   RunMeta load(const std::string& path, CheckpointPart part);
   void expect_nothing_left_out(const std::string& path, const std::vector<ckpt::Dataset>& datasets,
                                CheckpointPart part) const;

@@ -26,10 +26,10 @@ void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x,
   const std::int64_t N = x.size(0), C = x.size(1);
   dispatch_real(x.dtype(), [&]<class T>() {
     const T *xp = x.data<T>(), *wp = w.data<T>(), *dyp = dy.data<T>(), *rp = rstd.data<T>();
-    T* dwp = dw.data<T>();
+    T* dwp = dw.defined() ? dw.data<T>() : nullptr;
     T* dxp = dx.defined() ? dx.data<T>() : nullptr;
     // dw: serial over rows (every row adds into the same C entries).
-    for (std::int64_t n = 0; n < N; ++n)
+    for (std::int64_t n = 0; dwp && n < N; ++n)
       for (std::int64_t c = 0; c < C; ++c) dwp[c] += dyp[n * C + c] * xp[n * C + c] * rp[n];
     if (!dxp) return;
       // With xh = x * r: dx = r * (dy*w - xh * mean(dy*w*xh)).

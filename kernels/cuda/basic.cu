@@ -301,7 +301,7 @@ void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, std:
 void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, const float* w, const float* rstd,
                       std::int64_t N, std::int64_t C) {
   if (N == 0) return;
-  rmsnorm_dw_kernel<<<blocks_for(C), kThreads>>>(dw, dy, x, rstd, N, C);
+  if (dw) rmsnorm_dw_kernel<<<blocks_for(C), kThreads>>>(dw, dy, x, rstd, N, C);
   if (dx) rmsnorm_dx_kernel<<<static_cast<unsigned>(N), kThreads>>>(dx, dy, x, w, rstd, C);
   launched();
 }

@@ -174,7 +174,7 @@ void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor&
                 qx.size(1) == w.size(1),
             ShapeError, "{}: dy {}, x {}, w {} must be (M,N), (M,K), (N,K)", op, dy.describe(), qx.describe(),
             w.describe());
-  expect_tensor(op, "dw", dw, DType::f32, w.shape());
+  if (dw.defined()) expect_tensor(op, "dw", dw, DType::f32, w.shape());
   const auto gpu = detail::on_gpu(op, {&dx, &dw, &dy, &qx, &sx, &w});
   const std::int64_t M = dy.size(0);
   MOE_CHECK(segments.empty() || (segments.size() >= 2 && segments.front() == 0 && segments.back() == M &&
@@ -185,6 +185,7 @@ void fp8_linear_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor&
     const auto [qwt, swt] = blocks_128x128(transposed(w));  // (K,N): its 128x128 blocks are w's
     (path == Fp8Path::sm90 ? sm90_fp8_gemm : fp8_gemm)(dx, qdy, sdy, qwt, swt);
   }
+  if (!dw.defined()) return;  // a frozen weight
   const Tensor x = dequantized(qx, sx);
   const std::int64_t whole[] = {0, M};
   const auto seg = segments.empty() ? std::span<const std::int64_t>(whole) : segments;

@@ -48,8 +48,8 @@ void gemm_fwd(bool gpu, T* y, const T* x, const T* w, std::int64_t M, std::int64
 template <class T>
 void gemm_bwd(bool gpu, T* dx, T* dw, const T* dy, const T* x, const T* w, std::int64_t M, std::int64_t N,
               std::int64_t K) {
-  if (dx) gemm<T>(gpu, false, false, M, K, N, dy, w, T(0), dx);    // dx = dy w
-  if (M > 0) gemm<T>(gpu, true, false, N, K, M, dy, x, T(1), dw);  // dw += dy^T x
+  if (dx) gemm<T>(gpu, false, false, M, K, N, dy, w, T(0), dx);          // dx = dy w
+  if (dw && M > 0) gemm<T>(gpu, true, false, N, K, M, dy, x, T(1), dw);  // dw += dy^T x
 }
 // Tensors on the GPU: f32 only.
 detail::Placement gpu_f32(const char* op, DType t, std::initializer_list<const Tensor*> ts) {
@@ -90,7 +90,7 @@ void grouped_bwd(const char* op, Tensor& dx, Tensor& dw, const Tensor& dy, const
             w.describe());
   const std::int64_t M = x.size(0), K = x.size(1), G = w.size(0), N = w.size(1);
   expect_tensor(op, "w", w, t, {G, N, K});
-  expect_tensor(op, "dw", dw, t, {G, N, K});
+  if (dw.defined()) expect_tensor(op, "dw", dw, t, {G, N, K});
   expect_tensor(op, "dy", dy, t, {M, N});
   if (dx.defined()) expect_tensor(op, "dx", dx, t, {M, K});
   const auto gpu = gpu_f32(op, t, {&dx, &dw, &dy, &x, &w});
@@ -98,8 +98,9 @@ void grouped_bwd(const char* op, Tensor& dx, Tensor& dw, const Tensor& dy, const
   cpu::dispatch_real(t, [&]<class T>() {
     for (std::int64_t g = 0; g < G; ++g) {
       const std::int64_t r = offsets[g], m = offsets[g + 1] - r;
-      gemm_bwd<T>(bool(gpu), dx.defined() ? dx.data<T>() + r * K : nullptr, dw.data<T>() + g * N * K,
-                  dy.data<T>() + r * N, x.data<T>() + r * K, w.data<T>() + g * N * K, m, N, K);
+      gemm_bwd<T>(bool(gpu), dx.defined() ? dx.data<T>() + r * K : nullptr,
+                  dw.defined() ? dw.data<T>() + g * N * K : nullptr, dy.data<T>() + r * N, x.data<T>() + r * K,
+                  w.data<T>() + g * N * K, m, N, K);
     }
   });
 }
@@ -124,9 +125,9 @@ void matmul_forward(Tensor& y, const Tensor& x, const Tensor& w) {
 void matmul_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x, const Tensor& w) {
   const char* op = "matmul_backward";
   check_2d(op, x, w);
-  expect_tensor(op, "dw", dw, w.dtype(), w.shape());
+  if (dw.defined()) expect_tensor(op, "dw", dw, w.dtype(), w.shape());
   const std::int64_t offsets[] = {0, x.size(0)};
-  Tensor dw3 = one_group(dw);
+  Tensor dw3 = dw.defined() ? one_group(dw) : Tensor();
   grouped_bwd(op, dx, dw3, dy, x, one_group(w), offsets);
 }
 

@@ -29,7 +29,7 @@ void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x,
   MOE_CHECK(x.ndim() == 2, ShapeError, "{}: x {} must be 2-D (N,C)", op, x.describe());
   const std::int64_t N = x.size(0), C = x.size(1);
   expect_tensor(op, "w", w, t, {C});
-  expect_tensor(op, "dw", dw, t, {C});
+  if (dw.defined()) expect_tensor(op, "dw", dw, t, {C});
   expect_tensor(op, "dy", dy, t, {N, C});
   expect_tensor(op, "rstd", rstd, t, {N});
   if (dx.defined()) expect_tensor(op, "dx", dx, t, {N, C});
@@ -37,8 +37,9 @@ void rmsnorm_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Tensor& x,
   detail::expect_f32_on_gpu(bool(gpu), op, x);
   if (gpu) {
     if constexpr (detail::kCudaBuilt)
-      return cuda::rmsnorm_backward(dx.defined() ? dx.data<float>() : nullptr, dw.data<float>(), dy.data<float>(),
-                                    x.data<float>(), w.data<float>(), rstd.data<float>(), N, C);
+      return cuda::rmsnorm_backward(dx.defined() ? dx.data<float>() : nullptr,
+                                    dw.defined() ? dw.data<float>() : nullptr, dy.data<float>(), x.data<float>(),
+                                    w.data<float>(), rstd.data<float>(), N, C);
   }
   cpu::rmsnorm_backward(dx, dw, dy, x, w, rstd);
 }

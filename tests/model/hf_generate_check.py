@@ -1,7 +1,8 @@
 """moe generate's greedy tokens and moe eval's multiple-choice log-likelihoods against
 transformers on the exported model (the class its config.json names) and the exported
 tokenizer read by the sentencepiece package. Usage: hf_generate_check.py HF_DIR PROMPTS
-GENERATED.jsonl CHOICES.jsonl CHOICES.json"""
+GENERATED.jsonl CHOICES.jsonl CHOICES.json [PEFT_ADAPTER_DIR]; with an adapter directory
+(moe export --lora peft), the model is HF PEFT's PeftModel over HF_DIR's base."""
 import json
 import sys
 
@@ -12,6 +13,12 @@ from transformers import AutoModelForCausalLM
 hf_dir, prompts_path, generated_path, choices_path, scored_path = sys.argv[1:6]
 torch.manual_seed(0)
 model = AutoModelForCausalLM.from_pretrained(hf_dir, torch_dtype=torch.float32).eval()
+if len(sys.argv) > 6:
+    from peft import PeftModel
+    model = PeftModel.from_pretrained(model, sys.argv[6]).eval()
+    adapted = sum(1 for n, _ in model.named_modules() if n.endswith(".lora_A"))
+    print(f"PEFT adapter {sys.argv[6]}: {adapted} adapted modules")
+    assert adapted > 0
 sp = spm.SentencePieceProcessor(model_file=f"{hf_dir}/tokenizer.model")
 EOS = 1
 failures = 0

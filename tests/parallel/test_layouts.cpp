@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <sstream>
 
 #include "data/prepare.h"
@@ -89,11 +90,31 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
   for (const auto& [name, w] : ref_weights) {
     INFO(name);
     REQUIRE(weights.count(name) == 1);
-    const double err = testing::max_rel_err(weights.at(name), w);
+    // A LoRA B factor starts at zero, so its own scale after 3 steps is about 3 lr: it is
+    // measured against the scale of the weights around it (init_std) instead, where a wrong
+    // gradient still moves it by lr, 2.5e-2 of that.
+    const bool from_zero = name.find(".lora_B") != std::string::npos;
+    const double err = testing::max_rel_err(weights.at(name), w, from_zero ? 0.02 : 1e-12);
     CHECK(err <= kWeightTolerance);
     worst = std::max(worst, err);
   }
   if (world.rank() == 0) std::printf("layout '%s': worst weight difference %.2e relative\n", env, worst);
+  // LoRA: the base is frozen bitwise (against a model built and not trained), the adapters'
+  // B factors (zero at the start) have moved.
+  if (config(accum, layout).model.lora.rank > 0) {
+    Trainer fresh(config(l.dp * accum, {}), self);
+    std::size_t frozen = 0, moved = 0;
+    for (const auto& [name, w] : fresh.gather_weights()) {
+      INFO(name);
+      const bool adapter = name.find(".lora_") != std::string::npos;
+      const bool same = std::memcmp(w.raw(), ref_weights.at(name).raw(), w.nbytes()) == 0;
+      if (!adapter) CHECK(same);
+      frozen += !adapter && same, moved += name.find(".lora_B") != std::string::npos && !same;
+    }
+    CHECK(moved > 0);
+    if (world.rank() == 0)
+      std::printf("lora: %zu base tensors bitwise unchanged, %zu B factors trained\n", frozen, moved);
+  }
   // ZeRO-1 shards the AdamW moments of every group over its data-parallel ranks.
   const Config pc = config(accum, layout);
   const bool zero1 = pc.parallel.zero == 1;
