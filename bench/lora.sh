@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 threads=${1:-1} steps=${2:-20} rank=${3:-8}
 export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads OMP_WAIT_POLICY=passive
 moe=build/trainer/moe work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
 echo "bench lora: rank $rank vs full fine-tuning, $steps steps, $threads thread(s), $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p')"
 [ -f runs/data/fortunes/meta.json ] || "$moe" data prepare configs/tiny.yaml > /dev/null
 model=(--set data.dir=runs/data/fortunes --set model.d_model=256 --set model.n_layers=4 --set model.n_heads=8
@@ -21,7 +21,8 @@ model=(--set data.dir=runs/data/fortunes --set model.d_model=256 --set model.n_l
 run() {  # $1: label, then extra --set flags
   local label=$1; shift
   /usr/bin/time -f "%M" -o "$work/$label.rss" "$moe" train configs/tiny.yaml "${model[@]}" --set train.steps="$steps" \
-    --set train.warmup_steps=1 --set checkpoint.init_from="$work/base/step_00000001.h5" "$@" > "$work/$label.log" 2>&1
+    --set train.warmup_steps=1 --set checkpoint.init_from="$work/base/step_00000001.h5" \
+    --set checkpoint.dir="$work/$label" "$@" > "$work/$label.log" 2>&1
   local tps peak opt rss
   tps=$(sed -n 's/^tokens .*ranks, \([0-9.]*\) tokens\/s.*/\1/p' "$work/$label.log")
   peak=$(sed -n 's/.*memory .* planned, \([0-9.]* [KMG]B\) measured.*/\1/p' "$work/$label.log")
@@ -32,7 +33,7 @@ run() {  # $1: label, then extra --set flags
   echo "$tps $rss" > "$work/$label.num"
 }
 run full
-run "lora r$rank" --set lora.rank="$rank"
+run lora --set lora.rank="$rank"
 read -r full_tps full_rss < "$work/full.num"
-read -r lora_tps lora_rss < "$work/lora r$rank.num"
+read -r lora_tps lora_rss < "$work/lora.num"
 python3 -c "print(f'lora / full: {$lora_tps / $full_tps:.2f}x tokens/s, {$lora_rss / $full_rss:.2f}x peak RSS')"
