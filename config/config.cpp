@@ -299,10 +299,11 @@ const std::vector<Field>& fields() {
       text(AT(data.corpus), "text corpus for moe data prepare: a directory of text files or one file"),
       text(AT(data.dir), "prepared data: tokenizer and token shards (written by moe data prepare)"),
       real(AT(data.val_fraction), half_open(0, 0.5), "share of documents held out for evaluation"),
-      text(AT(data.tokenizer),
-           "moe data prepare reuses this tokenizer.model instead of training one (fine-tuning keeps the base "
-           "vocabulary)",
-           true),
+      text(
+          AT(data.tokenizer),
+          "moe data prepare reuses this tokenizer.model, or a model's Hugging Face tokenizer.json, instead of training "
+          "one (fine-tuning keeps the base vocabulary)",
+          true),
       text(
           "data.chat_template", [](auto& c) -> auto& { return c.data.chat.message; },
           "chat data (.jsonl): how one message renders, {role} and then {content} replaced; the loss counts an "

@@ -20,6 +20,7 @@
 #include "data/corpus.h"
 #include "data/dir_lock.h"
 #include "data/shard.h"
+#include "data/tokenizer.h"
 #include "kernels/error.h"
 
 namespace moe::data {
@@ -104,25 +105,21 @@ std::string train_tokenizer(const PrepareOptions& opt, const std::vector<const s
 // counted span (the offsets of the whole text's encoding, as transformers' assistant masks:
 // a piece may join the header's last byte to the answer's first, "\n4", and then counts), and
 // for end-of-document where the record says so.
-void encode(const sentencepiece::SentencePieceProcessor& sp, const ChatText& doc, bool masked,
-            std::vector<std::uint32_t>& ids, std::vector<std::uint32_t>& mask) {
+void encode(const Tokenizer& tok, const ChatText& doc, bool masked, std::vector<std::uint32_t>& ids,
+            std::vector<std::uint32_t>& mask) {
   ids.clear(), mask.clear();
   if (!masked) {
-    std::vector<int> v;
-    check(sp.Encode(doc.text, &v), "encoding");
-    ids.assign(v.begin(), v.end());
+    for (int id : tok.encode(doc.text)) ids.push_back(static_cast<std::uint32_t>(id));
   } else {
-    sentencepiece::ImmutableSentencePieceText spt;
-    check(sp.Encode(doc.text, spt.mutable_proto()), "encoding");
-    for (const auto& piece : spt.pieces()) {
-      ids.push_back(piece.id());
+    for (const auto& piece : tok.encode_pieces(doc.text)) {
+      ids.push_back(static_cast<std::uint32_t>(piece.id));
       const bool in = std::any_of(doc.counted.begin(), doc.counted.end(),
-                                  [&](const auto& r) { return piece.end() > r.first && piece.begin() < r.second; });
+                                  [&](const auto& r) { return piece.end > r.first && piece.begin < r.second; });
       mask.push_back(in ? 1 : 0);
     }
     mask.push_back(doc.counts_end ? 1 : 0);
   }
-  ids.push_back(kEndOfDocument);
+  ids.push_back(static_cast<std::uint32_t>(tok.end_of_document()));
 }
 
 // One split's token (and mask) shards: `prefix`_NNNNN.bin of at most opt.shard_tokens.
@@ -154,12 +151,13 @@ class ShardWriter {
 // tokens: a document that does not fit in what is left of the window starts the next one
 // (the gap filled with end-of-document ids that count nowhere), one longer than a window is
 // cut to it; so no conversation is split from its prompt.
-void write_split(const PrepareOptions& opt, const sentencepiece::SentencePieceProcessor& sp, const Documents& d,
-                 const std::vector<bool>& is_val, bool val, PrepareReport& rep, std::vector<double>& counts) {
+void write_split(const PrepareOptions& opt, const Tokenizer& tok, const Documents& d, const std::vector<bool>& is_val,
+                 bool val, PrepareReport& rep, std::vector<double>& counts) {
   const std::string split = val ? "val" : "train";
   ShardWriter tokens(opt, split, static_cast<std::uint64_t>(opt.vocab_size)), mask(opt, mask_split(split), 2);
   std::uint64_t& total = val ? rep.val_tokens : rep.train_tokens;
   const auto W = static_cast<std::uint64_t>(opt.align);
+  const auto eod = static_cast<std::uint32_t>(tok.end_of_document());
   std::vector<std::uint32_t> ids, m;
   auto put = [&](std::uint32_t id, std::uint32_t counted) {
     tokens.add(id);
@@ -169,29 +167,29 @@ void write_split(const PrepareOptions& opt, const sentencepiece::SentencePiecePr
   };
   for (std::size_t i = 0; i < d.docs.size(); ++i) {
     if (is_val[i] != val) continue;
-    encode(sp, d.docs[i], d.chat, ids, m);
+    encode(tok, d.docs[i], d.chat, ids, m);
     if (d.chat && W > 0) {
       if (ids.size() > W) ids.resize(W), m.resize(W), ++rep.truncated;
       if (total % W + ids.size() > W)
-        while (total % W != 0) put(static_cast<std::uint32_t>(kEndOfDocument), 0);
+        while (total % W != 0) put(eod, 0);
     }
     for (std::size_t k = 0; k < ids.size(); ++k) put(ids[k], d.chat ? m[k] : 1);
   }
   if (d.chat && W > 0) {  // the last window filled, and one token more: its last target
-    while (total % W != 0) put(static_cast<std::uint32_t>(kEndOfDocument), 0);
-    put(static_cast<std::uint32_t>(kEndOfDocument), 0);
+    while (total % W != 0) put(eod, 0);
+    put(eod, 0);
   }
   tokens.close();
   if (d.chat) mask.close();
 }
 
-void write_meta(const PrepareOptions& opt, const PrepareReport& rep) {
+void write_meta(const PrepareOptions& opt, const PrepareReport& rep, const Tokenizer& tok) {
   nlohmann::json meta = {{"format", "moe-shards"},
                          {"version", kShardVersion},
                          {"corpus", opt.corpus},
                          {"vocab_size", opt.vocab_size},
-                         {"end_of_document_id", kEndOfDocument},
-                         {"tokenizer", "tokenizer.model"},
+                         {"end_of_document_id", tok.end_of_document()},
+                         {"tokenizer", fs::path(tok.path()).filename().string()},
                          {"tokenizer_xxh64", tokenizer_digest(opt.out_dir)},
                          {"documents", rep.documents},
                          {"val_documents", rep.val_documents},
@@ -212,15 +210,54 @@ void write_meta(const PrepareOptions& opt, const PrepareReport& rep) {
   fs::rename(tmp, fs::path(opt.out_dir) / "meta.json");
 }
 
+std::string read_file(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  MOE_CHECK(in, DataError,
+            "{}: {} not found; point it at a prepared directory's tokenizer.model or a model's "
+            "tokenizer.json",
+            path, what);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The tokenizer in opt.out_dir: trained on the training split only, or reused (fine-tuning
+// data must keep the base model's vocabulary): a tokenizer.model, or a Hugging Face
+// tokenizer.json with its tokenizer_config.json. The other kind's files, ours from an earlier
+// preparation, go.
+Tokenizer place_tokenizer(const PrepareOptions& opt, const std::vector<const std::string*>& train_docs) {
+  const fs::path out(opt.out_dir);
+  const bool hf = !opt.tokenizer.empty() && Tokenizer::is_hf(opt.tokenizer);
+  for (const char* name : hf ? std::vector<const char*>{"tokenizer.model"}
+                             : std::vector<const char*>{"tokenizer.json", "tokenizer_config.json"})
+    fs::remove(out / name);
+  if (hf) {
+    const Tokenizer theirs(opt.tokenizer);  // checked where the user put it, before any copy
+    MOE_CHECK(theirs.size() <= opt.vocab_size, DataError,
+              "{}: the tokenizer's ids reach {}, past model.vocab_size = {}; set model.vocab_size to the model's",
+              opt.tokenizer, theirs.size() - 1, opt.vocab_size);
+    const fs::path config = fs::path(opt.tokenizer).parent_path() / "tokenizer_config.json";
+    std::ofstream(out / "tokenizer.json", std::ios::binary) << read_file(opt.tokenizer, "data.tokenizer");
+    std::ofstream(out / "tokenizer_config.json") << read_file(config.string(), "data.tokenizer's config");
+    return Tokenizer((out / "tokenizer.json").string());
+  }
+  const std::string model =
+      opt.tokenizer.empty() ? train_tokenizer(opt, train_docs) : read_file(opt.tokenizer, "data.tokenizer");
+  std::ofstream(out / "tokenizer.model", std::ios::binary) << model;
+  Tokenizer tok((out / "tokenizer.model").string());
+  MOE_CHECK(tok.size() == opt.vocab_size, DataError, "{}: the tokenizer has {} pieces, model.vocab_size = {}",
+            opt.tokenizer, tok.size(), opt.vocab_size);
+  return tok;
+}
+
 }  // namespace
 
 bool its_own_file(const std::string& name) {
-  static const std::regex ours(R"((meta\.json|tokenizer\.model|(mask_)?(train|val)_\d{5}\.bin)(\.tmp)?|\.moe\.lock)");
+  static const std::regex ours(
+      R"((meta\.json|tokenizer\.model|tokenizer\.json|tokenizer_config\.json|(mask_)?(train|val)_\d{5}\.bin)(\.tmp)?|\.moe\.lock)");
   return std::regex_match(name, ours);
 }
 
 std::string tokenizer_digest(const std::string& dir) {
-  std::ifstream in(fs::path(dir) / "tokenizer.model", std::ios::binary);
+  std::ifstream in(Tokenizer::in_dir(dir), std::ios::binary);
   if (!in) return "";
   const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   return fmt::format("{:016x}", XXH64(bytes.data(), bytes.size(), 0));
@@ -257,27 +294,11 @@ PrepareReport prepare(const PrepareOptions& opt) {
   for (const auto& e : fs::directory_iterator(opt.out_dir))  // the previous preparation's shards only
     if (its_own_file(e.path().filename().string()) && e.path().extension() == ".bin") fs::remove(e.path());
 
-  // Tokenizer: trained on the training split only, or reused (fine-tuning data must keep
-  // the base model's vocabulary).
-  std::string model;
-  if (opt.tokenizer.empty()) {
-    model = train_tokenizer(opt, train_docs);
-  } else {
-    std::ifstream in(opt.tokenizer, std::ios::binary);
-    MOE_CHECK(in, DataError, "{}: data.tokenizer not found; point it at a prepared directory's tokenizer.model",
-              opt.tokenizer);
-    model.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
-  sentencepiece::SentencePieceProcessor sp;
-  check(sp.LoadFromSerializedProto(model),
-        fmt::format("{}: loading the tokenizer", opt.tokenizer.empty() ? opt.out_dir : opt.tokenizer));
-  MOE_CHECK(sp.GetPieceSize() == opt.vocab_size, DataError, "{}: the tokenizer has {} pieces, model.vocab_size = {}",
-            opt.tokenizer, sp.GetPieceSize(), opt.vocab_size);
-  std::ofstream(fs::path(opt.out_dir) / "tokenizer.model", std::ios::binary) << model;
+  const Tokenizer tok = place_tokenizer(opt, train_docs);
 
   // Shards: documents in corpus order, each followed by end-of-document.
   std::vector<double> counts(static_cast<std::size_t>(opt.vocab_size), 0.0);
-  for (const bool val : {false, true}) write_split(opt, sp, d, is_val, val, rep, counts);
+  for (const bool val : {false, true}) write_split(opt, tok, d, is_val, val, rep, counts);
   for (double c : counts)
     if (c > 0) rep.unigram_entropy -= c / double(rep.train_tokens) * std::log(c / double(rep.train_tokens));
 
@@ -286,7 +307,7 @@ PrepareReport prepare(const PrepareOptions& opt) {
             "{}: data.val_fraction = {} held out {} documents, {} tokens: fewer than one sequence of {}; raise "
             "data.val_fraction or give a larger corpus",
             opt.corpus, opt.val_fraction, rep.val_documents, rep.val_tokens, opt.min_val_tokens);
-  write_meta(opt, rep);
+  write_meta(opt, rep, tok);
   return rep;
 }
 

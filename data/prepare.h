@@ -42,15 +42,17 @@ struct PrepareReport {
   std::int64_t truncated = 0;       // chat: documents cut to one window
 };
 
-// Ids: 0 = <unk>, 1 = end-of-document (SentencePiece's eos); no bos/pad. meta.json is
-// written last, so a directory with it is complete.
+// Ids (a trained or reused tokenizer.model): 0 = <unk>, 1 = end-of-document (SentencePiece's
+// eos); no bos/pad. With data.tokenizer a Hugging Face tokenizer.json: its ids, and its
+// eos_token's as end-of-document (meta.json's end_of_document_id). meta.json is written
+// last, so a directory with it is complete.
 PrepareReport prepare(const PrepareOptions& opt);
 
-// The XXH64 of DIR/tokenizer.model's bytes, as 16 hex digits ("" where there is none): what
-// identifies a vocabulary beyond its size (meta.json records it; checkpoints record the
-// digest of the data they trained on, and resume and init_from compare it).
+// The XXH64 of DIR's tokenizer file's bytes (tokenizer.json, else tokenizer.model), as 16 hex digits ("" where there is
+// none): what identifies a vocabulary beyond its size (meta.json records it; checkpoints record the digest of the data
+// they trained on, and resume and init_from compare it).
 std::string tokenizer_digest(const std::string& dir);
 
-constexpr std::int32_t kEndOfDocument = 1;
+constexpr std::int32_t kEndOfDocument = 1;  // of moe's own (SentencePiece) tokenizers
 
 }  // namespace moe::data

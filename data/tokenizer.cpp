@@ -2,12 +2,50 @@
 
 #include <sentencepiece_processor.h>
 
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "data/hf_tokenizer.h"
 #include "kernels/error.h"
 
 namespace moe::data {
+namespace fs = std::filesystem;
 
-Tokenizer::Tokenizer(const std::string& path)
-    : path_(path), sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
+namespace {
+// tokenizer_config.json's eos_token beside a tokenizer.json: a string, or {"content": ...}.
+std::string eos_token(const std::string& tokenizer_json) {
+  const fs::path config = fs::path(tokenizer_json).parent_path() / "tokenizer_config.json";
+  std::ifstream in(config);
+  MOE_CHECK(in, DataError, "{}: no tokenizer_config.json beside it to name the eos_token (the end of a document)",
+            tokenizer_json);
+  try {
+    const auto j = nlohmann::json::parse(in);
+    const auto& e = j.at("eos_token");
+    return e.is_string() ? e.get<std::string>() : e.at("content").get<std::string>();
+  } catch (const nlohmann::json::exception& e) {
+    throw DataError(fmt::format("{}: no eos_token ({})", config.string(), e.what()));
+  }
+}
+}  // namespace
+
+bool Tokenizer::is_hf(const std::string& path) { return fs::path(path).extension() == ".json"; }
+
+std::string Tokenizer::in_dir(const std::string& dir) {
+  const fs::path json = fs::path(dir) / "tokenizer.json";
+  return (fs::exists(json) ? json : fs::path(dir) / "tokenizer.model").string();
+}
+
+Tokenizer::Tokenizer(const std::string& path) : path_(path) {
+  if (is_hf(path)) {
+    hf_ = std::make_unique<HfTokenizer>(path);
+    const std::string eos = eos_token(path);
+    eos_ = hf_->token_id(eos);
+    MOE_CHECK(eos_ >= 0, DataError, "{}: its eos_token '{}' is not one of its added tokens", path, eos);
+    return;
+  }
+  sp_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
   const auto status = sp_->Load(path);
   MOE_CHECK(status.ok(), DataError, "{}: cannot load the tokenizer ({}); give a tokenizer.model of moe data prepare",
             path, status.ToString());
@@ -16,20 +54,40 @@ Tokenizer::Tokenizer(const std::string& path)
 Tokenizer::~Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 
+std::vector<Tokenizer::Piece> Tokenizer::encode_pieces(const std::string& text) const {
+  std::vector<Piece> out;
+  if (hf_) {
+    for (const auto& p : hf_->encode(text)) out.push_back({p.id, p.begin, p.end});
+    return out;
+  }
+  sentencepiece::ImmutableSentencePieceText spt;
+  const auto status = sp_->Encode(text, spt.mutable_proto());
+  MOE_CHECK(status.ok(), DataError, "{}: encoding: {}", path_, status.ToString());
+  for (const auto& piece : spt.pieces()) out.push_back({int(piece.id()), piece.begin(), piece.end()});
+  return out;
+}
+
 std::vector<int> Tokenizer::encode(const std::string& text) const {
   std::vector<int> ids;
+  if (hf_) {
+    for (const auto& p : hf_->encode(text)) ids.push_back(p.id);
+    return ids;
+  }
   const auto status = sp_->Encode(text, &ids);
   MOE_CHECK(status.ok(), DataError, "{}: encoding: {}", path_, status.ToString());
   return ids;
 }
 
 std::string Tokenizer::decode(const std::vector<int>& ids) const {
+  if (hf_) return hf_->decode(ids);
   std::string text;
   const auto status = sp_->Decode(ids, &text);
   MOE_CHECK(status.ok(), DataError, "{}: decoding: {}", path_, status.ToString());
   return text;
 }
 
-std::int64_t Tokenizer::size() const { return sp_->GetPieceSize(); }
+std::int64_t Tokenizer::size() const { return hf_ ? hf_->size() : sp_->GetPieceSize(); }
+
+int Tokenizer::end_of_document() const { return eos_; }
 
 }  // namespace moe::data

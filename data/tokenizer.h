@@ -1,6 +1,10 @@
-// A prepared directory's SentencePiece tokenizer (tokenizer.model) for the commands that read
-// and write text at run time (moe generate, moe eval): ids as moe data prepare made them.
+// A prepared directory's tokenizer, for `moe data prepare` and the commands that read and
+// write text at run time (moe generate, moe eval): SentencePiece (tokenizer.model, what moe
+// data prepare trains) or a Hugging Face tokenizer.json of the byte-level BPE family
+// (data/hf_tokenizer.h; an imported model's, with the tokenizer_config.json beside it that
+// names its eos_token, the end-of-document id).
 #pragma once
+#include <cstddef>
 #include <memory>
 #include <string>
 #include <vector>
@@ -11,20 +15,36 @@ class SentencePieceProcessor;
 
 namespace moe::data {
 
+class HfTokenizer;
+
 class Tokenizer {
  public:
-  // DataError naming the file when it is missing or not a SentencePiece model.
+  // A tokenizer.model or tokenizer.json; DataError naming the file when it is missing or
+  // cannot be read as one.
   explicit Tokenizer(const std::string& path);
   ~Tokenizer();
   Tokenizer(Tokenizer&&) noexcept;
+  // The one a prepared directory holds: tokenizer.json where there is one, else
+  // tokenizer.model (moe data prepare writes one of the two).
+  static std::string in_dir(const std::string& dir);
+  static bool is_hf(const std::string& path);  // a tokenizer.json
+
+  struct Piece {
+    int id;
+    std::size_t begin, end;  // the text's bytes it covers
+  };
   std::vector<int> encode(const std::string& text) const;
+  std::vector<Piece> encode_pieces(const std::string& text) const;
   std::string decode(const std::vector<int>& ids) const;
-  std::int64_t size() const;
+  std::int64_t size() const;    // ids 0 .. size() - 1
+  int end_of_document() const;  // SentencePiece: its eos (1); tokenizer.json: eos_token's id
   const std::string& path() const { return path_; }
 
  private:
   std::string path_;
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
+  std::unique_ptr<HfTokenizer> hf_;
+  int eos_ = 1;
 };
 
 }  // namespace moe::data

@@ -9,6 +9,7 @@
 
 #include "checkpoint/checkpoint.h"
 #include "config/config.h"
+#include "data/tokenizer.h"
 #include "model/lora.h"
 #include "trainer/atomic_file.h"
 #include "trainer/hf_config.h"
@@ -170,15 +171,24 @@ ExportResult export_safetensors(const std::string& checkpoint, const std::string
   config["num_nextn_predict_layers"] = with_mtp ? cfg.model.mtp_depth : 0;
   config["moe_export"] = {{"step", meta.step}, {"format", "moe export --format safetensors"}};
   write_atomically(r.config, config.dump(2) + "\n");
-  const std::string source = !tokenizer.empty() ? tokenizer : cfg.data.dir + "/tokenizer.model";
+  const std::string source = !tokenizer.empty() ? tokenizer : data::Tokenizer::in_dir(cfg.data.dir);
   MOE_CHECK(tokenizer.empty() || std::filesystem::exists(source), ConfigError,
             "moe export --tokenizer {}: no such file", source);
   if (std::filesystem::exists(source)) {
-    r.tokenizer = out_dir + "/tokenizer.model";
-    std::ifstream in(source, std::ios::binary);
-    const std::string model((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    write_atomically(r.tokenizer, model);
-    write_atomically(out_dir + "/tokenizer_config.json", tokenizer_config(cfg.model).dump(2) + "\n");
+    const auto copy = [&](const std::string& from, const std::string& to) {
+      std::ifstream in(from, std::ios::binary);
+      write_atomically(to, std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()));
+    };
+    if (data::Tokenizer::is_hf(source)) {  // a model's own tokenizer.json goes back as it came
+      r.tokenizer = out_dir + "/tokenizer.json";
+      copy(source, r.tokenizer);
+      const auto config = std::filesystem::path(source).parent_path() / "tokenizer_config.json";
+      if (std::filesystem::exists(config)) copy(config.string(), out_dir + "/tokenizer_config.json");
+    } else {
+      r.tokenizer = out_dir + "/tokenizer.model";
+      copy(source, r.tokenizer);
+      write_atomically(out_dir + "/tokenizer_config.json", tokenizer_config(cfg.model).dump(2) + "\n");
+    }
   }
   return r;
 }

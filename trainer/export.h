@@ -18,15 +18,15 @@ struct ExportResult {
   std::string safetensors, config;
   std::string adapter;      // OUT/adapter under LoraExport::peft; empty: none written
   std::size_t adapted = 0;  // projections with an adapter (merged or written)
-  std::string tokenizer;    // OUT/tokenizer.model (with tokenizer_config.json); empty: none found
+  std::string tokenizer;    // OUT/tokenizer.model or tokenizer.json (with tokenizer_config.json); empty: none
   std::size_t tensors = 0;
   double bytes = 0;
 };
 
 // One process. Every tensor is checksum-verified on the way (CheckpointError otherwise);
 // the files appear complete or not at all (written under temporary names, then renamed).
-// The tokenizer: `tokenizer` (a SentencePiece tokenizer.model), else the run's
-// data.dir/tokenizer.model where it exists; written as OUT/tokenizer.model with a
+// The tokenizer: `tokenizer`, else the run's data.dir's where it exists. A tokenizer.json (a
+// model's own) is copied with its tokenizer_config.json; a tokenizer.model is written with a
 // tokenizer_config.json for transformers' LlamaTokenizer (SentencePiece as it is: no BOS, the
 // eos and unk pieces of moe data prepare).
 // Multi-token prediction's layers (model.layers.{n_layers + k - 1}.*) are left out unless

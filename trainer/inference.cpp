@@ -22,9 +22,10 @@ namespace {
 
 std::string tokenizer_path(const std::string& checkpoint, const Config& cfg, const std::string& given) {
   if (!given.empty()) return given;
-  const std::string run = cfg.data.dir + "/tokenizer.model";
+  const std::string run = data::Tokenizer::in_dir(cfg.data.dir);
   MOE_CHECK(std::filesystem::exists(run), DataError,
-            "{}: its run's tokenizer {} is not here; give the tokenizer.model it was trained with (--tokenizer)",
+            "{}: its run's tokenizer {} is not here; give the tokenizer.model or tokenizer.json it was trained with "
+            "(--tokenizer)",
             checkpoint, run);
   return run;
 }
@@ -137,13 +138,15 @@ InferenceModel load_inference(const std::string& checkpoint, const std::string& 
     t.value.copy_from(it->second);
   }
   data::Tokenizer tok(tokenizer_path(checkpoint, cfg, tokenizer));
-  MOE_CHECK(tok.size() == cfg.model.vocab_size, DataError, "{}: {} pieces, the model's vocabulary is {}", tok.path(),
-            tok.size(), cfg.model.vocab_size);
+  // A tokenizer.json may use fewer ids than the model's (padded) vocabulary.
+  MOE_CHECK(
+      data::Tokenizer::is_hf(tok.path()) ? tok.size() <= cfg.model.vocab_size : tok.size() == cfg.model.vocab_size,
+      DataError, "{}: {} ids, the model's vocabulary is {}", tok.path(), tok.size(), cfg.model.vocab_size);
   return {checkpoint, std::move(cfg), std::move(model), std::move(tok)};
 }
 
 std::vector<double> next_log_probs(InferenceModel& m, const std::vector<int>& ids) {
-  const std::vector<int> start = {data::kEndOfDocument};  // an empty prompt: the start of a document
+  const std::vector<int> start = {m.tokenizer.end_of_document()};  // an empty prompt: the start of a document
   const std::vector<int>& all = ids.empty() ? start : ids;
   const auto T = std::min<std::int64_t>(static_cast<std::int64_t>(all.size()), m.cfg.model.seq_len);
   Tensor tokens = Tensor::empty({T}, DType::i32), targets = Tensor::empty({T}, DType::i32);
@@ -160,9 +163,10 @@ std::vector<int> generate(InferenceModel& m, const std::vector<int>& prompt, con
   std::vector<int> ids = prompt, out;
   for (std::int64_t i = 0; i < s.max_new_tokens; ++i) {
     std::vector<double> log_probs = decoder.next(ids);
-    if (i < s.min_new_tokens) log_probs[std::size_t(data::kEndOfDocument)] = -INFINITY;
+    const int eod = m.tokenizer.end_of_document();
+    if (i < s.min_new_tokens) log_probs[std::size_t(eod)] = -INFINITY;
     const int next = sample(log_probs, s, rng);
-    if (next == data::kEndOfDocument) break;
+    if (next == eod) break;
     ids.push_back(next), out.push_back(next);
     if (on_token) on_token(out);
   }
@@ -183,7 +187,7 @@ Perplexity perplexity_on_text(InferenceModel& m, const std::string& path) {
   std::vector<std::int32_t> ids;
   for (const std::string& doc : data::read_documents(path, m.cfg.data.filters)) {
     for (int id : m.tokenizer.encode(doc)) ids.push_back(id);
-    ids.push_back(data::kEndOfDocument);
+    ids.push_back(m.tokenizer.end_of_document());
   }
   const data::TokenStream stream(std::move(ids), path);
   const bool documents = data::document_masking(m.cfg.data.document_mask, /*chat=*/false);

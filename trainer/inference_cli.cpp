@@ -17,7 +17,7 @@ void add_model_arguments(CLI::App* cmd, InferenceArgs& a) {
       ->required()
       ->check(CLI::ExistingPath);
   cmd->add_option("--tokenizer", a.tokenizer,
-                  "the tokenizer.model the model was trained with (default: its run's data.dir/tokenizer.model)");
+                  "the tokenizer.model or tokenizer.json the model was trained with (default: its run's data.dir's)");
 }
 
 std::vector<std::string> prompts_of(const InferenceArgs& a) {
@@ -92,9 +92,10 @@ int run_generate(const InferenceArgs& a, const std::string& checkpoint) {
     if (!a.jsonl) std::fwrite(text.data(), 1, text.size(), stdout);
     const auto out = generate(m, m.tokenizer.encode(text), s, a.jsonl ? nullptr : std::function(stream));
     if (a.jsonl)
-      std::cout
-          << nlohmann::json{{"prompt", p}, {"completion", m.tokenizer.decode(out)}, {"completion_ids", out}}.dump()
-          << "\n";
+      std::cout << nlohmann::json{{"prompt", p}, {"completion", m.tokenizer.decode(out)}, {"completion_ids", out}}.dump(
+                       -1, ' ', false,
+                       nlohmann::json::error_handler_t::replace)  // (SentencePiece may cut a character too)
+                << "\n";
     else std::cout << "\n";
   }
   return 0;

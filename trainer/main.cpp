@@ -125,7 +125,7 @@ int run_export(const std::string& given, const std::string& format, const std::s
     std::printf("moe export: %zu LoRA adapters -> %s (PEFT: PeftModel.from_pretrained(base, '%s'))\n", r.adapted,
                 r.adapter.c_str(), r.adapter.c_str());
   if (r.tokenizer.empty()) std::printf("moe export: no tokenizer (the run's data.dir has none; --tokenizer PATH)\n");
-  else std::printf("moe export: tokenizer %s (transformers' LlamaTokenizer)\n", r.tokenizer.c_str());
+  else std::printf("moe export: tokenizer %s\n", r.tokenizer.c_str());
   return 0;
 }
 
@@ -417,7 +417,7 @@ void add_checkpoint_commands(CLI::App& app, Args& a) {
                    "OUT/adapter for Hugging Face PEFT)")
       ->check(CLI::IsMember({"merge", "peft"}));
   a.exp->add_option("--tokenizer", a.export_tokenizer,
-                    "a SentencePiece tokenizer.model to export with it (default: the run's data.dir/tokenizer.model)");
+                    "a tokenizer.model or tokenizer.json to export with it (default: the run's data.dir's)");
   a.imp = app.add_subcommand("import",
                              "a Hugging Face model directory (DeepSeek-V3 architecture: config.json and safetensors) "
                              "as a checkpoint to fine-tune from (checkpoint.init_from)");

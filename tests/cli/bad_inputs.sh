@@ -10,6 +10,9 @@ printf 'not hdf5\n' > "$dir/notckpt.h5"
 printf 'checkpoint:\n  dir:\n' > "$dir/nulldir.yaml"
 [ -p "$dir/fifo" ] || mkfifo "$dir/fifo"
 printf 'caf\xe9 au lait\n' > "$dir/latin1.txt"  # Latin-1, not UTF-8
+mkdir -p "$dir/wordpiece" "$dir/no_eos"          # tokenizer.json files moe does not read
+printf '{"model": {"type": "WordPiece", "vocab": {}}, "pre_tokenizer": {"type": "ByteLevel"}}' > "$dir/wordpiece/tokenizer.json"
+printf '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokenizer": {"type": "ByteLevel"}}' > "$dir/no_eos/tokenizer.json"
 line=$(grep -P "^$name\t" "$src/tests/cli/bad_inputs.txt") || { echo "no case $name"; exit 1; }
 regex=$(printf '%s' "$line" | cut -f2)
 args=$(printf '%s' "$line" | cut -f3 | sed -e "s|@TINY@|$src/configs/tiny.yaml|g" -e "s|@DSV3@|$src/configs/deepseek-v3.yaml|g" -e "s|@DIR@|$dir|g" -e "s|@SRC@|$src|g")
