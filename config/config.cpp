@@ -158,6 +158,41 @@ Field text_list(const char* key, Get get, std::string doc) {
   return list_of<std::string>(key, get, std::move(doc));
 }
 
+// data.sources: a list of {dir: DIR, weight: W} mappings (weight finite and > 0).
+template <class Get>
+Field sources(const char* key, Get get, std::string doc) {
+  std::string k = key;
+  return {k, "list of {dir, weight}", std::move(doc),
+          [k, get](Config& c, const YAML::Node& n, const std::string& where) {
+            std::vector<DataSource> v;
+            if (!n.IsNull() && !n.IsSequence()) bad(where, k, "expected a list of {dir: ..., weight: ...} mappings");
+            for (const auto& item : n) {
+              if (!item.IsMap()) bad(where, k, "each entry is a mapping {dir: DIR, weight: W}");
+              DataSource s;
+              for (const auto& kv : item) {
+                const auto name = kv.first.as<std::string>();
+                if (name == "dir") s.dir = as<std::string>(kv.second, where, k + ".dir", "a directory");
+                else if (name == "weight") s.weight = as<double>(kv.second, where, k + ".weight", "a number");
+                else bad(where, k, fmt::format("unknown entry key '{}' (an entry has dir and weight)", name));
+              }
+              if (s.dir.empty()) bad(where, k, "an entry without its dir");
+              if (!std::isfinite(s.weight) || s.weight <= 0)
+                bad(where, k, fmt::format("{}: weight {} must be finite and > 0", s.dir, s.weight));
+              v.push_back(std::move(s));
+            }
+            get(c) = std::move(v);
+          },
+          [get](const Config& c) {
+            YAML::Emitter e;
+            e << YAML::Flow << YAML::BeginSeq;
+            for (const auto& s : get(c))
+              e << YAML::BeginMap << YAML::Key << "dir" << YAML::Value << s.dir << YAML::Key << "weight" << YAML::Value
+                << s.weight << YAML::EndMap;
+            e << YAML::EndSeq;
+            return std::string(e.c_str());
+          }};
+}
+
 template <class E, class Get>
 Field choice(const char* key, Get get, std::vector<std::pair<std::string, E>> names, std::string doc) {
   std::string k = key, list;
@@ -298,6 +333,9 @@ const std::vector<Field>& fields() {
 
       text(AT(data.corpus), "text corpus for moe data prepare: a directory of text files or one file"),
       text(AT(data.dir), "prepared data: tokenizer and token shards (written by moe data prepare)"),
+      sources(AT(data.sources),
+              "a training mixture: [{dir: PREPARED_DIR, weight: W}, ...], sequences drawn in proportion to the "
+              "weights (exact to within one per source at every step); data.dir must be one of them"),
       real(AT(data.val_fraction), half_open(0, 0.5), "share of documents held out for evaluation"),
       text(
           AT(data.tokenizer),
@@ -501,6 +539,15 @@ void validate(const Config& c) {
   const auto& m = c.model;
   require(data::valid_chat_template(c.data.chat.message), "data.chat_template",
           "must hold {role} and then {content}, once each");
+  const auto& src = c.data.sources;
+  require(
+      src.empty() || std::any_of(src.begin(), src.end(), [&](const DataSource& s) { return s.dir == c.data.dir; }),
+      "data.sources",
+      fmt::format("data.dir = {} is not one of them (its tokenizer and validation split are the run's)", c.data.dir));
+  for (std::size_t i = 0; i < src.size(); ++i)
+    for (std::size_t j = 0; j < i; ++j)
+      require(src[i].dir != src[j].dir, "data.sources", fmt::format("{} is listed twice", src[i].dir));
+  require(c.model.lora.rank == 0 || !c.model.lora.targets.empty(), "lora.targets", "is empty: LoRA adapts nothing");
   // Fault drills that could never fire would pass a drill that tested nothing.
   const auto& d = c.debug;
   require(d.nan_at_step <= c.train.steps, "debug.nan_at_step",

@@ -54,6 +54,13 @@ struct TrainConfig {
   double mtp_final_fraction = 1.0;  // 1: the final weight never applies
 };
 
+// One prepared directory of a training mixture and its share of the sequences (data.sources).
+struct DataSource {
+  std::string dir;
+  double weight = 1;
+  bool operator==(const DataSource&) const = default;
+};
+
 struct DataConfig {
   std::string corpus = "/usr/share/games/fortunes";
   std::string dir = "runs/data/fortunes";
@@ -62,6 +69,10 @@ struct DataConfig {
   data::FilterOptions filters;  // moe data prepare's quality filters (keys data.dedup, data.min_words, ...)
   data::ChatTemplate chat;      // chat data (.jsonl corpora): keys data.chat_template, data.loss_on
   data::DocumentMask document_mask = data::DocumentMask::automatic;  // data/loader.h's Masking::documents
+  // A mixture (data/loader.h): training sequences drawn from these prepared directories in
+  // proportion to their weights; data.dir is one of them (its tokenizer and validation split
+  // are the run's). Empty: data.dir alone.
+  std::vector<DataSource> sources;
 };
 
 struct ParallelConfig {

@@ -67,7 +67,7 @@ void Loader::window(std::int64_t w, std::int64_t row, Batch& batch) const {
   if (masking_.loss_mask) masking_.loss_mask->read(begin, n, mask_.data());
   std::int32_t* tokens = batch.tokens.data<std::int32_t>() + row * T_;
   std::int32_t* targets = batch.targets.data<std::int32_t>() + row * T_;
-  std::int32_t* positions = masking_.documents ? batch.positions.data<std::int32_t>() + row * T_ : nullptr;
+  std::int32_t* positions = batch.positions.defined() ? batch.positions.data<std::int32_t>() + row * T_ : nullptr;
   std::int32_t place = 0;  // the input's place in its document
   for (std::int64_t t = 0; t < T_; ++t) {
     const auto i = static_cast<std::size_t>(t);
@@ -115,6 +115,10 @@ void Loader::fill(std::int64_t step, std::int64_t first, std::int64_t count, Bat
   for (std::int64_t j = 0; j < count; ++j) window(window_at(step * global_batch_ + first + j), j, batch);
 }
 
+void Loader::fill_sample(std::int64_t g, std::int64_t row, Batch& batch) { window(window_at(g), row, batch); }
+
+std::int64_t Loader::sample_targets(std::int64_t g) { return window_targets(window_at(g)); }
+
 void Loader::fill_in_order(std::int64_t first, std::int64_t count, Batch& batch) const {
   expect_batch("Loader::fill_in_order", batch, count);
   for (std::int64_t j = 0; j < count; ++j) window((first + j) % W_, j, batch);
@@ -123,7 +127,7 @@ void Loader::fill_in_order(std::int64_t first, std::int64_t count, Batch& batch)
 std::int64_t Loader::targets(std::int64_t step) {
   if (!masking_.any()) return global_batch_ * T_;
   std::int64_t n = 0;
-  for (std::int64_t j = 0; j < global_batch_; ++j) n += window_targets(window_at(step * global_batch_ + j));
+  for (std::int64_t j = 0; j < global_batch_; ++j) n += sample_targets(step * global_batch_ + j);
   return n;
 }
 

@@ -65,6 +65,11 @@ class Loader {
   const Masking& masking() const { return masking_; }
   // Sequences [first, first+count) of the global batch of `step`.
   void fill(std::int64_t step, std::int64_t first, std::int64_t count, Batch& batch);
+  // Global sample g (of this stream alone: step * global_batch + j) into row `row`; and the
+  // targets it counts. A batch with positions gets them without document masking too (one
+  // document: 0, 1, ...), so a mixture's sources may differ (data/mixture.h).
+  void fill_sample(std::int64_t g, std::int64_t row, Batch& batch);
+  std::int64_t sample_targets(std::int64_t g);
   // Windows in stream order (evaluation): sequence s of the evaluation set is window s mod W.
   void fill_in_order(std::int64_t first, std::int64_t count, Batch& batch) const;
   // The targets the loss counts in the global batch of `step` (the loss's denominator): every

@@ -18,6 +18,8 @@
 #include "checkpoint/store.h"
 #include "comm/pipeline.h"
 #include "data/loader.h"
+#include "data/mixture.h"
+#include "data/prepare.h"
 #include "kernels/ops.h"
 #include "plan/counts.h"
 #include "plan/plan.h"
@@ -38,6 +40,35 @@ nlohmann::json data_meta(const std::string& dir) {
   if (!in) return nlohmann::json::object();
   auto meta = nlohmann::json::parse(in, nullptr, false);
   return meta.is_object() ? meta : nlohmann::json::object();
+}
+
+// The training splits of the run's sources (data.sources, or data.dir alone), each checked
+// to speak data.dir's tokenizer (the same ids mean the same text in every source).
+std::vector<std::unique_ptr<data::PreparedSplit>> open_sources(const Config& cfg) {
+  std::vector<DataSource> list = cfg.data.sources;
+  if (list.empty()) list.push_back({cfg.data.dir, 1.0});
+  const std::string ours = data::tokenizer_digest(cfg.data.dir);
+  std::vector<std::unique_ptr<data::PreparedSplit>> out;
+  for (const DataSource& src : list) {
+    const std::string theirs = data::tokenizer_digest(src.dir);
+    MOE_CHECK(theirs == ours, DataError,
+              "{}: data.sources: {} was prepared with another tokenizer than data.dir {} (xxh64 {} vs {}); prepare it "
+              "with --set data.tokenizer={}/tokenizer.model (or its tokenizer.json)",
+              cfg.source, src.dir, cfg.data.dir, theirs.empty() ? "none" : theirs, ours, cfg.data.dir);
+    out.push_back(std::make_unique<data::PreparedSplit>(
+        src.dir, "train", static_cast<std::uint64_t>(cfg.model.vocab_size), cfg.model.seq_len));
+  }
+  return out;
+}
+
+std::vector<data::Source> mixture_of(const Config& cfg,
+                                     const std::vector<std::unique_ptr<data::PreparedSplit>>& splits) {
+  std::vector<data::Source> out;
+  for (std::size_t i = 0; i < splits.size(); ++i) {
+    const DataSource src = cfg.data.sources.empty() ? DataSource{cfg.data.dir, 1.0} : cfg.data.sources[i];
+    out.push_back({&splits[i]->tokens(), splits[i]->masking(cfg.data.document_mask), src.weight, src.dir});
+  }
+  return out;
 }
 
 // Adds the time it lives to `total`: a rank's compute inside the micro-batch schedule.
@@ -69,6 +100,7 @@ struct Trainer::Loop {
   void update_router_biases();
   void log_step(std::int64_t step, double norm);
   nlohmann::json step_metrics(std::int64_t step, double norm, bool applied, double val, double step_seconds);
+  void log_sources(std::int64_t step, bool tokens, Progress& progress);
   std::pair<double, double> load_range() const;  // smallest and largest expert load of the step
   bool stop_requested(std::int64_t step, Progress& progress);
   // Around the steps.
@@ -86,9 +118,12 @@ struct Trainer::Loop {
   const bool log_rank, counts;  // counts: this rank adds its loss (tp ranks share it: one counts it)
   const int chunks;             // interleaved pipeline: model chunks on this stage
   const nlohmann::json meta;    // data.dir's meta.json
-  data::PreparedSplit train_data, val_data;
-  data::Loader loader, val_loader;
-  double step_targets = 0;  // targets the loss counts in this step's global batch (its denominator)
+  std::vector<std::unique_ptr<data::PreparedSplit>> train_data;  // per source (data.sources)
+  data::PreparedSplit val_data;                                  // data.dir's
+  data::Mixture loader;
+  data::Loader val_loader;
+  std::vector<std::int64_t> epochs_warned;  // per source: the epoch whose start was logged
+  double step_targets = 0;                  // targets the loss counts in this step's global batch (its denominator)
   std::vector<MoE*> moe_layers;
   std::vector<std::int64_t> moe_row;  // each MoE layer's row among all the model's (this stage fills its own)
   std::int64_t all_moe;
@@ -134,12 +169,12 @@ Trainer::Loop::Loop(State& state)
       counts(state.mesh.coords().tp == 0),
       chunks(model.chunks()),
       meta(data_meta(cfg.data.dir)),
-      train_data(cfg.data.dir, "train", static_cast<std::uint64_t>(mc.vocab_size), mc.seq_len),
+      train_data(open_sources(cfg)),
       val_data(cfg.data.dir, "val", static_cast<std::uint64_t>(mc.vocab_size), mc.seq_len),
-      loader(train_data.tokens(), T, static_cast<std::uint64_t>(t.seed), global_seqs,
-             train_data.masking(cfg.data.document_mask)),
+      loader(mixture_of(cfg, train_data), T, static_cast<std::uint64_t>(t.seed), global_seqs),
       val_loader(val_data.tokens(), T, static_cast<std::uint64_t>(t.seed), global_seqs,
                  val_data.masking(cfg.data.document_mask)),
+      epochs_warned(loader.size(), 0),
       moe_layers(model.moe_layers()),
       moe_row(model.moe_ordinals()),
       all_moe(moe::moe_layers(mc)),
@@ -231,6 +266,7 @@ bool Trainer::Loop::train_step(std::int64_t step, Metrics& metrics, Progress& pr
     s.timed(s.eval_s, [&] { val = res.val_loss = evaluate(); });
     if (log_rank) spdlog::info("step {:>5} | validation loss {:.4f}", step + 1, res.val_loss);
   }
+  if (log_rank && loader.size() > 1) log_sources(step, (step + 1) % t.log_every == 0 || last, progress);
   if (log_rank && ((step + 1) % t.log_every == 0 || step == start || last)) {
     progress.clear();
     log_step(step, norm);
@@ -267,20 +303,28 @@ void Trainer::Loop::log_model_and_layout() {
   spdlog::info(
       "model: {} parameters, {} MoE layers x {} experts (top-{}); data: {}; {} ranks x {} micro-batches x {} "
       "sequences x {} tokens = {:.0f} tokens per step",
-      res.size.parameters, all_moe, E, mc.top_k, train_data.tokens().describe(), dp, t.grad_accum, mb, T,
+      res.size.parameters, all_moe, E, mc.top_k, train_data.front()->tokens().describe(), dp, t.grad_accum, mb, T,
       global_tokens);
+  if (loader.size() > 1) {
+    double total = 0;
+    for (std::size_t i = 0; i < loader.size(); ++i) total += loader.source(i).weight;
+    for (std::size_t i = 0; i < loader.size(); ++i)
+      spdlog::info("data: source {} (weight {:g}, {:.1f}% of the sequences): {} windows of {} tokens{}",
+                   loader.source(i).name, loader.source(i).weight, 100 * loader.source(i).weight / total,
+                   loader.windows(i), T, train_data[i]->chat() ? ", chat" : "");
+  }
   if (mc.lora.rank > 0)
     spdlog::info(
         "LoRA: rank {} (scale {:g}) on {} projections on this rank ({}): {:.0f} parameters train, {:.2f}% of the {} "
         "held frozen",
         mc.lora.rank, mc.lora.alpha / double(mc.lora.rank), model.adapters().size() / 2,
         fmt::join(mc.lora.targets, ", "), trained, 100.0 * trained / double(res.size.parameters), res.size.parameters);
-  if (train_data.chat())
+  if (train_data.front()->chat())
     spdlog::info("data: chat, loss on {} of its tokens ({}), document masking {}",
                  meta.value("target_tokens", std::uint64_t{0}), meta.value("loss_on", std::string("assistant")),
-                 loader.masking().documents ? "on"
-                                            : "off (conversations packed in a window see each other: set "
-                                              "data.document_mask=true)");
+                 loader.documents() ? "on"
+                                    : "off (conversations packed in a window see each other: set "
+                                      "data.document_mask=true)");
   std::string stages;
   for (std::size_t i = 0; i + 1 < s.bounds.size(); ++i)
     stages += fmt::format("{}{}", i ? "/" : "", s.bounds[i + 1] - s.bounds[i]);
@@ -350,7 +394,7 @@ void Trainer::Loop::micro_batches(std::int64_t step) {
 // the first stage reads its tokens, the last its targets.
 Tensor Trainer::Loop::forward_micro(std::int64_t step, std::int64_t k, int chunk, const Tensor& in) {
   const Busy busy{schedule_busy};
-  InFlight f{data::Batch(mb, T, loader.masking().documents), {}, 0, 0};
+  InFlight f{data::Batch(mb, T, loader.documents()), {}, 0, 0};
   loader.fill(step, (k * dp + rank) * mb, mb, f.batch);  // this rank's rows of the global batch
   Tensor out;
   const Tensor& positions = f.batch.positions;
@@ -482,6 +526,24 @@ std::pair<double, double> Trainer::Loop::load_range() const {
   return {lmin, lmax};
 }
 
+// A mixture's tokens per source so far (with the step's log line), and a line when a source
+// starts over (its windows all seen: it repeats from here, in a new order).
+void Trainer::Loop::log_sources(std::int64_t step, bool tokens, Progress& progress) {
+  std::string line;
+  for (std::size_t i = 0; i < loader.size(); ++i) {
+    const std::int64_t drawn = loader.drawn(i, step + 1), epoch = drawn / loader.windows(i);
+    line += fmt::format("{}{} {}", line.empty() ? "" : ", ", loader.source(i).name, double(drawn * T));
+    if (epoch <= epochs_warned[i]) continue;
+    epochs_warned[i] = epoch;
+    progress.clear();
+    spdlog::warn("data: source {} has given all its {} windows by step {}: epoch {} begins (it repeats)",
+                 loader.source(i).name, loader.windows(i), step + 1, epoch + 1);
+  }
+  if (!tokens) return;
+  progress.clear();
+  spdlog::info("step {:>5} | tokens per source: {}", step + 1, line);
+}
+
 void Trainer::Loop::log_step(std::int64_t step, double norm) {
   const std::int64_t done = step + 1 - start;  // steps of this segment of the run
   const double secs = since(t0), mean = global_tokens * double(mc.top_k) / double(std::max<std::int64_t>(E, 1));
@@ -519,6 +581,9 @@ nlohmann::json Trainer::Loop::step_metrics(std::int64_t step, double norm, bool 
                       {"elapsed_s", prior_wall + since(t0)}};
   if (val > 0) r["val_loss"] = val;
   if (mc.mtp_depth > 0) r["mtp_loss"] = mtp_loss, r["mtp_loss_weight"] = mtp_weight;
+  if (loader.size() > 1)
+    for (std::size_t i = 0; i < loader.size(); ++i)
+      r["source_tokens"][loader.source(i).name] = double(loader.drawn(i, step + 1) * T);
   for (const auto& [kind, bytes] : s.step_bytes()) {
     r["bytes"][kind] = bytes - (bytes_before.count(kind) ? bytes_before.at(kind) : 0);
     bytes_before[kind] = bytes;
