@@ -73,8 +73,13 @@ void split_text(const fs::path& file, const std::string& raw, const FilterOption
 
 void read_file(const fs::path& file, const FilterOptions& opt, std::vector<std::string>& docs, ReadReport& report) {
   BadInput bad;
-  const std::string raw = read_bytes(file, bad);
-  if (fs::path(without_compression(file)).extension() == ".jsonl") {
+  if (file.extension() == ".parquet") {  // (compressed inside, page by page)
+    std::vector<std::string> rows;
+    parquet_documents(file, opt.text_field, rows, bad);
+    for (std::string& d : rows)
+      if (admit(d, opt.invalid_utf8, report.utf8)) docs.push_back(std::move(d));
+  } else if (const std::string raw = read_bytes(file, bad);
+             fs::path(without_compression(file)).extension() == ".jsonl") {
     std::vector<std::string> records;  // (JSON strings are valid UTF-8: simdjson refuses others)
     jsonl_documents(raw, file, opt.text_field, records, bad);
     for (std::string& d : records) docs.push_back(std::move(d));

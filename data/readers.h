@@ -1,7 +1,7 @@
-// Compressed and JSONL corpora (docs/DATA.md): a file's bytes, decompressed by its extension
-// (.gz through zlib, .zst through zstd), and the documents of JSONL records (simdjson), one a
-// line, the text under a field. Whole files in memory for now (the data-at-scale issue streams
-// them).
+// Compressed, JSONL and Parquet corpora (docs/DATA.md): a file's bytes, decompressed by its
+// extension (.gz through zlib, .zst through zstd), the documents of JSONL records (simdjson),
+// one a line, the text under a field, and Parquet rows' text column (Arrow). Whole files in memory for now (the
+// data-at-scale issue streams them).
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -28,6 +28,14 @@ std::string without_compression(const std::filesystem::path& p);
 // The bytes of `path`, decompressed where it is compressed. A damaged or truncated stream
 // keeps what decoded before the damage and is counted in `bad` ("file: truncated ...").
 std::string read_bytes(const std::filesystem::path& path, BadInput& bad);
+
+// Each row's `field` of a Parquet file (a string column), row group by row group: the
+// documents, in order. A file Arrow cannot open (truncated, not Parquet) or without the
+// column is one bad record; a row group that fails to decode, each of its rows; a null text,
+// one. DataError if this moe was built without Arrow (parquet_supported()).
+bool parquet_supported();
+void parquet_documents(const std::filesystem::path& file, const std::string& field, std::vector<std::string>& docs,
+                       BadInput& bad);
 
 // Each record's `field` of JSONL `text` (the contents of `file`): the documents, in order.
 void jsonl_documents(const std::string& text, const std::filesystem::path& file, const std::string& field,

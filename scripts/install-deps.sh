@@ -71,6 +71,22 @@ if [ ${#missing_pip[@]} -gt 0 ]; then
   # Debian marks its Python as externally managed; these go to /usr/local, beside it.
   $SUDO /usr/bin/python3 -m pip install -q --root-user-action=ignore --no-warn-script-location --break-system-packages "${missing_pip[@]}" >/dev/null
 fi
+# Apache Arrow's C++ libraries for Parquet corpora (data/parquet.cpp): Debian 12 has none, the
+# pyarrow wheel ships libarrow, libparquet and their headers. Unpacked whole into deps/arrow,
+# the project's (its Python module also writes the Parquet files of a test: PYTHONPATH).
+ARROW=26.0.1
+if [ ! -f deps/arrow/VERSION ] || [ "$(cat deps/arrow/VERSION)" != "$ARROW" ]; then
+  tmp=$(mktemp -d)
+  echo "install-deps: fetching Apache Arrow $ARROW (the pyarrow wheel) into deps/arrow"
+  if /usr/bin/python3 -m pip download -q --no-deps --only-binary=:all: "pyarrow==$ARROW" -d "$tmp" >/dev/null 2>&1; then
+    rm -rf deps/arrow && mkdir -p deps/arrow
+    /usr/bin/python3 -c "import glob, sys, zipfile; zipfile.ZipFile(glob.glob(sys.argv[1] + '/*.whl')[0]).extractall('deps/arrow')" "$tmp"
+    echo "$ARROW" > deps/arrow/VERSION
+  else
+    echo "install-deps: could not fetch pyarrow $ARROW; moe builds without Parquet corpora" >&2
+  fi
+  rm -rf "$tmp"
+fi
 # cuDNN's C++ frontend (header-only; the fused attention of kernels/cuda/sdpa.cpp) where CUDA
 # builds: its headers from the PyPI wheel into deps/ (the project's, not a system path).
 CUDNN_FE=1.32.0
