@@ -23,6 +23,7 @@
 #include "config/config.h"
 #include "trainer/inference_cli.h"
 #include "trainer/cost.h"
+#include "trainer/error_line.h"
 #include "trainer/export.h"
 #include "trainer/hf_import.h"
 #include "trainer/run_meta.h"
@@ -139,7 +140,7 @@ int run_import(int argc, char** argv, const std::string& dir, const std::string&
   try {
     r = moe::import_hf(dir, out, world, memory_mb * 1e6);
   } catch (const moe::Error& e) {
-    if (world.rank() == 0) std::cerr << "moe: error: " << e.what() << "\n";
+    moe::print_error(e.what());
     return 2;
   }
   if (world.rank() != 0) return 0;
@@ -152,6 +153,9 @@ int run_import(int argc, char** argv, const std::string& dir, const std::string&
 }
 
 int run_prepare(const Config& cfg, bool force) {
+  // One process prepares (in parallel it would be ranks splitting the files, not written
+  // yet); under mpirun the other ranks leave data.dir to rank 0 rather than meet its lock.
+  if (moe::job_rank() != 0) return 0;
   const auto meta = std::filesystem::path(cfg.data.dir) / "meta.json";
   if (!force && std::filesystem::exists(meta)) {
     std::cout << "moe data prepare: " << cfg.data.dir << " is prepared already (--force to redo)\n";
@@ -301,7 +305,7 @@ int run_train(int argc, char** argv, const std::string& path, const std::vector<
       return 0;
     }
   } catch (const moe::Error& e) {
-    if (world.rank() == 0) std::cerr << "moe: error: " << e.what() << "\n";
+    moe::print_error(e.what());
     return 2;
   }
   try {
@@ -312,19 +316,21 @@ int run_train(int argc, char** argv, const std::string& path, const std::vector<
   } catch (const moe::TrainingError& e) {
     // Decided from all-reduced values (e.g. too many skipped steps): every rank throws it at
     // the same step, so rank 0 reports it once and every rank exits non-zero.
-    if (world.rank() == 0) std::cerr << "moe: error: " << e.what() << "\n";
+    moe::print_error(e.what());
     return 3;
   } catch (const moe::ConfigError& e) {
     // Config errors found while building the trainer (e.g. a train.freeze pattern that names
     // nothing) depend only on the config, so every rank throws the same one at the same
     // point, outside any collective: report once, like the ones above.
-    if (world.rank() == 0) std::cerr << "moe: error: " << e.what() << "\n";
+    moe::print_error(e.what());
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "moe: error on rank " << world.rank() << ": " << e.what() << "\n";
-    // Other ranks may be waiting in a collective: take the whole job down, non-zero.
-    if (world.size() > 1) MPI_Abort(MPI_COMM_WORLD, 1);
-    return 1;
+    // A rank's own failure (the others may be waiting in a collective): its line, once per
+    // job, then the whole job down (quietly with scripts/mpi-env.sh); 2 for bad input.
+    const bool input = dynamic_cast<const moe::Error*>(&e) != nullptr;
+    moe::print_rank_error(world.rank(), e.what());
+    if (world.size() > 1) MPI_Abort(MPI_COMM_WORLD, input ? 2 : 1);
+    return input ? 2 : 1;
   }
 }
 
@@ -441,7 +447,7 @@ bool known_subcommand(CLI::App& app, int argc, char** argv) {
     names += (names.empty() ? "" : ", ") + sub->get_name();
     known |= sub->get_name() == argv[1];
   }
-  if (!known) std::cerr << "moe: error: '" << argv[1] << "' is not a subcommand; one of " << names << " (moe --help)\n";
+  if (!known) moe::print_error(fmt::format("'{}' is not a subcommand; one of {} (moe --help)", argv[1], names));
   return known;
 }
 
@@ -486,17 +492,14 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     // One line like every other error, instead of CLI11's two.
     const std::string sub = argc > 1 && argv[1][0] != '-' ? std::string(argv[1]) + " " : "";
-    std::cerr << "moe: error: " << e.what() << " (moe " << sub << "--help lists the arguments)\n";
+    moe::print_error(fmt::format("{} (moe {}--help lists the arguments)", e.what(), sub));
     return 2;
   }
   spdlog::set_pattern("[%Y-%m-%d %H:%M:%S] %v");  // plain: logs go to files under mpirun
   try {
     return run_subcommand(a, argc, argv);
-  } catch (const moe::Error& e) {
-    std::cerr << "moe: error: " << e.what() << "\n";
-    return 2;
-  } catch (const std::exception& e) {  // a library's (a file system refusing a path, ...): one line too
-    std::cerr << "moe: error: " << e.what() << "\n";
+  } catch (const std::exception& e) {  // ours, or a library's (a file system refusing a path, ...): one line
+    moe::print_error(e.what());
     return 2;
   }
 }

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# bad_inputs.sh MOE SOURCE_DIR NAME: runs case NAME of bad_inputs.txt through expect_failure.sh
-# (non-zero exit, exactly one "moe: ..." line on stderr, matching the case's regex).
+# bad_inputs.sh MOE SOURCE_DIR NAME [NP]: runs case NAME of bad_inputs.txt through
+# expect_failure.sh (non-zero exit, exactly one "moe: ..." line on stderr, matching the case's
+# regex). With NP, under mpirun -np NP (scripts/mpi-env.sh's settings), held to the whole
+# contract: exit code 2, no signal, and the one line is all of stderr (no line per rank, no
+# Open MPI banner).
 set -u
-moe=$1 src=$2 name=$3
-dir=bad_inputs_scratch/$name  # each case its own: cases run at once would rewrite shared files under each other
+moe=$1 src=$2 name=$3 np=${4:-}
+dir=bad_inputs_scratch/$name${np:+_np$np}  # each case its own: cases run at once would rewrite shared files
 mkdir -p "$dir/emptyrun"
 printf 'model:\n  d_model: [1, 2\n' > "$dir/broken.yaml"
 printf 'not hdf5\n' > "$dir/notckpt.h5"
@@ -16,5 +19,15 @@ printf '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}, "pre_tokeniz
 line=$(grep -P "^$name\t" "$src/tests/cli/bad_inputs.txt") || { echo "no case $name"; exit 1; }
 regex=$(printf '%s' "$line" | cut -f2)
 args=$(printf '%s' "$line" | cut -f3 | sed -e "s|@TINY@|$src/configs/tiny.yaml|g" -e "s|@DSV3@|$src/configs/deepseek-v3.yaml|g" -e "s|@DIR@|$dir|g" -e "s|@SRC@|$src|g")
+if [ -n "$np" ]; then
+  source "$src/scripts/mpi-env.sh"
+  # shellcheck disable=SC2086  # ARGS are split on spaces by design
+  err=$(mpirun -np "$np" "$moe" $args 2>&1 >/dev/null); rc=$?
+  echo "mpirun -np $np: exit $rc; stderr: $err"
+  [ "$rc" -eq 2 ] || { echo "FAIL: expected exit 2"; exit 1; }
+  [ "$(printf '%s\n' "$err" | grep -c .)" -eq 1 ] || { echo "FAIL: expected one line on stderr"; exit 1; }
+  printf '%s\n' "$err" | grep -Eq -- "^moe: error( on rank [0-9]+)?: .*$regex" || { echo "FAIL: stderr does not match: $regex"; exit 1; }
+  exit 0
+fi
 # shellcheck disable=SC2086  # ARGS are split on spaces by design
-exec "$src/tests/cli/expect_failure.sh" "^moe: error: .*$regex" "$moe" $args
+exec "$src/tests/cli/expect_failure.sh" "^moe: error( on rank [0-9]+)?: .*$regex" "$moe" $args
