@@ -396,6 +396,21 @@ const std::vector<Field>& fields() {
           closed(0, 1),
           "drops documents of 100+ words whose most frequent word bigram covers more than this share of the characters "
           "(1: off)"),
+      text(
+          "data.quality_model", [](auto& c) -> auto& { return c.data.filters.quality_model; },
+          "a fastText classifier (.bin) scoring documents; those below data.quality_threshold are dropped (\"\": off)",
+          true),
+      text(
+          "data.quality_train", [](auto& c) -> auto& { return c.data.filters.quality_train; },
+          "labelled lines (__label__NAME text) to train the quality classifier from, saved as data.dir/quality.bin "
+          "(\"\": none)",
+          true),
+      text(
+          "data.quality_label", [](auto& c) -> auto& { return c.data.filters.quality_label; },
+          "the classifier's label of documents to keep"),
+      real(
+          "data.quality_threshold", [](auto& c) -> auto& { return c.data.filters.quality_threshold; }, closed(0, 1),
+          "keeps documents whose probability of data.quality_label is at least this"),
 
       integer(AT(parallel.dp), at_least(0), "data-parallel ranks (0: world / (tp * pp))"),
       integer(AT(parallel.tp), at_least(1), "tensor-parallel ranks"),
@@ -548,6 +563,8 @@ void validate(const Config& c) {
     for (std::size_t j = 0; j < i; ++j)
       require(src[i].dir != src[j].dir, "data.sources", fmt::format("{} is listed twice", src[i].dir));
   require(c.model.lora.rank == 0 || !c.model.lora.targets.empty(), "lora.targets", "is empty: LoRA adapts nothing");
+  require(c.data.filters.quality_model.empty() || c.data.filters.quality_train.empty(), "data.quality_train",
+          "and data.quality_model are both set: train a classifier or read one, not both");
   // Fault drills that could never fire would pass a drill that tested nothing.
   const auto& d = c.debug;
   require(d.nan_at_step <= c.train.steps, "debug.nan_at_step",

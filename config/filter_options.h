@@ -25,6 +25,12 @@ struct FilterOptions {
   double max_repeated_line_fraction = 0.3;   // of lines that repeat an earlier line of the document (1: off)
   double max_top_bigram_fraction =
       0.2;  // of characters covered by the most frequent word bigram, for >= 100 words (1: off)
+  // A fastText quality classifier (data/quality.h): trained from quality_train (labelled
+  // lines) or read from quality_model ("" both: off); documents whose probability of
+  // quality_label is below quality_threshold are left out.
+  std::string quality_model = {}, quality_train = {};
+  std::string quality_label = "__label__hq";
+  double quality_threshold = 0.5;
 };
 
 }  // namespace moe::data

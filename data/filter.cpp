@@ -1,5 +1,7 @@
 #include "data/filter.h"
 
+#include <fmt/ranges.h>
+
 #include <xxhash.h>
 
 #include <fmt/format.h>
@@ -169,7 +171,10 @@ nlohmann::json FilterReport::json() const {
           {"invalid_utf8_documents_repaired", read.utf8.repaired},
           {"invalid_utf8_documents_dropped", read.utf8.dropped},
           {"bad_records", read.bad},
-          {"first_bad_record", read.first_bad}};
+          {"first_bad_record", read.first_bad},
+          {"low_quality", low_quality},
+          {"quality_histogram", quality_histogram},
+          {"quality_model", quality_model}};
 }
 
 std::string FilterReport::text() const {
@@ -182,7 +187,10 @@ std::string FilterReport::text() const {
               ? ""
               : fmt::format("; invalid UTF-8: {} bytes replaced by U+FFFD in {} documents, {} documents dropped",
                             read.utf8.bytes, read.utf8.repaired, read.utf8.dropped)) +
-         (read.bad == 0 ? "" : fmt::format("; {} bad records skipped (the first: {})", read.bad, read.first_bad));
+         (read.bad == 0 ? "" : fmt::format("; {} bad records skipped (the first: {})", read.bad, read.first_bad)) +
+         (quality_histogram.empty() ? ""
+                                    : fmt::format("; quality classifier: {} below the threshold, scores by tenths [{}]",
+                                                  low_quality, fmt::join(quality_histogram, " ")));
 }
 
 }  // namespace moe::data

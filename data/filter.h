@@ -20,6 +20,11 @@ struct FilterReport {
   std::int64_t documents = 0, kept = 0;
   std::int64_t exact_duplicates = 0, near_duplicates = 0;
   std::int64_t too_short = 0, symbols = 0, digits = 0, repeated_lines = 0, repeated_ngrams = 0;
+  // The quality classifier (data/quality.h), after the rules and deduplication: documents
+  // below the threshold, and the scores of all it scored in tenths (empty: no classifier).
+  std::int64_t low_quality = 0;
+  std::vector<std::int64_t> quality_histogram;
+  std::string quality_model;
   // What reading met (data/corpus.h): invalid UTF-8 replaced or dropped (dropped documents
   // are counted in `documents`, as read), and bad records skipped.
   ReadReport read;

@@ -19,6 +19,7 @@
 #include "data/chat.h"
 #include "data/corpus.h"
 #include "data/dir_lock.h"
+#include "data/quality.h"
 #include "data/shard.h"
 #include "data/tokenizer.h"
 #include "kernels/error.h"
@@ -57,6 +58,31 @@ struct Documents {
   std::vector<ChatText> docs;
   bool chat = false;
 };
+// The quality classifier over the documents the rules kept: trained here from
+// data.quality_train (saved as out_dir/quality.bin) or read from data.quality_model.
+void select_quality(const PrepareOptions& opt, const std::vector<std::string>& all, std::vector<std::size_t>& keep,
+                    FilterReport& filters) {
+  const FilterOptions& f = opt.filters;
+  if (f.quality_model.empty() && f.quality_train.empty()) return;
+  std::string model = f.quality_model;
+  if (model.empty()) {
+    model = (fs::path(opt.out_dir) / "quality.bin").string();
+    QualityClassifier::train(f.quality_train, model, opt.seed);
+  }
+  const QualityClassifier q(model, f.quality_label);
+  filters.quality_model = model;
+  filters.quality_histogram.assign(10, 0);
+  std::vector<std::size_t> good;
+  for (std::size_t i : keep) {
+    const double s = q.score(all[i]);
+    ++filters.quality_histogram[std::min<std::size_t>(9, static_cast<std::size_t>(s * 10))];
+    if (s >= f.quality_threshold) good.push_back(i);
+  }
+  filters.low_quality = static_cast<std::int64_t>(keep.size() - good.size());
+  filters.kept -= filters.low_quality;
+  keep = std::move(good);
+}
+
 Documents read_corpus(const PrepareOptions& opt, FilterReport& filters) {
   if (is_chat_corpus(opt.corpus)) {  // instruction data is taken as given: the filters are for web text
     Documents d{read_chat_corpus(opt.corpus, opt.chat), true};
@@ -65,7 +91,8 @@ Documents read_corpus(const PrepareOptions& opt, FilterReport& filters) {
   }
   ReadReport read;
   auto all = read_documents(opt.corpus, opt.filters, &read);
-  const auto keep = filter_documents(all, opt.filters, filters);
+  auto keep = filter_documents(all, opt.filters, filters);
+  select_quality(opt, all, keep, filters);
   filters.read = read;
   filters.documents += read.utf8.dropped;
   Documents d;
@@ -252,7 +279,7 @@ Tokenizer place_tokenizer(const PrepareOptions& opt, const std::vector<const std
 
 bool its_own_file(const std::string& name) {
   static const std::regex ours(
-      R"((meta\.json|tokenizer\.model|tokenizer\.json|tokenizer_config\.json|(mask_)?(train|val)_\d{5}\.bin)(\.tmp)?|\.moe\.lock)");
+      R"((meta\.json|tokenizer\.model|tokenizer\.json|tokenizer_config\.json|quality\.bin|(mask_)?(train|val)_\d{5}\.bin)(\.tmp)?|\.moe\.lock)");
   return std::regex_match(name, ours);
 }
 
@@ -265,7 +292,15 @@ std::string tokenizer_digest(const std::string& dir) {
 
 PrepareReport prepare(const PrepareOptions& opt) {
   PrepareReport rep;
-  const Documents d = read_corpus(opt, rep.filters);
+  const DirLock lock(opt.out_dir, "data.dir");  // one prepare at a time
+  std::vector<std::string> others;
+  for (const auto& e : fs::directory_iterator(opt.out_dir))
+    if (!its_own_file(e.path().filename().string())) others.push_back(e.path().filename().string());
+  MOE_CHECK(others.empty() || opt.allow_other_files, DataError,
+            "{}: holds {} file(s) moe data prepare did not write (e.g. {}); prepare into an empty directory, or "
+            "--force to write beside them (they are left alone)",
+            opt.out_dir, others.size(), others.front());
+  const Documents d = read_corpus(opt, rep.filters);  // (a previous preparation stays whole if this fails)
   MOE_CHECK(!d.docs.empty(), DataError, "{}: the filters removed every document ({}); relax data.* filter keys",
             opt.corpus, rep.filters.text());
   rep.chat = d.chat;
@@ -282,17 +317,10 @@ PrepareReport prepare(const PrepareOptions& opt) {
   for (std::size_t i = 0; i < d.docs.size(); ++i)
     if (!is_val[i]) train_docs.push_back(&d.docs[i].text);
 
-  const DirLock lock(opt.out_dir, "data.dir");  // one prepare at a time
-  std::vector<std::string> others;
-  for (const auto& e : fs::directory_iterator(opt.out_dir))
-    if (!its_own_file(e.path().filename().string())) others.push_back(e.path().filename().string());
-  MOE_CHECK(others.empty() || opt.allow_other_files, DataError,
-            "{}: holds {} file(s) moe data prepare did not write (e.g. {}); prepare into an empty directory, or "
-            "--force to write beside them (they are left alone)",
-            opt.out_dir, others.size(), others.front());
-  fs::remove(fs::path(opt.out_dir) / "meta.json");           // incomplete until rewritten at the end
+  fs::remove(fs::path(opt.out_dir) / "meta.json");  // incomplete until rewritten at the end
+  static const std::regex shard(R"((mask_)?(train|val)_\d{5}\.bin(\.tmp)?)");
   for (const auto& e : fs::directory_iterator(opt.out_dir))  // the previous preparation's shards only
-    if (its_own_file(e.path().filename().string()) && e.path().extension() == ".bin") fs::remove(e.path());
+    if (std::regex_match(e.path().filename().string(), shard)) fs::remove(e.path());
 
   const Tokenizer tok = place_tokenizer(opt, train_docs);
 

@@ -25,6 +25,7 @@ PKGS=(
   nlohmann-json3-dev                   # JSON metrics and reports
   libxxhash-dev                        # content hashes (data dedup, checksums)
   libsimdjson-dev zlib1g-dev libzstd-dev  # JSONL corpora, .gz and .zst compressed
+  libfasttext-dev                      # the quality classifier (data.quality_model / quality_train)
   libicu-dev                           # tokenizer.json: its pre-tokenizer regexes (\p{L}, look-ahead) and NFC
   fortunes fortunes-min                # the embedded default corpus (fortune databases)
   python3 python3-numpy python3-torch  # /usr/bin/python3: the PyTorch oracle and benchmark peer
