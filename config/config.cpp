@@ -372,6 +372,10 @@ const std::vector<Field>& fields() {
           "data.max_bad_fraction", [](auto& c) -> auto& { return c.data.filters.max_bad_fraction; }, closed(0, 1),
           "share of records (JSONL lines, compressed streams) that may be unreadable, skipped and counted, before "
           "moe data prepare stops naming the first"),
+      integer(
+          "data.max_document_bytes", [](auto& c) -> auto& { return c.data.filters.max_document_bytes; },
+          closed(4096, double(std::int64_t{1} << 40)),
+          "a longer document is cut at line ends into parts of at most this size, each a document (bounds memory)"),
       boolean(
           "data.dedup", [](auto& c) -> auto& { return c.data.filters.dedup; },
           "moe data prepare drops exact duplicates (same text after lower-casing and collapsing whitespace)"),

@@ -15,6 +15,10 @@ struct FilterOptions {
   InvalidUtf8 invalid_utf8 = InvalidUtf8::replace;
   std::string text_field = "text";  // JSONL corpora: the field holding a record's text
   double max_bad_fraction = 0;      // of records that may be bad (skipped, counted) before reading stops
+  // A longer document is cut at line ends (else spaces) into parts of at most this many bytes,
+  // each a document: what one document costs in memory (the tokenizer's lattice, the
+  // filters' counts) stays bounded whatever the input.
+  std::int64_t max_document_bytes = std::int64_t{1} << 20;
   bool dedup = true;                // exact duplicates after normalisation
   double near_dup_threshold = 0.8;  // estimated Jaccard of word shingles at which a document is a near copy (0: off)
   int shingle_words = 5;            // words per shingle (shorter documents: all their words)

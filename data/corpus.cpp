@@ -128,10 +128,51 @@ std::vector<std::string> corpus_files(const std::string& path) {
   return files;
 }
 
+std::vector<std::string> split_document(std::string doc, std::int64_t max_bytes) {
+  std::vector<std::string> parts;
+  const auto limit = static_cast<std::size_t>(max_bytes);
+  std::size_t at = 0;
+  while (doc.size() - at > limit) {
+    // The last line end inside the limit, else the last space, else the limit itself (moved
+    // back to a character's first byte, so no part splits a UTF-8 sequence).
+    std::size_t cut = doc.rfind('\n', at + limit - 1);
+    if (cut == std::string::npos || cut < at) cut = doc.rfind(' ', at + limit - 1);
+    if (cut == std::string::npos || cut < at) {
+      cut = at + limit;
+      while (cut > at + 1 && (static_cast<unsigned char>(doc[cut]) & 0xC0) == 0x80) --cut;
+    } else {
+      ++cut;  // the separator ends its part
+    }
+    parts.push_back(doc.substr(at, cut - at));
+    at = cut;
+  }
+  parts.push_back(doc.substr(at));
+  return parts;
+}
+
 std::vector<std::string> read_documents(const std::string& path, const FilterOptions& opt, ReadReport* report) {
   std::vector<std::string> docs;
   ReadReport counted;
-  for (const auto& f : corpus_files(path)) read_file(f, opt, docs, counted);
+  for (const auto& f : corpus_files(path)) {
+    const std::size_t first = docs.size();
+    read_file(f, opt, docs, counted);
+    std::vector<std::string> cut;  // the file's documents, the long ones in parts
+    bool any = false;
+    for (std::size_t i = first; i < docs.size(); ++i)
+      any = any || std::int64_t(docs[i].size()) > opt.max_document_bytes;
+    if (!any) continue;
+    for (std::size_t i = first; i < docs.size(); ++i) {
+      if (std::int64_t(docs[i].size()) <= opt.max_document_bytes) {
+        cut.push_back(std::move(docs[i]));
+        continue;
+      }
+      auto parts = split_document(std::move(docs[i]), opt.max_document_bytes);
+      ++counted.split, counted.split_parts += std::int64_t(parts.size());
+      for (auto& p : parts) cut.push_back(std::move(p));
+    }
+    docs.resize(first);
+    for (auto& d : cut) docs.push_back(std::move(d));
+  }
   if (report) *report = counted;
   MOE_CHECK(double(counted.bad) <= opt.max_bad_fraction * double(std::max<std::int64_t>(counted.records, 1)), DataError,
             "{}; {} of {} records bad, more than data.max_bad_fraction = {}: fix the input, or raise it",

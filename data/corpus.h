@@ -26,9 +26,15 @@ std::string repair_utf8(std::string_view s, std::int64_t& replaced);
 // that are not an object with a string under the text field, damaged compressed streams).
 struct ReadReport {
   Utf8Report utf8;
-  std::int64_t records = 0, bad = 0;  // JSONL records and text documents read; bad ones skipped
-  std::string first_bad;              // "file:line: why"
+  std::int64_t records = 0, bad = 0;        // JSONL records and text documents read; bad ones skipped
+  std::string first_bad;                    // "file:line: why"
+  std::int64_t split = 0, split_parts = 0;  // documents over data.max_document_bytes, and the parts they became
 };
+
+// A document cut into parts of at most max_bytes: at the last line end within the limit,
+// else the last space, else at the limit (on a UTF-8 character's start); the separator ends
+// its part, so the parts concatenate to the document.
+std::vector<std::string> split_document(std::string doc, std::int64_t max_bytes);
 
 // Documents from `path`, a text file or a directory of them (read in name order, not
 // recursively). A name ending in .gz or .zst is decompressed first (zlib, zstd); a .jsonl

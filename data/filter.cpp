@@ -171,6 +171,8 @@ nlohmann::json FilterReport::json() const {
           {"invalid_utf8_documents_repaired", read.utf8.repaired},
           {"invalid_utf8_documents_dropped", read.utf8.dropped},
           {"bad_records", read.bad},
+          {"documents_split", read.split},
+          {"split_parts", read.split_parts},
           {"first_bad_record", read.first_bad},
           {"low_quality", low_quality},
           {"quality_histogram", quality_histogram},
@@ -188,6 +190,9 @@ std::string FilterReport::text() const {
               : fmt::format("; invalid UTF-8: {} bytes replaced by U+FFFD in {} documents, {} documents dropped",
                             read.utf8.bytes, read.utf8.repaired, read.utf8.dropped)) +
          (read.bad == 0 ? "" : fmt::format("; {} bad records skipped (the first: {})", read.bad, read.first_bad)) +
+         (read.split == 0 ? ""
+                          : fmt::format("; {} documents over data.max_document_bytes cut into {} parts", read.split,
+                                        read.split_parts)) +
          (quality_histogram.empty() ? ""
                                     : fmt::format("; quality classifier: {} below the threshold, scores by tenths [{}]",
                                                   low_quality, fmt::join(quality_histogram, " ")));

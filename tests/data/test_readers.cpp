@@ -95,3 +95,34 @@ TEST_CASE("readers: a truncated gzip or zstd stream is named", "[data]") {
   CHECK_THROWS_WITH(read_documents("readers_cut"), Catch::Contains("readers_cut/b.jsonl.zst: truncated zstd") ||
                                                        Catch::Contains("readers_cut/b.jsonl.zst: damaged zstd"));
 }
+
+TEST_CASE("split_document: parts within the limit, at line ends, then spaces, never inside a character",
+          "[data][readers]") {
+  const std::string line = "the quick brown fox jumps over the lazy dog\n";  // 44 bytes
+  std::string doc;
+  for (int i = 0; i < 100; ++i) doc += line;
+  const auto parts = data::split_document(doc, 100);
+  std::string joined;
+  for (const auto& p : parts) {
+    CHECK(p.size() <= 100);
+    CHECK(p.back() == '\n');  // cut after a line end: two whole lines a part
+    joined += p;
+  }
+  CHECK(joined == doc);
+  CHECK(parts.size() == 50);
+  // One long line: cut after spaces.
+  std::string words;
+  for (int i = 0; i < 100; ++i) words += "word ";
+  for (const auto& p : data::split_document(words, 64)) CHECK((p.size() <= 64 && p.back() == ' '));
+  // No separator: cut at the limit, moved back to a character's first byte (é is 2 bytes).
+  std::string accents;
+  for (int i = 0; i < 100; ++i) accents += "\xC3\xA9";
+  joined.clear();
+  for (const auto& p : data::split_document(accents, 33)) {
+    CHECK(p.size() <= 33);
+    CHECK(data::first_invalid_utf8(p) == -1);
+    joined += p;
+  }
+  CHECK(joined == accents);
+  CHECK(data::split_document("short", 100) == std::vector<std::string>{"short"});
+}
