@@ -153,9 +153,6 @@ int run_import(int argc, char** argv, const std::string& dir, const std::string&
 }
 
 int run_prepare(const Config& cfg, bool force) {
-  // One process prepares (in parallel it would be ranks splitting the files, not written
-  // yet); under mpirun the other ranks leave data.dir to rank 0 rather than meet its lock.
-  if (moe::job_rank() != 0) return 0;
   const auto meta = std::filesystem::path(cfg.data.dir) / "meta.json";
   if (!force && std::filesystem::exists(meta)) {
     std::cout << "moe data prepare: " << cfg.data.dir << " is prepared already (--force to redo)\n";
@@ -456,12 +453,16 @@ int run_subcommand(Args& a, int argc, char** argv) {
     if (a.fresh) a.sets.push_back("checkpoint.resume=false");
     return run_train(argc, argv, a.config_path, a.sets, a.print_config, a.dry_run);
   }
+  if (*a.imp) return run_import(argc, argv, a.import_dir, a.import_out, a.import_memory_mb);
+  // The other subcommands run in one process (data prepare's parallel form is not written
+  // yet): under mpirun, rank 0 does the work, prints and decides the exit code; the others
+  // leave at once, so there is one output, one error line and no race to exit first.
+  if (moe::job_rank() != 0) return 0;
   if (*a.inspect) return run_inspect(a.ckpt_path);
   if (*a.generate) return moe::run_generate(a.inference, resolve_checkpoint(a.inference.path));
   if (*a.eval) return moe::run_eval(a.inference, resolve_checkpoint(a.inference.path));
   if (*a.exp)
     return run_export(a.ckpt_path, a.export_format, a.export_out, a.export_tokenizer, a.export_mtp, a.export_lora);
-  if (*a.imp) return run_import(argc, argv, a.import_dir, a.import_out, a.import_memory_mb);
   if (*a.plan_cmd) return run_plan(a.config_path, a.sets, a.plan);
   if (*a.prepare) return run_prepare(moe::load_config(a.config_path, a.sets), a.force);
   if (*a.show) std::cout << moe::config_to_yaml(moe::load_config(a.config_path, a.sets));
