@@ -43,9 +43,10 @@ std::string utf8(const icu::UnicodeString& u) {
 struct HfTokenizer::Impl {
   std::string path;
   std::unordered_map<std::string, int> vocab;
-  std::vector<std::string> tokens;                 // id -> token string (byte-level characters)
-  std::unordered_map<std::string, int> ranks;      // "a b" -> merge rank
-  std::vector<std::pair<std::string, int>> added;  // content, id; longest first
+  std::vector<std::string> tokens;                           // id -> token string (byte-level characters)
+  std::unordered_map<std::string, int> ranks;                // "a b" -> merge rank
+  std::vector<std::pair<std::string, int>> added;            // content, id; longest first
+  std::array<std::vector<std::size_t>, 256> added_by_first;  // indices into added, by first byte
   bool nfc = false, ignore_merges = false;
   struct Step {
     std::unique_ptr<icu::RegexPattern> split;  // null: ByteLevel's mapping step
@@ -147,15 +148,18 @@ std::vector<HfTokenizer::Piece> HfTokenizer::encode(const std::string& text) con
       for (const Span& s : I.pre_tokenize(text.substr(plain, end - plain), plain)) I.bpe(s, out);
   };
   while (at < text.size()) {
-    const auto hit = std::find_if(I.added.begin(), I.added.end(),
-                                  [&](const auto& a) { return text.compare(at, a.first.size(), a.first) == 0; });
-    if (hit == I.added.end()) {
+    const auto& candidates = I.added_by_first[static_cast<unsigned char>(text[at])];  // (longest first)
+    const auto hit = std::find_if(candidates.begin(), candidates.end(), [&](std::size_t k) {
+      return text.compare(at, I.added[k].first.size(), I.added[k].first) == 0;
+    });
+    if (hit == candidates.end()) {
       ++at;
       continue;
     }
+    const auto& [content, id] = I.added[*hit];
     flush(at);
-    out.push_back({hit->second, at, at + hit->first.size()});
-    at += hit->first.size(), plain = at;
+    out.push_back({id, at, at + content.size()});
+    at += content.size(), plain = at;
   }
   flush(text.size());
   return out;
@@ -269,6 +273,8 @@ HfTokenizer::HfTokenizer(const std::string& path) : impl_(std::make_unique<Impl>
       I.added.emplace_back(a.at("content").get<std::string>(), a.at("id").get<int>());
     std::stable_sort(I.added.begin(), I.added.end(),
                      [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+    for (std::size_t k = 0; k < I.added.size(); ++k)
+      if (!I.added[k].first.empty()) I.added_by_first[static_cast<unsigned char>(I.added[k].first[0])].push_back(k);
     const auto& d = j.value("decoder", nlohmann::json());
     if (!d.is_null() && d.value("type", "") != "ByteLevel")
       I.refuse(fmt::format("decoder type '{}': only ByteLevel is supported", d.value("type", "")));
