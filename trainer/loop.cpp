@@ -315,11 +315,11 @@ void Trainer::Loop::log_model_and_layout() {
   }
   if (mc.lora.rank > 0)
     spdlog::info(
-        "LoRA: rank {} (scale {:g}) on {} projections on this rank ({}): {:.0f} parameters train, {:.2f}% of the {} "
-        "held frozen",
+        "LoRA: rank {} (scale {:g}) on {} projections on this rank ({}): {:.0f} parameters train ({:.2f}% of {}), "
+        "the rest frozen",
         mc.lora.rank, mc.lora.alpha / double(mc.lora.rank), model.adapters().size() / 2,
         fmt::join(mc.lora.targets, ", "), trained, 100.0 * trained / double(res.size.parameters), res.size.parameters);
-  if (train_data.front()->chat())
+  if (meta.value("loss_mask", false))
     spdlog::info("data: chat, loss on {} of its tokens ({}), document masking {}",
                  meta.value("target_tokens", std::uint64_t{0}), meta.value("loss_on", std::string("assistant")),
                  loader.documents() ? "on"
