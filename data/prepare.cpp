@@ -216,7 +216,7 @@ void write_meta(const PrepareOptions& opt, const PrepareReport& rep, const Token
                          {"corpus", opt.corpus},
                          {"vocab_size", opt.vocab_size},
                          {"end_of_document_id", tok.end_of_document()},
-                         {"tokenizer", fs::path(tok.path()).filename().string()},
+                         {"tokenizer", fs::path(Tokenizer::in_dir(opt.out_dir)).filename().string()},
                          {"tokenizer_xxh64", tokenizer_digest(opt.out_dir)},
                          {"documents", rep.documents},
                          {"val_documents", rep.val_documents},
@@ -257,14 +257,14 @@ Tokenizer place_tokenizer(const PrepareOptions& opt, const std::vector<const std
                              : std::vector<const char*>{"tokenizer.json", "tokenizer_config.json"})
     fs::remove(out / name);
   if (hf) {
-    const Tokenizer theirs(opt.tokenizer);  // checked where the user put it, before any copy
+    Tokenizer theirs(opt.tokenizer);  // read and checked where the user put it, then copied as it is
     MOE_CHECK(theirs.size() <= opt.vocab_size, DataError,
               "{}: the tokenizer's ids reach {}, past model.vocab_size = {}; set model.vocab_size to the model's",
               opt.tokenizer, theirs.size() - 1, opt.vocab_size);
     const fs::path config = fs::path(opt.tokenizer).parent_path() / "tokenizer_config.json";
     std::ofstream(out / "tokenizer.json", std::ios::binary) << read_file(opt.tokenizer, "data.tokenizer");
     std::ofstream(out / "tokenizer_config.json") << read_file(config.string(), "data.tokenizer's config");
-    return Tokenizer((out / "tokenizer.json").string());
+    return theirs;
   }
   const std::string model =
       opt.tokenizer.empty() ? train_tokenizer(opt, train_docs) : read_file(opt.tokenizer, "data.tokenizer");

@@ -66,7 +66,10 @@ struct Shard {
   double lora_flops(std::int64_t layer) const {
     double f = 0;
     for (const LoraSite& s : lora)
-      if (s.layer == layer) f += lora_site_flops(s).first + lora_site_flops(s).second;
+      if (s.layer == layer) {
+        const auto [a, b] = lora_site_flops(s);
+        f += a + b;
+      }
     return f;
   }
   // One site's (A, B) FLOPs per token on this device.

@@ -42,11 +42,15 @@ nlohmann::json data_meta(const std::string& dir) {
   return meta.is_object() ? meta : nlohmann::json::object();
 }
 
-// The training splits of the run's sources (data.sources, or data.dir alone), each checked
-// to speak data.dir's tokenizer (the same ids mean the same text in every source).
+// The run's training sources: data.sources, or data.dir alone.
+std::vector<DataSource> sources_of(const Config& cfg) {
+  return cfg.data.sources.empty() ? std::vector<DataSource>{{cfg.data.dir, 1.0}} : cfg.data.sources;
+}
+
+// Their training splits, each checked to speak data.dir's tokenizer (the same ids mean the
+// same text in every source).
 std::vector<std::unique_ptr<data::PreparedSplit>> open_sources(const Config& cfg) {
-  std::vector<DataSource> list = cfg.data.sources;
-  if (list.empty()) list.push_back({cfg.data.dir, 1.0});
+  const std::vector<DataSource> list = sources_of(cfg);
   const std::string ours = data::tokenizer_digest(cfg.data.dir);
   std::vector<std::unique_ptr<data::PreparedSplit>> out;
   for (const DataSource& src : list) {
@@ -63,11 +67,10 @@ std::vector<std::unique_ptr<data::PreparedSplit>> open_sources(const Config& cfg
 
 std::vector<data::Source> mixture_of(const Config& cfg,
                                      const std::vector<std::unique_ptr<data::PreparedSplit>>& splits) {
+  const std::vector<DataSource> list = sources_of(cfg);
   std::vector<data::Source> out;
-  for (std::size_t i = 0; i < splits.size(); ++i) {
-    const DataSource src = cfg.data.sources.empty() ? DataSource{cfg.data.dir, 1.0} : cfg.data.sources[i];
-    out.push_back({&splits[i]->tokens(), splits[i]->masking(cfg.data.document_mask), src.weight, src.dir});
-  }
+  for (std::size_t i = 0; i < splits.size(); ++i)
+    out.push_back({&splits[i]->tokens(), splits[i]->masking(cfg.data.document_mask), list[i].weight, list[i].dir});
   return out;
 }
 

@@ -65,37 +65,40 @@ double mtp_loss_weight(const TrainConfig& t, std::int64_t step) {
 }
 
 namespace {
+bool fnmatches(const std::string& pattern, const std::string& name) {
+  return fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
+}
+
+// Whether a parameter of some pipeline stage has a name `named` accepts: the same verdict on
+// every rank (one that threw alone would leave the others waiting).
+bool named_on_some_stage(const ParamList& params, Communicator& pp,
+                         const std::function<bool(const std::string&)>& named) {
+  const bool here = std::any_of(params.begin(), params.end(), [&](const Param* p) { return named(p->name); });
+  return pp.all_reduce_sum(here ? 1.0 : 0.0) > 0;
+}
+
 // The parameters a run keeps fixed: train.freeze's patterns, and under LoRA every tensor but
-// the adapters. Every pattern must name something, or a typo would train what it meant to
-// keep. A pipeline stage holds some of the parameters: "something" is counted over the
-// stages, so every rank reaches the same verdict (one that throws alone would leave the
-// others waiting).
+// the adapters. Every pattern and LoRA target must name something (counted over the pipeline
+// stages), or a typo would train what it meant to keep.
 std::function<bool(const std::string&)> frozen_names(const Config& cfg, const ParamList& params,
                                                      const ParamList& adapters, Communicator& pp) {
   const auto& patterns = cfg.train.freeze;
-  for (const std::string& pat : patterns) {
-    const bool here = std::any_of(params.begin(), params.end(),
-                                  [&](const Param* p) { return fnmatch(pat.c_str(), p->name.c_str(), 0) == 0; });
-    const bool any = pp.all_reduce_sum(here ? 1.0 : 0.0) > 0;
-    MOE_CHECK(any, ConfigError, "{}: train.freeze: pattern '{}' matches no parameter (names as in `moe ckpt inspect`)",
-              cfg.source, pat);
-  }
+  for (const std::string& pat : patterns)
+    MOE_CHECK(named_on_some_stage(params, pp, [&](const std::string& n) { return fnmatches(pat, n); }), ConfigError,
+              "{}: train.freeze: pattern '{}' matches no parameter (names as in `moe ckpt inspect`)", cfg.source, pat);
   const LoraConfig& lora_cfg = cfg.model.lora;
-  for (const std::string& target : lora_cfg.rank > 0 ? lora_cfg.targets : std::vector<std::string>{}) {
-    const bool here =
-        std::any_of(params.begin(), params.end(), [&](const Param* p) { return lora_target_matches(target, p->name); });
-    MOE_CHECK(pp.all_reduce_sum(here ? 1.0 : 0.0) > 0, ConfigError,
+  for (const std::string& target : lora_cfg.rank > 0 ? lora_cfg.targets : std::vector<std::string>{})
+    MOE_CHECK(named_on_some_stage(params, pp, [&](const std::string& n) { return lora_target_matches(target, n); }),
+              ConfigError,
               "{}: lora.targets: '{}' names no projection of this model (LoRA adapts {}, or all-linear; modules as "
               "in `moe ckpt inspect`, without .weight)",
               cfg.source, target, fmt::join(lora_projections(), ", "));
-  }
   std::set<std::string> trained_adapters;
   for (const Param* p : adapters) trained_adapters.insert(p->name);
   const bool lora = !trained_adapters.empty();
   return [patterns, trained_adapters, lora](const std::string& name) {
     if (lora && !trained_adapters.count(name)) return true;
-    return std::any_of(patterns.begin(), patterns.end(),
-                       [&](const std::string& pat) { return fnmatch(pat.c_str(), name.c_str(), 0) == 0; });
+    return std::any_of(patterns.begin(), patterns.end(), [&](const std::string& pat) { return fnmatches(pat, name); });
   };
 }
 }  // namespace
