@@ -428,6 +428,12 @@ const std::vector<Field>& fields() {
       integer(AT(parallel.ep), at_least(1), "expert-parallel ranks, folded inside dp x tp"),
       integer(AT(parallel.zero), closed(0, 1), "ZeRO stage (0: replicated optimizer, 1: sharded)"),
       real(AT(parallel.bucket_mb), above(0), "size of a gradient all-reduce bucket, MiB"),
+      integer(AT(parallel.ranks_per_node), at_least(0),
+              "ranks per node (0: as launched, the ranks sharing a machine); more nodes than machines simulate them"),
+      choice<DispatchKind>(AT(parallel.dispatch),
+                           {{"hierarchical", DispatchKind::hierarchical}, {"flat", DispatchKind::flat}},
+                           "expert dispatch across nodes: hierarchical sends a token once to each node holding one "
+                           "of its experts and forwards it inside; flat sends it to each rank"),
 
       text(AT(checkpoint.dir),
            "run directory: step_N.h5 checkpoints and the latest pointer (docs/CHECKPOINT.md); empty: none", true),

@@ -20,6 +20,9 @@ constexpr Device device_of(DeviceKind k) {
   return k == DeviceKind::cuda ? Device::cuda : k == DeviceKind::sim ? Device::sim : Device::cpu;
 }
 enum class LrSchedule { cosine, linear, constant, wsd };
+// How routed tokens cross nodes (model/dispatch.h): once per destination node, forwarded
+// inside it (hierarchical), or once per destination rank over whatever link (flat).
+enum class DispatchKind { hierarchical, flat };
 
 struct TrainConfig {
   std::int64_t steps = 100;
@@ -83,7 +86,9 @@ struct ParallelConfig {
   std::int64_t virtual_stages = 1;      // model chunks per pipeline stage (interleaved 1F1B when > 1)
   std::int64_t ep = 1;
   std::int64_t zero = 0;
-  double bucket_mb = 25.0;  // gradient all-reduce bucket
+  double bucket_mb = 25.0;          // gradient all-reduce bucket
+  std::int64_t ranks_per_node = 0;  // 0: the launcher's (ranks sharing this one's memory)
+  DispatchKind dispatch = DispatchKind::hierarchical;
 };
 
 struct CheckpointConfig {

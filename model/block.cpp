@@ -8,7 +8,7 @@
 
 namespace moe {
 
-Block::Block(const ModelConfig& c, std::int64_t i, Communicator* ep, const TensorParallel& tp, Gemm gemm)
+Block::Block(const ModelConfig& c, std::int64_t i, const ExpertGroup& ep, const TensorParallel& tp, Gemm gemm)
     : eps_(c.norm_eps),
       tp_(tp),
       gemm_(gemm),

@@ -16,7 +16,7 @@ namespace moe {
 
 class Block {
  public:
-  Block(const ModelConfig& c, std::int64_t layer, Communicator* ep, const TensorParallel& tp, Gemm gemm = Gemm());
+  Block(const ModelConfig& c, std::int64_t layer, const ExpertGroup& ep, const TensorParallel& tp, Gemm gemm = Gemm());
   // aux_total (1) f64 on x's device += the balance loss of an MoE block (model/moe.h).
   void forward(Tensor& out, const Tensor& x, const Sequences& seq, Tensor& aux_total);
   void backward(Tensor& dx, const Tensor& dout, double aux_scale);

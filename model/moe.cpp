@@ -2,16 +2,16 @@
 
 namespace moe {
 namespace {
-int ranks(Communicator* ep) { return ep ? ep->size() : 1; }
+int ranks(const ExpertGroup& g) { return g.ep ? g.ep->size() : 1; }
 }  // namespace
 
-MoE::MoE(const ModelConfig& c, const std::string& p, Communicator* ep, const TensorParallel& tp, Gemm gemm)
+MoE::MoE(const ModelConfig& c, const std::string& p, const ExpertGroup& ep, const TensorParallel& tp, Gemm gemm)
     : C_(c.d_model),
       tp_(tp),
       gemm_(gemm),
       router_(c, p, tp),
       dispatcher_(ep, c.routed_experts, gemm),
-      experts_(p, (ep ? ep->rank() : 0) * (c.routed_experts / ranks(ep)), c.routed_experts / ranks(ep),
+      experts_(p, (ep.ep ? ep.ep->rank() : 0) * (c.routed_experts / ranks(ep)), c.routed_experts / ranks(ep),
                c.routed_experts, c.d_model, c.expert_hidden, gemm) {
   MOE_CHECK(c.routed_experts % ranks(ep) == 0, ConfigError,
             "{}: {} routed experts cannot be split over {} expert-parallel ranks", p, c.routed_experts, ranks(ep));
@@ -37,15 +37,15 @@ ParamList MoE::params() {
 void MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T, Tensor& aux_total) {
   const Device dev = x.device();
   const auto [n0, n1] = tp_.token_range(B * T);
-  const PlanCounts counts(experts(), dispatcher_.ranks(), dev);
+  const PlanCounts counts = dispatcher_.counts(dev);
   Saved& s = saved_;
   s.routing = router_.forward(x, T, n0, n1, counts.routed(), aux_total);  // choices, capacity, balance loss
   s.plan = std::make_shared<const DispatchPlan>(dispatcher_.plan(s.routing, counts));  // counts: the one copy back
   const DispatchPlan& plan = *s.plan;
   const GemmInput xin = gemm_.keep(x);  // each row quantised on its own: where does not change its bits
   s.gates_received = dispatcher_.dispatch_gates(s.routing.gates, plan);
-  s.expert_out = Tensor::empty({plan.expert_rows, C_}, DType::f32, dev);
-  experts_.forward(s.expert_out, dispatcher_.dispatch(xin, plan), plan.offsets, s.experts);
+  s.expert_out = Tensor::empty({plan.expert_rows(), C_}, DType::f32, dev);
+  experts_.forward(s.expert_out, dispatcher_.dispatch(xin, plan), plan.offsets(), s.experts);
   if (shared_) shared_->forward(out, xin);
   else out.zero();
   dispatcher_.combine(out, s.expert_out, s.routing.gates, s.gates_received, plan);
@@ -58,11 +58,11 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   const Device dev = x.device();
   if (shared_) shared_->backward(dx, dout);
   else dx.zero();
-  Tensor dye = Tensor::empty({plan.expert_rows, C_}, DType::f32, dev),
+  Tensor dye = Tensor::empty({plan.expert_rows(), C_}, DType::f32, dev),
          dxe = Tensor::empty(dye.shape(), DType::f32, dev);
   Tensor dgates = Tensor::empty(s.routing.gates.shape(), DType::f32, dev);
   dispatcher_.combine_backward(dye, dgates, dout, s.expert_out, s.gates_received, plan);
-  experts_.backward(dxe, dye, plan.offsets, plan.segments, s.experts);
+  experts_.backward(dxe, dye, plan.offsets(), plan.segments(), s.experts);
   dispatcher_.dispatch_backward(dx, dxe, plan);
   router_.backward(dx, dgates, x, s.routing, aux_scale);
 }

@@ -26,7 +26,7 @@ namespace moe {
 class MoE {
  public:
   // prefix "model.layers.{i}.mlp."; ep: the expert-parallel group (null: all experts here).
-  MoE(const ModelConfig& c, const std::string& prefix, Communicator* ep = nullptr,
+  MoE(const ModelConfig& c, const std::string& prefix, const ExpertGroup& ep = {},
       const TensorParallel& tp = TensorParallel(), Gemm gemm = Gemm());
   // out (B*T,C) from x (B*T,C). aux_total (1) f64 on x's device += the micro-batch's balance
   // loss summed over its sequences (aux_loss_coef * sum_i f_i P_i per sequence).
@@ -64,15 +64,19 @@ class MoE {
   std::int64_t local_experts() const { return dispatcher_.local_experts(); }
 
   // Statistics of the last forward (host values from the plan's counts): tokens of this rank
-  // routed to each expert (before capacity drops), drops, the most ep ranks one token was
-  // sent to, kept assignments whose expert lives on another rank and the distinct (token,
-  // other rank) pairs among them, and the dispatch payload's bytes to other ranks.
+  // routed to each expert (before capacity drops), drops, the most ranks one token was sent
+  // to, kept assignments whose expert lives on another rank and the distinct (token, other
+  // rank) pairs among them (ranks of the first hop: ep ranks, or nodes under hierarchical
+  // dispatch), the rows sent to other nodes, and the dispatch payload's bytes to other ranks
+  // (both hops) and to other nodes.
   const std::vector<std::int64_t>& load() const { return stats_.load; }
   std::int64_t dropped() const { return stats_.dropped; }
   int max_ranks_per_token() const { return stats_.fan_out; }
   std::int64_t remote_rows() const { return stats_.remote_rows; }
   std::int64_t remote_token_ranks() const { return stats_.remote_token_ranks; }
+  std::int64_t inter_node_rows() const { return stats_.inter_node_rows; }
   std::uint64_t dispatch_bytes() const { return dispatcher_.dispatch_bytes(); }
+  std::uint64_t inter_node_bytes() const { return dispatcher_.inter_node_bytes(); }
   // The last forward's choices as host copies (for tests: each one a copy): expert index
   // (N,K) i32, and the kept ones (-1: dropped or another tp rank's token).
   Tensor routing() const { return to_host(saved_.routing.index); }

@@ -12,7 +12,7 @@ std::string mtp_name(const ModelConfig& c, std::int64_t depth, const char* leaf)
 }
 }  // namespace
 
-MtpLayer::MtpLayer(const ModelConfig& c, std::int64_t depth, Communicator* ep, const TensorParallel& tp, Gemm gemm)
+MtpLayer::MtpLayer(const ModelConfig& c, std::int64_t depth, const ExpertGroup& ep, const TensorParallel& tp, Gemm gemm)
     : eps_(c.norm_eps),
       gemm_(gemm),
       enorm_(mtp_name(c, depth, "enorm.weight"), {c.d_model}, false),

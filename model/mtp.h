@@ -16,7 +16,7 @@ namespace moe {
 class MtpLayer {
  public:
   // depth 1, 2, ... (model.mtp_depth of them)
-  MtpLayer(const ModelConfig& c, std::int64_t depth, Communicator* ep, const TensorParallel& tp, Gemm gemm);
+  MtpLayer(const ModelConfig& c, std::int64_t depth, const ExpertGroup& ep, const TensorParallel& tp, Gemm gemm);
   // out (N,C) from h (N,C) and emb (N,C); the block's balance loss += into aux_total (1) f64.
   void forward(Tensor& out, const Tensor& h, const Tensor& emb, const Sequences& seq, Tensor& aux_total);
   // dh, demb (N,C): the gradients of h and emb (assign); parameters accumulate.

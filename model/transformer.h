@@ -28,7 +28,7 @@ namespace moe {
 // What one rank holds of the model.
 struct ModelShard {
   std::int64_t layer_begin = 0, layer_end = -1;  // blocks [begin, end) (-1: to the last)
-  Communicator* ep = nullptr;  // the expert-parallel group routed experts are split over (null: all here)
+  ExpertGroup ep = {};         // the expert-parallel group routed experts are split over (none: all here)
   Communicator* tp = nullptr;  // the tensor-parallel group (null: tp 1)
   // Several chunks of blocks (an interleaved pipeline's virtual stages), each [begin, end),
   // in order; when given, layer_begin/layer_end are unused.

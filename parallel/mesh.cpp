@@ -8,7 +8,24 @@
 
 namespace moe {
 
-Layout resolve_layout(const Config& cfg, int world_size) {
+namespace {
+void resolve_nodes(Layout& l, const Config& cfg, int launched_per_node) {
+  const std::string& f = cfg.source;
+  const int configured = static_cast<int>(cfg.parallel.ranks_per_node);
+  l.ranks_per_node = configured > 0 ? configured : launched_per_node;
+  l.hierarchical = cfg.parallel.dispatch == DispatchKind::hierarchical;
+  const int r = l.ranks_per_node;
+  if (r <= 0) return;
+  MOE_CHECK(l.world() % r == 0, ConfigError,
+            "{}: parallel.ranks_per_node = {} does not divide the {} ranks; launch whole nodes", f, r, l.world());
+  MOE_CHECK(l.ep % r == 0 || r % l.ep == 0, ConfigError,
+            "{}: parallel.ep = {} and parallel.ranks_per_node = {}: an expert-parallel group must fill whole nodes or "
+            "share one; make one a multiple of the other",
+            f, l.ep, r);
+}
+}  // namespace
+
+Layout resolve_layout(const Config& cfg, int world_size, int launched_per_node) {
   const auto& p = cfg.parallel;
   const auto& m = cfg.model;
   const std::string& f = cfg.source;
@@ -33,6 +50,7 @@ Layout resolve_layout(const Config& cfg, int world_size) {
               l.tp, m.vocab_size);
   // ep vs experts, heads vs tp and pp vs layers are checked with the config itself
   // (config/config.cpp), which needs no world size.
+  resolve_nodes(l, cfg, launched_per_node);
   return l;
 }
 
@@ -82,14 +100,30 @@ Mesh::Mesh(const Layout& layout, MpiCommunicator& world, Device device) : layout
   edp_ = split(c.pp * layout_.ep + c.ep, c.edp, "edp");
   const bool end_stage = c.pp == 0 || c.pp == layout_.pp - 1;
   embedding_ = split(end_stage ? c.dp * layout_.tp + c.tp : layout_.dp * layout_.tp + rank, c.pp, "embedding");
+  if (layout_.hierarchical && layout_.ep_nodes() > 1) {
+    // ep rank = node * per_node + place (the group's ranks are consecutive world ranks).
+    const int per_node = layout_.ep_per_node(), group = c.pp * layout_.edp() + c.edp;
+    ep_node_ = split(group * layout_.ep_nodes() + c.ep / per_node, c.ep % per_node, "ep_node");
+    ep_rail_ = split(group * per_node + c.ep % per_node, c.ep / per_node, "ep_rail");
+  }
   if (device == Device::cuda) use_cuda_device(world.node_rank());
   dev_dp_ = data_axis(*dp_, device), dev_edp_ = data_axis(*edp_, device), dev_ep_ = data_axis(*ep_, device);
   dev_embedding_ = data_axis(*embedding_, device);
+  if (ep_node_) dev_ep_node_ = data_axis(*ep_node_, device), dev_ep_rail_ = data_axis(*ep_rail_, device);
+}
+
+ExpertGroup Mesh::expert_group() {
+  ExpertGroup g(layout_.ep > 1 ? &ep() : nullptr);
+  g.ranks_per_node = layout_.ep_per_node();
+  if (ep_node_) g.node = &data(ep_node_, dev_ep_node_), g.rail = &data(ep_rail_, dev_ep_rail_);
+  return g;
 }
 
 std::vector<Communicator*> Mesh::all() const {
   std::vector<Communicator*> out{pp_.get(), dp_.get(), tp_.get(), ep_.get(), edp_.get(), embedding_.get()};
-  for (auto* c : {dev_dp_.get(), dev_edp_.get(), dev_ep_.get(), dev_embedding_.get()})
+  for (Communicator* c :
+       {static_cast<Communicator*>(ep_node_.get()), static_cast<Communicator*>(ep_rail_.get()), dev_dp_.get(),
+        dev_edp_.get(), dev_ep_.get(), dev_embedding_.get(), dev_ep_node_.get(), dev_ep_rail_.get()})
     if (c) out.push_back(c);
   return out;
 }
@@ -112,8 +146,8 @@ void Mesh::reset_bytes() {
 }
 
 Mesh::~Mesh() {
-  dev_dp_.reset(), dev_edp_.reset(), dev_ep_.reset(),
-      dev_embedding_.reset();  // before the MPI axes they bootstrap from
+  dev_dp_.reset(), dev_edp_.reset(), dev_ep_.reset(), dev_embedding_.reset(), dev_ep_node_.reset(),
+      dev_ep_rail_.reset();  // before the MPI axes they bootstrap from
   for (MPI_Comm& c : owned_) MPI_Comm_free(&c);
 }
 

@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "comm/expert_group.h"
 #include "parallel/mpi_communicator.h"
 #include "config/config.h"
 
@@ -18,13 +19,19 @@ namespace moe {
 
 struct Layout {
   int pp = 1, dp = 1, tp = 1, ep = 1;
+  int ranks_per_node = 0;    // consecutive world ranks sharing a node (0: all of them)
+  bool hierarchical = true;  // expert dispatch over nodes (parallel.dispatch)
   int world() const { return pp * dp * tp; }
   int edp() const { return dp * tp / ep; }
+  // Nodes one ep group spans (its ranks are consecutive, so they fill whole nodes or share one).
+  int ep_nodes() const { return ranks_per_node > 0 && ep > ranks_per_node ? ep / ranks_per_node : 1; }
+  int ep_per_node() const { return ep / ep_nodes(); }
 };
 
-// parallel.dp = 0 resolved to world / (tp * pp); the layout checked against the model and
+// parallel.dp = 0 resolved to world / (tp * pp), parallel.ranks_per_node = 0 to
+// launched_per_node (the launcher's, 0: one node); the layout checked against the model and
 // the number of ranks. ConfigError naming the keys and the numbers on any mismatch.
-Layout resolve_layout(const Config& cfg, int world_size);
+Layout resolve_layout(const Config& cfg, int world_size, int launched_per_node = 0);
 
 struct Coords {
   int pp = 0, dp = 0, tp = 0, ep = 0, edp = 0;
@@ -56,6 +63,8 @@ class Mesh {
   Communicator& dp() { return data(dp_, dev_dp_); }
   Communicator& edp() { return data(edp_, dev_edp_); }
   Communicator& ep() { return data(ep_, dev_ep_); }
+  // ep with, where it spans nodes and dispatch is hierarchical, its splits by node.
+  ExpertGroup expert_group();
   // Bytes this rank sent over the axes (not world), per kind; and a fresh count.
   std::map<std::string, std::uint64_t> bytes_sent() const;
   void reset_bytes();
@@ -70,8 +79,9 @@ class Mesh {
   Coords coords_;
   MpiCommunicator& world_;
   std::vector<MPI_Comm> owned_;
-  std::unique_ptr<MpiCommunicator> pp_, dp_, tp_, ep_, edp_, embedding_;
-  std::unique_ptr<Communicator> dev_dp_, dev_edp_, dev_ep_, dev_embedding_;  // null on the cpu
+  std::unique_ptr<MpiCommunicator> pp_, dp_, tp_, ep_, edp_, embedding_, ep_node_, ep_rail_;
+  std::unique_ptr<Communicator> dev_dp_, dev_edp_, dev_ep_, dev_embedding_, dev_ep_node_,
+      dev_ep_rail_;  // null on the cpu
 };
 
 }  // namespace moe

@@ -97,13 +97,14 @@ void MpiCommunicator::do_recv(Tensor& t, int peer, int tag) {
   check(MPI_Recv(t.raw(), as_int(t.numel(), "recv"), mpi_type(t), peer, tag, comm_, MPI_STATUS_IGNORE), "MPI_Recv");
 }
 
-int MpiCommunicator::node_rank() const {
+std::pair<int, int> MpiCommunicator::node_place() const {
   MPI_Comm node;
   check(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank(), MPI_INFO_NULL, &node), "MPI_Comm_split_type");
-  int r = 0;
+  int r = 0, n = 1;
   MPI_Comm_rank(node, &r);
+  MPI_Comm_size(node, &n);
   MPI_Comm_free(&node);
-  return r;
+  return {r, n};
 }
 
 void MpiCommunicator::do_post_send(const Tensor& t, int peer, int tag) {

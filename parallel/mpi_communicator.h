@@ -2,6 +2,7 @@
 #pragma once
 #include <mpi.h>
 
+#include <utility>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -25,14 +26,17 @@ class MpiCommunicator final : public Communicator {
  public:
   explicit MpiCommunicator(MPI_Comm comm = MPI_COMM_WORLD, Device tensors = Device::cpu);
   ~MpiCommunicator() override;
-  // This rank's index among the group's ranks on its node (collective): which GPU it takes.
-  int node_rank() const;
+  // This rank's index among the group's ranks on its node (collective): which GPU it takes;
+  // and how many of them share the node (the launcher's ranks per node).
+  int node_rank() const { return node_place().first; }
+  int node_size() const { return node_place().second; }
   Device device() const override { return tensors_; }
   // Host tensors always; sim tensors only on a sim backend (a host backend stages them, as it
   // would a GPU's: the copies are counted).
   bool takes(Device d) const override { return d == tensors_ || d == Device::cpu; }
   void barrier() override;
   MPI_Comm comm() const { return comm_; }
+  std::pair<int, int> node_place() const;  // (node_rank, node_size), one collective
 
  protected:
   void do_all_reduce_sum(Tensor& t) override;

@@ -186,8 +186,9 @@ struct Setting {
   double N, mbs, C, V;               // tokens per micro-batch; micro-batches per step; d_model; vocabulary
   double peak;                       // FLOP/s
   double tp_link, pp_link, dp_link;  // bytes/s
-  // Of a token's r ranks: the rest of its node, other nodes (its own is r/ep).
-  double remote_intra, remote_inter;
+  // Rows a token sends per MoE layer inside its node and across nodes, and the kept
+  // assignments each of them carries (ep_links).
+  double remote_intra, remote_inter, per_intra_row, per_inter_row;
 };
 
 // One stage's blocks (virtual stages s, pp + s, ...: plan/stages.h, as the trainer splits),
@@ -306,7 +307,7 @@ struct StageBytes {
 // Seconds per step of stage s: compute, memory traffic, then each collective over its link.
 Plan::Time stage_time(const Setting& g, const StageSums& z, StageBytes& bytes) {
   const ModelConfig& m = g.cfg.model;
-  const double N = g.N, mbs = g.mbs, C = g.C, tp = g.l.tp, v = g.v, r = g.sh.r;
+  const double N = g.N, mbs = g.mbs, C = g.C, tp = g.l.tp, v = g.v;
   Plan::Time t;
   const double tokens = N * mbs;  // per dp rank per step
   t.compute = tokens * z.flops_per_token / g.peak;
@@ -327,11 +328,14 @@ Plan::Time stage_time(const Setting& g, const StageSums& z, StageBytes& bytes) {
   // Per remote row, forward: dispatch (C in the GEMM input format, 2K metadata) and combine;
   // backward: the output gradient out and the input gradient back (and K gate gradients).
   // The combine and the input gradient are one FP32 sum per row under fp32, one BF16 row per
-  // assignment otherwise (model/moe.h): top_k / ranks_per_token rows per row.
-  const double back = g.cfg.precision == Precision::fp32 ? 1.0 : double(m.top_k) / std::max(1.0, r);
-  const double row = C * g.eb.gemm + C * g.eb.other * (1 + 2 * back) + 3 * double(m.top_k) * 4;
+  // assignment otherwise (model/moe.h): as many rows back as the row carries assignments.
+  const auto row = [&](double assignments) {
+    const double back = g.cfg.precision == Precision::fp32 ? 1.0 : assignments;
+    return C * g.eb.gemm + C * g.eb.other * (1 + 2 * back) + 3 * double(m.top_k) * 4;
+  };
   const double ep_rows = tokens / tp * z.moe_blocks;
-  bytes.ep_intra = ep_rows * g.remote_intra * row, bytes.ep_inter = ep_rows * g.remote_inter * row;
+  bytes.ep_intra = ep_rows * g.remote_intra * row(g.per_intra_row),
+  bytes.ep_inter = ep_rows * g.remote_inter * row(g.per_inter_row);
   t.ep = bytes.ep_intra / bandwidth(g.c.intra_node_gbps) + bytes.ep_inter / bandwidth(g.c.inter_node_gbps);
   bytes.pp = g.l.pp > 1 ? 2 * N * C * g.eb.other * mbs * v : 0;  // per micro-batch and chunk
   t.pp = bytes.pp / g.pp_link;
@@ -350,6 +354,29 @@ double ranks_per_token(const ModelConfig& m, double ep) {
                            ? std::min(ep, double(m.topk_groups) * std::max(1.0, ep / double(m.n_groups)))
                            : ep;
   return distinct(reach, double(m.top_k));
+}
+
+// The rows of one token's dispatch by link (model/dispatch.h), its experts on r distinct ranks
+// of an ep group spanning ep / node_ranks nodes. Flat: one row per other rank, r (node_ranks
+// - 1) / ep of them inside the node. Hierarchical: one row per other node its experts are on,
+// to the rank at the sender's place there, which forwards it to the node's other ranks
+// holding them (of each node's share of r, all but the forwarder's own: r (node_ranks - 1) /
+// node_ranks rows). Node-limited routing: groups of ep / n_groups ranks, topk_groups of them.
+struct EpLinks {
+  double intra, inter;          // rows per token
+  double nodes;                 // distinct nodes its experts are on
+  double per_intra, per_inter;  // kept assignments per row
+};
+EpLinks ep_links(const ModelConfig& m, double ep, double node_ranks, double r, bool hierarchical) {
+  const double nodes = ep / node_ranks, K = double(m.top_k);
+  const bool limited = m.routed_experts > 0 && m.topk_groups < m.n_groups;
+  const double reach =
+      limited ? std::min(nodes, double(m.topk_groups) * std::max(1.0, nodes / double(m.n_groups))) : nodes;
+  const double per_token = std::min(r, distinct(reach, K)), per_rank = K / std::max(1.0, r);
+  if (!hierarchical || nodes <= 1)
+    return {r * (node_ranks - 1) / ep, r * (ep - node_ranks) / ep, per_token, per_rank, per_rank};
+  return {r * (node_ranks - 1) / node_ranks, per_token * (nodes - 1) / nodes, per_token, per_rank,
+          K / std::max(1.0, per_token)};
 }
 
 // The step's totals: tokens, model FLOPs, GEMM FLOPs.
@@ -403,6 +430,9 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
   p.device_memory = c.memory_gb * 1e9;
   p.ranks_per_token = ranks_per_token(m, l.ep);
   const double ep = l.ep, node_ranks = std::min(ep, double(c.devices_per_node));
+  const EpLinks links =
+      ep_links(m, ep, node_ranks, p.ranks_per_token, cfg.parallel.dispatch == DispatchKind::hierarchical);
+  p.nodes_per_token = links.nodes;
   const Setting g{.cfg = cfg,
                   .c = c,
                   .l = l,
@@ -424,8 +454,10 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
                   .tp_link = bandwidth(l.tp <= c.devices_per_node ? c.intra_node_gbps : c.inter_node_gbps),
                   .pp_link = bandwidth(l.dp * l.tp >= c.devices_per_node ? c.inter_node_gbps : c.intra_node_gbps),
                   .dp_link = bandwidth(l.dp * l.tp > c.devices_per_node ? c.inter_node_gbps : c.intra_node_gbps),
-                  .remote_intra = p.ranks_per_token * (node_ranks - 1) / ep,
-                  .remote_inter = p.ranks_per_token * (ep - node_ranks) / ep};
+                  .remote_intra = links.intra,
+                  .remote_inter = links.inter,
+                  .per_intra_row = links.per_intra,
+                  .per_inter_row = links.per_inter};
   // The plan is the most loaded stage's memory and the slowest stage's time.
   const auto bounds = stage_bounds(cfg, l.pp * g.v);
   double worst_step = -1;

@@ -49,6 +49,7 @@ struct Plan {
   } time;
   double tp_bytes = 0, ep_intra_bytes = 0, ep_inter_bytes = 0, pp_bytes = 0, dp_bytes = 0;
   double ranks_per_token = 1;  // expected distinct ep ranks a token's experts live on
+  double nodes_per_token = 1;  // and nodes (hierarchical dispatch: its rows across nodes)
 
   // At the cluster's price, for the config's train.target_tokens (0: none).
   double tokens_per_day() const { return tokens_per_step / time.step() * 86400; }

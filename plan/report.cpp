@@ -45,10 +45,13 @@ std::string plan_text(const Plan& p, const Config& cfg, const Cluster& c, const 
       "step time         {}: GEMMs {}, other ops {}, tensor-parallel {}, expert all-to-all {}, pipeline p2p {}, "
       "data-parallel {}, "
       "hidden by overlap -{}, pipeline bubble {}\n"
-      "traffic per step  tp {}, ep {} in node + {} across nodes ({:.2f} ranks per token), pp {}, dp {}\n",
+      "traffic per step  tp {}, ep {} in node + {} across nodes ({:.2f} ranks, {:.2f} nodes per token{}), pp {}, dp "
+      "{}\n",
       seconds(step), seconds(t.compute), seconds(t.memory), seconds(t.tp), seconds(t.ep), seconds(t.pp), seconds(t.dp),
       seconds(t.hidden), seconds(t.bubble), human_bytes(p.tp_bytes), human_bytes(p.ep_intra_bytes),
-      human_bytes(p.ep_inter_bytes), p.ranks_per_token, human_bytes(p.pp_bytes), human_bytes(p.dp_bytes));
+      human_bytes(p.ep_inter_bytes), p.ranks_per_token, p.nodes_per_token,
+      cfg.parallel.dispatch == DispatchKind::hierarchical ? ", hierarchical dispatch" : ", flat dispatch",
+      human_bytes(p.pp_bytes), human_bytes(p.dp_bytes));
   s += fmt::format("throughput        {:.4g} tokens/day, MFU {:.1f}% of {:.4g} TFLOP/s per device\n",
                    p.tokens_per_day(), 100 * p.mfu(peak), peak / 1e12);
   if (cfg.train.target_tokens > 0) {
@@ -66,8 +69,8 @@ std::string plan_text(const Plan& p, const Config& cfg, const Cluster& c, const 
       "  - activations as this trainer saves them{}; {}\n"
       "  - experts balanced; a token's top-{} experts on {:.2f} distinct ep ranks (uniform inside its reachable "
       "groups)\n"
-      "  - links: tp inside a node if tp <= {} devices per node; ep all-to-all split by node ({:.4g} / {:.4g} GB/s); "
-      "dp and pp "
+      "  - links: tp inside a node if tp <= {} devices per node; ep all-to-all split by node ({:.4g} / {:.4g} GB/s; "
+      "hierarchical: once per other node a token's experts are on, then forwarded inside it); dp and pp "
       "over the network once a group leaves its node; rings move 2(n-1)/n of the data\n"
       "  - {}% of the ep and dp traffic overlapped with compute; 1F1B bubble (pp-1)/m of the per-micro-batch time\n",
       100 * c.compute_efficiency, cfg.precision == Precision::fp8 ? "FP8" : "BF16", "compute_efficiency", c.file,

@@ -425,6 +425,7 @@ void Trainer::Loop::count_routing(int chunk) {
     res.traffic.remote_rows += double(m.remote_rows());  // summed here, per step at the end
     res.traffic.remote_token_ranks += double(m.remote_token_ranks());
     res.traffic.dispatch_bytes += double(m.dispatch_bytes());
+    res.traffic.inter_node_bytes += double(m.inter_node_bytes());
   }
 }
 
@@ -622,7 +623,7 @@ void Trainer::Loop::finish() {
   for (const auto& [kind, bytes] : s.step_bytes())
     res.traffic.bytes_per_step[kind] = bytes / static_cast<std::uint64_t>(ran);
   res.traffic.remote_rows /= double(ran), res.traffic.remote_token_ranks /= double(ran),
-      res.traffic.dispatch_bytes /= double(ran);
+      res.traffic.dispatch_bytes /= double(ran), res.traffic.inter_node_bytes /= double(ran);
   // The pipeline's idle share of its schedule, mean over ranks, against 1F1B's ideal.
   res.profile.bubble = s.world.all_reduce_sum(schedule_s > 0 ? 1 - schedule_busy / schedule_s : 0) / s.world.size();
   res.profile.ideal_bubble = bubble_fraction(s.layout.pp, t.grad_accum, chunks);

@@ -295,7 +295,7 @@ int run_train(int argc, char** argv, const std::string& path, const std::vector<
   Config cfg;
   try {
     cfg = moe::load_config(path, sets);  // every rank validates; all fail alike, before any collective
-    const moe::Layout layout = moe::trainable_layout(cfg, world.size());
+    const moe::Layout layout = moe::trainable_layout(cfg, world);
     const moe::Cluster cluster = moe::load_cluster(cfg);  // an unknown cluster fails here, before any compute
     if (dry_run) {
       if (world.rank() == 0) print_dry_run(cfg, layout, cluster);

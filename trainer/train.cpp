@@ -25,8 +25,9 @@
 
 namespace moe {
 
-Layout trainable_layout(const Config& cfg, int world_size) {
-  const Layout layout = resolve_layout(cfg, world_size);
+Layout trainable_layout(const Config& cfg, MpiCommunicator& world) {
+  const int world_size = world.size();
+  const Layout layout = resolve_layout(cfg, world_size, world.node_size());
   MOE_CHECK(cfg.debug.hang_at_step == 0 || cfg.debug.hang_rank < world_size, ConfigError,
             "{}: debug.hang_rank = {}: there are {} ranks; the drill would never fire", cfg.source, cfg.debug.hang_rank,
             world_size);

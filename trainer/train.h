@@ -39,8 +39,9 @@ struct TrafficInfo {
   int max_ranks_per_token = 1;                          // expert-parallel fan-out of the most spread token
   // Expert dispatch (mean; summed over MoE layers and micro-batches): kept assignments sent
   // to other ep ranks, and distinct (token, other rank) pairs among them; their bytes as sent
-  // (MoE::dispatch_bytes: FP32, BF16, or E4M3 plus scales).
-  double remote_rows = 0, remote_token_ranks = 0, dispatch_bytes = 0;
+  // (MoE::dispatch_bytes: FP32, BF16, or E4M3 plus scales, both hops of a hierarchical
+  // dispatch), and the part of them that crossed nodes.
+  double remote_rows = 0, remote_token_ranks = 0, dispatch_bytes = 0, inter_node_bytes = 0;
   // Host <-> device traffic of the training step with the most copies to the host
   // (kernels/residency.h: copies each way and host waits, validation and checkpoints left
   // out), and where they happened. All zero on the CPU.
@@ -89,9 +90,9 @@ struct TrainResult {
   std::string cost_report;  // the printed report (cost.json beside the checkpoints holds it as JSON)
 };
 
-// The layout resolved against the world size (parallel/mesh), then refused when this build
+// The layout resolved against the world and its nodes (parallel/mesh), then refused when this build
 // cannot train it yet (a precision, a device, MLA): ConfigError before any compute.
-Layout trainable_layout(const Config& cfg, int world_size);
+Layout trainable_layout(const Config& cfg, MpiCommunicator& world);
 
 // Set from a signal handler (SIGTERM: a scheduler preempting the job): the run stops after
 // the step in flight, all ranks at the same step, with a checkpoint. Async-signal-safe.

@@ -30,7 +30,7 @@ struct Trainer::State {
   State(const Config& c, MpiCommunicator& w)
       : cfg(c),
         world(w),
-        layout(trainable_layout(c, w.size())),
+        layout(trainable_layout(c, w)),
         mesh(layout, w, device_of(c.device)),
         bounds(stage_bounds(c, layout.pp * int(c.parallel.virtual_stages))),
         model(c.model, shard(), c.precision) {}
@@ -47,7 +47,7 @@ struct Trainer::State {
   const std::vector<std::int64_t> bounds;  // blocks of each virtual pipeline stage (plan/stages.h)
   // This rank's chunks: virtual stages s, p + s, ... (one without interleaving).
   ModelShard shard() {
-    ModelShard sh{.ep = layout.ep > 1 ? &ep() : nullptr, .tp = layout.tp > 1 ? &mesh.tp() : nullptr, .chunks = {}};
+    ModelShard sh{.ep = mesh.expert_group(), .tp = layout.tp > 1 ? &mesh.tp() : nullptr, .chunks = {}};
     for (std::size_t vs = std::size_t(mesh.coords().pp); vs + 1 < bounds.size(); vs += std::size_t(layout.pp))
       sh.chunks.push_back({bounds[vs], bounds[vs + 1]});
     return sh;

@@ -132,6 +132,29 @@ TEST_CASE("plan: recomputation keeps less, overlap hides at most the compute", "
   CHECK(rec.time.step() < keep.time.step());
 }
 
+TEST_CASE("plan: hierarchical dispatch crosses the network once per other node", "[plan]") {
+  // ep 8 over 2 nodes of 4, top-2 of 8 experts in 2 groups of 4 (a group per node), one group
+  // per token: experts on r = 4 (1 - (3/4)^2) = 1.75 distinct ranks, all on one node.
+  Config cfg = parse_config(
+      "", "test",
+      {"model.routed_experts=8", "model.top_k=2", "model.n_groups=2", "model.topk_groups=1", "parallel.dispatch=flat"});
+  const Layout l{1, 8, 1, 8};
+  const Plan flat = make_plan(cfg, hand_cluster(4), l);
+  cfg.parallel.dispatch = DispatchKind::hierarchical;
+  const Plan hier = make_plan(cfg, hand_cluster(4), l);
+  REQUIRE(flat.ranks_per_token == Approx(1.75));
+  CHECK(hier.nodes_per_token == 1);
+  // Per token, flat: r (ep - 4) / ep = 0.875 rows across, r 3/8 inside; hierarchical: one row
+  // to the other node half the time, then forwarded to r 3/4 ranks inside (FP32: equal rows).
+  CHECK(hier.ep_inter_bytes / flat.ep_inter_bytes == Approx(0.5 / 0.875));
+  CHECK(hier.ep_intra_bytes / flat.ep_intra_bytes == Approx(2.0));
+  CHECK(hier.time.ep < flat.time.ep);
+  // Inside one node there is nothing to forward: the two are one.
+  const Plan one = make_plan(cfg, hand_cluster(8), l);
+  cfg.parallel.dispatch = DispatchKind::flat;
+  CHECK(make_plan(cfg, hand_cluster(8), l).time.ep == Approx(one.time.ep));
+}
+
 TEST_CASE("plan: search lists fitting layouts of the devices, cheapest first", "[plan]") {
   const Config mx = source_config("mixtral-8x7b.yaml");
   const Cluster c = load_cluster(mx);

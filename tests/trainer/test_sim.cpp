@@ -32,7 +32,9 @@ namespace {
 // groups' squared gradient norms, and a last stage's copy of the embedding (MTP), taken off.
 std::int64_t to_host_budget(const Config& c, const Layout& l) {
   const std::int64_t moe_layers = moe::moe_layers(c.model);  // MTP's blocks too
-  const std::int64_t per_layer = c.train.recompute ? 2 : 1;
+  // One copy of the plan's counts per hop (model/dispatch.h: two across nodes).
+  const std::int64_t hops = l.hierarchical && l.ep_nodes() > 1 ? 2 : 1;
+  const std::int64_t per_layer = (c.train.recompute ? 2 : 1) * hops;
   const std::int64_t chunks = l.pp * c.parallel.virtual_stages;
   const std::int64_t per_micro_batch = moe_layers * per_layer + (l.pp > 1 ? 2 * chunks : 0);
   const bool tied_embedding = c.model.mtp_depth > 0 && l.pp > 1;
