@@ -1,7 +1,8 @@
 // Expert dispatch bytes per training step by link, flat against hierarchical, in one run
 // under mpirun: ep over every rank, the ranks split into two simulated nodes
 // (parallel.ranks_per_node = P/2), a few steps of a config (default configs/tiny.yaml, data
-// prepared) per precision. The payload of the dispatch's forward (rows and FP8 scales; the
+// prepared) per case: FP32, FP8, and FP32 with node-limited routing (a group per node, one
+// group per token). The payload of the dispatch's forward (rows and FP8 scales; the
 // combine and the backward move the same rows back and forth) summed over ranks and steps'
 // mean: what crossed nodes, what stayed inside one, and the inter-node ratio.
 // Usage: mpirun -np P build/bench/bench_dispatch_links [config] [key=value ...]   (P even, >= 4)
@@ -24,20 +25,28 @@ int main(int argc, char** argv) try {
   if (world.rank() == 0)
     std::printf(
         "bench dispatch_links: %s, ep %d over 2 nodes of %d; dispatch payload per step, KB summed over ranks\n"
-        "%-10s %-13s %10s %10s %10s %12s\n",
-        path.c_str(), P, P / 2, "precision", "dispatch", "inter-node", "intra-node", "total", "inter/flat");
-  for (const char* precision : {"fp32", "fp8"}) {
+        "%-13s %-13s %10s %10s %10s %12s\n",
+        path.c_str(), P, P / 2, "case", "dispatch", "inter-node", "intra-node", "total", "inter/flat");
+  struct Case {
+    const char* name;
+    std::vector<std::string> keys;
+  };
+  const std::vector<Case> cases = {{"fp32", {"precision=fp32"}},
+                                   {"fp8", {"precision=fp8"}},
+                                   {"fp32 1 node", {"precision=fp32", "model.n_groups=2", "model.topk_groups=1"}}};
+  for (const Case& c : cases) {
     double flat_inter = 0;
-    for (const char* dispatch : {"flat", "hierarchical"}) {
+    for (const std::string dispatch : {"flat", "hierarchical"}) {
       auto kv = sets;
       kv.insert(kv.end(), {"parallel.ep=" + std::to_string(P), "parallel.ranks_per_node=" + std::to_string(P / 2),
-                           std::string("parallel.dispatch=") + dispatch, std::string("precision=") + precision});
+                           "parallel.dispatch=" + dispatch});
+      kv.insert(kv.end(), c.keys.begin(), c.keys.end());
       const TrainResult r = train(load_config(path, kv), world);
       const double inter = world.all_reduce_sum(r.traffic.inter_node_bytes),
                    total = world.all_reduce_sum(r.traffic.dispatch_bytes);
-      if (std::string(dispatch) == "flat") flat_inter = inter;
+      if (dispatch == "flat") flat_inter = inter;
       if (world.rank() == 0)
-        std::printf("%-10s %-13s %10.1f %10.1f %10.1f %12.3f\n", precision, dispatch, inter / 1e3,
+        std::printf("%-13s %-13s %10.1f %10.1f %10.1f %12.3f\n", c.name, dispatch.c_str(), inter / 1e3,
                     (total - inter) / 1e3, total / 1e3, flat_inter > 0 ? inter / flat_inter : 0.0);
     }
   }
