@@ -452,6 +452,9 @@ const std::vector<Field>& fields() {
       integer(AT(debug.hang_at_step), at_least(0),
               "fault drill: rank debug.hang_rank stops making progress at this step (0: never)"),
       integer(AT(debug.hang_rank), at_least(0), "fault drill: the rank that hangs"),
+      boolean(AT(debug.collapse_routing),
+              "fault drill: every token routed to expert 0 (a collapsed router; model.capacity_factor bounds the "
+              "memory it costs, moe plan prints how much)"),
 
       text(AT(cost.cluster),
            "cluster the cost report prices the run on: NAME (clusters/NAME.yaml beside the config, e.g. h800, h100, "

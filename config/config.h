@@ -109,6 +109,7 @@ struct DebugConfig {
   std::int64_t nan_steps = 1;
   std::int64_t hang_at_step = 0;  // rank hang_rank stops making progress at this step (0: never)
   std::int64_t hang_rank = 0;
+  bool collapse_routing = false;  // every router's bias makes expert 0 every token's choice
 };
 
 struct CostConfig {

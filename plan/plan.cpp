@@ -41,6 +41,7 @@ struct Elems {
 struct Shard {
   const ModelConfig& m;
   double tp, ep, r;            // r: expected distinct ep ranks per token
+  double load;                 // the expert rows this rank receives over the balanced load (PlanOptions)
   bool fused;                  // fused attention (CUDA): the softmax is recomputed, not saved
   bool recompute;              // train.recompute
   std::vector<LoraSite> lora;  // the adapters (lora.rank > 0: the base frozen)
@@ -104,8 +105,9 @@ struct Shard {
       const double K = double(m.top_k), E = double(m.routed_experts), He = double(m.expert_hidden);
       const double S = double(m.shared_experts * m.expert_hidden) / tp;
       // Routed, for the 1/tp of the tokens this rank dispatches: xe, he | scores, index,
-      // gates, per-row gates, expert gate/up, expert outputs.
-      a += {.gemm = (K * C + K * He) / tp, .other = (E + 2 * K + r * K + 2 * K * He + K * C) / tp};
+      // gates | per-row gates, expert gate/up, expert outputs; the rows received scale with
+      // the load.
+      a += {.gemm = load * (K * C + K * He) / tp, .other = (E + 2 * K + load * (r * K + 2 * K * He + K * C)) / tp};
       a += {.gemm = S, .other = 2 * S};  // shared experts
     }
     return a;
@@ -131,13 +133,13 @@ struct Shard {
     } else {
       const double K = double(m.top_k), E = double(m.routed_experts), He = double(m.expert_hidden);
       // dye, dgr, dhe, dge, due, dxe, tmp | dgates, dscores, dlogits, dxr
-      ffn = (3 * K * C + r * K + 3 * K * He) / tp + K + 2 * E + C;
+      ffn = load * (3 * K * C + r * K + 3 * K * He) / tp + K + 2 * E + C;
     }
     return 2 * C + std::max(attn, ffn);  // dh, dxm around either
   }
   // Expert-parallel send/receive rows of one MoE block's backward (ds, dr, dx_rows, dxs).
   // Without ep the exchange hands the rows over in place: two of them.
-  double dispatch_buffers() const { return (ep > 1 ? 4 : 2) * r * double(m.d_model) / tp; }
+  double dispatch_buffers() const { return (ep > 1 ? 4 : 2) * load * r * double(m.d_model) / tp; }
   // Weights of one block on this device: tp-sharded, replicated, routed experts.
   double block_weights(std::int64_t layer) const {
     const double latent = double(mla_latent_parameters(m));  // whole on every tp rank
@@ -388,6 +390,7 @@ double lora_tp_flops(const Config& cfg, const Layout& l) {
                     .tp = 1,
                     .ep = 1,
                     .r = 1,
+                    .load = 1,
                     .fused = false,
                     .recompute = cfg.train.recompute,
                     .lora = lora_sites(cfg.model)};
@@ -423,6 +426,13 @@ void plan_totals(Plan& p, const Config& cfg, const Layout& l) {
 
 }  // namespace
 
+double expert_load_bound(const ModelConfig& m, const Layout& l) {
+  if (m.routed_experts == 0) return 1;
+  const double K = double(m.top_k), El = double(m.routed_experts) / l.ep;
+  const double collapse = l.ep * std::min(K, El) / K;
+  return m.capacity_factor > 0 ? std::min(m.capacity_factor, collapse) : collapse;
+}
+
 Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanOptions& opt) {
   const ModelConfig& m = cfg.model;
   Plan p;
@@ -441,6 +451,7 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
                          .tp = double(l.tp),
                          .ep = ep,
                          .r = p.ranks_per_token,
+                         .load = opt.load,
                          .fused = cfg.device == DeviceKind::cuda,
                          .recompute = cfg.train.recompute,
                          .lora = lora_sites(m)},

@@ -20,6 +20,12 @@ namespace moe {
 // The activation policy comes from the config (train.recompute, precision, device).
 struct PlanOptions {
   double overlap = 0;  // share of the EP all-to-all and DP gradient traffic hidden behind compute (0: moe train today)
+  // The expert rows the most loaded rank receives over the balanced load: its memory (and the
+  // memory traffic of its other ops); GEMMs and communication stay those of balance. For the
+  // worst-case memory of plan_text's imbalance line.
+  double load = 1;
+  // The imbalance plan_text states its worst-case memory at (0: expert_load_bound's).
+  double imbalance = 0;
 };
 
 struct Plan {
@@ -72,5 +78,10 @@ std::string human_bytes(double bytes);
 std::string layout_name(const Plan& p);
 // The report `moe plan` prints: memory, time, cost, assumptions.
 std::string plan_text(const Plan& p, const Config& cfg, const Cluster& cluster, const PlanOptions& opt);
+
+// The most expert rows one rank of the layout can receive, over the balanced load: every
+// token's top-k all on that rank (ep min(top_k, experts per rank) / top_k: routing collapse),
+// or under model.capacity_factor f at most f (each expert keeps f times its share).
+double expert_load_bound(const ModelConfig& m, const Layout& l);
 
 }  // namespace moe

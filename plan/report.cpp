@@ -22,6 +22,21 @@ std::string human_bytes(double b) {
   return fmt::format("{:.1f} {}", b, unit[u]);
 }
 
+// The memory of the most loaded rank at the stated imbalance (or the run's bound).
+std::string imbalance_line(const Plan& p, const Config& cfg, const Cluster& c, const PlanOptions& opt) {
+  const ModelConfig& m = cfg.model;
+  if (m.routed_experts == 0 || p.layout.ep == 1) return "";  // the experts' rows total N top_k wherever they go
+  PlanOptions worst = opt;
+  worst.load = opt.imbalance > 0 ? opt.imbalance : expert_load_bound(m, p.layout);
+  const Plan w = make_plan(cfg, c, p.layout, worst);
+  const char* why = opt.imbalance > 0       ? "stated by --imbalance"
+                    : m.capacity_factor > 0 ? "the most model.capacity_factor lets one rank receive"
+                                            : "routing collapse, every token's experts on one rank; "
+                                              "model.capacity_factor bounds it";
+  return fmt::format("imbalance         {:.3g}x the balanced expert rows on one rank ({}): {} per device, {}\n",
+                     worst.load, why, human_bytes(w.memory.total()), w.fits() ? "fits" : "DOES NOT FIT");
+}
+
 std::string plan_text(const Plan& p, const Config& cfg, const Cluster& c, const PlanOptions& opt) {
   const ModelConfig& m = cfg.model;
   const auto& mem = p.memory;
@@ -41,6 +56,7 @@ std::string plan_text(const Plan& p, const Config& cfg, const Cluster& c, const 
       human_bytes(mem.total()), human_bytes(p.device_memory), p.fits() ? "fits" : "DOES NOT FIT", p.memory_stage,
       human_bytes(mem.weights), human_bytes(mem.gradients), human_bytes(mem.optimizer), human_bytes(mem.activations),
       p.in_flight, human_bytes(mem.workspace), human_bytes(mem.buffers));
+  s += imbalance_line(p, cfg, c, opt);
   s += fmt::format(
       "step time         {}: GEMMs {}, other ops {}, tensor-parallel {}, expert all-to-all {}, pipeline p2p {}, "
       "data-parallel {}, "

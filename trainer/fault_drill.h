@@ -15,10 +15,12 @@ class FaultDrills {
   enum class Point {
     step_start,        // a step begins: debug.hang_at_step stops rank hang_rank (the watchdog must end the job)
     gradients_summed,  // before the data-parallel reduction: debug.nan_at_step puts a NaN in rank 0's
-                       // `gradient` (one rank's NaN must reach every rank, and the step be skipped)
+                       // `target` gradient (one rank's NaN must reach every rank, and the step be skipped)
+    router_bias,       // a step begins: debug.collapse_routing sets expert 0's `target` bias far above the
+                       // scores (the memory guard, model.capacity_factor, must hold what follows)
   };
-  // At `point` of 0-based `step`.
-  void strike(Point point, std::int64_t step, Tensor* gradient = nullptr) const;
+  // At `point` of 0-based `step`, on `target` where the point names one.
+  void strike(Point point, std::int64_t step, Tensor* target = nullptr) const;
 
  private:
   const DebugConfig& d_;

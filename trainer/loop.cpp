@@ -202,6 +202,7 @@ TrainResult Trainer::Loop::run() {
   for (std::int64_t step = start; step < end; ++step) {
     watchdog.beat(step + 1);
     drills.strike(FaultDrills::Point::step_start, step);
+    for (MoE* m : moe_layers) drills.strike(FaultDrills::Point::router_bias, step, &m->bias());
     if (!train_step(step, metrics, progress)) break;
   }
   progress.clear();
@@ -458,6 +459,7 @@ void Trainer::Loop::reduce(std::int64_t step) {
   loss = s.world.all_reduce_sum(loss);
   if (mc.mtp_depth > 0) mtp_loss = s.world.all_reduce_sum(mtp_loss);
   s.world.all_reduce_sum(loads);
+  res.dropped += loads.data<double>()[loads.numel() - 1];
 }
 
 // Dense gradients are replicated over dp and split over tp (the tensors every tp rank holds

@@ -395,6 +395,10 @@ void add_plan(CLI::App& app, Args& a) {
   plan->add_flag("--recompute", p.recompute, "plan with full activation recomputation (train.recompute=true)");
   plan->add_option("--overlap", p.options.overlap, "share of EP and DP traffic hidden behind compute (0 to 1)")
       ->check(CLI::Range(0.0, 1.0));
+  plan->add_option("--imbalance", p.options.imbalance,
+                   "worst-case memory with the most loaded rank receiving this many times the balanced expert rows "
+                   "(default: what model.capacity_factor allows, or routing collapse)")
+      ->check(CLI::Range(1.0, 1e6));
 }
 
 void add_checkpoint_commands(CLI::App& app, Args& a) {

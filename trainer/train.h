@@ -82,6 +82,7 @@ struct TrainResult {
   bool stopped = false;            // ended early by request_stop()
   std::string stop_signal;         // "SIGTERM" or "SIGINT"
   std::int64_t skipped_steps = 0;  // updates skipped in this launch (non-finite or spiking loss)
+  double dropped = 0;              // expert assignments dropped by capacity in this launch, all ranks
   ResumeInfo resume;
   SizeInfo size;
   TrafficInfo traffic;

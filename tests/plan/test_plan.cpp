@@ -155,6 +155,24 @@ TEST_CASE("plan: hierarchical dispatch crosses the network once per other node",
   CHECK(make_plan(cfg, hand_cluster(8), l).time.ep == Approx(one.time.ep));
 }
 
+TEST_CASE("plan: worst-case memory when one rank receives more expert rows", "[plan]") {
+  Config ds = source_config("deepseek-v3.yaml");
+  const Layout l{16, 128, 1, 64};
+  // Collapse: all 8 experts of every token on one rank of 4 experts: 64 x 4 / 8 = 32x; a
+  // capacity factor caps it; without ep the rows total N top_k wherever they go.
+  CHECK(expert_load_bound(ds.model, l) == 32);
+  CHECK(expert_load_bound(ds.model, Layout{1, 8, 1, 1}) == 1);
+  ds.model.capacity_factor = 2;
+  CHECK(expert_load_bound(ds.model, l) == 2);
+  const Cluster c = load_cluster(ds);
+  const Plan even = make_plan(ds, c, l), twice = make_plan(ds, c, l, {.load = 2});
+  CHECK(twice.memory.weights == even.memory.weights);
+  CHECK(twice.memory.workspace > even.memory.workspace);  // recomputation: the activations are block inputs
+  CHECK(twice.memory.buffers == Approx(2 * even.memory.buffers));
+  CHECK(twice.time.compute == even.time.compute);
+  CHECK_THAT(plan_text(even, ds, c, {}), Catch::Contains("imbalance         2x the balanced expert rows"));
+}
+
 TEST_CASE("plan: search lists fitting layouts of the devices, cheapest first", "[plan]") {
   const Config mx = source_config("mixtral-8x7b.yaml");
   const Cluster c = load_cluster(mx);
