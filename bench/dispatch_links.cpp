@@ -4,8 +4,13 @@
 // prepared) per case: FP32, FP8, and FP32 with node-limited routing (a group per node, one
 // group per token). The payload of the dispatch's forward (rows and FP8 scales; the
 // combine and the backward move the same rows back and forth) summed over ranks and steps'
-// mean: what crossed nodes, what stayed inside one, and the inter-node ratio.
+// mean: what crossed nodes, what stayed inside one, and the inter-node ratio. With
+// --overlap: the step time with and without parallel.overlap under a slow link
+// (debug.link_delay_ms, default 20), with the seconds inside the expert exchanges and those
+// computed while they travelled (run it with no more ranks than cores: ranks computing at
+// once on a shared core take turns, and the overlap turns into waiting).
 // Usage: mpirun -np P build/bench/bench_dispatch_links [config] [key=value ...]   (P even, >= 4)
+//        mpirun -np 2 build/bench/bench_dispatch_links --overlap [config] [key=value ...]
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -16,10 +21,48 @@
 
 using namespace moe;
 
+// Each setting twice, alternating (off, on, off, on), the faster of the two kept: the first
+// run of a process pays for warming up.
+void overlap(MpiCommunicator& world, const std::string& path, const std::vector<std::string>& sets) {
+  const int P = world.size();
+  if (world.rank() == 0)
+    std::printf(
+        "\nstep time under a slow link, ep %d, flat dispatch, ms per step (rank 0, best of 2)\n"
+        "%-22s %-8s %10s %16s %14s\n",
+        P, "case", "overlap", "step", "in exchanges", "overlapped");
+  struct Case {
+    const char* name;
+    std::vector<std::string> keys;
+  };
+  for (const Case& c :
+       {Case{"as configured", {}}, Case{"4 x 256 shared", {"model.shared_experts=4", "model.expert_hidden=256"}}}) {
+    StepProfile best[2];
+    for (int round = 0; round < 4; ++round) {
+      const int on = round % 2;
+      auto kv = sets;
+      kv.insert(kv.begin(), "debug.link_delay_ms=20");  // the caller's keys win
+      kv.insert(kv.end(), c.keys.begin(), c.keys.end());
+      kv.insert(kv.end(),
+                {"parallel.ep=" + std::to_string(P), std::string("parallel.overlap=") + (on ? "true" : "false")});
+      const StepProfile p = train(load_config(path, kv), world).profile;
+      if (round < 2 || p.step_seconds < best[on].step_seconds) best[on] = p;
+    }
+    for (int on = 0; on < 2; ++on)
+      if (world.rank() == 0)
+        std::printf("%-22s %-8s %10.1f %16.1f %14.1f\n", c.name, on ? "true" : "false", 1e3 * best[on].step_seconds,
+                    1e3 * best[on].expert_seconds, 1e3 * best[on].expert_overlap_seconds);
+  }
+}
+
 int main(int argc, char** argv) try {
   MpiSession mpi(&argc, &argv);
   MpiCommunicator world;
   const int P = world.size();
+  if (argc > 1 && std::string(argv[1]) == "--overlap") {
+    const auto [path, sets] = bench::run_args(argc - 1, argv + 1, 10);
+    overlap(world, path, sets);
+    return 0;
+  }
   if (P < 4 || P % 2) throw std::runtime_error("run on an even number of ranks, at least 4");
   const auto [path, sets] = bench::run_args(argc, argv, 10);
   if (world.rank() == 0)

@@ -4,6 +4,8 @@
 #include <atomic>
 #include <chrono>
 #include <iterator>
+#include <thread>
+#include <utility>
 
 namespace moe {
 namespace {
@@ -148,6 +150,64 @@ void Communicator::all_to_all_v(Tensor& out, std::span<const std::int64_t> recv_
     all_to_all_v(h, recv_rows, here(in), send_rows);
     return out.copy_from(h);
   }
+  const std::uint64_t bytes = split_rows(op, out, recv_rows, in, send_rows);
+  {
+    Timer timer(seconds_, op, label_);
+    const double posted = steady_seconds();
+    do_all_to_all_v(out, in, split_);
+    sleep_until_delivered(posted);
+  }
+  count(kAllToAll, bytes);  // exact: rows handed to other ranks
+}
+
+PendingExchange Communicator::start_all_to_all_v(Tensor& out, std::span<const std::int64_t> recv_rows, const Tensor& in,
+                                                 std::span<const std::int64_t> send_rows) {
+  const char* op = "start_all_to_all_v";
+  PendingExchange e;
+  if (Communicator* twin = twin_for({&in, &out})) return twin->start_all_to_all_v(out, recv_rows, in, send_rows);
+  if (staged(in) || staged(out)) {
+    all_to_all_v(out, recv_rows, in, send_rows);
+    return e;
+  }
+  const std::uint64_t bytes = split_rows(op, out, recv_rows, in, send_rows);
+  e.comm_ = this, e.posted_ = steady_seconds(), e.keep_[0] = in, e.keep_[1] = out;
+  {
+    Timer timer(seconds_, op, label_);
+    e.handle_ = do_start_all_to_all_v(out, in, split_);
+  }
+  count(kAllToAll, bytes);
+  return e;
+}
+
+void Communicator::finish(PendingExchange& e) {
+  overlapped_ += steady_seconds() - e.posted_;
+  Timer timer(seconds_, "finish_all_to_all_v", label_);
+  do_finish(e.handle_);
+  sleep_until_delivered(e.posted_);
+}
+
+void Communicator::sleep_until_delivered(double posted) const {
+  const double left = posted + link_delay_ - steady_seconds();
+  if (left > 0) std::this_thread::sleep_for(std::chrono::duration<double>(left));
+}
+
+PendingExchange::~PendingExchange() {
+  // An exception unwinding past it: the buffers must outlive the transfer. (A failure to
+  // finish is the first error's consequence, not news.)
+  try {
+    finish();
+  } catch (...) {}
+}
+
+void PendingExchange::finish() {
+  if (!comm_) return;
+  Communicator* c = std::exchange(comm_, nullptr);
+  c->finish(*this);
+  keep_[0] = Tensor(), keep_[1] = Tensor();
+}
+
+std::uint64_t Communicator::split_rows(const char* op, Tensor& out, std::span<const std::int64_t> recv_rows,
+                                       const Tensor& in, std::span<const std::int64_t> send_rows) {
   expect_here(op, in), expect_here(op, out);
   const auto p = static_cast<std::size_t>(size_);
   MOE_CHECK(send_rows.size() == p && recv_rows.size() == p, CommError, "{}: {} send and {} receive counts for {} ranks",
@@ -169,11 +229,7 @@ void Communicator::all_to_all_v(Tensor& out, std::span<const std::int64_t> recv_
   }
   MOE_CHECK(!negative && sent == rows_of(in) && got == rows_of(out), CommError,
             "{}: counts send {} / receive {} rows, tensors hold {} / {}", op, sent, got, rows_of(in), rows_of(out));
-  {
-    Timer timer(seconds_, op, label_);
-    do_all_to_all_v(out, in, s);
-  }
-  count(kAllToAll, bytes);  // exact: rows handed to other ranks
+  return bytes;
 }
 
 void Communicator::send(const Tensor& t, int peer, int tag) { send_to("send", t, peer, tag, false); }

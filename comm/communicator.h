@@ -31,6 +31,31 @@ struct CommActivity {
 };
 CommActivity comm_activity();
 
+class Communicator;
+
+// A started all_to_all_v (Communicator::start_all_to_all_v): its output is valid, and its
+// input free, once finish() returned. Move-only; finish it before it goes out of scope.
+class PendingExchange {
+ public:
+  PendingExchange() = default;
+  PendingExchange(PendingExchange&& o) noexcept { *this = std::move(o); }
+  PendingExchange& operator=(PendingExchange&& o) noexcept {
+    std::swap(comm_, o.comm_), std::swap(handle_, o.handle_), std::swap(posted_, o.posted_);
+    std::swap(keep_, o.keep_);
+    return *this;
+  }
+  ~PendingExchange();
+  bool pending() const { return comm_ != nullptr; }
+  void finish();
+
+ private:
+  friend class Communicator;
+  Communicator* comm_ = nullptr;
+  int handle_ = -1;    // the backend's (-1: nothing left to wait for but the link delay)
+  double posted_ = 0;  // steady clock, seconds
+  Tensor keep_[2];     // in and out, alive until finished
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -56,6 +81,11 @@ class Communicator {
   // and receives recv_rows[j] rows from rank j into out, in rank order.
   void all_to_all_v(Tensor& out, std::span<const std::int64_t> recv_rows, const Tensor& in,
                     std::span<const std::int64_t> send_rows);
+  // The same, started: this rank may compute until the returned exchange's finish() (the
+  // MoE layer runs its shared experts meanwhile). A backend without a non-blocking exchange,
+  // or tensors staged through the host, complete it here.
+  PendingExchange start_all_to_all_v(Tensor& out, std::span<const std::int64_t> recv_rows, const Tensor& in,
+                                     std::span<const std::int64_t> send_rows);
   void send(const Tensor& t, int peer, int tag);
   void recv(Tensor& t, int peer, int tag);
   // A send that returns at once; t is kept until it is delivered. Messages to one peer with
@@ -79,6 +109,12 @@ class Communicator {
   // Wall seconds this rank spent inside operations (transfer and waiting for peers): the
   // cost report's communication time.
   double seconds() const { return seconds_; }
+  // Seconds between starting exchanges and asking for their end: the time this rank computed
+  // while they travelled (the overlap, an upper bound of what it hid).
+  double overlapped_seconds() const { return overlapped_; }
+  // Fault drill and benchmark: a slow link. Every all_to_all_v completes no sooner than this
+  // long after it was posted (a started one counts from its start).
+  void set_link_delay(double seconds) { link_delay_ = seconds; }
   // A name for messages (the mesh names its axes).
   void set_label(std::string label) { label_ = std::move(label); }
   const std::string& label() const { return label_; }
@@ -92,6 +128,12 @@ class Communicator {
   virtual void do_reduce_scatter_sum(Tensor& out, const Tensor& in) = 0;
   virtual void do_all_gather(Tensor& out, const Tensor& in) = 0;
   virtual void do_all_to_all_v(Tensor& out, const Tensor& in, const Split& split) = 0;
+  // A started exchange's handle for do_finish (default: done at once, -1).
+  virtual int do_start_all_to_all_v(Tensor& out, const Tensor& in, const Split& split) {
+    do_all_to_all_v(out, in, split);
+    return -1;
+  }
+  virtual void do_finish(int /*handle*/) {}
   virtual void do_send(const Tensor& t, int peer, int tag) = 0;
   virtual void do_recv(Tensor& t, int peer, int tag) = 0;
   // Default: a blocking send (backends without a non-blocking one).
@@ -110,12 +152,18 @@ class Communicator {
   Communicator* twin_for(std::initializer_list<const Tensor*> ts) const;
   Communicator* host_twin_ = nullptr;
   void expect_peer(const char* op, int peer) const;
+  friend class PendingExchange;
+  void finish(PendingExchange& e);
+  // all_to_all_v's checks and counts into split_; returns the bytes to other ranks.
+  std::uint64_t split_rows(const char* op, Tensor& out, std::span<const std::int64_t> recv_rows, const Tensor& in,
+                           std::span<const std::int64_t> send_rows);
+  void sleep_until_delivered(double posted) const;
   void send_to(const char* op, const Tensor& t, int peer, int tag, bool post);
   // Counters by kind in a fixed array: counting must cost nothing next to a small message.
   enum Kind { kAllReduce, kReduceScatter, kAllGather, kAllToAll, kSend, kBroadcast, kKinds };
   void count(Kind kind, std::uint64_t bytes) { bytes_[kind] += bytes, used_[kind] = true; }
   struct Timer;  // adds the lifetime of one operation to seconds_, and publishes it as comm_activity()
-  double seconds_ = 0;
+  double seconds_ = 0, overlapped_ = 0, link_delay_ = 0;
   std::string label_ = "world";
   std::uint64_t bytes_[kKinds] = {};
   bool used_[kKinds] = {};

@@ -13,6 +13,7 @@ struct ExpertGroup {
   Communicator* node = nullptr;  // the ep ranks on this rank's node, in ep order
   Communicator* rail = nullptr;  // the ep rank at this one's place on each node, in node order
   int ranks_per_node = 0;        // consecutive ep ranks sharing a node (0: all of them)
+  bool overlap = true;           // the first hop's payload travels while the shared experts compute
   bool hierarchical() const { return node && rail && rail->size() > 1; }
 };
 

@@ -434,6 +434,9 @@ const std::vector<Field>& fields() {
                            {{"hierarchical", DispatchKind::hierarchical}, {"flat", DispatchKind::flat}},
                            "expert dispatch across nodes: hierarchical sends a token once to each node holding one "
                            "of its experts and forwards it inside; flat sends it to each rank"),
+      boolean(AT(parallel.overlap),
+              "the expert dispatch's payload (forward) and output gradient (backward) travel while the shared "
+              "experts compute"),
 
       text(AT(checkpoint.dir),
            "run directory: step_N.h5 checkpoints and the latest pointer (docs/CHECKPOINT.md); empty: none", true),
@@ -452,6 +455,9 @@ const std::vector<Field>& fields() {
       integer(AT(debug.hang_at_step), at_least(0),
               "fault drill: rank debug.hang_rank stops making progress at this step (0: never)"),
       integer(AT(debug.hang_rank), at_least(0), "fault drill: the rank that hangs"),
+      real(AT(debug.link_delay_ms), at_least(0),
+           "fault drill and benchmark: every expert all-to-all completes no sooner than this many ms after it "
+           "started (a slow link)"),
       boolean(AT(debug.collapse_routing),
               "fault drill: every token routed to expert 0 (a collapsed router; model.capacity_factor bounds the "
               "memory it costs, moe plan prints how much)"),

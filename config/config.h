@@ -89,6 +89,7 @@ struct ParallelConfig {
   double bucket_mb = 25.0;          // gradient all-reduce bucket
   std::int64_t ranks_per_node = 0;  // 0: the launcher's (ranks sharing this one's memory)
   DispatchKind dispatch = DispatchKind::hierarchical;
+  bool overlap = true;  // the expert dispatch's payload travels while the shared experts compute
 };
 
 struct CheckpointConfig {
@@ -110,6 +111,7 @@ struct DebugConfig {
   std::int64_t hang_at_step = 0;  // rank hang_rank stops making progress at this step (0: never)
   std::int64_t hang_rank = 0;
   bool collapse_routing = false;  // every router's bias makes expert 0 every token's choice
+  double link_delay_ms = 0;       // every expert all-to-all completes no sooner than this after it started
 };
 
 struct CostConfig {

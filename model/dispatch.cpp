@@ -64,8 +64,8 @@ void Dispatcher::split_segments(HopPlan& second, const HopPlan& first) {
   second.segments = tile_segments(second.offsets, counts.data(), F * S);
 }
 
-GemmInput Dispatcher::dispatch(const GemmInput& x, const DispatchPlan& p) {
-  GemmInput rows = first_.deliver(x, p.first);
+GemmInput Dispatcher::finish_dispatch(PendingRows& r, const DispatchPlan& p) {
+  GemmInput rows = first_.finish_deliver(r);
   if (second_) rows = second_->deliver(rows, *p.second);
   return last().group(rows, p.last());  // (Me,C)
 }
@@ -99,11 +99,11 @@ void Dispatcher::bring_back(Tensor& out, const Tensor& back, const Tensor& gates
   first_.accumulate(out, first_.return_rows(first_back, p.first), gates, p.first);
 }
 
-void Dispatcher::combine_backward(Tensor& dye, Tensor& dgates, const Tensor& dout, const Tensor& ye, const Tensor& gr,
-                                  const DispatchPlan& p) {
+void Dispatcher::finish_combine_backward(PendingRows& r, Tensor& dye, Tensor& dgates, const Tensor& ye,
+                                         const Tensor& gr, const DispatchPlan& p) {
   // The output gradient travels like the dispatch (BF16 on a BF16 wire); the gate gradients
   // come back like the combine.
-  Tensor dr = first_.deliver_wire(dout, p.first);
+  Tensor dr = first_.finish_deliver(r).x;
   if (second_) dr = second_->deliver_wire(dr, *p.second);
   Tensor dgr = last().expert_grads(dye, dr, ye, gr, p.last());
   if (second_) {

@@ -51,7 +51,14 @@ class Dispatcher {
   // hop, the routing metadata sent to the experts' ranks.
   DispatchPlan plan(const Routing& r, const PlanCounts& counts);
   // Tokens x (N,C) -> the expert rows (Me,C), grouped by local expert, in x's GEMM form.
-  GemmInput dispatch(const GemmInput& x, const DispatchPlan& p);
+  GemmInput dispatch(const GemmInput& x, const DispatchPlan& p) {
+    PendingRows r = start_dispatch(x, p);
+    return finish_dispatch(r, p);
+  }
+  // The same in two halves: the first hop's payload travels between them (the MoE layer's
+  // shared experts compute meanwhile).
+  PendingRows start_dispatch(const GemmInput& x, const DispatchPlan& p) { return first_.start_deliver(x, p.first); }
+  GemmInput finish_dispatch(PendingRows& r, const DispatchPlan& p);
   // The gates gates (N,K) -> those of the received rows (R,K), 0 where no local expert.
   Tensor dispatch_gates(const Tensor& gates, const DispatchPlan& p);
   // out (N,C) += the gated expert outputs ye (Me,C) of each token (gr: dispatch_gates').
@@ -59,7 +66,16 @@ class Dispatcher {
   // Backward of combine: dye (Me,C) = gate * dout of the row's token (assign), dgates (N,K)
   // = <dout, y> per kept assignment, 0 elsewhere (assign).
   void combine_backward(Tensor& dye, Tensor& dgates, const Tensor& dout, const Tensor& ye, const Tensor& gr,
-                        const DispatchPlan& p);
+                        const DispatchPlan& p) {
+    PendingRows r = start_combine_backward(dout, p);
+    finish_combine_backward(r, dye, dgates, ye, gr, p);
+  }
+  // The same in two halves: dout's rows travel between them.
+  PendingRows start_combine_backward(const Tensor& dout, const DispatchPlan& p) {
+    return first_.start_deliver_wire(dout, p.first);
+  }
+  void finish_combine_backward(PendingRows& r, Tensor& dye, Tensor& dgates, const Tensor& ye, const Tensor& gr,
+                               const DispatchPlan& p);
   // Backward of dispatch: dx (N,C) += the expert rows' input gradients dxe (Me,C) per token.
   void dispatch_backward(Tensor& dx, const Tensor& dxe, const DispatchPlan& p);
 

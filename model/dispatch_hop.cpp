@@ -145,7 +145,7 @@ void DispatchHop::plan_experts(HopPlan& p, const Tensor& meta, std::int64_t K) {
   ops::gather_rows(back, slot_flat.view({R * K, 1}), p.back_slot);
 }
 
-GemmInput DispatchHop::deliver(const GemmInput& x, const HopPlan& p) {
+PendingRows DispatchHop::start_deliver(const GemmInput& x, const HopPlan& p) {
   const GemmInput xs = x.gather(p.send_token);  // (S,C)
   bytes_ = inter_bytes_ = 0;
   if (p.sent > 0)
@@ -154,14 +154,43 @@ GemmInput DispatchHop::deliver(const GemmInput& x, const HopPlan& p) {
       if (static_cast<int>(j) != rank_) bytes_ += b;
       if (other_node(j)) inter_bytes_ += b;
     }
-  return {exchange(xs.x, p.send_rows, p.recv_rows),
-          xs.scale.defined() ? exchange(xs.scale, p.send_rows, p.recv_rows) : Tensor()};
+  return start(xs.x, xs.scale, p.send_rows, p.recv_rows);
 }
 
-Tensor DispatchHop::deliver_wire(const Tensor& x, const HopPlan& p) {
+PendingRows DispatchHop::start_deliver_wire(const Tensor& x, const HopPlan& p) {
   Tensor xs = f32({p.sent, x.size(1)}, x.device());
   ops::gather_rows(xs, x, p.send_token);
-  return exchange_wire(xs, p.send_rows, p.recv_rows);
+  if (!gemm_.bf16_wire()) return start(xs, Tensor(), p.send_rows, p.recv_rows);
+  Tensor b = Tensor::empty(xs.shape(), DType::bf16, xs.device());
+  ops::convert(b, xs);
+  PendingRows r = start(b, Tensor(), p.send_rows, p.recv_rows);
+  r.widen = true;
+  return r;
+}
+
+PendingRows DispatchHop::start(const Tensor& rows, const Tensor& scale, const std::vector<std::int64_t>& send,
+                               const std::vector<std::int64_t>& recv) {
+  PendingRows r;
+  if (!comm_) {
+    r.got = {rows, scale};
+    return r;
+  }
+  const auto started = [&](PendingExchange& e, const Tensor& in) {
+    Tensor out = Tensor::empty({sum(recv), in.size(1)}, in.dtype(), in.device());
+    e = comm_->start_all_to_all_v(out, recv, in, send);
+    return out;
+  };
+  r.got.x = started(r.rows, rows);
+  if (scale.defined()) r.got.scale = started(r.scale, scale);
+  return r;
+}
+
+GemmInput DispatchHop::finish_deliver(PendingRows& r) {
+  r.rows.finish(), r.scale.finish();
+  if (!r.widen) return r.got;
+  Tensor out = f32(r.got.x.shape(), r.got.x.device());
+  ops::convert(out, r.got.x);
+  return {out, Tensor()};
 }
 
 Tensor DispatchHop::gates_in(const Tensor& gates, const HopPlan& p) {

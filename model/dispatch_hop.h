@@ -92,6 +92,13 @@ struct HopPlan {
 std::vector<std::int64_t> tile_segments(const std::vector<std::int64_t>& offsets, const std::int64_t* counts,
                                         std::int64_t sources);
 
+// A payload exchange in flight (DispatchHop::start_deliver*), ended by finish_deliver.
+struct PendingRows {
+  PendingExchange rows, scale;
+  GemmInput got;       // the received rows, once finished
+  bool widen = false;  // BF16 wire: got.x back to f32 at the end
+};
+
 class DispatchHop {
  public:
   // comm: the hop's ranks (null or one rank: no exchange). experts: over all of them.
@@ -104,9 +111,19 @@ class DispatchHop {
   HopPlan plan(const Tensor& kept, const PlanCounts& counts, Tensor* received = nullptr);
 
   // Token side. Rows of the tokens x (N,C) -> the received rows (R,C), in x's GEMM form.
-  GemmInput deliver(const GemmInput& x, const HopPlan& p);
+  GemmInput deliver(const GemmInput& x, const HopPlan& p) {
+    PendingRows r = start_deliver(x, p);
+    return finish_deliver(r);
+  }
   // f32 rows (N,C) -> (R,C) in the wire precision (BF16 under a BF16 wire).
-  Tensor deliver_wire(const Tensor& x, const HopPlan& p);
+  Tensor deliver_wire(const Tensor& x, const HopPlan& p) {
+    PendingRows r = start_deliver_wire(x, p);
+    return finish_deliver(r).x;
+  }
+  // The same in two halves: this rank computes between them.
+  PendingRows start_deliver(const GemmInput& x, const HopPlan& p);
+  PendingRows start_deliver_wire(const Tensor& x, const HopPlan& p);
+  GemmInput finish_deliver(PendingRows& r);
   // gates (N,K) -> those of the received rows (R,K), 0 where no local expert.
   Tensor gates_in(const Tensor& gates, const HopPlan& p);
   // The rows reduce_back made, brought back to the tokens (in the wire precision).
@@ -141,6 +158,9 @@ class DispatchHop {
   void plan_experts(HopPlan& p, const Tensor& meta, std::int64_t K);
   void read_counts(HopPlan& p, const PlanCounts& counts);
   Tensor exchange(const Tensor& rows, const std::vector<std::int64_t>& send, const std::vector<std::int64_t>& recv);
+  // rows (and their scales, when defined) started on their way.
+  PendingRows start(const Tensor& rows, const Tensor& scale, const std::vector<std::int64_t>& send,
+                    const std::vector<std::int64_t>& recv);
   // f32 rows exchanged in the wire precision (BF16 under bf16_wire), rounded alike without a peer.
   Tensor exchange_wire(const Tensor& rows, const std::vector<std::int64_t>& send,
                        const std::vector<std::int64_t>& recv);

@@ -17,6 +17,7 @@ MoE::MoE(const ModelConfig& c, const std::string& p, const ExpertGroup& ep, cons
             "{}: {} routed experts cannot be split over {} expert-parallel ranks", p, c.routed_experts, ranks(ep));
   if (c.shared_experts > 0)
     shared_ = std::make_unique<SwiGLU>(C_, c.shared_experts * c.expert_hidden, p + "shared_experts.", tp, gemm);
+  overlap_ = ep.overlap && shared_;
 }
 
 void MoE::swap_saved(Saved& s) {
@@ -45,9 +46,13 @@ void MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T, 
   const GemmInput xin = gemm_.keep(x);  // each row quantised on its own: where does not change its bits
   s.gates_received = dispatcher_.dispatch_gates(s.routing.gates, plan);
   s.expert_out = Tensor::empty({plan.expert_rows(), C_}, DType::f32, dev);
-  experts_.forward(s.expert_out, dispatcher_.dispatch(xin, plan), plan.offsets(), s.experts);
+  // The shared experts compute while the rows travel (their output and the rows are apart).
+  PendingRows rows = dispatcher_.start_dispatch(xin, plan);
+  GemmInput xe = overlap_ ? GemmInput() : dispatcher_.finish_dispatch(rows, plan);
   if (shared_) shared_->forward(out, xin);
   else out.zero();
+  if (overlap_) xe = dispatcher_.finish_dispatch(rows, plan);
+  experts_.forward(s.expert_out, xe, plan.offsets(), s.experts);
   dispatcher_.combine(out, s.expert_out, s.routing.gates, s.gates_received, plan);
   stats_ = plan.stats;
 }
@@ -56,12 +61,15 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   const Saved& s = saved_;
   const DispatchPlan& plan = *s.plan;
   const Device dev = x.device();
-  if (shared_) shared_->backward(dx, dout);
-  else dx.zero();
   Tensor dye = Tensor::empty({plan.expert_rows(), C_}, DType::f32, dev),
          dxe = Tensor::empty(dye.shape(), DType::f32, dev);
   Tensor dgates = Tensor::empty(s.routing.gates.shape(), DType::f32, dev);
-  dispatcher_.combine_backward(dye, dgates, dout, s.expert_out, s.gates_received, plan);
+  // dout's rows travel while the shared experts' backward computes (it assigns dx first).
+  PendingRows rows = dispatcher_.start_combine_backward(dout, plan);
+  if (!overlap_) dispatcher_.finish_combine_backward(rows, dye, dgates, s.expert_out, s.gates_received, plan);
+  if (shared_) shared_->backward(dx, dout);
+  else dx.zero();
+  if (overlap_) dispatcher_.finish_combine_backward(rows, dye, dgates, s.expert_out, s.gates_received, plan);
   experts_.backward(dxe, dye, plan.offsets(), plan.segments(), s.experts);
   dispatcher_.dispatch_backward(dx, dxe, plan);
   router_.backward(dx, dgates, x, s.routing, aux_scale);

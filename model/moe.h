@@ -90,6 +90,7 @@ class MoE {
   Dispatcher dispatcher_;
   GroupedExperts experts_;
   std::unique_ptr<SwiGLU> shared_;  // null without shared experts
+  bool overlap_;                    // the shared experts compute while the payload travels
   Saved saved_;                     // (its shared part lives in shared_)
   DispatchStats stats_;             // the last forward's
 };

@@ -14,6 +14,7 @@ void resolve_nodes(Layout& l, const Config& cfg, int launched_per_node) {
   const int configured = static_cast<int>(cfg.parallel.ranks_per_node);
   l.ranks_per_node = configured > 0 ? configured : launched_per_node;
   l.hierarchical = cfg.parallel.dispatch == DispatchKind::hierarchical;
+  l.overlap = cfg.parallel.overlap;
   const int r = l.ranks_per_node;
   if (r <= 0) return;
   MOE_CHECK(l.world() % r == 0, ConfigError,
@@ -115,6 +116,7 @@ Mesh::Mesh(const Layout& layout, MpiCommunicator& world, Device device) : layout
 ExpertGroup Mesh::expert_group() {
   ExpertGroup g(layout_.ep > 1 ? &ep() : nullptr);
   g.ranks_per_node = layout_.ep_per_node();
+  g.overlap = layout_.overlap;
   if (ep_node_) g.node = &data(ep_node_, dev_ep_node_), g.rail = &data(ep_rail_, dev_ep_rail_);
   return g;
 }
@@ -126,6 +128,31 @@ std::vector<Communicator*> Mesh::all() const {
         dev_edp_.get(), dev_ep_.get(), dev_embedding_.get(), dev_ep_node_.get(), dev_ep_rail_.get()})
     if (c) out.push_back(c);
   return out;
+}
+
+std::vector<Communicator*> Mesh::expert_axes() const {
+  std::vector<Communicator*> out;
+  for (Communicator* c :
+       {static_cast<Communicator*>(ep_.get()), static_cast<Communicator*>(ep_node_.get()),
+        static_cast<Communicator*>(ep_rail_.get()), dev_ep_.get(), dev_ep_node_.get(), dev_ep_rail_.get()})
+    if (c) out.push_back(c);
+  return out;
+}
+
+void Mesh::set_expert_link_delay(double seconds) {
+  for (Communicator* c : expert_axes()) c->set_link_delay(seconds);
+}
+
+double Mesh::expert_seconds() const {
+  double t = 0;
+  for (const Communicator* c : expert_axes()) t += c->seconds();
+  return t;
+}
+
+double Mesh::expert_overlap_seconds() const {
+  double t = 0;
+  for (const Communicator* c : expert_axes()) t += c->overlapped_seconds();
+  return t;
 }
 
 std::map<std::string, std::uint64_t> Mesh::bytes_sent() const {

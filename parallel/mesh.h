@@ -21,6 +21,7 @@ struct Layout {
   int pp = 1, dp = 1, tp = 1, ep = 1;
   int ranks_per_node = 0;    // consecutive world ranks sharing a node (0: all of them)
   bool hierarchical = true;  // expert dispatch over nodes (parallel.dispatch)
+  bool overlap = true;       // parallel.overlap
   int world() const { return pp * dp * tp; }
   int edp() const { return dp * tp / ep; }
   // Nodes one ep group spans (its ranks are consecutive, so they fill whole nodes or share one).
@@ -65,6 +66,12 @@ class Mesh {
   Communicator& ep() { return data(ep_, dev_ep_); }
   // ep with, where it spans nodes and dispatch is hierarchical, its splits by node.
   ExpertGroup expert_group();
+  // The expert group's communicators (host and device, ep and its node splits): a slow link
+  // (Communicator::set_link_delay), the seconds inside their operations, and the seconds
+  // this rank computed while their exchanges travelled.
+  void set_expert_link_delay(double seconds);
+  double expert_seconds() const;
+  double expert_overlap_seconds() const;
   // Bytes this rank sent over the axes (not world), per kind; and a fresh count.
   std::map<std::string, std::uint64_t> bytes_sent() const;
   void reset_bytes();
@@ -75,6 +82,7 @@ class Mesh {
     return dev ? *dev : *host;
   }
   std::vector<Communicator*> all() const;  // every axis, host and device
+  std::vector<Communicator*> expert_axes() const;
   Layout layout_;
   Coords coords_;
   MpiCommunicator& world_;

@@ -79,14 +79,39 @@ void MpiCommunicator::do_all_gather(Tensor& out, const Tensor& in) {
   check(MPI_Allgather(in.raw(), n, mpi_type(in), out.raw(), n, mpi_type(out), comm_), "MPI_Allgather");
 }
 
+namespace {
+template <class Split>  // Communicator::Split
+void split_ints(std::vector<int> (&ints)[4], const Split& s, const char* op) {
+  to_ints(ints[0], s.send_count, op), to_ints(ints[1], s.send_offset, op), to_ints(ints[2], s.recv_count, op),
+      to_ints(ints[3], s.recv_offset, op);
+}
+}  // namespace
+
 void MpiCommunicator::do_all_to_all_v(Tensor& out, const Tensor& in, const Split& s) {
-  const char* op = "all_to_all_v";
-  auto& [sc, sd, rc, rd] = ints_;
-  to_ints(sc, s.send_count, op), to_ints(sd, s.send_offset, op), to_ints(rc, s.recv_count, op),
-      to_ints(rd, s.recv_offset, op);
+  split_ints(ints_, s, "all_to_all_v");
+  const auto& [sc, sd, rc, rd] = ints_;
   const MPI_Datatype type = mpi_type(in);
   check(MPI_Alltoallv(in.raw(), sc.data(), sd.data(), type, out.raw(), rc.data(), rd.data(), type, comm_),
         "MPI_Alltoallv");
+}
+
+int MpiCommunicator::do_start_all_to_all_v(Tensor& out, const Tensor& in, const Split& s) {
+  const int handle = next_handle_++;
+  Started& st = started_[handle];
+  split_ints(st.ints, s, "start_all_to_all_v");
+  const auto& [sc, sd, rc, rd] = st.ints;
+  const MPI_Datatype type = mpi_type(in);
+  check(MPI_Ialltoallv(in.raw(), sc.data(), sd.data(), type, out.raw(), rc.data(), rd.data(), type, comm_, &st.request),
+        "MPI_Ialltoallv");
+  return handle;
+}
+
+void MpiCommunicator::do_finish(int handle) {
+  const auto it = started_.find(handle);
+  if (it == started_.end()) return;
+  const int rc = MPI_Wait(&it->second.request, MPI_STATUS_IGNORE);
+  started_.erase(it);  // its counts were read until now
+  check(rc, "MPI_Wait");
 }
 
 void MpiCommunicator::do_send(const Tensor& t, int peer, int tag) {

@@ -2,6 +2,7 @@
 #pragma once
 #include <mpi.h>
 
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -43,6 +44,8 @@ class MpiCommunicator final : public Communicator {
   void do_reduce_scatter_sum(Tensor& out, const Tensor& in) override;
   void do_all_gather(Tensor& out, const Tensor& in) override;
   void do_all_to_all_v(Tensor& out, const Tensor& in, const Split& split) override;
+  int do_start_all_to_all_v(Tensor& out, const Tensor& in, const Split& split) override;
+  void do_finish(int handle) override;
   void do_send(const Tensor& t, int peer, int tag) override;
   void do_recv(Tensor& t, int peer, int tag) override;
   void do_broadcast(Tensor& t, int root) override;
@@ -56,6 +59,12 @@ class MpiCommunicator final : public Communicator {
   std::vector<MPI_Request> pending_;  // posted sends, and the tensors they read from
   std::vector<Tensor> pending_data_;
   std::vector<int> ints_[4];  // all_to_all_v's counts and displacements as MPI ints, reused
+  struct Started {            // an MPI_Ialltoallv reads its counts until it completes
+    MPI_Request request = MPI_REQUEST_NULL;
+    std::vector<int> ints[4];
+  };
+  std::map<int, Started> started_;
+  int next_handle_ = 0;
 };
 
 }  // namespace moe

@@ -191,6 +191,7 @@ struct Setting {
   // Rows a token sends per MoE layer inside its node and across nodes, and the kept
   // assignments each of them carries (ep_links).
   double remote_intra, remote_inter, per_intra_row, per_inter_row;
+  bool two_hops;  // hierarchical across nodes: the intra-node rows travel after the network's
 };
 
 // One stage's blocks (virtual stages s, pp + s, ...: plan/stages.h, as the trainer splits),
@@ -306,6 +307,22 @@ struct StageBytes {
   double tp = 0, ep_intra = 0, ep_inter = 0, pp = 0, dp = 0;
 };
 
+// parallel.overlap (model/moe.cpp): the shared experts' forward runs while the dispatch's
+// payload travels, their backward while the output gradient does; each hides at most the
+// other. Under the hierarchical dispatch only the first hop (across nodes) is then in flight.
+double shared_overlap(const Setting& g, const StageSums& z, double tokens) {
+  const ModelConfig& m = g.cfg.model;
+  if (!g.cfg.parallel.overlap || z.moe_blocks == 0 || m.shared_experts == 0) return 0;
+  const double rows = tokens / g.l.tp, C = g.C;  // per MoE block
+  const auto travel = [&](double row_bytes) {
+    return rows * row_bytes *
+           (g.remote_inter / bandwidth(g.c.inter_node_gbps) +
+            (g.two_hops ? 0 : g.remote_intra / bandwidth(g.c.intra_node_gbps)));
+  };
+  const double flops = 2 * double(shared_expert_parameters(m)) / g.l.tp * rows / g.peak;  // one pass
+  return z.moe_blocks * (std::min(flops, travel(C * g.eb.gemm)) + std::min(2 * flops, travel(C * g.eb.other)));
+}
+
 // Seconds per step of stage s: compute, memory traffic, then each collective over its link.
 Plan::Time stage_time(const Setting& g, const StageSums& z, StageBytes& bytes) {
   const ModelConfig& m = g.cfg.model;
@@ -344,7 +361,8 @@ Plan::Time stage_time(const Setting& g, const StageSums& z, StageBytes& bytes) {
   bytes.dp = ring(4 * z.trained_dense, g.l.dp) +
              ring(4 * z.trained_experts, g.l.edp());  // FP32 gradients (ZeRO-1: half of it weights)
   t.dp = bytes.dp / g.dp_link;
-  t.hidden = std::min(g.opt.overlap * (t.ep + t.dp), t.compute + t.memory);
+  const double shared = shared_overlap(g, z, tokens);
+  t.hidden = std::min(shared + g.opt.overlap * (t.ep - shared + t.dp), t.compute + t.memory);
   t.bubble = (g.l.pp - 1) / (mbs * v) * (t.compute + t.memory + t.tp + t.ep + t.pp);
   return t;
 }
@@ -468,7 +486,8 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
                   .remote_intra = links.intra,
                   .remote_inter = links.inter,
                   .per_intra_row = links.per_intra,
-                  .per_inter_row = links.per_inter};
+                  .per_inter_row = links.per_inter,
+                  .two_hops = cfg.parallel.dispatch == DispatchKind::hierarchical && ep > node_ranks};
   // The plan is the most loaded stage's memory and the slowest stage's time.
   const auto bounds = stage_bounds(cfg, l.pp * g.v);
   double worst_step = -1;

@@ -152,6 +152,7 @@ struct Trainer::Loop {
   std::size_t held = 0, held_gemm = 0;                      // saved activations in flight now
   std::map<std::string, std::uint64_t> bytes_before;        // metrics: bytes sent up to the last step
   double prior_wall = 0, side_s0 = 0;
+  double step_expert_s = 0, step_overlap_s = 0;  // the last step's (StepProfile::expert_seconds)
   Clock::time_point t0;
 };
 
@@ -246,6 +247,7 @@ void Trainer::Loop::begin() {
 // One step, in the order a token flows; false when a stop was requested.
 bool Trainer::Loop::train_step(std::int64_t step, Metrics& metrics, Progress& progress) {
   const auto step_t0 = Clock::now();
+  const double expert_s0 = s.mesh.expert_seconds(), overlap_s0 = s.mesh.expert_overlap_seconds();
   mtp_weight = mtp_loss_weight(t, step);
   zero_grads();
   micro_batches(step);
@@ -261,6 +263,8 @@ bool Trainer::Loop::train_step(std::int64_t step, Metrics& metrics, Progress& pr
   const bool last = step + 1 == end;
   synchronize(model.device());  // a GPU runs behind the host: the step ends when its kernels have
   const double step_seconds = since(step_t0);
+  step_expert_s = s.mesh.expert_seconds() - expert_s0, step_overlap_s = s.mesh.expert_overlap_seconds() - overlap_s0;
+  res.profile.expert_seconds += step_expert_s, res.profile.expert_overlap_seconds += step_overlap_s;
   if (const TrafficReport traffic = device_traffic();
       step == start || traffic.total.to_host > res.traffic.step_traffic.to_host)
     res.traffic.step_traffic = traffic.total, res.traffic.step_traffic_sites = traffic.describe();
@@ -580,6 +584,8 @@ nlohmann::json Trainer::Loop::step_metrics(std::int64_t step, double norm, bool 
                       {"tokens_per_s", global_tokens / step_seconds},
                       {"mfu", plan.flops_per_step / step_seconds / double(s.world.size()) / peak_flops},
                       {"dropped", ld[loads.numel() - 1]},
+                      {"expert_comm_s", step_expert_s},
+                      {"expert_overlap_s", step_overlap_s},
                       {"saved_bytes", res.profile.saved_bytes},
                       {"saved_gemm_bytes", res.profile.saved_gemm_bytes},
                       {"skipped", !applied},
@@ -626,6 +632,7 @@ void Trainer::Loop::finish() {
     res.traffic.bytes_per_step[kind] = bytes / static_cast<std::uint64_t>(ran);
   res.traffic.remote_rows /= double(ran), res.traffic.remote_token_ranks /= double(ran),
       res.traffic.dispatch_bytes /= double(ran), res.traffic.inter_node_bytes /= double(ran);
+  res.profile.expert_seconds /= double(ran), res.profile.expert_overlap_seconds /= double(ran);
   // The pipeline's idle share of its schedule, mean over ranks, against 1F1B's ideal.
   res.profile.bubble = s.world.all_reduce_sum(schedule_s > 0 ? 1 - schedule_busy / schedule_s : 0) / s.world.size();
   res.profile.ideal_bubble = bubble_fraction(s.layout.pp, t.grad_accum, chunks);

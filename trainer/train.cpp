@@ -25,9 +25,18 @@
 
 namespace moe {
 
+namespace {
+// Ranks per node as launched, one number on every rank: uneven nodes (8 ranks on one, 4 on
+// another) leave it unknown, 0, so the ranks cannot disagree on the layout.
+int launched_per_node(MpiCommunicator& world) {
+  const double mine = world.node_size(), sum = world.all_reduce_sum(mine), squares = world.all_reduce_sum(mine * mine);
+  return sum * sum == squares * world.size() ? static_cast<int>(mine) : 0;  // equal iff all equal
+}
+}  // namespace
+
 Layout trainable_layout(const Config& cfg, MpiCommunicator& world) {
   const int world_size = world.size();
-  const Layout layout = resolve_layout(cfg, world_size, world.node_size());
+  const Layout layout = resolve_layout(cfg, world_size, launched_per_node(world));
   MOE_CHECK(cfg.debug.hang_at_step == 0 || cfg.debug.hang_rank < world_size, ConfigError,
             "{}: debug.hang_rank = {}: there are {} ranks; the drill would never fire", cfg.source, cfg.debug.hang_rank,
             world_size);
@@ -107,6 +116,7 @@ std::function<bool(const std::string&)> frozen_names(const Config& cfg, const Pa
 Trainer::Trainer(const Config& cfg, MpiCommunicator& world) : s_(std::make_unique<State>(cfg, world)) {
   auto& s = *s_;
   s.cluster = load_cluster(cfg);
+  s.mesh.set_expert_link_delay(cfg.debug.link_delay_ms * 1e-3);
   s.model.init(static_cast<std::uint64_t>(cfg.train.seed));  // same values whatever the layout
   // A GPU run (its GPU chosen by the mesh): the model and its optimizer groups live there.
   // A sim run: the same, on the simulated GPU (kernels/device.h).

@@ -67,6 +67,9 @@ struct StepProfile {
   // several micro-batches'), and the GEMM inputs among them in their precision's form
   // (model/linear.h: FP8 keeps a quarter of FP32's bytes plus scales).
   std::size_t saved_bytes = 0, saved_gemm_bytes = 0;
+  // The expert group's exchanges, per step: seconds inside them (counts, payload, waits) and
+  // seconds this rank computed while they travelled (parallel.overlap: the shared experts).
+  double expert_seconds = 0, expert_overlap_seconds = 0;
 };
 
 struct TrainResult {

@@ -123,13 +123,22 @@ TEST_CASE("plan: recomputation keeps less, overlap hides at most the compute", "
   const Cluster c = load_cluster(ds);
   const Layout l{16, 128, 1, 64};
   Config none = ds;
-  none.train.recompute = false;
+  none.train.recompute = false, none.parallel.overlap = false;
   const Plan keep = make_plan(none, c, l, {.overlap = 0});
   const Plan rec = make_plan(ds, c, l, {.overlap = 1});
   CHECK(rec.memory.activations < keep.memory.activations / 10);
   CHECK(rec.time.hidden == Approx(std::min(rec.time.compute + rec.time.memory, rec.time.ep + rec.time.dp)));
   CHECK(keep.time.hidden == 0);
   CHECK(rec.time.step() < keep.time.step());
+  // parallel.overlap alone: the shared expert (2048 wide, 1/9 of the MoE FFN's FLOPs) hides
+  // its own time's worth of the first hop, forward and backward: 3 x 2 x 7168 x 2048 FLOP a
+  // token, 3 passes, at most the compute and at most the all-to-all.
+  const Plan shared = make_plan(ds, c, l, {.overlap = 0});
+  const double tokens = double(shared.tokens_per_step) / l.dp, blocks = 58.0 / 16 + 1;
+  CHECK(shared.time.hidden > 0);
+  CHECK(shared.time.hidden <=
+        3 * 2 * 3 * 7168.0 * 2048 * tokens * blocks / (c.peak_tflops(ds.precision) * 1e12 * c.compute_efficiency));
+  CHECK(shared.time.hidden < shared.time.ep);
 }
 
 TEST_CASE("plan: hierarchical dispatch crosses the network once per other node", "[plan]") {
