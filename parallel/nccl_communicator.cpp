@@ -96,9 +96,23 @@ void NcclCommunicator::do_all_gather(Tensor& out, const Tensor& in) {
   s_->sync("all_gather");
 }
 
+void NcclCommunicator::do_all_to_all_v(Tensor& out, const Tensor& in, const Split& sp) {
+  enqueue_all_to_all_v(out, in, sp);
+  s_->sync("all_to_all_v");
+}
+
+// Started: enqueued on this communicator's stream, which runs beside the default stream's
+// kernels (the shared experts') until finish waits for it.
+int NcclCommunicator::do_start_all_to_all_v(Tensor& out, const Tensor& in, const Split& sp) {
+  enqueue_all_to_all_v(out, in, sp);
+  return 0;
+}
+
+void NcclCommunicator::do_finish(int /*handle*/) { s_->sync("finish_all_to_all_v"); }
+
 // Point-to-point pairs inside one group: NCCL schedules them together, so no ordering of
 // sends and receives can deadlock. The rank's own rows are a device copy.
-void NcclCommunicator::do_all_to_all_v(Tensor& out, const Tensor& in, const Split& sp) {
+void NcclCommunicator::enqueue_all_to_all_v(Tensor& out, const Tensor& in, const Split& sp) {
   s_->ready("all_to_all_v");
   const ncclDataType_t type = nccl_type(in.dtype());
   const std::size_t esz = dtype_size(in.dtype());
@@ -119,7 +133,6 @@ void NcclCommunicator::do_all_to_all_v(Tensor& out, const Tensor& in, const Spli
       check(ncclRecv(dst + n(sp.recv_offset[k]) * esz, n(sp.recv_count[k]), type, j, s_->comm, s_->stream), "ncclRecv");
   }
   check(ncclGroupEnd(), "ncclGroupEnd");
-  s_->sync("all_to_all_v");
 }
 
 // NCCL has no tags: messages between a pair of ranks arrive in the order they were posted,

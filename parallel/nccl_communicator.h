@@ -2,7 +2,8 @@
 // Built only with CUDA (MOE_WITH_NCCL). Each operation first waits for the default stream
 // (where the kernels that made its input run), is enqueued on the communicator's stream and
 // waited for before it returns, so callers see the same completion semantics as the MPI
-// backend; overlapping communication with compute is a later step. post_send is a
+// backend; a started all-to-all (start_all_to_all_v) returns once enqueued and its finish
+// waits, so the kernels enqueued between them overlap it. post_send is a
 // blocking send here: a GPU pipeline needs its sends and receives grouped (ncclGroupStart)
 // before its schedule can run on this backend.
 #pragma once
@@ -29,11 +30,14 @@ class NcclCommunicator final : public Communicator {
   void do_reduce_scatter_sum(Tensor& out, const Tensor& in) override;
   void do_all_gather(Tensor& out, const Tensor& in) override;
   void do_all_to_all_v(Tensor& out, const Tensor& in, const Split& split) override;
+  int do_start_all_to_all_v(Tensor& out, const Tensor& in, const Split& split) override;
+  void do_finish(int handle) override;
   void do_send(const Tensor& t, int peer, int tag) override;
   void do_recv(Tensor& t, int peer, int tag) override;
   void do_broadcast(Tensor& t, int root) override;
 
  private:
+  void enqueue_all_to_all_v(Tensor& out, const Tensor& in, const Split& split);
   struct State;  // ncclComm_t, cudaStream_t: kept out of this header
   std::unique_ptr<State> s_;
 };
