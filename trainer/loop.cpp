@@ -561,6 +561,9 @@ void Trainer::Loop::log_step(std::int64_t step, double norm) {
   std::string comm;
   for (const auto& [kind, bytes] : s.step_bytes())
     comm += fmt::format("{}{} {}", comm.empty() ? "" : ", ", kind, human_bytes(double(bytes) / double(done)));
+  if (s.layout.ep > 1)  // this step's expert exchanges: time inside them, time computed while they travelled
+    comm +=
+        fmt::format(" (expert exchanges {:.1f} ms, {:.1f} ms overlapped)", 1e3 * step_expert_s, 1e3 * step_overlap_s);
   spdlog::info(
       "step {:>5}/{} | loss {:.4f}{} | lr {:.2e} | grad norm {:.3f} | {:.0f} tokens/s | tokens per expert "
       "min/mean/max {:.0f}/{:.0f}/{:.0f} | dropped {:.0f} | sent per step: {} | saved activations {} "
