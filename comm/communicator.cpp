@@ -97,7 +97,7 @@ void Communicator::all_reduce_sum(Tensor& t) {
   }
   expect_here(op, t);
   expect_reducible(op, t);
-  {
+  if (size_ > 1) {  // a group of one has nothing to add (NCCL would still launch and wait)
     Timer timer(seconds_, op, label_);
     do_all_reduce_sum(t);
   }
@@ -116,7 +116,8 @@ void Communicator::reduce_scatter_sum(Tensor& out, const Tensor& in) {
   expect_reducible(op, in);
   MOE_CHECK(in.numel() == out.numel() * size_ && in.dtype() == out.dtype(), CommError,
             "{}: in {} must hold {} x out {}", op, in.describe(), size_, out.describe());
-  {
+  if (size_ == 1) out.copy_from(in.view(out.shape()));
+  else {
     Timer timer(seconds_, op, label_);
     do_reduce_scatter_sum(out, in);
   }
@@ -134,7 +135,8 @@ void Communicator::all_gather(Tensor& out, const Tensor& in) {
   expect_here(op, in), expect_here(op, out);
   MOE_CHECK(out.numel() == in.numel() * size_ && in.dtype() == out.dtype(), CommError,
             "{}: out {} must hold {} x in {}", op, out.describe(), size_, in.describe());
-  {
+  if (size_ == 1) out.copy_from(in.view(out.shape()));
+  else {
     Timer timer(seconds_, op, label_);
     do_all_gather(out, in);
   }
@@ -151,6 +153,7 @@ void Communicator::all_to_all_v(Tensor& out, std::span<const std::int64_t> recv_
     return out.copy_from(h);
   }
   const std::uint64_t bytes = split_rows(op, out, recv_rows, in, send_rows);
+  if (size_ == 1) return keep_own_rows(out, in);
   {
     Timer timer(seconds_, op, label_);
     const double posted = steady_seconds();
@@ -170,6 +173,10 @@ PendingExchange Communicator::start_all_to_all_v(Tensor& out, std::span<const st
     return e;
   }
   const std::uint64_t bytes = split_rows(op, out, recv_rows, in, send_rows);
+  if (size_ == 1) {
+    keep_own_rows(out, in);
+    return e;
+  }
   e.comm_ = this, e.posted_ = steady_seconds(), e.keep_[0] = in, e.keep_[1] = out;
   {
     Timer timer(seconds_, op, label_);
@@ -177,6 +184,11 @@ PendingExchange Communicator::start_all_to_all_v(Tensor& out, std::span<const st
   }
   count(kAllToAll, bytes);
   return e;
+}
+
+void Communicator::keep_own_rows(Tensor& out, const Tensor& in) {
+  if (in.numel() > 0) out.copy_from(in.view(out.shape()));
+  count(kAllToAll, 0);
 }
 
 void Communicator::finish(PendingExchange& e) {
@@ -292,7 +304,7 @@ void Communicator::broadcast(Tensor& t, int root) {
   }
   expect_here(op, t);
   expect_peer(op, root);
-  {
+  if (size_ > 1) {
     Timer timer(seconds_, op, label_);
     do_broadcast(t, root);
   }

@@ -9,7 +9,8 @@
 // kind, under the algorithm the counter names (ring for all-reduce / reduce-scatter /
 // all-gather, exact per-peer bytes for all-to-all-v and send, a flat tree for broadcast), so
 // logs and tests compare traffic with the analytic minimum the same way for every backend.
-// Backends implement the check-free do_* hooks.
+// Backends implement the check-free do_* hooks; a group of one never reaches them (its
+// collectives are the identity or a copy: no NCCL launch and wait on a one-GPU run).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -158,6 +159,7 @@ class Communicator {
   std::uint64_t split_rows(const char* op, Tensor& out, std::span<const std::int64_t> recv_rows, const Tensor& in,
                            std::span<const std::int64_t> send_rows);
   void sleep_until_delivered(double posted) const;
+  void keep_own_rows(Tensor& out, const Tensor& in);  // all_to_all_v in a group of one
   void send_to(const char* op, const Tensor& t, int peer, int tag, bool post);
   // Counters by kind in a fixed array: counting must cost nothing next to a small message.
   enum Kind { kAllReduce, kReduceScatter, kAllGather, kAllToAll, kSend, kBroadcast, kKinds };
