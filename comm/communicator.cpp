@@ -1,6 +1,7 @@
 #include "comm/communicator.h"
 
 #include <algorithm>
+#include <exception>
 #include <atomic>
 #include <chrono>
 #include <iterator>
@@ -177,11 +178,12 @@ PendingExchange Communicator::start_all_to_all_v(Tensor& out, std::span<const st
     keep_own_rows(out, in);
     return e;
   }
-  e.comm_ = this, e.posted_ = steady_seconds(), e.keep_[0] = in, e.keep_[1] = out;
+  e.posted_ = steady_seconds(), e.keep_[0] = in, e.keep_[1] = out;
   {
     Timer timer(seconds_, op, label_);
     e.handle_ = do_start_all_to_all_v(out, in, split_);
   }
+  e.comm_ = this;  // started: from here on it must be finished
   count(kAllToAll, bytes);
   return e;
 }
@@ -191,8 +193,17 @@ void Communicator::keep_own_rows(Tensor& out, const Tensor& in) {
   count(kAllToAll, 0);
 }
 
+void Communicator::abandon(PendingExchange& e) {
+  for (Tensor& t : e.keep_) abandoned_.push_back(std::move(t));
+  e.comm_ = nullptr;
+}
+
 void Communicator::finish(PendingExchange& e) {
-  overlapped_ += steady_seconds() - e.posted_;
+  // The time computed since the later of its start and the last finish: exchanges started
+  // together (FP8 rows and scales) count their overlap once.
+  const double now = steady_seconds();
+  overlapped_ += std::max(0.0, now - std::max(e.posted_, overlap_counted_until_));
+  overlap_counted_until_ = now;
   Timer timer(seconds_, "finish_all_to_all_v", label_);
   do_finish(e.handle_);
   sleep_until_delivered(e.posted_);
@@ -204,11 +215,17 @@ void Communicator::sleep_until_delivered(double posted) const {
 }
 
 PendingExchange::~PendingExchange() {
-  // An exception unwinding past it: the buffers must outlive the transfer. (A failure to
-  // finish is the first error's consequence, not news.)
+  if (!comm_) return;
+  // An exception unwinding past it: waiting could hang on a peer that failed too, so the
+  // buffers are kept alive for the transfer instead (the process is on its way out).
+  if (std::uncaught_exceptions() > 0) {
+    comm_->abandon(*this);
+    return;
+  }
   try {
     finish();
-  } catch (...) {}
+  } catch (...) {  // a failure to finish is a consequence of the first error, not news
+  }
 }
 
 void PendingExchange::finish() {

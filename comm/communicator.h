@@ -155,6 +155,9 @@ class Communicator {
   void expect_peer(const char* op, int peer) const;
   friend class PendingExchange;
   void finish(PendingExchange& e);
+  void abandon(PendingExchange& e);  // unwinding: its buffers kept for the transfer, never waited for
+  std::vector<Tensor> abandoned_;
+  double overlap_counted_until_ = 0;
   // all_to_all_v's checks and counts into split_; returns the bytes to other ranks.
   std::uint64_t split_rows(const char* op, Tensor& out, std::span<const std::int64_t> recv_rows, const Tensor& in,
                            std::span<const std::int64_t> send_rows);

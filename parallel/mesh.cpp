@@ -19,10 +19,14 @@ void resolve_nodes(Layout& l, const Config& cfg, int launched_per_node) {
   if (r <= 0) return;
   MOE_CHECK(l.world() % r == 0, ConfigError,
             "{}: parallel.ranks_per_node = {} does not divide the {} ranks; launch whole nodes", f, r, l.world());
-  MOE_CHECK(l.ep % r == 0 || r % l.ep == 0, ConfigError,
+  if (l.ep % r == 0 || r % l.ep == 0) return;
+  // Groups straddling nodes: as launched, they are dispatched flat (nodes unknown); asked for
+  // by the config, it is a mistake.
+  MOE_CHECK(configured == 0, ConfigError,
             "{}: parallel.ep = {} and parallel.ranks_per_node = {}: an expert-parallel group must fill whole nodes or "
             "share one; make one a multiple of the other",
             f, l.ep, r);
+  l.ranks_per_node = 0;
 }
 }  // namespace
 

@@ -96,13 +96,16 @@ void MpiCommunicator::do_all_to_all_v(Tensor& out, const Tensor& in, const Split
 }
 
 int MpiCommunicator::do_start_all_to_all_v(Tensor& out, const Tensor& in, const Split& s) {
+  Started fresh;
+  split_ints(fresh.ints, s, "start_all_to_all_v");
   const int handle = next_handle_++;
-  Started& st = started_[handle];
-  split_ints(st.ints, s, "start_all_to_all_v");
+  Started& st = started_[handle] = std::move(fresh);  // the vectors' buffers move with them
   const auto& [sc, sd, rc, rd] = st.ints;
   const MPI_Datatype type = mpi_type(in);
-  check(MPI_Ialltoallv(in.raw(), sc.data(), sd.data(), type, out.raw(), rc.data(), rd.data(), type, comm_, &st.request),
-        "MPI_Ialltoallv");
+  const int started =
+      MPI_Ialltoallv(in.raw(), sc.data(), sd.data(), type, out.raw(), rc.data(), rd.data(), type, comm_, &st.request);
+  if (started != MPI_SUCCESS) started_.erase(handle);
+  check(started, "MPI_Ialltoallv");
   return handle;
 }
 

@@ -313,13 +313,14 @@ struct StageBytes {
 double shared_overlap(const Setting& g, const StageSums& z, double tokens) {
   const ModelConfig& m = g.cfg.model;
   if (!g.cfg.parallel.overlap || z.moe_blocks == 0 || m.shared_experts == 0) return 0;
-  const double rows = tokens / g.l.tp, C = g.C;  // per MoE block
+  const double rows = tokens / g.l.tp, C = g.C;  // dispatched per MoE block (each tp rank its 1/tp)
   const auto travel = [&](double row_bytes) {
     return rows * row_bytes *
            (g.remote_inter / bandwidth(g.c.inter_node_gbps) +
             (g.two_hops ? 0 : g.remote_intra / bandwidth(g.c.intra_node_gbps)));
   };
-  const double flops = 2 * double(shared_expert_parameters(m)) / g.l.tp * rows / g.peak;  // one pass
+  // One pass of the shared experts: every token through 1/tp of them.
+  const double flops = 2 * double(shared_expert_parameters(m)) / g.l.tp * tokens / g.peak;
   return z.moe_blocks * (std::min(flops, travel(C * g.eb.gemm)) + std::min(2 * flops, travel(C * g.eb.other)));
 }
 

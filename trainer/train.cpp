@@ -26,11 +26,14 @@
 namespace moe {
 
 namespace {
-// Ranks per node as launched, one number on every rank: uneven nodes (8 ranks on one, 4 on
-// another) leave it unknown, 0, so the ranks cannot disagree on the layout.
+// Ranks per node as launched, one number on every rank: nodes of consecutive ranks, as many
+// on each. Uneven nodes (8 ranks on one, 4 on another) or ranks placed round-robin leave it
+// unknown, 0, so the ranks cannot disagree on the layout nor take a node for what it is not.
 int launched_per_node(MpiCommunicator& world) {
-  const double mine = world.node_size(), sum = world.all_reduce_sum(mine), squares = world.all_reduce_sum(mine * mine);
-  return sum * sum == squares * world.size() ? static_cast<int>(mine) : 0;  // equal iff all equal
+  const auto [place, size] = world.node_place();
+  const double mine = size, sum = world.all_reduce_sum(mine), squares = world.all_reduce_sum(mine * mine),
+               scattered = world.all_reduce_sum(place == world.rank() % size ? 0.0 : 1.0);
+  return sum * sum == squares * world.size() && scattered == 0 ? size : 0;  // sizes equal iff sum^2 = n sum x^2
 }
 }  // namespace
 

@@ -38,7 +38,8 @@ struct TrafficInfo {
   std::map<std::string, std::uint64_t> bytes_per_step;  // per collective kind, mean over steps
   int max_ranks_per_token = 1;                          // expert-parallel fan-out of the most spread token
   // Expert dispatch (mean; summed over MoE layers and micro-batches): kept assignments sent
-  // to other ep ranks, and distinct (token, other rank) pairs among them; their bytes as sent
+  // to other ep ranks, and distinct (token, other rank) pairs among them (under the
+  // hierarchical dispatch across nodes these three count nodes: its first hop's); their bytes as sent
   // (MoE::dispatch_bytes: FP32, BF16, or E4M3 plus scales, both hops of a hierarchical
   // dispatch), and the part of them that crossed nodes.
   double remote_rows = 0, remote_token_ranks = 0, dispatch_bytes = 0, inter_node_bytes = 0;

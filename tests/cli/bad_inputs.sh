@@ -4,8 +4,8 @@
 # regex). With NP, under mpirun -np NP (scripts/mpi-env.sh's settings), held to the whole
 # contract: exit code 2, no signal, and the one line is all of stderr (no line per rank, no
 # Open MPI banner). Either way no file outside the command's own outputs (data.dir,
-# checkpoint.dir, export's target) changed: every other file of the scratch directory and of
-# configs/ is still there with the same bytes, and nothing new appeared beside them.
+# checkpoint.dir, export's target) changed: every other regular file of the scratch directory
+# and of configs/ is still there with the same bytes, and none appeared beside them.
 set -u
 moe=$1 src=$2 name=$3 np=${4:-}
 dir=bad_inputs_scratch/$name${np:+_np$np}  # each case its own: cases run at once would rewrite shared files
