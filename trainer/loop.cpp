@@ -342,6 +342,13 @@ void Trainer::Loop::log_model_and_layout() {
       s.layout.pp, stages, dp, s.layout.tp, s.layout.ep, E / s.layout.ep, s.layout.edp(), cfg.parallel.zero,
       human_bytes(double(res.size.optimizer_bytes)), human_bytes(double(res.size.optimizer_bytes_total)),
       double(res.size.optimizer_bytes) / double(res.size.optimizer_bytes_total));
+  const Layout& l = s.layout;
+  if (l.ep > 1)
+    spdlog::info(
+        "expert dispatch: ep {} over {} node{} of {} rank{}{}{}", l.ep, l.ep_nodes(), l.ep_nodes() > 1 ? "s" : "",
+        l.ep_per_node(), l.ep_per_node() > 1 ? "s" : "",
+        l.ep_nodes() > 1 ? (l.hierarchical ? ", hierarchical (once per node, forwarded inside)" : ", flat") : "",
+        l.overlap && mc.shared_experts > 0 ? ", overlapped with the shared experts" : "");
 }
 
 // Validation: the first eval_batches global batches of the held-out split, in order; the
