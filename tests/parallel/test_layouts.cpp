@@ -13,10 +13,10 @@
 #include <cstring>
 #include <sstream>
 
-#include "data/prepare.h"
 #include "parallel/mesh.h"
 #include "plan/plan.h"
 #include "tests/support/corpus.h"
+#include "tests/support/mpi_corpus.h"
 #include "tests/support/testing.h"
 #include "config/config.h"
 #include "trainer/train.h"
@@ -41,12 +41,7 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
     else (kv.rfind("parallel.", 0) == 0 ? layout : model).push_back(kv);
   }
 
-  const std::string dir = "layout_data_np" + std::to_string(world.size());
-  if (world.rank() == 0) {
-    testing::write_corpus(dir + ".txt", 300);
-    data::prepare({.corpus = dir + ".txt", .out_dir = dir, .vocab_size = 300, .val_fraction = 0.1, .seed = 3});
-  }
-  world.barrier();
+  const std::string dir = testing::prepared_corpus(world, "layout_data_np" + std::to_string(world.size()));
   // lr: AdamW moves every element by about lr whatever the size of its gradient, so the
   // summation-order noise of near-zero gradients (sums over ranks, one grouped GEMM over the
   // rows of all sources instead of one per micro-batch) reaches the weights in proportion to

@@ -8,10 +8,10 @@
 #include <cmath>
 #include <cstdio>
 
-#include "data/prepare.h"
 #include "parallel/mesh.h"
 #include "plan/plan.h"
 #include "tests/support/corpus.h"
+#include "tests/support/mpi_corpus.h"
 #include "tests/support/testing.h"
 #include "trainer/train.h"
 
@@ -44,12 +44,7 @@ Measured collapse(MpiCommunicator& world, const std::vector<std::string>& kv) {
 TEST_CASE("imbalance: a collapsed router stays within the planned worst case, its overflow counted", "[mpi][trainer]") {
   MpiCommunicator world;
   REQUIRE(world.size() == 2);
-  const std::string dir = "imbalance_data";
-  if (world.rank() == 0) {
-    testing::write_corpus(dir + ".txt", 300);
-    data::prepare({.corpus = dir + ".txt", .out_dir = dir, .vocab_size = 300, .val_fraction = 0.1, .seed = 3});
-  }
-  world.barrier();
+  const std::string dir = testing::prepared_corpus(world, "imbalance_data");
   // 8 experts, top-2, ep 2: micro-batches of 2 x 16 tokens per rank, 2 MoE layers, 3 steps.
   const std::vector<std::string> common = testing::micro_moe(
       {"data.dir=" + dir, "model.seq_len=16", "train.steps=3", "train.log_every=100", "train.eval_batches=1",

@@ -7,8 +7,8 @@
 
 #include <cstdio>
 
-#include "data/prepare.h"
 #include "tests/support/corpus.h"
+#include "tests/support/mpi_corpus.h"
 #include "tests/support/testing.h"
 #include "trainer/train.h"
 
@@ -17,12 +17,7 @@ using namespace moe;
 TEST_CASE("overlap: the shared experts hide the expert all-to-all, results unchanged", "[mpi][trainer]") {
   MpiCommunicator world;
   REQUIRE(world.size() == 2);
-  const std::string dir = "overlap_data";
-  if (world.rank() == 0) {
-    testing::write_corpus(dir + ".txt", 300);
-    data::prepare({.corpus = dir + ".txt", .out_dir = dir, .vocab_size = 300, .val_fraction = 0.1, .seed = 3});
-  }
-  world.barrier();
+  const std::string dir = testing::prepared_corpus(world, "overlap_data");
   // Shared experts 4 x 512 wide over 64 tokens of d_model 128: about 100 MFLOP forward, on
   // the order of a 10 ms link, so each overlapped exchange hides most of the delay.
   const std::vector<std::string> common =

@@ -14,9 +14,9 @@
 #include <filesystem>
 #include <sstream>
 
-#include "data/prepare.h"
 #include "plan/counts.h"
 #include "tests/support/corpus.h"
+#include "tests/support/mpi_corpus.h"
 #include "tests/support/testing.h"
 #include "config/config.h"
 #include "trainer/train.h"
@@ -46,13 +46,9 @@ TEST_CASE("sim device: training equals the CPU bit for bit, with no host access 
   MpiCommunicator world;
   const char* env = std::getenv("MOE_TEST_LAYOUT");
   REQUIRE(env != nullptr);
-  const std::string dir = "sim_data_np" + std::to_string(world.size()),
+  const std::string dir = testing::prepared_corpus(world, "sim_data_np" + std::to_string(world.size())),
                     run = "sim_run_np" + std::to_string(world.size());
-  if (world.rank() == 0) {
-    testing::write_corpus(dir + ".txt", 300);
-    data::prepare({.corpus = dir + ".txt", .out_dir = dir, .vocab_size = 300, .val_fraction = 0.1, .seed = 3});
-    std::filesystem::remove_all(run);
-  }
+  if (world.rank() == 0) std::filesystem::remove_all(run);
   world.barrier();
   std::vector<std::string> kv =
       testing::micro_moe({"data.dir=" + dir, "train.steps=3", "train.log_every=100", "train.eval_batches=1",
