@@ -139,7 +139,8 @@ struct Shard {
   }
   // Expert-parallel send/receive rows of one MoE block's backward (ds, dr, dx_rows, dxs).
   // Without ep the exchange hands the rows over in place: two of them.
-  double dispatch_buffers() const { return (ep > 1 ? 4 : 2) * load * r * double(m.d_model) / tp; }
+  // Imbalance grows the received two (dr, dx_rows), not what this rank's tokens send.
+  double dispatch_buffers() const { return (ep > 1 ? 2 + 2 * load : 2) * r * double(m.d_model) / tp; }
   // Weights of one block on this device: tp-sharded, replicated, routed experts.
   double block_weights(std::int64_t layer) const {
     const double latent = double(mla_latent_parameters(m));  // whole on every tp rank

@@ -176,8 +176,8 @@ TEST_CASE("plan: worst-case memory when one rank receives more expert rows", "[p
   const Cluster c = load_cluster(ds);
   const Plan even = make_plan(ds, c, l), twice = make_plan(ds, c, l, {.load = 2});
   CHECK(twice.memory.weights == even.memory.weights);
-  CHECK(twice.memory.workspace > even.memory.workspace);  // recomputation: the activations are block inputs
-  CHECK(twice.memory.buffers == Approx(2 * even.memory.buffers));
+  CHECK(twice.memory.workspace > even.memory.workspace);             // recomputation: the activations are block inputs
+  CHECK(twice.memory.buffers == Approx(1.5 * even.memory.buffers));  // the received half doubles
   CHECK(twice.time.compute == even.time.compute);
   CHECK_THAT(plan_text(even, ds, c, {}), Catch::Contains("imbalance         2x the balanced expert rows"));
 }
