@@ -8,6 +8,12 @@ namespace {
 Tensor i32(Shape s, Device d) { return Tensor::empty(std::move(s), DType::i32, d); }
 Tensor f32(Shape s, Device d) { return Tensor::empty(std::move(s), DType::f32, d); }
 std::int64_t sum(const std::vector<std::int64_t>& v) { return std::accumulate(v.begin(), v.end(), std::int64_t{0}); }
+// t in dtype d (the BF16 wire: rows narrowed to BF16 to travel, widened back to f32).
+Tensor converted(const Tensor& t, DType d) {
+  Tensor out = Tensor::empty(t.shape(), d, t.device());
+  ops::convert(out, t);
+  return out;
+}
 }  // namespace
 
 PlanCounts::PlanCounts(std::int64_t experts, std::int64_t ranks, Device d)
@@ -161,9 +167,7 @@ PendingRows DispatchHop::start_deliver_wire(const Tensor& x, const HopPlan& p) {
   Tensor xs = f32({p.sent, x.size(1)}, x.device());
   ops::gather_rows(xs, x, p.send_token);
   if (!gemm_.bf16_wire()) return start(xs, Tensor(), p.send_rows, p.recv_rows);
-  Tensor b = Tensor::empty(xs.shape(), DType::bf16, xs.device());
-  ops::convert(b, xs);
-  PendingRows r = start(b, Tensor(), p.send_rows, p.recv_rows);
+  PendingRows r = start(converted(xs, DType::bf16), Tensor(), p.send_rows, p.recv_rows);
   r.widen = true;
   return r;
 }
@@ -188,9 +192,7 @@ PendingRows DispatchHop::start(const Tensor& rows, const Tensor& scale, const st
 GemmInput DispatchHop::finish_deliver(PendingRows& r) {
   r.rows.finish(), r.scale.finish();
   if (!r.widen) return r.got;
-  Tensor out = f32(r.got.x.shape(), r.got.x.device());
-  ops::convert(out, r.got.x);
-  return {out, Tensor()};
+  return {converted(r.got.x, DType::f32), Tensor()};
 }
 
 Tensor DispatchHop::gates_in(const Tensor& gates, const HopPlan& p) {
@@ -229,12 +231,7 @@ Tensor DispatchHop::expert_grads(Tensor& dye, const Tensor& dr, const Tensor& ye
   ops::gather_rows(w, gr.view({R * K, 1}), p.expert_slot);
   ops::combine_rows(dye, dr, p.expert_src.view({Me, 1}), w);
   Tensor y_sent = ye;
-  if (per_assignment() && Me > 0) {
-    Tensor b = Tensor::empty(ye.shape(), DType::bf16, dev);
-    ops::convert(b, ye);
-    y_sent = f32(ye.shape(), dev);
-    ops::convert(y_sent, b);
-  }
+  if (per_assignment() && Me > 0) y_sent = converted(converted(ye, DType::bf16), DType::f32);
   Tensor dots = f32({Me, 1}, dev), dgr = f32({R, K}, dev);
   Tensor dots_flat = dots.view({Me}), dgr_flat = dgr.view({R * K, 1});
   ops::row_dot(dots_flat, dr, p.expert_src, y_sent);
@@ -260,12 +257,7 @@ Tensor DispatchHop::exchange(const Tensor& rows, const std::vector<std::int64_t>
 Tensor DispatchHop::exchange_wire(const Tensor& rows, const std::vector<std::int64_t>& send,
                                   const std::vector<std::int64_t>& recv) {
   if (!gemm_.bf16_wire()) return exchange(rows, send, recv);
-  Tensor b = Tensor::empty(rows.shape(), DType::bf16, rows.device());
-  ops::convert(b, rows);
-  const Tensor got = exchange(b, send, recv);
-  Tensor out = f32(got.shape(), got.device());
-  ops::convert(out, got);
-  return out;
+  return converted(exchange(converted(rows, DType::bf16), send, recv), DType::f32);
 }
 
 }  // namespace moe
