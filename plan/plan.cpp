@@ -369,14 +369,15 @@ Plan::Time stage_time(const Setting& g, const StageSums& z, StageBytes& bytes) {
   return t;
 }
 
-// Experts a token reaches live on r distinct ranks of its ep group; group-limited routing
-// confines them to topk_groups groups' ranks.
-double ranks_per_token(const ModelConfig& m, double ep) {
-  const double reach = m.routed_experts > 0 && m.topk_groups < m.n_groups
-                           ? std::min(ep, double(m.topk_groups) * std::max(1.0, ep / double(m.n_groups)))
-                           : ep;
-  return distinct(reach, double(m.top_k));
+// Of `units` equal parts of the experts (ep ranks, or nodes), the ones a token may reach:
+// group-limited routing confines it to topk_groups groups' parts.
+double reachable(const ModelConfig& m, double units) {
+  const bool limited = m.routed_experts > 0 && m.topk_groups < m.n_groups;
+  return limited ? std::min(units, double(m.topk_groups) * std::max(1.0, units / double(m.n_groups))) : units;
 }
+
+// Experts a token reaches live on r distinct ranks of its ep group.
+double ranks_per_token(const ModelConfig& m, double ep) { return distinct(reachable(m, ep), double(m.top_k)); }
 
 // The rows of one token's dispatch by link (model/dispatch.h), its experts on r distinct ranks
 // of an ep group spanning ep / node_ranks nodes. Flat: one row per other rank, r (node_ranks
@@ -391,10 +392,7 @@ struct EpLinks {
 };
 EpLinks ep_links(const ModelConfig& m, double ep, double node_ranks, double r, bool hierarchical) {
   const double nodes = ep / node_ranks, K = double(m.top_k);
-  const bool limited = m.routed_experts > 0 && m.topk_groups < m.n_groups;
-  const double reach =
-      limited ? std::min(nodes, double(m.topk_groups) * std::max(1.0, nodes / double(m.n_groups))) : nodes;
-  const double per_token = std::min(r, distinct(reach, K)), per_rank = K / std::max(1.0, r);
+  const double per_token = std::min(r, distinct(reachable(m, nodes), K)), per_rank = K / std::max(1.0, r);
   if (!hierarchical || nodes <= 1)
     return {r * (node_ranks - 1) / ep, r * (ep - node_ranks) / ep, per_token, per_rank, per_rank};
   return {r * (node_ranks - 1) / node_ranks, per_token * (nodes - 1) / nodes, per_token, per_rank,
