@@ -14,6 +14,7 @@ struct ExpertGroup {
   Communicator* rail = nullptr;  // the ep rank at this one's place on each node, in node order
   int ranks_per_node = 0;        // consecutive ep ranks sharing a node (0: all of them)
   bool overlap = true;           // the first hop's payload travels while the shared experts compute
+  int redundant = 0;             // replica slots per rank (model/replicas.h)
   bool hierarchical() const { return node && rail && rail->size() > 1; }
 };
 

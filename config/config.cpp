@@ -437,6 +437,11 @@ const std::vector<Field>& fields() {
       boolean(AT(parallel.overlap),
               "the expert dispatch's payload (forward) and output gradient (backward) travel while the shared "
               "experts compute"),
+      integer(AT(parallel.redundant_experts), at_least(0),
+              "replica slots per expert-parallel rank, filled with copies of the most loaded experts (EPLB; needs "
+              "ep > 1; 0: none)"),
+      integer(AT(parallel.rebalance_every), at_least(1),
+              "steps between choices of the redundant experts, from the loads measured since the last"),
 
       text(AT(checkpoint.dir),
            "run directory: step_N.h5 checkpoints and the latest pointer (docs/CHECKPOINT.md); empty: none", true),
@@ -616,6 +621,13 @@ void validate(const Config& c) {
         fmt::format("{} exceeds the {} experts in model.topk_groups = {} groups", m.top_k, reachable, m.topk_groups));
     require(m.routed_experts % c.parallel.ep == 0, "parallel.ep",
             fmt::format("{} does not divide model.routed_experts = {}", c.parallel.ep, m.routed_experts));
+  }
+  if (const auto r = c.parallel.redundant_experts; r > 0) {
+    require(c.parallel.ep > 1, "parallel.redundant_experts",
+            fmt::format("= {} needs parallel.ep > 1: replicas share a hot expert's rows with other ranks", r));
+    require(c.model.lora.rank == 0, "parallel.redundant_experts",
+            fmt::format("= {} with LoRA (lora.rank = {}): replicas do not carry adapters; set one of them to 0", r,
+                        c.model.lora.rank));
   }
   require(c.train.min_lr <= c.train.lr, "train.min_lr",
           fmt::format("{} exceeds train.lr = {}", c.train.min_lr, c.train.lr));

@@ -89,7 +89,9 @@ struct ParallelConfig {
   double bucket_mb = 25.0;          // gradient all-reduce bucket
   std::int64_t ranks_per_node = 0;  // 0: the launcher's (ranks sharing this one's memory)
   DispatchKind dispatch = DispatchKind::hierarchical;
-  bool overlap = true;  // the expert dispatch's payload travels while the shared experts compute
+  bool overlap = true;                 // the expert dispatch's payload travels while the shared experts compute
+  std::int64_t redundant_experts = 0;  // replica slots per ep rank (model/replicas.h)
+  std::int64_t rebalance_every = 50;   // steps between replica choices
 };
 
 struct CheckpointConfig {

@@ -176,6 +176,12 @@ void route_capacity(Tensor& kept, Tensor& counts, const Tensor& index, std::int6
 // pairs (N,P): pairs[n,j] = j if token n keeps an expert e with e / experts_per_rank == j,
 // else -1. fan_out (1): the most ranks one token reaches, at least 1.
 void route_pairs(Tensor& pairs, Tensor& fan_out, const Tensor& kept, std::int64_t experts_per_rank);
+// Redundant experts: each kept assignment of kept (N,K) (expert ids in [0, experts), -1 none)
+// to one instance of its expert. table (experts + 1 + L): offsets into the instance list that
+// follows (expert e's instances are table[experts + 1 + table[e] ..  experts + 1 + table[e+1])),
+// then the list; token n takes instance n mod (the expert's instances). instances (N,K) = the
+// instance ids (-1 none); counts (I) the assignments per instance (assign).
+void pick_instances(Tensor& instances, Tensor& counts, const Tensor& kept, const Tensor& table, std::int64_t experts);
 // Stable counting sort: element i of keys (n) with keys[i] >= 0 falls in bin keys[i] /
 // divisor (< bins); dest (n) = its place in bin-major order, a bin's elements in index order;
 // -1 where keys[i] < 0. counts (bins), when defined, the elements per bin. dest is not keys.

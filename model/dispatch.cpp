@@ -8,17 +8,20 @@ DispatchHop first_hop(const ExpertGroup& g, std::int64_t experts, Gemm gemm) {
 }
 }  // namespace
 
-Dispatcher::Dispatcher(const ExpertGroup& g, std::int64_t experts, Gemm gemm)
-    : E_(experts), fp8_(gemm.precision() == Precision::fp8), first_(first_hop(g, experts, gemm)) {
+Dispatcher::Dispatcher(const ExpertGroup& g, std::int64_t experts, Gemm gemm, std::int64_t instances)
+    : E_(experts),
+      I_(instances > 0 ? instances : experts),
+      fp8_(gemm.precision() == Precision::fp8),
+      first_(first_hop(g, I_, gemm)) {
   if (!g.hierarchical()) return;
   node_ = g.node;
-  second_.emplace(g.node, experts / g.rail->size(), g.node->size(), gemm);
+  second_.emplace(g.node, I_ / g.rail->size(), g.node->size(), gemm);
 }
 
-DispatchPlan Dispatcher::plan(const Routing& r, const PlanCounts& counts) {
+DispatchPlan Dispatcher::plan(const Tensor& kept, const PlanCounts& counts) {
   DispatchPlan p;
   Tensor received;
-  p.first = first_.plan(r.kept, counts, second_ ? &received : nullptr);
+  p.first = first_.plan(kept, counts, second_ ? &received : nullptr);
   p.stats = p.first.stats;
   if (!second_) return p;
   p.second = plan_second(received);

@@ -43,13 +43,15 @@ struct DispatchPlan {
 
 class Dispatcher {
  public:
-  // experts: routed experts in all. gemm: the wire's precision.
-  Dispatcher(const ExpertGroup& group, std::int64_t experts, Gemm gemm);
+  // experts: routed experts in all. gemm: the wire's precision. instances: where rows go, over
+  // all ranks (redundant experts: El + R slots a rank; 0: the experts).
+  Dispatcher(const ExpertGroup& group, std::int64_t experts, Gemm gemm, std::int64_t instances = 0);
   // The counts the router fills (routed()) for plan.
-  PlanCounts counts(Device d) const { return PlanCounts(E_, first_.ranks(), d); }
-  // The plan of r (router's counts in counts.routed()): counts exchanged, read back once per
-  // hop, the routing metadata sent to the experts' ranks.
-  DispatchPlan plan(const Routing& r, const PlanCounts& counts);
+  PlanCounts counts(Device d) const { return PlanCounts(E_, first_.ranks(), d, I_); }
+  // The plan of the kept assignments (N,K), by instance (the router's counts in
+  // counts.routed(), the instances' in counts.kept()): counts exchanged, read back once per
+  // hop, the routing metadata sent to the instances' ranks.
+  DispatchPlan plan(const Tensor& kept, const PlanCounts& counts);
   // Tokens x (N,C) -> the expert rows (Me,C), grouped by local expert, in x's GEMM form.
   GemmInput dispatch(const GemmInput& x, const DispatchPlan& p) {
     PendingRows r = start_dispatch(x, p);
@@ -96,7 +98,7 @@ class Dispatcher {
   // out (N,C) += what the last hop's experts send back (reduce_back's rows), through both hops.
   void bring_back(Tensor& out, const Tensor& back, const Tensor& gates, const DispatchPlan& p);
 
-  std::int64_t E_;
+  std::int64_t E_, I_;            // experts, instances
   Communicator* node_ = nullptr;  // hierarchical: the ranks of this node
   bool fp8_;
   DispatchHop first_;

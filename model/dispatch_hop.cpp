@@ -16,8 +16,8 @@ Tensor converted(const Tensor& t, DType d) {
 }
 }  // namespace
 
-PlanCounts::PlanCounts(std::int64_t experts, std::int64_t ranks, Device d)
-    : E_(experts), P_(ranks), all_(i32({3 * experts + 2 * ranks + 1}, d)) {}
+PlanCounts::PlanCounts(std::int64_t experts, std::int64_t ranks, Device d, std::int64_t instances)
+    : E_(experts), I_(instances > 0 ? instances : experts), P_(ranks), all_(i32({base() + 2 * ranks + 1 + I_}, d)) {}
 
 std::vector<std::int64_t> tile_segments(const std::vector<std::int64_t>& offsets, const std::int64_t* counts,
                                         std::int64_t sources) {
@@ -68,19 +68,21 @@ void DispatchHop::exchange_counts(const PlanCounts& counts) {
   const std::vector<std::int64_t> one(P, 1), per_rank(P, El_);
   Tensor rows_in = counts.recv_rows(), kept_in = counts.recv_kept();
   comm_->all_to_all_v(rows_in, one, counts.send_rows(), one);
-  comm_->all_to_all_v(kept_in, per_rank, counts.routed().rows(1, 1).view({E_}), per_rank);
+  comm_->all_to_all_v(kept_in, per_rank, counts.kept(), per_rank);
 }
 
 void DispatchHop::read_counts(HopPlan& p, const PlanCounts& counts) {
   const Tensor host = to_host(counts.all());
   const std::int32_t* c = host.data<std::int32_t>();
-  const auto P = static_cast<std::size_t>(size_), E = static_cast<std::size_t>(E_), El = static_cast<std::size_t>(El_);
-  const std::int32_t *load = c, *kept = c + E, *send = c + 2 * E, *recv = comm_ ? send + P + 1 : send,
-                     *kept_in = comm_ ? recv + P : kept;
+  const auto P = static_cast<std::size_t>(size_), E = static_cast<std::size_t>(counts.experts()),
+             I = static_cast<std::size_t>(E_), El = static_cast<std::size_t>(El_);
+  const std::int32_t *load = c, *routed_kept = c + E, *kept = c + counts.kept_at(), *send = c + counts.base(),
+                     *recv = comm_ ? send + P + 1 : send, *kept_in = comm_ ? recv + P : kept;
   p.stats.load.assign(load, load + E);
+  p.stats.kept.assign(kept, kept + I);
   p.send_rows.assign(send, send + P);
   p.recv_rows.assign(recv, recv + P);
-  p.stats.fan_out = c[2 * E + P];
+  p.stats.fan_out = send[P];
   p.sent = sum(p.send_rows), p.received = sum(p.recv_rows);
 
   p.slots_in.assign(P, 0), p.slots_out.assign(P, 0);
@@ -96,12 +98,12 @@ void DispatchHop::read_counts(HopPlan& p, const PlanCounts& counts) {
   p.kept_in.assign(kept_in, kept_in + P * El);
   p.segments = tile_segments(p.offsets, p.kept_in.data(), size_);
   // Every row carries at least one kept assignment, on both sides of the exchange.
-  const std::int64_t kept_here = std::accumulate(kept, kept + E, std::int64_t{0});
+  const std::int64_t kept_here = std::accumulate(kept, kept + I, std::int64_t{0});
   MOE_ASSERT(p.sent <= kept_here && p.received <= p.expert_rows,
              "rank {}: {} rows for {} kept assignments sent, {} rows "
              "for {} expert rows received",
              rank_, p.sent, kept_here, p.received, p.expert_rows);
-  for (std::size_t e = 0; e < E; ++e) p.stats.dropped += load[e] - kept[e];
+  for (std::size_t e = 0; e < E; ++e) p.stats.dropped += load[e] - routed_kept[e];
   for (std::size_t j = 0; j < P; ++j) {
     if (static_cast<int>(j) != rank_) p.stats.remote_token_ranks += p.send_rows[j];
     if (other_node(j)) p.stats.inter_node_rows += p.send_rows[j];

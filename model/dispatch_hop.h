@@ -32,27 +32,38 @@
 namespace moe {
 
 // The counts a plan reads back, in one i32 buffer on the device (one copy to the host).
+// Experts are the router's; instances where the dispatch sends rows: the experts themselves,
+// or with redundant experts every rank's El + R slots (model/replicas.h).
 class PlanCounts {
  public:
-  PlanCounts(std::int64_t experts, std::int64_t ranks, Device d);
-  Tensor routed() const { return part(0, 2 * E_).view({2, E_}); }     // (2,E) load, kept (ops::route_capacity)
-  Tensor send_rows() const { return part(2 * E_, P_); }               // (P) rows this rank sends each rank
-  Tensor fan_out() const { return part(2 * E_ + P_, 1); }             // (1) most ranks one token reaches
-  Tensor recv_rows() const { return part(2 * E_ + P_ + 1, P_); }      // (P) rows each rank sends here
-  Tensor recv_kept() const { return part(2 * E_ + 2 * P_ + 1, E_); }  // (P,El) their assignments per local expert
+  PlanCounts(std::int64_t experts, std::int64_t ranks, Device d, std::int64_t instances = 0 /* = experts */);
+  Tensor routed() const { return part(0, 2 * E_).view({2, E_}); }  // (2,E) load, kept (ops::route_capacity)
+  Tensor kept() const {
+    return part(I_ == E_ ? E_ : 2 * E_, I_);
+  }                                                        // (I) kept per instance (the same row without replicas)
+  Tensor send_rows() const { return part(base(), P_); }    // (P) rows this rank sends each rank
+  Tensor fan_out() const { return part(base() + P_, 1); }  // (1) most ranks one token reaches
+  Tensor recv_rows() const { return part(base() + P_ + 1, P_); }      // (P) rows each rank sends here
+  Tensor recv_kept() const { return part(base() + 2 * P_ + 1, I_); }  // (P,Il) their assignments per local instance
   const Tensor& all() const { return all_; }
+  std::int64_t experts() const { return E_; }
+  std::int64_t instances() const { return I_; }
+  // Where each part starts in all().
+  std::int64_t kept_at() const { return I_ == E_ ? E_ : 2 * E_; }
+  std::int64_t base() const { return I_ == E_ ? 2 * E_ : 2 * E_ + I_; }
 
  private:
   Tensor part(std::int64_t begin, std::int64_t n) const { return all_.rows(begin, n); }
-  std::int64_t E_, P_;  // experts, ranks
+  std::int64_t E_, I_, P_;  // experts, instances, ranks
   Tensor all_;
 };
 
-// Statistics of one dispatch, of this rank's tokens: load per expert (before drops), drops,
-// the most ranks (of the first hop) one token reached, kept assignments on other ranks and
-// the (token, other rank) pairs; and the rows this rank sent to other nodes.
+// Statistics of one dispatch, of this rank's tokens: load per expert (before drops), kept
+// assignments per instance, drops, the most ranks (of the first hop) one token reached, kept
+// assignments on other ranks and the (token, other rank) pairs; and the rows this rank sent
+// to other nodes.
 struct DispatchStats {
-  std::vector<std::int64_t> load;
+  std::vector<std::int64_t> load, kept;
   std::int64_t dropped = 0, remote_rows = 0, remote_token_ranks = 0, inter_node_rows = 0;
   int fan_out = 1;
 };

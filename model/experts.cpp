@@ -21,11 +21,11 @@ void GroupedExperts::forward(Tensor& y, const GemmInput& x, std::span<const std:
   s.x = x;
   s.gate = Tensor::empty({M, H_}, DType::f32, dev), s.up = Tensor::empty({M, H_}, DType::f32, dev);
   Tensor h = Tensor::empty({M, H_}, DType::f32, dev);
-  gemm_.grouped_forward(s.gate, x, gate_, offsets);
-  gemm_.grouped_forward(s.up, x, up_, offsets);
+  project(s.gate, x, 0, offsets);
+  project(s.up, x, 1, offsets);
   ops::swiglu_forward(h, s.gate, s.up);
   s.h = gemm_.keep(h);
-  gemm_.grouped_forward(y, s.h, down_, offsets);
+  project(y, s.h, 2, offsets);
 }
 
 void GroupedExperts::backward(Tensor& dx, const Tensor& dy, std::span<const std::int64_t> offsets,
@@ -34,11 +34,61 @@ void GroupedExperts::backward(Tensor& dx, const Tensor& dy, std::span<const std:
   const Device dev = dy.device();
   auto t = [&](std::int64_t width) { return Tensor::empty({M, width}, DType::f32, dev); };
   Tensor dh = t(H_), dgate = t(H_), dup = t(H_), dx_up = t(C_);
-  gemm_.grouped_backward(dh, dy, s.h, down_, offsets, segments);
+  project_backward(dh, dy, s.h, 2, offsets, segments);
   ops::swiglu_backward(dgate, dup, dh, s.gate, s.up);
-  gemm_.grouped_backward(dx, dgate, s.x, gate_, offsets, segments);
-  gemm_.grouped_backward(dx_up, dup, s.x, up_, offsets, segments);
+  project_backward(dx, dgate, s.x, 0, offsets, segments);
+  project_backward(dx_up, dup, s.x, 1, offsets, segments);
   ops::accumulate(dx, dx_up);
+}
+
+void GroupedExperts::add_replica_slots(std::int64_t R) {
+  replica_w_.clear(), replica_g_.clear();
+  for (Param* p : params()) {
+    Shape s = p->shape();
+    s[0] = R;
+    replica_w_.push_back(Tensor::zeros(s, DType::f32, p->w.device()));
+    replica_g_.push_back(p->g.defined() ? Tensor::zeros(s, DType::f32, p->w.device()) : Tensor());
+  }
+}
+
+namespace {
+// Grouped rows split at the first replica row m = offsets[El]: the owned experts' offsets and
+// FP8 segments, and the replicas' counted from m.
+struct ReplicaSplit {
+  std::int64_t m;
+  std::vector<std::int64_t> own, replica, own_segments, replica_segments;
+};
+ReplicaSplit split_at(std::span<const std::int64_t> offsets, std::span<const std::int64_t> segments, std::size_t El) {
+  ReplicaSplit r{offsets[El], {offsets.begin(), offsets.begin() + std::ptrdiff_t(El) + 1}, {}, {}, {}};
+  for (std::size_t g = El; g < offsets.size(); ++g) r.replica.push_back(offsets[g] - r.m);
+  for (const std::int64_t s : segments) {
+    if (s <= r.m) r.own_segments.push_back(s);
+    if (s >= r.m) r.replica_segments.push_back(s - r.m);
+  }
+  return r;
+}
+}  // namespace
+
+void GroupedExperts::project(Tensor& y, const GemmInput& x, std::size_t i, std::span<const std::int64_t> offsets) {
+  const Param& p = *params()[i];
+  if (replica_w_.empty()) return gemm_.grouped_forward(y, x, p, offsets);
+  const ReplicaSplit r = split_at(offsets, {}, std::size_t(p.shape()[0]));
+  const std::int64_t rest = y.size(0) - r.m;
+  Tensor own = y.rows(0, r.m), replica = y.rows(r.m, rest);
+  gemm_.grouped_forward(own, x.slice(0, r.m), p, r.own);
+  gemm_.grouped_forward(replica, x.slice(r.m, rest), replica_w_[i], r.replica);
+}
+
+void GroupedExperts::project_backward(Tensor& dx, const Tensor& dy, const GemmInput& x, std::size_t i,
+                                      std::span<const std::int64_t> offsets, std::span<const std::int64_t> segments) {
+  Param& p = *params()[i];
+  if (replica_w_.empty()) return gemm_.grouped_backward(dx, dy, x, p, offsets, segments);
+  const ReplicaSplit r = split_at(offsets, segments, std::size_t(p.shape()[0]));
+  const std::int64_t rest = dy.size(0) - r.m;
+  Tensor dx_own = dx.rows(0, r.m), dx_replica = dx.rows(r.m, rest);
+  gemm_.grouped_backward(dx_own, dy.rows(0, r.m), x.slice(0, r.m), p, r.own, r.own_segments);
+  gemm_.grouped_backward(dx_replica, replica_g_[i], dy.rows(r.m, rest), x.slice(r.m, rest), replica_w_[i], r.replica,
+                         r.replica_segments);
 }
 
 }  // namespace moe

@@ -1,6 +1,8 @@
 // The routed experts held on this rank: El SwiGLU experts over rows grouped by expert, each
 // projection one grouped GEMM (Gemm::grouped_*). Weights are one 3-D tensor per projection;
-// expert j's slice is HF's mlp.experts.{j}.*_proj.weight.
+// expert j's slice is HF's mlp.experts.{j}.*_proj.weight. With redundant experts
+// (model/replicas.h) R replica slots follow: their rows come after the owned experts', their
+// weights are copies (not Params) and their gradients their own until folded into the owners'.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -28,11 +30,23 @@ class GroupedExperts {
   void backward(Tensor& dx, const Tensor& dy, std::span<const std::int64_t> offsets,
                 std::span<const std::int64_t> segments, const Saved& s);
   ParamList params() { return {&gate_, &up_, &down_}; }
+  // R replica slots on the Params' device (gradients only where the Params have them).
+  void add_replica_slots(std::int64_t R);
+  // Per projection (gate, up, down): the replicas' weights (R,H,C), (R,H,C), (R,C,H) and gradients.
+  std::vector<Tensor>& replica_weights() { return replica_w_; }
+  std::vector<Tensor>& replica_grads() { return replica_g_; }
 
  private:
+  // One projection (params()[i]) over the grouped rows: the owned experts' by the Param, the
+  // replicas' (rows from offsets[El] on) by their copies.
+  void project(Tensor& y, const GemmInput& x, std::size_t i, std::span<const std::int64_t> offsets);
+  void project_backward(Tensor& dx, const Tensor& dy, const GemmInput& x, std::size_t i,
+                        std::span<const std::int64_t> offsets, std::span<const std::int64_t> segments);
+
   std::int64_t C_, H_;  // d_model, expert_hidden
   Gemm gemm_;
-  Param gate_, up_, down_;  // (El,H,C), (El,H,C), (El,C,H)
+  Param gate_, up_, down_;                     // (El,H,C), (El,H,C), (El,C,H)
+  std::vector<Tensor> replica_w_, replica_g_;  // empty: no replica slots
 };
 
 }  // namespace moe

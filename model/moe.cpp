@@ -3,14 +3,19 @@
 namespace moe {
 namespace {
 int ranks(const ExpertGroup& g) { return g.ep ? g.ep->size() : 1; }
+// Where the dispatch sends rows: the experts, and with redundant experts every rank's slots.
+std::int64_t instances(const ModelConfig& c, const ExpertGroup& g) {
+  return c.routed_experts + std::int64_t(ranks(g)) * g.redundant;
+}
 }  // namespace
 
 MoE::MoE(const ModelConfig& c, const std::string& p, const ExpertGroup& ep, const TensorParallel& tp, Gemm gemm)
     : C_(c.d_model),
+      El_(c.routed_experts / ranks(ep)),
       tp_(tp),
       gemm_(gemm),
       router_(c, p, tp),
-      dispatcher_(ep, c.routed_experts, gemm),
+      dispatcher_(ep, c.routed_experts, gemm, instances(c, ep)),
       experts_(p, (ep.ep ? ep.ep->rank() : 0) * (c.routed_experts / ranks(ep)), c.routed_experts / ranks(ep),
                c.routed_experts, c.d_model, c.expert_hidden, gemm) {
   MOE_CHECK(c.routed_experts % ranks(ep) == 0, ConfigError,
@@ -18,6 +23,29 @@ MoE::MoE(const ModelConfig& c, const std::string& p, const ExpertGroup& ep, cons
   if (c.shared_experts > 0)
     shared_ = std::make_unique<SwiGLU>(C_, c.shared_experts * c.expert_hidden, p + "shared_experts.", tp, gemm);
   overlap_ = ep.overlap && shared_;
+  if (ep.redundant <= 0) return;
+  const ReplicaLayout l{.experts = c.routed_experts,
+                        .ranks = ranks(ep),
+                        .local = El_,
+                        .slots = ep.redundant,
+                        .ranks_per_node = ep.hierarchical() ? ep.node->size() : ranks(ep)};
+  replicas_ = std::make_unique<ExpertReplicas>(l, ep.ep);
+}
+
+void MoE::choose_replicas(const std::vector<double>& global_load) {
+  if (!replicas_) return;
+  replicas_->assign(moe::choose_replicas(replicas_->layout(), global_load), experts_.params()[0]->w.device());
+  refresh_replicas();
+}
+
+void MoE::refresh_replicas() {
+  if (!replicas_) return;
+  if (experts_.replica_weights().empty()) experts_.add_replica_slots(replicas_->layout().slots);
+  replicas_->refresh(experts_.params(), experts_.replica_weights());
+}
+
+void MoE::fold_replica_grads() {
+  if (replicas_ && !experts_.replica_grads().empty()) replicas_->fold(experts_.params(), experts_.replica_grads());
 }
 
 void MoE::swap_saved(Saved& s) {
@@ -41,7 +69,13 @@ void MoE::forward(Tensor& out, const Tensor& x, std::int64_t B, std::int64_t T, 
   const PlanCounts counts = dispatcher_.counts(dev);
   Saved& s = saved_;
   s.routing = router_.forward(x, T, n0, n1, counts.routed(), aux_total);  // choices, capacity, balance loss
-  s.plan = std::make_shared<const DispatchPlan>(dispatcher_.plan(s.routing, counts));  // counts: the one copy back
+  Tensor kept = s.routing.kept, per_instance = counts.kept();
+  if (replicas_) {  // each kept assignment to one instance of its expert
+    if (experts_.replica_weights().empty()) refresh_replicas();
+    kept = Tensor::empty(kept.shape(), DType::i32, dev);
+    ops::pick_instances(kept, per_instance, s.routing.kept, replicas_->table(dev), router_.experts());
+  }
+  s.plan = std::make_shared<const DispatchPlan>(dispatcher_.plan(kept, counts));  // counts: the one copy back
   const DispatchPlan& plan = *s.plan;
   const GemmInput xin = gemm_.keep(x);  // each row quantised on its own: where does not change its bits
   s.gates_received = dispatcher_.dispatch_gates(s.routing.gates, plan);

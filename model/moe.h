@@ -19,6 +19,7 @@
 #include "model/dispatch.h"
 #include "model/experts.h"
 #include "model/ffn.h"
+#include "model/replicas.h"
 #include "model/router.h"
 
 namespace moe {
@@ -61,15 +62,26 @@ class MoE {
   const std::string& bias_name() const { return router_.bias_name(); }
   void update_bias(const std::vector<double>& global_load, double rate) { router_.update_bias(global_load, rate); }
   std::int64_t experts() const { return router_.experts(); }
-  std::int64_t local_experts() const { return dispatcher_.local_experts(); }
+  std::int64_t local_experts() const { return El_; }
+  // Where rows go on each ep rank: its experts and its replica slots.
+  std::int64_t instances_per_rank() const { return dispatcher_.local_experts(); }
+
+  // Redundant experts (model/replicas.h; null without). choose_replicas fills the slots from
+  // the global loads (the same on every rank) and copies the owners' weights; after each
+  // optimizer step refresh_replicas copies them again; fold_replica_grads adds the replicas'
+  // gradients to their owners' (all three collectives over ep, every ep rank together).
+  const ExpertReplicas* replicas() const { return replicas_.get(); }
+  void choose_replicas(const std::vector<double>& global_load);
+  void refresh_replicas();
+  void fold_replica_grads();
 
   // Statistics of the last forward (host values from the plan's counts): tokens of this rank
-  // routed to each expert (before capacity drops), drops, the most ranks one token was sent
-  // to, kept assignments whose expert lives on another rank and the distinct (token, other
-  // rank) pairs among them (ranks of the first hop: ep ranks, or nodes under hierarchical
-  // dispatch), the rows sent to other nodes, and the dispatch payload's bytes to other ranks
-  // (both hops) and to other nodes.
+  // routed to each expert (before capacity drops), kept assignments per instance, drops, the most ranks one token was
+  // sent to, kept assignments whose expert lives on another rank and the distinct (token, other rank) pairs among them
+  // (ranks of the first hop: ep ranks, or nodes under hierarchical dispatch), the rows sent to other nodes, and the
+  // dispatch payload's bytes to other ranks (both hops) and to other nodes.
   const std::vector<std::int64_t>& load() const { return stats_.load; }
+  const std::vector<std::int64_t>& instance_rows() const { return stats_.kept; }
   std::int64_t dropped() const { return stats_.dropped; }
   int max_ranks_per_token() const { return stats_.fan_out; }
   std::int64_t remote_rows() const { return stats_.remote_rows; }
@@ -83,16 +95,17 @@ class MoE {
   Tensor kept() const { return to_host(saved_.routing.kept); }
 
  private:
-  std::int64_t C_;  // d_model
+  std::int64_t C_, El_;  // d_model, experts on this rank
   TensorParallel tp_;
   Gemm gemm_;
   Router router_;
   Dispatcher dispatcher_;
   GroupedExperts experts_;
   std::unique_ptr<SwiGLU> shared_;  // null without shared experts
-  bool overlap_;                    // the shared experts compute while the payload travels
-  Saved saved_;                     // (its shared part lives in shared_)
-  DispatchStats stats_;             // the last forward's
+  std::unique_ptr<ExpertReplicas> replicas_;
+  bool overlap_;         // the shared experts compute while the payload travels
+  Saved saved_;          // (its shared part lives in shared_)
+  DispatchStats stats_;  // the last forward's
 };
 
 }  // namespace moe

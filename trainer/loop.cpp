@@ -101,6 +101,8 @@ struct Trainer::Loop {
   double global_norm();
   bool optimizer_step(std::int64_t step, double norm, Progress& progress);
   void update_router_biases();
+  void update_replicas(std::int64_t step, bool applied);
+  double rank_imbalance() const;  // the step's most loaded ep rank over the mean, mean over MoE layers
   void log_step(std::int64_t step, double norm);
   nlohmann::json step_metrics(std::int64_t step, double norm, bool applied, double val, double step_seconds);
   void log_sources(std::int64_t step, bool tokens, Progress& progress);
@@ -135,6 +137,10 @@ struct Trainer::Loop {
   std::int64_t start = 0, end = 0;
   // Global expert loads per MoE layer, then dropped assignments (summed over every rank).
   Tensor loads;
+  // Kept rows per MoE layer and ep rank (where the dispatch sent them, replicas included),
+  // summed over every rank; and the expert loads since the redundant experts were last chosen.
+  Tensor rank_rows;
+  std::vector<double> loads_since_choice;
   double loss = 0, last_loss = 0;
   double mtp_loss = 0, mtp_weight = 0;  // MTP: the depths' mean cross-entropy, and its weight this step
   StepGuard guard;
@@ -183,6 +189,8 @@ Trainer::Loop::Loop(State& state)
       moe_row(model.moe_ordinals()),
       all_moe(moe::moe_layers(mc)),
       loads(Tensor::zeros({all_moe * std::max<std::int64_t>(E, 1) + 1}, DType::f64)),
+      rank_rows(Tensor::zeros({all_moe * state.layout.ep}, DType::f64)),
+      loads_since_choice(std::size_t(all_moe * E), 0.0),
       guard(t.spike_zscore, t.spike_window),
       drills(cfg.debug, s.world.rank()) {}  // (the guard's loss history starts afresh at each launch)
 
@@ -255,6 +263,7 @@ bool Trainer::Loop::train_step(std::int64_t step, Metrics& metrics, Progress& pr
   const double norm = global_norm();
   const bool applied = optimizer_step(step, norm, progress);
   if (applied) update_router_biases(), last_loss = loss;
+  update_replicas(step, applied);
   res.losses.push_back(loss);
   res.grad_norms.push_back(norm);
   if (mc.mtp_depth > 0) res.mtp_losses.push_back(mtp_loss);
@@ -376,7 +385,7 @@ void Trainer::Loop::zero_grads() {
   reset_device_traffic();
   s.dense->zero_grad();
   s.experts->zero_grad();
-  loads.zero();
+  loads.zero(), rank_rows.zero();
   loss = mtp_loss = 0;
 }
 
@@ -432,6 +441,9 @@ void Trainer::Loop::count_routing(int chunk) {
     const MoE& m = *moe_layers[i];
     if (!model.in_chunk(moe_layers[i], chunk)) continue;
     for (std::int64_t e = 0; e < E; ++e) ld[moe_row[i] * E + e] += double(m.load()[std::size_t(e)]);
+    const std::vector<std::int64_t>& rows = m.instance_rows();  // instances rank-major, instances_per_rank each
+    for (std::size_t j = 0; j < rows.size(); ++j)
+      rank_rows.data<double>()[moe_row[i] * s.layout.ep + std::int64_t(j) / m.instances_per_rank()] += double(rows[j]);
     ld[loads.numel() - 1] += double(m.dropped());
     res.traffic.max_ranks_per_token = std::max(res.traffic.max_ranks_per_token, m.max_ranks_per_token());
     res.traffic.remote_rows += double(m.remote_rows());  // summed here, per step at the end
@@ -466,11 +478,14 @@ void Trainer::Loop::reduce(std::int64_t step) {
   drills.strike(FaultDrills::Point::gradients_summed, step,
                 s.dense->numel() > 0 ? &s.dense->flat_grads() : &s.experts->flat_grads());
   s.dense->reduce_grads();
+  for (MoE* m : moe_layers) m->fold_replica_grads();  // before the gradients are reduced over edp
   s.experts->reduce_grads();
   loss = s.world.all_reduce_sum(loss);
   if (mc.mtp_depth > 0) mtp_loss = s.world.all_reduce_sum(mtp_loss);
   s.world.all_reduce_sum(loads);
+  if (s.layout.ep > 1) s.world.all_reduce_sum(rank_rows);
   res.dropped += loads.data<double>()[loads.numel() - 1];
+  res.rank_imbalance.push_back(rank_imbalance());
 }
 
 // Dense gradients are replicated over dp and split over tp (the tensors every tp rank holds
@@ -530,6 +545,36 @@ void Trainer::Loop::update_router_biases() {
     const double* row = ld + moe_row[i] * E;
     moe_layers[i]->update_bias(std::vector<double>(row, row + E), mc.bias_update_rate);
   }
+}
+
+// Redundant experts: replicas copy their owners' weights after every update, and are chosen
+// again every parallel.rebalance_every steps from the loads since the last choice (the same
+// on every rank: the loads are global sums of counts).
+void Trainer::Loop::update_replicas(std::int64_t step, bool applied) {
+  if (cfg.parallel.redundant_experts == 0) return;
+  const double* ld = loads.data<double>();
+  for (std::size_t i = 0; i < loads_since_choice.size(); ++i) loads_since_choice[i] += ld[i];
+  if ((step + 1) % cfg.parallel.rebalance_every != 0) {
+    if (applied)
+      for (MoE* m : moe_layers) m->refresh_replicas();
+    return;
+  }
+  for (std::size_t i = 0; i < moe_layers.size(); ++i) {
+    const auto first = loads_since_choice.begin() + moe_row[i] * E;
+    moe_layers[i]->choose_replicas(std::vector<double>(first, first + E));  // (and the weights copied)
+  }
+  std::fill(loads_since_choice.begin(), loads_since_choice.end(), 0.0);
+}
+
+double Trainer::Loop::rank_imbalance() const {
+  const std::int64_t P = s.layout.ep;
+  const double* rr = rank_rows.data<double>();
+  double sum = 0;
+  for (std::int64_t i = 0; i < all_moe; ++i) {
+    const double total = std::accumulate(rr + i * P, rr + (i + 1) * P, 0.0);
+    sum += total > 0 ? *std::max_element(rr + i * P, rr + (i + 1) * P) * double(P) / total : 1.0;
+  }
+  return all_moe > 0 ? sum / double(all_moe) : 1.0;
 }
 
 std::pair<double, double> Trainer::Loop::load_range() const {
@@ -594,6 +639,7 @@ nlohmann::json Trainer::Loop::step_metrics(std::int64_t step, double norm, bool 
                       {"tokens_per_s", global_tokens / step_seconds},
                       {"mfu", plan.flops_per_step / step_seconds / double(s.world.size()) / peak_flops},
                       {"dropped", ld[loads.numel() - 1]},
+                      {"expert_rank_imbalance", res.rank_imbalance.back()},
                       {"expert_comm_s", step_expert_s},
                       {"expert_overlap_s", step_overlap_s},
                       {"saved_bytes", res.profile.saved_bytes},

@@ -86,7 +86,10 @@ struct TrainResult {
   bool stopped = false;            // ended early by request_stop()
   std::string stop_signal;         // "SIGTERM" or "SIGINT"
   std::int64_t skipped_steps = 0;  // updates skipped in this launch (non-finite or spiking loss)
-  double dropped = 0;              // expert assignments dropped by capacity in this launch, all ranks
+  // Per step: the most loaded expert-parallel rank's kept rows over the mean (replicas
+  // included), mean over the MoE layers; 1 without ep.
+  std::vector<double> rank_imbalance;
+  double dropped = 0;  // expert assignments dropped by capacity in this launch, all ranks
   ResumeInfo resume;
   SizeInfo size;
   TrafficInfo traffic;

@@ -57,6 +57,7 @@ void row_dot(Tensor& out, const Tensor& a, const Tensor& a_rows, const Tensor& b
 void route_capacity(Tensor& kept, Tensor& counts, const Tensor& index, std::int64_t capacity, std::int64_t n0,
                     std::int64_t n1);
 void route_pairs(Tensor& pairs, Tensor& fan_out, const Tensor& kept, std::int64_t experts_per_rank);
+void pick_instances(Tensor& instances, Tensor& counts, const Tensor& kept, const Tensor& table, std::int64_t experts);
 void counting_sort(Tensor& dest, Tensor& counts, const Tensor& keys, std::int64_t bins, std::int64_t divisor);
 void invert_positions(Tensor& src, const Tensor& dest, std::int64_t divisor);
 void dispatch_slots(Tensor& expert, Tensor& assignment, const Tensor& kept, const Tensor& rows,

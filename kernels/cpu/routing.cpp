@@ -42,6 +42,18 @@ void route_pairs(Tensor& pairs, Tensor& fan_out, const Tensor& kept, std::int64_
   fan_out.data<std::int32_t>()[0] = most;
 }
 
+void pick_instances(Tensor& instances, Tensor& counts, const Tensor& kept, const Tensor& table, std::int64_t experts) {
+  const std::int64_t N = kept.size(0), K = kept.size(1);
+  const std::int32_t *kp = kept.data<std::int32_t>(), *t = table.data<std::int32_t>(), *list = t + experts + 1;
+  std::int32_t *out = instances.data<std::int32_t>(), *c = counts.data<std::int32_t>();
+  std::fill_n(c, counts.numel(), 0);
+  for (std::int64_t a = 0; a < N * K; ++a) {
+    const std::int32_t e = kp[a];
+    out[a] = e < 0 ? -1 : list[t[e] + (a / K) % (t[e + 1] - t[e])];
+    if (e >= 0) ++c[out[a]];
+  }
+}
+
 void counting_sort(Tensor& dest, Tensor& counts, const Tensor& keys, std::int64_t bins, std::int64_t divisor) {
   const std::int64_t n = keys.numel();
   const std::int32_t* k = keys.data<std::int32_t>();

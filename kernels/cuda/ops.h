@@ -105,6 +105,8 @@ void route_pairs(std::int32_t* pairs, std::int32_t* fan_out, const std::int32_t*
                  std::int64_t P, std::int64_t experts_per_rank);
 void counting_sort(std::int32_t* dest, std::int32_t* counts, const std::int32_t* keys, std::int64_t n,
                    std::int64_t bins, std::int64_t divisor);
+void pick_instances(std::int32_t* instances, std::int32_t* counts, const std::int32_t* kept, const std::int32_t* table,
+                    std::int64_t N, std::int64_t K, std::int64_t experts, std::int64_t I);
 void invert_positions(std::int32_t* src, const std::int32_t* dest, std::int64_t n, std::int64_t M,
                       std::int64_t divisor);
 void dispatch_slots(std::int32_t* expert, std::int32_t* assignment, const std::int32_t* kept, const std::int32_t* rows,

@@ -76,6 +76,15 @@ __global__ void pairs_kernel(std::int32_t* pairs, std::int32_t* fan_out, const s
 
 __global__ void set_kernel(std::int32_t* x, std::int32_t value) { *x = value; }
 
+__global__ void pick_kernel(std::int32_t* out, std::int32_t* counts, const std::int32_t* kept, const std::int32_t* t,
+                            std::int64_t NK, std::int64_t K, std::int64_t experts) {
+  const std::int64_t a = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
+  if (a >= NK) return;
+  const std::int32_t e = kept[a];
+  out[a] = e < 0 ? -1 : t[experts + 1 + t[e] + (a / K) % (t[e + 1] - t[e])];
+  if (e >= 0) atomicAdd(counts + out[a], 1);  // integers: the sum does not depend on the order
+}
+
 __global__ void invert_kernel(std::int32_t* src, const std::int32_t* dest, std::int64_t n, std::int64_t divisor) {
   const std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x;
   if (i < n && dest[i] >= 0) src[dest[i]] = static_cast<std::int32_t>(i / divisor);
@@ -183,6 +192,14 @@ void route_pairs(std::int32_t* pairs, std::int32_t* fan_out, const std::int32_t*
   launched();
   if (N == 0) return;
   pairs_kernel<<<blocks_for(N), kThreads>>>(pairs, fan_out, kept, N, K, P, experts_per_rank);
+  launched();
+}
+
+void pick_instances(std::int32_t* instances, std::int32_t* counts, const std::int32_t* kept, const std::int32_t* table,
+                    std::int64_t N, std::int64_t K, std::int64_t experts, std::int64_t I) {
+  MOE_CUDA_CHECK(cudaMemsetAsync(counts, 0, static_cast<std::size_t>(I) * sizeof(std::int32_t), 0));
+  if (N * K == 0) return;
+  pick_kernel<<<blocks_for(N * K), kThreads>>>(instances, counts, kept, table, N * K, K, experts);
   launched();
 }
 

@@ -11,6 +11,17 @@ namespace {
 void expect_i32(const char* op, const char* name, const Tensor& t, const Shape& shape) {
   expect_tensor(op, name, t, DType::i32, shape);
 }
+// The table pick_instances reads: offsets that rise from 0 by at least 1 per expert to the
+// list's end, and instance ids below I.
+void expect_instance_table(const char* op, const Tensor& table, std::int64_t experts, std::int64_t I) {
+  const std::int32_t* t = table.data<std::int32_t>();
+  for (std::int64_t e = 0; e < experts; ++e)
+    MOE_CHECK(t[0] == 0 && t[e + 1] > t[e], ShapeError, "{}: expert {} has no instance in the table", op, e);
+  MOE_CHECK(t[experts] == table.numel() - experts - 1, ShapeError, "{}: table {} ends at offset {}", op,
+            table.describe(), t[experts]);
+  for (std::int64_t i = experts + 1; i < table.numel(); ++i)
+    MOE_CHECK(t[i] >= 0 && t[i] < I, ShapeError, "{}: instance {} outside [0, {})", op, t[i], I);
+}
 }  // namespace
 
 void route_capacity(Tensor& kept, Tensor& counts, const Tensor& index, std::int64_t capacity, std::int64_t n0,
@@ -51,6 +62,27 @@ void route_pairs(Tensor& pairs, Tensor& fan_out, const Tensor& kept, std::int64_
   }
   detail::expect_indices(op, "kept", kept, P * experts_per_rank);
   cpu::route_pairs(pairs, fan_out, kept, experts_per_rank);
+}
+
+void pick_instances(Tensor& instances, Tensor& counts, const Tensor& kept, const Tensor& table, std::int64_t experts) {
+  const char* op = "pick_instances";
+  MOE_CHECK(kept.defined() && kept.ndim() == 2, ShapeError, "{}: kept {} must be (N,K)", op, kept.describe());
+  const std::int64_t N = kept.size(0), K = kept.size(1), I = counts.numel();
+  expect_i32(op, "kept", kept, {N, K});
+  expect_i32(op, "instances", instances, {N, K});
+  expect_i32(op, "counts", counts, {I});
+  MOE_CHECK(experts > 0 && table.defined() && table.numel() > experts, ShapeError,
+            "{}: table {} must hold {} + 1 offsets and the instances", op, table.describe(), experts);
+  expect_i32(op, "table", table, {table.numel()});
+  const auto gpu = detail::on_gpu(op, {&instances, &counts, &kept, &table});
+  if (gpu) {
+    if constexpr (detail::kCudaBuilt)
+      return cuda::pick_instances(instances.data<std::int32_t>(), counts.data<std::int32_t>(),
+                                  kept.data<std::int32_t>(), table.data<std::int32_t>(), N, K, experts, I);
+  }
+  detail::expect_indices(op, "kept", kept, experts);
+  expect_instance_table(op, table, experts, I);
+  cpu::pick_instances(instances, counts, kept, table, experts);
 }
 
 void counting_sort(Tensor& dest, Tensor& counts, const Tensor& keys, std::int64_t bins, std::int64_t divisor) {

@@ -446,6 +446,28 @@ std::vector<OpCase> routing_cases() {
              ops::dispatch_slots(ex, as, kept, rows.view({N, P}), El);
              return host({kept, counts, pairs, fan, rows, send, token, ex, as});
            }},
+      {.name = "pick_instances: 64 experts on 8 ranks, 2 replica slots each (experts 0-15 replicated once)",
+       .real = false,
+       .gpu_tol = 0,
+       .run =
+           [=](DType, Device d) {
+             const Make m{DType::f32, d};
+             const Tensor index = m.i32(choice, {N, K});
+             Tensor kept = m.empty({N, K}, DType::i32), counts = m.empty({2, E}, DType::i32);
+             ops::route_capacity(kept, counts, index, 563, 100, 3000);
+             // Expert e's instances: its owner's (rank e / El, slot e % El of El + 2), and for
+             // e < 16 replica slot e, on rank e / 2 at place El + e % 2.
+             std::vector<std::int32_t> table(std::size_t(E) + 1, 0), list;
+             for (std::int64_t e = 0; e < E; ++e) {
+               list.push_back(static_cast<std::int32_t>(e / El * (El + 2) + e % El));
+               if (e < 16) list.push_back(static_cast<std::int32_t>(e / 2 * (El + 2) + El + e % 2));
+               table[std::size_t(e) + 1] = static_cast<std::int32_t>(list.size());
+             }
+             table.insert(table.end(), list.begin(), list.end());
+             Tensor inst = m.empty({N, K}, DType::i32), per = m.empty({P * (El + 2)}, DType::i32);
+             ops::pick_instances(inst, per, kept, m.i32(table, {std::int64_t(table.size())}), E);
+             return host({inst, per});
+           }},
       {.name = "balance loss forward+backward (4 sequences of 1024, 64 experts)",
        .real = false,
        .gpu_tol = 0,  // in double, in the CPU's order

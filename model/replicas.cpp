@@ -1,0 +1,139 @@
+#include "model/replicas.h"
+
+#include <algorithm>
+#include <numeric>
+
+#include "kernels/ops.h"
+
+namespace moe {
+
+namespace {
+// One row per expert: a projection (El,...) as (El, numel/El).
+Tensor by_expert(const Tensor& w) { return w.view({w.size(0), w.numel() / w.size(0)}); }
+}  // namespace
+
+std::vector<std::int32_t> choose_replicas(const ReplicaLayout& l, const std::vector<double>& load) {
+  const std::int64_t E = l.experts, P = l.ranks, R = l.slots, node = std::clamp<std::int64_t>(l.ranks_per_node, 1, P);
+  MOE_CHECK(static_cast<std::int64_t>(load.size()) == E, ShapeError, "choose_replicas: {} loads for {} experts",
+            load.size(), E);
+  std::vector<std::int32_t> slot_expert(std::size_t(P * R), -1);
+  std::vector<std::int64_t> copies(std::size_t(E), 1), used(std::size_t(P), 0);
+  auto share = [&](std::int64_t e) { return load[std::size_t(e)] / double(copies[std::size_t(e)]); };
+  auto holds = [&](std::int64_t j, std::int64_t e) {
+    const auto* s = slot_expert.data() + j * R;
+    return l.owner(e) == j || std::find(s, s + R, e) != s + R;
+  };
+  auto rank_rows = [&](std::int64_t j) {  // its experts' and replicas' shares as they stand
+    double rows = 0;
+    for (std::int64_t e = j * l.local; e < (j + 1) * l.local; ++e) rows += share(e);
+    for (std::int64_t r = 0; r < used[std::size_t(j)]; ++r) rows += share(slot_expert[std::size_t(j * R + r)]);
+    return rows;
+  };
+  // The least loaded rank of e's node with a free slot and no instance of e (-1: none).
+  auto place = [&](std::int64_t e) {
+    std::int64_t best = -1;
+    for (std::int64_t j = l.owner(e) / node * node; j < (l.owner(e) / node + 1) * node; ++j)
+      if (used[std::size_t(j)] < R && !holds(j, e) && (best < 0 || rank_rows(j) < rank_rows(best))) best = j;
+    return best;
+  };
+  for (std::int64_t n = 0; n < P * R; ++n) {
+    std::int64_t e_best = -1, j_best = -1;
+    for (std::int64_t e = 0; e < E; ++e) {
+      if (load[std::size_t(e)] <= 0 || (e_best >= 0 && share(e) <= share(e_best))) continue;
+      if (const std::int64_t j = place(e); j >= 0) e_best = e, j_best = j;
+    }
+    if (e_best < 0) break;  // no expert with rows has a rank left to go to
+    slot_expert[std::size_t(j_best * R + used[std::size_t(j_best)]++)] = static_cast<std::int32_t>(e_best);
+    ++copies[std::size_t(e_best)];
+  }
+  return slot_expert;
+}
+
+Tensor instance_table(const ReplicaLayout& l, const std::vector<std::int32_t>& slot_expert) {
+  const std::int64_t E = l.experts;
+  std::vector<std::vector<std::int32_t>> of(static_cast<std::size_t>(E));
+  for (std::int64_t e = 0; e < E; ++e) of[std::size_t(e)].push_back(static_cast<std::int32_t>(l.owner_instance(e)));
+  for (std::size_t s = 0; s < slot_expert.size(); ++s)
+    if (slot_expert[s] >= 0)
+      of[std::size_t(slot_expert[s])].push_back(static_cast<std::int32_t>(l.slot_instance(std::int64_t(s))));
+  std::vector<std::int32_t> t(std::size_t(E) + 1, 0);
+  for (std::int64_t e = 0; e < E; ++e)
+    t[std::size_t(e) + 1] = t[std::size_t(e)] + std::int32_t(of[std::size_t(e)].size());
+  for (const auto& list : of) t.insert(t.end(), list.begin(), list.end());
+  Tensor out = Tensor::empty({std::int64_t(t.size())}, DType::i32);
+  std::copy(t.begin(), t.end(), out.data<std::int32_t>());
+  return out;
+}
+
+ExpertReplicas::ExpertReplicas(const ReplicaLayout& l, Communicator* ep)
+    : l_(l), ep_(ep && ep->size() > 1 ? ep : nullptr), rank_(ep_ ? ep_->rank() : 0) {
+  MOE_CHECK(l.slots > 0 && l.local > 0 && l.experts == l.ranks * l.local, ConfigError,
+            "redundant experts: {} slots a rank for {} experts over {} ranks", l.slots, l.experts, l.ranks);
+  assign(std::vector<std::int32_t>(std::size_t(l.ranks * l.slots), -1), Device::cpu);
+}
+
+void ExpertReplicas::assign(std::vector<std::int32_t> slot_expert, Device d) {
+  slot_expert_ = std::move(slot_expert);
+  table_ = instance_table(l_, slot_expert_).to(d);
+}
+
+std::vector<std::int64_t> ExpertReplicas::slots_between(std::int64_t from, std::int64_t to) const {
+  std::vector<std::int64_t> out;
+  for (std::int64_t r = 0; r < l_.slots; ++r)
+    if (const std::int32_t e = slot_expert_[std::size_t(to * l_.slots + r)]; e >= 0 && l_.owner(e) == from)
+      out.push_back(to * l_.slots + r);
+  return out;
+}
+
+// Owners send (refresh): a row per (this rank's expert, slot of j replicating it) to j; the
+// received rows land in this rank's slots. Else (fold) the same pairs the other way.
+ExpertReplicas::Exchange ExpertReplicas::exchange(bool owners_send) const {
+  const auto P = static_cast<std::size_t>(l_.ranks);
+  Exchange x{std::vector<std::int64_t>(P, 0), std::vector<std::int64_t>(P, 0), {}, {}};
+  for (std::size_t j = 0; j < P; ++j) {
+    for (std::int64_t s : slots_between(rank_, std::int64_t(j))) {  // j's slots holding experts of this rank
+      const std::int64_t row = slot_expert_[std::size_t(s)] % l_.local;
+      owners_send ? (x.read.push_back(row), ++x.send[j]) : (x.write.push_back(row), ++x.recv[j]);
+    }
+    for (std::int64_t s : slots_between(std::int64_t(j), rank_)) {  // this rank's slots holding j's experts
+      const std::int64_t slot = s % l_.slots;
+      owners_send ? (x.write.push_back(slot), ++x.recv[j]) : (x.read.push_back(slot), ++x.send[j]);
+    }
+  }
+  return x;
+}
+
+Tensor ExpertReplicas::move(const Exchange& x, const Tensor& from) const {
+  const Device d = from.device();
+  Tensor out = Tensor::empty({std::int64_t(x.read.size()), from.size(1)}, DType::f32, d),
+         in = Tensor::empty({std::int64_t(x.write.size()), from.size(1)}, DType::f32, d);
+  for (std::size_t k = 0; k < x.read.size(); ++k) out.rows(std::int64_t(k), 1).copy_from(from.rows(x.read[k], 1));
+  if (ep_) ep_->all_to_all_v(in, x.recv, out, x.send);
+  else in.copy_from(out);
+  return in;
+}
+
+void ExpertReplicas::refresh(const ParamList& owned, std::vector<Tensor>& replica) {
+  const Exchange x = exchange(/*owners_send=*/true);
+  for (std::size_t i = 0; i < owned.size(); ++i) {
+    const Tensor in = move(x, by_expert(owned[i]->w));
+    Tensor dst = by_expert(replica[i]);
+    for (std::size_t k = 0; k < x.write.size(); ++k) dst.rows(x.write[k], 1).copy_from(in.rows(std::int64_t(k), 1));
+  }
+}
+
+void ExpertReplicas::fold(const ParamList& owned, std::vector<Tensor>& replica_grad) {
+  const Exchange x = exchange(/*owners_send=*/false);
+  for (std::size_t i = 0; i < owned.size(); ++i) {
+    if (!owned[i]->g.defined()) continue;  // frozen
+    const Tensor in = move(x, by_expert(replica_grad[i]));
+    Tensor g = by_expert(owned[i]->g);
+    for (std::size_t k = 0; k < x.write.size(); ++k) {  // in rank order, then slot order: a fixed sum
+      Tensor row = g.rows(x.write[k], 1);
+      ops::accumulate(row, in.rows(std::int64_t(k), 1));
+    }
+    replica_grad[i].zero();
+  }
+}
+
+}  // namespace moe
