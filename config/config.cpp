@@ -623,11 +623,13 @@ void validate(const Config& c) {
             fmt::format("{} does not divide model.routed_experts = {}", c.parallel.ep, m.routed_experts));
   }
   if (const auto r = c.parallel.redundant_experts; r > 0) {
-    require(c.parallel.ep > 1, "parallel.redundant_experts",
-            fmt::format("= {} needs parallel.ep > 1: replicas share a hot expert's rows with other ranks", r));
-    require(c.model.lora.rank == 0, "parallel.redundant_experts",
-            fmt::format("= {} with LoRA (lora.rank = {}): replicas do not carry adapters; set one of them to 0", r,
-                        c.model.lora.rank));
+    require(
+        c.parallel.ep > 1, "parallel.redundant_experts",
+        fmt::format("{} slots a rank need parallel.ep > 1: replicas share a hot expert's rows with other ranks", r));
+    require(
+        c.model.lora.rank == 0, "parallel.redundant_experts",
+        fmt::format("{} slots a rank with LoRA (lora.rank = {}): replicas do not carry adapters; set one of them to 0",
+                    r, c.model.lora.rank));
   }
   require(c.train.min_lr <= c.train.lr, "train.min_lr",
           fmt::format("{} exceeds train.lr = {}", c.train.min_lr, c.train.lr));

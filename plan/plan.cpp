@@ -192,7 +192,8 @@ struct Setting {
   // Rows a token sends per MoE layer inside its node and across nodes, and the kept
   // assignments each of them carries (ep_links).
   double remote_intra, remote_inter, per_intra_row, per_inter_row;
-  bool two_hops;  // hierarchical across nodes: the intra-node rows travel after the network's
+  bool two_hops;       // hierarchical across nodes: the intra-node rows travel after the network's
+  double intra_share;  // of the other ranks of an ep group, those on this rank's node
 };
 
 // One stage's blocks (virtual stages s, pp + s, ...: plan/stages.h, as the trainer splits),
@@ -200,7 +201,8 @@ struct Setting {
 struct StageSums {
   bool first = false, last = false;  // holds the embedding / the loss
   double layers = 0, moe_blocks = 0;
-  double dense = 0, experts = 0;                  // parameters on this device: replicated over dp / over edp
+  double dense = 0, experts = 0;  // parameters on this device: replicated over dp / over edp
+  double replicas = 0;  // redundant experts' copies (parallel.redundant_experts): weights and gradients, not trained
   double trained_dense = 0, trained_experts = 0;  // of them, trained (LoRA: the adapters alone)
   double held = 0;                                // trained ones updated by this rank's optimizer (ZeRO-1: a shard)
   Elems saved;                                    // per token, all blocks
@@ -230,6 +232,7 @@ StageSums sum_stage(const Setting& g, const std::vector<std::int64_t>& bounds, i
     z.largest_block = std::max(z.largest_block, e.bytes(g.eb));
     z.workspace = std::max(z.workspace, g.sh.workspace(b));
     z.moe_blocks += is_moe_layer(m, b);
+    z.replicas += is_moe_layer(m, b) ? double(g.cfg.parallel.redundant_experts * routed_expert_parameters(m)) : 0;
     z.flops_per_token += g.sh.block_flops(b);
     z.layers += 1;
   };
@@ -270,8 +273,8 @@ Plan::Memory stage_memory(const Setting& g, const StageSums& z, int s, std::int6
   const bool recompute = g.cfg.train.recompute;
   const double C = g.C, N = g.N;
   Plan::Memory mem;
-  mem.weights = 4 * (z.dense + z.experts);
-  mem.gradients = 4 * (z.trained_dense + z.trained_experts) +
+  mem.weights = 4 * (z.dense + z.experts + z.replicas);
+  mem.gradients = 4 * (z.trained_dense + z.trained_experts + z.replicas) +
                   (g.cfg.parallel.zero == 1 ? 4 * z.held : 0);  // ZeRO-1's reduce-scatter output
   mem.optimizer = 8 * z.held;
   // What one (micro-batch, chunk) unit keeps until its backward: its tokens, targets and
@@ -357,6 +360,11 @@ Plan::Time stage_time(const Setting& g, const StageSums& z, StageBytes& bytes) {
   const double ep_rows = tokens / tp * z.moe_blocks;
   bytes.ep_intra = ep_rows * g.remote_intra * row(g.per_intra_row),
   bytes.ep_inter = ep_rows * g.remote_inter * row(g.per_inter_row);
+  // Redundant experts: each step the owners' FP32 weights go out to their replicas and the
+  // replicas' gradients come back (model/replicas.h), inside the node where the dispatch is
+  // hierarchical (replicas stay on their expert's node), else over whichever link.
+  const double copies = 2 * 4 * z.replicas, inside = g.two_hops || g.remote_inter == 0 ? 1 : g.intra_share;
+  bytes.ep_intra += copies * inside, bytes.ep_inter += copies * (1 - inside);
   t.ep = bytes.ep_intra / bandwidth(g.c.intra_node_gbps) + bytes.ep_inter / bandwidth(g.c.inter_node_gbps);
   bytes.pp = g.l.pp > 1 ? 2 * N * C * g.eb.other * mbs * v : 0;  // per micro-batch and chunk
   t.pp = bytes.pp / g.pp_link;
@@ -487,7 +495,8 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
                   .remote_inter = links.inter,
                   .per_intra_row = links.per_intra,
                   .per_inter_row = links.per_inter,
-                  .two_hops = cfg.parallel.dispatch == DispatchKind::hierarchical && ep > node_ranks};
+                  .two_hops = cfg.parallel.dispatch == DispatchKind::hierarchical && ep > node_ranks,
+                  .intra_share = ep > 1 ? (node_ranks - 1) / (ep - 1) : 1};
   // The plan is the most loaded stage's memory and the slowest stage's time.
   const auto bounds = stage_bounds(cfg, l.pp * g.v);
   double worst_step = -1;

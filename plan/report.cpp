@@ -57,6 +57,14 @@ std::string plan_text(const Plan& p, const Config& cfg, const Cluster& c, const 
       human_bytes(mem.weights), human_bytes(mem.gradients), human_bytes(mem.optimizer), human_bytes(mem.activations),
       p.in_flight, human_bytes(mem.workspace), human_bytes(mem.buffers));
   s += imbalance_line(p, cfg, c, opt);
+  if (const auto R = cfg.parallel.redundant_experts; R > 0 && m.routed_experts > 0) {
+    const double copy = 4.0 * double(R * routed_expert_parameters(m));  // FP32, per MoE layer
+    s += fmt::format(
+        "redundant experts {} slots a rank: {} of copies and as much of their gradients per MoE layer, {} a step "
+        "to and from their owners; they balance skewed routing (the run reports expert_rank_imbalance), the "
+        "balanced rows planned here need none\n",
+        R, human_bytes(copy), human_bytes(2 * copy));
+  }
   s += fmt::format(
       "step time         {}: GEMMs {}, other ops {}, tensor-parallel {}, expert all-to-all {}, pipeline p2p {}, "
       "data-parallel {}, "

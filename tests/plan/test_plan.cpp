@@ -164,6 +164,22 @@ TEST_CASE("plan: hierarchical dispatch crosses the network once per other node",
   CHECK(make_plan(cfg, hand_cluster(8), l).time.ep == Approx(one.time.ep));
 }
 
+TEST_CASE("plan: redundant experts cost their copies' memory and two copies a step inside the node", "[plan]") {
+  // ep 8 over 2 nodes of 4, hierarchical: replicas stay on their expert's node.
+  Config cfg = parse_config("", "test", {"model.routed_experts=8", "model.top_k=2"});
+  const Layout l{1, 8, 1, 8};
+  const Plan none = make_plan(cfg, hand_cluster(4), l);
+  cfg.parallel.redundant_experts = 2;
+  const Plan two = make_plan(cfg, hand_cluster(4), l);
+  const double copies = double(moe_layers(cfg.model)) * 2 * double(routed_expert_parameters(cfg.model));
+  CHECK(two.memory.weights - none.memory.weights == Approx(4 * copies));
+  CHECK(two.memory.gradients - none.memory.gradients == Approx(4 * copies));
+  CHECK(two.memory.optimizer == none.memory.optimizer);                       // not parameters: no moments
+  CHECK(two.ep_intra_bytes - none.ep_intra_bytes == Approx(2 * 4 * copies));  // weights out, gradients back
+  CHECK(two.ep_inter_bytes == none.ep_inter_bytes);
+  CHECK(two.time.compute == none.time.compute);
+}
+
 TEST_CASE("plan: worst-case memory when one rank receives more expert rows", "[plan]") {
   Config ds = source_config("deepseek-v3.yaml");
   const Layout l{16, 128, 1, 64};

@@ -107,6 +107,9 @@ TEST_CASE("config: bad configs are one-line errors naming file, line and key", "
   expect_error("train:\n  lr: 0.001\n  min_lr: 0.01\n", {"bad.yaml:3", "train.min_lr", "exceeds train.lr"});
   // 19. empty string
   expect_error("data:\n  corpus: ''\n", {"bad.yaml:2", "data.corpus", "must not be empty"});
+  // 20. redundant experts with LoRA (replicas carry no adapters)
+  expect_error("parallel:\n  ep: 2\n  redundant_experts: 1\nlora:\n  rank: 4\n",
+               {"bad.yaml:3", "parallel.redundant_experts", "with LoRA (lora.rank = 4)"});
 }
 
 TEST_CASE("config: README's reference table is the generated one", "[config][docs]") {
