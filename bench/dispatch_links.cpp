@@ -8,10 +8,15 @@
 // --overlap: the step time with and without parallel.overlap under a slow link
 // (debug.link_delay_ms, default 20), with the seconds inside the expert exchanges and those
 // computed while they travelled (run it with no more ranks than cores: ranks computing at
-// once on a shared core take turns, and the overlap turns into waiting).
+// once on a shared core take turns, and the overlap turns into waiting). With --redundant:
+// a skewed router (debug.collapse_routing: every token's first choice is expert 0) with 0, 1
+// and 2 replica slots a rank (parallel.redundant_experts, chosen every 2 steps): the most
+// loaded ep rank's rows over the mean, and the step time.
 // Usage: mpirun -np P build/bench/bench_dispatch_links [config] [key=value ...]   (P even, >= 4)
 //        mpirun -np 2 build/bench/bench_dispatch_links --overlap [config] [key=value ...]
+//        mpirun -np 2 build/bench/bench_dispatch_links --redundant [config] [key=value ...]
 #include <cstdio>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -54,6 +59,29 @@ void overlap(MpiCommunicator& world, const std::string& path, const std::vector<
   }
 }
 
+// Each slot count twice, alternating, the faster run's step kept.
+void redundant(MpiCommunicator& world, const std::string& path, const std::vector<std::string>& sets) {
+  const int P = world.size();
+  if (world.rank() == 0)
+    std::printf(
+        "\nredundant experts under a collapsed router, ep %d: most loaded rank's rows / mean after the first "
+        "choice, ms per step (rank 0, best of 2)\n%-14s %12s %10s\n",
+        P, "slots a rank", "max/mean", "step");
+  for (const int slots : {0, 1, 2}) {
+    double best = 0, imbalance = 0;
+    for (int round = 0; round < 2; ++round) {
+      auto kv = sets;
+      kv.insert(kv.end(), {"parallel.ep=" + std::to_string(P), "debug.collapse_routing=true",
+                           "parallel.rebalance_every=2", "parallel.redundant_experts=" + std::to_string(slots)});
+      const TrainResult r = train(load_config(path, kv), world);
+      const auto& v = r.rank_imbalance;
+      imbalance = std::accumulate(v.begin() + 2, v.end(), 0.0) / double(v.size() - 2);
+      if (round == 0 || r.profile.step_seconds < best) best = r.profile.step_seconds;
+    }
+    if (world.rank() == 0) std::printf("%-14d %12.3f %10.1f\n", slots, imbalance, 1e3 * best);
+  }
+}
+
 int main(int argc, char** argv) try {
   MpiSession mpi(&argc, &argv);
   MpiCommunicator world;
@@ -61,6 +89,11 @@ int main(int argc, char** argv) try {
   if (argc > 1 && std::string(argv[1]) == "--overlap") {
     const auto [path, sets] = bench::run_args(argc - 1, argv + 1, 10);
     overlap(world, path, sets);
+    return 0;
+  }
+  if (argc > 1 && std::string(argv[1]) == "--redundant") {
+    const auto [path, sets] = bench::run_args(argc - 1, argv + 1, 20);
+    redundant(world, path, sets);
     return 0;
   }
   if (P < 4 || P % 2) throw std::runtime_error("run on an even number of ranks, at least 4");

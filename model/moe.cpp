@@ -23,18 +23,12 @@ MoE::MoE(const ModelConfig& c, const std::string& p, const ExpertGroup& ep, cons
   if (c.shared_experts > 0)
     shared_ = std::make_unique<SwiGLU>(C_, c.shared_experts * c.expert_hidden, p + "shared_experts.", tp, gemm);
   overlap_ = ep.overlap && shared_;
-  if (ep.redundant <= 0) return;
-  const ReplicaLayout l{.experts = c.routed_experts,
-                        .ranks = ranks(ep),
-                        .local = El_,
-                        .slots = ep.redundant,
-                        .ranks_per_node = ep.hierarchical() ? ep.node->size() : ranks(ep)};
-  replicas_ = std::make_unique<ExpertReplicas>(l, ep.ep);
+  if (ep.redundant > 0) replicas_ = std::make_unique<ExpertReplicas>(replica_layout(c, ep), ep.ep);
 }
 
-void MoE::choose_replicas(const std::vector<double>& global_load) {
+void MoE::set_replicas(std::vector<std::int32_t> slot_expert) {
   if (!replicas_) return;
-  replicas_->assign(moe::choose_replicas(replicas_->layout(), global_load), experts_.params()[0]->w.device());
+  replicas_->assign(std::move(slot_expert), experts_.params()[0]->w.device());
   refresh_replicas();
 }
 

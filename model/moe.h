@@ -66,12 +66,12 @@ class MoE {
   // Where rows go on each ep rank: its experts and its replica slots.
   std::int64_t instances_per_rank() const { return dispatcher_.local_experts(); }
 
-  // Redundant experts (model/replicas.h; null without). choose_replicas fills the slots from
-  // the global loads (the same on every rank) and copies the owners' weights; after each
+  // Redundant experts (model/replicas.h; null without). set_replicas fills the slots
+  // (choose_replicas', the same on every rank) and copies the owners' weights; after each
   // optimizer step refresh_replicas copies them again; fold_replica_grads adds the replicas'
   // gradients to their owners' (all three collectives over ep, every ep rank together).
   const ExpertReplicas* replicas() const { return replicas_.get(); }
-  void choose_replicas(const std::vector<double>& global_load);
+  void set_replicas(std::vector<std::int32_t> slot_expert);
   void refresh_replicas();
   void fold_replica_grads();
 

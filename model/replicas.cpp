@@ -12,6 +12,15 @@ namespace {
 Tensor by_expert(const Tensor& w) { return w.view({w.size(0), w.numel() / w.size(0)}); }
 }  // namespace
 
+ReplicaLayout replica_layout(const ModelConfig& c, const ExpertGroup& g) {
+  const std::int64_t P = g.ep ? g.ep->size() : 1;
+  return {.experts = c.routed_experts,
+          .ranks = P,
+          .local = c.routed_experts / P,
+          .slots = g.redundant,
+          .ranks_per_node = g.hierarchical() ? g.node->size() : P};
+}
+
 std::vector<std::int32_t> choose_replicas(const ReplicaLayout& l, const std::vector<double>& load) {
   const std::int64_t E = l.experts, P = l.ranks, R = l.slots, node = std::clamp<std::int64_t>(l.ranks_per_node, 1, P);
   MOE_CHECK(static_cast<std::int64_t>(load.size()) == E, ShapeError, "choose_replicas: {} loads for {} experts",

@@ -14,7 +14,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "comm/communicator.h"
+#include "comm/expert_group.h"
+#include "config/model_config.h"
 #include "model/param.h"
 
 namespace moe {
@@ -29,6 +30,9 @@ struct ReplicaLayout {
   std::int64_t owner_instance(std::int64_t e) const { return owner(e) * (local + slots) + e % local; }
   std::int64_t slot_instance(std::int64_t slot) const { return slot / slots * (local + slots) + local + slot % slots; }
 };
+
+// The layout of group g's replica slots (g.redundant a rank) for model c.
+ReplicaLayout replica_layout(const ModelConfig& c, const ExpertGroup& g);
 
 // The expert each of the P*R replica slots holds (-1: empty), from the experts' loads (the same
 // on every rank, so every rank chooses the same). Greedy, as EPLB: each replica in turn goes

@@ -102,6 +102,10 @@ struct Trainer::Loop {
   bool optimizer_step(std::int64_t step, double norm, Progress& progress);
   void update_router_biases();
   void update_replicas(std::int64_t step, bool applied);
+  void apply_replicas();
+  std::string replica_state() const;
+  void restore_replicas();
+  void save(std::int64_t step, double last, double val);
   double rank_imbalance() const;  // the step's most loaded ep rank over the mean, mean over MoE layers
   void log_step(std::int64_t step, double norm);
   nlohmann::json step_metrics(std::int64_t step, double norm, bool applied, double val, double step_seconds);
@@ -141,6 +145,8 @@ struct Trainer::Loop {
   // summed over every rank; and the expert loads since the redundant experts were last chosen.
   Tensor rank_rows;
   std::vector<double> loads_since_choice;
+  ReplicaLayout replica_layout;
+  std::vector<std::vector<std::int32_t>> replica_slots;  // per MoE layer of the model (every stage's)
   double loss = 0, last_loss = 0;
   double mtp_loss = 0, mtp_weight = 0;  // MTP: the depths' mean cross-entropy, and its weight this step
   StepGuard guard;
@@ -191,6 +197,9 @@ Trainer::Loop::Loop(State& state)
       loads(Tensor::zeros({all_moe * std::max<std::int64_t>(E, 1) + 1}, DType::f64)),
       rank_rows(Tensor::zeros({all_moe * state.layout.ep}, DType::f64)),
       loads_since_choice(std::size_t(all_moe * E), 0.0),
+      replica_layout(moe::replica_layout(mc, state.mesh.expert_group())),
+      replica_slots(std::size_t(all_moe),
+                    std::vector<std::int32_t>(std::size_t(replica_layout.ranks * replica_layout.slots), -1)),
       guard(t.spike_zscore, t.spike_window),
       drills(cfg.debug, s.world.rank()) {}  // (the guard's loss history starts afresh at each launch)
 
@@ -219,7 +228,7 @@ TrainResult Trainer::Loop::run() {
   if (!res.stopped && res.steps > start) metrics.log({{"step", res.steps}, {"val_loss", res.val_loss}});
   res.wall_seconds = prior_wall + since(t0);
   if (!ck.dir.empty() && res.steps > start) {
-    s.timed(s.ckpt_s, [&] { s.save(res.steps, res, last_loss, res.val_loss); });
+    save(res.steps, last_loss, res.val_loss);
     res.resume.last_checkpoint = ckpt::step_file(ck.dir, res.steps);
   }
   s.finish(res);
@@ -236,6 +245,7 @@ void Trainer::Loop::begin() {
   start = s.begin(
       res, [this] { return evaluate(); }, log_rank);
   prior_wall = res.resume.prior_wall_seconds;
+  restore_replicas();
   res.steps = start;
   s.reset_bytes();
   s.side_bytes.clear();
@@ -295,7 +305,7 @@ bool Trainer::Loop::train_step(std::int64_t step, Metrics& metrics, Progress& pr
   if (!ck.dir.empty() && ck.every > 0 && (step + 1) % ck.every == 0 && !last && applied) {  // none from a skipped step
     progress.clear();
     res.wall_seconds = prior_wall + since(t0);
-    s.timed(s.ckpt_s, [&] { s.save(step + 1, res, loss, val); });
+    save(step + 1, loss, val);
   }
   return true;
 }
@@ -559,11 +569,53 @@ void Trainer::Loop::update_replicas(std::int64_t step, bool applied) {
       for (MoE* m : moe_layers) m->refresh_replicas();
     return;
   }
-  for (std::size_t i = 0; i < moe_layers.size(); ++i) {
-    const auto first = loads_since_choice.begin() + moe_row[i] * E;
-    moe_layers[i]->choose_replicas(std::vector<double>(first, first + E));  // (and the weights copied)
+  // Every layer's choice on every rank (a checkpoint records them all), each stage's applied.
+  for (std::int64_t i = 0; i < all_moe; ++i) {
+    const auto first = loads_since_choice.begin() + i * E;
+    replica_slots[std::size_t(i)] = choose_replicas(replica_layout, std::vector<double>(first, first + E));
   }
   std::fill(loads_since_choice.begin(), loads_since_choice.end(), 0.0);
+  apply_replicas();
+}
+
+void Trainer::Loop::apply_replicas() {
+  for (std::size_t i = 0; i < moe_layers.size(); ++i)
+    moe_layers[i]->set_replicas(replica_slots[std::size_t(moe_row[i])]);  // (and the weights copied)
+}
+
+// The choice and the loads since, for the checkpoint: a resumed run picks the same instances.
+std::string Trainer::Loop::replica_state() const {
+  if (cfg.parallel.redundant_experts == 0) return "";
+  const ReplicaLayout& l = replica_layout;
+  return nlohmann::json{{"experts", l.experts},
+                        {"ranks", l.ranks},
+                        {"slots", l.slots},
+                        {"ranks_per_node", l.ranks_per_node},
+                        {"slot_experts", replica_slots},
+                        {"loads_since_choice", loads_since_choice}}
+      .dump();
+}
+
+// A checkpoint's choice where its layout is this run's; else the slots stay empty until the
+// next choice (training is the same either way, to the order of the weight-gradient sums).
+void Trainer::Loop::restore_replicas() {
+  if (cfg.parallel.redundant_experts == 0 || s.replicas.empty()) return;
+  const auto j = nlohmann::json::parse(s.replicas);
+  const ReplicaLayout& l = replica_layout;
+  const bool same = j.at("experts") == l.experts && j.at("ranks") == l.ranks && j.at("slots") == l.slots &&
+                    j.at("ranks_per_node") == l.ranks_per_node && j.at("slot_experts").size() == replica_slots.size();
+  if (!same) {
+    if (log_rank) spdlog::info("redundant experts: the checkpoint chose for another layout; choosing afresh");
+    return;
+  }
+  replica_slots = j.at("slot_experts").get<std::vector<std::vector<std::int32_t>>>();
+  loads_since_choice = j.at("loads_since_choice").get<std::vector<double>>();
+  apply_replicas();
+}
+
+void Trainer::Loop::save(std::int64_t step, double last, double val) {
+  s.replicas = replica_state();
+  s.timed(s.ckpt_s, [&] { s.save(step, res, last, val); });
 }
 
 double Trainer::Loop::rank_imbalance() const {

@@ -27,6 +27,7 @@ void for_each_field(M& m, F&& f) {
   f("cost_flops", m.cost.flops, false);
   f("cost_train_seconds", m.cost.train_seconds, false);
   f("tokenizer_xxh64", m.tokenizer, false);
+  f("redundant_experts", m.replicas, false);
 }
 }  // namespace
 

@@ -22,6 +22,7 @@ struct RunMeta {
   double val_loss = 0;      // validation loss with the saved weights (0: not evaluated)
   CostCounters cost;        // summed over launches; cost.tokens: training tokens so far
   std::string tokenizer;    // data::tokenizer_digest of the data.dir it trained on ("": none, or older)
+  std::string replicas;     // redundant experts: the trainer's choice and loads since, JSON ("": none)
 
   ckpt::Meta to_meta() const;
   // CheckpointError naming the file and the attribute where one that every checkpoint has is

@@ -96,7 +96,8 @@ void Trainer::State::save(std::int64_t step, const TrainResult& res, double last
                .last_loss = last_loss,
                .val_loss = val_loss,
                .cost = k,
-               .tokenizer = data::tokenizer_digest(cfg.data.dir)};
+               .tokenizer = data::tokenizer_digest(cfg.data.dir),
+               .replicas = replicas};
   // Attributes must be the same on every rank: rank 0's clock decides (the cost counters
   // are already means over ranks).
   Tensor clock = Tensor::empty({1}, DType::f64);
@@ -195,6 +196,7 @@ std::int64_t Trainer::State::begin(TrainResult& res, const std::function<double(
     timed(ckpt_s, [&] { meta = load(*latest, CheckpointPart::all); });
     start = meta.step;
     prior = meta.cost;
+    replicas = meta.replicas;
     res.tokens = meta.cost.tokens, res.resume.resumed_from = *latest, res.resume.start_step = start,
     res.resume.prior_wall_seconds = meta.wall_seconds;
     if (log_rank) {

@@ -63,6 +63,9 @@ struct Trainer::State {
   // Cost accounting (trainer/cost.h): this launch's time by category, on this rank.
   Cluster cluster;
   CostCounters prior;  // earlier launches, from the checkpoint resumed
+  // Redundant experts' state (the loop's, RunMeta::replicas): written with each checkpoint,
+  // read back on resume.
+  std::string replicas;
   Clock::time_point launch_t0 = Clock::now();
   // side_comm, side_pp: communication (all of it, and on the pp axis) inside eval/checkpoints
   double comm0 = 0, pp0 = 0, eval_s = 0, ckpt_s = 0, side_comm = 0, side_pp = 0;

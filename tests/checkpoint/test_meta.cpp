@@ -45,12 +45,14 @@ TEST_CASE("checkpoint meta: the run's fields go through the map and back, newer 
                      .tokens = 14,
                      .flops = 15,
                      .train_seconds = 16},
-            .tokenizer = "00ff00ff00ff00ff"};
+            .tokenizer = "00ff00ff00ff00ff",
+            .replicas = R"({"slots": 1})"};
   ckpt::Meta meta = m.to_meta();
-  CHECK(meta.attrs.size() == 18);
+  CHECK(meta.attrs.size() == 19);
   const RunMeta back = RunMeta::from(meta);
   CHECK(back.to_meta().attrs == meta.attrs);
   CHECK((back.step == 12 && back.seed == 1ull << 63 && back.cost.tokens == 14 && back.cost.train_seconds == 16));
+  CHECK(back.replicas == m.replicas);
   // A checkpoint from before the cost counters: they read 0.
   meta.attrs.erase("cost_flops"), meta.attrs.erase("global_batch");
   CHECK(RunMeta::from(meta).cost.flops == 0);
