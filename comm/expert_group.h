@@ -15,6 +15,7 @@ struct ExpertGroup {
   int ranks_per_node = 0;        // consecutive ep ranks sharing a node (0: all of them)
   bool overlap = true;           // the first hop's payload travels while the shared experts compute
   int redundant = 0;             // replica slots per rank (model/replicas.h)
+  bool node_reduced = false;     // hierarchical, BF16 wire: the way back summed in the node (model/dispatch.h)
   bool hierarchical() const { return node && rail && rail->size() > 1; }
 };
 

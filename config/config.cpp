@@ -437,6 +437,10 @@ const std::vector<Field>& fields() {
       boolean(AT(parallel.overlap),
               "the expert dispatch's payload (forward) and output gradient (backward) travel while the shared "
               "experts compute"),
+      boolean(AT(parallel.node_reduced_combine),
+              "hierarchical dispatch under bf16/fp8: each node's expert outputs for a token are summed (FP32, gated) "
+              "before crossing the network, one BF16 row per node instead of one per expert (DeepEP's combine; "
+              "no longer bit for bit the flat dispatch's)"),
       integer(AT(parallel.redundant_experts), at_least(0),
               "replica slots per expert-parallel rank, filled with copies of the most loaded experts (EPLB; needs "
               "ep > 1; 0: none)"),

@@ -92,6 +92,7 @@ struct ParallelConfig {
   bool overlap = true;                 // the expert dispatch's payload travels while the shared experts compute
   std::int64_t redundant_experts = 0;  // replica slots per ep rank (model/replicas.h)
   std::int64_t rebalance_every = 50;   // steps between replica choices
+  bool node_reduced_combine = false;   // hierarchical bf16/fp8: the way back summed in the node (model/dispatch.h)
 };
 
 struct CheckpointConfig {

@@ -2,8 +2,8 @@
 
 namespace moe {
 namespace {
-DispatchHop first_hop(const ExpertGroup& g, std::int64_t experts, Gemm gemm) {
-  if (g.hierarchical()) return DispatchHop(g.rail, experts, 1, gemm);  // every rank of the rail on its own node
+DispatchHop first_hop(const ExpertGroup& g, std::int64_t experts, Gemm gemm, bool node_reduced) {
+  if (g.hierarchical()) return DispatchHop(g.rail, experts, 1, gemm, node_reduced);  // a node per rank of the rail
   return DispatchHop(g.ep, experts, g.ranks_per_node > 0 ? g.ranks_per_node : (g.ep ? g.ep->size() : 1), gemm);
 }
 }  // namespace
@@ -12,7 +12,8 @@ Dispatcher::Dispatcher(const ExpertGroup& g, std::int64_t experts, Gemm gemm, st
     : E_(experts),
       I_(instances > 0 ? instances : experts),
       fp8_(gemm.precision() == Precision::fp8),
-      first_(first_hop(g, I_, gemm)) {
+      node_reduced_(g.hierarchical() && g.node_reduced && gemm.bf16_wire()),
+      first_(first_hop(g, I_, gemm, node_reduced_)) {
   if (!g.hierarchical()) return;
   node_ = g.node;
   second_.emplace(g.node, I_ / g.rail->size(), g.node->size(), gemm);
@@ -26,7 +27,7 @@ DispatchPlan Dispatcher::plan(const Tensor& kept, const PlanCounts& counts) {
   if (!second_) return p;
   p.second = plan_second(received);
   if (fp8_) split_segments(*p.second, p.first);
-  if (second_->per_assignment()) {
+  if (first_.per_assignment()) {
     const std::int64_t Rb = p.first.back_slot.numel(), R1K = p.second->back_row.numel();
     p.glue = Tensor::empty({Rb, 1}, DType::i32, received.device());
     ops::gather_rows(p.glue, p.second->back_row.view({R1K, 1}), p.first.back_slot);
@@ -73,30 +74,35 @@ GemmInput Dispatcher::finish_dispatch(PendingRows& r, const DispatchPlan& p) {
   return last().group(rows, p.last());  // (Me,C)
 }
 
-Tensor Dispatcher::dispatch_gates(const Tensor& gates, const DispatchPlan& p) {
+ReceivedGates Dispatcher::dispatch_gates(const Tensor& gates, const DispatchPlan& p) {
   const Tensor g = first_.gates_in(gates, p.first);
-  return second_ ? second_->gates_in(g, *p.second) : g;
+  if (!second_) return {g, {}};
+  return {second_->gates_in(g, *p.second), node_reduced_ ? g : Tensor()};
 }
 
-void Dispatcher::combine(Tensor& out, const Tensor& ye, const Tensor& gates, const Tensor& gr, const DispatchPlan& p) {
-  bring_back(out, last().reduce_back(ye, gr, p.last()), gates, p);
+void Dispatcher::combine(Tensor& out, const Tensor& ye, const Tensor& gates, const ReceivedGates& gr,
+                         const DispatchPlan& p) {
+  bring_back(out, last().reduce_back(ye, gr.experts, p.last()), gates, gr.forwarders, p);
 }
 
 void Dispatcher::dispatch_backward(Tensor& dx, const Tensor& dxe, const DispatchPlan& p) {
-  bring_back(dx, last().reduce_back(dxe, Tensor(), p.last()), Tensor(), p);
+  bring_back(dx, last().reduce_back(dxe, Tensor(), p.last()), Tensor(), Tensor(), p);
 }
 
-void Dispatcher::bring_back(Tensor& out, const Tensor& back, const Tensor& gates, const DispatchPlan& p) {
+void Dispatcher::bring_back(Tensor& out, const Tensor& back, const Tensor& gates, const Tensor& forwarder_gates,
+                            const DispatchPlan& p) {
   Tensor first_back = back;
   if (second_) {
-    // At the forwarder: what its first-hop row sends back, as if its node's experts were its own.
+    // At the forwarder: what its first-hop row sends back, as if its node's experts were its own:
+    // each assignment's row passed on, or the row's sum over them (by row: gated at the
+    // experts; node-reduced: gated here, the assignments having come back on their own).
     const Tensor got = second_->return_rows(back, *p.second);
-    if (second_->per_assignment()) {
+    if (first_.per_assignment()) {
       first_back = Tensor::empty({p.glue.numel(), got.size(1)}, DType::f32, got.device());
       ops::gather_rows(first_back, got, p.glue);
     } else {
       first_back = Tensor::zeros({p.first.received, got.size(1)}, DType::f32, got.device());
-      second_->accumulate(first_back, got, Tensor(), *p.second);
+      second_->accumulate(first_back, got, forwarder_gates, *p.second);
     }
   }
   first_.accumulate(out, first_.return_rows(first_back, p.first), gates, p.first);

@@ -11,8 +11,11 @@
 // forwards it to the ranks of its node holding the experts (the second hop, inside the node).
 // The way back mirrors it: the second hop's results are summed per token at the forwarder
 // (by row) or passed on as they are (per assignment, BF16: rounding then equals the flat
-// dispatch's bit for bit) and cross the network once. Without ep the same path runs with no
-// exchange.
+// dispatch's bit for bit) and cross the network once. A node-reduced combine (DeepEP's,
+// parallel.node_reduced_combine) sums them at the forwarder on the BF16 wire too: gated in
+// FP32, one BF16 row per (token, node) across the network instead of one per assignment,
+// the rounding of each node's partial sum then being the difference from the flat dispatch.
+// Without ep the same path runs with no exchange.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -41,6 +44,13 @@ struct DispatchPlan {
   }
 };
 
+// The gates where the rows arrive (dispatch_gates): at the experts (R,K), and for a
+// node-reduced combine at the forwarders too (R1,K; else undefined).
+struct ReceivedGates {
+  Tensor experts, forwarders;
+  void count(SavedBytes& b) const { b.add(experts), b.add(forwarders); }
+};
+
 class Dispatcher {
  public:
   // experts: routed experts in all. gemm: the wire's precision. instances: where rows go, over
@@ -62,9 +72,9 @@ class Dispatcher {
   PendingRows start_dispatch(const GemmInput& x, const DispatchPlan& p) { return first_.start_deliver(x, p.first); }
   GemmInput finish_dispatch(PendingRows& r, const DispatchPlan& p);
   // The gates gates (N,K) -> those of the received rows (R,K), 0 where no local expert.
-  Tensor dispatch_gates(const Tensor& gates, const DispatchPlan& p);
+  ReceivedGates dispatch_gates(const Tensor& gates, const DispatchPlan& p);
   // out (N,C) += the gated expert outputs ye (Me,C) of each token (gr: dispatch_gates').
-  void combine(Tensor& out, const Tensor& ye, const Tensor& gates, const Tensor& gr, const DispatchPlan& p);
+  void combine(Tensor& out, const Tensor& ye, const Tensor& gates, const ReceivedGates& gr, const DispatchPlan& p);
   // Backward of combine: dye (Me,C) = gate * dout of the row's token (assign), dgates (N,K)
   // = <dout, y> per kept assignment, 0 elsewhere (assign).
   void combine_backward(Tensor& dye, Tensor& dgates, const Tensor& dout, const Tensor& ye, const Tensor& gr,
@@ -87,6 +97,8 @@ class Dispatcher {
   // the part of it that crossed nodes.
   std::uint64_t dispatch_bytes() const { return first_.bytes() + (second_ ? second_->bytes() : 0); }
   std::uint64_t inter_node_bytes() const { return first_.inter_node_bytes(); }
+  // Bytes of the last way back (combine, or the input gradient) this rank sent across nodes.
+  std::uint64_t back_inter_node_bytes() const { return first_.back_inter_node_bytes(); }
 
  private:
   DispatchHop& last() { return second_ ? *second_ : first_; }
@@ -95,12 +107,15 @@ class Dispatcher {
   HopPlan plan_second(const Tensor& received);
   // FP8: the second hop's segments split where the source node changes too (tile_segments).
   void split_segments(HopPlan& second, const HopPlan& first);
-  // out (N,C) += what the last hop's experts send back (reduce_back's rows), through both hops.
-  void bring_back(Tensor& out, const Tensor& back, const Tensor& gates, const DispatchPlan& p);
+  // out (N,C) += what the last hop's experts send back (reduce_back's rows), through both hops;
+  // gates at the tokens, and at the forwarders where the combine is node-reduced.
+  void bring_back(Tensor& out, const Tensor& back, const Tensor& gates, const Tensor& forwarder_gates,
+                  const DispatchPlan& p);
 
   std::int64_t E_, I_;            // experts, instances
   Communicator* node_ = nullptr;  // hierarchical: the ranks of this node
   bool fp8_;
+  bool node_reduced_;  // the BF16 way back summed at the forwarders
   DispatchHop first_;
   std::optional<DispatchHop> second_;
 };

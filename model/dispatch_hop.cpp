@@ -32,14 +32,15 @@ std::vector<std::int64_t> tile_segments(const std::vector<std::int64_t>& offsets
   return segments;
 }
 
-DispatchHop::DispatchHop(Communicator* comm, std::int64_t experts, int ranks_per_node, Gemm gemm)
+DispatchHop::DispatchHop(Communicator* comm, std::int64_t experts, int ranks_per_node, Gemm gemm, bool summed_back)
     : comm_(comm && comm->size() > 1 ? comm : nullptr),
       rank_(comm_ ? comm_->rank() : 0),
       size_(comm_ ? comm_->size() : 1),
       per_node_(std::max(ranks_per_node, 1)),
       E_(experts),
       El_(experts / size_),
-      gemm_(gemm) {}
+      gemm_(gemm),
+      summed_back_(summed_back) {}
 
 HopPlan DispatchHop::plan(const Tensor& kept, const PlanCounts& counts, Tensor* received) {
   const std::int64_t N = kept.size(0), K = kept.size(1), P = size_;
@@ -216,7 +217,13 @@ Tensor DispatchHop::reduce_back(const Tensor& ye, const Tensor& gr, const HopPla
 }
 
 Tensor DispatchHop::return_rows(const Tensor& back, const HopPlan& p) {
-  return per_assignment() ? exchange_wire(back, p.slots_out, p.slots_in) : exchange(back, p.recv_rows, p.send_rows);
+  const std::vector<std::int64_t>&send = per_assignment() ? p.slots_out : p.recv_rows,
+        &recv = per_assignment() ? p.slots_in : p.send_rows;
+  const std::uint64_t row = std::uint64_t(back.size(1)) * (gemm_.bf16_wire() ? 2 : 4);
+  back_inter_bytes_ = 0;
+  for (std::size_t j = 0; j < send.size(); ++j)
+    if (other_node(j)) back_inter_bytes_ += std::uint64_t(send[j]) * row;
+  return exchange_wire(back, send, recv);
 }
 
 void DispatchHop::accumulate(Tensor& out, const Tensor& returned, const Tensor& gates, const HopPlan& p) {

@@ -14,9 +14,10 @@
 // tokens and the received metadata as their routing.
 //
 // Two forms of the way back. By row: each received row's gated sum over its local experts
-// goes back as one row. Per assignment (a BF16 wire: bf16, fp8): each kept assignment's output
-// goes back on its own and the token applies the gates in top-k order, so no rounding depends
-// on how the experts are spread over ranks.
+// goes back as one row (in the wire precision). Per assignment (a BF16 wire: bf16, fp8,
+// unless the hop sums its rows back): each kept assignment's output goes back on its own and
+// the token applies the gates in top-k order, so no rounding depends on how the experts are
+// spread over ranks.
 //
 // The plan is made on the routing's device (ops::route_pairs, counting_sort, ...). What the
 // host needs, the sizes of the all-to-alls and of the grouped GEMM, is counts: exchanged with
@@ -114,8 +115,8 @@ class DispatchHop {
  public:
   // comm: the hop's ranks (null or one rank: no exchange). experts: over all of them.
   // ranks_per_node: consecutive ranks of comm sharing a node (for the inter-node statistics).
-  // gemm: the wire's precision.
-  DispatchHop(Communicator* comm, std::int64_t experts, int ranks_per_node, Gemm gemm);
+  // gemm: the wire's precision. summed_back: the way back by row even on a BF16 wire.
+  DispatchHop(Communicator* comm, std::int64_t experts, int ranks_per_node, Gemm gemm, bool summed_back = false);
   // The plan of kept (N,K) (the experts' counts in counts.routed()): counts exchanged, read
   // back once, the routing metadata sent to the experts' ranks. received (R,K), when asked
   // for: that metadata as it arrived, per slot the local expert here or -1.
@@ -155,12 +156,14 @@ class DispatchHop {
   // the token received it (BF16 on a BF16 wire), 0 elsewhere.
   Tensor expert_grads(Tensor& dye, const Tensor& dr, const Tensor& ye, const Tensor& gr, const HopPlan& p);
 
-  bool per_assignment() const { return gemm_.bf16_wire(); }
+  bool per_assignment() const { return gemm_.bf16_wire() && !summed_back_; }
   std::int64_t local_experts() const { return El_; }
   int ranks() const { return size_; }
-  // Payload bytes (rows and fp8 scales) of the last deliver to other ranks, and to other nodes.
+  // Payload bytes (rows and fp8 scales) of the last deliver to other ranks, and to other nodes;
+  // bytes of the last way back (return_rows) this rank sent to other nodes.
   std::uint64_t bytes() const { return bytes_; }
   std::uint64_t inter_node_bytes() const { return inter_bytes_; }
+  std::uint64_t back_inter_node_bytes() const { return back_inter_bytes_; }
 
  private:
   bool other_node(std::size_t j) const { return int(j) / per_node_ != rank_ / per_node_; }
@@ -180,7 +183,8 @@ class DispatchHop {
   int rank_ = 0, size_ = 1, per_node_;
   std::int64_t E_, El_;  // experts in all, experts on this rank
   Gemm gemm_;
-  std::uint64_t bytes_ = 0, inter_bytes_ = 0;
+  bool summed_back_;
+  std::uint64_t bytes_ = 0, inter_bytes_ = 0, back_inter_bytes_ = 0;
 };
 
 }  // namespace moe

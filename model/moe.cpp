@@ -94,10 +94,10 @@ void MoE::backward(Tensor& dx, const Tensor& dout, const Tensor& x, double aux_s
   Tensor dgates = Tensor::empty(s.routing.gates.shape(), DType::f32, dev);
   // dout's rows travel while the shared experts' backward computes (it assigns dx first).
   PendingRows rows = dispatcher_.start_combine_backward(dout, plan);
-  if (!overlap_) dispatcher_.finish_combine_backward(rows, dye, dgates, s.expert_out, s.gates_received, plan);
+  if (!overlap_) dispatcher_.finish_combine_backward(rows, dye, dgates, s.expert_out, s.gates_received.experts, plan);
   if (shared_) shared_->backward(dx, dout);
   else dx.zero();
-  if (overlap_) dispatcher_.finish_combine_backward(rows, dye, dgates, s.expert_out, s.gates_received, plan);
+  if (overlap_) dispatcher_.finish_combine_backward(rows, dye, dgates, s.expert_out, s.gates_received.experts, plan);
   experts_.backward(dxe, dye, plan.offsets(), plan.segments(), s.experts);
   dispatcher_.dispatch_backward(dx, dxe, plan);
   router_.backward(dx, dgates, x, s.routing, aux_scale);

@@ -39,14 +39,15 @@ class MoE {
   struct Saved {
     Routing routing;
     std::shared_ptr<const DispatchPlan> plan;
-    Tensor gates_received;  // (R,K) the gates of the rows received
+    ReceivedGates gates_received;  // the gates of the rows received (R,K)
     GroupedExperts::Saved experts;
     Tensor expert_out;  // (Me,C)
     SwiGLU::Saved shared;
     void count(SavedBytes& b) const {
       for (const Tensor* t : {&routing.scores, &routing.index, &routing.gates, &routing.kept, &routing.f,
-                              &routing.logits, &routing.z_lse, &gates_received, &expert_out})
+                              &routing.logits, &routing.z_lse, &expert_out})
         b.add(*t);
+      gates_received.count(b);
       if (plan) plan->count(b);
       experts.count(b), shared.count(b);
     }
@@ -89,6 +90,7 @@ class MoE {
   std::int64_t inter_node_rows() const { return stats_.inter_node_rows; }
   std::uint64_t dispatch_bytes() const { return dispatcher_.dispatch_bytes(); }
   std::uint64_t inter_node_bytes() const { return dispatcher_.inter_node_bytes(); }
+  std::uint64_t back_inter_node_bytes() const { return dispatcher_.back_inter_node_bytes(); }
   // The last forward's choices as host copies (for tests: each one a copy): expert index
   // (N,K) i32, and the kept ones (-1: dropped or another tp rank's token).
   Tensor routing() const { return to_host(saved_.routing.index); }

@@ -16,6 +16,7 @@ void resolve_nodes(Layout& l, const Config& cfg, int launched_per_node) {
   l.hierarchical = cfg.parallel.dispatch == DispatchKind::hierarchical;
   l.overlap = cfg.parallel.overlap;
   l.redundant = static_cast<int>(cfg.parallel.redundant_experts);
+  l.node_reduced = cfg.parallel.node_reduced_combine;
   const int r = l.ranks_per_node;
   if (r <= 0) return;
   MOE_CHECK(l.world() % r == 0, ConfigError,
@@ -123,6 +124,7 @@ ExpertGroup Mesh::expert_group() {
   g.ranks_per_node = layout_.ep_per_node();
   g.overlap = layout_.overlap;
   g.redundant = layout_.redundant;
+  g.node_reduced = layout_.node_reduced;
   if (ep_node_) g.node = &data(ep_node_, dev_ep_node_), g.rail = &data(ep_rail_, dev_ep_rail_);
   return g;
 }

@@ -19,10 +19,11 @@ namespace moe {
 
 struct Layout {
   int pp = 1, dp = 1, tp = 1, ep = 1;
-  int ranks_per_node = 0;    // consecutive world ranks sharing a node (0: all of them)
-  bool hierarchical = true;  // expert dispatch over nodes (parallel.dispatch)
-  bool overlap = true;       // parallel.overlap
-  int redundant = 0;         // parallel.redundant_experts
+  int ranks_per_node = 0;     // consecutive world ranks sharing a node (0: all of them)
+  bool hierarchical = true;   // expert dispatch over nodes (parallel.dispatch)
+  bool overlap = true;        // parallel.overlap
+  int redundant = 0;          // parallel.redundant_experts
+  bool node_reduced = false;  // parallel.node_reduced_combine
   int world() const { return pp * dp * tp; }
   int edp() const { return dp * tp / ep; }
   // Nodes one ep group spans (its ranks are consecutive, so they fill whole nodes or share one).

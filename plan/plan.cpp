@@ -398,13 +398,14 @@ struct EpLinks {
   double nodes;                 // distinct nodes its experts are on
   double per_intra, per_inter;  // kept assignments per row
 };
-EpLinks ep_links(const ModelConfig& m, double ep, double node_ranks, double r, bool hierarchical) {
+// A node-reduced combine brings one row back across per row sent (its assignments summed).
+EpLinks ep_links(const ModelConfig& m, double ep, double node_ranks, double r, bool hierarchical, bool node_reduced) {
   const double nodes = ep / node_ranks, K = double(m.top_k);
   const double per_token = std::min(r, distinct(reachable(m, nodes), K)), per_rank = K / std::max(1.0, r);
   if (!hierarchical || nodes <= 1)
     return {r * (node_ranks - 1) / ep, r * (ep - node_ranks) / ep, per_token, per_rank, per_rank};
   return {r * (node_ranks - 1) / node_ranks, per_token * (nodes - 1) / nodes, per_token, per_rank,
-          K / std::max(1.0, per_token)};
+          node_reduced ? 1.0 : K / std::max(1.0, per_token)};
 }
 
 // The step's totals: tokens, model FLOPs, GEMM FLOPs.
@@ -467,7 +468,8 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
   p.ranks_per_token = ranks_per_token(m, l.ep);
   const double ep = l.ep, node_ranks = std::min(ep, double(c.devices_per_node));
   const EpLinks links =
-      ep_links(m, ep, node_ranks, p.ranks_per_token, cfg.parallel.dispatch == DispatchKind::hierarchical);
+      ep_links(m, ep, node_ranks, p.ranks_per_token, cfg.parallel.dispatch == DispatchKind::hierarchical,
+               cfg.parallel.node_reduced_combine);
   p.nodes_per_token = links.nodes;
   const Setting g{.cfg = cfg,
                   .c = c,

@@ -2,13 +2,17 @@
 // 2) consecutive ranks: one MoE layer with its experts sharded over every rank, dispatched
 // hierarchically (once per destination node, then forwarded inside it) against the same layer
 // dispatched flat. Outputs, input gradients and every parameter's gradient agree (bit for bit
-// where the order of the sums is fixed: the per-assignment BF16 way back); and the bytes of
-// each link equal the minimum the routing implies, counted here from every rank's choices:
+// where the order of the sums is fixed: the per-assignment BF16 way back; within the BF16
+// rounding of each node's partial sum under a node-reduced combine); and the bytes of each
+// link equal the minimum the routing implies, counted here from every rank's choices:
 // inter-node rows = (token, other node holding one of its kept experts) pairs, intra-node
-// rows = at each forwarder, (row, other rank of its node holding one of the row's experts).
+// rows = at each forwarder, (row, other rank of its node holding one of the row's experts);
+// the way back crosses nodes once per inter-node row (by row, node-reduced) or once per
+// assignment there (per assignment).
 #include <catch2/catch.hpp>
 
 #include <bit>
+#include <cmath>
 #include <cstdlib>
 
 #include "model/moe.h"
@@ -69,6 +73,12 @@ void same_weights(MoE& a, MoE& b, std::uint64_t seed) {
 struct Run {
   Tensor out, dx;
 };
+// The largest |a - b| (b undefined: |a|) over the elements.
+double max_abs_err(const Tensor& a, const Tensor& b = Tensor()) {
+  double m = 0;
+  for (std::int64_t i = 0; i < a.numel(); ++i) m = std::max(m, std::abs(at(a, i) - (b.defined() ? at(b, i) : 0.0)));
+  return m;
+}
 Run run(MoE& m, const Tensor& x, const Tensor& dout, std::int64_t B, std::int64_t T) {
   Run r{Tensor::empty(x.shape(), DType::f32), Tensor::empty(x.shape(), DType::f32)};
   Tensor aux = Tensor::zeros({1}, DType::f64);
@@ -79,7 +89,7 @@ Run run(MoE& m, const Tensor& x, const Tensor& dout, std::int64_t B, std::int64_
 
 // Rows per link implied by every rank's kept choices (all_kept (p, N*K), -1: none).
 struct Links {
-  std::uint64_t inter = 0, intra = 0, flat_inter = 0;
+  std::uint64_t inter = 0, intra = 0, flat_inter = 0, inter_assignments = 0;
   int node_fan_out = 1;
 };
 Links links(const Tensor& all_kept, int p, int per_node, int me, std::int64_t N, std::int64_t K, std::int64_t El) {
@@ -91,6 +101,7 @@ Links links(const Tensor& all_kept, int p, int per_node, int me, std::int64_t N,
       for (std::int64_t i = 0; i < K; ++i) {
         const int e = all_kept.data<std::int32_t>()[s * N * K + n * K + i];
         if (e >= 0) ranks |= 1ull << (e / El);
+        if (e >= 0 && s == me && e / El / per_node != my_node) ++l.inter_assignments;
       }
       const std::uint64_t node_mask = (1ull << per_node) - 1;
       int nodes = 0;
@@ -107,11 +118,14 @@ Links links(const Tensor& all_kept, int p, int per_node, int me, std::int64_t N,
   return l;
 }
 
-void check_layer(Precision precision, std::int64_t B = 2, std::int64_t T = 12, double capacity = 0) {
+void check_layer(Precision precision, std::int64_t B = 2, std::int64_t T = 12, double capacity = 0,
+                 bool node_reduced = false) {
   MpiCommunicator world;
   const int p = world.size(), r = world.rank(), per_node = ranks_per_node();
   REQUIRE(p % per_node == 0);
   Nodes nodes(world, per_node);
+  nodes.hier.node_reduced = node_reduced;
+  const bool reduced = node_reduced && precision != Precision::fp32 && p > per_node;
   ModelConfig c = micro(p / per_node);
   c.capacity_factor = capacity;
   MoE flat(c, "mlp.", nodes.flat, TensorParallel(), Gemm(precision)),
@@ -124,8 +138,16 @@ void check_layer(Precision precision, std::int64_t B = 2, std::int64_t T = 12, d
   // The per-assignment way back (bf16, fp8) sums in top-k order on both; by row (fp32) the
   // forwarder sums its node's rows first.
   const double tol = precision == Precision::fp32 ? 1e-6 : 0;
-  CHECK(max_rel_err(h.out, f.out) <= tol);
-  CHECK(max_rel_err(h.dx, f.dx) <= tol);
+  if (reduced) {
+    // Each node's partial sum rounded to BF16 (2^-9 of it) before the token adds them.
+    const double out_err = max_abs_err(h.out, f.out), dx_err = max_abs_err(h.dx, f.dx);
+    CHECK(out_err > 0);
+    CHECK(out_err <= 0x1p-7 * max_abs_err(f.out));
+    CHECK(dx_err <= 0x1p-7 * max_abs_err(f.dx));
+  } else {
+    CHECK(max_rel_err(h.out, f.out) <= tol);
+    CHECK(max_rel_err(h.dx, f.dx) <= tol);
+  }
   CHECK(hier.load() == flat.load());
   CHECK(hier.dropped() == flat.dropped());
   // Expert rows arrive in another order (by forwarder, then node): their sums differ in order.
@@ -149,6 +171,11 @@ void check_layer(Precision precision, std::int64_t B = 2, std::int64_t T = 12, d
   CHECK(hier.max_ranks_per_token() == want.node_fan_out);  // the first hop's ranks are nodes
   CHECK(want.node_fan_out <= c.topk_groups);               // node-limited routing
   CHECK(want.inter <= want.flat_inter);
+  // The way back across nodes (the last one, the input gradient's, like the combine's).
+  const double back = world.all_reduce_sum(double(hier.back_inter_node_bytes())),
+               rows = world.all_reduce_sum(
+                   double(precision == Precision::fp32 || reduced ? want.inter : want.inter_assignments));
+  CHECK(back == rows * double(precision == Precision::fp32 ? 4 * C : 2 * C));
 }
 
 }  // namespace
@@ -159,4 +186,6 @@ TEST_CASE("hierarchical dispatch equals flat, once per node on the network", "[m
   SECTION("fp8") { check_layer(Precision::fp8); }
   SECTION("capacity drops") { check_layer(Precision::fp32, 3, 8, 0.6); }
   SECTION("one token per rank") { check_layer(Precision::bf16, 1, 1); }
+  SECTION("bf16, node-reduced combine") { check_layer(Precision::bf16, 2, 12, 0, true); }
+  SECTION("fp8, node-reduced combine") { check_layer(Precision::fp8, 2, 12, 0, true); }
 }

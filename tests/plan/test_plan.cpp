@@ -164,6 +164,27 @@ TEST_CASE("plan: hierarchical dispatch crosses the network once per other node",
   CHECK(make_plan(cfg, hand_cluster(8), l).time.ep == Approx(one.time.ep));
 }
 
+TEST_CASE("plan: a node-reduced combine brings one BF16 row back across per row sent", "[plan]") {
+  // ep 8 over 2 nodes of 4, top-2 of 8 experts, no group limit: a token's experts are on
+  // 2 (1 - (1/2)^2) = 1.5 nodes, 0.75 rows across, each carrying 2 / 1.5 assignments. Per
+  // row across (bf16): C forward out, C output gradient out, then back per assignment the
+  // combine's and the input gradient's rows (2 C x 4/3) or, node-reduced, one each (2 C),
+  // 2 bytes an element; and 3 top_k i32/f32 of metadata.
+  Config cfg = parse_config("", "test", {"model.routed_experts=8", "model.top_k=2", "precision=bf16"});
+  const Layout l{1, 8, 1, 8};
+  const Plan each = make_plan(cfg, hand_cluster(4), l);
+  cfg.parallel.node_reduced_combine = true;
+  const Plan reduced = make_plan(cfg, hand_cluster(4), l);
+  const double C = double(cfg.model.d_model), meta = 3 * 2 * 4;
+  CHECK(reduced.ep_inter_bytes / each.ep_inter_bytes ==
+        Approx((2 * C * (2 + 2) + meta) / (2 * C * (2 + 2 * 4.0 / 3) + meta)));
+  CHECK(reduced.ep_intra_bytes == each.ep_intra_bytes);  // inside the node each assignment still comes back
+  cfg.precision = Precision::fp32;                       // by row already
+  const Plan fp32 = make_plan(cfg, hand_cluster(4), l);
+  cfg.parallel.node_reduced_combine = false;
+  CHECK(make_plan(cfg, hand_cluster(4), l).ep_inter_bytes == fp32.ep_inter_bytes);
+}
+
 TEST_CASE("plan: redundant experts cost their copies' memory and two copies a step inside the node", "[plan]") {
   // ep 8 over 2 nodes of 4, hierarchical: replicas stay on their expert's node.
   Config cfg = parse_config("", "test", {"model.routed_experts=8", "model.top_k=2"});
