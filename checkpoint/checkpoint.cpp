@@ -9,9 +9,13 @@
 #include <hdf5.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <set>
+#include <thread>
 
 namespace moe::ckpt {
 namespace {
@@ -383,18 +387,85 @@ std::vector<Slice> flat_slices(const std::vector<Dataset>& datasets, const std::
   return flat;
 }
 
+// f(), its CheckpointError saying that nothing was committed.
+template <class F>
+void keeping_latest(F&& f) {
+  try {
+    f();
+  } catch (const CheckpointError& e) {
+    throw CheckpointError(fmt::format("{}; the previous checkpoint stays the latest", e.what()));
+  }
+}
+
 }  // namespace
 
 void write(const std::string& path, Communicator& comm, const Meta& meta, const std::vector<Dataset>& datasets,
            const std::vector<Slice>& mine) {
   quiet();
-  try {
+  keeping_latest([&] {
     const std::vector<Slice> flat = flat_slices(datasets, mine);
     const detail::WholeChunks plan(comm, datasets, flat);
     detail::write_whole_chunks(path, comm, datasets, flat, plan, skeleton(path, comm, meta, datasets));
-  } catch (const CheckpointError& e) {
-    throw CheckpointError(fmt::format("{}; the previous checkpoint stays the latest", e.what()));
+  });
+}
+
+struct PendingWrite::State {
+  std::string path;
+  std::vector<Dataset> datasets;
+  std::vector<std::vector<float>> copies;  // this rank's slices' data, as start_write found it
+  std::vector<Slice> flat;
+  std::optional<detail::WholeChunks> plan;
+  detail::ChunkAddresses addresses;
+  detail::OwnedChunks owned;
+  std::atomic<bool> written{false};
+  std::thread writer;
+};
+
+PendingWrite::PendingWrite() = default;
+PendingWrite::PendingWrite(std::unique_ptr<State> s) : s_(std::move(s)) {}
+PendingWrite::PendingWrite(PendingWrite&&) noexcept = default;
+PendingWrite& PendingWrite::operator=(PendingWrite&& o) noexcept {
+  if (s_ && s_->writer.joinable()) s_->writer.join();
+  s_ = std::move(o.s_);
+  return *this;
+}
+PendingWrite::~PendingWrite() {
+  if (s_ && s_->writer.joinable()) s_->writer.join();
+}
+bool PendingWrite::written() const { return !s_ || s_->written; }
+
+void PendingWrite::finish(Communicator& comm) {
+  MOE_CHECK(s_ != nullptr, CheckpointError, "no checkpoint write to finish");
+  s_->writer.join();
+  const std::string error = s_->owned.error;
+  s_.reset();  // (the copies go)
+  keeping_latest([&] { detail::agree(error, comm); });
+}
+
+PendingWrite start_write(const std::string& path, Communicator& comm, const Meta& meta,
+                         const std::vector<Dataset>& datasets, const std::vector<Slice>& mine, int hold_ms) {
+  quiet();
+  auto s = std::make_unique<PendingWrite::State>();
+  s->path = path, s->datasets = datasets;
+  std::vector<Slice> copied = mine;
+  s->copies.reserve(copied.size());
+  for (Slice& x : copied) {  // a slice's elements are contiguous in its memory, window or not
+    s->copies.emplace_back(x.data, x.data + (x.end - x.begin));
+    x.data = s->copies.back().data();
   }
+  keeping_latest([&] {
+    s->flat = flat_slices(datasets, copied);
+    s->plan.emplace(comm, datasets, s->flat);
+    s->addresses = skeleton(path, comm, meta, datasets);
+    s->owned = detail::gather_chunks(path, comm, datasets, s->flat, *s->plan);
+  });
+  PendingWrite::State* st = s.get();
+  st->writer = std::thread([st, me = comm.rank(), hold_ms] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(hold_ms));
+    detail::write_chunks(st->path, st->datasets, *st->plan, me, st->owned, st->addresses);  // catches its errors
+    st->written = true;
+  });
+  return PendingWrite(std::move(s));
 }
 
 void write_in_rounds(const std::string& path, Communicator& comm, const Meta& meta,

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <variant>
 #include <vector>
@@ -57,6 +58,34 @@ void write(const std::string& path, Communicator& comm, const Meta& meta, const 
 void write_in_rounds(const std::string& path, Communicator& comm, const Meta& meta,
                      const std::vector<Dataset>& datasets, const std::vector<std::vector<std::size_t>>& rounds,
                      const std::function<std::vector<Slice>(std::size_t round)>& fill);
+
+// write() in two halves, so that the ranks go on (training) while the chunks reach the disk.
+// start_write (collective) copies this rank's slices (their tensors may change as soon as it
+// returns), creates the file, sends the pieces of every chunk to the rank that writes it, and
+// leaves this rank's chunk writes (pwrite, fdatasync: no collective) to a thread of its own.
+// finish (collective) waits for them and agrees: CheckpointError on every rank where any
+// rank failed. The file is complete only after finish; a process that dies before leaves it
+// incomplete (a temp file the store never commits). Holds a host copy of this rank's slices.
+class PendingWrite {
+ public:
+  PendingWrite();
+  PendingWrite(PendingWrite&&) noexcept;
+  PendingWrite& operator=(PendingWrite&&) noexcept;
+  ~PendingWrite();  // waits for the thread; the file stays incomplete
+  bool active() const { return s_ != nullptr; }
+  bool written() const;  // this rank's chunks are on disk (or failed): finish would not wait
+  void finish(Communicator& comm);
+  struct State;
+
+ private:
+  explicit PendingWrite(std::unique_ptr<State> s);
+  friend PendingWrite start_write(const std::string&, Communicator&, const Meta&, const std::vector<Dataset>&,
+                                  const std::vector<Slice>&, int);
+  std::unique_ptr<State> s_;
+};
+// hold_ms: the thread waits that long before writing (a drill: the steps provably go on).
+PendingWrite start_write(const std::string& path, Communicator& comm, const Meta& meta,
+                         const std::vector<Dataset>& datasets, const std::vector<Slice>& mine, int hold_ms = 0);
 
 // Each rank on its own: checks that the file has every dataset of `expected` at its shape
 // and dtype (CheckpointError listing the mismatches), then reads this rank's slices: the raw

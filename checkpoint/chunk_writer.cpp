@@ -69,13 +69,6 @@ class File {  // the checkpoint's bytes, written by this rank at HDF5's chunk ad
   int fd_;
 };
 
-// A piece of a chunk: `count` elements from dataset element `begin`, held at `data`.
-struct Piece {
-  std::int64_t begin, count;
-  const float* data;
-};
-using Pieces = std::map<std::pair<std::size_t, std::int64_t>, std::vector<Piece>>;  // (dataset, chunk) -> pieces
-
 std::int64_t per_chunk(const Shape& s) {
   return chunk_rows(s) * (s.empty() ? 1 : numel(s) / std::max<std::int64_t>(s[0], 1));
 }
@@ -231,46 +224,57 @@ void unpack_pieces(const Tensor& received, const std::vector<Dataset>& datasets,
 
 }  // namespace
 
-void write_whole_chunks(const std::string& path, Communicator& comm, const std::vector<Dataset>& datasets,
-                        const std::vector<Slice>& mine, const WholeChunks& plan, const ChunkAddresses& addresses) {
+OwnedChunks gather_chunks(const std::string& path, Communicator& comm, const std::vector<Dataset>& datasets,
+                          const std::vector<Slice>& mine, const WholeChunks& plan) {
   const int p = comm.size(), me = comm.rank();
   // From here every rank reaches the two exchanges and the final agreement whatever fails
   // on it (a rank leaving a collective early would leave the others waiting).
-  std::string error;
-  auto note = [&](const std::exception& e) {
-    if (error.empty()) error = e.what();
-  };
-  Pieces pieces;
+  OwnedChunks owned{{}, word_buffer(0), ""};
   Outgoing out{word_buffer(0), std::vector<std::int64_t>(std::size_t(p), 0)};
   try {
-    out = pack_pieces(path, datasets, mine, plan, p, me, pieces);
+    out = pack_pieces(path, datasets, mine, plan, p, me, owned.pieces);
   } catch (const std::exception& e) {
-    note(e);  // still in the exchange, sending nothing: the save fails below
+    owned.error = e.what();  // still in the exchange, sending nothing: the save fails at agree()
   }
   std::vector<std::int64_t> words_from = all_to_all_ints(comm, out.words_to);
   std::int64_t total = 0;
   for (const std::int64_t n : words_from) total += n;
   if (total > std::numeric_limits<int>::max()) {
-    if (error.empty())
-      error = fmt::format("{}: {} bytes of chunk pieces to receive, more than MPI counts hold", path, 4 * total);
+    if (owned.error.empty())
+      owned.error = fmt::format("{}: {} bytes of chunk pieces to receive, more than MPI counts hold", path, 4 * total);
     std::fill(words_from.begin(), words_from.end(), 0);  // still in the collective, receiving nothing
     total = 0;
   }
-  Tensor received = word_buffer(std::size_t(total) * 4);
-  comm.all_to_all_v(received, words_from, out.words, out.words_to);
-  if (error.empty()) unpack_pieces(received, datasets, pieces);
+  owned.received = word_buffer(std::size_t(total) * 4);
+  comm.all_to_all_v(owned.received, words_from, out.words, out.words_to);
+  if (owned.error.empty()) unpack_pieces(owned.received, datasets, owned.pieces);
+  return owned;
+}
 
-  // Each chunk this rank writes: checksum, then the payload and the 4 bytes at its address.
-  // A chunk that is one piece of this rank's memory is written from the tensor itself. A
-  // failure on any rank (a full disk) fails the save on every rank, before any further
-  // collective call.
+// Each chunk this rank writes: checksum, then the payload and the 4 bytes at its address. A
+// chunk that is one piece of this rank's memory is written from that memory itself.
+void write_chunks(const std::string& path, const std::vector<Dataset>& datasets, const WholeChunks& plan, int me,
+                  OwnedChunks& owned, const ChunkAddresses& addresses) {
+  if (!owned.error.empty()) return;
   try {
-    if (error.empty()) write_owned(path, datasets, plan, me, pieces, addresses);
+    write_owned(path, datasets, plan, me, owned.pieces, addresses);
   } catch (const std::exception& e) {
-    note(e);
+    owned.error = e.what();
   }
+}
+
+// A failure on any rank (a full disk) fails the save on every rank, before any further
+// collective call.
+void agree(const std::string& error, Communicator& comm) {
   const int first = first_rank_where(comm, !error.empty());
   if (first >= 0) share_error(error, first, comm);  // every rank throws the first failing rank's reason
+}
+
+void write_whole_chunks(const std::string& path, Communicator& comm, const std::vector<Dataset>& datasets,
+                        const std::vector<Slice>& mine, const WholeChunks& plan, const ChunkAddresses& addresses) {
+  OwnedChunks owned = gather_chunks(path, comm, datasets, mine, plan);
+  write_chunks(path, datasets, plan, comm.rank(), owned, addresses);
+  agree(owned.error, comm);
 }
 
 void share_error(const std::string& error, int root, Communicator& comm) {

@@ -8,7 +8,9 @@
 #pragma once
 #include <hdf5.h>
 
+#include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "checkpoint/slices.h"
@@ -55,8 +57,33 @@ ChunkAddresses chunk_addresses(const std::string& path, hid_t file, const std::v
 
 // Collective over comm: writes every chunk whole at `addresses` (the file at `path` exists at
 // its full size), then fdatasyncs. The ranks' slices must cover every dataset exactly once
-// (CheckpointError otherwise). A failure on one rank fails it on all.
+// (CheckpointError otherwise). A failure on one rank fails it on all. In three parts below,
+// so that the writes (the middle one) can run while the ranks go on.
 void write_whole_chunks(const std::string& path, Communicator& comm, const std::vector<Dataset>& datasets,
                         const std::vector<Slice>& mine, const WholeChunks& plan, const ChunkAddresses& addresses);
+
+// A piece of a chunk: `count` elements from dataset element `begin`, held at `data`.
+struct Piece {
+  std::int64_t begin, count;
+  const float* data;
+};
+using Pieces = std::map<std::pair<std::size_t, std::int64_t>, std::vector<Piece>>;  // (dataset, chunk) -> pieces
+
+// The chunks this rank writes, every piece of them in hand: its own pointing into its slices'
+// memory (which must outlive the writes), the other ranks' into `received`; and the first
+// error this rank met ("": none).
+struct OwnedChunks {
+  Pieces pieces;
+  Tensor received;
+  std::string error;
+};
+// Collective over comm: the pieces of each chunk sent to the rank that writes it.
+OwnedChunks gather_chunks(const std::string& path, Communicator& comm, const std::vector<Dataset>& datasets,
+                          const std::vector<Slice>& mine, const WholeChunks& plan);
+// This rank alone (no collective): its chunks written and fdatasynced; a failure into owned.error.
+void write_chunks(const std::string& path, const std::vector<Dataset>& datasets, const WholeChunks& plan, int me,
+                  OwnedChunks& owned, const ChunkAddresses& addresses);
+// Collective over comm: every rank throws (CheckpointError) the first failing rank's error.
+void agree(const std::string& error, Communicator& comm);
 
 }  // namespace moe::ckpt::detail

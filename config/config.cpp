@@ -452,6 +452,9 @@ const std::vector<Field>& fields() {
       integer(AT(checkpoint.every), at_least(0), "steps between checkpoints (0: at the end only)"),
       integer(AT(checkpoint.keep), at_least(1), "newest checkpoints kept"),
       boolean(AT(checkpoint.resume), "continue from checkpoint.dir/latest when it exists (moe train --fresh: false)"),
+      boolean(AT(checkpoint.async),
+              "write checkpoints behind the training steps: the step pays for a host copy of this rank's state, "
+              "a thread writes it, and it becomes the latest once every rank's writes are on disk"),
       text(AT(checkpoint.init_from), "fine-tune: load weights from this checkpoint file, fresh optimizer and schedule",
            true),
       text_list(AT(checkpoint.drop),
@@ -467,6 +470,9 @@ const std::vector<Field>& fields() {
       real(AT(debug.link_delay_ms), at_least(0),
            "fault drill and benchmark: every expert all-to-all completes no sooner than this many ms after it "
            "started (a slow link)"),
+      integer(AT(debug.slow_checkpoint_ms), at_least(0),
+              "drill: with checkpoint.async, each rank's writer waits this many ms before writing (the steps go "
+              "on meanwhile; a checkpoint of the state after them would differ)"),
       boolean(AT(debug.collapse_routing),
               "fault drill: every token routed to expert 0 (a collapsed router; model.capacity_factor bounds the "
               "memory it costs, moe plan prints how much)"),

@@ -100,6 +100,7 @@ struct CheckpointConfig {
   std::int64_t every = 0;  // 0 = only at the end
   std::int64_t keep = 3;
   bool resume = true;     // continue from dir/latest when there is one
+  bool async = false;     // chunk writes behind the next steps (checkpoint/checkpoint.h PendingWrite)
   std::string init_from;  // fine-tuning: weights from this checkpoint, fresh optimizer ("" = none)
   // Tensors of the checkpoint loaded (resumed or init_from) that the model may leave out:
   // name patterns (fnmatch, e.g. 'weights/model.layers.61.*'). Any other tensor the model
@@ -113,8 +114,9 @@ struct DebugConfig {
   std::int64_t nan_steps = 1;
   std::int64_t hang_at_step = 0;  // rank hang_rank stops making progress at this step (0: never)
   std::int64_t hang_rank = 0;
-  bool collapse_routing = false;  // every router's bias makes expert 0 every token's choice
-  double link_delay_ms = 0;       // every expert all-to-all completes no sooner than this after it started
+  bool collapse_routing = false;        // every router's bias makes expert 0 every token's choice
+  double link_delay_ms = 0;             // every expert all-to-all completes no sooner than this after it started
+  std::int64_t slow_checkpoint_ms = 0;  // checkpoint.async: the writer waits this long before writing
 };
 
 struct CostConfig {

@@ -231,6 +231,9 @@ TrainResult Trainer::Loop::run() {
     save(res.steps, last_loss, res.val_loss);
     res.resume.last_checkpoint = ckpt::step_file(ck.dir, res.steps);
   }
+  if (!ck.dir.empty()) {  // (an asynchronous write, committed before the run ends)
+    s.timed(s.ckpt_s, [&] { s.finish_pending(res.steps); });
+  }
   s.finish(res);
   return res;
 }
@@ -302,6 +305,7 @@ bool Trainer::Loop::train_step(std::int64_t step, Metrics& metrics, Progress& pr
   progress.draw(step + 1, since(t0));
   if (stop_requested(step, progress)) return false;
   const auto& ck = cfg.checkpoint;
+  if (ck.async) s.timed(s.ckpt_s, [&] { s.poll_pending(step + 1); });  // a write done on every rank: commit it
   if (!ck.dir.empty() && ck.every > 0 && (step + 1) % ck.every == 0 && !last && applied) {  // none from a skipped step
     progress.clear();
     res.wall_seconds = prior_wall + since(t0);

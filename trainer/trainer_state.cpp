@@ -77,6 +77,7 @@ RunMeta Trainer::State::load(const std::string& path, CheckpointPart part) {
 }
 
 void Trainer::State::save(std::int64_t step, const TrainResult& res, double last_loss, double val_loss) {
+  finish_pending(step);  // one write in flight at a time, committed in order
   const std::string& dir = cfg.checkpoint.dir;
   const auto t0 = Clock::now();
   if (world.rank() == 0) {
@@ -108,14 +109,34 @@ void Trainer::State::save(std::int64_t step, const TrainResult& res, double last
   const bool tp_lead = mesh.coords().tp == 0;
   CheckpointPlan plan = plan_write(groups(), model, tp_lead, tp_lead && mesh.coords().dp == 0);
   if (layout.pp > 1) plan.datasets = join_stages(plan.datasets);  // every rank creates every dataset
+  if (cfg.checkpoint.async) {
+    pending = ckpt::start_write(ckpt::temp_file(path), mesh.world(), meta.to_meta(), plan.datasets, plan.slices,
+                                static_cast<int>(cfg.debug.slow_checkpoint_ms));
+    pending_path = path, pending_t0 = t0;
+    return;
+  }
   ckpt::write(ckpt::temp_file(path), mesh.world(), meta.to_meta(), plan.datasets, plan.slices);
+  commit(path, t0, "");
+}
+
+void Trainer::State::commit(const std::string& path, Clock::time_point t0, const char* how) {
   world.barrier();  // every rank closed the file
   if (world.rank() == 0) {
-    ckpt::commit(dir, path, cfg.checkpoint.keep);
-    spdlog::info("checkpoint {} ({} MB, {:.2f} s)", path,
-                 fmt::format("{:.1f}", double(std::filesystem::file_size(path)) / 1e6), since(t0));
+    ckpt::commit(cfg.checkpoint.dir, path, cfg.checkpoint.keep);
+    spdlog::info("checkpoint {} ({} MB, {:.2f} s{})", path,
+                 fmt::format("{:.1f}", double(std::filesystem::file_size(path)) / 1e6), since(t0), how);
   }
   world.barrier();
+}
+
+void Trainer::State::finish_pending(std::int64_t step) {
+  if (!pending.active()) return;
+  pending.finish(mesh.world());
+  commit(pending_path, pending_t0, fmt::format(", written behind the steps, committed after step {}", step).c_str());
+}
+
+void Trainer::State::poll_pending(std::int64_t step) {
+  if (pending.active() && world.all_reduce_sum(pending.written() ? 0.0 : 1.0) == 0) finish_pending(step);
 }
 
 std::vector<ckpt::Dataset> Trainer::State::stage_list(const std::vector<ckpt::Dataset>& mine, int stage) {

@@ -114,7 +114,17 @@ struct Trainer::State {
   void expect_same_tokenizer(const std::string& checkpoint, const char* what) const;
   std::vector<ckpt::Dataset> stage_list(const std::vector<ckpt::Dataset>& mine, int stage);
   std::vector<ckpt::Dataset> join_stages(const std::vector<ckpt::Dataset>& mine);
+  // Collective: checkpoint.dir/step_N.h5, committed as the latest once every rank wrote it;
+  // with checkpoint.async the chunk writes go on behind the next steps (pending), committed
+  // by finish_pending: at the next save, at the end, or when poll_pending finds every rank's
+  // writes done.
   void save(std::int64_t step, const TrainResult& res, double last_loss, double val_loss);
+  ckpt::PendingWrite pending;
+  std::string pending_path;
+  Clock::time_point pending_t0;
+  void finish_pending(std::int64_t step);  // (step: the last step done, for the log)
+  void poll_pending(std::int64_t step);    // collective while a write is pending (one scalar all-reduce)
+  void commit(const std::string& path, Clock::time_point t0, const char* how);
 
   // Where this launch starts: the run's own latest checkpoint (everything), else
   // checkpoint.init_from (weights only, then evaluated), else step 0. Fills res's resume
