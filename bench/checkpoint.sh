@@ -23,4 +23,7 @@ run 1 model.d_model=1024 model.ffn_hidden=3072 model.expert_hidden=768 model.n_l
 # mpirun binds a rank to one core here, which the load's reader thread then shares with
 # HDF5's calls; a rank with a second hardware thread (as on a GPU node) overlaps them.
 run 1 --bind-to none --
+# What a save costs the training steps, synchronous against checkpoint.async.
+mpirun -np 1 --bind-to none build/bench/bench_checkpoint_io --stall "$PWD/build/bench_ckpt"
+mpirun -np 2 build/bench/bench_checkpoint_io --stall "$PWD/build/bench_ckpt"
 rm -rf build/bench_ckpt

@@ -7,8 +7,11 @@
 // are touched first, as tensors are). Loads are timed from a warm page cache and cold (the
 // file's cached pages dropped with posix_fadvise first: a resume after a restart). Best of
 // 3 rounds each. For information, the warm POSIX read into one reused buffer (cache-
-// resident, bytes discarded) is printed too.
+// resident, bytes discarded) is printed too. With --stall: what a save costs the training
+// steps, synchronous against checkpoint.async (20 steps, a save every 4 and one at the end:
+// the seconds a rank's steps spent in saves, per save, and the run's wall time; best of 2).
 // Usage: mpirun -np P build/bench/bench_checkpoint_io [dir] [key=value ...]
+//        mpirun -np P build/bench/bench_checkpoint_io --stall [dir] [key=value ...]
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -54,10 +57,37 @@ double posix(const std::string& path, const char* mem, std::size_t bytes) {
 
 // Over 60 lines by design: a benchmark's protocol read top to bottom (set up, warm up, time
 // the rounds, print the ratio), as bench/README.md describes it.
+// The training steps' stall per save, without and with checkpoint.async.
+void stall(MpiCommunicator& world, const std::string& dir, std::vector<std::string> kv) {
+  constexpr int saves = 5;  // steps 4, 8, 12, 16 and the end
+  if (world.rank() == 0)
+    std::printf(
+        "bench checkpoint stall: %d ranks, 20 steps, a save every 4 and at the end, best of 2\n"
+        "%-18s %16s %10s\n",
+        world.size(), "checkpoint.async", "stall per save", "wall");
+  for (const char* async : {"false", "true"}) {
+    double best_stall = 1e30, best_wall = 1e30;
+    for (int round = 0; round < 2; ++round) {
+      if (world.rank() == 0) std::filesystem::remove_all(dir + "/stall");
+      world.barrier();
+      auto all = kv;
+      all.insert(all.end(), {"train.steps=20", "checkpoint.every=4", "checkpoint.keep=2", "train.eval_every=0",
+                             "train.log_every=1000", "checkpoint.dir=" + dir + "/stall",
+                             std::string("checkpoint.async=") + async});
+      const TrainResult r = train(load_config("configs/tiny.yaml", all), world);
+      best_stall = std::min(best_stall, r.cost.checkpoint * 3600 / world.size() / saves);
+      best_wall = std::min(best_wall, r.wall_seconds);
+    }
+    if (world.rank() == 0) std::printf("%-18s %14.1f ms %8.2f s\n", async, 1e3 * best_stall, best_wall);
+  }
+}
+
 int main(int argc, char** argv) try {
   MpiSession mpi(&argc, &argv);
   MpiCommunicator world;
   spdlog::set_level(spdlog::level::warn);
+  const bool stall_mode = argc > 1 && std::string(argv[1]) == "--stall";
+  if (stall_mode) --argc, ++argv;
   const std::string dir = argc > 1 ? argv[1] : "bench_ckpt";
   // About 20M parameters: 240 MB of weights and moments.
   std::vector<std::string> kv = {"model.d_model=512",
@@ -69,6 +99,10 @@ int main(int argc, char** argv) try {
                                  "checkpoint.dir=" + dir + "/moe",
                                  "checkpoint.keep=1"};
   for (int i = 2; i < argc; ++i) kv.emplace_back(argv[i]);
+  if (stall_mode) {
+    stall(world, dir, kv);
+    return 0;
+  }
   const Config cfg = load_config("configs/tiny.yaml", kv);
   Trainer trainer(cfg, world);
   const std::size_t mine = trainer.checkpoint_bytes_written();

@@ -15,6 +15,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <system_error>
 #include <thread>
 
 namespace moe::ckpt {
@@ -425,6 +426,7 @@ PendingWrite::PendingWrite() = default;
 PendingWrite::PendingWrite(std::unique_ptr<State> s) : s_(std::move(s)) {}
 PendingWrite::PendingWrite(PendingWrite&&) noexcept = default;
 PendingWrite& PendingWrite::operator=(PendingWrite&& o) noexcept {
+  // (a write still pending here would be dropped uncommitted: the trainer finishes it first)
   if (s_ && s_->writer.joinable()) s_->writer.join();
   s_ = std::move(o.s_);
   return *this;
@@ -436,7 +438,7 @@ bool PendingWrite::written() const { return !s_ || s_->written; }
 
 void PendingWrite::finish(Communicator& comm) {
   MOE_CHECK(s_ != nullptr, CheckpointError, "no checkpoint write to finish");
-  s_->writer.join();
+  if (s_->writer.joinable()) s_->writer.join();
   const std::string error = s_->owned.error;
   s_.reset();  // (the copies go)
   keeping_latest([&] { detail::agree(error, comm); });
@@ -460,11 +462,16 @@ PendingWrite start_write(const std::string& path, Communicator& comm, const Meta
     s->owned = detail::gather_chunks(path, comm, datasets, s->flat, *s->plan);
   });
   PendingWrite::State* st = s.get();
-  st->writer = std::thread([st, me = comm.rank(), hold_ms] {
+  const auto write = [st, me = comm.rank(), hold_ms] {
     std::this_thread::sleep_for(std::chrono::milliseconds(hold_ms));
     detail::write_chunks(st->path, st->datasets, *st->plan, me, st->owned, st->addresses);  // catches its errors
     st->written = true;
-  });
+  };
+  try {
+    st->writer = std::thread(write);
+  } catch (const std::system_error&) {
+    write();  // no thread to be had: written here (the other ranks reach finish's agreement all the same)
+  }
   return PendingWrite(std::move(s));
 }
 

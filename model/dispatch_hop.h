@@ -39,11 +39,10 @@ class PlanCounts {
  public:
   PlanCounts(std::int64_t experts, std::int64_t ranks, Device d, std::int64_t instances = 0 /* = experts */);
   Tensor routed() const { return part(0, 2 * E_).view({2, E_}); }  // (2,E) load, kept (ops::route_capacity)
-  Tensor kept() const {
-    return part(I_ == E_ ? E_ : 2 * E_, I_);
-  }                                                        // (I) kept per instance (the same row without replicas)
-  Tensor send_rows() const { return part(base(), P_); }    // (P) rows this rank sends each rank
-  Tensor fan_out() const { return part(base() + P_, 1); }  // (1) most ranks one token reaches
+  // (I) kept per instance (without replicas, routed()'s second row)
+  Tensor kept() const { return part(kept_at(), I_); }
+  Tensor send_rows() const { return part(base(), P_); }               // (P) rows this rank sends each rank
+  Tensor fan_out() const { return part(base() + P_, 1); }             // (1) most ranks one token reaches
   Tensor recv_rows() const { return part(base() + P_ + 1, P_); }      // (P) rows each rank sends here
   Tensor recv_kept() const { return part(base() + 2 * P_ + 1, I_); }  // (P,Il) their assignments per local instance
   const Tensor& all() const { return all_; }
@@ -88,7 +87,7 @@ struct HopPlan {
   // back (slots_in) and going back (slots_out); the experts' row groups (El+1 offsets) and
   // the FP8 weight-gradient segments (offsets refined where the source rank changes).
   std::vector<std::int64_t> send_rows, recv_rows, slots_in, slots_out, offsets, segments;
-  std::vector<std::int64_t> kept_in;  // (P,El) the kept assignments each rank sends here, per local expert
+  std::vector<std::int64_t> kept_in;  // (P,El) the kept assignments each rank sends here, per local expert (instance)
   std::int64_t sent = 0, received = 0, expert_rows = 0;
   DispatchStats stats;
   void count(SavedBytes& b) const {
@@ -117,9 +116,10 @@ class DispatchHop {
   // ranks_per_node: consecutive ranks of comm sharing a node (for the inter-node statistics).
   // gemm: the wire's precision. summed_back: the way back by row even on a BF16 wire.
   DispatchHop(Communicator* comm, std::int64_t experts, int ranks_per_node, Gemm gemm, bool summed_back = false);
-  // The plan of kept (N,K) (the experts' counts in counts.routed()): counts exchanged, read
-  // back once, the routing metadata sent to the experts' ranks. received (R,K), when asked
-  // for: that metadata as it arrived, per slot the local expert here or -1.
+  // The plan of kept (N,K), the hop's "experts" (instances) per assignment, their counts in
+  // counts.kept(): counts exchanged, read back once, the routing metadata sent to the ranks
+  // holding them. received (R,K), when asked for: that metadata as it arrived, per slot the
+  // local one here or -1.
   HopPlan plan(const Tensor& kept, const PlanCounts& counts, Tensor* received = nullptr);
 
   // Token side. Rows of the tokens x (N,C) -> the received rows (R,C), in x's GEMM form.

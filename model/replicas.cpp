@@ -100,14 +100,18 @@ ExpertReplicas::Exchange ExpertReplicas::exchange(bool owners_send) const {
   const auto P = static_cast<std::size_t>(l_.ranks);
   Exchange x{std::vector<std::int64_t>(P, 0), std::vector<std::int64_t>(P, 0), {}, {}};
   for (std::size_t j = 0; j < P; ++j) {
-    for (std::int64_t s : slots_between(rank_, std::int64_t(j))) {  // j's slots holding experts of this rank
-      const std::int64_t row = slot_expert_[std::size_t(s)] % l_.local;
-      owners_send ? (x.read.push_back(row), ++x.send[j]) : (x.write.push_back(row), ++x.recv[j]);
-    }
-    for (std::int64_t s : slots_between(std::int64_t(j), rank_)) {  // this rank's slots holding j's experts
-      const std::int64_t slot = s % l_.slots;
-      owners_send ? (x.write.push_back(slot), ++x.recv[j]) : (x.read.push_back(slot), ++x.send[j]);
-    }
+    // An (owner, replica) pair between this rank and j: this rank sends its side of it when
+    // it is the side that sends (owners_send: the owner), else receives into it; its side is
+    // the owned expert's row, or the replica slot.
+    auto pair = [&](std::int64_t owned_row, std::int64_t slot, bool owns) {
+      const std::int64_t local = owns ? owned_row : slot;
+      if (owns == owners_send) x.read.push_back(local), ++x.send[j];
+      else x.write.push_back(local), ++x.recv[j];
+    };
+    for (std::int64_t s : slots_between(rank_, std::int64_t(j)))  // j's slots holding experts of this rank
+      pair(slot_expert_[std::size_t(s)] % l_.local, s % l_.slots, true);
+    for (std::int64_t s : slots_between(std::int64_t(j), rank_))  // this rank's slots holding j's experts
+      pair(slot_expert_[std::size_t(s)] % l_.local, s % l_.slots, false);
   }
   return x;
 }
@@ -122,7 +126,12 @@ Tensor ExpertReplicas::move(const Exchange& x, const Tensor& from) const {
   return in;
 }
 
+bool ExpertReplicas::idle() const {
+  return std::all_of(slot_expert_.begin(), slot_expert_.end(), [](std::int32_t e) { return e < 0; });
+}
+
 void ExpertReplicas::refresh(const ParamList& owned, std::vector<Tensor>& replica) {
+  if (idle()) return;  // (the same table on every rank: all skip)
   const Exchange x = exchange(/*owners_send=*/true);
   for (std::size_t i = 0; i < owned.size(); ++i) {
     const Tensor in = move(x, by_expert(owned[i]->w));
@@ -132,6 +141,7 @@ void ExpertReplicas::refresh(const ParamList& owned, std::vector<Tensor>& replic
 }
 
 void ExpertReplicas::fold(const ParamList& owned, std::vector<Tensor>& replica_grad) {
+  if (idle()) return;
   const Exchange x = exchange(/*owners_send=*/false);
   for (std::size_t i = 0; i < owned.size(); ++i) {
     if (!owned[i]->g.defined()) continue;  // frozen

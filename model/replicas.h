@@ -75,6 +75,7 @@ class ExpertReplicas {
     std::vector<std::int64_t> send, recv, read, write;
   };
   Exchange exchange(bool owners_send) const;
+  bool idle() const;  // every slot empty
   // from's rows x.read, exchanged: the rows received (x.write's order).
   Tensor move(const Exchange& x, const Tensor& from) const;
 

@@ -308,7 +308,7 @@ Plan::Memory stage_memory(const Setting& g, const StageSums& z, int s, std::int6
 
 // Bytes one device of the stage sends per step, by axis.
 struct StageBytes {
-  double tp = 0, ep_intra = 0, ep_inter = 0, pp = 0, dp = 0;
+  double tp = 0, ep_intra = 0, ep_inter = 0, pp = 0, dp = 0, replicas = 0;
 };
 
 // parallel.overlap (model/moe.cpp): the shared experts' forward runs while the dispatch's
@@ -360,12 +360,15 @@ Plan::Time stage_time(const Setting& g, const StageSums& z, StageBytes& bytes) {
   const double ep_rows = tokens / tp * z.moe_blocks;
   bytes.ep_intra = ep_rows * g.remote_intra * row(g.per_intra_row),
   bytes.ep_inter = ep_rows * g.remote_inter * row(g.per_inter_row);
-  // Redundant experts: each step the owners' FP32 weights go out to their replicas and the
-  // replicas' gradients come back (model/replicas.h), inside the node where the dispatch is
-  // hierarchical (replicas stay on their expert's node), else over whichever link.
-  const double copies = 2 * 4 * z.replicas, inside = g.two_hops || g.remote_inter == 0 ? 1 : g.intra_share;
-  bytes.ep_intra += copies * inside, bytes.ep_inter += copies * (1 - inside);
   t.ep = bytes.ep_intra / bandwidth(g.c.intra_node_gbps) + bytes.ep_inter / bandwidth(g.c.inter_node_gbps);
+  // Redundant experts: once a step (outside the schedule, nothing overlapping them) the
+  // owners' FP32 weights go out to their replicas and the replicas' gradients come back
+  // (model/replicas.h), inside the node where the dispatch is hierarchical (replicas stay on
+  // their expert's node), else over the node's share of the links.
+  bytes.replicas = 2 * 4 * z.replicas;
+  const double inside = g.two_hops || g.remote_inter == 0 ? 1 : g.intra_share;
+  t.replicas =
+      bytes.replicas * (inside / bandwidth(g.c.intra_node_gbps) + (1 - inside) / bandwidth(g.c.inter_node_gbps));
   bytes.pp = g.l.pp > 1 ? 2 * N * C * g.eb.other * mbs * v : 0;  // per micro-batch and chunk
   t.pp = bytes.pp / g.pp_link;
   bytes.dp = ring(4 * z.trained_dense, g.l.dp) +
@@ -512,7 +515,7 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
     if (t.step() > worst_step) {
       worst_step = t.step(), p.time = t;
       p.tp_bytes = bytes.tp, p.ep_intra_bytes = bytes.ep_intra, p.ep_inter_bytes = bytes.ep_inter,
-      p.pp_bytes = bytes.pp, p.dp_bytes = bytes.dp;
+      p.pp_bytes = bytes.pp, p.dp_bytes = bytes.dp, p.replica_bytes = bytes.replicas;
     }
   }
   return p;

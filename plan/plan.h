@@ -51,9 +51,10 @@ struct Plan {
   // written and read once, its gradient too; AdamW's passes over its state).
   struct Time {
     double compute = 0, memory = 0, tp = 0, ep = 0, pp = 0, dp = 0, hidden = 0, bubble = 0;
-    double step() const { return compute + memory + tp + ep + pp + dp - hidden + bubble; }
+    double replicas = 0;  // redundant experts' copies to and from their owners
+    double step() const { return compute + memory + tp + ep + pp + dp - hidden + bubble + replicas; }
   } time;
-  double tp_bytes = 0, ep_intra_bytes = 0, ep_inter_bytes = 0, pp_bytes = 0, dp_bytes = 0;
+  double tp_bytes = 0, ep_intra_bytes = 0, ep_inter_bytes = 0, pp_bytes = 0, dp_bytes = 0, replica_bytes = 0;
   double ranks_per_token = 1;  // expected distinct ep ranks a token's experts live on
   double nodes_per_token = 1;  // and nodes (hierarchical dispatch: its rows across nodes)
 

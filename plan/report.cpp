@@ -61,9 +61,9 @@ std::string plan_text(const Plan& p, const Config& cfg, const Cluster& c, const 
     const double copy = 4.0 * double(R * routed_expert_parameters(m));  // FP32, per MoE layer
     s += fmt::format(
         "redundant experts {} slots a rank: {} of copies and as much of their gradients per MoE layer, {} a step "
-        "to and from their owners; they balance skewed routing (the run reports expert_rank_imbalance), the "
-        "balanced rows planned here need none\n",
-        R, human_bytes(copy), human_bytes(2 * copy));
+        "to and from their owners ({} a step on the slowest stage); they balance skewed routing (the run reports "
+        "expert_rank_imbalance), the balanced rows planned here need none\n",
+        R, human_bytes(copy), human_bytes(p.replica_bytes), seconds(t.replicas));
   }
   s += fmt::format(
       "step time         {}: GEMMs {}, other ops {}, tensor-parallel {}, expert all-to-all {}, pipeline p2p {}, "

@@ -106,7 +106,7 @@ struct Trainer::Loop {
   std::string replica_state() const;
   void restore_replicas();
   void save(std::int64_t step, double last, double val);
-  double rank_imbalance() const;  // the step's most loaded ep rank over the mean, mean over MoE layers
+  double rank_imbalance();  // collective: the step's most loaded ep rank over the mean, mean over MoE layers
   void log_step(std::int64_t step, double norm);
   nlohmann::json step_metrics(std::int64_t step, double norm, bool applied, double val, double step_seconds);
   void log_sources(std::int64_t step, bool tokens, Progress& progress);
@@ -497,7 +497,6 @@ void Trainer::Loop::reduce(std::int64_t step) {
   loss = s.world.all_reduce_sum(loss);
   if (mc.mtp_depth > 0) mtp_loss = s.world.all_reduce_sum(mtp_loss);
   s.world.all_reduce_sum(loads);
-  if (s.layout.ep > 1) s.world.all_reduce_sum(rank_rows);
   res.dropped += loads.data<double>()[loads.numel() - 1];
   res.rank_imbalance.push_back(rank_imbalance());
 }
@@ -622,15 +621,22 @@ void Trainer::Loop::save(std::int64_t step, double last, double val) {
   s.timed(s.ckpt_s, [&] { s.save(step, res, last, val); });
 }
 
-double Trainer::Loop::rank_imbalance() const {
+// Each ep group dispatches on its own: its rows summed over its ranks, max over mean per layer
+// of this stage, then the mean over every rank's layers (a group's ranks agree; groups and
+// stages weigh alike). Two collectives a step, with ep.
+double Trainer::Loop::rank_imbalance() {
   const std::int64_t P = s.layout.ep;
+  if (P == 1 || all_moe == 0) return 1.0;
+  s.mesh.ep().all_reduce_sum(rank_rows);
   const double* rr = rank_rows.data<double>();
-  double sum = 0;
-  for (std::int64_t i = 0; i < all_moe; ++i) {
+  Tensor sums = Tensor::zeros({2}, DType::f64);  // this rank's layers' max/mean, and their count
+  for (const std::int64_t i : moe_row) {
     const double total = std::accumulate(rr + i * P, rr + (i + 1) * P, 0.0);
-    sum += total > 0 ? *std::max_element(rr + i * P, rr + (i + 1) * P) * double(P) / total : 1.0;
+    sums.data<double>()[0] += total > 0 ? *std::max_element(rr + i * P, rr + (i + 1) * P) * double(P) / total : 1.0;
+    sums.data<double>()[1] += 1;
   }
-  return all_moe > 0 ? sum / double(all_moe) : 1.0;
+  s.world.all_reduce_sum(sums);
+  return sums.data<double>()[1] > 0 ? sums.data<double>()[0] / sums.data<double>()[1] : 1.0;
 }
 
 std::pair<double, double> Trainer::Loop::load_range() const {

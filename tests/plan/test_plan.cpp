@@ -195,9 +195,11 @@ TEST_CASE("plan: redundant experts cost their copies' memory and two copies a st
   const double copies = double(moe_layers(cfg.model)) * 2 * double(routed_expert_parameters(cfg.model));
   CHECK(two.memory.weights - none.memory.weights == Approx(4 * copies));
   CHECK(two.memory.gradients - none.memory.gradients == Approx(4 * copies));
-  CHECK(two.memory.optimizer == none.memory.optimizer);                       // not parameters: no moments
-  CHECK(two.ep_intra_bytes - none.ep_intra_bytes == Approx(2 * 4 * copies));  // weights out, gradients back
-  CHECK(two.ep_inter_bytes == none.ep_inter_bytes);
+  CHECK(two.memory.optimizer == none.memory.optimizer);  // not parameters: no moments
+  CHECK(two.replica_bytes == Approx(2 * 4 * copies));    // weights out, gradients back, inside the node
+  CHECK(two.time.replicas == Approx(2 * 4 * copies / 10e9));
+  CHECK(two.ep_intra_bytes == none.ep_intra_bytes);  // the dispatch's traffic is its own
+  CHECK(two.time.bubble == none.time.bubble);        // once a step, outside the schedule
   CHECK(two.time.compute == none.time.compute);
 }
 
