@@ -16,8 +16,7 @@ MoE::MoE(const ModelConfig& c, const std::string& p, const ExpertGroup& ep, cons
       gemm_(gemm),
       router_(c, p, tp),
       dispatcher_(ep, c.routed_experts, gemm, instances(c, ep)),
-      experts_(p, (ep.ep ? ep.ep->rank() : 0) * (c.routed_experts / ranks(ep)), c.routed_experts / ranks(ep),
-               c.routed_experts, c.d_model, c.expert_hidden, gemm) {
+      experts_(p, (ep.ep ? ep.ep->rank() : 0) * El_, El_, c.routed_experts, c.d_model, c.expert_hidden, gemm) {
   MOE_CHECK(c.routed_experts % ranks(ep) == 0, ConfigError,
             "{}: {} routed experts cannot be split over {} expert-parallel ranks", p, c.routed_experts, ranks(ep));
   if (c.shared_experts > 0)

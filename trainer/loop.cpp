@@ -366,12 +366,22 @@ void Trainer::Loop::log_model_and_layout() {
       human_bytes(double(res.size.optimizer_bytes)), human_bytes(double(res.size.optimizer_bytes_total)),
       double(res.size.optimizer_bytes) / double(res.size.optimizer_bytes_total));
   const Layout& l = s.layout;
-  if (l.ep > 1)
-    spdlog::info(
-        "expert dispatch: ep {} over {} node{} of {} rank{}{}{}", l.ep, l.ep_nodes(), l.ep_nodes() > 1 ? "s" : "",
-        l.ep_per_node(), l.ep_per_node() > 1 ? "s" : "",
-        l.ep_nodes() > 1 ? (l.hierarchical ? ", hierarchical (once per node, forwarded inside)" : ", flat") : "",
-        l.overlap && mc.shared_experts > 0 ? ", overlapped with the shared experts" : "");
+  if (l.ep == 1) return;
+  // The node-reduced combine acts on the hierarchical dispatch's BF16 wire only: say which.
+  const bool hierarchical = l.ep_nodes() > 1 && l.hierarchical;
+  std::string combine;
+  if (l.node_reduced)
+    combine = hierarchical && cfg.precision != Precision::fp32
+                  ? ", the combine summed in the node"
+                  : ", parallel.node_reduced_combine has no effect (it needs the hierarchical dispatch over nodes "
+                    "and a bf16 or fp8 wire)";
+  spdlog::info("expert dispatch: ep {} over {} node{} of {} rank{}{}{}{}{}", l.ep, l.ep_nodes(),
+               l.ep_nodes() > 1 ? "s" : "", l.ep_per_node(), l.ep_per_node() > 1 ? "s" : "",
+               l.ep_nodes() > 1 ? (l.hierarchical ? ", hierarchical (once per node, forwarded inside)" : ", flat") : "",
+               combine, l.overlap && mc.shared_experts > 0 ? ", overlapped with the shared experts" : "",
+               l.redundant > 0 ? fmt::format(", {} replica slot{} a rank chosen every {} steps", l.redundant,
+                                             l.redundant > 1 ? "s" : "", cfg.parallel.rebalance_every)
+                               : "");
 }
 
 // Validation: the first eval_batches global batches of the held-out split, in order; the
