@@ -424,7 +424,8 @@ std::vector<OpCase> routing_cases() {
     for (std::int64_t k = 0; k < K; ++k)
       choice[std::size_t(n * K + k)] = static_cast<std::int32_t>((n * 13 + k * (7 + n % 5)) % E);
   return {
-      {.name = "dispatch plan: route_capacity, route_pairs, counting_sort, invert_positions, dispatch_slots",
+      {.name = "dispatch plan: route_capacity, route_pairs, counting_sort, invert_positions, dispatch_slots, "
+               "pick_instances (2 replica slots a rank, experts 0-15 replicated once)",
        .real = false,
        .gpu_tol = 0,
        .run =
@@ -444,17 +445,6 @@ std::vector<OpCase> routing_cases() {
                     as = m.empty({S * K}, DType::i32);
              ops::invert_positions(token, rows, P);
              ops::dispatch_slots(ex, as, kept, rows.view({N, P}), El);
-             return host({kept, counts, pairs, fan, rows, send, token, ex, as});
-           }},
-      {.name = "pick_instances: 64 experts on 8 ranks, 2 replica slots each (experts 0-15 replicated once)",
-       .real = false,
-       .gpu_tol = 0,
-       .run =
-           [=](DType, Device d) {
-             const Make m{DType::f32, d};
-             const Tensor index = m.i32(choice, {N, K});
-             Tensor kept = m.empty({N, K}, DType::i32), counts = m.empty({2, E}, DType::i32);
-             ops::route_capacity(kept, counts, index, 563, 100, 3000);
              // Expert e's instances: its owner's (rank e / El, slot e % El of El + 2), and for
              // e < 16 replica slot e, on rank e / 2 at place El + e % 2.
              std::vector<std::int32_t> table(std::size_t(E) + 1, 0), list;
@@ -466,7 +456,7 @@ std::vector<OpCase> routing_cases() {
              table.insert(table.end(), list.begin(), list.end());
              Tensor inst = m.empty({N, K}, DType::i32), per = m.empty({P * (El + 2)}, DType::i32);
              ops::pick_instances(inst, per, kept, m.i32(table, {std::int64_t(table.size())}), E);
-             return host({inst, per});
+             return host({kept, counts, pairs, fan, rows, send, token, ex, as, inst, per});
            }},
       {.name = "balance loss forward+backward (4 sequences of 1024, 64 experts)",
        .real = false,

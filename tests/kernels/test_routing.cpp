@@ -13,13 +13,6 @@
 using namespace moe;
 using namespace moe::testing;
 
-namespace {
-std::vector<std::int32_t> values(const Tensor& t) {
-  const std::int32_t* p = t.data<std::int32_t>();
-  return {p, p + t.numel()};
-}
-}  // namespace
-
 TEST_CASE("counting_sort places elements as a stable sort by bin does", "[ops][routing]") {
   std::mt19937_64 rng(3);
   for (const auto& [n, bins, divisor] : {std::tuple{1000, 7, 1}, {513, 3, 4}, {40, 1, 9}, {0, 2, 1}}) {

@@ -4,15 +4,12 @@
 
 #include "kernels/ops.h"
 #include "model/replicas.h"
+#include "tests/support/testing.h"
 
 using namespace moe;
 
-namespace {
-std::vector<std::int32_t> values(const Tensor& t) {
-  const std::int32_t* v = t.data<std::int32_t>();
-  return {v, v + t.numel()};
-}
-}  // namespace
+using testing::ints;
+using testing::values;
 
 TEST_CASE("choose_replicas: the hottest experts, on the least loaded ranks of their node", "[replicas]") {
   // 8 experts on 4 ranks (2 each), one replica slot a rank.
@@ -43,9 +40,7 @@ TEST_CASE("instance table and pick_instances: token n takes instance n mod the e
   const Tensor table = instance_table(l, {3, 0});  // rank 0's slot replicates expert 3, rank 1's expert 0
   CHECK(values(table) == std::vector<std::int32_t>{0, 2, 3, 4, 6, /*e0*/ 0, 5, /*e1*/ 1, /*e2*/ 3, /*e3*/ 4, 2});
   // 4 tokens x top-2; -1 dropped.
-  Tensor kept = Tensor::empty({4, 2}, DType::i32);
-  const std::vector<std::int32_t> k = {0, 3, 0, 1, 0, -1, 3, 2};
-  std::copy(k.begin(), k.end(), kept.data<std::int32_t>());
+  const Tensor kept = ints({0, 3, 0, 1, 0, -1, 3, 2}, {4, 2});
   Tensor inst = Tensor::empty({4, 2}, DType::i32), counts = Tensor::empty({6}, DType::i32);
   ops::pick_instances(inst, counts, kept, table, 4);
   CHECK(values(inst) == std::vector<std::int32_t>{0, 4, 5, 1, 0, -1, 2, 3});

@@ -32,6 +32,11 @@ Tensor ints(const std::vector<std::int32_t>& v, Shape shape) {
   return t;
 }
 
+std::vector<std::int32_t> values(const Tensor& t) {
+  const std::int32_t* p = t.data<std::int32_t>();
+  return {p, p + t.numel()};
+}
+
 Tensor cast(const Tensor& t, DType dtype) {
   Tensor out = Tensor::empty(t.shape(), dtype);
   for (std::int64_t i = 0; i < t.numel(); ++i) {

@@ -15,6 +15,8 @@ Tensor random(const Shape& shape, std::uint64_t seed, double scale = 1.0, DType 
 Tensor random_ints(const Shape& shape, std::uint64_t seed, int lo, int hi);
 // An i32 host tensor holding v, of shape `shape` (empty: 1-D).
 Tensor ints(const std::vector<std::int32_t>& v, Shape shape = {});
+// An i32 host tensor's values, in order.
+std::vector<std::int32_t> values(const Tensor& t);
 // A copy converted between f32 and f64.
 Tensor cast(const Tensor& t, DType dtype);
 // Element i as double, whatever the real dtype.
