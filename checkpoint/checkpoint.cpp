@@ -414,6 +414,7 @@ struct PendingWrite::State {
   std::string path;
   std::vector<Dataset> datasets;
   std::vector<std::vector<float>> copies;  // this rank's slices' data, as start_write found it
+  std::vector<Tensor> snapshots;           // or, where they lie in one, the caller's copies
   std::vector<Slice> flat;
   std::optional<detail::WholeChunks> plan;
   detail::ChunkAddresses addresses;
@@ -445,13 +446,21 @@ void PendingWrite::finish(Communicator& comm) {
 }
 
 PendingWrite start_write(const std::string& path, Communicator& comm, const Meta& meta,
-                         const std::vector<Dataset>& datasets, const std::vector<Slice>& mine, int hold_ms) {
+                         const std::vector<Dataset>& datasets, const std::vector<Slice>& mine,
+                         std::vector<Tensor> snapshots, int hold_ms) {
   quiet();
   auto s = std::make_unique<PendingWrite::State>();
-  s->path = path, s->datasets = datasets;
+  s->path = path, s->datasets = datasets, s->snapshots = std::move(snapshots);
+  const auto in_snapshot = [&](const Slice& x) {
+    return std::any_of(s->snapshots.begin(), s->snapshots.end(), [&](const Tensor& t) {
+      const auto* first = static_cast<const float*>(t.raw());
+      return x.data >= first && x.data + (x.end - x.begin) <= first + t.numel();
+    });
+  };
   std::vector<Slice> copied = mine;
   s->copies.reserve(copied.size());
   for (Slice& x : copied) {  // a slice's elements are contiguous in its memory, window or not
+    if (in_snapshot(x)) continue;
     s->copies.emplace_back(x.data, x.data + (x.end - x.begin));
     x.data = s->copies.back().data();
   }

@@ -80,12 +80,15 @@ class PendingWrite {
  private:
   explicit PendingWrite(std::unique_ptr<State> s);
   friend PendingWrite start_write(const std::string&, Communicator&, const Meta&, const std::vector<Dataset>&,
-                                  const std::vector<Slice>&, int);
+                                  const std::vector<Slice>&, std::vector<Tensor>, int);
   std::unique_ptr<State> s_;
 };
-// hold_ms: the thread waits that long before writing (a drill: the steps provably go on).
+// snapshots: host tensors some slices point into that are copies already (a GPU's staged
+// state): kept alive by the write instead of copied again. hold_ms: the thread waits that long
+// before writing (a drill: the steps provably go on).
 PendingWrite start_write(const std::string& path, Communicator& comm, const Meta& meta,
-                         const std::vector<Dataset>& datasets, const std::vector<Slice>& mine, int hold_ms = 0);
+                         const std::vector<Dataset>& datasets, const std::vector<Slice>& mine,
+                         std::vector<Tensor> snapshots = {}, int hold_ms = 0);
 
 // Each rank on its own: checks that the file has every dataset of `expected` at its shape
 // and dtype (CheckpointError listing the mismatches), then reads this rank's slices: the raw

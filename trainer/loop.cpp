@@ -549,6 +549,8 @@ bool Trainer::Loop::optimizer_step(std::int64_t step, double norm, Progress& pro
   if (log_rank)
     spdlog::warn("step {} skipped: {}; {} in a row, {} in all", step + 1, why, guard.consecutive(), guard.skipped());
   const auto& ck = cfg.checkpoint;
+  // (every rank decides alike: an asynchronous write still pending is committed first)
+  if (guard.consecutive() >= t.max_skipped_steps) s.timed(s.ckpt_s, [&] { s.finish_pending(step); });
   MOE_CHECK(guard.consecutive() < t.max_skipped_steps, TrainingError,
             "{}: step {}: {} steps in a row skipped (train.max_skipped_steps), the last with {}; stopping without "
             "saving. {}; lower train.lr, or raise train.max_skipped_steps",

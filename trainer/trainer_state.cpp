@@ -110,8 +110,10 @@ void Trainer::State::save(std::int64_t step, const TrainResult& res, double last
   CheckpointPlan plan = plan_write(groups(), model, tp_lead, tp_lead && mesh.coords().dp == 0);
   if (layout.pp > 1) plan.datasets = join_stages(plan.datasets);  // every rank creates every dataset
   if (cfg.checkpoint.async) {
+    std::vector<Tensor> staged;  // a GPU's state, copied to the host by the plan already
+    for (auto& [device, host] : plan.staged) staged.push_back(host);
     pending = ckpt::start_write(ckpt::temp_file(path), mesh.world(), meta.to_meta(), plan.datasets, plan.slices,
-                                static_cast<int>(cfg.debug.slow_checkpoint_ms));
+                                std::move(staged), static_cast<int>(cfg.debug.slow_checkpoint_ms));
     pending_path = path, pending_t0 = t0;
     return;
   }

@@ -337,7 +337,7 @@ TEST_CASE("checkpoint: every way ranks can split a dataset writes the bytes HDF5
       written[name].copy_from(t);
     }
     if (async) {
-      ckpt::PendingWrite pending = ckpt::start_write(path, world, meta, datasets, mine, /*hold_ms=*/50);
+      ckpt::PendingWrite pending = ckpt::start_write(path, world, meta, datasets, mine, {}, /*hold_ms=*/50);
       for (auto& [name, t] : full) std::memset(t.raw(), 0, t.nbytes());  // the next step's changes
       std::memset(block.raw(), 0, block.nbytes());
       CHECK(pending.active());
