@@ -47,10 +47,9 @@ class PlanCounts {
   Tensor recv_kept() const { return part(base() + 2 * P_ + 1, I_); }  // (P,Il) their assignments per local instance
   const Tensor& all() const { return all_; }
   std::int64_t experts() const { return E_; }
-  std::int64_t instances() const { return I_; }
   // Where each part starts in all().
   std::int64_t kept_at() const { return I_ == E_ ? E_ : 2 * E_; }
-  std::int64_t base() const { return I_ == E_ ? 2 * E_ : 2 * E_ + I_; }
+  std::int64_t base() const { return kept_at() + I_; }
 
  private:
   Tensor part(std::int64_t begin, std::int64_t n) const { return all_.rows(begin, n); }

@@ -3,10 +3,6 @@
 namespace moe {
 namespace {
 int ranks(const ExpertGroup& g) { return g.ep ? g.ep->size() : 1; }
-// Where the dispatch sends rows: the experts, and with redundant experts every rank's slots.
-std::int64_t instances(const ModelConfig& c, const ExpertGroup& g) {
-  return c.routed_experts + std::int64_t(ranks(g)) * g.redundant;
-}
 }  // namespace
 
 MoE::MoE(const ModelConfig& c, const std::string& p, const ExpertGroup& ep, const TensorParallel& tp, Gemm gemm)
@@ -15,7 +11,7 @@ MoE::MoE(const ModelConfig& c, const std::string& p, const ExpertGroup& ep, cons
       tp_(tp),
       gemm_(gemm),
       router_(c, p, tp),
-      dispatcher_(ep, c.routed_experts, gemm, instances(c, ep)),
+      dispatcher_(ep, c.routed_experts, gemm, replica_layout(c, ep).instances()),  // experts and replica slots
       experts_(p, (ep.ep ? ep.ep->rank() : 0) * El_, El_, c.routed_experts, c.d_model, c.expert_hidden, gemm) {
   MOE_CHECK(c.routed_experts % ranks(ep) == 0, ConfigError,
             "{}: {} routed experts cannot be split over {} expert-parallel ranks", p, c.routed_experts, ranks(ep));

@@ -10,6 +10,12 @@ namespace moe {
 namespace {
 // One row per expert: a projection (El,...) as (El, numel/El).
 Tensor by_expert(const Tensor& w) { return w.view({w.size(0), w.numel() / w.size(0)}); }
+// Row indices as the i32 tensor the row ops take, on device d.
+Tensor indices(const std::vector<std::int64_t>& v, Device d) {
+  Tensor t = Tensor::empty({std::int64_t(v.size())}, DType::i32);
+  std::transform(v.begin(), v.end(), t.data<std::int32_t>(), [](std::int64_t i) { return std::int32_t(i); });
+  return t.to(d);
+}
 }  // namespace
 
 ReplicaLayout replica_layout(const ModelConfig& c, const ExpertGroup& g) {
@@ -116,14 +122,22 @@ ExpertReplicas::Exchange ExpertReplicas::exchange(bool owners_send) const {
   return x;
 }
 
-Tensor ExpertReplicas::move(const Exchange& x, const Tensor& from) const {
+void ExpertReplicas::move(const Exchange& x, const Tensor& from, Tensor& to, bool accumulate) const {
   const Device d = from.device();
   Tensor out = Tensor::empty({std::int64_t(x.read.size()), from.size(1)}, DType::f32, d),
          in = Tensor::empty({std::int64_t(x.write.size()), from.size(1)}, DType::f32, d);
-  for (std::size_t k = 0; k < x.read.size(); ++k) out.rows(std::int64_t(k), 1).copy_from(from.rows(x.read[k], 1));
+  ops::gather_rows(out, from, indices(x.read, d));
   if (ep_) ep_->all_to_all_v(in, x.recv, out, x.send);
   else in.copy_from(out);
-  return in;
+  // Row r of `to` takes the received rows written to it, in arrival order (rank, then slot).
+  std::vector<std::vector<std::int64_t>> into(std::size_t(to.size(0)));
+  for (std::size_t k = 0; k < x.write.size(); ++k) into[std::size_t(x.write[k])].push_back(std::int64_t(k));
+  std::size_t W = 1;
+  for (const auto& terms : into) W = std::max(W, terms.size());
+  std::vector<std::int64_t> slots(into.size() * W, -1);
+  for (std::size_t r = 0; r < into.size(); ++r) std::copy(into[r].begin(), into[r].end(), slots.begin() + r * W);
+  const Tensor terms = indices(slots, d).view({to.size(0), std::int64_t(W)});
+  ops::combine_rows(to, in, terms, Tensor(), accumulate);
 }
 
 bool ExpertReplicas::idle() const {
@@ -134,9 +148,8 @@ void ExpertReplicas::refresh(const ParamList& owned, std::vector<Tensor>& replic
   if (idle()) return;  // (the same table on every rank: all skip)
   const Exchange x = exchange(/*owners_send=*/true);
   for (std::size_t i = 0; i < owned.size(); ++i) {
-    const Tensor in = move(x, by_expert(owned[i]->w));
     Tensor dst = by_expert(replica[i]);
-    for (std::size_t k = 0; k < x.write.size(); ++k) dst.rows(x.write[k], 1).copy_from(in.rows(std::int64_t(k), 1));
+    move(x, by_expert(owned[i]->w), dst, /*accumulate=*/false);  // (an empty slot reads zeros)
   }
 }
 
@@ -145,12 +158,8 @@ void ExpertReplicas::fold(const ParamList& owned, std::vector<Tensor>& replica_g
   const Exchange x = exchange(/*owners_send=*/false);
   for (std::size_t i = 0; i < owned.size(); ++i) {
     if (!owned[i]->g.defined()) continue;  // frozen
-    const Tensor in = move(x, by_expert(replica_grad[i]));
     Tensor g = by_expert(owned[i]->g);
-    for (std::size_t k = 0; k < x.write.size(); ++k) {  // in rank order, then slot order: a fixed sum
-      Tensor row = g.rows(x.write[k], 1);
-      ops::accumulate(row, in.rows(std::int64_t(k), 1));
-    }
+    move(x, by_expert(replica_grad[i]), g, /*accumulate=*/true);  // in rank order, then slot order: a fixed sum
     replica_grad[i].zero();
   }
 }

@@ -76,8 +76,10 @@ class ExpertReplicas {
   };
   Exchange exchange(bool owners_send) const;
   bool idle() const;  // every slot empty
-  // from's rows x.read, exchanged: the rows received (x.write's order).
-  Tensor move(const Exchange& x, const Tensor& from) const;
+  // from's rows x.read (ops::gather_rows), exchanged, and into `to`'s rows x.write
+  // (ops::combine_rows): assigned (a row written by nothing: zeros), or with accumulate added
+  // to it in arrival order.
+  void move(const Exchange& x, const Tensor& from, Tensor& to, bool accumulate) const;
 
   ReplicaLayout l_;
   Communicator* ep_;  // null: one rank

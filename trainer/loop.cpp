@@ -106,7 +106,8 @@ struct Trainer::Loop {
   std::string replica_state() const;
   void restore_replicas();
   void save(std::int64_t step, double last, double val);
-  double rank_imbalance();  // collective: the step's most loaded ep rank over the mean, mean over MoE layers
+  void add_rank_imbalance();      // collective over ep: this rank's terms of rank_imbalance, into loads
+  double rank_imbalance() const;  // the step's most loaded ep rank over the mean, mean over MoE layers
   void log_step(std::int64_t step, double norm);
   nlohmann::json step_metrics(std::int64_t step, double norm, bool applied, double val, double step_seconds);
   void log_sources(std::int64_t step, bool tokens, Progress& progress);
@@ -139,10 +140,12 @@ struct Trainer::Loop {
   TrainResult res;
   Plan plan;
   std::int64_t start = 0, end = 0;
-  // Global expert loads per MoE layer, then dropped assignments (summed over every rank).
+  // Global expert loads per MoE layer, then dropped assignments, then the terms of
+  // rank_imbalance (summed over every rank: one all-reduce).
   Tensor loads;
+  std::int64_t dropped_at() const { return all_moe * std::max<std::int64_t>(E, 1); }
   // Kept rows per MoE layer and ep rank (where the dispatch sent them, replicas included),
-  // summed over every rank; and the expert loads since the redundant experts were last chosen.
+  // summed over the ep group; and the expert loads since the redundant experts were last chosen.
   Tensor rank_rows;
   std::vector<double> loads_since_choice;
   ReplicaLayout replica_layout;
@@ -194,7 +197,7 @@ Trainer::Loop::Loop(State& state)
       moe_layers(model.moe_layers()),
       moe_row(model.moe_ordinals()),
       all_moe(moe::moe_layers(mc)),
-      loads(Tensor::zeros({all_moe * std::max<std::int64_t>(E, 1) + 1}, DType::f64)),
+      loads(Tensor::zeros({dropped_at() + 3}, DType::f64)),
       rank_rows(Tensor::zeros({all_moe * state.layout.ep}, DType::f64)),
       loads_since_choice(std::size_t(all_moe * E), 0.0),
       replica_layout(moe::replica_layout(mc, state.mesh.expert_group())),
@@ -468,7 +471,7 @@ void Trainer::Loop::count_routing(int chunk) {
     const std::vector<std::int64_t>& rows = m.instance_rows();  // instances rank-major, instances_per_rank each
     for (std::size_t j = 0; j < rows.size(); ++j)
       rank_rows.data<double>()[moe_row[i] * s.layout.ep + std::int64_t(j) / m.instances_per_rank()] += double(rows[j]);
-    ld[loads.numel() - 1] += double(m.dropped());
+    ld[dropped_at()] += double(m.dropped());
     res.traffic.max_ranks_per_token = std::max(res.traffic.max_ranks_per_token, m.max_ranks_per_token());
     res.traffic.remote_rows += double(m.remote_rows());  // summed here, per step at the end
     res.traffic.remote_token_ranks += double(m.remote_token_ranks());
@@ -506,8 +509,9 @@ void Trainer::Loop::reduce(std::int64_t step) {
   s.experts->reduce_grads();
   loss = s.world.all_reduce_sum(loss);
   if (mc.mtp_depth > 0) mtp_loss = s.world.all_reduce_sum(mtp_loss);
+  add_rank_imbalance();
   s.world.all_reduce_sum(loads);
-  res.dropped += loads.data<double>()[loads.numel() - 1];
+  res.dropped += loads.data<double>()[dropped_at()];
   res.rank_imbalance.push_back(rank_imbalance());
 }
 
@@ -633,22 +637,26 @@ void Trainer::Loop::save(std::int64_t step, double last, double val) {
   s.timed(s.ckpt_s, [&] { s.save(step, res, last, val); });
 }
 
-// Each ep group dispatches on its own: its rows summed over its ranks, max over mean per layer
-// of this stage, then the mean over every rank's layers (a group's ranks agree; groups and
-// stages weigh alike). Two collectives a step, with ep.
-double Trainer::Loop::rank_imbalance() {
+// Each ep group dispatches on its own: its rows summed over its ranks (one all-reduce over ep),
+// max over mean per layer of this stage, added with their count to the loads' last two slots;
+// the loads' world all-reduce then makes the mean over every rank's layers (a group's ranks
+// agree; groups and stages weigh alike).
+void Trainer::Loop::add_rank_imbalance() {
   const std::int64_t P = s.layout.ep;
-  if (P == 1 || all_moe == 0) return 1.0;
+  if (P == 1 || all_moe == 0) return;
   s.mesh.ep().all_reduce_sum(rank_rows);
   const double* rr = rank_rows.data<double>();
-  Tensor sums = Tensor::zeros({2}, DType::f64);  // this rank's layers' max/mean, and their count
+  double* sums = loads.data<double>() + dropped_at() + 1;  // this rank's layers' max/mean, and their count
   for (const std::int64_t i : moe_row) {
     const double total = std::accumulate(rr + i * P, rr + (i + 1) * P, 0.0);
-    sums.data<double>()[0] += total > 0 ? *std::max_element(rr + i * P, rr + (i + 1) * P) * double(P) / total : 1.0;
-    sums.data<double>()[1] += 1;
+    sums[0] += total > 0 ? *std::max_element(rr + i * P, rr + (i + 1) * P) * double(P) / total : 1.0;
+    sums[1] += 1;
   }
-  s.world.all_reduce_sum(sums);
-  return sums.data<double>()[1] > 0 ? sums.data<double>()[0] / sums.data<double>()[1] : 1.0;
+}
+
+double Trainer::Loop::rank_imbalance() const {
+  const double* sums = loads.data<double>() + dropped_at() + 1;
+  return sums[1] > 0 ? sums[0] / sums[1] : 1.0;
 }
 
 std::pair<double, double> Trainer::Loop::load_range() const {
@@ -697,9 +705,9 @@ void Trainer::Loop::log_step(std::int64_t step, double norm) {
       step + 1, t.steps, loss,
       mc.mtp_depth > 0 ? fmt::format(" (mtp {:.4f} x {:.2f})", mtp_loss, mtp_weight) : std::string(),
       learning_rate(t, step), norm, double(done) * global_tokens / secs, lmin, mean, lmax,
-      loads.data<double>()[loads.numel() - 1], comm.empty() ? "none" : comm,
-      human_bytes(double(res.profile.saved_bytes)), human_bytes(double(res.profile.saved_gemm_bytes)),
-      precision_name(cfg.precision), guard.skipped() ? fmt::format(" | skipped {}", guard.skipped()) : "", secs);
+      loads.data<double>()[dropped_at()], comm.empty() ? "none" : comm, human_bytes(double(res.profile.saved_bytes)),
+      human_bytes(double(res.profile.saved_gemm_bytes)), precision_name(cfg.precision),
+      guard.skipped() ? fmt::format(" | skipped {}", guard.skipped()) : "", secs);
 }
 
 nlohmann::json Trainer::Loop::step_metrics(std::int64_t step, double norm, bool applied, double val,
@@ -712,7 +720,7 @@ nlohmann::json Trainer::Loop::step_metrics(std::int64_t step, double norm, bool 
                       {"grad_norm", norm},
                       {"tokens_per_s", global_tokens / step_seconds},
                       {"mfu", plan.flops_per_step / step_seconds / double(s.world.size()) / peak_flops},
-                      {"dropped", ld[loads.numel() - 1]},
+                      {"dropped", ld[dropped_at()]},
                       {"expert_rank_imbalance", res.rank_imbalance.back()},
                       {"expert_comm_s", step_expert_s},
                       {"expert_overlap_s", step_overlap_s},
