@@ -42,52 +42,26 @@ bool admit(std::string& doc, InvalidUtf8 utf8, Utf8Report& report) {
   return true;
 }
 
-// A fortune-format text: "%" lines separate documents.
-void split_text(const fs::path& file, const std::string& raw, const FilterOptions& opt, std::vector<std::string>& docs,
-                ReadReport& report) {
-  if (raw.find('\0') != std::string::npos) return;  // binary
-  if (const auto bad = first_invalid_utf8(raw); bad >= 0 && opt.invalid_utf8 == InvalidUtf8::refuse)
-    throw DataError(
-        fmt::format("{}: byte {} (0x{:02x}) is not valid UTF-8; fix the file, or set data.invalid_utf8 to "
-                    "replace or drop",
-                    file.string(), bad, static_cast<unsigned char>(raw[std::size_t(bad)])));
-  // CRLF (Windows) and lone CR (old Mac) line ends as LF: "%\r" would not separate documents.
-  std::string text;
-  text.reserve(raw.size());
-  for (std::size_t i = 0; i < raw.size(); ++i)
-    if (raw[i] != '\r') text += raw[i];
-    else if (i + 1 == raw.size() || raw[i + 1] != '\n') text += '\n';
+// A fortune-format text: "%" lines separate documents. A NUL byte in the first chunk marks a
+// binary file (fortune's .dat index), skipped, as git decides.
+void text_documents(ByteStream& in, const FilterOptions& opt, const DocumentSink& sink) {
+  if (in.head().find('\0') != std::string_view::npos) return;
   std::string doc, line;
-  std::istringstream lines(text);
   auto flush = [&] {
-    if (doc.find_first_not_of(" \t\r\n") != std::string::npos && admit(doc, opt.invalid_utf8, report.utf8))
-      docs.push_back(doc), ++report.records;
+    if (doc.find_first_not_of(" \t\r\n") != std::string::npos) sink(std::move(doc));
     doc.clear();
   };
-  while (std::getline(lines, line)) {
+  while (in.getline(line)) {
+    if (const auto bad = first_invalid_utf8(line); bad >= 0 && opt.invalid_utf8 == InvalidUtf8::refuse)
+      throw DataError(
+          fmt::format("{}: byte {} (0x{:02x}) is not valid UTF-8; fix the file, or set data.invalid_utf8 to "
+                      "replace or drop",
+                      in.path().string(), in.line_offset() + std::uint64_t(bad),
+                      static_cast<unsigned char>(line[std::size_t(bad)])));
     if (line == "%") flush();
-    else doc += line + "\n";
+    else doc += line, doc += '\n';
   }
   flush();
-}
-
-void read_file(const fs::path& file, const FilterOptions& opt, std::vector<std::string>& docs, ReadReport& report) {
-  BadInput bad;
-  if (file.extension() == ".parquet") {  // (compressed inside, page by page)
-    std::vector<std::string> rows;
-    parquet_documents(file, opt.text_field, rows, bad);
-    for (std::string& d : rows)
-      if (admit(d, opt.invalid_utf8, report.utf8)) docs.push_back(std::move(d));
-  } else if (const std::string raw = read_bytes(file, bad);
-             fs::path(without_compression(file)).extension() == ".jsonl") {
-    std::vector<std::string> records;  // (JSON strings are valid UTF-8: simdjson refuses others)
-    jsonl_documents(raw, file, opt.text_field, records, bad);
-    for (std::string& d : records) docs.push_back(std::move(d));
-  } else {
-    split_text(file, raw, opt, docs, report);
-  }
-  report.records += bad.records, report.bad += bad.bad;
-  if (report.first_bad.empty()) report.first_bad = bad.first;
 }
 
 }  // namespace
@@ -150,33 +124,44 @@ std::vector<std::string> split_document(std::string doc, std::int64_t max_bytes)
   return parts;
 }
 
+void read_file_documents(const std::string& file, const FilterOptions& opt, ReadReport& report,
+                         const DocumentSink& sink) {
+  BadInput bad;
+  const fs::path path(file);
+  const bool text = path.extension() != ".parquet" && fs::path(without_compression(path)).extension() != ".jsonl";
+  // Each document as data.invalid_utf8 says, the long ones cut into parts (data.max_document_bytes).
+  const DocumentSink take = [&](std::string&& doc) {
+    if (!admit(doc, opt.invalid_utf8, report.utf8)) return;
+    if (text) ++report.records;  // (a JSONL or Parquet reader counts its records itself)
+    if (std::int64_t(doc.size()) <= opt.max_document_bytes) return sink(std::move(doc));
+    auto parts = split_document(std::move(doc), opt.max_document_bytes);
+    ++report.split, report.split_parts += std::int64_t(parts.size());
+    for (auto& p : parts) sink(std::move(p));
+  };
+  if (path.extension() == ".parquet") {  // (compressed inside, page by page)
+    parquet_documents(path, opt.text_field, take, bad);
+  } else {
+    ByteStream in(path, bad);
+    if (text) text_documents(in, opt, take);
+    else jsonl_documents(in, opt.text_field, take);  // (JSON strings are valid UTF-8: simdjson refuses others)
+  }
+  report.records += bad.records, report.bad += bad.bad;
+  if (report.first_bad.empty()) report.first_bad = bad.first;
+}
+
+void check_bad_records(const ReadReport& r, const FilterOptions& opt) {
+  MOE_CHECK(double(r.bad) <= opt.max_bad_fraction * double(std::max<std::int64_t>(r.records, 1)), DataError,
+            "{}; {} of {} records bad, more than data.max_bad_fraction = {}: fix the input, or raise it", r.first_bad,
+            r.bad, r.records, opt.max_bad_fraction);
+}
+
 std::vector<std::string> read_documents(const std::string& path, const FilterOptions& opt, ReadReport* report) {
   std::vector<std::string> docs;
   ReadReport counted;
-  for (const auto& f : corpus_files(path)) {
-    const std::size_t first = docs.size();
-    read_file(f, opt, docs, counted);
-    std::vector<std::string> cut;  // the file's documents, the long ones in parts
-    bool any = false;
-    for (std::size_t i = first; i < docs.size(); ++i)
-      any = any || std::int64_t(docs[i].size()) > opt.max_document_bytes;
-    if (!any) continue;
-    for (std::size_t i = first; i < docs.size(); ++i) {
-      if (std::int64_t(docs[i].size()) <= opt.max_document_bytes) {
-        cut.push_back(std::move(docs[i]));
-        continue;
-      }
-      auto parts = split_document(std::move(docs[i]), opt.max_document_bytes);
-      ++counted.split, counted.split_parts += std::int64_t(parts.size());
-      for (auto& p : parts) cut.push_back(std::move(p));
-    }
-    docs.resize(first);
-    for (auto& d : cut) docs.push_back(std::move(d));
-  }
+  for (const auto& f : corpus_files(path))
+    read_file_documents(f, opt, counted, [&](std::string&& d) { docs.push_back(std::move(d)); });
   if (report) *report = counted;
-  MOE_CHECK(double(counted.bad) <= opt.max_bad_fraction * double(std::max<std::int64_t>(counted.records, 1)), DataError,
-            "{}; {} of {} records bad, more than data.max_bad_fraction = {}: fix the input, or raise it",
-            counted.first_bad, counted.bad, counted.records, opt.max_bad_fraction);
+  check_bad_records(counted, opt);
   if (docs.empty()) throw DataError(fmt::format("{}: no text documents found", path));
   return docs;
 }

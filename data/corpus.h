@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "config/filter_options.h"
+#include "data/readers.h"
 
 namespace moe::data {
 
@@ -36,11 +37,19 @@ struct ReadReport {
 // its part, so the parts concatenate to the document.
 std::vector<std::string> split_document(std::string doc, std::int64_t max_bytes);
 
+// The documents of one corpus file (read_documents says how), each handed to `sink` as it is
+// read: a chunk, a line, a Parquet row group and a document in memory at a time. Counts into
+// `report`; bad records are counted, not refused (check_bad_records).
+void read_file_documents(const std::string& file, const FilterOptions& opt, ReadReport& report,
+                         const DocumentSink& sink);
+// DataError naming the first bad record when more than opt.max_bad_fraction of the records are bad.
+void check_bad_records(const ReadReport& report, const FilterOptions& opt);
+
 // Documents from `path`, a text file or a directory of them (read in name order, not
 // recursively). A name ending in .gz or .zst is decompressed first (zlib, zstd); a .jsonl
 // file holds one JSON record a line, the document its opt.text_field (simdjson). Inside a
 // text file, a line holding only "%" separates documents (the fortune database convention);
-// a file without one is one document. Files with NUL bytes (binary, e.g. fortune's .dat
+// a file without one is one document. Files with a NUL byte in their first MiB (binary, e.g. fortune's .dat
 // index) and empty documents are skipped. CRLF and CR line ends read as LF.
 // Throws DataError naming the path when it is missing, is neither a regular file nor a
 // directory (a FIFO or a device), or yields no document. Invalid UTF-8 as opt.invalid_utf8

@@ -14,20 +14,20 @@ namespace moe::data {
 namespace {
 // The text of row i of a string column chunk (string, large_string or string_view).
 template <class Array>
-void take(const arrow::Array& chunk, const std::string& where, std::int64_t& row, std::vector<std::string>& docs,
+void take(const arrow::Array& chunk, const std::string& where, std::int64_t& row, const DocumentSink& sink,
           BadInput& bad) {
   const auto& a = static_cast<const Array&>(chunk);
   for (std::int64_t i = 0; i < a.length(); ++i, ++row) {
     ++bad.records;
     if (a.IsNull(i)) bad.add(fmt::format("{} row {}: the text is null", where, row));
-    else docs.emplace_back(a.GetView(i));
+    else sink(std::string(a.GetView(i)));
   }
 }
 }  // namespace
 
 bool parquet_supported() { return true; }
 
-void parquet_documents(const std::filesystem::path& file, const std::string& field, std::vector<std::string>& docs,
+void parquet_documents(const std::filesystem::path& file, const std::string& field, const DocumentSink& sink,
                        BadInput& bad) {
   const std::string name = file.string();
   const auto opened = arrow::io::ReadableFile::Open(name);
@@ -56,9 +56,9 @@ void parquet_documents(const std::filesystem::path& file, const std::string& fie
     }
     for (const auto& chunk : (*table)->column(0)->chunks()) {
       switch (chunk->type_id()) {
-        case arrow::Type::STRING: take<arrow::StringArray>(*chunk, name, row, docs, bad); break;
-        case arrow::Type::LARGE_STRING: take<arrow::LargeStringArray>(*chunk, name, row, docs, bad); break;
-        case arrow::Type::STRING_VIEW: take<arrow::StringViewArray>(*chunk, name, row, docs, bad); break;
+        case arrow::Type::STRING: take<arrow::StringArray>(*chunk, name, row, sink, bad); break;
+        case arrow::Type::LARGE_STRING: take<arrow::LargeStringArray>(*chunk, name, row, sink, bad); break;
+        case arrow::Type::STRING_VIEW: take<arrow::StringViewArray>(*chunk, name, row, sink, bad); break;
         default:
           bad.records += chunk->length(), row += chunk->length();
           bad.add(fmt::format("{}: column '{}' holds {}, not text", where, field, chunk->type()->ToString()));

@@ -7,7 +7,7 @@ namespace moe::data {
 
 bool parquet_supported() { return false; }
 
-void parquet_documents(const std::filesystem::path& file, const std::string&, std::vector<std::string>&, BadInput&) {
+void parquet_documents(const std::filesystem::path& file, const std::string&, const DocumentSink&, BadInput&) {
   throw DataError(fmt::format(
       "{}: this moe was built without Parquet support; run scripts/install-deps.sh (it unpacks Arrow's libraries "
       "into deps/arrow) and scripts/build.sh",

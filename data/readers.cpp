@@ -12,63 +12,73 @@
 
 namespace moe::data {
 namespace fs = std::filesystem;
+
+// A stream decompressor fed a chunk of input at a time; `damage` says how the stream broke
+// ("" while it has not).
+class Decoder {
+ public:
+  virtual ~Decoder() = default;
+  // Consumes `used` bytes of in[0, n), appending what they decode to out.
+  virtual void feed(const char* in, std::size_t n, std::size_t& used, std::string& out) = 0;
+  // Whether the input ended where a stream may end.
+  virtual bool complete() const = 0;
+  virtual const char* name() const = 0;
+  std::string damage;
+};
+
 namespace {
 
-std::string raw_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  MOE_CHECK(in, DataError, "{}: cannot read", path.string());
-  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
 // gzip (and concatenated members) through zlib's inflate with automatic header detection.
-std::string gunzip(const std::string& in, const fs::path& path, BadInput& bad) {
-  z_stream z{};
-  MOE_ASSERT(inflateInit2(&z, 15 + 32) == Z_OK, "inflateInit2");
-  std::string out;
-  char buf[1 << 16];
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
-  z.avail_in = static_cast<uInt>(in.size());
-  int rc = Z_OK;
-  while (true) {
-    z.next_out = reinterpret_cast<Bytef*>(buf);
-    z.avail_out = sizeof buf;
-    rc = inflate(&z, Z_NO_FLUSH);
-    out.append(buf, sizeof buf - z.avail_out);
-    if (rc == Z_STREAM_END && z.avail_in > 0) rc = inflateReset(&z);  // another gzip member
-    else if (rc != Z_OK) break;
-    if (rc == Z_OK && z.avail_in == 0 && z.avail_out != 0) break;  // all input used, stream not ended
-  }
-  inflateEnd(&z);
-  if (rc != Z_STREAM_END)
-    bad.add(fmt::format("{}: truncated or damaged gzip stream after {} bytes ({})", path.string(), out.size(),
-                        z.msg ? z.msg : "unexpected end"));
-  return out;
-}
-
-std::string unzstd(const std::string& in, const fs::path& path, BadInput& bad) {
-  std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> ctx(ZSTD_createDCtx(), ZSTD_freeDCtx);
-  std::string out;
-  std::vector<char> buf(ZSTD_DStreamOutSize());
-  ZSTD_inBuffer src{in.data(), in.size(), 0};
-  std::size_t left = 1;  // ZSTD_decompressStream's hint: 0 once a frame is complete
-  while (src.pos < src.size) {
-    ZSTD_outBuffer dst{buf.data(), buf.size(), 0};
-    left = ZSTD_decompressStream(ctx.get(), &dst, &src);
-    if (ZSTD_isError(left)) {
-      bad.add(fmt::format("{}: damaged zstd stream after {} bytes ({})", path.string(), out.size(),
-                          ZSTD_getErrorName(left)));
-      return out;
+class Gunzip : public Decoder {
+ public:
+  Gunzip() { MOE_ASSERT(inflateInit2(&z_, 15 + 32) == Z_OK, "inflateInit2"); }
+  ~Gunzip() override { inflateEnd(&z_); }
+  void feed(const char* in, std::size_t n, std::size_t& used, std::string& out) override {
+    char buf[1 << 16];
+    z_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in));
+    z_.avail_in = static_cast<uInt>(n);
+    while (damage.empty() && (z_.avail_in > 0 || z_.avail_out == 0)) {
+      z_.next_out = reinterpret_cast<Bytef*>(buf);
+      z_.avail_out = sizeof buf;
+      const uInt before = z_.avail_in;
+      const int rc = inflate(&z_, Z_NO_FLUSH);
+      out.append(buf, sizeof buf - z_.avail_out);
+      if (rc == Z_STREAM_END) ended_ = true, inflateReset(&z_);  // (another gzip member may follow)
+      else if (rc == Z_OK || rc == Z_BUF_ERROR) ended_ = ended_ && before == z_.avail_in && sizeof buf == z_.avail_out;
+      else damage = z_.msg ? z_.msg : "damaged";
+      if (rc == Z_BUF_ERROR) break;
     }
-    out.append(buf.data(), dst.pos);
+    used = n - z_.avail_in;
   }
-  for (ZSTD_outBuffer dst{buf.data(), buf.size(), 0}; left != 0; dst.pos = 0) {  // flush what it holds
-    left = ZSTD_decompressStream(ctx.get(), &dst, &src);
-    if (ZSTD_isError(left) || dst.pos == 0) break;
-    out.append(buf.data(), dst.pos);
+  bool complete() const override { return ended_; }
+  const char* name() const override { return "gzip"; }
+
+ private:
+  z_stream z_{};
+  bool ended_ = false;
+};
+
+class Unzstd : public Decoder {
+ public:
+  void feed(const char* in, std::size_t n, std::size_t& used, std::string& out) override {
+    std::vector<char> buf(ZSTD_DStreamOutSize());
+    ZSTD_inBuffer src{in, n, 0};
+    for (bool more = true; more && damage.empty();) {
+      ZSTD_outBuffer dst{buf.data(), buf.size(), 0};
+      left_ = ZSTD_decompressStream(ctx_.get(), &dst, &src);
+      if (ZSTD_isError(left_)) damage = ZSTD_getErrorName(left_);
+      else out.append(buf.data(), dst.pos);
+      more = src.pos < src.size || dst.pos == dst.size;
+    }
+    used = src.pos;
   }
-  if (left != 0) bad.add(fmt::format("{}: truncated zstd stream after {} bytes", path.string(), out.size()));
-  return out;
-}
+  bool complete() const override { return left_ == 0; }
+  const char* name() const override { return "zstd"; }
+
+ private:
+  std::unique_ptr<ZSTD_DCtx, decltype(&ZSTD_freeDCtx)> ctx_{ZSTD_createDCtx(), ZSTD_freeDCtx};
+  std::size_t left_ = 1;  // ZSTD_decompressStream's hint: 0 once a frame is complete
+};
 
 }  // namespace
 
@@ -78,31 +88,92 @@ std::string without_compression(const fs::path& p) {
   return (is_compressed(p) ? p.parent_path() / p.stem() : p).filename().string();
 }
 
-std::string read_bytes(const fs::path& path, BadInput& bad) {
-  const std::string raw = raw_bytes(path);
-  if (path.extension() == ".gz") return gunzip(raw, path, bad);
-  if (path.extension() == ".zst") return unzstd(raw, path, bad);
-  return raw;
+ByteStream::ByteStream(const fs::path& path, BadInput& bad) : path_(path), bad_(bad), in_(path, std::ios::binary) {
+  MOE_CHECK(in_, DataError, "{}: cannot read", path.string());
+  if (path.extension() == ".gz") decoder_ = std::make_unique<Gunzip>();
+  if (path.extension() == ".zst") decoder_ = std::make_unique<Unzstd>();
 }
 
-void jsonl_documents(const std::string& text, const fs::path& file, const std::string& field,
-                     std::vector<std::string>& docs, BadInput& bad) {
+ByteStream::~ByteStream() = default;
+
+bool ByteStream::read(std::string& out) {
+  const std::size_t before = out.size();
+  while (out.size() == before && !ended_) {
+    if (pending_.empty()) {
+      pending_.resize(kChunk);
+      in_.read(pending_.data(), kChunk);
+      pending_.resize(static_cast<std::size_t>(in_.gcount()));
+      raw_bytes_ += pending_.size();
+    }
+    if (pending_.empty()) {  // the end of the file
+      ended_ = true;
+      if (decoder_ && !decoder_->complete())
+        bad_.add(fmt::format("{}: truncated or damaged {} stream after {} bytes (unexpected end)", path_.string(),
+                             decoder_->name(), decoded_));
+      break;
+    }
+    if (!decoder_) {
+      out += pending_, pending_.clear();
+      break;
+    }
+    std::size_t used = 0;
+    decoder_->feed(pending_.data(), pending_.size(), used, out);
+    pending_.erase(0, used);
+    if (!decoder_->damage.empty()) {  // what decoded before the damage is kept
+      bad_.add(fmt::format("{}: truncated or damaged {} stream after {} bytes ({})", path_.string(), decoder_->name(),
+                           decoded_ + (out.size() - before), decoder_->damage));
+      ended_ = true;
+    }
+  }
+  decoded_ += out.size() - before;
+  return out.size() > before;
+}
+
+std::string_view ByteStream::head() {
+  if (buf_.empty()) read(buf_);
+  return buf_;
+}
+
+bool ByteStream::getline(std::string& line) {
+  line.clear();
+  while (true) {
+    line_offset_ = buf_offset_ + at_;
+    const std::size_t end = buf_.find_first_of("\r\n", at_);
+    if (end != std::string::npos && (buf_[end] == '\n' || end + 1 < buf_.size() || ended_)) {
+      line.assign(buf_, at_, end - at_);
+      at_ = end + 1 + (buf_[end] == '\r' && end + 1 < buf_.size() && buf_[end + 1] == '\n');
+      return true;
+    }
+    buf_.erase(0, at_), buf_offset_ += at_, at_ = 0;
+    if (!read(buf_)) {
+      if (buf_.find_first_of("\r\n") != std::string::npos) continue;  // (a CR that ended the file)
+      if (buf_.empty()) return false;
+      line = std::move(buf_), buf_.clear(), buf_offset_ += line.size();  // the last line, without an end
+      return true;
+    }
+  }
+}
+
+std::string read_bytes(const fs::path& path, BadInput& bad) {
+  std::string out;
+  ByteStream in(path, bad);
+  while (in.read(out)) {}
+  return out;
+}
+
+void jsonl_documents(ByteStream& in, const std::string& field, const DocumentSink& sink) {
   simdjson::dom::parser parser;  // (the DOM parser validates the whole record, not just the field's path)
-  std::size_t begin = 0;
-  for (std::int64_t line = 1; begin < text.size(); ++line) {
-    std::size_t end = text.find('\n', begin);
-    if (end == std::string::npos) end = text.size();
-    std::string_view record(text.data() + begin, end - begin);
-    begin = end + 1;
-    if (record.find_first_not_of(" \t\r") == std::string_view::npos) continue;  // blank lines between records
-    ++bad.records;
+  std::string record;
+  for (std::int64_t line = 1; in.getline(record); ++line) {
+    if (record.find_first_not_of(" \t\r") == std::string::npos) continue;  // blank lines between records
+    ++in.bad().records;
     simdjson::dom::element doc;
     std::string_view value;
     if (parser.parse(record.data(), record.size()).get(doc) || doc[field].get_string().get(value)) {
-      bad.add(fmt::format("{}:{}: not a JSON object with a string \"{}\"", file.string(), line, field));
+      in.bad().add(fmt::format("{}:{}: not a JSON object with a string \"{}\"", in.path().string(), line, field));
       continue;
     }
-    if (value.find_first_not_of(" \t\r\n") != std::string_view::npos) docs.emplace_back(value);
+    if (value.find_first_not_of(" \t\r\n") != std::string_view::npos) sink(std::string(value));
   }
 }
 

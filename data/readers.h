@@ -1,10 +1,13 @@
 // Compressed, JSONL and Parquet corpora (docs/DATA.md): a file's bytes, decompressed by its
 // extension (.gz through zlib, .zst through zstd), the documents of JSONL records (simdjson),
-// one a line, the text under a field, and Parquet rows' text column (Arrow). Whole files in memory for now (the
-// data-at-scale issue streams them).
+// one a line, the text under a field, and Parquet rows' text column (Arrow), streamed: a
+// chunk, a line or a row group in memory at a time.
 #pragma once
 #include <cstdint>
 #include <filesystem>
+#include <fstream>
+#include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,20 +28,55 @@ struct BadInput {
 bool is_compressed(const std::filesystem::path& p);
 std::string without_compression(const std::filesystem::path& p);
 
-// The bytes of `path`, decompressed where it is compressed. A damaged or truncated stream
-// keeps what decoded before the damage and is counted in `bad` ("file: truncated ...").
+// Where a reader hands each document it reads.
+using DocumentSink = std::function<void(std::string&&)>;
+
+// The bytes of a file, decompressed where its name says it is compressed (.gz, .zst), a
+// chunk at a time: what reading holds is a chunk and a line, whatever the file's size. A
+// damaged or truncated stream ends where the damage starts (what decoded before is kept) and
+// is counted in `bad` ("file: truncated or damaged gzip stream after N bytes ...").
+class ByteStream {
+ public:
+  ByteStream(const std::filesystem::path& path, BadInput& bad);
+  ~ByteStream();
+  // The next decoded bytes appended to out; false at the end.
+  bool read(std::string& out);
+  // The next line, without its end (LF, CRLF or a lone CR); false at the end.
+  bool getline(std::string& line);
+  // The decoded offset of the last line getline returned.
+  std::uint64_t line_offset() const { return line_offset_; }
+  // The first decoded chunk (what getline will read first), for a look at the file's kind.
+  std::string_view head();
+  const std::filesystem::path& path() const { return path_; }
+  BadInput& bad() { return bad_; }
+  std::uint64_t raw_bytes() const { return raw_bytes_; }  // of the file, read so far
+
+ private:
+  static constexpr std::size_t kChunk = 1 << 20;
+  std::filesystem::path path_;
+  BadInput& bad_;
+  std::ifstream in_;
+  std::unique_ptr<class Decoder> decoder_;
+  std::string pending_, buf_;  // raw bytes not yet decoded; decoded bytes not yet returned as lines
+  std::size_t at_ = 0;         // the next line's start in buf_
+  std::uint64_t raw_bytes_ = 0, decoded_ = 0, buf_offset_ = 0,
+                line_offset_ = 0;  // (decoded offsets of buf_[0], a line)
+  bool ended_ = false;
+};
+
+// All the bytes of `path` (ByteStream's), for small files.
 std::string read_bytes(const std::filesystem::path& path, BadInput& bad);
 
-// Each row's `field` of a Parquet file (a string column), row group by row group: the
-// documents, in order. A file Arrow cannot open (truncated, not Parquet) or without the
-// column is one bad record; a row group that fails to decode, each of its rows; a null text,
-// one. DataError if this moe was built without Arrow (parquet_supported()).
+// Each row's `field` of a Parquet file (a string column), row group by row group (one in
+// memory at a time): the documents, in order. A file Arrow cannot open (truncated, not
+// Parquet) or without the column is one bad record; a row group that fails to decode, each of
+// its rows; a null text, one. DataError if this moe was built without Arrow
+// (parquet_supported()).
 bool parquet_supported();
-void parquet_documents(const std::filesystem::path& file, const std::string& field, std::vector<std::string>& docs,
+void parquet_documents(const std::filesystem::path& file, const std::string& field, const DocumentSink& sink,
                        BadInput& bad);
 
-// Each record's `field` of JSONL `text` (the contents of `file`): the documents, in order.
-void jsonl_documents(const std::string& text, const std::filesystem::path& file, const std::string& field,
-                     std::vector<std::string>& docs, BadInput& bad);
+// Each JSONL record's `field` (one record a line): the documents, in order.
+void jsonl_documents(ByteStream& in, const std::string& field, const DocumentSink& sink);
 
 }  // namespace moe::data

@@ -92,8 +92,8 @@ TEST_CASE("readers: a truncated gzip or zstd stream is named", "[data]") {
   fs::remove("readers_cut/a.jsonl.gz");
   const std::string zs = zstd(kRecords);
   write("readers_cut/b.jsonl.zst", zs.substr(0, zs.size() - 3));
-  CHECK_THROWS_WITH(read_documents("readers_cut"), Catch::Contains("readers_cut/b.jsonl.zst: truncated zstd") ||
-                                                       Catch::Contains("readers_cut/b.jsonl.zst: damaged zstd"));
+  CHECK_THROWS_WITH(read_documents("readers_cut"),
+                    Catch::Contains("readers_cut/b.jsonl.zst: truncated or damaged zstd"));
 }
 
 TEST_CASE("split_document: parts within the limit, at line ends, then spaces, never inside a character",
