@@ -342,6 +342,9 @@ const std::vector<Field>& fields() {
           "moe data prepare reuses this tokenizer.model, or a model's Hugging Face tokenizer.json, instead of training "
           "one (fine-tuning keeps the base vocabulary)",
           true),
+      integer(AT(data.tokenizer_sample_mb), closed(1, 1 << 20),
+              "a trained tokenizer learns from a seeded sample of about this many MiB of the training documents "
+              "(all of them when fewer); what the tokenizer's training holds in memory"),
       text(
           "data.chat_template", [](auto& c) -> auto& { return c.data.chat.message; },
           "chat data (.jsonl): how one message renders, {role} and then {content} replaced; the loss counts an "

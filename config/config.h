@@ -68,9 +68,10 @@ struct DataConfig {
   std::string corpus = "/usr/share/games/fortunes";
   std::string dir = "runs/data/fortunes";
   double val_fraction = 0.05;
-  std::string tokenizer;        // reuse this tokenizer.model in moe data prepare ("" = train one)
-  data::FilterOptions filters;  // moe data prepare's quality filters (keys data.dedup, data.min_words, ...)
-  data::ChatTemplate chat;      // chat data (.jsonl corpora): keys data.chat_template, data.loss_on
+  std::string tokenizer;                  // reuse this tokenizer.model in moe data prepare ("" = train one)
+  std::int64_t tokenizer_sample_mb = 64;  // a trained tokenizer's sample of the training documents
+  data::FilterOptions filters;            // moe data prepare's quality filters (keys data.dedup, data.min_words, ...)
+  data::ChatTemplate chat;                // chat data (.jsonl corpora): keys data.chat_template, data.loss_on
   data::DocumentMask document_mask = data::DocumentMask::automatic;  // data/loader.h's Masking::documents
   // A mixture (data/loader.h): training sequences drawn from these prepared directories in
   // proportion to their weights; data.dir is one of them (its tokenizer and validation split

@@ -4,6 +4,8 @@
 
 #include <xxhash.h>
 
+#include <span>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -101,6 +103,29 @@ std::vector<std::uint64_t> minhash(const std::string& doc, const FilterOptions& 
   return sig;
 }
 
+bool passes_rules(const std::string& doc, const FilterOptions& opt, FilterReport& r) {
+  const std::string why = quality_issue(doc, opt);
+  if (why.empty()) return true;
+  ++(why == "too_short"        ? r.too_short
+     : why == "symbols"        ? r.symbols
+     : why == "digits"         ? r.digits
+     : why == "repeated_lines" ? r.repeated_lines
+                               : r.repeated_ngrams);
+  return false;
+}
+
+std::uint64_t exact_key(const std::string& doc) { return hash(normalise(doc)); }
+
+std::uint64_t band_key(std::span<const std::uint64_t> sig, std::size_t band, std::size_t rows) {
+  return XXH64(sig.data() + band * rows, rows * sizeof(std::uint64_t), band);
+}
+
+double similarity(std::span<const std::uint64_t> a, std::span<const std::uint64_t> b) {
+  std::size_t same = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) same += a[i] == b[i];
+  return double(same) / double(a.size());
+}
+
 std::vector<std::size_t> filter_documents(const std::vector<std::string>& docs, const FilterOptions& opt,
                                           FilterReport& r) {
   r = FilterReport{};
@@ -112,15 +137,8 @@ std::vector<std::size_t> filter_documents(const std::vector<std::string>& docs, 
       static_cast<std::size_t>(opt.minhash_bands));  // band hash -> kept documents (index into signatures)
   const auto rows = static_cast<std::size_t>(opt.minhash_rows);
   for (std::size_t d = 0; d < docs.size(); ++d) {
-    if (const std::string why = quality_issue(docs[d], opt); !why.empty()) {
-      ++(why == "too_short"        ? r.too_short
-         : why == "symbols"        ? r.symbols
-         : why == "digits"         ? r.digits
-         : why == "repeated_lines" ? r.repeated_lines
-                                   : r.repeated_ngrams);
-      continue;
-    }
-    if (opt.dedup && !exact.insert(hash(normalise(docs[d]))).second) {
+    if (!passes_rules(docs[d], opt, r)) continue;
+    if (opt.dedup && !exact.insert(exact_key(docs[d])).second) {
       ++r.exact_duplicates;
       continue;
     }
@@ -129,25 +147,21 @@ std::vector<std::size_t> filter_documents(const std::vector<std::string>& docs, 
       std::vector<std::uint64_t> band_keys;
       bool near = false;
       for (std::size_t b = 0; b < buckets.size() && !near; ++b) {
-        const std::uint64_t key = XXH64(sig.data() + b * rows, rows * sizeof(std::uint64_t), b);
+        const std::uint64_t key = band_key(sig, b, rows);
         band_keys.push_back(key);
         const auto it = buckets[b].find(key);
         if (it == buckets[b].end()) continue;
-        for (std::size_t other : it->second) {  // estimated Jaccard: the share of equal slots
-          std::size_t same = 0;
-          for (std::size_t i = 0; i < sig.size(); ++i) same += sig[i] == signatures[other][i];
-          if (double(same) / double(sig.size()) >= opt.near_dup_threshold) {
+        for (std::size_t other : it->second)  // estimated Jaccard: the share of equal slots
+          if (similarity(sig, signatures[other]) >= opt.near_dup_threshold) {
             near = true;
             break;
           }
-        }
       }
       if (near) {
         ++r.near_duplicates;
         continue;
       }
-      for (std::size_t b = band_keys.size(); b < buckets.size(); ++b)
-        band_keys.push_back(XXH64(sig.data() + b * rows, rows * sizeof(std::uint64_t), b));
+      for (std::size_t b = band_keys.size(); b < buckets.size(); ++b) band_keys.push_back(band_key(sig, b, rows));
       for (std::size_t b = 0; b < buckets.size(); ++b) buckets[b][band_keys[b]].push_back(signatures.size());
       signatures.push_back(std::move(sig));
     }
@@ -157,26 +171,55 @@ std::vector<std::size_t> filter_documents(const std::vector<std::string>& docs, 
   return kept;
 }
 
+namespace {
+// Each count of a report with its key in meta.json's `filters`.
+std::vector<std::pair<std::int64_t*, const char*>> counts(FilterReport& r) {
+  return {{&r.documents, "documents"},
+          {&r.kept, "kept"},
+          {&r.exact_duplicates, "exact_duplicates"},
+          {&r.near_duplicates, "near_duplicates"},
+          {&r.too_short, "too_short"},
+          {&r.symbols, "symbols"},
+          {&r.digits, "digits"},
+          {&r.repeated_lines, "repeated_lines"},
+          {&r.repeated_ngrams, "repeated_ngrams"},
+          {&r.read.utf8.bytes, "invalid_utf8_bytes_replaced"},
+          {&r.read.utf8.repaired, "invalid_utf8_documents_repaired"},
+          {&r.read.utf8.dropped, "invalid_utf8_documents_dropped"},
+          {&r.read.bad, "bad_records"},
+          {&r.read.records, "records"},
+          {&r.read.split, "documents_split"},
+          {&r.read.split_parts, "split_parts"},
+          {&r.low_quality, "low_quality"}};
+}
+}  // namespace
+
 nlohmann::json FilterReport::json() const {
-  return {{"documents", documents},
-          {"kept", kept},
-          {"exact_duplicates", exact_duplicates},
-          {"near_duplicates", near_duplicates},
-          {"too_short", too_short},
-          {"symbols", symbols},
-          {"digits", digits},
-          {"repeated_lines", repeated_lines},
-          {"repeated_ngrams", repeated_ngrams},
-          {"invalid_utf8_bytes_replaced", read.utf8.bytes},
-          {"invalid_utf8_documents_repaired", read.utf8.repaired},
-          {"invalid_utf8_documents_dropped", read.utf8.dropped},
-          {"bad_records", read.bad},
-          {"documents_split", read.split},
-          {"split_parts", read.split_parts},
-          {"first_bad_record", read.first_bad},
-          {"low_quality", low_quality},
-          {"quality_histogram", quality_histogram},
-          {"quality_model", quality_model}};
+  nlohmann::json j;
+  for (auto [field, key] : counts(const_cast<FilterReport&>(*this))) j[key] = *field;
+  j["first_bad_record"] = read.first_bad;
+  j["quality_histogram"] = quality_histogram;
+  j["quality_model"] = quality_model;
+  return j;
+}
+
+FilterReport FilterReport::from_json(const nlohmann::json& j) {
+  FilterReport r;
+  for (auto [field, key] : counts(r)) *field = j.at(key).get<std::int64_t>();
+  r.read.first_bad = j.at("first_bad_record").get<std::string>();
+  r.quality_histogram = j.at("quality_histogram").get<std::vector<std::int64_t>>();
+  r.quality_model = j.at("quality_model").get<std::string>();
+  return r;
+}
+
+void FilterReport::add(const FilterReport& o) {
+  auto mine = counts(*this);
+  const auto theirs = counts(const_cast<FilterReport&>(o));
+  for (std::size_t i = 0; i < mine.size(); ++i) *mine[i].first += *theirs[i].first;
+  if (read.first_bad.empty()) read.first_bad = o.read.first_bad;
+  if (quality_histogram.size() < o.quality_histogram.size()) quality_histogram.resize(o.quality_histogram.size());
+  for (std::size_t i = 0; i < o.quality_histogram.size(); ++i) quality_histogram[i] += o.quality_histogram[i];
+  if (quality_model.empty()) quality_model = o.quality_model;
 }
 
 std::string FilterReport::text() const {

@@ -6,6 +6,7 @@
 // documents are taken in corpus order and a later copy is the one removed.
 #pragma once
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -28,8 +29,10 @@ struct FilterReport {
   // What reading met (data/corpus.h): invalid UTF-8 replaced or dropped (dropped documents
   // are counted in `documents`, as read), and bad records skipped.
   ReadReport read;
-  nlohmann::json json() const;
-  std::string text() const;  // one line
+  nlohmann::json json() const;  // (meta.json's `filters`)
+  static FilterReport from_json(const nlohmann::json& j);
+  void add(const FilterReport& other);  // counts summed (the first bad record: this one's, else other's)
+  std::string text() const;             // one line
 };
 
 // Lower case, runs of whitespace as one space, trimmed: what exact deduplication compares.
@@ -38,6 +41,14 @@ std::string normalise(const std::string& doc);
 std::string quality_issue(const std::string& doc, const FilterOptions& opt);
 // MinHash signature (bands x rows values) of a document's word shingles.
 std::vector<std::uint64_t> minhash(const std::string& doc, const FilterOptions& opt);
+// Whether a document passes the rules (quality_issue); counts the rule it fails.
+bool passes_rules(const std::string& doc, const FilterOptions& opt, FilterReport& report);
+// What exact deduplication compares: the XXH64 of the normalised text.
+std::uint64_t exact_key(const std::string& doc);
+// The LSH key of one band of a MinHash signature (its `rows` values).
+std::uint64_t band_key(std::span<const std::uint64_t> sig, std::size_t band, std::size_t rows);
+// The estimated Jaccard similarity of two signatures: the share of equal slots.
+double similarity(std::span<const std::uint64_t> a, std::span<const std::uint64_t> b);
 // Indices of the documents kept, in order, and the counts of what was removed and why.
 std::vector<std::size_t> filter_documents(const std::vector<std::string>& docs, const FilterOptions& opt,
                                           FilterReport& report);

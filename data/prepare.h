@@ -7,6 +7,10 @@
 #include "data/chat.h"
 #include "data/filter.h"
 
+namespace moe {
+class Communicator;
+}
+
 namespace moe::data {
 
 struct PrepareOptions {
@@ -25,11 +29,15 @@ struct PrepareOptions {
   std::uint64_t min_val_tokens = 0;
   ChatTemplate chat = {};  // how chat records render, and which tokens are targets
   std::int64_t align = 0;  // chat data: documents laid in windows of this many tokens (model.seq_len; 0: packed)
+  // A trained tokenizer learns from a sample of about this many bytes of the training
+  // documents (each kept with the same seeded chance; all of them when they are fewer).
+  std::uint64_t tokenizer_sample_bytes = std::uint64_t{64} << 20;
 };
 
 // Whether `name` is a file moe data prepare writes: meta.json, tokenizer.model,
 // train_NNNNN.bin / val_NNNNN.bin and their loss masks mask_train_NNNNN.bin / mask_val_NNNNN.bin,
-// their .tmp while written, .moe.lock.
+// their .tmp while written, .moe.lock, and the work directory .prepare a killed preparation
+// resumes from.
 bool its_own_file(const std::string& name);
 
 struct PrepareReport {
@@ -40,13 +48,21 @@ struct PrepareReport {
   bool chat = false;                // the corpus was chat data (loss masks written)
   std::uint64_t target_tokens = 0;  // chat: training tokens the loss counts
   std::int64_t truncated = 0;       // chat: documents cut to one window
+  // Text: the corpus files, and those a killed preparation had scanned and encoded already.
+  std::int64_t files = 0, resumed_scans = 0, resumed_encodes = 0;
 };
 
 // Ids (a trained or reused tokenizer.model): 0 = <unk>, 1 = end-of-document (SentencePiece's
 // eos); no bos/pad. With data.tokenizer a Hugging Face tokenizer.json: its ids, and its
 // eos_token's as end-of-document (meta.json's end_of_document_id). meta.json is written
 // last, so a directory with it is complete.
-PrepareReport prepare(const PrepareOptions& opt);
+//
+// Text corpora stream through in bounded memory, the work shared by the ranks of `comm`
+// (each reads its share of the files; deduplication is global; the output is the same
+// whatever their number), with per-file progress in out_dir/.prepare so that a killed
+// preparation resumes where it stopped (docs/DATA.md). Every rank calls it; rank 0 writes
+// the shards and meta.json, and its report is the whole one. Chat data is prepared by rank 0.
+PrepareReport prepare(const PrepareOptions& opt, Communicator* comm = nullptr);
 
 // The XXH64 of DIR's tokenizer file's bytes (tokenizer.json, else tokenizer.model), as 16 hex digits ("" where there is
 // none): what identifies a vocabulary beyond its size (meta.json records it; checkpoints record the digest of the data

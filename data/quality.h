@@ -26,6 +26,7 @@ class QualityClassifier {
   // The probability of the label (newlines read as spaces: fastText scores a line).
   double score(const std::string& doc) const;
   const std::string& label() const { return label_; }
+  const std::string& path() const { return path_; }
 
  private:
   std::unique_ptr<fasttext::FastText> ft_;

@@ -152,23 +152,56 @@ int run_import(int argc, char** argv, const std::string& dir, const std::string&
   return 0;
 }
 
-int run_prepare(const Config& cfg, bool force) {
+void print_prepared(const Config& cfg, const moe::data::PrepareReport& r);
+
+// Under mpirun the ranks share the work (data/prepare.h); rank 0 reports. A rank's failure
+// (the others may wait in a collective) takes the job down with its line.
+int run_prepare(int argc, char** argv, const std::string& path, const std::vector<std::string>& sets, bool force) {
+  std::signal(SIGXFSZ, SIG_IGN);  // a full disk fails the write with an error (as run_train)
+  moe::MpiSession mpi(&argc, &argv);
+  moe::MpiCommunicator world;
+  Config cfg;
+  try {
+    cfg = moe::load_config(path, sets);  // (every rank alike)
+  } catch (const moe::Error& e) {
+    if (world.rank() == 0) moe::print_error(e.what());
+    return 2;
+  }
   const auto meta = std::filesystem::path(cfg.data.dir) / "meta.json";
   if (!force && std::filesystem::exists(meta)) {
-    std::cout << "moe data prepare: " << cfg.data.dir << " is prepared already (--force to redo)\n";
+    if (world.rank() == 0)
+      std::cout << "moe data prepare: " << cfg.data.dir << " is prepared already (--force to redo)\n";
     return 0;
   }
-  const auto r = moe::data::prepare({.corpus = cfg.data.corpus,
-                                     .out_dir = cfg.data.dir,
-                                     .vocab_size = cfg.model.vocab_size,
-                                     .val_fraction = cfg.data.val_fraction,
-                                     .seed = static_cast<std::uint64_t>(cfg.train.seed),
-                                     .tokenizer = cfg.data.tokenizer,
-                                     .filters = cfg.data.filters,
-                                     .allow_other_files = force,
-                                     .min_val_tokens = static_cast<std::uint64_t>(cfg.model.seq_len + 1),
-                                     .chat = cfg.data.chat,
-                                     .align = cfg.model.seq_len});
+  try {
+    const auto r = moe::data::prepare({.corpus = cfg.data.corpus,
+                                       .out_dir = cfg.data.dir,
+                                       .vocab_size = cfg.model.vocab_size,
+                                       .val_fraction = cfg.data.val_fraction,
+                                       .seed = static_cast<std::uint64_t>(cfg.train.seed),
+                                       .tokenizer = cfg.data.tokenizer,
+                                       .filters = cfg.data.filters,
+                                       .allow_other_files = force,
+                                       .min_val_tokens = static_cast<std::uint64_t>(cfg.model.seq_len + 1),
+                                       .chat = cfg.data.chat,
+                                       .align = cfg.model.seq_len,
+                                       .tokenizer_sample_bytes = std::uint64_t(cfg.data.tokenizer_sample_mb) << 20},
+                                      &world);
+    if (world.rank() == 0) print_prepared(cfg, r);
+    return 0;
+  } catch (const std::exception& e) {
+    const bool input = dynamic_cast<const moe::Error*>(&e) != nullptr;
+    moe::print_rank_error(world.rank(), e.what());
+    if (world.size() > 1) MPI_Abort(MPI_COMM_WORLD, input ? 2 : 1);
+    return input ? 2 : 1;
+  }
+}
+
+void print_prepared(const Config& cfg, const moe::data::PrepareReport& r) {
+  if (r.resumed_scans + r.resumed_encodes > 0)
+    std::printf("moe data prepare: resumed: %lld of %lld files were scanned and %lld encoded before\n",
+                static_cast<long long>(r.resumed_scans), static_cast<long long>(r.files),
+                static_cast<long long>(r.resumed_encodes));
   if (r.chat)
     std::printf(
         "moe data prepare: chat data: %llu of the training tokens are targets, %lld conversations cut to "
@@ -182,7 +215,6 @@ int run_prepare(const Config& cfg, bool force) {
       static_cast<long long>(r.documents), static_cast<long long>(r.val_documents), cfg.data.dir.c_str(),
       static_cast<unsigned long long>(r.train_tokens), static_cast<unsigned long long>(r.val_tokens),
       static_cast<long long>(cfg.model.vocab_size), r.unigram_entropy);
-  return 0;
 }
 
 // --dry-run: what the run would be, from the validated config alone; nothing is allocated.
@@ -458,9 +490,10 @@ int run_subcommand(Args& a, int argc, char** argv) {
     return run_train(argc, argv, a.config_path, a.sets, a.print_config, a.dry_run);
   }
   if (*a.imp) return run_import(argc, argv, a.import_dir, a.import_out, a.import_memory_mb);
-  // The other subcommands run in one process (data prepare's parallel form is not written
-  // yet): under mpirun, rank 0 does the work, prints and decides the exit code; the others
-  // leave at once, so there is one output, one error line and no race to exit first.
+  if (*a.prepare) return run_prepare(argc, argv, a.config_path, a.sets, a.force);
+  // The other subcommands run in one process: under mpirun, rank 0 does the work, prints and
+  // decides the exit code; the others leave at once, so there is one output, one error line
+  // and no race to exit first.
   if (moe::job_rank() != 0) return 0;
   if (*a.inspect) return run_inspect(a.ckpt_path);
   if (*a.generate) return moe::run_generate(a.inference, resolve_checkpoint(a.inference.path));
@@ -468,7 +501,6 @@ int run_subcommand(Args& a, int argc, char** argv) {
   if (*a.exp)
     return run_export(a.ckpt_path, a.export_format, a.export_out, a.export_tokenizer, a.export_mtp, a.export_lora);
   if (*a.plan_cmd) return run_plan(a.config_path, a.sets, a.plan);
-  if (*a.prepare) return run_prepare(moe::load_config(a.config_path, a.sets), a.force);
   if (*a.show) std::cout << moe::config_to_yaml(moe::load_config(a.config_path, a.sets));
   if (*a.reference) std::cout << moe::config_reference_markdown();
   if (*a.info)

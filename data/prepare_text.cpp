@@ -1,0 +1,692 @@
+// `moe data prepare` for text corpora: streamed in bounded memory, shared by the ranks of a
+// Communicator, resumable per input file (docs/DATA.md, "Preparation at scale").
+//
+// Stages, each leaving its results in out_dir/.prepare (a file is complete once renamed from
+// its .tmp; a stage's marker is written last):
+//   1. scan      each rank reads its share of the input files; per file, the documents that
+//                pass the rules (docs_F.bin) and their signatures (sig_F.bin: exact key,
+//                quality score, size, MinHash), and its counts (scan_F.json, the marker)
+//   2. dedup     exact keys, then MinHash bands, hash-partitioned over the ranks and sorted
+//                out of core; candidate pairs are checked against both signatures, and the
+//                removals resolved in corpus order as one process would (dedup.json)
+//   3. select    the kept documents per file (the quality threshold applied), gathered: the
+//                global place of each, and the validation split drawn from it
+//   4. tokenizer trained by rank 0 on a seeded sample of the training documents
+//   5. encode    each rank its files' kept documents into token spools (tok_F.json)
+//   6. shards    rank 0 concatenates the spools in corpus order and writes meta.json
+// A document's key is (its file's place in the corpus, its place in the file), so nothing
+// written depends on which rank read what.
+#include <xxhash.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <unordered_set>
+
+#include "comm/host_values.h"
+#include "data/dir_lock.h"
+#include "data/external_sort.h"
+#include "data/filter.h"
+#include "data/permutation.h"
+#include "data/prepare_parts.h"
+#include "data/quality.h"
+#include "kernels/error.h"
+
+namespace moe::data::detail {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr std::size_t kSortRecords = std::size_t{1} << 20;   // keys a sorter holds before it spills (16 MiB)
+constexpr std::size_t kRoundRecords = std::size_t{1} << 16;  // keys a rank sends in one round of a partition
+constexpr int kWorkFormat = 1;
+
+std::uint64_t doc_key(std::size_t file, std::uint64_t doc) { return (std::uint64_t(file) << 32) | doc; }
+std::size_t file_of(std::uint64_t key) { return static_cast<std::size_t>(key >> 32); }
+
+// Signature records, fixed size (u64 words): the exact key, the quality score (a double's
+// bits), the document's bytes, then its MinHash.
+enum SigWord : std::size_t { kExact, kScore, kBytes, kMinHash };
+
+void write_atomically(const fs::path& path, const std::string& bytes) {
+  const fs::path tmp = path.string() + ".tmp";
+  std::ofstream(tmp, std::ios::binary) << bytes;
+  fs::rename(tmp, path);
+}
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  MOE_CHECK(in, DataError, "{}: missing; delete {} and prepare again", path.string(), path.parent_path().string());
+  return nlohmann::json::parse(in);
+}
+
+// A file written under a temporary name and renamed when closed: present means complete.
+class Spool {
+ public:
+  explicit Spool(fs::path path) : path_(std::move(path)), out_(path_.string() + ".tmp", std::ios::binary) {}
+  template <class T>
+  void put(const T* v, std::size_t n) {
+    out_.write(reinterpret_cast<const char*>(v), std::streamsize(n * sizeof(T)));
+  }
+  void close() {
+    MOE_CHECK(out_.flush(), DataError, "{}: cannot write (disk full?)", path_.string());
+    out_.close();
+    fs::rename(path_.string() + ".tmp", path_);
+  }
+
+ private:
+  fs::path path_;
+  std::ofstream out_;
+};
+
+// The work directory and what identifies the preparation it belongs to: the input files
+// (names, sizes, times) and every option the output depends on. Another preparation's
+// work is deleted, never reused.
+class Work {
+ public:
+  Work(const PrepareOptions& opt, Communicator& comm) : dir_(fs::path(opt.out_dir) / ".prepare") {
+    files_ = corpus_files(opt.corpus);
+    const FilterOptions& f = opt.filters;
+    sig_words_ = kMinHash + (f.near_dup_threshold > 0 ? std::size_t(f.minhash_bands * f.minhash_rows) : 0);
+    nlohmann::json plan = {{"format", kWorkFormat},
+                           {"vocab_size", opt.vocab_size},
+                           {"val_fraction", opt.val_fraction},
+                           {"seed", opt.seed},
+                           {"shard_tokens", opt.shard_tokens},
+                           {"tokenizer", opt.tokenizer},
+                           {"sample_bytes", opt.tokenizer_sample_bytes}};
+    plan["filters"] = {int(f.invalid_utf8),
+                       f.text_field,
+                       f.max_bad_fraction,
+                       f.max_document_bytes,
+                       f.dedup,
+                       f.near_dup_threshold,
+                       f.shingle_words,
+                       f.minhash_bands,
+                       f.minhash_rows,
+                       f.min_words,
+                       f.max_symbol_fraction,
+                       f.max_digit_fraction,
+                       f.max_repeated_line_fraction,
+                       f.max_top_bigram_fraction,
+                       f.quality_model,
+                       f.quality_train,
+                       f.quality_label,
+                       f.quality_threshold};
+    for (const auto& file : files_) {
+      std::error_code ec;
+      const auto size = fs::file_size(file, ec);
+      const auto time = fs::last_write_time(file, ec).time_since_epoch().count();
+      plan["files"].push_back({file, ec ? 0 : size, ec ? 0 : time});
+    }
+    if (comm.rank() == 0) {
+      std::ifstream in(dir_ / "plan.json");
+      if (!(in && nlohmann::json::parse(in, nullptr, false) == plan)) {
+        fs::remove_all(dir_);
+        fs::create_directories(dir_);
+        write_atomically(dir_ / "plan.json", plan.dump());
+      }
+    }
+    comm.barrier();
+    // This rank's files: the largest first, each to the least loaded rank (the output does not
+    // depend on who reads what; only the time does).
+    std::vector<std::size_t> order(files_.size());
+    std::vector<std::uint64_t> sizes(files_.size()), load(std::size_t(comm.size()), 0);
+    for (std::size_t i = 0; i < files_.size(); ++i) order[i] = i, sizes[i] = plan["files"][i][1].get<std::uint64_t>();
+    std::stable_sort(order.begin(), order.end(), [&](auto a, auto b) { return sizes[a] > sizes[b]; });
+    for (std::size_t i : order) {
+      const auto r = std::size_t(std::min_element(load.begin(), load.end()) - load.begin());
+      load[r] += sizes[i] + 1;
+      if (int(r) == comm.rank()) mine_.push_back(i);
+    }
+    std::sort(mine_.begin(), mine_.end());
+  }
+
+  fs::path path(std::string_view what, std::size_t file, std::string_view ext) const {
+    return dir_ / fmt::format("{}_{:06d}.{}", what, file, ext);
+  }
+  fs::path path(std::string_view name) const { return dir_ / name; }
+  const std::vector<std::string>& files() const { return files_; }
+  const std::vector<std::size_t>& mine() const { return mine_; }
+  std::size_t sig_words() const { return sig_words_; }
+  void remove() const { fs::remove_all(dir_); }
+
+ private:
+  fs::path dir_;
+  std::vector<std::string> files_;
+  std::vector<std::size_t> mine_;
+  std::size_t sig_words_ = kMinHash;
+};
+
+// ---- 1. scan ---------------------------------------------------------------------------
+
+void scan_file(const PrepareOptions& opt, const Work& w, std::size_t i, const QualityClassifier* quality) {
+  const FilterOptions& f = opt.filters;
+  FilterReport rep;
+  Spool docs(w.path("docs", i, "bin")), sigs(w.path("sig", i, "bin"));
+  std::vector<std::uint64_t> rec(w.sig_words());
+  read_file_documents(w.files()[i], f, rep.read, [&](std::string&& doc) {
+    ++rep.documents;
+    if (!passes_rules(doc, f, rep)) return;
+    rec[kExact] = f.dedup ? exact_key(doc) : 0;
+    rec[kScore] = std::bit_cast<std::uint64_t>(quality ? quality->score(doc) : 1.0);
+    rec[kBytes] = doc.size();
+    if (w.sig_words() > kMinHash) {
+      const auto sig = minhash(doc, f);
+      std::copy(sig.begin(), sig.end(), rec.begin() + kMinHash);
+    }
+    const auto n = static_cast<std::uint32_t>(doc.size());
+    docs.put(&n, 1), docs.put(doc.data(), doc.size());
+    sigs.put(rec.data(), rec.size());
+    ++rep.kept;  // (passed the rules; deduplication and the classifier come later)
+  });
+  rep.documents += rep.read.utf8.dropped;
+  docs.close(), sigs.close();
+  write_atomically(w.path("scan", i, "json"), rep.json().dump());
+}
+
+// The scan's counts over the corpus, from every file's (what rank read it does not matter).
+FilterReport scanned(const PrepareOptions& opt, const Work& w) {
+  FilterReport total;
+  for (std::size_t i = 0; i < w.files().size(); ++i)
+    total.add(FilterReport::from_json(read_json(w.path("scan", i, "json"))));
+  check_bad_records(total.read, opt.filters);
+  MOE_CHECK(total.documents > 0, DataError, "{}: no text documents found", opt.corpus);
+  return total;
+}
+
+// ---- 2. dedup --------------------------------------------------------------------------
+
+struct HashKey {
+  std::uint64_t hash, key;
+  auto operator<=>(const HashKey&) const = default;
+};
+
+// One rank's signature records, file after file, in corpus order.
+class SigReader {
+ public:
+  SigReader(const Work& w, std::vector<std::size_t> files) : w_(w), files_(std::move(files)), rec_(w.sig_words()) {}
+  bool next() {
+    while (true) {
+      if (in_.is_open() && in_.read(reinterpret_cast<char*>(rec_.data()), std::streamsize(rec_.size() * 8))) {
+        key_ = doc_key(files_[at_ - 1], doc_++);
+        return true;
+      }
+      if (at_ == files_.size()) return false;
+      in_ = std::ifstream(w_.path("sig", files_[at_++], "bin"), std::ios::binary), doc_ = 0;
+    }
+  }
+  std::uint64_t key() const { return key_; }
+  const std::vector<std::uint64_t>& record() const { return rec_; }
+
+ private:
+  const Work& w_;
+  std::vector<std::size_t> files_;
+  std::vector<std::uint64_t> rec_;
+  std::ifstream in_;
+  std::size_t at_ = 0;
+  std::uint64_t doc_ = 0, key_ = 0;
+};
+
+// Any signature record by key (near-duplicate candidates are checked against both).
+class SigLookup {
+ public:
+  explicit SigLookup(const Work& w) : w_(w), rec_(w.sig_words()) {}
+  std::vector<std::uint64_t> operator()(std::uint64_t key) {
+    auto& in = open_[file_of(key)];
+    if (!in.is_open()) {
+      if (open_.size() > 64) open_.clear();  // (a few files' candidates at a time, typically)
+      open_[file_of(key)].open(w_.path("sig", file_of(key), "bin"), std::ios::binary);
+    }
+    auto& f = open_[file_of(key)];
+    f.seekg(std::streamoff((key & 0xffffffffu) * rec_.size() * 8));
+    f.read(reinterpret_cast<char*>(rec_.data()), std::streamsize(rec_.size() * 8));
+    return {rec_.begin() + kMinHash, rec_.end()};
+  }
+
+ private:
+  const Work& w_;
+  std::vector<std::uint64_t> rec_;
+  std::map<std::size_t, std::ifstream> open_;
+};
+
+// Sorted keys from a file, asked about in increasing order.
+class KeyCursor {
+ public:
+  explicit KeyCursor(const fs::path& path) : in_(path, std::ios::binary) {
+    MOE_CHECK(in_, DataError, "{}: missing; delete {} and prepare again", path.string(), path.parent_path().string());
+    advance();
+  }
+  bool contains(std::uint64_t key) {
+    while (have_ && head_ < key) advance();
+    return have_ && head_ == key;
+  }
+
+ private:
+  void advance() { have_ = bool(in_.read(reinterpret_cast<char*>(&head_), 8)); }
+  std::ifstream in_;
+  std::uint64_t head_ = 0;
+  bool have_ = false;
+};
+
+// Every rank's records to the rank `produce` names, kRoundRecords a round from each rank,
+// until all have sent all: memory bounded by a round, whatever the number of records.
+// produce(out, budget) appends up to budget records to out[rank] and says whether more remain.
+template <class Produce, class Take>
+void partition(Communicator& comm, Produce&& produce, Take&& take) {
+  const auto p = std::size_t(comm.size());
+  for (bool more = true; more;) {
+    std::vector<std::vector<HashKey>> out(p);
+    more = produce(out, kRoundRecords);
+    std::vector<std::int64_t> send(p);
+    std::size_t total = 0;
+    for (std::size_t r = 0; r < p; ++r) send[r] = std::int64_t(out[r].size() * 4), total += out[r].size();
+    const auto recv = all_to_all_ints(comm, send);
+    std::int64_t received = 0;
+    for (auto n : recv) received += n;
+    Tensor in = word_buffer(total * sizeof(HashKey)), got = word_buffer(std::size_t(received) * 4);
+    auto* at = reinterpret_cast<HashKey*>(in.data<std::int32_t>());
+    for (const auto& v : out) at = std::copy(v.begin(), v.end(), at);
+    comm.all_to_all_v(got, recv, in, send);
+    const auto* r = reinterpret_cast<const HashKey*>(got.data<std::int32_t>());
+    for (std::int64_t k = 0; k < received / 4; ++k) take(r[k]);
+    more = first_rank_where(comm, more) >= 0;
+  }
+}
+
+void write_keys(const fs::path& path, const std::vector<std::uint64_t>& keys) {
+  write_atomically(path, std::string(reinterpret_cast<const char*>(keys.data()), keys.size() * 8));
+}
+
+// Exact duplicates: (exact key, document) partitioned by the key, sorted; in each run of one
+// key every document after the first is removed. The removed documents go to rank 0, which
+// writes them in key order (removed_exact.bin). Returns their count.
+std::int64_t find_exact(const PrepareOptions& opt, const Work& w, Communicator& comm) {
+  const auto p = std::uint64_t(comm.size());
+  ExternalSorter<HashKey> by_hash(w.path(fmt::format("exact_{}", comm.rank())).string(), kSortRecords);
+  SigReader sigs(w, w.mine());
+  bool more = opt.filters.dedup;
+  partition(
+      comm,
+      [&](auto& out, std::size_t budget) {
+        for (std::size_t n = 0; n < budget && more; ++n)
+          if ((more = sigs.next())) out[sigs.record()[kExact] % p].push_back({sigs.record()[kExact], sigs.key()});
+        return more;
+      },
+      [&](const HashKey& r) { by_hash.push(r); });
+  ExternalSorter<HashKey> removed(w.path(fmt::format("removed_{}", comm.rank())).string(), kSortRecords);
+  std::vector<HashKey> dups;  // (sent to rank 0 in rounds)
+  bool first = true;
+  std::uint64_t last = 0;
+  by_hash.for_each([&](const HashKey& r) {
+    if (!first && r.hash == last) dups.push_back({r.key, 0});
+    first = false, last = r.hash;
+  });
+  std::size_t sent = 0;
+  partition(
+      comm,
+      [&](auto& out, std::size_t budget) {
+        for (std::size_t n = 0; n < budget && sent < dups.size(); ++n) out[0].push_back(dups[sent++]);
+        return sent < dups.size();
+      },
+      [&](const HashKey& r) { removed.push(r); });
+  std::vector<std::uint64_t> keys;
+  if (comm.rank() == 0) {
+    std::ofstream out(w.path("removed_exact.bin.tmp"), std::ios::binary);
+    removed.for_each([&](const HashKey& r) { out.write(reinterpret_cast<const char*>(&r.hash), 8); });
+    out.close();
+    fs::rename(w.path("removed_exact.bin.tmp"), w.path("removed_exact.bin"));
+  }
+  const auto mine = std::int64_t(dups.size());
+  std::int64_t count = 0;
+  for (auto n : all_gather_ints(comm, {&mine, 1})) count += n;
+  comm.barrier();
+  return count;
+}
+
+// Near duplicates: each kept document's band keys partitioned and sorted; the documents of a
+// run of one band key are candidates, and a pair whose signatures agree on the threshold's
+// share of slots is an edge (earlier, later). With every edge on every rank, a document is
+// removed when an edge joins it to an earlier document that was not: what one process
+// reading in corpus order removes (filter_documents).
+std::vector<std::uint64_t> find_near(const PrepareOptions& opt, const Work& w, Communicator& comm) {
+  const FilterOptions& f = opt.filters;
+  if (f.near_dup_threshold <= 0) return {};
+  const auto p = std::uint64_t(comm.size());
+  const auto bands = std::size_t(f.minhash_bands), rows = std::size_t(f.minhash_rows);
+  ExternalSorter<HashKey> by_band(w.path(fmt::format("bands_{}", comm.rank())).string(), kSortRecords);
+  SigReader sigs(w, w.mine());
+  KeyCursor exact(w.path("removed_exact.bin"));
+  bool more = true;
+  partition(
+      comm,
+      [&](auto& out, std::size_t budget) {
+        for (std::size_t n = 0; n < budget && more;) {
+          if (!(more = sigs.next()) || exact.contains(sigs.key())) continue;
+          const std::span<const std::uint64_t> sig(sigs.record().begin() + kMinHash, sigs.record().end());
+          for (std::size_t b = 0; b < bands; ++b, ++n) {
+            const std::uint64_t h = band_key(sig, b, rows);
+            out[h % p].push_back({h, sigs.key()});
+          }
+        }
+        return more;
+      },
+      [&](const HashKey& r) { by_band.push(r); });
+  std::vector<std::int64_t> edges;  // (earlier, later) pairs, flat
+  SigLookup lookup(w);
+  std::vector<std::uint64_t> group;
+  auto check_group = [&] {
+    for (std::size_t a = 0; a < group.size(); ++a) {
+      const auto sa = lookup(group[a]);
+      for (std::size_t b = a + 1; b < group.size(); ++b)
+        if (similarity(sa, lookup(group[b])) >= f.near_dup_threshold)
+          edges.push_back(std::int64_t(group[a])), edges.push_back(std::int64_t(group[b]));
+    }
+    group.clear();
+  };
+  std::uint64_t last = 0;
+  by_band.for_each([&](const HashKey& r) {
+    if (!group.empty() && r.hash != last) check_group();
+    group.push_back(r.key), last = r.hash;
+  });
+  check_group();
+  // Every rank's edges on every rank.
+  const std::int64_t n = std::int64_t(edges.size());
+  const auto counts = all_gather_ints(comm, {&n, 1});
+  std::vector<std::int64_t> all;
+  for (int r = 0; r < comm.size(); ++r) {
+    std::vector<std::int64_t> theirs(std::size_t(counts[std::size_t(r)]));
+    if (r == comm.rank()) theirs = edges;
+    if (!theirs.empty()) broadcast_ints(comm, theirs, r);
+    all.insert(all.end(), theirs.begin(), theirs.end());
+  }
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> pairs;  // (later, earlier)
+  for (std::size_t k = 0; k < all.size(); k += 2) pairs.push_back({std::uint64_t(all[k + 1]), std::uint64_t(all[k])});
+  std::sort(pairs.begin(), pairs.end());
+  std::unordered_set<std::uint64_t> removed;
+  std::vector<std::uint64_t> removed_in_order;
+  for (const auto& [later, earlier] : pairs)
+    if (!removed.contains(earlier) && removed.insert(later).second) removed_in_order.push_back(later);
+  return removed_in_order;
+}
+
+// ---- 3. select -------------------------------------------------------------------------
+
+// Whether a scanned document stays: not a duplicate, and scored at the threshold.
+class Selector {
+ public:
+  Selector(const PrepareOptions& opt, const Work& w, bool classify)
+      : exact_(w.path("removed_exact.bin")),
+        near_(w.path("removed_near.bin")),
+        classify_(classify),
+        threshold_(opt.filters.quality_threshold) {}
+  enum Verdict { kept, duplicate, low_quality };
+  Verdict operator()(std::uint64_t key, const std::vector<std::uint64_t>& rec) {
+    if (exact_.contains(key) || near_.contains(key)) return duplicate;
+    return classify_ && std::bit_cast<double>(rec[kScore]) < threshold_ ? low_quality : kept;
+  }
+
+ private:
+  KeyCursor exact_, near_;
+  bool classify_;
+  double threshold_;
+};
+
+// Per file: documents kept, their bytes, those below the quality threshold, and the scores'
+// histogram by tenths (of those the deduplication kept).
+constexpr std::size_t kKept = 0, kKeptBytes = 1, kLow = 2, kHistogram = 3, kSelectWords = 13;
+
+std::vector<std::int64_t> select(const PrepareOptions& opt, const Work& w, Communicator& comm, bool classify) {
+  const std::size_t F = w.files().size();
+  std::vector<std::int64_t> mine(F * kSelectWords, 0);
+  Selector select(opt, w, classify);
+  SigReader sigs(w, w.mine());
+  while (sigs.next()) {
+    std::int64_t* at = &mine[file_of(sigs.key()) * kSelectWords];
+    const auto verdict = select(sigs.key(), sigs.record());
+    if (verdict == Selector::duplicate) continue;
+    const double score = std::bit_cast<double>(sigs.record()[kScore]);
+    if (classify) ++at[kHistogram + std::min<std::size_t>(9, std::size_t(score * 10))];
+    if (verdict == Selector::low_quality) ++at[kLow];
+    else ++at[kKept], at[kKeptBytes] += std::int64_t(sigs.record()[kBytes]);
+  }
+  const auto all = all_gather_ints(comm, mine);
+  std::vector<std::int64_t> sum(mine.size(), 0);
+  for (std::size_t k = 0; k < all.size(); ++k) sum[k % mine.size()] += all[k];
+  return sum;
+}
+
+// This rank's kept documents in corpus order, each with its global place and split.
+class KeptDocs {
+ public:
+  KeptDocs(const PrepareOptions& opt, const Work& w, bool classify, const std::vector<std::int64_t>& selected,
+           std::uint64_t val_documents)
+      : w_(w),
+        sigs_(w, w.mine()),
+        select_(opt, w, classify),
+        first_(w.files().size() + 1, 0),
+        place_(0, opt.seed),
+        val_(val_documents) {
+    for (std::size_t i = 0; i < w.files().size(); ++i)
+      first_[i + 1] = first_[i] + std::uint64_t(selected[i * kSelectWords + kKept]);
+    place_ = SeededPermutation(first_.back(), opt.seed);
+  }
+  // The next kept document into text; false at the end.
+  bool next(std::string& text) {
+    while (sigs_.next()) {
+      const std::size_t file = file_of(sigs_.key());
+      if (file != file_) file_ = file, in_ = std::ifstream(w_.path("docs", file, "bin"), std::ios::binary), kept_ = 0;
+      std::uint32_t n = 0;
+      in_.read(reinterpret_cast<char*>(&n), 4);
+      text.resize(n);
+      in_.read(text.data(), n);
+      MOE_CHECK(in_, DataError, "{}: cut short; delete {} and prepare again", w_.path("docs", file, "bin").string(),
+                w_.path(".").string());
+      if (select_(sigs_.key(), sigs_.record()) != Selector::kept) continue;
+      index_ = first_[file] + kept_++;
+      return true;
+    }
+    return false;
+  }
+  std::uint64_t key() const { return sigs_.key(); }
+  std::size_t file() const { return file_; }
+  bool val() const { return place_(index_) < val_; }
+
+ private:
+  const Work& w_;
+  SigReader sigs_;
+  Selector select_;
+  std::vector<std::uint64_t> first_;  // the global place of each file's first kept document
+  SeededPermutation place_;
+  std::uint64_t val_;
+  std::ifstream in_;
+  std::size_t file_ = std::size_t(-1);
+  std::uint64_t kept_ = 0, index_ = 0;
+};
+
+// ---- 4. tokenizer ----------------------------------------------------------------------
+
+// Each rank writes the sampled training documents of its files (sample_F.txt, as lines); rank
+// 0 trains on them in corpus order. A document is in the sample when its keyed hash falls
+// under the share that brings the training text to about opt.tokenizer_sample_bytes.
+void write_samples(const PrepareOptions& opt, const Work& w, KeptDocs docs, std::uint64_t train_bytes) {
+  const double share =
+      std::min(1.0, double(opt.tokenizer_sample_bytes) / double(std::max<std::uint64_t>(train_bytes, 1)));
+  std::map<std::size_t, std::ofstream> out;
+  for (std::size_t f : w.mine()) out[f].open(w.path("sample", f, "txt"), std::ios::binary);
+  std::vector<std::string> lines;
+  for (std::string text; docs.next(text);) {
+    const std::uint64_t key = docs.key();
+    if (docs.val() || double(XXH64(&key, 8, opt.seed)) >= share * 0x1p64) continue;
+    lines.clear();
+    append_lines(text, lines);
+    for (const auto& l : lines) out[docs.file()] << l << '\n';
+  }
+}
+
+std::vector<std::string> sampled_lines(const Work& w) {
+  std::vector<std::string> lines;
+  for (std::size_t f = 0; f < w.files().size(); ++f) {
+    std::ifstream in(w.path("sample", f, "txt"), std::ios::binary);
+    for (std::string l; std::getline(in, l);) lines.push_back(std::move(l));
+  }
+  return lines;
+}
+
+// ---- 5. encode -------------------------------------------------------------------------
+
+void encode_files(const Work& w, KeptDocs docs, const Tokenizer& tok) {
+  struct Out {
+    std::unique_ptr<Spool> train, val;
+    nlohmann::json counts = {{"train_tokens", 0}, {"val_tokens", 0}, {"documents", 0}, {"val_documents", 0}};
+  };
+  std::map<std::size_t, Out> out;
+  auto finish = [&](std::size_t f) {
+    Out& o = out[f];
+    o.train->close(), o.val->close();
+    write_atomically(w.path("tok", f, "json"), o.counts.dump());
+  };
+  for (std::size_t f : w.mine())
+    if (!fs::exists(w.path("tok", f, "json")))
+      out[f] = {std::make_unique<Spool>(w.path("tok", f, "train")), std::make_unique<Spool>(w.path("tok", f, "val"))};
+  std::vector<std::uint32_t> ids;
+  std::size_t open_file = std::size_t(-1);
+  for (std::string text; docs.next(text);) {
+    if (docs.file() != open_file && open_file != std::size_t(-1) && out.contains(open_file)) finish(open_file);
+    open_file = docs.file();
+    if (!out.contains(open_file)) continue;  // (encoded before a restart)
+    ids.clear();
+    for (int id : tok.encode(text)) ids.push_back(static_cast<std::uint32_t>(id));
+    ids.push_back(static_cast<std::uint32_t>(tok.end_of_document()));
+    Out& o = out[open_file];
+    const bool val = docs.val();
+    (val ? o.val : o.train)->put(ids.data(), ids.size());
+    o.counts[val ? "val_tokens" : "train_tokens"] =
+        o.counts[val ? "val_tokens" : "train_tokens"].get<std::uint64_t>() + ids.size();
+    o.counts["documents"] = o.counts["documents"].get<std::int64_t>() + 1;
+    if (val) o.counts["val_documents"] = o.counts["val_documents"].get<std::int64_t>() + 1;
+  }
+  for (auto& [f, o] : out)
+    if (!fs::exists(w.path("tok", f, "json"))) finish(f);
+}
+
+// ---- 6. shards -------------------------------------------------------------------------
+
+void write_shards(const PrepareOptions& opt, const Work& w, PrepareReport& rep) {
+  std::vector<double> counts(static_cast<std::size_t>(opt.vocab_size), 0.0);
+  std::vector<std::uint32_t> buf(1 << 16);
+  for (const bool val : {false, true}) {
+    ShardWriter shards(opt, val ? "val" : "train", static_cast<std::uint64_t>(opt.vocab_size));
+    for (std::size_t f = 0; f < w.files().size(); ++f) {
+      std::ifstream in(w.path("tok", f, val ? "val" : "train"), std::ios::binary);
+      while (in.read(reinterpret_cast<char*>(buf.data()), std::streamsize(buf.size() * 4)) || in.gcount() > 0) {
+        const auto n = std::size_t(in.gcount()) / 4;
+        for (std::size_t k = 0; k < n; ++k) {
+          shards.add(buf[k]);
+          if (!val) counts[buf[k]] += 1;
+        }
+      }
+    }
+    shards.close();
+  }
+  for (std::size_t f = 0; f < w.files().size(); ++f) {
+    const auto c = read_json(w.path("tok", f, "json"));
+    rep.train_tokens += c["train_tokens"].get<std::uint64_t>(), rep.val_tokens += c["val_tokens"].get<std::uint64_t>();
+  }
+  rep.unigram_entropy = unigram_entropy(counts, rep.train_tokens);
+}
+
+// The quality classifier: trained by rank 0 from data.quality_train (out_dir/quality.bin) or
+// read from data.quality_model; none without either.
+std::unique_ptr<QualityClassifier> classifier(const PrepareOptions& opt, Communicator& comm) {
+  const FilterOptions& f = opt.filters;
+  if (f.quality_model.empty() && f.quality_train.empty()) return nullptr;
+  const std::string model =
+      f.quality_model.empty() ? (fs::path(opt.out_dir) / "quality.bin").string() : f.quality_model;
+  if (comm.rank() == 0 && f.quality_model.empty()) QualityClassifier::train(f.quality_train, model, opt.seed);
+  comm.barrier();
+  return std::make_unique<QualityClassifier>(model, f.quality_label);
+}
+
+}  // namespace
+
+PrepareReport prepare_text(const PrepareOptions& opt, Communicator& comm) {
+  std::optional<DirLock> lock;
+  if (comm.rank() == 0) lock.emplace(opt.out_dir, "data.dir"), check_out_dir(opt);  // one prepare at a time
+  comm.barrier();
+  const Work w(opt, comm);
+  const auto quality = classifier(opt, comm);
+
+  PrepareReport rep;
+  std::int64_t resumed[2] = {0, 0};  // files scanned and encoded before a restart
+  for (std::size_t f : w.mine()) {   // 1. scan
+    resumed[0] += fs::exists(w.path("scan", f, "json"));
+    resumed[1] += fs::exists(w.path("tok", f, "json"));
+    if (!fs::exists(w.path("scan", f, "json"))) scan_file(opt, w, f, quality.get());
+  }
+  const auto all_resumed = all_gather_ints(comm, resumed);
+  for (std::size_t r = 0; r < all_resumed.size(); r += 2)
+    rep.resumed_scans += all_resumed[r], rep.resumed_encodes += all_resumed[r + 1];
+  rep.files = std::int64_t(w.files().size());
+  rep.filters = scanned(opt, w);
+
+  if (!fs::exists(w.path("dedup.json"))) {  // 2. dedup
+    const std::int64_t exact = find_exact(opt, w, comm);
+    const auto near = find_near(opt, w, comm);
+    if (comm.rank() == 0) {
+      write_keys(w.path("removed_near.bin"), near);
+      write_atomically(w.path("dedup.json"), nlohmann::json{{"exact", exact}, {"near", near.size()}}.dump());
+    }
+    comm.barrier();
+  }
+  const auto dedup = read_json(w.path("dedup.json"));
+  rep.filters.exact_duplicates = dedup["exact"].get<std::int64_t>();
+  rep.filters.near_duplicates = dedup["near"].get<std::int64_t>();
+
+  const auto selected = select(opt, w, comm, quality != nullptr);  // 3. select
+  std::uint64_t kept = 0, kept_bytes = 0;
+  if (quality) rep.filters.quality_histogram.assign(10, 0), rep.filters.quality_model = quality->path();
+  for (std::size_t f = 0; f < w.files().size(); ++f) {
+    const std::int64_t* at = &selected[f * kSelectWords];
+    kept += std::uint64_t(at[kKept]), kept_bytes += std::uint64_t(at[kKeptBytes]);
+    rep.filters.low_quality += at[kLow];
+    for (std::size_t t = 0; quality && t < 10; ++t) rep.filters.quality_histogram[t] += at[kHistogram + t];
+  }
+  rep.filters.kept = std::int64_t(kept);
+  MOE_CHECK(kept > 0, DataError, "{}: the filters removed every document ({}); relax data.* filter keys", opt.corpus,
+            rep.filters.text());
+  rep.documents = std::int64_t(kept);
+  rep.val_documents = std::llround(opt.val_fraction * double(kept));
+  const auto docs = [&] { return KeptDocs(opt, w, quality != nullptr, selected, std::uint64_t(rep.val_documents)); };
+
+  // 4. tokenizer (placed once: a restart after it keeps it)
+  const bool sample = opt.tokenizer.empty() && !fs::exists(w.path("tokenizer.done"));
+  if (sample) write_samples(opt, w, docs(), std::uint64_t(double(kept_bytes) * (1 - opt.val_fraction)));
+  comm.barrier();
+  if (comm.rank() == 0 && !fs::exists(w.path("tokenizer.done"))) {
+    remove_previous_output(opt.out_dir);
+    place_tokenizer(opt, [&] { return sampled_lines(w); });
+    write_atomically(w.path("tokenizer.done"), "");
+  }
+  comm.barrier();
+  const Tokenizer tok(Tokenizer::in_dir(opt.out_dir));
+
+  encode_files(w, docs(), tok);  // 5. encode
+  comm.barrier();
+  if (comm.rank() == 0) {  // 6. shards
+    remove_previous_output(opt.out_dir);
+    write_shards(opt, w, rep);
+    check_val_tokens(opt, rep);
+    write_meta(opt, rep, tok);
+    w.remove();
+  }
+  comm.barrier();
+  return rep;
+}
+
+}  // namespace moe::data::detail
