@@ -345,6 +345,8 @@ const std::vector<Field>& fields() {
       integer(AT(data.tokenizer_sample_mb), closed(1, 1 << 20),
               "a trained tokenizer learns from a seeded sample of about this many MiB of the training documents "
               "(all of them when fewer); what the tokenizer's training holds in memory"),
+      integer(AT(data.sort_mb), closed(1, 1 << 20),
+              "moe data prepare's deduplication keys held in memory per sorter before a sorted run spills to disk"),
       text(
           "data.chat_template", [](auto& c) -> auto& { return c.data.chat.message; },
           "chat data (.jsonl): how one message renders, {role} and then {content} replaced; the loss counts an "

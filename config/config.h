@@ -70,6 +70,7 @@ struct DataConfig {
   double val_fraction = 0.05;
   std::string tokenizer;                  // reuse this tokenizer.model in moe data prepare ("" = train one)
   std::int64_t tokenizer_sample_mb = 64;  // a trained tokenizer's sample of the training documents
+  std::int64_t sort_mb = 16;              // moe data prepare: keys a deduplication sorter holds before spilling
   data::FilterOptions filters;            // moe data prepare's quality filters (keys data.dedup, data.min_words, ...)
   data::ChatTemplate chat;                // chat data (.jsonl corpora): keys data.chat_template, data.loss_on
   data::DocumentMask document_mask = data::DocumentMask::automatic;  // data/loader.h's Masking::documents

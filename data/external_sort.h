@@ -1,6 +1,7 @@
 // Sorting more fixed-size records than memory should hold: records gather in a buffer of
 // bounded size, which is sorted and written out as a run when full; reading merges the runs
-// (a k-way merge holding one block of each). What `moe data prepare` sorts its deduplication
+// (a k-way merge holding one block of each, at most 64 runs at once: more are merged first).
+// What `moe data prepare` sorts its deduplication
 // keys with, so that their memory does not grow with the corpus.
 #pragma once
 #include <algorithm>
@@ -42,18 +43,53 @@ class ExternalSorter {
   // Every record pushed, in order (operator<), to f. Once.
   template <class F>
   void for_each(F&& f) {
+    while (runs_.size() > kMaxMerge) merge_front();  // (so the merge's blocks are bounded too)
     std::sort(buf_.begin(), buf_.end());
+    merge(runs_, buf_, f);
+    buf_.clear();
+  }
+
+ private:
+  static constexpr std::size_t kMaxMerge = 64;  // runs merged at once: 64 blocks of 64 KiB in memory
+
+  // The first kMaxMerge runs into one.
+  void merge_front() {
+    const std::vector<std::string> front(runs_.begin(), runs_.begin() + kMaxMerge);
+    const std::string path = fmt::format("{}_{}.run", prefix_, next_run_++);
+    {
+      std::ofstream out(path, std::ios::binary);
+      std::vector<Record> block;
+      merge(front, {}, [&](const Record& r) {
+        block.push_back(r);
+        if (block.size() == Reader::kBlock) write(out, block);
+      });
+      write(out, block);
+      MOE_CHECK(out.flush(), DataError, "{}: cannot write a sort run (disk full?)", path);
+    }
+    for (const auto& r : front) std::filesystem::remove(r);
+    runs_.erase(runs_.begin(), runs_.begin() + kMaxMerge);
+    runs_.push_back(path);
+  }
+
+  static void write(std::ofstream& out, std::vector<Record>& block) {
+    out.write(reinterpret_cast<const char*>(block.data()), std::streamsize(block.size() * sizeof(Record)));
+    block.clear();
+  }
+
+  // The records of `runs` and of the sorted `mem`, in order, to f.
+  template <class F>
+  static void merge(const std::vector<std::string>& runs, const std::vector<Record>& mem, F&& f) {
     std::vector<Reader> readers;
-    readers.reserve(runs_.size());
-    for (const auto& r : runs_) readers.emplace_back(r);
+    readers.reserve(runs.size());
+    for (const auto& r : runs) readers.emplace_back(r);
     auto later = [&](std::size_t a, std::size_t b) { return readers[b].head < readers[a].head; };
     std::priority_queue<std::size_t, std::vector<std::size_t>, decltype(later)> heap(later);
     for (std::size_t i = 0; i < readers.size(); ++i)
       if (readers[i].next()) heap.push(i);
     std::size_t b = 0;
-    while (!heap.empty() || b < buf_.size()) {
-      if (heap.empty() || (b < buf_.size() && buf_[b] < readers[heap.top()].head)) {
-        f(buf_[b++]);
+    while (!heap.empty() || b < mem.size()) {
+      if (heap.empty() || (b < mem.size() && mem[b] < readers[heap.top()].head)) {
+        f(mem[b++]);
         continue;
       }
       const std::size_t i = heap.top();
@@ -61,10 +97,8 @@ class ExternalSorter {
       f(readers[i].head);
       if (readers[i].next()) heap.push(i);
     }
-    buf_.clear();
   }
 
- private:
   // One run, read a block at a time.
   struct Reader {
     explicit Reader(const std::string& path) : in(path, std::ios::binary) {
@@ -90,7 +124,7 @@ class ExternalSorter {
 
   void spill() {
     std::sort(buf_.begin(), buf_.end());
-    const std::string path = fmt::format("{}_{}.run", prefix_, runs_.size());
+    const std::string path = fmt::format("{}_{}.run", prefix_, next_run_++);
     std::ofstream out(path, std::ios::binary);
     out.write(reinterpret_cast<const char*>(buf_.data()), std::streamsize(buf_.size() * sizeof(Record)));
     MOE_CHECK(out.flush(), DataError, "{}: cannot write a sort run (disk full?)", path);
@@ -104,6 +138,7 @@ class ExternalSorter {
   std::vector<Record> buf_;
   std::vector<std::string> runs_;
   std::uint64_t spilled_ = 0;
+  std::size_t next_run_ = 0;
 };
 
 }  // namespace moe::data

@@ -32,6 +32,8 @@ struct PrepareOptions {
   // A trained tokenizer learns from a sample of about this many bytes of the training
   // documents (each kept with the same seeded chance; all of them when they are fewer).
   std::uint64_t tokenizer_sample_bytes = std::uint64_t{64} << 20;
+  // What a deduplication sorter holds before it spills a sorted run to disk.
+  std::uint64_t sort_bytes = std::uint64_t{16} << 20;
 };
 
 // Whether `name` is a file moe data prepare writes: meta.json, tokenizer.model,

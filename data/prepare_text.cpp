@@ -31,6 +31,7 @@
 
 #include "comm/host_values.h"
 #include "data/dir_lock.h"
+#include "data/encode_cache.h"
 #include "data/external_sort.h"
 #include "data/filter.h"
 #include "data/permutation.h"
@@ -42,9 +43,11 @@ namespace moe::data::detail {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr std::size_t kSortRecords = std::size_t{1} << 20;   // keys a sorter holds before it spills (16 MiB)
 constexpr std::size_t kRoundRecords = std::size_t{1} << 16;  // keys a rank sends in one round of a partition
 constexpr int kWorkFormat = 1;
+
+// Keys a sorter holds before it spills a run.
+std::size_t sort_records(const PrepareOptions& opt) { return std::max<std::size_t>(opt.sort_bytes / 16, 1024); }
 
 std::uint64_t doc_key(std::size_t file, std::uint64_t doc) { return (std::uint64_t(file) << 32) | doc; }
 std::size_t file_of(std::uint64_t key) { return static_cast<std::size_t>(key >> 32); }
@@ -308,7 +311,7 @@ void write_keys(const fs::path& path, const std::vector<std::uint64_t>& keys) {
 // writes them in key order (removed_exact.bin). Returns their count.
 std::int64_t find_exact(const PrepareOptions& opt, const Work& w, Communicator& comm) {
   const auto p = std::uint64_t(comm.size());
-  ExternalSorter<HashKey> by_hash(w.path(fmt::format("exact_{}", comm.rank())).string(), kSortRecords);
+  ExternalSorter<HashKey> by_hash(w.path(fmt::format("exact_{}", comm.rank())).string(), sort_records(opt));
   SigReader sigs(w, w.mine());
   bool more = opt.filters.dedup;
   partition(
@@ -319,7 +322,7 @@ std::int64_t find_exact(const PrepareOptions& opt, const Work& w, Communicator& 
         return more;
       },
       [&](const HashKey& r) { by_hash.push(r); });
-  ExternalSorter<HashKey> removed(w.path(fmt::format("removed_{}", comm.rank())).string(), kSortRecords);
+  ExternalSorter<HashKey> removed(w.path(fmt::format("removed_{}", comm.rank())).string(), sort_records(opt));
   std::vector<HashKey> dups;  // (sent to rank 0 in rounds)
   bool first = true;
   std::uint64_t last = 0;
@@ -359,7 +362,7 @@ std::vector<std::uint64_t> find_near(const PrepareOptions& opt, const Work& w, C
   if (f.near_dup_threshold <= 0) return {};
   const auto p = std::uint64_t(comm.size());
   const auto bands = std::size_t(f.minhash_bands), rows = std::size_t(f.minhash_rows);
-  ExternalSorter<HashKey> by_band(w.path(fmt::format("bands_{}", comm.rank())).string(), kSortRecords);
+  ExternalSorter<HashKey> by_band(w.path(fmt::format("bands_{}", comm.rank())).string(), sort_records(opt));
   SigReader sigs(w, w.mine());
   KeyCursor exact(w.path("removed_exact.bin"));
   bool more = true;
@@ -377,24 +380,31 @@ std::vector<std::uint64_t> find_near(const PrepareOptions& opt, const Work& w, C
         return more;
       },
       [&](const HashKey& r) { by_band.push(r); });
+  // A group (the documents of one band key, in corpus order) is read as one process reads
+  // its bucket: each document is compared with the group's earlier documents that were not
+  // near copies of one before them (the group's own survivors), an edge where similar, and
+  // joins them where not. Hundreds of copies of one text cost one comparison each.
+  // (Signatures are read only for groups of two or more: most band keys are one document's.)
   std::vector<std::int64_t> edges;  // (earlier, later) pairs, flat
   SigLookup lookup(w);
-  std::vector<std::uint64_t> group;
-  auto check_group = [&] {
-    for (std::size_t a = 0; a < group.size(); ++a) {
-      const auto sa = lookup(group[a]);
-      for (std::size_t b = a + 1; b < group.size(); ++b)
-        if (similarity(sa, lookup(group[b])) >= f.near_dup_threshold)
-          edges.push_back(std::int64_t(group[a])), edges.push_back(std::int64_t(group[b]));
-    }
-    group.clear();
-  };
+  std::vector<std::pair<std::uint64_t, std::vector<std::uint64_t>>> survivors;  // (signature read when needed)
   std::uint64_t last = 0;
   by_band.for_each([&](const HashKey& r) {
-    if (!group.empty() && r.hash != last) check_group();
-    group.push_back(r.key), last = r.hash;
+    if (r.hash != last || survivors.empty()) {
+      survivors.clear();
+      survivors.emplace_back(r.key, std::vector<std::uint64_t>{});
+      last = r.hash;
+      return;
+    }
+    const auto sig = lookup(r.key);
+    bool near = false;
+    for (auto& [key, other] : survivors) {
+      if (other.empty()) other = lookup(key);
+      if (similarity(sig, other) >= f.near_dup_threshold)
+        near = true, edges.push_back(std::int64_t(key)), edges.push_back(std::int64_t(r.key));
+    }
+    if (!near) survivors.emplace_back(r.key, sig);
   });
-  check_group();
   // Every rank's edges on every rank.
   const std::int64_t n = std::int64_t(edges.size());
   const auto counts = all_gather_ints(comm, {&n, 1});
@@ -555,13 +565,14 @@ void encode_files(const Work& w, KeptDocs docs, const Tokenizer& tok) {
     if (!fs::exists(w.path("tok", f, "json")))
       out[f] = {std::make_unique<Spool>(w.path("tok", f, "train")), std::make_unique<Spool>(w.path("tok", f, "val"))};
   std::vector<std::uint32_t> ids;
+  EncodeCache cache(tok);
   std::size_t open_file = std::size_t(-1);
   for (std::string text; docs.next(text);) {
     if (docs.file() != open_file && open_file != std::size_t(-1) && out.contains(open_file)) finish(open_file);
     open_file = docs.file();
     if (!out.contains(open_file)) continue;  // (encoded before a restart)
     ids.clear();
-    for (int id : tok.encode(text)) ids.push_back(static_cast<std::uint32_t>(id));
+    cache.encode(text, ids);
     ids.push_back(static_cast<std::uint32_t>(tok.end_of_document()));
     Out& o = out[open_file];
     const bool val = docs.val();

@@ -185,14 +185,19 @@ int run_prepare(int argc, char** argv, const std::string& path, const std::vecto
                                        .min_val_tokens = static_cast<std::uint64_t>(cfg.model.seq_len + 1),
                                        .chat = cfg.data.chat,
                                        .align = cfg.model.seq_len,
-                                       .tokenizer_sample_bytes = std::uint64_t(cfg.data.tokenizer_sample_mb) << 20},
+                                       .tokenizer_sample_bytes = std::uint64_t(cfg.data.tokenizer_sample_mb) << 20,
+                                       .sort_bytes = std::uint64_t(cfg.data.sort_mb) << 20},
                                       &world);
     if (world.rank() == 0) print_prepared(cfg, r);
     return 0;
   } catch (const std::exception& e) {
     const bool input = dynamic_cast<const moe::Error*>(&e) != nullptr;
+    if (world.size() == 1) {
+      moe::print_error(e.what());
+      return input ? 2 : 1;
+    }
     moe::print_rank_error(world.rank(), e.what());
-    if (world.size() > 1) MPI_Abort(MPI_COMM_WORLD, input ? 2 : 1);
+    MPI_Abort(MPI_COMM_WORLD, input ? 2 : 1);
     return input ? 2 : 1;
   }
 }

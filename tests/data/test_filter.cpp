@@ -4,13 +4,19 @@
 // heuristic rule on a document made to break it, and ordinary documents untouched.
 #include <catch2/catch.hpp>
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <random>
 #include <set>
 #include <sstream>
 
 #include "data/filter.h"
+#include "data/prepare.h"
+#include "data/tokenizer.h"
 
 using namespace moe::data;
 
@@ -139,4 +145,49 @@ TEST_CASE("filters: each quality rule on a document made to break it", "[data]")
   const auto kept = filter_documents({ordinary, "Brevity.", "0123 4567 8910 1234 5678", spam}, opt, r);
   CHECK(kept == std::vector<std::size_t>{0});
   CHECK((r.too_short == 1 && r.digits == 1 && r.repeated_ngrams == 1 && r.kept == 1));
+}
+
+TEST_CASE("prepare: out-of-core deduplication over files keeps exactly what filter_documents keeps", "[data]") {
+  // Near-duplicate chains (each link 2 words from the last: A~B and B~C, but A and C further
+  // apart), exact copies re-cased, and junk, spread over 6 files so copies sit in earlier and
+  // later files than their originals. The in-memory filter over the same documents in the
+  // same order is the oracle: the same counts, and the kept documents' tokens are the shards'.
+  std::mt19937 rng(4);
+  const auto vocab = vocabulary(4000, rng);
+  std::uniform_int_distribution<std::size_t> pos(0, 99), pick(0, vocab.size() - 1);
+  std::vector<std::string> docs;
+  for (int chain = 0; chain < 60; ++chain) {
+    auto w = random_words(100, vocab, rng);
+    for (int link = 0; link < 4; ++link) {
+      docs.push_back(join(w));
+      for (int j = 0; j < 2 + chain % 3; ++j) w[pos(rng)] = vocab[pick(rng)];
+    }
+  }
+  for (int i = 0; i < 30; ++i) {
+    std::string copy = docs[std::size_t(i * 7)];
+    std::transform(copy.begin(), copy.end(), copy.begin(), [](char c) { return char(std::toupper(c)); });
+    docs.push_back(copy);
+  }
+  docs.push_back("Brevity.");
+  std::shuffle(docs.begin(), docs.end(), rng);
+  std::filesystem::create_directories("dedup_files");
+  for (std::size_t f = 0; f < 6; ++f) {
+    std::ofstream out(fmt::format("dedup_files/{}.txt", f));
+    for (std::size_t i = f; i < docs.size(); i += 6) out << docs[i] << "\n%\n";
+  }
+  const auto read = read_documents("dedup_files");
+  FilterReport oracle;
+  const auto kept = filter_documents(read, FilterOptions{}, oracle);
+  const auto rep =
+      prepare({.corpus = "dedup_files", .out_dir = "dedup_out", .vocab_size = 500, .val_fraction = 0.1, .seed = 1});
+  CHECK(oracle.near_duplicates >= 40);
+  CHECK(oracle.exact_duplicates == 30);
+  CHECK(rep.filters.exact_duplicates == oracle.exact_duplicates);
+  CHECK(rep.filters.near_duplicates == oracle.near_duplicates);
+  CHECK(rep.filters.too_short == oracle.too_short);
+  CHECK(rep.documents == std::int64_t(kept.size()));
+  const Tokenizer tok(Tokenizer::in_dir("dedup_out"));
+  std::uint64_t tokens = 0;
+  for (std::size_t i : kept) tokens += tok.encode(read[i]).size() + 1;
+  CHECK(rep.train_tokens + rep.val_tokens == tokens);
 }
