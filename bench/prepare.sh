@@ -15,11 +15,11 @@ mb=${1:-1024}
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 moe=build/trainer/moe work=$(mktemp -d)
 trap '[ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
-echo "bench prepare: ${mb} MB of JSONL, 1 process, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p')"
+echo "bench prepare: ${mb} MB of JSONL, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p')"
 [ -f runs/data/fortunes/meta.json ] || "$moe" data prepare configs/tiny.yaml > /dev/null
 tok=runs/data/fortunes/tokenizer.model
 mkdir -p "$work/corpus"
-/usr/bin/python3 - "$work/corpus/records.jsonl" "$mb" <<'PY'
+/usr/bin/python3 - "$work/corpus" "$mb" <<'PY'
 import glob, json, sys
 docs = []
 for f in sorted(glob.glob("/usr/share/games/fortunes/*")):
@@ -30,15 +30,17 @@ for f in sorted(glob.glob("/usr/share/games/fortunes/*")):
     except (UnicodeDecodeError, IsADirectoryError):
         pass
 target, n, i = int(sys.argv[2]) << 20, 0, 0
-with open(sys.argv[1], "w") as out:
-    while n < target:
-        line = json.dumps({"id": i, "text": f"{docs[i % len(docs)]}\n(fortune {i})"}) + "\n"
-        out.write(line)
-        n += len(line.encode())
-        i += 1
-print(f"bench prepare: {i} records, {n / 2**20:.0f} MB")
+files = 16  # (corpora come sharded; ranks share files)
+for k in range(files):
+    with open(f"{sys.argv[1]}/records_{k:02d}.jsonl", "w") as out:
+        while n < target * (k + 1) // files:
+            line = json.dumps({"id": i, "text": f"{docs[i % len(docs)]}\n(fortune {i})"}) + "\n"
+            out.write(line)
+            n += len(line.encode())
+            i += 1
+print(f"bench prepare: {i} records, {n / 2**20:.0f} MB in {files} files")
 PY
-bytes=$(stat -c %s "$work/corpus/records.jsonl")
+bytes=$(cat "$work"/corpus/*.jsonl | wc -c)
 off=(--set data.dedup=false --set data.near_dup_threshold=0 --set data.min_words=0 --set data.max_symbol_fraction=1
   --set data.max_digit_fraction=1 --set data.max_repeated_line_fraction=1 --set data.max_top_bigram_fraction=1)
 source scripts/mpi-env.sh
@@ -60,7 +62,7 @@ read -r moe_on_s moe_on_tokens moe_on_rss < <(run_moe moe_on 1)
 read -r moe_on2_s moe_on2_tokens moe_on2_rss < <(run_moe moe_on_2 2)
 t0=$(date +%s.%N)
 peer_tokens=$(/usr/bin/time -f "%M" -o "$work/peer.rss" deps/hf-venv/bin/python bench/prepare_peer.py \
-  "$work/corpus/records.jsonl" "$tok" "$work/peer")
+  "$work/corpus" "$tok" "$work/peer")
 t1=$(date +%s.%N)
 peer_s=$(python3 -c "print($t1 - $t0)") peer_rss=$(($(cat "$work/peer.rss") / 1024))
 python3 - "$bytes" "$moe_s" "$moe_tokens" "$moe_rss" "$moe2_s" "$moe2_tokens" "$moe2_rss" "$moe_on_s" "$moe_on_tokens" \

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The peer bench/prepare.sh measures moe data prepare against: what a user would write to
-tokenize a JSONL corpus in Python. Reads RECORDS.jsonl line by line (json), encodes each
+tokenize a JSONL corpus in Python. Reads CORPUS_DIR's .jsonl files line by line (json), encodes each
 record's text with the sentencepiece package, appends end-of-document (id 1), and writes
 uint16 shards of 4 Mi tokens with numpy. Prints the token count.
-Usage: prepare_peer.py RECORDS.jsonl TOKENIZER.model OUT_DIR"""
+Usage: prepare_peer.py CORPUS_DIR TOKENIZER.model OUT_DIR"""
 import json
 import os
 import sys
@@ -23,13 +23,14 @@ def flush():
     buf, shard = [], shard + 1
 
 
-with open(records, encoding="utf-8") as f:
-    for line in f:
-        ids = sp.encode(json.loads(line)["text"])
-        buf.extend(ids)
-        buf.append(1)
-        total += len(ids) + 1
-        if len(buf) >= 1 << 22:
-            flush()
+for name in sorted(os.listdir(records)):  # the corpus directory's .jsonl files, in name order
+    with open(os.path.join(records, name), encoding="utf-8") as f:
+        for line in f:
+            ids = sp.encode(json.loads(line)["text"])
+            buf.extend(ids)
+            buf.append(1)
+            total += len(ids) + 1
+            if len(buf) >= 1 << 22:
+                flush()
 flush()
 print(total)

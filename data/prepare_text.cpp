@@ -16,6 +16,8 @@
 //   6. shards    rank 0 concatenates the spools in corpus order and writes meta.json
 // A document's key is (its file's place in the corpus, its place in the file), so nothing
 // written depends on which rank read what.
+#include <fcntl.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include <nlohmann/json.hpp>
@@ -31,7 +33,6 @@
 
 #include "comm/host_values.h"
 #include "data/dir_lock.h"
-#include "data/encode_cache.h"
 #include "data/external_sort.h"
 #include "data/filter.h"
 #include "data/permutation.h"
@@ -58,7 +59,10 @@ enum SigWord : std::size_t { kExact, kScore, kBytes, kMinHash };
 
 void write_atomically(const fs::path& path, const std::string& bytes) {
   const fs::path tmp = path.string() + ".tmp";
-  std::ofstream(tmp, std::ios::binary) << bytes;
+  std::ofstream out(tmp, std::ios::binary);
+  out << bytes;
+  MOE_CHECK(out.flush(), DataError, "{}: cannot write (disk full?)", tmp.string());
+  out.close();
   fs::rename(tmp, path);
 }
 
@@ -122,10 +126,10 @@ class Work {
                        f.quality_label,
                        f.quality_threshold};
     for (const auto& file : files_) {
-      std::error_code ec;
-      const auto size = fs::file_size(file, ec);
-      const auto time = fs::last_write_time(file, ec).time_since_epoch().count();
-      plan["files"].push_back({file, ec ? 0 : size, ec ? 0 : time});
+      std::error_code size_ec, time_ec;
+      const auto size = fs::file_size(file, size_ec);
+      const auto time = fs::last_write_time(file, time_ec).time_since_epoch().count();
+      plan["files"].push_back({file, size_ec ? 0 : size, time_ec ? 0 : time});
     }
     if (comm.rank() == 0) {
       std::ifstream in(dir_ / "plan.json");
@@ -157,7 +161,10 @@ class Work {
   const std::vector<std::string>& files() const { return files_; }
   const std::vector<std::size_t>& mine() const { return mine_; }
   std::size_t sig_words() const { return sig_words_; }
-  void remove() const { fs::remove_all(dir_); }
+  void remove() const {  // (the plan first: a directory cut short by a kill is never resumed)
+    fs::remove(dir_ / "plan.json");
+    fs::remove_all(dir_);
+  }
 
  private:
   fs::path dir_;
@@ -221,7 +228,10 @@ class SigReader {
         return true;
       }
       if (at_ == files_.size()) return false;
-      in_ = std::ifstream(w_.path("sig", files_[at_++], "bin"), std::ios::binary), doc_ = 0;
+      in_ = std::ifstream(w_.path("sig", files_[at_], "bin"), std::ios::binary), doc_ = 0;
+      MOE_CHECK(in_, DataError, "{}: missing; delete {} and prepare again", w_.path("sig", files_[at_], "bin").string(),
+                w_.path(".").string());
+      ++at_;
     }
   }
   std::uint64_t key() const { return key_; }
@@ -236,26 +246,40 @@ class SigReader {
   std::uint64_t doc_ = 0, key_ = 0;
 };
 
-// Any signature record by key (near-duplicate candidates are checked against both).
+// Any signature record by key (near-duplicate candidates are checked against both): one
+// pread of the record, no stream buffer refilled around it.
 class SigLookup {
  public:
   explicit SigLookup(const Work& w) : w_(w), rec_(w.sig_words()) {}
+  ~SigLookup() {
+    for (auto [file, fd] : open_) ::close(fd);
+  }
+  SigLookup(const SigLookup&) = delete;
+  SigLookup& operator=(const SigLookup&) = delete;
   std::vector<std::uint64_t> operator()(std::uint64_t key) {
-    auto& in = open_[file_of(key)];
-    if (!in.is_open()) {
-      if (open_.size() > 64) open_.clear();  // (a few files' candidates at a time, typically)
-      open_[file_of(key)].open(w_.path("sig", file_of(key), "bin"), std::ios::binary);
+    const std::size_t file = file_of(key), bytes = rec_.size() * 8;
+    auto it = open_.find(file);
+    if (it == open_.end()) {
+      if (open_.size() >= 64) {  // (a few files' candidates at a time, typically)
+        for (auto [f, fd] : open_) ::close(fd);
+        open_.clear();
+      }
+      const auto path = w_.path("sig", file, "bin");
+      const int fd = ::open(path.c_str(), O_RDONLY);
+      MOE_CHECK(fd >= 0, DataError, "{}: cannot read; delete {} and prepare again", path.string(),
+                w_.path(".").string());
+      it = open_.emplace(file, fd).first;
     }
-    auto& f = open_[file_of(key)];
-    f.seekg(std::streamoff((key & 0xffffffffu) * rec_.size() * 8));
-    f.read(reinterpret_cast<char*>(rec_.data()), std::streamsize(rec_.size() * 8));
+    const auto got = ::pread(it->second, rec_.data(), bytes, off_t((key & 0xffffffffu) * bytes));
+    MOE_CHECK(got == ssize_t(bytes), DataError, "{}: cut short; delete {} and prepare again",
+              w_.path("sig", file, "bin").string(), w_.path(".").string());
     return {rec_.begin() + kMinHash, rec_.end()};
   }
 
  private:
   const Work& w_;
   std::vector<std::uint64_t> rec_;
-  std::map<std::size_t, std::ifstream> open_;
+  std::map<std::size_t, int> open_;  // file -> descriptor
 };
 
 // Sorted keys from a file, asked about in increasing order.
@@ -322,30 +346,36 @@ std::int64_t find_exact(const PrepareOptions& opt, const Work& w, Communicator& 
         return more;
       },
       [&](const HashKey& r) { by_hash.push(r); });
+  // Every document after the first of its key, spilled (there may be many), then to rank 0.
+  std::uint64_t dups = 0;
+  {
+    Spool spill(w.path(fmt::format("dups_{}.bin", comm.rank())));
+    bool first = true;
+    std::uint64_t last = 0;
+    by_hash.for_each([&](const HashKey& r) {
+      if (!first && r.hash == last) spill.put(&r.key, 1), ++dups;
+      first = false, last = r.hash;
+    });
+    spill.close();
+  }
   ExternalSorter<HashKey> removed(w.path(fmt::format("removed_{}", comm.rank())).string(), sort_records(opt));
-  std::vector<HashKey> dups;  // (sent to rank 0 in rounds)
-  bool first = true;
-  std::uint64_t last = 0;
-  by_hash.for_each([&](const HashKey& r) {
-    if (!first && r.hash == last) dups.push_back({r.key, 0});
-    first = false, last = r.hash;
-  });
-  std::size_t sent = 0;
+  std::ifstream spilled(w.path(fmt::format("dups_{}.bin", comm.rank())), std::ios::binary);
+  std::uint64_t key = 0;
+  bool more_dups = true;
   partition(
       comm,
       [&](auto& out, std::size_t budget) {
-        for (std::size_t n = 0; n < budget && sent < dups.size(); ++n) out[0].push_back(dups[sent++]);
-        return sent < dups.size();
+        for (std::size_t n = 0; n < budget && more_dups; ++n)
+          if ((more_dups = bool(spilled.read(reinterpret_cast<char*>(&key), 8)))) out[0].push_back({key, 0});
+        return more_dups;
       },
       [&](const HashKey& r) { removed.push(r); });
-  std::vector<std::uint64_t> keys;
   if (comm.rank() == 0) {
-    std::ofstream out(w.path("removed_exact.bin.tmp"), std::ios::binary);
-    removed.for_each([&](const HashKey& r) { out.write(reinterpret_cast<const char*>(&r.hash), 8); });
+    Spool out(w.path("removed_exact.bin"));
+    removed.for_each([&](const HashKey& r) { out.put(&r.hash, 1); });
     out.close();
-    fs::rename(w.path("removed_exact.bin.tmp"), w.path("removed_exact.bin"));
   }
-  const auto mine = std::int64_t(dups.size());
+  const auto mine = std::int64_t(dups);
   std::int64_t count = 0;
   for (auto n : all_gather_ints(comm, {&mine, 1})) count += n;
   comm.barrier();
@@ -465,10 +495,11 @@ std::vector<std::int64_t> select(const PrepareOptions& opt, const Work& w, Commu
     if (verdict == Selector::low_quality) ++at[kLow];
     else ++at[kKept], at[kKeptBytes] += std::int64_t(sigs.record()[kBytes]);
   }
-  const auto all = all_gather_ints(comm, mine);
-  std::vector<std::int64_t> sum(mine.size(), 0);
-  for (std::size_t k = 0; k < all.size(); ++k) sum[k % mine.size()] += all[k];
-  return sum;
+  Tensor sum = Tensor::empty({std::int64_t(mine.size())}, DType::f64);  // (counts: exact in doubles up to 2^53)
+  std::copy(mine.begin(), mine.end(), sum.data<double>());
+  comm.all_reduce_sum(sum);
+  for (std::size_t k = 0; k < mine.size(); ++k) mine[k] = std::llround(sum.data<double>()[k]);
+  return mine;
 }
 
 // This rank's kept documents in corpus order, each with its global place and split.
@@ -527,16 +558,22 @@ class KeptDocs {
 void write_samples(const PrepareOptions& opt, const Work& w, KeptDocs docs, std::uint64_t train_bytes) {
   const double share =
       std::min(1.0, double(opt.tokenizer_sample_bytes) / double(std::max<std::uint64_t>(train_bytes, 1)));
-  std::map<std::size_t, std::ofstream> out;
-  for (std::size_t f : w.mine()) out[f].open(w.path("sample", f, "txt"), std::ios::binary);
+  for (std::size_t f : w.mine()) fs::remove(w.path("sample", f, "txt"));  // (a file without any: no lines)
+  std::optional<Spool> out;  // the current file's (files come in order: one open at a time)
+  std::size_t file = std::size_t(-1);
   std::vector<std::string> lines;
   for (std::string text; docs.next(text);) {
     const std::uint64_t key = docs.key();
     if (docs.val() || double(XXH64(&key, 8, opt.seed)) >= share * 0x1p64) continue;
+    if (docs.file() != file) {
+      if (out) out->close();
+      out.emplace(w.path("sample", file = docs.file(), "txt"));
+    }
     lines.clear();
     append_lines(text, lines);
-    for (const auto& l : lines) out[docs.file()] << l << '\n';
+    for (const auto& l : lines) out->put(l.data(), l.size()), out->put("\n", 1);
   }
+  if (out) out->close();
 }
 
 std::vector<std::string> sampled_lines(const Work& w) {
@@ -550,40 +587,44 @@ std::vector<std::string> sampled_lines(const Work& w) {
 
 // ---- 5. encode -------------------------------------------------------------------------
 
-void encode_files(const Work& w, KeptDocs docs, const Tokenizer& tok) {
-  struct Out {
-    std::unique_ptr<Spool> train, val;
-    nlohmann::json counts = {{"train_tokens", 0}, {"val_tokens", 0}, {"documents", 0}, {"val_documents", 0}};
-  };
-  std::map<std::size_t, Out> out;
-  auto finish = [&](std::size_t f) {
-    Out& o = out[f];
-    o.train->close(), o.val->close();
-    write_atomically(w.path("tok", f, "json"), o.counts.dump());
-  };
-  for (std::size_t f : w.mine())
-    if (!fs::exists(w.path("tok", f, "json")))
-      out[f] = {std::make_unique<Spool>(w.path("tok", f, "train")), std::make_unique<Spool>(w.path("tok", f, "val"))};
-  std::vector<std::uint32_t> ids;
-  EncodeCache cache(tok);
-  std::size_t open_file = std::size_t(-1);
-  for (std::string text; docs.next(text);) {
-    if (docs.file() != open_file && open_file != std::size_t(-1) && out.contains(open_file)) finish(open_file);
-    open_file = docs.file();
-    if (!out.contains(open_file)) continue;  // (encoded before a restart)
-    ids.clear();
-    cache.encode(text, ids);
-    ids.push_back(static_cast<std::uint32_t>(tok.end_of_document()));
-    Out& o = out[open_file];
-    const bool val = docs.val();
-    (val ? o.val : o.train)->put(ids.data(), ids.size());
-    o.counts[val ? "val_tokens" : "train_tokens"] =
-        o.counts[val ? "val_tokens" : "train_tokens"].get<std::uint64_t>() + ids.size();
-    o.counts["documents"] = o.counts["documents"].get<std::int64_t>() + 1;
-    if (val) o.counts["val_documents"] = o.counts["val_documents"].get<std::int64_t>() + 1;
+// One file's token spools and counts, open while its documents are encoded.
+struct FileTokens {
+  FileTokens(const Work& w, std::size_t file)
+      : w(w), file(file), train(w.path("tok", file, "train")), val(w.path("tok", file, "val")) {}
+  void add(const std::vector<std::uint32_t>& ids, bool held_out) {
+    (held_out ? val : train).put(ids.data(), ids.size());
+    (held_out ? val_tokens : train_tokens) += ids.size();
   }
-  for (auto& [f, o] : out)
-    if (!fs::exists(w.path("tok", f, "json"))) finish(f);
+  void finish() {
+    train.close(), val.close();
+    write_atomically(w.path("tok", file, "json"),
+                     nlohmann::json{{"train_tokens", train_tokens}, {"val_tokens", val_tokens}}.dump());
+  }
+  const Work& w;
+  std::size_t file;
+  Spool train, val;
+  std::uint64_t train_tokens = 0, val_tokens = 0;
+};
+
+void encode_files(const Work& w, KeptDocs docs, const Tokenizer& tok) {
+  auto encoded = [&](std::size_t f) { return fs::exists(w.path("tok", f, "json")); };  // (before a restart)
+  std::optional<FileTokens> out;  // the current file's (files come in order: one open at a time)
+  std::size_t file = std::size_t(-1);
+  std::vector<std::uint32_t> ids;
+  for (std::string text; docs.next(text);) {
+    if (docs.file() != file) {
+      if (out) out->finish(), out.reset();
+      if (!encoded(file = docs.file())) out.emplace(w, file);
+    }
+    if (!out) continue;
+    ids.clear();
+    for (int id : tok.encode(text)) ids.push_back(static_cast<std::uint32_t>(id));
+    ids.push_back(static_cast<std::uint32_t>(tok.end_of_document()));
+    out->add(ids, docs.val());
+  }
+  if (out) out->finish(), out.reset();
+  for (std::size_t f : w.mine())  // files without a kept document
+    if (!encoded(f)) FileTokens(w, f).finish();
 }
 
 // ---- 6. shards -------------------------------------------------------------------------
@@ -595,6 +636,8 @@ void write_shards(const PrepareOptions& opt, const Work& w, PrepareReport& rep) 
     ShardWriter shards(opt, val ? "val" : "train", static_cast<std::uint64_t>(opt.vocab_size));
     for (std::size_t f = 0; f < w.files().size(); ++f) {
       std::ifstream in(w.path("tok", f, val ? "val" : "train"), std::ios::binary);
+      MOE_CHECK(in, DataError, "{}: missing; delete {} and prepare again",
+                w.path("tok", f, val ? "val" : "train").string(), w.path(".").string());
       while (in.read(reinterpret_cast<char*>(buf.data()), std::streamsize(buf.size() * 4)) || in.gcount() > 0) {
         const auto n = std::size_t(in.gcount()) / 4;
         for (std::size_t k = 0; k < n; ++k) {

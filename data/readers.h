@@ -41,8 +41,9 @@ class ByteStream {
   ~ByteStream();
   // The next decoded bytes appended to out; false at the end.
   bool read(std::string& out);
-  // The next line, without its end (LF, CRLF or a lone CR); false at the end.
-  bool getline(std::string& line);
+  // The next line, without its end (LF, CRLF or a lone CR; LF and CRLF only where
+  // !cr_ends_line); false at the end.
+  bool getline(std::string& line, bool cr_ends_line = true);
   // The decoded offset of the last line getline returned.
   std::uint64_t line_offset() const { return line_offset_; }
   // The first decoded chunk (what getline will read first), for a look at the file's kind.
@@ -59,9 +60,10 @@ class ByteStream {
   std::unique_ptr<class Decoder> decoder_;
   std::string pending_, buf_;  // raw bytes not yet decoded; decoded bytes not yet returned as lines
   std::size_t at_ = 0;         // the next line's start in buf_
+  std::size_t scanned_ = 0;    // buf_ holds no line end before this (past at_)
   std::uint64_t raw_bytes_ = 0, decoded_ = 0, buf_offset_ = 0,
-                line_offset_ = 0;  // (decoded offsets of buf_[0], a line)
-  bool ended_ = false;
+                line_offset_ = 0;     // (decoded offsets of buf_[0], a line)
+  bool eof_ = false, ended_ = false;  // the file read to its end; the stream too
 };
 
 // All the bytes of `path` (ByteStream's), for small files.

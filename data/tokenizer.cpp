@@ -28,26 +28,6 @@ std::string eos_token(const std::string& tokenizer_json) {
     throw DataError(fmt::format("{}: no eos_token ({})", config.string(), e.what()));
   }
 }
-
-// No piece holds "▁" (U+2581, a space) but first: the best segmentation then starts a piece at
-// every space, and so is the parts' between them.
-bool pieces_start_at_spaces(const sentencepiece::SentencePieceProcessor& sp) {
-  for (int i = 0; i < sp.GetPieceSize(); ++i) {
-    const std::string& p = sp.IdToPiece(i);
-    if (p.find("\xE2\x96\x81", 1) != std::string::npos) return false;
-  }
-  return true;
-}
-
-// Text decodes to itself, compatibility forms and whitespace runs included: no normalization
-// that could join a part to its neighbour.
-bool keeps_text(const sentencepiece::SentencePieceProcessor& sp) {
-  const std::string probe = "\xEF\xAC\x81 \xEF\xBC\xA1  e\xCC\x81\t x  ";  // "ﬁ Ａ  é\t x  " (NFKC changes each)
-  std::vector<int> ids;
-  std::string back;
-  return sp.Encode(probe, &ids).ok() && sp.Decode(ids, &back).ok() && back == probe;
-}
-
 }  // namespace
 
 bool Tokenizer::is_hf(const std::string& path) { return fs::path(path).extension() == ".json"; }
@@ -69,7 +49,6 @@ Tokenizer::Tokenizer(const std::string& path) : path_(path) {
   const auto status = sp_->Load(path);
   MOE_CHECK(status.ok(), DataError, "{}: cannot load the tokenizer ({}); give a tokenizer.model of moe data prepare",
             path, status.ToString());
-  splits_at_spaces_ = pieces_start_at_spaces(*sp_) && keeps_text(*sp_);
 }
 
 Tokenizer::~Tokenizer() = default;

@@ -36,12 +36,6 @@ class Tokenizer {
   std::vector<int> encode(const std::string& text) const;
   std::vector<Piece> encode_pieces(const std::string& text) const;
   std::string decode(const std::vector<int>& ids) const;
-  // Whether encoding a text equals encoding its parts one by one, cut before each space that
-  // a non-space follows (the part keeps the space as SentencePiece's dummy prefix): a
-  // SentencePiece model whose pieces carry "▁" only first, its text kept as it is (no
-  // normalization, whitespace runs kept), as moe data prepare trains them. Then a cache of
-  // parts (data/encode_cache.h) is exact.
-  bool splits_at_spaces() const { return splits_at_spaces_; }
   std::int64_t size() const;    // ids 0 .. size() - 1
   int end_of_document() const;  // SentencePiece: its eos (1); tokenizer.json: eos_token's id
   const std::string& path() const { return path_; }
@@ -51,7 +45,6 @@ class Tokenizer {
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
   std::unique_ptr<HfTokenizer> hf_;
   int eos_ = 1;
-  bool splits_at_spaces_ = false;
 };
 
 }  // namespace moe::data

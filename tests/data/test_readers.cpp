@@ -126,3 +126,28 @@ TEST_CASE("split_document: parts within the limit, at line ends, then spaces, ne
   CHECK(joined == accents);
   CHECK(data::split_document("short", 100) == std::vector<std::string>{"short"});
 }
+
+TEST_CASE("readers: a stream that decompresses a thousandfold is read a chunk at a time", "[data][readers]") {
+  // 48 MiB of one repeated line compress to some 50 kB (gzip) and 5 kB (zstd): one raw
+  // chunk holds all of it, yet each read hands back about a MiB, and the lines are all there.
+  fs::create_directories("readers_bomb");
+  std::string text;
+  for (int i = 0; i < (48 << 20) / 16; ++i) text += "fifteen bytes.\n";
+  write("readers_bomb/a.txt.gz", gzip(text));
+  write("readers_bomb/a.txt.zst", zstd(text));
+  for (const char* name : {"readers_bomb/a.txt.gz", "readers_bomb/a.txt.zst"}) {
+    BadInput bad;
+    ByteStream in(name, bad);
+    std::string chunk;
+    std::size_t total = 0, largest = 0;
+    while (in.read(chunk)) largest = std::max(largest, chunk.size()), total += chunk.size(), chunk.clear();
+    CHECK(total == text.size());
+    CHECK(largest <= (std::size_t{1} << 20) + (std::size_t{1} << 17));
+    CHECK(bad.bad == 0);
+    BadInput bad2;
+    ByteStream lines(name, bad2);
+    std::size_t n = 0;
+    for (std::string line; lines.getline(line); ++n) REQUIRE(line == "fifteen bytes.");
+    CHECK(n == text.size() / 15);
+  }
+}
