@@ -23,13 +23,13 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <array>
 #include <bit>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <optional>
-#include <unordered_set>
 
 #include "comm/host_values.h"
 #include "data/dir_lock.h"
@@ -326,8 +326,28 @@ void partition(Communicator& comm, Produce&& produce, Take&& take) {
   }
 }
 
-void write_keys(const fs::path& path, const std::vector<std::uint64_t>& keys) {
-  write_atomically(path, std::string(reinterpret_cast<const char*>(keys.data()), keys.size() * 8));
+// The records every rank spilled to `spilled`, sorted on rank 0 (sent a round at a time).
+void gather_sorted(Communicator& comm, const fs::path& spilled, ExternalSorter<HashKey>& sorted) {
+  std::ifstream in(spilled, std::ios::binary);
+  MOE_CHECK(in, DataError, "{}: missing; delete {} and prepare again", spilled.string(),
+            spilled.parent_path().string());
+  HashKey r{};
+  bool more = true;
+  partition(
+      comm,
+      [&](auto& out, std::size_t budget) {
+        for (std::size_t n = 0; n < budget && more; ++n)
+          if ((more = bool(in.read(reinterpret_cast<char*>(&r), sizeof r)))) out[0].push_back(r);
+        return more;
+      },
+      [&](const HashKey& got) { sorted.push(got); });
+}
+
+// Rank 0's count on every rank.
+std::int64_t from_rank0(Communicator& comm, std::int64_t count) {
+  std::int64_t v = comm.rank() == 0 ? count : 0;
+  broadcast_ints(comm, {&v, 1}, 0);
+  return v;
 }
 
 // Exact duplicates: (exact key, document) partitioned by the key, sorted; in each run of one
@@ -347,49 +367,42 @@ std::int64_t find_exact(const PrepareOptions& opt, const Work& w, Communicator& 
       },
       [&](const HashKey& r) { by_hash.push(r); });
   // Every document after the first of its key, spilled (there may be many), then to rank 0.
-  std::uint64_t dups = 0;
+  const fs::path spilled = w.path(fmt::format("dups_{}.bin", comm.rank()));
   {
-    Spool spill(w.path(fmt::format("dups_{}.bin", comm.rank())));
+    Spool spill(spilled);
     bool first = true;
     std::uint64_t last = 0;
     by_hash.for_each([&](const HashKey& r) {
-      if (!first && r.hash == last) spill.put(&r.key, 1), ++dups;
+      const HashKey dup{r.key, 0};
+      if (!first && r.hash == last) spill.put(&dup, 1);
       first = false, last = r.hash;
     });
     spill.close();
   }
   ExternalSorter<HashKey> removed(w.path(fmt::format("removed_{}", comm.rank())).string(), sort_records(opt));
-  std::ifstream spilled(w.path(fmt::format("dups_{}.bin", comm.rank())), std::ios::binary);
-  std::uint64_t key = 0;
-  bool more_dups = true;
-  partition(
-      comm,
-      [&](auto& out, std::size_t budget) {
-        for (std::size_t n = 0; n < budget && more_dups; ++n)
-          if ((more_dups = bool(spilled.read(reinterpret_cast<char*>(&key), 8)))) out[0].push_back({key, 0});
-        return more_dups;
-      },
-      [&](const HashKey& r) { removed.push(r); });
+  gather_sorted(comm, spilled, removed);
+  std::int64_t count = 0;
   if (comm.rank() == 0) {
     Spool out(w.path("removed_exact.bin"));
-    removed.for_each([&](const HashKey& r) { out.put(&r.hash, 1); });
+    removed.for_each([&](const HashKey& r) { out.put(&r.hash, 1), ++count; });
     out.close();
   }
-  const auto mine = std::int64_t(dups);
-  std::int64_t count = 0;
-  for (auto n : all_gather_ints(comm, {&mine, 1})) count += n;
-  comm.barrier();
+  count = from_rank0(comm, count);
   return count;
 }
 
 // Near duplicates: each kept document's band keys partitioned and sorted; the documents of a
 // run of one band key are candidates, and a pair whose signatures agree on the threshold's
-// share of slots is an edge (earlier, later). With every edge on every rank, a document is
-// removed when an edge joins it to an earlier document that was not: what one process
-// reading in corpus order removes (filter_documents).
-std::vector<std::uint64_t> find_near(const PrepareOptions& opt, const Work& w, Communicator& comm) {
+// share of slots is an edge (earlier, later). With every edge on rank 0, sorted by the later
+// document, a document is removed when an edge joins it to an earlier document that was not:
+// what one process reading in corpus order removes (filter_documents). Rank 0 writes the
+// removed (removed_near.bin); returns their count.
+std::int64_t find_near(const PrepareOptions& opt, const Work& w, Communicator& comm) {
   const FilterOptions& f = opt.filters;
-  if (f.near_dup_threshold <= 0) return {};
+  if (f.near_dup_threshold <= 0) {
+    if (comm.rank() == 0) write_atomically(w.path("removed_near.bin"), "");
+    return 0;
+  }
   const auto p = std::uint64_t(comm.size());
   const auto bands = std::size_t(f.minhash_bands), rows = std::size_t(f.minhash_rows);
   ExternalSorter<HashKey> by_band(w.path(fmt::format("bands_{}", comm.rank())).string(), sort_records(opt));
@@ -415,7 +428,8 @@ std::vector<std::uint64_t> find_near(const PrepareOptions& opt, const Work& w, C
   // near copies of one before them (the group's own survivors), an edge where similar, and
   // joins them where not. Hundreds of copies of one text cost one comparison each.
   // (Signatures are read only for groups of two or more: most band keys are one document's.)
-  std::vector<std::int64_t> edges;  // (earlier, later) pairs, flat
+  const fs::path spilled = w.path(fmt::format("edges_{}.bin", comm.rank()));
+  Spool edges(spilled);  // (later, earlier): a pair may share every band, and be found in each
   SigLookup lookup(w);
   std::vector<std::pair<std::uint64_t, std::vector<std::uint64_t>>> survivors;  // (signature read when needed)
   std::uint64_t last = 0;
@@ -431,28 +445,26 @@ std::vector<std::uint64_t> find_near(const PrepareOptions& opt, const Work& w, C
     for (auto& [key, other] : survivors) {
       if (other.empty()) other = lookup(key);
       if (similarity(sig, other) >= f.near_dup_threshold)
-        near = true, edges.push_back(std::int64_t(key)), edges.push_back(std::int64_t(r.key));
+        near = true, edges.put(std::array<HashKey, 1>{HashKey{r.key, key}}.data(), 1);
     }
     if (!near) survivors.emplace_back(r.key, sig);
   });
-  // Every rank's edges on every rank.
-  const std::int64_t n = std::int64_t(edges.size());
-  const auto counts = all_gather_ints(comm, {&n, 1});
-  std::vector<std::int64_t> all;
-  for (int r = 0; r < comm.size(); ++r) {
-    std::vector<std::int64_t> theirs(std::size_t(counts[std::size_t(r)]));
-    if (r == comm.rank()) theirs = edges;
-    if (!theirs.empty()) broadcast_ints(comm, theirs, r);
-    all.insert(all.end(), theirs.begin(), theirs.end());
+  edges.close();
+  ExternalSorter<HashKey> by_later(w.path(fmt::format("edges_{}", comm.rank())).string(), sort_records(opt));
+  gather_sorted(comm, spilled, by_later);
+  std::int64_t count = 0;
+  if (comm.rank() == 0) {
+    std::vector<std::uint64_t> removed;  // in increasing order (8 bytes a near duplicate)
+    Spool out(w.path("removed_near.bin"));
+    by_later.for_each([&](const HashKey& e) {  // (later, earlier), in order
+      if (!removed.empty() && removed.back() == e.hash) return;
+      if (std::binary_search(removed.begin(), removed.end(), e.key)) return;  // (the earlier one went)
+      removed.push_back(e.hash), out.put(&e.hash, 1);
+    });
+    out.close();
+    count = std::int64_t(removed.size());
   }
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> pairs;  // (later, earlier)
-  for (std::size_t k = 0; k < all.size(); k += 2) pairs.push_back({std::uint64_t(all[k + 1]), std::uint64_t(all[k])});
-  std::sort(pairs.begin(), pairs.end());
-  std::unordered_set<std::uint64_t> removed;
-  std::vector<std::uint64_t> removed_in_order;
-  for (const auto& [later, earlier] : pairs)
-    if (!removed.contains(earlier) && removed.insert(later).second) removed_in_order.push_back(later);
-  return removed_in_order;
+  return from_rank0(comm, count);
 }
 
 // ---- 3. select -------------------------------------------------------------------------
@@ -691,11 +703,9 @@ PrepareReport prepare_text(const PrepareOptions& opt, Communicator& comm) {
 
   if (!fs::exists(w.path("dedup.json"))) {  // 2. dedup
     const std::int64_t exact = find_exact(opt, w, comm);
-    const auto near = find_near(opt, w, comm);
-    if (comm.rank() == 0) {
-      write_keys(w.path("removed_near.bin"), near);
-      write_atomically(w.path("dedup.json"), nlohmann::json{{"exact", exact}, {"near", near.size()}}.dump());
-    }
+    const std::int64_t near = find_near(opt, w, comm);
+    if (comm.rank() == 0)
+      write_atomically(w.path("dedup.json"), nlohmann::json{{"exact", exact}, {"near", near}}.dump());
     comm.barrier();
   }
   const auto dedup = read_json(w.path("dedup.json"));
