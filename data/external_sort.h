@@ -126,11 +126,10 @@ class ExternalSorter {
     std::sort(buf_.begin(), buf_.end());
     const std::string path = fmt::format("{}_{}.run", prefix_, next_run_++);
     std::ofstream out(path, std::ios::binary);
-    out.write(reinterpret_cast<const char*>(buf_.data()), std::streamsize(buf_.size() * sizeof(Record)));
+    spilled_ += buf_.size();
+    write(out, buf_);
     MOE_CHECK(out.flush(), DataError, "{}: cannot write a sort run (disk full?)", path);
     runs_.push_back(path);
-    spilled_ += buf_.size();
-    buf_.clear();
   }
 
   std::string prefix_;

@@ -132,7 +132,9 @@ void write_chat_split(const PrepareOptions& opt, const Tokenizer& tok, const std
   mask.close();
 }
 
-void write_meta_impl(const PrepareOptions& opt, const PrepareReport& rep, const Tokenizer& tok) {
+}  // namespace
+
+void detail::write_meta(const PrepareOptions& opt, const PrepareReport& rep, const Tokenizer& tok) {
   nlohmann::json meta = {{"format", "moe-shards"},
                          {"version", kShardVersion},
                          {"corpus", opt.corpus},
@@ -159,6 +161,8 @@ void write_meta_impl(const PrepareOptions& opt, const PrepareReport& rep, const 
   fs::rename(tmp, fs::path(opt.out_dir) / "meta.json");
 }
 
+namespace {
+
 std::string read_file(const std::string& path, const char* what) {
   std::ifstream in(path, std::ios::binary);
   MOE_CHECK(in, DataError,
@@ -168,11 +172,13 @@ std::string read_file(const std::string& path, const char* what) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
-// The tokenizer in opt.out_dir: trained on the training split only, or reused (fine-tuning
+}  // namespace
+
+// The tokenizer in opt.out_dir: trained on `lines` (of the training split only), or reused (fine-tuning
 // data must keep the base model's vocabulary): a tokenizer.model, or a Hugging Face
 // tokenizer.json with its tokenizer_config.json. The other kind's files, ours from an earlier
 // preparation, go.
-Tokenizer place_tokenizer_impl(const PrepareOptions& opt, const detail::TrainingLines& lines) {
+Tokenizer detail::place_tokenizer(const PrepareOptions& opt, const detail::TrainingLines& lines) {
   const fs::path out(opt.out_dir);
   const bool hf = !opt.tokenizer.empty() && Tokenizer::is_hf(opt.tokenizer);
   for (const char* name : hf ? std::vector<const char*>{"tokenizer.model"}
@@ -197,8 +203,6 @@ Tokenizer place_tokenizer_impl(const PrepareOptions& opt, const detail::Training
   return tok;
 }
 
-}  // namespace
-
 bool its_own_file(const std::string& name) {
   static const std::regex ours(
       R"((meta\.json|tokenizer\.model|tokenizer\.json|tokenizer_config\.json|quality\.bin|(mask_)?(train|val)_\d{5}\.bin)(\.tmp)?|\.moe\.lock|\.prepare)");
@@ -220,10 +224,6 @@ void append_lines(const std::string& doc, std::vector<std::string>& lines) {
     if (!l.empty()) lines.push_back(std::move(l));
 }
 
-Tokenizer place_tokenizer(const PrepareOptions& opt, const TrainingLines& lines) {
-  return place_tokenizer_impl(opt, lines);
-}
-
 void remove_previous_output(const std::string& out_dir) {
   fs::remove(fs::path(out_dir) / "meta.json");  // incomplete until rewritten at the end
   static const std::regex shard(R"((mask_)?(train|val)_\d{5}\.bin(\.tmp)?)");
@@ -241,10 +241,6 @@ double unigram_entropy(const std::vector<double>& counts, std::uint64_t tokens) 
   for (double c : counts)
     if (c > 0) h -= c / double(tokens) * std::log(c / double(tokens));
   return h;
-}
-
-void write_meta(const PrepareOptions& opt, const PrepareReport& rep, const Tokenizer& tok) {
-  write_meta_impl(opt, rep, tok);
 }
 
 void check_out_dir(const PrepareOptions& opt) {

@@ -66,9 +66,19 @@ void write_atomically(const fs::path& path, const std::string& bytes) {
   fs::rename(tmp, path);
 }
 
+// A work file that must be there and whole: else a DataError saying how to start over.
+void require(bool ok, const fs::path& file, const char* what) {
+  MOE_CHECK(ok, DataError, "{}: {}; delete {} and prepare again", file.string(), what, file.parent_path().string());
+}
+
+std::ifstream open_work_file(const fs::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  require(bool(in), file, "missing");
+  return in;
+}
+
 nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
-  MOE_CHECK(in, DataError, "{}: missing; delete {} and prepare again", path.string(), path.parent_path().string());
+  std::ifstream in = open_work_file(path);
   return nlohmann::json::parse(in);
 }
 
@@ -228,10 +238,7 @@ class SigReader {
         return true;
       }
       if (at_ == files_.size()) return false;
-      in_ = std::ifstream(w_.path("sig", files_[at_], "bin"), std::ios::binary), doc_ = 0;
-      MOE_CHECK(in_, DataError, "{}: missing; delete {} and prepare again", w_.path("sig", files_[at_], "bin").string(),
-                w_.path(".").string());
-      ++at_;
+      in_ = open_work_file(w_.path("sig", files_[at_++], "bin")), doc_ = 0;
     }
   }
   std::uint64_t key() const { return key_; }
@@ -266,13 +273,11 @@ class SigLookup {
       }
       const auto path = w_.path("sig", file, "bin");
       const int fd = ::open(path.c_str(), O_RDONLY);
-      MOE_CHECK(fd >= 0, DataError, "{}: cannot read; delete {} and prepare again", path.string(),
-                w_.path(".").string());
+      require(fd >= 0, path, "cannot read");
       it = open_.emplace(file, fd).first;
     }
     const auto got = ::pread(it->second, rec_.data(), bytes, off_t((key & 0xffffffffu) * bytes));
-    MOE_CHECK(got == ssize_t(bytes), DataError, "{}: cut short; delete {} and prepare again",
-              w_.path("sig", file, "bin").string(), w_.path(".").string());
+    require(got == ssize_t(bytes), w_.path("sig", file, "bin"), "cut short");
     return {rec_.begin() + kMinHash, rec_.end()};
   }
 
@@ -285,10 +290,7 @@ class SigLookup {
 // Sorted keys from a file, asked about in increasing order.
 class KeyCursor {
  public:
-  explicit KeyCursor(const fs::path& path) : in_(path, std::ios::binary) {
-    MOE_CHECK(in_, DataError, "{}: missing; delete {} and prepare again", path.string(), path.parent_path().string());
-    advance();
-  }
+  explicit KeyCursor(const fs::path& path) : in_(open_work_file(path)) { advance(); }
   bool contains(std::uint64_t key) {
     while (have_ && head_ < key) advance();
     return have_ && head_ == key;
@@ -328,9 +330,7 @@ void partition(Communicator& comm, Produce&& produce, Take&& take) {
 
 // The records every rank spilled to `spilled`, sorted on rank 0 (sent a round at a time).
 void gather_sorted(Communicator& comm, const fs::path& spilled, ExternalSorter<HashKey>& sorted) {
-  std::ifstream in(spilled, std::ios::binary);
-  MOE_CHECK(in, DataError, "{}: missing; delete {} and prepare again", spilled.string(),
-            spilled.parent_path().string());
+  std::ifstream in = open_work_file(spilled);
   HashKey r{};
   bool more = true;
   partition(
@@ -533,13 +533,12 @@ class KeptDocs {
   bool next(std::string& text) {
     while (sigs_.next()) {
       const std::size_t file = file_of(sigs_.key());
-      if (file != file_) file_ = file, in_ = std::ifstream(w_.path("docs", file, "bin"), std::ios::binary), kept_ = 0;
+      if (file != file_) file_ = file, in_ = open_work_file(w_.path("docs", file, "bin")), kept_ = 0;
       std::uint32_t n = 0;
       in_.read(reinterpret_cast<char*>(&n), 4);
       text.resize(n);
       in_.read(text.data(), n);
-      MOE_CHECK(in_, DataError, "{}: cut short; delete {} and prepare again", w_.path("docs", file, "bin").string(),
-                w_.path(".").string());
+      require(bool(in_), w_.path("docs", file, "bin"), "cut short");
       if (select_(sigs_.key(), sigs_.record()) != Selector::kept) continue;
       index_ = first_[file] + kept_++;
       return true;
@@ -647,9 +646,7 @@ void write_shards(const PrepareOptions& opt, const Work& w, PrepareReport& rep) 
   for (const bool val : {false, true}) {
     ShardWriter shards(opt, val ? "val" : "train", static_cast<std::uint64_t>(opt.vocab_size));
     for (std::size_t f = 0; f < w.files().size(); ++f) {
-      std::ifstream in(w.path("tok", f, val ? "val" : "train"), std::ios::binary);
-      MOE_CHECK(in, DataError, "{}: missing; delete {} and prepare again",
-                w.path("tok", f, val ? "val" : "train").string(), w.path(".").string());
+      std::ifstream in = open_work_file(w.path("tok", f, val ? "val" : "train"));
       while (in.read(reinterpret_cast<char*>(buf.data()), std::streamsize(buf.size() * 4)) || in.gcount() > 0) {
         const auto n = std::size_t(in.gcount()) / 4;
         for (std::size_t k = 0; k < n; ++k) {
