@@ -430,6 +430,11 @@ const std::vector<Field>& fields() {
       integer(AT(parallel.virtual_stages), at_least(1),
               "model chunks per pipeline stage: interleaved 1F1B, a bubble this many times smaller for as many more "
               "messages"),
+      choice<PipeSchedule>(AT(parallel.schedule),
+                           {{"1f1b", PipeSchedule::one_f_one_b}, {"dualpipev", PipeSchedule::dualpipev}},
+                           "pipeline schedule: 1f1b (interleaved with parallel.virtual_stages > 1), or dualpipev "
+                           "(DeepSeek's DualPipe cut in half: two chunks per stage in a V, weight gradients computed "
+                           "in the bubble; about a third of 1F1B's bubble, needs train.grad_accum >= 2 x parallel.pp)"),
       integer(AT(parallel.ep), at_least(1), "expert-parallel ranks, folded inside dp x tp"),
       integer(AT(parallel.zero), closed(0, 1), "ZeRO stage (0: replicated optimizer, 1: sharded)"),
       real(AT(parallel.bucket_mb), above(0), "size of a gradient all-reduce bucket, MiB"),
@@ -654,7 +659,19 @@ void validate(const Config& c) {
                       m.n_kv_heads));
   require(c.parallel.pp <= m.n_layers, "parallel.pp",
           fmt::format("{} stages exceed model.n_layers = {}; each stage needs a block", c.parallel.pp, m.n_layers));
-  const std::int64_t v = c.parallel.virtual_stages, stages = c.parallel.pp * v;
+  const std::int64_t v = c.parallel.virtual_stages, stages = c.parallel.pp * c.parallel.chunks();
+  if (c.parallel.schedule == PipeSchedule::dualpipev) {
+    require(c.parallel.pp > 1, "parallel.schedule", "dualpipev needs a pipeline (parallel.pp > 1)");
+    require(v == 1, "parallel.virtual_stages",
+            fmt::format(
+                "{} with parallel.schedule = dualpipev, which places two chunks per stage itself; leave it at 1", v));
+    require(stages <= m.n_layers, "parallel.schedule",
+            fmt::format("dualpipev splits the model into 2 x parallel.pp = {} chunks, more than model.n_layers = {}",
+                        stages, m.n_layers));
+    require(
+        c.train.grad_accum >= stages, "train.grad_accum",
+        fmt::format("{} micro-batches, but dualpipev needs at least 2 x parallel.pp = {}", c.train.grad_accum, stages));
+  }
   if (v > 1) {
     require(c.parallel.pp > 1, "parallel.virtual_stages", fmt::format("{} needs a pipeline (parallel.pp > 1)", v));
     require(stages <= m.n_layers, "parallel.virtual_stages",
@@ -676,8 +693,8 @@ void validate(const Config& c) {
     for (auto n : split) sum += n;
     require(
         std::int64_t(split.size()) == stages && sum == m.n_layers, "parallel.pp_layers",
-        fmt::format("{} stages holding {} blocks, but parallel.pp x parallel.virtual_stages = {} and model.n_layers = "
-                    "{}; give one count per (virtual) stage summing to the layers",
+        fmt::format("{} stages holding {} blocks, but parallel.pp x its chunks (parallel.virtual_stages, or 2 under "
+                    "dualpipev) = {} and model.n_layers = {}; give one count per (virtual) stage summing to the layers",
                     split.size(), sum, stages, m.n_layers));
   }
 }

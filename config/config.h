@@ -23,6 +23,9 @@ enum class LrSchedule { cosine, linear, constant, wsd };
 // How routed tokens cross nodes (model/dispatch.h): once per destination node, forwarded
 // inside it (hierarchical), or once per destination rank over whatever link (flat).
 enum class DispatchKind { hierarchical, flat };
+// The pipeline's schedule (comm/pipeline.h): 1F1B (interleaved with parallel.virtual_stages >
+// 1) or DualPipeV (two chunks per stage in a V, weight gradients split off).
+enum class PipeSchedule { one_f_one_b, dualpipev };
 
 struct TrainConfig {
   std::int64_t steps = 100;
@@ -86,6 +89,9 @@ struct ParallelConfig {
   std::int64_t pp = 1;
   std::vector<std::int64_t> pp_layers;  // blocks per virtual stage (empty: balanced by plan/stages.h)
   std::int64_t virtual_stages = 1;      // model chunks per pipeline stage (interleaved 1F1B when > 1)
+  PipeSchedule schedule = PipeSchedule::one_f_one_b;
+  // Model chunks on each stage: virtual_stages, or DualPipeV's two.
+  std::int64_t chunks() const { return schedule == PipeSchedule::dualpipev ? 2 : virtual_stages; }
   std::int64_t ep = 1;
   std::int64_t zero = 0;
   double bucket_mb = 25.0;          // gradient all-reduce bucket

@@ -1,5 +1,6 @@
 #include "model/linear.h"
 
+#include <utility>
 #include <vector>
 
 #include "kernels/ops.h"
@@ -33,7 +34,20 @@ bool on_gpu(const Tensor& w) { return runs_cuda(w.device()); }
 ops::Fp8Path fp8_path(const Tensor& w) { return on_gpu(w) ? ops::Fp8Path::sm90 : ops::Fp8Path::reference; }
 // Expert g's (N,K) matrix of w (G,N,K), a view.
 Tensor expert(const Tensor& w, std::int64_t g) { return w.rows(g, 1).view({w.size(1), w.size(2)}); }
+
+thread_local WeightGrads* deferring = nullptr;
 }  // namespace
+
+WeightGrads::Deferral::Deferral(WeightGrads& into) : outer_(deferring) { deferring = &into; }
+WeightGrads::Deferral::~Deferral() { deferring = outer_; }
+WeightGrads* WeightGrads::active() { return deferring; }
+
+void WeightGrads::run() {
+  WeightGrads* const outer = std::exchange(deferring, nullptr);  // (computed now, not queued again)
+  for (auto& dw : work_) dw();
+  work_.clear();
+  deferring = outer;
+}
 
 GemmInput GemmInput::slice(std::int64_t begin, std::int64_t count) const {
   return {x.rows(begin, count), scale.defined() ? scale.rows(begin, count) : Tensor()};
@@ -77,6 +91,14 @@ void Gemm::forward(Tensor& y, const GemmInput& x, const Tensor& w) const {
 }
 
 void Gemm::backward(Tensor& dx, Tensor& dw, const Tensor& dy, const GemmInput& x, const Tensor& w) const {
+  if (WeightGrads* later = WeightGrads::active(); later && dw.defined()) {
+    Tensor none;
+    if (dx.defined()) backward(dx, none, dy, x, w);
+    return later->defer([gemm = *this, dw, dy, x, w] {
+      Tensor to = dw, no_dx;
+      gemm.backward(no_dx, to, dy, x, w);
+    });
+  }
   switch (p_) {
     case Precision::fp32: return ops::matmul_backward(dx, dw, dy, x.x, w);
     case Precision::bf16:
@@ -105,6 +127,15 @@ void Gemm::grouped_forward(Tensor& y, const GemmInput& x, const Tensor& w,
 
 void Gemm::grouped_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const GemmInput& x, const Tensor& w,
                             std::span<const std::int64_t> offsets, std::span<const std::int64_t> segments) const {
+  if (WeightGrads* later = WeightGrads::active(); later && dw.defined()) {
+    Tensor none;
+    if (dx.defined()) grouped_backward(dx, none, dy, x, w, offsets, segments);
+    return later->defer([gemm = *this, dw, dy, x, w, offsets = std::vector(offsets.begin(), offsets.end()),
+                         segments = std::vector(segments.begin(), segments.end())] {
+      Tensor to = dw, no_dx;
+      gemm.grouped_backward(no_dx, to, dy, x, w, offsets, segments);
+    });
+  }
   if (p_ == Precision::fp32 || (p_ == Precision::bf16 && !on_gpu(w))) {
     const bool b = p_ == Precision::bf16;
     return ops::grouped_matmul_backward(dx, dw, b ? rounded(dy) : dy, operand(x), b ? rounded(w) : w, offsets);

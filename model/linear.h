@@ -8,8 +8,10 @@
 // FP32, as do the master weights, their gradients and the optimizer.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <set>
 #include <span>
+#include <vector>
 
 #include "kernels/tensor.h"
 #include "config/model_config.h"
@@ -48,6 +50,34 @@ class SavedBytes {
   }
   std::set<const void*> seen_, seen_gemm_;
   std::size_t total_ = 0, gemm_ = 0;
+};
+
+// Weight gradients left for later: a zero-bubble pipeline (DualPipeV's `inputs` units) runs a
+// backward for its input gradient alone and the weight gradients (dw += dy^T x of every GEMM,
+// LoRA's adapters with them) when the stage would otherwise idle. While a Deferral is alive,
+// every Gemm backward on this thread computes dx and queues its dw here, holding dy and x
+// (so its callers must not overwrite dy afterwards); run() then adds them in the order they
+// were queued, so each gradient gets the same sum as without the split, bit for bit.
+class WeightGrads {
+ public:
+  class Deferral {
+   public:
+    explicit Deferral(WeightGrads& into);
+    ~Deferral();
+    Deferral(const Deferral&) = delete;
+    Deferral& operator=(const Deferral&) = delete;
+
+   private:
+    WeightGrads* outer_;
+  };
+  // The queue a backward on this thread defers into (null: none, compute in place).
+  static WeightGrads* active();
+  void defer(std::function<void()> dw) { work_.push_back(std::move(dw)); }
+  void run();
+  bool empty() const { return work_.empty(); }
+
+ private:
+  std::vector<std::function<void()>> work_;
 };
 
 class Gemm {

@@ -409,10 +409,12 @@ void Transformer::backward_stage(Tensor& din, const Tensor& dout, double ce_scal
     if (!mtp_.empty()) mtp_backward(dxf, ce_scale * mtp_weight_ / double(mtp_.size()), aux_scale);
     ops::rmsnorm_backward(dx, norm_->g, dxf, saved_.xs.back(), norm_->w, saved_.rf);
   } else {
-    dx.copy_from(dout);  // (the loop below reuses dx as scratch)
+    dx.copy_from(dout);  // (onto this stage's device)
   }
-  Tensor dprev = Tensor::empty({N, C}, DType::f32, dev);
+  // Each block's input gradient in a fresh buffer, never one a later block writes: a block's
+  // weight gradients may be computed later from its output gradient (WeightGrads).
   for (std::size_t i = b1; i-- > b0;) {
+    Tensor dprev = Tensor::empty({N, C}, DType::f32, dev);
     if (recompute_) {  // dprev: scratch for the output, overwritten next; the balance loss was counted
       if (!recompute_aux_.defined() || recompute_aux_.device() != dev)
         recompute_aux_ = Tensor::zeros({1}, DType::f64, dev);
@@ -420,7 +422,7 @@ void Transformer::backward_stage(Tensor& din, const Tensor& dout, double ce_scal
     }
     blocks_[i]->backward(dprev, dx, aux_scale);
     if (recompute_) blocks_[i]->release();
-    std::swap(dx, dprev);
+    dx = std::move(dprev);
   }
   if (has_embedding(chunk) && embed_->g.defined()) ops::embedding_backward(embed_->g, dx, saved_.tokens, tp_.on());
   else din = dx;

@@ -185,7 +185,7 @@ struct Setting {
   const PlanOptions& opt;
   Shard sh;
   ElementBytes eb;
-  int v;                             // chunks per stage (parallel.virtual_stages)
+  int v;                             // chunks per stage (parallel.virtual_stages, or DualPipeV's 2)
   double N, mbs, C, V;               // tokens per micro-batch; micro-batches per step; d_model; vocabulary
   double peak;                       // FLOP/s
   double tp_link, pp_link, dp_link;  // bytes/s
@@ -216,9 +216,10 @@ struct StageSums {
 
 StageSums sum_stage(const Setting& g, const std::vector<std::int64_t>& bounds, int s) {
   const ModelConfig& m = g.cfg.model;
-  const int pp = g.l.pp, v = g.v;
+  const int v = g.v;
   StageSums z;
-  z.first = s == 0, z.last = s == pp - 1;
+  const PipeShape shape = pipe_shape(g.cfg);
+  z.first = s == 0, z.last = shape.stage_of(shape.last()) == s;  // (the V's turn brings the loss back to stage 0)
   z.chunk_saved.resize(std::size_t(v)), z.chunk_blocks.assign(std::size_t(v), 0);
   const auto add_block = [&](std::int64_t b, int c) {
     z.dense += g.sh.block_weights(b);
@@ -236,8 +237,10 @@ StageSums sum_stage(const Setting& g, const std::vector<std::int64_t>& bounds, i
     z.flops_per_token += g.sh.block_flops(b);
     z.layers += 1;
   };
-  for (int c = 0; c < v; ++c)
-    for (auto b = bounds[std::size_t(c * pp + s)]; b < bounds[std::size_t(c * pp + s + 1)]; ++b) add_block(b, c);
+  for (int c = 0; c < v; ++c) {
+    const auto vs = std::size_t(shape.virtual_stage(s, c));
+    for (auto b = bounds[vs]; b < bounds[vs + 1]; ++b) add_block(b, c);
+  }
   const double C = g.C, V = g.V, tp = g.l.tp;
   const bool lora = m.lora.rank > 0;  // the tensors outside the blocks are then frozen
   const double passes = base_gemm_passes(m);
@@ -288,12 +291,14 @@ Plan::Memory stage_memory(const Setting& g, const StageSums& z, int s, std::int6
     return N * (e.bytes(g.eb) + kept(c) * g.eb.other);
   };
   // The most held at once, walking the stage's own schedule (comm/pipeline.h): a unit
-  // is held from its forward to the end of its backward.
+  // is held from its forward to the end of its backward, or of its weight gradients when
+  // they are split off (as the trainer counts it: an upper bound of what they keep).
   double held_now = 0;
   std::int64_t units = 0, most_units = 0;
-  for (const PipeUnit& u : schedule_1f1b(g.l.pp, s, micro_batches, v)) {
-    held_now += (u.forward ? 1 : -1) * unit_bytes(u.chunk);
-    units += u.forward ? 1 : -1;
+  for (const PipeUnit& u : stage_schedule(g.cfg, s, micro_batches)) {
+    if (u.pass == Pass::inputs) continue;
+    held_now += (u.forward() ? 1 : -1) * unit_bytes(u.chunk);
+    units += u.forward() ? 1 : -1;
     mem.activations = std::max(mem.activations, held_now);
     most_units = std::max(most_units, units);
   }
@@ -326,6 +331,21 @@ double shared_overlap(const Setting& g, const StageSums& z, double tokens) {
   // One pass of the shared experts: every token through 1/tp of them.
   const double flops = 2 * double(shared_expert_parameters(m)) / g.l.tp * tokens / g.peak;
   return z.moe_blocks * (std::min(flops, travel(C * g.eb.gemm)) + std::min(2 * flops, travel(C * g.eb.other)));
+}
+
+// DualPipeV's idle seconds per step (comm/pipeline.h schedule_span, messages free, F&B pairs
+// unpaired as the trainer runs them: nothing overlaps inside a pair), its units in the GEMMs' proportions: forward,
+// input gradient and weight gradient 2 FLOPs per parameter and token each; recomputation adds a forward to the input
+// gradient; LoRA's frozen weights have no weight gradient worth a unit. `unit`: a forward and full backward.
+double dualpipev_bubble(const Setting& g, double unit) {
+  const double f = 1, bi = g.cfg.train.recompute ? 2 : 1, w = g.cfg.model.lora.rank > 0 ? 0 : 1;
+  const double scale = unit / (f + bi + w);
+  const int p = g.l.pp;
+  const auto m = static_cast<std::int64_t>(g.mbs);
+  std::vector<std::vector<PipeUnit>> stages;
+  for (int s = 0; s < p; ++s) stages.push_back(schedule_dualpipev(p, s, m));
+  const double span = schedule_span(pipe_shape(g.cfg), stages, f, bi + w, bi, w, false);  // (as the trainer runs them)
+  return (span - double(2 * m) * (f + bi + w)) * scale;
 }
 
 // Seconds per step of stage s: compute, memory traffic, then each collective over its link.
@@ -376,7 +396,8 @@ Plan::Time stage_time(const Setting& g, const StageSums& z, StageBytes& bytes) {
   t.dp = bytes.dp / g.dp_link;
   const double shared = shared_overlap(g, z, tokens);
   t.hidden = std::min(shared + g.opt.overlap * (t.ep - shared + t.dp), t.compute + t.memory);
-  t.bubble = (g.l.pp - 1) / (mbs * v) * (t.compute + t.memory + t.tp + t.ep + t.pp);
+  const double unit = (t.compute + t.memory + t.tp + t.ep + t.pp) / (mbs * v);  // one micro-batch through one chunk
+  t.bubble = g.cfg.parallel.schedule == PipeSchedule::dualpipev ? dualpipev_bubble(g, unit) : (g.l.pp - 1) * unit;
   return t;
 }
 
@@ -487,7 +508,7 @@ Plan make_plan(const Config& cfg, const Cluster& c, const Layout& l, const PlanO
                          .recompute = cfg.train.recompute,
                          .lora = lora_sites(m)},
                   .eb = element_bytes(cfg.precision),
-                  .v = static_cast<int>(cfg.parallel.virtual_stages),
+                  .v = static_cast<int>(cfg.parallel.chunks()),
                   .N = double(p.micro_batch) * double(m.seq_len),
                   .mbs = double(p.micro_batches),
                   .C = double(m.d_model),
@@ -528,7 +549,8 @@ std::vector<Plan> search_layouts(const Config& cfg, const Cluster& c, int device
   const std::int64_t dp0 = own.dp > 0 ? own.dp : std::max<std::int64_t>(1, devices / (own.tp * own.pp));
   const std::int64_t global = dp0 * cfg.train.micro_batch * cfg.train.grad_accum;
   std::vector<Plan> out;
-  const std::int64_t v = cfg.parallel.virtual_stages;
+  const std::int64_t v = cfg.parallel.chunks();
+  const bool dualpipev = cfg.parallel.schedule == PipeSchedule::dualpipev;
   for (int pp = 1; pp <= devices; ++pp) {
     if (devices % pp || pp * v > m.n_layers || (v > 1 && pp == 1)) continue;
     for (int tp = 1; tp <= devices / pp; ++tp) {
@@ -545,7 +567,7 @@ std::vector<Plan> search_layouts(const Config& cfg, const Cluster& c, int device
           Config k = cfg;
           k.parallel.pp = pp, k.parallel.tp = tp, k.parallel.dp = dp, k.parallel.ep = ep, k.parallel.zero = zero;
           k.train.grad_accum = global / (std::int64_t(dp) * cfg.train.micro_batch);
-          if (v > 1 && k.train.grad_accum % pp) continue;  // the interleaved schedule's groups
+          if (dualpipev ? k.train.grad_accum < 2 * pp : v > 1 && k.train.grad_accum % pp) continue;
           Plan p = make_plan(k, c, Layout{pp, dp, tp, ep}, opt);
           if (p.fits()) out.push_back(p);
         }

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <functional>
 #include <numeric>
+#include <optional>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
@@ -95,7 +96,9 @@ struct Trainer::Loop {
   void zero_grads();
   void micro_batches(std::int64_t step);
   Tensor forward_micro(std::int64_t step, std::int64_t k, int chunk, const Tensor& in);
-  Tensor backward_micro(std::int64_t k, int chunk, const Tensor& dout);
+  // split: the weight gradients left for weights_micro (DualPipeV's `inputs` units).
+  Tensor backward_micro(std::int64_t k, int chunk, const Tensor& dout, bool split);
+  void weights_micro(std::int64_t k, int chunk);
   void count_routing(int chunk);
   void reduce(std::int64_t step);
   double global_norm();
@@ -126,7 +129,7 @@ struct Trainer::Loop {
   const std::int64_t dp, rank, T, mb, global_seqs, E;
   const double global_tokens;
   const bool log_rank, counts;  // counts: this rank adds its loss (tp ranks share it: one counts it)
-  const int chunks;             // interleaved pipeline: model chunks on this stage
+  const PipeShape shape;        // the pipeline's (virtual) stages: model chunks on this stage
   const nlohmann::json meta;    // data.dir's meta.json
   std::vector<std::unique_ptr<data::PreparedSplit>> train_data;  // per source (data.sources)
   data::PreparedSplit val_data;                                  // data.dir's
@@ -164,6 +167,13 @@ struct Trainer::Loop {
     std::size_t bytes = 0, gemm_bytes = 0;  // of saved (SavedBytes)
   };
   std::map<std::pair<std::int64_t, int>, InFlight> flight;  // by (micro-batch, chunk)
+  // Backwards whose weight gradients wait (DualPipeV): their saved bytes stay counted in
+  // `held` until then, an upper bound of what the queued GEMMs keep.
+  struct Waiting {
+    WeightGrads grads;
+    std::size_t bytes = 0, gemm_bytes = 0;
+  };
+  std::map<std::pair<std::int64_t, int>, Waiting> waiting;  // by (micro-batch, chunk)
   std::size_t held = 0, held_gemm = 0;                      // saved activations in flight now
   std::map<std::string, std::uint64_t> bytes_before;        // metrics: bytes sent up to the last step
   double prior_wall = 0, side_s0 = 0;
@@ -186,7 +196,7 @@ Trainer::Loop::Loop(State& state)
       global_tokens(double(global_seqs * T)),
       log_rank(state.world.rank() == 0),
       counts(state.mesh.coords().tp == 0),
-      chunks(model.chunks()),
+      shape(pipe_shape(cfg)),
       meta(data_meta(cfg.data.dir)),
       train_data(open_sources(cfg)),
       val_data(cfg.data.dir, "val", static_cast<std::uint64_t>(mc.vocab_size), mc.seq_len),
@@ -401,7 +411,7 @@ double Trainer::Loop::evaluate() {
                              },
                          .backward = {},
                          .activation = {mb * T, mc.d_model}};
-    run_forward(s.mesh.pp(), t.grad_accum, work, chunks);
+    run_forward(s.mesh.pp(), t.grad_accum, work, shape);
   }
   const double ce = model.take_loss_sums().ce_sum;  // summed on the device: one copy for the whole evaluation
   const auto targets = static_cast<double>(std::max<std::int64_t>(val_loader.targets_in_order(t.eval_batches), 1));
@@ -416,20 +426,22 @@ void Trainer::Loop::zero_grads() {
   loss = mtp_loss = 0;
 }
 
-// The step's micro-batches through the 1F1B schedule; the losses stay summed on the device
-// until the one read at the end.
+// The step's micro-batches through the pipeline's schedule; the losses stay summed on the
+// device until the one read at the end.
 void Trainer::Loop::micro_batches(std::int64_t step) {
   const StageWork work{
       .forward = [&](std::int64_t k, int c, const Tensor& in) { return forward_micro(step, k, c, in); },
-      .backward = [&](std::int64_t k, int c, const Tensor& dout) { return backward_micro(k, c, dout); },
-      .activation = {mb * T, mc.d_model}};
+      .backward = [&](std::int64_t k, int c, const Tensor& dout) { return backward_micro(k, c, dout, false); },
+      .activation = {mb * T, mc.d_model},
+      .inputs = [&](std::int64_t k, int c, const Tensor& dout) { return backward_micro(k, c, dout, true); },
+      .weights = [&](std::int64_t k, int c) { weights_micro(k, c); }};
   const auto sched0 = Clock::now();
   Communicator& ppc = s.mesh.pp();
   model.set_mtp_weight(mtp_weight);
   // The loss is the mean over the targets it counts: every token, or those the masks leave
   // (each rank counts the whole global batch from the data: no collective).
   step_targets = double(std::max<std::int64_t>(loader.targets(step), 1));
-  run_1f1b(ppc, t.grad_accum, work, chunks);
+  run_schedule(ppc, shape, stage_schedule(cfg, ppc.rank(), t.grad_accum), work);
   if (const auto sums = model.take_loss_sums(); counts) {  // one copy per step
     loss += sums.ce_sum / step_targets + sums.aux_sum / double(global_seqs);
     if (mc.mtp_depth > 0) {
@@ -480,16 +492,31 @@ void Trainer::Loop::count_routing(int chunk) {
   }
 }
 
-Tensor Trainer::Loop::backward_micro(std::int64_t k, int chunk, const Tensor& dout) {
+Tensor Trainer::Loop::backward_micro(std::int64_t k, int chunk, const Tensor& dout, bool split) {
   const Busy busy{schedule_busy};
   InFlight& f = flight.at({k, chunk});
-  held -= f.bytes, held_gemm -= f.gemm_bytes;
+  std::optional<WeightGrads::Deferral> later;
+  if (split) {
+    Waiting& w = waiting[{k, chunk}];
+    w.bytes = f.bytes, w.gemm_bytes = f.gemm_bytes;
+    later.emplace(w.grads);
+  } else {
+    held -= f.bytes, held_gemm -= f.gemm_bytes;
+  }
   model.restore_saved(std::move(f.saved), chunk);
   flight.erase({k, chunk});
   Tensor din;
   model.backward_stage(din, dout, 1.0 / step_targets, 1.0 / double(global_seqs), chunk);
   model.take_saved(chunk);  // dropped: a forward of another chunk would not overwrite it
   return din;
+}
+
+void Trainer::Loop::weights_micro(std::int64_t k, int chunk) {
+  const Busy busy{schedule_busy};
+  const auto it = waiting.find({k, chunk});
+  it->second.grads.run();
+  held -= it->second.bytes, held_gemm -= it->second.gemm_bytes;
+  waiting.erase(it);
 }
 
 // Sum gradients (dense over dp, experts over their replicas); the loss and expert loads over
@@ -499,8 +526,9 @@ void Trainer::Loop::reduce(std::int64_t step) {
   if (s.layout.tp > 1)
     for (Param* p : s.params)
       if (p->tp_partial && p->g.defined()) s.mesh.tp().all_reduce_sum(p->g);
-  // MTP's embedding on the last stage is the first stage's too: the two gradients summed.
-  if (Param* embed = model.embedding(); embed && embed->g.defined() && mc.mtp_depth > 0 && s.layout.pp > 1)
+  // MTP's embedding on the last stage is the first stage's too: the two gradients summed
+  // (DualPipeV's first and last virtual stages share stage 0 and its one embedding).
+  if (Param* embed = model.embedding(); embed && embed->g.defined() && mc.mtp_depth > 0 && s.layout.pp > 1 && !shape.v)
     s.mesh.embedding().all_reduce_sum(embed->g);
   drills.strike(FaultDrills::Point::gradients_summed, step,
                 s.dense->numel() > 0 ? &s.dense->flat_grads() : &s.experts->flat_grads());
@@ -773,7 +801,8 @@ void Trainer::Loop::finish() {
   res.profile.expert_seconds /= double(ran), res.profile.expert_overlap_seconds /= double(ran);
   // The pipeline's idle share of its schedule, mean over ranks, against 1F1B's ideal.
   res.profile.bubble = s.world.all_reduce_sum(schedule_s > 0 ? 1 - schedule_busy / schedule_s : 0) / s.world.size();
-  res.profile.ideal_bubble = bubble_fraction(s.layout.pp, t.grad_accum, chunks);
+  res.profile.ideal_bubble = shape.v ? dualpipev_bubble_fraction(s.layout.pp, t.grad_accum, false)
+                                     : bubble_fraction(s.layout.pp, t.grad_accum, shape.chunks);
   if (!res.stopped)
     s.timed(s.eval_s, [&] { res.val_loss = evaluate(); });  // a stopped job is short of time: save first
 }

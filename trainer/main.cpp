@@ -75,7 +75,8 @@ void print_summary(const Config& cfg, const moe::TrainResult& r, int world) {
         "pipeline bubble   %.1f%% of the schedule measured (mean over ranks), %.1f%% for %s with %lld equal "
         "stages and %lld micro-batches\n",
         100 * r.profile.bubble, 100 * r.profile.ideal_bubble,
-        cfg.parallel.virtual_stages > 1
+        cfg.parallel.schedule == moe::PipeSchedule::dualpipev ? "DualPipeV (forward, input and weight units equal)"
+        : cfg.parallel.virtual_stages > 1
             ? fmt::format("interleaved 1F1B ({} chunks per stage)", cfg.parallel.virtual_stages).c_str()
             : "1F1B",
         static_cast<long long>(cfg.parallel.pp), static_cast<long long>(cfg.train.grad_accum));

@@ -32,7 +32,7 @@ struct Trainer::State {
         world(w),
         layout(trainable_layout(c, w)),
         mesh(layout, w, device_of(c.device)),
-        bounds(stage_bounds(c, layout.pp * int(c.parallel.virtual_stages))),
+        bounds(stage_bounds(c, layout.pp * int(c.parallel.chunks()))),
         model(c.model, shard(), c.precision) {}
   const Config cfg;
   MpiCommunicator& world;
@@ -45,11 +45,15 @@ struct Trainer::State {
   std::map<std::string, std::uint64_t> bytes_sent() const { return mesh.bytes_sent(); }
   void reset_bytes() { mesh.reset_bytes(); }
   const std::vector<std::int64_t> bounds;  // blocks of each virtual pipeline stage (plan/stages.h)
-  // This rank's chunks: virtual stages s, p + s, ... (one without interleaving).
+  // This rank's chunks: virtual stages s, p + s, ... (one without interleaving; s and 2p-1-s
+  // under DualPipeV).
   ModelShard shard() {
     ModelShard sh{.ep = mesh.expert_group(), .tp = layout.tp > 1 ? &mesh.tp() : nullptr, .chunks = {}};
-    for (std::size_t vs = std::size_t(mesh.coords().pp); vs + 1 < bounds.size(); vs += std::size_t(layout.pp))
+    const PipeShape shape = pipe_shape(cfg);
+    for (int c = 0; c < shape.chunks; ++c) {
+      const auto vs = std::size_t(shape.virtual_stage(mesh.coords().pp, c));
       sh.chunks.push_back({bounds[vs], bounds[vs + 1]});
+    }
     return sh;
   }
   Transformer model;

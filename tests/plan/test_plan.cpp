@@ -3,6 +3,7 @@
 // memory and FLOPs against what a real run allocates and multiplies: tests/parallel/test_layouts.
 #include <catch2/catch.hpp>
 
+#include "comm/pipeline.h"
 #include "model/transformer.h"
 #include "plan/counts.h"
 #include "plan/plan.h"
@@ -114,6 +115,23 @@ TEST_CASE("plan: the 1F1B bubble is (p-1)/(m+p-1) of the pipeline's time", "[pla
       INFO("pp " << pp << ", m " << m);
       CHECK(p.time.bubble / (p.time.step() - p.time.dp) == Approx(double(pp - 1) / (m + pp - 1)));
       CHECK(p.in_flight == std::min(m, pp - p.memory_stage));  // stage s holds pp - s micro-batches
+    }
+  }
+}
+
+TEST_CASE("plan: DualPipeV's bubble is its simulated schedule's, its memory 2p + 1 chunk units", "[plan]") {
+  for (int pp : {2, 4}) {
+    for (int m : {2 * pp, 3 * pp}) {
+      Config cfg = parse_config("", "test",
+                                {"model.n_layers=8", "parallel.schedule=dualpipev", fmt::format("parallel.pp={}", pp),
+                                 fmt::format("train.grad_accum={}", m)});
+      const Cluster c = hand_cluster(8);
+      const Plan p = make_plan(cfg, c, Layout{pp, 1, 1, 1});
+      INFO("pp " << pp << ", m " << m);
+      // forward, input and weight units of equal time (no recomputation, no LoRA)
+      CHECK(p.time.bubble / (p.time.step() - p.time.dp) == Approx(dualpipev_bubble_fraction(pp, m, false)));
+      CHECK(p.time.bubble / (p.time.step() - p.time.dp) < double(pp - 1) / (m + pp - 1) / 2);
+      CHECK(p.in_flight == Approx(pp + 0.5));  // 2p + 1 units of a stage's two chunks
     }
   }
 }

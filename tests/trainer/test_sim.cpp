@@ -35,9 +35,9 @@ std::int64_t to_host_budget(const Config& c, const Layout& l) {
   // One copy of the plan's counts per hop (model/dispatch.h: two across nodes).
   const std::int64_t hops = l.hierarchical && l.ep_nodes() > 1 ? 2 : 1;
   const std::int64_t per_layer = (c.train.recompute ? 2 : 1) * hops;
-  const std::int64_t chunks = l.pp * c.parallel.virtual_stages;
+  const std::int64_t chunks = l.pp * c.parallel.chunks();
   const std::int64_t per_micro_batch = moe_layers * per_layer + (l.pp > 1 ? 2 * chunks : 0);
-  const bool tied_embedding = c.model.mtp_depth > 0 && l.pp > 1;
+  const bool tied_embedding = c.model.mtp_depth > 0 && l.pp > 1 && c.parallel.schedule != PipeSchedule::dualpipev;
   return c.train.grad_accum * per_micro_batch + 1 + 2 + (tied_embedding ? 1 : 0);
 }
 }  // namespace
