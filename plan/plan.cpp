@@ -218,7 +218,7 @@ StageSums sum_stage(const Setting& g, const std::vector<std::int64_t>& bounds, i
   const ModelConfig& m = g.cfg.model;
   const int v = g.v;
   StageSums z;
-  const PipeShape shape = pipe_shape(g.cfg);
+  const PipeShape shape = pipe_shape(g.cfg, g.l.pp);
   z.first = s == 0, z.last = shape.stage_of(shape.last()) == s;  // (the V's turn brings the loss back to stage 0)
   z.chunk_saved.resize(std::size_t(v)), z.chunk_blocks.assign(std::size_t(v), 0);
   const auto add_block = [&](std::int64_t b, int c) {
@@ -295,7 +295,7 @@ Plan::Memory stage_memory(const Setting& g, const StageSums& z, int s, std::int6
   // they are split off (as the trainer counts it: an upper bound of what they keep).
   double held_now = 0;
   std::int64_t units = 0, most_units = 0;
-  for (const PipeUnit& u : stage_schedule(g.cfg, s, micro_batches)) {
+  for (const PipeUnit& u : stage_schedule(g.cfg, g.l.pp, s, micro_batches)) {
     if (u.pass == Pass::inputs) continue;
     held_now += (u.forward() ? 1 : -1) * unit_bytes(u.chunk);
     units += u.forward() ? 1 : -1;
@@ -344,7 +344,8 @@ double dualpipev_bubble(const Setting& g, double unit) {
   const auto m = static_cast<std::int64_t>(g.mbs);
   std::vector<std::vector<PipeUnit>> stages;
   for (int s = 0; s < p; ++s) stages.push_back(schedule_dualpipev(p, s, m));
-  const double span = schedule_span(pipe_shape(g.cfg), stages, f, bi + w, bi, w, false);  // (as the trainer runs them)
+  const double span =
+      schedule_span(pipe_shape(g.cfg, p), stages, f, bi + w, bi, w, false);  // (as the trainer runs them)
   return (span - double(2 * m) * (f + bi + w)) * scale;
 }
 

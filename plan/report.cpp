@@ -13,6 +13,15 @@ std::string seconds(double s) {
   return fmt::format("{:.1f} us", s * 1e6);
 }
 
+// How the pipeline's idle time was priced (plan.cpp stage_time).
+std::string bubble_assumption(const Config& cfg) {
+  if (cfg.parallel.schedule == PipeSchedule::dualpipev)
+    return "DualPipeV bubble from its schedule simulated with equal stages (forward, input-gradient and "
+           "weight-gradient units in the GEMMs' 1:1:1, recomputation adding a forward to the input gradient; F&B "
+           "pairs run apart, nothing overlapping inside them)";
+  return cfg.parallel.virtual_stages > 1 ? "interleaved 1F1B bubble (pp-1)/(v m) of the pipeline's time"
+                                         : "1F1B bubble (pp-1)/m of the pipeline's time";
+}
 }  // namespace
 
 std::string human_bytes(double b) {
@@ -52,7 +61,7 @@ std::string plan_text(const Plan& p, const Config& cfg, const Cluster& c, const 
       p.tokens_per_step, p.micro_batches, p.micro_batch);
   s += fmt::format(
       "memory per device {} of {} ({}) on stage {}: weights {}, gradients {}, optimizer {}, activations {} "
-      "({:.0f} micro-batches in flight), backward workspace {}, communication buffers {}\n",
+      "({:.3g} micro-batches in flight), backward workspace {}, communication buffers {}\n",
       human_bytes(mem.total()), human_bytes(p.device_memory), p.fits() ? "fits" : "DOES NOT FIT", p.memory_stage,
       human_bytes(mem.weights), human_bytes(mem.gradients), human_bytes(mem.optimizer), human_bytes(mem.activations),
       p.in_flight, human_bytes(mem.workspace), human_bytes(mem.buffers));
@@ -96,7 +105,7 @@ std::string plan_text(const Plan& p, const Config& cfg, const Cluster& c, const 
       "  - links: tp inside a node if tp <= {} devices per node; ep all-to-all split by node ({:.4g} / {:.4g} GB/s; "
       "hierarchical: once per other node a token's experts are on, then forwarded inside it); dp and pp "
       "over the network once a group leaves its node; rings move 2(n-1)/n of the data\n"
-      "  - {}% of the ep and dp traffic overlapped with compute; 1F1B bubble (pp-1)/m of the per-micro-batch time\n",
+      "  - {}% of the ep and dp traffic overlapped with compute; {}\n",
       100 * c.compute_efficiency, cfg.precision == Precision::fp8 ? "FP8" : "BF16", "compute_efficiency", c.file,
       c.memory_gbps, precision_name(cfg.precision),
       cfg.precision == Precision::fp8    ? "E4M3 + 1/128 scale"
@@ -106,7 +115,8 @@ std::string plan_text(const Plan& p, const Config& cfg, const Cluster& c, const 
       cfg.device == DeviceKind::cuda ? " with fused attention (the softmax is recomputed)"
                                      : " (the CPU keeps the softmax)",
       cfg.train.recompute ? "full recomputation: one block input per layer kept" : "no recomputation", m.top_k,
-      p.ranks_per_token, c.devices_per_node, c.intra_node_gbps, c.inter_node_gbps, 100 * opt.overlap);
+      p.ranks_per_token, c.devices_per_node, c.intra_node_gbps, c.inter_node_gbps, 100 * opt.overlap,
+      bubble_assumption(cfg));
   return s;
 }
 

@@ -196,7 +196,7 @@ Trainer::Loop::Loop(State& state)
       global_tokens(double(global_seqs * T)),
       log_rank(state.world.rank() == 0),
       counts(state.mesh.coords().tp == 0),
-      shape(pipe_shape(cfg)),
+      shape(pipe_shape(cfg, state.layout.pp)),
       meta(data_meta(cfg.data.dir)),
       train_data(open_sources(cfg)),
       val_data(cfg.data.dir, "val", static_cast<std::uint64_t>(mc.vocab_size), mc.seq_len),
@@ -441,7 +441,7 @@ void Trainer::Loop::micro_batches(std::int64_t step) {
   // The loss is the mean over the targets it counts: every token, or those the masks leave
   // (each rank counts the whole global batch from the data: no collective).
   step_targets = double(std::max<std::int64_t>(loader.targets(step), 1));
-  run_schedule(ppc, shape, stage_schedule(cfg, ppc.rank(), t.grad_accum), work);
+  run_schedule(ppc, shape, stage_schedule(cfg, ppc.size(), ppc.rank(), t.grad_accum), work);
   if (const auto sums = model.take_loss_sums(); counts) {  // one copy per step
     loss += sums.ce_sum / step_targets + sums.aux_sum / double(global_seqs);
     if (mc.mtp_depth > 0) {

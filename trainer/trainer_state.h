@@ -49,7 +49,7 @@ struct Trainer::State {
   // under DualPipeV).
   ModelShard shard() {
     ModelShard sh{.ep = mesh.expert_group(), .tp = layout.tp > 1 ? &mesh.tp() : nullptr, .chunks = {}};
-    const PipeShape shape = pipe_shape(cfg);
+    const PipeShape shape = pipe_shape(cfg, layout.pp);
     for (int c = 0; c < shape.chunks; ++c) {
       const auto vs = std::size_t(shape.virtual_stage(mesh.coords().pp, c));
       sh.chunks.push_back({bounds[vs], bounds[vs + 1]});

@@ -3,10 +3,14 @@
 // memory and FLOPs against what a real run allocates and multiplies: tests/parallel/test_layouts.
 #include <catch2/catch.hpp>
 
+#include <functional>
+#include <limits>
+
 #include "comm/pipeline.h"
 #include "model/transformer.h"
 #include "plan/counts.h"
 #include "plan/plan.h"
+#include "plan/stages.h"
 
 using namespace moe;
 
@@ -133,6 +137,56 @@ TEST_CASE("plan: DualPipeV's bubble is its simulated schedule's, its memory 2p +
       CHECK(p.time.bubble / (p.time.step() - p.time.dp) < double(pp - 1) / (m + pp - 1) / 2);
       CHECK(p.in_flight == Approx(pp + 0.5));  // 2p + 1 units of a stage's two chunks
     }
+  }
+}
+
+TEST_CASE("plan: DualPipeV's split balances the stages' two chunks, as well as every split can", "[plan]") {
+  // Small models whose LM head outweighs a block: under the V it shares stage 0 with the
+  // first chunk. Brute force over every split into 2p non-empty runs gives the least largest
+  // stage; the split must reach it.
+  for (const auto& [layers, p] :
+       {std::pair{8, 2}, std::pair{10, 3}, std::pair{11, 2}, std::pair{12, 4}, std::pair{17, 4}}) {
+    Config cfg = parse_config(
+        "", "test",
+        {fmt::format("model.n_layers={}", layers), "model.dense_layers=3", "model.vocab_size=4096",
+         "parallel.schedule=dualpipev", fmt::format("parallel.pp={}", p), fmt::format("train.grad_accum={}", 2 * p)});
+    const ModelConfig& m = cfg.model;
+    std::vector<double> prefix(1, 0);
+    for (std::int64_t i = 0; i < layers; ++i)
+      prefix.push_back(prefix.back() + block_cost(m, i) + (i == layers - 1 ? head_cost(m) : 0));
+    const auto largest = [&](const std::vector<std::int64_t>& b) {
+      double most = 0;
+      for (int s = 0; s < p; ++s)
+        most = std::max(most, prefix[std::size_t(b[std::size_t(s + 1)])] - prefix[std::size_t(b[std::size_t(s)])] +
+                                  prefix[std::size_t(b[std::size_t(2 * p - s)])] -
+                                  prefix[std::size_t(b[std::size_t(2 * p - 1 - s)])]);
+      return most;
+    };
+    double best = std::numeric_limits<double>::infinity();
+    std::vector<std::int64_t> b(std::size_t(2 * p + 1), 0);
+    b.back() = layers;
+    const std::function<void(int)> cuts = [&](int k) {  // b[k] for k = 1 .. 2p-1, rising
+      if (k == 2 * p) return void(best = std::min(best, largest(b)));
+      for (std::int64_t x = b[std::size_t(k - 1)] + 1; x <= layers - (2 * p - k); ++x)
+        b[std::size_t(k)] = x, cuts(k + 1);
+    };
+    cuts(1);
+    const auto got = stage_bounds(cfg, 2 * p);
+    INFO(layers << " blocks, " << p << " stages");
+    REQUIRE(got.size() == std::size_t(2 * p + 1));
+    for (int k = 0; k < 2 * p; ++k) CHECK(got[std::size_t(k)] < got[std::size_t(k + 1)]);
+    CHECK(largest(got) == Approx(best));
+    CHECK(head_cost(m) > block_cost(m, layers - 1));  // (the case the V makes hard)
+    // The other stages even: within a block of each other (filling each to the largest would
+    // leave the last ones light, and the slowest stage by time is not only FLOPs).
+    double lo = std::numeric_limits<double>::infinity(), hi = 0;
+    for (int s = 1; s < p; ++s) {
+      const double sum = prefix[std::size_t(got[std::size_t(s + 1)])] - prefix[std::size_t(got[std::size_t(s)])] +
+                         prefix[std::size_t(got[std::size_t(2 * p - s)])] -
+                         prefix[std::size_t(got[std::size_t(2 * p - 1 - s)])];
+      lo = std::min(lo, sum), hi = std::max(hi, sum);
+    }
+    if (p > 2) CHECK(hi - lo <= 1.01 * block_cost(m, layers - 1));
   }
 }
 
