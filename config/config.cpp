@@ -430,11 +430,11 @@ const std::vector<Field>& fields() {
       integer(AT(parallel.virtual_stages), at_least(1),
               "model chunks per pipeline stage: interleaved 1F1B, a bubble this many times smaller for as many more "
               "messages"),
-      choice<PipeSchedule>(AT(parallel.schedule),
-                           {{"1f1b", PipeSchedule::one_f_one_b}, {"dualpipev", PipeSchedule::dualpipev}},
-                           "pipeline schedule: 1f1b (interleaved with parallel.virtual_stages > 1), or dualpipev "
-                           "(DeepSeek's DualPipe cut in half: two chunks per stage in a V, weight gradients computed "
-                           "in the bubble; about a third of 1F1B's bubble, needs train.grad_accum >= 2 x parallel.pp)"),
+      choice<PipeSchedule>(
+          AT(parallel.schedule), {{"1f1b", PipeSchedule::one_f_one_b}, {"dualpipev", PipeSchedule::dualpipev}},
+          "pipeline schedule: 1f1b (interleaved with parallel.virtual_stages > 1), or dualpipev "
+          "(DeepSeek's DualPipe cut in half: two chunks per stage in a V, weight gradients computed "
+          "in the bubble; a third of 1F1B's bubble or less, needs train.grad_accum >= 2 x parallel.pp)"),
       integer(AT(parallel.ep), at_least(1), "expert-parallel ranks, folded inside dp x tp"),
       integer(AT(parallel.zero), closed(0, 1), "ZeRO stage (0: replicated optimizer, 1: sharded)"),
       real(AT(parallel.bucket_mb), above(0), "size of a gradient all-reduce bucket, MiB"),

@@ -373,9 +373,13 @@ void Trainer::Loop::log_model_and_layout() {
   for (std::size_t i = 0; i + 1 < s.bounds.size(); ++i)
     stages += fmt::format("{}{}", i ? "/" : "", s.bounds[i + 1] - s.bounds[i]);
   spdlog::info(
-      "layout: pp {} (blocks {}) x dp {} x tp {}, ep {} (experts {} per rank, {} replicas), zero {}: optimizer "
+      "layout: pp {} (blocks {}{}) x dp {} x tp {}, ep {} (experts {} per rank, {} replicas), zero {}: optimizer "
       "state {} on this rank of {} in all ({:.3f} of it)",
-      s.layout.pp, stages, dp, s.layout.tp, s.layout.ep, E / s.layout.ep, s.layout.edp(), cfg.parallel.zero,
+      s.layout.pp, stages,
+      shape.v            ? ", DualPipeV: stage s holds chunks s and 2p-1-s"
+      : shape.chunks > 1 ? ", interleaved 1F1B"
+                         : "",
+      dp, s.layout.tp, s.layout.ep, E / s.layout.ep, s.layout.edp(), cfg.parallel.zero,
       human_bytes(double(res.size.optimizer_bytes)), human_bytes(double(res.size.optimizer_bytes_total)),
       double(res.size.optimizer_bytes) / double(res.size.optimizer_bytes_total));
   const Layout& l = s.layout;
