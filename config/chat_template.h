@@ -6,7 +6,8 @@
 namespace moe::data {
 
 struct ChatTemplate {
-  // One message: {role} and {content} replaced (data.chat_template). The header ends with a
+  // One message: {role} and {content} replaced (data.chat_template; or a Jinja template, or
+  // "tokenizer": data/chat.h ChatRenderer). The header ends with a
   // newline so that a generation prompt (the text up to {content}) encodes as a prefix of the
   // trained conversation: pieces rarely cross a newline (ours never: it is a byte piece).
   std::string message = "{role}:\n{content}\n";
@@ -20,6 +21,11 @@ struct ChatTemplate {
 enum class DocumentMask { automatic, on, off };
 inline bool document_masking(DocumentMask m, bool chat) {
   return m == DocumentMask::on || (m == DocumentMask::automatic && chat);
+}
+
+// Whether a data.chat_template value is Jinja (data/jinja_chat.h) rather than ours.
+inline bool is_jinja(const std::string& t) {
+  return t.find("{%") != std::string::npos || t.find("{{") != std::string::npos;
 }
 
 // Whether `message` holds {role} and then {content}, once each (what rendering needs).

@@ -349,8 +349,10 @@ const std::vector<Field>& fields() {
               "moe data prepare's deduplication keys held in memory per sorter before a sorted run spills to disk"),
       text(
           "data.chat_template", [](auto& c) -> auto& { return c.data.chat.message; },
-          "chat data (.jsonl): how one message renders, {role} and then {content} replaced; the loss counts an "
-          "assistant message from {content} to its end"),
+          "chat data (.jsonl): how one message renders, {role} and then {content} replaced (the loss counts an "
+          "assistant message from {content} to its end); or a Jinja template as in a Hugging Face "
+          "tokenizer_config.json, or tokenizer: the chat_template of data.tokenizer's (rendered as transformers' "
+          "apply_chat_template does)"),
       choice<bool>(
           "data.loss_on", [](auto& c) -> auto& { return c.data.chat.loss_on_all; },
           {{"assistant", false}, {"all", true}},
@@ -596,8 +598,9 @@ void validate(const Config& c) {
         fmt::format("{}: {}: {}", it != c.origin.end() ? it->second : c.source + " (default)", key, what));
   };
   const auto& m = c.model;
-  require(data::valid_chat_template(c.data.chat.message), "data.chat_template",
-          "must hold {role} and then {content}, once each");
+  require(data::valid_chat_template(c.data.chat.message) || c.data.chat.message == "tokenizer" ||
+              data::is_jinja(c.data.chat.message),
+          "data.chat_template", "must hold {role} and then {content}, once each, or be a Jinja template, or tokenizer");
   const auto& src = c.data.sources;
   require(
       src.empty() || std::any_of(src.begin(), src.end(), [&](const DataSource& s) { return s.dir == c.data.dir; }),

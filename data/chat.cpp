@@ -7,6 +7,8 @@
 #include <fstream>
 
 #include "data/corpus.h"
+#include "data/jinja_chat.h"
+#include "data/tokenizer.h"
 #include "kernels/error.h"
 
 namespace moe::data {
@@ -47,13 +49,13 @@ std::vector<ChatMessage> parse_record(const nlohmann::json& r, bool& prompt_comp
 }
 
 // prompt + completion as they are: the completion counts, then the end-of-document.
-ChatText join_prompt_completion(const std::vector<ChatMessage>& m, const ChatTemplate& t) {
+ChatText join_prompt_completion(const std::vector<ChatMessage>& m, bool loss_on_all) {
   ChatText out{m[0].content + m[1].content, {}, true};
-  out.counted.emplace_back(t.loss_on_all ? 0 : m[0].content.size(), out.text.size());
+  out.counted.emplace_back(loss_on_all ? 0 : m[0].content.size(), out.text.size());
   return out;
 }
 
-void read_file(const fs::path& file, const ChatTemplate& t, std::vector<ChatText>& out) {
+void read_file(const fs::path& file, const ChatRenderer& chat, bool loss_on_all, std::vector<ChatText>& out) {
   std::ifstream in(file, std::ios::binary);
   MOE_CHECK(in, DataError, "{}: cannot read", file.string());
   std::string line;
@@ -62,7 +64,7 @@ void read_file(const fs::path& file, const ChatTemplate& t, std::vector<ChatText
     try {
       bool pc = false;
       const auto messages = parse_record(nlohmann::json::parse(line), pc);
-      out.push_back(pc ? join_prompt_completion(messages, t) : render_chat(messages, t));
+      out.push_back(pc ? join_prompt_completion(messages, loss_on_all) : chat.render(messages));
     } catch (const std::exception& e) {  // nlohmann's parse errors and ours, one line naming the record
       throw DataError(fmt::format("{}:{}: {}; fix or remove the record", file.string(), n, e.what()));
     }
@@ -76,9 +78,8 @@ std::vector<fs::path> jsonl_files(const std::string& path) {
     if (fs::path(f).extension() == ".jsonl") files.emplace_back(f);
   return files;
 }
-}  // namespace
 
-ChatText render_chat(const std::vector<ChatMessage>& messages, const ChatTemplate& t, bool generation_prompt) {
+ChatText render_ours(const std::vector<ChatMessage>& messages, const ChatTemplate& t, bool generation_prompt) {
   const std::size_t at = t.message.find(kContent);
   const std::string_view head = std::string_view(t.message).substr(0, at),
                          tail = std::string_view(t.message).substr(at + kContent.size());
@@ -96,6 +97,80 @@ ChatText render_chat(const std::vector<ChatMessage>& messages, const ChatTemplat
   return out;
 }
 
+// The chat_template (and bos / eos tokens) of the tokenizer_config.json beside a tokenizer.json.
+struct TokenizerTemplate {
+  std::string source, bos, eos;
+};
+TokenizerTemplate tokenizer_template(const std::string& tokenizer_json) {
+  const std::string origin = "data.chat_template = tokenizer";
+  MOE_CHECK(!tokenizer_json.empty() && Tokenizer::is_hf(tokenizer_json), ConfigError,
+            "{}: takes the chat_template of a Hugging Face tokenizer's tokenizer_config.json, but data.tokenizer "
+            "names none ('{}'); set data.tokenizer to a model's tokenizer.json, or write the template in the key",
+            origin, tokenizer_json);
+  const nlohmann::json config = tokenizer_config(tokenizer_json);
+  const auto it = config.find("chat_template");
+  MOE_CHECK(it != config.end() && it->is_string(), ConfigError,
+            "{}: {}'s tokenizer_config.json has no chat_template (a string); write one in the key", origin,
+            tokenizer_json);
+  return {it->get<std::string>(), special_token(config, "bos_token"), special_token(config, "eos_token")};
+}
+}  // namespace
+
+ChatRenderer::ChatRenderer(const ChatTemplate& t, const std::string& tokenizer_json) : t_(t), source_(t.message) {
+  if (t.message == "tokenizer") {
+    const TokenizerTemplate from = tokenizer_template(tokenizer_json);
+    source_ = from.source;
+    jinja_ = std::make_shared<const JinjaChat>(from.source, from.bos, from.eos,
+                                               "data.chat_template (tokenizer: " + tokenizer_json + ")");
+  } else if (is_jinja(t.message)) {
+    std::string bos, eos;  // the tokenizer's, where there is one to name them
+    if (Tokenizer::is_hf(tokenizer_json)) {
+      const nlohmann::json config = tokenizer_config(tokenizer_json);
+      bos = special_token(config, "bos_token"), eos = special_token(config, "eos_token");
+    }
+    jinja_ = std::make_shared<const JinjaChat>(t.message, bos, eos, "data.chat_template");
+  } else {
+    MOE_CHECK(valid_chat_template(t.message), ConfigError,
+              "data.chat_template \"{}\": must hold {{role}} and then {{content}}, once each (or be a Jinja template, "
+              "or tokenizer)",
+              t.message);
+  }
+}
+
+ChatRenderer::~ChatRenderer() = default;
+
+ChatText ChatRenderer::render(const std::vector<ChatMessage>& messages, bool generation_prompt) const {
+  return jinja_ ? render_jinja(messages, generation_prompt) : render_ours(messages, t_, generation_prompt);
+}
+
+ChatText ChatRenderer::render_jinja(const std::vector<ChatMessage>& messages, bool generation_prompt) const {
+  std::vector<std::pair<std::string, std::string>> m;
+  for (const auto& x : messages) m.emplace_back(x.role, x.content);
+  ChatText out{jinja_->render(m, generation_prompt), {}, true};
+  out.counts_end = t_.loss_on_all || (!messages.empty() && messages.back().role == "assistant");
+  if (t_.loss_on_all) {
+    out.counted.emplace_back(0, out.text.size());
+    return out;
+  }
+  for (std::size_t k = 0; k < m.size(); ++k) {
+    if (m[k].first != "assistant") continue;
+    const std::string before = jinja_->render({m.begin(), m.begin() + std::ptrdiff_t(k)}, true),
+                      upto = jinja_->render({m.begin(), m.begin() + std::ptrdiff_t(k + 1)}, false);
+    if (!upto.starts_with(before) || !out.text.starts_with(upto))
+      throw std::runtime_error(fmt::format(
+          "the chat template does not render the conversation before message {} (with the generation prompt) as a "
+          "prefix of the conversation, so its answer's tokens cannot be told apart; set data.loss_on=all, or use "
+          "another template",
+          k + 1));
+    out.counted.emplace_back(before.size(), upto.size());
+  }
+  return out;
+}
+
+ChatText render_chat(const std::vector<ChatMessage>& messages, const ChatTemplate& t, bool generation_prompt) {
+  return ChatRenderer(t).render(messages, generation_prompt);
+}
+
 bool is_chat_corpus(const std::string& path) {
   const auto files = jsonl_files(path);
   if (files.empty()) return false;
@@ -108,11 +183,9 @@ bool is_chat_corpus(const std::string& path) {
   return !first.is_object() || first.contains("messages") || first.contains("prompt") || first.contains("completion");
 }
 
-std::vector<ChatText> read_chat_corpus(const std::string& path, const ChatTemplate& t) {
-  MOE_CHECK(valid_chat_template(t.message), ConfigError,
-            "data.chat_template \"{}\": must hold {{role}} and then {{content}}, once each", t.message);
+std::vector<ChatText> read_chat_corpus(const std::string& path, const ChatRenderer& chat) {
   std::vector<ChatText> out;
-  for (const auto& f : jsonl_files(path)) read_file(f, t, out);
+  for (const auto& f : jsonl_files(path)) read_file(f, chat, chat.loss_on_all(), out);
   MOE_CHECK(!out.empty(), DataError, "{}: no chat records found (JSONL: one record a line)", path);
   return out;
 }

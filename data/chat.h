@@ -5,6 +5,7 @@
 // counts, as TRL's prompt-completion format).
 #pragma once
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -25,8 +26,36 @@ struct ChatMessage {
   std::string role, content;
 };
 
-// The conversation rendered by `t`; with `generation_prompt`, followed by the assistant's
-// header (the template's text before {content}), where a model's answer starts.
+class JinjaChat;
+
+// How conversations become text (data.chat_template): ours, each message's {role} and
+// {content} filled in; or Jinja (data/jinja_chat.h), written in the key or `tokenizer`, the
+// chat_template of the tokenizer_config.json beside the Hugging Face tokenizer.json given.
+// Under Jinja an assistant message's counted span is what rendering the conversation up to it
+// adds to the rendering before it with the generation prompt (its content and the template's
+// closing of it, e.g. <|im_end|>); a template whose shorter conversations do not render as
+// prefixes of longer ones cannot say that, and is refused (data.loss_on=all needs no spans).
+class ChatRenderer {
+ public:
+  // ConfigError naming data.chat_template when a Jinja template does not parse or `tokenizer`
+  // finds none.
+  explicit ChatRenderer(const ChatTemplate& t, const std::string& tokenizer_json = "");
+  ~ChatRenderer();
+  // The conversation; with `generation_prompt`, followed by the opening of the assistant's
+  // answer (ours: the template's text before {content}), where a model's answer starts.
+  // Throws std::runtime_error (Jinja: the template's raise_exception, or no prefix).
+  ChatText render(const std::vector<ChatMessage>& messages, bool generation_prompt = false) const;
+  const std::string& source() const { return source_; }  // the template rendered by (meta.json)
+  bool loss_on_all() const { return t_.loss_on_all; }
+
+ private:
+  ChatText render_jinja(const std::vector<ChatMessage>& messages, bool generation_prompt) const;
+  ChatTemplate t_;
+  std::string source_;
+  std::shared_ptr<const JinjaChat> jinja_;
+};
+
+// The conversation rendered by our template `t` (ChatRenderer(t).render).
 ChatText render_chat(const std::vector<ChatMessage>& messages, const ChatTemplate& t, bool generation_prompt = false);
 
 // Whether `path` is chat data: a .jsonl file, or a directory holding .jsonl files, whose first
@@ -36,6 +65,6 @@ bool is_chat_corpus(const std::string& path);
 // Every record of a .jsonl file or of a directory's .jsonl files (name order). A line that is
 // not a record (bad JSON, neither messages nor prompt/completion, a role or content of the
 // wrong kind, an empty conversation) is a DataError naming file:line and what to fix.
-std::vector<ChatText> read_chat_corpus(const std::string& path, const ChatTemplate& t);
+std::vector<ChatText> read_chat_corpus(const std::string& path, const ChatRenderer& chat);
 
 }  // namespace moe::data

@@ -152,7 +152,7 @@ void detail::write_meta(const PrepareOptions& opt, const PrepareReport& rep, con
   if (rep.chat)  // chat data: loss masks beside the tokens, documents aligned to windows
     meta.update({{"loss_mask", true},
                  {"aligned_seq_len", opt.align},
-                 {"chat_template", opt.chat.message},
+                 {"chat_template", rep.chat_template},
                  {"loss_on", opt.chat.loss_on_all ? "all" : "assistant"},
                  {"target_tokens", rep.target_tokens},
                  {"truncated_documents", rep.truncated}});
@@ -268,8 +268,9 @@ namespace {
 // web text and do not apply).
 PrepareReport prepare_chat(const PrepareOptions& opt) {
   PrepareReport rep;
-  const std::vector<ChatText> docs = read_chat_corpus(opt.corpus, opt.chat);
-  rep.chat = true;
+  const ChatRenderer chat(opt.chat, opt.tokenizer);
+  const std::vector<ChatText> docs = read_chat_corpus(opt.corpus, chat);
+  rep.chat = true, rep.chat_template = chat.source();
   rep.filters.documents = rep.filters.kept = rep.documents = static_cast<std::int64_t>(docs.size());
   const auto n = static_cast<std::uint64_t>(docs.size());
   rep.val_documents = static_cast<std::int64_t>(std::llround(opt.val_fraction * double(n)));

@@ -50,6 +50,7 @@ struct PrepareReport {
   bool chat = false;                // the corpus was chat data (loss masks written)
   std::uint64_t target_tokens = 0;  // chat: training tokens the loss counts
   std::int64_t truncated = 0;       // chat: documents cut to one window
+  std::string chat_template;        // chat: the template rendered by (data.chat_template, resolved)
   // Text: the corpus files, and those a killed preparation had scanned and encoded already.
   std::int64_t files = 0, resumed_scans = 0, resumed_encodes = 0;
 };

@@ -13,20 +13,32 @@
 namespace moe::data {
 namespace fs = std::filesystem;
 
-namespace {
-// tokenizer_config.json's eos_token beside a tokenizer.json: a string, or {"content": ...}.
-std::string eos_token(const std::string& tokenizer_json) {
+nlohmann::json tokenizer_config(const std::string& tokenizer_json) {
   const fs::path config = fs::path(tokenizer_json).parent_path() / "tokenizer_config.json";
   std::ifstream in(config);
-  MOE_CHECK(in, DataError, "{}: no tokenizer_config.json beside it to name the eos_token (the end of a document)",
-            tokenizer_json);
+  MOE_CHECK(in, DataError, "{}: no tokenizer_config.json beside it (it names the special tokens)", tokenizer_json);
   try {
-    const auto j = nlohmann::json::parse(in);
-    const auto& e = j.at("eos_token");
-    return e.is_string() ? e.get<std::string>() : e.at("content").get<std::string>();
+    return nlohmann::json::parse(in);
   } catch (const nlohmann::json::exception& e) {
-    throw DataError(fmt::format("{}: no eos_token ({})", config.string(), e.what()));
+    throw DataError(fmt::format("{}: not JSON ({})", config.string(), e.what()));
   }
+}
+
+std::string special_token(const nlohmann::json& config, const char* key) {
+  const auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return "";
+  if (it->is_string()) return it->get<std::string>();
+  const auto content = it->find("content");
+  return content != it->end() && content->is_string() ? content->get<std::string>() : "";
+}
+
+namespace {
+// tokenizer_config.json's eos_token beside a tokenizer.json: the end of a document.
+std::string eos_token(const std::string& tokenizer_json) {
+  const std::string eos = special_token(tokenizer_config(tokenizer_json), "eos_token");
+  MOE_CHECK(!eos.empty(), DataError, "{}'s tokenizer_config.json: no eos_token (the end of a document)",
+            tokenizer_json);
+  return eos;
 }
 }  // namespace
 

@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 namespace sentencepiece {
 class SentencePieceProcessor;
 }
@@ -16,6 +18,12 @@ class SentencePieceProcessor;
 namespace moe::data {
 
 class HfTokenizer;
+
+// The tokenizer_config.json beside a Hugging Face tokenizer.json (DataError naming it when it
+// is missing or not JSON), and one of its special tokens (a string or {"content": ...}; ""
+// when absent).
+nlohmann::json tokenizer_config(const std::string& tokenizer_json);
+std::string special_token(const nlohmann::json& config, const char* key);
 
 class Tokenizer {
  public:

@@ -88,6 +88,32 @@ if [ ! -f deps/arrow/VERSION ] || [ "$(cat deps/arrow/VERSION)" != "$ARROW" ]; t
   fi
   rm -rf "$tmp"
 fi
+# minja (google/minja, MIT, header-only): Jinja chat templates as transformers renders them
+# (data/jinja_chat.cpp). Neither Debian nor PyPI ships it alone; llama.cpp vendors it, and the
+# llama-cpp-python source archive on PyPI carries that copy: its two headers into deps/minja.
+MINJA_FROM=llama_cpp_python-0.3.16
+MINJA_URL=https://files.pythonhosted.org/packages/e4/b4/c8cd17629ced0b9644a71d399a91145aedef109c0333443bef015e45b704/$MINJA_FROM.tar.gz
+MINJA_SHA256=34ed0f9bd9431af045bb63d9324ae620ad0536653740e9bb163a2e1fcb973be6
+if [ ! -f deps/minja/VERSION ] || [ "$(cat deps/minja/VERSION)" != "$MINJA_FROM" ]; then
+  echo "install-deps: fetching minja (from $MINJA_FROM's sources) into deps/minja"
+  if ! /usr/bin/python3 - "$MINJA_URL" "$MINJA_SHA256" "$MINJA_FROM" <<'PY'
+import hashlib, io, os, sys, tarfile, urllib.request
+url, sha, name = sys.argv[1:4]
+data = urllib.request.urlopen(url, timeout=180).read()
+if hashlib.sha256(data).hexdigest() != sha:
+    sys.exit("sha256 mismatch")
+os.makedirs("deps/minja/minja", exist_ok=True)
+with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+    for header in ("minja.hpp", "chat-template.hpp"):
+        src = tar.extractfile(f"{name}/vendor/llama.cpp/vendor/minja/{header}")
+        open(f"deps/minja/minja/{header}", "wb").write(src.read())
+open("deps/minja/VERSION", "w").write(name + "\n")
+PY
+  then
+    rm -rf deps/minja
+    echo "install-deps: could not fetch minja; moe builds without Jinja chat templates" >&2
+  fi
+fi
 # cuDNN's C++ frontend (header-only; the fused attention of kernels/cuda/sdpa.cpp) where CUDA
 # builds: its headers from the PyPI wheel into deps/ (the project's, not a system path).
 CUDNN_FE=1.32.0

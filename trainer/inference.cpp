@@ -174,7 +174,9 @@ std::vector<int> generate(InferenceModel& m, const std::vector<int>& prompt, con
 }
 
 std::string chat_prompt(const InferenceModel& m, const std::string& user_message) {
-  return data::render_chat({{"user", user_message}}, m.cfg.data.chat, /*generation_prompt=*/true).text;
+  // (an HF tokenizer's template: the tokenizer_config.json moe data prepare copied into data.dir)
+  const data::ChatRenderer chat(m.cfg.data.chat, data::Tokenizer::in_dir(m.cfg.data.dir));
+  return chat.render({{"user", user_message}}, /*generation_prompt=*/true).text;
 }
 
 Perplexity perplexity_on_split(InferenceModel& m, const std::string& dir, const std::string& split,

@@ -50,7 +50,9 @@ CLI::App* add_generate(CLI::App& app, InferenceArgs& a) {
       ->check(CLI::Range(0.0, 1.0));
   g->add_option("--seed", a.seed, "sampling seed: the same prompt and seed give the same text");
   g->add_flag("--no-kv-cache", a.no_kv_cache, "recompute the whole window for every token (the cache's oracle)");
-  g->add_flag("--jsonl", a.jsonl, "print {\"prompt\", \"completion\"} per prompt instead of streaming text");
+  g->add_flag("--jsonl", a.jsonl,
+              "print {\"prompt\", \"prompt_ids\", \"completion\", \"completion_ids\"} per prompt instead of "
+              "streaming text");
   return g;
 }
 
@@ -90,11 +92,15 @@ int run_generate(const InferenceArgs& a, const std::string& checkpoint) {
       std::fflush(stdout);
     };
     if (!a.jsonl) std::fwrite(text.data(), 1, text.size(), stdout);
-    const auto out = generate(m, m.tokenizer.encode(text), s, a.jsonl ? nullptr : std::function(stream));
+    const std::vector<int> prompt_ids = m.tokenizer.encode(text);
+    const auto out = generate(m, prompt_ids, s, a.jsonl ? nullptr : std::function(stream));
     if (a.jsonl)
-      std::cout << nlohmann::json{{"prompt", p}, {"completion", m.tokenizer.decode(out)}, {"completion_ids", out}}.dump(
-                       -1, ' ', false,
-                       nlohmann::json::error_handler_t::replace)  // (SentencePiece may cut a character too)
+      std::cout << nlohmann::json{{"prompt", p},
+                                  {"prompt_ids", prompt_ids},
+                                  {"completion", m.tokenizer.decode(out)},
+                                  {"completion_ids", out}}
+                       .dump(-1, ' ', false,
+                             nlohmann::json::error_handler_t::replace)  // (SentencePiece may cut a character too)
                 << "\n";
     else std::cout << "\n";
   }

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include "data/chat.h"
+#include "data/jinja_chat.h"
 #include "data/loader.h"
 #include "data/prepare.h"
 #include "kernels/error.h"
@@ -42,6 +43,52 @@ TEST_CASE("chat: the template renders each message, the assistant's content and 
   CHECK_FALSE(valid_chat_template("{role}: {content} {content}"));
 }
 
+namespace {
+// ChatML, as Qwen's tokenizer_config.json writes it (a default system message, the generation
+// prompt opening the assistant's turn).
+constexpr const char* kChatML =
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are helpful.<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+}  // namespace
+
+TEST_CASE("chat: a Jinja template renders as transformers would, the answers' spans from its prefixes", "[data]") {
+  if (!JinjaChat::available()) {
+    WARN("built without minja (deps/minja): Jinja chat templates untested");
+    return;
+  }
+  const ChatRenderer chat({.message = kChatML, .loss_on_all = false});
+  const std::vector<ChatMessage> m = {{"user", "2+2?"}, {"assistant", "4"}, {"user", "3+3?"}, {"assistant", "6"}};
+  const ChatText c = chat.render(m);
+  CHECK(c.text ==
+        "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n"
+        "<|im_start|>assistant\n4<|im_end|>\n<|im_start|>user\n3+3?<|im_end|>\n<|im_start|>assistant\n6<|im_end|>\n");
+  CHECK(counted_text(c) == "4<|im_end|>\n|6<|im_end|>\n|");  // content and the turn's closing
+  CHECK(c.counts_end);
+  const ChatText prompt = chat.render({{"user", "2+2?"}}, true);
+  CHECK(prompt.text ==
+        "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n"
+        "<|im_start|>assistant\n");
+  CHECK_FALSE(prompt.counts_end);
+  CHECK(counted_text(ChatRenderer({.message = kChatML, .loss_on_all = true}).render(m)) == c.text + "|");
+  // The template's own errors, and a template whose shorter conversations are no prefixes.
+  const ChatRenderer strict({.message = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('user first') }}"
+                                        "{% endif %}{% for m in messages %}{{ m['content'] }};{% endfor %}",
+                             .loss_on_all = false});
+  CHECK_THROWS_WITH(strict.render({{"assistant", "hi"}}), Catch::Contains("user first"));
+  const ChatRenderer counted_first(
+      {.message = "{{ messages | length }} messages\n{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n"
+                  "{% endfor %}",
+       .loss_on_all = false});
+  CHECK_THROWS_WITH(counted_first.render(m), Catch::Contains("prefix"));
+  CHECK_NOTHROW(ChatRenderer({.message = counted_first.source(), .loss_on_all = true}).render(m));
+  CHECK_THROWS_AS(ChatRenderer({.message = "{% for m in messages %}{{ m['content'] }", .loss_on_all = false}),
+                  ConfigError);
+  CHECK_THROWS_WITH(ChatRenderer({.message = "tokenizer", .loss_on_all = false}),
+                    Catch::Contains("data.tokenizer names none"));
+}
+
 TEST_CASE("chat: a bad JSONL record is an error naming file:line and what is wrong", "[data]") {
   fs::create_directories("chat_bad");
   const ChatTemplate t;
@@ -49,7 +96,7 @@ TEST_CASE("chat: a bad JSONL record is an error naming file:line and what is wro
     std::ofstream("chat_bad/a.jsonl") << R"({"prompt": "1+1=", "completion": "2"})"
                                       << "\n"
                                       << line << "\n";
-    CHECK_THROWS_WITH(read_chat_corpus("chat_bad", t),
+    CHECK_THROWS_WITH(read_chat_corpus("chat_bad", ChatRenderer(t)),
                       Catch::Contains("chat_bad/a.jsonl:2: ") && Catch::Contains(what));
   };
   fails("{not json", "parse error");
