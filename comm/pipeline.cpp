@@ -29,7 +29,7 @@ std::vector<PipeUnit> schedule_1f1b(int p, int s, std::int64_t m, int v) {
   return out;
 }
 
-std::vector<PipeUnit> schedule_dualpipev(int p, int s, std::int64_t m) {
+std::vector<PipeUnit> schedule_dualpipev(int p, int s, std::int64_t m, bool split_weights) {
   MOE_CHECK(m >= 2 * std::int64_t(p), ConfigError,
             "pipeline: DualPipeV needs at least 2 x the {} stages' micro-batches, but a step has {}; raise "
             "train.grad_accum",
@@ -39,10 +39,12 @@ std::vector<PipeUnit> schedule_dualpipev(int p, int s, std::int64_t m) {
   std::deque<std::pair<std::int64_t, int>> deferred;  // backwards whose weights wait, oldest first
   const auto F = [&](int c) { return PipeUnit{Pass::forward, forwards[c]++, c}; };
   const auto B = [&](int c, bool split = false) {
+    split = split && split_weights;
     if (split) deferred.push_back({backwards[c], c});
     return PipeUnit{split ? Pass::inputs : Pass::backward, backwards[c]++, c};
   };
   const auto W = [&] {
+    if (deferred.empty()) return;  // (split_weights off)
     const auto [i, c] = deferred.front();
     deferred.pop_front();
     out.push_back({Pass::weights, i, c});
@@ -194,11 +196,11 @@ double schedule_span(const PipeShape& shape, const std::vector<std::vector<PipeU
   return *std::max_element(free_at.begin(), free_at.end());
 }
 
-double dualpipev_bubble_fraction(int p, std::int64_t m, bool pairs) {
-  if (pairs) return double(p - 1) / double(3 * m + p - 1);
+double dualpipev_bubble_fraction(int p, std::int64_t m, bool pairs, bool split) {
+  if (pairs && split) return double(p - 1) / double(3 * m + p - 1);
   std::vector<std::vector<PipeUnit>> stages;
-  for (int s = 0; s < p; ++s) stages.push_back(schedule_dualpipev(p, s, m));
-  const double span = schedule_span({p, 2, true}, stages, 1, 2, 1, 1, false);
+  for (int s = 0; s < p; ++s) stages.push_back(schedule_dualpipev(p, s, m, split));
+  const double span = schedule_span({p, 2, true}, stages, 1, 2, 1, 1, pairs);
   return 1 - double(6 * m) / span;
 }
 

@@ -88,7 +88,10 @@ struct PipeUnit {
 // v > 1). Throws ConfigError when v > 1 and p does not divide m.
 std::vector<PipeUnit> schedule_1f1b(int p, int s, std::int64_t m, int v = 1);
 // DualPipeV's order on stage s of p (two chunks in a V). Throws ConfigError when m < 2p.
-std::vector<PipeUnit> schedule_dualpipev(int p, int s, std::int64_t m);
+// split = false: every backward whole (no `inputs` or `weights` units), for memory: a split
+// backward holds its GEMMs' inputs and output gradients until its weights run, and at the
+// drain up to about p of them wait on a stage.
+std::vector<PipeUnit> schedule_dualpipev(int p, int s, std::int64_t m, bool split = true);
 // Forward only (evaluation): every micro-batch through chunk 0, then chunk 1, ...
 std::vector<PipeUnit> schedule_forward(std::int64_t m, int v = 1);
 
@@ -99,8 +102,8 @@ void run_schedule(Communicator& pp, const PipeShape& shape, const std::vector<Pi
 inline void run_1f1b(Communicator& pp, std::int64_t m, const StageWork& work, int v = 1) {
   run_schedule(pp, {pp.size(), v}, schedule_1f1b(pp.size(), pp.rank(), m, v), work);
 }
-inline void run_dualpipev(Communicator& pp, std::int64_t m, const StageWork& work) {
-  run_schedule(pp, {pp.size(), 2, true}, schedule_dualpipev(pp.size(), pp.rank(), m), work);
+inline void run_dualpipev(Communicator& pp, std::int64_t m, const StageWork& work, bool split = true) {
+  run_schedule(pp, {pp.size(), 2, true}, schedule_dualpipev(pp.size(), pp.rank(), m, split), work);
 }
 inline void run_forward(Communicator& pp, std::int64_t m, const StageWork& work, const PipeShape& shape) {
   run_schedule(pp, shape, schedule_forward(m, shape.chunks), work);
@@ -112,7 +115,7 @@ inline double bubble_fraction(std::int64_t p, std::int64_t m, std::int64_t v = 1
 }
 // DualPipeV's with forward, input-gradient and weight-gradient units of equal time: pairs run
 // as one, the repository's formula (above); unpaired, from schedule_span.
-double dualpipev_bubble_fraction(int p, std::int64_t m, bool pairs);
+double dualpipev_bubble_fraction(int p, std::int64_t m, bool pairs, bool split = true);
 
 // The time the schedules of all p stages take when messages are free and a unit takes f
 // (forward), b (backward), bi (inputs) or w (weights): each unit starts when its stage is

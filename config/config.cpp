@@ -437,6 +437,10 @@ const std::vector<Field>& fields() {
           "pipeline schedule: 1f1b (interleaved with parallel.virtual_stages > 1), or dualpipev "
           "(DeepSeek's DualPipe cut in half: two chunks per stage in a V, weight gradients computed "
           "in the bubble; a third of 1F1B's bubble or less, needs train.grad_accum >= 2 x parallel.pp)"),
+      boolean(AT(parallel.split_weight_grads),
+              "dualpipev: compute weight gradients apart from the backward, in the bubble (zero-bubble style); a split "
+              "backward holds its GEMMs' inputs and output gradients until then (false: whole backwards, more bubble, "
+              "less memory)"),
       integer(AT(parallel.ep), at_least(1), "expert-parallel ranks, folded inside dp x tp"),
       integer(AT(parallel.zero), closed(0, 1), "ZeRO stage (0: replicated optimizer, 1: sharded)"),
       real(AT(parallel.bucket_mb), above(0), "size of a gradient all-reduce bucket, MiB"),

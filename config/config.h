@@ -90,6 +90,7 @@ struct ParallelConfig {
   std::vector<std::int64_t> pp_layers;  // blocks per virtual stage (empty: balanced by plan/stages.h)
   std::int64_t virtual_stages = 1;      // model chunks per pipeline stage (interleaved 1F1B when > 1)
   PipeSchedule schedule = PipeSchedule::one_f_one_b;
+  bool split_weight_grads = true;  // dualpipev: weight gradients in `weights` units (off: whole backwards)
   // Model chunks on each stage: virtual_stages, or DualPipeV's two.
   std::int64_t chunks() const { return schedule == PipeSchedule::dualpipev ? 2 : virtual_stages; }
   std::int64_t ep = 1;

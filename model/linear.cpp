@@ -42,11 +42,19 @@ WeightGrads::Deferral::Deferral(WeightGrads& into) : outer_(deferring) { deferri
 WeightGrads::Deferral::~Deferral() { deferring = outer_; }
 WeightGrads* WeightGrads::active() { return deferring; }
 
+void WeightGrads::defer(std::function<void()> dw, const Tensor& dy, const GemmInput& x) {
+  work_.push_back(std::move(dw));
+  held_.add(dy), held_.add(x);
+}
+
 void WeightGrads::run() {
-  WeightGrads* const outer = std::exchange(deferring, nullptr);  // (computed now, not queued again)
+  struct Restore {  // (computed now, not queued again; the outer queue back even if one throws)
+    WeightGrads* outer = std::exchange(deferring, nullptr);
+    ~Restore() { deferring = outer; }
+  } restore;
   for (auto& dw : work_) dw();
   work_.clear();
-  deferring = outer;
+  held_ = {};
 }
 
 GemmInput GemmInput::slice(std::int64_t begin, std::int64_t count) const {
@@ -94,10 +102,12 @@ void Gemm::backward(Tensor& dx, Tensor& dw, const Tensor& dy, const GemmInput& x
   if (WeightGrads* later = WeightGrads::active(); later && dw.defined()) {
     Tensor none;
     if (dx.defined()) backward(dx, none, dy, x, w);
-    return later->defer([gemm = *this, dw, dy, x, w] {
-      Tensor to = dw, no_dx;
-      gemm.backward(no_dx, to, dy, x, w);
-    });
+    return later->defer(
+        [gemm = *this, dw, dy, x, w] {
+          Tensor to = dw, no_dx;
+          gemm.backward(no_dx, to, dy, x, w);
+        },
+        dy, x);
   }
   switch (p_) {
     case Precision::fp32: return ops::matmul_backward(dx, dw, dy, x.x, w);
@@ -130,11 +140,13 @@ void Gemm::grouped_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const Gemm
   if (WeightGrads* later = WeightGrads::active(); later && dw.defined()) {
     Tensor none;
     if (dx.defined()) grouped_backward(dx, none, dy, x, w, offsets, segments);
-    return later->defer([gemm = *this, dw, dy, x, w, offsets = std::vector(offsets.begin(), offsets.end()),
-                         segments = std::vector(segments.begin(), segments.end())] {
-      Tensor to = dw, no_dx;
-      gemm.grouped_backward(no_dx, to, dy, x, w, offsets, segments);
-    });
+    return later->defer(
+        [gemm = *this, dw, dy, x, w, offsets = std::vector(offsets.begin(), offsets.end()),
+         segments = std::vector(segments.begin(), segments.end())] {
+          Tensor to = dw, no_dx;
+          gemm.grouped_backward(no_dx, to, dy, x, w, offsets, segments);
+        },
+        dy, x);
   }
   if (p_ == Precision::fp32 || (p_ == Precision::bf16 && !on_gpu(w))) {
     const bool b = p_ == Precision::bf16;

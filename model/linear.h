@@ -54,10 +54,11 @@ class SavedBytes {
 
 // Weight gradients left for later: a zero-bubble pipeline (DualPipeV's `inputs` units) runs a
 // backward for its input gradient alone and the weight gradients (dw += dy^T x of every GEMM,
-// LoRA's adapters with them) when the stage would otherwise idle. While a Deferral is alive,
-// every Gemm backward on this thread computes dx and queues its dw here, holding dy and x
-// (so its callers must not overwrite dy afterwards); run() then adds them in the order they
-// were queued, so each gradient gets the same sum as without the split, bit for bit.
+// LoRA's A factors with them; the LM head's, the router's, norms' and B factors' are not
+// Gemm's and stay in the backward) when the stage would otherwise idle. While a Deferral is
+// alive, every Gemm backward on this thread computes dx and queues its dw here, holding dy
+// and x (so its callers must not overwrite dy afterwards); run() then adds them in the order
+// they were queued, so each gradient gets the same sum as without the split, bit for bit.
 class WeightGrads {
  public:
   class Deferral {
@@ -72,12 +73,17 @@ class WeightGrads {
   };
   // The queue a backward on this thread defers into (null: none, compute in place).
   static WeightGrads* active();
-  void defer(std::function<void()> dw) { work_.push_back(std::move(dw)); }
+  // dw's computation, holding dy and x until it runs.
+  void defer(std::function<void()> dw, const Tensor& dy, const GemmInput& x);
   void run();
   bool empty() const { return work_.empty(); }
+  std::size_t size() const { return work_.size(); }
+  // What the queue holds (each buffer once): every dy and x, and of them the GEMM inputs.
+  const SavedBytes& held() const { return held_; }
 
  private:
   std::vector<std::function<void()>> work_;
+  SavedBytes held_;
 };
 
 class Gemm {

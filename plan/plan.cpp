@@ -112,6 +112,25 @@ struct Shard {
     }
     return a;
   }
+  // The output gradients (dy) of one block's GEMMs per token: what a backward whose weight
+  // gradients are split off (model/linear.h WeightGrads) keeps with their inputs until they
+  // run. LoRA's frozen projections have none (the adapters' are a rank's width: left out).
+  double grad_outputs(std::int64_t layer) const {
+    if (!lora.empty()) return 0;
+    const double C = double(m.d_model), H = double(m.n_heads) / tp;
+    double a = C;  // o_proj
+    if (m.attention == AttentionType::gqa) {
+      const double D = double(m.d_model / m.n_heads), Hkv = double(m.n_kv_heads) / tp;
+      a += (H + 2 * Hkv) * D;  // q, k, v
+    } else {                   // q_a (or q), q_b, kv_a with the rope key, kv_b
+      a += double(m.q_lora_rank) + H * double(qk_head_dim(m)) + double(m.kv_lora_rank + m.qk_rope_head_dim) +
+           H * double(m.qk_nope_head_dim + m.v_head_dim);
+    }
+    if (!is_moe_layer(m, layer)) return a + 2 * double(m.ffn_hidden) / tp + C;  // gate, up, down
+    const double K = double(m.top_k), He = double(m.expert_hidden);
+    const double S = double(m.shared_experts * m.expert_hidden) / tp;
+    return a + load * K * (2 * He + C) / tp + (S > 0 ? 2 * S + C : 0);  // routed rows, shared experts
+  }
   // The largest set of temporaries one block's backward holds at once, per token.
   double workspace(std::int64_t layer) const {
     const double C = double(m.d_model), H = double(m.n_heads) / tp;
@@ -208,6 +227,7 @@ struct StageSums {
   Elems saved;                                    // per token, all blocks
   std::vector<Elems> chunk_saved;
   std::vector<double> chunk_blocks;
+  std::vector<double> chunk_grad_outputs;  // per token: the GEMMs' dy (Shard::grad_outputs)
   Elems ends, head_ends;  // the embedding's (first chunk of the first stage), the loss's (last chunk of the last)
   double largest_block = 0, workspace = 0;
   double end_workspace = 0, head_workspace = 0;
@@ -220,7 +240,8 @@ StageSums sum_stage(const Setting& g, const std::vector<std::int64_t>& bounds, i
   StageSums z;
   const PipeShape shape = pipe_shape(g.cfg, g.l.pp);
   z.first = s == 0, z.last = shape.stage_of(shape.last()) == s;  // (the V's turn brings the loss back to stage 0)
-  z.chunk_saved.resize(std::size_t(v)), z.chunk_blocks.assign(std::size_t(v), 0);
+  z.chunk_saved.resize(std::size_t(v)), z.chunk_blocks.assign(std::size_t(v), 0),
+      z.chunk_grad_outputs.assign(std::size_t(v), 0);
   const auto add_block = [&](std::int64_t b, int c) {
     z.dense += g.sh.block_weights(b);
     z.experts += g.sh.block_experts(b);
@@ -230,6 +251,7 @@ StageSums sum_stage(const Setting& g, const std::vector<std::int64_t>& bounds, i
     z.saved += e;
     z.chunk_saved[std::size_t(c)] += e;
     z.chunk_blocks[std::size_t(c)] += 1;
+    z.chunk_grad_outputs[std::size_t(c)] += g.sh.grad_outputs(b);
     z.largest_block = std::max(z.largest_block, e.bytes(g.eb));
     z.workspace = std::max(z.workspace, g.sh.workspace(b));
     z.moe_blocks += is_moe_layer(m, b);
@@ -290,15 +312,24 @@ Plan::Memory stage_memory(const Setting& g, const StageSums& z, int s, std::int6
     if (z.last && c == v - 1) e += z.head_ends;
     return N * (e.bytes(g.eb) + kept(c) * g.eb.other);
   };
-  // The most held at once, walking the stage's own schedule (comm/pipeline.h): a unit
-  // is held from its forward to the end of its backward, or of its weight gradients when
-  // they are split off (as the trainer counts it: an upper bound of what they keep).
+  // A backward whose weight gradients are split off keeps its GEMMs' inputs (recomputed ones
+  // too) and output gradients until they run.
+  auto split_bytes = [&](int c) {
+    return N * (z.chunk_saved[std::size_t(c)].gemm * g.eb.gemm + z.chunk_grad_outputs[std::size_t(c)] * g.eb.other);
+  };
+  // The most held at once, walking the stage's own schedule (comm/pipeline.h): a unit is
+  // held from its forward to the end of its backward, then what a split one keeps until its
+  // weights.
   double held_now = 0;
   std::int64_t units = 0, most_units = 0;
   for (const PipeUnit& u : stage_schedule(g.cfg, g.l.pp, s, micro_batches)) {
-    if (u.pass == Pass::inputs) continue;
-    held_now += (u.forward() ? 1 : -1) * unit_bytes(u.chunk);
-    units += u.forward() ? 1 : -1;
+    switch (u.pass) {
+      case Pass::forward: held_now += unit_bytes(u.chunk); break;
+      case Pass::backward: held_now -= unit_bytes(u.chunk); break;
+      case Pass::inputs: held_now += split_bytes(u.chunk) - unit_bytes(u.chunk); break;
+      case Pass::weights: held_now -= split_bytes(u.chunk); break;
+    }
+    if (u.pass != Pass::inputs) units += u.forward() ? 1 : -1;
     mem.activations = std::max(mem.activations, held_now);
     most_units = std::max(most_units, units);
   }
@@ -343,7 +374,7 @@ double dualpipev_bubble(const Setting& g, double unit) {
   const int p = g.l.pp;
   const auto m = static_cast<std::int64_t>(g.mbs);
   std::vector<std::vector<PipeUnit>> stages;
-  for (int s = 0; s < p; ++s) stages.push_back(schedule_dualpipev(p, s, m));
+  for (int s = 0; s < p; ++s) stages.push_back(schedule_dualpipev(p, s, m, g.cfg.parallel.split_weight_grads));
   const double span =
       schedule_span(pipe_shape(g.cfg, p), stages, f, bi + w, bi, w, false);  // (as the trainer runs them)
   return (span - double(2 * m) * (f + bi + w)) * scale;

@@ -22,7 +22,8 @@ inline PipeShape pipe_shape(const Config& cfg, int pp) {
 // The schedule stage s of pp runs for m micro-batches.
 inline std::vector<PipeUnit> stage_schedule(const Config& cfg, int pp, int s, std::int64_t m) {
   const PipeShape shape = pipe_shape(cfg, pp);
-  return shape.v ? schedule_dualpipev(pp, s, m) : schedule_1f1b(pp, s, m, shape.chunks);
+  return shape.v ? schedule_dualpipev(pp, s, m, cfg.parallel.split_weight_grads)
+                 : schedule_1f1b(pp, s, m, shape.chunks);
 }
 
 // Estimated training FLOPs per token of block `layer`, and of the LM head.

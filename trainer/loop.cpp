@@ -167,15 +167,12 @@ struct Trainer::Loop {
     std::size_t bytes = 0, gemm_bytes = 0;  // of saved (SavedBytes)
   };
   std::map<std::pair<std::int64_t, int>, InFlight> flight;  // by (micro-batch, chunk)
-  // Backwards whose weight gradients wait (DualPipeV): their saved bytes stay counted in
-  // `held` until then, an upper bound of what the queued GEMMs keep.
-  struct Waiting {
-    WeightGrads grads;
-    std::size_t bytes = 0, gemm_bytes = 0;
-  };
-  std::map<std::pair<std::int64_t, int>, Waiting> waiting;  // by (micro-batch, chunk)
-  std::size_t held = 0, held_gemm = 0;                      // saved activations in flight now
-  std::map<std::string, std::uint64_t> bytes_before;        // metrics: bytes sent up to the last step
+  // Backwards whose weight gradients wait (DualPipeV), with the dy and x they hold (in
+  // `held` until their weights run).
+  std::map<std::pair<std::int64_t, int>, WeightGrads> waiting;  // by (micro-batch, chunk)
+  std::int64_t deferred_weight_grads = 0;                       // run in weights units this step
+  std::size_t held = 0, held_gemm = 0;                          // saved activations in flight now
+  std::map<std::string, std::uint64_t> bytes_before;            // metrics: bytes sent up to the last step
   double prior_wall = 0, side_s0 = 0;
   double step_expert_s = 0, step_overlap_s = 0;  // the last step's (StepProfile::expert_seconds)
   Clock::time_point t0;
@@ -445,7 +442,9 @@ void Trainer::Loop::micro_batches(std::int64_t step) {
   // The loss is the mean over the targets it counts: every token, or those the masks leave
   // (each rank counts the whole global batch from the data: no collective).
   step_targets = double(std::max<std::int64_t>(loader.targets(step), 1));
+  deferred_weight_grads = 0;
   run_schedule(ppc, shape, stage_schedule(cfg, ppc.size(), ppc.rank(), t.grad_accum), work);
+  res.profile.deferred_weight_grads = deferred_weight_grads;
   if (const auto sums = model.take_loss_sums(); counts) {  // one copy per step
     loss += sums.ce_sum / step_targets + sums.aux_sum / double(global_seqs);
     if (mc.mtp_depth > 0) {
@@ -499,27 +498,33 @@ void Trainer::Loop::count_routing(int chunk) {
 Tensor Trainer::Loop::backward_micro(std::int64_t k, int chunk, const Tensor& dout, bool split) {
   const Busy busy{schedule_busy};
   InFlight& f = flight.at({k, chunk});
-  std::optional<WeightGrads::Deferral> later;
-  if (split) {
-    Waiting& w = waiting[{k, chunk}];
-    w.bytes = f.bytes, w.gemm_bytes = f.gemm_bytes;
-    later.emplace(w.grads);
-  } else {
-    held -= f.bytes, held_gemm -= f.gemm_bytes;
-  }
+  held -= f.bytes, held_gemm -= f.gemm_bytes;
   model.restore_saved(std::move(f.saved), chunk);
   flight.erase({k, chunk});
   Tensor din;
-  model.backward_stage(din, dout, 1.0 / step_targets, 1.0 / double(global_seqs), chunk);
+  {
+    std::optional<WeightGrads::Deferral> later;
+    if (split) later.emplace(waiting[{k, chunk}]);
+    model.backward_stage(din, dout, 1.0 / step_targets, 1.0 / double(global_seqs), chunk);
+  }
   model.take_saved(chunk);  // dropped: a forward of another chunk would not overwrite it
+  if (split) {              // what the queue holds stays until its weights run
+    const SavedBytes& q = waiting.at({k, chunk}).held();
+    held += q.total(), held_gemm += q.gemm_inputs();
+    if (held > res.profile.saved_bytes) res.profile.saved_bytes = held, res.profile.saved_gemm_bytes = held_gemm;
+  }
   return din;
 }
 
 void Trainer::Loop::weights_micro(std::int64_t k, int chunk) {
   const Busy busy{schedule_busy};
   const auto it = waiting.find({k, chunk});
-  it->second.grads.run();
-  held -= it->second.bytes, held_gemm -= it->second.gemm_bytes;
+  MOE_CHECK(it != waiting.end(), InternalError, "pipeline: weights of micro-batch {}, chunk {} before its backward", k,
+            chunk);
+  WeightGrads& q = it->second;
+  held -= q.held().total(), held_gemm -= q.held().gemm_inputs();
+  deferred_weight_grads += std::int64_t(q.size());
+  q.run();
   waiting.erase(it);
 }
 
@@ -805,8 +810,9 @@ void Trainer::Loop::finish() {
   res.profile.expert_seconds /= double(ran), res.profile.expert_overlap_seconds /= double(ran);
   // The pipeline's idle share of its schedule, mean over ranks, against 1F1B's ideal.
   res.profile.bubble = s.world.all_reduce_sum(schedule_s > 0 ? 1 - schedule_busy / schedule_s : 0) / s.world.size();
-  res.profile.ideal_bubble = shape.v ? dualpipev_bubble_fraction(s.layout.pp, t.grad_accum, false)
-                                     : bubble_fraction(s.layout.pp, t.grad_accum, shape.chunks);
+  res.profile.ideal_bubble =
+      shape.v ? dualpipev_bubble_fraction(s.layout.pp, t.grad_accum, false, cfg.parallel.split_weight_grads)
+              : bubble_fraction(s.layout.pp, t.grad_accum, shape.chunks);
   if (!res.stopped)
     s.timed(s.eval_s, [&] { res.val_loss = evaluate(); });  // a stopped job is short of time: save first
 }

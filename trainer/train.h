@@ -62,11 +62,15 @@ struct StepProfile {
   double start_tensor_bytes = 0, planned_step_memory_bytes = 0;
   double gemm_flops_per_step = 0, planned_flops_per_step = 0;
   // Pipeline: the share of the micro-batch schedule a rank spent outside its micro-batches'
-  // forward and backward (mean over ranks), and 1F1B's ideal (p-1)/(m+p-1) for equal stages.
+  // forward and backward (mean over ranks), and the schedule's ideal for equal stages.
   double bubble = 0, ideal_bubble = 0;
+  // DualPipeV: the GEMM weight gradients this rank computed in `weights` units in the last
+  // step, split off their backward (model/linear.h WeightGrads).
+  std::int64_t deferred_weight_grads = 0;
   // Activations forward saved for backward, the most this rank held at once (1F1B keeps
-  // several micro-batches'), and the GEMM inputs among them in their precision's form
-  // (model/linear.h: FP8 keeps a quarter of FP32's bytes plus scales).
+  // several micro-batches'; a split backward's queued dy and x count until its weights run),
+  // and the GEMM inputs among them in their precision's form (model/linear.h: FP8 keeps a
+  // quarter of FP32's bytes plus scales).
   std::size_t saved_bytes = 0, saved_gemm_bytes = 0;
   // The expert group's exchanges, per step: seconds inside them (counts, payload, waits) and
   // seconds this rank computed while they travelled (parallel.overlap: the shared experts).

@@ -169,6 +169,10 @@ TEST_CASE("layout: 3 training steps equal world size 1", "[mpi][trainer]") {
         res.profile.planned_memory_bytes, res.profile.peak_tensor_bytes, res.profile.planned_step_memory_bytes,
         res.profile.peak_tensor_bytes - res.profile.start_tensor_bytes, res.profile.planned_flops_per_step,
         res.profile.gemm_flops_per_step);
+  // DualPipeV computes weight gradients in its weights units (every stage has some), unless
+  // its backwards stay whole.
+  if (pc.parallel.schedule == PipeSchedule::dualpipev)
+    CHECK((res.profile.deferred_weight_grads > 0) == pc.parallel.split_weight_grads);
   // Traffic only where the layout needs it.
   CHECK(res.traffic.bytes_per_step.count("all_to_all") == (l.ep > 1 ? 1u : 0u));
   CHECK(res.traffic.bytes_per_step.count("send") == (l.pp > 1 ? 1u : 0u));

@@ -5,9 +5,12 @@
 #include <catch2/catch.hpp>
 
 #include <map>
+#include <string>
 
 #include "comm/pipeline.h"
 #include "kernels/error.h"
+
+#include <fmt/format.h>
 
 using namespace moe;
 
@@ -33,6 +36,55 @@ TEST_CASE("schedules: the ideal spans are the closed forms", "[pipeline]") {
       const double apart = schedule_span({p, 2, true}, v, f, b, bi, w, false);
       CHECK(apart < paired);
     }
+}
+
+TEST_CASE("schedules: DualPipeV's unit order is the reference's, unit for unit", "[pipeline]") {
+  // From deepseek-ai/DualPipe's dualpipev.py step() itself, its compute and messages stubbed
+  // to log (tests/parallel/dualpipev_golden.py): F forward, B backward, I a backward whose
+  // weights wait, W them; "&" before a pair run as one; chunk.micro-batch.
+  struct Golden {
+    int p;
+    std::int64_t m;
+    int s;
+    const char* units;
+  };
+  const Golden golden[] = {
+      {2, 4, 0, "F0.0 F0.1 F0.2 F1.0 I1.0 W1.0 F1.1 & F0.3 B1.1 & F1.2 B0.0 B1.2 & F1.3 B0.1 B1.3 I0.2 W0.2 I0.3 W0.3"},
+      {2, 4, 1, "F0.0 F1.0 F0.1 F1.1 F0.2 B1.0 & F1.2 B0.0 & F0.3 B1.1 & F1.3 B0.1 B1.2 B0.2 I1.3 I0.3 W1.3 W0.3"},
+      {3, 7, 0,
+       "F0.0 F0.1 F0.2 F0.3 F0.4 F1.0 I1.0 W1.0 F1.1 I1.1 W1.1 F1.2 & F0.5 B1.2 & F1.3 B0.0 & F0.6 B1.3 & F1.4 B0.1 "
+       "B1.4 & F1.5 B0.2 B1.5 & F1.6 B0.3 B1.6 I0.4 W0.4 I0.5 W0.5 I0.6 W0.6"},
+      {3, 7, 1,
+       "F0.0 F0.1 F0.2 F1.0 F0.3 F1.1 I1.0 W1.0 F1.2 & F0.4 B1.1 & F1.3 B0.0 & F0.5 B1.2 & F1.4 B0.1 & F0.6 B1.3 & "
+       "F1.5 B0.2 B1.4 & F1.6 B0.3 B1.5 B0.4 I1.6 I0.5 W1.6 I0.6 W0.5 W0.6"},
+      {3, 7, 2,
+       "F0.0 F1.0 F0.1 F1.1 F0.2 F1.2 F0.3 B1.0 & F1.3 B0.0 & F0.4 B1.1 & F1.4 B0.1 & F0.5 B1.2 & F1.5 B0.2 & F0.6 "
+       "B1.3 & F1.6 B0.3 B1.4 B0.4 B1.5 I0.5 I1.6 I0.6 W0.5 W1.6 W0.6"},
+      {4, 9, 1,
+       "F0.0 F0.1 F0.2 F0.3 F0.4 F1.0 F0.5 F1.1 I1.0 W1.0 F1.2 I1.1 W1.1 F1.3 & F0.6 B1.2 & F1.4 B0.0 & F0.7 B1.3 & "
+       "F1.5 B0.1 & F0.8 B1.4 & F1.6 B0.2 B1.5 & F1.7 B0.3 B1.6 & F1.8 B0.4 B1.7 B0.5 I1.8 I0.6 W1.8 I0.7 W0.6 I0.8 "
+       "W0.7 W0.8"},
+      {4, 9, 3,
+       "F0.0 F1.0 F0.1 F1.1 F0.2 F1.2 F0.3 F1.3 F0.4 B1.0 & F1.4 B0.0 & F0.5 B1.1 & F1.5 B0.1 & F0.6 B1.2 & F1.6 "
+       "B0.2 & F0.7 B1.3 & F1.7 B0.3 & F0.8 B1.4 & F1.8 B0.4 B1.5 B0.5 B1.6 B0.6 I1.7 I0.7 I1.8 I0.8 W1.7 W0.7 W1.8 "
+       "W0.8"},
+  };
+  for (const Golden& g : golden) {
+    std::string ours;
+    for (const PipeUnit& u : schedule_dualpipev(g.p, g.s, g.m)) {
+      const char kind = "FBIW"[int(u.pass)];
+      ours += fmt::format("{}{}{}{}.{}", ours.empty() ? "" : " ", u.paired ? "& " : "", kind, u.chunk, u.micro_batch);
+    }
+    INFO("stage " << g.s << " of " << g.p << ", " << g.m << " micro-batches");
+    CHECK(ours == g.units);
+  }
+}
+
+TEST_CASE("schedules: DualPipeV's whole backwards leave no weights units", "[pipeline]") {
+  for (int s = 0; s < 3; ++s)
+    for (const PipeUnit& u : schedule_dualpipev(3, s, 8, /*split=*/false))
+      CHECK((u.pass == Pass::forward || u.pass == Pass::backward));
+  CHECK(dualpipev_bubble_fraction(3, 8, false, false) > dualpipev_bubble_fraction(3, 8, false, true));
 }
 
 TEST_CASE("schedules: DualPipeV runs each unit once, a split backward's weights after it", "[pipeline]") {
