@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <iterator>
 #include <filesystem>
 #include <fstream>
 
@@ -97,44 +98,70 @@ ChatText render_ours(const std::vector<ChatMessage>& messages, const ChatTemplat
   return out;
 }
 
-// The chat_template (and bos / eos tokens) of the tokenizer_config.json beside a tokenizer.json.
-struct TokenizerTemplate {
-  std::string source, bos, eos;
-};
-TokenizerTemplate tokenizer_template(const std::string& tokenizer_json) {
+// The special tokens transformers hands a template (its special_tokens_map): every
+// tokenizer_config.json key ending in _token, and additional_special_tokens.
+nlohmann::json special_tokens(const nlohmann::json& config) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [key, value] : config.items())
+    if (key.ends_with("_token")) out[key] = special_token(config, key.c_str());
+  if (const auto it = config.find("additional_special_tokens"); it != config.end() && it->is_array()) {
+    nlohmann::json list = nlohmann::json::array();
+    for (const auto& t : *it) list.push_back(t.is_string() ? t.get<std::string>() : t.value("content", std::string()));
+    out["additional_special_tokens"] = list;
+  }
+  return out;
+}
+
+// A model's chat template: tokenizer_config.json's chat_template (a string, or named templates:
+// "default"), else the chat_template.jinja beside it (what transformers' save_pretrained writes).
+std::string tokenizer_template(const std::string& tokenizer_json, const nlohmann::json& config) {
   const std::string origin = "data.chat_template = tokenizer";
-  MOE_CHECK(!tokenizer_json.empty() && Tokenizer::is_hf(tokenizer_json), ConfigError,
-            "{}: takes the chat_template of a Hugging Face tokenizer's tokenizer_config.json, but data.tokenizer "
-            "names none ('{}'); set data.tokenizer to a model's tokenizer.json, or write the template in the key",
+  if (const auto it = config.find("chat_template"); it != config.end()) {
+    if (it->is_string()) return it->get<std::string>();
+    if (it->is_array())
+      for (const auto& named : *it)
+        if (named.value("name", std::string()) == "default" && named.contains("template"))
+          return named.at("template").get<std::string>();
+    throw ConfigError(
+        fmt::format("{}: {}'s tokenizer_config.json has a chat_template that is neither a string nor "
+                    "named templates with a \"default\"; write one in the key",
+                    origin, tokenizer_json));
+  }
+  const fs::path jinja = fs::path(tokenizer_json).parent_path() / "chat_template.jinja";
+  std::ifstream in(jinja, std::ios::binary);
+  MOE_CHECK(in, ConfigError,
+            "{}: {} has no chat_template in its tokenizer_config.json and no chat_template.jinja beside it; write "
+            "one in the key",
             origin, tokenizer_json);
-  const nlohmann::json config = tokenizer_config(tokenizer_json);
-  const auto it = config.find("chat_template");
-  MOE_CHECK(it != config.end() && it->is_string(), ConfigError,
-            "{}: {}'s tokenizer_config.json has no chat_template (a string); write one in the key", origin,
-            tokenizer_json);
-  return {it->get<std::string>(), special_token(config, "bos_token"), special_token(config, "eos_token")};
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// The longest common prefix of a and b.
+std::size_t common_prefix(const std::string& a, const std::string& b) {
+  return std::size_t(
+      std::mismatch(a.begin(), a.begin() + std::ptrdiff_t(std::min(a.size(), b.size())), b.begin()).first - a.begin());
 }
 }  // namespace
 
 ChatRenderer::ChatRenderer(const ChatTemplate& t, const std::string& tokenizer_json) : t_(t), source_(t.message) {
-  if (t.message == "tokenizer") {
-    const TokenizerTemplate from = tokenizer_template(tokenizer_json);
-    source_ = from.source;
-    jinja_ = std::make_shared<const JinjaChat>(from.source, from.bos, from.eos,
-                                               "data.chat_template (tokenizer: " + tokenizer_json + ")");
-  } else if (is_jinja(t.message)) {
-    std::string bos, eos;  // the tokenizer's, where there is one to name them
-    if (Tokenizer::is_hf(tokenizer_json)) {
-      const nlohmann::json config = tokenizer_config(tokenizer_json);
-      bos = special_token(config, "bos_token"), eos = special_token(config, "eos_token");
-    }
-    jinja_ = std::make_shared<const JinjaChat>(t.message, bos, eos, "data.chat_template");
-  } else {
+  if (t.message != "tokenizer" && !is_jinja(t.message)) {
     MOE_CHECK(valid_chat_template(t.message), ConfigError,
               "data.chat_template \"{}\": must hold {{role}} and then {{content}}, once each (or be a Jinja template, "
               "or tokenizer)",
               t.message);
+    return;
   }
+  const bool hf = Tokenizer::is_hf(tokenizer_json);
+  MOE_CHECK(hf || t.message != "tokenizer", ConfigError,
+            "data.chat_template = tokenizer: takes the chat_template of a Hugging Face tokenizer's "
+            "tokenizer_config.json, but data.tokenizer names none ('{}'); set data.tokenizer to a model's "
+            "tokenizer.json, or write the template in the key",
+            tokenizer_json);
+  const nlohmann::json config = hf ? tokenizer_config(tokenizer_json) : nlohmann::json::object();
+  if (t.message == "tokenizer") source_ = tokenizer_template(tokenizer_json, config);
+  jinja_ = std::make_shared<const JinjaChat>(
+      source_, special_tokens(config),
+      t.message == "tokenizer" ? "data.chat_template (tokenizer: " + tokenizer_json + ")" : "data.chat_template");
 }
 
 ChatRenderer::~ChatRenderer() = default;
@@ -143,26 +170,36 @@ ChatText ChatRenderer::render(const std::vector<ChatMessage>& messages, bool gen
   return jinja_ ? render_jinja(messages, generation_prompt) : render_ours(messages, t_, generation_prompt);
 }
 
+// An answer's span: from the end of the conversation before it rendered with the generation
+// prompt to where the conversation up to it stops agreeing with the whole (a template may
+// close the last turn otherwise when no prompt follows, Phi-3's eos). A prompt has no spans.
 ChatText ChatRenderer::render_jinja(const std::vector<ChatMessage>& messages, bool generation_prompt) const {
   std::vector<std::pair<std::string, std::string>> m;
   for (const auto& x : messages) m.emplace_back(x.role, x.content);
   ChatText out{jinja_->render(m, generation_prompt), {}, true};
   out.counts_end = t_.loss_on_all || (!messages.empty() && messages.back().role == "assistant");
+  if (generation_prompt) return out;
   if (t_.loss_on_all) {
     out.counted.emplace_back(0, out.text.size());
     return out;
   }
   for (std::size_t k = 0; k < m.size(); ++k) {
     if (m[k].first != "assistant") continue;
-    const std::string before = jinja_->render({m.begin(), m.begin() + std::ptrdiff_t(k)}, true),
-                      upto = jinja_->render({m.begin(), m.begin() + std::ptrdiff_t(k + 1)}, false);
-    if (!upto.starts_with(before) || !out.text.starts_with(upto))
+    std::string before;  // (an opening answer: nothing before it, where the template cannot render none)
+    try {
+      before = jinja_->render({m.begin(), m.begin() + std::ptrdiff_t(k)}, true);
+    } catch (const std::exception&) {
+      if (k > 0) throw;
+    }
+    const std::string upto = jinja_->render({m.begin(), m.begin() + std::ptrdiff_t(k + 1)}, false);
+    const std::size_t end = common_prefix(upto, out.text);
+    if (!out.text.starts_with(before) || end < before.size())
       throw std::runtime_error(fmt::format(
-          "the chat template does not render the conversation before message {} (with the generation prompt) as a "
-          "prefix of the conversation, so its answer's tokens cannot be told apart; set data.loss_on=all, or use "
-          "another template",
+          "the chat template does not render the conversation before message {} with the generation prompt as a "
+          "prefix of the whole, so its answer's tokens cannot be told apart; set data.loss_on=all, or use another "
+          "template",
           k + 1));
-    out.counted.emplace_back(before.size(), upto.size());
+    out.counted.emplace_back(before.size(), end);
   }
   return out;
 }

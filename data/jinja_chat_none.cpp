@@ -7,7 +7,7 @@ namespace moe::data {
 
 struct JinjaChat::Impl {};
 
-JinjaChat::JinjaChat(const std::string&, const std::string&, const std::string&, const std::string& origin) {
+JinjaChat::JinjaChat(const std::string&, const nlohmann::json&, const std::string& origin) {
   throw ConfigError(fmt::format(
       "{}: a Jinja chat template needs minja, which this build lacks: run scripts/install-deps.sh and rebuild",
       origin));

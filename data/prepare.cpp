@@ -176,13 +176,15 @@ std::string read_file(const std::string& path, const char* what) {
 
 // The tokenizer in opt.out_dir: trained on `lines` (of the training split only), or reused (fine-tuning
 // data must keep the base model's vocabulary): a tokenizer.model, or a Hugging Face
-// tokenizer.json with its tokenizer_config.json. The other kind's files, ours from an earlier
+// tokenizer.json with its tokenizer_config.json (and chat_template.jinja where it has one:
+// moe generate --chat reads the template here). The other kind's files, ours from an earlier
 // preparation, go.
 Tokenizer detail::place_tokenizer(const PrepareOptions& opt, const detail::TrainingLines& lines) {
   const fs::path out(opt.out_dir);
   const bool hf = !opt.tokenizer.empty() && Tokenizer::is_hf(opt.tokenizer);
-  for (const char* name : hf ? std::vector<const char*>{"tokenizer.model"}
-                             : std::vector<const char*>{"tokenizer.json", "tokenizer_config.json"})
+  for (const char* name :
+       hf ? std::vector<const char*>{"tokenizer.model", "chat_template.jinja"}
+          : std::vector<const char*>{"tokenizer.json", "tokenizer_config.json", "chat_template.jinja"})
     fs::remove(out / name);
   if (hf) {
     Tokenizer theirs(opt.tokenizer);  // read and checked where the user put it, then copied as it is
@@ -192,6 +194,8 @@ Tokenizer detail::place_tokenizer(const PrepareOptions& opt, const detail::Train
     const fs::path config = fs::path(opt.tokenizer).parent_path() / "tokenizer_config.json";
     std::ofstream(out / "tokenizer.json", std::ios::binary) << read_file(opt.tokenizer, "data.tokenizer");
     std::ofstream(out / "tokenizer_config.json") << read_file(config.string(), "data.tokenizer's config");
+    if (const fs::path jinja = fs::path(opt.tokenizer).parent_path() / "chat_template.jinja"; fs::exists(jinja))
+      std::ofstream(out / "chat_template.jinja", std::ios::binary) << read_file(jinja.string(), "chat_template.jinja");
     return theirs;
   }
   const std::string model =
@@ -205,7 +209,7 @@ Tokenizer detail::place_tokenizer(const PrepareOptions& opt, const detail::Train
 
 bool its_own_file(const std::string& name) {
   static const std::regex ours(
-      R"((meta\.json|tokenizer\.model|tokenizer\.json|tokenizer_config\.json|quality\.bin|(mask_)?(train|val)_\d{5}\.bin)(\.tmp)?|\.moe\.lock|\.prepare)");
+      R"((meta\.json|tokenizer\.model|tokenizer\.json|tokenizer_config\.json|chat_template\.jinja|quality\.bin|(mask_)?(train|val)_\d{5}\.bin)(\.tmp)?|\.moe\.lock|\.prepare)");
   return std::regex_match(name, ours);
 }
 

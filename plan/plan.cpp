@@ -326,7 +326,10 @@ Plan::Memory stage_memory(const Setting& g, const StageSums& z, int s, std::int6
     switch (u.pass) {
       case Pass::forward: held_now += unit_bytes(u.chunk); break;
       case Pass::backward: held_now -= unit_bytes(u.chunk); break;
-      case Pass::inputs: held_now += split_bytes(u.chunk) - unit_bytes(u.chunk); break;
+      case Pass::inputs:  // (at its end the queue is full and the unit's saved tensors not yet dropped)
+        mem.activations = std::max(mem.activations, held_now + split_bytes(u.chunk));
+        held_now += split_bytes(u.chunk) - unit_bytes(u.chunk);
+        break;
       case Pass::weights: held_now -= split_bytes(u.chunk); break;
     }
     if (u.pass != Pass::inputs) units += u.forward() ? 1 : -1;

@@ -498,7 +498,7 @@ void Trainer::Loop::count_routing(int chunk) {
 Tensor Trainer::Loop::backward_micro(std::int64_t k, int chunk, const Tensor& dout, bool split) {
   const Busy busy{schedule_busy};
   InFlight& f = flight.at({k, chunk});
-  held -= f.bytes, held_gemm -= f.gemm_bytes;
+  const std::size_t saved = f.bytes, saved_gemm = f.gemm_bytes;
   model.restore_saved(std::move(f.saved), chunk);
   flight.erase({k, chunk});
   Tensor din;
@@ -507,12 +507,14 @@ Tensor Trainer::Loop::backward_micro(std::int64_t k, int chunk, const Tensor& do
     if (split) later.emplace(waiting[{k, chunk}]);
     model.backward_stage(din, dout, 1.0 / step_targets, 1.0 / double(global_seqs), chunk);
   }
-  model.take_saved(chunk);  // dropped: a forward of another chunk would not overwrite it
-  if (split) {              // what the queue holds stays until its weights run
+  if (split) {  // what the queue holds stays until its weights run; at its most, beside what was saved
     const SavedBytes& q = waiting.at({k, chunk}).held();
+    if (held + q.total() > res.profile.saved_bytes)
+      res.profile.saved_bytes = held + q.total(), res.profile.saved_gemm_bytes = held_gemm + q.gemm_inputs();
     held += q.total(), held_gemm += q.gemm_inputs();
-    if (held > res.profile.saved_bytes) res.profile.saved_bytes = held, res.profile.saved_gemm_bytes = held_gemm;
   }
+  held -= saved, held_gemm -= saved_gemm;
+  model.take_saved(chunk);  // dropped: a forward of another chunk would not overwrite it
   return din;
 }
 

@@ -8,7 +8,8 @@ set -euo pipefail
 source "$(dirname "$0")/../model/hf_venv.sh"
 moe=$1 render=$2 work=$3
 rm -rf "$work" && mkdir -p "$work"
-if "$render" "{{ messages }}" "" /dev/null 2>&1 | grep -q "lacks"; then
+probe=$("$render" "{{ messages }}" "" /dev/null 2>&1 || true)
+if grep -q "lacks" <<< "$probe"; then
   echo "SKIP: built without minja (deps/minja)"; exit 77
 fi
 "$py" "$root/tests/data/chat_template_check.py" "$render" /usr/share/games/fortunes/fortunes "$work"
@@ -20,7 +21,7 @@ set_=(--set data.corpus="$d/corpus.jsonl" --set data.dir="$work/data" --set data
 "$py" -c "
 import json
 meta = json.load(open('$work/data/meta.json'))
-assert meta['chat_template'] == json.load(open('$d/tokenizer_config.json'))['chat_template'], meta['chat_template']
+assert meta['chat_template'] == open('$d/chat_template.jinja').read(), meta['chat_template']
 assert meta['loss_mask'] and meta['target_tokens'] > 0, meta
 "
 "$moe" train "$root/configs/tiny.yaml" "${set_[@]}" --set train.steps=3 --set train.eval_batches=1 \
@@ -30,7 +31,7 @@ assert meta['loss_mask'] and meta['target_tokens'] > 0, meta
 import json
 from transformers import PreTrainedTokenizerFast
 tok = PreTrainedTokenizerFast(tokenizer_file='$d/tokenizer.json')
-tok.chat_template = json.load(open('$d/tokenizer_config.json'))['chat_template']
+tok.chat_template = open('$d/chat_template.jinja').read()
 want = tok.apply_chat_template([{'role': 'user', 'content': 'What is 2+2?'}], tokenize=True, add_generation_prompt=True)
 row = json.loads(open('$work/gen.jsonl').readline())
 assert row['prompt_ids'] == want, (row['prompt_ids'], want)

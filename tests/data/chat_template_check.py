@@ -24,7 +24,8 @@ from transformers import PreTrainedTokenizerFast
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|start_header_id|>",
            "<|end_header_id|>", "<|eot_id|>", "<s>", "</s>", "[INST]", "[/INST]", "<｜begin▁of▁sentence｜>",
-           "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>"]
+           "<｜end▁of▁sentence｜>", "<｜User｜>", "<｜Assistant｜>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>",
+           "<pad>", "<|sep|>"]
 DEEPSEEK_V3 = [
     r"\p{N}{1,3}",
     r"[一-龥\u3040-ゟ゠-ヿ]+",
@@ -49,6 +50,18 @@ FAMILIES = {
                 "{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
                 "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}{% endif %}"
                 "{% endfor %}"),
+    # Closes the last turn with eos only when no generation prompt follows.
+    "phi3": ("<s>", "</s>",
+             "{% for message in messages %}{% if message['role'] == 'system' %}"
+             "{{'<|system|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}"
+             "{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}"
+             "{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}"
+             "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"),
+    # The other special tokens transformers passes (pad_token, additional_special_tokens).
+    "special_tokens": ("<s>", "</s>",
+                       "{{ bos_token }}{% for message in messages %}{{ message['role'] + additional_special_tokens[0] + "
+                       "message['content'] + pad_token }}{% endfor %}{% if add_generation_prompt %}assistant"
+                       "{{ additional_special_tokens[0] }}{% endif %}"),
     "deepseek_v3": ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>",
                     "{% if not add_generation_prompt is defined %}{% set add_generation_prompt = false %}{% endif %}"
                     "{% set ns = namespace(system_prompt='') %}{%- for message in messages %}"
@@ -95,9 +108,15 @@ def main():
         d = f"{work}/{family}"
         os.makedirs(d, exist_ok=True)
         shutil.copy(f"{work}/tokenizer.json", f"{d}/tokenizer.json")
-        json.dump({"bos_token": bos, "eos_token": {"content": eos}, "chat_template": template},
-                  open(f"{d}/tokenizer_config.json", "w"), ensure_ascii=False)
-        theirs = PreTrainedTokenizerFast(tokenizer_file=f"{d}/tokenizer.json", bos_token=bos, eos_token=eos)
+        config = {"bos_token": bos, "eos_token": {"content": eos}, "pad_token": "<pad>",
+                  "additional_special_tokens": ["<|sep|>"]}
+        if family == "chatml":  # as transformers' save_pretrained writes it: a file of its own
+            open(f"{d}/chat_template.jinja", "w").write(template)
+        else:
+            config["chat_template"] = template
+        json.dump(config, open(f"{d}/tokenizer_config.json", "w"), ensure_ascii=False)
+        theirs = PreTrainedTokenizerFast(tokenizer_file=f"{d}/tokenizer.json", bos_token=bos, eos_token=eos,
+                                         pad_token="<pad>", additional_special_tokens=["<|sep|>"])
         theirs.chat_template = template
         convs = [c for c in CONVERSATIONS if family != "mistral" or all(m["role"] != "system" for m in c)]
         with open(f"{d}/chats.jsonl", "w") as f:

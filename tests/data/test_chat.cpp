@@ -76,7 +76,13 @@ TEST_CASE("chat: a Jinja template renders as transformers would, the answers' sp
   const ChatRenderer strict({.message = "{% if messages[0]['role'] != 'user' %}{{ raise_exception('user first') }}"
                                         "{% endif %}{% for m in messages %}{{ m['content'] }};{% endfor %}",
                              .loss_on_all = false});
-  CHECK_THROWS_WITH(strict.render({{"assistant", "hi"}}), Catch::Contains("user first"));
+  CHECK_THROWS_WITH(strict.render({{"assistant", "hi"}}), Catch::Contains("user first") && !Catch::Contains("\n"));
+  // An opening answer under a template that reads messages[0]: nothing comes before it.
+  const ChatRenderer first({.message = "{% if messages[0]['role'] == 'system' %}[sys]{% endif %}"
+                                       "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
+                                       "{% if add_generation_prompt %}<assistant>{% endif %}",
+                            .loss_on_all = false});
+  CHECK(counted_text(first.render({{"assistant", "hi"}, {"user", "yes?"}})) == "<assistant>hi|");
   const ChatRenderer counted_first(
       {.message = "{{ messages | length }} messages\n{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n"
                   "{% endfor %}",
