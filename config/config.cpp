@@ -279,6 +279,10 @@ const std::vector<Field>& fields() {
       real(
           "lora.alpha", [](auto& c) -> auto& { return c.model.lora.alpha; }, above(0),
           "LoRA scale numerator: the update is scaled by alpha / rank"),
+      boolean(
+          "lora.rslora", [](auto& c) -> auto& { return c.model.lora.rslora; },
+          "rank-stabilized LoRA (PEFT's use_rslora): the update scaled by alpha / sqrt(rank), so that larger ranks "
+          "keep learning"),
       text_list(
           "lora.targets", [](auto& c) -> auto& { return c.model.lora.targets; },
           "projections LoRA adapts, as PEFT's target_modules: names matching a module by its last parts "

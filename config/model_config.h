@@ -1,6 +1,7 @@
 // The model's shape and options: everything an independent implementation needs to build
 // the same network (the math is in ../shared/DESIGN.md). Filled from YAML by config/config.cpp.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -21,11 +22,17 @@ constexpr const char* precision_name(Precision p) {
 struct LoraConfig {
   std::int64_t rank = 0;  // 0: off
   double alpha = 16;      // the update is scaled by alpha / rank
+  bool rslora = false;    // rank-stabilized (PEFT's use_rslora): by alpha / sqrt(rank) instead
   // Projections to adapt, as HF PEFT's target_modules: a name matches a module whose name
   // is it or ends with "." + it (q_proj, experts.down_proj, layers.3.self_attn.o_proj);
   // all-linear: every projection the model has.
   std::vector<std::string> targets = {"all-linear"};
 };
+
+// The factor the adapters' update B A is multiplied by.
+inline double lora_scale(const LoraConfig& c) {
+  return c.rslora ? c.alpha / std::sqrt(double(c.rank)) : c.alpha / double(c.rank);
+}
 
 struct ModelConfig {
   std::int64_t vocab_size = 1024;

@@ -45,8 +45,8 @@ std::shared_ptr<LoraAdapter> make_lora(const Param& base, const LoraConfig& c, c
   const std::string module = module_name(base.name);
   Shape a_shape = {r, K}, b_shape = {N, r};
   if (experts) a_shape.insert(a_shape.begin(), w[0]), b_shape.insert(b_shape.begin(), w[0]);
-  auto ad = std::make_shared<LoraAdapter>(LoraAdapter{Param(module + ".lora_A.weight", a_shape),
-                                                      Param(module + ".lora_B.weight", b_shape), c.alpha / double(r)});
+  auto ad = std::make_shared<LoraAdapter>(
+      LoraAdapter{Param(module + ".lora_A.weight", a_shape), Param(module + ".lora_B.weight", b_shape), lora_scale(c)});
   ad->a.init = Param::Init::kaiming_uniform;  // PEFT's default
   ad->b.init = Param::Init::zeros;
   for (Param* p : {&ad->a, &ad->b}) p->expert_begin = base.expert_begin, p->experts_total = base.experts_total;

@@ -1,6 +1,6 @@
 // LoRA (Hu et al. 2021, laid out as Hugging Face PEFT does): a projection W (N,K) kept
 // frozen plus a trained low-rank update,
-//   y = x W^T + s (x A^T) B^T,   A (r,K), B (N,r), s = lora.alpha / lora.rank,
+//   y = x W^T + s (x A^T) B^T,   A (r,K), B (N,r), s = lora.alpha / lora.rank (rsLoRA: / sqrt(rank)),
 // B starting at zero so that an adapted model starts as its base. Routed experts get a pair
 // per expert, A (E,r,K) and B (E,N,r), sharded over ep with their experts. Under tensor
 // parallelism the adapter follows its projection: a column-parallel W (N split) splits B's
@@ -25,7 +25,7 @@ struct GemmInput;
 
 struct LoraAdapter {
   Param a, b;    // (r,K) and (N,r); routed experts (El,r,K) and (El,N,r)
-  double scale;  // alpha / rank
+  double scale;  // lora_scale: alpha / rank, or alpha / sqrt(rank)
 };
 
 // Projections LoRA can adapt (those whose GEMMs go through Gemm's Param overloads), by the

@@ -124,7 +124,7 @@ void write_peft(const std::string& dir, const std::map<std::string, std::pair<Te
                                  {"target_modules", modules},
                                  {"bias", "none"},
                                  {"fan_in_fan_out", false},
-                                 {"use_rslora", false},
+                                 {"use_rslora", lora.rslora},
                                  {"inference_mode", true},
                                  {"base_model_name_or_path", std::filesystem::absolute(base_dir).string()}};
   std::filesystem::create_directories(dir);
@@ -140,7 +140,7 @@ ExportResult export_safetensors(const std::string& checkpoint, const std::string
   std::map<std::string, Tensor> tensors = ckpt::read_group(checkpoint, "weights");
   for (auto& [name, t] : ckpt::read_group(checkpoint, "buffers")) tensors.emplace(name, std::move(t));
   auto adapters = take_adapters(tensors);
-  const double scale = cfg.model.lora.rank > 0 ? cfg.model.lora.alpha / double(cfg.model.lora.rank) : 0.0;
+  const double scale = cfg.model.lora.rank > 0 ? lora_scale(cfg.model.lora) : 0.0;
   if (lora == LoraExport::merge)
     for (const auto& [module, ab] : adapters) {
       Tensor& w = tensors.at(module + ".weight");

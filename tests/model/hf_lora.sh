@@ -6,6 +6,7 @@
 #    greedy tokens and multiple-choice log-likelihoods (hf_generate_check.py);
 #  - moe export (merged: W + s B A) gives them too, with plain transformers;
 #  - and the exported base without its adapters does not (the adapters changed the model).
+#  - rsLoRA (lora.rslora) the same way: PEFT with use_rslora, and merged.
 # Usage: hf_lora.sh MOE DATA_DIR WORKDIR CONFIG; skips (77) without deps/hf-venv.
 set -euo pipefail
 source "$(dirname "$0")/hf_venv.sh"
@@ -51,3 +52,19 @@ if "$py" "$root/tests/model/hf_generate_check.py" "$work/hf_peft" "$work/prompts
 fi
 "$py" "$root/tests/model/hf_generate_check.py" "$work/hf_merged" "$work/prompts.txt" "$work/generated.jsonl" \
   "$work/choices.jsonl" "$work/choices.json"
+# Rank-stabilized LoRA (lora.rslora: the update scaled by alpha / sqrt(rank), 4 here where
+# alpha / rank is 2): PEFT with use_rslora gives our outputs, and so does the merged export.
+"$moe" train "$config" "${common[@]}" --set train.steps=60 --set checkpoint.dir="$work/rslora" \
+  --set checkpoint.init_from="$work/base/step_00000150.h5" --set lora.rank=4 --set lora.alpha=8 \
+  --set lora.rslora=true --set train.lr=1e-2 > "$work/rslora.log"
+rs="$work/rslora/step_00000060.h5"
+"$moe" export "$rs" "$work/hf_rs_peft" --lora peft > /dev/null
+"$moe" export "$rs" "$work/hf_rs_merged" > /dev/null
+grep -q '"use_rslora": true' "$work/hf_rs_peft/adapter/adapter_config.json"
+"$moe" generate "$rs" --jsonl --prompts-file "$work/prompts.txt" --max-new-tokens 12 > "$work/rs_generated.jsonl"
+"$moe" eval "$rs" --choices "$work/choices.jsonl" > "$work/rs_choices.json"
+for hf in "$work/hf_rs_peft" "$work/hf_rs_merged"; do
+  adapter=(); [ "$hf" = "$work/hf_rs_peft" ] && adapter=("$hf/adapter")
+  "$py" "$root/tests/model/hf_generate_check.py" "$hf" "$work/prompts.txt" "$work/rs_generated.jsonl" \
+    "$work/choices.jsonl" "$work/rs_choices.json" "${adapter[@]}"
+done
