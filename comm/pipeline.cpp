@@ -85,6 +85,11 @@ std::vector<PipeUnit> schedule_forward(std::int64_t m, int v) {
 }
 
 namespace {
+// The units that start at k together: two where a pair runs as one, else one.
+std::size_t group_at(const std::vector<PipeUnit>& units, std::size_t k, bool pairs) {
+  return pairs && units[k].paired && k + 1 < units.size() ? 2 : 1;
+}
+
 // One stage running its units: inputs from the neighbouring virtual stages, by message or,
 // where the V turns on this stage, handed over in place.
 class StageRun {
@@ -145,7 +150,7 @@ class StageRun {
 void run_schedule(Communicator& pp, const PipeShape& shape, const std::vector<PipeUnit>& units, const StageWork& work) {
   StageRun stage(pp, shape, work);
   for (std::size_t k = 0; k < units.size();) {
-    const std::size_t n = work.pair_units && units[k].paired && k + 1 < units.size() ? 2 : 1;
+    const std::size_t n = group_at(units, k, work.pair_units);
     Tensor in[2];
     for (std::size_t j = 0; j < n; ++j) in[j] = stage.receive(units[k + j]);
     for (std::size_t j = 0; j < n; ++j) stage.run(units[k + j], in[j]);
@@ -176,7 +181,7 @@ double schedule_span(const PipeShape& shape, const std::vector<std::vector<PipeU
     for (int s = 0; s < p; ++s) {
       const auto& units = stages[std::size_t(s)];
       while (next[std::size_t(s)] < units.size()) {
-        const std::size_t k = next[std::size_t(s)], n = pairs && units[k].paired && k + 1 < units.size() ? 2 : 1;
+        const std::size_t k = next[std::size_t(s)], n = group_at(units, k, pairs);
         double at = free_at[std::size_t(s)];
         bool inputs = true;
         for (std::size_t j = 0; j < n; ++j) inputs = inputs && ready(s, units[k + j], at);
@@ -196,12 +201,16 @@ double schedule_span(const PipeShape& shape, const std::vector<std::vector<PipeU
   return *std::max_element(free_at.begin(), free_at.end());
 }
 
-double dualpipev_bubble_fraction(int p, std::int64_t m, bool pairs, bool split) {
-  if (pairs && split) return double(p - 1) / double(3 * m + p - 1);
+double dualpipev_idle(int p, std::int64_t m, double f, double bi, double w, bool pairs, bool split) {
   std::vector<std::vector<PipeUnit>> stages;
   for (int s = 0; s < p; ++s) stages.push_back(schedule_dualpipev(p, s, m, split));
-  const double span = schedule_span({p, 2, true}, stages, 1, 2, 1, 1, pairs);
-  return 1 - double(6 * m) / span;
+  return schedule_span({p, 2, true}, stages, f, bi + w, bi, w, pairs) - double(2 * m) * (f + bi + w);
+}
+
+double dualpipev_bubble_fraction(int p, std::int64_t m, bool pairs, bool split) {
+  if (pairs && split) return double(p - 1) / double(3 * m + p - 1);
+  const double idle = dualpipev_idle(p, m, 1, 1, 1, pairs, split);
+  return idle / (idle + double(6 * m));
 }
 
 }  // namespace moe

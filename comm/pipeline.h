@@ -116,6 +116,9 @@ inline double bubble_fraction(std::int64_t p, std::int64_t m, std::int64_t v = 1
 // DualPipeV's with forward, input-gradient and weight-gradient units of equal time: pairs run
 // as one, the repository's formula (above); unpaired, from schedule_span.
 double dualpipev_bubble_fraction(int p, std::int64_t m, bool pairs, bool split = true);
+// DualPipeV's idle time on a stage (schedule_span less a stage's 2m units of work) with
+// units of f (forward), bi (inputs) and w (weights), a whole backward bi + w.
+double dualpipev_idle(int p, std::int64_t m, double f, double bi, double w, bool pairs, bool split);
 
 // The time the schedules of all p stages take when messages are free and a unit takes f
 // (forward), b (backward), bi (inputs) or w (weights): each unit starts when its stage is

@@ -204,10 +204,6 @@ ChatText ChatRenderer::render_jinja(const std::vector<ChatMessage>& messages, bo
   return out;
 }
 
-ChatText render_chat(const std::vector<ChatMessage>& messages, const ChatTemplate& t, bool generation_prompt) {
-  return ChatRenderer(t).render(messages, generation_prompt);
-}
-
 bool is_chat_corpus(const std::string& path) {
   const auto files = jsonl_files(path);
   if (files.empty()) return false;

@@ -55,9 +55,6 @@ class ChatRenderer {
   std::shared_ptr<const JinjaChat> jinja_;
 };
 
-// The conversation rendered by our template `t` (ChatRenderer(t).render).
-ChatText render_chat(const std::vector<ChatMessage>& messages, const ChatTemplate& t, bool generation_prompt = false);
-
 // Whether `path` is chat data: a .jsonl file, or a directory holding .jsonl files, whose first
 // record has "messages" or "prompt" (a record of plain text is pre-training data, data/corpus.h).
 bool is_chat_corpus(const std::string& path);

@@ -36,11 +36,28 @@ ops::Fp8Path fp8_path(const Tensor& w) { return on_gpu(w) ? ops::Fp8Path::sm90 :
 Tensor expert(const Tensor& w, std::int64_t g) { return w.rows(g, 1).view({w.size(1), w.size(2)}); }
 
 thread_local WeightGrads* deferring = nullptr;
+
+// Under a WeightGrads::Deferral: dx now (when asked for), dw queued with the dy and x it
+// reads. `compute(dx, dw)` is the backward, either output undefined to skip it. False when
+// nothing defers (the caller computes both).
+template <class Compute>
+bool defer_weights(Tensor& dx, const Tensor& dw, const Tensor& dy, const GemmInput& x, Compute compute) {
+  WeightGrads* later = deferring;
+  if (!later || !dw.defined()) return false;
+  Tensor none;
+  if (dx.defined()) compute(dx, none);
+  later->defer(
+      [compute, dw] {
+        Tensor to = dw, no_dx;
+        compute(no_dx, to);
+      },
+      dy, x);
+  return true;
+}
 }  // namespace
 
 WeightGrads::Deferral::Deferral(WeightGrads& into) : outer_(deferring) { deferring = &into; }
 WeightGrads::Deferral::~Deferral() { deferring = outer_; }
-WeightGrads* WeightGrads::active() { return deferring; }
 
 void WeightGrads::defer(std::function<void()> dw, const Tensor& dy, const GemmInput& x) {
   work_.push_back(std::move(dw));
@@ -99,16 +116,8 @@ void Gemm::forward(Tensor& y, const GemmInput& x, const Tensor& w) const {
 }
 
 void Gemm::backward(Tensor& dx, Tensor& dw, const Tensor& dy, const GemmInput& x, const Tensor& w) const {
-  if (WeightGrads* later = WeightGrads::active(); later && dw.defined()) {
-    Tensor none;
-    if (dx.defined()) backward(dx, none, dy, x, w);
-    return later->defer(
-        [gemm = *this, dw, dy, x, w] {
-          Tensor to = dw, no_dx;
-          gemm.backward(no_dx, to, dy, x, w);
-        },
-        dy, x);
-  }
+  if (defer_weights(dx, dw, dy, x, [gemm = *this, dy, x, w](Tensor& a, Tensor& b) { gemm.backward(a, b, dy, x, w); }))
+    return;
   switch (p_) {
     case Precision::fp32: return ops::matmul_backward(dx, dw, dy, x.x, w);
     case Precision::bf16:
@@ -137,17 +146,12 @@ void Gemm::grouped_forward(Tensor& y, const GemmInput& x, const Tensor& w,
 
 void Gemm::grouped_backward(Tensor& dx, Tensor& dw, const Tensor& dy, const GemmInput& x, const Tensor& w,
                             std::span<const std::int64_t> offsets, std::span<const std::int64_t> segments) const {
-  if (WeightGrads* later = WeightGrads::active(); later && dw.defined()) {
-    Tensor none;
-    if (dx.defined()) grouped_backward(dx, none, dy, x, w, offsets, segments);
-    return later->defer(
-        [gemm = *this, dw, dy, x, w, offsets = std::vector(offsets.begin(), offsets.end()),
-         segments = std::vector(segments.begin(), segments.end())] {
-          Tensor to = dw, no_dx;
-          gemm.grouped_backward(no_dx, to, dy, x, w, offsets, segments);
-        },
-        dy, x);
-  }
+  if (defer_weights(dx, dw, dy, x,
+                    [gemm = *this, dy, x, w, offsets = std::vector(offsets.begin(), offsets.end()),
+                     segments = std::vector(segments.begin(), segments.end())](Tensor& a, Tensor& b) {
+                      gemm.grouped_backward(a, b, dy, x, w, offsets, segments);
+                    }))
+    return;
   if (p_ == Precision::fp32 || (p_ == Precision::bf16 && !on_gpu(w))) {
     const bool b = p_ == Precision::bf16;
     return ops::grouped_matmul_backward(dx, dw, b ? rounded(dy) : dy, operand(x), b ? rounded(w) : w, offsets);

@@ -71,8 +71,6 @@ class WeightGrads {
    private:
     WeightGrads* outer_;
   };
-  // The queue a backward on this thread defers into (null: none, compute in place).
-  static WeightGrads* active();
   // dw's computation, holding dy and x until it runs.
   void defer(std::function<void()> dw, const Tensor& dy, const GemmInput& x);
   void run();

@@ -373,14 +373,8 @@ double shared_overlap(const Setting& g, const StageSums& z, double tokens) {
 // gradient; LoRA's frozen weights have no weight gradient worth a unit. `unit`: a forward and full backward.
 double dualpipev_bubble(const Setting& g, double unit) {
   const double f = 1, bi = g.cfg.train.recompute ? 2 : 1, w = g.cfg.model.lora.rank > 0 ? 0 : 1;
-  const double scale = unit / (f + bi + w);
-  const int p = g.l.pp;
   const auto m = static_cast<std::int64_t>(g.mbs);
-  std::vector<std::vector<PipeUnit>> stages;
-  for (int s = 0; s < p; ++s) stages.push_back(schedule_dualpipev(p, s, m, g.cfg.parallel.split_weight_grads));
-  const double span =
-      schedule_span(pipe_shape(g.cfg, p), stages, f, bi + w, bi, w, false);  // (as the trainer runs them)
-  return (span - double(2 * m) * (f + bi + w)) * scale;
+  return dualpipev_idle(g.l.pp, m, f, bi, w, /*pairs=*/false, g.cfg.parallel.split_weight_grads) * unit / (f + bi + w);
 }
 
 // Seconds per step of stage s: compute, memory traffic, then each collective over its link.

@@ -31,14 +31,14 @@ TEST_CASE("chat: the template renders each message, the assistant's content and 
   const ChatTemplate t{.message = "[{role}] {content};", .loss_on_all = false};
   const std::vector<ChatMessage> m = {
       {"system", "be brief"}, {"user", "2+2?"}, {"assistant", "4"}, {"user", "and 3+3?"}, {"assistant", "6"}};
-  const ChatText c = render_chat(m, t);
+  const ChatText c = ChatRenderer(t).render(m);
   CHECK(c.text == "[system] be brief;[user] 2+2?;[assistant] 4;[user] and 3+3?;[assistant] 6;");
   CHECK(counted_text(c) == "4;|6;|");
   CHECK(c.counts_end);
-  const ChatText prompt = render_chat({{"user", "2+2?"}}, t, /*generation_prompt=*/true);
+  const ChatText prompt = ChatRenderer(t).render({{"user", "2+2?"}}, /*generation_prompt=*/true);
   CHECK(prompt.text == "[user] 2+2?;[assistant] ");
   CHECK_FALSE(prompt.counts_end);
-  CHECK(counted_text(render_chat(m, {.message = t.message, .loss_on_all = true})) == c.text + "|");
+  CHECK(counted_text(ChatRenderer({.message = t.message, .loss_on_all = true}).render(m)) == c.text + "|");
   CHECK_FALSE(valid_chat_template("{content} by {role}"));
   CHECK_FALSE(valid_chat_template("{role}: {content} {content}"));
 }
